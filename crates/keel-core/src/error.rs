@@ -1,0 +1,24 @@
+//! The store-level error type shared by every backend.
+
+/// Errors a store or the domain can return.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The requested record does not exist.
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// The record exists but is not in a state that allows the operation.
+    #[error("{0}")]
+    InvalidState(String),
+    /// The storage backend failed (I/O, corruption, a closed writer). Worth retrying later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// True when the same call may succeed if tried again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

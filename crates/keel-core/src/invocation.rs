@@ -1,0 +1,211 @@
+//! Invocations and attempts: the records Keel keeps for every call of a function.
+//!
+//! Lifecycle: `queued` → `running` (leased by a dispatcher) → `succeeded`, or `retrying` → … →
+//! `dead` (in the DLQ) → `queued` again on redrive, or `discarded`. `cancelled` ends a queued or
+//! retrying invocation. Sync invocations that do not succeed end `failed`.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::clock::Millis;
+use crate::outcome::Outcome;
+
+/// Where an invocation is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+    Discarded,
+}
+
+impl Status {
+    pub const ALL: [Status; 8] = [
+        Status::Queued,
+        Status::Running,
+        Status::Retrying,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Dead,
+        Status::Cancelled,
+        Status::Discarded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Dead => "dead",
+            Status::Cancelled => "cancelled",
+            Status::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// True when nothing more will happen to the invocation without an operator (redrive).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running | Status::Retrying)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One call of the function for an invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// 1-based, counted across redrives.
+    pub number: u32,
+    pub started_at: Millis,
+    pub ended_at: Millis,
+    pub outcome: Outcome,
+    /// The function's HTTP status, when it answered.
+    pub http_status: Option<u16>,
+    /// What went wrong, truncated to [`MAX_ERROR_LEN`].
+    pub error: Option<String>,
+}
+
+/// Longest error text kept per attempt, in bytes.
+pub const MAX_ERROR_LEN: usize = 1024;
+
+/// Cuts `text` to at most [`MAX_ERROR_LEN`] bytes on a character boundary.
+pub fn truncate_error(mut text: String) -> String {
+    if text.len() > MAX_ERROR_LEN {
+        let mut end = MAX_ERROR_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+/// A function's response as stored: replayed raw by `GET /v1/invocations/{id}/result`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// A dispatcher's hold on a running invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub owner: String,
+    pub leased_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// An invocation as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    pub id: String,
+    pub function: String,
+    pub status: Status,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// When the next attempt is due (queued and retrying only).
+    pub due_at: Option<Millis>,
+    /// Attempts made so far, across redrives.
+    pub attempt_count: u32,
+    /// `attempt_count` when the invocation was last redriven: each redrive gets a fresh budget.
+    pub budget_start: u32,
+    pub redrives: u32,
+    /// The backoff delay used before the current retry (decorrelated jitter builds on it).
+    pub last_delay_ms: Option<u64>,
+    pub lease: Option<Lease>,
+    /// The final (or latest) response of the function.
+    pub response: Option<StoredResponse>,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub traceparent: Option<String>,
+    /// The attempt history, oldest first (empty in lists).
+    pub attempts: Vec<Attempt>,
+}
+
+impl Invocation {
+    /// Attempts made since the last redrive: what the retry policy counts.
+    pub fn attempts_in_budget(&self) -> u32 {
+        self.attempt_count - self.budget_start
+    }
+}
+
+/// What the gateway hands the store to admit an async invocation.
+#[derive(Debug, Clone)]
+pub struct NewInvocation {
+    pub id: String,
+    pub function: String,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+    pub created_at: Millis,
+    /// Later than `created_at` when the caller asked for a delay (`keel-delay`).
+    pub due_at: Millis,
+    pub idempotency_key: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+impl NewInvocation {
+    /// The invocation as it is once stored: queued, no attempts.
+    pub fn into_queued(self) -> Invocation {
+        Invocation {
+            id: self.id,
+            function: self.function,
+            status: Status::Queued,
+            payload: self.payload,
+            content_type: self.content_type,
+            created_at: self.created_at,
+            updated_at: self.created_at,
+            due_at: Some(self.due_at),
+            attempt_count: 0,
+            budget_start: 0,
+            redrives: 0,
+            last_delay_ms: None,
+            lease: None,
+            response: None,
+            error: None,
+            idempotency_key: self.idempotency_key,
+            traceparent: self.traceparent,
+            attempts: Vec::new(),
+        }
+    }
+}
+
+/// The state an attempt's completion moves a running invocation to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// Done: keep the response.
+    Succeed { response: StoredResponse },
+    /// Try again at `due_at`, after a backoff of `delay_ms`.
+    Retry { due_at: Millis, delay_ms: u64, error: String },
+    /// Into the DLQ.
+    Die { error: String, response: Option<StoredResponse> },
+}
+
+/// A dispatcher's report of one finished attempt (or of a budget already used up).
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    /// The lease owner: a completion from a node that lost its lease is refused.
+    pub owner: String,
+    pub now: Millis,
+    /// `None` when no call was made (the budget was used up by interrupted attempts).
+    pub attempt: Option<Attempt>,
+    pub next: Transition,
+}

@@ -1,0 +1,25 @@
+//! Keel's domain: everything that decides, nothing that does I/O.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `keel.toml` model, layered loading (defaults → file → `KEEL_` env → flags)
+//!   and validation with file:line errors.
+//! - [`retry`]: retry policies, backoff and jitter, with randomness passed in.
+//! - [`outcome`]: how one attempt's HTTP result is classified (success, transient, permanent,
+//!   timeout) and how `Retry-After` is read.
+//! - [`invocation`]: invocations, attempts, their statuses and the transitions between them.
+//! - [`store`]: the `Store` trait every storage backend implements, and (feature `testkit`) the
+//!   conformance suite each backend runs.
+//! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs).
+#![forbid(unsafe_code)]
+
+pub mod clock;
+// TEMP pub mod config;
+pub mod error;
+pub mod id;
+pub mod invocation;
+pub mod outcome;
+pub mod retry;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,115 @@
+//! The storage abstraction: one trait, implemented by the SQLite store (and PostgreSQL next),
+//! and one conformance suite ([`testkit`], feature `testkit`) that every implementation runs.
+//!
+//! Every write is durable when its future resolves: a store acknowledges only what it has
+//! committed (fsync'd unless durability was turned off).
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::invocation::{Completion, Invocation, NewInvocation, Status};
+use crate::Result;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+/// Default and largest page sizes of a list.
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+/// A request to lease due work of one function.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub function: String,
+    pub owner: String,
+    pub now: Millis,
+    /// The lease lapses at this time unless the attempt completes first.
+    pub expires_at: Millis,
+    pub limit: usize,
+}
+
+/// What a lease call returns.
+#[derive(Debug, Clone, Default)]
+pub struct Leased {
+    /// Now `running`, held by the requester, oldest due first.
+    pub invocations: Vec<Invocation>,
+    /// When the function's next queued or retrying invocation comes due, if any remains.
+    pub next_due_at: Option<Millis>,
+}
+
+/// Which leases [`Store::reclaim_leases`] takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaim {
+    /// Every lease: at start-up of a store only one node uses (SQLite).
+    All,
+    /// Leases that expired before the given time: their holder died or hung.
+    ExpiredBefore(Millis),
+}
+
+/// Filters of a list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub function: Option<String>,
+    pub status: Option<Status>,
+    /// At most [`MAX_LIMIT`]; 0 means [`DEFAULT_LIMIT`].
+    pub limit: usize,
+    /// The last id of the previous page: lists run newest first.
+    pub cursor: Option<String>,
+}
+
+impl ListFilter {
+    /// The page size actually used.
+    pub fn page_size(&self) -> usize {
+        match self.limit {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Storage of invocations and their attempts.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Admits an async invocation: durable when this returns.
+    async fn enqueue(&self, new: NewInvocation) -> Result<Invocation>;
+
+    /// Records a finished sync invocation (`succeeded` or `failed`) with its attempts.
+    async fn record_finished(&self, invocation: Invocation) -> Result<()>;
+
+    /// Leases up to `limit` due invocations of one function (status `running`).
+    async fn lease(&self, request: LeaseRequest) -> Result<Leased>;
+
+    /// Records an attempt and moves the invocation on. Refused with
+    /// [`Error::InvalidState`](crate::Error::InvalidState) when the caller no longer holds the
+    /// lease: then nothing is written.
+    async fn complete(&self, completion: Completion) -> Result<()>;
+
+    /// Takes leases back: each becomes an interrupted (transient) attempt, due again now.
+    /// Returns the functions that got work back, so their dispatchers can be woken.
+    async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>>;
+
+    /// One invocation with its attempt history.
+    async fn get(&self, id: &str) -> Result<Option<Invocation>>;
+
+    /// Invocations newest first, without attempt histories.
+    async fn list(&self, filter: ListFilter) -> Result<Page<Invocation>>;
+
+    /// Cancels a queued or retrying invocation.
+    async fn cancel(&self, id: &str, now: Millis) -> Result<Invocation>;
+
+    /// Requeues a dead invocation (same id, history kept, a fresh retry budget).
+    async fn redrive(&self, id: &str, now: Millis) -> Result<Invocation>;
+
+    /// Requeues dead invocations matching `filter` (status is ignored: always `dead`).
+    async fn redrive_matching(&self, filter: ListFilter, now: Millis) -> Result<Vec<Invocation>>;
+
+    /// Discards a dead invocation (status `discarded`).
+    async fn discard(&self, id: &str, now: Millis) -> Result<Invocation>;
+}

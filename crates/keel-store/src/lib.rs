@@ -1,0 +1,48 @@
+//! Keel's storage backends, each an implementation of [`keel_core::store::Store`].
+//!
+//! # Layout
+//!
+//! - [`sqlite`]: the embedded default. WAL, one writer thread that group-commits whatever
+//!   arrives together (one fsync per group), reader connections for queries.
+//!   - `sqlite/writer.rs`: the group-commit writer; `sqlite/schema.rs`: migrations;
+//!     `sqlite/rows.rs`: row ↔ domain mapping; `sqlite/ops.rs`: the statements.
+//!
+//! PostgreSQL comes next as a second implementation of the same trait, run through the same
+//! conformance suite (`keel_core::store::testkit`).
+#![forbid(unsafe_code)]
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use keel_core::store::Store;
+
+/// Errors opening a store.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("unsupported storage url {0:?}: expected sqlite://PATH (PostgreSQL is not supported yet)")]
+    Unsupported(String),
+    #[error("cannot open {path}: {reason}")]
+    Sqlite { path: String, reason: String },
+    #[error("{path} is in use by another keel process (its lock file {lock} is held)")]
+    Locked { path: String, lock: String },
+}
+
+/// Options common to every backend.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    /// Sync every group commit to disk (off only for benchmarks that say so).
+    pub fsync: bool,
+}
+
+/// Opens the store a storage url names.
+pub fn open(options: &StoreOptions) -> Result<Arc<dyn Store>, OpenError> {
+    if let Some(path) = options.url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteStore::open(path, options.fsync)?));
+    }
+    if options.url == "sqlite::memory:" {
+        return Ok(Arc::new(sqlite::SqliteStore::open(":memory:", options.fsync)?));
+    }
+    Err(OpenError::Unsupported(options.url.clone()))
+}

@@ -1,0 +1,168 @@
+//! The embedded SQLite store: WAL, one group-commit writer thread, a small pool of readers.
+//!
+//! One process owns a database file at a time (an exclusive lock on `PATH.lock`), which is what
+//! lets start-up take back every lease left by a killed predecessor at once.
+
+mod ops;
+mod rows;
+mod schema;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use keel_core::clock::Millis;
+use keel_core::invocation::{Completion, Invocation, NewInvocation};
+use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim, Store};
+use keel_core::{Error, Result};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::OpenError;
+use writer::Writer;
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Readers,
+    /// Held for the store's life: a second process on the same file fails to open instead of
+    /// corrupting the first one's leases.
+    _lock: Option<std::fs::File>,
+}
+
+#[derive(Debug, Clone)]
+enum Readers {
+    /// Idle read connections; a read takes one (or opens one) and puts it back.
+    Pool { path: String, idle: Arc<Mutex<Vec<Connection>>> },
+    /// An in-memory database has a single connection: reads go through the writer.
+    Writer,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, or `:memory:`.
+    pub fn open(path: &str, fsync: bool) -> Result<Self, OpenError> {
+        let err = |reason: String| OpenError::Sqlite { path: path.to_string(), reason };
+        let memory = path == ":memory:";
+        let lock = if memory { None } else { Some(lock_file(path)?) };
+        let mut conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        let sync = if fsync { "FULL" } else { "OFF" };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+        ))
+        .map_err(|e| err(e.to_string()))?;
+        schema::migrate(&mut conn).map_err(|e| err(format!("migrating the schema: {e}")))?;
+        let readers = if memory {
+            Readers::Writer
+        } else {
+            Readers::Pool { path: path.to_string(), idle: Arc::default() }
+        };
+        let writer = Writer::start(conn).map_err(|e| err(e.to_string()))?;
+        Ok(Self { writer, readers, _lock: lock })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (path, idle) = match &self.readers {
+            Readers::Writer => return self.writer.write(f).await,
+            Readers::Pool { path, idle } => (path.clone(), idle.clone()),
+        };
+        tokio::task::spawn_blocking(move || {
+            let taken = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match taken {
+                Some(conn) => conn,
+                None => open_reader(&path)?,
+            };
+            let result = f(&conn);
+            idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_reader(path: &str) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(rows::db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(rows::db_err)?;
+    Ok(conn)
+}
+
+fn lock_file(path: &str) -> Result<std::fs::File, OpenError> {
+    let lock_path = format!("{path}.lock");
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OpenError::Sqlite { path: path.into(), reason: format!("creating {}: {e}", dir.display()) })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| OpenError::Sqlite { path: path.into(), reason: format!("opening {lock_path}: {e}") })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked { path: path.into(), lock: lock_path }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(OpenError::Sqlite { path: path.into(), reason: format!("locking {lock_path}: {e}") })
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
+        self.writer.write(move |c| ops::enqueue(c, new)).await
+    }
+
+    async fn record_finished(&self, invocation: Invocation) -> Result<()> {
+        self.writer.write(move |c| ops::record_finished(c, &invocation)).await
+    }
+
+    async fn lease(&self, request: LeaseRequest) -> Result<Leased> {
+        self.writer.write(move |c| ops::lease(c, &request)).await
+    }
+
+    async fn complete(&self, completion: Completion) -> Result<()> {
+        self.writer.write(move |c| ops::complete(c, &completion)).await
+    }
+
+    async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
+        self.writer.write(move |c| ops::reclaim(c, scope, now)).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Invocation>> {
+        let id = id.to_string();
+        self.read(move |c| ops::get(c, &id)).await
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Page<Invocation>> {
+        self.read(move |c| ops::list(c, &filter)).await
+    }
+
+    async fn cancel(&self, id: &str, now: Millis) -> Result<Invocation> {
+        let id = id.to_string();
+        self.writer.write(move |c| ops::cancel(c, &id, now)).await
+    }
+
+    async fn redrive(&self, id: &str, now: Millis) -> Result<Invocation> {
+        let id = id.to_string();
+        self.writer.write(move |c| ops::redrive(c, &id, now)).await
+    }
+
+    async fn redrive_matching(&self, filter: ListFilter, now: Millis) -> Result<Vec<Invocation>> {
+        self.writer.write(move |c| ops::redrive_matching(c, &filter, now)).await
+    }
+
+    async fn discard(&self, id: &str, now: Millis) -> Result<Invocation> {
+        let id = id.to_string();
+        self.writer.write(move |c| ops::discard(c, &id, now)).await
+    }
+}

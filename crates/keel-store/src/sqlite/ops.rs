@@ -1,0 +1,277 @@
+//! The statements behind each store operation; each runs on one connection, inside the writer's
+//! transaction for writes.
+
+use keel_core::clock::Millis;
+use keel_core::invocation::{Attempt, Completion, Invocation, NewInvocation, Status, Transition};
+use keel_core::outcome::Outcome;
+use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim};
+use keel_core::{Error, Result};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+
+use super::rows::{self, db_err, INVOCATION_COLUMNS};
+
+pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocation> {
+    let inv = new.into_queued();
+    insert(conn, &inv)?;
+    Ok(inv)
+}
+
+pub(crate) fn record_finished(conn: &Connection, inv: &Invocation) -> Result<()> {
+    insert(conn, inv)?;
+    for a in &inv.attempts {
+        rows::insert_attempt(conn, &inv.id, a).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
+    let response = inv.response.as_ref();
+    conn.prepare_cached(
+        "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
+         due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
+         result, error, idempotency_key, traceparent) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            inv.id,
+            inv.function,
+            inv.status.as_str(),
+            &inv.payload[..],
+            inv.content_type,
+            inv.created_at,
+            inv.updated_at,
+            inv.due_at,
+            inv.attempt_count,
+            inv.budget_start,
+            inv.redrives,
+            inv.last_delay_ms,
+            response.map(|r| r.status),
+            response.and_then(|r| r.content_type.as_deref()),
+            response.map(|r| &r.body[..]),
+            inv.error,
+            inv.idempotency_key,
+            inv.traceparent,
+        ])
+    })
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Error::InvalidState(format!("invocation {} already exists", inv.id))
+        }
+        e => db_err(e),
+    })?;
+    Ok(())
+}
+
+pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
+    let mut invocations = Vec::new();
+    if req.limit > 0 {
+        let sql = format!(
+            "UPDATE invocations SET status = 'running', lease_owner = ?1, leased_at = ?2, \
+             lease_expires_at = ?3, updated_at = ?2 \
+             WHERE id IN (SELECT id FROM invocations WHERE function = ?4 \
+               AND status IN ('queued', 'retrying') AND due_at <= ?2 ORDER BY due_at LIMIT ?5) \
+             RETURNING {INVOCATION_COLUMNS}"
+        );
+        let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
+        let found = st
+            .query_map(
+                params![req.owner, req.now, req.expires_at, req.function, req.limit as i64],
+                rows::invocation,
+            )
+            .map_err(db_err)?;
+        for inv in found {
+            invocations.push(inv.map_err(db_err)?);
+        }
+        // RETURNING gives no order guarantee: restore due order (ids break ties).
+        invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    }
+    let next_due_at = conn
+        .prepare_cached(
+            "SELECT MIN(due_at) FROM invocations WHERE function = ? AND status IN ('queued', 'retrying')",
+        )
+        .and_then(|mut st| st.query_row([&req.function], |r| r.get::<_, Option<Millis>>(0)))
+        .map_err(db_err)?;
+    Ok(Leased { invocations, next_due_at })
+}
+
+pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
+    let counted = u32::from(c.attempt.is_some());
+    let (status, due_at, delay, error, response) = match &c.next {
+        Transition::Succeed { response } => (Status::Succeeded, None, None, None, Some(response)),
+        Transition::Retry { due_at, delay_ms, error } => {
+            (Status::Retrying, Some(*due_at), Some(*delay_ms), Some(error.as_str()), None)
+        }
+        Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
+    };
+    let changed = conn
+        .prepare_cached(
+            "UPDATE invocations SET status = ?1, due_at = ?2, last_delay_ms = COALESCE(?3, last_delay_ms), \
+             error = ?4, attempt_count = attempt_count + ?5, updated_at = ?6, \
+             lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
+             result_status = COALESCE(?7, result_status), \
+             result_content_type = CASE WHEN ?7 IS NULL THEN result_content_type ELSE ?8 END, \
+             result = CASE WHEN ?7 IS NULL THEN result ELSE ?9 END \
+             WHERE id = ?10 AND status = 'running' AND lease_owner = ?11",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                status.as_str(),
+                due_at,
+                delay,
+                error,
+                counted,
+                c.now,
+                response.map(|r| r.status),
+                response.and_then(|r| r.content_type.as_deref()),
+                response.map(|r| &r.body[..]),
+                c.id,
+                c.owner,
+            ])
+        })
+        .map_err(db_err)?;
+    if changed == 0 {
+        return Err(Error::InvalidState(format!(
+            "invocation {} is not leased by {}: the lease expired or was taken back",
+            c.id, c.owner
+        )));
+    }
+    if let Some(a) = &c.attempt {
+        rows::insert_attempt(conn, &c.id, a).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
+    let cutoff = match scope {
+        Reclaim::All => Millis::MAX,
+        Reclaim::ExpiredBefore(t) => t,
+    };
+    let sql = "SELECT id, function, attempt_count, leased_at, lease_owner FROM invocations \
+               WHERE status = 'running' AND lease_expires_at < ?";
+    let expired: Vec<(String, String, u32, Millis, String)> = conn
+        .prepare_cached(sql)
+        .and_then(|mut st| {
+            st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect()
+        })
+        .map_err(db_err)?;
+    let mut functions = Vec::new();
+    for (id, function, attempt_count, leased_at, owner) in expired {
+        let attempt = Attempt {
+            number: attempt_count + 1,
+            started_at: leased_at,
+            ended_at: now,
+            outcome: Outcome::Transient,
+            http_status: None,
+            error: Some(format!("interrupted: the lease held by {owner} was taken back before the attempt finished")),
+        };
+        let error = attempt.error.clone().unwrap_or_default();
+        complete(
+            conn,
+            &Completion {
+                id,
+                owner,
+                now,
+                attempt: Some(attempt),
+                next: Transition::Retry { due_at: now, delay_ms: 0, error },
+            },
+        )?;
+        if !functions.contains(&function) {
+            functions.push(function);
+        }
+    }
+    functions.sort();
+    Ok(functions)
+}
+
+pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Invocation>> {
+    let sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ?");
+    let inv = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_row([id], rows::invocation).optional())
+        .map_err(db_err)?;
+    let Some(mut inv) = inv else { return Ok(None) };
+    inv.attempts = conn
+        .prepare_cached(
+            "SELECT number, started_at, ended_at, outcome, http_status, error FROM attempts \
+             WHERE invocation_id = ? ORDER BY number",
+        )
+        .and_then(|mut st| st.query_map([id], rows::attempt)?.collect())
+        .map_err(db_err)?;
+    Ok(Some(inv))
+}
+
+pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invocation>> {
+    let mut sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(f) = &filter.function {
+        sql.push_str(" AND function = ?");
+        args.push(Value::Text(f.clone()));
+    }
+    if let Some(s) = filter.status {
+        sql.push_str(" AND status = ?");
+        args.push(Value::Text(s.as_str().into()));
+    }
+    if let Some(c) = &filter.cursor {
+        sql.push_str(" AND id < ?");
+        args.push(Value::Text(c.clone()));
+    }
+    let size = filter.page_size();
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(Value::Integer(size as i64 + 1));
+    let mut items: Vec<Invocation> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_map(params_from_iter(args), rows::invocation)?.collect())
+        .map_err(db_err)?;
+    let next_cursor = if items.len() > size {
+        items.truncate(size);
+        items.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Moves one invocation from one of `from` to `to`, or explains why it cannot.
+fn transition(conn: &Connection, id: &str, from: &[Status], to: Status, now: Millis, action: &str) -> Result<Invocation> {
+    let inv = get(conn, id)?.ok_or_else(|| Error::NotFound { what: "invocation", id: id.into() })?;
+    if !from.contains(&inv.status) {
+        let allowed: Vec<_> = from.iter().map(|s| s.as_str()).collect();
+        return Err(Error::InvalidState(format!(
+            "cannot {action} invocation {id}: it is {}, and only {} invocations can be",
+            inv.status,
+            allowed.join(" or ")
+        )));
+    }
+    let redrive = to == Status::Queued;
+    conn.prepare_cached(
+        "UPDATE invocations SET status = ?1, updated_at = ?2, \
+         due_at = CASE WHEN ?3 THEN ?2 ELSE NULL END, \
+         redrives = redrives + ?3, budget_start = CASE WHEN ?3 THEN attempt_count ELSE budget_start END, \
+         error = CASE WHEN ?3 THEN NULL ELSE error END, last_delay_ms = CASE WHEN ?3 THEN NULL ELSE last_delay_ms END \
+         WHERE id = ?4",
+    )
+    .and_then(|mut st| st.execute(params![to.as_str(), now, redrive, id]))
+    .map_err(db_err)?;
+    get(conn, id)?.ok_or_else(|| Error::NotFound { what: "invocation", id: id.into() })
+}
+
+pub(crate) fn cancel(conn: &Connection, id: &str, now: Millis) -> Result<Invocation> {
+    transition(conn, id, &[Status::Queued, Status::Retrying], Status::Cancelled, now, "cancel")
+}
+
+pub(crate) fn redrive(conn: &Connection, id: &str, now: Millis) -> Result<Invocation> {
+    transition(conn, id, &[Status::Dead], Status::Queued, now, "redrive")
+}
+
+pub(crate) fn discard(conn: &Connection, id: &str, now: Millis) -> Result<Invocation> {
+    transition(conn, id, &[Status::Dead], Status::Discarded, now, "discard")
+}
+
+pub(crate) fn redrive_matching(conn: &Connection, filter: &ListFilter, now: Millis) -> Result<Vec<Invocation>> {
+    let dead = ListFilter { status: Some(Status::Dead), cursor: None, ..filter.clone() };
+    let page = list(conn, &dead)?;
+    page.items.iter().map(|inv| redrive(conn, &inv.id, now)).collect()
+}

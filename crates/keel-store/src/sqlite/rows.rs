@@ -1,0 +1,85 @@
+//! Mapping between SQLite rows and domain records.
+
+use bytes::Bytes;
+use keel_core::invocation::{Attempt, Invocation, Lease, Status, StoredResponse};
+use keel_core::outcome::Outcome;
+use keel_core::Error;
+use rusqlite::{params, Connection, Row};
+
+/// The invocation columns, in the order [`invocation`] reads them.
+pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
+     due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
+     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent";
+
+fn bad(column: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("unexpected {column} {value:?}").into(),
+    )
+}
+
+/// Reads an invocation (without attempts) from a row selected with [`INVOCATION_COLUMNS`].
+pub(crate) fn invocation(row: &Row<'_>) -> rusqlite::Result<Invocation> {
+    let status: String = row.get(2)?;
+    let lease_owner: Option<String> = row.get(12)?;
+    let result_status: Option<u16> = row.get(15)?;
+    Ok(Invocation {
+        id: row.get(0)?,
+        function: row.get(1)?,
+        status: Status::parse(&status).ok_or_else(|| bad("status", &status))?,
+        payload: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+        content_type: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
+        due_at: row.get(7)?,
+        attempt_count: row.get(8)?,
+        budget_start: row.get(9)?,
+        redrives: row.get(10)?,
+        last_delay_ms: row.get(11)?,
+        lease: match lease_owner {
+            Some(owner) => Some(Lease { owner, leased_at: row.get(13)?, expires_at: row.get(14)? }),
+            None => None,
+        },
+        response: match result_status {
+            Some(status) => Some(StoredResponse {
+                status,
+                content_type: row.get(16)?,
+                body: Bytes::from(row.get::<_, Option<Vec<u8>>>(17)?.unwrap_or_default()),
+            }),
+            None => None,
+        },
+        error: row.get(18)?,
+        idempotency_key: row.get(19)?,
+        traceparent: row.get(20)?,
+        attempts: Vec::new(),
+    })
+}
+
+/// Reads an attempt from `SELECT number, started_at, ended_at, outcome, http_status, error`.
+pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let outcome: String = row.get(3)?;
+    Ok(Attempt {
+        number: row.get(0)?,
+        started_at: row.get(1)?,
+        ended_at: row.get(2)?,
+        outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome", &outcome))?,
+        http_status: row.get(4)?,
+        error: row.get(5)?,
+    })
+}
+
+/// Inserts one attempt of `invocation_id`.
+pub(crate) fn insert_attempt(conn: &Connection, invocation_id: &str, a: &Attempt) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![invocation_id, a.number, a.started_at, a.ended_at, a.outcome.as_str(), a.http_status, a.error])?;
+    Ok(())
+}
+
+/// Every store failure surfaces as `Unavailable`: the caller may try again later.
+pub(crate) fn db_err(e: rusqlite::Error) -> Error {
+    Error::Unavailable(e.to_string())
+}

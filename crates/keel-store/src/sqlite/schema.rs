@@ -1,0 +1,59 @@
+//! The SQLite schema, applied as numbered migrations tracked in `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Migrations in order; the one at index `i` brings `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE invocations (
+    id                  TEXT PRIMARY KEY,
+    function            TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    payload             BLOB NOT NULL,
+    content_type        TEXT,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    due_at              INTEGER,
+    attempt_count       INTEGER NOT NULL DEFAULT 0,
+    budget_start        INTEGER NOT NULL DEFAULT 0,
+    redrives            INTEGER NOT NULL DEFAULT 0,
+    last_delay_ms       INTEGER,
+    lease_owner         TEXT,
+    leased_at           INTEGER,
+    lease_expires_at    INTEGER,
+    result_status       INTEGER,
+    result_content_type TEXT,
+    result              BLOB,
+    error               TEXT,
+    idempotency_key     TEXT,
+    traceparent         TEXT
+);
+-- Due work per function: only queued and retrying rows are in it, so it stays as small as the
+-- backlog however many finished invocations the table holds.
+CREATE INDEX invocations_due ON invocations (function, due_at) WHERE status IN ('queued', 'retrying');
+CREATE INDEX invocations_leases ON invocations (lease_expires_at) WHERE status = 'running';
+CREATE INDEX invocations_by_status ON invocations (status, id);
+CREATE INDEX invocations_by_function ON invocations (function, status, id);
+
+CREATE TABLE attempts (
+    invocation_id TEXT NOT NULL,
+    number        INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    ended_at      INTEGER NOT NULL,
+    outcome       TEXT NOT NULL,
+    http_status   INTEGER,
+    error         TEXT,
+    PRIMARY KEY (invocation_id, number)
+) WITHOUT ROWID;
+"#];
+
+/// Brings the database to the latest schema.
+pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! The conformance suite and SQLite-specific behaviour (group commit, the file lock).
+
+use std::sync::Arc;
+
+use keel_core::store::Store;
+
+use super::SqliteStore;
+
+async fn make() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db");
+    (SqliteStore::open(path.to_str().unwrap(), true).unwrap(), dir)
+}
+
+async fn make_in_memory() -> (SqliteStore, ()) {
+    (SqliteStore::open(":memory:", false).unwrap(), ())
+}
+
+keel_core::store_conformance!(make);
+
+mod in_memory {
+    use super::*;
+    keel_core::store_conformance!(make_in_memory);
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_file() {
+    let (_store, dir) = make().await;
+    let path = dir.path().join("keel.db");
+    let err = SqliteStore::open(path.to_str().unwrap(), true).unwrap_err();
+    assert!(err.to_string().contains("in use by another keel process"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_all_commit_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    let store = Arc::new(SqliteStore::open(&path, true).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let new = keel_core::invocation::NewInvocation {
+                id: format!("{i:05}"),
+                function: "f".into(),
+                payload: bytes::Bytes::from_static(b"{}"),
+                content_type: None,
+                created_at: 1,
+                due_at: 1,
+                idempotency_key: None,
+                traceparent: None,
+            };
+            store.enqueue(new).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A duplicate id fails alone; the rest of its group still commits.
+    let dup = keel_core::invocation::NewInvocation {
+        id: "00001".into(),
+        function: "f".into(),
+        payload: bytes::Bytes::new(),
+        content_type: None,
+        created_at: 1,
+        due_at: 1,
+        idempotency_key: None,
+        traceparent: None,
+    };
+    assert!(store.enqueue(dup).await.is_err());
+    drop(store);
+    let reopened = SqliteStore::open(&path, true).unwrap();
+    let filter = keel_core::store::ListFilter { limit: 1000, ..Default::default() };
+    assert_eq!(reopened.list(filter).await.unwrap().items.len(), 500);
+}

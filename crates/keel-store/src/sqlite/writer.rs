@@ -1,0 +1,130 @@
+//! The group-commit writer: one thread owns the only write connection. Whatever jobs are waiting
+//! when it wakes run in one transaction, each inside a savepoint (a failing job rolls back alone),
+//! and are answered only after the transaction committed — one fsync for the whole group.
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use keel_core::{Error, Result};
+
+/// Largest number of jobs committed together.
+const MAX_GROUP: usize = 1024;
+
+/// Answers a job's caller once its group's fate is known.
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+/// A write: runs inside the group's transaction (or, given `None`, is refused without running),
+/// reports whether it succeeded, and hands back how to answer its caller.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
+
+/// Handle to the writer thread. Dropping every handle stops the thread.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("keel-sqlite-writer".into())
+            .spawn(move || run(conn, rx))?;
+        Ok(Self { jobs: tx })
+    }
+
+    /// Runs `f` in the next group commit; resolves once that group is durable.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(Error::Unavailable("the SQLite transaction could not start".into())),
+            };
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, reply)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
+    }
+}
+
+fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = commit_group(&conn, &mut group, &mut replies);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, jobs = replies.len(), "SQLite group commit failed");
+        }
+        for reply in replies.drain(..) {
+            reply(outcome.clone().map_err(|e| Error::Unavailable(e.to_string())));
+        }
+    }
+}
+
+fn commit_group(
+    conn: &Connection,
+    group: &mut Vec<Job>,
+    replies: &mut Vec<Reply>,
+) -> std::result::Result<(), String> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        replies.extend(group.drain(..).map(|job| job(None).1));
+        return Err(e.to_string());
+    }
+    // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+    let single = group.len() == 1;
+    let mut jobs = group.drain(..);
+    for job in jobs.by_ref() {
+        if !single {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                replies.push(job(None).1);
+                return abort(conn, jobs, replies, e);
+            }
+        }
+        let (ok, reply) = job(Some(conn));
+        replies.push(reply);
+        if single && !ok {
+            drop(jobs);
+            return conn.execute_batch("ROLLBACK").map_err(|e| e.to_string());
+        }
+        if !single {
+            let sql = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+            if let Err(e) = conn.execute_batch(sql) {
+                return abort(conn, jobs, replies, e);
+            }
+        }
+    }
+    drop(jobs);
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        e.to_string()
+    })
+}
+
+/// Rolls the group back and refuses the jobs that did not run.
+fn abort(
+    conn: &Connection,
+    rest: std::vec::Drain<'_, Job>,
+    replies: &mut Vec<Reply>,
+    e: rusqlite::Error,
+) -> std::result::Result<(), String> {
+    replies.extend(rest.map(|job| job(None).1));
+    let _ = conn.execute_batch("ROLLBACK");
+    Err(e.to_string())
+}
