@@ -7,17 +7,19 @@
 //! - [`retry`]: retry policies, backoff and jitter, with randomness passed in.
 //! - [`outcome`]: how one attempt's HTTP result is classified (success, transient, permanent,
 //!   timeout) and how `Retry-After` is read.
-//! - [`invocation`]: invocations, attempts, their statuses and the transitions between them.
+//! - [`invocation`]: invocations, attempts, their statuses and the transitions between them;
+//!   [`lifecycle`]: the decision taken after each attempt.
 //! - [`store`]: the `Store` trait every storage backend implements, and (feature `testkit`) the
 //!   conformance suite each backend runs.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs).
 #![forbid(unsafe_code)]
 
 pub mod clock;
-// TEMP pub mod config;
+pub mod config;
 pub mod error;
 pub mod id;
 pub mod invocation;
+pub mod lifecycle;
 pub mod outcome;
 pub mod retry;
 pub mod store;

@@ -1,0 +1,262 @@
+//! Keel's configuration: the resolved model ([`Config`]) and [`load`], which layers built-in
+//! defaults → `keel.toml` → `KEEL_` environment variables → command-line flags.
+//!
+//! # Layout
+//! - `raw`: the file's shape as serde reads it (unknown keys rejected).
+//! - `layers`: env and flag overrides, written into the parsed TOML tree.
+//! - `locate`: which layer set a key, and where in the file (`keel.toml:12:15`).
+//! - `validate`: semantic checks and defaults; reports every problem, not just the first.
+//!
+//! Every error names where the value came from, its dotted key and what would be valid:
+//! `keel.toml:12:15: functions.charge.retry.max_attempts: must be at least 1 (got 0)`.
+
+mod layers;
+mod locate;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use locate::{dotted, Anchor, LineIndex, Locator, SourceMap};
+
+use crate::retry::RetryPolicy;
+
+/// A TOML value, for flag overrides built by the command line.
+pub use toml::Value as TomlValue;
+
+/// Everything Keel's server needs to start, after all layers and checks.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    /// Keyed by function name, which is also `FunctionConfig::name`.
+    pub functions: BTreeMap<String, FunctionConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: u64,
+    /// How long in-flight invocations may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Largest function result stored, in bytes.
+    pub max_result_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// `sqlite://PATH`, `sqlite::memory:` or `postgres://…` (checked here, refused later by the
+    /// server until the PostgreSQL store exists).
+    pub url: String,
+    pub fsync: bool,
+}
+
+impl StorageConfig {
+    /// The SQLite database path (`":memory:"` for `sqlite::memory:`), or `None` for other stores.
+    pub fn sqlite_path(&self) -> Option<&str> {
+        match self.url.as_str() {
+            "sqlite::memory:" => Some(":memory:"),
+            url => url.strip_prefix("sqlite://"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    pub name: String,
+    /// Where Keel POSTs invocations; http or https.
+    pub url: url::Url,
+    pub timeout: Duration,
+    pub sync_timeout: Duration,
+    /// Most invocations of this function in flight at once.
+    pub concurrency: u32,
+    pub retry: RetryPolicy,
+}
+
+/// The layers above the file. Tests build one by hand instead of touching the process env.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `(name, value)`, e.g. `("KEEL_SERVER__LISTEN", "0.0.0.0:7733")`.
+    pub env: Vec<(String, String)>,
+    /// `(dotted key path, flag name for messages, value)`, e.g. `("server.listen", "--listen", …)`.
+    pub flags: Vec<(String, String, toml::Value)>,
+}
+
+impl Overrides {
+    /// The process's `KEEL_…__…` variables, sorted by name so that errors come in a stable order.
+    /// Variables without `__` (such as `KEEL_URL`) belong to the CLI and are skipped.
+    pub fn from_process_env() -> Self {
+        let mut env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .filter(|(name, _)| layers::is_override_var(name))
+            .collect();
+        env.sort();
+        Overrides {
+            env,
+            flags: Vec::new(),
+        }
+    }
+}
+
+/// Where a configured value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A position in the config file. `line` is 0 when the error is about the file as a whole.
+    File {
+        path: String,
+        line: usize,
+        column: usize,
+    },
+    Env {
+        var: String,
+    },
+    Flag {
+        name: String,
+    },
+    Default,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: Location,
+    /// Dotted key path (`functions.charge.timeout`); empty for syntax errors.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Location::File { path, line: 0, .. } => write!(f, "{path}: ")?,
+            Location::File { path, line, column } => write!(f, "{path}:{line}:{column}: ")?,
+            Location::Env { var } => write!(f, "env {var}: ")?,
+            Location::Flag { name } => write!(f, "flag {name}: ")?,
+            Location::Default => {}
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All the problems found in one load, shown one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads the config file at `path` (defaults only when `None`) and applies `overrides`.
+/// A `path` that cannot be read is an error naming it.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    let Some(path) = path else {
+        return load_str("", "", overrides);
+    };
+    let file_name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&file_name, &text, overrides),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            location: Location::File {
+                path: file_name,
+                line: 0,
+                column: 0,
+            },
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        }])),
+    }
+}
+
+/// [`load`] for a file already in memory; `file_name` is only used in error messages.
+pub fn load_str(
+    file_name: &str,
+    text: &str,
+    overrides: &Overrides,
+) -> Result<Config, ConfigErrors> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map_or((0, 0), |span| LineIndex::new(text).position(span.start));
+        ConfigErrors(vec![ConfigError {
+            location: Location::File {
+                path: file_name.to_owned(),
+                line,
+                column,
+            },
+            key: String::new(),
+            message: syntax_message(e.message()),
+        }])
+    })?;
+    let applied = layers::apply(&mut table, overrides).map_err(ConfigErrors)?;
+    let locator = Locator::new(file_name, SourceMap::from_text(text), applied);
+
+    let raw: raw::RawConfig =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+            let (anchor, message) = describe_structural_error(e.inner().message());
+            ConfigErrors(vec![ConfigError {
+                location: locator.locate(&path, anchor),
+                key: dotted(&path),
+                message,
+            }])
+        })?;
+
+    validate::validate(raw).map_err(|problems| {
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|p| ConfigError {
+                    location: locator.locate(&p.path, p.anchor),
+                    key: dotted(&p.path),
+                    message: p.message,
+                })
+                .collect(),
+        )
+    })
+}
+
+/// Serde's wording, in the file's terms: keys and tables rather than fields, structs and `i64`.
+fn describe_structural_error(message: &str) -> (Anchor, String) {
+    if let Some(rest) = message.strip_prefix("unknown field") {
+        return (Anchor::Key, format!("unknown key{rest}"));
+    }
+    let message = match message.find(", expected struct Raw") {
+        Some(end) => format!("{}, expected a table", &message[..end]),
+        None => message
+            .replace("expected a map", "expected a table")
+            .replace("expected i64", "expected an integer")
+            .replace("expected f64", "expected a number"),
+    };
+    (Anchor::Value, message)
+}
+
+/// The parser says "duplicate key" for a repeated `[table]` too; say what the rule is.
+fn syntax_message(message: &str) -> String {
+    match message {
+        "duplicate key" => {
+            "duplicate key: each key and each [table] may be defined only once".into()
+        }
+        other => format!("invalid TOML: {other}"),
+    }
+}

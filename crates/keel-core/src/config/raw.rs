@@ -1,0 +1,163 @@
+//! The shape of `keel.toml` as serde sees it: every key optional, unknown keys rejected.
+//!
+//! Values stay close to their TOML form (strings, integers) so that `validate` can check them
+//! all and report every problem at once; serde only catches structural mistakes (an unknown key,
+//! a string where a table belongs), and those stop at the first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) storage: RawStorage,
+    #[serde(default)]
+    pub(super) functions: BTreeMap<String, RawFunction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) body_limit: Option<RawByteSize>,
+    pub(super) shutdown_grace: Option<RawDuration>,
+    pub(super) max_result_bytes: Option<RawByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorage {
+    pub(super) url: Option<String>,
+    pub(super) fsync: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFunction {
+    pub(super) url: Option<String>,
+    pub(super) timeout: Option<RawDuration>,
+    pub(super) sync_timeout: Option<RawDuration>,
+    /// Signed, so that `concurrency = -1` gets our range message rather than serde's "expected u32".
+    pub(super) concurrency: Option<i64>,
+    pub(super) retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub(super) max_attempts: Option<i64>,
+    pub(super) initial: Option<RawDuration>,
+    pub(super) max: Option<RawDuration>,
+    pub(super) multiplier: Option<f64>,
+    /// A string rather than `retry::Jitter`, so a bad value is one of many reported errors.
+    pub(super) jitter: Option<String>,
+}
+
+/// A duration as written (`"250ms"`); parsed by `validate`. Exists for its serde expectation
+/// message, which tells someone who wrote `timeout = 30` what to write instead.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RawDuration(pub(super) String);
+
+impl<'de> Deserialize<'de> for RawDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = RawDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a duration like "250ms", "30s", "5m""#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDuration, E> {
+                Ok(RawDuration(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}
+
+/// A byte size as written: an integer count of bytes or a string such as `"512KiB"`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum RawByteSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ByteSizeVisitor;
+        impl Visitor<'_> for ByteSizeVisitor {
+            type Value = RawByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a byte size: an integer number of bytes or a string like "512KiB", "1MiB", "2MB""#)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawByteSize, E> {
+                Ok(RawByteSize::Bytes(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawByteSize, E> {
+                Ok(RawByteSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawByteSize, E> {
+                Ok(RawByteSize::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(ByteSizeVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RawConfig, String> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| format!("{}: {}", e.path(), e.inner().message()))
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let raw = parse("").unwrap();
+        assert!(raw.server.listen.is_none());
+        assert!(raw.functions.is_empty());
+    }
+
+    #[test]
+    fn byte_sizes_accept_integers_and_strings() {
+        let raw = parse("[server]\nbody_limit = 1024\nmax_result_bytes = \"6MiB\"\n").unwrap();
+        assert_eq!(raw.server.body_limit, Some(RawByteSize::Bytes(1024)));
+        assert_eq!(
+            raw.server.max_result_bytes,
+            Some(RawByteSize::Text("6MiB".into()))
+        );
+    }
+
+    #[test]
+    fn byte_size_of_wrong_type_says_what_is_expected() {
+        assert_eq!(
+            parse("[server]\nbody_limit = true\n").unwrap_err(),
+            r#"server.body_limit: invalid type: boolean `true`, expected a byte size: an integer number of bytes or a string like "512KiB", "1MiB", "2MB""#
+        );
+    }
+
+    #[test]
+    fn duration_given_as_integer_says_what_is_expected() {
+        assert_eq!(
+            parse("[functions.a]\ntimeout = 30\n").unwrap_err(),
+            r#"functions.a.timeout: invalid type: integer `30`, expected a duration like "250ms", "30s", "5m""#
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_path() {
+        assert_eq!(
+            parse("[functions.a.retry]\nattempts = 3\n").unwrap_err(),
+            "functions.a.retry.attempts: unknown field `attempts`, expected one of \
+             `max_attempts`, `initial`, `max`, `multiplier`, `jitter`"
+        );
+    }
+}

@@ -1,0 +1,357 @@
+//! End-to-end tests of [`load_str`]: each check, with the exact message and location a user sees.
+
+use std::time::Duration;
+
+use super::*;
+use crate::retry::Jitter;
+
+fn errors_with(text: &str, overrides: &Overrides) -> Vec<String> {
+    match load_str("keel.toml", text, overrides) {
+        Ok(config) => panic!("expected errors, got {config:?}"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    errors_with(text, &Overrides::default())
+}
+
+fn env(pairs: &[(&str, &str)]) -> Overrides {
+    let env = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Overrides {
+        env,
+        flags: Vec::new(),
+    }
+}
+
+const CHARGE: &str = "[functions.charge]\nurl = \"http://127.0.0.1:9001/charge\"\n";
+
+#[test]
+fn an_empty_file_gives_the_defaults() {
+    let config = load_str("keel.toml", "", &Overrides::default()).unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:7733".parse().unwrap());
+    assert_eq!(config.server.body_limit, 1_048_576);
+    assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(config.server.max_result_bytes, 6 * 1_048_576);
+    assert_eq!(config.storage.url, "sqlite://.keel/keel.db");
+    assert_eq!(config.storage.sqlite_path(), Some(".keel/keel.db"));
+    assert!(config.storage.fsync);
+    assert!(config.functions.is_empty());
+}
+
+#[test]
+fn a_full_file_is_resolved() {
+    let text = r#"
+[server]
+listen = "0.0.0.0:8080"
+body_limit = "512KiB"
+shutdown_grace = "5s"
+max_result_bytes = 2000
+
+[storage]
+url = "postgres://keel@db:5432/keel"
+fsync = false
+
+[functions.charge]
+url = "https://pay.example/charge"
+timeout = "10s"
+sync_timeout = "250ms"
+concurrency = 8
+retry = { max_attempts = 3, initial = "1s", jitter = "equal" }
+"#;
+    let config = load_str("keel.toml", text, &Overrides::default()).unwrap();
+    assert_eq!(config.server.body_limit, 512 * 1024);
+    assert_eq!(config.server.max_result_bytes, 2000);
+    assert_eq!(config.storage.sqlite_path(), None);
+    let charge = &config.functions["charge"];
+    assert_eq!(charge.name, "charge");
+    assert_eq!(charge.url.as_str(), "https://pay.example/charge");
+    assert_eq!(
+        (charge.timeout, charge.sync_timeout),
+        (Duration::from_secs(10), Duration::from_millis(250))
+    );
+    assert_eq!(charge.concurrency, 8);
+    assert_eq!(charge.retry.max_attempts, 3);
+    assert_eq!(charge.retry.initial, Duration::from_secs(1));
+    assert_eq!(charge.retry.max, Duration::from_secs(60));
+    assert_eq!(charge.retry.jitter, Jitter::Equal);
+}
+
+#[test]
+fn function_defaults_apply() {
+    let config = load_str("keel.toml", CHARGE, &Overrides::default()).unwrap();
+    let charge = &config.functions["charge"];
+    assert_eq!(
+        (charge.timeout, charge.sync_timeout),
+        (Duration::from_secs(30), Duration::from_secs(30))
+    );
+    assert_eq!(charge.concurrency, 64);
+    assert_eq!(charge.retry, RetryPolicy::default());
+}
+
+#[test]
+fn unknown_keys_list_the_valid_ones() {
+    assert_eq!(
+        errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
+        ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
+          `shutdown_grace`, `max_result_bytes`"]
+    );
+    assert_eq!(
+        errors("[topics.a]\n"),
+        ["keel.toml:1:2: topics: unknown key `topics`, expected one of `server`, `storage`, `functions`"]
+    );
+}
+
+#[test]
+fn every_semantic_error_is_reported_with_its_line_and_column() {
+    let text = "\
+[functions.charge]
+url = \"http://127.0.0.1:9001/charge\"
+timeout = \"0s\"
+sync_timeout = \"soon\"
+concurrency = 0
+
+[functions.charge.retry]
+max_attempts = 0
+initial = \"2m\"
+multiplier = 0.5
+jitter = \"fast\"
+";
+    assert_eq!(
+        errors(text),
+        [
+            r#"keel.toml:3:11: functions.charge.timeout: must be greater than 0, like "30s" (got "0s")"#,
+            r#"keel.toml:4:16: functions.charge.sync_timeout: expected a duration like "250ms", "30s", "5m" (got "soon")"#,
+            "keel.toml:5:15: functions.charge.concurrency: must be between 1 and 10000 (got 0)",
+            "keel.toml:8:16: functions.charge.retry.max_attempts: must be at least 1 (got 0)",
+            "keel.toml:9:11: functions.charge.retry.initial: must not exceed retry.max (1m) (got 2m)",
+            "keel.toml:10:14: functions.charge.retry.multiplier: must be a finite number of at least 1.0 (got 0.5)",
+            r#"keel.toml:11:10: functions.charge.retry.jitter: must be one of "full", "equal", "decorrelated", "none" (got "fast")"#,
+        ]
+    );
+}
+
+#[test]
+fn a_max_below_the_default_initial_is_blamed_on_max() {
+    let text = format!("{CHARGE}retry = {{ max = \"100ms\", multiplier = inf }}\n");
+    assert_eq!(
+        errors(&text),
+        [
+            "keel.toml:3:17: functions.charge.retry.max: must be at least retry.initial (500ms) (got 100ms)",
+            "keel.toml:3:39: functions.charge.retry.multiplier: must be a finite number of at least 1.0 (got inf)",
+        ]
+    );
+}
+
+#[test]
+fn function_urls_must_be_http_or_https() {
+    let text = "[functions.a]\nurl = \"ftp://x/y\"\n[functions.b]\nurl = \"not a url\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            r#"keel.toml:2:7: functions.a.url: unsupported scheme "ftp"; expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#,
+            r#"keel.toml:4:7: functions.b.url: not a valid URL (relative URL without a base); expected an http:// or https:// URL like "http://127.0.0.1:9001/charge" (got "not a url")"#,
+        ]
+    );
+}
+
+#[test]
+fn a_function_without_url_is_reported_at_its_header() {
+    assert_eq!(
+        errors("\n[functions.charge]\ntimeout = \"1s\"\n"),
+        [
+            r#"keel.toml:2:12: functions.charge: missing required key `url`; expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#
+        ]
+    );
+}
+
+#[test]
+fn function_names_are_checked_at_their_header() {
+    let text = "[functions.Charge]\nurl = \"http://x\"\n[functions.-x]\nurl = \"http://x\"\n";
+    let hint = r#"expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit, like "charge-card""#;
+    assert_eq!(
+        errors(text),
+        [
+            format!(r#"keel.toml:3:12: functions.-x: invalid function name "-x": {hint}"#),
+            format!(r#"keel.toml:1:12: functions.Charge: invalid function name "Charge": {hint}"#),
+        ]
+    );
+}
+
+#[test]
+fn server_values_are_checked() {
+    let text = "[server]\nlisten = \"localhost\"\nbody_limit = \"1 parsec\"\nshutdown_grace = \"\"\nmax_result_bytes = 0\n";
+    let size_hint = r#"expected a byte size like 1048576, "512KiB", "1MiB", "2MB" (units B, KB, MB, GB, KiB, MiB, GiB), at least 1 byte"#;
+    assert_eq!(
+        errors(text),
+        [
+            r#"keel.toml:2:10: server.listen: expected an IP address and port like "127.0.0.1:7733" or "[::1]:7733" (got "localhost")"#.to_owned(),
+            format!(r#"keel.toml:3:14: server.body_limit: {size_hint} (got "1 parsec")"#),
+            r#"keel.toml:4:18: server.shutdown_grace: expected a duration like "250ms", "30s", "5m" (got "")"#.to_owned(),
+            format!("keel.toml:5:20: server.max_result_bytes: {size_hint} (got 0)"),
+        ]
+    );
+}
+
+#[test]
+fn storage_urls_are_checked() {
+    let ok = |url: &str| {
+        load_str(
+            "k",
+            &format!("[storage]\nurl = {url:?}\n"),
+            &Overrides::default(),
+        )
+    };
+    assert_eq!(
+        ok("sqlite::memory:").unwrap().storage.sqlite_path(),
+        Some(":memory:")
+    );
+    assert_eq!(
+        ok("sqlite:///var/keel.db").unwrap().storage.sqlite_path(),
+        Some("/var/keel.db")
+    );
+    assert!(ok("postgresql://u@h/db").is_ok());
+    let expected = r#"expected "sqlite://PATH", "sqlite::memory:" or "postgres://USER@HOST/DB""#;
+    assert_eq!(
+        errors("[storage]\nurl = \"mysql://h/db\"\n"),
+        [format!(
+            r#"keel.toml:2:7: storage.url: unknown database scheme; {expected} (got "mysql://h/db")"#
+        )]
+    );
+    assert_eq!(
+        errors("[storage]\nurl = \"sqlite://\"\n"),
+        [format!(
+            r#"keel.toml:2:7: storage.url: missing the database path; {expected} (got "sqlite://")"#
+        )]
+    );
+}
+
+#[test]
+fn a_type_error_names_its_key_and_position() {
+    assert_eq!(
+        errors(&format!("{CHARGE}\nconcurrency = \"lots\"\n")),
+        [
+            r#"keel.toml:4:15: functions.charge.concurrency: invalid type: string "lots", expected an integer"#
+        ]
+    );
+}
+
+#[test]
+fn type_errors_say_what_to_write() {
+    let shown: Vec<String> = [
+        "server = 5",
+        "functions = 5",
+        "[functions.a]\nretry.multiplier = \"x\"",
+    ]
+    .iter()
+    .flat_map(|text| errors(text))
+    .collect();
+    assert_eq!(
+        shown,
+        [
+            "keel.toml:1:10: server: invalid type: integer `5`, expected a table",
+            "keel.toml:1:13: functions: invalid type: integer `5`, expected a table",
+            r#"keel.toml:2:20: functions.a.retry.multiplier: invalid type: string "x", expected a number"#,
+        ]
+    );
+}
+
+#[test]
+fn toml_syntax_errors_have_a_position() {
+    assert_eq!(
+        errors("[server]\nlisten = \n"),
+        ["keel.toml:2:10: invalid TOML: string values must be quoted, expected literal string"]
+    );
+}
+
+#[test]
+fn a_duplicate_function_table_is_reported_at_the_second_header() {
+    let text = format!("{CHARGE}\n{CHARGE}");
+    assert_eq!(
+        errors(&text),
+        ["keel.toml:4:12: duplicate key: each key and each [table] may be defined only once"]
+    );
+}
+
+#[test]
+fn env_overrides_the_file_and_flags_override_env() {
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\nbody_limit = 10\n";
+    let mut overrides = env(&[
+        ("KEEL_SERVER__LISTEN", "0.0.0.0:2"),
+        ("KEEL_SERVER__BODY_LIMIT", "2MB"),
+    ]);
+    let config = load_str("keel.toml", text, &overrides).unwrap();
+    assert_eq!(config.server.listen, "0.0.0.0:2".parse().unwrap());
+    assert_eq!(config.server.body_limit, 2_000_000);
+
+    overrides.flags.push((
+        "server.listen".into(),
+        "--listen".into(),
+        "0.0.0.0:3".into(),
+    ));
+    let config = load_str("keel.toml", text, &overrides).unwrap();
+    assert_eq!(config.server.listen, "0.0.0.0:3".parse().unwrap());
+}
+
+#[test]
+fn an_invalid_override_names_the_variable_or_flag() {
+    let text = format!("[server]\nlisten = \"127.0.0.1:1\"\n{CHARGE}");
+    let mut overrides = env(&[
+        ("KEEL_SERVER__LISTEN", "nowhere"),
+        ("KEEL_FUNCTIONS__CHARGE__RETRY", "{ max_attempts = 0 }"),
+        ("KEEL_FUNCTIONS__NEW__TIMEOUT", "1s"),
+    ]);
+    overrides.flags.push((
+        "server.shutdown_grace".into(),
+        "--grace".into(),
+        "forever".into(),
+    ));
+    assert_eq!(
+        errors_with(&text, &overrides),
+        [
+            r#"env KEEL_SERVER__LISTEN: server.listen: expected an IP address and port like "127.0.0.1:7733" or "[::1]:7733" (got "nowhere")"#,
+            r#"flag --grace: server.shutdown_grace: expected a duration like "250ms", "30s", "5m" (got "forever")"#,
+            "env KEEL_FUNCTIONS__CHARGE__RETRY: functions.charge.retry.max_attempts: must be at least 1 (got 0)",
+            r#"env KEEL_FUNCTIONS__NEW__TIMEOUT: functions.new: missing required key `url`; expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#,
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_key_from_env_names_the_variable() {
+    assert_eq!(
+        errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
+        [
+            "env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
+          `body_limit`, `shutdown_grace`, `max_result_bytes`"
+        ]
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let path = Path::new("/nonexistent/keel.toml");
+    let shown = load(Some(path), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        shown.starts_with("/nonexistent/keel.toml: cannot read the config file: "),
+        "{shown}"
+    );
+    assert!(load(None, &Overrides::default()).is_ok());
+}
+
+#[test]
+fn errors_display_one_per_line() {
+    let shown = load_str(
+        "keel.toml",
+        "[server]\nlisten = \"x\"\nbody_limit = 0\n",
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(shown.lines().count(), 2);
+}

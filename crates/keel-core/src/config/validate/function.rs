@@ -1,0 +1,186 @@
+//! Checks of one `[functions.NAME]` table and its `retry` policy.
+
+use std::time::Duration;
+
+use super::{key, Checker};
+use crate::config::locate::Anchor;
+use crate::config::raw::{RawDuration, RawFunction, RawRetry};
+use crate::config::FunctionConfig;
+use crate::retry::{Jitter, RetryPolicy};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONCURRENCY: u32 = 64;
+const MAX_CONCURRENCY: i64 = 10_000;
+const MAX_FUNCTION_NAME_LEN: usize = 64;
+const HTTP_URL_HINT: &str =
+    r#"expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#;
+
+/// `[a-z0-9][a-z0-9._-]{0,63}`: safe in URLs, file names and metric labels.
+fn is_valid_function_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    starts_well
+        && name.len() <= MAX_FUNCTION_NAME_LEN
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+impl Checker {
+    pub(super) fn function(&mut self, name: &str, raw: &RawFunction) -> Option<FunctionConfig> {
+        let at = |field: &str| key(&["functions", name, field]);
+        if !is_valid_function_name(name) {
+            let message = format!(
+                r#"invalid function name "{name}": expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit, like "charge-card""#
+            );
+            self.report(key(&["functions", name]), Anchor::Key, message);
+        }
+        let url = match &raw.url {
+            Some(text) => self.http_url(at("url"), text),
+            None => {
+                let message = format!("missing required key `url`; {HTTP_URL_HINT}");
+                self.report(key(&["functions", name]), Anchor::Key, message);
+                None
+            }
+        };
+        let timeout = self.positive_duration(at("timeout"), &raw.timeout);
+        let sync_timeout = self.positive_duration(at("sync_timeout"), &raw.sync_timeout);
+        let concurrency = match raw.concurrency {
+            None => Some(DEFAULT_CONCURRENCY),
+            Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => u32::try_from(n).ok(),
+            Some(n) => {
+                let message = format!("must be between 1 and {MAX_CONCURRENCY} (got {n})");
+                self.report(at("concurrency"), Anchor::Value, message);
+                None
+            }
+        };
+        let default_retry = RetryPolicy::default();
+        let retry = match &raw.retry {
+            Some(retry) => self.retry(name, retry, default_retry),
+            None => Some(default_retry),
+        };
+        Some(FunctionConfig {
+            name: name.to_owned(),
+            url: url?,
+            timeout: timeout?,
+            sync_timeout: sync_timeout?,
+            concurrency: concurrency?,
+            retry: retry?,
+        })
+    }
+
+    fn retry(&mut self, name: &str, raw: &RawRetry, default: RetryPolicy) -> Option<RetryPolicy> {
+        let at = |field: &str| key(&["functions", name, "retry", field]);
+        let max_attempts = match raw.max_attempts {
+            None => Some(default.max_attempts),
+            Some(n) if n < 1 => {
+                self.report(
+                    at("max_attempts"),
+                    Anchor::Value,
+                    format!("must be at least 1 (got {n})"),
+                );
+                None
+            }
+            Some(n) => u32::try_from(n).ok().or_else(|| {
+                let message = format!("must be at most {} (got {n})", u32::MAX);
+                self.report(at("max_attempts"), Anchor::Value, message);
+                None
+            }),
+        };
+        let initial = self.duration(at("initial"), &raw.initial, default.initial);
+        let max = self.duration(at("max"), &raw.max, default.max);
+        if let (Some(initial), Some(max)) = (initial, max) {
+            if initial > max {
+                let (initial, max) = (
+                    humantime::format_duration(initial),
+                    humantime::format_duration(max),
+                );
+                // Blame the key the user wrote; the other one is a default.
+                if raw.initial.is_some() {
+                    let message = format!("must not exceed retry.max ({max}) (got {initial})");
+                    self.report(at("initial"), Anchor::Value, message);
+                } else {
+                    let message = format!("must be at least retry.initial ({initial}) (got {max})");
+                    self.report(at("max"), Anchor::Value, message);
+                }
+            }
+        }
+        let multiplier = match raw.multiplier {
+            Some(m) if !(m.is_finite() && m >= 1.0) => {
+                let message = format!("must be a finite number of at least 1.0 (got {m})");
+                self.report(at("multiplier"), Anchor::Value, message);
+                None
+            }
+            m => Some(m.unwrap_or(default.multiplier)),
+        };
+        let jitter = match raw.jitter.as_deref() {
+            None => Some(default.jitter),
+            Some("full") => Some(Jitter::Full),
+            Some("equal") => Some(Jitter::Equal),
+            Some("decorrelated") => Some(Jitter::Decorrelated),
+            Some("none") => Some(Jitter::None),
+            Some(other) => {
+                let message = format!(
+                    r#"must be one of "full", "equal", "decorrelated", "none" (got "{other}")"#
+                );
+                self.report(at("jitter"), Anchor::Value, message);
+                None
+            }
+        };
+        Some(RetryPolicy {
+            max_attempts: max_attempts?,
+            initial: initial?,
+            max: max?,
+            multiplier: multiplier?,
+            jitter: jitter?,
+        })
+    }
+
+    fn http_url(&mut self, path: Vec<String>, text: &str) -> Option<url::Url> {
+        let message = match url::Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => return Some(url),
+            Ok(url) => format!(r#"unsupported scheme "{}"; {HTTP_URL_HINT}"#, url.scheme()),
+            Err(e) => format!(r#"not a valid URL ({e}); {HTTP_URL_HINT} (got "{text}")"#),
+        };
+        self.report(path, Anchor::Value, message);
+        None
+    }
+
+    fn positive_duration(
+        &mut self,
+        path: Vec<String>,
+        raw: &Option<RawDuration>,
+    ) -> Option<Duration> {
+        let duration = self.duration(path.clone(), raw, DEFAULT_TIMEOUT)?;
+        if duration.is_zero() {
+            let got = raw.as_ref().map_or("0s", |d| d.0.as_str());
+            self.report(
+                path,
+                Anchor::Value,
+                format!(r#"must be greater than 0, like "30s" (got "{got}")"#),
+            );
+            return None;
+        }
+        Some(duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_follow_the_pattern() {
+        assert!(is_valid_function_name("charge"));
+        assert!(is_valid_function_name("0user.signup_v2-a"));
+        assert!(is_valid_function_name(&"a".repeat(64)));
+        assert!(!is_valid_function_name(&"a".repeat(65)));
+        assert!(!is_valid_function_name(""));
+        assert!(!is_valid_function_name("-x"));
+        assert!(!is_valid_function_name(".x"));
+        assert!(!is_valid_function_name("Charge"));
+        assert!(!is_valid_function_name("a b"));
+        assert!(!is_valid_function_name("café"));
+    }
+}

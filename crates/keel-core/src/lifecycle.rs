@@ -1,0 +1,149 @@
+//! What happens to an invocation after an attempt: the pure decision the dispatcher applies.
+
+use std::time::Duration;
+
+use crate::clock::Millis;
+use crate::invocation::{Attempt, Invocation, StoredResponse, Transition};
+use crate::outcome::Outcome;
+use crate::retry::{NextStep, RetryPolicy};
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub attempt: Attempt,
+    /// The function's response, when it answered.
+    pub response: Option<StoredResponse>,
+    /// The least delay the function asked for (`Retry-After` on 429 and 503).
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptReport {
+    /// A one-line description of what went wrong, for `error` fields.
+    pub fn error_text(&self) -> String {
+        match (&self.attempt.error, self.attempt.http_status) {
+            (Some(e), _) => e.clone(),
+            (None, Some(status)) => format!("HTTP {status}"),
+            (None, None) => self.attempt.outcome.as_str().to_string(),
+        }
+    }
+}
+
+/// Decides the transition of an async invocation after `report`, its latest attempt.
+/// `sample` is uniform in `[0, 1)` and drives the jitter.
+pub fn after_attempt(
+    policy: &RetryPolicy,
+    invocation: &Invocation,
+    report: &AttemptReport,
+    now: Millis,
+    sample: f64,
+) -> Transition {
+    let outcome = report.attempt.outcome;
+    if outcome == Outcome::Success {
+        let response = report.response.clone().unwrap_or(StoredResponse {
+            status: 200,
+            content_type: None,
+            body: Default::default(),
+        });
+        return Transition::Succeed { response };
+    }
+    let error = report.error_text();
+    if !outcome.is_retryable() {
+        return Transition::Die { error: format!("permanent failure: {error}"), response: report.response.clone() };
+    }
+    let in_budget = invocation.attempts_in_budget() + 1;
+    let previous = invocation.last_delay_ms.map(Duration::from_millis);
+    match policy.next_step(in_budget, previous, report.retry_after, sample) {
+        NextStep::RetryAfter(delay) => Transition::Retry {
+            due_at: now + delay.as_millis() as Millis,
+            delay_ms: delay.as_millis() as u64,
+            error,
+        },
+        NextStep::GiveUp => Transition::Die {
+            error: format!("retries exhausted after {in_budget} attempts: {error}"),
+            response: report.response.clone(),
+        },
+    }
+}
+
+/// The transition of a leased invocation whose budget interrupted attempts already used up.
+pub fn exhausted_before_attempt(policy: &RetryPolicy, invocation: &Invocation) -> Option<Transition> {
+    (invocation.attempts_in_budget() >= policy.max_attempts).then(|| Transition::Die {
+        error: format!(
+            "retries exhausted after {} attempts: {}",
+            invocation.attempts_in_budget(),
+            invocation.error.as_deref().unwrap_or("the last attempt was interrupted")
+        ),
+        response: invocation.response.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invocation::NewInvocation;
+    use crate::retry::Jitter;
+
+    fn invocation(attempts: u32) -> Invocation {
+        let mut inv = NewInvocation {
+            id: "01".into(),
+            function: "f".into(),
+            payload: Default::default(),
+            content_type: None,
+            created_at: 0,
+            due_at: 0,
+            idempotency_key: None,
+            traceparent: None,
+        }
+        .into_queued();
+        inv.attempt_count = attempts;
+        inv
+    }
+
+    fn report(outcome: Outcome, status: Option<u16>, retry_after: Option<Duration>) -> AttemptReport {
+        AttemptReport {
+            attempt: Attempt { number: 1, started_at: 0, ended_at: 5, outcome, http_status: status, error: None },
+            response: status.map(|s| StoredResponse { status: s, content_type: None, body: Default::default() }),
+            retry_after,
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 3, initial: Duration::from_millis(100), max: Duration::from_secs(10), multiplier: 2.0, jitter: Jitter::None }
+    }
+
+    #[test]
+    fn transient_failures_retry_with_backoff_then_die() {
+        let p = policy();
+        let t = after_attempt(&p, &invocation(0), &report(Outcome::Transient, Some(503), None), 1_000, 0.5);
+        assert_eq!(t, Transition::Retry { due_at: 1_100, delay_ms: 100, error: "HTTP 503".into() });
+        let t = after_attempt(&p, &invocation(1), &report(Outcome::Timeout, None, None), 1_000, 0.5);
+        assert_eq!(t, Transition::Retry { due_at: 1_200, delay_ms: 200, error: "timeout".into() });
+        let t = after_attempt(&p, &invocation(2), &report(Outcome::Transient, Some(500), None), 1_000, 0.5);
+        assert!(matches!(t, Transition::Die { ref error, .. } if error == "retries exhausted after 3 attempts: HTTP 500"), "{t:?}");
+    }
+
+    #[test]
+    fn retry_after_sets_the_least_delay() {
+        let t = after_attempt(&policy(), &invocation(0), &report(Outcome::Transient, Some(429), Some(Duration::from_secs(3))), 0, 0.5);
+        assert_eq!(t, Transition::Retry { due_at: 3_000, delay_ms: 3_000, error: "HTTP 429".into() });
+    }
+
+    #[test]
+    fn permanent_failures_die_at_once_and_success_keeps_the_response() {
+        let t = after_attempt(&policy(), &invocation(0), &report(Outcome::Permanent, Some(400), None), 0, 0.5);
+        assert!(matches!(t, Transition::Die { ref error, response: Some(ref r) } if error == "permanent failure: HTTP 400" && r.status == 400));
+        let t = after_attempt(&policy(), &invocation(0), &report(Outcome::Success, Some(201), None), 0, 0.5);
+        assert!(matches!(t, Transition::Succeed { ref response } if response.status == 201));
+    }
+
+    #[test]
+    fn a_redriven_invocation_counts_only_its_new_budget() {
+        let mut inv = invocation(3);
+        inv.budget_start = 3;
+        let t = after_attempt(&policy(), &inv, &report(Outcome::Transient, Some(503), None), 0, 0.5);
+        assert!(matches!(t, Transition::Retry { .. }));
+        assert!(exhausted_before_attempt(&policy(), &inv).is_none());
+        inv.budget_start = 0;
+        assert!(exhausted_before_attempt(&policy(), &inv).is_some());
+    }
+}
