@@ -1,1 +1,26 @@
+//! Keel's server: the HTTP gateway, the dispatcher and the runtimes that call functions, and
+//! the `keel` command line.
+//!
+//! # Layout
+//!
+//! - [`server`]: start a node on a bound listener ([`server::Node::start`]), serve until a
+//!   shutdown signal, then drain ([`serve`] wires that to SIGTERM/SIGINT for `keel serve`).
+//! - `api/`: the HTTP API (axum): one file per area (`invoke`, `invocations`, `dlq`, `health`),
+//!   `problem` (RFC 9457 errors), `view` (JSON shapes), `body` (bodies and queries).
+//! - `dispatch/`: one dispatcher task per function (`mod.rs`), one async attempt (`attempt.rs`),
+//!   sync invocations run in the request (`sync.rs`), the expired-lease sweeper (`sweeper.rs`).
+//! - `runtime/`: how an attempt reaches a function (`url.rs`: pooled keep-alive HTTP client).
+//! - `functions.rs`: each function's bulkhead and wake-up signal; `state.rs`: what all share;
+//!   `trace.rs`: W3C trace context.
+//! - `cli/` and `main.rs`: the `keel` command.
+#![forbid(unsafe_code)]
 
+mod api;
+mod dispatch;
+mod functions;
+mod runtime;
+pub mod server;
+mod state;
+mod trace;
+
+pub use server::{serve, Node};

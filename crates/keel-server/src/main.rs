@@ -1,1 +1,55 @@
-fn main(){}
+//! `keel`, the one binary: runs the server (`keel serve`), checks `keel.toml`, and talks to a
+//! running server (`keel invoke`, `keel invocations`, `keel dlq`). The commands live in [`cli`].
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::client::KeelClient;
+use cli::{dlq, invocations, invoke, serve};
+use cli::{Cli, Command, ConfigCommand, DlqCommand, InvocationsCommand};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.json;
+    let client = || KeelClient::new(&cli.url);
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Config(ConfigCommand::Check(args)) => Ok(serve::check(&args)),
+        Command::Invoke(args) => invoke::run(&client()?, json, args).await,
+        Command::Invocations(command) => {
+            let client = client()?;
+            match command {
+                InvocationsCommand::Ls(args) => invocations::ls(&client, json, args).await?,
+                InvocationsCommand::Show(args) => invocations::show(&client, json, args).await?,
+                InvocationsCommand::Cancel(args) => {
+                    invocations::cancel(&client, json, args).await?
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dlq(command) => {
+            let client = client()?;
+            match command {
+                DlqCommand::Ls(args) => dlq::ls(&client, json, args).await?,
+                DlqCommand::Show(args) => invocations::show(&client, json, args).await?,
+                DlqCommand::Redrive(args) => dlq::redrive(&client, json, args).await?,
+                DlqCommand::Discard(args) => dlq::discard(&client, json, args).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -77,6 +77,12 @@ pub struct Page<T> {
 /// Storage of invocations and their attempts.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// True when this process is the store's only user (SQLite's file lock): every lease found
+    /// at start-up then belongs to a stopped predecessor and can be taken back at once.
+    fn is_exclusive(&self) -> bool {
+        false
+    }
+
     /// Admits an async invocation: durable when this returns.
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation>;
 

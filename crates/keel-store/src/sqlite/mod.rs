@@ -118,6 +118,10 @@ fn lock_file(path: &str) -> Result<std::fs::File, OpenError> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn is_exclusive(&self) -> bool {
+        true
+    }
+
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
         self.writer.write(move |c| ops::enqueue(c, new)).await
     }

@@ -1,0 +1,54 @@
+//! Request bodies and query strings, with problem+json for whatever is wrong with them.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use keel_core::invocation::Status;
+use keel_core::store::ListFilter;
+
+use super::problem::Problem;
+
+/// The body, or 413 past `server.body_limit`, or 400.
+pub(crate) fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body is larger than server.body_limit")
+        } else {
+            Problem::bad_request(format!("cannot read the request body: {rejection}"))
+        }
+    })
+}
+
+/// Parses the list query (`function`, `status`, `limit`, `cursor`), refusing unknown keys.
+pub(crate) fn list_filter(query: &HashMap<String, String>, allowed: &[&str]) -> Result<ListFilter, Problem> {
+    let mut filter = ListFilter::default();
+    for (key, value) in query {
+        if !allowed.contains(&key.as_str()) {
+            return Err(Problem::bad_request(format!("unknown query parameter {key:?}; expected one of: {}", allowed.join(", "))));
+        }
+        match key.as_str() {
+            "function" => filter.function = Some(value.clone()),
+            "cursor" => filter.cursor = Some(value.clone()),
+            "status" => {
+                filter.status = Some(Status::parse(value).ok_or_else(|| {
+                    let valid: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                    Problem::bad_request(format!("status {value:?} is not one of: {}", valid.join(", ")))
+                })?)
+            }
+            "limit" => filter.limit = parse_limit(value)?,
+            _ => {}
+        }
+    }
+    Ok(filter)
+}
+
+/// A page size of at least 1 (values above the maximum are clamped by the store).
+pub(crate) fn parse_limit(value: &str) -> Result<usize, Problem> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| Problem::bad_request(format!("limit {value:?} is not a whole number of at least 1")))
+}

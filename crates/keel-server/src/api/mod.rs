@@ -1,0 +1,49 @@
+//! The HTTP API (v1): routes → handlers. Every error is RFC 9457 problem+json ([`problem`]).
+
+mod body;
+mod dlq;
+mod health;
+mod invocations;
+mod invoke;
+mod problem;
+mod view;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::state::Shared;
+use problem::Problem;
+
+/// The router of one node, without a socket: tests can drive it with `oneshot`.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let body_limit = shared.config.server.body_limit as usize;
+    Router::new()
+        .route("/v1/functions/{name}/invoke", post(invoke::invoke_sync))
+        .route("/v1/functions/{name}/invocations", post(invoke::invoke_async))
+        .route("/v1/invocations", get(invocations::list))
+        .route("/v1/invocations/{id}", get(invocations::get))
+        .route("/v1/invocations/{id}/result", get(invocations::result))
+        .route("/v1/invocations/{id}/cancel", post(invocations::cancel))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/redrive", post(dlq::redrive_matching))
+        .route("/v1/dlq/{id}/redrive", post(dlq::redrive))
+        .route("/v1/dlq/{id}", delete(dlq::discard))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(shared)
+}
+
+async fn not_found(uri: Uri) -> Problem {
+    Problem::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
+    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,86 @@
+//! RFC 9457 problem details: the one error type of the API.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+/// An API error, answered as `application/problem+json`.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    extra: Map<String, Value>,
+    retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None }
+    }
+
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+    }
+
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub(crate) fn unknown_function(name: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "unknown-function", "Unknown function", format!("no function named {name:?} is configured"))
+    }
+
+    pub(crate) fn draining() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down", "this keel node is draining; retry on another node or after it restarts")
+            .retry_after(1)
+    }
+
+    /// Adds a member such as `invocation_id`.
+    pub(crate) fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+}
+
+impl From<keel_core::Error> for Problem {
+    fn from(e: keel_core::Error) -> Self {
+        match e {
+            keel_core::Error::NotFound { .. } => Problem::not_found(e.to_string()),
+            keel_core::Error::InvalidState(detail) => Problem::new(StatusCode::CONFLICT, "invalid-state", "Conflict", detail),
+            keel_core::Error::Unavailable(reason) => {
+                // The cause goes to the log, not to the client.
+                tracing::error!(error = %reason, "store unavailable");
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Storage unavailable", "the store is unavailable; retry later")
+                    .retry_after(1)
+            }
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("urn:keel:problem:{}", self.kind),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        if let Value::Object(map) = &mut body {
+            map.extend(self.extra);
+        }
+        let mut response = (self.status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

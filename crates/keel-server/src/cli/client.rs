@@ -1,0 +1,326 @@
+//! The HTTP client behind every client command: one request at a time to a Keel server, with
+//! Keel's RFC 9457 problems and an unreachable server turned into [`ClientError`]s.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// What can go wrong talking to Keel, each worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientError {
+    #[error("--url must be an http:// URL, got `{0}`")]
+    BadUrl(String),
+    #[error("cannot reach keel at {url} (is `keel serve` running?)")]
+    Unreachable { url: String },
+    #[error("request to {url} failed: {message}")]
+    Transport { url: String, message: String },
+    /// A non-2xx answer; from Keel's `application/problem+json` when it sent one.
+    #[error("{title}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Problem {
+        status: StatusCode,
+        title: String,
+        detail: Option<String>,
+    },
+    #[error("keel answered {status} with a body that is not JSON: {message}")]
+    NotJson { status: StatusCode, message: String },
+}
+
+/// One answer from the server, its body read in full.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Response {
+    /// A header's value as text, when present and printable.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)?.to_str().ok()
+    }
+
+    /// Whether the server (rather than a function) said what went wrong.
+    pub(crate) fn is_problem(&self) -> bool {
+        self.header(CONTENT_TYPE.as_str())
+            .is_some_and(|t| t.starts_with("application/problem+json"))
+    }
+
+    /// The problem this non-2xx answer describes; a body that is not a problem becomes its detail.
+    pub(crate) fn problem(&self) -> ClientError {
+        let parsed: Option<Value> = serde_json::from_slice(&self.body).ok();
+        let text = |key: &str| {
+            parsed
+                .as_ref()
+                .and_then(|v| v.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let reason = self.status.canonical_reason().unwrap_or("error");
+        let title =
+            text("title").unwrap_or_else(|| format!("HTTP {} {reason}", self.status.as_u16()));
+        let detail = match parsed {
+            Some(_) => text("detail"),
+            None => Some(String::from_utf8_lossy(&self.body).trim().to_owned())
+                .filter(|d| !d.is_empty()),
+        };
+        ClientError::Problem {
+            status: self.status,
+            title,
+            detail,
+        }
+    }
+
+    /// The body as JSON (`null` when empty), or the problem when the status is not 2xx.
+    pub(crate) fn into_json(self) -> Result<Value, ClientError> {
+        if !self.status.is_success() {
+            return Err(self.problem());
+        }
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&self.body).map_err(|e| ClientError::NotJson {
+            status: self.status,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A connection to one Keel server, by base URL.
+#[derive(Debug, Clone)]
+pub(crate) struct KeelClient {
+    /// `http://host:port` without a trailing slash; paths are appended to it.
+    base: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl KeelClient {
+    pub(crate) fn new(url: &str) -> Result<Self, ClientError> {
+        let base = url.trim_end_matches('/');
+        if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
+            return Err(ClientError::BadUrl(url.to_owned()));
+        }
+        Ok(KeelClient {
+            base: base.to_owned(),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// Sends one request to `path` (which starts with `/` and may carry a query) and reads the
+    /// whole answer, whatever its status.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+    ) -> Result<Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = Request::builder().method(method).uri(&url);
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value).map_err(|_| ClientError::Transport {
+                url: url.clone(),
+                message: format!("the {name} header cannot hold `{value}`"),
+            })?;
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let response = self.http.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                ClientError::Unreachable {
+                    url: self.base.clone(),
+                }
+            } else {
+                ClientError::Transport {
+                    url: url.clone(),
+                    message: error_chain(&e),
+                }
+            }
+        })?;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url,
+                message: error_chain(&e),
+            })?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    pub(crate) async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(Method::GET, path, &[], Bytes::new())
+            .await?
+            .into_json()
+    }
+
+    /// POSTs `body` as JSON (no body when `None`) and reads a JSON answer.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let (headers, body) = match body {
+            Some(value) => (
+                vec![(CONTENT_TYPE, "application/json".to_owned())],
+                Bytes::from(value.to_string()),
+            ),
+            None => (Vec::new(), Bytes::new()),
+        };
+        self.send(Method::POST, path, &headers, body)
+            .await?
+            .into_json()
+    }
+
+    pub(crate) async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(Method::DELETE, path, &[], Bytes::new())
+            .await?
+            .into_json()
+    }
+}
+
+/// An error and its sources, `outer: inner: …`, since hyper's top-level messages are terse.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    message
+}
+
+/// `value` percent-encoded for a path segment or a query value: everything but RFC 3986's
+/// unreserved characters is escaped.
+pub(crate) fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `path?k=v&…` with the parameters that are set, encoded.
+pub(crate) fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+    let mut url = path.to_owned();
+    let mut separator = '?';
+    for (key, value) in params {
+        if let Some(value) = value {
+            url.push(separator);
+            url.push_str(key);
+            url.push('=');
+            url.push_str(&encode(value));
+            separator = '&';
+        }
+    }
+    url
+}
+
+/// `value` as indented JSON, the way `--json` prints every answer.
+pub(crate) fn print_json(value: &Value) {
+    // Serializing a `Value` cannot fail: its map keys are always strings.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, content_type: &str, body: &str) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        Response {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_problem_reads_as_title_then_detail() {
+        let r = response(
+            404,
+            "application/problem+json",
+            r#"{"type":"about:blank","title":"not found","status":404,"detail":"no invocation 01J"}"#,
+        );
+        assert!(r.is_problem());
+        assert_eq!(r.problem().to_string(), "not found: no invocation 01J");
+    }
+
+    #[test]
+    fn a_problem_without_detail_is_its_title() {
+        let r = response(
+            409,
+            "application/problem+json",
+            r#"{"title":"conflict","status":409}"#,
+        );
+        assert_eq!(r.problem().to_string(), "conflict");
+    }
+
+    #[test]
+    fn a_plain_text_error_keeps_its_status_and_text() {
+        let r = response(502, "text/plain", "bad gateway\n");
+        assert!(!r.is_problem());
+        assert_eq!(r.problem().to_string(), "HTTP 502 Bad Gateway: bad gateway");
+    }
+
+    #[test]
+    fn an_empty_success_is_null() {
+        assert_eq!(
+            response(204, "text/plain", "").into_json().unwrap(),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn query_values_and_path_segments_are_encoded() {
+        assert_eq!(
+            with_query(
+                "/v1/invocations",
+                &[
+                    ("function", Some("a b&c".into())),
+                    ("status", None),
+                    ("limit", Some("5".into())),
+                ]
+            ),
+            "/v1/invocations?function=a%20b%26c&limit=5"
+        );
+        assert_eq!(encode("x/y?é"), "x%2Fy%3F%C3%A9");
+        assert_eq!(with_query("/v1/dlq", &[("cursor", None)]), "/v1/dlq");
+    }
+
+    #[test]
+    fn only_http_urls_are_accepted() {
+        assert!(KeelClient::new("http://127.0.0.1:7733/").is_ok());
+        assert!(matches!(
+            KeelClient::new("https://keel.example"),
+            Err(ClientError::BadUrl(_))
+        ));
+        assert!(matches!(
+            KeelClient::new("127.0.0.1:7733"),
+            Err(ClientError::BadUrl(_))
+        ));
+    }
+}

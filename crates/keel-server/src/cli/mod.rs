@@ -1,0 +1,229 @@
+//! The `keel` command line: its clap surface, and one module per area of commands.
+//!
+//! # Layout
+//! - this file: the arguments, as clap derive structs, and nothing that runs.
+//! - [`serve`]: `keel serve` and `keel config check` — configuration, logging, the server.
+//! - [`invoke`]: `keel invoke`, sync and async.
+//! - [`invocations`]: `keel invocations ls|show|cancel` and how an invocation is printed.
+//! - [`dlq`]: `keel dlq ls|show|redrive|discard`.
+//! - [`client`]: the small HTTP client every client command goes through, and its errors.
+//! - [`table`]: the column formatter behind every human table.
+
+pub(crate) mod client;
+pub(crate) mod dlq;
+pub(crate) mod invocations;
+pub(crate) mod invoke;
+pub(crate) mod serve;
+pub(crate) mod table;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Where `keel serve` listens unless told otherwise, so where the client commands look first.
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:7733";
+
+/// Keel: durable serverless functions — retries, dead letters and redrive, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Where the Keel server is, for the client commands.
+    #[arg(long, global = true, env = "KEEL_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    pub(crate) url: String,
+
+    /// Print the server's JSON answers instead of human tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the Keel server.
+    Serve(ServeArgs),
+    /// Work with `keel.toml`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Invoke a function, waiting for its answer (or queue it with --async).
+    Invoke(InvokeArgs),
+    /// List, inspect and cancel invocations.
+    #[command(subcommand)]
+    Invocations(InvocationsCommand),
+    /// The dead-letter queue: invocations that ran out of retries.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The config file; without it, `keel.toml` is read when it exists.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Address to listen on (overrides `server.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+
+    /// Storage URL, `sqlite://PATH` or `postgres://…` (overrides `storage.url`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) storage_url: Option<String>,
+
+    /// Log format; JSON lines by default when stdout is not a terminal.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate a config file, with the `KEEL_` environment applied, and report every error.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The config file to check.
+    #[arg(short, long, value_name = "FILE", default_value = "keel.toml")]
+    pub(crate) config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InvokeArgs {
+    /// The function's name, as declared in `keel.toml`.
+    pub(crate) name: String,
+
+    /// Queue the invocation and print its id instead of waiting for the result.
+    #[arg(long = "async")]
+    pub(crate) asynchronous: bool,
+
+    /// The payload: literal text, `@FILE` to read a file, or `-` to read stdin.
+    #[arg(short, long, value_name = "JSON|@FILE|-")]
+    pub(crate) data: Option<String>,
+
+    /// Run the queued invocation this much later, e.g. `30s` or `5m` (with --async).
+    #[arg(long, requires = "asynchronous", value_name = "DURATION")]
+    pub(crate) delay: Option<humantime::Duration>,
+
+    /// The payload's content type.
+    #[arg(long, default_value = "application/json", value_name = "TYPE")]
+    pub(crate) content_type: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InvocationsCommand {
+    /// List invocations, newest first.
+    Ls(InvocationsLsArgs),
+    /// Show one invocation and its attempts.
+    Show(IdArg),
+    /// Cancel a queued or retrying invocation.
+    Cancel(IdArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InvocationsLsArgs {
+    /// Only this function's invocations.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) function: Option<String>,
+
+    /// Only invocations in this status.
+    #[arg(long, value_enum)]
+    pub(crate) status: Option<Status>,
+
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
+}
+
+/// An invocation's status, as the server names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Status {
+    Queued,
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+    Discarded,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Retrying => "retrying",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Dead => "dead",
+            Status::Cancelled => "cancelled",
+            Status::Discarded => "discarded",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PageArgs {
+    /// At most this many items (the server's default is 100, its maximum 1000).
+    #[arg(long, value_name = "N")]
+    pub(crate) limit: Option<u32>,
+
+    /// Continue a listing from the `next page` cursor of the previous one.
+    #[arg(long, value_name = "CURSOR")]
+    pub(crate) cursor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdArg {
+    /// The invocation id.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List dead invocations.
+    Ls(DlqLsArgs),
+    /// Show one dead invocation and its attempts.
+    Show(IdArg),
+    /// Requeue one dead invocation (same id, history kept), or many with --all.
+    Redrive(RedriveArgs),
+    /// Discard one dead invocation for good.
+    Discard(IdArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DlqLsArgs {
+    /// Only this function's dead invocations.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) function: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RedriveArgs {
+    /// The dead invocation to requeue.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) id: Option<String>,
+
+    /// Requeue every dead invocation that matches --function, up to --limit.
+    #[arg(long)]
+    pub(crate) all: bool,
+
+    /// With --all: only this function's dead invocations.
+    #[arg(long, conflicts_with = "id", value_name = "NAME")]
+    pub(crate) function: Option<String>,
+
+    /// With --all: requeue at most this many.
+    #[arg(long, conflicts_with = "id", value_name = "N")]
+    pub(crate) limit: Option<u32>,
+}

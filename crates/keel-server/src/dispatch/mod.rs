@@ -1,0 +1,89 @@
+//! The dispatcher: one task per function leases due invocations while the function has free
+//! permits, runs each as an attempt, and applies the retry decision. It sleeps until new work is
+//! signalled or the next retry comes due — never in a polling loop.
+
+mod attempt;
+pub(crate) mod sync;
+mod sweeper;
+
+pub(crate) use sweeper::sweep_expired_leases;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::clock::Millis;
+use keel_core::store::LeaseRequest;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use crate::functions::Function;
+use crate::state::Shared;
+
+/// Most invocations leased in one store call.
+const MAX_LEASE_BATCH: usize = 256;
+/// A lease outlives the attempt's timeout by this much before another node may take it back.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// Pause after the store failed, before leasing again.
+const STORE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Runs `function`'s dispatcher until `stop` turns true.
+pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: watch::Receiver<bool>) {
+    let lease_for = (function.config.timeout + LEASE_MARGIN).as_millis() as Millis;
+    loop {
+        let first = tokio::select! {
+            permit = function.permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_LEASE_BATCH {
+            match function.permits.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let wanted = permits.len();
+        let now = shared.clock.now_ms();
+        let request = LeaseRequest {
+            function: function.config.name.clone(),
+            owner: shared.node_id.clone(),
+            now,
+            expires_at: now + lease_for,
+            limit: wanted,
+        };
+        let leased = match shared.store.lease(request).await {
+            Ok(leased) => leased,
+            Err(e) => {
+                tracing::warn!(function = %function.config.name, error = %e, "leasing failed; retrying");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(STORE_BACKOFF) => continue,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        };
+        let got = leased.invocations.len();
+        for invocation in leased.invocations {
+            let permit: OwnedSemaphorePermit = permits.pop().expect("one permit per leased invocation");
+            tokio::spawn(attempt::run(shared.clone(), function.clone(), invocation, permit));
+        }
+        drop(permits);
+        if got == wanted {
+            continue;
+        }
+        let sleep = leased.next_due_at.map(|due| Duration::from_millis((due - now).max(0) as u64));
+        tokio::select! {
+            _ = function.wake.notified() => {}
+            _ = sleep_or_forever(sleep) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn sleep_or_forever(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

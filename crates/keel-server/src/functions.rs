@@ -1,0 +1,62 @@
+//! The live side of each configured function: its bulkhead (the `concurrency` permits that sync
+//! calls and the dispatcher share) and the signal that wakes its dispatcher.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keel_core::config::{Config, FunctionConfig};
+use tokio::sync::{Notify, Semaphore};
+
+/// One function's configuration and live state.
+#[derive(Debug)]
+pub(crate) struct Function {
+    pub(crate) config: FunctionConfig,
+    /// At most `concurrency` attempts in flight, sync and async together.
+    pub(crate) permits: Arc<Semaphore>,
+    /// Wakes the dispatcher: new work, a finished attempt, a redrive.
+    pub(crate) wake: Notify,
+}
+
+impl Function {
+    pub(crate) fn in_flight(&self) -> usize {
+        self.config.concurrency as usize - self.permits.available_permits()
+    }
+}
+
+/// Every configured function by name.
+#[derive(Debug, Default)]
+pub(crate) struct Functions(BTreeMap<String, Arc<Function>>);
+
+impl Functions {
+    pub(crate) fn from_config(config: &Config) -> Self {
+        Self(
+            config
+                .functions
+                .iter()
+                .map(|(name, f)| {
+                    let function = Function {
+                        config: f.clone(),
+                        permits: Arc::new(Semaphore::new(f.concurrency as usize)),
+                        wake: Notify::new(),
+                    };
+                    (name.clone(), Arc::new(function))
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Function>> {
+        self.0.get(name)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Function>> {
+        self.0.values()
+    }
+
+    /// Wakes the dispatcher of `name`, if that function is configured.
+    pub(crate) fn wake(&self, name: &str) {
+        if let Some(f) = self.0.get(name) {
+            f.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Calling a `url` function: the function contract's request, a per-attempt timeout, and the
+//! classification of what came back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keel_core::clock::{rfc3339, Clock, Millis};
+use keel_core::invocation::{truncate_error, Attempt, StoredResponse};
+use keel_core::lifecycle::AttemptReport;
+use keel_core::outcome::{self, Outcome};
+
+use crate::trace;
+
+/// Everything one attempt needs to know.
+#[derive(Debug)]
+pub(crate) struct AttemptCall<'a> {
+    pub(crate) url: &'a ::url::Url,
+    pub(crate) function: &'a str,
+    pub(crate) invocation_id: &'a str,
+    pub(crate) number: u32,
+    pub(crate) payload: &'a Bytes,
+    pub(crate) content_type: Option<&'a str>,
+    pub(crate) traceparent: Option<&'a str>,
+    pub(crate) timeout: Duration,
+}
+
+/// The shared HTTP client for `url` functions.
+#[derive(Debug, Clone)]
+pub(crate) struct UrlRuntime {
+    client: Client<HttpConnector, Full<Bytes>>,
+    max_result_bytes: usize,
+}
+
+impl UrlRuntime {
+    pub(crate) fn new(max_result_bytes: u64) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self { client, max_result_bytes: max_result_bytes as usize }
+    }
+
+    /// Makes one attempt and reports what happened. Never fails: every failure is an outcome.
+    pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
+        let started_at = clock.now_ms();
+        let result = tokio::time::timeout(call.timeout, self.send(&call, started_at, clock)).await;
+        let ended_at = clock.now_ms();
+        let attempt = |outcome, http_status, error: Option<String>| Attempt {
+            number: call.number,
+            started_at,
+            ended_at,
+            outcome,
+            http_status,
+            error: error.map(truncate_error),
+        };
+        match result {
+            Err(_) => AttemptReport {
+                attempt: attempt(
+                    Outcome::Timeout,
+                    None,
+                    Some(format!("timed out after {}", humantime::format_duration(call.timeout))),
+                ),
+                response: None,
+                retry_after: None,
+            },
+            Ok(Err(failure)) => AttemptReport {
+                attempt: attempt(failure.outcome, failure.status, Some(failure.message)),
+                response: None,
+                retry_after: None,
+            },
+            Ok(Ok((response, retry_after))) => {
+                let outcome = outcome::classify_status(response.status);
+                let error = (outcome != Outcome::Success).then(|| describe_failure(&response));
+                let retry_after = outcome::retry_after(response.status, retry_after.as_deref(), ended_at);
+                AttemptReport { attempt: attempt(outcome, Some(response.status), error), response: Some(response), retry_after }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        call: &AttemptCall<'_>,
+        started_at: Millis,
+        _clock: &dyn Clock,
+    ) -> Result<(StoredResponse, Option<String>), CallFailure> {
+        let deadline = started_at + call.timeout.as_millis() as Millis;
+        let traceparent = call.traceparent.map_or_else(trace::new_traceparent, trace::child_of);
+        let mut request = Request::post(call.url.as_str())
+            .header("keel-invocation-id", call.invocation_id)
+            .header("keel-attempt", call.number)
+            .header("keel-function", call.function)
+            .header("keel-deadline", rfc3339(deadline))
+            .header("idempotency-key", call.invocation_id)
+            .header("traceparent", traceparent);
+        if let Some(ct) = call.content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        let request = request
+            .body(Full::new(call.payload.clone()))
+            .map_err(|e| CallFailure::permanent(format!("cannot build the request: {e}")))?;
+        let response = self.client.request(request).await.map_err(|e| CallFailure::transient(describe_client_error(&e)))?;
+        let status = response.status().as_u16();
+        let header = |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+        let content_type = header(CONTENT_TYPE);
+        let retry_after = header(RETRY_AFTER);
+        let body = Limited::new(response.into_body(), self.max_result_bytes)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    let mut f = CallFailure::permanent(format!(
+                        "the response is larger than server.max_result_bytes ({} bytes)",
+                        self.max_result_bytes
+                    ));
+                    f.status = Some(status);
+                    f
+                } else {
+                    CallFailure { outcome: Outcome::Transient, status: Some(status), message: format!("reading the response: {e}") }
+                }
+            })?
+            .to_bytes();
+        Ok((StoredResponse { status, content_type, body }, retry_after))
+    }
+}
+
+/// Why an attempt got no usable response.
+#[derive(Debug)]
+struct CallFailure {
+    outcome: Outcome,
+    status: Option<u16>,
+    message: String,
+}
+
+impl CallFailure {
+    fn transient(message: String) -> Self {
+        Self { outcome: Outcome::Transient, status: None, message }
+    }
+    fn permanent(message: String) -> Self {
+        Self { outcome: Outcome::Permanent, status: None, message }
+    }
+}
+
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    let mut text = if e.is_connect() { "connect error".to_string() } else { "request failed".to_string() };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// `HTTP 503: <start of the body>` for a failed response.
+fn describe_failure(response: &StoredResponse) -> String {
+    let snippet: String = String::from_utf8_lossy(&response.body[..response.body.len().min(200)])
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    if snippet.trim().is_empty() {
+        format!("HTTP {}", response.status)
+    } else {
+        format!("HTTP {}: {}", response.status, snippet.trim())
+    }
+}

@@ -1,0 +1,127 @@
+//! Running a node: open the store, take back a dead predecessor's leases, start a dispatcher per
+//! function and the HTTP gateway; on shutdown, drain.
+//!
+//! Drain order: admission answers 503 at once; dispatchers stop leasing; attempts in flight get
+//! up to `server.shutdown_grace` to finish and record their outcome; then the HTTP server stops.
+//! Whatever is still queued stays on disk for the next start.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use keel_core::clock::{Clock, SystemClock};
+use keel_core::config::Config;
+use keel_core::store::Reclaim;
+use keel_store::StoreOptions;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::functions::Functions;
+use crate::runtime::UrlRuntime;
+use crate::state::Shared;
+use crate::{api, dispatch};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] keel_store::OpenError),
+    #[error("the store failed at start-up: {0}")]
+    Recovery(#[from] keel_core::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop_dispatch: watch::Sender<bool>,
+    stop_http: oneshot::Sender<()>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl Node {
+    /// Starts a node serving on `listener` (bind `127.0.0.1:0` in tests).
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Node, StartError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = keel_store::open(&StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })?;
+        let now = clock.now_ms();
+        let scope = if store.is_exclusive() { Reclaim::All } else { Reclaim::ExpiredBefore(now) };
+        let reclaimed = store.reclaim_leases(scope, now).await?;
+        if !reclaimed.is_empty() {
+            tracing::warn!(functions = ?reclaimed, "took back attempts interrupted by the previous stop");
+        }
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
+        let shared = Arc::new(Shared {
+            runtime: UrlRuntime::new(config.server.max_result_bytes),
+            functions: Functions::from_config(&config),
+            node_id: format!("node-{}", keel_core::id::new_id(now)),
+            draining: false.into(),
+            config,
+            store,
+            clock,
+        });
+        let (stop_dispatch, stop_rx) = watch::channel(false);
+        for function in shared.functions.iter() {
+            tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
+        }
+        tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));
+        let (stop_http, stop_http_rx) = oneshot::channel::<()>();
+        let app = api::router(shared.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http_rx.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, functions = shared.functions.iter().count(), node = %shared.node_id, "keel is listening");
+        Ok(Node { addr, shared, stop_dispatch, stop_http, http })
+    }
+
+    /// The address the gateway listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drains and stops the node (see the module doc for the order).
+    pub async fn shutdown(self) {
+        let grace_end = Instant::now() + self.shared.config.server.shutdown_grace;
+        self.shared.draining.store(true, Ordering::Release);
+        let _ = self.stop_dispatch.send(true);
+        for function in self.shared.functions.iter() {
+            let all = function.config.concurrency;
+            if tokio::time::timeout_at(grace_end, function.permits.acquire_many(all)).await.is_err() {
+                tracing::warn!(function = %function.config.name, in_flight = function.in_flight(), "grace period over; in-flight attempts will be retried after restart");
+            }
+        }
+        let _ = self.stop_http.send(());
+        if tokio::time::timeout_at(grace_end, self.http).await.is_err() {
+            tracing::warn!("grace period over with requests still open");
+        }
+        tracing::info!("keel stopped");
+    }
+}
+
+/// `keel serve`: binds `server.listen`, runs until SIGTERM or SIGINT, then drains.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let addr = config.server.listen;
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let node = Node::start(config, listener).await?;
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received; draining");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,31 @@
+//! What every handler, dispatcher and attempt shares.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use keel_core::clock::Clock;
+use keel_core::config::Config;
+use keel_core::store::Store;
+
+use crate::functions::Functions;
+use crate::runtime::UrlRuntime;
+
+/// Shared by the gateway and the dispatchers of one node.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) runtime: UrlRuntime,
+    pub(crate) functions: Functions,
+    /// Names this node's leases.
+    pub(crate) node_id: String,
+    /// Set once shutdown begins: admission answers 503 while in-flight work finishes.
+    pub(crate) draining: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}

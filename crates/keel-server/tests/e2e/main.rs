@@ -1,0 +1,8 @@
+//! End-to-end tests: real Keel nodes on 127.0.0.1:0 over real SQLite files, calling real HTTP
+//! functions; the crash test SIGKILLs the real `keel` binary.
+
+mod api;
+mod crash;
+mod load;
+mod retries;
+mod support;

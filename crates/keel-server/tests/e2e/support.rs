@@ -1,0 +1,178 @@
+//! Test fixtures: a programmable function server, a Keel node on a temp database, and a small
+//! HTTP client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keel_core::config::{load_str, Config, Overrides};
+use keel_server::Node;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// One call the function server received.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) invocation_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) at: Instant,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// What the server answered.
+    pub(crate) status: u16,
+}
+
+/// A function server whose behaviour each test picks by path:
+/// `/ok`, `/status?code=400`, `/flaky?fail=2` (503 for the first N attempts of each invocation),
+/// `/slow?ms=300`, `/random?p=0.3` (503 with probability p), `/retry-after?secs=1` (first
+/// attempt 503 with `Retry-After`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Functions {
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Functions {
+    pub(crate) async fn start() -> (Self, SocketAddr) {
+        let me = Self::default();
+        let app = axum::Router::new().fallback(handle).with_state(me.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (me, addr)
+    }
+
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub(crate) fn calls_for(&self, invocation_id: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.invocation_id == invocation_id).collect()
+    }
+
+    /// Successful calls per invocation id.
+    pub(crate) fn successes(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for c in self.calls().into_iter().filter(|c| c.status < 300) {
+            *counts.entry(c.invocation_id).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+async fn handle(
+    State(me): State<Functions>,
+    uri: axum::http::Uri,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arg = |k: &str| q.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let attempt: u32 = headers.get("keel-attempt").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (status, extra, sleep): (u16, Option<(&str, String)>, u64) = match uri.path() {
+        "/ok" => (200, None, 0),
+        "/status" => (arg("code") as u16, None, 0),
+        "/flaky" => (if f64::from(attempt) <= arg("fail") { 503 } else { 200 }, None, 0),
+        "/slow" => (200, None, arg("ms") as u64),
+        "/random" => (if fastrand::f64() < arg("p") { 503 } else { 200 }, None, 0),
+        "/retry-after" if attempt == 1 => (503, Some(("retry-after", format!("{}", arg("secs") as u64))), 0),
+        "/retry-after" => (200, None, 0),
+        _ => (404, None, 0),
+    };
+    // Recorded on arrival: a caller that gives up early (a timeout) still shows as a call.
+    me.calls.lock().unwrap().push(Call {
+        invocation_id: headers.get("keel-invocation-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+        attempt,
+        at: Instant::now(),
+        headers: headers.clone(),
+        body: body.clone(),
+        status,
+    });
+    tokio::time::sleep(Duration::from_millis(sleep)).await;
+    let reply = serde_json::json!({"attempt": attempt, "echo": String::from_utf8_lossy(&body)});
+    let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
+    if let Some((k, v)) = extra {
+        response.headers_mut().insert(k, v.parse().unwrap());
+    }
+    response
+}
+
+/// A Keel node over a SQLite file in a temp dir.
+pub(crate) struct Keel {
+    pub(crate) node: Option<Node>,
+    pub(crate) url: String,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+/// A config with `[functions.NAME]` tables given as TOML fragments; the database in `dir`.
+pub(crate) fn config(dir: &std::path::Path, functions: &str) -> Config {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n[storage]\nurl = \"sqlite://{}/keel.db\"\n{functions}",
+        dir.display()
+    );
+    load_str("test.toml", &text, &Overrides::default()).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+impl Keel {
+    pub(crate) async fn start(functions: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(config(dir.path(), functions), TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
+        let url = format!("http://{}", node.addr());
+        Self { node: Some(node), url, dir }
+    }
+
+    /// Polls an invocation until it reaches a final status (succeeded, dead, …) or `limit` passes.
+    pub(crate) async fn wait_final(&self, id: &str, limit: Duration) -> Value {
+        let end = Instant::now() + limit;
+        loop {
+            let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", self.url)).await;
+            let status = inv["status"].as_str().unwrap_or("");
+            if !["queued", "running", "retrying"].contains(&status) {
+                return inv;
+            }
+            assert!(Instant::now() < end, "invocation {id} still {status} after {limit:?}: {inv}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A response: status, headers, body.
+pub(crate) type Reply = (u16, HeaderMap, Bytes);
+
+pub(crate) async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+pub(crate) async fn post_json(url: &str, body: &str) -> (u16, HeaderMap, Value) {
+    let (s, h, b) = request("POST", url, &[("content-type", "application/json")], body.to_string()).await;
+    (s, h, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+pub(crate) async fn get_json(url: &str) -> (u16, HeaderMap, Value) {
+    let (s, h, b) = request("GET", url, &[], Bytes::new()).await;
+    (s, h, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+/// A fast retry policy for tests: `max_attempts` attempts, 10–50 ms apart.
+pub(crate) fn fast_retry(max_attempts: u32) -> String {
+    format!("retry = {{ max_attempts = {max_attempts}, initial = \"10ms\", max = \"50ms\", jitter = \"full\" }}")
+}
