@@ -53,11 +53,9 @@ pub fn after_attempt(
     let in_budget = invocation.attempts_in_budget() + 1;
     let previous = invocation.last_delay_ms.map(Duration::from_millis);
     match policy.next_step(in_budget, previous, report.retry_after, sample) {
-        NextStep::RetryAfter(delay) => Transition::Retry {
-            due_at: now + delay.as_millis() as Millis,
-            delay_ms: delay.as_millis() as u64,
-            error,
-        },
+        NextStep::RetryAfter(delay) => {
+            Transition::Retry { due_at: now + delay.as_millis() as Millis, delay_ms: delay.as_millis() as u64, error }
+        }
         NextStep::GiveUp => Transition::Die {
             error: format!("retries exhausted after {in_budget} attempts: {error}"),
             response: report.response.clone(),
@@ -108,7 +106,13 @@ mod tests {
     }
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 3, initial: Duration::from_millis(100), max: Duration::from_secs(10), multiplier: 2.0, jitter: Jitter::None }
+        RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: Jitter::None,
+        }
     }
 
     #[test]
@@ -119,19 +123,30 @@ mod tests {
         let t = after_attempt(&p, &invocation(1), &report(Outcome::Timeout, None, None), 1_000, 0.5);
         assert_eq!(t, Transition::Retry { due_at: 1_200, delay_ms: 200, error: "timeout".into() });
         let t = after_attempt(&p, &invocation(2), &report(Outcome::Transient, Some(500), None), 1_000, 0.5);
-        assert!(matches!(t, Transition::Die { ref error, .. } if error == "retries exhausted after 3 attempts: HTTP 500"), "{t:?}");
+        assert!(
+            matches!(t, Transition::Die { ref error, .. } if error == "retries exhausted after 3 attempts: HTTP 500"),
+            "{t:?}"
+        );
     }
 
     #[test]
     fn retry_after_sets_the_least_delay() {
-        let t = after_attempt(&policy(), &invocation(0), &report(Outcome::Transient, Some(429), Some(Duration::from_secs(3))), 0, 0.5);
+        let t = after_attempt(
+            &policy(),
+            &invocation(0),
+            &report(Outcome::Transient, Some(429), Some(Duration::from_secs(3))),
+            0,
+            0.5,
+        );
         assert_eq!(t, Transition::Retry { due_at: 3_000, delay_ms: 3_000, error: "HTTP 429".into() });
     }
 
     #[test]
     fn permanent_failures_die_at_once_and_success_keeps_the_response() {
         let t = after_attempt(&policy(), &invocation(0), &report(Outcome::Permanent, Some(400), None), 0, 0.5);
-        assert!(matches!(t, Transition::Die { ref error, response: Some(ref r) } if error == "permanent failure: HTTP 400" && r.status == 400));
+        assert!(
+            matches!(t, Transition::Die { ref error, response: Some(ref r) } if error == "permanent failure: HTTP 400" && r.status == 400)
+        );
         let t = after_attempt(&policy(), &invocation(0), &report(Outcome::Success, Some(201), None), 0, 0.5);
         assert!(matches!(t, Transition::Succeed { ref response } if response.status == 201));
     }

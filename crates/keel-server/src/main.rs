@@ -35,9 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match command {
                 InvocationsCommand::Ls(args) => invocations::ls(&client, json, args).await?,
                 InvocationsCommand::Show(args) => invocations::show(&client, json, args).await?,
-                InvocationsCommand::Cancel(args) => {
-                    invocations::cancel(&client, json, args).await?
-                }
+                InvocationsCommand::Cancel(args) => invocations::cancel(&client, json, args).await?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -16,10 +16,7 @@ const ENV_SEPARATOR: &str = "__";
 pub(super) type Applied = Vec<(Vec<String>, Location)>;
 
 /// Writes env overrides, then flag overrides, into `table`.
-pub(super) fn apply(
-    table: &mut toml::Table,
-    overrides: &Overrides,
-) -> Result<Applied, Vec<ConfigError>> {
+pub(super) fn apply(table: &mut toml::Table, overrides: &Overrides) -> Result<Applied, Vec<ConfigError>> {
     let mut applied = Applied::new();
     let mut errors = Vec::new();
     for (var, text) in &overrides.env {
@@ -34,26 +31,12 @@ pub(super) fn apply(
             });
             continue;
         };
-        set_and_record(
-            table,
-            path,
-            parse_env_value(text),
-            location,
-            &mut applied,
-            &mut errors,
-        );
+        set_and_record(table, path, parse_env_value(text), location, &mut applied, &mut errors);
     }
     for (dotted_path, flag, value) in &overrides.flags {
         let path = dotted_path.split('.').map(str::to_owned).collect();
         let location = Location::Flag { name: flag.clone() };
-        set_and_record(
-            table,
-            path,
-            value.clone(),
-            location,
-            &mut applied,
-            &mut errors,
-        );
+        set_and_record(table, path, value.clone(), location, &mut applied, &mut errors);
     }
     if errors.is_empty() {
         Ok(applied)
@@ -72,11 +55,7 @@ fn set_and_record(
 ) {
     match set_path(table, &path, value) {
         Ok(()) => applied.push((path, location)),
-        Err(message) => errors.push(ConfigError {
-            location,
-            key: dotted(&path),
-            message,
-        }),
+        Err(message) => errors.push(ConfigError { location, key: dotted(&path), message }),
     }
 }
 
@@ -111,16 +90,11 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     };
     let mut current = table;
     for (depth, part) in parents.iter().enumerate() {
-        let entry = current
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = current.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         current = match entry {
             toml::Value::Table(inner) => inner,
             other => {
-                return Err(format!(
-                    "cannot set this key: `{}` is `{other}`, not a table",
-                    dotted(&path[..=depth])
-                ))
+                return Err(format!("cannot set this key: `{}` is `{other}`, not a table", dotted(&path[..=depth])))
             }
         };
     }
@@ -134,10 +108,7 @@ mod tests {
 
     #[test]
     fn env_names_map_to_lowercase_key_paths() {
-        assert_eq!(
-            env_key_path("KEEL_SERVER__LISTEN").unwrap(),
-            ["server", "listen"]
-        );
+        assert_eq!(env_key_path("KEEL_SERVER__LISTEN").unwrap(), ["server", "listen"]);
         assert_eq!(
             env_key_path("KEEL_FUNCTIONS__CHARGE__RETRY__MAX_ATTEMPTS").unwrap(),
             ["functions", "charge", "retry", "max_attempts"]
@@ -157,19 +128,10 @@ mod tests {
         assert_eq!(parse_env_value("64"), toml::Value::Integer(64));
         assert_eq!(parse_env_value("false"), toml::Value::Boolean(false));
         assert_eq!(parse_env_value("1.5"), toml::Value::Float(1.5));
-        assert_eq!(
-            parse_env_value("0.0.0.0:80"),
-            toml::Value::String("0.0.0.0:80".into())
-        );
+        assert_eq!(parse_env_value("0.0.0.0:80"), toml::Value::String("0.0.0.0:80".into()));
         assert_eq!(parse_env_value("30s"), toml::Value::String("30s".into()));
-        assert_eq!(
-            parse_env_value("\"quoted\""),
-            toml::Value::String("quoted".into())
-        );
-        assert_eq!(
-            parse_env_value("1\nx = 2"),
-            toml::Value::String("1\nx = 2".into())
-        );
+        assert_eq!(parse_env_value("\"quoted\""), toml::Value::String("quoted".into()));
+        assert_eq!(parse_env_value("1\nx = 2"), toml::Value::String("1\nx = 2".into()));
         let table = parse_env_value("{ max_attempts = 3 }");
         assert_eq!(table.get("max_attempts"), Some(&toml::Value::Integer(3)));
     }
@@ -179,31 +141,19 @@ mod tests {
         let mut table = toml::Table::new();
         let overrides = Overrides {
             env: vec![("KEEL_SERVER__LISTEN".into(), "0.0.0.0:80".into())],
-            flags: vec![(
-                "server.listen".into(),
-                "--listen".into(),
-                "127.0.0.1:1".into(),
-            )],
+            flags: vec![("server.listen".into(), "--listen".into(), "127.0.0.1:1".into())],
         };
         let applied = apply(&mut table, &overrides).unwrap();
         assert_eq!(table["server"]["listen"].as_str(), Some("127.0.0.1:1"));
         assert_eq!(applied.len(), 2);
-        assert_eq!(
-            applied[1].1,
-            Location::Flag {
-                name: "--listen".into()
-            }
-        );
+        assert_eq!(applied[1].1, Location::Flag { name: "--listen".into() });
     }
 
     #[test]
     fn setting_inside_a_non_table_is_an_error_naming_the_variable() {
         let mut table: toml::Table = toml::from_str("server = 5").unwrap();
         let overrides = Overrides {
-            env: vec![
-                ("KEEL_SERVER__LISTEN".into(), "x".into()),
-                ("KEEL_A____B".into(), "x".into()),
-            ],
+            env: vec![("KEEL_SERVER__LISTEN".into(), "x".into()), ("KEEL_A____B".into(), "x".into())],
             flags: Vec::new(),
         };
         let errors = apply(&mut table, &overrides).unwrap_err();

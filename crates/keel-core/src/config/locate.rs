@@ -85,10 +85,7 @@ impl<'t> LineIndex<'t> {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&start| start <= offset);
         let start = self.line_starts[line - 1];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
         (line, column + 1)
     }
 }
@@ -103,38 +100,20 @@ pub(super) struct Locator {
 }
 
 impl Locator {
-    pub(super) fn new(
-        file_name: &str,
-        file: SourceMap,
-        overrides: Vec<(Vec<String>, Location)>,
-    ) -> Self {
-        Locator {
-            file_name: file_name.to_owned(),
-            file,
-            overrides,
-        }
+    pub(super) fn new(file_name: &str, file: SourceMap, overrides: Vec<(Vec<String>, Location)>) -> Self {
+        Locator { file_name: file_name.to_owned(), file, overrides }
     }
 
     pub(super) fn locate(&self, path: &[String], anchor: Anchor) -> Location {
         // An override of `path` or of a table enclosing it replaced whatever the file said.
-        if let Some((_, at)) = self
-            .overrides
-            .iter()
-            .rev()
-            .find(|(set, _)| path.starts_with(set))
-        {
+        if let Some((_, at)) = self.overrides.iter().rev().find(|(set, _)| path.starts_with(set)) {
             return at.clone();
         }
         if let Some(at) = self.file_location(path, anchor) {
             return at;
         }
         // A table that exists only because an override created a key inside it.
-        if let Some((_, at)) = self
-            .overrides
-            .iter()
-            .rev()
-            .find(|(set, _)| set.starts_with(path))
-        {
+        if let Some((_, at)) = self.overrides.iter().rev().find(|(set, _)| set.starts_with(path)) {
             return at.clone();
         }
         (0..path.len())
@@ -145,25 +124,14 @@ impl Locator {
 
     fn file_location(&self, path: &[String], anchor: Anchor) -> Option<Location> {
         let (line, column) = self.file.position(path, anchor)?;
-        Some(Location::File {
-            path: self.file_name.clone(),
-            line,
-            column,
-        })
+        Some(Location::File { path: self.file_name.clone(), line, column })
     }
 }
 
 /// Renders a key path the way TOML would write it: `functions."my fn".timeout`.
 pub(super) fn dotted(path: &[String]) -> String {
-    let bare = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    };
-    let quoted: Vec<String> = path
-        .iter()
-        .map(|s| if bare(s) { s.clone() } else { format!("{s:?}") })
-        .collect();
+    let bare = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let quoted: Vec<String> = path.iter().map(|s| if bare(s) { s.clone() } else { format!("{s:?}") }).collect();
     quoted.join(".")
 }
 
@@ -179,11 +147,7 @@ mod tests {
                         retry = { max_attempts = 0 }\n";
 
     fn file_at(line: usize, column: usize) -> Location {
-        Location::File {
-            path: "keel.toml".into(),
-            line,
-            column,
-        }
+        Location::File { path: "keel.toml".into(), line, column }
     }
 
     #[test]
@@ -198,54 +162,25 @@ mod tests {
     #[test]
     fn values_keys_and_headers_are_located() {
         let at = Locator::new("keel.toml", SourceMap::from_text(TEXT), Vec::new());
-        assert_eq!(
-            at.locate(&path("server.listen"), Anchor::Value),
-            file_at(2, 10)
-        );
-        assert_eq!(
-            at.locate(&path("server.listen"), Anchor::Key),
-            file_at(2, 1)
-        );
-        assert_eq!(
-            at.locate(&path("functions.charge"), Anchor::Value),
-            file_at(4, 12)
-        );
-        assert_eq!(
-            at.locate(&path("functions.charge.retry.max_attempts"), Anchor::Value),
-            file_at(6, 26)
-        );
+        assert_eq!(at.locate(&path("server.listen"), Anchor::Value), file_at(2, 10));
+        assert_eq!(at.locate(&path("server.listen"), Anchor::Key), file_at(2, 1));
+        assert_eq!(at.locate(&path("functions.charge"), Anchor::Value), file_at(4, 12));
+        assert_eq!(at.locate(&path("functions.charge.retry.max_attempts"), Anchor::Value), file_at(6, 26));
     }
 
     #[test]
     fn a_missing_key_falls_back_to_its_table() {
         let at = Locator::new("keel.toml", SourceMap::from_text(TEXT), Vec::new());
-        assert_eq!(
-            at.locate(&path("functions.charge.timeout"), Anchor::Value),
-            file_at(4, 12)
-        );
-        assert_eq!(
-            at.locate(&path("storage.url"), Anchor::Value),
-            Location::Default
-        );
+        assert_eq!(at.locate(&path("functions.charge.timeout"), Anchor::Value), file_at(4, 12));
+        assert_eq!(at.locate(&path("storage.url"), Anchor::Value), Location::Default);
     }
 
     #[test]
     fn the_last_override_wins_over_the_file() {
-        let env = Location::Env {
-            var: "KEEL_SERVER__LISTEN".into(),
-        };
-        let flag = Location::Flag {
-            name: "--listen".into(),
-        };
-        let overrides = vec![
-            (path("server.listen"), env.clone()),
-            (path("server"), flag.clone()),
-        ];
-        let at = Locator::new(
-            "keel.toml",
-            SourceMap::from_text(TEXT),
-            overrides[..1].to_vec(),
-        );
+        let env = Location::Env { var: "KEEL_SERVER__LISTEN".into() };
+        let flag = Location::Flag { name: "--listen".into() };
+        let overrides = vec![(path("server.listen"), env.clone()), (path("server"), flag.clone())];
+        let at = Locator::new("keel.toml", SourceMap::from_text(TEXT), overrides[..1].to_vec());
         assert_eq!(at.locate(&path("server.listen"), Anchor::Value), env);
         let at = Locator::new("keel.toml", SourceMap::from_text(TEXT), overrides);
         assert_eq!(at.locate(&path("server.listen"), Anchor::Value), flag);
@@ -253,9 +188,7 @@ mod tests {
 
     #[test]
     fn a_table_created_by_an_override_is_located_there() {
-        let env = Location::Env {
-            var: "KEEL_FUNCTIONS__NEW__TIMEOUT".into(),
-        };
+        let env = Location::Env { var: "KEEL_FUNCTIONS__NEW__TIMEOUT".into() };
         let overrides = vec![(path("functions.new.timeout"), env.clone())];
         let at = Locator::new("keel.toml", SourceMap::from_text(TEXT), overrides);
         assert_eq!(at.locate(&path("functions.new"), Anchor::Key), env);

@@ -98,10 +98,7 @@ impl Overrides {
             .filter(|(name, _)| layers::is_override_var(name))
             .collect();
         env.sort();
-        Overrides {
-            env,
-            flags: Vec::new(),
-        }
+        Overrides { env, flags: Vec::new() }
     }
 }
 
@@ -177,11 +174,7 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     match std::fs::read_to_string(path) {
         Ok(text) => load_str(&file_name, &text, overrides),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
-            location: Location::File {
-                path: file_name,
-                line: 0,
-                column: 0,
-            },
+            location: Location::File { path: file_name, line: 0, column: 0 },
             key: String::new(),
             message: format!("cannot read the config file: {e}"),
         }])),
@@ -189,21 +182,11 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
 }
 
 /// [`load`] for a file already in memory; `file_name` is only used in error messages.
-pub fn load_str(
-    file_name: &str,
-    text: &str,
-    overrides: &Overrides,
-) -> Result<Config, ConfigErrors> {
+pub fn load_str(file_name: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigErrors> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map_or((0, 0), |span| LineIndex::new(text).position(span.start));
+        let (line, column) = e.span().map_or((0, 0), |span| LineIndex::new(text).position(span.start));
         ConfigErrors(vec![ConfigError {
-            location: Location::File {
-                path: file_name.to_owned(),
-                line,
-                column,
-            },
+            location: Location::File { path: file_name.to_owned(), line, column },
             key: String::new(),
             message: syntax_message(e.message()),
         }])
@@ -211,16 +194,11 @@ pub fn load_str(
     let applied = layers::apply(&mut table, overrides).map_err(ConfigErrors)?;
     let locator = Locator::new(file_name, SourceMap::from_text(text), applied);
 
-    let raw: raw::RawConfig =
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let path: Vec<String> = e.path().iter().map(ToString::to_string).collect();
-            let (anchor, message) = describe_structural_error(e.inner().message());
-            ConfigErrors(vec![ConfigError {
-                location: locator.locate(&path, anchor),
-                key: dotted(&path),
-                message,
-            }])
-        })?;
+    let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path: Vec<String> = e.path().iter().map(ToString::to_string).collect();
+        let (anchor, message) = describe_structural_error(e.inner().message());
+        ConfigErrors(vec![ConfigError { location: locator.locate(&path, anchor), key: dotted(&path), message }])
+    })?;
 
     validate::validate(raw).map_err(|problems| {
         ConfigErrors(
@@ -254,9 +232,7 @@ fn describe_structural_error(message: &str) -> (Anchor, String) {
 /// The parser says "duplicate key" for a repeated `[table]` too; say what the rule is.
 fn syntax_message(message: &str) -> String {
     match message {
-        "duplicate key" => {
-            "duplicate key: each key and each [table] may be defined only once".into()
-        }
+        "duplicate key" => "duplicate key: each key and each [table] may be defined only once".into(),
         other => format!("invalid TOML: {other}"),
     }
 }

@@ -130,10 +130,7 @@ mod tests {
     fn byte_sizes_accept_integers_and_strings() {
         let raw = parse("[server]\nbody_limit = 1024\nmax_result_bytes = \"6MiB\"\n").unwrap();
         assert_eq!(raw.server.body_limit, Some(RawByteSize::Bytes(1024)));
-        assert_eq!(
-            raw.server.max_result_bytes,
-            Some(RawByteSize::Text("6MiB".into()))
-        );
+        assert_eq!(raw.server.max_result_bytes, Some(RawByteSize::Text("6MiB".into())));
     }
 
     #[test]

@@ -17,14 +17,8 @@ fn errors(text: &str) -> Vec<String> {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Overrides {
-    let env = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    Overrides {
-        env,
-        flags: Vec::new(),
-    }
+    let env = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Overrides { env, flags: Vec::new() }
 }
 
 const CHARGE: &str = "[functions.charge]\nurl = \"http://127.0.0.1:9001/charge\"\n";
@@ -69,10 +63,7 @@ retry = { max_attempts = 3, initial = "1s", jitter = "equal" }
     let charge = &config.functions["charge"];
     assert_eq!(charge.name, "charge");
     assert_eq!(charge.url.as_str(), "https://pay.example/charge");
-    assert_eq!(
-        (charge.timeout, charge.sync_timeout),
-        (Duration::from_secs(10), Duration::from_millis(250))
-    );
+    assert_eq!((charge.timeout, charge.sync_timeout), (Duration::from_secs(10), Duration::from_millis(250)));
     assert_eq!(charge.concurrency, 8);
     assert_eq!(charge.retry.max_attempts, 3);
     assert_eq!(charge.retry.initial, Duration::from_secs(1));
@@ -84,10 +75,7 @@ retry = { max_attempts = 3, initial = "1s", jitter = "equal" }
 fn function_defaults_apply() {
     let config = load_str("keel.toml", CHARGE, &Overrides::default()).unwrap();
     let charge = &config.functions["charge"];
-    assert_eq!(
-        (charge.timeout, charge.sync_timeout),
-        (Duration::from_secs(30), Duration::from_secs(30))
-    );
+    assert_eq!((charge.timeout, charge.sync_timeout), (Duration::from_secs(30), Duration::from_secs(30)));
     assert_eq!(charge.concurrency, 64);
     assert_eq!(charge.retry, RetryPolicy::default());
 }
@@ -183,7 +171,8 @@ fn function_names_are_checked_at_their_header() {
 
 #[test]
 fn server_values_are_checked() {
-    let text = "[server]\nlisten = \"localhost\"\nbody_limit = \"1 parsec\"\nshutdown_grace = \"\"\nmax_result_bytes = 0\n";
+    let text =
+        "[server]\nlisten = \"localhost\"\nbody_limit = \"1 parsec\"\nshutdown_grace = \"\"\nmax_result_bytes = 0\n";
     let size_hint = r#"expected a byte size like 1048576, "512KiB", "1MiB", "2MB" (units B, KB, MB, GB, KiB, MiB, GiB), at least 1 byte"#;
     assert_eq!(
         errors(text),
@@ -198,34 +187,18 @@ fn server_values_are_checked() {
 
 #[test]
 fn storage_urls_are_checked() {
-    let ok = |url: &str| {
-        load_str(
-            "k",
-            &format!("[storage]\nurl = {url:?}\n"),
-            &Overrides::default(),
-        )
-    };
-    assert_eq!(
-        ok("sqlite::memory:").unwrap().storage.sqlite_path(),
-        Some(":memory:")
-    );
-    assert_eq!(
-        ok("sqlite:///var/keel.db").unwrap().storage.sqlite_path(),
-        Some("/var/keel.db")
-    );
+    let ok = |url: &str| load_str("k", &format!("[storage]\nurl = {url:?}\n"), &Overrides::default());
+    assert_eq!(ok("sqlite::memory:").unwrap().storage.sqlite_path(), Some(":memory:"));
+    assert_eq!(ok("sqlite:///var/keel.db").unwrap().storage.sqlite_path(), Some("/var/keel.db"));
     assert!(ok("postgresql://u@h/db").is_ok());
     let expected = r#"expected "sqlite://PATH", "sqlite::memory:" or "postgres://USER@HOST/DB""#;
     assert_eq!(
         errors("[storage]\nurl = \"mysql://h/db\"\n"),
-        [format!(
-            r#"keel.toml:2:7: storage.url: unknown database scheme; {expected} (got "mysql://h/db")"#
-        )]
+        [format!(r#"keel.toml:2:7: storage.url: unknown database scheme; {expected} (got "mysql://h/db")"#)]
     );
     assert_eq!(
         errors("[storage]\nurl = \"sqlite://\"\n"),
-        [format!(
-            r#"keel.toml:2:7: storage.url: missing the database path; {expected} (got "sqlite://")"#
-        )]
+        [format!(r#"keel.toml:2:7: storage.url: missing the database path; {expected} (got "sqlite://")"#)]
     );
 }
 
@@ -233,22 +206,16 @@ fn storage_urls_are_checked() {
 fn a_type_error_names_its_key_and_position() {
     assert_eq!(
         errors(&format!("{CHARGE}\nconcurrency = \"lots\"\n")),
-        [
-            r#"keel.toml:4:15: functions.charge.concurrency: invalid type: string "lots", expected an integer"#
-        ]
+        [r#"keel.toml:4:15: functions.charge.concurrency: invalid type: string "lots", expected an integer"#]
     );
 }
 
 #[test]
 fn type_errors_say_what_to_write() {
-    let shown: Vec<String> = [
-        "server = 5",
-        "functions = 5",
-        "[functions.a]\nretry.multiplier = \"x\"",
-    ]
-    .iter()
-    .flat_map(|text| errors(text))
-    .collect();
+    let shown: Vec<String> = ["server = 5", "functions = 5", "[functions.a]\nretry.multiplier = \"x\""]
+        .iter()
+        .flat_map(|text| errors(text))
+        .collect();
     assert_eq!(
         shown,
         [
@@ -270,28 +237,18 @@ fn toml_syntax_errors_have_a_position() {
 #[test]
 fn a_duplicate_function_table_is_reported_at_the_second_header() {
     let text = format!("{CHARGE}\n{CHARGE}");
-    assert_eq!(
-        errors(&text),
-        ["keel.toml:4:12: duplicate key: each key and each [table] may be defined only once"]
-    );
+    assert_eq!(errors(&text), ["keel.toml:4:12: duplicate key: each key and each [table] may be defined only once"]);
 }
 
 #[test]
 fn env_overrides_the_file_and_flags_override_env() {
     let text = "[server]\nlisten = \"127.0.0.1:1\"\nbody_limit = 10\n";
-    let mut overrides = env(&[
-        ("KEEL_SERVER__LISTEN", "0.0.0.0:2"),
-        ("KEEL_SERVER__BODY_LIMIT", "2MB"),
-    ]);
+    let mut overrides = env(&[("KEEL_SERVER__LISTEN", "0.0.0.0:2"), ("KEEL_SERVER__BODY_LIMIT", "2MB")]);
     let config = load_str("keel.toml", text, &overrides).unwrap();
     assert_eq!(config.server.listen, "0.0.0.0:2".parse().unwrap());
     assert_eq!(config.server.body_limit, 2_000_000);
 
-    overrides.flags.push((
-        "server.listen".into(),
-        "--listen".into(),
-        "0.0.0.0:3".into(),
-    ));
+    overrides.flags.push(("server.listen".into(), "--listen".into(), "0.0.0.0:3".into()));
     let config = load_str("keel.toml", text, &overrides).unwrap();
     assert_eq!(config.server.listen, "0.0.0.0:3".parse().unwrap());
 }
@@ -304,11 +261,7 @@ fn an_invalid_override_names_the_variable_or_flag() {
         ("KEEL_FUNCTIONS__CHARGE__RETRY", "{ max_attempts = 0 }"),
         ("KEEL_FUNCTIONS__NEW__TIMEOUT", "1s"),
     ]);
-    overrides.flags.push((
-        "server.shutdown_grace".into(),
-        "--grace".into(),
-        "forever".into(),
-    ));
+    overrides.flags.push(("server.shutdown_grace".into(), "--grace".into(), "forever".into()));
     assert_eq!(
         errors_with(&text, &overrides),
         [
@@ -324,34 +277,23 @@ fn an_invalid_override_names_the_variable_or_flag() {
 fn an_unknown_key_from_env_names_the_variable() {
     assert_eq!(
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
-        [
-            "env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
-          `body_limit`, `shutdown_grace`, `max_result_bytes`"
-        ]
+        ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
+          `body_limit`, `shutdown_grace`, `max_result_bytes`"]
     );
 }
 
 #[test]
 fn a_missing_file_is_named() {
     let path = Path::new("/nonexistent/keel.toml");
-    let shown = load(Some(path), &Overrides::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        shown.starts_with("/nonexistent/keel.toml: cannot read the config file: "),
-        "{shown}"
-    );
+    let shown = load(Some(path), &Overrides::default()).unwrap_err().to_string();
+    assert!(shown.starts_with("/nonexistent/keel.toml: cannot read the config file: "), "{shown}");
     assert!(load(None, &Overrides::default()).is_ok());
 }
 
 #[test]
 fn errors_display_one_per_line() {
-    let shown = load_str(
-        "keel.toml",
-        "[server]\nlisten = \"x\"\nbody_limit = 0\n",
-        &Overrides::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let shown = load_str("keel.toml", "[server]\nlisten = \"x\"\nbody_limit = 0\n", &Overrides::default())
+        .unwrap_err()
+        .to_string();
     assert_eq!(shown.lines().count(), 2);
 }

@@ -18,7 +18,8 @@ const DEFAULT_MAX_RESULT_BYTES: u64 = 6 * 1024 * 1024;
 const DEFAULT_STORAGE_URL: &str = "sqlite://.keel/keel.db";
 
 const DURATION_HINT: &str = r#"expected a duration like "250ms", "30s", "5m""#;
-const BYTE_SIZE_HINT: &str = r#"expected a byte size like 1048576, "512KiB", "1MiB", "2MB" (units B, KB, MB, GB, KiB, MiB, GiB)"#;
+const BYTE_SIZE_HINT: &str =
+    r#"expected a byte size like 1048576, "512KiB", "1MiB", "2MB" (units B, KB, MB, GB, KiB, MiB, GiB)"#;
 
 /// One semantic problem, located later by key path.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,11 +41,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         }
     }
     match (server, storage, check.problems.is_empty()) {
-        (Some(server), Some(storage), true) => Ok(Config {
-            server,
-            storage,
-            functions,
-        }),
+        (Some(server), Some(storage), true) => Ok(Config { server, storage, functions }),
         _ => Err(check.problems),
     }
 }
@@ -52,9 +49,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 /// `"512KiB"` → 524288. Decimal (KB) and binary (KiB) units; whole numbers only.
 fn parse_byte_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let count: u64 = text[..digits].parse().ok()?;
     let unit: u64 = match text[digits..].trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -71,16 +66,13 @@ fn parse_byte_size(text: &str) -> Option<u64> {
 
 /// Whether `url` names a store Keel knows: SQLite now, PostgreSQL once its backend lands.
 fn check_storage_url(url: &str) -> Result<(), String> {
-    const EXPECTED: &str =
-        r#"expected "sqlite://PATH", "sqlite::memory:" or "postgres://USER@HOST/DB""#;
+    const EXPECTED: &str = r#"expected "sqlite://PATH", "sqlite::memory:" or "postgres://USER@HOST/DB""#;
     if url == "sqlite::memory:" {
         return Ok(());
     }
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
-            return Err(format!(
-                r#"missing the database path; {EXPECTED} (got "{url}")"#
-            ));
+            return Err(format!(r#"missing the database path; {EXPECTED} (got "{url}")"#));
         }
         return Ok(());
     }
@@ -89,9 +81,7 @@ fn check_storage_url(url: &str) -> Result<(), String> {
             .map(drop)
             .map_err(|e| format!(r#"not a valid PostgreSQL URL ({e}); {EXPECTED} (got "{url}")"#));
     }
-    Err(format!(
-        r#"unknown database scheme; {EXPECTED} (got "{url}")"#
-    ))
+    Err(format!(r#"unknown database scheme; {EXPECTED} (got "{url}")"#))
 }
 
 fn key(parts: &[&str]) -> Vec<String> {
@@ -105,11 +95,7 @@ struct Checker {
 
 impl Checker {
     fn report(&mut self, path: Vec<String>, anchor: Anchor, message: String) {
-        self.problems.push(Problem {
-            path,
-            anchor,
-            message,
-        });
+        self.problems.push(Problem { path, anchor, message });
     }
 
     fn server(&mut self, raw: &RawConfig) -> Option<ServerConfig> {
@@ -122,21 +108,10 @@ impl Checker {
             );
             self.report(key(&["server", "listen"]), Anchor::Value, message);
         }
-        let body_limit = self.byte_size(
-            key(&["server", "body_limit"]),
-            &s.body_limit,
-            DEFAULT_BODY_LIMIT,
-        );
-        let grace = self.duration(
-            key(&["server", "shutdown_grace"]),
-            &s.shutdown_grace,
-            DEFAULT_SHUTDOWN_GRACE,
-        );
-        let max_result = self.byte_size(
-            key(&["server", "max_result_bytes"]),
-            &s.max_result_bytes,
-            DEFAULT_MAX_RESULT_BYTES,
-        );
+        let body_limit = self.byte_size(key(&["server", "body_limit"]), &s.body_limit, DEFAULT_BODY_LIMIT);
+        let grace = self.duration(key(&["server", "shutdown_grace"]), &s.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+        let max_result =
+            self.byte_size(key(&["server", "max_result_bytes"]), &s.max_result_bytes, DEFAULT_MAX_RESULT_BYTES);
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
@@ -146,47 +121,26 @@ impl Checker {
     }
 
     fn storage(&mut self, raw: &RawConfig) -> Option<StorageConfig> {
-        let url = raw
-            .storage
-            .url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_STORAGE_URL.to_owned());
+        let url = raw.storage.url.clone().unwrap_or_else(|| DEFAULT_STORAGE_URL.to_owned());
         if let Err(message) = check_storage_url(&url) {
             self.report(key(&["storage", "url"]), Anchor::Value, message);
             return None;
         }
-        Some(StorageConfig {
-            url,
-            fsync: raw.storage.fsync.unwrap_or(true),
-        })
+        Some(StorageConfig { url, fsync: raw.storage.fsync.unwrap_or(true) })
     }
 
-    fn duration(
-        &mut self,
-        path: Vec<String>,
-        raw: &Option<RawDuration>,
-        default: Duration,
-    ) -> Option<Duration> {
+    fn duration(&mut self, path: Vec<String>, raw: &Option<RawDuration>, default: Duration) -> Option<Duration> {
         let Some(RawDuration(text)) = raw else {
             return Some(default);
         };
         let parsed = humantime::parse_duration(text).ok();
         if parsed.is_none() {
-            self.report(
-                path,
-                Anchor::Value,
-                format!(r#"{DURATION_HINT} (got "{text}")"#),
-            );
+            self.report(path, Anchor::Value, format!(r#"{DURATION_HINT} (got "{text}")"#));
         }
         parsed
     }
 
-    fn byte_size(
-        &mut self,
-        path: Vec<String>,
-        raw: &Option<RawByteSize>,
-        default: u64,
-    ) -> Option<u64> {
+    fn byte_size(&mut self, path: Vec<String>, raw: &Option<RawByteSize>, default: u64) -> Option<u64> {
         let (bytes, got) = match raw {
             None => return Some(default),
             Some(RawByteSize::Bytes(n)) => (u64::try_from(*n).ok(), n.to_string()),
@@ -195,11 +149,7 @@ impl Checker {
         match bytes {
             Some(n) if n > 0 => Some(n),
             _ => {
-                self.report(
-                    path,
-                    Anchor::Value,
-                    format!("{BYTE_SIZE_HINT}, at least 1 byte (got {got})"),
-                );
+                self.report(path, Anchor::Value, format!("{BYTE_SIZE_HINT}, at least 1 byte (got {got})"));
                 None
             }
         }

@@ -56,7 +56,11 @@ fn attempt(number: u32, outcome: Outcome, status: Option<u16>) -> Attempt {
 }
 
 fn ok_response(body: &'static str) -> StoredResponse {
-    StoredResponse { status: 200, content_type: Some("application/json".into()), body: Bytes::from_static(body.as_bytes()) }
+    StoredResponse {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: Bytes::from_static(body.as_bytes()),
+    }
 }
 
 async fn lease_one(store: &dyn Store, function: &str, now: Millis) -> Invocation {
@@ -173,7 +177,16 @@ pub async fn stale_lease_cannot_complete(store: &dyn Store) {
 pub async fn exhausted_goes_dead_and_redrive_gives_a_fresh_budget(store: &dyn Store) {
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     let inv = lease_one(store, "f", T0).await;
-    fail_once(store, &inv, T0 + 30, Transition::Die { error: "HTTP 400".into(), response: Some(StoredResponse { status: 400, content_type: None, body: Bytes::from_static(b"bad") }) }).await;
+    fail_once(
+        store,
+        &inv,
+        T0 + 30,
+        Transition::Die {
+            error: "HTTP 400".into(),
+            response: Some(StoredResponse { status: 400, content_type: None, body: Bytes::from_static(b"bad") }),
+        },
+    )
+    .await;
     let dead = store.get("01A").await.unwrap().unwrap();
     assert_eq!(dead.status, Status::Dead);
     assert_eq!(dead.error.as_deref(), Some("HTTP 400"));
@@ -188,7 +201,10 @@ pub async fn exhausted_goes_dead_and_redrive_gives_a_fresh_budget(store: &dyn St
     assert_eq!(redriven.attempts_in_budget(), 0);
     let again = lease_one(store, "f", T0 + 100).await;
     assert_eq!(again.attempt_count, 1, "history is kept");
-    assert!(matches!(store.redrive("01A", T0).await, Err(Error::InvalidState(_))), "only dead invocations are redriven");
+    assert!(
+        matches!(store.redrive("01A", T0).await, Err(Error::InvalidState(_))),
+        "only dead invocations are redriven"
+    );
     assert!(matches!(store.redrive("zzz", T0).await, Err(Error::NotFound { .. })));
 }
 
@@ -246,7 +262,10 @@ pub async fn list_filters_and_pages(store: &dyn Store) {
     let ids: Vec<_> = first.items.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["013", "012"], "newest first");
     let cursor = first.next_cursor.expect("a second page");
-    let second = store.list(ListFilter { function: Some("f".into()), limit: 2, cursor: Some(cursor), ..Default::default() }).await.unwrap();
+    let second = store
+        .list(ListFilter { function: Some("f".into()), limit: 2, cursor: Some(cursor), ..Default::default() })
+        .await
+        .unwrap();
     let ids: Vec<_> = second.items.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["010"]);
     assert_eq!(second.next_cursor, None);
@@ -264,9 +283,13 @@ pub async fn bulk_redrive_by_function(store: &dyn Store) {
         let inv = lease_one(store, f, T0).await;
         fail_once(store, &inv, T0 + 1, Transition::Die { error: "x".into(), response: None }).await;
     }
-    let redriven = store.redrive_matching(ListFilter { function: Some("f".into()), limit: 1, ..Default::default() }, T0 + 5).await.unwrap();
+    let redriven = store
+        .redrive_matching(ListFilter { function: Some("f".into()), limit: 1, ..Default::default() }, T0 + 5)
+        .await
+        .unwrap();
     assert_eq!(redriven.len(), 1, "the limit holds");
-    let redriven = store.redrive_matching(ListFilter { function: Some("f".into()), ..Default::default() }, T0 + 5).await.unwrap();
+    let redriven =
+        store.redrive_matching(ListFilter { function: Some("f".into()), ..Default::default() }, T0 + 5).await.unwrap();
     assert_eq!(redriven.len(), 1);
     assert_eq!(store.get("01C").await.unwrap().unwrap().status, Status::Dead, "other functions untouched");
     let leased = store.lease(lease_req("f", T0 + 5, 10)).await.unwrap();
@@ -280,7 +303,8 @@ pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {
     inv.attempt_count = 2;
     inv.attempts = vec![attempt(1, Outcome::Transient, Some(503)), attempt(2, Outcome::Permanent, Some(404))];
     inv.error = Some("HTTP 404".into());
-    inv.response = Some(StoredResponse { status: 404, content_type: Some("text/plain".into()), body: Bytes::from_static(b"no") });
+    inv.response =
+        Some(StoredResponse { status: 404, content_type: Some("text/plain".into()), body: Bytes::from_static(b"no") });
     store.record_finished(inv.clone()).await.unwrap();
     let got = store.get("01S").await.unwrap().unwrap();
     assert_eq!(got, inv);

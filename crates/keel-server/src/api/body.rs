@@ -14,7 +14,12 @@ use super::problem::Problem;
 pub(crate) fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body is larger than server.body_limit")
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                "the request body is larger than server.body_limit",
+            )
         } else {
             Problem::bad_request(format!("cannot read the request body: {rejection}"))
         }
@@ -26,7 +31,10 @@ pub(crate) fn list_filter(query: &HashMap<String, String>, allowed: &[&str]) -> 
     let mut filter = ListFilter::default();
     for (key, value) in query {
         if !allowed.contains(&key.as_str()) {
-            return Err(Problem::bad_request(format!("unknown query parameter {key:?}; expected one of: {}", allowed.join(", "))));
+            return Err(Problem::bad_request(format!(
+                "unknown query parameter {key:?}; expected one of: {}",
+                allowed.join(", ")
+            )));
         }
         match key.as_str() {
             "function" => filter.function = Some(value.clone()),

@@ -52,7 +52,9 @@ pub(crate) async fn redrive_matching(
         RedriveFilter::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            Problem::bad_request(format!("the body must be a JSON object like {{\"function\": \"charge\", \"limit\": 100}}: {e}"))
+            Problem::bad_request(format!(
+                "the body must be a JSON object like {{\"function\": \"charge\", \"limit\": 100}}: {e}"
+            ))
         })?
     };
     if filter.limit == Some(0) {

@@ -23,7 +23,8 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Val
     }
     shared.store.list(ListFilter { limit: 1, ..Default::default() }).await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check: store unavailable");
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready", "the store is unavailable").retry_after(1)
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready", "the store is unavailable")
+            .retry_after(1)
     })?;
     Ok(Json(json!({"status": "ready"})))
 }

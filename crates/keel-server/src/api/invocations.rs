@@ -40,7 +40,8 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
             .with("invocation_status", inv.status.as_str()))
         }
     };
-    let mut resp = (StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK), response.body.clone()).into_response();
+    let mut resp =
+        (StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK), response.body.clone()).into_response();
     if let Some(ct) = response.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok()) {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }

@@ -77,8 +77,12 @@ pub(crate) async fn invoke_sync(
             }
             resp
         }
-        (None, SyncEnd::DeadlineExceeded) => problem(StatusCode::GATEWAY_TIMEOUT, "deadline-exceeded", "Deadline exceeded").into_response(),
-        (None, SyncEnd::Exhausted) => problem(StatusCode::BAD_GATEWAY, "retries-exhausted", "Retries exhausted").into_response(),
+        (None, SyncEnd::DeadlineExceeded) => {
+            problem(StatusCode::GATEWAY_TIMEOUT, "deadline-exceeded", "Deadline exceeded").into_response()
+        }
+        (None, SyncEnd::Exhausted) => {
+            problem(StatusCode::BAD_GATEWAY, "retries-exhausted", "Retries exhausted").into_response()
+        }
         (None, _) => problem(StatusCode::BAD_GATEWAY, "function-failed", "Function failed").into_response(),
     };
     let headers = response.headers_mut();
@@ -97,10 +101,11 @@ pub(crate) async fn invoke_async(
     let (function, payload) = admit(&shared, &name, body)?;
     let delay = match header_str(&headers, "keel-delay") {
         None => Duration::ZERO,
-        Some(text) => humantime::parse_duration(text.trim())
-            .ok()
-            .filter(|d| *d <= MAX_DELAY)
-            .ok_or_else(|| Problem::bad_request(format!("keel-delay {text:?} is not a duration like \"250ms\", \"30s\" or \"5m\" (at most 365 days)")))?,
+        Some(text) => humantime::parse_duration(text.trim()).ok().filter(|d| *d <= MAX_DELAY).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "keel-delay {text:?} is not a duration like \"250ms\", \"30s\" or \"5m\" (at most 365 days)"
+            ))
+        })?,
     };
     let now = shared.clock.now_ms();
     let new = NewInvocation {
@@ -116,7 +121,8 @@ pub(crate) async fn invoke_async(
     let inv = shared.store.enqueue(new).await?;
     function.wake.notify_one();
     let location = format!("/v1/invocations/{}", inv.id);
-    let mut response = (StatusCode::ACCEPTED, axum::Json(json!({"id": inv.id, "status": inv.status.as_str()}))).into_response();
+    let mut response =
+        (StatusCode::ACCEPTED, axum::Json(json!({"id": inv.id, "status": inv.status.as_str()}))).into_response();
     response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("ASCII"));
     response.headers_mut().insert("keel-invocation-id", HeaderValue::from_str(&inv.id).expect("ASCII"));
     Ok(response)

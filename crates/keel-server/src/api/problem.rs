@@ -29,12 +29,22 @@ impl Problem {
     }
 
     pub(crate) fn unknown_function(name: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "unknown-function", "Unknown function", format!("no function named {name:?} is configured"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown-function",
+            "Unknown function",
+            format!("no function named {name:?} is configured"),
+        )
     }
 
     pub(crate) fn draining() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down", "this keel node is draining; retry on another node or after it restarts")
-            .retry_after(1)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "Shutting down",
+            "this keel node is draining; retry on another node or after it restarts",
+        )
+        .retry_after(1)
     }
 
     /// Adds a member such as `invocation_id`.
@@ -53,12 +63,19 @@ impl From<keel_core::Error> for Problem {
     fn from(e: keel_core::Error) -> Self {
         match e {
             keel_core::Error::NotFound { .. } => Problem::not_found(e.to_string()),
-            keel_core::Error::InvalidState(detail) => Problem::new(StatusCode::CONFLICT, "invalid-state", "Conflict", detail),
+            keel_core::Error::InvalidState(detail) => {
+                Problem::new(StatusCode::CONFLICT, "invalid-state", "Conflict", detail)
+            }
             keel_core::Error::Unavailable(reason) => {
                 // The cause goes to the log, not to the client.
                 tracing::error!(error = %reason, "store unavailable");
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", "Storage unavailable", "the store is unavailable; retry later")
-                    .retry_after(1)
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Storage unavailable",
+                    "the store is unavailable; retry later",
+                )
+                .retry_after(1)
             }
         }
     }

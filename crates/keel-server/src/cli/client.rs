@@ -21,11 +21,7 @@ pub(crate) enum ClientError {
     Transport { url: String, message: String },
     /// A non-2xx answer; from Keel's `application/problem+json` when it sent one.
     #[error("{title}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Problem {
-        status: StatusCode,
-        title: String,
-        detail: Option<String>,
-    },
+    Problem { status: StatusCode, title: String, detail: Option<String> },
     #[error("keel answered {status} with a body that is not JSON: {message}")]
     NotJson { status: StatusCode, message: String },
 }
@@ -46,33 +42,20 @@ impl Response {
 
     /// Whether the server (rather than a function) said what went wrong.
     pub(crate) fn is_problem(&self) -> bool {
-        self.header(CONTENT_TYPE.as_str())
-            .is_some_and(|t| t.starts_with("application/problem+json"))
+        self.header(CONTENT_TYPE.as_str()).is_some_and(|t| t.starts_with("application/problem+json"))
     }
 
     /// The problem this non-2xx answer describes; a body that is not a problem becomes its detail.
     pub(crate) fn problem(&self) -> ClientError {
         let parsed: Option<Value> = serde_json::from_slice(&self.body).ok();
-        let text = |key: &str| {
-            parsed
-                .as_ref()
-                .and_then(|v| v.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let text = |key: &str| parsed.as_ref().and_then(|v| v.get(key)).and_then(Value::as_str).map(str::to_owned);
         let reason = self.status.canonical_reason().unwrap_or("error");
-        let title =
-            text("title").unwrap_or_else(|| format!("HTTP {} {reason}", self.status.as_u16()));
+        let title = text("title").unwrap_or_else(|| format!("HTTP {} {reason}", self.status.as_u16()));
         let detail = match parsed {
             Some(_) => text("detail"),
-            None => Some(String::from_utf8_lossy(&self.body).trim().to_owned())
-                .filter(|d| !d.is_empty()),
+            None => Some(String::from_utf8_lossy(&self.body).trim().to_owned()).filter(|d| !d.is_empty()),
         };
-        ClientError::Problem {
-            status: self.status,
-            title,
-            detail,
-        }
+        ClientError::Problem { status: self.status, title, detail }
     }
 
     /// The body as JSON (`null` when empty), or the problem when the status is not 2xx.
@@ -83,10 +66,8 @@ impl Response {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&self.body).map_err(|e| ClientError::NotJson {
-            status: self.status,
-            message: e.to_string(),
-        })
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ClientError::NotJson { status: self.status, message: e.to_string() })
     }
 }
 
@@ -104,10 +85,7 @@ impl KeelClient {
         if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
             return Err(ClientError::BadUrl(url.to_owned()));
         }
-        Ok(KeelClient {
-            base: base.to_owned(),
-            http: Client::builder(TokioExecutor::new()).build_http(),
-        })
+        Ok(KeelClient { base: base.to_owned(), http: Client::builder(TokioExecutor::new()).build_http() })
     }
 
     /// Sends one request to `path` (which starts with `/` and may carry a query) and reads the
@@ -130,66 +108,35 @@ impl KeelClient {
         }
         let request = request
             .body(Full::new(body))
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
         let response = self.http.request(request).await.map_err(|e| {
             if e.is_connect() {
-                ClientError::Unreachable {
-                    url: self.base.clone(),
-                }
+                ClientError::Unreachable { url: self.base.clone() }
             } else {
-                ClientError::Transport {
-                    url: url.clone(),
-                    message: error_chain(&e),
-                }
+                ClientError::Transport { url: url.clone(), message: error_chain(&e) }
             }
         })?;
         let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport {
-                url,
-                message: error_chain(&e),
-            })?
-            .to_bytes();
-        Ok(Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        let body =
+            body.collect().await.map_err(|e| ClientError::Transport { url, message: error_chain(&e) })?.to_bytes();
+        Ok(Response { status: parts.status, headers: parts.headers, body })
     }
 
     pub(crate) async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
-        self.send(Method::GET, path, &[], Bytes::new())
-            .await?
-            .into_json()
+        self.send(Method::GET, path, &[], Bytes::new()).await?.into_json()
     }
 
     /// POSTs `body` as JSON (no body when `None`) and reads a JSON answer.
-    pub(crate) async fn post_json(
-        &self,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
+    pub(crate) async fn post_json(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
         let (headers, body) = match body {
-            Some(value) => (
-                vec![(CONTENT_TYPE, "application/json".to_owned())],
-                Bytes::from(value.to_string()),
-            ),
+            Some(value) => (vec![(CONTENT_TYPE, "application/json".to_owned())], Bytes::from(value.to_string())),
             None => (Vec::new(), Bytes::new()),
         };
-        self.send(Method::POST, path, &headers, body)
-            .await?
-            .into_json()
+        self.send(Method::POST, path, &headers, body).await?.into_json()
     }
 
     pub(crate) async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
-        self.send(Method::DELETE, path, &[], Bytes::new())
-            .await?
-            .into_json()
+        self.send(Method::DELETE, path, &[], Bytes::new()).await?.into_json()
     }
 }
 
@@ -238,10 +185,7 @@ pub(crate) fn with_query(path: &str, params: &[(&str, Option<String>)]) -> Strin
 /// `value` as indented JSON, the way `--json` prints every answer.
 pub(crate) fn print_json(value: &Value) {
     // Serializing a `Value` cannot fail: its map keys are always strings.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -251,11 +195,7 @@ mod tests {
     fn response(status: u16, content_type: &str, body: &str) -> Response {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
-        Response {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers,
-            body: Bytes::from(body.to_owned()),
-        }
+        Response { status: StatusCode::from_u16(status).unwrap(), headers, body: Bytes::from(body.to_owned()) }
     }
 
     #[test]
@@ -271,11 +211,7 @@ mod tests {
 
     #[test]
     fn a_problem_without_detail_is_its_title() {
-        let r = response(
-            409,
-            "application/problem+json",
-            r#"{"title":"conflict","status":409}"#,
-        );
+        let r = response(409, "application/problem+json", r#"{"title":"conflict","status":409}"#);
         assert_eq!(r.problem().to_string(), "conflict");
     }
 
@@ -288,10 +224,7 @@ mod tests {
 
     #[test]
     fn an_empty_success_is_null() {
-        assert_eq!(
-            response(204, "text/plain", "").into_json().unwrap(),
-            Value::Null
-        );
+        assert_eq!(response(204, "text/plain", "").into_json().unwrap(), Value::Null);
     }
 
     #[test]
@@ -299,11 +232,7 @@ mod tests {
         assert_eq!(
             with_query(
                 "/v1/invocations",
-                &[
-                    ("function", Some("a b&c".into())),
-                    ("status", None),
-                    ("limit", Some("5".into())),
-                ]
+                &[("function", Some("a b&c".into())), ("status", None), ("limit", Some("5".into())),]
             ),
             "/v1/invocations?function=a%20b%26c&limit=5"
         );
@@ -314,13 +243,7 @@ mod tests {
     #[test]
     fn only_http_urls_are_accepted() {
         assert!(KeelClient::new("http://127.0.0.1:7733/").is_ok());
-        assert!(matches!(
-            KeelClient::new("https://keel.example"),
-            Err(ClientError::BadUrl(_))
-        ));
-        assert!(matches!(
-            KeelClient::new("127.0.0.1:7733"),
-            Err(ClientError::BadUrl(_))
-        ));
+        assert!(matches!(KeelClient::new("https://keel.example"), Err(ClientError::BadUrl(_))));
+        assert!(matches!(KeelClient::new("127.0.0.1:7733"), Err(ClientError::BadUrl(_))));
     }
 }

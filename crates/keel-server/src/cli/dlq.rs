@@ -15,18 +15,9 @@ pub(crate) async fn ls(client: &KeelClient, json: bool, args: DlqLsArgs) -> anyh
     Ok(())
 }
 
-pub(crate) async fn redrive(
-    client: &KeelClient,
-    json: bool,
-    args: RedriveArgs,
-) -> anyhow::Result<()> {
+pub(crate) async fn redrive(client: &KeelClient, json: bool, args: RedriveArgs) -> anyhow::Result<()> {
     let Some(id) = args.id else {
-        let answer = client
-            .post_json(
-                "/v1/dlq/redrive",
-                Some(&bulk_filter(args.function, args.limit)),
-            )
-            .await?;
+        let answer = client.post_json("/v1/dlq/redrive", Some(&bulk_filter(args.function, args.limit))).await?;
         if json {
             print_json(&answer);
         } else {
@@ -35,9 +26,7 @@ pub(crate) async fn redrive(
         }
         return Ok(());
     };
-    let answer = client
-        .post_json(&format!("/v1/dlq/{}/redrive", encode(&id)), None)
-        .await?;
+    let answer = client.post_json(&format!("/v1/dlq/{}/redrive", encode(&id)), None).await?;
     if json {
         print_json(&answer);
     } else {
@@ -47,9 +36,7 @@ pub(crate) async fn redrive(
 }
 
 pub(crate) async fn discard(client: &KeelClient, json: bool, args: IdArg) -> anyhow::Result<()> {
-    let answer = client
-        .delete_json(&format!("/v1/dlq/{}", encode(&args.id)))
-        .await?;
+    let answer = client.delete_json(&format!("/v1/dlq/{}", encode(&args.id))).await?;
     if json {
         print_json(&answer);
     } else {
@@ -77,9 +64,6 @@ mod tests {
     #[test]
     fn a_bulk_filter_holds_only_what_was_given() {
         assert_eq!(bulk_filter(None, None), json!({}));
-        assert_eq!(
-            bulk_filter(Some("charge".into()), Some(5)),
-            json!({"function": "charge", "limit": 5})
-        );
+        assert_eq!(bulk_filter(Some("charge".into()), Some(5)), json!({"function": "charge", "limit": 5}));
     }
 }

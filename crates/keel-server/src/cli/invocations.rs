@@ -10,27 +10,16 @@ use super::{IdArg, InvocationsLsArgs, PageArgs};
 /// Longest error shown in a list; `show` prints it whole.
 const LIST_ERROR_CHARS: usize = 60;
 
-pub(crate) async fn ls(
-    client: &KeelClient,
-    json: bool,
-    args: InvocationsLsArgs,
-) -> anyhow::Result<()> {
-    let mut params = vec![
-        ("function", args.function),
-        ("status", args.status.map(|s| s.as_str().to_owned())),
-    ];
+pub(crate) async fn ls(client: &KeelClient, json: bool, args: InvocationsLsArgs) -> anyhow::Result<()> {
+    let mut params = vec![("function", args.function), ("status", args.status.map(|s| s.as_str().to_owned()))];
     params.extend(page_params(args.page));
-    let page = client
-        .get_json(&with_query("/v1/invocations", &params))
-        .await?;
+    let page = client.get_json(&with_query("/v1/invocations", &params)).await?;
     print_page(&page, json, "no invocations");
     Ok(())
 }
 
 pub(crate) async fn show(client: &KeelClient, json: bool, args: IdArg) -> anyhow::Result<()> {
-    let invocation = client
-        .get_json(&format!("/v1/invocations/{}", encode(&args.id)))
-        .await?;
+    let invocation = client.get_json(&format!("/v1/invocations/{}", encode(&args.id))).await?;
     if json {
         print_json(&invocation);
     } else {
@@ -52,10 +41,7 @@ pub(crate) async fn cancel(client: &KeelClient, json: bool, args: IdArg) -> anyh
 
 /// `limit` and `cursor`, as query parameters.
 pub(crate) fn page_params(page: PageArgs) -> [(&'static str, Option<String>); 2] {
-    [
-        ("limit", page.limit.map(|n| n.to_string())),
-        ("cursor", page.cursor),
-    ]
+    [("limit", page.limit.map(|n| n.to_string())), ("cursor", page.cursor)]
 }
 
 /// Prints one page of a list: as JSON, or as a table followed by how to fetch the next page.
@@ -64,11 +50,7 @@ pub(crate) fn print_page(page: &Value, json: bool, empty: &str) {
         print_json(page);
         return;
     }
-    let items = page
-        .get("items")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let items = page.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if items.is_empty() {
         eprintln!("{empty}");
     } else {
@@ -81,8 +63,7 @@ pub(crate) fn print_page(page: &Value, json: bool, empty: &str) {
 
 /// A table of invocations, one per line.
 pub(crate) fn render_list(items: &[Value]) -> Table {
-    let mut table =
-        Table::with_header(["ID", "FUNCTION", "STATUS", "ATTEMPTS", "CREATED", "ERROR"]);
+    let mut table = Table::with_header(["ID", "FUNCTION", "STATUS", "ATTEMPTS", "CREATED", "ERROR"]);
     for item in items {
         table.row([
             text(item, "id"),
@@ -120,11 +101,7 @@ pub(crate) fn render_invocation(invocation: &Value) -> String {
             fields.row([format!("{key}:"), value]);
         }
     }
-    let attempts = invocation
-        .get("attempts")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+    let attempts = invocation.get("attempts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if attempts.is_empty() {
         return format!("{fields}\nno attempts yet\n");
     }
@@ -183,16 +160,11 @@ mod tests {
     #[test]
     fn a_list_shows_one_row_per_invocation_and_cuts_long_errors() {
         let long = "x".repeat(100);
-        let items = [
-            json!({"id": "01JA", "function": "f", "status": "failed", "attempt_count": 10,
-                            "created_at": "2025-01-01T00:00:00Z", "error": long}),
-        ];
+        let items = [json!({"id": "01JA", "function": "f", "status": "failed", "attempt_count": 10,
+                            "created_at": "2025-01-01T00:00:00Z", "error": long})];
         let rendered = render_list(&items).to_string();
         let lines: Vec<&str> = rendered.lines().collect();
-        assert!(
-            lines[0].starts_with("ID    FUNCTION  STATUS  ATTEMPTS  CREATED"),
-            "{rendered}"
-        );
+        assert!(lines[0].starts_with("ID    FUNCTION  STATUS  ATTEMPTS  CREATED"), "{rendered}");
         assert!(lines[1].starts_with("01JA  f         failed  10        2025-01-01T00:00:00Z"));
         assert!(lines[1].ends_with(&format!("{}…", "x".repeat(59))));
     }
@@ -200,27 +172,15 @@ mod tests {
     #[test]
     fn show_prints_set_fields_then_the_attempts() {
         let rendered = render_invocation(&dead_invocation());
-        assert!(
-            rendered.starts_with("id:             01JDEAD\nfunction:       charge\n"),
-            "{rendered}"
-        );
-        assert!(
-            !rendered.contains("next_attempt_at"),
-            "null fields are left out: {rendered}"
-        );
-        assert!(
-            rendered.contains("\n#  OUTCOME    STATUS  DURATION  STARTED"),
-            "{rendered}"
-        );
-        assert!(
-            rendered.contains("\n2  transient  500     7ms       2025-01-01T00:00:02Z  HTTP 500")
-        );
+        assert!(rendered.starts_with("id:             01JDEAD\nfunction:       charge\n"), "{rendered}");
+        assert!(!rendered.contains("next_attempt_at"), "null fields are left out: {rendered}");
+        assert!(rendered.contains("\n#  OUTCOME    STATUS  DURATION  STARTED"), "{rendered}");
+        assert!(rendered.contains("\n2  transient  500     7ms       2025-01-01T00:00:02Z  HTTP 500"));
     }
 
     #[test]
     fn show_says_when_nothing_has_run() {
-        let rendered =
-            render_invocation(&json!({"id": "01JQ", "status": "queued", "attempts": []}));
+        let rendered = render_invocation(&json!({"id": "01JQ", "status": "queued", "attempts": []}));
         assert!(rendered.ends_with("\nno attempts yet\n"), "{rendered}");
     }
 }

@@ -15,11 +15,7 @@ use super::InvokeArgs;
 
 const DELAY: HeaderName = HeaderName::from_static("keel-delay");
 
-pub(crate) async fn run(
-    client: &KeelClient,
-    json: bool,
-    args: InvokeArgs,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &KeelClient, json: bool, args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let payload = read_payload(args.data.as_deref())?;
     let mut headers = vec![(CONTENT_TYPE, args.content_type.clone())];
     let name = encode(&args.name);
@@ -32,17 +28,11 @@ pub(crate) async fn run(
         headers.push((DELAY, delay.to_string()));
     }
     let path = format!("/v1/functions/{name}/invocations");
-    let answer = client
-        .send(Method::POST, &path, &headers, payload)
-        .await?
-        .into_json()?;
+    let answer = client.send(Method::POST, &path, &headers, payload).await?.into_json()?;
     if json {
         print_json(&answer);
     } else {
-        println!(
-            "{}",
-            answer.get("id").and_then(Value::as_str).unwrap_or_default()
-        );
+        println!("{}", answer.get("id").and_then(Value::as_str).unwrap_or_default());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -53,15 +43,13 @@ fn read_payload(data: Option<&str>) -> anyhow::Result<Bytes> {
         None => Ok(Bytes::new()),
         Some("-") => {
             let mut buffer = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buffer)
-                .context("cannot read the payload from stdin")?;
+            std::io::stdin().read_to_end(&mut buffer).context("cannot read the payload from stdin")?;
             Ok(buffer.into())
         }
         Some(data) => match data.strip_prefix('@') {
-            Some(file) => std::fs::read(file)
-                .map(Bytes::from)
-                .with_context(|| format!("cannot read the payload file {file}")),
+            Some(file) => {
+                std::fs::read(file).map(Bytes::from).with_context(|| format!("cannot read the payload file {file}"))
+            }
             None => Ok(Bytes::copy_from_slice(data.as_bytes())),
         },
     }
@@ -89,11 +77,7 @@ fn print_sync(response: &Response, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if response.status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if response.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `invocation 01J… · 2 attempts · HTTP 200`, when Keel named the invocation.
@@ -104,10 +88,7 @@ fn summary_line(response: &Response) -> Option<String> {
         Some(n) => format!("{n} attempts"),
         None => "? attempts".to_owned(),
     };
-    Some(format!(
-        "invocation {id} · {attempts} · HTTP {}",
-        response.status.as_u16()
-    ))
+    Some(format!("invocation {id} · {attempts} · HTTP {}", response.status.as_u16()))
 }
 
 #[cfg(test)]
@@ -120,35 +101,22 @@ mod tests {
         for (name, value) in headers {
             map.insert(*name, HeaderValue::from_str(value).unwrap());
         }
-        Response {
-            status: StatusCode::OK,
-            headers: map,
-            body: Bytes::new(),
-        }
+        Response { status: StatusCode::OK, headers: map, body: Bytes::new() }
     }
 
     #[test]
     fn the_summary_names_the_invocation_its_attempts_and_status() {
         let r = response(&[("keel-invocation-id", "01JABC"), ("keel-attempts", "3")]);
-        assert_eq!(
-            summary_line(&r).as_deref(),
-            Some("invocation 01JABC · 3 attempts · HTTP 200")
-        );
+        assert_eq!(summary_line(&r).as_deref(), Some("invocation 01JABC · 3 attempts · HTTP 200"));
         let r = response(&[("keel-invocation-id", "01JABC"), ("keel-attempts", "1")]);
-        assert_eq!(
-            summary_line(&r).as_deref(),
-            Some("invocation 01JABC · 1 attempt · HTTP 200")
-        );
+        assert_eq!(summary_line(&r).as_deref(), Some("invocation 01JABC · 1 attempt · HTTP 200"));
         assert_eq!(summary_line(&response(&[])), None);
     }
 
     #[test]
     fn data_is_literal_unless_it_names_a_file() {
         assert_eq!(read_payload(None).unwrap(), Bytes::new());
-        assert_eq!(
-            read_payload(Some(r#"{"a":1}"#)).unwrap(),
-            Bytes::from(r#"{"a":1}"#)
-        );
+        assert_eq!(read_payload(Some(r#"{"a":1}"#)).unwrap(), Bytes::from(r#"{"a":1}"#));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("payload.json");
         std::fs::write(&file, "[1,2]").unwrap();

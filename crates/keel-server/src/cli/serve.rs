@@ -55,11 +55,7 @@ fn check_report(path: &Path, result: &Result<Config, ConfigErrors>) -> (String, 
                 1 => "1 function".to_owned(),
                 n => format!("{n} functions"),
             };
-            let summary = if names.is_empty() {
-                count
-            } else {
-                format!("{count}: {}", names.join(", "))
-            };
+            let summary = if names.is_empty() { count } else { format!("{count}: {}", names.join(", ")) };
             (format!("{}: ok ({summary})", path.display()), 0)
         }
         Err(errors) => (errors.to_string(), 1),
@@ -79,17 +75,10 @@ fn default_config_if_present() -> Option<PathBuf> {
 /// The `KEEL_` environment, then the flags given, as config layers.
 fn serve_overrides(args: &ServeArgs) -> Overrides {
     let mut overrides = Overrides::from_process_env();
-    let flags = [
-        ("server.listen", "--listen", &args.listen),
-        ("storage.url", "--storage-url", &args.storage_url),
-    ];
+    let flags = [("server.listen", "--listen", &args.listen), ("storage.url", "--storage-url", &args.storage_url)];
     for (key, flag, value) in flags {
         if let Some(value) = value {
-            overrides.flags.push((
-                key.to_owned(),
-                flag.to_owned(),
-                TomlValue::String(value.clone()),
-            ));
+            overrides.flags.push((key.to_owned(), flag.to_owned(), TomlValue::String(value.clone())));
         }
     }
     overrides
@@ -98,22 +87,11 @@ fn serve_overrides(args: &ServeArgs) -> Overrides {
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`): JSON lines for machines, unless
 /// stdout is a terminal or `--log-format pretty` says otherwise.
 fn init_logging(format: Option<LogFormat>) {
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env_lossy();
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        LogFormat::Pretty
-    } else {
-        LogFormat::Json
-    });
+    let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
         LogFormat::Pretty => builder.pretty().init(),
     }
 }
@@ -134,18 +112,9 @@ mod tests {
     #[test]
     fn flags_become_overrides_under_their_keys() {
         let overrides = serve_overrides(&serve_args(Some("0.0.0.0:80"), Some("sqlite::memory:")));
-        let flags: Vec<(&str, &str)> = overrides
-            .flags
-            .iter()
-            .map(|(key, flag, _)| (key.as_str(), flag.as_str()))
-            .collect();
-        assert_eq!(
-            flags,
-            [
-                ("server.listen", "--listen"),
-                ("storage.url", "--storage-url")
-            ]
-        );
+        let flags: Vec<(&str, &str)> =
+            overrides.flags.iter().map(|(key, flag, _)| (key.as_str(), flag.as_str())).collect();
+        assert_eq!(flags, [("server.listen", "--listen"), ("storage.url", "--storage-url")]);
         assert_eq!(overrides.flags[0].2, TomlValue::String("0.0.0.0:80".into()));
     }
 
@@ -160,10 +129,7 @@ mod tests {
                     [functions.a]\nurl = \"http://127.0.0.1:9001/a\"\n";
         let result = config::load_str("keel.toml", text, &Overrides::default());
         let (report, code) = check_report(Path::new("keel.toml"), &result);
-        assert_eq!(
-            (report.as_str(), code),
-            ("keel.toml: ok (2 functions: a, b)", 0)
-        );
+        assert_eq!((report.as_str(), code), ("keel.toml: ok (2 functions: a, b)", 0));
 
         let result = config::load_str("keel.toml", "", &Overrides::default());
         let (report, _) = check_report(Path::new("keel.toml"), &result);

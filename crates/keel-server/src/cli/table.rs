@@ -15,9 +15,7 @@ pub(crate) struct Table {
 impl Table {
     /// A table whose first row is `header`.
     pub(crate) fn with_header<const N: usize>(header: [&str; N]) -> Self {
-        Table {
-            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
-        }
+        Table { rows: vec![header.iter().map(|h| (*h).to_owned()).collect()] }
     }
 
     pub(crate) fn row<I, S>(&mut self, cells: I)
@@ -65,10 +63,7 @@ impl fmt::Display for Table {
 
 /// `text` on one line and at most `max` chars long, ending in `…` when cut.
 pub(crate) fn truncate(text: &str, max: usize) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if one_line.chars().count() <= max {
         return one_line;
     }

@@ -6,8 +6,7 @@ use clap::{CommandFactory, Parser};
 use super::*;
 
 fn parse(args: &[&str]) -> Cli {
-    Cli::try_parse_from(std::iter::once("keel").chain(args.iter().copied()))
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    Cli::try_parse_from(std::iter::once("keel").chain(args.iter().copied())).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 fn parse_error(args: &[&str]) -> ErrorKind {
@@ -35,44 +34,26 @@ fn serve_takes_a_config_file_and_overrides() {
         "--log-format",
         "json",
     ]);
-    let Command::Serve(args) = cli.command else {
-        panic!("{cli:?}")
-    };
-    assert_eq!(
-        args.config.as_deref(),
-        Some(std::path::Path::new("prod.toml"))
-    );
+    let Command::Serve(args) = cli.command else { panic!("{cli:?}") };
+    assert_eq!(args.config.as_deref(), Some(std::path::Path::new("prod.toml")));
     assert_eq!(args.listen.as_deref(), Some("0.0.0.0:80"));
     assert_eq!(args.storage_url.as_deref(), Some("sqlite::memory:"));
     assert_eq!(args.log_format, Some(LogFormat::Json));
 
-    let Command::Serve(args) = parse(&["serve"]).command else {
-        panic!()
-    };
+    let Command::Serve(args) = parse(&["serve"]).command else { panic!() };
     assert_eq!((args.config, args.log_format), (None, None));
-    assert_eq!(
-        parse_error(&["serve", "--log-format", "xml"]),
-        ErrorKind::InvalidValue
-    );
+    assert_eq!(parse_error(&["serve", "--log-format", "xml"]), ErrorKind::InvalidValue);
 }
 
 #[test]
 fn config_check_defaults_to_keel_toml() {
-    let Command::Config(ConfigCommand::Check(args)) = parse(&["config", "check"]).command else {
-        panic!()
-    };
+    let Command::Config(ConfigCommand::Check(args)) = parse(&["config", "check"]).command else { panic!() };
     assert_eq!(args.config, std::path::PathBuf::from("keel.toml"));
 }
 
 #[test]
 fn url_and_json_are_global_and_may_follow_the_command() {
-    let cli = parse(&[
-        "invocations",
-        "ls",
-        "--json",
-        "--url",
-        "http://10.0.0.1:7733",
-    ]);
+    let cli = parse(&["invocations", "ls", "--json", "--url", "http://10.0.0.1:7733"]);
     assert!(cli.json);
     assert_eq!(cli.url, "http://10.0.0.1:7733");
     // KEEL_URL may be set where tests run; only an explicit flag is certain.
@@ -82,9 +63,7 @@ fn url_and_json_are_global_and_may_follow_the_command() {
 
 #[test]
 fn invoke_is_sync_by_default_with_a_json_content_type() {
-    let Command::Invoke(args) = parse(&["invoke", "charge", "--data", "{}"]).command else {
-        panic!()
-    };
+    let Command::Invoke(args) = parse(&["invoke", "charge", "--data", "{}"]).command else { panic!() };
     assert_eq!(args.name, "charge");
     assert!(!args.asynchronous);
     assert_eq!(args.data.as_deref(), Some("{}"));
@@ -93,66 +72,29 @@ fn invoke_is_sync_by_default_with_a_json_content_type() {
 
 #[test]
 fn invoke_delay_is_a_duration_and_needs_async() {
-    let cli = parse(&[
-        "invoke",
-        "charge",
-        "--async",
-        "--delay",
-        "1m30s",
-        "--content-type",
-        "text/plain",
-    ]);
-    let Command::Invoke(args) = cli.command else {
-        panic!()
-    };
+    let cli = parse(&["invoke", "charge", "--async", "--delay", "1m30s", "--content-type", "text/plain"]);
+    let Command::Invoke(args) = cli.command else { panic!() };
     assert!(args.asynchronous);
-    assert_eq!(
-        args.delay.map(|d| *d),
-        Some(std::time::Duration::from_secs(90))
-    );
+    assert_eq!(args.delay.map(|d| *d), Some(std::time::Duration::from_secs(90)));
     assert_eq!(args.content_type, "text/plain");
 
-    assert_eq!(
-        parse_error(&["invoke", "charge", "--delay", "30s"]),
-        ErrorKind::MissingRequiredArgument
-    );
-    assert_eq!(
-        parse_error(&["invoke", "charge", "--async", "--delay", "soon"]),
-        ErrorKind::ValueValidation
-    );
+    assert_eq!(parse_error(&["invoke", "charge", "--delay", "30s"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["invoke", "charge", "--async", "--delay", "soon"]), ErrorKind::ValueValidation);
     assert_eq!(parse_error(&["invoke"]), ErrorKind::MissingRequiredArgument);
 }
 
 #[test]
 fn invocations_ls_filters_by_a_known_status() {
-    let cli = parse(&[
-        "invocations",
-        "ls",
-        "--function",
-        "charge",
-        "--status",
-        "dead",
-        "--limit",
-        "5",
-        "--cursor",
-        "abc",
-    ]);
-    let Command::Invocations(InvocationsCommand::Ls(args)) = cli.command else {
-        panic!()
-    };
+    let cli =
+        parse(&["invocations", "ls", "--function", "charge", "--status", "dead", "--limit", "5", "--cursor", "abc"]);
+    let Command::Invocations(InvocationsCommand::Ls(args)) = cli.command else { panic!() };
     assert_eq!(args.function.as_deref(), Some("charge"));
     assert_eq!(args.status, Some(Status::Dead));
     assert_eq!(args.page.limit, Some(5));
     assert_eq!(args.page.cursor.as_deref(), Some("abc"));
 
-    assert_eq!(
-        parse_error(&["invocations", "ls", "--status", "asleep"]),
-        ErrorKind::InvalidValue
-    );
-    assert_eq!(
-        parse_error(&["invocations", "ls", "--limit", "many"]),
-        ErrorKind::ValueValidation
-    );
+    assert_eq!(parse_error(&["invocations", "ls", "--status", "asleep"]), ErrorKind::InvalidValue);
+    assert_eq!(parse_error(&["invocations", "ls", "--limit", "many"]), ErrorKind::ValueValidation);
 }
 
 #[test]
@@ -160,9 +102,7 @@ fn every_status_parses_to_the_name_the_server_uses() {
     for status in Status::value_variants() {
         let name = status.as_str();
         let cli = parse(&["invocations", "ls", "--status", name]);
-        let Command::Invocations(InvocationsCommand::Ls(args)) = cli.command else {
-            panic!()
-        };
+        let Command::Invocations(InvocationsCommand::Ls(args)) = cli.command else { panic!() };
         assert_eq!(args.status, Some(*status));
     }
 }
@@ -170,75 +110,34 @@ fn every_status_parses_to_the_name_the_server_uses() {
 #[test]
 fn show_and_cancel_take_an_id() {
     let cli = parse(&["invocations", "show", "01JABC"]);
-    assert!(
-        matches!(cli.command, Command::Invocations(InvocationsCommand::Show(IdArg { id })) if id == "01JABC")
-    );
+    assert!(matches!(cli.command, Command::Invocations(InvocationsCommand::Show(IdArg { id })) if id == "01JABC"));
     let cli = parse(&["invocations", "cancel", "01JABC"]);
-    assert!(matches!(
-        cli.command,
-        Command::Invocations(InvocationsCommand::Cancel(_))
-    ));
-    assert_eq!(
-        parse_error(&["invocations", "show"]),
-        ErrorKind::MissingRequiredArgument
-    );
+    assert!(matches!(cli.command, Command::Invocations(InvocationsCommand::Cancel(_))));
+    assert_eq!(parse_error(&["invocations", "show"]), ErrorKind::MissingRequiredArgument);
 }
 
 #[test]
 fn dlq_redrive_takes_an_id_or_all() {
-    let Command::Dlq(DlqCommand::Redrive(args)) = parse(&["dlq", "redrive", "01JABC"]).command
-    else {
-        panic!()
-    };
+    let Command::Dlq(DlqCommand::Redrive(args)) = parse(&["dlq", "redrive", "01JABC"]).command else { panic!() };
     assert_eq!((args.id.as_deref(), args.all), (Some("01JABC"), false));
 
-    let cli = parse(&[
-        "dlq",
-        "redrive",
-        "--all",
-        "--function",
-        "charge",
-        "--limit",
-        "10",
-    ]);
-    let Command::Dlq(DlqCommand::Redrive(args)) = cli.command else {
-        panic!()
-    };
+    let cli = parse(&["dlq", "redrive", "--all", "--function", "charge", "--limit", "10"]);
+    let Command::Dlq(DlqCommand::Redrive(args)) = cli.command else { panic!() };
     assert_eq!((args.id, args.all, args.limit), (None, true, Some(10)));
     assert_eq!(args.function.as_deref(), Some("charge"));
 
-    assert_eq!(
-        parse_error(&["dlq", "redrive"]),
-        ErrorKind::MissingRequiredArgument
-    );
-    assert_eq!(
-        parse_error(&["dlq", "redrive", "01JABC", "--all"]),
-        ErrorKind::ArgumentConflict
-    );
-    assert_eq!(
-        parse_error(&["dlq", "redrive", "01JABC", "--function", "f"]),
-        ErrorKind::ArgumentConflict
-    );
+    assert_eq!(parse_error(&["dlq", "redrive"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["dlq", "redrive", "01JABC", "--all"]), ErrorKind::ArgumentConflict);
+    assert_eq!(parse_error(&["dlq", "redrive", "01JABC", "--function", "f"]), ErrorKind::ArgumentConflict);
 }
 
 #[test]
 fn dlq_ls_show_and_discard_parse() {
-    let Command::Dlq(DlqCommand::Ls(args)) =
-        parse(&["dlq", "ls", "--function", "f", "--limit", "3"]).command
-    else {
+    let Command::Dlq(DlqCommand::Ls(args)) = parse(&["dlq", "ls", "--function", "f", "--limit", "3"]).command else {
         panic!()
     };
-    assert_eq!(
-        (args.function.as_deref(), args.page.limit),
-        (Some("f"), Some(3))
-    );
-    assert!(matches!(
-        parse(&["dlq", "show", "01J"]).command,
-        Command::Dlq(DlqCommand::Show(_))
-    ));
-    assert!(matches!(
-        parse(&["dlq", "discard", "01J"]).command,
-        Command::Dlq(DlqCommand::Discard(_))
-    ));
+    assert_eq!((args.function.as_deref(), args.page.limit), (Some("f"), Some(3)));
+    assert!(matches!(parse(&["dlq", "show", "01J"]).command, Command::Dlq(DlqCommand::Show(_))));
+    assert!(matches!(parse(&["dlq", "discard", "01J"]).command, Command::Dlq(DlqCommand::Discard(_))));
     assert_eq!(parse_error(&["dlq", "purge"]), ErrorKind::InvalidSubcommand);
 }

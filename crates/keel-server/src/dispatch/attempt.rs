@@ -15,7 +15,12 @@ use crate::state::Shared;
 /// Tries to record a completion this many times while the store is unavailable.
 const COMPLETE_TRIES: u32 = 5;
 
-pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, permit: OwnedSemaphorePermit) {
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    function: Arc<Function>,
+    invocation: Invocation,
+    permit: OwnedSemaphorePermit,
+) {
     let config = &function.config;
     let (attempt, next) = match exhausted_before_attempt(&config.retry, &invocation) {
         Some(next) => (None, next),
@@ -46,7 +51,13 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
         }
     };
     // The permit is held until the outcome is recorded, so a drain waits for it too.
-    let completion = Completion { id: invocation.id.clone(), owner: shared.node_id.clone(), now: shared.clock.now_ms(), attempt, next };
+    let completion = Completion {
+        id: invocation.id.clone(),
+        owner: shared.node_id.clone(),
+        now: shared.clock.now_ms(),
+        attempt,
+        next,
+    };
     record(&shared, completion).await;
     drop(permit);
     function.wake.notify_one();

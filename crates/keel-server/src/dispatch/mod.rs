@@ -3,8 +3,8 @@
 //! signalled or the next retry comes due — never in a polling loop.
 
 mod attempt;
-pub(crate) mod sync;
 mod sweeper;
+pub(crate) mod sync;
 
 pub(crate) use sweeper::sweep_expired_leases;
 

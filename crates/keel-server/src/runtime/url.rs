@@ -42,9 +42,7 @@ impl UrlRuntime {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
         Self { client, max_result_bytes: max_result_bytes as usize }
     }
 
@@ -80,7 +78,11 @@ impl UrlRuntime {
                 let outcome = outcome::classify_status(response.status);
                 let error = (outcome != Outcome::Success).then(|| describe_failure(&response));
                 let retry_after = outcome::retry_after(response.status, retry_after.as_deref(), ended_at);
-                AttemptReport { attempt: attempt(outcome, Some(response.status), error), response: Some(response), retry_after }
+                AttemptReport {
+                    attempt: attempt(outcome, Some(response.status), error),
+                    response: Some(response),
+                    retry_after,
+                }
             }
         }
     }
@@ -106,9 +108,11 @@ impl UrlRuntime {
         let request = request
             .body(Full::new(call.payload.clone()))
             .map_err(|e| CallFailure::permanent(format!("cannot build the request: {e}")))?;
-        let response = self.client.request(request).await.map_err(|e| CallFailure::transient(describe_client_error(&e)))?;
+        let response =
+            self.client.request(request).await.map_err(|e| CallFailure::transient(describe_client_error(&e)))?;
         let status = response.status().as_u16();
-        let header = |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
+        let header =
+            |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
         let content_type = header(CONTENT_TYPE);
         let retry_after = header(RETRY_AFTER);
         let body = Limited::new(response.into_body(), self.max_result_bytes)
@@ -123,7 +127,11 @@ impl UrlRuntime {
                     f.status = Some(status);
                     f
                 } else {
-                    CallFailure { outcome: Outcome::Transient, status: Some(status), message: format!("reading the response: {e}") }
+                    CallFailure {
+                        outcome: Outcome::Transient,
+                        status: Some(status),
+                        message: format!("reading the response: {e}"),
+                    }
                 }
             })?
             .to_bytes();

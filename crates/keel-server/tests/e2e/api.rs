@@ -159,7 +159,12 @@ async fn draining_refuses_new_work_with_503_and_finishes_what_is_running() {
     draining.await.unwrap();
 
     // The attempt in flight was allowed to finish and its outcome recorded.
-    let node = Node::start(config(keel.dir.path(), &format!("[functions.slow]\nurl = \"http://{addr}/slow?ms=600\"\n")), tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
+    let node = Node::start(
+        config(keel.dir.path(), &format!("[functions.slow]\nurl = \"http://{addr}/slow?ms=600\"\n")),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
     let (_, _, inv) = get_json(&format!("http://{}/v1/invocations/{id}", node.addr())).await;
     assert_eq!(inv["status"], "succeeded", "{inv}");
     assert_eq!(inv["attempt_count"], 1);

@@ -46,11 +46,18 @@ pub(crate) async fn submit_many(base: &str, function: &str, n: usize) -> Vec<Str
 pub(crate) async fn wait_succeeded(base: &str, function: &str, n: usize, limit: Duration) -> Vec<String> {
     let end = Instant::now() + limit;
     loop {
-        let (_, _, page) = get_json(&format!("{base}/v1/invocations?function={function}&status=succeeded&limit=1000")).await;
-        let ids: Vec<String> = page["items"].as_array().map(|a| a.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect()).unwrap_or_default();
-        let (_, _, pending) = get_json(&format!("{base}/v1/invocations?function={function}&status=queued&limit=1")).await;
-        let (_, _, retrying) = get_json(&format!("{base}/v1/invocations?function={function}&status=retrying&limit=1")).await;
-        let (_, _, running) = get_json(&format!("{base}/v1/invocations?function={function}&status=running&limit=1")).await;
+        let (_, _, page) =
+            get_json(&format!("{base}/v1/invocations?function={function}&status=succeeded&limit=1000")).await;
+        let ids: Vec<String> = page["items"]
+            .as_array()
+            .map(|a| a.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        let (_, _, pending) =
+            get_json(&format!("{base}/v1/invocations?function={function}&status=queued&limit=1")).await;
+        let (_, _, retrying) =
+            get_json(&format!("{base}/v1/invocations?function={function}&status=retrying&limit=1")).await;
+        let (_, _, running) =
+            get_json(&format!("{base}/v1/invocations?function={function}&status=running&limit=1")).await;
         let idle = [pending, retrying, running].iter().all(|p| p["items"].as_array().is_some_and(|a| a.is_empty()));
         if ids.len() >= n && idle {
             return ids;
@@ -78,7 +85,12 @@ async fn a_thousand_concurrent_invocations_against_30_percent_failures_all_succe
 
     let successes = fns.successes();
     for id in &accepted {
-        assert_eq!(successes.get(id), Some(&1), "invocation {id} completed {:?} times at the function", successes.get(id));
+        assert_eq!(
+            successes.get(id),
+            Some(&1),
+            "invocation {id} completed {:?} times at the function",
+            successes.get(id)
+        );
     }
     let failures = fns.calls().iter().filter(|c| c.status == 503).count();
     assert!(failures > 200, "the function did fail often ({failures} failures), so retries were exercised");

@@ -22,8 +22,12 @@ async fn failing_twice_with_503_then_succeeding_takes_three_attempts_within_the_
     let inv = keel.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(inv["status"], "succeeded", "{inv}");
     assert_eq!(inv["attempt_count"], 3);
-    let outcomes: Vec<_> = inv["attempts"].as_array().unwrap().iter().map(|a| (a["outcome"].clone(), a["status"].clone())).collect();
-    assert_eq!(outcomes, [("transient".into(), 503.into()), ("transient".into(), 503.into()), ("success".into(), 200.into())]);
+    let outcomes: Vec<_> =
+        inv["attempts"].as_array().unwrap().iter().map(|a| (a["outcome"].clone(), a["status"].clone())).collect();
+    assert_eq!(
+        outcomes,
+        [("transient".into(), 503.into()), ("transient".into(), 503.into()), ("success".into(), 200.into())]
+    );
     assert_eq!(inv["result"]["attempt"], 3, "the stored result is the function's last answer");
 
     let calls = fns.calls_for(&id);
@@ -43,14 +47,16 @@ async fn failing_twice_with_503_then_succeeding_takes_three_attempts_within_the_
         assert!(c.headers.contains_key("keel-deadline"));
         assert_eq!(&c.body[..], br#"{"n":1}"#);
     }
-    let trace_ids: Vec<_> = calls.iter().map(|c| c.headers["traceparent"].to_str().unwrap()[3..35].to_string()).collect();
+    let trace_ids: Vec<_> =
+        calls.iter().map(|c| c.headers["traceparent"].to_str().unwrap()[3..35].to_string()).collect();
     assert!(trace_ids.iter().all(|t| t == &trace_ids[0]), "one trace across attempts: {trace_ids:?}");
 }
 
 #[tokio::test]
 async fn a_400_goes_dead_after_one_attempt_and_redrive_runs_it_again_keeping_history() {
     let (fns, addr) = Functions::start().await;
-    let keel = Keel::start(&format!("[functions.bad]\nurl = \"http://{addr}/status?code=400\"\n{}\n", fast_retry(5))).await;
+    let keel =
+        Keel::start(&format!("[functions.bad]\nurl = \"http://{addr}/status?code=400\"\n{}\n", fast_retry(5))).await;
     let id = submit(&keel, "bad", "{}").await;
     let inv = keel.wait_final(&id, Duration::from_secs(5)).await;
     assert_eq!(inv["status"], "dead", "{inv}");
@@ -83,7 +89,8 @@ async fn a_400_goes_dead_after_one_attempt_and_redrive_runs_it_again_keeping_his
 #[tokio::test]
 async fn a_function_that_always_fails_is_dead_after_exactly_max_attempts() {
     let (fns, addr) = Functions::start().await;
-    let keel = Keel::start(&format!("[functions.down]\nurl = \"http://{addr}/status?code=500\"\n{}\n", fast_retry(4))).await;
+    let keel =
+        Keel::start(&format!("[functions.down]\nurl = \"http://{addr}/status?code=500\"\n{}\n", fast_retry(4))).await;
     let id = submit(&keel, "down", "{}").await;
     let inv = keel.wait_final(&id, Duration::from_secs(5)).await;
     assert_eq!(inv["status"], "dead");
@@ -125,14 +132,19 @@ async fn a_slow_function_times_out_and_is_retried() {
 #[tokio::test]
 async fn retry_after_is_honoured_as_the_least_delay() {
     let (fns, addr) = Functions::start().await;
-    let keel = Keel::start(&format!("[functions.busy]\nurl = \"http://{addr}/retry-after?secs=1\"\n{}\n", fast_retry(3))).await;
+    let keel =
+        Keel::start(&format!("[functions.busy]\nurl = \"http://{addr}/retry-after?secs=1\"\n{}\n", fast_retry(3)))
+            .await;
     let id = submit(&keel, "busy", "{}").await;
     let inv = keel.wait_final(&id, Duration::from_secs(5)).await;
     assert_eq!(inv["status"], "succeeded", "{inv}");
     let calls = fns.calls_for(&id);
     assert_eq!(calls.len(), 2);
     let gap = calls[1].at - calls[0].at;
-    assert!(gap >= Duration::from_secs(1), "Retry-After: 1 must delay the retry a second, not {gap:?} (policy max is 50ms)");
+    assert!(
+        gap >= Duration::from_secs(1),
+        "Retry-After: 1 must delay the retry a second, not {gap:?} (policy max is 50ms)"
+    );
 }
 
 #[tokio::test]

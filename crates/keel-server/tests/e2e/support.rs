@@ -75,7 +75,8 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let arg = |k: &str| q.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let attempt: u32 = headers.get("keel-attempt").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let attempt: u32 =
+        headers.get("keel-attempt").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
     let (status, extra, sleep): (u16, Option<(&str, String)>, u64) = match uri.path() {
         "/ok" => (200, None, 0),
         "/status" => (arg("code") as u16, None, 0),
@@ -123,7 +124,8 @@ pub(crate) fn config(dir: &std::path::Path, functions: &str) -> Config {
 impl Keel {
     pub(crate) async fn start(functions: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(config(dir.path(), functions), TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
+        let node =
+            Node::start(config(dir.path(), functions), TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
         let url = format!("http://{}", node.addr());
         Self { node: Some(node), url, dir }
     }

@@ -55,11 +55,8 @@ impl SqliteStore {
         ))
         .map_err(|e| err(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| err(format!("migrating the schema: {e}")))?;
-        let readers = if memory {
-            Readers::Writer
-        } else {
-            Readers::Pool { path: path.to_string(), idle: Arc::default() }
-        };
+        let readers =
+            if memory { Readers::Writer } else { Readers::Pool { path: path.to_string(), idle: Arc::default() } };
         let writer = Writer::start(conn).map_err(|e| err(e.to_string()))?;
         Ok(Self { writer, readers, _lock: lock })
     }

@@ -76,10 +76,7 @@ pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
         );
         let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
         let found = st
-            .query_map(
-                params![req.owner, req.now, req.expires_at, req.function, req.limit as i64],
-                rows::invocation,
-            )
+            .query_map(params![req.owner, req.now, req.expires_at, req.function, req.limit as i64], rows::invocation)
             .map_err(db_err)?;
         for inv in found {
             invocations.push(inv.map_err(db_err)?);
@@ -88,9 +85,7 @@ pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
         invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
     }
     let next_due_at = conn
-        .prepare_cached(
-            "SELECT MIN(due_at) FROM invocations WHERE function = ? AND status IN ('queued', 'retrying')",
-        )
+        .prepare_cached("SELECT MIN(due_at) FROM invocations WHERE function = ? AND status IN ('queued', 'retrying')")
         .and_then(|mut st| st.query_row([&req.function], |r| r.get::<_, Option<Millis>>(0)))
         .map_err(db_err)?;
     Ok(Leased { invocations, next_due_at })
@@ -153,8 +148,7 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
     let expired: Vec<(String, String, u32, Millis, String)> = conn
         .prepare_cached(sql)
         .and_then(|mut st| {
-            st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
-                .collect()
+            st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect()
         })
         .map_err(db_err)?;
     let mut functions = Vec::new();
@@ -188,10 +182,8 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
 
 pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Invocation>> {
     let sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ?");
-    let inv = conn
-        .prepare_cached(&sql)
-        .and_then(|mut st| st.query_row([id], rows::invocation).optional())
-        .map_err(db_err)?;
+    let inv =
+        conn.prepare_cached(&sql).and_then(|mut st| st.query_row([id], rows::invocation).optional()).map_err(db_err)?;
     let Some(mut inv) = inv else { return Ok(None) };
     inv.attempts = conn
         .prepare_cached(
@@ -235,7 +227,14 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invoca
 }
 
 /// Moves one invocation from one of `from` to `to`, or explains why it cannot.
-fn transition(conn: &Connection, id: &str, from: &[Status], to: Status, now: Millis, action: &str) -> Result<Invocation> {
+fn transition(
+    conn: &Connection,
+    id: &str,
+    from: &[Status],
+    to: Status,
+    now: Millis,
+    action: &str,
+) -> Result<Invocation> {
     let inv = get(conn, id)?.ok_or_else(|| Error::NotFound { what: "invocation", id: id.into() })?;
     if !from.contains(&inv.status) {
         let allowed: Vec<_> = from.iter().map(|s| s.as_str()).collect();

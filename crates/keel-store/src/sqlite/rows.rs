@@ -75,7 +75,15 @@ pub(crate) fn insert_attempt(conn: &Connection, invocation_id: &str, a: &Attempt
         "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )?
-    .execute(params![invocation_id, a.number, a.started_at, a.ended_at, a.outcome.as_str(), a.http_status, a.error])?;
+    .execute(params![
+        invocation_id,
+        a.number,
+        a.started_at,
+        a.ended_at,
+        a.outcome.as_str(),
+        a.http_status,
+        a.error
+    ])?;
     Ok(())
 }
 

@@ -25,9 +25,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn start(conn: Connection) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("keel-sqlite-writer".into())
-            .spawn(move || run(conn, rx))?;
+        std::thread::Builder::new().name("keel-sqlite-writer".into()).spawn(move || run(conn, rx))?;
         Ok(Self { jobs: tx })
     }
 
@@ -49,11 +47,8 @@ impl Writer {
             });
             (ok, reply)
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
+        self.jobs.send(job).map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
+        rx.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
     }
 }
 
@@ -78,11 +73,7 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
     }
 }
 
-fn commit_group(
-    conn: &Connection,
-    group: &mut Vec<Job>,
-    replies: &mut Vec<Reply>,
-) -> std::result::Result<(), String> {
+fn commit_group(conn: &Connection, group: &mut Vec<Job>, replies: &mut Vec<Reply>) -> std::result::Result<(), String> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         replies.extend(group.drain(..).map(|job| job(None).1));
         return Err(e.to_string());

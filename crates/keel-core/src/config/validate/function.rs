@@ -12,19 +12,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_CONCURRENCY: u32 = 64;
 const MAX_CONCURRENCY: i64 = 10_000;
 const MAX_FUNCTION_NAME_LEN: usize = 64;
-const HTTP_URL_HINT: &str =
-    r#"expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#;
+const HTTP_URL_HINT: &str = r#"expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#;
 
 /// `[a-z0-9][a-z0-9._-]{0,63}`: safe in URLs, file names and metric labels.
 fn is_valid_function_name(name: &str) -> bool {
     let mut chars = name.chars();
-    let starts_well = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     starts_well
         && name.len() <= MAX_FUNCTION_NAME_LEN
-        && chars
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
 impl Checker {
@@ -75,11 +71,7 @@ impl Checker {
         let max_attempts = match raw.max_attempts {
             None => Some(default.max_attempts),
             Some(n) if n < 1 => {
-                self.report(
-                    at("max_attempts"),
-                    Anchor::Value,
-                    format!("must be at least 1 (got {n})"),
-                );
+                self.report(at("max_attempts"), Anchor::Value, format!("must be at least 1 (got {n})"));
                 None
             }
             Some(n) => u32::try_from(n).ok().or_else(|| {
@@ -92,10 +84,7 @@ impl Checker {
         let max = self.duration(at("max"), &raw.max, default.max);
         if let (Some(initial), Some(max)) = (initial, max) {
             if initial > max {
-                let (initial, max) = (
-                    humantime::format_duration(initial),
-                    humantime::format_duration(max),
-                );
+                let (initial, max) = (humantime::format_duration(initial), humantime::format_duration(max));
                 // Blame the key the user wrote; the other one is a default.
                 if raw.initial.is_some() {
                     let message = format!("must not exceed retry.max ({max}) (got {initial})");
@@ -121,9 +110,7 @@ impl Checker {
             Some("decorrelated") => Some(Jitter::Decorrelated),
             Some("none") => Some(Jitter::None),
             Some(other) => {
-                let message = format!(
-                    r#"must be one of "full", "equal", "decorrelated", "none" (got "{other}")"#
-                );
+                let message = format!(r#"must be one of "full", "equal", "decorrelated", "none" (got "{other}")"#);
                 self.report(at("jitter"), Anchor::Value, message);
                 None
             }
@@ -147,19 +134,11 @@ impl Checker {
         None
     }
 
-    fn positive_duration(
-        &mut self,
-        path: Vec<String>,
-        raw: &Option<RawDuration>,
-    ) -> Option<Duration> {
+    fn positive_duration(&mut self, path: Vec<String>, raw: &Option<RawDuration>) -> Option<Duration> {
         let duration = self.duration(path.clone(), raw, DEFAULT_TIMEOUT)?;
         if duration.is_zero() {
             let got = raw.as_ref().map_or("0s", |d| d.0.as_str());
-            self.report(
-                path,
-                Anchor::Value,
-                format!(r#"must be greater than 0, like "30s" (got "{got}")"#),
-            );
+            self.report(path, Anchor::Value, format!(r#"must be greater than 0, like "30s" (got "{got}")"#));
             return None;
         }
         Some(duration)
