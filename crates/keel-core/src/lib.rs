@@ -11,6 +11,7 @@
 //!   [`lifecycle`]: the decision taken after each attempt.
 //! - [`store`]: the `Store` trait every storage backend implements, and (feature `testkit`) the
 //!   conformance suite each backend runs.
+//! - [`idempotency`]: the `Idempotency-Key` record state machine, as a pure decision.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs).
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod id;
+pub mod idempotency;
 pub mod invocation;
 pub mod lifecycle;
 pub mod outcome;
