@@ -136,6 +136,8 @@ pub struct Invocation {
     pub error: Option<String>,
     pub idempotency_key: Option<String>,
     pub traceparent: Option<String>,
+    /// A sync invocation (its caller waits): never leased by a dispatcher.
+    pub sync: bool,
     /// The attempt history, oldest first (empty in lists).
     pub attempts: Vec<Attempt>,
 }
@@ -182,6 +184,7 @@ impl NewInvocation {
             error: None,
             idempotency_key: self.idempotency_key,
             traceparent: self.traceparent,
+            sync: false,
             attempts: Vec::new(),
         }
     }

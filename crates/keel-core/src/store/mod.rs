@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 
 use crate::clock::Millis;
+use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
 use crate::invocation::{Completion, Invocation, NewInvocation, Status};
 use crate::Result;
 
@@ -118,4 +119,33 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Discards a dead invocation (status `discarded`).
     async fn discard(&self, id: &str, now: Millis) -> Result<Invocation>;
+
+    // Idempotency keys. Each call applies [`crate::idempotency::decide`] inside one transaction
+    // with the work the key admits.
+
+    /// Admits an async invocation under a key: on `Claim` the invocation and the completed key
+    /// record (answering `reply`) commit together; otherwise nothing is written.
+    async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision>;
+
+    /// Starts a keyed sync invocation: on `Claim`, `invocation` is stored `running` (held by
+    /// `claim.holder` until `claim.lease_until`) with the in-flight key record; on `TakeOver`,
+    /// the stored invocation of the dead holder is `running` again under the new holder.
+    async fn begin_sync(&self, invocation: Invocation, claim: KeyClaim) -> Result<KeyDecision>;
+
+    /// Records a finished keyed sync invocation (with all its attempts) and completes its key
+    /// record with `reply`, in one transaction. A holder that lost the key writes nothing.
+    async fn finish_sync(&self, invocation: Invocation, key: KeyRef, holder: String, reply: StoredReply) -> Result<()>;
+
+    /// Claims a key for work that is not an invocation (redrive, cancel): on `Claim` or
+    /// `TakeOver` the record is in flight, held by `claim.holder`.
+    async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision>;
+
+    /// Completes a claimed key with the response to replay.
+    async fn complete_key(&self, key: KeyRef, holder: String, reply: StoredReply) -> Result<()>;
+
+    /// Gives a claimed key up (the work failed before it produced an answer worth keeping).
+    async fn release_key(&self, key: KeyRef, holder: String) -> Result<()>;
+
+    /// Deletes at most `limit` key records that expired before `now`; returns how many.
+    async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize>;
 }

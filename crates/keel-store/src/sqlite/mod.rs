@@ -3,6 +3,7 @@
 //! One process owns a database file at a time (an exclusive lock on `PATH.lock`), which is what
 //! lets start-up take back every lease left by a killed predecessor at once.
 
+mod keys;
 mod ops;
 mod rows;
 mod schema;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use keel_core::clock::Millis;
+use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
 use keel_core::invocation::{Completion, Invocation, NewInvocation};
 use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim, Store};
 use keel_core::{Error, Result};
@@ -165,5 +167,33 @@ impl Store for SqliteStore {
     async fn discard(&self, id: &str, now: Millis) -> Result<Invocation> {
         let id = id.to_string();
         self.writer.write(move |c| ops::discard(c, &id, now)).await
+    }
+
+    async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
+        self.writer.write(move |c| keys::enqueue_keyed(c, new, &claim, &reply)).await
+    }
+
+    async fn begin_sync(&self, invocation: Invocation, claim: KeyClaim) -> Result<KeyDecision> {
+        self.writer.write(move |c| keys::begin_sync(c, &invocation, &claim)).await
+    }
+
+    async fn finish_sync(&self, invocation: Invocation, key: KeyRef, holder: String, reply: StoredReply) -> Result<()> {
+        self.writer.write(move |c| keys::finish_sync(c, &invocation, &key, &holder, &reply)).await
+    }
+
+    async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision> {
+        self.writer.write(move |c| keys::claim(c, &claim, None)).await
+    }
+
+    async fn complete_key(&self, key: KeyRef, holder: String, reply: StoredReply) -> Result<()> {
+        self.writer.write(move |c| keys::complete(c, &key, &holder, &reply).map(|_| ())).await
+    }
+
+    async fn release_key(&self, key: KeyRef, holder: String) -> Result<()> {
+        self.writer.write(move |c| keys::release(c, &key, &holder)).await
+    }
+
+    async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
+        self.writer.write(move |c| keys::purge_expired(c, now, limit)).await
     }
 }

@@ -25,13 +25,13 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation) -> Result<()>
     Ok(())
 }
 
-fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
+pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
     let response = inv.response.as_ref();
     conn.prepare_cached(
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
-         result, error, idempotency_key, traceparent) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -53,6 +53,10 @@ fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
             inv.error,
             inv.idempotency_key,
             inv.traceparent,
+            inv.sync,
+            inv.lease.as_ref().map(|l| &l.owner),
+            inv.lease.as_ref().map(|l| l.leased_at),
+            inv.lease.as_ref().map(|l| l.expires_at),
         ])
     })
     .map_err(|e| match e {
@@ -143,16 +147,21 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
         Reclaim::All => Millis::MAX,
         Reclaim::ExpiredBefore(t) => t,
     };
-    let sql = "SELECT id, function, attempt_count, leased_at, lease_owner FROM invocations \
+    let sql = "SELECT id, function, attempt_count, leased_at, lease_owner, sync FROM invocations \
                WHERE status = 'running' AND lease_expires_at < ?";
-    let expired: Vec<(String, String, u32, Millis, String)> = conn
+    let expired: Vec<(String, String, u32, Millis, String, bool)> = conn
         .prepare_cached(sql)
         .and_then(|mut st| {
-            st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect()
+            st.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+                .collect()
         })
         .map_err(db_err)?;
     let mut functions = Vec::new();
-    for (id, function, attempt_count, leased_at, owner) in expired {
+    for (id, function, attempt_count, leased_at, owner, sync) in expired {
+        if sync {
+            super::keys::interrupt_sync(conn, &id, attempt_count, leased_at, &owner, now)?;
+            continue;
+        }
         let attempt = Attempt {
             number: attempt_count + 1,
             started_at: leased_at,

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, Row};
 /// The invocation columns, in the order [`invocation`] reads them.
 pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
      due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
-     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent";
+     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync";
 
 fn bad(column: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -52,6 +52,7 @@ pub(crate) fn invocation(row: &Row<'_>) -> rusqlite::Result<Invocation> {
         error: row.get(18)?,
         idempotency_key: row.get(19)?,
         traceparent: row.get(20)?,
+        sync: row.get(21)?,
         attempts: Vec::new(),
     })
 }

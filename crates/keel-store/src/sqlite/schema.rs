@@ -44,6 +44,26 @@ CREATE TABLE attempts (
     error         TEXT,
     PRIMARY KEY (invocation_id, number)
 ) WITHOUT ROWID;
+"#, r#"
+ALTER TABLE invocations ADD COLUMN sync INTEGER NOT NULL DEFAULT 0;
+
+-- In flight while `holder` is set; completed once `reply_status` is.
+CREATE TABLE idempotency_keys (
+    scope         TEXT NOT NULL,
+    route         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    holder        TEXT,
+    lease_until   INTEGER,
+    reply_status  INTEGER,
+    reply_headers TEXT,
+    reply_body    BLOB,
+    invocation_id TEXT,
+    expires_at    INTEGER NOT NULL,
+    PRIMARY KEY (scope, route, key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+CREATE INDEX idempotency_keys_invocation ON idempotency_keys (invocation_id) WHERE invocation_id IS NOT NULL;
 "#];
 
 /// Brings the database to the latest schema.
