@@ -11,13 +11,17 @@
 //!   [`lifecycle`]: the decision taken after each attempt.
 //! - [`store`]: the `Store` trait every storage backend implements, and (feature `testkit`) the
 //!   conformance suite each backend runs.
+//! - [`events`]: CloudEvents (reading the HTTP forms, subscription filters); [`effects`]: the
+//!   effects envelope a function answers with (KV writes with preconditions, events to emit).
 //! - [`idempotency`]: the `Idempotency-Key` record state machine, as a pure decision.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs).
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod config;
+pub mod effects;
 pub mod error;
+pub mod events;
 pub mod id;
 pub mod idempotency;
 pub mod invocation;

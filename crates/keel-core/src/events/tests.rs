@@ -1,0 +1,86 @@
+use bytes::Bytes;
+
+use super::*;
+
+fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn structured_events_keep_their_attributes_and_data() {
+    let e = from_structured(
+        br#"{"specversion":"1.0","id":"e1","source":"/shop","type":"order.placed","subject":"o-7",
+            "time":"2026-11-27T10:00:00Z","data":{"total":5},"tenant":"acme"}"#,
+    )
+    .unwrap();
+    assert_eq!((e.id.as_str(), e.source.as_str(), e.ty.as_str()), ("e1", "/shop", "order.placed"));
+    assert_eq!(e.subject.as_deref(), Some("o-7"));
+    assert_eq!(&e.data[..], br#"{"total":5}"#);
+    assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+    assert_eq!(e.extensions["tenant"], "acme");
+    let b64 =
+        from_structured(br#"{"specversion":"1.0","id":"e","source":"s","type":"t","data_base64":"aGk="}"#).unwrap();
+    assert_eq!(&b64.data[..], b"hi");
+}
+
+#[test]
+fn invalid_events_name_the_attribute_at_fault() {
+    let cases: [(&[u8], &str); 7] = [
+        (br#"{"specversion":"1.0","id":"e","type":"t"}"#, "missing required attribute `source`"),
+        (br#"{"specversion":"0.3","id":"e","source":"s","type":"t"}"#, "`specversion` must be \"1.0\""),
+        (br#"{"specversion":"1.0","id":"","source":"s","type":"t"}"#, "`id` must not be empty"),
+        (br#"{"specversion":"1.0","id":"e","source":"s","type":"t","time":"yesterday"}"#, "`time`"),
+        (br#"{"specversion":"1.0","id":"e","source":"s","type":"t","Bad-Name":"x"}"#, "`Bad-Name`"),
+        (br#"{"specversion":"1.0","id":"e","source":"s","type":3}"#, "`type` must be a string"),
+        (br#"[1]"#, "must be a JSON object"),
+    ];
+    for (body, expected) in cases {
+        let e = from_structured(body).unwrap_err();
+        assert!(e.0.contains(expected), "{:?}: {e}", String::from_utf8_lossy(body));
+    }
+    let e =
+        from_structured_batch(br#"[{"specversion":"1.0","id":"a","source":"s","type":"t"},{"id":"b"}]"#).unwrap_err();
+    assert!(e.0.starts_with("event 1: missing required attribute"), "{e}");
+    assert!(from_structured_batch(b"[]").is_err());
+}
+
+#[test]
+fn binary_mode_reads_ce_headers() {
+    let headers = h(&[
+        ("ce-specversion", "1.0"),
+        ("ce-id", "x"),
+        ("ce-source", "s"),
+        ("ce-type", "t"),
+        ("ce-traceparent", "00-1-2-01"),
+        ("accept", "*/*"),
+    ]);
+    let e = from_binary(&headers, Some("text/plain"), Bytes::from_static(b"hello")).unwrap();
+    assert_eq!(e.datacontenttype.as_deref(), Some("text/plain"));
+    assert_eq!(e.extensions.get("traceparent").map(String::as_str), Some("00-1-2-01"));
+    assert_eq!(&e.data[..], b"hello");
+    let missing = from_binary(&h(&[("ce-specversion", "1.0"), ("ce-id", "x"), ("ce-type", "t")]), None, Bytes::new());
+    assert!(missing.unwrap_err().0.contains("ce-source"));
+}
+
+#[test]
+fn plain_json_is_wrapped_with_the_topic_as_type() {
+    let e = from_plain_json("user.registered", "id1".into(), Bytes::from_static(b"{\"u\":1}")).unwrap();
+    assert_eq!((e.ty.as_str(), e.source.as_str(), e.id.as_str()), ("user.registered", "keel", "id1"));
+    assert!(from_plain_json("t", "i".into(), Bytes::from_static(b"not json")).is_err());
+}
+
+#[test]
+fn filters_match_every_given_field() {
+    let e =
+        from_structured(br#"{"specversion":"1.0","id":"e","source":"/shop","type":"user.registered","subject":"u-1"}"#)
+            .unwrap();
+    assert!(Filter::default().matches(&e));
+    assert!(Filter { type_prefix: Some("user.".into()), ..Default::default() }.matches(&e));
+    assert!(!Filter { ty: Some("user".into()), ..Default::default() }.matches(&e));
+    assert!(
+        Filter { source: Some("/shop".into()), subject_prefix: Some("u-".into()), ..Default::default() }.matches(&e)
+    );
+    assert!(!Filter { subject_prefix: Some("o-".into()), ..Default::default() }.matches(&e));
+    let headers = e.binary_headers();
+    assert!(headers.contains(&("ce-subject".into(), "u-1".into())));
+}
