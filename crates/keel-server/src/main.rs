@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::client::KeelClient;
-use cli::{dlq, invocations, invoke, serve};
+use cli::{bench, dlq, invocations, invoke, serve};
 use cli::{Cli, Command, ConfigCommand, DlqCommand, InvocationsCommand};
 
 #[tokio::main]
@@ -28,6 +28,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = || KeelClient::new(&cli.url);
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Bench(args) => bench::run(args, &cli.url, json).await,
         Command::Config(ConfigCommand::Check(args)) => Ok(serve::check(&args)),
         Command::Invoke(args) => invoke::run(&client()?, json, args).await,
         Command::Invocations(command) => {

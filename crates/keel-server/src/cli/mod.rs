@@ -8,7 +8,9 @@
 //! - [`dlq`]: `keel dlq ls|show|redrive|discard`.
 //! - [`client`]: the small HTTP client every client command goes through, and its errors.
 //! - [`table`]: the column formatter behind every human table.
+//! - [`bench`]: `keel bench`, the performance harness (its arguments live there too).
 
+pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod dlq;
 pub(crate) mod invocations;
@@ -56,6 +58,8 @@ pub(crate) enum Command {
     /// The dead-letter queue: invocations that ran out of retries.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

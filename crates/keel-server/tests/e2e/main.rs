@@ -2,6 +2,7 @@
 //! functions; the crash test SIGKILLs the real `keel` binary.
 
 mod api;
+mod bench;
 mod crash;
 mod load;
 mod retries;

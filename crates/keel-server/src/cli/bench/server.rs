@@ -1,0 +1,153 @@
+//! The Keel server under test: this same binary run as `keel serve` in a child process (so it
+//! can be SIGKILLed and its memory read from `/proc`), on a free port, with a temporary SQLite
+//! store and one function, `noop`, pointing at the bench's no-op function.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indicatif::ProgressBar;
+use keel_core::clock::{Clock, SystemClock};
+use keel_core::id::new_id;
+use keel_core::invocation::NewInvocation;
+use keel_store::StoreOptions;
+use tokio::process::{Child, Command};
+
+use super::load::PAYLOAD;
+use super::BenchError;
+use crate::cli::client::KeelClient;
+
+/// How long a start may take before the bench gives up (a 1M-row store opens in well under it).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Invocations written at once while pre-filling: enough to fill the writer's groups.
+const PREFILL_WRITERS: u64 = 512;
+
+/// A `keel serve` child on a temporary store, started and killed as scenarios need.
+#[derive(Debug)]
+pub(crate) struct BenchServer {
+    /// Holds the store and the config; removed when the bench ends.
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl BenchServer {
+    /// Writes the config for a server calling `noop_url` with up to `concurrency` attempts.
+    pub(crate) fn new(noop_url: &str, concurrency: usize, fsync: bool) -> Result<Self, BenchError> {
+        let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
+        let config = dir.path().join("keel.toml");
+        let text = format!(
+            "[storage]\nurl = \"sqlite://{}\"\nfsync = {fsync}\n\n[functions.noop]\nurl = \"{noop_url}\"\n\
+             concurrency = {}\n",
+            dir.path().join("keel.db").display(),
+            concurrency.clamp(1, 10_000),
+        );
+        std::fs::write(&config, text)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Ok(BenchServer { dir, config, port, child: None })
+    }
+
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `keel serve` and waits until `/readyz` answers 200. Returns how long that took.
+    pub(crate) async fn start(&mut self) -> Result<Duration, BenchError> {
+        let started = Instant::now();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("-c")
+            .arg(&self.config)
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--log-format", "json"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        let client = KeelClient::new(&self.base_url()).map_err(|e| BenchError::Server(e.to_string()))?;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(BenchError::Server(format!("keel serve exited with {status}: {}", self.log_tail())));
+            }
+            if let Ok(response) = client.send(http::Method::GET, "/readyz", &[], Bytes::new()).await {
+                if response.status.is_success() {
+                    return Ok(started.elapsed());
+                }
+            }
+            if started.elapsed() > START_TIMEOUT {
+                return Err(BenchError::Server(format!("keel serve not ready after {START_TIMEOUT:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// SIGKILLs the server and waits for it to be gone (its store lock is then free).
+    pub(crate) async fn kill(&mut self) -> Result<(), BenchError> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// The server's resident memory in MB (`VmRSS` in `/proc/PID/status`), when it runs.
+    pub(crate) fn rss_mb(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
+    /// Writes `count` queued invocations of `noop` straight into the store while the server is
+    /// stopped, due after `delay`. This is set-up, not measurement: it goes through the same
+    /// `Store::enqueue` the gateway uses (the same rows), minus HTTP, so a million take seconds
+    /// rather than minutes. Without fsync: the data reaches the OS before the server opens it.
+    pub(crate) async fn prefill(&self, count: u64, delay: Duration, progress: &ProgressBar) -> Result<(), BenchError> {
+        assert!(self.child.is_none(), "pre-filling needs the server stopped: it holds the store's lock");
+        let url = format!("sqlite://{}", self.dir.path().join("keel.db").display());
+        let store = keel_store::open(&StoreOptions { url, fsync: false }).map_err(|e| BenchError::Server(e.to_string()))?;
+        let mut writers = tokio::task::JoinSet::new();
+        for writer in 0..PREFILL_WRITERS {
+            let (store, progress) = (store.clone(), progress.clone());
+            let share = count / PREFILL_WRITERS + u64::from(writer < count % PREFILL_WRITERS);
+            writers.spawn(async move {
+                for _ in 0..share {
+                    let now = SystemClock.now_ms();
+                    let new = NewInvocation {
+                        id: new_id(now),
+                        function: "noop".into(),
+                        payload: Bytes::from_static(PAYLOAD),
+                        content_type: Some("application/json".into()),
+                        created_at: now,
+                        due_at: now + delay.as_millis() as i64,
+                        idempotency_key: None,
+                        traceparent: None,
+                    };
+                    store.enqueue(new).await?;
+                    progress.inc(1);
+                }
+                Ok::<_, keel_core::Error>(())
+            });
+        }
+        while let Some(joined) = writers.join_next().await {
+            joined.map_err(|e| BenchError::Server(e.to_string()))?.map_err(|e| BenchError::Server(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("keel.log")
+    }
+
+    /// The end of the server's log, for an error message.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}

@@ -1,0 +1,160 @@
+//! The throughput scenarios: `direct` (the baseline: straight to the no-op function), `sync`
+//! (through `/invoke`, waiting) and `async` (through `/invocations`: first submit to last
+//! completion, completions counted at the no-op function).
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::Value;
+
+use super::load::{self, LoadResult, Target, PERCENTILES};
+use super::noop::NoopFunction;
+use super::report::{Case, Scenario};
+use super::{BenchError, Settings};
+use crate::cli::client::KeelClient;
+
+/// Longest wait for the next completion before the bench declares the server stuck.
+const STALL: Duration = Duration::from_secs(60);
+
+/// The baseline every ratio divides by: the no-op function called straight.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    pub(crate) c1: LoadResult,
+    pub(crate) many: LoadResult,
+    pub(crate) concurrency: usize,
+}
+
+impl Direct {
+    pub(crate) fn scenario(&self) -> Scenario {
+        let cases = vec![
+            latency_case("c=1", &self.c1, Some(1.0)),
+            latency_case(&format!("c={}", self.concurrency), &self.many, Some(1.0)),
+        ];
+        Scenario { name: "direct", cases, skipped: None }
+    }
+}
+
+/// Throughput and latency percentiles of one run.
+fn latency_case(case: &str, run: &LoadResult, ratio: Option<f64>) -> Case {
+    let mut case = Case::new(case, ratio).with("per_s", run.per_second());
+    for (name, p) in PERCENTILES {
+        case = case.with(format!("{name}_ms"), run.percentile_ms(p));
+    }
+    case
+}
+
+pub(crate) async fn direct(settings: &Settings, noop: &NoopFunction) -> Result<Direct, BenchError> {
+    let target = Target::post(&noop.url(), StatusCode::OK)?;
+    let (n1, n) = (settings.requests_c1(), settings.requests);
+    let c1 = load::closed_loop(&target, n1, 1, &settings.progress("direct c=1", n1)).await?;
+    let c = settings.concurrency;
+    let many = load::closed_loop(&target, n, c, &settings.progress(&format!("direct c={c}"), n)).await?;
+    Ok(Direct { c1, many, concurrency: c })
+}
+
+pub(crate) async fn sync(settings: &Settings, direct: &Direct, base: &str) -> Result<Scenario, BenchError> {
+    let target = Target::post(&format!("{base}/v1/functions/noop/invoke"), StatusCode::OK)?;
+    let mut cases = Vec::new();
+    let c = settings.concurrency;
+    for (concurrency, total, baseline) in [(1, settings.requests_c1(), &direct.c1), (c, settings.requests, &direct.many)] {
+        let label = format!("c={concurrency}");
+        let run = load::closed_loop(&target, total, concurrency, &settings.progress(&format!("sync {label}"), total))
+            .await?;
+        let mut case = latency_case(&label, &run, Some(run.per_second() / baseline.per_second()));
+        for (name, p) in PERCENTILES {
+            case = case.with(format!("overhead_{name}_ms"), run.percentile_ms(p) - baseline.percentile_ms(p));
+        }
+        cases.push(case);
+    }
+    Ok(Scenario { name: "sync", cases, skipped: None })
+}
+
+/// `requests` async invocations at the configured concurrency, timed from the first submit to
+/// the last call of the no-op function; then checks that none was left behind.
+pub(crate) async fn asynchronous(
+    settings: &Settings,
+    direct: &Direct,
+    noop: &NoopFunction,
+    base: &str,
+) -> Result<Scenario, BenchError> {
+    let case = async_run(settings, direct, noop, base, format!("c={}", settings.concurrency)).await?;
+    confirm_settled(&KeelClient::new(base)?, true).await?;
+    Ok(Scenario { name: "async", cases: vec![case], skipped: None })
+}
+
+/// One timed async run against the server at `base`; `case` names it (`c=32`, a depth).
+pub(crate) async fn async_run(
+    settings: &Settings,
+    direct: &Direct,
+    noop: &NoopFunction,
+    base: &str,
+    case: String,
+) -> Result<Case, BenchError> {
+    let (n, c) = (settings.requests, settings.concurrency);
+    let target = Target::post(&format!("{base}/v1/functions/noop/invocations"), StatusCode::ACCEPTED)?;
+    let before = noop.calls();
+    let start = Instant::now();
+    let submit = {
+        let target = target.clone();
+        tokio::spawn(async move { load::closed_loop(&target, n, c, &indicatif::ProgressBar::hidden()).await })
+    };
+    let done = wait_for_calls(noop, before + n, &settings.progress(&format!("async {case}"), n), before).await?;
+    let elapsed = done - start;
+    let submitted = submit.await.map_err(|e| BenchError::Server(e.to_string()))??;
+    let per_s = n as f64 / elapsed.as_secs_f64();
+    Ok(Case::new(case, Some(per_s / direct.many.per_second()))
+        .with("per_s", per_s)
+        .with("submit_per_s", submitted.per_second())
+        .with("submit_p50_ms", submitted.percentile_ms(50.0))
+        .with("submit_p99_ms", submitted.percentile_ms(99.0)))
+}
+
+/// Waits until the no-op function has answered `target` calls in all; returns when that was.
+/// `progress` shows the calls since `from`.
+pub(crate) async fn wait_for_calls(
+    noop: &NoopFunction,
+    target: u64,
+    progress: &indicatif::ProgressBar,
+    from: u64,
+) -> Result<Instant, BenchError> {
+    let mut last = (noop.calls(), Instant::now());
+    loop {
+        let calls = noop.calls();
+        if calls >= target {
+            progress.finish_and_clear();
+            return Ok(Instant::now());
+        }
+        if calls != last.0 {
+            progress.set_position(calls - from);
+            last = (calls, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            return Err(BenchError::Server(format!("no completion for {STALL:?} ({} of {} done)", calls - from, target - from)));
+        }
+        // The bench's own poll, not the server's: a millisecond bounds the timing error.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Checks through the API that no `noop` invocation is left running, retrying, dead or (when
+/// `queued_too`) queued — the last completions may take a moment to be committed.
+pub(crate) async fn confirm_settled(keel: &KeelClient, queued_too: bool) -> Result<(), BenchError> {
+    let mut statuses = vec!["running", "retrying", "dead"];
+    if queued_too {
+        statuses.push("queued");
+    }
+    let end = Instant::now() + STALL;
+    for status in statuses {
+        loop {
+            let page = keel.get_json(&format!("/v1/invocations?function=noop&status={status}&limit=1")).await?;
+            let left = page.get("items").and_then(Value::as_array).map_or(0, Vec::len);
+            if left == 0 {
+                break;
+            }
+            if status == "dead" || Instant::now() > end {
+                return Err(BenchError::Server(format!("invocations left {status} after the run")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
+}
