@@ -5,11 +5,13 @@
 //!
 //! - [`server`]: start a node on a bound listener ([`server::Node::start`]), serve until a
 //!   shutdown signal, then drain ([`serve`] wires that to SIGTERM/SIGINT for `keel serve`).
-//! - `api/`: the HTTP API (axum): one file per area (`invoke`, `invocations`, `dlq`, `health`),
+//! - `api/`: the HTTP API (axum): one file per area (`invoke`, `invocations`, `dlq`, `functions`, `health`),
 //!   `problem` (RFC 9457 errors), `view` (JSON shapes), `body` (bodies and queries).
 //! - `dispatch/`: one dispatcher task per function (`mod.rs`), one async attempt (`attempt.rs`),
 //!   sync invocations run in the request (`sync.rs`), the expired-lease sweeper (`sweeper.rs`).
-//! - `runtime/`: how an attempt reaches a function (`url.rs`: pooled keep-alive HTTP client).
+//! - `runtime/`: how an attempt reaches a function (`url.rs`: pooled keep-alive HTTP client and
+//!   the function contract; `process/`: the instance pool of each `command` function — cold
+//!   starts, scale-out to `max_instances`, scale to zero, crash replacement, the watchdog).
 //! - `functions.rs`: each function's bulkhead and wake-up signal; `state.rs`: what all share;
 //!   `trace.rs`: W3C trace context.
 //! - `cli/` and `main.rs`: the `keel` command.

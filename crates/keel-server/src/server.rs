@@ -2,7 +2,8 @@
 //! function and the HTTP gateway; on shutdown, drain.
 //!
 //! Drain order: admission answers 503 at once; dispatchers stop leasing; attempts in flight get
-//! up to `server.shutdown_grace` to finish and record their outcome; then the HTTP server stops.
+//! up to `server.shutdown_grace` to finish and record their outcome; `command` functions'
+//! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops.
 //! Whatever is still queued stays on disk for the next start.
 
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::functions::Functions;
-use crate::runtime::UrlRuntime;
+use crate::runtime::Runtime;
 use crate::state::Shared;
 use crate::{api, dispatch};
 
@@ -57,7 +58,7 @@ impl Node {
         }
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let shared = Arc::new(Shared {
-            runtime: UrlRuntime::new(config.server.max_result_bytes),
+            runtime: Runtime::new(&config, addr, clock.clone()),
             functions: Functions::from_config(&config),
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
@@ -65,6 +66,7 @@ impl Node {
             store,
             clock,
         });
+        shared.runtime.start();
         let (stop_dispatch, stop_rx) = watch::channel(false);
         for function in shared.functions.iter() {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
@@ -99,6 +101,8 @@ impl Node {
                 tracing::warn!(function = %function.config.name, in_flight = function.in_flight(), "grace period over; in-flight attempts will be retried after restart");
             }
         }
+        // Instances go after the attempts they were serving, before the gateway they may call.
+        self.shared.runtime.shutdown().await;
         let _ = self.stop_http.send(());
         if tokio::time::timeout_at(grace_end, self.http).await.is_err() {
             tracing::warn!("grace period over with requests still open");

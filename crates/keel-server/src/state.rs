@@ -8,7 +8,7 @@ use keel_core::config::Config;
 use keel_core::store::Store;
 
 use crate::functions::Functions;
-use crate::runtime::UrlRuntime;
+use crate::runtime::Runtime;
 
 /// Shared by the gateway and the dispatchers of one node.
 #[derive(Debug)]
@@ -16,7 +16,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) runtime: UrlRuntime,
+    pub(crate) runtime: Runtime,
     pub(crate) functions: Functions,
     /// Names this node's leases.
     pub(crate) node_id: String,

@@ -2,6 +2,7 @@
 //! defaults → `keel.toml` → `KEEL_` environment variables → command-line flags.
 //!
 //! # Layout
+//! - `function`: the resolved model of one function (`url` or managed `command`).
 //! - `raw`: the file's shape as serde reads it (unknown keys rejected).
 //! - `layers`: env and flag overrides, written into the parsed TOML tree.
 //! - `locate`: which layer set a key, and where in the file (`keel.toml:12:15`).
@@ -10,6 +11,7 @@
 //! Every error names where the value came from, its dotted key and what would be valid:
 //! `keel.toml:12:15: functions.charge.retry.max_attempts: must be at least 1 (got 0)`.
 
+mod function;
 mod layers;
 mod locate;
 mod raw;
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use locate::{dotted, Anchor, LineIndex, Locator, SourceMap};
 
-use crate::retry::RetryPolicy;
+pub use function::{CommandConfig, FunctionConfig, FunctionTarget};
 
 /// A TOML value, for flag overrides built by the command line.
 pub use toml::Value as TomlValue;
@@ -66,18 +68,6 @@ impl StorageConfig {
             url => url.strip_prefix("sqlite://"),
         }
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct FunctionConfig {
-    pub name: String,
-    /// Where Keel POSTs invocations; http or https.
-    pub url: url::Url,
-    pub timeout: Duration,
-    pub sync_timeout: Duration,
-    /// Most invocations of this function in flight at once.
-    pub concurrency: u32,
-    pub retry: RetryPolicy,
 }
 
 /// The layers above the file. Tests build one by hand instead of touching the process env.

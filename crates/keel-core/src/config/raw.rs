@@ -41,6 +41,17 @@ pub(super) struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFunction {
     pub(super) url: Option<String>,
+    /// A managed function: the program and its arguments. The keys below it apply only to these.
+    pub(super) command: Option<Vec<String>>,
+    pub(super) env: Option<BTreeMap<String, String>>,
+    pub(super) cwd: Option<String>,
+    pub(super) min_instances: Option<i64>,
+    pub(super) max_instances: Option<i64>,
+    pub(super) instance_concurrency: Option<i64>,
+    pub(super) idle_timeout: Option<RawDuration>,
+    pub(super) startup_timeout: Option<RawDuration>,
+    pub(super) health_path: Option<String>,
+    pub(super) path: Option<String>,
     pub(super) timeout: Option<RawDuration>,
     pub(super) sync_timeout: Option<RawDuration>,
     /// Signed, so that `concurrency = -1` gets our range message rather than serde's "expected u32".

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::retry::Jitter;
+use crate::retry::{Jitter, RetryPolicy};
 
 fn errors_with(text: &str, overrides: &Overrides) -> Vec<String> {
     match load_str("keel.toml", text, overrides) {
@@ -62,7 +62,7 @@ retry = { max_attempts = 3, initial = "1s", jitter = "equal" }
     assert_eq!(config.storage.sqlite_path(), None);
     let charge = &config.functions["charge"];
     assert_eq!(charge.name, "charge");
-    assert_eq!(charge.url.as_str(), "https://pay.example/charge");
+    assert_eq!(charge.url().unwrap().as_str(), "https://pay.example/charge");
     assert_eq!((charge.timeout, charge.sync_timeout), (Duration::from_secs(10), Duration::from_millis(250)));
     assert_eq!(charge.concurrency, 8);
     assert_eq!(charge.retry.max_attempts, 3);
@@ -142,16 +142,6 @@ fn function_urls_must_be_http_or_https() {
         [
             r#"keel.toml:2:7: functions.a.url: unsupported scheme "ftp"; expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#,
             r#"keel.toml:4:7: functions.b.url: not a valid URL (relative URL without a base); expected an http:// or https:// URL like "http://127.0.0.1:9001/charge" (got "not a url")"#,
-        ]
-    );
-}
-
-#[test]
-fn a_function_without_url_is_reported_at_its_header() {
-    assert_eq!(
-        errors("\n[functions.charge]\ntimeout = \"1s\"\n"),
-        [
-            r#"keel.toml:2:12: functions.charge: missing required key `url`; expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#
         ]
     );
 }
@@ -268,7 +258,7 @@ fn an_invalid_override_names_the_variable_or_flag() {
             r#"env KEEL_SERVER__LISTEN: server.listen: expected an IP address and port like "127.0.0.1:7733" or "[::1]:7733" (got "nowhere")"#,
             r#"flag --grace: server.shutdown_grace: expected a duration like "250ms", "30s", "5m" (got "forever")"#,
             "env KEEL_FUNCTIONS__CHARGE__RETRY: functions.charge.retry.max_attempts: must be at least 1 (got 0)",
-            r#"env KEEL_FUNCTIONS__NEW__TIMEOUT: functions.new: missing required key `url`; expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#,
+            r#"env KEEL_FUNCTIONS__NEW__TIMEOUT: functions.new: missing required key `url` or `command`: set `url = "http://127.0.0.1:9001/charge"` for a function that already runs, or `command = ["./charge"]` for one Keel runs"#,
         ]
     );
 }
@@ -296,4 +286,91 @@ fn errors_display_one_per_line() {
         .unwrap_err()
         .to_string();
     assert_eq!(shown.lines().count(), 2);
+}
+
+const WORKER: &str = "[functions.worker]\ncommand = [\"./worker\", \"--quiet\"]\n";
+
+#[test]
+fn a_command_function_gets_the_scaling_defaults() {
+    let config = load_str("keel.toml", WORKER, &Overrides::default()).unwrap();
+    let worker = &config.functions["worker"];
+    assert!(worker.url().is_none());
+    let command = worker.command().unwrap();
+    assert_eq!(command.command, ["./worker", "--quiet"]);
+    assert!(command.env.is_empty() && command.cwd.is_none() && command.health_path.is_none());
+    assert_eq!((command.min_instances, command.max_instances, command.instance_concurrency), (0, 4, 16));
+    assert_eq!((command.idle_timeout, command.startup_timeout), (Duration::from_secs(60), Duration::from_secs(10)));
+    assert_eq!(command.path, "/");
+}
+
+#[test]
+fn a_command_function_is_resolved_whole() {
+    let text = format!(
+        "{WORKER}env = {{ MODE = \"fast\" }}\ncwd = \"/srv\"\nmin_instances = 1\nmax_instances = 3\n\
+         instance_concurrency = 1\nidle_timeout = \"2s\"\nstartup_timeout = \"500ms\"\n\
+         health_path = \"/healthz\"\npath = \"/run?v=2\"\n"
+    );
+    let config = load_str("keel.toml", &text, &Overrides::default()).unwrap();
+    let command = config.functions["worker"].command().unwrap().clone();
+    assert_eq!(command.env.get("MODE").map(String::as_str), Some("fast"));
+    assert_eq!(command.cwd.as_deref(), Some(Path::new("/srv")));
+    assert_eq!((command.min_instances, command.max_instances, command.instance_concurrency), (1, 3, 1));
+    assert_eq!(command.idle_timeout, Duration::from_secs(2));
+    assert_eq!(command.startup_timeout, Duration::from_millis(500));
+    assert_eq!((command.health_path.as_deref(), command.path.as_str()), (Some("/healthz"), "/run?v=2"));
+}
+
+#[test]
+fn url_and_command_are_exclusive_and_one_is_required() {
+    let hint = r#"set `url = "http://127.0.0.1:9001/charge"` for a function that already runs, or `command = ["./charge"]` for one Keel runs"#;
+    assert_eq!(
+        errors(&format!("{CHARGE}command = [\"./charge\"]\n")),
+        [format!("keel.toml:3:1: functions.charge.command: `url` and `command` are both set; a function has one of them: {hint}")]
+    );
+    assert_eq!(
+        errors("\n[functions.charge]\ntimeout = \"1s\"\n"),
+        [format!("keel.toml:2:12: functions.charge: missing required key `url` or `command`: {hint}")]
+    );
+}
+
+#[test]
+fn process_keys_on_a_url_function_are_refused() {
+    assert_eq!(
+        errors(&format!("{CHARGE}max_instances = 2\n")),
+        ["keel.toml:3:1: functions.charge.max_instances: only `command` functions take `max_instances`; a `url` \
+          function puts its path in the url and runs elsewhere"]
+    );
+}
+
+#[test]
+fn every_command_problem_is_reported_where_it_was_written() {
+    let text = "\
+[functions.worker]
+command = []
+env = { PORT = \"1\", \"A=B\" = \"x\" }
+min_instances = 5
+max_instances = 2
+instance_concurrency = 0
+idle_timeout = \"0s\"
+health_path = \"healthz\"
+";
+    assert_eq!(
+        errors(text),
+        [
+            r#"keel.toml:2:11: functions.worker.command: must name a program and its arguments, like ["./target/release/charge", "--quiet"]"#,
+            "keel.toml:3:21: functions.worker.env.\"A=B\": \"A=B\" is not a valid environment variable name (no '=' or NUL, not empty)",
+            "keel.toml:3:9: functions.worker.env.PORT: PORT is set by Keel for every instance and cannot be configured",
+            "keel.toml:4:17: functions.worker.min_instances: must not exceed max_instances (2) (got 5)",
+            "keel.toml:6:24: functions.worker.instance_concurrency: must be between 1 and 10000 (got 0)",
+            r#"keel.toml:7:16: functions.worker.idle_timeout: must be greater than 0, like "30s" (got "0s")"#,
+            r#"keel.toml:8:15: functions.worker.health_path: expected a path starting with "/", like "/healthz" (got "healthz")"#,
+        ]
+    );
+}
+
+#[test]
+fn a_command_can_come_from_the_environment() {
+    let overrides = env(&[("KEEL_FUNCTIONS__WORKER__COMMAND", r#"["python3", "app.py"]"#)]);
+    let config = load_str("keel.toml", "", &overrides).unwrap();
+    assert_eq!(config.functions["worker"].command().unwrap().command, ["python3", "app.py"]);
 }

@@ -9,6 +9,7 @@ use super::locate::Anchor;
 use super::raw::{RawByteSize, RawConfig, RawDuration};
 use super::{Config, ServerConfig, StorageConfig};
 
+mod command;
 mod function;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7733";

@@ -2,6 +2,7 @@
 
 mod body;
 mod dlq;
+mod functions;
 mod health;
 mod invocations;
 mod invoke;
@@ -22,6 +23,8 @@ use problem::Problem;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.server.body_limit as usize;
     Router::new()
+        .route("/v1/functions", get(functions::list))
+        .route("/v1/functions/{name}", get(functions::get))
         .route("/v1/functions/{name}/invoke", post(invoke::invoke_sync))
         .route("/v1/functions/{name}/invocations", post(invoke::invoke_async))
         .route("/v1/invocations", get(invocations::list))

@@ -26,7 +26,7 @@ pub(super) async fn run(
         Some(next) => (None, next),
         None => {
             let call = AttemptCall {
-                url: &config.url,
+                target: &config.target,
                 function: &config.name,
                 invocation_id: &invocation.id,
                 number: invocation.attempt_count + 1,

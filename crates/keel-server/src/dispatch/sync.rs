@@ -75,7 +75,7 @@ async fn attempt_until_done(shared: &Shared, function: &Function, inv: &mut Invo
         };
         let remaining = deadline.saturating_duration_since(Instant::now());
         let call = AttemptCall {
-            url: &config.url,
+            target: &config.target,
             function: &config.name,
             invocation_id: &inv.id,
             number: inv.attempt_count + 1,

@@ -1,6 +1,80 @@
 //! Runtimes: how an attempt reaches a function. `url` functions are called over a pooled
-//! keep-alive HTTP client ([`url`]); managed `command` functions will add a process pool.
+//! keep-alive HTTP client ([`url`]); managed `command` functions first borrow an instance from
+//! their [`process`] pool, then are called the same way.
 
+pub(crate) mod process;
 pub(crate) mod url;
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use keel_core::clock::Clock;
+use keel_core::config::{Config, FunctionTarget};
+use keel_core::lifecycle::AttemptReport;
+
+pub(crate) use self::process::ProcessPool;
 pub(crate) use self::url::{AttemptCall, UrlRuntime};
+
+/// Every function's way in: the shared HTTP client, and a process pool per `command` function.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    http: UrlRuntime,
+    pools: BTreeMap<String, Arc<ProcessPool>>,
+}
+
+impl Runtime {
+    /// `gateway` is this node's address, given to instances as `KEEL_URL`.
+    pub(crate) fn new(config: &Config, gateway: SocketAddr, clock: Arc<dyn Clock>) -> Self {
+        let keel_url = keel_url(gateway);
+        let pools = config
+            .functions
+            .values()
+            .filter_map(|f| {
+                let command = f.command()?.clone();
+                Some((f.name.clone(), ProcessPool::new(&f.name, command, keel_url.clone(), clock.clone())))
+            })
+            .collect();
+        Self { http: UrlRuntime::new(config.server.max_result_bytes), pools }
+    }
+
+    /// Starts each pool's keeper, which brings up `min_instances`.
+    pub(crate) fn start(&self) {
+        self.pools.values().for_each(ProcessPool::start);
+    }
+
+    /// Makes one attempt and reports what happened. Never fails: every failure is an outcome.
+    pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
+        match (call.target, self.pools.get(call.function)) {
+            (FunctionTarget::Command(_), Some(pool)) => pool.call(&self.http, &call, clock).await,
+            (FunctionTarget::Url(url), _) => self.http.call(url, &call, clock.now_ms(), clock).await,
+            (FunctionTarget::Command(_), None) => unreachable!("a pool is made for every command function"),
+        }
+    }
+
+    /// The pool of a `command` function.
+    pub(crate) fn pool(&self, function: &str) -> Option<&Arc<ProcessPool>> {
+        self.pools.get(function)
+    }
+
+    /// Stops every instance of every pool.
+    pub(crate) async fn shutdown(&self) {
+        let mut stops = tokio::task::JoinSet::new();
+        for pool in self.pools.values() {
+            let pool = pool.clone();
+            stops.spawn(async move { pool.shutdown().await });
+        }
+        stops.join_all().await;
+    }
+}
+
+/// `http://ADDR` of the gateway as a local program reaches it: an unspecified listen address
+/// (`0.0.0.0`) is reached on loopback.
+fn keel_url(gateway: SocketAddr) -> String {
+    let ip = match gateway.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    format!("http://{}", SocketAddr::new(ip, gateway.port()))
+}

@@ -1,5 +1,6 @@
-//! Calling a `url` function: the function contract's request, a per-attempt timeout, and the
-//! classification of what came back.
+//! Calling a function over HTTP: the function contract's request, a per-attempt timeout, and the
+//! classification of what came back. `url` functions come here directly; `command` functions
+//! come here once their pool has lent them an instance, so the contract has one code path.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use keel_core::clock::{rfc3339, Clock, Millis};
+use keel_core::config::FunctionTarget;
 use keel_core::invocation::{truncate_error, Attempt, StoredResponse};
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::{self, Outcome};
@@ -20,7 +22,8 @@ use crate::trace;
 /// Everything one attempt needs to know.
 #[derive(Debug)]
 pub(crate) struct AttemptCall<'a> {
-    pub(crate) url: &'a ::url::Url,
+    /// The function's configured URL, or its managed command.
+    pub(crate) target: &'a FunctionTarget,
     pub(crate) function: &'a str,
     pub(crate) invocation_id: &'a str,
     pub(crate) number: u32,
@@ -46,40 +49,50 @@ impl UrlRuntime {
         Self { client, max_result_bytes: max_result_bytes as usize }
     }
 
-    /// Makes one attempt and reports what happened. Never fails: every failure is an outcome.
-    pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
-        let started_at = clock.now_ms();
-        let result = tokio::time::timeout(call.timeout, self.send(&call, started_at, clock)).await;
+    /// Makes one attempt at `url` and reports what happened. Never fails: every failure is an
+    /// outcome. The attempt began at `started_at` (a cold start may already have used some of
+    /// its timeout).
+    pub(crate) async fn call(
+        &self,
+        url: &::url::Url,
+        call: &AttemptCall<'_>,
+        started_at: Millis,
+        clock: &dyn Clock,
+    ) -> AttemptReport {
+        let spent = Duration::from_millis((clock.now_ms() - started_at).max(0) as u64);
+        let remaining = call.timeout.saturating_sub(spent);
+        let result = tokio::time::timeout(remaining, self.send(url, call, started_at)).await;
         let ended_at = clock.now_ms();
-        let attempt = |outcome, http_status, error: Option<String>| Attempt {
-            number: call.number,
-            started_at,
-            ended_at,
-            outcome,
-            http_status,
-            error: error.map(truncate_error),
-        };
         match result {
-            Err(_) => AttemptReport {
-                attempt: attempt(
-                    Outcome::Timeout,
-                    None,
-                    Some(format!("timed out after {}", humantime::format_duration(call.timeout))),
-                ),
-                response: None,
-                retry_after: None,
-            },
+            Err(_) => {
+                let error = format!("timed out after {}", humantime::format_duration(call.timeout));
+                failed_attempt(call, started_at, ended_at, Outcome::Timeout, error)
+            }
             Ok(Err(failure)) => AttemptReport {
-                attempt: attempt(failure.outcome, failure.status, Some(failure.message)),
+                attempt: Attempt {
+                    number: call.number,
+                    started_at,
+                    ended_at,
+                    outcome: failure.outcome,
+                    http_status: failure.status,
+                    error: Some(truncate_error(failure.message)),
+                },
                 response: None,
                 retry_after: None,
             },
             Ok(Ok((response, retry_after))) => {
                 let outcome = outcome::classify_status(response.status);
-                let error = (outcome != Outcome::Success).then(|| describe_failure(&response));
+                let error = (outcome != Outcome::Success).then(|| truncate_error(describe_failure(&response)));
                 let retry_after = outcome::retry_after(response.status, retry_after.as_deref(), ended_at);
                 AttemptReport {
-                    attempt: attempt(outcome, Some(response.status), error),
+                    attempt: Attempt {
+                        number: call.number,
+                        started_at,
+                        ended_at,
+                        outcome,
+                        http_status: Some(response.status),
+                        error,
+                    },
                     response: Some(response),
                     retry_after,
                 }
@@ -89,13 +102,13 @@ impl UrlRuntime {
 
     async fn send(
         &self,
+        url: &::url::Url,
         call: &AttemptCall<'_>,
         started_at: Millis,
-        _clock: &dyn Clock,
     ) -> Result<(StoredResponse, Option<String>), CallFailure> {
         let deadline = started_at + call.timeout.as_millis() as Millis;
         let traceparent = call.traceparent.map_or_else(trace::new_traceparent, trace::child_of);
-        let mut request = Request::post(call.url.as_str())
+        let mut request = Request::post(url.as_str())
             .header("keel-invocation-id", call.invocation_id)
             .header("keel-attempt", call.number)
             .header("keel-function", call.function)
@@ -136,6 +149,28 @@ impl UrlRuntime {
             })?
             .to_bytes();
         Ok((StoredResponse { status, content_type, body }, retry_after))
+    }
+}
+
+/// An attempt that never reached the function (no instance, a timeout): no status, no response.
+pub(crate) fn failed_attempt(
+    call: &AttemptCall<'_>,
+    started_at: Millis,
+    ended_at: Millis,
+    outcome: Outcome,
+    error: String,
+) -> AttemptReport {
+    AttemptReport {
+        attempt: Attempt {
+            number: call.number,
+            started_at,
+            ended_at,
+            outcome,
+            http_status: None,
+            error: Some(truncate_error(error)),
+        },
+        response: None,
+        retry_after: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod command;
 mod crash;
 mod load;
 mod retries;

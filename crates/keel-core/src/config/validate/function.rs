@@ -32,16 +32,9 @@ impl Checker {
             );
             self.report(key(&["functions", name]), Anchor::Key, message);
         }
-        let url = match &raw.url {
-            Some(text) => self.http_url(at("url"), text),
-            None => {
-                let message = format!("missing required key `url`; {HTTP_URL_HINT}");
-                self.report(key(&["functions", name]), Anchor::Key, message);
-                None
-            }
-        };
-        let timeout = self.positive_duration(at("timeout"), &raw.timeout);
-        let sync_timeout = self.positive_duration(at("sync_timeout"), &raw.sync_timeout);
+        let target = self.target(name, raw);
+        let timeout = self.positive_duration(at("timeout"), &raw.timeout, DEFAULT_TIMEOUT);
+        let sync_timeout = self.positive_duration(at("sync_timeout"), &raw.sync_timeout, DEFAULT_TIMEOUT);
         let concurrency = match raw.concurrency {
             None => Some(DEFAULT_CONCURRENCY),
             Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => u32::try_from(n).ok(),
@@ -58,7 +51,7 @@ impl Checker {
         };
         Some(FunctionConfig {
             name: name.to_owned(),
-            url: url?,
+            target: target?,
             timeout: timeout?,
             sync_timeout: sync_timeout?,
             concurrency: concurrency?,
@@ -124,7 +117,7 @@ impl Checker {
         })
     }
 
-    fn http_url(&mut self, path: Vec<String>, text: &str) -> Option<url::Url> {
+    pub(super) fn http_url(&mut self, path: Vec<String>, text: &str) -> Option<url::Url> {
         let message = match url::Url::parse(text) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => return Some(url),
             Ok(url) => format!(r#"unsupported scheme "{}"; {HTTP_URL_HINT}"#, url.scheme()),
@@ -134,8 +127,13 @@ impl Checker {
         None
     }
 
-    fn positive_duration(&mut self, path: Vec<String>, raw: &Option<RawDuration>) -> Option<Duration> {
-        let duration = self.duration(path.clone(), raw, DEFAULT_TIMEOUT)?;
+    pub(super) fn positive_duration(
+        &mut self,
+        path: Vec<String>,
+        raw: &Option<RawDuration>,
+        default: Duration,
+    ) -> Option<Duration> {
+        let duration = self.duration(path.clone(), raw, default)?;
         if duration.is_zero() {
             let got = raw.as_ref().map_or("0s", |d| d.0.as_str());
             self.report(path, Anchor::Value, format!(r#"must be greater than 0, like "30s" (got "{got}")"#));

@@ -1,0 +1,82 @@
+//! The resolved model of one `[functions.NAME]` table: what every function has, and where its
+//! attempts go — a URL that already serves it, or a program Keel runs as a pool of instances.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    pub name: String,
+    /// Where attempts are sent.
+    pub target: FunctionTarget,
+    pub timeout: Duration,
+    pub sync_timeout: Duration,
+    /// Most invocations of this function in flight at once.
+    pub concurrency: u32,
+    pub retry: RetryPolicy,
+}
+
+impl FunctionConfig {
+    /// The configured URL of a `url` function.
+    pub fn url(&self) -> Option<&url::Url> {
+        match &self.target {
+            FunctionTarget::Url(url) => Some(url),
+            FunctionTarget::Command(_) => None,
+        }
+    }
+
+    /// The process settings of a `command` function.
+    pub fn command(&self) -> Option<&CommandConfig> {
+        match &self.target {
+            FunctionTarget::Url(_) => None,
+            FunctionTarget::Command(command) => Some(command),
+        }
+    }
+}
+
+/// `url = "…"` or `command = […]`: exactly one is configured.
+#[derive(Debug, Clone)]
+pub enum FunctionTarget {
+    /// Where Keel POSTs invocations; http or https.
+    Url(url::Url),
+    /// A program Keel starts, scales between `min_instances` and `max_instances`, and stops.
+    Command(CommandConfig),
+}
+
+/// A managed `command` function: how to run it and how to scale it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandConfig {
+    /// The program and its arguments; never empty.
+    pub command: Vec<String>,
+    /// The instance's whole environment apart from Keel's own variables (`PORT`, `KEEL_URL`,
+    /// `KEEL_FUNCTION`, `KEEL_INSTANCE`): nothing is inherited from Keel's environment.
+    pub env: BTreeMap<String, String>,
+    /// Working directory of each instance; Keel's own when `None`.
+    pub cwd: Option<PathBuf>,
+    /// Instances kept running even with no work (0 = scale to zero).
+    pub min_instances: u32,
+    pub max_instances: u32,
+    /// Most attempts in flight on one instance.
+    pub instance_concurrency: u32,
+    /// An instance above `min_instances` with nothing in flight for this long is stopped.
+    pub idle_timeout: Duration,
+    /// How long a new instance has to become ready.
+    pub startup_timeout: Duration,
+    /// Readiness is `GET health_path` answering 200; without it, accepting a TCP connection.
+    pub health_path: Option<String>,
+    /// Path and query attempts are POSTed to on the instance (`/` by default).
+    pub path: String,
+}
+
+/// Defaults of the scaling keys, shown in docs and in `GET /v1/functions`.
+impl CommandConfig {
+    pub const DEFAULT_MAX_INSTANCES: u32 = 4;
+    pub const DEFAULT_INSTANCE_CONCURRENCY: u32 = 16;
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Environment variables Keel sets itself; `env` may not name them.
+    pub const RESERVED_ENV: [&'static str; 4] = ["PORT", "KEEL_URL", "KEEL_FUNCTION", "KEEL_INSTANCE"];
+}

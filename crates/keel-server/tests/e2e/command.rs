@@ -1,0 +1,349 @@
+//! Managed `command` functions, end to end: real `python3` programs started, scaled, replaced
+//! and stopped by a real Keel; SIGKILL for the crash cases.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{fast_retry, get_json, post_json, Keel};
+
+/// A function program: answers every POST with its pid, environment and `keel-attempt`, after
+/// sleeping `?ms=`. With `?hang_once=FILE` the first call to arrive writes its pid to FILE and
+/// hangs (to be killed mid-invocation); later calls answer at once. With `$SPAWN_DIR` set, it
+/// starts a `sleep` grandchild and records both pids there.
+const PROGRAM: &str = r#"
+import json, os, subprocess, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+if os.environ.get("SPAWN_DIR"):
+    child = subprocess.Popen(["/bin/sleep", "1000"])
+    for pid in (os.getpid(), child.pid):
+        open(os.path.join(os.environ["SPAWN_DIR"], str(pid)), "w").close()
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        args = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+        marker = args.get("hang_once")
+        if marker and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(60)
+        time.sleep(int(args.get("ms", "0")) / 1000)
+        body = json.dumps({"pid": os.getpid(), "env": dict(os.environ),
+                           "attempt": self.headers.get("keel-attempt")}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+print("listening on port", os.environ["PORT"], flush=True)
+print("hello from stderr", file=sys.stderr, flush=True)
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+fn write_program(dir: &Path) -> PathBuf {
+    let path = dir.join("function.py");
+    std::fs::write(&path, PROGRAM).unwrap();
+    path
+}
+
+/// A `[functions.NAME]` table running the test program. `LC_ALL` keeps Python from adding
+/// `LC_CTYPE` to its own environment, so the environment seen is exactly what Keel gave.
+fn command_function(name: &str, program: &Path, extra: &str) -> String {
+    format!(
+        "[functions.{name}]\ncommand = [\"python3\", \"{}\"]\nenv = {{ LC_ALL = \"C.UTF-8\", GREETING = \"hi\" }}\n{extra}\n",
+        program.display()
+    )
+}
+
+async fn function_state(keel_url: &str, name: &str) -> Value {
+    let (status, _, body) = get_json(&format!("{keel_url}/v1/functions/{name}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn instance_pids(state: &Value) -> Vec<u64> {
+    state["instances"].as_array().unwrap().iter().filter_map(|i| i["pid"].as_u64()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_from_zero_is_visible_in_the_function_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = write_program(dir.path());
+    let keel = Keel::start(&command_function("hello", &program, "max_instances = 1")).await;
+
+    let before = function_state(&keel.url, "hello").await;
+    assert_eq!(before["kind"], "command");
+    assert_eq!(before["instances"], serde_json::json!([]), "scaled to zero before any call: {before}");
+    assert_eq!(before["cold_starts"]["count"], 0);
+
+    let started = Instant::now();
+    let (status, _, body) = post_json(&format!("{}/v1/functions/hello/invoke", keel.url), "{}").await;
+    let first_call = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+
+    let after = function_state(&keel.url, "hello").await;
+    let instances = after["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1, "{after}");
+    assert_eq!(instances[0]["state"], "ready");
+    assert_eq!(instances[0]["pid"].as_u64(), body["pid"].as_u64(), "the instance listed is the one that answered");
+    assert_eq!(instances[0]["in_flight"], 0);
+    assert!(instances[0]["started_at"].as_str().unwrap().ends_with('Z'));
+    let cold = &after["cold_starts"];
+    assert_eq!(cold["count"], 1, "{after}");
+    let last_ms = cold["last_ms"].as_f64().unwrap();
+    assert!(last_ms > 0.0 && last_ms < first_call.as_secs_f64() * 1000.0, "{cold} vs {first_call:?}");
+    assert_eq!(cold["p50_ms"], cold["last_ms"]);
+    eprintln!("cold start: {last_ms:.1} ms (first call {first_call:?})");
+
+    // A warm call reuses the instance.
+    let (_, _, again) = post_json(&format!("{}/v1/functions/hello/invoke", keel.url), "{}").await;
+    assert_eq!(again["pid"], body["pid"]);
+    assert_eq!(function_state(&keel.url, "hello").await["cold_starts"]["count"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_concurrent_calls_scale_out_to_exactly_max_instances_then_back_to_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = write_program(dir.path());
+    let extra = "path = \"/?ms=300\"\ninstance_concurrency = 1\nmax_instances = 3\nidle_timeout = \"1s\"";
+    let keel = Keel::start(&command_function("busy", &program, extra)).await;
+
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let url = format!("{}/v1/functions/busy/invoke", keel.url);
+            tokio::spawn(async move { post_json(&url, "{}").await })
+        })
+        .collect();
+    let mut most_seen = 0;
+    while !calls.iter().all(|c| c.is_finished()) {
+        let state = function_state(&keel.url, "busy").await;
+        let instances = state["instances"].as_array().unwrap();
+        most_seen = most_seen.max(instances.len());
+        let busiest = instances.iter().map(|i| i["in_flight"].as_u64().unwrap()).max().unwrap_or(0);
+        assert!(busiest <= 1, "instance_concurrency = 1 exceeded: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut pids = BTreeSet::new();
+    for call in calls {
+        let (status, _, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        pids.insert(body["pid"].as_u64().unwrap());
+    }
+    assert_eq!(pids.len(), 3, "12 calls of 300 ms with room for 3 at a time ran on {pids:?}");
+    assert_eq!(most_seen, 3);
+    let state = function_state(&keel.url, "busy").await;
+    assert_eq!(state["cold_starts"]["count"], 3, "{state}");
+
+    // Idle for idle_timeout (1 s): scaled back to zero, and the processes are gone.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !function_state(&keel.url, "busy").await["instances"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < end, "still running after idle_timeout");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_all_gone(&pids.into_iter().collect::<Vec<_>>(), Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_invocation_is_replaced_and_the_invocation_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = write_program(dir.path());
+    let marker = dir.path().join("hung-pid");
+    let extra = format!("path = \"/?hang_once={}\"\n{}", marker.display(), fast_retry(5));
+    let keel = Keel::start(&command_function("fragile", &program, &extra)).await;
+
+    let url = format!("{}/v1/functions/fragile/invoke", keel.url);
+    let call = tokio::spawn(async move { post_json(&url, "{}").await });
+    let end = Instant::now() + Duration::from_secs(10);
+    let hung = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse::<u64>().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < end, "the first attempt never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    sigkill(hung);
+
+    let (status, headers, body) = call.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["pid"].as_u64(), Some(hung), "answered by a new instance");
+    assert_eq!(body["attempt"], "2");
+    assert_eq!(headers["keel-attempts"], "2");
+    let id = headers["keel-invocation-id"].to_str().unwrap();
+    let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
+    assert_eq!(inv["attempts"][0]["outcome"], "transient", "{inv}");
+    let state = function_state(&keel.url, "fragile").await;
+    assert_eq!(state["cold_starts"]["count"], 2, "{state}");
+    assert_eq!(instance_pids(&state), [body["pid"].as_u64().unwrap()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_sees_only_its_declared_environment_and_keels_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = write_program(dir.path());
+    // The interpreter itself, not a version manager's wrapper script that adds its own variables.
+    let python = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
+    let python = String::from_utf8(python.stdout).unwrap();
+    let table = command_function("env", &program, "").replacen("\"python3\"", &format!("{:?}", python.trim()), 1);
+    let keel = Keel::start(&table).await;
+    let (status, _, body) = post_json(&format!("{}/v1/functions/env/invoke", keel.url), "{}").await;
+    assert_eq!(status, 200, "{body}");
+    let env = body["env"].as_object().unwrap();
+    let names: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(names, ["GREETING", "KEEL_FUNCTION", "KEEL_INSTANCE", "KEEL_URL", "LC_ALL", "PORT"]);
+    assert_eq!(env["GREETING"], "hi");
+    assert_eq!(env["KEEL_FUNCTION"], "env");
+    assert_eq!(env["KEEL_URL"].as_str(), Some(keel.url.as_str()));
+    let port: u64 = env["PORT"].as_str().unwrap().parse().unwrap();
+    let state = function_state(&keel.url, "env").await;
+    assert_eq!(state["instances"][0]["port"].as_u64(), Some(port));
+    assert_eq!(state["command"]["env"], serde_json::json!(["GREETING", "LC_ALL"]), "values are not shown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_that_never_becomes_ready_fails_with_what_it_printed() {
+    let extra = format!("startup_timeout = \"2s\"\n{}", fast_retry(2));
+    let table = format!(
+        "[functions.broken]\ncommand = [\"python3\", \"-c\", \"print('missing DATABASE_URL'); raise SystemExit(3)\"]\n{extra}\n"
+    );
+    let keel = Keel::start(&table).await;
+    let (status, _, body) = post_json(&format!("{}/v1/functions/broken/invoke", keel.url), "{}").await;
+    assert_eq!(status, 502, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default().to_owned() + body["error"].as_str().unwrap_or_default();
+    let id = body["invocation_id"].as_str().unwrap();
+    let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
+    let error = inv["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("function broken") && error.contains("did not become ready"), "{error}");
+    assert!(error.contains("exit status: 3") && error.contains("missing DATABASE_URL"), "{error} / {detail}");
+    let state = function_state(&keel.url, "broken").await;
+    assert!(state["last_error"].as_str().unwrap().contains("missing DATABASE_URL"), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_function_process_survives_keel_being_sigkilled_and_output_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = write_program(dir.path());
+    let spawned = dir.path().join("spawned");
+    std::fs::create_dir(&spawned).unwrap();
+    let table = format!(
+        "[functions.resident]\ncommand = [\"python3\", \"{}\"]\nenv = {{ SPAWN_DIR = \"{}\" }}\nmin_instances = 2\n",
+        program.display(),
+        spawned.display()
+    );
+    let config = dir.path().join("keel.toml");
+    std::fs::write(&config, format!("[storage]\nurl = \"sqlite://{}/keel.db\"\n{table}", dir.path().display()))
+        .unwrap();
+    let log = dir.path().join("keel.log");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut keel = spawn_keel(&config, port, &log);
+    wait_ready(&base, &mut keel).await;
+
+    // min_instances = 2: two instances, each with a grandchild, and no call needed.
+    let end = Instant::now() + Duration::from_secs(15);
+    let pids = loop {
+        let state = function_state(&base, "resident").await;
+        let ready = state["instances"].as_array().unwrap().iter().filter(|i| i["state"] == "ready").count();
+        let pids: Vec<u64> = std::fs::read_dir(&spawned)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        if ready == 2 && pids.len() == 4 {
+            break pids;
+        }
+        assert!(Instant::now() < end, "min_instances not reached: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(pids.iter().all(|pid| is_alive(*pid)));
+    keel.kill().unwrap(); // SIGKILL: Keel runs no code on the way out.
+    keel.wait().unwrap();
+    wait_all_gone(&pids, Duration::from_secs(5)).await;
+
+    // Each line the program printed is a Keel log line naming the function and the instance.
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &Value| l["function"] == "resident" && l["stream"].is_string())
+        .collect();
+    let printed: BTreeSet<(u64, String, String)> = lines
+        .iter()
+        .map(|l| (l["instance"].as_u64().unwrap(), l["stream"].to_string(), l["message"].to_string()))
+        .collect();
+    for instance in [1, 2] {
+        assert!(printed.contains(&(instance, "\"stderr\"".into(), "\"hello from stderr\"".into())), "{printed:?}");
+        assert!(printed.iter().any(|(i, s, m)| *i == instance && s == "\"stdout\"" && m.contains("listening on port")));
+    }
+}
+
+fn sigkill(pid: u64) {
+    let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -KILL {pid}");
+}
+
+/// Alive = exists and is not a zombie waiting to be reaped.
+fn is_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn wait_all_gone(pids: &[u64], limit: Duration) {
+    let end = Instant::now() + limit;
+    loop {
+        let alive: Vec<u64> = pids.iter().copied().filter(|p| is_alive(*p)).collect();
+        if alive.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < end, "still running after {limit:?}: {alive:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The real `keel` binary, logging JSON lines at `info` into `log`.
+fn spawn_keel(config: &Path, port: u16, log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "-c", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting keel")
+}
+
+async fn wait_ready(base: &str, child: &mut Child) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("keel exited early: {status}");
+        }
+        if std::net::TcpStream::connect(base.trim_start_matches("http://")).is_ok() {
+            if let Ok((200, _, _)) =
+                tokio::time::timeout(Duration::from_secs(1), get_json(&format!("{base}/readyz"))).await
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < end, "keel not ready at {base}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
