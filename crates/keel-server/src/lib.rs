@@ -13,12 +13,13 @@
 //!   the function contract; `process/`: the instance pool of each `command` function — cold
 //!   starts, scale-out to `max_instances`, scale to zero, crash replacement, the watchdog).
 //! - `functions.rs`: each function's bulkhead and wake-up signal; `state.rs`: what all share;
-//!   `trace.rs`: W3C trace context.
+//!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
 //! - `cli/` and `main.rs`: the `keel` command.
 #![forbid(unsafe_code)]
 
 mod api;
 mod dispatch;
+mod faults;
 mod functions;
 mod runtime;
 pub mod server;

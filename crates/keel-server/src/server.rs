@@ -62,6 +62,7 @@ impl Node {
             functions: Functions::from_config(&config),
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
+            crash_at: crate::faults::CrashPoint::from_env(),
             config,
             store,
             clock,
@@ -71,6 +72,7 @@ impl Node {
         for function in shared.functions.iter() {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
         }
+        tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
         tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));
         let (stop_http, stop_http_rx) = oneshot::channel::<()>();
         let app = api::router(shared.clone());

@@ -14,6 +14,8 @@ pub struct FunctionConfig {
     pub target: FunctionTarget,
     pub timeout: Duration,
     pub sync_timeout: Duration,
+    /// How long an `Idempotency-Key` record of this function is kept (default 24 h).
+    pub idempotency_ttl: Duration,
     /// Most invocations of this function in flight at once.
     pub concurrency: u32,
     pub retry: RetryPolicy,

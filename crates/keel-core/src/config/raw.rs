@@ -54,6 +54,7 @@ pub(super) struct RawFunction {
     pub(super) path: Option<String>,
     pub(super) timeout: Option<RawDuration>,
     pub(super) sync_timeout: Option<RawDuration>,
+    pub(super) idempotency_ttl: Option<RawDuration>,
     /// Signed, so that `concurrency = -1` gets our range message rather than serde's "expected u32".
     pub(super) concurrency: Option<i64>,
     pub(super) retry: Option<RawRetry>,

@@ -7,19 +7,24 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
 use keel_core::id::new_id;
-use keel_core::invocation::NewInvocation;
+use keel_core::idempotency::{KeyDecision, StoredReply};
+use keel_core::invocation::{Invocation, Lease, NewInvocation};
 use serde_json::json;
 
-use super::body;
-use super::problem::Problem;
+use super::problem::{reply_response, Problem};
+use super::{body, idempotency};
+use crate::faults;
 use crate::dispatch::sync::{self, SyncEnd, SyncRequest};
 use crate::functions::Function;
 use crate::state::Shared;
 use crate::trace;
 
+/// A keyed sync call holds its key this long past its `sync_timeout` before a retry may take
+/// over (the holder is then presumed dead).
+const KEY_LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Longest `keel-delay` accepted.
 const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -48,57 +53,99 @@ fn traceparent(headers: &HeaderMap) -> String {
 pub(crate) async fn invoke_sync(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let (function, payload) = admit(&shared, &name, body)?;
+    let key = idempotency::key_from(&headers)?;
     let request = SyncRequest {
         payload,
         content_type: header_str(&headers, "content-type").map(str::to_string),
         traceparent: traceparent(&headers),
     };
-    let (inv, end) = sync::run(&shared, function, request).await;
-    let attempts = inv.attempt_count;
-    let problem = |status, kind, title| {
-        Problem::new(status, kind, title, inv.error.clone().unwrap_or_default())
-            .with("invocation_id", inv.id.clone())
-            .with("attempts", attempts)
+    let Some(key) = key else {
+        let (inv, end) = sync::run(&shared, function, request).await;
+        return Ok(reply_response(sync_reply(&inv, end)));
     };
+    // Keyed: the invocation and its key record are stored before the first attempt, so a retry
+    // of this request finds it — in flight, done, or orphaned by a crash and taken over.
+    let lease = function.config.sync_timeout + KEY_LEASE_MARGIN;
+    let wait_until = idempotency::prefer_wait(&headers).map(|w| tokio::time::Instant::now() + w);
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let claim = idempotency::claim(&shared, &method, uri.path(), key.clone(), &request.payload, lease, function.config.idempotency_ttl);
+        let mut inv = sync::new_invocation(&shared, function, request.clone(), Some(key.clone()));
+        inv.lease = Some(Lease { owner: claim.holder.clone(), leased_at: claim.now, expires_at: claim.lease_until });
+        let (key_ref, holder) = (claim.key.clone(), claim.holder.clone());
+        match shared.store.begin_sync(inv.clone(), claim).await? {
+            KeyDecision::Replay(reply) => return Ok(idempotency::replay(reply)),
+            KeyDecision::Mismatch => return Err(idempotency::mismatch()),
+            KeyDecision::InFlight { lease_until } => match wait_until {
+                Some(until) if tokio::time::Instant::now() + pause < until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                _ => return Err(idempotency::in_flight(&shared, lease_until)),
+            },
+            decision => {
+                if let KeyDecision::TakeOver { invocation_id } = decision {
+                    inv = shared.store.get(&invocation_id).await?.ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
+                }
+                let end = sync::run_attempts(&shared, function, &mut inv).await;
+                let reply = sync_reply(&inv, end);
+                if let Err(e) = shared.store.finish_sync(inv.clone(), key_ref, holder, reply.clone()).await {
+                    tracing::error!(invocation_id = %inv.id, error = %e, "recording a keyed sync invocation failed");
+                }
+                return Ok(reply_response(reply));
+            }
+        }
+    }
+}
+
+/// What a finished sync invocation answers: the function's own response when it succeeded or
+/// refused the request (4xx), else a problem (502 or 504); with Keel's headers either way.
+fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
     let passthrough = match (end, &inv.response) {
         (SyncEnd::Succeeded, Some(r)) => Some(r),
         (SyncEnd::Permanent, Some(r)) if (400..500).contains(&r.status) => Some(r),
         _ => None,
     };
-    let mut response = match (passthrough, end) {
-        (Some(r), _) => {
-            let mut resp = (StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK), r.body.clone()).into_response();
-            if let Some(ct) = r.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok()) {
-                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            resp
+    let mut reply = match passthrough {
+        Some(r) => StoredReply {
+            status: r.status,
+            headers: r.content_type.iter().map(|ct| ("content-type".to_string(), ct.clone())).collect(),
+            body: r.body.clone(),
+        },
+        None => {
+            let (status, kind, title) = match end {
+                SyncEnd::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline-exceeded", "Deadline exceeded"),
+                SyncEnd::Exhausted => (StatusCode::BAD_GATEWAY, "retries-exhausted", "Retries exhausted"),
+                _ => (StatusCode::BAD_GATEWAY, "function-failed", "Function failed"),
+            };
+            Problem::new(status, kind, title, inv.error.clone().unwrap_or_default())
+                .with("invocation_id", inv.id.clone())
+                .with("attempts", inv.attempt_count)
+                .into_reply()
         }
-        (None, SyncEnd::DeadlineExceeded) => {
-            problem(StatusCode::GATEWAY_TIMEOUT, "deadline-exceeded", "Deadline exceeded").into_response()
-        }
-        (None, SyncEnd::Exhausted) => {
-            problem(StatusCode::BAD_GATEWAY, "retries-exhausted", "Retries exhausted").into_response()
-        }
-        (None, _) => problem(StatusCode::BAD_GATEWAY, "function-failed", "Function failed").into_response(),
     };
-    let headers = response.headers_mut();
-    headers.insert("keel-invocation-id", HeaderValue::from_str(&inv.id).expect("ULIDs are ASCII"));
-    headers.insert("keel-attempts", HeaderValue::from(attempts));
-    Ok(response)
+    reply.headers.push(("keel-invocation-id".into(), inv.id.clone()));
+    reply.headers.push(("keel-attempts".into(), inv.attempt_count.to_string()));
+    reply
 }
 
 /// `POST /v1/functions/{name}/invocations`
 pub(crate) async fn invoke_async(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     let (function, payload) = admit(&shared, &name, body)?;
+    let key = idempotency::key_from(&headers)?;
     let delay = match header_str(&headers, "keel-delay") {
         None => Duration::ZERO,
         Some(text) => humantime::parse_duration(text.trim()).ok().filter(|d| *d <= MAX_DELAY).ok_or_else(|| {
@@ -111,19 +158,42 @@ pub(crate) async fn invoke_async(
     let new = NewInvocation {
         id: new_id(now),
         function: function.config.name.clone(),
-        payload,
         content_type: header_str(&headers, "content-type").map(str::to_string),
         created_at: now,
         due_at: now + delay.as_millis() as i64,
-        idempotency_key: None,
+        idempotency_key: key.clone(),
         traceparent: Some(traceparent(&headers)),
+        payload,
     };
-    let inv = shared.store.enqueue(new).await?;
+    let reply = accepted_reply(&new.id);
+    match key {
+        None => {
+            shared.store.enqueue(new).await?;
+        }
+        Some(key) => {
+            let claim = idempotency::claim(&shared, &method, uri.path(), key, &new.payload, Duration::ZERO, function.config.idempotency_ttl);
+            match shared.store.enqueue_keyed(new, claim, reply.clone()).await? {
+                KeyDecision::Claim | KeyDecision::TakeOver { .. } => {}
+                KeyDecision::Replay(stored) => return Ok(idempotency::replay(stored)),
+                KeyDecision::Mismatch => return Err(idempotency::mismatch()),
+                KeyDecision::InFlight { lease_until } => return Err(idempotency::in_flight(&shared, lease_until)),
+            }
+        }
+    }
+    faults::crash_point(&shared, faults::CrashPoint::AfterAdmit);
     function.wake.notify_one();
-    let location = format!("/v1/invocations/{}", inv.id);
-    let mut response =
-        (StatusCode::ACCEPTED, axum::Json(json!({"id": inv.id, "status": inv.status.as_str()}))).into_response();
-    response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("ASCII"));
-    response.headers_mut().insert("keel-invocation-id", HeaderValue::from_str(&inv.id).expect("ASCII"));
-    Ok(response)
+    Ok(reply_response(reply))
+}
+
+/// The 202 of an async invocation.
+fn accepted_reply(id: &str) -> StoredReply {
+    StoredReply {
+        status: 202,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("location".into(), format!("/v1/invocations/{id}")),
+            ("keel-invocation-id".into(), id.to_string()),
+        ],
+        body: json!({"id": id, "status": "queued"}).to_string().into(),
+    }
 }

@@ -4,6 +4,7 @@ mod body;
 mod dlq;
 mod functions;
 mod health;
+mod idempotency;
 mod invocations;
 mod invoke;
 mod problem;
@@ -22,6 +23,8 @@ use problem::Problem;
 /// The router of one node, without a socket: tests can drive it with `oneshot`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.server.body_limit as usize;
+    // Plain POST routes get idempotency keys from a layer; the invoke routes handle their own.
+    let keyed = axum::middleware::from_fn_with_state(shared.clone(), idempotency::keyed);
     Router::new()
         .route("/v1/functions", get(functions::list))
         .route("/v1/functions/{name}", get(functions::get))
@@ -30,10 +33,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/invocations", get(invocations::list))
         .route("/v1/invocations/{id}", get(invocations::get))
         .route("/v1/invocations/{id}/result", get(invocations::result))
-        .route("/v1/invocations/{id}/cancel", post(invocations::cancel))
+        .route("/v1/invocations/{id}/cancel", post(invocations::cancel).layer(keyed.clone()))
         .route("/v1/dlq", get(dlq::list))
-        .route("/v1/dlq/redrive", post(dlq::redrive_matching))
-        .route("/v1/dlq/{id}/redrive", post(dlq::redrive))
+        .route("/v1/dlq/redrive", post(dlq::redrive_matching).layer(keyed.clone()))
+        .route("/v1/dlq/{id}/redrive", post(dlq::redrive).layer(keyed))
         .route("/v1/dlq/{id}", delete(dlq::discard))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

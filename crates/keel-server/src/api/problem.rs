@@ -1,7 +1,8 @@
 //! RFC 9457 problem details: the one error type of the API.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keel_core::idempotency::StoredReply;
 use serde_json::{json, Map, Value};
 
 /// An API error, answered as `application/problem+json`.
@@ -81,8 +82,9 @@ impl From<keel_core::Error> for Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The problem as a stored reply, so it can be answered and replayed alike.
+    pub(crate) fn into_reply(self) -> StoredReply {
         let mut body = json!({
             "type": format!("urn:keel:problem:{}", self.kind),
             "title": self.title,
@@ -92,12 +94,28 @@ impl IntoResponse for Problem {
         if let Value::Object(map) = &mut body {
             map.extend(self.extra);
         }
-        let mut response = (self.status, body.to_string()).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        let mut headers = vec![(header::CONTENT_TYPE.to_string(), "application/problem+json".to_string())];
         if let Some(secs) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.push((header::RETRY_AFTER.to_string(), secs.to_string()));
         }
-        response
+        StoredReply { status: self.status.as_u16(), headers, body: body.to_string().into() }
     }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        reply_response(self.into_reply())
+    }
+}
+
+/// Turns a stored reply into a response.
+pub(crate) fn reply_response(reply: StoredReply) -> Response {
+    let mut response = (StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK), reply.body).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in reply.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.insert(name, value);
+        }
+    }
+    response
 }

@@ -6,7 +6,7 @@ mod attempt;
 mod sweeper;
 pub(crate) mod sync;
 
-pub(crate) use sweeper::sweep_expired_leases;
+pub(crate) use sweeper::{purge_expired_keys, sweep_expired_leases};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -28,43 +28,60 @@ pub(crate) enum SyncEnd {
 }
 
 /// What the request is for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct SyncRequest {
     pub(crate) payload: Bytes,
     pub(crate) content_type: Option<String>,
     pub(crate) traceparent: String,
 }
 
-/// Runs a sync invocation to its end and records it. The invocation is returned even when
-/// recording it failed (the failure is logged): the caller still gets the function's answer.
-pub(crate) async fn run(shared: &Arc<Shared>, function: &Function, request: SyncRequest) -> (Invocation, SyncEnd) {
-    let config = &function.config;
-    let deadline = Instant::now() + config.sync_timeout;
+/// A new sync invocation, `running` from the start (its caller is waiting).
+pub(crate) fn new_invocation(shared: &Shared, function: &Function, request: SyncRequest, key: Option<String>) -> Invocation {
     let now = shared.clock.now_ms();
     let mut inv = NewInvocation {
         id: new_id(now),
-        function: config.name.clone(),
+        function: function.config.name.clone(),
         payload: request.payload,
         content_type: request.content_type,
         created_at: now,
         due_at: now,
-        idempotency_key: None,
+        idempotency_key: key,
         traceparent: Some(request.traceparent),
     }
     .into_queued();
-    let end = attempt_until_done(shared, function, &mut inv, deadline).await;
-    inv.status = if end == SyncEnd::Succeeded { Status::Succeeded } else { Status::Failed };
+    inv.status = Status::Running;
+    inv.sync = true;
     inv.due_at = None;
-    inv.updated_at = shared.clock.now_ms();
+    inv
+}
+
+/// Runs an unkeyed sync invocation to its end and records it. The invocation is returned even
+/// when recording it failed (the failure is logged): the caller still gets the function's answer.
+pub(crate) async fn run(shared: &Arc<Shared>, function: &Function, request: SyncRequest) -> (Invocation, SyncEnd) {
+    let mut inv = new_invocation(shared, function, request, None);
+    let end = run_attempts(shared, function, &mut inv).await;
     if let Err(e) = shared.store.record_finished(inv.clone()).await {
         tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
     }
     (inv, end)
 }
 
+/// Runs attempts (numbered on from `inv.attempt_count`) until the invocation ends or the
+/// function's `sync_timeout` passes; leaves `inv` in its final state.
+pub(crate) async fn run_attempts(shared: &Shared, function: &Function, inv: &mut Invocation) -> SyncEnd {
+    let deadline = Instant::now() + function.config.sync_timeout;
+    let end = attempt_until_done(shared, function, inv, deadline).await;
+    inv.status = if end == SyncEnd::Succeeded { Status::Succeeded } else { Status::Failed };
+    inv.due_at = None;
+    inv.lease = None;
+    inv.updated_at = shared.clock.now_ms();
+    end
+}
+
 async fn attempt_until_done(shared: &Shared, function: &Function, inv: &mut Invocation, deadline: Instant) -> SyncEnd {
     let config = &function.config;
     let mut previous_delay = None;
+    let first = inv.attempt_count;
     loop {
         let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, function.permits.acquire()).await else {
             inv.error = Some(format!(
@@ -102,12 +119,12 @@ async fn attempt_until_done(shared: &Shared, function: &Function, inv: &mut Invo
             return SyncEnd::Permanent;
         }
         if Instant::now() >= deadline {
-            inv.error = Some(format!("deadline exceeded after {} attempts: {error}", inv.attempt_count));
+            inv.error = Some(format!("deadline exceeded after {} attempts: {error}", inv.attempt_count - first));
             return SyncEnd::DeadlineExceeded;
         }
-        match config.retry.next_step(inv.attempt_count, previous_delay, report.retry_after, fastrand::f64()) {
+        match config.retry.next_step(inv.attempt_count - first, previous_delay, report.retry_after, fastrand::f64()) {
             NextStep::GiveUp => {
-                inv.error = Some(format!("retries exhausted after {} attempts: {error}", inv.attempt_count));
+                inv.error = Some(format!("retries exhausted after {} attempts: {error}", inv.attempt_count - first));
                 return SyncEnd::Exhausted;
             }
             NextStep::RetryAfter(delay) if Instant::now() + delay >= deadline => {

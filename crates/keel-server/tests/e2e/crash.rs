@@ -6,15 +6,26 @@ use std::time::{Duration, Instant};
 use crate::load::{submit_many, wait_succeeded};
 use crate::support::{get_json, Functions};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn_keel(config: &std::path::Path, port: u16, log: &std::path::Path) -> Child {
+pub(crate) fn spawn_keel(config: &std::path::Path, port: u16, log: &std::path::Path) -> Child {
+    spawn_keel_with_env(config, port, log, &[])
+}
+
+/// Starts the real `keel serve` on `port`, appending its output to `log`.
+pub(crate) fn spawn_keel_with_env(
+    config: &std::path::Path,
+    port: u16,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["serve", "-c", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -22,7 +33,7 @@ fn spawn_keel(config: &std::path::Path, port: u16, log: &std::path::Path) -> Chi
         .expect("starting keel")
 }
 
-async fn wait_ready(base: &str, child: &mut Child) {
+pub(crate) async fn wait_ready(base: &str, child: &mut Child) {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {

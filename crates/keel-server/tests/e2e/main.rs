@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod command;
 mod crash;
+mod idempotency;
 mod load;
 mod retries;
 mod support;

@@ -23,6 +23,9 @@ fn is_valid_function_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
+/// How long idempotency key records are kept by default (the draft's suggestion: a day).
+const DEFAULT_IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl Checker {
     pub(super) fn function(&mut self, name: &str, raw: &RawFunction) -> Option<FunctionConfig> {
         let at = |field: &str| key(&["functions", name, field]);
@@ -35,6 +38,8 @@ impl Checker {
         let target = self.target(name, raw);
         let timeout = self.positive_duration(at("timeout"), &raw.timeout, DEFAULT_TIMEOUT);
         let sync_timeout = self.positive_duration(at("sync_timeout"), &raw.sync_timeout, DEFAULT_TIMEOUT);
+        let idempotency_ttl =
+            self.positive_duration(at("idempotency_ttl"), &raw.idempotency_ttl, DEFAULT_IDEMPOTENCY_TTL);
         let concurrency = match raw.concurrency {
             None => Some(DEFAULT_CONCURRENCY),
             Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => u32::try_from(n).ok(),
@@ -54,6 +59,7 @@ impl Checker {
             target: target?,
             timeout: timeout?,
             sync_timeout: sync_timeout?,
+            idempotency_ttl: idempotency_ttl?,
             concurrency: concurrency?,
             retry: retry?,
         })

@@ -1,0 +1,158 @@
+//! The `Idempotency-Key` header at the gateway: parsing, fingerprints, replays, and the layer
+//! that makes the plain POST routes (cancel, redrive) safe to retry.
+//!
+//! The invoke routes handle keys themselves (`invoke.rs`) because their key record must commit
+//! in the same transaction as the invocation it admits. For the routes behind [`keyed`], the
+//! work is itself idempotent in effect (a second redrive of the same invocation is refused), so
+//! claim → work → complete in three steps is safe; a crash between the last two leaves a key
+//! that is retried after its lease and answers with the (refused) second attempt's status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use keel_core::clock::Millis;
+use keel_core::idempotency::{parse_key_header, KeyClaim, KeyDecision, KeyRef, StoredReply};
+use sha2::{Digest, Sha256};
+
+use super::problem::{reply_response, Problem};
+use crate::state::Shared;
+
+/// The caller scope until API keys exist: every caller shares it.
+pub(crate) const ANONYMOUS: &str = "anonymous";
+/// How long a key record is kept unless the function says otherwise.
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long the plain POST routes hold a key while they work.
+const ROUTE_LEASE: Duration = Duration::from_secs(30);
+/// Headers a stored reply keeps.
+const KEPT_HEADERS: [&str; 5] = ["content-type", "location", "keel-invocation-id", "keel-attempts", "retry-after"];
+
+/// The key in the request, if any; 400 when it is malformed.
+pub(crate) fn key_from(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => parse_key_header(value.as_bytes())
+            .map(Some)
+            .map_err(|why| Problem::bad_request(format!("invalid Idempotency-Key: {why}"))),
+    }
+}
+
+/// The fingerprint of a request: method, route and body bytes.
+pub(crate) fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update(b" ");
+    hash.update(path.as_bytes());
+    hash.update(b"\n");
+    hash.update(body);
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A claim on `key` for the request `method path` with `body`.
+pub(crate) fn claim(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    key: String,
+    body: &[u8],
+    lease: Duration,
+    ttl: Duration,
+) -> KeyClaim {
+    let now = shared.clock.now_ms();
+    KeyClaim {
+        key: KeyRef { scope: ANONYMOUS.into(), route: format!("{method} {path}"), key },
+        fingerprint: fingerprint(method, path, body),
+        holder: format!("{}/{}", shared.node_id, keel_core::id::new_id(now)),
+        now,
+        lease_until: now + lease.as_millis() as Millis,
+        expires_at: now + ttl.as_millis() as Millis,
+    }
+}
+
+/// A stored reply answered again, marked as a replay.
+pub(crate) fn replay(reply: StoredReply) -> Response {
+    let mut response = reply_response(reply);
+    response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static"));
+    response
+}
+
+/// 409 while another request holds the key.
+pub(crate) fn in_flight(shared: &Shared, lease_until: Millis) -> Problem {
+    let secs = ((lease_until - shared.clock.now_ms()).max(0) as u64).div_ceil(1000).clamp(1, 60);
+    Problem::new(
+        StatusCode::CONFLICT,
+        "idempotency-key-in-use",
+        "Request in progress",
+        "a request with this Idempotency-Key is still in progress; retry later, or send `Prefer: wait=N` to wait for its result",
+    )
+    .retry_after(secs)
+}
+
+/// 422 when the key was used for another request.
+pub(crate) fn mismatch() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency-Key reused",
+        "this Idempotency-Key was used with a different request (method, route or body); use a new key",
+    )
+}
+
+/// The seconds of `Prefer: wait=N` (RFC 7240), if sent.
+pub(crate) fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|pref| {
+        let (name, value) = pref.trim().split_once('=')?;
+        (name.trim().eq_ignore_ascii_case("wait")).then(|| value.trim().parse::<u64>().ok()).flatten()
+    })
+    .map(|secs| Duration::from_secs(secs.min(300)))
+}
+
+/// Buffers a response into a reply that can be stored, keeping the headers that matter.
+pub(crate) async fn to_reply(response: Response, limit: usize) -> StoredReply {
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, limit).await.unwrap_or_default();
+    let headers = KEPT_HEADERS
+        .iter()
+        .filter_map(|name| parts.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (name.to_string(), v.to_string())))
+        .collect();
+    StoredReply { status: parts.status.as_u16(), headers, body }
+}
+
+/// The layer for plain POST routes: claim the key, run the handler, store what it answered.
+pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let key = match key_from(request.headers()) {
+        Ok(Some(key)) => key,
+        Ok(None) => return next.run(request).await,
+        Err(problem) => return problem.into_response(),
+    };
+    let limit = shared.config.server.body_limit as usize;
+    let (parts, body) = request.into_parts();
+    let Ok(body) = to_bytes(body, limit).await else {
+        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body is larger than server.body_limit").into_response();
+    };
+    let claim = claim(&shared, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
+    let (key, holder) = (claim.key.clone(), claim.holder.clone());
+    match shared.store.claim_key(claim).await {
+        Err(e) => Problem::from(e).into_response(),
+        Ok(KeyDecision::Replay(reply)) => replay(reply),
+        Ok(KeyDecision::Mismatch) => mismatch().into_response(),
+        Ok(KeyDecision::InFlight { lease_until }) => in_flight(&shared, lease_until).into_response(),
+        Ok(KeyDecision::Claim | KeyDecision::TakeOver { .. }) => {
+            let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+            let reply = to_reply(response, usize::MAX).await;
+            let stored = if reply.status >= 500 {
+                shared.store.release_key(key, holder).await
+            } else {
+                shared.store.complete_key(key, holder, reply.clone()).await
+            };
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "storing an idempotent reply failed");
+            }
+            reply_response(reply)
+        }
+    }
+}
