@@ -6,11 +6,17 @@
 //!   arrives together (one fsync per group), reader connections for queries.
 //!   - `sqlite/writer.rs`: the group-commit writer; `sqlite/schema.rs`: migrations;
 //!     `sqlite/rows.rs`: row ↔ domain mapping; `sqlite/ops.rs`: the statements.
+//! - [`postgres`]: for clusters of nodes on one database. A connection pool, group-committed
+//!   enqueues and completions, `FOR UPDATE SKIP LOCKED` leases, LISTEN/NOTIFY wake-ups, node
+//!   heartbeats; `postgres/mod.rs` lists its files.
+//! - [`pg_testkit`] (feature `testkit`): a throwaway PostgreSQL cluster for tests.
 //!
-//! PostgreSQL comes next as a second implementation of the same trait, run through the same
-//! conformance suite (`keel_core::store::testkit`).
+//! Both run the same conformance suite (`keel_core::store::testkit`).
 #![forbid(unsafe_code)]
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod pg_testkit;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -20,10 +26,12 @@ use keel_core::store::Store;
 /// Errors opening a store.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("unsupported storage url {0:?}: expected sqlite://PATH (PostgreSQL is not supported yet)")]
+    #[error("unsupported storage url {0:?}: expected sqlite://PATH or postgres://USER@HOST:PORT/DB")]
     Unsupported(String),
     #[error("cannot open {path}: {reason}")]
     Sqlite { path: String, reason: String },
+    #[error("cannot use PostgreSQL: {reason}")]
+    Postgres { reason: String },
     #[error("{path} is in use by another keel process (its lock file {lock} is held)")]
     Locked { path: String, lock: String },
 }
@@ -43,6 +51,9 @@ pub fn open(options: &StoreOptions) -> Result<Arc<dyn Store>, OpenError> {
     }
     if options.url == "sqlite::memory:" {
         return Ok(Arc::new(sqlite::SqliteStore::open(":memory:", options.fsync)?));
+    }
+    if options.url.starts_with("postgres://") || options.url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PgStore::open(&options.url)?));
     }
     Err(OpenError::Unsupported(options.url.clone()))
 }

@@ -75,6 +75,38 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// How often a node reports that it is alive ([`Store::heartbeat`]).
+pub const HEARTBEAT_EVERY_MS: Millis = 2_000;
+/// A node whose last heartbeat is older than this is taken for dead: a shared store's
+/// [`Store::reclaim_leases`] takes its leases back without waiting for them to expire.
+pub const NODE_TIMEOUT_MS: Millis = 15_000;
+
+/// A node's report that it is alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBeat {
+    /// The node id: the owner named in its leases.
+    pub id: String,
+    /// Where its gateway listens.
+    pub addr: String,
+    pub started_at: Millis,
+    pub now: Millis,
+}
+
+/// A node as the store knows it, for `GET /v1/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    pub id: String,
+    pub addr: String,
+    pub started_at: Millis,
+    pub heartbeat_at: Millis,
+    /// Invocations it holds leases on now (async attempts and sync calls).
+    pub leases: u64,
+}
+
+/// Called with a function's name when another node made work of it due (see
+/// [`Store::on_wakeup`]).
+pub type WakeFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Storage of invocations and their attempts.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -83,6 +115,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn is_exclusive(&self) -> bool {
         false
     }
+
+    /// Asks to hear of work other nodes enqueue, retry, redrive or take back, so idle
+    /// dispatchers here wake at once (PostgreSQL: LISTEN/NOTIFY). A store only one process
+    /// uses has nothing to tell: the default ignores `wake`.
+    fn on_wakeup(&self, wake: WakeFn) {
+        let _ = wake;
+    }
+
+    /// Records that node `beat.id` is alive (each node calls this every [`HEARTBEAT_EVERY_MS`]).
+    async fn heartbeat(&self, beat: NodeBeat) -> Result<()>;
+
+    /// The nodes that have reported, with their last heartbeat and the leases each holds.
+    async fn nodes(&self) -> Result<Vec<NodeState>>;
 
     /// Admits an async invocation: durable when this returns.
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation>;

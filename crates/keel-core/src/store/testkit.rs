@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{LeaseRequest, ListFilter, Reclaim, Store};
+use super::{LeaseRequest, ListFilter, NodeBeat, NodeState, Reclaim, Store};
 use crate::clock::Millis;
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
 use crate::invocation::{Attempt, Completion, Invocation, NewInvocation, Status, StoredResponse, Transition};
@@ -11,7 +11,8 @@ use crate::outcome::Outcome;
 use crate::Error;
 
 /// Generates one `#[tokio::test]` per conformance case. `$make` is an async function returning
-/// `(store, guard)`; the guard (a temp dir, a database cluster) lives as long as the test.
+/// `(store, guard)`, or `Option<(store, guard)>` for a backend that may be missing here (`None`
+/// skips the case; `make` says why); the guard (a temp dir, a database) lives as long as the test.
 #[macro_export]
 macro_rules! store_conformance {
     ($make:path) => {
@@ -22,17 +23,44 @@ macro_rules! store_conformance {
             cancel_queued_but_not_running, reclaim_all_and_expired, list_filters_and_pages,
             bulk_redrive_by_function, finished_sync_invocations_are_recorded,
             keyed_enqueue_admits_once_and_replays, keyed_sync_holds_then_completes_the_key,
-            a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire);
+            a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
+            nodes_report_heartbeats_and_leases);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
             #[tokio::test]
             async fn $case() {
-                let (store, _guard) = $make().await;
+                let Some((store, _guard)) = $crate::store::testkit::Backend::into_backend($make().await) else {
+                    return;
+                };
                 $crate::store::testkit::$case(&store).await;
             }
         )*
     };
+}
+
+/// What a `make` function of [`store_conformance!`] returns: `(store, guard)`, or an `Option`
+/// of it.
+pub trait Backend {
+    type Store;
+    type Guard;
+    fn into_backend(self) -> Option<(Self::Store, Self::Guard)>;
+}
+
+impl<S, G> Backend for (S, G) {
+    type Store = S;
+    type Guard = G;
+    fn into_backend(self) -> Option<(S, G)> {
+        Some(self)
+    }
+}
+
+impl<S, G> Backend for Option<(S, G)> {
+    type Store = S;
+    type Guard = G;
+    fn into_backend(self) -> Option<(S, G)> {
+        self
+    }
 }
 
 const T0: Millis = 1_700_000_000_000;
@@ -335,12 +363,15 @@ fn reply(body: &str) -> StoredReply {
 }
 
 pub async fn keyed_enqueue_admits_once_and_replays(store: &dyn Store) {
-    let first = store.enqueue_keyed(new_inv("01A", "f", T0), key_claim("k1", "fp", "h1", T0), reply("one")).await.unwrap();
+    let first =
+        store.enqueue_keyed(new_inv("01A", "f", T0), key_claim("k1", "fp", "h1", T0), reply("one")).await.unwrap();
     assert_eq!(first, KeyDecision::Claim);
-    let again = store.enqueue_keyed(new_inv("01B", "f", T0), key_claim("k1", "fp", "h2", T0 + 5), reply("two")).await.unwrap();
+    let again =
+        store.enqueue_keyed(new_inv("01B", "f", T0), key_claim("k1", "fp", "h2", T0 + 5), reply("two")).await.unwrap();
     assert_eq!(again, KeyDecision::Replay(reply("one")), "the stored answer, headers and all");
     assert!(store.get("01B").await.unwrap().is_none(), "a replay admits nothing");
-    let other = store.enqueue_keyed(new_inv("01C", "f", T0), key_claim("k1", "other", "h3", T0 + 5), reply("x")).await.unwrap();
+    let other =
+        store.enqueue_keyed(new_inv("01C", "f", T0), key_claim("k1", "other", "h3", T0 + 5), reply("x")).await.unwrap();
     assert_eq!(other, KeyDecision::Mismatch);
     assert!(store.get("01C").await.unwrap().is_none());
     let stored = store.get("01A").await.unwrap().unwrap();
@@ -374,7 +405,8 @@ pub async fn keyed_sync_holds_then_completes_the_key(store: &dyn Store) {
     let key = key_claim("k", "fp", "h1", T0).key;
     store.finish_sync(done.clone(), key.clone(), "h1".into(), reply("done")).await.unwrap();
     assert_eq!(store.get("01S").await.unwrap().unwrap(), done);
-    let replay = store.begin_sync(running_sync("01U", "h3", T0 + 20), key_claim("k", "fp", "h3", T0 + 20)).await.unwrap();
+    let replay =
+        store.begin_sync(running_sync("01U", "h3", T0 + 20), key_claim("k", "fp", "h3", T0 + 20)).await.unwrap();
     assert_eq!(replay, KeyDecision::Replay(reply("done")));
     let stale = store.finish_sync(done, key, "h2".into(), reply("late")).await;
     assert!(matches!(stale, Err(Error::InvalidState(_))), "only the holder completes the key");
@@ -409,4 +441,26 @@ pub async fn claimed_keys_complete_release_and_expire(store: &dyn Store) {
     assert_eq!(store.purge_expired_keys(T0 + 60_002, 1).await.unwrap(), 1, "the limit holds");
     assert_eq!(store.purge_expired_keys(T0 + 60_002, 10).await.unwrap(), 1);
     assert_eq!(store.claim_key(key_claim("r", "fp", "h4", T0 + 60_003)).await.unwrap(), KeyDecision::Claim);
+}
+
+pub async fn nodes_report_heartbeats_and_leases(store: &dyn Store) {
+    assert!(store.nodes().await.unwrap().is_empty(), "no node has reported yet");
+    let beat = NodeBeat { id: "node-a".into(), addr: "127.0.0.1:7733".into(), started_at: T0, now: T0 };
+    store.heartbeat(beat.clone()).await.unwrap();
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    store.enqueue(new_inv("01B", "f", T0)).await.unwrap();
+    assert_eq!(store.lease(lease_req("f", T0, 10)).await.unwrap().invocations.len(), 2);
+    // A sync call's holder is named `node/request`: its lease counts for its node.
+    let claim = key_claim("k", "fp", "node-a/r1", T0);
+    store.begin_sync(running_sync("01S", "node-a/r1", T0), claim).await.unwrap();
+    store.heartbeat(NodeBeat { now: T0 + 2_000, ..beat }).await.unwrap();
+    let nodes = store.nodes().await.unwrap();
+    let expected = NodeState {
+        id: "node-a".into(),
+        addr: "127.0.0.1:7733".into(),
+        started_at: T0,
+        heartbeat_at: T0 + 2_000,
+        leases: 3,
+    };
+    assert_eq!(nodes, vec![expected]);
 }

@@ -4,6 +4,7 @@
 //! lets start-up take back every lease left by a killed predecessor at once.
 
 mod keys;
+mod nodes;
 mod ops;
 mod rows;
 mod schema;
@@ -19,7 +20,7 @@ use async_trait::async_trait;
 use keel_core::clock::Millis;
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
 use keel_core::invocation::{Completion, Invocation, NewInvocation};
-use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim, Store};
+use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store};
 use keel_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 
@@ -34,6 +35,7 @@ pub struct SqliteStore {
     /// Held for the store's life: a second process on the same file fails to open instead of
     /// corrupting the first one's leases.
     _lock: Option<std::fs::File>,
+    nodes: nodes::Nodes,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +62,7 @@ impl SqliteStore {
         let readers =
             if memory { Readers::Writer } else { Readers::Pool { path: path.to_string(), idle: Arc::default() } };
         let writer = Writer::start(conn).map_err(|e| err(e.to_string()))?;
-        Ok(Self { writer, readers, _lock: lock })
+        Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default() })
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -119,6 +121,16 @@ fn lock_file(path: &str) -> Result<std::fs::File, OpenError> {
 impl Store for SqliteStore {
     fn is_exclusive(&self) -> bool {
         true
+    }
+
+    async fn heartbeat(&self, beat: NodeBeat) -> Result<()> {
+        self.nodes.beat(beat);
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeState>> {
+        let held = self.read(nodes::leases_by_node).await?;
+        Ok(self.nodes.states(&held))
     }
 
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {

@@ -1,0 +1,166 @@
+//! The set-based statements of a group commit: every enqueue of the group in one `INSERT … SELECT
+//! FROM unnest(…)`, every completion in one `UPDATE … FROM unnest(…)` plus one insert of their
+//! attempts, and one NOTIFY per function that got work.
+
+use std::collections::{HashMap, HashSet};
+
+use deadpool_postgres::Pool;
+use keel_core::invocation::{Completion, NewInvocation, Transition};
+use keel_core::Error;
+
+use super::notify::notify;
+use super::ops::{lease_lost, CompletionRow};
+use super::rows::{query, Tx};
+use super::writer::{first_of_each_id, Answer, GroupError, Work};
+
+/// Writes `works` in one transaction; answers in the same order.
+pub(crate) async fn write(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, GroupError> {
+    let mut client = pool.get().await.map_err(|e| GroupError::Unavailable(format!("PostgreSQL: {e}")))?;
+    let tx = client.transaction().await?;
+    let mut answers: Vec<Option<Answer>> = works.iter().map(|_| None).collect();
+    let mut woken: Vec<String> = Vec::new();
+
+    let enqueues = works.iter().enumerate().filter_map(|(i, w)| match w {
+        Work::Enqueue(new) => Some((i, new.id.as_str())),
+        Work::Complete(_) => None,
+    });
+    let (first, again) = first_of_each_id(enqueues);
+    for i in again {
+        let Work::Enqueue(new) = &works[i] else { unreachable!() };
+        answers[i] = Some(Err(already_exists(new)));
+    }
+    let news: Vec<&NewInvocation> = first.iter().map(|&i| as_enqueue(&works[i])).collect();
+    let inserted = insert_queued(&tx, &news).await?;
+    for (&i, new) in first.iter().zip(&news) {
+        answers[i] = Some(match inserted.contains(new.id.as_str()) {
+            true => Ok(Some((*new).clone().into_queued())),
+            false => Err(already_exists(new)),
+        });
+        if inserted.contains(new.id.as_str()) && !woken.contains(&new.function) {
+            woken.push(new.function.clone());
+        }
+    }
+
+    // The same invocation completed twice in one group: the second is judged after the first,
+    // as it would be one transaction later.
+    let mut pending: Vec<usize> = (0..works.len()).filter(|&i| matches!(works[i], Work::Complete(_))).collect();
+    while !pending.is_empty() {
+        let (round, later) = first_of_each_id(pending.iter().map(|&i| (i, as_completion(&works[i]).id.as_str())));
+        let completions: Vec<&Completion> = round.iter().map(|&i| as_completion(&works[i])).collect();
+        let done = complete_all(&tx, &completions).await?;
+        for (&i, c) in round.iter().zip(&completions) {
+            let function = done.get(c.id.as_str());
+            answers[i] = Some(if function.is_some() { Ok(None) } else { Err(lease_lost(c)) });
+            // Another node may be idle with nothing due: tell it when this retry comes due.
+            if let Some(function) = function.filter(|_| matches!(c.next, Transition::Retry { .. })) {
+                if !woken.contains(function) {
+                    woken.push(function.clone());
+                }
+            }
+        }
+        pending = later;
+    }
+    notify(&tx, &woken).await.map_err(|e| GroupError::Unavailable(e.to_string()))?;
+    tx.commit().await?;
+    Ok(answers.into_iter().map(|a| a.unwrap_or(Ok(None))).collect())
+}
+
+fn as_enqueue(work: &Work) -> &NewInvocation {
+    match work {
+        Work::Enqueue(new) => new,
+        Work::Complete(_) => unreachable!("indexes of enqueues only"),
+    }
+}
+
+fn as_completion(work: &Work) -> &Completion {
+    match work {
+        Work::Complete(c) => c,
+        Work::Enqueue(_) => unreachable!("indexes of completions only"),
+    }
+}
+
+fn already_exists(new: &NewInvocation) -> Error {
+    Error::InvalidState(format!("invocation {} already exists", new.id))
+}
+
+/// Inserts queued invocations; returns the ids that were new.
+async fn insert_queued(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<String>, GroupError> {
+    if news.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<&str> = news.iter().map(|n| n.id.as_str()).collect();
+    let functions: Vec<&str> = news.iter().map(|n| n.function.as_str()).collect();
+    let payloads: Vec<&[u8]> = news.iter().map(|n| &n.payload[..]).collect();
+    let content_types: Vec<Option<&str>> = news.iter().map(|n| n.content_type.as_deref()).collect();
+    let created: Vec<i64> = news.iter().map(|n| n.created_at).collect();
+    let due: Vec<i64> = news.iter().map(|n| n.due_at).collect();
+    let keys: Vec<Option<&str>> = news.iter().map(|n| n.idempotency_key.as_deref()).collect();
+    let traces: Vec<Option<&str>> = news.iter().map(|n| n.traceparent.as_deref()).collect();
+    let rows = query(
+        tx,
+        "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, due_at, \
+           idempotency_key, traceparent) \
+         SELECT id, f, 'queued', p, ct, c, c, d, k, tp FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], \
+           $5::INT8[], $6::INT8[], $7::TEXT[], $8::TEXT[]) AS t(id, f, p, ct, c, d, k, tp) \
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+        &[&ids, &functions, &payloads, &content_types, &created, &due, &keys, &traces],
+    )
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Applies completions with distinct ids; returns the ids whose lease was still held, with their
+/// function (the others changed nothing), after inserting their attempts.
+async fn complete_all(tx: &Tx<'_>, completions: &[&Completion]) -> Result<HashMap<String, String>, GroupError> {
+    let fields: Vec<CompletionRow<'_>> = completions.iter().map(|c| CompletionRow::of(c)).collect();
+    let ids: Vec<&str> = completions.iter().map(|c| c.id.as_str()).collect();
+    let owners: Vec<&str> = completions.iter().map(|c| c.owner.as_str()).collect();
+    let nows: Vec<i64> = completions.iter().map(|c| c.now).collect();
+    let statuses: Vec<&str> = fields.iter().map(|f| f.status).collect();
+    let due: Vec<Option<i64>> = fields.iter().map(|f| f.due_at).collect();
+    let delays: Vec<Option<i64>> = fields.iter().map(|f| f.delay_ms).collect();
+    let errors: Vec<Option<&str>> = fields.iter().map(|f| f.error).collect();
+    let counted: Vec<i32> = fields.iter().map(|f| f.counted).collect();
+    let result_statuses: Vec<Option<i32>> = fields.iter().map(|f| f.result_status).collect();
+    let result_types: Vec<Option<&str>> = fields.iter().map(|f| f.result_content_type).collect();
+    let results: Vec<Option<&[u8]>> = fields.iter().map(|f| f.result).collect();
+    let rows = query(
+        tx,
+        "UPDATE invocations AS i SET status = c.status, due_at = c.due_at, \
+           last_delay_ms = COALESCE(c.delay_ms, i.last_delay_ms), error = c.error, \
+           attempt_count = i.attempt_count + c.counted, updated_at = c.now, \
+           lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
+           result_status = COALESCE(c.result_status, i.result_status), \
+           result_content_type = CASE WHEN c.result_status IS NULL THEN i.result_content_type ELSE c.result_type END, \
+           result = CASE WHEN c.result_status IS NULL THEN i.result ELSE c.result END \
+         FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::INT8[], $6::TEXT[], $7::INT4[], $8::INT8[], \
+           $9::INT4[], $10::TEXT[], $11::BYTEA[]) \
+           AS c(id, owner, status, due_at, delay_ms, error, counted, now, result_status, result_type, result) \
+         WHERE i.id = c.id AND i.status = 'running' AND i.lease_owner = c.owner RETURNING i.id, i.function",
+        &[&ids, &owners, &statuses, &due, &delays, &errors, &counted, &nows, &result_statuses, &result_types, &results],
+    )
+    .await?;
+    let done: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let attempts: Vec<(&str, &keel_core::invocation::Attempt)> = completions
+        .iter()
+        .filter(|c| done.contains_key(c.id.as_str()))
+        .filter_map(|c| c.attempt.as_ref().map(|a| (c.id.as_str(), a)))
+        .collect();
+    if !attempts.is_empty() {
+        let ids: Vec<&str> = attempts.iter().map(|(id, _)| *id).collect();
+        let numbers: Vec<i32> = attempts.iter().map(|(_, a)| a.number as i32).collect();
+        let started: Vec<i64> = attempts.iter().map(|(_, a)| a.started_at).collect();
+        let ended: Vec<i64> = attempts.iter().map(|(_, a)| a.ended_at).collect();
+        let outcomes: Vec<&str> = attempts.iter().map(|(_, a)| a.outcome.as_str()).collect();
+        let statuses: Vec<Option<i32>> = attempts.iter().map(|(_, a)| a.http_status.map(i32::from)).collect();
+        let errors: Vec<Option<&str>> = attempts.iter().map(|(_, a)| a.error.as_deref()).collect();
+        query(
+            tx,
+            "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error) \
+             SELECT * FROM unnest($1::TEXT[], $2::INT4[], $3::INT8[], $4::INT8[], $5::TEXT[], $6::INT4[], $7::TEXT[])",
+            &[&ids, &numbers, &started, &ended, &outcomes, &statuses, &errors],
+        )
+        .await?;
+    }
+    Ok(done)
+}

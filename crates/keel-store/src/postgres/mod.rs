@@ -1,0 +1,241 @@
+//! The PostgreSQL store, for clusters: several `keel serve` nodes on one database share the work.
+//!
+//! - Every operation runs in one transaction on a pooled connection, bounded in time: a pool wait
+//!   timeout, a connect timeout, a server-side `statement_timeout` and an overall deadline, so a
+//!   database outage answers `Unavailable` (the API's 503) instead of hanging.
+//! - Enqueues and completions are group-committed by `writer.rs` (statements in `batch.rs`).
+//! - Nodes lease with `FOR UPDATE SKIP LOCKED`; a lease is taken back when it expires or when its
+//!   node's heartbeat stops (`ops::reclaim`), and LISTEN/NOTIFY wakes idle dispatchers on every
+//!   node (`notify.rs`).
+//! - Migrations run once per store, before its first statement (`schema.rs`).
+
+mod batch;
+mod keys;
+mod nodes;
+mod notify;
+mod ops;
+mod rows;
+mod schema;
+mod transitions;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use keel_core::clock::Millis;
+use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
+use keel_core::invocation::{Completion, Invocation, NewInvocation};
+use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn};
+use keel_core::{Error, Result};
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+use crate::OpenError;
+use rows::db_err;
+use writer::{Work, Writer};
+
+/// Connections per node: enough for the writers, the dispatchers' leases and API reads.
+const POOL_SIZE: usize = 16;
+/// How long a call waits for a free pooled connection, and for a new one to connect.
+const POOL_WAIT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The server cancels a statement running longer (sent as a connection option).
+const STATEMENT_TIMEOUT_MS: u64 = 10_000;
+/// No store call takes longer than this, whatever the network does.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Debug)]
+pub struct PgStore {
+    pool: Pool,
+    writer: Writer,
+    /// Set once migrations ran; a failed attempt (database down) is retried by the next call.
+    schema: OnceCell<()>,
+    /// For the listener, which needs a connection of its own.
+    config: tokio_postgres::Config,
+    /// The LISTEN task, stopped with the store.
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Runs `$body` (an expression using the transaction `$tx`) in one transaction, committed if it
+/// succeeded, within [`CALL_TIMEOUT`].
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let store: &PgStore = $store;
+        store
+            .bounded(async {
+                store.ready().await?;
+                let mut client = store.client().await?;
+                let $tx = client.transaction().await.map_err(db_err)?;
+                let out = $body.await?;
+                $tx.commit().await.map_err(db_err)?;
+                Ok(out)
+            })
+            .await
+    }};
+}
+
+impl PgStore {
+    /// Prepares a store for `url` (`postgres://user:password@host:port/db`). Nothing connects
+    /// yet: the first call does, and applies migrations. Needs a tokio runtime.
+    pub fn open(url: &str) -> Result<Self, OpenError> {
+        let err = |reason: String| OpenError::Postgres { reason };
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| err(format!("invalid url: {e}")))?;
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("keel")
+            .options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+        tokio::runtime::Handle::try_current().map_err(|_| err("the store needs a tokio runtime".into()))?;
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let writer = Writer::start(pool.clone());
+        Ok(Self { pool, writer, schema: OnceCell::new(), config, listener: Mutex::new(None) })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        self.pool.get().await.map_err(|e| Error::Unavailable(format!("PostgreSQL: {e}")))
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.schema
+            .get_or_try_init(|| async {
+                let mut client = self.client().await?;
+                let tx = client.transaction().await.map_err(db_err)?;
+                schema::migrate(&tx)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("migrating the schema: {}", rows::describe(&e))))?;
+                tx.commit().await.map_err(db_err)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!("PostgreSQL did not answer within {}s", CALL_TIMEOUT.as_secs())))
+        })
+    }
+
+    async fn write(&self, work: Work) -> Result<Option<Invocation>> {
+        self.bounded(async {
+            self.ready().await?;
+            self.writer.write(work).await
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn on_wakeup(&self, wake: WakeFn) {
+        let task = notify::spawn_listener(self.config.clone(), wake);
+        if let Some(old) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).replace(task) {
+            old.abort();
+        }
+    }
+
+    async fn heartbeat(&self, beat: NodeBeat) -> Result<()> {
+        in_tx!(self, |tx| nodes::heartbeat(&tx, &beat))
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeState>> {
+        in_tx!(self, |tx| nodes::nodes(&tx))
+    }
+
+    async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
+        let id = new.id.clone();
+        self.write(Work::Enqueue(new)).await?.ok_or(Error::NotFound { what: "invocation", id })
+    }
+
+    async fn record_finished(&self, invocation: Invocation) -> Result<()> {
+        in_tx!(self, |tx| ops::record_finished(&tx, &invocation))
+    }
+
+    async fn lease(&self, request: LeaseRequest) -> Result<Leased> {
+        in_tx!(self, |tx| ops::lease(&tx, &request))
+    }
+
+    async fn complete(&self, completion: Completion) -> Result<()> {
+        self.write(Work::Complete(completion)).await.map(|_| ())
+    }
+
+    async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
+        in_tx!(self, |tx| ops::reclaim(&tx, scope, now))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Invocation>> {
+        in_tx!(self, |tx| ops::get(&tx, id))
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Page<Invocation>> {
+        in_tx!(self, |tx| ops::list(&tx, &filter))
+    }
+
+    async fn cancel(&self, id: &str, now: Millis) -> Result<Invocation> {
+        in_tx!(self, |tx| transitions::cancel(&tx, id, now))
+    }
+
+    async fn redrive(&self, id: &str, now: Millis) -> Result<Invocation> {
+        in_tx!(self, |tx| transitions::redrive(&tx, id, now))
+    }
+
+    async fn redrive_matching(&self, filter: ListFilter, now: Millis) -> Result<Vec<Invocation>> {
+        in_tx!(self, |tx| transitions::redrive_matching(&tx, &filter, now))
+    }
+
+    async fn discard(&self, id: &str, now: Millis) -> Result<Invocation> {
+        in_tx!(self, |tx| transitions::discard(&tx, id, now))
+    }
+
+    async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
+        in_tx!(self, |tx| keys::enqueue_keyed(&tx, new, &claim, &reply))
+    }
+
+    async fn begin_sync(&self, invocation: Invocation, claim: KeyClaim) -> Result<KeyDecision> {
+        in_tx!(self, |tx| keys::begin_sync(&tx, &invocation, &claim))
+    }
+
+    async fn finish_sync(&self, invocation: Invocation, key: KeyRef, holder: String, reply: StoredReply) -> Result<()> {
+        in_tx!(self, |tx| keys::finish_sync(&tx, &invocation, &key, &holder, &reply))
+    }
+
+    async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision> {
+        in_tx!(self, |tx| keys::claim(&tx, &claim, None))
+    }
+
+    async fn complete_key(&self, key: KeyRef, holder: String, reply: StoredReply) -> Result<()> {
+        in_tx!(self, |tx| async { keys::complete(&tx, &key, &holder, &reply).await.map(|_| ()) })
+    }
+
+    async fn release_key(&self, key: KeyRef, holder: String) -> Result<()> {
+        in_tx!(self, |tx| keys::release(&tx, &key, &holder))
+    }
+
+    async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
+        in_tx!(self, |tx| keys::purge_expired(&tx, now, limit))
+    }
+}

@@ -1,0 +1,273 @@
+//! The statements behind each store operation; each runs inside a transaction the caller commits.
+//! Enqueues and completions also have batched forms, in `writer.rs`.
+
+use keel_core::clock::Millis;
+use keel_core::invocation::{Attempt, Completion, Invocation, Status, Transition};
+use keel_core::outcome::Outcome;
+use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim, NODE_TIMEOUT_MS};
+use keel_core::{Error, Result};
+use tokio_postgres::types::ToSql;
+
+use super::notify::notify;
+use super::rows::{self, db_err, execute, invocation_columns_of, query, Tx, INVOCATION_COLUMNS};
+
+pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
+    insert(tx, inv).await?;
+    for a in &inv.attempts {
+        rows::insert_attempt(tx, &inv.id, a).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
+    let response = inv.response.as_ref();
+    let lease = inv.lease.as_ref();
+    execute(
+        tx,
+        "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
+         due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
+         result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+        &[
+            &inv.id,
+            &inv.function,
+            &inv.status.as_str(),
+            &&inv.payload[..],
+            &inv.content_type,
+            &inv.created_at,
+            &inv.updated_at,
+            &inv.due_at,
+            &(inv.attempt_count as i32),
+            &(inv.budget_start as i32),
+            &(inv.redrives as i32),
+            &inv.last_delay_ms.map(|d| d as i64),
+            &response.map(|r| i32::from(r.status)),
+            &response.and_then(|r| r.content_type.as_deref()),
+            &response.map(|r| &r.body[..]),
+            &inv.error,
+            &inv.idempotency_key,
+            &inv.traceparent,
+            &inv.sync,
+            &lease.map(|l| l.owner.as_str()),
+            &lease.map(|l| l.leased_at),
+            &lease.map(|l| l.expires_at),
+        ],
+    )
+    .await
+    .map_err(|e| match rows::is_unique_violation(&e) {
+        true => Error::InvalidState(format!("invocation {} already exists", inv.id)),
+        false => db_err(e),
+    })?;
+    Ok(())
+}
+
+pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
+    let mut invocations = Vec::new();
+    if req.limit > 0 {
+        // SKIP LOCKED: nodes leasing the same function at once each take different rows instead
+        // of queueing behind one another's row locks.
+        let sql = format!(
+            "WITH due AS (SELECT id FROM invocations WHERE function = $4 AND status IN ('queued', 'retrying') \
+               AND due_at <= $2 ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             UPDATE invocations AS i SET status = 'running', lease_owner = $1, leased_at = $2, \
+               lease_expires_at = $3, updated_at = $2 FROM due WHERE i.id = due.id RETURNING {}",
+            invocation_columns_of("i")
+        );
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&req.owner, &req.now, &req.expires_at, &req.function, &(req.limit as i64)];
+        for row in query(tx, &sql, &params).await.map_err(db_err)? {
+            invocations.push(rows::invocation(&row)?);
+        }
+        // RETURNING gives no order guarantee: restore due order (ids break ties).
+        invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    }
+    let next = query(
+        tx,
+        "SELECT MIN(due_at) FROM invocations WHERE function = $1 AND status IN ('queued', 'retrying')",
+        &[&req.function],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(Leased { invocations, next_due_at: next.first().and_then(|r| r.get(0)) })
+}
+
+/// The columns a completion writes, shared by the single and the batched form.
+pub(crate) struct CompletionRow<'a> {
+    pub(crate) status: &'static str,
+    pub(crate) due_at: Option<Millis>,
+    pub(crate) delay_ms: Option<i64>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) counted: i32,
+    pub(crate) result_status: Option<i32>,
+    pub(crate) result_content_type: Option<&'a str>,
+    pub(crate) result: Option<&'a [u8]>,
+}
+
+impl<'a> CompletionRow<'a> {
+    pub(crate) fn of(c: &'a Completion) -> Self {
+        let (status, due_at, delay, error, response) = match &c.next {
+            Transition::Succeed { response } => (Status::Succeeded, None, None, None, Some(response)),
+            Transition::Retry { due_at, delay_ms, error } => {
+                (Status::Retrying, Some(*due_at), Some(*delay_ms as i64), Some(error.as_str()), None)
+            }
+            Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
+        };
+        Self {
+            status: status.as_str(),
+            due_at,
+            delay_ms: delay,
+            error,
+            counted: i32::from(c.attempt.is_some()),
+            result_status: response.map(|r| i32::from(r.status)),
+            result_content_type: response.and_then(|r| r.content_type.as_deref()),
+            result: response.map(|r| &r.body[..]),
+        }
+    }
+}
+
+/// The refusal of a completion whose lease is gone.
+pub(crate) fn lease_lost(c: &Completion) -> Error {
+    Error::InvalidState(format!(
+        "invocation {} is not leased by {}: the lease expired or was taken back",
+        c.id, c.owner
+    ))
+}
+
+pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
+    let row = CompletionRow::of(c);
+    let changed = execute(
+        tx,
+        "UPDATE invocations SET status = $1, due_at = $2, last_delay_ms = COALESCE($3, last_delay_ms), \
+         error = $4, attempt_count = attempt_count + $5, updated_at = $6, \
+         lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
+         result_status = COALESCE($7, result_status), \
+         result_content_type = CASE WHEN $7::INTEGER IS NULL THEN result_content_type ELSE $8 END, \
+         result = CASE WHEN $7::INTEGER IS NULL THEN result ELSE $9 END \
+         WHERE id = $10 AND status = 'running' AND lease_owner = $11",
+        &[
+            &row.status,
+            &row.due_at,
+            &row.delay_ms,
+            &row.error,
+            &row.counted,
+            &c.now,
+            &row.result_status,
+            &row.result_content_type,
+            &row.result,
+            &c.id,
+            &c.owner,
+        ],
+    )
+    .await
+    .map_err(db_err)?;
+    if changed == 0 {
+        return Err(lease_lost(c));
+    }
+    if let Some(a) = &c.attempt {
+        rows::insert_attempt(tx, &c.id, a).await?;
+    }
+    Ok(())
+}
+
+/// Takes back expired leases, and every lease of a node whose heartbeat stopped more than
+/// [`NODE_TIMEOUT_MS`] ago: a node that died is noticed in seconds, not after its leases' full
+/// term. (A sync holder is named `node/request`; its node is the part before the slash.)
+pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
+    let cutoff = match scope {
+        Reclaim::All => Millis::MAX,
+        Reclaim::ExpiredBefore(t) => t,
+    };
+    let rows = query(
+        tx,
+        "SELECT id, function, attempt_count, leased_at, lease_owner, sync FROM invocations \
+         WHERE status = 'running' AND (lease_expires_at < $1 OR split_part(lease_owner, '/', 1) IN \
+           (SELECT id FROM nodes WHERE heartbeat_at < $2)) \
+         ORDER BY id FOR UPDATE SKIP LOCKED",
+        &[&cutoff, &(now - NODE_TIMEOUT_MS)],
+    )
+    .await
+    .map_err(db_err)?;
+    let mut functions: Vec<String> = Vec::new();
+    for r in rows {
+        let (id, function, attempt_count, leased_at, owner, sync): (String, String, i32, Millis, String, bool) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        if sync {
+            super::keys::interrupt_sync(tx, &id, attempt_count as u32, leased_at, &owner, now).await?;
+            continue;
+        }
+        let attempt = Attempt {
+            number: attempt_count as u32 + 1,
+            started_at: leased_at,
+            ended_at: now,
+            outcome: Outcome::Transient,
+            http_status: None,
+            error: Some(format!("interrupted: the lease held by {owner} was taken back before the attempt finished")),
+        };
+        let error = attempt.error.clone().unwrap_or_default();
+        let next = Transition::Retry { due_at: now, delay_ms: 0, error };
+        complete(tx, &Completion { id, owner, now, attempt: Some(attempt), next }).await?;
+        if !functions.contains(&function) {
+            functions.push(function);
+        }
+    }
+    functions.sort();
+    notify(tx, &functions).await?;
+    Ok(functions)
+}
+
+pub(crate) async fn get(tx: &Tx<'_>, id: &str) -> Result<Option<Invocation>> {
+    let sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = $1");
+    let Some(row) = query(tx, &sql, &[&id]).await.map_err(db_err)?.into_iter().next() else { return Ok(None) };
+    let mut inv = rows::invocation(&row)?;
+    let attempts = query(
+        tx,
+        "SELECT number, started_at, ended_at, outcome, http_status, error FROM attempts \
+         WHERE invocation_id = $1 ORDER BY number",
+        &[&id],
+    )
+    .await
+    .map_err(db_err)?;
+    inv.attempts = attempts.iter().map(rows::attempt).collect::<Result<_>>()?;
+    Ok(Some(inv))
+}
+
+pub(crate) async fn list(tx: &Tx<'_>, filter: &ListFilter) -> Result<Page<Invocation>> {
+    let (conditions, args) = conditions(filter);
+    let size = filter.page_size();
+    let limit = size as i64 + 1;
+    let mut params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+    params.push(&limit);
+    let sql = format!(
+        "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE {conditions} ORDER BY id DESC LIMIT ${}",
+        params.len()
+    );
+    let found = query(tx, &sql, &params).await.map_err(db_err)?;
+    let mut items = found.iter().map(rows::invocation).collect::<Result<Vec<_>>>()?;
+    let next_cursor = if items.len() > size {
+        items.truncate(size);
+        items.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// The `WHERE` clause of a list filter and its text arguments (`$1`, `$2`, … in order).
+fn conditions(filter: &ListFilter) -> (String, Vec<String>) {
+    let mut sql = String::from("TRUE");
+    let mut args = Vec::new();
+    let mut add = |column_test: &str, value: String| {
+        args.push(value);
+        sql.push_str(&format!(" AND {column_test} ${}", args.len()));
+    };
+    if let Some(f) = &filter.function {
+        add("function =", f.clone());
+    }
+    if let Some(s) = filter.status {
+        add("status =", s.as_str().to_string());
+    }
+    if let Some(c) = &filter.cursor {
+        add("id <", c.clone());
+    }
+    (sql, args)
+}

@@ -1,0 +1,143 @@
+//! Mapping between PostgreSQL rows and domain records, and how driver errors become store errors.
+
+use bytes::Bytes;
+use deadpool_postgres::GenericClient;
+use keel_core::invocation::{Attempt, Invocation, Lease, Status, StoredResponse};
+use keel_core::outcome::Outcome;
+use keel_core::{Error, Result};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+/// The invocation columns, in the order [`invocation`] reads them.
+pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
+     due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
+     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync";
+
+/// [`INVOCATION_COLUMNS`] qualified with the alias `i`, for joins and `UPDATE … FROM`.
+pub(crate) fn invocation_columns_of(alias: &str) -> String {
+    INVOCATION_COLUMNS.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+fn bad(column: &str, value: &str) -> Error {
+    Error::Unavailable(format!("unexpected {column} {value:?} in the database"))
+}
+
+/// Reads an invocation (without attempts) from a row selected with [`INVOCATION_COLUMNS`].
+pub(crate) fn invocation(row: &Row) -> Result<Invocation> {
+    let status: String = row.try_get(2).map_err(db_err)?;
+    let lease_owner: Option<String> = row.try_get(12).map_err(db_err)?;
+    let result_status: Option<i32> = row.try_get(15).map_err(db_err)?;
+    let get_u32 = |i: usize| row.try_get::<_, i32>(i).map(|v| v as u32).map_err(db_err);
+    Ok(Invocation {
+        id: row.try_get(0).map_err(db_err)?,
+        function: row.try_get(1).map_err(db_err)?,
+        status: Status::parse(&status).ok_or_else(|| bad("status", &status))?,
+        payload: Bytes::from(row.try_get::<_, Vec<u8>>(3).map_err(db_err)?),
+        content_type: row.try_get(4).map_err(db_err)?,
+        created_at: row.try_get(5).map_err(db_err)?,
+        updated_at: row.try_get(6).map_err(db_err)?,
+        due_at: row.try_get(7).map_err(db_err)?,
+        attempt_count: get_u32(8)?,
+        budget_start: get_u32(9)?,
+        redrives: get_u32(10)?,
+        last_delay_ms: row.try_get::<_, Option<i64>>(11).map_err(db_err)?.map(|v| v as u64),
+        lease: match lease_owner {
+            Some(owner) => Some(Lease {
+                owner,
+                leased_at: row.try_get(13).map_err(db_err)?,
+                expires_at: row.try_get(14).map_err(db_err)?,
+            }),
+            None => None,
+        },
+        response: match result_status {
+            Some(status) => Some(StoredResponse {
+                status: status as u16,
+                content_type: row.try_get(16).map_err(db_err)?,
+                body: Bytes::from(row.try_get::<_, Option<Vec<u8>>>(17).map_err(db_err)?.unwrap_or_default()),
+            }),
+            None => None,
+        },
+        error: row.try_get(18).map_err(db_err)?,
+        idempotency_key: row.try_get(19).map_err(db_err)?,
+        traceparent: row.try_get(20).map_err(db_err)?,
+        sync: row.try_get(21).map_err(db_err)?,
+        attempts: Vec::new(),
+    })
+}
+
+/// Reads an attempt from `SELECT number, started_at, ended_at, outcome, http_status, error`.
+pub(crate) fn attempt(row: &Row) -> Result<Attempt> {
+    let outcome: String = row.try_get(3).map_err(db_err)?;
+    Ok(Attempt {
+        number: row.try_get::<_, i32>(0).map_err(db_err)? as u32,
+        started_at: row.try_get(1).map_err(db_err)?,
+        ended_at: row.try_get(2).map_err(db_err)?,
+        outcome: Outcome::parse(&outcome).ok_or_else(|| bad("outcome", &outcome))?,
+        http_status: row.try_get::<_, Option<i32>>(4).map_err(db_err)?.map(|s| s as u16),
+        error: row.try_get(5).map_err(db_err)?,
+    })
+}
+
+/// Inserts one attempt of `invocation_id`.
+pub(crate) async fn insert_attempt(tx: &Tx<'_>, invocation_id: &str, a: &Attempt) -> Result<()> {
+    execute(
+        tx,
+        "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &invocation_id,
+            &(a.number as i32),
+            &a.started_at,
+            &a.ended_at,
+            &a.outcome.as_str(),
+            &a.http_status.map(i32::from),
+            &a.error,
+        ],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// Every database failure surfaces as `Unavailable`: the caller may try again later (the API
+/// answers 503 with `Retry-After`).
+pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
+    Error::Unavailable(describe(&e))
+}
+
+/// The server's message when there is one (the driver's `Display` says only "db error").
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("PostgreSQL: {}", db.message()),
+        None => format!("PostgreSQL: {e}"),
+    }
+}
+
+/// True for a unique-key violation (an id or key already present).
+pub(crate) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// A transaction on a pooled connection: every store operation runs inside one.
+pub(crate) type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Runs a query through the connection's prepared-statement cache.
+pub(crate) async fn query(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query(&statement, params).await
+}
+
+/// Runs a statement through the connection's prepared-statement cache; returns the rows changed.
+pub(crate) async fn execute(
+    tx: &Tx<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await
+}

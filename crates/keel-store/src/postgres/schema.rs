@@ -1,0 +1,95 @@
+//! The PostgreSQL schema, applied as numbered migrations tracked in `keel_migrations`.
+//!
+//! Several nodes may start at once on an empty database: each applies migrations inside one
+//! transaction that first takes a transaction-scoped advisory lock, so exactly one of them does
+//! the work and the others then find nothing left to apply.
+
+use super::rows::Tx;
+
+/// `pg_advisory_xact_lock` key of migrations ("keel" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6b65_656c;
+
+/// Migrations in order; the one at index `i` is version `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE invocations (
+    id                  TEXT PRIMARY KEY,
+    function            TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    payload             BYTEA NOT NULL,
+    content_type        TEXT,
+    created_at          BIGINT NOT NULL,
+    updated_at          BIGINT NOT NULL,
+    due_at              BIGINT,
+    attempt_count       INTEGER NOT NULL DEFAULT 0,
+    budget_start        INTEGER NOT NULL DEFAULT 0,
+    redrives            INTEGER NOT NULL DEFAULT 0,
+    last_delay_ms       BIGINT,
+    lease_owner         TEXT,
+    leased_at           BIGINT,
+    lease_expires_at    BIGINT,
+    result_status       INTEGER,
+    result_content_type TEXT,
+    result              BYTEA,
+    error               TEXT,
+    idempotency_key     TEXT,
+    traceparent         TEXT,
+    sync                BOOLEAN NOT NULL DEFAULT FALSE
+);
+-- Due work per function: only queued and retrying rows are in it, so it stays as small as the
+-- backlog however many finished invocations the table holds.
+CREATE INDEX invocations_due ON invocations (function, due_at, id) WHERE status IN ('queued', 'retrying');
+CREATE INDEX invocations_leases ON invocations (lease_expires_at) WHERE status = 'running';
+CREATE INDEX invocations_by_status ON invocations (status, id);
+CREATE INDEX invocations_by_function ON invocations (function, status, id);
+
+CREATE TABLE attempts (
+    invocation_id TEXT NOT NULL,
+    number        INTEGER NOT NULL,
+    started_at    BIGINT NOT NULL,
+    ended_at      BIGINT NOT NULL,
+    outcome       TEXT NOT NULL,
+    http_status   INTEGER,
+    error         TEXT,
+    PRIMARY KEY (invocation_id, number)
+);
+
+-- In flight while `holder` is set; completed once `reply_status` is.
+CREATE TABLE idempotency_keys (
+    scope         TEXT NOT NULL,
+    route         TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    holder        TEXT,
+    lease_until   BIGINT,
+    reply_status  INTEGER,
+    reply_headers TEXT,
+    reply_body    BYTEA,
+    invocation_id TEXT,
+    expires_at    BIGINT NOT NULL,
+    PRIMARY KEY (scope, route, key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+CREATE INDEX idempotency_keys_invocation ON idempotency_keys (invocation_id) WHERE invocation_id IS NOT NULL;
+
+-- One row per `keel serve` process that ever joined; a stale heartbeat marks a dead node.
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY,
+    addr         TEXT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
+"#];
+
+/// Brings the database to the latest schema, inside `tx` (which the caller commits).
+pub(crate) async fn migrate(tx: &Tx<'_>) -> Result<(), tokio_postgres::Error> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS keel_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        .await?;
+    let current: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM keel_migrations", &[]).await?.get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO keel_migrations (version) VALUES ($1)", &[&(i as i32 + 1)]).await?;
+        tracing::info!(version = i + 1, "applied PostgreSQL migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The conformance suite on PostgreSQL (a fresh database per test on one throwaway cluster per
+//! test process), and what only a shared database shows: nodes racing for work and keys.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef};
+use keel_core::invocation::NewInvocation;
+use keel_core::store::{LeaseRequest, ListFilter, NodeBeat, Reclaim, Store, NODE_TIMEOUT_MS};
+
+use super::PgStore;
+use crate::pg_testkit::fresh_database;
+
+async fn make() -> Option<(PgStore, ())> {
+    let url = fresh_database().await?;
+    Some((PgStore::open(&url).expect("opening the store"), ()))
+}
+
+keel_core::store_conformance!(make);
+
+const T0: i64 = 1_700_000_000_000;
+
+fn new_inv(id: String, due_at: i64) -> NewInvocation {
+    NewInvocation {
+        id,
+        function: "f".into(),
+        payload: Bytes::from_static(b"{}"),
+        content_type: None,
+        created_at: T0,
+        due_at,
+        idempotency_key: None,
+        traceparent: None,
+    }
+}
+
+/// Two stores on one database, as two nodes would have.
+async fn two_nodes() -> Option<(Arc<PgStore>, Arc<PgStore>)> {
+    let url = fresh_database().await?;
+    Some((Arc::new(PgStore::open(&url).unwrap()), Arc::new(PgStore::open(&url).unwrap())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_group_commit_and_two_nodes_lease_disjoint_work() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move { store.enqueue(new_inv(format!("{i:05}"), T0)).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let duplicate = a.enqueue(new_inv("00001".into(), T0)).await;
+    assert!(matches!(duplicate, Err(keel_core::Error::InvalidState(_))), "{duplicate:?}");
+    let lease = |store: Arc<PgStore>, owner: &'static str| async move {
+        let mut mine = Vec::new();
+        loop {
+            let request =
+                LeaseRequest { function: "f".into(), owner: owner.into(), now: T0, expires_at: T0 + 1, limit: 7 };
+            let got = store.lease(request).await.unwrap().invocations;
+            if got.is_empty() {
+                return mine;
+            }
+            mine.extend(got.into_iter().map(|i| i.id));
+        }
+    };
+    let (x, y) = tokio::join!(tokio::spawn(lease(a.clone(), "node-a")), tokio::spawn(lease(b.clone(), "node-b")));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut all: Vec<_> = x.iter().chain(&y).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 400, "every invocation leased exactly once ({} + {})", x.len(), y.len());
+    assert_eq!(x.len() + y.len(), 400, "no invocation leased by both nodes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_new_key_claimed_by_two_nodes_at_once_is_claimed_once() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let claim = |holder: &str| KeyClaim {
+        key: KeyRef { scope: "caller".into(), route: "POST /x".into(), key: "k".into() },
+        fingerprint: "fp".into(),
+        holder: holder.into(),
+        now: T0,
+        lease_until: T0 + 30_000,
+        expires_at: T0 + 86_400_000,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (store, claim) = (if i % 2 == 0 { a.clone() } else { b.clone() }, claim(&format!("h{i}")));
+        tasks.push(tokio::spawn(async move { store.claim_key(claim).await.unwrap() }));
+    }
+    let mut claimed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            KeyDecision::Claim => claimed += 1,
+            KeyDecision::InFlight { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(claimed, 1);
+}
+
+#[tokio::test]
+async fn a_silent_node_loses_its_leases_before_they_expire() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let beat = |id: &str, now| NodeBeat { id: id.into(), addr: "-".into(), started_at: T0, now };
+    a.heartbeat(beat("node-a", T0)).await.unwrap();
+    a.enqueue(new_inv("01A".into(), T0)).await.unwrap();
+    let long =
+        LeaseRequest { function: "f".into(), owner: "node-a".into(), now: T0, expires_at: T0 + 3_600_000, limit: 1 };
+    assert_eq!(a.lease(long).await.unwrap().invocations.len(), 1);
+    let soon = T0 + NODE_TIMEOUT_MS / 2;
+    b.heartbeat(beat("node-b", soon)).await.unwrap();
+    assert!(b.reclaim_leases(Reclaim::ExpiredBefore(soon), soon).await.unwrap().is_empty(), "node-a is alive");
+    let later = T0 + NODE_TIMEOUT_MS + 1;
+    b.heartbeat(beat("node-b", later)).await.unwrap();
+    assert_eq!(b.reclaim_leases(Reclaim::ExpiredBefore(later), later).await.unwrap(), ["f"]);
+    let inv = b.get("01A").await.unwrap().unwrap();
+    assert_eq!(inv.status, keel_core::invocation::Status::Retrying);
+    let nodes = b.nodes().await.unwrap();
+    assert_eq!(nodes.iter().map(|n| (n.id.as_str(), n.leases)).collect::<Vec<_>>(), [("node-a", 0), ("node-b", 0)]);
+}
+
+#[tokio::test]
+async fn other_nodes_hear_of_new_work() {
+    let Some((a, b)) = two_nodes().await else { return };
+    a.list(ListFilter::default()).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    b.on_wakeup(Arc::new(move |f: &str| {
+        let _ = tx.send(f.to_string());
+    }));
+    // The listener connects in the background; keep enqueueing until it hears one.
+    for i in 0..50 {
+        a.enqueue(new_inv(format!("{i:03}"), T0)).await.unwrap();
+        if let Ok(Some(f)) = tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await {
+            assert_eq!(f, "f");
+            return;
+        }
+    }
+    panic!("node b never heard of the work enqueued on node a");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_answers_unavailable_quickly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = PgStore::open(&format!("postgres://keel@127.0.0.1:{port}/keel")).unwrap();
+    let started = std::time::Instant::now();
+    let err = store.enqueue(new_inv("01A".into(), T0)).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+}
