@@ -14,10 +14,12 @@
 //!   starts, scale-out to `max_instances`, scale to zero, crash replacement, the watchdog).
 //! - `functions.rs`: each function's bulkhead and wake-up signal; `state.rs`: what all share;
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
+//! - `cluster.rs`: this node's heartbeat, and the wake-ups other nodes send it.
 //! - `cli/` and `main.rs`: the `keel` command.
 #![forbid(unsafe_code)]
 
 mod api;
+mod cluster;
 mod dispatch;
 mod faults;
 mod functions;

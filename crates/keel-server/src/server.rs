@@ -73,6 +73,7 @@ impl Node {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
         }
         tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
+        crate::cluster::join(&shared, addr, stop_rx.clone());
         tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));
         let (stop_http, stop_http_rx) = oneshot::channel::<()>();
         let app = api::router(shared.clone());

@@ -1,6 +1,7 @@
 //! The HTTP API (v1): routes → handlers. Every error is RFC 9457 problem+json ([`problem`]).
 
 mod body;
+mod cluster;
 mod dlq;
 mod functions;
 mod health;
@@ -38,6 +39,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/dlq/redrive", post(dlq::redrive_matching).layer(keyed.clone()))
         .route("/v1/dlq/{id}/redrive", post(dlq::redrive).layer(keyed))
         .route("/v1/dlq/{id}", delete(dlq::discard))
+        .route("/v1/cluster", get(cluster::get))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)

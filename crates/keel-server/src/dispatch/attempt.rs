@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel_core::clock::Millis;
 use keel_core::invocation::{Completion, Invocation};
 use keel_core::lifecycle::{after_attempt, exhausted_before_attempt};
 use keel_core::Error;
@@ -12,8 +13,9 @@ use crate::functions::Function;
 use crate::runtime::AttemptCall;
 use crate::state::Shared;
 
-/// Tries to record a completion this many times while the store is unavailable.
-const COMPLETE_TRIES: u32 = 5;
+/// Pause between tries to record a completion while the store is unavailable, growing to the cap.
+const COMPLETE_RETRY_STEP_MS: u64 = 200;
+const COMPLETE_RETRY_MAX_MS: u64 = 2_000;
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -58,13 +60,19 @@ pub(super) async fn run(
         attempt,
         next,
     };
-    record(&shared, completion).await;
+    record(&shared, completion, invocation.lease.as_ref().map(|l| l.expires_at)).await;
     drop(permit);
     function.wake.notify_one();
 }
 
-async fn record(shared: &Shared, completion: Completion) {
-    for n in 1..=COMPLETE_TRIES {
+/// Records the completion, trying again while the store is unavailable (a database outage) until
+/// the lease expires: past that the completion would be refused anyway, and the invocation runs
+/// again once its lease is taken back.
+async fn record(shared: &Shared, completion: Completion, lease_expires_at: Option<Millis>) {
+    let give_up_at = lease_expires_at.unwrap_or(completion.now + 3_000);
+    let mut tries: u64 = 0;
+    loop {
+        tries += 1;
         match shared.store.complete(completion.clone()).await {
             Ok(()) => return,
             Err(e @ Error::InvalidState(_)) | Err(e @ Error::NotFound { .. }) => {
@@ -72,8 +80,12 @@ async fn record(shared: &Shared, completion: Completion) {
                 return;
             }
             Err(e) => {
-                tracing::warn!(invocation_id = %completion.id, error = %e, try_ = n, "recording the completion failed");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(n))).await;
+                if shared.clock.now_ms() >= give_up_at {
+                    break;
+                }
+                tracing::warn!(invocation_id = %completion.id, error = %e, try_ = tries, "recording the completion failed");
+                let pause = (COMPLETE_RETRY_STEP_MS * tries).min(COMPLETE_RETRY_MAX_MS);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
         }
     }

@@ -1,0 +1,53 @@
+//! This node's part in a cluster: it reports a heartbeat (so the others can tell when it dies and
+//! take its leases back), and wakes its dispatchers when another node makes their work due.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::store::{NodeBeat, HEARTBEAT_EVERY_MS};
+use tokio::sync::watch;
+
+use crate::state::Shared;
+
+/// After a failed heartbeat, the next try comes sooner: a node that was cut off from the database
+/// should show it is alive again before the others' sweepers decide it is dead.
+const RETRY_FAILED_BEAT: Duration = Duration::from_millis(500);
+
+/// Starts the heartbeat and subscribes to other nodes' wake-ups; both stop with `stop`.
+pub(crate) fn join(shared: &Arc<Shared>, addr: SocketAddr, stop: watch::Receiver<bool>) {
+    // Weak: the store holds this callback, and the store is held by `shared`.
+    let weak = Arc::downgrade(shared);
+    shared.store.on_wakeup(Arc::new(move |function: &str| {
+        if let Some(shared) = weak.upgrade() {
+            shared.functions.wake(function);
+        }
+    }));
+    tokio::spawn(heartbeat(shared.clone(), addr.to_string(), stop));
+}
+
+async fn heartbeat(shared: Arc<Shared>, addr: String, mut stop: watch::Receiver<bool>) {
+    let started_at = shared.clock.now_ms();
+    let mut failing = false;
+    loop {
+        let beat = NodeBeat { id: shared.node_id.clone(), addr: addr.clone(), started_at, now: shared.clock.now_ms() };
+        let pause = match shared.store.heartbeat(beat).await {
+            Ok(()) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(node = %shared.node_id, "heartbeat recorded again");
+                }
+                Duration::from_millis(HEARTBEAT_EVERY_MS as u64)
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(node = %shared.node_id, error = %e, "heartbeat failed; retrying");
+                }
+                RETRY_FAILED_BEAT
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
