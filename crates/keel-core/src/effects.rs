@@ -6,28 +6,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::kv::{KvWrite, Precondition};
+
 /// The content type of an effects envelope.
 pub const CONTENT_TYPE: &str = "application/vnd.keel.effects+json";
-
-/// A precondition on a KV write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precondition {
-    None,
-    /// The key must hold exactly this version.
-    IfVersion(i64),
-    /// The key must not exist.
-    IfAbsent,
-}
-
-/// One KV write: a put (with a JSON value) or a delete.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KvWrite {
-    pub ns: String,
-    pub key: String,
-    /// `None` deletes the key.
-    pub value: Option<Bytes>,
-    pub precondition: Precondition,
-}
 
 /// An event a function emits; Keel fills in `id` and `source` when absent.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,18 +66,6 @@ struct RawKv {
     if_absent: bool,
 }
 
-/// Checks a KV namespace or key: 1–255 bytes, no control characters, no `/` in namespaces.
-pub fn check_kv_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) || (what == "ns" && name.contains('/'))
-    {
-        return Err(format!(
-            "{what} {name:?} must be 1–255 bytes without control characters{}",
-            if what == "ns" { " or '/'" } else { "" }
-        ));
-    }
-    Ok(())
-}
-
 /// Reads and validates an envelope. The error says what is wrong, for the attempt's error text.
 pub fn parse(body: &[u8]) -> Result<Effects, String> {
     let raw: RawEnvelope = serde_json::from_slice(body).map_err(|e| format!("malformed effects envelope: {e}"))?;
@@ -105,8 +75,8 @@ pub fn parse(body: &[u8]) -> Result<Effects, String> {
     let mut kv = Vec::with_capacity(raw.kv.len());
     for (i, w) in raw.kv.into_iter().enumerate() {
         let at = |msg: String| format!("effects envelope: kv[{i}]: {msg}");
-        check_kv_name("ns", &w.ns).map_err(at)?;
-        check_kv_name("key", &w.key).map_err(at)?;
+        crate::kv::check_name("ns", &w.ns).map_err(at)?;
+        crate::kv::check_name("key", &w.key).map_err(at)?;
         let precondition = match (w.if_version, w.if_absent) {
             (Some(_), true) => return Err(at("if_version and if_absent are exclusive".into())),
             (Some(v), false) => Precondition::IfVersion(v),

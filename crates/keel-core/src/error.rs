@@ -9,6 +9,9 @@ pub enum Error {
     /// The record exists but is not in a state that allows the operation.
     #[error("{0}")]
     InvalidState(String),
+    /// A write's precondition (a KV version, `if_absent`) did not hold: nothing was written.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     /// The storage backend failed (I/O, corruption, a closed writer). Worth retrying later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

@@ -138,6 +138,8 @@ pub struct Invocation {
     pub traceparent: Option<String>,
     /// A sync invocation (its caller waits): never leased by a dispatcher.
     pub sync: bool,
+    /// Set when this invocation delivers an event to a subscription.
+    pub delivery: Option<Delivery>,
     /// The attempt history, oldest first (empty in lists).
     pub attempts: Vec<Attempt>,
 }
@@ -150,7 +152,7 @@ impl Invocation {
 }
 
 /// What the gateway hands the store to admit an async invocation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewInvocation {
     pub id: String,
     pub function: String,
@@ -161,6 +163,21 @@ pub struct NewInvocation {
     pub due_at: Millis,
     pub idempotency_key: Option<String>,
     pub traceparent: Option<String>,
+    pub delivery: Option<Delivery>,
+}
+
+/// What makes an invocation an event delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub subscription: String,
+    /// Keel's id of the event (not the publisher's CloudEvents `id`).
+    pub event_id: String,
+    /// The CloudEvents binary-mode headers sent with every attempt.
+    pub headers: Vec<(String, String)>,
+    /// Deliveries sharing a key run one at a time in publish order (`ordered_by = "subject"`).
+    pub ordering_key: Option<String>,
+    /// How many deliveries led to this event: events emitted by this delivery get `hops + 1`.
+    pub hops: u32,
 }
 
 impl NewInvocation {
@@ -185,6 +202,7 @@ impl NewInvocation {
             idempotency_key: self.idempotency_key,
             traceparent: self.traceparent,
             sync: false,
+            delivery: self.delivery,
             attempts: Vec::new(),
         }
     }
@@ -211,4 +229,14 @@ pub struct Completion {
     /// `None` when no call was made (the budget was used up by interrupted attempts).
     pub attempt: Option<Attempt>,
     pub next: Transition,
+    /// Committed with a `Succeed` transition, or not at all (a failed precondition refuses the
+    /// whole completion with [`Error::PreconditionFailed`](crate::Error::PreconditionFailed)).
+    pub effects: Option<CommitEffects>,
+}
+
+/// The effects of a successful attempt, ready to commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitEffects {
+    pub kv: Vec<crate::kv::KvWrite>,
+    pub events: Vec<crate::events::NewEvent>,
 }

@@ -13,6 +13,7 @@
 //!   conformance suite each backend runs.
 //! - [`events`]: CloudEvents (reading the HTTP forms, subscription filters); [`effects`]: the
 //!   effects envelope a function answers with (KV writes with preconditions, events to emit).
+//! - [`kv`]: versioned function state and write preconditions.
 //! - [`idempotency`]: the `Idempotency-Key` record state machine, as a pure decision.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs).
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod events;
 pub mod id;
 pub mod idempotency;
 pub mod invocation;
+pub mod kv;
 pub mod lifecycle;
 pub mod outcome;
 pub mod retry;

@@ -91,6 +91,7 @@ mod tests {
             due_at: 0,
             idempotency_key: None,
             traceparent: None,
+            delivery: None,
         }
         .into_queued();
         inv.attempt_count = attempts;

@@ -50,9 +50,22 @@ impl SourceMap {
                 is_table: nested.is_some(),
             };
             self.spots.insert(prefix.clone(), spot);
-            // Arrays are not descended into: no key of Keel's schema holds one.
             if let Some(nested) = nested {
                 self.record(lines, prefix, nested);
+            }
+            // Arrays of tables (`[[subscriptions]]`): items are keyed `[0]`, `[1]`, … as serde
+            // paths name them.
+            if let Some(items) = value.get_ref().as_array() {
+                for (i, item) in items.iter().enumerate() {
+                    prefix.push(format!("[{i}]"));
+                    let at = lines.position(item.span().start);
+                    let table = item.get_ref().as_table();
+                    self.spots.insert(prefix.clone(), Spot { key: at, value: at, is_table: table.is_some() });
+                    if let Some(table) = table {
+                        self.record(lines, prefix, table);
+                    }
+                    prefix.pop();
+                }
             }
             prefix.pop();
         }
@@ -131,8 +144,18 @@ impl Locator {
 /// Renders a key path the way TOML would write it: `functions."my fn".timeout`.
 pub(super) fn dotted(path: &[String]) -> String {
     let bare = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let quoted: Vec<String> = path.iter().map(|s| if bare(s) { s.clone() } else { format!("{s:?}") }).collect();
-    quoted.join(".")
+    let index = |s: &str| s.starts_with('[') && s.ends_with(']');
+    let mut out = String::new();
+    for (i, s) in path.iter().enumerate() {
+        if i > 0 && !index(s) {
+            out.push('.');
+        }
+        match s {
+            s if bare(s) || index(s) => out.push_str(s),
+            s => out.push_str(&format!("{s:?}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -39,6 +39,28 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Keyed by function name, which is also `FunctionConfig::name`.
     pub functions: BTreeMap<String, FunctionConfig>,
+    /// Declared topics: events may be published (and emitted) to these only.
+    pub topics: std::collections::BTreeSet<String>,
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+/// `[[subscriptions]]`: each matching event of `topic` becomes one delivery to `function`.
+#[derive(Debug, Clone)]
+pub struct SubscriptionConfig {
+    pub name: String,
+    pub topic: String,
+    pub function: String,
+    pub filter: crate::events::Filter,
+    /// The function's policy with this subscription's `retry` keys laid over it.
+    pub retry: crate::retry::RetryPolicy,
+    pub ordered_by: Option<OrderedBy>,
+}
+
+/// How a subscription orders its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderedBy {
+    /// Events sharing a `subject` are delivered one at a time, in publish order.
+    Subject,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +72,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Largest function result stored, in bytes.
     pub max_result_bytes: u64,
+    /// Longest chain of events emitted by deliveries before the next one is dead-lettered.
+    pub max_event_hops: u32,
 }
 
 #[derive(Debug, Clone)]

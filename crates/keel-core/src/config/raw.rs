@@ -19,6 +19,27 @@ pub(super) struct RawConfig {
     pub(super) storage: RawStorage,
     #[serde(default)]
     pub(super) functions: BTreeMap<String, RawFunction>,
+    #[serde(default)]
+    pub(super) topics: BTreeMap<String, RawTopic>,
+    #[serde(default)]
+    pub(super) subscriptions: Vec<RawSubscription>,
+}
+
+/// `[topics.NAME]`: declares a topic; nothing to set yet.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTopic {}
+
+/// `[[subscriptions]]`: topic (+ filter) → function.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubscription {
+    pub(super) name: Option<String>,
+    pub(super) topic: Option<String>,
+    pub(super) function: Option<String>,
+    pub(super) filter: Option<crate::events::Filter>,
+    pub(super) retry: Option<RawRetry>,
+    pub(super) ordered_by: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,6 +49,7 @@ pub(super) struct RawServer {
     pub(super) body_limit: Option<RawByteSize>,
     pub(super) shutdown_grace: Option<RawDuration>,
     pub(super) max_result_bytes: Option<RawByteSize>,
+    pub(super) max_event_hops: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

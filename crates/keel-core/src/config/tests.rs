@@ -85,11 +85,12 @@ fn unknown_keys_list_the_valid_ones() {
     assert_eq!(
         errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
         ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
-          `shutdown_grace`, `max_result_bytes`"]
+          `shutdown_grace`, `max_result_bytes`, `max_event_hops`"]
     );
     assert_eq!(
-        errors("[topics.a]\n"),
-        ["keel.toml:1:2: topics: unknown key `topics`, expected one of `server`, `storage`, `functions`"]
+        errors("[queues.a]\n"),
+        ["keel.toml:1:2: queues: unknown key `queues`, expected one of `server`, `storage`, `functions`, \
+          `topics`, `subscriptions`"]
     );
 }
 
@@ -268,7 +269,7 @@ fn an_unknown_key_from_env_names_the_variable() {
     assert_eq!(
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
         ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
-          `body_limit`, `shutdown_grace`, `max_result_bytes`"]
+          `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`"]
     );
 }
 
@@ -373,4 +374,69 @@ fn a_command_can_come_from_the_environment() {
     let overrides = env(&[("KEEL_FUNCTIONS__WORKER__COMMAND", r#"["python3", "app.py"]"#)]);
     let config = load_str("keel.toml", "", &overrides).unwrap();
     assert_eq!(config.functions["worker"].command().unwrap().command, ["python3", "app.py"]);
+}
+
+#[test]
+fn subscriptions_reference_declared_topics_and_functions() {
+    let text = "\
+[functions.mail]
+url = \"http://127.0.0.1:9/mail\"
+retry = { max_attempts = 3 }
+
+[topics.\"user.registered\"]
+
+[[subscriptions]]
+name = \"welcome\"
+topic = \"user.registered\"
+function = \"mail\"
+filter = { type_prefix = \"user.\" }
+retry = { initial = \"1s\" }
+ordered_by = \"subject\"
+";
+    let config = load_str("keel.toml", text, &Overrides::default()).unwrap();
+    let sub = &config.subscriptions[0];
+    assert_eq!((sub.name.as_str(), sub.topic.as_str(), sub.function.as_str()), ("welcome", "user.registered", "mail"));
+    assert_eq!(sub.filter.type_prefix.as_deref(), Some("user."));
+    assert_eq!(sub.retry.max_attempts, 3, "inherited from the function");
+    assert_eq!(sub.retry.initial, Duration::from_secs(1), "overridden by the subscription");
+    assert_eq!(sub.ordered_by, Some(super::OrderedBy::Subject));
+    assert!(config.topics.contains("user.registered"));
+    assert_eq!(config.server.max_event_hops, 16);
+}
+
+#[test]
+fn bad_subscriptions_are_located_by_index() {
+    let text = "\
+[functions.mail]
+url = \"http://127.0.0.1:9/mail\"
+
+[topics.orders]
+
+[[subscriptions]]
+name = \"ok\"
+topic = \"orders\"
+function = \"mail\"
+
+[[subscriptions]]
+name = \"ok\"
+topic = \"nope\"
+function = \"ghost\"
+ordered_by = \"time\"
+filter = { colour = \"red\" }
+";
+    assert_eq!(
+        errors(text),
+        ["keel.toml:16:12: subscriptions[1].filter.colour: unknown key `colour`, expected one of `type`, \
+          `type_prefix`, `source`, `subject_prefix`"]
+    );
+    let text = text.replace("filter = { colour = \"red\" }\n", "");
+    assert_eq!(
+        errors(&text),
+        [
+            "keel.toml:12:8: subscriptions[1].name: duplicate subscription name \"ok\"",
+            "keel.toml:13:9: subscriptions[1].topic: unknown topic \"nope\": declare it with [topics.\"nope\"] (declared: orders)",
+            "keel.toml:14:12: subscriptions[1].function: unknown function \"ghost\" (configured: mail)",
+            "keel.toml:15:14: subscriptions[1].ordered_by: must be \"subject\" (got \"time\")",
+        ]
+    );
 }

@@ -11,12 +11,14 @@ use super::{Config, ServerConfig, StorageConfig};
 
 mod command;
 mod function;
+mod subscription;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7733";
 const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_RESULT_BYTES: u64 = 6 * 1024 * 1024;
 const DEFAULT_STORAGE_URL: &str = "sqlite://.keel/keel.db";
+const DEFAULT_MAX_EVENT_HOPS: u32 = 16;
 
 const DURATION_HINT: &str = r#"expected a duration like "250ms", "30s", "5m""#;
 const BYTE_SIZE_HINT: &str =
@@ -41,8 +43,11 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             functions.insert(name.clone(), resolved);
         }
     }
+    let topics = check.topics(&raw.topics);
+    let function_names = raw.functions.keys().cloned().collect();
+    let subscriptions = check.subscriptions(&raw.subscriptions, &topics, &functions, &function_names);
     match (server, storage, check.problems.is_empty()) {
-        (Some(server), Some(storage), true) => Ok(Config { server, storage, functions }),
+        (Some(server), Some(storage), true) => Ok(Config { server, storage, functions, topics, subscriptions }),
         _ => Err(check.problems),
     }
 }
@@ -113,11 +118,24 @@ impl Checker {
         let grace = self.duration(key(&["server", "shutdown_grace"]), &s.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
         let max_result =
             self.byte_size(key(&["server", "max_result_bytes"]), &s.max_result_bytes, DEFAULT_MAX_RESULT_BYTES);
+        let max_event_hops = match s.max_event_hops {
+            None => Some(DEFAULT_MAX_EVENT_HOPS),
+            Some(n) if (1..=1000).contains(&n) => Some(n as u32),
+            Some(n) => {
+                self.report(
+                    key(&["server", "max_event_hops"]),
+                    Anchor::Value,
+                    format!("must be between 1 and 1000 (got {n})"),
+                );
+                None
+            }
+        };
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
             shutdown_grace: grace?,
             max_result_bytes: max_result?,
+            max_event_hops: max_event_hops?,
         })
     }
 

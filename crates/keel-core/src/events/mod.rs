@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::clock::Millis;
+use crate::invocation::{Invocation, NewInvocation};
+
 pub use parse::{from_binary, from_plain_json, from_structured, from_structured_batch, ParseError};
 
 /// A CloudEvent as Keel stores and delivers it.
@@ -50,6 +53,40 @@ impl CloudEvent {
         }
         h
     }
+}
+
+/// An event ready to store, with the deliveries (one per matching subscription) it makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Keel's id (a ULID).
+    pub id: String,
+    pub topic: String,
+    pub event: CloudEvent,
+    /// 0 for a published event; the emitting delivery's hops + 1 for an emitted one.
+    pub hops: u32,
+    pub created_at: Millis,
+    pub deliveries: Vec<NewInvocation>,
+}
+
+/// What publishing one event came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Keel's id of the event: the original one when it was a duplicate.
+    pub id: String,
+    /// The same `source` + `id` had been published before: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// A stored event with its deliveries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub topic: String,
+    pub event: CloudEvent,
+    pub hops: u32,
+    pub created_at: Millis,
+    /// Without attempt histories.
+    pub deliveries: Vec<Invocation>,
 }
 
 /// Which events of a topic a subscription receives. Every given field must match.

@@ -7,8 +7,10 @@
 use async_trait::async_trait;
 
 use crate::clock::Millis;
+use crate::events::{NewEvent, Published, StoredEvent};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
-use crate::invocation::{Completion, Invocation, NewInvocation, Status};
+use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation, Status};
+use crate::kv::{KvEntry, KvWrite};
 use crate::Result;
 
 #[cfg(feature = "testkit")]
@@ -52,6 +54,8 @@ pub enum Reclaim {
 pub struct ListFilter {
     pub function: Option<String>,
     pub status: Option<Status>,
+    /// Deliveries of this subscription only.
+    pub subscription: Option<String>,
     /// At most [`MAX_LIMIT`]; 0 means [`DEFAULT_LIMIT`].
     pub limit: usize,
     /// The last id of the previous page: lists run newest first.
@@ -132,8 +136,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Admits an async invocation: durable when this returns.
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation>;
 
-    /// Records a finished sync invocation (`succeeded` or `failed`) with its attempts.
-    async fn record_finished(&self, invocation: Invocation) -> Result<()>;
+    /// Records a finished sync invocation (`succeeded` or `failed`) with its attempts, and the
+    /// effects of its success in the same transaction (refused whole if a precondition fails).
+    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()>;
 
     /// Leases up to `limit` due invocations of one function (status `running`).
     async fn lease(&self, request: LeaseRequest) -> Result<Leased>;
@@ -179,7 +184,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Records a finished keyed sync invocation (with all its attempts) and completes its key
     /// record with `reply`, in one transaction. A holder that lost the key writes nothing.
-    async fn finish_sync(&self, invocation: Invocation, key: KeyRef, holder: String, reply: StoredReply) -> Result<()>;
+    async fn finish_sync(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        key: KeyRef,
+        holder: String,
+        reply: StoredReply,
+    ) -> Result<()>;
 
     /// Claims a key for work that is not an invocation (redrive, cancel): on `Claim` or
     /// `TakeOver` the record is in flight, held by `claim.holder`.
@@ -193,4 +205,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes at most `limit` key records that expired before `now`; returns how many.
     async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize>;
+
+    // Events and KV.
+
+    /// Stores events with their deliveries in one transaction. An event whose `source` + `id`
+    /// was published before is not stored again (nor delivered): its original id is returned.
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>>;
+
+    /// An event with the state of each of its deliveries.
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>>;
+
+    async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>>;
+
+    /// Applies one write if its precondition holds ([`Error::PreconditionFailed`](crate::Error)
+    /// otherwise); returns the new version, `None` after a delete.
+    async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>>;
 }

@@ -5,8 +5,11 @@ use bytes::Bytes;
 
 use super::{LeaseRequest, ListFilter, NodeBeat, NodeState, Reclaim, Store};
 use crate::clock::Millis;
+use crate::events::{CloudEvent, NewEvent, Published};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
 use crate::invocation::{Attempt, Completion, Invocation, NewInvocation, Status, StoredResponse, Transition};
+use crate::invocation::{CommitEffects, Delivery};
+use crate::kv::{KvWrite, Precondition};
 use crate::outcome::Outcome;
 use crate::Error;
 
@@ -24,7 +27,9 @@ macro_rules! store_conformance {
             bulk_redrive_by_function, finished_sync_invocations_are_recorded,
             keyed_enqueue_admits_once_and_replays, keyed_sync_holds_then_completes_the_key,
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
-            nodes_report_heartbeats_and_leases);
+            nodes_report_heartbeats_and_leases, publish_stores_events_with_deliveries_once,
+            kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
+            ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -75,6 +80,7 @@ fn new_inv(id: &str, function: &str, due_at: Millis) -> NewInvocation {
         due_at,
         idempotency_key: None,
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        delivery: None,
     }
 }
 
@@ -108,6 +114,7 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
         now,
         attempt: Some(Attempt { error: Some("boom".into()), ..attempt(number, Outcome::Transient, Some(503)) }),
         next,
+        effects: None,
     };
     store.complete(completion).await.unwrap();
 }
@@ -160,6 +167,7 @@ pub async fn success_keeps_the_response(store: &dyn Store) {
         now: T0 + 30,
         attempt: Some(attempt(1, Outcome::Success, Some(200))),
         next: Transition::Succeed { response: ok_response("{\"ok\":true}") },
+        effects: None,
     };
     store.complete(completion).await.unwrap();
     let got = store.get("01A").await.unwrap().unwrap();
@@ -197,6 +205,7 @@ pub async fn stale_lease_cannot_complete(store: &dyn Store) {
         now: T0 + 30,
         attempt: Some(attempt(1, Outcome::Success, Some(200))),
         next: Transition::Succeed { response: ok_response("{}") },
+        effects: None,
     };
     let err = store.complete(completion).await.unwrap_err();
     assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
@@ -336,7 +345,7 @@ pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {
     inv.error = Some("HTTP 404".into());
     inv.response =
         Some(StoredResponse { status: 404, content_type: Some("text/plain".into()), body: Bytes::from_static(b"no") });
-    store.record_finished(inv.clone()).await.unwrap();
+    store.record_finished(inv.clone(), None).await.unwrap();
     let got = store.get("01S").await.unwrap().unwrap();
     assert_eq!(got, inv);
     let leased = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap();
@@ -403,12 +412,12 @@ pub async fn keyed_sync_holds_then_completes_the_key(store: &dyn Store) {
     done.attempts = vec![attempt(1, Outcome::Success, Some(200))];
     done.response = Some(ok_response("{}"));
     let key = key_claim("k", "fp", "h1", T0).key;
-    store.finish_sync(done.clone(), key.clone(), "h1".into(), reply("done")).await.unwrap();
+    store.finish_sync(done.clone(), None, key.clone(), "h1".into(), reply("done")).await.unwrap();
     assert_eq!(store.get("01S").await.unwrap().unwrap(), done);
     let replay =
         store.begin_sync(running_sync("01U", "h3", T0 + 20), key_claim("k", "fp", "h3", T0 + 20)).await.unwrap();
     assert_eq!(replay, KeyDecision::Replay(reply("done")));
-    let stale = store.finish_sync(done, key, "h2".into(), reply("late")).await;
+    let stale = store.finish_sync(done, None, key, "h2".into(), reply("late")).await;
     assert!(matches!(stale, Err(Error::InvalidState(_))), "only the holder completes the key");
 }
 
@@ -463,4 +472,172 @@ pub async fn nodes_report_heartbeats_and_leases(store: &dyn Store) {
         leases: 3,
     };
     assert_eq!(nodes, vec![expected]);
+}
+
+fn delivery_of(
+    event_id: &str,
+    subscription: &str,
+    id: &str,
+    function: &str,
+    ordering_key: Option<&str>,
+) -> NewInvocation {
+    let mut inv = new_inv(id, function, T0);
+    inv.delivery = Some(Delivery {
+        subscription: subscription.into(),
+        event_id: event_id.into(),
+        headers: vec![("ce-id".into(), format!("ce-{event_id}")), ("ce-type".into(), "t".into())],
+        ordering_key: ordering_key.map(str::to_string),
+        hops: 0,
+    });
+    inv
+}
+
+fn event(id: &str, ce_id: &str, deliveries: Vec<NewInvocation>) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        topic: "orders".into(),
+        event: CloudEvent {
+            id: ce_id.into(),
+            source: "/shop".into(),
+            ty: "order.placed".into(),
+            subject: Some("o-1".into()),
+            time: None,
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            data: Bytes::from_static(b"{\"total\":5}"),
+            extensions: [(
+                "traceparent".to_string(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string(),
+            )]
+            .into(),
+        },
+        hops: 2,
+        created_at: T0,
+        deliveries,
+    }
+}
+
+fn put(ns: &str, key: &str, value: &str, precondition: Precondition) -> KvWrite {
+    KvWrite { ns: ns.into(), key: key.into(), value: Some(Bytes::from(value.to_string())), precondition }
+}
+
+pub async fn publish_stores_events_with_deliveries_once(store: &dyn Store) {
+    let e1 = event(
+        "01E",
+        "a",
+        vec![delivery_of("01E", "mail", "01D1", "f", None), delivery_of("01E", "count", "01D2", "g", None)],
+    );
+    let published = store.publish(vec![e1.clone()]).await.unwrap();
+    assert_eq!(published, vec![Published { id: "01E".into(), duplicate: false }]);
+    // The same source + id again: the original id, and no new deliveries.
+    let again = event("01F", "a", vec![delivery_of("01F", "mail", "01D3", "f", None)]);
+    let published = store.publish(vec![again]).await.unwrap();
+    assert_eq!(published, vec![Published { id: "01E".into(), duplicate: true }]);
+    assert!(store.get("01D3").await.unwrap().is_none());
+
+    let stored = store.get_event("01E").await.unwrap().expect("stored event");
+    assert_eq!(stored.event, e1.event, "every attribute and the data survive");
+    assert_eq!((stored.topic.as_str(), stored.hops), ("orders", 2));
+    let subs: Vec<_> = stored.deliveries.iter().map(|d| d.delivery.as_ref().unwrap().subscription.clone()).collect();
+    assert_eq!(subs, ["count", "mail"]);
+    let d = store.get("01D1").await.unwrap().unwrap();
+    assert_eq!(d.delivery.as_ref().unwrap().headers[0], ("ce-id".to_string(), "ce-01E".to_string()));
+    assert_eq!(d.status, Status::Queued);
+    let mail = store.list(ListFilter { subscription: Some("mail".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(mail.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["01D1"]);
+    assert!(store.get_event("nope").await.unwrap().is_none());
+}
+
+pub async fn kv_versions_and_preconditions(store: &dyn Store) {
+    assert_eq!(store.kv_write(put("b", "u1", "100", Precondition::IfAbsent), T0).await.unwrap(), Some(1));
+    assert_eq!(store.kv_write(put("b", "u1", "90", Precondition::IfVersion(1)), T0 + 1).await.unwrap(), Some(2));
+    let stale = store.kv_write(put("b", "u1", "80", Precondition::IfVersion(1)), T0 + 2).await;
+    assert!(matches!(stale, Err(Error::PreconditionFailed(_))), "{stale:?}");
+    let exists = store.kv_write(put("b", "u1", "0", Precondition::IfAbsent), T0 + 2).await;
+    assert!(matches!(exists, Err(Error::PreconditionFailed(_))));
+    let got = store.kv_get("b", "u1").await.unwrap().unwrap();
+    assert_eq!((&got.value[..], got.version, got.updated_at), (&b"90"[..], 2, T0 + 1));
+    assert_eq!(store.kv_write(put("b", "u1", "70", Precondition::None), T0 + 3).await.unwrap(), Some(3));
+    let delete = KvWrite { ns: "b".into(), key: "u1".into(), value: None, precondition: Precondition::IfVersion(3) };
+    assert_eq!(store.kv_write(delete, T0 + 4).await.unwrap(), None);
+    assert!(store.kv_get("b", "u1").await.unwrap().is_none());
+    assert!(store.kv_get("other", "u1").await.unwrap().is_none());
+}
+
+pub async fn effects_commit_with_the_completion_or_not_at_all(store: &dyn Store) {
+    store.kv_write(put("b", "u1", "100", Precondition::None), T0).await.unwrap();
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    let inv = lease_one(store, "f", T0).await;
+    let emitted = event("01E", "x", vec![delivery_of("01E", "mail", "01D", "g", None)]);
+    let effects = |version| CommitEffects {
+        kv: vec![
+            put("users", "u1", "{}", Precondition::IfAbsent),
+            put("b", "u1", "90", Precondition::IfVersion(version)),
+        ],
+        events: vec![emitted.clone()],
+    };
+    let completion = |version, owner: &str| Completion {
+        id: inv.id.clone(),
+        owner: owner.into(),
+        now: T0 + 30,
+        attempt: Some(attempt(1, Outcome::Success, Some(200))),
+        next: Transition::Succeed { response: ok_response("{}") },
+        effects: Some(effects(version)),
+    };
+    let conflict = store.complete(completion(7, "node-a")).await;
+    assert!(matches!(conflict, Err(Error::PreconditionFailed(_))), "{conflict:?}");
+    assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "the first write was not applied either");
+    assert!(store.get_event("01E").await.unwrap().is_none());
+    assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Running, "the completion was refused whole");
+
+    let stale = store.complete(completion(1, "node-b")).await;
+    assert!(matches!(stale, Err(Error::InvalidState(_))));
+    assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "a node without the lease applies nothing");
+
+    store.complete(completion(1, "node-a")).await.unwrap();
+    assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
+    assert_eq!(store.kv_get("b", "u1").await.unwrap().unwrap().version, 2);
+    assert!(store.kv_get("users", "u1").await.unwrap().is_some());
+    assert!(store.get_event("01E").await.unwrap().is_some());
+    assert_eq!(store.get("01D").await.unwrap().unwrap().status, Status::Queued, "the emitted event's delivery");
+    let again = store.complete(completion(2, "node-a")).await;
+    assert!(matches!(again, Err(Error::InvalidState(_))), "effects apply at most once");
+    assert_eq!(store.kv_get("b", "u1").await.unwrap().unwrap().version, 2);
+}
+
+pub async fn ordered_deliveries_wait_for_earlier_ones(store: &dyn Store) {
+    let first = delivery_of("01E", "s", "01B", "f", Some("s/o-1"));
+    let second = delivery_of("01F", "s", "01A", "f", Some("s/o-1"));
+    let other = delivery_of("01G", "s", "01C", "f", Some("s/o-2"));
+    store
+        .publish(vec![event("01E", "a", vec![first]), event("01F", "b", vec![second]), event("01G", "c", vec![other])])
+        .await
+        .unwrap();
+    let leased = store.lease(lease_req("f", T0, 10)).await.unwrap();
+    let ids: Vec<_> = leased.invocations.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["01B", "01C"], "the later event of o-1 waits; o-2 is independent");
+    let b = leased.invocations[0].clone();
+    fail_once(store, &b, T0 + 1, Transition::Retry { due_at: T0 + 5, delay_ms: 4, error: "x".into() }).await;
+    assert!(
+        store.lease(lease_req("f", T0 + 2, 10)).await.unwrap().invocations.is_empty(),
+        "still waits while retrying"
+    );
+    let b = lease_one(store, "f", T0 + 5).await;
+    assert_eq!(b.id, "01B");
+    fail_once(store, &b, T0 + 6, Transition::Die { error: "gave up".into(), response: None }).await;
+    let next = lease_one(store, "f", T0 + 6).await;
+    assert_eq!(next.id, "01A", "moves on once the earlier one is dead-lettered");
+}
+
+pub async fn finished_sync_invocations_commit_their_effects(store: &dyn Store) {
+    let mut inv = new_inv("01S", "f", T0).into_queued();
+    inv.status = Status::Succeeded;
+    inv.due_at = None;
+    let effects = CommitEffects { kv: vec![put("c", "n", "1", Precondition::IfAbsent)], events: vec![] };
+    store.record_finished(inv.clone(), Some(effects.clone())).await.unwrap();
+    assert_eq!(store.kv_get("c", "n").await.unwrap().unwrap().version, 1);
+    inv.id = "01T".into();
+    let refused = store.record_finished(inv, Some(effects)).await;
+    assert!(matches!(refused, Err(Error::PreconditionFailed(_))));
+    assert!(store.get("01T").await.unwrap().is_none(), "refused whole");
 }

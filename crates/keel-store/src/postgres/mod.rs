@@ -28,8 +28,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use keel_core::clock::Millis;
+use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
-use keel_core::invocation::{Completion, Invocation, NewInvocation};
+use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
+use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn};
 use keel_core::{Error, Result};
 use tokio::sync::OnceCell;
@@ -171,7 +173,8 @@ impl Store for PgStore {
         self.write(Work::Enqueue(new)).await?.ok_or(Error::NotFound { what: "invocation", id })
     }
 
-    async fn record_finished(&self, invocation: Invocation) -> Result<()> {
+    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
+        pending_effects(&effects)?;
         in_tx!(self, |tx| ops::record_finished(&tx, &invocation))
     }
 
@@ -219,7 +222,15 @@ impl Store for PgStore {
         in_tx!(self, |tx| keys::begin_sync(&tx, &invocation, &claim))
     }
 
-    async fn finish_sync(&self, invocation: Invocation, key: KeyRef, holder: String, reply: StoredReply) -> Result<()> {
+    async fn finish_sync(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        key: KeyRef,
+        holder: String,
+        reply: StoredReply,
+    ) -> Result<()> {
+        pending_effects(&effects)?;
         in_tx!(self, |tx| keys::finish_sync(&tx, &invocation, &key, &holder, &reply))
     }
 
@@ -237,5 +248,34 @@ impl Store for PgStore {
 
     async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
         in_tx!(self, |tx| keys::purge_expired(&tx, now, limit))
+    }
+
+    // PORTING: events, KV and effects exist on SQLite; until this store has them, it refuses
+    // them loudly rather than dropping them (issue 6 covers bringing them here).
+    async fn publish(&self, _events: Vec<NewEvent>) -> Result<Vec<Published>> {
+        Err(not_yet("events"))
+    }
+
+    async fn get_event(&self, _id: &str) -> Result<Option<StoredEvent>> {
+        Err(not_yet("events"))
+    }
+
+    async fn kv_get(&self, _ns: &str, _key: &str) -> Result<Option<KvEntry>> {
+        Err(not_yet("KV"))
+    }
+
+    async fn kv_write(&self, _write: KvWrite, _now: Millis) -> Result<Option<i64>> {
+        Err(not_yet("KV"))
+    }
+}
+
+fn not_yet(what: &str) -> Error {
+    Error::Unavailable(format!("{what} are not available on the PostgreSQL store yet"))
+}
+
+fn pending_effects(effects: &Option<CommitEffects>) -> Result<()> {
+    match effects {
+        Some(e) if !e.kv.is_empty() || !e.events.is_empty() => Err(not_yet("effects")),
+        _ => Ok(()),
     }
 }

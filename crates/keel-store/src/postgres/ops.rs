@@ -205,7 +205,7 @@ pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis) -> Result<
         };
         let error = attempt.error.clone().unwrap_or_default();
         let next = Transition::Retry { due_at: now, delay_ms: 0, error };
-        complete(tx, &Completion { id, owner, now, attempt: Some(attempt), next }).await?;
+        complete(tx, &Completion { id, owner, now, attempt: Some(attempt), next, effects: None }).await?;
         if !functions.contains(&function) {
             functions.push(function);
         }

@@ -60,6 +60,7 @@ pub(crate) fn invocation(row: &Row) -> Result<Invocation> {
         },
         error: row.try_get(18).map_err(db_err)?,
         idempotency_key: row.try_get(19).map_err(db_err)?,
+        delivery: None,
         traceparent: row.try_get(20).map_err(db_err)?,
         sync: row.try_get(21).map_err(db_err)?,
         attempts: Vec::new(),

@@ -30,6 +30,7 @@ fn new_inv(id: String, due_at: i64) -> NewInvocation {
         due_at,
         idempotency_key: None,
         traceparent: None,
+        delivery: None,
     }
 }
 

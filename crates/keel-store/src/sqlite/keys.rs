@@ -3,13 +3,13 @@
 use bytes::Bytes;
 use keel_core::clock::Millis;
 use keel_core::idempotency::{claimed_record, decide, KeyClaim, KeyDecision, KeyPhase, KeyRecord, KeyRef, StoredReply};
-use keel_core::invocation::{Attempt, Invocation, NewInvocation, Status};
+use keel_core::invocation::{Attempt, CommitEffects, Invocation, NewInvocation, Status};
 use keel_core::outcome::Outcome;
 use keel_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ops;
-use super::rows::{self, db_err};
+use super::rows::{self, db_err, decode_headers, encode_headers};
 
 fn load(conn: &Connection, key: &KeyRef) -> Result<Option<KeyRecord>> {
     conn.prepare_cached(
@@ -35,15 +35,6 @@ fn load(conn: &Connection, key: &KeyRef) -> Result<Option<KeyRecord>> {
         .optional()
     })
     .map_err(db_err)
-}
-
-/// Headers as `name: value` lines (names and values are visible ASCII).
-fn encode_headers(headers: &[(String, String)]) -> String {
-    headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
-}
-
-fn decode_headers(text: &str) -> Vec<(String, String)> {
-    text.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn write_in_flight(conn: &Connection, claim: &KeyClaim, invocation_id: Option<&str>) -> Result<()> {
@@ -159,6 +150,7 @@ pub(crate) fn begin_sync(conn: &Connection, invocation: &Invocation, claim_: &Ke
 pub(crate) fn finish_sync(
     conn: &Connection,
     inv: &Invocation,
+    effects: Option<&CommitEffects>,
     key: &KeyRef,
     holder: &str,
     reply: &StoredReply,
@@ -172,7 +164,7 @@ pub(crate) fn finish_sync(
     conn.prepare_cached("DELETE FROM attempts WHERE invocation_id = ?")
         .and_then(|mut st| st.execute([&inv.id]))
         .map_err(db_err)?;
-    ops::record_finished(conn, inv)
+    ops::record_finished(conn, inv, effects)
 }
 
 /// A sync invocation whose node stopped mid-call: it failed, and its key may be taken over now.
@@ -184,7 +176,8 @@ pub(crate) fn interrupt_sync(
     owner: &str,
     now: Millis,
 ) -> Result<()> {
-    let error = format!("interrupted: {owner} stopped during this sync invocation; retry with the same key to run it again");
+    let error =
+        format!("interrupted: {owner} stopped during this sync invocation; retry with the same key to run it again");
     let attempt = Attempt {
         number: attempt_count + 1,
         started_at: leased_at,

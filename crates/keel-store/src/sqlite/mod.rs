@@ -3,6 +3,7 @@
 //! One process owns a database file at a time (an exclusive lock on `PATH.lock`), which is what
 //! lets start-up take back every lease left by a killed predecessor at once.
 
+mod events;
 mod keys;
 mod nodes;
 mod ops;
@@ -18,8 +19,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use keel_core::clock::Millis;
+use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
-use keel_core::invocation::{Completion, Invocation, NewInvocation};
+use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
+use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store};
 use keel_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
@@ -137,8 +140,8 @@ impl Store for SqliteStore {
         self.writer.write(move |c| ops::enqueue(c, new)).await
     }
 
-    async fn record_finished(&self, invocation: Invocation) -> Result<()> {
-        self.writer.write(move |c| ops::record_finished(c, &invocation)).await
+    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
+        self.writer.write(move |c| ops::record_finished(c, &invocation, effects.as_ref())).await
     }
 
     async fn lease(&self, request: LeaseRequest) -> Result<Leased> {
@@ -189,8 +192,15 @@ impl Store for SqliteStore {
         self.writer.write(move |c| keys::begin_sync(c, &invocation, &claim)).await
     }
 
-    async fn finish_sync(&self, invocation: Invocation, key: KeyRef, holder: String, reply: StoredReply) -> Result<()> {
-        self.writer.write(move |c| keys::finish_sync(c, &invocation, &key, &holder, &reply)).await
+    async fn finish_sync(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        key: KeyRef,
+        holder: String,
+        reply: StoredReply,
+    ) -> Result<()> {
+        self.writer.write(move |c| keys::finish_sync(c, &invocation, effects.as_ref(), &key, &holder, &reply)).await
     }
 
     async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision> {
@@ -207,5 +217,23 @@ impl Store for SqliteStore {
 
     async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
         self.writer.write(move |c| keys::purge_expired(c, now, limit)).await
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>> {
+        self.writer.write(move |c| events::publish(c, events)).await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
+        let id = id.to_string();
+        self.read(move |c| events::get_event(c, &id)).await
+    }
+
+    async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
+        let (ns, key) = (ns.to_string(), key.to_string());
+        self.read(move |c| events::kv_get(c, &ns, &key)).await
+    }
+
+    async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>> {
+        self.writer.write(move |c| events::kv_write(c, &write, now)).await
     }
 }

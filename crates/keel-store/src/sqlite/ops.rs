@@ -2,14 +2,15 @@
 //! transaction for writes.
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{Attempt, Completion, Invocation, NewInvocation, Status, Transition};
+use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, NewInvocation, Status, Transition};
 use keel_core::outcome::Outcome;
 use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
-use super::rows::{self, db_err, INVOCATION_COLUMNS};
+use super::events;
+use super::rows::{self, db_err, encode_headers, INVOCATION_COLUMNS};
 
 pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocation> {
     let inv = new.into_queued();
@@ -17,7 +18,8 @@ pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocatio
     Ok(inv)
 }
 
-pub(crate) fn record_finished(conn: &Connection, inv: &Invocation) -> Result<()> {
+pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
+    events::apply(conn, effects, inv.updated_at)?;
     insert(conn, inv)?;
     for a in &inv.attempts {
         rows::insert_attempt(conn, &inv.id, a).map_err(db_err)?;
@@ -27,11 +29,13 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation) -> Result<()>
 
 pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
     let response = inv.response.as_ref();
+    let delivery = inv.delivery.as_ref();
     conn.prepare_cached(
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
-         result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
+         subscription, event_id, headers, ordering_key, hops) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -57,6 +61,11 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
             inv.lease.as_ref().map(|l| &l.owner),
             inv.lease.as_ref().map(|l| l.leased_at),
             inv.lease.as_ref().map(|l| l.expires_at),
+            delivery.map(|d| &d.subscription),
+            delivery.map(|d| &d.event_id),
+            delivery.map(|d| encode_headers(&d.headers)),
+            delivery.and_then(|d| d.ordering_key.as_ref()),
+            delivery.map_or(0, |d| d.hops),
         ])
     })
     .map_err(|e| match e {
@@ -74,8 +83,12 @@ pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
         let sql = format!(
             "UPDATE invocations SET status = 'running', lease_owner = ?1, leased_at = ?2, \
              lease_expires_at = ?3, updated_at = ?2 \
-             WHERE id IN (SELECT id FROM invocations WHERE function = ?4 \
-               AND status IN ('queued', 'retrying') AND due_at <= ?2 ORDER BY due_at LIMIT ?5) \
+             WHERE id IN (SELECT id FROM invocations AS i WHERE function = ?4 \
+               AND status IN ('queued', 'retrying') AND due_at <= ?2 \
+               AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
+                    WHERE o.ordering_key = i.ordering_key AND o.rowid < i.rowid \
+                    AND o.status IN ('queued', 'running', 'retrying'))) \
+               ORDER BY due_at LIMIT ?5) \
              RETURNING {INVOCATION_COLUMNS}"
         );
         let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
@@ -97,6 +110,17 @@ pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
 
 pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
     let counted = u32::from(c.attempt.is_some());
+    if c.effects.is_some() {
+        // The lease is checked before effects are applied, so a node that lost it applies nothing.
+        let held: bool = conn
+            .prepare_cached("SELECT count(*) FROM invocations WHERE id = ? AND status = 'running' AND lease_owner = ?")
+            .and_then(|mut st| st.query_row(params![c.id, c.owner], |r| r.get::<_, i64>(0)))
+            .map_err(db_err)?
+            == 1;
+        if held {
+            events::apply(conn, c.effects.as_ref(), c.now)?;
+        }
+    }
     let (status, due_at, delay, error, response) = match &c.next {
         Transition::Succeed { response } => (Status::Succeeded, None, None, None, Some(response)),
         Transition::Retry { due_at, delay_ms, error } => {
@@ -179,6 +203,7 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
                 now,
                 attempt: Some(attempt),
                 next: Transition::Retry { due_at: now, delay_ms: 0, error },
+                effects: None,
             },
         )?;
         if !functions.contains(&function) {
@@ -210,6 +235,10 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invoca
     if let Some(f) = &filter.function {
         sql.push_str(" AND function = ?");
         args.push(Value::Text(f.clone()));
+    }
+    if let Some(sub) = &filter.subscription {
+        sql.push_str(" AND subscription = ?");
+        args.push(Value::Text(sub.clone()));
     }
     if let Some(s) = filter.status {
         sql.push_str(" AND status = ?");

@@ -1,7 +1,7 @@
 //! Mapping between SQLite rows and domain records.
 
 use bytes::Bytes;
-use keel_core::invocation::{Attempt, Invocation, Lease, Status, StoredResponse};
+use keel_core::invocation::{Attempt, Delivery, Invocation, Lease, Status, StoredResponse};
 use keel_core::outcome::Outcome;
 use keel_core::Error;
 use rusqlite::{params, Connection, Row};
@@ -9,7 +9,8 @@ use rusqlite::{params, Connection, Row};
 /// The invocation columns, in the order [`invocation`] reads them.
 pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
      due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
-     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync";
+     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync, \
+     subscription, event_id, headers, ordering_key, hops";
 
 fn bad(column: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -53,6 +54,16 @@ pub(crate) fn invocation(row: &Row<'_>) -> rusqlite::Result<Invocation> {
         idempotency_key: row.get(19)?,
         traceparent: row.get(20)?,
         sync: row.get(21)?,
+        delivery: match row.get::<_, Option<String>>(22)? {
+            Some(subscription) => Some(Delivery {
+                subscription,
+                event_id: row.get::<_, Option<String>>(23)?.unwrap_or_default(),
+                headers: decode_headers(&row.get::<_, Option<String>>(24)?.unwrap_or_default()),
+                ordering_key: row.get(25)?,
+                hops: row.get(26)?,
+            }),
+            None => None,
+        },
         attempts: Vec::new(),
     })
 }
@@ -91,4 +102,13 @@ pub(crate) fn insert_attempt(conn: &Connection, invocation_id: &str, a: &Attempt
 /// Every store failure surfaces as `Unavailable`: the caller may try again later.
 pub(crate) fn db_err(e: rusqlite::Error) -> Error {
     Error::Unavailable(e.to_string())
+}
+
+/// Header lists as `name: value` lines (names and values are visible ASCII).
+pub(crate) fn encode_headers(headers: &[(String, String)]) -> String {
+    headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+}
+
+pub(crate) fn decode_headers(text: &str) -> Vec<(String, String)> {
+    text.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Migrations in order; the one at index `i` brings `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE invocations (
     id                  TEXT PRIMARY KEY,
     function            TEXT NOT NULL,
@@ -44,7 +45,8 @@ CREATE TABLE attempts (
     error         TEXT,
     PRIMARY KEY (invocation_id, number)
 ) WITHOUT ROWID;
-"#, r#"
+"#,
+    r#"
 ALTER TABLE invocations ADD COLUMN sync INTEGER NOT NULL DEFAULT 0;
 
 -- In flight while `holder` is set; completed once `reply_status` is.
@@ -64,7 +66,46 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
 CREATE INDEX idempotency_keys_invocation ON idempotency_keys (invocation_id) WHERE invocation_id IS NOT NULL;
-"#];
+"#,
+    r#"
+ALTER TABLE invocations ADD COLUMN subscription TEXT;
+ALTER TABLE invocations ADD COLUMN event_id TEXT;
+ALTER TABLE invocations ADD COLUMN headers TEXT;
+ALTER TABLE invocations ADD COLUMN ordering_key TEXT;
+ALTER TABLE invocations ADD COLUMN hops INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX invocations_by_event ON invocations (event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX invocations_by_subscription ON invocations (subscription, status, id) WHERE subscription IS NOT NULL;
+-- Unfinished deliveries per ordering key: what an ordered delivery waits behind.
+CREATE INDEX invocations_ordering ON invocations (ordering_key)
+    WHERE ordering_key IS NOT NULL AND status IN ('queued', 'running', 'retrying');
+
+CREATE TABLE events (
+    id              TEXT PRIMARY KEY,
+    topic           TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    ce_id           TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    subject         TEXT,
+    time            TEXT,
+    datacontenttype TEXT,
+    dataschema      TEXT,
+    data            BLOB NOT NULL,
+    extensions      TEXT NOT NULL,
+    hops            INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (source, ce_id)
+);
+
+CREATE TABLE kv (
+    ns         TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    version    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+"#,
+];
 
 /// Brings the database to the latest schema.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -49,6 +49,7 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
                 due_at: 1,
                 idempotency_key: None,
                 traceparent: None,
+                delivery: None,
             };
             store.enqueue(new).await.unwrap();
         }));
@@ -66,6 +67,7 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
         due_at: 1,
         idempotency_key: None,
         traceparent: None,
+        delivery: None,
     };
     assert!(store.enqueue(dup).await.is_err());
     drop(store);

@@ -15,7 +15,7 @@ const MAX_FUNCTION_NAME_LEN: usize = 64;
 const HTTP_URL_HINT: &str = r#"expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#;
 
 /// `[a-z0-9][a-z0-9._-]{0,63}`: safe in URLs, file names and metric labels.
-fn is_valid_function_name(name: &str) -> bool {
+pub(super) fn is_valid_function_name(name: &str) -> bool {
     let mut chars = name.chars();
     let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     starts_well
@@ -51,7 +51,7 @@ impl Checker {
         };
         let default_retry = RetryPolicy::default();
         let retry = match &raw.retry {
-            Some(retry) => self.retry(name, retry, default_retry),
+            Some(retry) => self.retry(&key(&["functions", name]), retry, default_retry),
             None => Some(default_retry),
         };
         Some(FunctionConfig {
@@ -65,8 +65,13 @@ impl Checker {
         })
     }
 
-    fn retry(&mut self, name: &str, raw: &RawRetry, default: RetryPolicy) -> Option<RetryPolicy> {
-        let at = |field: &str| key(&["functions", name, "retry", field]);
+    /// Checks a `retry` table under `base` (a function's or a subscription's key path).
+    pub(super) fn retry(&mut self, base: &[String], raw: &RawRetry, default: RetryPolicy) -> Option<RetryPolicy> {
+        let at = |field: &str| {
+            let mut path = base.to_vec();
+            path.extend(["retry".to_string(), field.to_string()]);
+            path
+        };
         let max_attempts = match raw.max_attempts {
             None => Some(default.max_attempts),
             Some(n) if n < 1 => {
