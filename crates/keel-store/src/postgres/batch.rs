@@ -5,12 +5,12 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::Pool;
-use keel_core::invocation::{Completion, NewInvocation, Transition};
+use keel_core::invocation::{Completion, Delivery, NewInvocation, Transition};
 use keel_core::Error;
 
 use super::notify::notify;
 use super::ops::{lease_lost, CompletionRow};
-use super::rows::{query, Tx};
+use super::rows::{encode_headers, query, Tx};
 use super::writer::{first_of_each_id, Answer, GroupError, Work};
 
 /// Writes `works` in one transaction; answers in the same order.
@@ -96,14 +96,36 @@ async fn insert_queued(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<S
     let due: Vec<i64> = news.iter().map(|n| n.due_at).collect();
     let keys: Vec<Option<&str>> = news.iter().map(|n| n.idempotency_key.as_deref()).collect();
     let traces: Vec<Option<&str>> = news.iter().map(|n| n.traceparent.as_deref()).collect();
+    let deliveries: Vec<Option<&Delivery>> = news.iter().map(|n| n.delivery.as_ref()).collect();
+    let subscriptions: Vec<Option<&str>> = deliveries.iter().map(|d| d.map(|d| d.subscription.as_str())).collect();
+    let events: Vec<Option<&str>> = deliveries.iter().map(|d| d.map(|d| d.event_id.as_str())).collect();
+    let headers: Vec<Option<String>> = deliveries.iter().map(|d| d.map(|d| encode_headers(&d.headers))).collect();
+    let ordering: Vec<Option<&str>> = deliveries.iter().map(|d| d.and_then(|d| d.ordering_key.as_deref())).collect();
+    let hops: Vec<i32> = deliveries.iter().map(|d| d.map_or(0, |d| d.hops as i32)).collect();
+    // WITH ORDINALITY keeps the group's order in `seq`, which ordered deliveries follow.
     let rows = query(
         tx,
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, due_at, \
-           idempotency_key, traceparent) \
-         SELECT id, f, 'queued', p, ct, c, c, d, k, tp FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], \
-           $5::INT8[], $6::INT8[], $7::TEXT[], $8::TEXT[]) AS t(id, f, p, ct, c, d, k, tp) \
-         ON CONFLICT (id) DO NOTHING RETURNING id",
-        &[&ids, &functions, &payloads, &content_types, &created, &due, &keys, &traces],
+           idempotency_key, traceparent, subscription, event_id, headers, ordering_key, hops) \
+         SELECT id, f, 'queued', p, ct, c, c, d, k, tp, s, e, h, o, hp FROM unnest($1::TEXT[], $2::TEXT[], \
+           $3::BYTEA[], $4::TEXT[], $5::INT8[], $6::INT8[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], \
+           $11::TEXT[], $12::TEXT[], $13::INT4[]) WITH ORDINALITY AS t(id, f, p, ct, c, d, k, tp, s, e, h, o, hp, n) \
+         ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id",
+        &[
+            &ids,
+            &functions,
+            &payloads,
+            &content_types,
+            &created,
+            &due,
+            &keys,
+            &traces,
+            &subscriptions,
+            &events,
+            &headers,
+            &ordering,
+            &hops,
+        ],
     )
     .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

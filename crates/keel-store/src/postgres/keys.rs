@@ -7,12 +7,12 @@
 use bytes::Bytes;
 use keel_core::clock::Millis;
 use keel_core::idempotency::{claimed_record, decide, KeyClaim, KeyDecision, KeyPhase, KeyRecord, KeyRef, StoredReply};
-use keel_core::invocation::{Attempt, Invocation, Lease, NewInvocation, Status};
+use keel_core::invocation::{Attempt, CommitEffects, Invocation, Lease, NewInvocation, Status};
 use keel_core::outcome::Outcome;
 use keel_core::{Error, Result};
 
 use super::ops;
-use super::rows::{self, db_err, execute, query, Tx};
+use super::rows::{self, db_err, decode_headers, encode_headers, execute, query, Tx};
 
 async fn lock_and_load(tx: &Tx<'_>, key: &KeyRef) -> Result<Option<KeyRecord>> {
     execute(
@@ -43,15 +43,6 @@ async fn lock_and_load(tx: &Tx<'_>, key: &KeyRef) -> Result<Option<KeyRecord>> {
         },
     };
     Ok(Some(KeyRecord { fingerprint: r.get(0), phase, invocation_id: r.get(6), expires_at: r.get(7) }))
-}
-
-/// Headers as `name: value` lines (names and values are visible ASCII).
-fn encode_headers(headers: &[(String, String)]) -> String {
-    headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
-}
-
-fn decode_headers(text: &str) -> Vec<(String, String)> {
-    text.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 async fn write_in_flight(tx: &Tx<'_>, claim: &KeyClaim, invocation_id: Option<&str>) -> Result<()> {
@@ -178,6 +169,7 @@ pub(crate) async fn begin_sync(tx: &Tx<'_>, invocation: &Invocation, claim_: &Ke
 pub(crate) async fn finish_sync(
     tx: &Tx<'_>,
     inv: &Invocation,
+    effects: Option<&CommitEffects>,
     key: &KeyRef,
     holder: &str,
     reply: &StoredReply,
@@ -187,7 +179,7 @@ pub(crate) async fn finish_sync(
     }
     execute(tx, "DELETE FROM invocations WHERE id = $1", &[&inv.id]).await.map_err(db_err)?;
     execute(tx, "DELETE FROM attempts WHERE invocation_id = $1", &[&inv.id]).await.map_err(db_err)?;
-    ops::record_finished(tx, inv).await
+    ops::record_finished(tx, inv, effects).await
 }
 
 /// A sync invocation whose node stopped mid-call: it failed, and its key may be taken over now.

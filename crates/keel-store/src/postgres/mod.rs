@@ -10,6 +10,7 @@
 //! - Migrations run once per store, before its first statement (`schema.rs`).
 
 mod batch;
+mod events;
 mod keys;
 mod nodes;
 mod notify;
@@ -174,8 +175,7 @@ impl Store for PgStore {
     }
 
     async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
-        pending_effects(&effects)?;
-        in_tx!(self, |tx| ops::record_finished(&tx, &invocation))
+        in_tx!(self, |tx| ops::record_finished(&tx, &invocation, effects.as_ref()))
     }
 
     async fn lease(&self, request: LeaseRequest) -> Result<Leased> {
@@ -183,6 +183,11 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, completion: Completion) -> Result<()> {
+        // Effects can refuse their completion (a failed precondition): such a completion gets a
+        // transaction of its own instead of a place in a group.
+        if completion.effects.is_some() {
+            return in_tx!(self, |tx| ops::complete(&tx, &completion));
+        }
         self.write(Work::Complete(completion)).await.map(|_| ())
     }
 
@@ -230,8 +235,7 @@ impl Store for PgStore {
         holder: String,
         reply: StoredReply,
     ) -> Result<()> {
-        pending_effects(&effects)?;
-        in_tx!(self, |tx| keys::finish_sync(&tx, &invocation, &key, &holder, &reply))
+        in_tx!(self, |tx| keys::finish_sync(&tx, &invocation, effects.as_ref(), &key, &holder, &reply))
     }
 
     async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision> {
@@ -250,32 +254,19 @@ impl Store for PgStore {
         in_tx!(self, |tx| keys::purge_expired(&tx, now, limit))
     }
 
-    // PORTING: events, KV and effects exist on SQLite; until this store has them, it refuses
-    // them loudly rather than dropping them (issue 6 covers bringing them here).
-    async fn publish(&self, _events: Vec<NewEvent>) -> Result<Vec<Published>> {
-        Err(not_yet("events"))
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>> {
+        in_tx!(self, |tx| events::publish(&tx, &events))
     }
 
-    async fn get_event(&self, _id: &str) -> Result<Option<StoredEvent>> {
-        Err(not_yet("events"))
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
+        in_tx!(self, |tx| events::get_event(&tx, id))
     }
 
-    async fn kv_get(&self, _ns: &str, _key: &str) -> Result<Option<KvEntry>> {
-        Err(not_yet("KV"))
+    async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
+        in_tx!(self, |tx| events::kv_get(&tx, ns, key))
     }
 
-    async fn kv_write(&self, _write: KvWrite, _now: Millis) -> Result<Option<i64>> {
-        Err(not_yet("KV"))
-    }
-}
-
-fn not_yet(what: &str) -> Error {
-    Error::Unavailable(format!("{what} are not available on the PostgreSQL store yet"))
-}
-
-fn pending_effects(effects: &Option<CommitEffects>) -> Result<()> {
-    match effects {
-        Some(e) if !e.kv.is_empty() || !e.events.is_empty() => Err(not_yet("effects")),
-        _ => Ok(()),
+    async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>> {
+        in_tx!(self, |tx| events::kv_write(&tx, &write, now))
     }
 }

@@ -2,16 +2,18 @@
 //! Enqueues and completions also have batched forms, in `writer.rs`.
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{Attempt, Completion, Invocation, Status, Transition};
+use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, Status, Transition};
 use keel_core::outcome::Outcome;
 use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim, NODE_TIMEOUT_MS};
 use keel_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 
+use super::events;
 use super::notify::notify;
-use super::rows::{self, db_err, execute, invocation_columns_of, query, Tx, INVOCATION_COLUMNS};
+use super::rows::{self, db_err, encode_headers, execute, invocation_columns_of, query, Tx, INVOCATION_COLUMNS};
 
-pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
+pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
+    events::apply(tx, effects, inv.updated_at).await?;
     insert(tx, inv).await?;
     for a in &inv.attempts {
         rows::insert_attempt(tx, &inv.id, a).await?;
@@ -22,12 +24,15 @@ pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation) -> Result<()>
 pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
     let response = inv.response.as_ref();
     let lease = inv.lease.as_ref();
+    let delivery = inv.delivery.as_ref();
     execute(
         tx,
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
-         result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+         result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
+         subscription, event_id, headers, ordering_key, hops) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+         $23, $24, $25, $26, $27)",
         &[
             &inv.id,
             &inv.function,
@@ -51,6 +56,11 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
             &lease.map(|l| l.owner.as_str()),
             &lease.map(|l| l.leased_at),
             &lease.map(|l| l.expires_at),
+            &delivery.map(|d| d.subscription.as_str()),
+            &delivery.map(|d| d.event_id.as_str()),
+            &delivery.map(|d| encode_headers(&d.headers)),
+            &delivery.and_then(|d| d.ordering_key.as_deref()),
+            &delivery.map_or(0, |d| d.hops as i32),
         ],
     )
     .await
@@ -67,8 +77,11 @@ pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
         // SKIP LOCKED: nodes leasing the same function at once each take different rows instead
         // of queueing behind one another's row locks.
         let sql = format!(
-            "WITH due AS (SELECT id FROM invocations WHERE function = $4 AND status IN ('queued', 'retrying') \
-               AND due_at <= $2 ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
+            "WITH due AS (SELECT id FROM invocations AS d WHERE function = $4 AND status IN ('queued', 'retrying') \
+               AND due_at <= $2 AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
+                 WHERE o.ordering_key = d.ordering_key AND o.seq < d.seq \
+                 AND o.status IN ('queued', 'running', 'retrying'))) \
+               ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              UPDATE invocations AS i SET status = 'running', lease_owner = $1, leased_at = $2, \
                lease_expires_at = $3, updated_at = $2 FROM due WHERE i.id = due.id RETURNING {}",
             invocation_columns_of("i")
@@ -133,7 +146,23 @@ pub(crate) fn lease_lost(c: &Completion) -> Error {
     ))
 }
 
+/// One completion in its own statement: the path of completions carrying effects, which must be
+/// applied (or refused whole) in the same transaction, and of reclaimed leases.
 pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
+    if c.effects.is_some() {
+        // The lease is checked (and the row locked) before effects are applied, so a node that
+        // lost it applies nothing.
+        let held = query(
+            tx,
+            "SELECT 1 FROM invocations WHERE id = $1 AND status = 'running' AND lease_owner = $2 FOR UPDATE",
+            &[&c.id, &c.owner],
+        )
+        .await
+        .map_err(db_err)?;
+        if !held.is_empty() {
+            events::apply(tx, c.effects.as_ref(), c.now).await?;
+        }
+    }
     let row = CompletionRow::of(c);
     let changed = execute(
         tx,
@@ -262,6 +291,9 @@ fn conditions(filter: &ListFilter) -> (String, Vec<String>) {
     };
     if let Some(f) = &filter.function {
         add("function =", f.clone());
+    }
+    if let Some(sub) = &filter.subscription {
+        add("subscription =", sub.clone());
     }
     if let Some(s) = filter.status {
         add("status =", s.as_str().to_string());

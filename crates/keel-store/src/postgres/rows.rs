@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use deadpool_postgres::GenericClient;
-use keel_core::invocation::{Attempt, Invocation, Lease, Status, StoredResponse};
+use keel_core::invocation::{Attempt, Delivery, Invocation, Lease, Status, StoredResponse};
 use keel_core::outcome::Outcome;
 use keel_core::{Error, Result};
 use tokio_postgres::error::SqlState;
@@ -12,7 +12,8 @@ use tokio_postgres::Row;
 /// The invocation columns, in the order [`invocation`] reads them.
 pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
      due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
-     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync";
+     lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync, \
+     subscription, event_id, headers, ordering_key, hops";
 
 /// [`INVOCATION_COLUMNS`] qualified with the alias `i`, for joins and `UPDATE … FROM`.
 pub(crate) fn invocation_columns_of(alias: &str) -> String {
@@ -60,7 +61,16 @@ pub(crate) fn invocation(row: &Row) -> Result<Invocation> {
         },
         error: row.try_get(18).map_err(db_err)?,
         idempotency_key: row.try_get(19).map_err(db_err)?,
-        delivery: None,
+        delivery: match row.try_get::<_, Option<String>>(22).map_err(db_err)? {
+            Some(subscription) => Some(Delivery {
+                subscription,
+                event_id: row.try_get::<_, Option<String>>(23).map_err(db_err)?.unwrap_or_default(),
+                headers: decode_headers(&row.try_get::<_, Option<String>>(24).map_err(db_err)?.unwrap_or_default()),
+                ordering_key: row.try_get(25).map_err(db_err)?,
+                hops: row.try_get::<_, i32>(26).map_err(db_err)? as u32,
+            }),
+            None => None,
+        },
         traceparent: row.try_get(20).map_err(db_err)?,
         sync: row.try_get(21).map_err(db_err)?,
         attempts: Vec::new(),
@@ -78,6 +88,15 @@ pub(crate) fn attempt(row: &Row) -> Result<Attempt> {
         http_status: row.try_get::<_, Option<i32>>(4).map_err(db_err)?.map(|s| s as u16),
         error: row.try_get(5).map_err(db_err)?,
     })
+}
+
+/// Header lists as `name: value` lines (names and values are visible ASCII).
+pub(crate) fn encode_headers(headers: &[(String, String)]) -> String {
+    headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+}
+
+pub(crate) fn decode_headers(text: &str) -> Vec<(String, String)> {
+    text.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Inserts one attempt of `invocation_id`.

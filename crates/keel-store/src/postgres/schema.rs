@@ -10,7 +10,8 @@ use super::rows::Tx;
 const MIGRATION_LOCK: i64 = 0x6b65_656c;
 
 /// Migrations in order; the one at index `i` is version `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE invocations (
     id                  TEXT PRIMARY KEY,
     function            TEXT NOT NULL,
@@ -78,7 +79,48 @@ CREATE TABLE nodes (
     started_at   BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE invocations ADD COLUMN subscription TEXT;
+ALTER TABLE invocations ADD COLUMN event_id TEXT;
+ALTER TABLE invocations ADD COLUMN headers TEXT;
+ALTER TABLE invocations ADD COLUMN ordering_key TEXT;
+ALTER TABLE invocations ADD COLUMN hops INTEGER NOT NULL DEFAULT 0;
+-- Insertion order: what an ordered delivery waits behind (SQLite uses its rowid).
+ALTER TABLE invocations ADD COLUMN seq BIGSERIAL;
+CREATE INDEX invocations_by_event ON invocations (event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX invocations_by_subscription ON invocations (subscription, status, id) WHERE subscription IS NOT NULL;
+-- Unfinished deliveries per ordering key.
+CREATE INDEX invocations_ordering ON invocations (ordering_key, seq)
+    WHERE ordering_key IS NOT NULL AND status IN ('queued', 'running', 'retrying');
+
+CREATE TABLE events (
+    id              TEXT PRIMARY KEY,
+    topic           TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    ce_id           TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    subject         TEXT,
+    time            TEXT,
+    datacontenttype TEXT,
+    dataschema      TEXT,
+    data            BYTEA NOT NULL,
+    extensions      TEXT NOT NULL,
+    hops            INTEGER NOT NULL,
+    created_at      BIGINT NOT NULL,
+    UNIQUE (source, ce_id)
+);
+
+CREATE TABLE kv (
+    ns         TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BYTEA NOT NULL,
+    version    BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (ns, key)
+);
+"#,
+];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).
 pub(crate) async fn migrate(tx: &Tx<'_>) -> Result<(), tokio_postgres::Error> {

@@ -69,8 +69,8 @@ pub(crate) async fn redrive_matching(tx: &Tx<'_>, filter: &ListFilter, now: Mill
     let ids = query(
         tx,
         "SELECT id FROM invocations WHERE status = 'dead' AND ($1::TEXT IS NULL OR function = $1) \
-         ORDER BY id DESC LIMIT $2 FOR UPDATE SKIP LOCKED",
-        &[&filter.function, &limit],
+         AND ($2::TEXT IS NULL OR subscription = $2) ORDER BY id DESC LIMIT $3 FOR UPDATE SKIP LOCKED",
+        &[&filter.function, &filter.subscription, &limit],
     )
     .await
     .map_err(db_err)?;

@@ -1,0 +1,155 @@
+//! Events and their fan-out deliveries, and KV with version preconditions.
+//!
+//! Several nodes may publish the same event (same `source` + `id`) or write the same KV key at
+//! once: the event's unique constraint makes the second publisher wait for the first and then
+//! find its id, and a KV write first takes a transaction-scoped advisory lock on its key, so a
+//! precondition is always checked against the version the write replaces.
+
+use bytes::Bytes;
+use keel_core::clock::Millis;
+use keel_core::events::{CloudEvent, NewEvent, Published, StoredEvent};
+use keel_core::invocation::CommitEffects;
+use keel_core::kv::{KvEntry, KvWrite};
+use keel_core::{Error, Result};
+
+use super::notify::notify;
+use super::ops;
+use super::rows::{self, db_err, decode_headers, encode_headers, execute, query, Tx, INVOCATION_COLUMNS};
+
+/// Stores each event and its deliveries, skipping duplicates (same `source` + `id`).
+pub(crate) async fn publish(tx: &Tx<'_>, events: &[NewEvent]) -> Result<Vec<Published>> {
+    let mut out = Vec::with_capacity(events.len());
+    let mut woken: Vec<String> = Vec::new();
+    for new in events {
+        let e = &new.event;
+        let extensions: Vec<(String, String)> = e.extensions.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let inserted = query(
+            tx,
+            "INSERT INTO events (id, topic, source, ce_id, type, subject, time, datacontenttype, dataschema, data, \
+             extensions, hops, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (source, ce_id) DO NOTHING RETURNING id",
+            &[
+                &new.id,
+                &new.topic,
+                &e.source,
+                &e.id,
+                &e.ty,
+                &e.subject,
+                &e.time,
+                &e.datacontenttype,
+                &e.dataschema,
+                &&e.data[..],
+                &encode_headers(&extensions),
+                &(new.hops as i32),
+                &new.created_at,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+        if inserted.is_empty() {
+            let existing = query(tx, "SELECT id FROM events WHERE source = $1 AND ce_id = $2", &[&e.source, &e.id])
+                .await
+                .map_err(db_err)?;
+            let id = existing.first().map(|r| r.get(0)).unwrap_or_default();
+            out.push(Published { id, duplicate: true });
+            continue;
+        }
+        for delivery in &new.deliveries {
+            ops::insert(tx, &delivery.clone().into_queued()).await?;
+            if !woken.contains(&delivery.function) {
+                woken.push(delivery.function.clone());
+            }
+        }
+        out.push(Published { id: new.id.clone(), duplicate: false });
+    }
+    notify(tx, &woken).await?;
+    Ok(out)
+}
+
+pub(crate) async fn get_event(tx: &Tx<'_>, id: &str) -> Result<Option<StoredEvent>> {
+    let found = query(
+        tx,
+        "SELECT topic, source, ce_id, type, subject, time, datacontenttype, dataschema, data, extensions, hops, \
+         created_at FROM events WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .map_err(db_err)?;
+    let Some(r) = found.first() else { return Ok(None) };
+    let event = CloudEvent {
+        source: r.get(1),
+        id: r.get(2),
+        ty: r.get(3),
+        subject: r.get(4),
+        time: r.get(5),
+        datacontenttype: r.get(6),
+        dataschema: r.get(7),
+        data: Bytes::from(r.get::<_, Vec<u8>>(8)),
+        extensions: decode_headers(r.get(9)).into_iter().collect(),
+    };
+    let sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE event_id = $1 ORDER BY subscription, id");
+    let deliveries = query(tx, &sql, &[&id]).await.map_err(db_err)?;
+    Ok(Some(StoredEvent {
+        id: id.to_string(),
+        topic: r.get(0),
+        event,
+        hops: r.get::<_, i32>(10) as u32,
+        created_at: r.get(11),
+        deliveries: deliveries.iter().map(rows::invocation).collect::<Result<_>>()?,
+    }))
+}
+
+pub(crate) async fn kv_get(tx: &Tx<'_>, ns: &str, key: &str) -> Result<Option<KvEntry>> {
+    let found = query(tx, "SELECT value, version, updated_at FROM kv WHERE ns = $1 AND key = $2", &[&ns, &key])
+        .await
+        .map_err(db_err)?;
+    Ok(found.first().map(|r| KvEntry {
+        value: Bytes::from(r.get::<_, Vec<u8>>(0)),
+        version: r.get(1),
+        updated_at: r.get(2),
+    }))
+}
+
+/// Applies one write if its precondition holds; the new version, `None` after a delete.
+pub(crate) async fn kv_write(tx: &Tx<'_>, w: &KvWrite, now: Millis) -> Result<Option<i64>> {
+    execute(
+        tx,
+        "SELECT pg_advisory_xact_lock(hashtextextended('kv' || chr(31) || $1 || chr(31) || $2, 0))",
+        &[&w.ns, &w.key],
+    )
+    .await
+    .map_err(db_err)?;
+    let current = kv_get(tx, &w.ns, &w.key).await?.map(|e| e.version);
+    if !w.precondition.holds(current) {
+        return Err(Error::PreconditionFailed(w.precondition.describe_failure(&w.ns, &w.key, current)));
+    }
+    match &w.value {
+        Some(value) => {
+            let version = current.unwrap_or(0) + 1;
+            execute(
+                tx,
+                "INSERT INTO kv (ns, key, value, version, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version, \
+                 updated_at = EXCLUDED.updated_at",
+                &[&w.ns, &w.key, &&value[..], &version, &now],
+            )
+            .await
+            .map_err(db_err)?;
+            Ok(Some(version))
+        }
+        None => {
+            execute(tx, "DELETE FROM kv WHERE ns = $1 AND key = $2", &[&w.ns, &w.key]).await.map_err(db_err)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Applies a success's effects: every KV write (all or none) and every event.
+pub(crate) async fn apply(tx: &Tx<'_>, effects: Option<&CommitEffects>, now: Millis) -> Result<()> {
+    let Some(effects) = effects else { return Ok(()) };
+    for w in &effects.kv {
+        kv_write(tx, w, now).await?;
+    }
+    publish(tx, &effects.events).await?;
+    Ok(())
+}
