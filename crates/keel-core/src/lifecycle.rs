@@ -15,6 +15,8 @@ pub struct AttemptReport {
     pub response: Option<StoredResponse>,
     /// The least delay the function asked for (`Retry-After` on 429 and 503).
     pub retry_after: Option<Duration>,
+    /// What a successful attempt asked Keel to commit (an effects envelope).
+    pub effects: Option<crate::effects::Effects>,
 }
 
 impl AttemptReport {
@@ -103,6 +105,7 @@ mod tests {
             attempt: Attempt { number: 1, started_at: 0, ended_at: 5, outcome, http_status: status, error: None },
             response: status.map(|s| StoredResponse { status: s, content_type: None, body: Default::default() }),
             retry_after,
+            effects: None,
         }
     }
 

@@ -13,6 +13,7 @@
 //!   the function contract; `process/`: the instance pool of each `command` function — cold
 //!   starts, scale-out to `max_instances`, scale to zero, crash replacement, the watchdog).
 //! - `functions.rs`: each function's bulkhead and wake-up signal; `state.rs`: what all share;
+//!   `events.rs`: fan-out of events into deliveries and effects into what the store commits;
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
 //! - `cluster.rs`: this node's heartbeat, and the wake-ups other nodes send it.
 //! - `cli/` and `main.rs`: the `keel` command.
@@ -21,6 +22,7 @@
 mod api;
 mod cluster;
 mod dispatch;
+mod events;
 mod faults;
 mod functions;
 mod runtime;

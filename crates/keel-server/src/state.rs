@@ -27,6 +27,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The retry policy of an invocation: its subscription's for an event delivery, else its
+    /// function's.
+    pub(crate) fn retry_policy<'a>(
+        &'a self,
+        function: &'a crate::functions::Function,
+        inv: &keel_core::invocation::Invocation,
+    ) -> &'a keel_core::retry::RetryPolicy {
+        inv.delivery
+            .as_ref()
+            .and_then(|d| self.config.subscriptions.iter().find(|s| s.name == d.subscription))
+            .map_or(&function.config.retry, |s| &s.retry)
+    }
+
     pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }

@@ -38,6 +38,7 @@ pub(crate) fn list_filter(query: &HashMap<String, String>, allowed: &[&str]) -> 
         }
         match key.as_str() {
             "function" => filter.function = Some(value.clone()),
+            "subscription" => filter.subscription = Some(value.clone()),
             "cursor" => filter.cursor = Some(value.clone()),
             "status" => {
                 filter.status = Some(Status::parse(value).ok_or_else(|| {

@@ -21,7 +21,7 @@ pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, Problem> {
-    let mut filter = list_filter(&query, &["function", "limit", "cursor"])?;
+    let mut filter = list_filter(&query, &["function", "subscription", "limit", "cursor"])?;
     filter.status = Some(Status::Dead);
     let page = shared.store.list(filter).await?;
     Ok(Json(view::page(&page.items, page.next_cursor)))
@@ -39,6 +39,7 @@ pub(crate) async fn redrive(State(shared): State<Arc<Shared>>, Path(id): Path<St
 #[serde(deny_unknown_fields)]
 struct RedriveFilter {
     function: Option<String>,
+    subscription: Option<String>,
     limit: Option<usize>,
 }
 
@@ -64,7 +65,12 @@ pub(crate) async fn redrive_matching(
     let mut redriven = 0;
     while left > 0 {
         let asked = left.min(MAX_LIMIT);
-        let batch = ListFilter { function: filter.function.clone(), limit: asked, ..Default::default() };
+        let batch = ListFilter {
+            function: filter.function.clone(),
+            subscription: filter.subscription.clone(),
+            limit: asked,
+            ..Default::default()
+        };
         let done = shared.store.redrive_matching(batch, shared.clock.now_ms()).await?;
         for inv in &done {
             shared.functions.wake(&inv.function);

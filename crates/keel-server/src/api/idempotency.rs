@@ -104,11 +104,16 @@ pub(crate) fn mismatch() -> Problem {
 
 /// The seconds of `Prefer: wait=N` (RFC 7240), if sent.
 pub(crate) fn prefer_wait(headers: &HeaderMap) -> Option<Duration> {
-    headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|pref| {
-        let (name, value) = pref.trim().split_once('=')?;
-        (name.trim().eq_ignore_ascii_case("wait")).then(|| value.trim().parse::<u64>().ok()).flatten()
-    })
-    .map(|secs| Duration::from_secs(secs.min(300)))
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|pref| {
+            let (name, value) = pref.trim().split_once('=')?;
+            (name.trim().eq_ignore_ascii_case("wait")).then(|| value.trim().parse::<u64>().ok()).flatten()
+        })
+        .map(|secs| Duration::from_secs(secs.min(300)))
 }
 
 /// Buffers a response into a reply that can be stored, keeping the headers that matter.
@@ -117,7 +122,9 @@ pub(crate) async fn to_reply(response: Response, limit: usize) -> StoredReply {
     let body = to_bytes(body, limit).await.unwrap_or_default();
     let headers = KEPT_HEADERS
         .iter()
-        .filter_map(|name| parts.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (name.to_string(), v.to_string())))
+        .filter_map(|name| {
+            parts.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (name.to_string(), v.to_string()))
+        })
         .collect();
     StoredReply { status: parts.status.as_u16(), headers, body }
 }
@@ -132,7 +139,13 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
     let limit = shared.config.server.body_limit as usize;
     let (parts, body) = request.into_parts();
     let Ok(body) = to_bytes(body, limit).await else {
-        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body is larger than server.body_limit").into_response();
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            "the request body is larger than server.body_limit",
+        )
+        .into_response();
     };
     let claim = claim(&shared, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
     let (key, holder) = (claim.key.clone(), claim.holder.clone());

@@ -54,7 +54,7 @@ pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, Problem> {
-    let filter = list_filter(&query, &["function", "status", "limit", "cursor"])?;
+    let filter = list_filter(&query, &["function", "subscription", "status", "limit", "cursor"])?;
     let page = shared.store.list(filter).await?;
     Ok(Json(view::page(&page.items, page.next_cursor)))
 }

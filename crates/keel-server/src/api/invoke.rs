@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::problem::{reply_response, Problem};
 use super::{body, idempotency};
+use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest};
 use crate::faults;
-use crate::dispatch::sync::{self, SyncEnd, SyncRequest};
 use crate::functions::Function;
 use crate::state::Shared;
 use crate::trace;
@@ -66,7 +66,8 @@ pub(crate) async fn invoke_sync(
         traceparent: traceparent(&headers),
     };
     let Some(key) = key else {
-        let (inv, end) = sync::run(&shared, function, request).await;
+        let mut inv = sync::new_invocation(&shared, function, request, None);
+        let end = sync::run_to_end(&shared, function, &mut inv, &Recorder::Plain).await;
         return Ok(reply_response(sync_reply(&inv, end)));
     };
     // Keyed: the invocation and its key record are stored before the first attempt, so a retry
@@ -75,7 +76,15 @@ pub(crate) async fn invoke_sync(
     let wait_until = idempotency::prefer_wait(&headers).map(|w| tokio::time::Instant::now() + w);
     let mut pause = Duration::from_millis(10);
     loop {
-        let claim = idempotency::claim(&shared, &method, uri.path(), key.clone(), &request.payload, lease, function.config.idempotency_ttl);
+        let claim = idempotency::claim(
+            &shared,
+            &method,
+            uri.path(),
+            key.clone(),
+            &request.payload,
+            lease,
+            function.config.idempotency_ttl,
+        );
         let mut inv = sync::new_invocation(&shared, function, request.clone(), Some(key.clone()));
         inv.lease = Some(Lease { owner: claim.holder.clone(), leased_at: claim.now, expires_at: claim.lease_until });
         let (key_ref, holder) = (claim.key.clone(), claim.holder.clone());
@@ -91,14 +100,15 @@ pub(crate) async fn invoke_sync(
             },
             decision => {
                 if let KeyDecision::TakeOver { invocation_id } = decision {
-                    inv = shared.store.get(&invocation_id).await?.ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
+                    inv = shared
+                        .store
+                        .get(&invocation_id)
+                        .await?
+                        .ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
                 }
-                let end = sync::run_attempts(&shared, function, &mut inv).await;
-                let reply = sync_reply(&inv, end);
-                if let Err(e) = shared.store.finish_sync(inv.clone(), key_ref, holder, reply.clone()).await {
-                    tracing::error!(invocation_id = %inv.id, error = %e, "recording a keyed sync invocation failed");
-                }
-                return Ok(reply_response(reply));
+                let recorder = Recorder::Keyed { key: key_ref, holder, reply: &sync_reply };
+                let end = sync::run_to_end(&shared, function, &mut inv, &recorder).await;
+                return Ok(reply_response(sync_reply(&inv, end)));
             }
         }
     }
@@ -164,6 +174,7 @@ pub(crate) async fn invoke_async(
         idempotency_key: key.clone(),
         traceparent: Some(traceparent(&headers)),
         payload,
+        delivery: None,
     };
     let reply = accepted_reply(&new.id);
     match key {
@@ -171,7 +182,15 @@ pub(crate) async fn invoke_async(
             shared.store.enqueue(new).await?;
         }
         Some(key) => {
-            let claim = idempotency::claim(&shared, &method, uri.path(), key, &new.payload, Duration::ZERO, function.config.idempotency_ttl);
+            let claim = idempotency::claim(
+                &shared,
+                &method,
+                uri.path(),
+                key,
+                &new.payload,
+                Duration::ZERO,
+                function.config.idempotency_ttl,
+            );
             match shared.store.enqueue_keyed(new, claim, reply.clone()).await? {
                 KeyDecision::Claim | KeyDecision::TakeOver { .. } => {}
                 KeyDecision::Replay(stored) => return Ok(idempotency::replay(stored)),

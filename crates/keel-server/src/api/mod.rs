@@ -3,11 +3,13 @@
 mod body;
 mod cluster;
 mod dlq;
+mod events;
 mod functions;
 mod health;
 mod idempotency;
 mod invocations;
 mod invoke;
+mod kv;
 mod problem;
 mod view;
 
@@ -37,9 +39,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/invocations/{id}/cancel", post(invocations::cancel).layer(keyed.clone()))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/redrive", post(dlq::redrive_matching).layer(keyed.clone()))
-        .route("/v1/dlq/{id}/redrive", post(dlq::redrive).layer(keyed))
+        .route("/v1/dlq/{id}/redrive", post(dlq::redrive).layer(keyed.clone()))
         .route("/v1/dlq/{id}", delete(dlq::discard))
         .route("/v1/cluster", get(cluster::get))
+        .route("/v1/topics/{topic}/events", post(events::publish).layer(keyed))
+        .route("/v1/events/{id}", get(events::get))
+        .route("/v1/kv/{ns}/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)

@@ -64,6 +64,9 @@ impl From<keel_core::Error> for Problem {
     fn from(e: keel_core::Error) -> Self {
         match e {
             keel_core::Error::NotFound { .. } => Problem::not_found(e.to_string()),
+            keel_core::Error::PreconditionFailed(detail) => {
+                Problem::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed", detail)
+            }
             keel_core::Error::InvalidState(detail) => {
                 Problem::new(StatusCode::CONFLICT, "invalid-state", "Conflict", detail)
             }

@@ -26,6 +26,10 @@ pub(crate) fn invocation(inv: &Invocation, detail: bool) -> Value {
     if let Some(e) = &inv.error {
         v.insert("error".into(), json!(e));
     }
+    if let Some(d) = &inv.delivery {
+        v.insert("subscription".into(), json!(d.subscription));
+        v.insert("event_id".into(), json!(d.event_id));
+    }
     if let Some(k) = &inv.idempotency_key {
         v.insert("idempotency_key".into(), json!(k));
     }

@@ -1,14 +1,17 @@
-//! One async attempt: call the function, decide what comes next, record both atomically.
+//! One async attempt: call the function, decide what comes next, and record both — with the
+//! attempt's effects — atomically. A failed effects precondition makes the attempt a conflict.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{Completion, Invocation};
-use keel_core::lifecycle::{after_attempt, exhausted_before_attempt};
+use keel_core::invocation::{truncate_error, Attempt, CommitEffects, Completion, Invocation, Transition};
+use keel_core::lifecycle::{after_attempt, exhausted_before_attempt, AttemptReport};
+use keel_core::outcome::Outcome;
 use keel_core::Error;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::events;
 use crate::functions::Function;
 use crate::runtime::AttemptCall;
 use crate::state::Shared;
@@ -24,9 +27,11 @@ pub(super) async fn run(
     permit: OwnedSemaphorePermit,
 ) {
     let config = &function.config;
-    let (attempt, next) = match exhausted_before_attempt(&config.retry, &invocation) {
-        Some(next) => (None, next),
+    let policy = shared.retry_policy(&function, &invocation);
+    let (mut completion, report) = match exhausted_before_attempt(policy, &invocation) {
+        Some(next) => (completion_of(&shared, &invocation, None, next, None), None),
         None => {
+            let headers = invocation.delivery.as_ref().map(|d| d.headers.as_slice()).unwrap_or_default();
             let call = AttemptCall {
                 target: &config.target,
                 function: &config.name,
@@ -35,11 +40,20 @@ pub(super) async fn run(
                 payload: &invocation.payload,
                 content_type: invocation.content_type.as_deref(),
                 traceparent: invocation.traceparent.as_deref(),
+                headers,
                 timeout: config.timeout,
             };
-            let report = shared.runtime.call(call, shared.clock.as_ref()).await;
+            let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
             let now = shared.clock.now_ms();
-            let next = after_attempt(&config.retry, &invocation, &report, now, fastrand::f64());
+            let effects = match report.effects.as_ref().map(|e| events::commit_effects(&shared, &invocation, e, now)) {
+                Some(Ok(effects)) => Some(effects),
+                Some(Err(why)) => {
+                    refuse(&mut report, Outcome::Permanent, why);
+                    None
+                }
+                None => None,
+            };
+            let next = after_attempt(policy, &invocation, &report, now, fastrand::f64());
             tracing::info!(
                 invocation_id = %invocation.id,
                 function = %config.name,
@@ -49,35 +63,68 @@ pub(super) async fn run(
                 duration_ms = report.attempt.ended_at - report.attempt.started_at,
                 "attempt finished"
             );
-            (Some(report.attempt), next)
+            (completion_of(&shared, &invocation, Some(report.attempt.clone()), next, effects), Some(report))
         }
     };
     // The permit is held until the outcome is recorded, so a drain waits for it too.
-    let completion = Completion {
+    let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
+    if let Err(why) = record(&shared, completion.clone(), lease_expires_at).await {
+        // A precondition of the effects failed: nothing was applied. The attempt is a conflict,
+        // retried with backoff like any transient failure.
+        if let Some(mut report) = report {
+            refuse(&mut report, Outcome::Conflict, format!("conflict: {why}"));
+            let now = shared.clock.now_ms();
+            completion.next = after_attempt(policy, &invocation, &report, now, fastrand::f64());
+            completion.attempt = Some(report.attempt);
+            completion.effects = None;
+            completion.now = now;
+            let _ = record(&shared, completion, lease_expires_at).await;
+        }
+    }
+    drop(permit);
+    function.wake.notify_one();
+}
+
+/// Turns a successful report into a failure of `outcome` (its response is not the result).
+fn refuse(report: &mut AttemptReport, outcome: Outcome, why: String) {
+    report.attempt.outcome = outcome;
+    report.attempt.error = Some(truncate_error(why));
+    report.response = None;
+    report.effects = None;
+}
+
+fn completion_of(
+    shared: &Shared,
+    invocation: &Invocation,
+    attempt: Option<Attempt>,
+    next: Transition,
+    effects: Option<CommitEffects>,
+) -> Completion {
+    Completion {
         id: invocation.id.clone(),
         owner: shared.node_id.clone(),
         now: shared.clock.now_ms(),
         attempt,
         next,
-    };
-    record(&shared, completion, invocation.lease.as_ref().map(|l| l.expires_at)).await;
-    drop(permit);
-    function.wake.notify_one();
+        effects,
+    }
 }
 
 /// Records the completion, trying again while the store is unavailable (a database outage) until
 /// the lease expires: past that the completion would be refused anyway, and the invocation runs
 /// again once its lease is taken back.
-async fn record(shared: &Shared, completion: Completion, lease_expires_at: Option<Millis>) {
+/// Returns the failed precondition's text when the effects could not be applied.
+async fn record(shared: &Shared, completion: Completion, lease_expires_at: Option<Millis>) -> Result<(), String> {
     let give_up_at = lease_expires_at.unwrap_or(completion.now + 3_000);
     let mut tries: u64 = 0;
     loop {
         tries += 1;
         match shared.store.complete(completion.clone()).await {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
+            Err(Error::PreconditionFailed(why)) => return Err(why),
             Err(e @ Error::InvalidState(_)) | Err(e @ Error::NotFound { .. }) => {
                 tracing::warn!(invocation_id = %completion.id, error = %e, "completion refused");
-                return;
+                return Ok(());
             }
             Err(e) => {
                 if shared.clock.now_ms() >= give_up_at {
@@ -90,4 +137,5 @@ async fn record(shared: &Shared, completion: Completion, lease_expires_at: Optio
         }
     }
     tracing::error!(invocation_id = %completion.id, "completion not recorded; the lease will expire and the invocation run again");
+    Ok(())
 }

@@ -1,16 +1,20 @@
 //! Sync invocations: the caller waits while attempts run in its request, retrying transient
-//! failures until the function's `sync_timeout`. The finished invocation is then recorded whole.
+//! failures until the function's `sync_timeout`. The finished invocation is recorded whole; a
+//! success is recorded with its effects in the same transaction, and a failed effects
+//! precondition turns that attempt into a conflict that is retried like a transient failure.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::id::new_id;
-use keel_core::invocation::{Invocation, NewInvocation, Status};
+use keel_core::idempotency::{KeyRef, StoredReply};
+use keel_core::invocation::{truncate_error, CommitEffects, Invocation, NewInvocation, Status};
 use keel_core::outcome::Outcome;
 use keel_core::retry::NextStep;
+use keel_core::Error;
 use tokio::time::Instant;
 
+use crate::events;
 use crate::functions::Function;
 use crate::runtime::AttemptCall;
 use crate::state::Shared;
@@ -35,8 +39,48 @@ pub(crate) struct SyncRequest {
     pub(crate) traceparent: String,
 }
 
+/// How the finished invocation is recorded.
+pub(crate) enum Recorder<'a> {
+    /// Inserted whole at the end.
+    Plain,
+    /// Already stored `running`: updated, and its idempotency key completed with the reply.
+    Keyed { key: KeyRef, holder: String, reply: &'a (dyn Fn(&Invocation, SyncEnd) -> StoredReply + Sync) },
+}
+
+impl std::fmt::Debug for Recorder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Recorder::Plain => "Recorder::Plain",
+            Recorder::Keyed { .. } => "Recorder::Keyed",
+        })
+    }
+}
+
+impl Recorder<'_> {
+    async fn record(
+        &self,
+        shared: &Shared,
+        inv: &Invocation,
+        end: SyncEnd,
+        effects: Option<CommitEffects>,
+    ) -> keel_core::Result<()> {
+        match self {
+            Recorder::Plain => shared.store.record_finished(inv.clone(), effects).await,
+            Recorder::Keyed { key, holder, reply } => {
+                let reply = reply(inv, end);
+                shared.store.finish_sync(inv.clone(), effects, key.clone(), holder.clone(), reply).await
+            }
+        }
+    }
+}
+
 /// A new sync invocation, `running` from the start (its caller is waiting).
-pub(crate) fn new_invocation(shared: &Shared, function: &Function, request: SyncRequest, key: Option<String>) -> Invocation {
+pub(crate) fn new_invocation(
+    shared: &Shared,
+    function: &Function,
+    request: SyncRequest,
+    key: Option<String>,
+) -> Invocation {
     let now = shared.clock.now_ms();
     let mut inv = NewInvocation {
         id: new_id(now),
@@ -47,6 +91,7 @@ pub(crate) fn new_invocation(shared: &Shared, function: &Function, request: Sync
         due_at: now,
         idempotency_key: key,
         traceparent: Some(request.traceparent),
+        delivery: None,
     }
     .into_queued();
     inv.status = Status::Running;
@@ -55,89 +100,173 @@ pub(crate) fn new_invocation(shared: &Shared, function: &Function, request: Sync
     inv
 }
 
-/// Runs an unkeyed sync invocation to its end and records it. The invocation is returned even
-/// when recording it failed (the failure is logged): the caller still gets the function's answer.
-pub(crate) async fn run(shared: &Arc<Shared>, function: &Function, request: SyncRequest) -> (Invocation, SyncEnd) {
-    let mut inv = new_invocation(shared, function, request, None);
-    let end = run_attempts(shared, function, &mut inv).await;
-    if let Err(e) = shared.store.record_finished(inv.clone()).await {
-        tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
+/// Runs attempts (numbered on from `inv.attempt_count`) until the invocation ends or the
+/// function's `sync_timeout` passes, and records it; leaves `inv` in its final state. A failure
+/// to record is logged: the caller still gets the function's answer.
+pub(crate) async fn run_to_end(
+    shared: &Shared,
+    function: &Function,
+    inv: &mut Invocation,
+    recorder: &Recorder<'_>,
+) -> SyncEnd {
+    let deadline = Instant::now() + function.config.sync_timeout;
+    let mut previous_delay = None;
+    let first = inv.attempt_count;
+    loop {
+        let (end, effects) = attempt(shared, function, inv, deadline).await;
+        let end = match end {
+            Step::Done(end) => end,
+            Step::Failed { retry_after } => {
+                match backoff(function, inv, first, &mut previous_delay, retry_after, deadline) {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    None => inv_end(inv),
+                }
+            }
+        };
+        finalize(shared, inv, end);
+        match recorder.record(shared, inv, end, effects).await {
+            Err(Error::PreconditionFailed(why)) => {
+                // Nothing was applied: the attempt is a conflict, retried like a transient failure.
+                let last = inv.attempts.last_mut().expect("a success has an attempt");
+                last.outcome = Outcome::Conflict;
+                last.error = Some(truncate_error(format!("conflict: {why}")));
+                inv.error = last.error.clone();
+                inv.response = None;
+                inv.status = Status::Running;
+                match backoff(function, inv, first, &mut previous_delay, None, deadline) {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => {
+                        let end = inv_end(inv);
+                        finalize(shared, inv, end);
+                        if let Err(e) = recorder.record(shared, inv, end, None).await {
+                            tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
+                        }
+                        return end;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
+                return end;
+            }
+            Ok(()) => return end,
+        }
     }
-    (inv, end)
 }
 
-/// Runs attempts (numbered on from `inv.attempt_count`) until the invocation ends or the
-/// function's `sync_timeout` passes; leaves `inv` in its final state.
-pub(crate) async fn run_attempts(shared: &Shared, function: &Function, inv: &mut Invocation) -> SyncEnd {
-    let deadline = Instant::now() + function.config.sync_timeout;
-    let end = attempt_until_done(shared, function, inv, deadline).await;
+/// The end a failed invocation reached, from the error `backoff` left.
+fn inv_end(inv: &Invocation) -> SyncEnd {
+    match inv.error.as_deref() {
+        Some(e) if e.starts_with("retries exhausted") => SyncEnd::Exhausted,
+        _ => SyncEnd::DeadlineExceeded,
+    }
+}
+
+fn finalize(shared: &Shared, inv: &mut Invocation, end: SyncEnd) {
     inv.status = if end == SyncEnd::Succeeded { Status::Succeeded } else { Status::Failed };
     inv.due_at = None;
     inv.lease = None;
     inv.updated_at = shared.clock.now_ms();
-    end
 }
 
-async fn attempt_until_done(shared: &Shared, function: &Function, inv: &mut Invocation, deadline: Instant) -> SyncEnd {
+enum Step {
+    Done(SyncEnd),
+    /// A transient failure: retry if the policy and the deadline allow.
+    Failed {
+        retry_after: Option<Duration>,
+    },
+}
+
+/// One attempt; on success, the effects to commit with it.
+async fn attempt(
+    shared: &Shared,
+    function: &Function,
+    inv: &mut Invocation,
+    deadline: Instant,
+) -> (Step, Option<CommitEffects>) {
     let config = &function.config;
-    let mut previous_delay = None;
-    let first = inv.attempt_count;
-    loop {
-        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, function.permits.acquire()).await else {
+    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, function.permits.acquire()).await else {
+        inv.error =
+            Some(format!("deadline exceeded: no free slot within sync_timeout ({} in flight)", function.in_flight()));
+        return (Step::Done(SyncEnd::DeadlineExceeded), None);
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let call = AttemptCall {
+        target: &config.target,
+        function: &config.name,
+        invocation_id: &inv.id,
+        number: inv.attempt_count + 1,
+        payload: &inv.payload,
+        content_type: inv.content_type.as_deref(),
+        traceparent: inv.traceparent.as_deref(),
+        headers: &[],
+        timeout: config.timeout.min(remaining),
+    };
+    let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
+    drop(permit);
+    let effects = match report.effects.as_ref().map(|e| events::commit_effects(shared, inv, e, shared.clock.now_ms())) {
+        Some(Ok(effects)) => Some(effects),
+        Some(Err(why)) => {
+            report.attempt.outcome = Outcome::Permanent;
+            report.attempt.error = Some(truncate_error(why));
+            report.response = None;
+            None
+        }
+        None => None,
+    };
+    let outcome = report.attempt.outcome;
+    inv.attempt_count += 1;
+    inv.attempts.push(report.attempt.clone());
+    if report.response.is_some() {
+        inv.response = report.response.clone();
+    }
+    if outcome == Outcome::Success {
+        inv.error = None;
+        return (Step::Done(SyncEnd::Succeeded), effects);
+    }
+    let error = report.error_text();
+    if !outcome.is_retryable() {
+        inv.error = Some(format!("permanent failure: {error}"));
+        return (Step::Done(SyncEnd::Permanent), None);
+    }
+    inv.error = Some(error);
+    (Step::Failed { retry_after: report.retry_after }, None)
+}
+
+/// The pause before the next attempt, or `None` (with `inv.error` saying why) when the policy or
+/// the deadline ends the invocation.
+fn backoff(
+    function: &Function,
+    inv: &mut Invocation,
+    first: u32,
+    previous_delay: &mut Option<Duration>,
+    retry_after: Option<Duration>,
+    deadline: Instant,
+) -> Option<Duration> {
+    let made = inv.attempt_count - first;
+    let error = inv.error.clone().unwrap_or_default();
+    if Instant::now() >= deadline {
+        inv.error = Some(format!("deadline exceeded after {made} attempts: {error}"));
+        return None;
+    }
+    match function.config.retry.next_step(made, *previous_delay, retry_after, fastrand::f64()) {
+        NextStep::GiveUp => {
+            inv.error = Some(format!("retries exhausted after {made} attempts: {error}"));
+            None
+        }
+        NextStep::RetryAfter(delay) if Instant::now() + delay >= deadline => {
+            let pause = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
             inv.error = Some(format!(
-                "deadline exceeded: no free slot within sync_timeout ({} in flight)",
-                function.in_flight()
+                "deadline exceeded: the next retry ({pause}) would start after sync_timeout; last error: {error}"
             ));
-            return SyncEnd::DeadlineExceeded;
-        };
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let call = AttemptCall {
-            target: &config.target,
-            function: &config.name,
-            invocation_id: &inv.id,
-            number: inv.attempt_count + 1,
-            payload: &inv.payload,
-            content_type: inv.content_type.as_deref(),
-            traceparent: inv.traceparent.as_deref(),
-            timeout: config.timeout.min(remaining),
-        };
-        let report = shared.runtime.call(call, shared.clock.as_ref()).await;
-        drop(permit);
-        let outcome = report.attempt.outcome;
-        inv.attempt_count += 1;
-        inv.attempts.push(report.attempt.clone());
-        if report.response.is_some() {
-            inv.response = report.response.clone();
+            None
         }
-        if outcome == Outcome::Success {
-            inv.error = None;
-            return SyncEnd::Succeeded;
-        }
-        let error = report.error_text();
-        if !outcome.is_retryable() {
-            inv.error = Some(format!("permanent failure: {error}"));
-            return SyncEnd::Permanent;
-        }
-        if Instant::now() >= deadline {
-            inv.error = Some(format!("deadline exceeded after {} attempts: {error}", inv.attempt_count - first));
-            return SyncEnd::DeadlineExceeded;
-        }
-        match config.retry.next_step(inv.attempt_count - first, previous_delay, report.retry_after, fastrand::f64()) {
-            NextStep::GiveUp => {
-                inv.error = Some(format!("retries exhausted after {} attempts: {error}", inv.attempt_count - first));
-                return SyncEnd::Exhausted;
-            }
-            NextStep::RetryAfter(delay) if Instant::now() + delay >= deadline => {
-                inv.error = Some(format!(
-                    "deadline exceeded: the next retry ({}) would start after sync_timeout; last error: {error}",
-                    humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
-                ));
-                return SyncEnd::DeadlineExceeded;
-            }
-            NextStep::RetryAfter(delay) => {
-                previous_delay = Some(delay);
-                tokio::time::sleep(delay).await;
-            }
+        NextStep::RetryAfter(delay) => {
+            *previous_delay = Some(delay);
+            Some(delay)
         }
     }
 }

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use keel_core::clock::{rfc3339, Clock, Millis};
 use keel_core::config::FunctionTarget;
+use keel_core::effects;
 use keel_core::invocation::{truncate_error, Attempt, StoredResponse};
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::{self, Outcome};
@@ -30,6 +31,8 @@ pub(crate) struct AttemptCall<'a> {
     pub(crate) payload: &'a Bytes,
     pub(crate) content_type: Option<&'a str>,
     pub(crate) traceparent: Option<&'a str>,
+    /// Sent as they are: an event delivery's CloudEvents binary-mode headers and subscription.
+    pub(crate) headers: &'a [(String, String)],
     pub(crate) timeout: Duration,
 }
 
@@ -79,7 +82,9 @@ impl UrlRuntime {
                 },
                 response: None,
                 retry_after: None,
+                effects: None,
             },
+            Ok(Ok((response, _))) if is_effects(&response) => effects_attempt(call, started_at, ended_at, response),
             Ok(Ok((response, retry_after))) => {
                 let outcome = outcome::classify_status(response.status);
                 let error = (outcome != Outcome::Success).then(|| truncate_error(describe_failure(&response)));
@@ -95,6 +100,7 @@ impl UrlRuntime {
                     },
                     response: Some(response),
                     retry_after,
+                    effects: None,
                 }
             }
         }
@@ -117,6 +123,9 @@ impl UrlRuntime {
             .header("traceparent", traceparent);
         if let Some(ct) = call.content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
             request = request.header(CONTENT_TYPE, ct);
+        }
+        for (name, value) in call.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         let request = request
             .body(Full::new(call.payload.clone()))
@@ -171,6 +180,47 @@ pub(crate) fn failed_attempt(
         },
         response: None,
         retry_after: None,
+        effects: None,
+    }
+}
+
+/// A 2xx answered as an effects envelope.
+fn is_effects(response: &StoredResponse) -> bool {
+    let media = response.content_type.as_deref().and_then(|ct| ct.split(';').next()).map(str::trim);
+    (200..300).contains(&response.status) && media.is_some_and(|m| m.eq_ignore_ascii_case(effects::CONTENT_TYPE))
+}
+
+/// Reads an effects envelope: its result becomes the stored response; a malformed envelope is a
+/// permanent failure that says what is wrong.
+fn effects_attempt(
+    call: &AttemptCall<'_>,
+    started_at: Millis,
+    ended_at: Millis,
+    response: StoredResponse,
+) -> AttemptReport {
+    match effects::parse(&response.body) {
+        Ok(envelope) => AttemptReport {
+            attempt: Attempt {
+                number: call.number,
+                started_at,
+                ended_at,
+                outcome: Outcome::Success,
+                http_status: Some(response.status),
+                error: None,
+            },
+            response: Some(StoredResponse {
+                status: envelope.status,
+                content_type: Some("application/json".into()),
+                body: envelope.result.clone(),
+            }),
+            retry_after: None,
+            effects: Some(envelope),
+        },
+        Err(why) => {
+            let mut report = failed_attempt(call, started_at, ended_at, Outcome::Permanent, why);
+            report.attempt.http_status = Some(response.status);
+            report
+        }
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) struct Call {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Functions {
     calls: Arc<Mutex<Vec<Call>>>,
+    /// Where the effectful paths (`/fx/...`) read KV from.
+    keel: Arc<Mutex<Option<String>>>,
 }
 
 impl Functions {
@@ -47,6 +49,11 @@ impl Functions {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (me, addr)
+    }
+
+    /// Tells the effectful paths where Keel's API is.
+    pub(crate) fn set_keel(&self, url: &str) {
+        *self.keel.lock().unwrap() = Some(url.to_string());
     }
 
     pub(crate) fn calls(&self) -> Vec<Call> {
@@ -77,6 +84,19 @@ async fn handle(
     let arg = |k: &str| q.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let attempt: u32 =
         headers.get("keel-attempt").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    if let Some(kind) = uri.path().strip_prefix("/fx/") {
+        let keel = me.keel.lock().unwrap().clone().unwrap_or_default();
+        let response = crate::events::effects_function(kind, &keel, &q, &headers, &body).await;
+        me.calls.lock().unwrap().push(Call {
+            invocation_id: headers.get("keel-invocation-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
+            attempt,
+            at: Instant::now(),
+            headers: headers.clone(),
+            body: body.clone(),
+            status: response.status().as_u16(),
+        });
+        return response;
+    }
     let (status, extra, sleep): (u16, Option<(&str, String)>, u64) = match uri.path() {
         "/ok" => (200, None, 0),
         "/status" => (arg("code") as u16, None, 0),
@@ -112,10 +132,15 @@ pub(crate) struct Keel {
     pub(crate) dir: tempfile::TempDir,
 }
 
-/// A config with `[functions.NAME]` tables given as TOML fragments; the database in `dir`.
+/// A config with `[functions.NAME]` tables given as TOML fragments; the database in `dir`. A
+/// fragment may start with `[server]` keys of its own.
 pub(crate) fn config(dir: &std::path::Path, functions: &str) -> Config {
+    let (server, rest) = match functions.strip_prefix("[server]\n") {
+        Some(tail) => tail.split_at(tail.find('[').unwrap_or(tail.len())),
+        None => ("", functions),
+    };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n[storage]\nurl = \"sqlite://{}/keel.db\"\n{functions}",
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{server}[storage]\nurl = \"sqlite://{}/keel.db\"\n{rest}",
         dir.display()
     );
     load_str("test.toml", &text, &Overrides::default()).unwrap_or_else(|e| panic!("{e}\n{text}"))

@@ -110,7 +110,8 @@ impl BenchServer {
     pub(crate) async fn prefill(&self, count: u64, delay: Duration, progress: &ProgressBar) -> Result<(), BenchError> {
         assert!(self.child.is_none(), "pre-filling needs the server stopped: it holds the store's lock");
         let url = format!("sqlite://{}", self.dir.path().join("keel.db").display());
-        let store = keel_store::open(&StoreOptions { url, fsync: false }).map_err(|e| BenchError::Server(e.to_string()))?;
+        let store =
+            keel_store::open(&StoreOptions { url, fsync: false }).map_err(|e| BenchError::Server(e.to_string()))?;
         let mut writers = tokio::task::JoinSet::new();
         for writer in 0..PREFILL_WRITERS {
             let (store, progress) = (store.clone(), progress.clone());
@@ -127,6 +128,7 @@ impl BenchServer {
                         due_at: now + delay.as_millis() as i64,
                         idempotency_key: None,
                         traceparent: None,
+                        delivery: None,
                     };
                     store.enqueue(new).await?;
                     progress.inc(1);

@@ -1,0 +1,114 @@
+//! Events on the server side: fanning an event out into one delivery per matching subscription,
+//! and turning a function's effects envelope into what the store commits with its completion.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use keel_core::clock::Millis;
+use keel_core::config::{OrderedBy, SubscriptionConfig};
+use keel_core::effects::Effects;
+use keel_core::events::{CloudEvent, NewEvent};
+use keel_core::id::new_id;
+use keel_core::invocation::{CommitEffects, Delivery, Invocation, NewInvocation};
+
+use crate::state::Shared;
+use crate::trace;
+
+/// Builds a stored event of `topic` with its deliveries. `hops` counts the deliveries that led to
+/// it (0 when published from outside).
+pub(crate) fn new_event(shared: &Shared, topic: &str, mut event: CloudEvent, hops: u32, now: Millis) -> NewEvent {
+    let id = new_id(now);
+    // The event carries its trace: every delivery continues it.
+    let traceparent = event
+        .extensions
+        .get("traceparent")
+        .and_then(|t| trace::parse_traceparent(t))
+        .unwrap_or_else(trace::new_traceparent);
+    event.extensions.insert("traceparent".into(), traceparent.clone());
+    let deliveries = shared
+        .config
+        .subscriptions
+        .iter()
+        .filter(|s| s.topic == topic && s.filter.matches(&event))
+        .map(|s| delivery(s, &event, &id, hops, &traceparent, now))
+        .collect();
+    NewEvent { id, topic: topic.to_string(), event, hops, created_at: now, deliveries }
+}
+
+fn delivery(
+    sub: &SubscriptionConfig,
+    event: &CloudEvent,
+    event_id: &str,
+    hops: u32,
+    traceparent: &str,
+    now: Millis,
+) -> NewInvocation {
+    let mut headers = event.binary_headers();
+    headers.push(("keel-subscription".into(), sub.name.clone()));
+    let ordering_key = match (sub.ordered_by, &event.subject) {
+        (Some(OrderedBy::Subject), Some(subject)) => Some(format!("{}/{subject}", sub.name)),
+        _ => None,
+    };
+    NewInvocation {
+        id: new_id(now),
+        function: sub.function.clone(),
+        payload: event.data.clone(),
+        content_type: event.datacontenttype.clone(),
+        created_at: now,
+        due_at: now,
+        idempotency_key: None,
+        traceparent: Some(traceparent.to_string()),
+        delivery: Some(Delivery {
+            subscription: sub.name.clone(),
+            event_id: event_id.to_string(),
+            headers,
+            ordering_key,
+            hops,
+        }),
+    }
+}
+
+/// Turns an effects envelope into what the store commits. An event for an undeclared topic, or
+/// one that would extend an event chain past `server.max_event_hops`, is a permanent failure
+/// whose text says so.
+pub(crate) fn commit_effects(
+    shared: &Shared,
+    inv: &Invocation,
+    effects: &Effects,
+    now: Millis,
+) -> Result<CommitEffects, String> {
+    let hops = inv.delivery.as_ref().map_or(1, |d| d.hops + 1);
+    let max = shared.config.server.max_event_hops;
+    let mut events = Vec::with_capacity(effects.events.len());
+    for (i, emitted) in effects.events.iter().enumerate() {
+        if !shared.config.topics.contains(&emitted.topic) {
+            return Err(format!(
+                "effects envelope: events[{i}]: topic {:?} is not declared in keel.toml",
+                emitted.topic
+            ));
+        }
+        if hops > max {
+            return Err(format!(
+                "event loop stopped: events[{i}] to topic {:?} would be hop {hops}, above server.max_event_hops ({max})",
+                emitted.topic
+            ));
+        }
+        let mut extensions = BTreeMap::new();
+        if let Some(tp) = &inv.traceparent {
+            extensions.insert("traceparent".to_string(), trace::child_of(tp));
+        }
+        let event = CloudEvent {
+            id: emitted.id.clone().unwrap_or_else(|| format!("{}-{i}", inv.id)),
+            source: emitted.source.clone().unwrap_or_else(|| format!("keel/{}", inv.function)),
+            ty: emitted.ty.clone().unwrap_or_else(|| emitted.topic.clone()),
+            subject: emitted.subject.clone(),
+            time: Some(keel_core::clock::rfc3339(now)),
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            data: Bytes::from(emitted.data.to_string()),
+            extensions,
+        };
+        events.push(new_event(shared, &emitted.topic, event, hops, now));
+    }
+    Ok(CommitEffects { kv: effects.kv.clone(), events })
+}

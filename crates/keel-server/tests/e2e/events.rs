@@ -1,0 +1,382 @@
+//! Events, fan-out, KV and effects end to end.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::crash::{free_port, spawn_keel, wait_ready};
+use crate::load::submit_many;
+use crate::support::{get_json, post_json, request, Functions, Keel};
+
+/// The effectful test functions, behind `/fx/KIND`:
+/// - `incr`: reads `counters/n` from Keel and writes n+1 with `if_version` (or `if_absent`);
+/// - `record`: writes `done/<invocation id>` if absent and emits `done` with that subject;
+/// - `loop`: emits an event to the topic `loop` (an event loop);
+/// - `emit`: emits an event to the topic named by `?topic=`.
+pub(crate) async fn effects_function(
+    kind: &str,
+    keel: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    _body: &[u8],
+) -> Response {
+    let id = headers.get("keel-invocation-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let envelope = match kind {
+        "incr" => {
+            let (status, h, body) = request("GET", &format!("{keel}/v1/kv/counters/n"), &[], "").await;
+            let write = if status == 404 {
+                json!({"ns": "counters", "key": "n", "value": 1, "if_absent": true})
+            } else {
+                let version: i64 = h["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
+                let n: i64 = serde_json::from_slice(&body).unwrap();
+                json!({"ns": "counters", "key": "n", "value": n + 1, "if_version": version})
+            };
+            json!({"result": {"ok": true}, "kv": [write]})
+        }
+        "record" => json!({
+            "result": {"recorded": id},
+            "kv": [{"ns": "done", "key": id, "value": {"by": id}, "if_absent": true}],
+            "events": [{"topic": "done", "subject": id, "data": {"id": id}}],
+        }),
+        "loop" => json!({"events": [{"topic": "loop", "data": {}}]}),
+        "emit" => json!({"events": [{"topic": q.get("topic").cloned().unwrap_or_default(), "data": {}}]}),
+        _ => return (axum::http::StatusCode::NOT_FOUND, "unknown fx").into_response(),
+    };
+    ([("content-type", "application/vnd.keel.effects+json")], envelope.to_string()).into_response()
+}
+
+fn delivery_pairs(fns: &Functions) -> Vec<(String, String, u16)> {
+    fns.calls()
+        .iter()
+        .filter(|c| c.headers.contains_key("keel-subscription"))
+        .map(|c| {
+            let h = |n: &str| c.headers.get(n).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            (h("keel-subscription"), h("ce-id"), c.status)
+        })
+        .collect()
+}
+
+async fn wait_event_settled(keel: &Keel, id: &str) -> Value {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, event) = get_json(&format!("{}/v1/events/{id}", keel.url)).await;
+        let pending = event["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| ["queued", "running", "retrying"].contains(&d["status"].as_str().unwrap()));
+        if !pending {
+            return event;
+        }
+        assert!(Instant::now() < end, "{event}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_event_fans_out_to_three_subscribers_each_failing_on_its_own() {
+    let (fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[functions.ok]\nurl = \"http://{addr}/ok\"\n[functions.bad]\nurl = \"http://{addr}/status?code=400\"\n\
+         [topics.\"user.registered\"]\n\
+         [[subscriptions]]\nname = \"welcome\"\ntopic = \"user.registered\"\nfunction = \"ok\"\n\
+         [[subscriptions]]\nname = \"analytics\"\ntopic = \"user.registered\"\nfunction = \"ok\"\n\
+         [[subscriptions]]\nname = \"crm\"\ntopic = \"user.registered\"\nfunction = \"bad\"\n"
+    ))
+    .await;
+    let event = r#"{"specversion":"1.0","id":"u-1","source":"/signup","type":"user.registered","subject":"u1","data":{"user_id":"u1"}}"#;
+    let url = format!("{}/v1/topics/user.registered/events", keel.url);
+    let (status, _, body) = request("POST", &url, &[("content-type", "application/cloudevents+json")], event).await;
+    assert_eq!(status, 202);
+    let id = serde_json::from_slice::<Value>(&body).unwrap()["ids"][0].as_str().unwrap().to_string();
+    let settled = wait_event_settled(&keel, &id).await;
+    let states: HashMap<_, _> = settled["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["subscription"].as_str().unwrap().to_string(), d["status"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(states["welcome"], "succeeded");
+    assert_eq!(states["analytics"], "succeeded");
+    assert_eq!(states["crm"], "dead");
+    assert_eq!(settled["data"]["user_id"], "u1");
+
+    // Delivered in CloudEvents binary mode with the subscription named.
+    let calls = fns.calls();
+    let welcome = calls.iter().find(|c| c.headers.get("keel-subscription").is_some_and(|v| v == "welcome")).unwrap();
+    assert_eq!(welcome.headers["ce-id"], "u-1");
+    assert_eq!(welcome.headers["ce-source"], "/signup");
+    assert_eq!(welcome.headers["ce-type"], "user.registered");
+    assert_eq!(welcome.headers["ce-subject"], "u1");
+    assert_eq!(welcome.headers["content-type"], "application/json");
+    assert_eq!(&welcome.body[..], br#"{"user_id":"u1"}"#);
+
+    // The same source + id again is accepted once: the original id, no new deliveries.
+    let (status, _, again) = request("POST", &url, &[("content-type", "application/cloudevents+json")], event).await;
+    assert_eq!(status, 202);
+    assert_eq!(serde_json::from_slice::<Value>(&again).unwrap()["ids"][0], id.as_str());
+
+    let (_, _, dlq) = get_json(&format!("{}/v1/dlq?subscription=crm", keel.url)).await;
+    assert_eq!(dlq["items"].as_array().unwrap().len(), 1);
+    assert_eq!(dlq["items"][0]["event_id"], id.as_str());
+    let (status, _, redriven) = post_json(&format!("{}/v1/dlq/redrive", keel.url), r#"{"subscription":"crm"}"#).await;
+    assert_eq!((status, redriven["redriven"].as_u64()), (200, Some(1)));
+    wait_event_settled(&keel, &id).await;
+    let crm_calls = delivery_pairs(&fns).iter().filter(|(s, _, _)| s == "crm").count();
+    assert_eq!(crm_calls, 2, "the crm delivery ran again, the others did not");
+    assert_eq!(delivery_pairs(&fns).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_a_thousand_events_makes_exactly_two_thousand_deliveries() {
+    let (fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[functions.ok]\nurl = \"http://{addr}/ok\"\nconcurrency = 32\n[topics.orders]\n\
+         [[subscriptions]]\nname = \"billing\"\ntopic = \"orders\"\nfunction = \"ok\"\n\
+         [[subscriptions]]\nname = \"shipping\"\ntopic = \"orders\"\nfunction = \"ok\"\n"
+    ))
+    .await;
+    let batch: Vec<Value> = (0..1000).map(|i| json!({"specversion": "1.0", "id": format!("o-{i}"), "source": "/shop", "type": "order.placed", "data": {"i": i}})).collect();
+    let url = format!("{}/v1/topics/orders/events", keel.url);
+    let (status, _, body) = request(
+        "POST",
+        &url,
+        &[("content-type", "application/cloudevents-batch+json")],
+        Value::Array(batch).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["ids"].as_array().unwrap().len(), 1000);
+    let end = Instant::now() + Duration::from_secs(60);
+    while delivery_pairs(&fns).len() < 2000 {
+        assert!(Instant::now() < end, "{} deliveries", delivery_pairs(&fns).len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pairs = delivery_pairs(&fns);
+    assert_eq!(pairs.len(), 2000, "no more than one delivery per event and subscription");
+    let unique: HashSet<_> = pairs.iter().map(|(s, id, _)| (s.clone(), id.clone())).collect();
+    assert_eq!(unique.len(), 2000, "each event id seen once per subscription");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_conditional_increments_make_twenty() {
+    let (fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[functions.incr]\nurl = \"http://{addr}/fx/incr\"\nconcurrency = 20\n\
+         retry = {{ max_attempts = 100, initial = \"5ms\", max = \"50ms\" }}\n"
+    ))
+    .await;
+    fns.set_keel(&keel.url);
+    let accepted = submit_many(&keel.url, "incr", 20).await;
+    assert_eq!(accepted.len(), 20);
+    for id in &accepted {
+        let inv = keel.wait_final(id, Duration::from_secs(30)).await;
+        assert_eq!(inv["status"], "succeeded", "{inv}");
+    }
+    let (status, headers, value) = get_json(&format!("{}/v1/kv/counters/n", keel.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(value, 20, "no lost update");
+    assert_eq!(headers["etag"], "\"20\"");
+    let conflicts = accepted.iter().map(|id| fns.calls_for(id).len() - 1).sum::<usize>();
+    let (_, _, any) = get_json(&format!("{}/v1/invocations/{}", keel.url, accepted[0])).await;
+    assert!(any["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["outcome"] == "success" || a["outcome"] == "conflict"));
+    println!("{conflicts} conflicts retried");
+}
+
+#[tokio::test]
+async fn kv_over_http_uses_etags_and_preconditions() {
+    let (_fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!("[functions.ok]\nurl = \"http://{addr}/ok\"\n")).await;
+    let url = format!("{}/v1/kv/carts/u1/items", keel.url);
+    let (s, h, _) = request("PUT", &url, &[("if-none-match", "*")], r#"{"n":1}"#).await;
+    assert_eq!((s, h["etag"].to_str().unwrap()), (201, "\"1\""));
+    let (s, _, _) = request("PUT", &url, &[("if-none-match", "*")], r#"{"n":2}"#).await;
+    assert_eq!(s, 412);
+    let (s, _, _) = request("PUT", &url, &[("if-match", "\"7\"")], r#"{"n":2}"#).await;
+    assert_eq!(s, 412);
+    let (s, h, _) = request("PUT", &url, &[("if-match", "\"1\"")], r#"{"n":2}"#).await;
+    assert_eq!((s, h["etag"].to_str().unwrap()), (200, "\"2\""));
+    let (s, h, v) = get_json(&url).await;
+    assert_eq!((s, v, h["etag"].to_str().unwrap()), (200, json!({"n": 2}), "\"2\""));
+    assert_eq!(request("PUT", &url, &[], "not json").await.0, 400);
+    assert_eq!(request("DELETE", &url, &[("if-match", "\"1\"")], "").await.0, 412);
+    assert_eq!(request("DELETE", &url, &[("if-match", "\"2\"")], "").await.0, 204);
+    assert_eq!(get_json(&url).await.0, 404);
+    assert_eq!(request("DELETE", &url, &[], "").await.0, 404);
+}
+
+#[tokio::test]
+async fn filters_pick_events_by_type_source_and_subject() {
+    let (fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[functions.ok]\nurl = \"http://{addr}/ok\"\n[topics.t]\n\
+         [[subscriptions]]\nname = \"users\"\ntopic = \"t\"\nfunction = \"ok\"\nfilter = {{ type_prefix = \"user.\" }}\n\
+         [[subscriptions]]\nname = \"vip\"\ntopic = \"t\"\nfunction = \"ok\"\nfilter = {{ subject_prefix = \"vip-\", source = \"/crm\" }}\n"
+    ))
+    .await;
+    let url = format!("{}/v1/topics/t/events", keel.url);
+    for (id, ty, source, subject) in [
+        ("1", "user.created", "/app", "u1"),
+        ("2", "order.placed", "/crm", "vip-7"),
+        ("3", "user.deleted", "/crm", "vip-8"),
+        ("4", "order.placed", "/app", "vip-9"),
+    ] {
+        let e = json!({"specversion": "1.0", "id": id, "type": ty, "source": source, "subject": subject});
+        assert_eq!(
+            request("POST", &url, &[("content-type", "application/cloudevents+json")], e.to_string()).await.0,
+            202
+        );
+    }
+    // Binary mode and a plain JSON body too.
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "5"),
+        ("ce-source", "/app"),
+        ("ce-type", "user.binary"),
+        ("content-type", "text/plain"),
+    ];
+    assert_eq!(request("POST", &url, &binary, "hello").await.0, 202);
+    assert_eq!(post_json(&url, r#"{"plain":true}"#).await.0, 202);
+    let bad = request(
+        "POST",
+        &url,
+        &[("content-type", "application/cloudevents+json")],
+        r#"{"specversion":"1.0","id":"x","type":"t"}"#,
+    )
+    .await;
+    assert_eq!(bad.0, 400);
+    assert!(String::from_utf8_lossy(&bad.2).contains("source"), "the problem names the attribute");
+    assert_eq!(post_json(&format!("{}/v1/topics/nope/events", keel.url), "{}").await.0, 404);
+
+    let end = Instant::now() + Duration::from_secs(5);
+    while delivery_pairs(&fns).len() < 5 {
+        assert!(Instant::now() < end, "{:?}", delivery_pairs(&fns));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got: Vec<_> = delivery_pairs(&fns).into_iter().map(|(s, id, _)| format!("{s}:{id}")).collect();
+    got.sort();
+    assert_eq!(got, ["users:1", "users:3", "users:5", "vip:2", "vip:3"]);
+    let binary_call = fns.calls().into_iter().find(|c| c.headers.get("ce-id").is_some_and(|v| v == "5")).unwrap();
+    assert_eq!(&binary_call.body[..], b"hello");
+    assert_eq!(binary_call.headers["content-type"], "text/plain");
+}
+
+#[tokio::test]
+async fn ordered_deliveries_wait_for_earlier_events_of_the_same_subject() {
+    let (fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[functions.flaky]\nurl = \"http://{addr}/flaky?fail=2\"\nretry = {{ max_attempts = 5, initial = \"10ms\", max = \"20ms\" }}\n\
+         [topics.accounts]\n\
+         [[subscriptions]]\nname = \"ledger\"\ntopic = \"accounts\"\nfunction = \"flaky\"\nordered_by = \"subject\"\n"
+    ))
+    .await;
+    let batch: Vec<Value> = (0..5).map(|i| json!({"specversion": "1.0", "id": format!("e{i}"), "source": "/bank", "type": "posted", "subject": "acct-1"})).collect();
+    let url = format!("{}/v1/topics/accounts/events", keel.url);
+    let (status, _, _) = request(
+        "POST",
+        &url,
+        &[("content-type", "application/cloudevents-batch+json")],
+        Value::Array(batch).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let end = Instant::now() + Duration::from_secs(10);
+    while delivery_pairs(&fns).iter().filter(|(_, _, s)| *s == 200).count() < 5 {
+        assert!(Instant::now() < end, "{:?}", delivery_pairs(&fns));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let order: Vec<_> = delivery_pairs(&fns).into_iter().map(|(_, id, _)| id).collect();
+    let expected: Vec<String> = (0..5).flat_map(|i| std::iter::repeat_n(format!("e{i}"), 3)).collect();
+    assert_eq!(order, expected, "each event's three attempts before the next event starts");
+}
+
+#[tokio::test]
+async fn the_hop_limit_stops_an_event_loop() {
+    let (fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[server]\nmax_event_hops = 3\n[functions.looper]\nurl = \"http://{addr}/fx/loop\"\n[topics.loop]\n\
+         [[subscriptions]]\nname = \"again\"\ntopic = \"loop\"\nfunction = \"looper\"\n"
+    ))
+    .await;
+    assert_eq!(post_json(&format!("{}/v1/topics/loop/events", keel.url), "{}").await.0, 202);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, dlq) = get_json(&format!("{}/v1/dlq?subscription=again", keel.url)).await;
+        if let Some(dead) = dlq["items"].as_array().unwrap().first() {
+            assert!(dead["error"].as_str().unwrap().contains("max_event_hops"), "{dead}");
+            break;
+        }
+        assert!(Instant::now() < end, "the loop was not stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(delivery_pairs(&fns).len(), 4, "hops 0, 1, 2 and 3 ran; the 4th emission was refused");
+    let traces: HashSet<_> =
+        fns.calls().iter().map(|c| c.headers["traceparent"].to_str().unwrap()[3..35].to_string()).collect();
+    assert_eq!(traces.len(), 1, "one trace across the whole chain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_effectful_invocations_keeps_writes_and_events_with_their_completions() {
+    let (fns, addr) = Functions::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nurl = \"sqlite://{}/keel.db\"\n[functions.record]\nurl = \"http://{addr}/fx/record\"\nconcurrency = 8\n\
+             [functions.ok]\nurl = \"http://{addr}/ok\"\n[topics.done]\n\
+             [[subscriptions]]\nname = \"audit\"\ntopic = \"done\"\nfunction = \"ok\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let (port, log) = (free_port(), dir.path().join("keel.log"));
+    let base = format!("http://127.0.0.1:{port}");
+    fns.set_keel(&base);
+    let mut keel = spawn_keel(&config, port, &log);
+    wait_ready(&base, &mut keel).await;
+    let submitting = tokio::spawn({
+        let base = base.clone();
+        async move { submit_many(&base, "record", 400).await }
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    while fns.calls().len() < 60 {
+        assert!(Instant::now() < end);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    keel.kill().unwrap();
+    keel.wait().unwrap();
+    let accepted = submitting.await.unwrap();
+    let mut keel = spawn_keel(&config, port, &log);
+    wait_ready(&base, &mut keel).await;
+    crate::load::wait_succeeded(&base, "record", accepted.len(), Duration::from_secs(60)).await;
+    crate::load::wait_succeeded(&base, "ok", accepted.len(), Duration::from_secs(60)).await;
+    for id in &accepted {
+        let (s, h, v) = get_json(&format!("{base}/v1/kv/done/{id}")).await;
+        assert_eq!(s, 200, "the write of succeeded invocation {id}");
+        assert_eq!(h["etag"], "\"1\"", "written once: effects applied at most once");
+        assert_eq!(v["by"], id.as_str());
+    }
+    let audited: Vec<_> = fns
+        .calls()
+        .iter()
+        .filter_map(|c| c.headers.get("ce-subject").map(|v| v.to_str().unwrap().to_string()))
+        .collect();
+    let unique: HashSet<_> = audited.iter().cloned().collect();
+    let accepted_set: HashSet<_> = accepted.iter().cloned().collect();
+    assert!(accepted_set.is_subset(&unique), "every completion's event was delivered");
+    let (_, _, all) = get_json(&format!("{base}/v1/invocations?function=ok&limit=1000")).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), unique.len(), "one event per completed invocation, never two");
+    keel.kill().unwrap();
+    keel.wait().unwrap();
+}
