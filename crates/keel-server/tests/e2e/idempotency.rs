@@ -51,7 +51,9 @@ async fn fifty_concurrent_identical_requests_run_the_function_once() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let url = url.clone();
-        tasks.push(tokio::spawn(async move { keyed(&url, "order-2", r#"{"amount":7}"#, &[("prefer", "wait=10")]).await }));
+        tasks.push(tokio::spawn(
+            async move { keyed(&url, "order-2", r#"{"amount":7}"#, &[("prefer", "wait=10")]).await },
+        ));
     }
     let mut replies = Vec::new();
     for t in tasks {
@@ -234,7 +236,10 @@ async fn a_keyed_sync_call_orphaned_by_a_crash_is_taken_over_by_the_retry() {
     assert!(!retry.1.contains_key("idempotent-replayed"), "the work ran again");
     let calls = fns.calls();
     assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0].headers["idempotency-key"], calls[1].headers["idempotency-key"], "the same invocation id downstream, so the function can dedupe");
+    assert_eq!(
+        calls[0].headers["idempotency-key"], calls[1].headers["idempotency-key"],
+        "the same invocation id downstream, so the function can dedupe"
+    );
     assert_eq!(retry.1["keel-invocation-id"], calls[0].headers["idempotency-key"]);
     assert_eq!(calls[1].attempt, 2, "attempts are numbered on");
     let id = retry.1["keel-invocation-id"].to_str().unwrap();

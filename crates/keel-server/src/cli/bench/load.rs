@@ -115,7 +115,10 @@ pub(crate) async fn closed_loop(
                 let body = response.into_body().collect().await.map_err(|e| LoadError(e.to_string()))?.to_bytes();
                 if status != target.expect {
                     let body = String::from_utf8_lossy(&body);
-                    return Err(LoadError(format!("{} answered {status}, expected {}: {body}", target.uri, target.expect)));
+                    return Err(LoadError(format!(
+                        "{} answered {status}, expected {}: {body}",
+                        target.uri, target.expect
+                    )));
                 }
                 latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                 progress.inc(1);

@@ -108,8 +108,11 @@ pub(crate) struct Settings {
 
 impl Settings {
     fn from_args(args: &BenchArgs, json: bool) -> Self {
-        let (requests, concurrency, depths, queued) =
-            if args.quick { (400, 8, vec![100, 2_000], 2_000) } else { (20_000, 32, vec![1_000, 100_000, 1_000_000], 100_000) };
+        let (requests, concurrency, depths, queued) = if args.quick {
+            (400, 8, vec![100, 2_000], 2_000)
+        } else {
+            (20_000, 32, vec![1_000, 100_000, 1_000_000], 100_000)
+        };
         let mut depths = if args.depths.is_empty() { depths } else { args.depths.clone() };
         depths.sort_unstable();
         Settings {

@@ -36,8 +36,7 @@ pub(crate) async fn replay(settings: &Settings, direct: &Direct, base: &str) -> 
         ));
     }
     let (n, c) = (settings.requests, settings.concurrency);
-    let target =
-        Target::post(&format!("{base}{path}"), StatusCode::OK)?.with_header("idempotency-key", &key)?;
+    let target = Target::post(&format!("{base}{path}"), StatusCode::OK)?.with_header("idempotency-key", &key)?;
     let run = load::closed_loop(&target, n, c, &settings.progress(&format!("replay c={c}"), n)).await?;
     let case = Case::new(format!("c={c}"), Some(run.per_second() / direct.many.per_second()))
         .with("per_s", run.per_second())
@@ -52,7 +51,8 @@ pub(crate) async fn replay(settings: &Settings, direct: &Direct, base: &str) -> 
 /// config gains the topic and subscriptions and this probe gives way to the run.
 pub(crate) async fn fanout(keel: &KeelClient) -> Result<Scenario, BenchError> {
     let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
-    let response = keel.send(Method::POST, "/v1/topics/keel-bench/events", &headers, Bytes::from_static(PAYLOAD)).await?;
+    let response =
+        keel.send(Method::POST, "/v1/topics/keel-bench/events", &headers, Bytes::from_static(PAYLOAD)).await?;
     // Keel answers an unrouted path with a 404 problem whose detail is "no route for PATH".
     let unrouted = String::from_utf8_lossy(&response.body).contains("no route for");
     let why = if response.status == StatusCode::NOT_FOUND && (unrouted || !response.is_problem()) {

@@ -29,9 +29,11 @@ pub(crate) struct Machine {
 impl Machine {
     pub(crate) fn probe(store: String, fsync: Option<bool>) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
+        let cpu =
+            cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory_kb = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|l| l.split_whitespace().next());
+        let memory_kb =
+            meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|l| l.split_whitespace().next());
         Machine {
             cores: std::thread::available_parallelism().map(usize::from).unwrap_or(1),
             cpu: cpu.unwrap_or("unknown").to_owned(),
@@ -124,12 +126,17 @@ pub(crate) fn check_targets(scenarios: &[Scenario], concurrency: usize) -> Vec<T
         }),
         ("replay >= 0.5x direct", ratio("replay", &c), |v| v >= 0.5),
         ("depth 1M within 20% of 1k", depth, |v| v >= 0.8),
-        ("recovery to first completion <= 1 s", find("recovery").and_then(|s| s.figure("restart", "first_completion_ms")), |v| {
-            v <= 1000.0
-        }),
+        (
+            "recovery to first completion <= 1 s",
+            find("recovery").and_then(|s| s.figure("restart", "first_completion_ms")),
+            |v| v <= 1000.0,
+        ),
         ("RSS <= 100 MB with 1M queued", find("memory").and_then(|s| s.figure("queued", "rss_mb")), |v| v <= 100.0),
     ];
-    checks.into_iter().map(|(target, value, ok)| TargetCheck { target, value: value.map(round), met: value.map(ok) }).collect()
+    checks
+        .into_iter()
+        .map(|(target, value, ok)| TargetCheck { target, value: value.map(round), met: value.map(ok) })
+        .collect()
 }
 
 /// Three significant digits are all a benchmark on a shared machine can claim.

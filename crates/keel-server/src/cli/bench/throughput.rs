@@ -56,10 +56,12 @@ pub(crate) async fn sync(settings: &Settings, direct: &Direct, base: &str) -> Re
     let target = Target::post(&format!("{base}/v1/functions/noop/invoke"), StatusCode::OK)?;
     let mut cases = Vec::new();
     let c = settings.concurrency;
-    for (concurrency, total, baseline) in [(1, settings.requests_c1(), &direct.c1), (c, settings.requests, &direct.many)] {
+    for (concurrency, total, baseline) in
+        [(1, settings.requests_c1(), &direct.c1), (c, settings.requests, &direct.many)]
+    {
         let label = format!("c={concurrency}");
-        let run = load::closed_loop(&target, total, concurrency, &settings.progress(&format!("sync {label}"), total))
-            .await?;
+        let run =
+            load::closed_loop(&target, total, concurrency, &settings.progress(&format!("sync {label}"), total)).await?;
         let mut case = latency_case(&label, &run, Some(run.per_second() / baseline.per_second()));
         for (name, p) in PERCENTILES {
             case = case.with(format!("overhead_{name}_ms"), run.percentile_ms(p) - baseline.percentile_ms(p));
@@ -128,7 +130,11 @@ pub(crate) async fn wait_for_calls(
             progress.set_position(calls - from);
             last = (calls, Instant::now());
         } else if last.1.elapsed() > STALL {
-            return Err(BenchError::Server(format!("no completion for {STALL:?} ({} of {} done)", calls - from, target - from)));
+            return Err(BenchError::Server(format!(
+                "no completion for {STALL:?} ({} of {} done)",
+                calls - from,
+                target - from
+            )));
         }
         // The bench's own poll, not the server's: a millisecond bounds the timing error.
         tokio::time::sleep(Duration::from_millis(1)).await;
