@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::support::{fast_retry, get_json, post_json, Keel};
 
-/// A function program: answers every POST with its pid, environment and `keel-attempt`, after
+/// A function program: answers every POST with its pid, environment, working directory and
+/// `keel-attempt`, after
 /// sleeping `?ms=`. With `?hang_once=FILE` the first call to arrive writes its pid to FILE and
 /// hangs (to be killed mid-invocation); later calls answer at once. With `$SPAWN_DIR` set, it
 /// starts a `sleep` grandchild and records both pids there.
@@ -27,6 +28,11 @@ if os.environ.get("SPAWN_DIR"):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
         args = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
@@ -36,7 +42,7 @@ class Handler(BaseHTTPRequestHandler):
                 f.write(str(os.getpid()))
             time.sleep(60)
         time.sleep(int(args.get("ms", "0")) / 1000)
-        body = json.dumps({"pid": os.getpid(), "env": dict(os.environ),
+        body = json.dumps({"pid": os.getpid(), "env": dict(os.environ), "cwd": os.getcwd(),
                            "attempt": self.headers.get("keel-attempt")}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -195,7 +201,9 @@ async fn an_instance_sees_only_its_declared_environment_and_keels_variables() {
     // The interpreter itself, not a version manager's wrapper script that adds its own variables.
     let python = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().unwrap();
     let python = String::from_utf8(python.stdout).unwrap();
-    let table = command_function("env", &program, "").replacen("\"python3\"", &format!("{:?}", python.trim()), 1);
+    let cwd = dir.path().canonicalize().unwrap();
+    let table = command_function("env", &program, &format!("cwd = {:?}\nhealth_path = \"/healthz\"", cwd.display()))
+        .replacen("\"python3\"", &format!("{:?}", python.trim()), 1);
     let keel = Keel::start(&table).await;
     let (status, _, body) = post_json(&format!("{}/v1/functions/env/invoke", keel.url), "{}").await;
     assert_eq!(status, 200, "{body}");
@@ -203,6 +211,7 @@ async fn an_instance_sees_only_its_declared_environment_and_keels_variables() {
     let names: Vec<&str> = env.keys().map(String::as_str).collect();
     assert_eq!(names, ["GREETING", "KEEL_FUNCTION", "KEEL_INSTANCE", "KEEL_URL", "LC_ALL", "PORT"]);
     assert_eq!(env["GREETING"], "hi");
+    assert_eq!(body["cwd"].as_str(), Some(cwd.to_str().unwrap()), "runs in its cwd");
     assert_eq!(env["KEEL_FUNCTION"], "env");
     assert_eq!(env["KEEL_URL"].as_str(), Some(keel.url.as_str()));
     let port: u64 = env["PORT"].as_str().unwrap().parse().unwrap();

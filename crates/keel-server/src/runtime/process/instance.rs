@@ -90,7 +90,10 @@ pub(super) async fn run(pool: Arc<ProcessPool>, id: u64, port: u16, mut stop: on
     }
     let name = &pool.function;
     match end {
-        End::Stopped => pool.exited(id, None),
+        End::Stopped => {
+            tracing::info!(function = %name, instance = id, "instance stopped");
+            pool.exited(id, None);
+        }
         End::NotReady(reason) => pool.start_failed(
             id,
             format!("function {name}: instance {id} did not become ready: {reason}{}", tail.describe()),

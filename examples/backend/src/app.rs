@@ -1,0 +1,122 @@
+//! Starting Keel with the example backend, in this process: `keel.toml` (compiled in), with this
+//! binary in place of `keel-example` in each `command`, the stand-in providers' URLs in each
+//! function's environment, and the database under the state directory.
+//!
+//! Why one binary: `cargo run --release -p keel-example` is then the whole quick start — one
+//! build, no install step, no PATH to set — and the functions Keel scales are the same code
+//! one would deploy.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use keel_core::config::{load_str, Config, FunctionTarget, Overrides, TomlValue};
+use keel_server::Node;
+use tokio::net::TcpListener;
+
+use crate::providers::{self, Behaviour};
+
+/// The example's `keel.toml`.
+pub const KEEL_TOML: &str = include_str!("../keel.toml");
+/// The program name `keel.toml` uses for this binary.
+const PROGRAM: &str = "keel-example";
+
+/// What `keel-example up` takes from its flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub email: Behaviour,
+    pub payments: Behaviour,
+}
+
+/// `keel.toml` resolved for this machine: `exe` runs the functions; the providers are at
+/// `email_url` and `payments_url`.
+pub fn config(options: &Options, exe: &Path, email_url: &str, payments_url: &str) -> anyhow::Result<Config> {
+    let storage = format!("sqlite://{}", options.state_dir.join("keel.db").display());
+    let flags = vec![
+        ("server.listen".to_owned(), "--listen".to_owned(), TomlValue::String(options.listen.to_string())),
+        ("storage.url".to_owned(), "--state-dir".to_owned(), TomlValue::String(storage)),
+    ];
+    let mut config = load_str("examples/backend/keel.toml", KEEL_TOML, &Overrides { env: Vec::new(), flags })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for function in config.functions.values_mut() {
+        if let FunctionTarget::Command(command) = &mut function.target {
+            if command.command[0] == PROGRAM {
+                command.command[0] = exe.display().to_string();
+            }
+            command.env.insert("EMAIL_URL".into(), email_url.into());
+            command.env.insert("PAYMENTS_URL".into(), payments_url.into());
+        }
+    }
+    Ok(config)
+}
+
+/// Starts the providers and a Keel node running the backend.
+pub async fn start(options: &Options) -> anyhow::Result<Node> {
+    std::fs::create_dir_all(&options.state_dir)
+        .with_context(|| format!("creating the state directory {}", options.state_dir.display()))?;
+    let email = providers::start("email", options.email).await?;
+    let payments = providers::start("payments", options.payments).await?;
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let config = config(options, &exe, &email, &payments)?;
+    let listener =
+        TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
+    Ok(Node::start(config, listener).await?)
+}
+
+/// `keel-example up`: starts everything, prints what to try, runs until Ctrl-C, then drains.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let node = start(&options).await?;
+    println!("{}", banner(&format!("http://{}", node.addr()), &options.state_dir));
+    tokio::signal::ctrl_c().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// What to try, as copy-paste commands.
+pub fn banner(url: &str, state_dir: &Path) -> String {
+    let json = "-H 'content-type: application/json'";
+    format!(
+        "\nKeel is running the example backend at {url} (state in {state}/; Ctrl-C stops it).\n\
+         \n# 1. Register a user (a cold start: Keel starts the function on demand)\n\
+         curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"ada@example.com\", \"name\": \"Ada\"}}'; echo\n\
+         \n# 2. Buy twice with one idempotency key: one debit, the second answer is a replay\n\
+         for i in 1 2; do curl -s -X POST {url}/v1/functions/purchase/invoke {json} -H 'idempotency-key: order-1' -d '{{\"user_id\": \"ada@example.com\", \"item\": \"potion\"}}'; echo; done\n\
+         \n# 3. Look at the dead-letter queue (welcome emails the flaky email provider never took)\n\
+         curl -s {url}/v1/dlq; echo\n\
+         \n# Functions, their instances and cold starts:  curl -s {url}/v1/functions\n",
+        state = state_dir.display(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn every_function_runs_this_binary_with_the_providers_in_its_environment() {
+        let quiet = Behaviour { error_rate: 0.0, latency: Duration::ZERO };
+        let options = Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            state_dir: ".keel".into(),
+            email: quiet,
+            payments: quiet,
+        };
+        let config = config(&options, Path::new("/opt/keel-example"), "http://e", "http://p").unwrap();
+        assert_eq!(config.storage.url, "sqlite://.keel/keel.db");
+        let names: Vec<&str> = config.functions.keys().map(String::as_str).collect();
+        let mut expected = crate::functions::NAMES.to_vec();
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+        for function in config.functions.values() {
+            let command = function.command().expect("a command function");
+            assert_eq!(command.command[0], "/opt/keel-example");
+            assert_eq!(command.command[1..], ["fn".to_owned(), function.name.clone()]);
+            assert_eq!(command.env["EMAIL_URL"], "http://e");
+            assert_eq!(command.env["PAYMENTS_URL"], "http://p");
+        }
+    }
+}

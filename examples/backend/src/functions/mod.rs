@@ -1,0 +1,27 @@
+//! The backend's functions, each served on its own by `keel-example fn NAME`.
+//!
+//! - `users`: `register-user` and the `user.registered` subscribers `count-signups`,
+//!   `init-profile` and `send-welcome-email`.
+//! - `purchase`: `purchase`.
+//! - `outbound`: calls to the third-party providers.
+
+mod outbound;
+pub mod purchase;
+pub mod users;
+
+/// Every function, by the name `keel.toml` gives it.
+pub const NAMES: [&str; 5] = ["register-user", "purchase", "send-welcome-email", "count-signups", "init-profile"];
+
+/// Serves function `name` on `$PORT` until Keel stops the instance.
+pub async fn serve(name: &str) -> anyhow::Result<()> {
+    println!("{name}: serving on port {}", std::env::var("PORT").unwrap_or_else(|_| "8080".into()));
+    match name {
+        "register-user" => keel_sdk::serve(users::register_user).await?,
+        "send-welcome-email" => keel_sdk::serve(users::send_welcome_email).await?,
+        "count-signups" => keel_sdk::serve(users::count_signups).await?,
+        "init-profile" => keel_sdk::serve(users::init_profile).await?,
+        "purchase" => keel_sdk::serve(purchase::purchase).await?,
+        other => anyhow::bail!("no function named {other:?}; expected one of {}", NAMES.join(", ")),
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The example backend end to end: a real Keel node running the real `keel-example` binary as
+//! its functions, with the stand-in providers. The flows that need KV, effects and events
+//! (issue 4) are written against DESIGN.md's contract and ignored until those land.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keel_example::app::{self, Options};
+use keel_example::providers::{self, Behaviour};
+use keel_server::Node;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+const RELIABLE: Behaviour = Behaviour { error_rate: 0.0, latency: Duration::ZERO };
+
+struct Backend {
+    node: Node,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(email: Behaviour) -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: dir.path().to_path_buf(),
+        email,
+        payments: RELIABLE,
+    };
+    let email = providers::start("email", options.email).await.unwrap();
+    let payments = providers::start("payments", options.payments).await.unwrap();
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keel-example"));
+    let config = app::config(&options, exe, &email, &payments).unwrap();
+    let node = Node::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
+    let url = format!("http://{}", node.addr());
+    Backend { node, url, _dir: dir }
+}
+
+async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Value) -> (u16, http::HeaderMap, Value) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
+    let response = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn invoke(
+    backend: &Backend,
+    function: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> (u16, http::HeaderMap, Value) {
+    call("POST", &format!("{}/v1/functions/{function}/invoke", backend.url), headers, body).await
+}
+
+/// Polls `GET url` until `done` holds for its JSON body, for at most `limit`.
+async fn eventually(url: &str, limit: Duration, done: impl Fn(u16, &Value) -> bool) -> Value {
+    let end = Instant::now() + limit;
+    loop {
+        let (status, _, body) = call("GET", url, &[], Value::Null).await;
+        if done(status, &body) {
+            return body;
+        }
+        assert!(Instant::now() < end, "{url} never got there: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_by_the_function_once_without_retries() {
+    let backend = start(RELIABLE).await;
+    let (status, headers, body) =
+        invoke(&backend, "register-user", &[], json!({"email": "not-an-email", "name": "Ada"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(headers["keel-attempts"], "1");
+    assert_eq!(body["detail"], "\"not-an-email\" is not an email address like ada@example.com");
+    let (status, _, body) = invoke(&backend, "purchase", &[], json!({"user_id": "x", "item": "yacht"})).await;
+    assert_eq!(status, 422, "{body}");
+    let (_, _, function) = call("GET", &format!("{}/v1/functions/register-user", backend.url), &[], Value::Null).await;
+    assert_eq!(function["cold_starts"]["count"], 1, "{function}");
+    backend.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KV, effects and events (issue 4)"]
+async fn registering_a_user_reaches_all_three_subscribers() {
+    let backend = start(Behaviour { error_rate: 0.5, latency: Duration::from_millis(10) }).await;
+    let (status, _, user) =
+        invoke(&backend, "register-user", &[], json!({"email": "Ada@Example.com", "name": "Ada"})).await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(user, json!({"user_id": "ada@example.com", "email": "ada@example.com", "name": "Ada", "balance": 100}));
+    let kv = |path: &str| format!("{}/v1/kv/{path}", backend.url);
+    let limit = Duration::from_secs(30);
+    eventually(&kv("profiles/ada@example.com"), limit, |s, b| s == 200 && b["display_name"] == "Ada").await;
+    eventually(&kv("counters/signups"), limit, |s, b| s == 200 && *b == json!(1)).await;
+    let sent = format!("{}/v1/invocations?function=send-welcome-email&status=succeeded", backend.url);
+    eventually(&sent, limit, |_, b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    let (status, _, body) =
+        invoke(&backend, "register-user", &[], json!({"email": "ada@example.com", "name": "Ada"})).await;
+    assert_eq!(status, 409, "registering twice is refused: {body}");
+    backend.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KV and effects (issue 4)"]
+async fn a_purchase_replayed_with_the_same_key_debits_once() {
+    let backend = start(RELIABLE).await;
+    let (status, _, _) = invoke(&backend, "register-user", &[], json!({"email": "bo@example.com", "name": "Bo"})).await;
+    assert_eq!(status, 201);
+    let order = json!({"user_id": "bo@example.com", "item": "sword"});
+    let key = [("idempotency-key", "order-1")];
+    let (first_status, _, first) = invoke(&backend, "purchase", &key, order.clone()).await;
+    assert_eq!(first_status, 200, "{first}");
+    assert_eq!(first["balance"], 70);
+    let (second_status, headers, second) = invoke(&backend, "purchase", &key, order).await;
+    assert_eq!((second_status, &second), (200, &first), "the stored answer is replayed");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (_, _, balance) =
+        call("GET", &format!("{}/v1/kv/balances/bo@example.com", backend.url), &[], Value::Null).await;
+    assert_eq!(balance, json!(70), "debited once");
+    let (status, _, body) = invoke(
+        &backend,
+        "purchase",
+        &[("idempotency-key", "order-2")],
+        json!({"user_id": "bo@example.com", "item": "sword"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = invoke(
+        &backend,
+        "purchase",
+        &[("idempotency-key", "order-3")],
+        json!({"user_id": "bo@example.com", "item": "sword"}),
+    )
+    .await;
+    assert_eq!(status, 402, "10 credits left, a sword costs 30: {body}");
+    backend.node.shutdown().await;
+}
