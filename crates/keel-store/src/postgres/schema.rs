@@ -125,6 +125,8 @@ CREATE TABLE kv (
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).
 pub(crate) async fn migrate(tx: &Tx<'_>) -> Result<(), tokio_postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    // A migration may rewrite a large table: the per-statement limit of normal calls does not apply.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS keel_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
         .await?;
     let current: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM keel_migrations", &[]).await?.get(0);
