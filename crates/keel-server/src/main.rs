@@ -1,5 +1,6 @@
 //! `keel`, the one binary: runs the server (`keel serve`), checks `keel.toml`, and talks to a
-//! running server (`keel invoke`, `keel invocations`, `keel dlq`). The commands live in [`cli`].
+//! running server (`keel invoke`, `keel invocations`, `keel dlq`, `keel publish`, `keel events`,
+//! `keel kv`). The commands live in [`cli`].
 
 mod cli;
 
@@ -8,8 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::client::KeelClient;
-use cli::{bench, dlq, invocations, invoke, serve};
-use cli::{Cli, Command, ConfigCommand, DlqCommand, InvocationsCommand};
+use cli::{bench, dlq, events, invocations, invoke, kv, publish, serve};
+use cli::{Cli, Command, ConfigCommand, DlqCommand, EventsCommand, InvocationsCommand, KvCommand};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -47,6 +48,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 DlqCommand::Show(args) => invocations::show(&client, json, args).await?,
                 DlqCommand::Redrive(args) => dlq::redrive(&client, json, args).await?,
                 DlqCommand::Discard(args) => dlq::discard(&client, json, args).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish(args) => publish::run(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Events(EventsCommand::Show(args)) => {
+            events::show(&client()?, json, args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Kv(command) => {
+            let client = client()?;
+            match command {
+                KvCommand::Get(args) => kv::get(&client, json, args).await?,
+                KvCommand::Put(args) => kv::put(&client, json, args).await?,
+                KvCommand::Delete(args) => kv::delete(&client, json, args).await?,
             }
             Ok(ExitCode::SUCCESS)
         }

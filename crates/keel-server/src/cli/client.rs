@@ -126,11 +126,21 @@ impl KeelClient {
         self.send(Method::GET, path, &[], Bytes::new()).await?.into_json()
     }
 
-    /// POSTs `body` as JSON (no body when `None`) and reads a JSON answer.
-    pub(crate) async fn post_json(&self, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
-        let (headers, body) = match body {
-            Some(value) => (vec![(CONTENT_TYPE, "application/json".to_owned())], Bytes::from(value.to_string())),
-            None => (Vec::new(), Bytes::new()),
+    /// POSTs `body` as JSON (no body when `None`), with an `Idempotency-Key` when given, and
+    /// reads a JSON answer.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut headers: Vec<_> = idempotency_key.map(idempotency_header).into_iter().collect();
+        let body = match body {
+            Some(value) => {
+                headers.push((CONTENT_TYPE, "application/json".to_owned()));
+                Bytes::from(value.to_string())
+            }
+            None => Bytes::new(),
         };
         self.send(Method::POST, path, &headers, body).await?.into_json()
     }
@@ -138,6 +148,13 @@ impl KeelClient {
     pub(crate) async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
         self.send(Method::DELETE, path, &[], Bytes::new()).await?.into_json()
     }
+}
+
+/// The `Idempotency-Key` header for `key`, sent as a structured-field string so that any key
+/// the server accepts (spaces and quotes included) arrives as typed.
+pub(crate) fn idempotency_header(key: &str) -> (HeaderName, String) {
+    let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
+    (HeaderName::from_static("idempotency-key"), format!("\"{escaped}\""))
 }
 
 /// An error and its sources, `outer: inner: …`, since hyper's top-level messages are terse.
@@ -238,6 +255,16 @@ mod tests {
         );
         assert_eq!(encode("x/y?é"), "x%2Fy%3F%C3%A9");
         assert_eq!(with_query("/v1/dlq", &[("cursor", None)]), "/v1/dlq");
+    }
+
+    #[test]
+    fn idempotency_keys_are_sent_as_quoted_strings_the_server_reads_back() {
+        for key in ["order-42", "a b", r#"say "hi" \ bye"#] {
+            let (name, value) = idempotency_header(key);
+            assert_eq!(name.as_str(), "idempotency-key");
+            assert_eq!(keel_core::idempotency::parse_key_header(value.as_bytes()).as_deref(), Ok(key), "{value}");
+        }
+        assert_eq!(idempotency_header("k1").1, r#""k1""#);
     }
 
     #[test]

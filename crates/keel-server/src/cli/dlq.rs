@@ -8,7 +8,7 @@ use super::invocations::{page_params, print_page};
 use super::{DlqLsArgs, IdArg, RedriveArgs};
 
 pub(crate) async fn ls(client: &KeelClient, json: bool, args: DlqLsArgs) -> anyhow::Result<()> {
-    let mut params = vec![("function", args.function)];
+    let mut params = vec![("function", args.function), ("subscription", args.subscription)];
     params.extend(page_params(args.page));
     let page = client.get_json(&with_query("/v1/dlq", &params)).await?;
     print_page(&page, json, "the dead-letter queue is empty");
@@ -16,8 +16,10 @@ pub(crate) async fn ls(client: &KeelClient, json: bool, args: DlqLsArgs) -> anyh
 }
 
 pub(crate) async fn redrive(client: &KeelClient, json: bool, args: RedriveArgs) -> anyhow::Result<()> {
+    let key = args.idempotency_key.as_deref();
     let Some(id) = args.id else {
-        let answer = client.post_json("/v1/dlq/redrive", Some(&bulk_filter(args.function, args.limit))).await?;
+        let filter = bulk_filter(args.function, args.subscription, args.limit);
+        let answer = client.post_json("/v1/dlq/redrive", Some(&filter), key).await?;
         if json {
             print_json(&answer);
         } else {
@@ -26,7 +28,7 @@ pub(crate) async fn redrive(client: &KeelClient, json: bool, args: RedriveArgs) 
         }
         return Ok(());
     };
-    let answer = client.post_json(&format!("/v1/dlq/{}/redrive", encode(&id)), None).await?;
+    let answer = client.post_json(&format!("/v1/dlq/{}/redrive", encode(&id)), None, key).await?;
     if json {
         print_json(&answer);
     } else {
@@ -46,10 +48,13 @@ pub(crate) async fn discard(client: &KeelClient, json: bool, args: IdArg) -> any
 }
 
 /// The body of a bulk redrive: only the filters given, so the server's defaults apply to the rest.
-fn bulk_filter(function: Option<String>, limit: Option<u32>) -> Value {
+fn bulk_filter(function: Option<String>, subscription: Option<String>, limit: Option<u32>) -> Value {
     let mut filter = serde_json::Map::new();
     if let Some(function) = function {
         filter.insert("function".into(), json!(function));
+    }
+    if let Some(subscription) = subscription {
+        filter.insert("subscription".into(), json!(subscription));
     }
     if let Some(limit) = limit {
         filter.insert("limit".into(), json!(limit));
@@ -63,7 +68,8 @@ mod tests {
 
     #[test]
     fn a_bulk_filter_holds_only_what_was_given() {
-        assert_eq!(bulk_filter(None, None), json!({}));
-        assert_eq!(bulk_filter(Some("charge".into()), Some(5)), json!({"function": "charge", "limit": 5}));
+        assert_eq!(bulk_filter(None, None, None), json!({}));
+        assert_eq!(bulk_filter(Some("charge".into()), None, Some(5)), json!({"function": "charge", "limit": 5}));
+        assert_eq!(bulk_filter(None, Some("welcome".into()), None), json!({"subscription": "welcome"}));
     }
 }

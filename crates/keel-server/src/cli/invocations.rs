@@ -11,7 +11,11 @@ use super::{IdArg, InvocationsLsArgs, PageArgs};
 const LIST_ERROR_CHARS: usize = 60;
 
 pub(crate) async fn ls(client: &KeelClient, json: bool, args: InvocationsLsArgs) -> anyhow::Result<()> {
-    let mut params = vec![("function", args.function), ("status", args.status.map(|s| s.as_str().to_owned()))];
+    let mut params = vec![
+        ("function", args.function),
+        ("subscription", args.subscription),
+        ("status", args.status.map(|s| s.as_str().to_owned())),
+    ];
     params.extend(page_params(args.page));
     let page = client.get_json(&with_query("/v1/invocations", &params)).await?;
     print_page(&page, json, "no invocations");
@@ -30,7 +34,7 @@ pub(crate) async fn show(client: &KeelClient, json: bool, args: IdArg) -> anyhow
 
 pub(crate) async fn cancel(client: &KeelClient, json: bool, args: IdArg) -> anyhow::Result<()> {
     let path = format!("/v1/invocations/{}/cancel", encode(&args.id));
-    let answer = client.post_json(&path, None).await?;
+    let answer = client.post_json(&path, None, None).await?;
     if json {
         print_json(&answer);
     } else {
@@ -61,18 +65,29 @@ pub(crate) fn print_page(page: &Value, json: bool, empty: &str) {
     }
 }
 
-/// A table of invocations, one per line.
+/// A table of invocations, one per line; with a SUBSCRIPTION column when any is an event's
+/// delivery.
 pub(crate) fn render_list(items: &[Value]) -> Table {
-    let mut table = Table::with_header(["ID", "FUNCTION", "STATUS", "ATTEMPTS", "CREATED", "ERROR"]);
+    let deliveries = items.iter().any(|item| !text(item, "subscription").is_empty());
+    let mut table = Table::default();
+    let mut header = vec!["ID", "FUNCTION"];
+    if deliveries {
+        header.push("SUBSCRIPTION");
+    }
+    header.extend(["STATUS", "ATTEMPTS", "CREATED", "ERROR"]);
+    table.row(header);
     for item in items {
-        table.row([
-            text(item, "id"),
-            text(item, "function"),
+        let mut row = vec![text(item, "id"), text(item, "function")];
+        if deliveries {
+            row.push(text(item, "subscription"));
+        }
+        row.extend([
             text(item, "status"),
             text(item, "attempt_count"),
             text(item, "created_at"),
             truncate(&text(item, "error"), LIST_ERROR_CHARS),
         ]);
+        table.row(row);
     }
     table
 }
@@ -124,7 +139,7 @@ pub(crate) fn render_invocation(invocation: &Value) -> String {
 }
 
 /// A field as people read it: strings bare, other JSON compact, absent or null as empty.
-fn text(object: &Value, key: &str) -> String {
+pub(crate) fn text(object: &Value, key: &str) -> String {
     match object.get(key) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -167,6 +182,22 @@ mod tests {
         assert!(lines[0].starts_with("ID    FUNCTION  STATUS  ATTEMPTS  CREATED"), "{rendered}");
         assert!(lines[1].starts_with("01JA  f         failed  10        2025-01-01T00:00:00Z"));
         assert!(lines[1].ends_with(&format!("{}…", "x".repeat(59))));
+    }
+
+    #[test]
+    fn a_list_with_deliveries_names_their_subscriptions() {
+        let items = [
+            json!({"id": "01JA", "function": "email", "subscription": "welcome", "event_id": "01JE",
+                   "status": "dead", "attempt_count": 3, "created_at": "2025-01-01T00:00:00Z"}),
+            json!({"id": "01JB", "function": "charge", "status": "succeeded", "attempt_count": 1,
+                   "created_at": "2025-01-01T00:00:01Z"}),
+        ];
+        let rendered = render_list(&items).to_string();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines[0], "ID    FUNCTION  SUBSCRIPTION  STATUS     ATTEMPTS  CREATED               ERROR");
+        assert_eq!(lines[1], "01JA  email     welcome       dead       3         2025-01-01T00:00:00Z");
+        assert_eq!(lines[2], "01JB  charge                  succeeded  1         2025-01-01T00:00:01Z");
+        assert!(!render_list(&items[1..]).to_string().contains("SUBSCRIPTION"));
     }
 
     #[test]

@@ -1,23 +1,22 @@
 //! `keel invoke`: a sync invocation that prints the function's answer, or an async one that
 //! prints the queued invocation's id.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderName, Method};
 use serde_json::Value;
 
-use super::client::{encode, print_json, KeelClient, Response};
-use super::InvokeArgs;
+use super::client::{encode, idempotency_header, print_json, KeelClient, Response};
+use super::{payload, InvokeArgs};
 
 const DELAY: HeaderName = HeaderName::from_static("keel-delay");
 
 pub(crate) async fn run(client: &KeelClient, json: bool, args: InvokeArgs) -> anyhow::Result<ExitCode> {
-    let payload = read_payload(args.data.as_deref())?;
+    let payload = payload::read(args.data.as_deref())?;
     let mut headers = vec![(CONTENT_TYPE, args.content_type.clone())];
+    headers.extend(args.idempotency_key.as_deref().map(idempotency_header));
     let name = encode(&args.name);
     if !args.asynchronous {
         let path = format!("/v1/functions/{name}/invoke");
@@ -35,24 +34,6 @@ pub(crate) async fn run(client: &KeelClient, json: bool, args: InvokeArgs) -> an
         println!("{}", answer.get("id").and_then(Value::as_str).unwrap_or_default());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The payload named by `--data`: the text itself, `@FILE`'s contents, or stdin for `-`.
-fn read_payload(data: Option<&str>) -> anyhow::Result<Bytes> {
-    match data {
-        None => Ok(Bytes::new()),
-        Some("-") => {
-            let mut buffer = Vec::new();
-            std::io::stdin().read_to_end(&mut buffer).context("cannot read the payload from stdin")?;
-            Ok(buffer.into())
-        }
-        Some(data) => match data.strip_prefix('@') {
-            Some(file) => {
-                std::fs::read(file).map(Bytes::from).with_context(|| format!("cannot read the payload file {file}"))
-            }
-            None => Ok(Bytes::copy_from_slice(data.as_bytes())),
-        },
-    }
 }
 
 /// Prints a sync invocation's answer: the function's body on stdout (Keel's own problem as an
@@ -80,7 +61,8 @@ fn print_sync(response: &Response, json: bool) -> anyhow::Result<ExitCode> {
     Ok(if response.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// `invocation 01J… · 2 attempts · HTTP 200`, when Keel named the invocation.
+/// `invocation 01J… · 2 attempts · HTTP 200` (`· replayed` for a stored answer to the same
+/// idempotency key), when Keel named the invocation.
 fn summary_line(response: &Response) -> Option<String> {
     let id = response.header("keel-invocation-id")?;
     let attempts = match response.header("keel-attempts") {
@@ -88,12 +70,14 @@ fn summary_line(response: &Response) -> Option<String> {
         Some(n) => format!("{n} attempts"),
         None => "? attempts".to_owned(),
     };
-    Some(format!("invocation {id} · {attempts} · HTTP {}", response.status.as_u16()))
+    let replayed = if response.header("idempotent-replayed") == Some("true") { " · replayed" } else { "" };
+    Some(format!("invocation {id} · {attempts} · HTTP {}{replayed}", response.status.as_u16()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use http::{HeaderMap, HeaderValue, StatusCode};
 
     fn response(headers: &[(&'static str, &str)]) -> Response {
@@ -111,18 +95,7 @@ mod tests {
         let r = response(&[("keel-invocation-id", "01JABC"), ("keel-attempts", "1")]);
         assert_eq!(summary_line(&r).as_deref(), Some("invocation 01JABC · 1 attempt · HTTP 200"));
         assert_eq!(summary_line(&response(&[])), None);
-    }
-
-    #[test]
-    fn data_is_literal_unless_it_names_a_file() {
-        assert_eq!(read_payload(None).unwrap(), Bytes::new());
-        assert_eq!(read_payload(Some(r#"{"a":1}"#)).unwrap(), Bytes::from(r#"{"a":1}"#));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("payload.json");
-        std::fs::write(&file, "[1,2]").unwrap();
-        let arg = format!("@{}", file.display());
-        assert_eq!(read_payload(Some(&arg)).unwrap(), Bytes::from("[1,2]"));
-        let missing = format!("@{}", dir.path().join("nope").display());
-        assert!(read_payload(Some(&missing)).is_err());
+        let r = response(&[("keel-invocation-id", "01JABC"), ("keel-attempts", "1"), ("idempotent-replayed", "true")]);
+        assert_eq!(summary_line(&r).as_deref(), Some("invocation 01JABC · 1 attempt · HTTP 200 · replayed"));
     }
 }

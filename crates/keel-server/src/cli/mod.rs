@@ -6,6 +6,10 @@
 //! - [`invoke`]: `keel invoke`, sync and async.
 //! - [`invocations`]: `keel invocations ls|show|cancel` and how an invocation is printed.
 //! - [`dlq`]: `keel dlq ls|show|redrive|discard`.
+//! - [`publish`]: `keel publish`, an event to a topic, plain or as a CloudEvent.
+//! - [`events`]: `keel events show`, an event and its deliveries.
+//! - [`kv`]: `keel kv get|put|delete`, with versions and preconditions.
+//! - [`payload`]: reading `--data`/`--value` from the command line, a file or stdin.
 //! - [`client`]: the small HTTP client every client command goes through, and its errors.
 //! - [`table`]: the column formatter behind every human table.
 //! - [`bench`]: `keel bench`, the performance harness (its arguments live there too).
@@ -13,8 +17,12 @@
 pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod dlq;
+pub(crate) mod events;
 pub(crate) mod invocations;
 pub(crate) mod invoke;
+pub(crate) mod kv;
+pub(crate) mod payload;
+pub(crate) mod publish;
 pub(crate) mod serve;
 pub(crate) mod table;
 #[cfg(test)]
@@ -58,6 +66,14 @@ pub(crate) enum Command {
     /// The dead-letter queue: invocations that ran out of retries.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Publish an event to a topic: plain JSON, or a CloudEvent when any attribute is given.
+    Publish(PublishArgs),
+    /// Inspect published events and their deliveries.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Read and write the key-value store, with versions as preconditions.
+    #[command(subcommand)]
+    Kv(KvCommand),
     /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
     Bench(bench::BenchArgs),
 }
@@ -120,6 +136,10 @@ pub(crate) struct InvokeArgs {
     /// The payload's content type.
     #[arg(long, default_value = "application/json", value_name = "TYPE")]
     pub(crate) content_type: String,
+
+    /// Send this `Idempotency-Key`: a retry with the same key and payload is answered once.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +157,10 @@ pub(crate) struct InvocationsLsArgs {
     /// Only this function's invocations.
     #[arg(long, value_name = "NAME")]
     pub(crate) function: Option<String>,
+
+    /// Only deliveries of this subscription.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) subscription: Option<String>,
 
     /// Only invocations in this status.
     #[arg(long, value_enum)]
@@ -209,6 +233,10 @@ pub(crate) struct DlqLsArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) function: Option<String>,
 
+    /// Only this subscription's dead deliveries.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) subscription: Option<String>,
+
     #[command(flatten)]
     pub(crate) page: PageArgs,
 }
@@ -219,7 +247,7 @@ pub(crate) struct RedriveArgs {
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub(crate) id: Option<String>,
 
-    /// Requeue every dead invocation that matches --function, up to --limit.
+    /// Requeue every dead invocation that matches --function and --subscription, up to --limit.
     #[arg(long)]
     pub(crate) all: bool,
 
@@ -227,7 +255,104 @@ pub(crate) struct RedriveArgs {
     #[arg(long, conflicts_with = "id", value_name = "NAME")]
     pub(crate) function: Option<String>,
 
+    /// With --all: only this subscription's dead deliveries.
+    #[arg(long, conflicts_with = "id", value_name = "NAME")]
+    pub(crate) subscription: Option<String>,
+
     /// With --all: requeue at most this many.
     #[arg(long, conflicts_with = "id", value_name = "N")]
     pub(crate) limit: Option<u32>,
+
+    /// Send this `Idempotency-Key`: a retry with the same key is answered once.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    /// The topic, as declared in `keel.toml`.
+    pub(crate) topic: String,
+
+    /// The event's data, JSON: literal text, `@FILE` to read a file, or `-` to read stdin.
+    #[arg(short, long, value_name = "JSON|@FILE|-")]
+    pub(crate) data: Option<String>,
+
+    /// The CloudEvent `type` (default: the topic).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) ty: Option<String>,
+
+    /// The CloudEvent `source` (default: `keel-cli`).
+    #[arg(long, value_name = "URI")]
+    pub(crate) source: Option<String>,
+
+    /// The CloudEvent `subject`.
+    #[arg(long, value_name = "SUBJECT")]
+    pub(crate) subject: Option<String>,
+
+    /// The CloudEvent `id`; the same source and id are accepted once (default: a new ULID, or
+    /// `TOPIC/KEY` with --idempotency-key).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    /// Send this `Idempotency-Key`: a retry with the same key and data is answered once.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EventsCommand {
+    /// Show one event (by the id `keel publish` printed) and its delivery to each subscription.
+    Show(EventIdArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EventIdArg {
+    /// Keel's id of the event.
+    pub(crate) id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KvCommand {
+    /// Print a key's JSON value (its version goes to stderr, or into --json's output).
+    Get(KvKeyArgs),
+    /// Write a key's JSON value and print its new version.
+    Put(KvPutArgs),
+    /// Delete a key.
+    Delete(KvDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KvKeyArgs {
+    /// The namespace.
+    pub(crate) ns: String,
+    /// The key within the namespace.
+    pub(crate) key: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KvPutArgs {
+    #[command(flatten)]
+    pub(crate) at: KvKeyArgs,
+
+    /// The value, JSON: literal text, `@FILE` to read a file, or `-` to read stdin.
+    #[arg(long, value_name = "JSON|@FILE|-")]
+    pub(crate) value: String,
+
+    /// Write only if the key is at this version (else: precondition failed).
+    #[arg(long, value_name = "N")]
+    pub(crate) if_version: Option<i64>,
+
+    /// Write only if the key does not exist (else: precondition failed).
+    #[arg(long, conflicts_with = "if_version")]
+    pub(crate) if_absent: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KvDeleteArgs {
+    #[command(flatten)]
+    pub(crate) at: KvKeyArgs,
+
+    /// Delete only if the key is at this version (else: precondition failed).
+    #[arg(long, value_name = "N")]
+    pub(crate) if_version: Option<i64>,
 }

@@ -141,3 +141,110 @@ fn dlq_ls_show_and_discard_parse() {
     assert!(matches!(parse(&["dlq", "discard", "01J"]).command, Command::Dlq(DlqCommand::Discard(_))));
     assert_eq!(parse_error(&["dlq", "purge"]), ErrorKind::InvalidSubcommand);
 }
+
+#[test]
+fn lists_and_bulk_redrive_filter_by_subscription() {
+    let Command::Invocations(InvocationsCommand::Ls(args)) =
+        parse(&["invocations", "ls", "--subscription", "welcome"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(args.subscription.as_deref(), Some("welcome"));
+    let Command::Dlq(DlqCommand::Ls(args)) = parse(&["dlq", "ls", "--subscription", "welcome"]).command else {
+        panic!()
+    };
+    assert_eq!((args.function, args.subscription.as_deref()), (None, Some("welcome")));
+
+    let cli = parse(&["dlq", "redrive", "--all", "--subscription", "welcome", "--idempotency-key", "k1"]);
+    let Command::Dlq(DlqCommand::Redrive(args)) = cli.command else { panic!() };
+    assert_eq!((args.subscription.as_deref(), args.idempotency_key.as_deref()), (Some("welcome"), Some("k1")));
+    assert_eq!(parse_error(&["dlq", "redrive", "01J", "--subscription", "s"]), ErrorKind::ArgumentConflict);
+}
+
+#[test]
+fn invoke_and_redrive_take_an_idempotency_key() {
+    let Command::Invoke(args) = parse(&["invoke", "charge", "--idempotency-key", "order-42"]).command else { panic!() };
+    assert_eq!(args.idempotency_key.as_deref(), Some("order-42"));
+    let Command::Dlq(DlqCommand::Redrive(args)) =
+        parse(&["dlq", "redrive", "01JABC", "--idempotency-key", "r-1"]).command
+    else {
+        panic!()
+    };
+    assert_eq!((args.id.as_deref(), args.idempotency_key.as_deref()), (Some("01JABC"), Some("r-1")));
+}
+
+#[test]
+fn publish_takes_a_topic_data_and_cloudevent_attributes() {
+    let Command::Publish(args) = parse(&["publish", "orders", "-d", r#"{"n":1}"#]).command else { panic!() };
+    assert_eq!((args.topic.as_str(), args.data.as_deref()), ("orders", Some(r#"{"n":1}"#)));
+    assert_eq!((args.ty, args.source, args.subject, args.id), (None, None, None, None));
+
+    let cli = parse(&[
+        "publish",
+        "orders",
+        "--type",
+        "order.placed",
+        "--source",
+        "shop",
+        "--subject",
+        "o-1",
+        "--id",
+        "e-1",
+        "--data",
+        "@order.json",
+        "--idempotency-key",
+        "k",
+    ]);
+    let Command::Publish(args) = cli.command else { panic!() };
+    assert_eq!(args.ty.as_deref(), Some("order.placed"));
+    assert_eq!(args.source.as_deref(), Some("shop"));
+    assert_eq!(args.subject.as_deref(), Some("o-1"));
+    assert_eq!(args.id.as_deref(), Some("e-1"));
+    assert_eq!(args.data.as_deref(), Some("@order.json"));
+    assert_eq!(args.idempotency_key.as_deref(), Some("k"));
+    assert_eq!(parse_error(&["publish"]), ErrorKind::MissingRequiredArgument);
+}
+
+#[test]
+fn events_show_takes_an_id() {
+    let cli = parse(&["events", "show", "01JEV"]);
+    assert!(matches!(cli.command, Command::Events(EventsCommand::Show(EventIdArg { id })) if id == "01JEV"));
+    assert_eq!(parse_error(&["events", "show"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["events", "ls"]), ErrorKind::InvalidSubcommand);
+}
+
+#[test]
+fn kv_get_put_and_delete_name_a_namespace_and_key() {
+    let Command::Kv(KvCommand::Get(args)) = parse(&["kv", "get", "users", "u1"]).command else { panic!() };
+    assert_eq!((args.ns.as_str(), args.key.as_str()), ("users", "u1"));
+    assert_eq!(parse_error(&["kv", "get", "users"]), ErrorKind::MissingRequiredArgument);
+
+    let Command::Kv(KvCommand::Put(args)) = parse(&["kv", "put", "users", "u1", "--value", "{}"]).command else {
+        panic!()
+    };
+    assert_eq!((args.at.key.as_str(), args.value.as_str(), args.if_version, args.if_absent), ("u1", "{}", None, false));
+    let cli = parse(&["kv", "put", "users", "u1", "--value", "1", "--if-version", "7"]);
+    let Command::Kv(KvCommand::Put(args)) = cli.command else { panic!() };
+    assert_eq!(args.if_version, Some(7));
+    let Command::Kv(KvCommand::Put(args)) = parse(&["kv", "put", "users", "u1", "--value", "-", "--if-absent"]).command
+    else {
+        panic!()
+    };
+    assert!(args.if_absent);
+    assert_eq!(parse_error(&["kv", "put", "users", "u1"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(
+        parse_error(&["kv", "put", "users", "u1", "--value", "1", "--if-version", "1", "--if-absent"]),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(
+        parse_error(&["kv", "put", "users", "u1", "--value", "1", "--if-version", "x"]),
+        ErrorKind::ValueValidation
+    );
+
+    let Command::Kv(KvCommand::Delete(args)) = parse(&["kv", "delete", "users", "u1", "--if-version", "2"]).command
+    else {
+        panic!()
+    };
+    assert_eq!((args.at.ns.as_str(), args.if_version), ("users", Some(2)));
+    assert_eq!(parse_error(&["kv", "delete", "users", "u1", "--if-absent"]), ErrorKind::UnknownArgument);
+}
