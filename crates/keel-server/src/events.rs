@@ -23,6 +23,7 @@ pub(crate) fn new_event(shared: &Shared, topic: &str, mut event: CloudEvent, hop
         .extensions
         .get("traceparent")
         .and_then(|t| trace::parse_traceparent(t))
+        .or_else(crate::telemetry::current_traceparent)
         .unwrap_or_else(trace::new_traceparent);
     event.extensions.insert("traceparent".into(), traceparent.clone());
     let deliveries = shared
@@ -94,8 +95,11 @@ pub(crate) fn commit_effects(
             ));
         }
         let mut extensions = BTreeMap::new();
-        if let Some(tp) = &inv.traceparent {
-            extensions.insert("traceparent".to_string(), trace::child_of(tp));
+        // Deliveries continue the trace from this event's span (inside the attempt's), when
+        // traces are exported.
+        let emitted_in = crate::telemetry::emit_span(&emitted.topic).in_scope(crate::telemetry::current_traceparent);
+        if let Some(tp) = emitted_in.or_else(|| inv.traceparent.as_deref().map(trace::child_of)) {
+            extensions.insert("traceparent".to_string(), tp);
         }
         let event = CloudEvent {
             id: emitted.id.clone().unwrap_or_else(|| format!("{}-{i}", inv.id)),

@@ -16,6 +16,9 @@
 //!   `events.rs`: fan-out of events into deliveries and effects into what the store commits;
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
 //! - `cluster.rs`: this node's heartbeat, and the wake-ups other nodes send it.
+//! - [`telemetry`]: logs, traces (OTLP), the Prometheus recorder and `/metrics`, the spans of
+//!   requests and attempts; `metric_definitions.rs`: every metric's name, and the cheap calls
+//!   that record them.
 //! - `cli/` and `main.rs`: the `keel` command.
 #![forbid(unsafe_code)]
 
@@ -25,9 +28,11 @@ mod dispatch;
 mod events;
 mod faults;
 mod functions;
+mod metric_definitions;
 mod runtime;
 pub mod server;
 mod state;
+pub mod telemetry;
 mod trace;
 
 pub use server::{serve, Node};

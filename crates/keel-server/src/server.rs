@@ -48,6 +48,7 @@ pub struct Node {
 impl Node {
     /// Starts a node serving on `listener` (bind `127.0.0.1:0` in tests).
     pub async fn start(config: Config, listener: TcpListener) -> Result<Node, StartError> {
+        crate::telemetry::install_recorder();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = keel_store::open(&StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })?;
         let now = clock.now_ms();
@@ -63,6 +64,7 @@ impl Node {
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
             crash_at: crate::faults::CrashPoint::from_env(),
+            metrics: crate::metric_definitions::Metrics::register(&config),
             config,
             store,
             clock,

@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) node_id: String,
     /// Set once shutdown begins: admission answers 503 while in-flight work finishes.
     pub(crate) draining: AtomicBool,
+    /// Each function's metric handles (`metric_definitions.rs`).
+    pub(crate) metrics: crate::metric_definitions::Metrics,
     /// Where to SIGKILL this node on purpose (tests and chaos only).
     pub(crate) crash_at: Option<crate::faults::CrashPoint>,
 }

@@ -107,6 +107,20 @@ pub struct NodeState {
     pub leases: u64,
 }
 
+/// The backlog of one function (or one subscription's deliveries to it), for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    pub function: String,
+    /// Set for event deliveries: their subscription.
+    pub subscription: Option<String>,
+    /// Invocations waiting for an attempt (`queued` and `retrying`, due or not).
+    pub waiting: u64,
+    /// The earliest `due_at` among the waiting invocations already due, if any.
+    pub oldest_due_at: Option<Millis>,
+    /// Invocations in the DLQ (`dead`).
+    pub dead: u64,
+}
+
 /// Called with a function's name when another node made work of it due (see
 /// [`Store::on_wakeup`]).
 pub type WakeFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
@@ -126,6 +140,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn on_wakeup(&self, wake: WakeFn) {
         let _ = wake;
     }
+
+    /// Backlog and DLQ size per function and subscription: one grouped query, meant for each
+    /// metrics scrape, never for a request.
+    async fn queue_stats(&self, now: Millis) -> Result<Vec<QueueStats>>;
 
     /// Records that node `beat.id` is alive (each node calls this every [`HEARTBEAT_EVERY_MS`]).
     async fn heartbeat(&self, beat: NodeBeat) -> Result<()>;

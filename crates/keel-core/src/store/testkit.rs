@@ -29,7 +29,8 @@ macro_rules! store_conformance {
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
             nodes_report_heartbeats_and_leases, publish_stores_events_with_deliveries_once,
             kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
-            ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects);
+            ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects,
+            queue_stats_count_backlog_and_dead);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -67,6 +68,9 @@ impl<S, G> Backend for Option<(S, G)> {
         self
     }
 }
+
+mod stats;
+pub use stats::queue_stats_count_backlog_and_dead;
 
 const T0: Millis = 1_700_000_000_000;
 

@@ -52,7 +52,12 @@ pub(crate) async fn publish(
             new
         })
         .collect();
+    let delivered: Vec<Vec<String>> =
+        new_events.iter().map(|e| e.deliveries.iter().map(|d| d.function.clone()).collect()).collect();
     let published = shared.store.publish(new_events).await?;
+    for (functions, _) in delivered.iter().zip(&published).filter(|(_, p)| !p.duplicate) {
+        functions.iter().for_each(|f| shared.metrics.accepted(f, crate::metric_definitions::Admission::Delivery));
+    }
     for function in wake {
         shared.functions.wake(&function);
     }

@@ -67,7 +67,7 @@ pub(crate) async fn invoke_sync(
     };
     let Some(key) = key else {
         let mut inv = sync::new_invocation(&shared, function, request, None);
-        let end = sync::run_to_end(&shared, function, &mut inv, &Recorder::Plain).await;
+        let end = crate::metric_definitions::run_sync(&shared, function, &mut inv, &Recorder::Plain).await;
         return Ok(reply_response(sync_reply(&inv, end)));
     };
     // Keyed: the invocation and its key record are stored before the first attempt, so a retry
@@ -107,7 +107,7 @@ pub(crate) async fn invoke_sync(
                         .ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
                 }
                 let recorder = Recorder::Keyed { key: key_ref, holder, reply: &sync_reply };
-                let end = sync::run_to_end(&shared, function, &mut inv, &recorder).await;
+                let end = crate::metric_definitions::run_sync(&shared, function, &mut inv, &recorder).await;
                 return Ok(reply_response(sync_reply(&inv, end)));
             }
         }
@@ -199,6 +199,7 @@ pub(crate) async fn invoke_async(
             }
         }
     }
+    shared.metrics.accepted(&function.config.name, crate::metric_definitions::Admission::Async);
     faults::crash_point(&shared, faults::CrashPoint::AfterAdmit);
     function.wake.notify_one();
     Ok(reply_response(reply))

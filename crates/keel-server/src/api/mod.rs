@@ -10,6 +10,7 @@ mod idempotency;
 mod invocations;
 mod invoke;
 mod kv;
+mod metrics;
 mod problem;
 mod view;
 
@@ -47,9 +48,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/kv/{ns}/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .with_state(shared)
 }
 

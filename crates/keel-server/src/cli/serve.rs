@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use keel_core::config::{self, Config, ConfigErrors, Overrides, TomlValue};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::EnvFilter;
 
 use super::{CheckArgs, LogFormat, ServeArgs};
 
@@ -27,7 +25,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    init_logging(args.log_format);
+    let _telemetry = init_logging(args.log_format);
     match &path {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
         None => tracing::info!("no {DEFAULT_CONFIG}; running on built-in defaults"),
@@ -85,15 +83,11 @@ fn serve_overrides(args: &ServeArgs) -> Overrides {
 }
 
 /// Logs to stdout, filtered by `RUST_LOG` (default `info`): JSON lines for machines, unless
-/// stdout is a terminal or `--log-format pretty` says otherwise.
-fn init_logging(format: Option<LogFormat>) {
-    let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+/// stdout is a terminal or `--log-format pretty` says otherwise; traces over OTLP when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Keep the guard until exit: dropping it flushes traces.
+fn init_logging(format: Option<LogFormat>) -> keel_server::telemetry::Telemetry {
     let format = format.unwrap_or(if std::io::stdout().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
-        LogFormat::Pretty => builder.pretty().init(),
-    }
+    keel_server::telemetry::init(format == LogFormat::Json)
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub(super) async fn run(
                 None => None,
             };
             let next = after_attempt(policy, &invocation, &report, now, fastrand::f64());
+            shared.metrics.attempt_finished(&config.name, &report, Some(&next));
             tracing::info!(
                 invocation_id = %invocation.id,
                 function = %config.name,
@@ -68,7 +69,9 @@ pub(super) async fn run(
     };
     // The permit is held until the outcome is recorded, so a drain waits for it too.
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
-    if let Err(why) = record(&shared, completion.clone(), lease_expires_at).await {
+    let recorded = record(&shared, completion.clone(), lease_expires_at).await;
+    shared.metrics.deliveries_admitted(recorded.as_ref().ok().and(completion.effects.as_ref()));
+    if let Err(why) = recorded {
         // A precondition of the effects failed: nothing was applied. The attempt is a conflict,
         // retried with backoff like any transient failure.
         if let Some(mut report) = report {

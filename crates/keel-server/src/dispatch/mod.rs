@@ -66,7 +66,11 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
         let got = leased.invocations.len();
         for invocation in leased.invocations {
             let permit: OwnedSemaphorePermit = permits.pop().expect("one permit per leased invocation");
-            tokio::spawn(attempt::run(shared.clone(), function.clone(), invocation, permit));
+            let span = crate::telemetry::attempt_span(&invocation);
+            tokio::spawn(tracing::Instrument::instrument(
+                attempt::run(shared.clone(), function.clone(), invocation, permit),
+                span,
+            ));
         }
         drop(permits);
         if got == wanted {

@@ -113,7 +113,8 @@ pub(crate) async fn run_to_end(
     let mut previous_delay = None;
     let first = inv.attempt_count;
     loop {
-        let (end, effects) = attempt(shared, function, inv, deadline).await;
+        let span = crate::telemetry::attempt_span(inv);
+        let (end, effects) = tracing::Instrument::instrument(attempt(shared, function, inv, deadline), span).await;
         let end = match end {
             Step::Done(end) => end,
             Step::Failed { retry_after } => {
@@ -217,6 +218,7 @@ async fn attempt(
         }
         None => None,
     };
+    shared.metrics.attempt_finished(&config.name, &report, None);
     let outcome = report.attempt.outcome;
     inv.attempt_count += 1;
     inv.attempts.push(report.attempt.clone());

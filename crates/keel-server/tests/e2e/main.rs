@@ -9,5 +9,6 @@ mod crash;
 mod events;
 mod idempotency;
 mod load;
+mod observability;
 mod retries;
 mod support;

@@ -203,3 +203,78 @@ pub(crate) async fn get_json(url: &str) -> (u16, HeaderMap, Value) {
 pub(crate) fn fast_retry(max_attempts: u32) -> String {
     format!("retry = {{ max_attempts = {max_attempts}, initial = \"10ms\", max = \"50ms\", jitter = \"full\" }}")
 }
+
+/// A span an OTLP receiver got: ids in hex, name, string forms of its attributes.
+#[derive(Debug, Clone)]
+pub(crate) struct ReceivedSpan {
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+    pub(crate) parent_span_id: String,
+    pub(crate) name: String,
+    pub(crate) attributes: HashMap<String, String>,
+}
+
+/// An OTLP/HTTP trace receiver on 127.0.0.1:0 (`POST /v1/traces`, protobuf); returns its base
+/// url and what it received.
+pub(crate) async fn otlp_receiver() -> (String, Arc<Mutex<Vec<ReceivedSpan>>>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message;
+    let spans: Arc<Mutex<Vec<ReceivedSpan>>> = Arc::default();
+    let sink = spans.clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| async move {
+            let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf trace export");
+            let all = request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+            let mut sink = sink.lock().unwrap();
+            for span in all {
+                let attributes = span
+                    .attributes
+                    .into_iter()
+                    .map(|kv| {
+                        let value = match kv.value.and_then(|v| v.value) {
+                            Some(Any::StringValue(s)) => s,
+                            Some(Any::IntValue(i)) => i.to_string(),
+                            Some(Any::BoolValue(b)) => b.to_string(),
+                            Some(Any::DoubleValue(d)) => d.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (kv.key, value)
+                    })
+                    .collect();
+                sink.push(ReceivedSpan {
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    name: span.name,
+                    attributes,
+                });
+            }
+            ([("content-type", "application/x-protobuf")], Bytes::new())
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, spans)
+}
+
+/// Prometheus text as `name{k="v",...}` (labels sorted) → value.
+pub(crate) fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let key = match series.split_once('{') {
+            Some((name, labels)) => {
+                let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).collect();
+                labels.sort_unstable();
+                format!("{name}{{{}}}", labels.join(","))
+            }
+            None => series.to_string(),
+        };
+        out.insert(key, value.parse().unwrap_or(f64::NAN));
+    }
+    out
+}

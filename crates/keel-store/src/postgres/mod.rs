@@ -17,6 +17,7 @@ mod notify;
 mod ops;
 mod rows;
 mod schema;
+mod stats;
 mod transitions;
 mod writer;
 
@@ -163,6 +164,10 @@ impl Store for PgStore {
 
     async fn heartbeat(&self, beat: NodeBeat) -> Result<()> {
         in_tx!(self, |tx| nodes::heartbeat(&tx, &beat))
+    }
+
+    async fn queue_stats(&self, now: Millis) -> Result<Vec<keel_core::store::QueueStats>> {
+        in_tx!(self, |tx| stats::queue_stats(&tx, now))
     }
 
     async fn nodes(&self) -> Result<Vec<NodeState>> {

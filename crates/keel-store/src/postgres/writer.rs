@@ -79,7 +79,8 @@ async fn run(pool: Pool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
             }
         }
         let (works, replies): (Vec<Work>, Vec<_>) = group.into_iter().unzip();
-        let answers = commit_group(&pool, &works).await;
+        let answers =
+            crate::metric_definitions::timed_commit_async("postgres", works.len(), commit_group(&pool, &works)).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
         }

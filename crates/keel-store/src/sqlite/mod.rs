@@ -9,6 +9,7 @@ mod nodes;
 mod ops;
 mod rows;
 mod schema;
+mod stats;
 mod writer;
 
 #[cfg(test)]
@@ -129,6 +130,10 @@ impl Store for SqliteStore {
     async fn heartbeat(&self, beat: NodeBeat) -> Result<()> {
         self.nodes.beat(beat);
         Ok(())
+    }
+
+    async fn queue_stats(&self, now: Millis) -> Result<Vec<keel_core::store::QueueStats>> {
+        self.read(move |c| stats::queue_stats(c, now)).await
     }
 
     async fn nodes(&self) -> Result<Vec<NodeState>> {

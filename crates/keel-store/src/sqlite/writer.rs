@@ -63,7 +63,9 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        let outcome = commit_group(&conn, &mut group, &mut replies);
+        let outcome = crate::metric_definitions::timed_commit("sqlite", group.len(), || {
+            commit_group(&conn, &mut group, &mut replies)
+        });
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = replies.len(), "SQLite group commit failed");
         }

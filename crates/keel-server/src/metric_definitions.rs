@@ -1,0 +1,155 @@
+//! Every metric the server exports, named once (units in the names), and the cheap calls the
+//! gateway and the dispatcher make to record them. The store's own metrics are in
+//! `keel_store::metric_definitions`; the recorder and the scrape are in `telemetry`.
+//!
+//! Each function's counters are registered at start (so every series is there, at 0, from the
+//! first scrape) and kept as handles: recording is an atomic add, with no label set to build.
+
+use std::collections::BTreeMap;
+
+use keel_core::config::Config;
+use keel_core::invocation::{CommitEffects, Invocation, Transition};
+use keel_core::lifecycle::AttemptReport;
+use keel_core::outcome::Outcome;
+use metrics::{counter, histogram, Counter, Histogram};
+
+use crate::dispatch::sync::{self, Recorder, SyncEnd};
+use crate::functions::Function;
+use crate::state::Shared;
+
+/// Invocations admitted, by `function` and `kind` (`sync`, `async`, `delivery`).
+pub(crate) const INVOCATIONS_ACCEPTED_TOTAL: &str = "keel_invocations_accepted_total";
+/// Invocations that reached an end, by `function` and `outcome` (`succeeded`, `failed`, `dead`).
+pub(crate) const INVOCATIONS_COMPLETED_TOTAL: &str = "keel_invocations_completed_total";
+/// Attempts made, by `function` and `outcome` (`success`, `transient`, `permanent`, `timeout`, `conflict`).
+pub(crate) const ATTEMPTS_TOTAL: &str = "keel_attempts_total";
+/// Attempt duration, by `function` and `outcome`.
+pub(crate) const ATTEMPT_DURATION_SECONDS: &str = "keel_attempt_duration_seconds";
+/// Retries scheduled after a failed async attempt, by `function`.
+pub(crate) const RETRIES_SCHEDULED_TOTAL: &str = "keel_retries_scheduled_total";
+/// Attempts running now, by `function` (sampled at scrape).
+pub(crate) const ATTEMPTS_IN_FLIGHT: &str = "keel_attempts_in_flight";
+/// Invocations waiting for an attempt (queued or retrying), by `function` (sampled at scrape).
+pub(crate) const QUEUE_DEPTH_INVOCATIONS: &str = "keel_queue_depth_invocations";
+/// Age of the oldest invocation already due and still waiting, by `function` (0 when none).
+pub(crate) const QUEUE_OLDEST_DUE_AGE_SECONDS: &str = "keel_queue_oldest_due_age_seconds";
+/// Invocations in the DLQ, by `function` and `subscription` (empty for direct invocations).
+pub(crate) const DLQ_INVOCATIONS: &str = "keel_dlq_invocations";
+/// HTTP requests answered, by `method`, `route` (the matched template) and `status`.
+pub(crate) const HTTP_REQUESTS_TOTAL: &str = "keel_http_requests_total";
+/// HTTP request latency, by `method` and `route`.
+pub(crate) const HTTP_REQUEST_DURATION_SECONDS: &str = "keel_http_request_duration_seconds";
+/// Running instances of a `command` function, by `function` (sampled at scrape).
+pub(crate) const FUNCTION_INSTANCES: &str = "keel_function_instances";
+/// Cold starts of a `command` function's instances, by `function` (sampled at scrape).
+pub(crate) const FUNCTION_COLD_STARTS_TOTAL: &str = "keel_function_cold_starts_total";
+
+const OUTCOMES: [Outcome; 5] =
+    [Outcome::Success, Outcome::Transient, Outcome::Permanent, Outcome::Timeout, Outcome::Conflict];
+
+/// One function's metric handles.
+#[derive(Debug)]
+struct FunctionMetrics {
+    accepted: [Counter; 3],
+    attempts: [Counter; 5],
+    durations: [Histogram; 5],
+    completed: [Counter; 3],
+    retries: Counter,
+}
+
+/// How an invocation came in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Admission {
+    Sync = 0,
+    Async = 1,
+    Delivery = 2,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum End {
+    Succeeded = 0,
+    Failed = 1,
+    Dead = 2,
+}
+
+/// The metric handles of every configured function.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    functions: BTreeMap<String, FunctionMetrics>,
+}
+
+impl Metrics {
+    /// Registers every function's series; call after the recorder is installed.
+    pub(crate) fn register(config: &Config) -> Self {
+        let functions = config.functions.keys().map(|name| (name.clone(), FunctionMetrics::new(name))).collect();
+        Self { functions }
+    }
+
+    pub(crate) fn accepted(&self, function: &str, how: Admission) {
+        if let Some(m) = self.functions.get(function) {
+            m.accepted[how as usize].increment(1);
+        }
+    }
+
+    pub(crate) fn ended(&self, function: &str, end: End) {
+        if let Some(m) = self.functions.get(function) {
+            m.completed[end as usize].increment(1);
+        }
+    }
+
+    /// One attempt's outcome and duration; for an async attempt, what comes next (`next`):
+    /// a retry, or the end it reached. Also records them on the current (attempt) span.
+    pub(crate) fn attempt_finished(&self, function: &str, report: &AttemptReport, next: Option<&Transition>) {
+        let attempt = &report.attempt;
+        crate::telemetry::record_attempt(attempt, next);
+        let Some(m) = self.functions.get(function) else { return };
+        let i = OUTCOMES.iter().position(|o| *o == attempt.outcome).unwrap_or(0);
+        m.attempts[i].increment(1);
+        m.durations[i].record((attempt.ended_at - attempt.started_at).max(0) as f64 / 1000.0);
+        match next {
+            Some(Transition::Retry { .. }) => m.retries.increment(1),
+            Some(Transition::Succeed { .. }) => m.completed[End::Succeeded as usize].increment(1),
+            Some(Transition::Die { .. }) => m.completed[End::Dead as usize].increment(1),
+            None => {}
+        }
+    }
+
+    /// The deliveries of events committed (published, or effects of a recorded completion).
+    pub(crate) fn deliveries_admitted(&self, effects: Option<&CommitEffects>) {
+        for delivery in effects.iter().flat_map(|e| &e.events).flat_map(|e| &e.deliveries) {
+            self.accepted(&delivery.function, Admission::Delivery);
+        }
+    }
+}
+
+/// Runs a sync invocation to its end ([`sync::run_to_end`]), counting its admission and end.
+pub(crate) async fn run_sync(
+    shared: &Shared,
+    function: &Function,
+    inv: &mut Invocation,
+    recorder: &Recorder<'_>,
+) -> SyncEnd {
+    let name = &function.config.name;
+    shared.metrics.accepted(name, Admission::Sync);
+    let end = sync::run_to_end(shared, function, inv, recorder).await;
+    shared.metrics.ended(name, if end == SyncEnd::Succeeded { End::Succeeded } else { End::Failed });
+    end
+}
+
+impl FunctionMetrics {
+    fn new(function: &str) -> Self {
+        let f = function.to_owned();
+        let by_kind =
+            |kind: &'static str| counter!(INVOCATIONS_ACCEPTED_TOTAL, "function" => f.clone(), "kind" => kind);
+        let ended = |outcome: &'static str| counter!(INVOCATIONS_COMPLETED_TOTAL, "function" => f.clone(), "outcome" => outcome);
+        Self {
+            accepted: [by_kind("sync"), by_kind("async"), by_kind("delivery")],
+            attempts: OUTCOMES.map(|o| counter!(ATTEMPTS_TOTAL, "function" => f.clone(), "outcome" => o.as_str())),
+            durations: OUTCOMES
+                .map(|o| histogram!(ATTEMPT_DURATION_SECONDS, "function" => f.clone(), "outcome" => o.as_str())),
+            completed: [ended("succeeded"), ended("failed"), ended("dead")],
+            retries: counter!(RETRIES_SCHEDULED_TOTAL, "function" => f.clone()),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Telemetry: structured logs and OpenTelemetry traces ([`init`]), the Prometheus recorder and
+//! its scrape (`scrape.rs`), the span of each attempt (`spans.rs`) and of each HTTP request with
+//! its metrics (`http.rs`). Metric names live in `metric_definitions.rs`.
+//!
+//! - `logs.rs`: the subscriber: `RUST_LOG` filter, JSON lines or pretty text, and the OTLP layer.
+//! - `otel.rs`: the OTLP/HTTP exporter, on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+mod http;
+mod logs;
+mod otel;
+mod scrape;
+mod spans;
+
+pub(crate) use http::observe_request;
+pub use logs::{init, Telemetry};
+pub(crate) use scrape::{install_recorder, render};
+pub(crate) use spans::{attempt_span, current_traceparent, emit_span, record_attempt, trace_id_of};

@@ -1,0 +1,113 @@
+//! The Prometheus recorder (installed once per process, no HTTP listener of its own) and the
+//! `/metrics` scrape: gauges of the backlog, the DLQ, attempts in flight and instances are
+//! sampled here, once per scrape — never on the request path.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::metric_definitions as m;
+use crate::state::Shared;
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const SECONDS_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const GROUP_SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Installs the process-wide recorder on first call. `None` when another recorder was
+/// installed first (an embedding program's): metrics then go there and `/metrics` is empty.
+pub(crate) fn install_recorder() -> Option<&'static PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(keel_store::metric_definitions::STORE_COMMIT_GROUP_SIZE.into()),
+                        &GROUP_SIZE_BUCKETS,
+                    )
+                })
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use keel_store::metric_definitions as store;
+    describe_counter!(m::INVOCATIONS_ACCEPTED_TOTAL, "Invocations admitted, by function and kind");
+    describe_counter!(m::INVOCATIONS_COMPLETED_TOTAL, "Invocations that ended, by function and outcome");
+    describe_counter!(m::ATTEMPTS_TOTAL, "Attempts, by function and outcome");
+    describe_histogram!(m::ATTEMPT_DURATION_SECONDS, Unit::Seconds, "Attempt duration");
+    describe_counter!(m::RETRIES_SCHEDULED_TOTAL, "Retries scheduled after failed async attempts");
+    describe_gauge!(m::ATTEMPTS_IN_FLIGHT, "Attempts running now");
+    describe_gauge!(m::QUEUE_DEPTH_INVOCATIONS, "Invocations waiting for an attempt");
+    describe_gauge!(m::QUEUE_OLDEST_DUE_AGE_SECONDS, Unit::Seconds, "Age of the oldest due invocation");
+    describe_gauge!(m::DLQ_INVOCATIONS, "Invocations in the DLQ, by function and subscription");
+    describe_counter!(m::HTTP_REQUESTS_TOTAL, "HTTP requests, by method, route and status");
+    describe_histogram!(m::HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "HTTP request latency");
+    describe_gauge!(m::FUNCTION_INSTANCES, "Running instances of a command function");
+    describe_counter!(m::FUNCTION_COLD_STARTS_TOTAL, "Cold starts of a command function's instances");
+    describe_histogram!(store::STORE_COMMIT_DURATION_SECONDS, Unit::Seconds, "Store group-commit latency");
+    describe_histogram!(store::STORE_COMMIT_GROUP_SIZE, "Jobs committed together in one group");
+}
+
+/// The Prometheus text of this process, after sampling the gauges of `shared`.
+pub(crate) async fn render(shared: &Shared) -> String {
+    let Some(handle) = install_recorder() else { return String::new() };
+    sample(shared).await;
+    handle.run_upkeep();
+    handle.render()
+}
+
+async fn sample(shared: &Shared) {
+    let now = shared.clock.now_ms();
+    // Every configured (function, subscription) gets a value, 0 unless the store says more.
+    let mut depth: BTreeMap<&str, (u64, Option<i64>)> = BTreeMap::new();
+    let mut dlq: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for function in shared.functions.iter() {
+        let name = function.config.name.as_str();
+        depth.insert(name, (0, None));
+        dlq.insert((name.to_owned(), String::new()), 0);
+        gauge!(m::ATTEMPTS_IN_FLIGHT, "function" => name.to_owned()).set(function.in_flight() as f64);
+        if let Some(pool) = shared.runtime.pool(name) {
+            let view = pool.view();
+            gauge!(m::FUNCTION_INSTANCES, "function" => name.to_owned()).set(view.instances.len() as f64);
+            counter!(m::FUNCTION_COLD_STARTS_TOTAL, "function" => name.to_owned()).absolute(view.cold_starts);
+        }
+    }
+    for sub in &shared.config.subscriptions {
+        dlq.insert((sub.function.clone(), sub.name.clone()), 0);
+    }
+    match shared.store.queue_stats(now).await {
+        Ok(rows) => {
+            for row in &rows {
+                if let Some((waiting, oldest)) = depth.get_mut(row.function.as_str()) {
+                    *waiting += row.waiting;
+                    *oldest = match (*oldest, row.oldest_due_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                *dlq.entry((row.function.clone(), row.subscription.clone().unwrap_or_default())).or_default() +=
+                    row.dead;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sampling the queue for /metrics failed");
+            return;
+        }
+    }
+    for (function, (waiting, oldest)) in depth {
+        let age = oldest.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
+        gauge!(m::QUEUE_DEPTH_INVOCATIONS, "function" => function.to_owned()).set(waiting as f64);
+        gauge!(m::QUEUE_OLDEST_DUE_AGE_SECONDS, "function" => function.to_owned()).set(age);
+    }
+    for ((function, subscription), dead) in dlq {
+        gauge!(m::DLQ_INVOCATIONS, "function" => function, "subscription" => subscription).set(dead as f64);
+    }
+}

@@ -1,0 +1,83 @@
+//! The span of each attempt, child of the trace its invocation carries (`invocation.traceparent`),
+//! so that one trace follows the work through queue, retries, fan-out and subscribers; and the
+//! span of each event an attempt emits, whose context the event's deliveries continue.
+
+use keel_core::invocation::{Attempt, Invocation, Transition};
+use keel_core::outcome::Outcome;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+use tracing::field::Empty;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The trace id of a W3C `traceparent` (`00-TRACEID-PARENTID-FLAGS`).
+pub(crate) fn trace_id_of(traceparent: Option<&str>) -> Option<&str> {
+    traceparent?.split('-').nth(1)
+}
+
+/// The span of one attempt of `inv`, with the ids every log line about it carries.
+pub(crate) fn attempt_span(inv: &Invocation) -> Span {
+    let delivery = inv.delivery.as_ref();
+    let span = tracing::info_span!(
+        "attempt",
+        otel.name = %format_args!("attempt {}", inv.function),
+        otel.kind = "client",
+        invocation_id = %inv.id,
+        function = %inv.function,
+        attempt = inv.attempt_count + 1,
+        trace_id = trace_id_of(inv.traceparent.as_deref()),
+        subscription = delivery.map(|d| d.subscription.as_str()),
+        event_id = delivery.map(|d| d.event_id.as_str()),
+        outcome = Empty,
+        status = Empty,
+        retry_delay_ms = Empty,
+        otel.status_code = Empty,
+    );
+    set_remote_parent(&span, inv.traceparent.as_deref());
+    span
+}
+
+/// Records an attempt's outcome, status and (async) the retry delay on the current span.
+pub(crate) fn record_attempt(attempt: &Attempt, next: Option<&Transition>) {
+    let span = Span::current();
+    span.record("outcome", attempt.outcome.as_str());
+    if let Some(status) = attempt.http_status {
+        span.record("status", status);
+    }
+    if let Some(Transition::Retry { delay_ms, .. }) = next {
+        span.record("retry_delay_ms", delay_ms);
+    }
+    span.record("otel.status_code", if attempt.outcome == Outcome::Success { "ok" } else { "error" });
+}
+
+/// The span of one event emitted by the current attempt, to topic `topic`.
+pub(crate) fn emit_span(topic: &str) -> Span {
+    tracing::info_span!("emit", otel.name = %format_args!("emit {topic}"), otel.kind = "producer", topic = %topic)
+}
+
+/// The current span's context as a `traceparent`, when traces are exported.
+pub(crate) fn current_traceparent() -> Option<String> {
+    traceparent_of(&Span::current())
+}
+
+pub(super) fn traceparent_of(span: &Span) -> Option<String> {
+    let context = span.context();
+    let sc = context.span().span_context().clone();
+    sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+}
+
+/// Makes `span` a child of the (remote) span a `traceparent` names.
+pub(super) fn set_remote_parent(span: &Span, traceparent: Option<&str>) {
+    let Some(tp) = traceparent else { return };
+    let mut parts = tp.split('-');
+    let (_, Some(trace), Some(parent), Some(flags)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    let (Ok(trace), Ok(parent), Ok(flags)) =
+        (TraceId::from_hex(trace), SpanId::from_hex(parent), u8::from_str_radix(flags, 16))
+    else {
+        return;
+    };
+    let remote = SpanContext::new(trace, parent, TraceFlags::new(flags), true, TraceState::default());
+    let _ = span.set_parent(Context::new().with_remote_span_context(remote));
+}
