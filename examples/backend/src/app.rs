@@ -65,11 +65,16 @@ pub async fn start(options: &Options) -> anyhow::Result<Node> {
     Ok(Node::start(config, listener).await?)
 }
 
-/// `keel-example up`: starts everything, prints what to try, runs until Ctrl-C, then drains.
+/// `keel-example up`: starts everything, prints what to try, runs until Ctrl-C or SIGTERM, then
+/// drains (and stops the function instances).
 pub async fn run(options: Options) -> anyhow::Result<()> {
     let node = start(&options).await?;
     println!("{}", banner(&format!("http://{}", node.addr()), &options.state_dir));
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        stopped = tokio::signal::ctrl_c() => stopped?,
+        _ = term.recv() => {}
+    }
     node.shutdown().await;
     Ok(())
 }
