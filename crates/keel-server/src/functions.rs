@@ -15,7 +15,14 @@ pub(crate) struct Function {
     pub(crate) permits: Arc<Semaphore>,
     /// Wakes the dispatcher: new work, a finished attempt, a redrive.
     pub(crate) wake: Notify,
+    /// One permit per attempt whose outcome is not recorded yet. An attempt gives its
+    /// concurrency permit back as soon as the function answered, so the next one need not wait
+    /// for a commit; a drain waits on these instead.
+    pub(crate) unrecorded: Arc<Semaphore>,
 }
+
+/// More attempts than can ever await their recording at once.
+pub(crate) const MAX_UNRECORDED: u32 = 1 << 20;
 
 impl Function {
     pub(crate) fn in_flight(&self) -> usize {
@@ -38,6 +45,7 @@ impl Functions {
                         config: f.clone(),
                         permits: Arc::new(Semaphore::new(f.concurrency as usize)),
                         wake: Notify::new(),
+                        unrecorded: Arc::new(Semaphore::new(MAX_UNRECORDED as usize)),
                     };
                     (name.clone(), Arc::new(function))
                 })

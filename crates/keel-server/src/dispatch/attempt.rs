@@ -67,7 +67,12 @@ pub(super) async fn run(
             (completion_of(&shared, &invocation, Some(report.attempt.clone()), next, effects), Some(report))
         }
     };
-    // The permit is held until the outcome is recorded, so a drain waits for it too.
+    // The function is done: its slot goes to the next attempt now, not after the commit. The
+    // invocation stays `running` until the outcome is recorded, so nothing leases it twice, and
+    // `unrecorded` keeps a drain waiting for the record.
+    let unrecorded = function.unrecorded.clone().try_acquire_owned();
+    drop(permit);
+    function.wake.notify_one();
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
     let recorded = record(&shared, completion.clone(), lease_expires_at).await;
     shared.metrics.deliveries_admitted(recorded.as_ref().ok().and(completion.effects.as_ref()));
@@ -84,7 +89,8 @@ pub(super) async fn run(
             let _ = record(&shared, completion, lease_expires_at).await;
         }
     }
-    drop(permit);
+    drop(unrecorded);
+    // A retry may have come due earlier than the dispatcher's timer.
     function.wake.notify_one();
 }
 

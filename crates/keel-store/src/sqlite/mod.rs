@@ -65,7 +65,13 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(|e| err(format!("migrating the schema: {e}")))?;
         let readers =
             if memory { Readers::Writer } else { Readers::Pool { path: path.to_string(), idle: Arc::default() } };
-        let writer = Writer::start(conn).map_err(|e| err(e.to_string()))?;
+        let checkpointer = if memory {
+            None
+        } else {
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(|e| err(e.to_string()))?;
+            Some(writer::start_checkpointer(path).map_err(|e| err(e.to_string()))?)
+        };
+        let writer = Writer::start(conn, checkpointer).map_err(|e| err(e.to_string()))?;
         Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default() })
     }
 

@@ -105,6 +105,17 @@ CREATE TABLE kv (
     PRIMARY KEY (ns, key)
 ) WITHOUT ROWID;
 "#,
+    // Indexes that held `status` were rewritten on every status change (enqueue, lease, complete):
+    // the hot path's main page writes. Lists by function or subscription need only insertion
+    // order; the DLQ and in-flight work have small partial indexes of their own.
+    r#"
+DROP INDEX invocations_by_status;
+DROP INDEX invocations_by_function;
+DROP INDEX invocations_by_subscription;
+CREATE INDEX invocations_by_function ON invocations (function, id);
+CREATE INDEX invocations_by_subscription ON invocations (subscription, id) WHERE subscription IS NOT NULL;
+CREATE INDEX invocations_dead ON invocations (id) WHERE status = 'dead';
+"#,
 ];
 
 /// Brings the database to the latest schema.

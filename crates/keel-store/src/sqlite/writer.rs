@@ -9,6 +9,8 @@ use keel_core::{Error, Result};
 
 /// Largest number of jobs committed together.
 const MAX_GROUP: usize = 1024;
+/// Groups between two checkpoint nudges.
+const CHECKPOINT_EVERY: u64 = 64;
 
 /// Answers a job's caller once its group's fate is known.
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
@@ -23,9 +25,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> std::io::Result<Self> {
+    /// Starts the writer on `conn`. With a `checkpointer`, the writer nudges it every
+    /// [`CHECKPOINT_EVERY`] groups instead of checkpointing itself (auto-checkpoint must be off).
+    pub(crate) fn start(
+        conn: Connection,
+        checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new().name("keel-sqlite-writer".into()).spawn(move || run(conn, rx))?;
+        std::thread::Builder::new().name("keel-sqlite-writer".into()).spawn(move || run(conn, rx, checkpointer))?;
         Ok(Self { jobs: tx })
     }
 
@@ -52,10 +59,16 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, checkpointer: Option<std::sync::mpsc::SyncSender<()>>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
+    let mut groups: u64 = 0;
     while let Some(first) = rx.blocking_recv() {
+        groups += 1;
+        if let Some(nudge) = checkpointer.as_ref().filter(|_| groups % CHECKPOINT_EVERY == 0) {
+            // A full channel means a checkpoint is already pending: nothing to add.
+            let _ = nudge.try_send(());
+        }
         group.push(first);
         while group.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -76,7 +89,7 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
 }
 
 fn commit_group(conn: &Connection, group: &mut Vec<Job>, replies: &mut Vec<Reply>) -> std::result::Result<(), String> {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         replies.extend(group.drain(..).map(|job| job(None).1));
         return Err(e.to_string());
     }
@@ -85,7 +98,7 @@ fn commit_group(conn: &Connection, group: &mut Vec<Job>, replies: &mut Vec<Reply
     let mut jobs = group.drain(..);
     for job in jobs.by_ref() {
         if !single {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            if let Err(e) = run_cached(conn, "SAVEPOINT job") {
                 replies.push(job(None).1);
                 return abort(conn, jobs, replies, e);
             }
@@ -97,17 +110,43 @@ fn commit_group(conn: &Connection, group: &mut Vec<Job>, replies: &mut Vec<Reply
             return conn.execute_batch("ROLLBACK").map_err(|e| e.to_string());
         }
         if !single {
-            let sql = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-            if let Err(e) = conn.execute_batch(sql) {
+            let done =
+                if ok { run_cached(conn, "RELEASE job") } else { conn.execute_batch("ROLLBACK TO job; RELEASE job") };
+            if let Err(e) = done {
                 return abort(conn, jobs, replies, e);
             }
         }
     }
     drop(jobs);
-    conn.execute_batch("COMMIT").map_err(|e| {
+    run_cached(conn, "COMMIT").map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         e.to_string()
     })
+}
+
+/// Copies the WAL back into the database file on its own connection and thread, so the writer's
+/// commits stay appends to the WAL plus one fsync, never a checkpoint's page copies and fsyncs.
+/// PASSIVE: it never blocks the writer or readers; what it cannot copy now waits for the next.
+pub(crate) fn start_checkpointer(path: &str) -> std::io::Result<std::sync::mpsc::SyncSender<()>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let path = path.to_string();
+    std::thread::Builder::new().name("keel-sqlite-checkpoint".into()).spawn(move || {
+        let conn = match Connection::open(&path).and_then(|c| c.execute_batch("PRAGMA synchronous = FULL").map(|_| c)) {
+            Ok(conn) => conn,
+            Err(e) => return tracing::error!(error = %e, "the SQLite checkpointer could not open the database"),
+        };
+        while rx.recv().is_ok() {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            }
+        }
+    })?;
+    Ok(tx)
+}
+
+/// Runs a parameterless statement from the connection's statement cache (no re-parsing).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Rolls the group back and refuses the jobs that did not run.
