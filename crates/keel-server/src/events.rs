@@ -116,3 +116,10 @@ pub(crate) fn commit_effects(
     }
     Ok(CommitEffects { kv: effects.kv.clone(), events })
 }
+
+/// Wakes the dispatchers of the deliveries that committed effects created: they are new work.
+pub(crate) fn wake_subscribers(shared: &Shared, effects: &CommitEffects) {
+    for delivery in effects.events.iter().flat_map(|e| &e.deliveries) {
+        shared.functions.wake(&delivery.function);
+    }
+}

@@ -90,7 +90,6 @@ async fn bad_input_is_refused_by_the_function_once_without_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "events emitted as effects are stored but do not wake the subscribers' dispatchers yet: the deliveries stay queued"]
 async fn registering_a_user_reaches_all_three_subscribers() {
     let backend = start(Behaviour { error_rate: 0.5, latency: Duration::from_millis(10) }).await;
     let (status, _, user) =

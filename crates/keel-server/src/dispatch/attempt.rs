@@ -76,6 +76,9 @@ pub(super) async fn run(
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
     let recorded = record(&shared, completion.clone(), lease_expires_at).await;
     shared.metrics.deliveries_admitted(recorded.as_ref().ok().and(completion.effects.as_ref()));
+    if let (Ok(()), Some(effects)) = (&recorded, &completion.effects) {
+        events::wake_subscribers(&shared, effects);
+    }
     if let Err(why) = recorded {
         // A precondition of the effects failed: nothing was applied. The attempt is a conflict,
         // retried with backoff like any transient failure.

@@ -128,6 +128,7 @@ pub(crate) async fn run_to_end(
             }
         };
         finalize(shared, inv, end);
+        let emitted = effects.clone();
         match recorder.record(shared, inv, end, effects).await {
             Err(Error::PreconditionFailed(why)) => {
                 // Nothing was applied: the attempt is a conflict, retried like a transient failure.
@@ -153,7 +154,12 @@ pub(crate) async fn run_to_end(
                 tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
                 return end;
             }
-            Ok(()) => return end,
+            Ok(()) => {
+                if let Some(effects) = &emitted {
+                    events::wake_subscribers(shared, effects);
+                }
+                return end;
+            }
         }
     }
 }

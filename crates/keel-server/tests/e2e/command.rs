@@ -38,8 +38,10 @@ class Handler(BaseHTTPRequestHandler):
         args = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
         marker = args.get("hang_once")
         if marker and not os.path.exists(marker):
-            with open(marker, "w") as f:
+            # Written whole, then renamed into place: a reader never sees half a pid.
+            with open(marker + ".tmp", "w") as f:
                 f.write(str(os.getpid()))
+            os.replace(marker + ".tmp", marker)
             time.sleep(60)
         time.sleep(int(args.get("ms", "0")) / 1000)
         body = json.dumps({"pid": os.getpid(), "env": dict(os.environ), "cwd": os.getcwd(),

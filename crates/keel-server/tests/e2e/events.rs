@@ -380,3 +380,26 @@ async fn sigkill_during_effectful_invocations_keeps_writes_and_events_with_their
     keel.kill().unwrap();
     keel.wait().unwrap();
 }
+
+#[tokio::test]
+async fn an_event_emitted_as_an_effect_wakes_its_subscriber_at_once() {
+    let (fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[functions.emitter]\nurl = \"http://{addr}/fx/emit?topic=signups\"\n[functions.ok]\nurl = \"http://{addr}/ok\"\n\
+         [topics.signups]\n[[subscriptions]]\nname = \"welcome\"\ntopic = \"signups\"\nfunction = \"ok\"\n"
+    ))
+    .await;
+    let (status, _, _) = post_json(&format!("{}/v1/functions/emitter/invoke", keel.url), "{}").await;
+    assert_eq!(status, 200);
+    let end = Instant::now() + Duration::from_secs(5);
+    while delivery_pairs(&fns).is_empty() {
+        assert!(Instant::now() < end, "the delivery of the emitted event never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, _, accepted) = post_json(&format!("{}/v1/functions/emitter/invocations", keel.url), "{}").await;
+    keel.wait_final(accepted["id"].as_str().unwrap(), Duration::from_secs(5)).await;
+    while delivery_pairs(&fns).len() < 2 {
+        assert!(Instant::now() < end, "the async emitter's delivery never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

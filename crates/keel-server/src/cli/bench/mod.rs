@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::client::{ClientError, KeelClient};
+use crate::cli::client::ClientError;
 use crate::cli::DEFAULT_URL;
 use load::LoadError;
 use noop::NoopFunction;
@@ -168,7 +168,6 @@ pub(crate) async fn run(args: BenchArgs, url: &str, json: bool) -> anyhow::Resul
             (Some(server), base)
         }
     };
-    let keel = KeelClient::new(&base)?;
     let idle_rss = server.as_ref().and_then(BenchServer::rss_mb);
     if wanted(ScenarioName::Direct) {
         scenarios.push(direct.scenario());
@@ -183,7 +182,7 @@ pub(crate) async fn run(args: BenchArgs, url: &str, json: bool) -> anyhow::Resul
         scenarios.push(pending::replay(&settings, &direct, &base).await?);
     }
     if wanted(ScenarioName::Fanout) {
-        scenarios.push(pending::fanout(&keel).await?);
+        scenarios.push(pending::fanout(&settings, &direct, &noop, &base).await?);
     }
     if let Some(server) = server.as_mut() {
         server.kill().await?;

@@ -1,12 +1,15 @@
-//! Scenarios for features that land after the core: `replay` (idempotent replays/s) and `fanout`
+//! Scenarios of features beyond plain invocations: `replay` (idempotent replays/s) and `fanout`
 //! (events/s × subscriptions). Each probes the server first and is skipped, with a note, when the
-//! server lacks the feature — so the bench runs on every server version.
+//! server lacks the feature (an older server under `--url`).
 
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::{Method, StatusCode};
 
+use std::time::Instant;
+
 use super::load::{self, Target, PAYLOAD};
+use super::noop::NoopFunction;
 use super::report::{Case, Scenario};
 use super::throughput::Direct;
 use super::{BenchError, Settings};
@@ -45,20 +48,47 @@ pub(crate) async fn replay(settings: &Settings, direct: &Direct, base: &str) -> 
     Ok(Scenario { name: "replay", cases: vec![case], skipped: None })
 }
 
-/// `fanout` will publish events to a topic with several subscriptions, all to `noop`, and report
-/// events/s × subscriptions from first publish to last delivery (counted at the no-op function,
-/// as `async` does). Until the server has events it is skipped; once it has, the bench's server
-/// config gains the topic and subscriptions and this probe gives way to the run.
-pub(crate) async fn fanout(keel: &KeelClient) -> Result<Scenario, BenchError> {
+/// The topic `fanout` publishes to, and how many subscriptions (all to `noop`) it has.
+pub(crate) const FANOUT_TOPIC: &str = "keel-bench";
+pub(crate) const FANOUT_SUBSCRIPTIONS: usize = 3;
+
+/// `fanout`: N events published (plain JSON, C at a time) to a topic with
+/// [`FANOUT_SUBSCRIPTIONS`] subscriptions, timed from the first publish to the last delivery
+/// (counted at the no-op function, as `async` does). The ratio is deliveries/s over `direct`.
+pub(crate) async fn fanout(
+    settings: &Settings,
+    direct: &Direct,
+    noop: &NoopFunction,
+    base: &str,
+) -> Result<Scenario, BenchError> {
+    let keel = KeelClient::new(base)?;
     let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
-    let response =
-        keel.send(Method::POST, "/v1/topics/keel-bench/events", &headers, Bytes::from_static(PAYLOAD)).await?;
-    // Keel answers an unrouted path with a 404 problem whose detail is "no route for PATH".
-    let unrouted = String::from_utf8_lossy(&response.body).contains("no route for");
-    let why = if response.status == StatusCode::NOT_FOUND && (unrouted || !response.is_problem()) {
-        "this server has no events yet (POST /v1/topics/{topic}/events is not routed)"
-    } else {
-        "this server has events, but keel bench does not declare topics and subscriptions yet"
+    let path = format!("/v1/topics/{FANOUT_TOPIC}/events");
+    let initial = noop.calls();
+    let probe = keel.send(Method::POST, &path, &headers, Bytes::from_static(PAYLOAD)).await?;
+    if probe.status != StatusCode::ACCEPTED {
+        return Ok(Scenario::skipped("fanout", "this server does not accept events on the bench's topic"));
+    }
+    let (n, c) = (settings.requests, settings.concurrency);
+    let deliveries = n as u64 * FANOUT_SUBSCRIPTIONS as u64;
+    // The probe's own deliveries may still be arriving: count from after them.
+    let hidden = indicatif::ProgressBar::hidden();
+    super::throughput::wait_for_calls(noop, initial + FANOUT_SUBSCRIPTIONS as u64, &hidden, initial).await?;
+    let from = noop.calls();
+    let target = Target::post(&format!("{base}{path}"), StatusCode::ACCEPTED)?;
+    let start = Instant::now();
+    let publish = {
+        let target = target.clone();
+        tokio::spawn(async move { load::closed_loop(&target, n, c, &indicatif::ProgressBar::hidden()).await })
     };
-    Ok(Scenario::skipped("fanout", why))
+    let progress = settings.progress(&format!("fanout c={c}"), deliveries as _);
+    let done = super::throughput::wait_for_calls(noop, from + deliveries, &progress, from).await?;
+    let published = publish.await.map_err(|e| BenchError::Server(e.to_string()))??;
+    let per_s = deliveries as f64 / (done - start).as_secs_f64();
+    let case = Case::new(format!("c={c} x{FANOUT_SUBSCRIPTIONS}"), Some(per_s / direct.many.per_second()))
+        .with("deliveries_per_s", per_s)
+        .with("events_per_s", per_s / FANOUT_SUBSCRIPTIONS as f64)
+        .with("publish_per_s", published.per_second())
+        .with("publish_p50_ms", published.percentile_ms(50.0));
+    Ok(Scenario { name: "fanout", cases: vec![case], skipped: None })
 }

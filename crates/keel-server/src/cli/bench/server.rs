@@ -40,9 +40,16 @@ impl BenchServer {
         let config = dir.path().join("keel.toml");
         let text = format!(
             "[storage]\nurl = \"sqlite://{}\"\nfsync = {fsync}\n\n[functions.noop]\nurl = \"{noop_url}\"\n\
-             concurrency = {}\n",
+             concurrency = {}\n\n[topics.{topic}]\n{}",
             dir.path().join("keel.db").display(),
             concurrency.clamp(1, 10_000),
+            (0..super::pending::FANOUT_SUBSCRIPTIONS)
+                .map(|i| format!(
+                    "[[subscriptions]]\nname = \"fan-{i}\"\ntopic = \"{}\"\nfunction = \"noop\"\n",
+                    super::pending::FANOUT_TOPIC
+                ))
+                .collect::<String>(),
+            topic = super::pending::FANOUT_TOPIC,
         );
         std::fs::write(&config, text)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
