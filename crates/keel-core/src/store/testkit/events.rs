@@ -1,0 +1,171 @@
+//! Conformance cases: events with their deliveries, KV, effects, ordered delivery.
+
+use super::*;
+
+pub(super) fn delivery_of(
+    event_id: &str,
+    subscription: &str,
+    id: &str,
+    function: &str,
+    ordering_key: Option<&str>,
+) -> NewInvocation {
+    let mut inv = new_inv(id, function, T0);
+    inv.delivery = Some(Delivery {
+        subscription: subscription.into(),
+        event_id: event_id.into(),
+        headers: vec![("ce-id".into(), format!("ce-{event_id}")), ("ce-type".into(), "t".into())],
+        ordering_key: ordering_key.map(str::to_string),
+        hops: 0,
+    });
+    inv
+}
+
+pub(super) fn event(id: &str, ce_id: &str, deliveries: Vec<NewInvocation>) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        topic: "orders".into(),
+        event: CloudEvent {
+            id: ce_id.into(),
+            source: "/shop".into(),
+            ty: "order.placed".into(),
+            subject: Some("o-1".into()),
+            time: None,
+            datacontenttype: Some("application/json".into()),
+            dataschema: None,
+            data: Bytes::from_static(b"{\"total\":5}"),
+            extensions: [(
+                "traceparent".to_string(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string(),
+            )]
+            .into(),
+        },
+        hops: 2,
+        created_at: T0,
+        deliveries,
+    }
+}
+
+fn put(ns: &str, key: &str, value: &str, precondition: Precondition) -> KvWrite {
+    KvWrite { ns: ns.into(), key: key.into(), value: Some(Bytes::from(value.to_string())), precondition }
+}
+
+pub async fn publish_stores_events_with_deliveries_once(store: &dyn Store) {
+    let e1 = event(
+        "01E",
+        "a",
+        vec![delivery_of("01E", "mail", "01D1", "f", None), delivery_of("01E", "count", "01D2", "g", None)],
+    );
+    let published = store.publish(vec![e1.clone()]).await.unwrap();
+    assert_eq!(published, vec![Published { id: "01E".into(), duplicate: false }]);
+    // The same source + id again: the original id, and no new deliveries.
+    let again = event("01F", "a", vec![delivery_of("01F", "mail", "01D3", "f", None)]);
+    let published = store.publish(vec![again]).await.unwrap();
+    assert_eq!(published, vec![Published { id: "01E".into(), duplicate: true }]);
+    assert!(store.get("01D3").await.unwrap().is_none());
+
+    let stored = store.get_event("01E").await.unwrap().expect("stored event");
+    assert_eq!(stored.event, e1.event, "every attribute and the data survive");
+    assert_eq!((stored.topic.as_str(), stored.hops), ("orders", 2));
+    let subs: Vec<_> = stored.deliveries.iter().map(|d| d.delivery.as_ref().unwrap().subscription.clone()).collect();
+    assert_eq!(subs, ["count", "mail"]);
+    let d = store.get("01D1").await.unwrap().unwrap();
+    assert_eq!(d.delivery.as_ref().unwrap().headers[0], ("ce-id".to_string(), "ce-01E".to_string()));
+    assert_eq!(d.status, Status::Queued);
+    let mail = store.list(ListFilter { subscription: Some("mail".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(mail.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["01D1"]);
+    assert!(store.get_event("nope").await.unwrap().is_none());
+}
+
+pub async fn kv_versions_and_preconditions(store: &dyn Store) {
+    assert_eq!(store.kv_write(put("b", "u1", "100", Precondition::IfAbsent), T0).await.unwrap(), Some(1));
+    assert_eq!(store.kv_write(put("b", "u1", "90", Precondition::IfVersion(1)), T0 + 1).await.unwrap(), Some(2));
+    let stale = store.kv_write(put("b", "u1", "80", Precondition::IfVersion(1)), T0 + 2).await;
+    assert!(matches!(stale, Err(Error::PreconditionFailed(_))), "{stale:?}");
+    let exists = store.kv_write(put("b", "u1", "0", Precondition::IfAbsent), T0 + 2).await;
+    assert!(matches!(exists, Err(Error::PreconditionFailed(_))));
+    let got = store.kv_get("b", "u1").await.unwrap().unwrap();
+    assert_eq!((&got.value[..], got.version, got.updated_at), (&b"90"[..], 2, T0 + 1));
+    assert_eq!(store.kv_write(put("b", "u1", "70", Precondition::None), T0 + 3).await.unwrap(), Some(3));
+    let delete = KvWrite { ns: "b".into(), key: "u1".into(), value: None, precondition: Precondition::IfVersion(3) };
+    assert_eq!(store.kv_write(delete, T0 + 4).await.unwrap(), None);
+    assert!(store.kv_get("b", "u1").await.unwrap().is_none());
+    assert!(store.kv_get("other", "u1").await.unwrap().is_none());
+}
+
+pub async fn effects_commit_with_the_completion_or_not_at_all(store: &dyn Store) {
+    store.kv_write(put("b", "u1", "100", Precondition::None), T0).await.unwrap();
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    let inv = lease_one(store, "f", T0).await;
+    let emitted = event("01E", "x", vec![delivery_of("01E", "mail", "01D", "g", None)]);
+    let effects = |version| CommitEffects {
+        kv: vec![
+            put("users", "u1", "{}", Precondition::IfAbsent),
+            put("b", "u1", "90", Precondition::IfVersion(version)),
+        ],
+        events: vec![emitted.clone()],
+    };
+    let completion = |version, owner: &str| Completion {
+        id: inv.id.clone(),
+        owner: owner.into(),
+        now: T0 + 30,
+        attempt: Some(attempt(1, Outcome::Success, Some(200))),
+        next: Transition::Succeed { response: ok_response("{}") },
+        effects: Some(effects(version)),
+    };
+    let conflict = store.complete(completion(7, "node-a")).await;
+    assert!(matches!(conflict, Err(Error::PreconditionFailed(_))), "{conflict:?}");
+    assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "the first write was not applied either");
+    assert!(store.get_event("01E").await.unwrap().is_none());
+    assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Running, "the completion was refused whole");
+
+    let stale = store.complete(completion(1, "node-b")).await;
+    assert!(matches!(stale, Err(Error::InvalidState(_))));
+    assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "a node without the lease applies nothing");
+
+    store.complete(completion(1, "node-a")).await.unwrap();
+    assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
+    assert_eq!(store.kv_get("b", "u1").await.unwrap().unwrap().version, 2);
+    assert!(store.kv_get("users", "u1").await.unwrap().is_some());
+    assert!(store.get_event("01E").await.unwrap().is_some());
+    assert_eq!(store.get("01D").await.unwrap().unwrap().status, Status::Queued, "the emitted event's delivery");
+    let again = store.complete(completion(2, "node-a")).await;
+    assert!(matches!(again, Err(Error::InvalidState(_))), "effects apply at most once");
+    assert_eq!(store.kv_get("b", "u1").await.unwrap().unwrap().version, 2);
+}
+
+pub async fn ordered_deliveries_wait_for_earlier_ones(store: &dyn Store) {
+    let first = delivery_of("01E", "s", "01B", "f", Some("s/o-1"));
+    let second = delivery_of("01F", "s", "01A", "f", Some("s/o-1"));
+    let other = delivery_of("01G", "s", "01C", "f", Some("s/o-2"));
+    store
+        .publish(vec![event("01E", "a", vec![first]), event("01F", "b", vec![second]), event("01G", "c", vec![other])])
+        .await
+        .unwrap();
+    let leased = store.lease(lease_req("f", T0, 10)).await.unwrap();
+    let ids: Vec<_> = leased.invocations.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["01B", "01C"], "the later event of o-1 waits; o-2 is independent");
+    let b = leased.invocations[0].clone();
+    fail_once(store, &b, T0 + 1, Transition::Retry { due_at: T0 + 5, delay_ms: 4, error: "x".into() }).await;
+    assert!(
+        store.lease(lease_req("f", T0 + 2, 10)).await.unwrap().invocations.is_empty(),
+        "still waits while retrying"
+    );
+    let b = lease_one(store, "f", T0 + 5).await;
+    assert_eq!(b.id, "01B");
+    fail_once(store, &b, T0 + 6, Transition::Die { error: "gave up".into(), response: None }).await;
+    let next = lease_one(store, "f", T0 + 6).await;
+    assert_eq!(next.id, "01A", "moves on once the earlier one is dead-lettered");
+}
+
+pub async fn finished_sync_invocations_commit_their_effects(store: &dyn Store) {
+    let mut inv = new_inv("01S", "f", T0).into_queued();
+    inv.status = Status::Succeeded;
+    inv.due_at = None;
+    let effects = CommitEffects { kv: vec![put("c", "n", "1", Precondition::IfAbsent)], events: vec![] };
+    store.record_finished(inv.clone(), Some(effects.clone())).await.unwrap();
+    assert_eq!(store.kv_get("c", "n").await.unwrap().unwrap().version, 1);
+    inv.id = "01T".into();
+    let refused = store.record_finished(inv, Some(effects)).await;
+    assert!(matches!(refused, Err(Error::PreconditionFailed(_))));
+    assert!(store.get("01T").await.unwrap().is_none(), "refused whole");
+}

@@ -1,0 +1,236 @@
+//! Conformance cases: admission, leases, completions, retries, the DLQ, lists.
+
+use super::*;
+
+pub async fn enqueue_then_get(store: &dyn Store) {
+    let stored = store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    assert_eq!(stored.status, Status::Queued);
+    let got = store.get("01A").await.unwrap().expect("stored invocation");
+    assert_eq!(got.payload, Bytes::from_static(b"{\"id\":\"01A\"}"));
+    assert_eq!(got.content_type.as_deref(), Some("application/json"));
+    assert_eq!(got.due_at, Some(T0));
+    assert_eq!(got.traceparent, stored.traceparent);
+    assert!(got.attempts.is_empty());
+    assert!(store.get("nope").await.unwrap().is_none());
+}
+
+pub async fn lease_takes_due_work_oldest_first(store: &dyn Store) {
+    store.enqueue(new_inv("01B", "f", T0 + 20)).await.unwrap();
+    store.enqueue(new_inv("01A", "f", T0 + 10)).await.unwrap();
+    store.enqueue(new_inv("01C", "f", T0 + 5_000)).await.unwrap();
+    let leased = store.lease(lease_req("f", T0 + 100, 10)).await.unwrap();
+    let ids: Vec<_> = leased.invocations.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["01A", "01B"], "due ones, oldest due first; 01C is not due yet");
+    assert!(leased.invocations.iter().all(|i| i.status == Status::Running));
+    assert_eq!(leased.next_due_at, Some(T0 + 5_000));
+    let again = store.lease(lease_req("f", T0 + 100, 10)).await.unwrap();
+    assert!(again.invocations.is_empty(), "leased work is not leased twice");
+    let got = store.get("01A").await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Running);
+    assert_eq!(got.lease.as_ref().map(|l| l.owner.as_str()), Some("node-a"));
+    let limited = store.lease(lease_req("f", T0 + 6_000, 0)).await.unwrap();
+    assert!(limited.invocations.is_empty(), "limit 0 leases nothing");
+}
+
+pub async fn lease_is_per_function(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    store.enqueue(new_inv("01B", "g", T0)).await.unwrap();
+    let leased = store.lease(lease_req("g", T0, 10)).await.unwrap();
+    assert_eq!(leased.invocations.len(), 1);
+    assert_eq!(leased.invocations[0].id, "01B");
+    assert_eq!(leased.next_due_at, None);
+}
+
+pub async fn success_keeps_the_response(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    let inv = lease_one(store, "f", T0).await;
+    let completion = Completion {
+        id: inv.id.clone(),
+        owner: "node-a".into(),
+        now: T0 + 30,
+        attempt: Some(attempt(1, Outcome::Success, Some(200))),
+        next: Transition::Succeed { response: ok_response("{\"ok\":true}") },
+        effects: None,
+    };
+    store.complete(completion).await.unwrap();
+    let got = store.get("01A").await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Succeeded);
+    assert_eq!(got.attempt_count, 1);
+    assert_eq!(got.attempts, vec![attempt(1, Outcome::Success, Some(200))]);
+    assert_eq!(got.response, Some(ok_response("{\"ok\":true}")));
+    assert_eq!(got.due_at, None);
+    assert_eq!(got.lease, None);
+}
+
+pub async fn retry_comes_due_later(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    let inv = lease_one(store, "f", T0).await;
+    let next = Transition::Retry { due_at: T0 + 1_000, delay_ms: 970, error: "HTTP 503".into() };
+    fail_once(store, &inv, T0 + 30, next).await;
+    let got = store.get("01A").await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Retrying);
+    assert_eq!(got.due_at, Some(T0 + 1_000));
+    assert_eq!(got.last_delay_ms, Some(970));
+    assert_eq!(got.error.as_deref(), Some("HTTP 503"));
+    let early = store.lease(lease_req("f", T0 + 999, 10)).await.unwrap();
+    assert!(early.invocations.is_empty());
+    assert_eq!(early.next_due_at, Some(T0 + 1_000));
+    let second = lease_one(store, "f", T0 + 1_000).await;
+    assert_eq!(second.attempt_count, 1);
+}
+
+pub async fn stale_lease_cannot_complete(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    let inv = lease_one(store, "f", T0).await;
+    let completion = Completion {
+        id: inv.id.clone(),
+        owner: "node-b".into(),
+        now: T0 + 30,
+        attempt: Some(attempt(1, Outcome::Success, Some(200))),
+        next: Transition::Succeed { response: ok_response("{}") },
+        effects: None,
+    };
+    let err = store.complete(completion).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
+    let got = store.get("01A").await.unwrap().unwrap();
+    assert_eq!(got.status, Status::Running);
+    assert!(got.attempts.is_empty(), "a refused completion writes nothing");
+}
+
+pub async fn exhausted_goes_dead_and_redrive_gives_a_fresh_budget(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    let inv = lease_one(store, "f", T0).await;
+    fail_once(
+        store,
+        &inv,
+        T0 + 30,
+        Transition::Die {
+            error: "HTTP 400".into(),
+            response: Some(StoredResponse { status: 400, content_type: None, body: Bytes::from_static(b"bad") }),
+        },
+    )
+    .await;
+    let dead = store.get("01A").await.unwrap().unwrap();
+    assert_eq!(dead.status, Status::Dead);
+    assert_eq!(dead.error.as_deref(), Some("HTTP 400"));
+    assert_eq!(dead.response.as_ref().map(|r| r.status), Some(400));
+    let dlq = store.list(ListFilter { status: Some(Status::Dead), ..Default::default() }).await.unwrap();
+    assert_eq!(dlq.items.len(), 1);
+
+    let redriven = store.redrive("01A", T0 + 100).await.unwrap();
+    assert_eq!(redriven.status, Status::Queued);
+    assert_eq!(redriven.redrives, 1);
+    assert_eq!(redriven.budget_start, 1);
+    assert_eq!(redriven.attempts_in_budget(), 0);
+    let again = lease_one(store, "f", T0 + 100).await;
+    assert_eq!(again.attempt_count, 1, "history is kept");
+    assert!(
+        matches!(store.redrive("01A", T0).await, Err(Error::InvalidState(_))),
+        "only dead invocations are redriven"
+    );
+    assert!(matches!(store.redrive("zzz", T0).await, Err(Error::NotFound { .. })));
+}
+
+pub async fn discard_only_from_dlq(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    assert!(matches!(store.discard("01A", T0).await, Err(Error::InvalidState(_))));
+    let inv = lease_one(store, "f", T0).await;
+    fail_once(store, &inv, T0 + 1, Transition::Die { error: "gave up".into(), response: None }).await;
+    let discarded = store.discard("01A", T0 + 2).await.unwrap();
+    assert_eq!(discarded.status, Status::Discarded);
+    assert!(matches!(store.discard("nope", T0).await, Err(Error::NotFound { .. })));
+}
+
+pub async fn cancel_queued_but_not_running(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0 + 60_000)).await.unwrap();
+    store.enqueue(new_inv("01B", "f", T0)).await.unwrap();
+    let cancelled = store.cancel("01A", T0).await.unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    let leased = store.lease(lease_req("f", T0 + 120_000, 10)).await.unwrap();
+    assert_eq!(leased.invocations.len(), 1, "a cancelled invocation never runs");
+    assert!(matches!(store.cancel("01B", T0).await, Err(Error::InvalidState(_))), "running cannot be cancelled");
+    assert!(matches!(store.cancel("nope", T0).await, Err(Error::NotFound { .. })));
+}
+
+pub async fn reclaim_all_and_expired(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    store.enqueue(new_inv("01B", "g", T0)).await.unwrap();
+    let a = lease_one(store, "f", T0).await;
+    let mut short = lease_req("g", T0, 1);
+    short.expires_at = T0 + 10;
+    store.lease(short).await.unwrap();
+
+    let functions = store.reclaim_leases(Reclaim::ExpiredBefore(T0 + 100), T0 + 100).await.unwrap();
+    assert_eq!(functions, vec!["g".to_string()], "only the expired lease");
+    let b = store.get("01B").await.unwrap().unwrap();
+    assert_eq!(b.status, Status::Retrying);
+    assert_eq!(b.due_at, Some(T0 + 100));
+    assert_eq!(b.attempt_count, 1, "the interrupted attempt counts");
+    assert_eq!(b.attempts[0].outcome, Outcome::Transient);
+    assert_eq!(b.attempts[0].started_at, T0);
+    assert!(b.attempts[0].error.as_deref().unwrap_or("").contains("lease"));
+
+    let functions = store.reclaim_leases(Reclaim::All, T0 + 200).await.unwrap();
+    assert_eq!(functions, vec!["f".to_string()]);
+    let a2 = lease_one(store, "f", T0 + 200).await;
+    assert_eq!(a2.id, a.id);
+    assert_eq!(a2.attempt_count, 1);
+}
+
+pub async fn list_filters_and_pages(store: &dyn Store) {
+    for (i, f) in ["f", "g", "f", "f", "g"].iter().enumerate() {
+        store.enqueue(new_inv(&format!("01{i}"), f, T0)).await.unwrap();
+    }
+    let first = store.list(ListFilter { function: Some("f".into()), limit: 2, ..Default::default() }).await.unwrap();
+    let ids: Vec<_> = first.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["013", "012"], "newest first");
+    let cursor = first.next_cursor.expect("a second page");
+    let second = store
+        .list(ListFilter { function: Some("f".into()), limit: 2, cursor: Some(cursor), ..Default::default() })
+        .await
+        .unwrap();
+    let ids: Vec<_> = second.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["010"]);
+    assert_eq!(second.next_cursor, None);
+    store.cancel("014", T0).await.unwrap();
+    let cancelled = store.list(ListFilter { status: Some(Status::Cancelled), ..Default::default() }).await.unwrap();
+    assert_eq!(cancelled.items.len(), 1);
+    assert_eq!(cancelled.items[0].id, "014");
+    let all = store.list(ListFilter::default()).await.unwrap();
+    assert_eq!(all.items.len(), 5);
+}
+
+pub async fn bulk_redrive_by_function(store: &dyn Store) {
+    for (id, f) in [("01A", "f"), ("01B", "f"), ("01C", "g")] {
+        store.enqueue(new_inv(id, f, T0)).await.unwrap();
+        let inv = lease_one(store, f, T0).await;
+        fail_once(store, &inv, T0 + 1, Transition::Die { error: "x".into(), response: None }).await;
+    }
+    let redriven = store
+        .redrive_matching(ListFilter { function: Some("f".into()), limit: 1, ..Default::default() }, T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(redriven.len(), 1, "the limit holds");
+    let redriven =
+        store.redrive_matching(ListFilter { function: Some("f".into()), ..Default::default() }, T0 + 5).await.unwrap();
+    assert_eq!(redriven.len(), 1);
+    assert_eq!(store.get("01C").await.unwrap().unwrap().status, Status::Dead, "other functions untouched");
+    let leased = store.lease(lease_req("f", T0 + 5, 10)).await.unwrap();
+    assert_eq!(leased.invocations.len(), 2);
+}
+
+pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {
+    let mut inv = new_inv("01S", "f", T0).into_queued();
+    inv.status = Status::Failed;
+    inv.due_at = None;
+    inv.attempt_count = 2;
+    inv.attempts = vec![attempt(1, Outcome::Transient, Some(503)), attempt(2, Outcome::Permanent, Some(404))];
+    inv.error = Some("HTTP 404".into());
+    inv.response =
+        Some(StoredResponse { status: 404, content_type: Some("text/plain".into()), body: Bytes::from_static(b"no") });
+    store.record_finished(inv.clone(), None).await.unwrap();
+    let got = store.get("01S").await.unwrap().unwrap();
+    assert_eq!(got, inv);
+    let leased = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap();
+    assert!(leased.invocations.is_empty(), "finished sync invocations are not work");
+}

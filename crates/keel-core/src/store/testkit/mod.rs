@@ -1,0 +1,133 @@
+//! The conformance suite: behaviour every [`Store`] must show, written once and run against each
+//! backend with [`store_conformance!`](crate::store_conformance).
+
+use bytes::Bytes;
+
+use super::{LeaseRequest, ListFilter, NodeBeat, NodeState, Reclaim, Store};
+use crate::clock::Millis;
+use crate::events::{CloudEvent, NewEvent, Published};
+use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
+use crate::invocation::{Attempt, Completion, Invocation, NewInvocation, Status, StoredResponse, Transition};
+use crate::invocation::{CommitEffects, Delivery};
+use crate::kv::{KvWrite, Precondition};
+use crate::outcome::Outcome;
+use crate::Error;
+
+/// Generates one `#[tokio::test]` per conformance case. `$make` is an async function returning
+/// `(store, guard)`, or `Option<(store, guard)>` for a backend that may be missing here (`None`
+/// skips the case; `make` says why); the guard (a temp dir, a database) lives as long as the test.
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:path) => {
+        $crate::store_conformance!(@cases $make;
+            enqueue_then_get, lease_takes_due_work_oldest_first, lease_is_per_function,
+            success_keeps_the_response, retry_comes_due_later, stale_lease_cannot_complete,
+            exhausted_goes_dead_and_redrive_gives_a_fresh_budget, discard_only_from_dlq,
+            cancel_queued_but_not_running, reclaim_all_and_expired, list_filters_and_pages,
+            bulk_redrive_by_function, finished_sync_invocations_are_recorded,
+            keyed_enqueue_admits_once_and_replays, keyed_sync_holds_then_completes_the_key,
+            a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
+            nodes_report_heartbeats_and_leases, publish_stores_events_with_deliveries_once,
+            kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
+            ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects,
+            queue_stats_count_backlog_and_dead);
+    };
+    (@cases $make:path; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let Some((store, _guard)) = $crate::store::testkit::Backend::into_backend($make().await) else {
+                    return;
+                };
+                $crate::store::testkit::$case(&store).await;
+            }
+        )*
+    };
+}
+
+/// What a `make` function of [`store_conformance!`] returns: `(store, guard)`, or an `Option`
+/// of it.
+pub trait Backend {
+    type Store;
+    type Guard;
+    fn into_backend(self) -> Option<(Self::Store, Self::Guard)>;
+}
+
+impl<S, G> Backend for (S, G) {
+    type Store = S;
+    type Guard = G;
+    fn into_backend(self) -> Option<(S, G)> {
+        Some(self)
+    }
+}
+
+impl<S, G> Backend for Option<(S, G)> {
+    type Store = S;
+    type Guard = G;
+    fn into_backend(self) -> Option<(S, G)> {
+        self
+    }
+}
+
+mod stats;
+pub use stats::queue_stats_count_backlog_and_dead;
+
+const T0: Millis = 1_700_000_000_000;
+
+fn new_inv(id: &str, function: &str, due_at: Millis) -> NewInvocation {
+    NewInvocation {
+        id: id.to_string(),
+        function: function.to_string(),
+        payload: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
+        content_type: Some("application/json".into()),
+        created_at: T0,
+        due_at,
+        idempotency_key: None,
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        delivery: None,
+    }
+}
+
+fn lease_req(function: &str, now: Millis, limit: usize) -> LeaseRequest {
+    LeaseRequest { function: function.into(), owner: "node-a".into(), now, expires_at: now + 30_000, limit }
+}
+
+fn attempt(number: u32, outcome: Outcome, status: Option<u16>) -> Attempt {
+    Attempt { number, started_at: T0 + 10, ended_at: T0 + 25, outcome, http_status: status, error: None }
+}
+
+fn ok_response(body: &'static str) -> StoredResponse {
+    StoredResponse {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: Bytes::from_static(body.as_bytes()),
+    }
+}
+
+async fn lease_one(store: &dyn Store, function: &str, now: Millis) -> Invocation {
+    let mut leased = store.lease(lease_req(function, now, 1)).await.unwrap().invocations;
+    assert_eq!(leased.len(), 1, "expected one due invocation of {function}");
+    leased.pop().unwrap()
+}
+
+async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Transition) {
+    let number = inv.attempt_count + 1;
+    let completion = Completion {
+        id: inv.id.clone(),
+        owner: "node-a".into(),
+        now,
+        attempt: Some(Attempt { error: Some("boom".into()), ..attempt(number, Outcome::Transient, Some(503)) }),
+        next,
+        effects: None,
+    };
+    store.complete(completion).await.unwrap();
+}
+
+mod events;
+mod invocations;
+mod keys;
+
+use self::events::{delivery_of, event};
+pub use events::*;
+pub use invocations::*;
+pub use keys::*;
