@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::events::{NewEvent, Published, StoredEvent};
-use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
+use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation, Status};
 use crate::kv::{KvEntry, KvWrite};
 use crate::Result;
@@ -210,6 +210,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         holder: String,
         reply: StoredReply,
     ) -> Result<()>;
+
+    /// The key record as it stands, read without a write (and without locking it): lets a
+    /// replay be answered without a transaction. Deciding to do work still goes through a claim.
+    async fn peek_key(&self, key: &KeyRef) -> Result<Option<KeyRecord>>;
 
     /// Claims a key for work that is not an invocation (redrive, cancel): on `Claim` or
     /// `TakeOver` the record is in flight, held by `claim.holder`.

@@ -22,14 +22,20 @@ async fn lock_and_load(tx: &Tx<'_>, key: &KeyRef) -> Result<Option<KeyRecord>> {
     )
     .await
     .map_err(db_err)?;
-    let found = query(
-        tx,
+    load(tx, key, " FOR UPDATE").await
+}
+
+/// The record without locking it: for answering replays without a write.
+pub(crate) async fn peek(tx: &Tx<'_>, key: &KeyRef) -> Result<Option<KeyRecord>> {
+    load(tx, key, "").await
+}
+
+async fn load(tx: &Tx<'_>, key: &KeyRef, lock: &str) -> Result<Option<KeyRecord>> {
+    let sql = format!(
         "SELECT fingerprint, holder, lease_until, reply_status, reply_headers, reply_body, invocation_id, expires_at \
-         FROM idempotency_keys WHERE scope = $1 AND route = $2 AND key = $3 FOR UPDATE",
-        &[&key.scope, &key.route, &key.key],
-    )
-    .await
-    .map_err(db_err)?;
+         FROM idempotency_keys WHERE scope = $1 AND route = $2 AND key = $3{lock}"
+    );
+    let found = query(tx, &sql, &[&key.scope, &key.route, &key.key]).await.map_err(db_err)?;
     let Some(r) = found.first() else { return Ok(None) };
     let phase = match r.get::<_, Option<i32>>(3) {
         Some(status) => KeyPhase::Completed(StoredReply {

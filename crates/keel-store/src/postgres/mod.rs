@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use keel_core::clock::Millis;
 use keel_core::events::{NewEvent, Published, StoredEvent};
-use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
+use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply, KeyRecord};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn};
@@ -241,6 +241,10 @@ impl Store for PgStore {
         reply: StoredReply,
     ) -> Result<()> {
         in_tx!(self, |tx| keys::finish_sync(&tx, &invocation, effects.as_ref(), &key, &holder, &reply))
+    }
+
+    async fn peek_key(&self, key: &KeyRef) -> Result<Option<KeyRecord>> {
+        in_tx!(self, |tx| keys::peek(&tx, key))
     }
 
     async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision> {

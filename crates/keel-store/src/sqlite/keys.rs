@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::ops;
 use super::rows::{self, db_err, decode_headers, encode_headers};
 
-fn load(conn: &Connection, key: &KeyRef) -> Result<Option<KeyRecord>> {
+pub(crate) fn load(conn: &Connection, key: &KeyRef) -> Result<Option<KeyRecord>> {
     conn.prepare_cached(
         "SELECT fingerprint, holder, lease_until, reply_status, reply_headers, reply_body, invocation_id, expires_at \
          FROM idempotency_keys WHERE scope = ? AND route = ? AND key = ?",

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use keel_core::clock::Millis;
 use keel_core::events::{NewEvent, Published, StoredEvent};
-use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
+use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store};
@@ -212,6 +212,11 @@ impl Store for SqliteStore {
         reply: StoredReply,
     ) -> Result<()> {
         self.writer.write(move |c| keys::finish_sync(c, &invocation, effects.as_ref(), &key, &holder, &reply)).await
+    }
+
+    async fn peek_key(&self, key: &KeyRef) -> Result<Option<KeyRecord>> {
+        let key = key.clone();
+        self.read(move |c| keys::load(c, &key)).await
     }
 
     async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision> {

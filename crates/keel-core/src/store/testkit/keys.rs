@@ -90,10 +90,20 @@ pub async fn claimed_keys_complete_release_and_expire(store: &dyn Store) {
     let c = key_claim("r", "fp", "h1", T0);
     assert_eq!(store.claim_key(c.clone()).await.unwrap(), KeyDecision::Claim);
     assert!(matches!(store.claim_key(key_claim("r", "fp", "h2", T0 + 1)).await.unwrap(), KeyDecision::InFlight { .. }));
+    let peeked = store.peek_key(&c.key).await.unwrap().expect("an in-flight record");
+    assert!(matches!(peeked.phase, crate::idempotency::KeyPhase::InFlight { ref holder, .. } if holder == "h1"));
+    assert_eq!(peeked.fingerprint, "fp");
     store.release_key(c.key.clone(), "h1".into()).await.unwrap();
     assert_eq!(store.claim_key(key_claim("r", "fp", "h2", T0 + 2)).await.unwrap(), KeyDecision::Claim, "released");
     store.complete_key(c.key.clone(), "h2".into(), reply("ok")).await.unwrap();
     assert_eq!(store.claim_key(key_claim("r", "fp", "h3", T0 + 3)).await.unwrap(), KeyDecision::Replay(reply("ok")));
+    let peeked = store.peek_key(&c.key).await.unwrap();
+    assert_eq!(
+        crate::idempotency::decide(peeked.as_ref(), "fp", T0 + 3),
+        KeyDecision::Replay(reply("ok")),
+        "a peek settles a replay without a claim"
+    );
+    assert!(store.peek_key(&key_claim("never", "fp", "h", T0).key).await.unwrap().is_none());
     // Expired records are purged in bounded batches and forgotten.
     store.claim_key(key_claim("s", "fp", "h1", T0)).await.unwrap();
     assert_eq!(store.purge_expired_keys(T0 + 59_999, 10).await.unwrap(), 0);
