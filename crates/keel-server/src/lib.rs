@@ -35,4 +35,6 @@ mod state;
 pub mod telemetry;
 mod trace;
 
+/// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
+pub use api::routes;
 pub use server::{serve, Node};

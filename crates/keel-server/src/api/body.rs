@@ -61,3 +61,19 @@ pub(crate) fn parse_limit(value: &str) -> Result<usize, Problem> {
         .filter(|n| *n >= 1)
         .ok_or_else(|| Problem::bad_request(format!("limit {value:?} is not a whole number of at least 1")))
 }
+
+/// The query of the lists, for the OpenAPI document (read by [`list_filter`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "parameters for the OpenAPI document; the query is read by `list_filter`")]
+pub(crate) struct PageQuery {
+    /// Only invocations of this function.
+    function: Option<String>,
+    /// Only deliveries to this subscription.
+    subscription: Option<String>,
+    /// Page size: 100 by default, at most 1,000 (a larger value is clamped).
+    #[param(minimum = 1)]
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}

@@ -13,7 +13,17 @@ use serde_json::{json, Value};
 use super::problem::Problem;
 use crate::state::Shared;
 
-/// `GET /v1/cluster`
+/// The nodes sharing this node's store, with their heartbeats and leases.
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    tag = "functions",
+    responses(
+        (status = 200, description = "Every node that has registered with the store.", body = schema::Cluster),
+        (status = 503, description = super::openapi::UNAVAILABLE,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Problem> {
     let now = shared.clock.now_ms();
     let nodes = shared.store.nodes().await?;
@@ -32,4 +42,36 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Value>
         })
         .collect();
     Ok(Json(json!({ "node": shared.node_id, "items": items, "next_cursor": null })))
+}
+
+/// The JSON built above, written down for the OpenAPI document.
+pub(super) mod schema {
+    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+
+    use utoipa::ToSchema;
+
+    #[derive(ToSchema)]
+    pub(crate) struct Cluster {
+        /// The id of the node that answered.
+        node: String,
+        items: Vec<Node>,
+        /// Always null: the list is never paginated.
+        next_cursor: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub(crate) struct Node {
+        id: String,
+        addr: String,
+        #[schema(format = DateTime)]
+        started_at: String,
+        #[schema(format = DateTime)]
+        last_heartbeat: String,
+        /// False once the node has been silent too long: its leases are taken back by the others.
+        alive: bool,
+        /// Invocations it holds leases on now.
+        leases: u64,
+        /// Whether this is the node that answered.
+        this_node: bool,
+    }
 }

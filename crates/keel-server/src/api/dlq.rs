@@ -11,12 +11,26 @@ use keel_core::invocation::Status;
 use keel_core::store::{ListFilter, MAX_LIMIT};
 use serde_json::{json, Value};
 
-use super::body::{self, list_filter};
+use super::body::{self, list_filter, PageQuery};
+use super::idempotency::IdempotencyKeyHeader;
+use super::openapi;
 use super::problem::Problem;
 use super::view;
 use crate::state::Shared;
 
-/// `GET /v1/dlq?function=&limit=&cursor=`
+/// Dead invocations: those that failed for good, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/dlq",
+    tag = "dlq",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of dead invocations (without attempts and results).",
+            body = view::schema::InvocationPage),
+        (status = 400, description = "An unknown query parameter or a limit below 1."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
@@ -27,23 +41,65 @@ pub(crate) async fn list(
     Ok(Json(view::page(&page.items, page.next_cursor)))
 }
 
-/// `POST /v1/dlq/{id}/redrive`: back to `queued`, same id, history kept.
+/// Redrive one dead invocation: back to `queued`, same id, history kept, `redrives` counted.
+#[utoipa::path(
+    post,
+    path = "/v1/dlq/{id}/redrive",
+    tag = "dlq",
+    params(("id" = String, Path, description = "The dead invocation."), IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "Requeued: the invocation (without attempts and result).",
+            body = view::schema::Invocation,
+            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = openapi::BAD_KEY),
+        (status = 404, description = "No invocation with that id."),
+        (status = 409, description = "The invocation is not dead (`invalid-state`), or a request with this \
+            Idempotency-Key is still in progress (`idempotency-key-in-use`, with Retry-After).",
+            headers(("Retry-After" = u64, description = "On `idempotency-key-in-use`: seconds to wait."))),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 422, description = openapi::KEY_REUSED),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn redrive(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
     let inv = shared.store.redrive(&id, shared.clock.now_ms()).await?;
     shared.functions.wake(&inv.function);
     Ok(Json(view::invocation(&inv, false)))
 }
 
-/// The body of a bulk redrive.
-#[derive(Debug, Default, serde::Deserialize)]
+/// The body of a bulk redrive: which dead invocations to requeue (all when empty).
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveFilter {
+    /// Only invocations of this function.
+    #[schema(nullable = false)]
     function: Option<String>,
+    /// Only deliveries to this subscription.
+    #[schema(nullable = false)]
     subscription: Option<String>,
+    /// At most this many (at least 1); every match when absent.
+    #[schema(nullable = false, minimum = 1)]
     limit: Option<usize>,
 }
 
-/// `POST /v1/dlq/redrive` with `{"function"?, "limit"?}`: every match (or `limit` of them).
+/// Redrive dead invocations in bulk: every match of the filter, or `limit` of them.
+#[utoipa::path(
+    post,
+    path = "/v1/dlq/redrive",
+    tag = "dlq",
+    params(IdempotencyKeyHeader),
+    request_body(content = RedriveFilter, description = "The filter; an empty body redrives every dead invocation."),
+    responses(
+        (status = 200, description = "How many were requeued.", body = schema::Redriven,
+            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400,
+            description = "The body is not a filter object, `limit` is 0, or the Idempotency-Key is malformed."),
+        (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 422, description = openapi::KEY_REUSED),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn redrive_matching(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
@@ -84,8 +140,33 @@ pub(crate) async fn redrive_matching(
     Ok(Json(json!({ "redriven": redriven })))
 }
 
-/// `DELETE /v1/dlq/{id}`
+/// Discard one dead invocation: status `discarded`.
+#[utoipa::path(
+    delete,
+    path = "/v1/dlq/{id}",
+    tag = "dlq",
+    params(("id" = String, Path, description = "The dead invocation.")),
+    responses(
+        (status = 200, description = "Discarded: the invocation (without attempts and result).",
+            body = view::schema::Invocation),
+        (status = 404, description = "No invocation with that id."),
+        (status = 409, description = "The invocation is not dead (`invalid-state`)."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn discard(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
     let inv = shared.store.discard(&id, shared.clock.now_ms()).await?;
     Ok(Json(view::invocation(&inv, false)))
+}
+
+/// The JSON built above, written down for the OpenAPI document.
+pub(super) mod schema {
+    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+
+    /// The answer of a bulk redrive.
+    #[derive(utoipa::ToSchema)]
+    pub(crate) struct Redriven {
+        /// How many dead invocations were requeued.
+        redriven: usize,
+    }
 }

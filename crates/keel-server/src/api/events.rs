@@ -13,12 +13,61 @@ use keel_core::events::{self as ce, CloudEvent};
 use keel_core::id::new_id;
 use serde_json::{json, Map, Value};
 
+use super::idempotency::IdempotencyKeyHeader;
 use super::problem::Problem;
-use super::{body, idempotency};
+use super::{body, idempotency, openapi};
 use crate::state::Shared;
 use crate::{events, trace};
 
-/// `POST /v1/topics/{topic}/events`: structured, batch, binary mode, or any JSON body.
+/// Publish events to a topic: structured, batch, binary mode, or any JSON body.
+///
+/// Each event is delivered to every subscription of the topic whose filter it matches. The same
+/// `source` + `id` again is accepted (202, the original id) and not delivered again. A plain
+/// JSON body is wrapped in an event: `type` = the topic, a generated `id` (derived from the
+/// Idempotency-Key when one is sent).
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/events",
+    tag = "events",
+    params(
+        ("topic" = String, Path, description = "A declared topic."),
+        IdempotencyKeyHeader,
+        ("traceparent" = Option<String>, Header, nullable = false,
+            description = "W3C trace context, carried to the deliveries."),
+        ("ce-specversion" = Option<String>, Header, nullable = false,
+            description = "Binary mode: `1.0`. Its presence selects \
+            binary mode; the body is then the event's data, and its content-type the data's."),
+        ("ce-id" = Option<String>, Header, nullable = false, description = "Binary mode: the event id (required)."),
+        ("ce-source" = Option<String>, Header, nullable = false,
+            description = "Binary mode: the event source (required)."),
+        ("ce-type" = Option<String>, Header, nullable = false, description = "Binary mode: the event type (required)."),
+        ("ce-subject" = Option<String>, Header, nullable = false,
+            description = "Binary mode: the subject. Any other `ce-*` header \
+            is an attribute or extension of the event."),
+    ),
+    request_body(
+        description = "One structured CloudEvent, a batch of them, the data of a binary-mode event (`ce-*` \
+            headers), or any JSON value to wrap in an event.",
+        content(
+            (schema::CloudEvent = "application/cloudevents+json"),
+            (Vec<schema::CloudEvent> = "application/cloudevents-batch+json"),
+            (serde_json::Value = "application/json"),
+            ("*/*"),
+        )
+    ),
+    responses(
+        (status = 202, description = "Stored, with their deliveries: the ids of the events, in order.",
+            body = schema::Published,
+            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = "An invalid CloudEvent (what is wrong is named), a body that is not JSON, or a \
+            malformed Idempotency-Key."),
+        (status = 404, description = "No topic of that name is declared (`unknown-topic`)."),
+        (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 422, description = openapi::KEY_REUSED),
+        (status = 503, description = openapi::UNAVAILABLE_OR_DRAINING, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn publish(
     State(shared): State<Arc<Shared>>,
     Path(topic): Path<String>,
@@ -91,7 +140,18 @@ fn read_events(headers: &HeaderMap, topic: &str, body: Bytes, now: i64) -> Resul
     }
 }
 
-/// `GET /v1/events/{id}`
+/// An event and its deliveries, one per subscription.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    tag = "events",
+    params(("id" = String, Path, description = "The event (as answered by publish).")),
+    responses(
+        (status = 200, description = "The event.", body = schema::Event),
+        (status = 404, description = "No event with that id."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
     let stored =
         shared.store.get_event(&id).await?.ok_or_else(|| Problem::not_found(format!("event {id} not found")))?;
@@ -141,4 +201,92 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(id): Path<String
         .collect();
     v.insert("deliveries".into(), Value::Array(deliveries));
     Ok(Json(Value::Object(v)))
+}
+
+/// The JSON built above, and the CloudEvents accepted, written down for the OpenAPI document.
+pub(super) mod schema {
+    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+
+    use std::collections::BTreeMap;
+
+    use utoipa::ToSchema;
+
+    use crate::api::view::schema::InvocationStatus;
+
+    /// A CloudEvent 1.0 in structured mode. Other members are extension attributes (strings).
+    #[derive(ToSchema)]
+    pub(crate) struct CloudEvent {
+        /// `1.0`.
+        specversion: String,
+        /// Unique for its `source`.
+        id: String,
+        source: String,
+        #[schema(rename = "type")]
+        kind: String,
+        #[schema(nullable = false)]
+        subject: Option<String>,
+        /// RFC 3339.
+        #[schema(format = DateTime, nullable = false)]
+        time: Option<String>,
+        #[schema(nullable = false)]
+        datacontenttype: Option<String>,
+        #[schema(nullable = false)]
+        dataschema: Option<String>,
+        /// The data, as JSON (not with `data_base64`).
+        #[schema(nullable = false)]
+        data: Option<serde_json::Value>,
+        /// The data, base64-encoded (not with `data`).
+        #[schema(nullable = false)]
+        data_base64: Option<String>,
+    }
+
+    /// The answer of a publish.
+    #[derive(ToSchema)]
+    pub(crate) struct Published {
+        /// The event ids, in the order sent; a duplicate gets the original's.
+        ids: Vec<String>,
+    }
+
+    /// A stored event, with its deliveries.
+    #[derive(ToSchema)]
+    pub(crate) struct Event {
+        /// Keel's id of the event.
+        id: String,
+        topic: String,
+        /// `1.0`.
+        specversion: String,
+        /// The CloudEvent's own `id`.
+        ce_id: String,
+        source: String,
+        #[schema(rename = "type")]
+        kind: String,
+        #[schema(nullable = false)]
+        subject: Option<String>,
+        #[schema(nullable = false)]
+        time: Option<String>,
+        #[schema(nullable = false)]
+        datacontenttype: Option<String>,
+        #[schema(nullable = false)]
+        dataschema: Option<String>,
+        /// JSON data inline; any other data as text.
+        data: serde_json::Value,
+        extensions: BTreeMap<String, String>,
+        /// How many effect-emitted events led to this one.
+        hops: u32,
+        #[schema(format = DateTime)]
+        created_at: String,
+        deliveries: Vec<Delivery>,
+    }
+
+    /// The delivery of an event to one subscription: an invocation of its function.
+    #[derive(ToSchema)]
+    pub(crate) struct Delivery {
+        subscription: Option<String>,
+        function: String,
+        invocation_id: String,
+        status: InvocationStatus,
+        attempt_count: u32,
+        #[schema(nullable = false)]
+        error: Option<String>,
+    }
 }

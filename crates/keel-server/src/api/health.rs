@@ -11,12 +11,30 @@ use serde_json::{json, Value};
 use super::problem::Problem;
 use crate::state::Shared;
 
-/// `GET /healthz`: the process answers.
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process answers.", body = schema::Health, example = json!({"status": "ok"})),
+    )
+)]
 pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the store answers and the node is not draining.
+/// Readiness: the store answers and the node is not draining.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready for work.", body = schema::Health, example = json!({"status": "ready"})),
+        (status = 503, description = "Draining (`draining`) or the store is unavailable (`not-ready`).",
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again."))),
+    )
+)]
 pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
@@ -27,4 +45,15 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Val
             .retry_after(1)
     })?;
     Ok(Json(json!({"status": "ready"})))
+}
+
+/// The JSON built above, written down for the OpenAPI document.
+pub(super) mod schema {
+    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+
+    /// `{"status": "ok"}` or `{"status": "ready"}`.
+    #[derive(utoipa::ToSchema)]
+    pub(crate) struct Health {
+        status: String,
+    }
 }

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keel_core::clock::Millis;
-use keel_core::idempotency::{parse_key_header, KeyClaim, KeyDecision, KeyRef, StoredReply};
+use keel_core::idempotency::{decide, parse_key_header, KeyClaim, KeyDecision, KeyRef, StoredReply};
 use sha2::{Digest, Sha256};
 
 use super::problem::{reply_response, Problem};
@@ -30,6 +30,20 @@ pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 const ROUTE_LEASE: Duration = Duration::from_secs(30);
 /// Headers a stored reply keeps.
 const KEPT_HEADERS: [&str; 5] = ["content-type", "location", "keel-invocation-id", "keel-attempts", "retry-after"];
+
+/// The `Idempotency-Key` request header, for the OpenAPI document (read by [`key_from`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "a parameter for the OpenAPI document; the header is read by `key_from`")]
+pub(crate) struct IdempotencyKeyHeader {
+    /// Makes a retry of this request safe: 1–255 printable ASCII characters (a quoted
+    /// structured-field string or a bare token), scoped to the route. The first request runs and
+    /// its answer is stored (for 24 h by default); the same key with the same body replays that
+    /// answer with `idempotent-replayed: true`; with another body → 422; while the first is still
+    /// in progress → 409 with Retry-After.
+    #[param(rename = "Idempotency-Key", max_length = 255, min_length = 1, nullable = false)]
+    key: Option<String>,
+}
 
 /// The key in the request, if any; 400 when it is malformed.
 pub(crate) fn key_from(headers: &HeaderMap) -> Result<Option<String>, Problem> {
@@ -73,6 +87,17 @@ pub(crate) fn claim(
     }
 }
 
+/// The answer when the stored record already settles the request — a replay, or a key reused
+/// with another request — read without a write; `None` when the request must claim the key.
+pub(crate) async fn settled(shared: &Shared, claim: &KeyClaim) -> Result<Option<Response>, Problem> {
+    let record = shared.store.peek_key(&claim.key).await?;
+    Ok(match decide(record.as_ref(), &claim.fingerprint, claim.now) {
+        KeyDecision::Replay(reply) => Some(replay(reply)),
+        KeyDecision::Mismatch => Some(mismatch().into_response()),
+        _ => None,
+    })
+}
+
 /// A stored reply answered again, marked as a replay.
 pub(crate) fn replay(reply: StoredReply) -> Response {
     let mut response = reply_response(reply);
@@ -80,16 +105,25 @@ pub(crate) fn replay(reply: StoredReply) -> Response {
     response
 }
 
+/// Whether the route of a 409 honours `Prefer: wait=N` (only sync invoke does), so the answer
+/// suggests it only where it would work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PreferWait {
+    Honoured,
+    Ignored,
+}
+
 /// 409 while another request holds the key.
-pub(crate) fn in_flight(shared: &Shared, lease_until: Millis) -> Problem {
+pub(crate) fn in_flight(shared: &Shared, lease_until: Millis, prefer_wait: PreferWait) -> Problem {
     let secs = ((lease_until - shared.clock.now_ms()).max(0) as u64).div_ceil(1000).clamp(1, 60);
-    Problem::new(
-        StatusCode::CONFLICT,
-        "idempotency-key-in-use",
-        "Request in progress",
-        "a request with this Idempotency-Key is still in progress; retry later, or send `Prefer: wait=N` to wait for its result",
-    )
-    .retry_after(secs)
+    let detail = match prefer_wait {
+        PreferWait::Honoured => {
+            "a request with this Idempotency-Key is still in progress; retry later, or send `Prefer: wait=N` to wait \
+             for its result"
+        }
+        PreferWait::Ignored => "a request with this Idempotency-Key is still in progress; retry later",
+    };
+    Problem::new(StatusCode::CONFLICT, "idempotency-key-in-use", "Request in progress", detail).retry_after(secs)
 }
 
 /// 422 when the key was used for another request.
@@ -148,12 +182,19 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
         .into_response();
     };
     let claim = claim(&shared, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
+    match settled(&shared, &claim).await {
+        Ok(Some(answer)) => return answer,
+        Ok(None) => {}
+        Err(problem) => return problem.into_response(),
+    }
     let (key, holder) = (claim.key.clone(), claim.holder.clone());
     match shared.store.claim_key(claim).await {
         Err(e) => Problem::from(e).into_response(),
         Ok(KeyDecision::Replay(reply)) => replay(reply),
         Ok(KeyDecision::Mismatch) => mismatch().into_response(),
-        Ok(KeyDecision::InFlight { lease_until }) => in_flight(&shared, lease_until).into_response(),
+        Ok(KeyDecision::InFlight { lease_until }) => {
+            in_flight(&shared, lease_until, PreferWait::Ignored).into_response()
+        }
         Ok(KeyDecision::Claim | KeyDecision::TakeOver { .. }) => {
             let response = next.run(Request::from_parts(parts, Body::from(body))).await;
             let reply = to_reply(response, usize::MAX).await;

@@ -10,21 +10,64 @@ use axum::Json;
 use keel_core::invocation::{Invocation, Status};
 use serde_json::Value;
 
-use super::body::list_filter;
+use super::body::{list_filter, PageQuery};
+use super::idempotency::IdempotencyKeyHeader;
+use super::openapi;
 use super::problem::Problem;
 use super::view;
 use crate::state::Shared;
 
+/// How long a read waits for a sync invocation's record that is still being written.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn find(shared: &Shared, id: &str) -> Result<Invocation, Problem> {
-    shared.store.get(id).await?.ok_or_else(|| Problem::not_found(format!("invocation {id} not found")))
+    if let Some(inv) = shared.store.get(id).await? {
+        return Ok(inv);
+    }
+    // A sync call's record is written behind its reply: a client reading the id it was just
+    // given waits for it rather than being told it does not exist.
+    if shared.behind.wait_for(id, RECORD_WAIT).await {
+        if let Some(inv) = shared.store.get(id).await? {
+            return Ok(inv);
+        }
+    }
+    Err(Problem::not_found(format!("invocation {id} not found")))
 }
 
-/// `GET /v1/invocations/{id}`
+/// An invocation, with its attempt history and result.
+#[utoipa::path(
+    get,
+    path = "/v1/invocations/{id}",
+    tag = "invocations",
+    params(("id" = String, Path, description = "The invocation.")),
+    responses(
+        (status = 200, description = "The invocation.", body = view::schema::Invocation),
+        (status = 404, description = "No invocation with that id."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
     Ok(Json(view::invocation(&find(&shared, &id).await?, true)))
 }
 
-/// `GET /v1/invocations/{id}/result`: the stored response, raw.
+/// The stored response of a succeeded invocation, raw.
+///
+/// Answered with the function's own status, content-type and body.
+#[utoipa::path(
+    get,
+    path = "/v1/invocations/{id}/result",
+    tag = "invocations",
+    params(("id" = String, Path, description = "The invocation.")),
+    responses(
+        (status = "2XX", description = "The function's response, as it answered: status, content-type and body.",
+            content(("*/*")),
+            headers(("keel-invocation-id" = String, description = "The invocation."))),
+        (status = 404, description = "No invocation with that id."),
+        (status = 409, description = "The invocation has not succeeded, so it has no result (`no-result`, with \
+            `invocation_id` and `invocation_status`)."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, Problem> {
     let inv = find(&shared, &id).await?;
     let response = match (&inv.response, inv.status) {
@@ -49,17 +92,52 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     Ok(resp)
 }
 
-/// `GET /v1/invocations?function=&status=&limit=&cursor=`
+/// Invocations, newest first, filtered by function, subscription and status.
+#[utoipa::path(
+    get,
+    path = "/v1/invocations",
+    tag = "invocations",
+    params(
+        PageQuery,
+        ("status" = Option<view::schema::InvocationStatus>, Query, description = "Only invocations in this status."),
+    ),
+    responses(
+        (status = 200, description = "A page of invocations (without attempts and results).",
+            body = view::schema::InvocationPage),
+        (status = 400, description = "An unknown query parameter, status or a limit below 1."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, Problem> {
     let filter = list_filter(&query, &["function", "subscription", "status", "limit", "cursor"])?;
+    shared.behind.wait_for_current(RECORD_WAIT).await;
     let page = shared.store.list(filter).await?;
     Ok(Json(view::page(&page.items, page.next_cursor)))
 }
 
-/// `POST /v1/invocations/{id}/cancel`
+/// Cancel a queued or retrying invocation.
+#[utoipa::path(
+    post,
+    path = "/v1/invocations/{id}/cancel",
+    tag = "invocations",
+    params(("id" = String, Path, description = "The invocation."), IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "Cancelled: the invocation (without attempts and result).",
+            body = view::schema::Invocation,
+            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = openapi::BAD_KEY),
+        (status = 404, description = "No invocation with that id."),
+        (status = 409, description = "It is neither queued nor retrying (`invalid-state`), or a request with this \
+            Idempotency-Key is still in progress (`idempotency-key-in-use`, with Retry-After).",
+            headers(("Retry-After" = u64, description = "On `idempotency-key-in-use`: seconds to wait."))),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 422, description = openapi::KEY_REUSED),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
     let inv = shared.store.cancel(&id, shared.clock.now_ms()).await?;
     Ok(Json(view::invocation(&inv, false)))

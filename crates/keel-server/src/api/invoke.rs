@@ -14,8 +14,9 @@ use keel_core::idempotency::{KeyDecision, StoredReply};
 use keel_core::invocation::{Invocation, Lease, NewInvocation};
 use serde_json::json;
 
+use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
-use super::{body, idempotency};
+use super::{body, idempotency, openapi};
 use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest};
 use crate::faults;
 use crate::functions::Function;
@@ -49,7 +50,63 @@ fn traceparent(headers: &HeaderMap) -> String {
     header_str(headers, "traceparent").and_then(trace::parse_traceparent).unwrap_or_else(trace::new_traceparent)
 }
 
-/// `POST /v1/functions/{name}/invoke`
+/// Sync invoke: run the function and wait for its answer.
+///
+/// Keel runs attempts, retrying transient failures until one succeeds, the retry policy is used
+/// up or the function's `sync_timeout` passes, and answers with the function's response or a
+/// problem.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/invoke",
+    tag = "invoke",
+    params(
+        ("name" = String, Path, description = "The function."),
+        IdempotencyKeyHeader,
+        ("Prefer" = Option<String>, Header, nullable = false,
+            description = "`wait=N` (RFC 7240; seconds, at most 300): when a \
+            request with the same Idempotency-Key is still in progress, wait up to N seconds for its answer \
+            instead of answering 409."),
+        ("traceparent" = Option<String>, Header, nullable = false,
+            description = "W3C trace context, carried to every attempt."),
+    ),
+    request_body(description = "The payload, passed to the function as is, with its content-type.", content(("*/*"))),
+    responses(
+        (status = "2XX", description = "The function succeeded: its status, content-type and body.", content(("*/*")),
+            headers(
+                ("keel-invocation-id" = String, description = "The invocation."),
+                ("keel-attempts" = u32, description = "Attempts made."),
+                ("idempotent-replayed" = String, description = "`true` on a replayed answer."),
+            )),
+        (status = "4XX", description = "The function refused the request (a permanent failure, not retried), \
+            answered as it sent it: status, content-type and body, with `keel-invocation-id` and `keel-attempts`. \
+            A 400, 404, 409, 413 or 422 without `keel-invocation-id` is Keel's own problem, described apart.",
+            content(("*/*")),
+            headers(
+                ("keel-invocation-id" = String, description = "The invocation."),
+                ("keel-attempts" = u32, description = "Attempts made."),
+            )),
+        (status = 400, description = "The Idempotency-Key is malformed, or the body cannot be read."),
+        (status = 404, description = "No function of that name is configured (`unknown-function`)."),
+        (status = 409, description = "A request with this Idempotency-Key is still in progress \
+            (`idempotency-key-in-use`); retry after Retry-After, or send `Prefer: wait=N`.",
+            headers(("Retry-After" = u64))),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 422, description = openapi::KEY_REUSED),
+        (status = 502, description = "Retries used up (`retries-exhausted`), or a permanent failure that is not a \
+            4xx (`function-failed`); with `invocation_id` and `attempts`.",
+            headers(
+                ("keel-invocation-id" = String, description = "The invocation."),
+                ("keel-attempts" = u32, description = "Attempts made."),
+            )),
+        (status = 503, description = openapi::UNAVAILABLE_OR_DRAINING, headers(("Retry-After" = u64))),
+        (status = 504, description = "The deadline (`sync_timeout`) passed, retries included, or no concurrency \
+            slot was free in time (`deadline-exceeded`); with `invocation_id` and `attempts`.",
+            headers(
+                ("keel-invocation-id" = String, description = "The invocation."),
+                ("keel-attempts" = u32, description = "Attempts made."),
+            )),
+    )
+)]
 pub(crate) async fn invoke_sync(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -85,6 +142,9 @@ pub(crate) async fn invoke_sync(
             lease,
             function.config.idempotency_ttl,
         );
+        if let Some(answer) = idempotency::settled(&shared, &claim).await? {
+            return Ok(answer);
+        }
         let mut inv = sync::new_invocation(&shared, function, request.clone(), Some(key.clone()));
         inv.lease = Some(Lease { owner: claim.holder.clone(), leased_at: claim.now, expires_at: claim.lease_until });
         let (key_ref, holder) = (claim.key.clone(), claim.holder.clone());
@@ -96,7 +156,7 @@ pub(crate) async fn invoke_sync(
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(200));
                 }
-                _ => return Err(idempotency::in_flight(&shared, lease_until)),
+                _ => return Err(idempotency::in_flight(&shared, lease_until, PreferWait::Honoured)),
             },
             decision => {
                 if let KeyDecision::TakeOver { invocation_id } = decision {
@@ -145,7 +205,39 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
     reply
 }
 
-/// `POST /v1/functions/{name}/invocations`
+/// Async invoke: queue an invocation, answered 202 once it is on disk.
+///
+/// Keel runs the attempts in the background, retrying transient failures; an invocation that
+/// fails for good goes to the dead-letter queue.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/invocations",
+    tag = "invoke",
+    params(
+        ("name" = String, Path, description = "The function."),
+        IdempotencyKeyHeader,
+        ("keel-delay" = Option<String>, Header, nullable = false,
+            description = "Run the first attempt this much later: a humantime \
+            duration (`250ms`, `30s`, `5m`), at most 365 days."),
+        ("traceparent" = Option<String>, Header, nullable = false,
+            description = "W3C trace context, carried to every attempt."),
+    ),
+    request_body(description = "The payload, passed to the function as is, with its content-type.", content(("*/*"))),
+    responses(
+        (status = 202, description = "Queued.", body = schema::Accepted,
+            headers(
+                ("Location" = String, description = "`/v1/invocations/{id}`"),
+                ("keel-invocation-id" = String, description = "The invocation."),
+                ("idempotent-replayed" = String, description = "`true` on a replayed answer."),
+            )),
+        (status = 400, description = "The Idempotency-Key or keel-delay is malformed, or the body cannot be read."),
+        (status = 404, description = "No function of that name is configured (`unknown-function`)."),
+        (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 422, description = openapi::KEY_REUSED),
+        (status = 503, description = openapi::UNAVAILABLE_OR_DRAINING, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn invoke_async(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
@@ -191,11 +283,16 @@ pub(crate) async fn invoke_async(
                 Duration::ZERO,
                 function.config.idempotency_ttl,
             );
+            if let Some(answer) = idempotency::settled(&shared, &claim).await? {
+                return Ok(answer);
+            }
             match shared.store.enqueue_keyed(new, claim, reply.clone()).await? {
                 KeyDecision::Claim | KeyDecision::TakeOver { .. } => {}
                 KeyDecision::Replay(stored) => return Ok(idempotency::replay(stored)),
                 KeyDecision::Mismatch => return Err(idempotency::mismatch()),
-                KeyDecision::InFlight { lease_until } => return Err(idempotency::in_flight(&shared, lease_until)),
+                KeyDecision::InFlight { lease_until } => {
+                    return Err(idempotency::in_flight(&shared, lease_until, PreferWait::Ignored))
+                }
             }
         }
     }
@@ -215,5 +312,20 @@ fn accepted_reply(id: &str) -> StoredReply {
             ("keel-invocation-id".into(), id.to_string()),
         ],
         body: json!({"id": id, "status": "queued"}).to_string().into(),
+    }
+}
+
+/// The JSON built above, written down for the OpenAPI document.
+pub(super) mod schema {
+    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+
+    /// The answer of an async invoke.
+    #[derive(utoipa::ToSchema)]
+    #[schema(example = json!({"id": "01JC7Z3V9Q4W2B8N5M6K1H0G3F", "status": "queued"}))]
+    pub(crate) struct Accepted {
+        /// The invocation: `GET /v1/invocations/{id}`.
+        id: String,
+        /// Always `queued`.
+        status: String,
     }
 }

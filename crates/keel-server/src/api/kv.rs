@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use keel_core::kv::{self, KvWrite, Precondition};
 use serde_json::json;
 
-use super::body;
 use super::problem::Problem;
+use super::{body, openapi};
 use crate::state::Shared;
 
 fn check(ns: &str, key: &str) -> Result<(), Problem> {
@@ -21,6 +21,19 @@ fn check(ns: &str, key: &str) -> Result<(), Problem> {
 
 fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits")
+}
+
+/// The precondition headers of a write, for the OpenAPI document (read by [`precondition`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "parameters for the OpenAPI document; the headers are read by `precondition`")]
+pub(crate) struct PreconditionHeaders {
+    /// Write only if the current version is this ETag (`"7"`); else 412. Not with If-None-Match.
+    #[param(rename = "If-Match", example = "\"7\"", nullable = false)]
+    if_match: Option<String>,
+    /// `*`: write only if the key is absent; else 412. Not with If-Match.
+    #[param(rename = "If-None-Match", example = "*", nullable = false)]
+    if_none_match: Option<String>,
 }
 
 /// The precondition the request's `If-Match` / `If-None-Match` headers state.
@@ -41,7 +54,23 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
     }
 }
 
-/// `GET /v1/kv/{ns}/{key}`: the value as the JSON body, its version as the ETag.
+/// Read a value: the value itself as the JSON body, its version as the ETag.
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{ns}/{key}",
+    tag = "kv",
+    params(
+        ("ns" = String, Path, description = "The namespace."),
+        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+    ),
+    responses(
+        (status = 200, description = "The value.", body = serde_json::Value, content_type = "application/json",
+            headers(("ETag" = String, description = "The version, quoted: `\"7\"`."))),
+        (status = 400, description = "The namespace or key is not a valid name."),
+        (status = 404, description = "No value under that key."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn get(
     State(shared): State<Arc<Shared>>,
     Path((ns, key)): Path<(String, String)>,
@@ -55,7 +84,28 @@ pub(crate) async fn get(
     Ok(response)
 }
 
-/// `PUT /v1/kv/{ns}/{key}` with a JSON body.
+/// Write a value, optionally on a precondition.
+#[utoipa::path(
+    put,
+    path = "/v1/kv/{ns}/{key}",
+    tag = "kv",
+    params(
+        ("ns" = String, Path, description = "The namespace."),
+        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        PreconditionHeaders,
+    ),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "The value: any JSON."),
+    responses(
+        (status = 200, description = "Replaced.", body = schema::Written,
+            headers(("ETag" = String, description = "The new version, quoted."))),
+        (status = 201, description = "Created (version 1).", body = schema::Written,
+            headers(("ETag" = String, description = "The new version, quoted."))),
+        (status = 400, description = "An invalid name, precondition header or JSON body."),
+        (status = 412, description = "The precondition failed (`precondition-failed`): nothing was written."),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn put(
     State(shared): State<Arc<Shared>>,
     Path((ns, key)): Path<(String, String)>,
@@ -75,7 +125,24 @@ pub(crate) async fn put(
     Ok(response)
 }
 
-/// `DELETE /v1/kv/{ns}/{key}`
+/// Delete a value, optionally on a precondition.
+#[utoipa::path(
+    delete,
+    path = "/v1/kv/{ns}/{key}",
+    tag = "kv",
+    params(
+        ("ns" = String, Path, description = "The namespace."),
+        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        PreconditionHeaders,
+    ),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "An invalid name or precondition header."),
+        (status = 404, description = "No value under that key (without a precondition)."),
+        (status = 412, description = "The precondition failed (`precondition-failed`): nothing was deleted."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
 pub(crate) async fn delete(
     State(shared): State<Arc<Shared>>,
     Path((ns, key)): Path<(String, String)>,
@@ -88,4 +155,18 @@ pub(crate) async fn delete(
     }
     shared.store.kv_write(KvWrite { ns, key, value: None, precondition }, shared.clock.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The JSON built above, written down for the OpenAPI document.
+pub(super) mod schema {
+    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+
+    /// The answer of a write.
+    #[derive(utoipa::ToSchema)]
+    pub(crate) struct Written {
+        ns: String,
+        key: String,
+        /// The new version (also the ETag).
+        version: i64,
+    }
 }

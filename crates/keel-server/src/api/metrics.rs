@@ -11,7 +11,14 @@ use crate::state::Shared;
 /// The text exposition format, version 0.0.4.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `GET /metrics`
+/// Prometheus metrics of this node (`keel_*`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The Prometheus text exposition format, version 0.0.4.",
+        body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"))
+)]
 pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     ([(CONTENT_TYPE, PROMETHEUS_TEXT)], crate::telemetry::render(&shared).await)
 }

@@ -1,4 +1,5 @@
-//! The HTTP API (v1): routes → handlers. Every error is RFC 9457 problem+json ([`problem`]).
+//! The HTTP API (v1): routes → handlers. Every error is RFC 9457 problem+json ([`problem`]);
+//! `GET /v1/openapi.json` describes every route ([`openapi`] assembles the handlers' annotations).
 
 mod body;
 mod cluster;
@@ -11,6 +12,7 @@ mod invocations;
 mod invoke;
 mod kv;
 mod metrics;
+mod openapi;
 mod problem;
 mod view;
 
@@ -18,42 +20,76 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{delete, get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::state::Shared;
 use problem::Problem;
 
+/// How one route's handler is mounted (the keyed ones need the state for their layer).
+type Mount = fn(&Arc<Shared>) -> MethodRouter<Arc<Shared>>;
+
+/// A row of [`ROUTES`]: the method and its filter come from one name, so the listed method is
+/// the one mounted. `keyed` puts the plain POST routes behind [`idempotency::keyed`]; the invoke
+/// routes handle their own keys.
+macro_rules! route {
+    ($method:ident $path:literal => $handler:path) => {
+        (Method::$method, $path, (|_| on(MethodFilter::$method, $handler)) as Mount)
+    };
+    ($method:ident $path:literal => $handler:path, keyed) => {
+        (Method::$method, $path, (|shared| keyed(shared, on(MethodFilter::$method, $handler))) as Mount)
+    };
+}
+
+/// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
+/// test can check that each one is documented.
+const ROUTES: [(Method, &str, Mount); 22] = [
+    route!(GET "/v1/functions" => functions::list),
+    route!(GET "/v1/functions/{name}" => functions::get),
+    route!(POST "/v1/functions/{name}/invoke" => invoke::invoke_sync),
+    route!(POST "/v1/functions/{name}/invocations" => invoke::invoke_async),
+    route!(GET "/v1/invocations" => invocations::list),
+    route!(GET "/v1/invocations/{id}" => invocations::get),
+    route!(GET "/v1/invocations/{id}/result" => invocations::result),
+    route!(POST "/v1/invocations/{id}/cancel" => invocations::cancel, keyed),
+    route!(GET "/v1/dlq" => dlq::list),
+    route!(POST "/v1/dlq/redrive" => dlq::redrive_matching, keyed),
+    route!(POST "/v1/dlq/{id}/redrive" => dlq::redrive, keyed),
+    route!(DELETE "/v1/dlq/{id}" => dlq::discard),
+    route!(GET "/v1/cluster" => cluster::get),
+    route!(POST "/v1/topics/{topic}/events" => events::publish, keyed),
+    route!(GET "/v1/events/{id}" => events::get),
+    route!(GET "/v1/kv/{ns}/{*key}" => kv::get),
+    route!(PUT "/v1/kv/{ns}/{*key}" => kv::put),
+    route!(DELETE "/v1/kv/{ns}/{*key}" => kv::delete),
+    route!(GET "/v1/openapi.json" => openapi::document),
+    route!(GET "/healthz" => health::healthz),
+    route!(GET "/readyz" => health::readyz),
+    route!(GET "/metrics" => metrics::metrics),
+];
+
+/// Every route the router answers: its method and its path as axum writes it (`{*key}` for a
+/// rest-of-path parameter).
+pub fn routes() -> Vec<(Method, &'static str)> {
+    ROUTES.iter().map(|(method, path, _)| (method.clone(), *path)).collect()
+}
+
 /// The router of one node, without a socket: tests can drive it with `oneshot`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.server.body_limit as usize;
-    // Plain POST routes get idempotency keys from a layer; the invoke routes handle their own.
-    let keyed = axum::middleware::from_fn_with_state(shared.clone(), idempotency::keyed);
-    Router::new()
-        .route("/v1/functions", get(functions::list))
-        .route("/v1/functions/{name}", get(functions::get))
-        .route("/v1/functions/{name}/invoke", post(invoke::invoke_sync))
-        .route("/v1/functions/{name}/invocations", post(invoke::invoke_async))
-        .route("/v1/invocations", get(invocations::list))
-        .route("/v1/invocations/{id}", get(invocations::get))
-        .route("/v1/invocations/{id}/result", get(invocations::result))
-        .route("/v1/invocations/{id}/cancel", post(invocations::cancel).layer(keyed.clone()))
-        .route("/v1/dlq", get(dlq::list))
-        .route("/v1/dlq/redrive", post(dlq::redrive_matching).layer(keyed.clone()))
-        .route("/v1/dlq/{id}/redrive", post(dlq::redrive).layer(keyed.clone()))
-        .route("/v1/dlq/{id}", delete(dlq::discard))
-        .route("/v1/cluster", get(cluster::get))
-        .route("/v1/topics/{topic}/events", post(events::publish).layer(keyed))
-        .route("/v1/events/{id}", get(events::get))
-        .route("/v1/kv/{ns}/{*key}", get(kv::get).put(kv::put).delete(kv::delete))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::metrics))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, (_, path, mount)| router.route(path, mount(&shared)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .with_state(shared)
+}
+
+/// `method_router` behind the `Idempotency-Key` layer of the plain POST routes.
+fn keyed(shared: &Arc<Shared>, method_router: MethodRouter<Arc<Shared>>) -> MethodRouter<Arc<Shared>> {
+    method_router.layer(axum::middleware::from_fn_with_state(shared.clone(), idempotency::keyed))
 }
 
 async fn not_found(uri: Uri) -> Problem {

@@ -16,6 +16,31 @@ pub(crate) struct Problem {
     retry_after: Option<u64>,
 }
 
+/// RFC 9457 problem details: the body of every error answer, as `application/problem+json`.
+// Written down for the OpenAPI document; the body itself is built by `Problem::into_reply`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "a schema for the OpenAPI document; never built")]
+pub(crate) struct ProblemDetails {
+    /// `urn:keel:problem:` and the kind of error, e.g. `urn:keel:problem:unknown-function`.
+    #[schema(rename = "type", format = "uri", example = "urn:keel:problem:unknown-function")]
+    kind: String,
+    /// A short summary of the kind of error.
+    title: String,
+    /// The HTTP status.
+    status: u16,
+    /// What went wrong in this request, and what would be valid.
+    detail: String,
+    /// On invoke and result answers: the invocation concerned.
+    #[schema(nullable = false)]
+    invocation_id: Option<String>,
+    /// On a failed sync invoke: the attempts made.
+    #[schema(nullable = false)]
+    attempts: Option<u32>,
+    /// On a `no-result` conflict: the status of the invocation.
+    #[schema(nullable = false)]
+    invocation_status: Option<String>,
+}
+
 impl Problem {
     pub(crate) fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
         Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None }

@@ -74,3 +74,99 @@ pub(crate) fn page(items: &[Invocation], next_cursor: Option<String>) -> Value {
         "next_cursor": next_cursor,
     })
 }
+
+/// The JSON built above, written down for the OpenAPI document.
+pub(super) mod schema {
+    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+
+    use utoipa::ToSchema;
+
+    /// An invocation. Lists leave out `attempts` and `result`; reading one alone has them.
+    #[derive(ToSchema)]
+    pub(crate) struct Invocation {
+        id: String,
+        function: String,
+        status: InvocationStatus,
+        /// Attempts made so far, across redrives.
+        attempt_count: u32,
+        /// Times it was redriven from the DLQ.
+        redrives: u32,
+        #[schema(format = DateTime)]
+        created_at: String,
+        #[schema(format = DateTime)]
+        updated_at: String,
+        /// When the next attempt is due (queued and retrying only).
+        #[schema(format = DateTime, nullable = false)]
+        next_attempt_at: Option<String>,
+        /// The HTTP status of the function's final (or latest) response.
+        #[schema(nullable = false)]
+        result_status: Option<u16>,
+        /// That response's body: inline when it is JSON, else as text. Only when read alone.
+        result: Option<serde_json::Value>,
+        /// What went wrong.
+        #[schema(nullable = false)]
+        error: Option<String>,
+        /// The subscription of an event delivery.
+        #[schema(nullable = false)]
+        subscription: Option<String>,
+        /// The event an event delivery delivers.
+        #[schema(nullable = false)]
+        event_id: Option<String>,
+        #[schema(nullable = false)]
+        idempotency_key: Option<String>,
+        /// The attempt history, oldest first. Only when read alone.
+        #[schema(nullable = false)]
+        attempts: Option<Vec<Attempt>>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub(crate) enum InvocationStatus {
+        Queued,
+        Running,
+        Retrying,
+        Succeeded,
+        /// A sync call that did not succeed.
+        Failed,
+        /// In the DLQ.
+        Dead,
+        Cancelled,
+        Discarded,
+    }
+
+    /// One attempt.
+    #[derive(ToSchema)]
+    pub(crate) struct Attempt {
+        /// 1-based, counted across redrives.
+        number: u32,
+        #[schema(format = DateTime)]
+        started_at: String,
+        #[schema(format = DateTime)]
+        ended_at: String,
+        duration_ms: i64,
+        outcome: Outcome,
+        /// The function's HTTP status, when it answered.
+        #[schema(nullable = false)]
+        status: Option<u16>,
+        #[schema(nullable = false)]
+        error: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub(crate) enum Outcome {
+        Success,
+        Transient,
+        Permanent,
+        Timeout,
+        Conflict,
+    }
+
+    /// A page of invocations.
+    #[derive(ToSchema)]
+    pub(crate) struct InvocationPage {
+        items: Vec<Invocation>,
+        /// Pass as `cursor` for the next page; null on the last one.
+        next_cursor: Option<String>,
+    }
+}

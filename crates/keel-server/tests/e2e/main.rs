@@ -10,5 +10,6 @@ mod events;
 mod idempotency;
 mod load;
 mod observability;
+mod openapi;
 mod retries;
 mod support;

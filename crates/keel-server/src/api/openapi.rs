@@ -1,0 +1,110 @@
+//! The OpenAPI 3.1 document of the API, served at `GET /v1/openapi.json`. Each handler carries
+//! its own `#[utoipa::path]`; this file assembles them, and says once for all of them that an
+//! error answer is an RFC 9457 problem ([`ProblemBodies`]).
+
+use std::sync::LazyLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use utoipa::openapi::{Content, Ref, RefOr};
+use utoipa::{Modify, OpenApi};
+
+use super::problem::ProblemDetails;
+use super::{cluster, dlq, events, functions, health, invocations, invoke, kv, metrics};
+
+/// The descriptions that several routes share.
+pub(super) const BAD_KEY: &str = "The Idempotency-Key header is malformed.";
+pub(super) const KEY_IN_USE: &str =
+    "A request with this Idempotency-Key is still in progress (`idempotency-key-in-use`); retry after Retry-After.";
+pub(super) const KEY_REUSED: &str =
+    "This Idempotency-Key was used with a different request: another method, route or body (`idempotency-key-reused`).";
+pub(super) const TOO_LARGE: &str = "The request body is larger than `server.body_limit`.";
+pub(super) const UNAVAILABLE: &str = "The store is unavailable (`store-unavailable`); retry after Retry-After.";
+pub(super) const UNAVAILABLE_OR_DRAINING: &str =
+    "This node is draining (`draining`: retry on another node) or the store is unavailable; retry after Retry-After.";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keel HTTP API",
+        description = "Invoke functions (sync and async) with retries, the dead-letter queue, events and KV. \
+            Errors are RFC 9457 `application/problem+json`; times are RFC 3339 UTC; lists take `limit` and \
+            `cursor` and answer `{\"items\": [...], \"next_cursor\": ...}`."
+    ),
+    paths(
+        functions::list,
+        functions::get,
+        invoke::invoke_sync,
+        invoke::invoke_async,
+        invocations::list,
+        invocations::get,
+        invocations::result,
+        invocations::cancel,
+        dlq::list,
+        dlq::redrive_matching,
+        dlq::redrive,
+        dlq::discard,
+        cluster::get,
+        events::publish,
+        events::get,
+        kv::get,
+        kv::put,
+        kv::delete,
+        document,
+        health::healthz,
+        health::readyz,
+        metrics::metrics,
+    ),
+    components(schemas(ProblemDetails)),
+    modifiers(&ProblemBodies),
+    tags(
+        (name = "invoke", description = "Run a function: wait for its answer, or queue it."),
+        (name = "invocations", description = "Invocations: list, read, their results, cancel."),
+        (name = "dlq", description = "The dead-letter queue: invocations that failed for good."),
+        (name = "events", description = "Publish events to topics; read an event and its deliveries."),
+        (name = "kv", description = "The key-value store, with versions as ETags."),
+        (name = "functions", description = "Configured functions and their live state; the cluster."),
+        (name = "operations", description = "Health, readiness, metrics, this document."),
+    )
+)]
+struct ApiDoc;
+
+/// Every error answer is a problem: each documented 4xx/5xx response that names no body of its
+/// own gets the problem schema as `application/problem+json`.
+struct ProblemBodies;
+
+impl Modify for ProblemBodies {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let problem = Content::new(Some(Ref::from_schema_name("ProblemDetails")));
+        for item in doc.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in &mut operation.responses.responses {
+                    let is_error = status.parse::<u16>().is_ok_and(|status| status >= 400);
+                    if let (true, RefOr::T(response)) = (is_error, response) {
+                        if response.content.is_empty() {
+                            response.content.insert("application/problem+json".into(), problem.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The document, built once.
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes"));
+
+/// This document: the OpenAPI 3.1 description of every route.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document.", body = Object, content_type = "application/json"),
+    )
+)]
+pub(crate) async fn document() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+}

@@ -1,0 +1,114 @@
+//! `GET /v1/openapi.json`: an OpenAPI 3.1 document that describes every route of the router
+//! (a route added without documentation fails here) and answers every error with the problem
+//! schema.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::support::{get_json, Keel};
+
+const PROBLEM: &str = "#/components/schemas/ProblemDetails";
+
+/// A route as OpenAPI writes it: `{*key}` (axum's rest of the path) is `{key}`.
+fn openapi_path(axum_path: &str) -> String {
+    axum_path.replace("{*", "{")
+}
+
+/// Every `$ref` anywhere in `value`.
+fn refs<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                out.push(r);
+            }
+            map.values().for_each(|v| refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// What `pointer` (`#/components/...`) points at in `doc`.
+fn resolve<'d>(doc: &'d Value, reference: &str) -> Option<&'d Value> {
+    doc.pointer(reference.strip_prefix('#')?)
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_route_with_problems_for_errors() {
+    let keel = Keel::start("[functions.echo]\nurl = \"http://127.0.0.1:9/ok\"\n").await;
+    let (status, headers, doc) = get_json(&format!("{}/v1/openapi.json", keel.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")), "not OpenAPI 3.1: {}", doc["openapi"]);
+    let paths = doc["paths"].as_object().expect("paths");
+
+    // Every route of the router is documented with its method, and nothing else is.
+    let routes: BTreeSet<(String, String)> = keel_server::routes()
+        .into_iter()
+        .map(|(method, path)| (method.as_str().to_ascii_lowercase(), openapi_path(path)))
+        .collect();
+    let documented: BTreeSet<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().expect("path item").keys();
+            methods
+                .filter(|m| ["get", "put", "post", "delete", "patch"].contains(&m.as_str()))
+                .map(|m| (m.clone(), path.clone()))
+        })
+        .collect();
+    let undocumented: Vec<_> = routes.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "routes missing from the OpenAPI document: {undocumented:?}");
+    let unrouted: Vec<_> = documented.difference(&routes).collect();
+    assert!(unrouted.is_empty(), "documented operations the router does not have: {unrouted:?}");
+    assert!(routes.len() >= 22, "the router lists {} routes", routes.len());
+
+    // Every error status of every operation answers the problem schema as problem+json.
+    let problem = resolve(&doc, PROBLEM).expect("the ProblemDetails schema");
+    for member in ["type", "title", "status", "detail"] {
+        assert!(problem["required"].as_array().unwrap().contains(&Value::from(member)), "{problem}");
+    }
+    for (method, path) in &documented {
+        let operation = &paths[path][method];
+        let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}: no responses"));
+        assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}: no success response");
+        for (status, response) in responses {
+            if status.parse::<u16>().is_ok_and(|s| s >= 400) {
+                let schema = &response["content"]["application/problem+json"]["schema"];
+                assert_eq!(schema["$ref"], PROBLEM, "{method} {path} {status}: {response}");
+            }
+        }
+    }
+
+    // Every reference resolves.
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    for reference in all {
+        assert!(resolve(&doc, reference).is_some(), "dangling reference {reference}");
+    }
+
+    // The headers and content types that matter are there.
+    let params = |method: &str, path: &str| -> Vec<String> {
+        let list = paths[path][method]["parameters"].as_array().cloned().unwrap_or_default();
+        list.iter().map(|p| format!("{} {}", p["in"].as_str().unwrap(), p["name"].as_str().unwrap())).collect()
+    };
+    let invoke = params("post", "/v1/functions/{name}/invoke");
+    for p in ["path name", "header Idempotency-Key", "header Prefer"] {
+        assert!(invoke.contains(&p.to_string()), "sync invoke lacks {p}: {invoke:?}");
+    }
+    assert!(params("post", "/v1/functions/{name}/invocations").contains(&"header keel-delay".to_string()));
+    assert!(params("put", "/v1/kv/{ns}/{key}").contains(&"header If-Match".to_string()));
+    assert!(params("delete", "/v1/kv/{ns}/{key}").contains(&"header If-None-Match".to_string()));
+    let sync_ok = &paths["/v1/functions/{name}/invoke"]["post"]["responses"]["2XX"]["headers"];
+    for h in ["keel-invocation-id", "keel-attempts", "idempotent-replayed"] {
+        assert!(sync_ok.get(h).is_some(), "sync invoke answers {h}: {sync_ok}");
+    }
+    let accepted = &paths["/v1/functions/{name}/invocations"]["post"]["responses"]["202"]["headers"];
+    assert!(accepted.get("Location").is_some(), "{accepted}");
+    assert!(paths["/v1/kv/{ns}/{key}"]["get"]["responses"]["200"]["headers"].get("ETag").is_some());
+    assert!(paths["/readyz"]["get"]["responses"]["503"]["headers"].get("Retry-After").is_some());
+    let publish = paths["/v1/topics/{topic}/events"]["post"]["requestBody"]["content"].as_object().unwrap();
+    for ct in ["application/cloudevents+json", "application/cloudevents-batch+json", "application/json"] {
+        assert!(publish.contains_key(ct), "publish takes {ct}: {:?}", publish.keys());
+    }
+}
