@@ -63,6 +63,7 @@ impl Node {
             functions: Functions::from_config(&config),
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
+            behind: Default::default(),
             crash_at: crate::faults::CrashPoint::from_env(),
             metrics: crate::metric_definitions::Metrics::register(&config),
             config,
@@ -109,6 +110,9 @@ impl Node {
             if tokio::time::timeout_at(grace_end, recorded).await.is_err() {
                 tracing::warn!(function = %function.config.name, "grace period over with outcomes not yet recorded");
             }
+        }
+        if !self.shared.behind.drained(grace_end).await {
+            tracing::warn!("grace period over with sync invocation records not yet written");
         }
         // Instances go after the attempts they were serving, before the gateway they may call.
         self.shared.runtime.shutdown().await;

@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) draining: AtomicBool,
     /// Each function's metric handles (`metric_definitions.rs`).
     pub(crate) metrics: crate::metric_definitions::Metrics,
+    /// Sync invocation records committed after their reply (`dispatch/behind.rs`).
+    pub(crate) behind: Arc<crate::dispatch::behind::WrittenBehind>,
     /// Where to SIGKILL this node on purpose (tests and chaos only).
     pub(crate) crash_at: Option<crate::faults::CrashPoint>,
 }

@@ -3,6 +3,7 @@
 //! signalled or the next retry comes due — never in a polling loop.
 
 mod attempt;
+pub(crate) mod behind;
 mod sweeper;
 pub(crate) mod sync;
 

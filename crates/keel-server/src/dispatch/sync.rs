@@ -65,6 +65,11 @@ impl Recorder<'_> {
         effects: Option<CommitEffects>,
     ) -> keel_core::Result<()> {
         match self {
+            // Without effects the record is history only: it is written behind the reply.
+            Recorder::Plain if effects.is_none() => {
+                shared.behind.push(shared.store.clone(), inv.clone());
+                Ok(())
+            }
             Recorder::Plain => shared.store.record_finished(inv.clone(), effects).await,
             Recorder::Keyed { key, holder, reply } => {
                 let reply = reply(inv, end);

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use keel_core::clock::Millis;
 use keel_core::events::{NewEvent, Published, StoredEvent};
-use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply, KeyRecord};
+use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn};

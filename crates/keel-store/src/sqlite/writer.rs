@@ -65,7 +65,7 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, checkpointer: Opt
     let mut groups: u64 = 0;
     while let Some(first) = rx.blocking_recv() {
         groups += 1;
-        if let Some(nudge) = checkpointer.as_ref().filter(|_| groups % CHECKPOINT_EVERY == 0) {
+        if let Some(nudge) = checkpointer.as_ref().filter(|_| groups.is_multiple_of(CHECKPOINT_EVERY)) {
             // A full channel means a checkpoint is already pending: nothing to add.
             let _ = nudge.try_send(());
         }

@@ -70,7 +70,7 @@ pub(crate) async fn fanout(
         return Ok(Scenario::skipped("fanout", "this server does not accept events on the bench's topic"));
     }
     let (n, c) = (settings.requests, settings.concurrency);
-    let deliveries = n as u64 * FANOUT_SUBSCRIPTIONS as u64;
+    let deliveries = n * FANOUT_SUBSCRIPTIONS as u64;
     // The probe's own deliveries may still be arriving: count from after them.
     let hidden = indicatif::ProgressBar::hidden();
     super::throughput::wait_for_calls(noop, initial + FANOUT_SUBSCRIPTIONS as u64, &hidden, initial).await?;

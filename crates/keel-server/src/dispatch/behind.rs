@@ -1,0 +1,88 @@
+//! Records written behind the reply: an unkeyed sync invocation without effects is answered as
+//! soon as the function answered, and its record (history, not work: nothing runs again from it)
+//! is committed in the background. Reads of such an invocation wait for its record, so a client
+//! that GETs the id it was just given still finds it. A crash in that window loses the record of
+//! a call whose caller already had its answer — never work, never effects.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_core::invocation::Invocation;
+use keel_core::store::Store;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The records on their way to the store.
+#[derive(Debug, Default)]
+pub(crate) struct WrittenBehind {
+    /// Ids whose record is not committed yet. A std Mutex: nothing awaits while it is held.
+    pending: Mutex<HashSet<String>>,
+    /// Signalled whenever a record is committed (or failed).
+    settled: Notify,
+}
+
+impl WrittenBehind {
+    /// Commits `inv` in the background.
+    pub(crate) fn push(self: &Arc<Self>, store: Arc<dyn Store>, inv: Invocation) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(inv.id.clone());
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = inv.id.clone();
+            if let Err(e) = store.record_finished(inv, None).await {
+                tracing::error!(invocation_id = %id, error = %e, "recording a sync invocation failed");
+            }
+            me.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            me.settled.notify_waiters();
+        });
+    }
+
+    fn is_pending(&self, id: &str) -> bool {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+    }
+
+    /// Waits (up to `limit`) for the record of `id` if it is on its way; false if it was not.
+    pub(crate) async fn wait_for(&self, id: &str, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let mut waited = false;
+        loop {
+            let settled = self.settled.notified();
+            if !self.is_pending(id) {
+                return waited;
+            }
+            waited = true;
+            if tokio::time::timeout_at(end, settled).await.is_err() {
+                return true;
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) for the records on their way now — not for later ones — so a list
+    /// read after a sync call's reply includes that call.
+    pub(crate) async fn wait_for_current(&self, limit: Duration) {
+        let end = Instant::now() + limit;
+        let current: Vec<String> = self.pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        loop {
+            let settled = self.settled.notified();
+            if !current.iter().any(|id| self.is_pending(id)) {
+                return;
+            }
+            if tokio::time::timeout_at(end, settled).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits (until `end`) for every record on its way: a drain ends with them committed.
+    pub(crate) async fn drained(&self, end: Instant) -> bool {
+        loop {
+            let settled = self.settled.notified();
+            if self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(end, settled).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
