@@ -79,6 +79,28 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+impl Attempt {
+    /// The attempt an async lease taken back stands for: begun at `leased_at`, cut at `now`, a
+    /// transient failure (it is retried), counted against the retry budget.
+    pub fn interrupted(number: u32, leased_at: Millis, now: Millis, owner: &str) -> Self {
+        let error = format!("interrupted: the lease held by {owner} was taken back before the attempt finished");
+        Self::cut(number, leased_at, now, error)
+    }
+
+    /// The attempt of a keyed sync invocation whose node stopped mid-call: the invocation failed,
+    /// and a retry with the same key takes it over.
+    pub fn interrupted_sync(number: u32, leased_at: Millis, now: Millis, owner: &str) -> Self {
+        let error = format!(
+            "interrupted: {owner} stopped during this sync invocation; retry with the same key to run it again"
+        );
+        Self::cut(number, leased_at, now, error)
+    }
+
+    fn cut(number: u32, started_at: Millis, ended_at: Millis, error: String) -> Self {
+        Attempt { number, started_at, ended_at, outcome: Outcome::Transient, http_status: None, error: Some(error) }
+    }
+}
+
 /// Longest error text kept per attempt, in bytes.
 pub const MAX_ERROR_LEN: usize = 1024;
 

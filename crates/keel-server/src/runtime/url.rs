@@ -71,37 +71,17 @@ impl UrlRuntime {
                 let error = format!("timed out after {}", humantime::format_duration(call.timeout));
                 failed_attempt(call, started_at, ended_at, Outcome::Timeout, error)
             }
-            Ok(Err(failure)) => AttemptReport {
-                attempt: Attempt {
-                    number: call.number,
-                    started_at,
-                    ended_at,
-                    outcome: failure.outcome,
-                    http_status: failure.status,
-                    error: Some(truncate_error(failure.message)),
-                },
-                response: None,
-                retry_after: None,
-                effects: None,
-            },
+            Ok(Err(failure)) => {
+                report(call, (started_at, ended_at), failure.outcome, failure.status, Some(failure.message))
+            }
             Ok(Ok((response, _))) if is_effects(&response) => effects_attempt(call, started_at, ended_at, response),
             Ok(Ok((response, retry_after))) => {
                 let outcome = outcome::classify_status(response.status);
-                let error = (outcome != Outcome::Success).then(|| truncate_error(describe_failure(&response)));
-                let retry_after = outcome::retry_after(response.status, retry_after.as_deref(), ended_at);
-                AttemptReport {
-                    attempt: Attempt {
-                        number: call.number,
-                        started_at,
-                        ended_at,
-                        outcome,
-                        http_status: Some(response.status),
-                        error,
-                    },
-                    response: Some(response),
-                    retry_after,
-                    effects: None,
-                }
+                let error = (outcome != Outcome::Success).then(|| describe_failure(&response));
+                let mut report = report(call, (started_at, ended_at), outcome, Some(response.status), error);
+                report.retry_after = outcome::retry_after(response.status, retry_after.as_deref(), ended_at);
+                report.response = Some(response);
+                report
             }
         }
     }
@@ -169,15 +149,21 @@ pub(crate) fn failed_attempt(
     outcome: Outcome,
     error: String,
 ) -> AttemptReport {
+    report(call, (started_at, ended_at), outcome, None, Some(error))
+}
+
+/// The report of attempt `call.number`, which ran from `span.0` to `span.1`; no response yet.
+fn report(
+    call: &AttemptCall<'_>,
+    span: (Millis, Millis),
+    outcome: Outcome,
+    http_status: Option<u16>,
+    error: Option<String>,
+) -> AttemptReport {
+    let (started_at, ended_at) = span;
+    let error = error.map(truncate_error);
     AttemptReport {
-        attempt: Attempt {
-            number: call.number,
-            started_at,
-            ended_at,
-            outcome,
-            http_status: None,
-            error: Some(truncate_error(error)),
-        },
+        attempt: Attempt { number: call.number, started_at, ended_at, outcome, http_status, error },
         response: None,
         retry_after: None,
         effects: None,
@@ -199,23 +185,16 @@ fn effects_attempt(
     response: StoredResponse,
 ) -> AttemptReport {
     match effects::parse(&response.body) {
-        Ok(envelope) => AttemptReport {
-            attempt: Attempt {
-                number: call.number,
-                started_at,
-                ended_at,
-                outcome: Outcome::Success,
-                http_status: Some(response.status),
-                error: None,
-            },
-            response: Some(StoredResponse {
+        Ok(envelope) => {
+            let mut report = report(call, (started_at, ended_at), Outcome::Success, Some(response.status), None);
+            report.response = Some(StoredResponse {
                 status: envelope.status,
                 content_type: Some("application/json".into()),
                 body: envelope.result.clone(),
-            }),
-            retry_after: None,
-            effects: Some(envelope),
-        },
+            });
+            report.effects = Some(envelope);
+            report
+        }
         Err(why) => {
             let mut report = failed_attempt(call, started_at, ended_at, Outcome::Permanent, why);
             report.attempt.http_status = Some(response.status);

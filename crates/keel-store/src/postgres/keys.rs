@@ -8,7 +8,6 @@ use bytes::Bytes;
 use keel_core::clock::Millis;
 use keel_core::idempotency::{claimed_record, decide, KeyClaim, KeyDecision, KeyPhase, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{Attempt, CommitEffects, Invocation, Lease, NewInvocation, Status};
-use keel_core::outcome::Outcome;
 use keel_core::{Error, Result};
 
 use super::ops;
@@ -197,16 +196,8 @@ pub(crate) async fn interrupt_sync(
     owner: &str,
     now: Millis,
 ) -> Result<()> {
-    let error =
-        format!("interrupted: {owner} stopped during this sync invocation; retry with the same key to run it again");
-    let attempt = Attempt {
-        number: attempt_count + 1,
-        started_at: leased_at,
-        ended_at: now,
-        outcome: Outcome::Transient,
-        http_status: None,
-        error: Some(error.clone()),
-    };
+    let attempt = Attempt::interrupted_sync(attempt_count + 1, leased_at, now, owner);
+    let error = attempt.error.clone().unwrap_or_default();
     rows::insert_attempt(tx, id, &attempt).await?;
     execute(
         tx,

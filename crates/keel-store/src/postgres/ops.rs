@@ -3,7 +3,6 @@
 
 use keel_core::clock::Millis;
 use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, Status, Transition};
-use keel_core::outcome::Outcome;
 use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim, NODE_TIMEOUT_MS};
 use keel_core::{Error, Result};
 use tokio_postgres::types::ToSql;
@@ -224,14 +223,7 @@ pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis) -> Result<
             super::keys::interrupt_sync(tx, &id, attempt_count as u32, leased_at, &owner, now).await?;
             continue;
         }
-        let attempt = Attempt {
-            number: attempt_count as u32 + 1,
-            started_at: leased_at,
-            ended_at: now,
-            outcome: Outcome::Transient,
-            http_status: None,
-            error: Some(format!("interrupted: the lease held by {owner} was taken back before the attempt finished")),
-        };
+        let attempt = Attempt::interrupted(attempt_count as u32 + 1, leased_at, now, &owner);
         let error = attempt.error.clone().unwrap_or_default();
         let next = Transition::Retry { due_at: now, delay_ms: 0, error };
         complete(tx, &Completion { id, owner, now, attempt: Some(attempt), next, effects: None }).await?;

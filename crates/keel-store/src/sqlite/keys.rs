@@ -4,7 +4,6 @@ use bytes::Bytes;
 use keel_core::clock::Millis;
 use keel_core::idempotency::{claimed_record, decide, KeyClaim, KeyDecision, KeyPhase, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{Attempt, CommitEffects, Invocation, NewInvocation, Status};
-use keel_core::outcome::Outcome;
 use keel_core::{Error, Result};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -176,16 +175,8 @@ pub(crate) fn interrupt_sync(
     owner: &str,
     now: Millis,
 ) -> Result<()> {
-    let error =
-        format!("interrupted: {owner} stopped during this sync invocation; retry with the same key to run it again");
-    let attempt = Attempt {
-        number: attempt_count + 1,
-        started_at: leased_at,
-        ended_at: now,
-        outcome: Outcome::Transient,
-        http_status: None,
-        error: Some(error.clone()),
-    };
+    let attempt = Attempt::interrupted_sync(attempt_count + 1, leased_at, now, owner);
+    let error = attempt.error.clone().unwrap_or_default();
     rows::insert_attempt(conn, id, &attempt).map_err(db_err)?;
     conn.prepare_cached(
         "UPDATE invocations SET status = 'failed', error = ?, attempt_count = attempt_count + 1, updated_at = ?, \

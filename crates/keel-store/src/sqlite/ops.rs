@@ -3,7 +3,6 @@
 
 use keel_core::clock::Millis;
 use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, NewInvocation, Status, Transition};
-use keel_core::outcome::Outcome;
 use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use rusqlite::types::Value;
@@ -186,14 +185,7 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
             super::keys::interrupt_sync(conn, &id, attempt_count, leased_at, &owner, now)?;
             continue;
         }
-        let attempt = Attempt {
-            number: attempt_count + 1,
-            started_at: leased_at,
-            ended_at: now,
-            outcome: Outcome::Transient,
-            http_status: None,
-            error: Some(format!("interrupted: the lease held by {owner} was taken back before the attempt finished")),
-        };
+        let attempt = Attempt::interrupted(attempt_count + 1, leased_at, now, &owner);
         let error = attempt.error.clone().unwrap_or_default();
         complete(
             conn,
