@@ -64,6 +64,7 @@ impl Node {
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
             behind: Default::default(),
+            replays: Default::default(),
             crash_at: crate::faults::CrashPoint::from_env(),
             metrics: crate::metric_definitions::Metrics::register(&config),
             config,

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: crate::metric_definitions::Metrics,
     /// Sync invocation records committed after their reply (`dispatch/behind.rs`).
     pub(crate) behind: Arc<crate::dispatch::behind::WrittenBehind>,
+    /// Completed idempotency key records, for answering replays without the store.
+    pub(crate) replays: crate::api::replay_cache::ReplayCache,
     /// Where to SIGKILL this node on purpose (tests and chaos only).
     pub(crate) crash_at: Option<crate::faults::CrashPoint>,
 }

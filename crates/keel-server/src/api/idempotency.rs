@@ -90,7 +90,16 @@ pub(crate) fn claim(
 /// The answer when the stored record already settles the request — a replay, or a key reused
 /// with another request — read without a write; `None` when the request must claim the key.
 pub(crate) async fn settled(shared: &Shared, claim: &KeyClaim) -> Result<Option<Response>, Problem> {
-    let record = shared.store.peek_key(&claim.key).await?;
+    let record = match shared.replays.get(&claim.key, claim.now) {
+        Some(record) => Some(record),
+        None => {
+            let record = shared.store.peek_key(&claim.key).await?;
+            if let Some(record) = &record {
+                shared.replays.put(&claim.key, record);
+            }
+            record
+        }
+    };
     Ok(match decide(record.as_ref(), &claim.fingerprint, claim.now) {
         KeyDecision::Replay(reply) => Some(replay(reply)),
         KeyDecision::Mismatch => Some(mismatch().into_response()),

@@ -14,6 +14,7 @@ mod kv;
 mod metrics;
 mod openapi;
 mod problem;
+pub(crate) mod replay_cache;
 mod view;
 
 use std::sync::Arc;
