@@ -124,11 +124,11 @@ pub(crate) async fn run_to_end(
             Step::Done(end) => end,
             Step::Failed { retry_after } => {
                 match backoff(function, inv, first, &mut previous_delay, retry_after, deadline) {
-                    Some(delay) => {
+                    Ok(delay) => {
                         tokio::time::sleep(delay).await;
                         continue;
                     }
-                    None => inv_end(inv),
+                    Err(end) => end,
                 }
             }
         };
@@ -144,9 +144,8 @@ pub(crate) async fn run_to_end(
                 inv.response = None;
                 inv.status = Status::Running;
                 match backoff(function, inv, first, &mut previous_delay, None, deadline) {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => {
-                        let end = inv_end(inv);
+                    Ok(delay) => tokio::time::sleep(delay).await,
+                    Err(end) => {
                         finalize(shared, inv, end);
                         if let Err(e) = recorder.record(shared, inv, end, None).await {
                             tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
@@ -166,14 +165,6 @@ pub(crate) async fn run_to_end(
                 return end;
             }
         }
-    }
-}
-
-/// The end a failed invocation reached, from the error `backoff` left.
-fn inv_end(inv: &Invocation) -> SyncEnd {
-    match inv.error.as_deref() {
-        Some(e) if e.starts_with("retries exhausted") => SyncEnd::Exhausted,
-        _ => SyncEnd::DeadlineExceeded,
     }
 }
 
@@ -249,8 +240,8 @@ async fn attempt(
     (Step::Failed { retry_after: report.retry_after }, None)
 }
 
-/// The pause before the next attempt, or `None` (with `inv.error` saying why) when the policy or
-/// the deadline ends the invocation.
+/// The pause before the next attempt, or how the invocation ends (with `inv.error` saying why)
+/// when the policy or the deadline stops it.
 fn backoff(
     function: &Function,
     inv: &mut Invocation,
@@ -258,28 +249,28 @@ fn backoff(
     previous_delay: &mut Option<Duration>,
     retry_after: Option<Duration>,
     deadline: Instant,
-) -> Option<Duration> {
+) -> Result<Duration, SyncEnd> {
     let made = inv.attempt_count - first;
     let error = inv.error.clone().unwrap_or_default();
     if Instant::now() >= deadline {
         inv.error = Some(format!("deadline exceeded after {made} attempts: {error}"));
-        return None;
+        return Err(SyncEnd::DeadlineExceeded);
     }
     match function.config.retry.next_step(made, *previous_delay, retry_after, fastrand::f64()) {
         NextStep::GiveUp => {
             inv.error = Some(format!("retries exhausted after {made} attempts: {error}"));
-            None
+            Err(SyncEnd::Exhausted)
         }
         NextStep::RetryAfter(delay) if Instant::now() + delay >= deadline => {
             let pause = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
             inv.error = Some(format!(
                 "deadline exceeded: the next retry ({pause}) would start after sync_timeout; last error: {error}"
             ));
-            None
+            Err(SyncEnd::DeadlineExceeded)
         }
         NextStep::RetryAfter(delay) => {
             *previous_delay = Some(delay);
-            Some(delay)
+            Ok(delay)
         }
     }
 }
