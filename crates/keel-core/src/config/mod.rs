@@ -186,12 +186,36 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     };
     let file_name = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&file_name, &text, overrides),
+        Ok(text) => {
+            let mut config = load_str(&file_name, &text, overrides)?;
+            config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+            Ok(config)
+        }
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             location: Location::File { path: file_name, line: 0, column: 0 },
             key: String::new(),
             message: format!("cannot read the config file: {e}"),
         }])),
+    }
+}
+
+impl Config {
+    /// Makes the relative paths of `command` functions — a program named with a `/` (like
+    /// `./bin/charge`) and `cwd` — relative to `dir`, the config file's directory, as a reader of
+    /// the file expects. A bare program name (`python3`) is still looked up on `PATH`.
+    fn resolve_paths(&mut self, dir: &Path) {
+        for function in self.functions.values_mut() {
+            if let FunctionTarget::Command(command) = &mut function.target {
+                if let Some(program) = command.command.first_mut() {
+                    if program.contains('/') && Path::new(program.as_str()).is_relative() {
+                        *program = dir.join(program.as_str()).display().to_string();
+                    }
+                }
+                if let Some(cwd) = command.cwd.as_mut().filter(|c| c.is_relative()) {
+                    *cwd = dir.join(&*cwd);
+                }
+            }
+        }
     }
 }
 

@@ -440,3 +440,26 @@ filter = { colour = \"red\" }
         ]
     );
 }
+
+#[test]
+fn relative_command_paths_are_relative_to_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("keel-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    let file = dir.join("app").join("keel.toml");
+    std::fs::write(
+        &file,
+        "[functions.a]\ncommand = [\"./bin/a\", \"--flag\"]\ncwd = \"work\"\n\
+         [functions.b]\ncommand = [\"python3\", \"b.py\"]\n\
+         [functions.c]\ncommand = [\"/usr/bin/c\"]\ncwd = \"/srv\"\n",
+    )
+    .unwrap();
+    let config = load(Some(&file), &Overrides::default()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let command = |name: &str| config.functions[name].command().unwrap().clone();
+    let base = dir.join("app");
+    assert_eq!(command("a").command, [base.join("./bin/a").display().to_string(), "--flag".to_string()]);
+    assert_eq!(command("a").cwd, Some(base.join("work")));
+    assert_eq!(command("b").command, ["python3", "b.py"], "a bare program name is looked up on PATH");
+    assert_eq!(command("c").command, ["/usr/bin/c"]);
+    assert_eq!(command("c").cwd, Some(std::path::PathBuf::from("/srv")));
+}
