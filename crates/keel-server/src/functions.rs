@@ -15,14 +15,13 @@ pub(crate) struct Function {
     pub(crate) permits: Arc<Semaphore>,
     /// Wakes the dispatcher: new work, a finished attempt, a redrive.
     pub(crate) wake: Notify,
-    /// One permit per attempt whose outcome is not recorded yet. An attempt gives its
-    /// concurrency permit back as soon as the function answered, so the next one need not wait
-    /// for a commit; a drain waits on these instead.
+    /// One permit per attempt whose function answered but whose outcome is not recorded yet, at
+    /// most `concurrency` of them. An attempt takes one before it gives its concurrency permit
+    /// back, so the next call need not wait for a commit, while a node never holds more than
+    /// 2 × `concurrency` unrecorded attempts (what a crash of it can make run again); a drain
+    /// waits on these too.
     pub(crate) unrecorded: Arc<Semaphore>,
 }
-
-/// More attempts than can ever await their recording at once.
-pub(crate) const MAX_UNRECORDED: u32 = 1 << 20;
 
 impl Function {
     pub(crate) fn in_flight(&self) -> usize {
@@ -45,7 +44,7 @@ impl Functions {
                         config: f.clone(),
                         permits: Arc::new(Semaphore::new(f.concurrency as usize)),
                         wake: Notify::new(),
-                        unrecorded: Arc::new(Semaphore::new(MAX_UNRECORDED as usize)),
+                        unrecorded: Arc::new(Semaphore::new(f.concurrency as usize)),
                     };
                     (name.clone(), Arc::new(function))
                 })

@@ -107,7 +107,7 @@ impl Node {
             if tokio::time::timeout_at(grace_end, function.permits.acquire_many(all)).await.is_err() {
                 tracing::warn!(function = %function.config.name, in_flight = function.in_flight(), "grace period over; in-flight attempts will be retried after restart");
             }
-            let recorded = function.unrecorded.acquire_many(crate::functions::MAX_UNRECORDED);
+            let recorded = function.unrecorded.acquire_many(all);
             if tokio::time::timeout_at(grace_end, recorded).await.is_err() {
                 tracing::warn!(function = %function.config.name, "grace period over with outcomes not yet recorded");
             }

@@ -69,8 +69,9 @@ pub(super) async fn run(
     };
     // The function is done: its slot goes to the next attempt now, not after the commit. The
     // invocation stays `running` until the outcome is recorded, so nothing leases it twice, and
-    // `unrecorded` keeps a drain waiting for the record.
-    let unrecorded = function.unrecorded.clone().try_acquire_owned();
+    // `unrecorded` keeps a drain waiting for the record, and bounds how many answered attempts
+    // may await their commit (backpressure: waiting here keeps the slot).
+    let unrecorded = function.unrecorded.clone().acquire_owned().await;
     drop(permit);
     function.wake.notify_one();
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
