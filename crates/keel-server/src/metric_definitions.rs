@@ -98,8 +98,9 @@ impl Metrics {
         }
     }
 
-    /// One attempt's outcome and duration; for an async attempt, what comes next (`next`):
-    /// a retry, or the end it reached. Also records them on the current (attempt) span.
+    /// One attempt's outcome and duration; for an async attempt, what comes next (`next`) is
+    /// recorded on the current (attempt) span. Retries and ends are counted by [`Self::transitioned`]
+    /// once the store has taken them (a failed effects precondition changes the decision).
     pub(crate) fn attempt_finished(&self, function: &str, report: &AttemptReport, next: Option<&Transition>) {
         let attempt = &report.attempt;
         crate::telemetry::record_attempt(attempt, next);
@@ -107,11 +108,15 @@ impl Metrics {
         let i = OUTCOMES.iter().position(|o| *o == attempt.outcome).unwrap_or(0);
         m.attempts[i].increment(1);
         m.durations[i].record((attempt.ended_at - attempt.started_at).max(0) as f64 / 1000.0);
+    }
+
+    /// An async invocation's recorded transition: a retry scheduled, or the end it reached.
+    pub(crate) fn transitioned(&self, function: &str, next: &Transition) {
+        let Some(m) = self.functions.get(function) else { return };
         match next {
-            Some(Transition::Retry { .. }) => m.retries.increment(1),
-            Some(Transition::Succeed { .. }) => m.completed[End::Succeeded as usize].increment(1),
-            Some(Transition::Die { .. }) => m.completed[End::Dead as usize].increment(1),
-            None => {}
+            Transition::Retry { .. } => m.retries.increment(1),
+            Transition::Succeed { .. } => m.completed[End::Succeeded as usize].increment(1),
+            Transition::Die { .. } => m.completed[End::Dead as usize].increment(1),
         }
     }
 

@@ -76,11 +76,14 @@ pub(super) async fn run(
     function.wake.notify_one();
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
     let recorded = record(&shared, completion.clone(), lease_expires_at).await;
-    shared.metrics.deliveries_admitted(recorded.as_ref().ok().and(completion.effects.as_ref()));
-    if let (Ok(()), Some(effects)) = (&recorded, &completion.effects) {
-        events::wake_subscribers(&shared, effects);
+    if let Recorded::Yes = recorded {
+        shared.metrics.transitioned(&config.name, &completion.next);
+        if let Some(effects) = &completion.effects {
+            shared.metrics.deliveries_admitted(Some(effects));
+            events::wake_subscribers(&shared, effects);
+        }
     }
-    if let Err(why) = recorded {
+    if let Recorded::Conflict(why) = recorded {
         // A precondition of the effects failed: nothing was applied. The attempt is a conflict,
         // retried with backoff like any transient failure.
         if let Some(mut report) = report {
@@ -90,7 +93,9 @@ pub(super) async fn run(
             completion.attempt = Some(report.attempt);
             completion.effects = None;
             completion.now = now;
-            let _ = record(&shared, completion, lease_expires_at).await;
+            if let Recorded::Yes = record(&shared, completion.clone(), lease_expires_at).await {
+                shared.metrics.transitioned(&config.name, &completion.next);
+            }
         }
     }
     drop(unrecorded);
@@ -127,17 +132,26 @@ fn completion_of(
 /// the lease expires: past that the completion would be refused anyway, and the invocation runs
 /// again once its lease is taken back.
 /// Returns the failed precondition's text when the effects could not be applied.
-async fn record(shared: &Shared, completion: Completion, lease_expires_at: Option<Millis>) -> Result<(), String> {
+/// What became of a completion.
+enum Recorded {
+    Yes,
+    /// Refused (the lease was lost) or given up on: the invocation will run again.
+    No,
+    /// An effects precondition failed: nothing was applied.
+    Conflict(String),
+}
+
+async fn record(shared: &Shared, completion: Completion, lease_expires_at: Option<Millis>) -> Recorded {
     let give_up_at = lease_expires_at.unwrap_or(completion.now + 3_000);
     let mut tries: u64 = 0;
     loop {
         tries += 1;
         match shared.store.complete(completion.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(Error::PreconditionFailed(why)) => return Err(why),
+            Ok(()) => return Recorded::Yes,
+            Err(Error::PreconditionFailed(why)) => return Recorded::Conflict(why),
             Err(e @ Error::InvalidState(_)) | Err(e @ Error::NotFound { .. }) => {
                 tracing::warn!(invocation_id = %completion.id, error = %e, "completion refused");
-                return Ok(());
+                return Recorded::No;
             }
             Err(e) => {
                 if shared.clock.now_ms() >= give_up_at {
@@ -150,5 +164,5 @@ async fn record(shared: &Shared, completion: Completion, lease_expires_at: Optio
         }
     }
     tracing::error!(invocation_id = %completion.id, "completion not recorded; the lease will expire and the invocation run again");
-    Ok(())
+    Recorded::No
 }

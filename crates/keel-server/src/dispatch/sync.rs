@@ -161,6 +161,7 @@ pub(crate) async fn run_to_end(
             Ok(()) => {
                 if let Some(effects) = &emitted {
                     events::wake_subscribers(shared, effects);
+                    shared.metrics.deliveries_admitted(Some(effects));
                 }
                 return end;
             }
