@@ -30,7 +30,9 @@ mod tests;
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use keel_core::invocation::Status;
 
 /// Where `keel serve` listens unless told otherwise, so where the client commands look first.
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:7733";
@@ -163,39 +165,17 @@ pub(crate) struct InvocationsLsArgs {
     pub(crate) subscription: Option<String>,
 
     /// Only invocations in this status.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = status_parser())]
     pub(crate) status: Option<Status>,
 
     #[command(flatten)]
     pub(crate) page: PageArgs,
 }
 
-/// An invocation's status, as the server names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Status {
-    Queued,
-    Running,
-    Retrying,
-    Succeeded,
-    Failed,
-    Dead,
-    Cancelled,
-    Discarded,
-}
-
-impl Status {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Status::Queued => "queued",
-            Status::Running => "running",
-            Status::Retrying => "retrying",
-            Status::Succeeded => "succeeded",
-            Status::Failed => "failed",
-            Status::Dead => "dead",
-            Status::Cancelled => "cancelled",
-            Status::Discarded => "discarded",
-        }
-    }
+/// Parses a status by the name the server uses, offering every status in `--help` and errors.
+fn status_parser() -> impl TypedValueParser<Value = Status> {
+    PossibleValuesParser::new(Status::ALL.map(Status::as_str))
+        .map(|name: String| Status::parse(&name).expect("only listed names get here"))
 }
 
 #[derive(Debug, Args)]

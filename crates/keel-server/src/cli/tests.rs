@@ -99,7 +99,7 @@ fn invocations_ls_filters_by_a_known_status() {
 
 #[test]
 fn every_status_parses_to_the_name_the_server_uses() {
-    for status in Status::value_variants() {
+    for status in &Status::ALL {
         let name = status.as_str();
         let cli = parse(&["invocations", "ls", "--status", name]);
         let Command::Invocations(InvocationsCommand::Ls(args)) = cli.command else { panic!() };
