@@ -31,18 +31,7 @@ pub(super) async fn run(
     let (mut completion, report) = match exhausted_before_attempt(policy, &invocation) {
         Some(next) => (completion_of(&shared, &invocation, None, next, None), None),
         None => {
-            let headers = invocation.delivery.as_ref().map(|d| d.headers.as_slice()).unwrap_or_default();
-            let call = AttemptCall {
-                target: &config.target,
-                function: &config.name,
-                invocation_id: &invocation.id,
-                number: invocation.attempt_count + 1,
-                payload: &invocation.payload,
-                content_type: invocation.content_type.as_deref(),
-                traceparent: invocation.traceparent.as_deref(),
-                headers,
-                timeout: config.timeout,
-            };
+            let call = AttemptCall::next_of(config, &invocation, config.timeout);
             let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
             let now = shared.clock.now_ms();
             let effects = match report.effects.as_ref().map(|e| events::commit_effects(&shared, &invocation, e, now)) {

@@ -198,17 +198,7 @@ async fn attempt(
         return (Step::Done(SyncEnd::DeadlineExceeded), None);
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
-    let call = AttemptCall {
-        target: &config.target,
-        function: &config.name,
-        invocation_id: &inv.id,
-        number: inv.attempt_count + 1,
-        payload: &inv.payload,
-        content_type: inv.content_type.as_deref(),
-        traceparent: inv.traceparent.as_deref(),
-        headers: &[],
-        timeout: config.timeout.min(remaining),
-    };
+    let call = AttemptCall::next_of(config, inv, config.timeout.min(remaining));
     let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
     drop(permit);
     let effects = match report.effects.as_ref().map(|e| events::commit_effects(shared, inv, e, shared.clock.now_ms())) {

@@ -12,9 +12,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use keel_core::clock::{rfc3339, Clock, Millis};
-use keel_core::config::FunctionTarget;
+use keel_core::config::{FunctionConfig, FunctionTarget};
 use keel_core::effects;
-use keel_core::invocation::{truncate_error, Attempt, StoredResponse};
+use keel_core::invocation::{truncate_error, Attempt, Invocation, StoredResponse};
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::{self, Outcome};
 
@@ -34,6 +34,23 @@ pub(crate) struct AttemptCall<'a> {
     /// Sent as they are: an event delivery's CloudEvents binary-mode headers and subscription.
     pub(crate) headers: &'a [(String, String)],
     pub(crate) timeout: Duration,
+}
+
+impl<'a> AttemptCall<'a> {
+    /// The next attempt of `inv` (numbered after its last), cut off after `timeout`.
+    pub(crate) fn next_of(config: &'a FunctionConfig, inv: &'a Invocation, timeout: Duration) -> Self {
+        AttemptCall {
+            target: &config.target,
+            function: &config.name,
+            invocation_id: &inv.id,
+            number: inv.attempt_count + 1,
+            payload: &inv.payload,
+            content_type: inv.content_type.as_deref(),
+            traceparent: inv.traceparent.as_deref(),
+            headers: inv.delivery.as_ref().map(|d| d.headers.as_slice()).unwrap_or_default(),
+            timeout,
+        }
+    }
 }
 
 /// The shared HTTP client for `url` functions.
