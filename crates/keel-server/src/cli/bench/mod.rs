@@ -173,10 +173,10 @@ pub(crate) async fn run(args: BenchArgs, url: &str, json: bool) -> anyhow::Resul
         scenarios.push(direct.scenario());
     }
     if wanted(ScenarioName::Sync) {
-        scenarios.push(throughput::sync(&settings, &direct, &base).await?);
+        scenarios.push(throughput::sync(&settings, &direct, &base, server.as_ref()).await?);
     }
     if wanted(ScenarioName::Async) {
-        scenarios.push(throughput::asynchronous(&settings, &direct, &noop, &base).await?);
+        scenarios.push(throughput::asynchronous(&settings, &direct, &noop, &base, server.as_ref()).await?);
     }
     if wanted(ScenarioName::Replay) {
         scenarios.push(pending::replay(&settings, &direct, &base).await?);

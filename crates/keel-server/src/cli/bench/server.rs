@@ -110,6 +110,11 @@ impl BenchServer {
         Some(kb / 1024.0)
     }
 
+    /// CPU time the server has used so far, in seconds, when it runs.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(&self.child.as_ref()?.id()?.to_string())
+    }
+
     /// Writes `count` queued invocations of `noop` straight into the store while the server is
     /// stopped, due after `delay`. This is set-up, not measurement: it goes through the same
     /// `Store::enqueue` the gateway uses (the same rows), minus HTTP, so a million take seconds
@@ -159,4 +164,14 @@ impl BenchServer {
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(5)..].join("\n")
     }
+}
+
+/// CPU time process `pid` (or `self`) has used so far, in seconds: `utime + stime` in
+/// `/proc/PID/stat`, counted in Linux's fixed 100 ticks a second.
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::load::{self, LoadResult, Target, PERCENTILES};
 use super::noop::NoopFunction;
 use super::report::{Case, Scenario};
+use super::server::{cpu_seconds, BenchServer};
 use super::{BenchError, Settings};
 use crate::cli::client::KeelClient;
 
@@ -22,14 +23,17 @@ pub(crate) struct Direct {
     pub(crate) c1: LoadResult,
     pub(crate) many: LoadResult,
     pub(crate) concurrency: usize,
+    /// CPU microseconds per request at concurrency C: client and no-op function, one HTTP hop.
+    pub(crate) hop_cpu: Option<f64>,
 }
 
 impl Direct {
     pub(crate) fn scenario(&self) -> Scenario {
-        let cases = vec![
-            latency_case("c=1", &self.c1, Some(1.0)),
-            latency_case(&format!("c={}", self.concurrency), &self.many, Some(1.0)),
-        ];
+        let mut many = latency_case(&format!("c={}", self.concurrency), &self.many, Some(1.0));
+        if let Some(us) = self.hop_cpu {
+            many = many.with("bench_cpu_us", us);
+        }
+        let cases = vec![latency_case("c=1", &self.c1, Some(1.0)), many];
         Scenario { name: "direct", cases, skipped: None }
     }
 }
@@ -48,11 +52,49 @@ pub(crate) async fn direct(settings: &Settings, noop: &NoopFunction) -> Result<D
     let (n1, n) = (settings.requests_c1(), settings.requests);
     let c1 = load::closed_loop(&target, n1, 1, &settings.progress("direct c=1", n1)).await?;
     let c = settings.concurrency;
+    let cpu = CpuMeter::start(None);
     let many = load::closed_loop(&target, n, c, &settings.progress(&format!("direct c={c}"), n)).await?;
-    Ok(Direct { c1, many, concurrency: c })
+    let hop_cpu = cpu.finish(Case::new("", None), n).get("bench_cpu_us");
+    Ok(Direct { c1, many, concurrency: c, hop_cpu })
 }
 
-pub(crate) async fn sync(settings: &Settings, direct: &Direct, base: &str) -> Result<Scenario, BenchError> {
+/// CPU time over a run, per request: the server's (what one request costs it) and the bench's
+/// own (load generator and no-op function; for `direct`, the whole cost of one HTTP hop). Figures
+/// that move far less than throughput on a shared machine.
+struct CpuMeter<'a> {
+    server: Option<&'a BenchServer>,
+    server_at_start: Option<f64>,
+    bench_at_start: Option<f64>,
+}
+
+impl<'a> CpuMeter<'a> {
+    fn start(server: Option<&'a BenchServer>) -> Self {
+        CpuMeter {
+            server,
+            server_at_start: server.and_then(BenchServer::cpu_seconds),
+            bench_at_start: cpu_seconds("self"),
+        }
+    }
+
+    /// Adds `server_cpu_us` and `bench_cpu_us` (microseconds per request) to `case`, as measured.
+    fn finish(self, mut case: Case, requests: u64) -> Case {
+        let per_request = |start: Option<f64>, end: Option<f64>| Some((end? - start?) * 1e6 / requests.max(1) as f64);
+        if let Some(us) = per_request(self.server_at_start, self.server.and_then(BenchServer::cpu_seconds)) {
+            case = case.with("server_cpu_us", us);
+        }
+        if let Some(us) = per_request(self.bench_at_start, cpu_seconds("self")) {
+            case = case.with("bench_cpu_us", us);
+        }
+        case
+    }
+}
+
+pub(crate) async fn sync(
+    settings: &Settings,
+    direct: &Direct,
+    base: &str,
+    server: Option<&BenchServer>,
+) -> Result<Scenario, BenchError> {
     let target = Target::post(&format!("{base}/v1/functions/noop/invoke"), StatusCode::OK)?;
     let mut cases = Vec::new();
     let c = settings.concurrency;
@@ -60,9 +102,10 @@ pub(crate) async fn sync(settings: &Settings, direct: &Direct, base: &str) -> Re
         [(1, settings.requests_c1(), &direct.c1), (c, settings.requests, &direct.many)]
     {
         let label = format!("c={concurrency}");
+        let cpu = CpuMeter::start(server);
         let run =
             load::closed_loop(&target, total, concurrency, &settings.progress(&format!("sync {label}"), total)).await?;
-        let mut case = latency_case(&label, &run, Some(run.per_second() / baseline.per_second()));
+        let mut case = cpu.finish(latency_case(&label, &run, Some(run.per_second() / baseline.per_second())), total);
         for (name, p) in PERCENTILES {
             case = case.with(format!("overhead_{name}_ms"), run.percentile_ms(p) - baseline.percentile_ms(p));
         }
@@ -78,8 +121,11 @@ pub(crate) async fn asynchronous(
     direct: &Direct,
     noop: &NoopFunction,
     base: &str,
+    server: Option<&BenchServer>,
 ) -> Result<Scenario, BenchError> {
+    let cpu = CpuMeter::start(server);
     let case = async_run(settings, direct, noop, base, format!("c={}", settings.concurrency)).await?;
+    let case = cpu.finish(case, settings.requests);
     confirm_settled(&KeelClient::new(base)?, true).await?;
     Ok(Scenario { name: "async", cases: vec![case], skipped: None })
 }
