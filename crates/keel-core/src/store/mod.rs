@@ -158,6 +158,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// effects of its success in the same transaction (refused whole if a precondition fails).
     async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()>;
 
+    /// [`Store::record_finished`] for a record written behind its reply (no effects): the store
+    /// may hold it back briefly to commit it with others.
+    async fn record_behind(&self, invocation: Invocation) -> Result<()> {
+        self.record_finished(invocation, None).await
+    }
+
+    /// [`Store::complete`] for a completion nobody waits on (no effects, nothing ordered behind
+    /// it): the store may hold it back briefly to commit it with others.
+    async fn complete_unhurried(&self, completion: Completion) -> Result<()> {
+        self.complete(completion).await
+    }
+
+    /// Commits at once whatever writes are held back for company (someone is held up by them).
+    fn hurry(&self) {}
+
     /// Leases up to `limit` due invocations of one function (status `running`).
     async fn lease(&self, request: LeaseRequest) -> Result<Leased>;
 

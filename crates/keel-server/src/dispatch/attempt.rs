@@ -60,11 +60,22 @@ pub(super) async fn run(
     // invocation stays `running` until the outcome is recorded, so nothing leases it twice, and
     // `unrecorded` keeps a drain waiting for the record, and bounds how many answered attempts
     // may await their commit (backpressure: waiting here keeps the slot).
-    let unrecorded = function.unrecorded.clone().acquire_owned().await;
+    let unrecorded = match function.unrecorded.clone().try_acquire_owned() {
+        Ok(permit) => Ok(permit),
+        Err(_) => {
+            // The answered attempts before this one are held back for company: commit them now.
+            shared.store.hurry();
+            function.unrecorded.clone().acquire_owned().await
+        }
+    };
     drop(permit);
     function.wake.notify_one();
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
-    let recorded = record(&shared, completion.clone(), lease_expires_at).await;
+    // Nobody waits on a plain completion: it may share its commit with others. Effects (events to
+    // deliver, KV writes to see) and an ordered delivery (the next one waits behind it) may not.
+    let ordered = invocation.delivery.as_ref().is_some_and(|d| d.ordering_key.is_some());
+    let unhurried = completion.effects.is_none() && !ordered && function.busy();
+    let recorded = record(&shared, completion.clone(), lease_expires_at, unhurried).await;
     if let Recorded::Yes = recorded {
         shared.metrics.transitioned(&config.name, &completion.next);
         if let Some(effects) = &completion.effects {
@@ -82,7 +93,7 @@ pub(super) async fn run(
             completion.attempt = Some(report.attempt);
             completion.effects = None;
             completion.now = now;
-            if let Recorded::Yes = record(&shared, completion.clone(), lease_expires_at).await {
+            if let Recorded::Yes = record(&shared, completion.clone(), lease_expires_at, unhurried).await {
                 shared.metrics.transitioned(&config.name, &completion.next);
             }
         }
@@ -130,12 +141,22 @@ enum Recorded {
     Conflict(String),
 }
 
-async fn record(shared: &Shared, completion: Completion, lease_expires_at: Option<Millis>) -> Recorded {
+async fn record(
+    shared: &Shared,
+    completion: Completion,
+    lease_expires_at: Option<Millis>,
+    unhurried: bool,
+) -> Recorded {
     let give_up_at = lease_expires_at.unwrap_or(completion.now + 3_000);
     let mut tries: u64 = 0;
     loop {
         tries += 1;
-        match shared.store.complete(completion.clone()).await {
+        let recorded = if unhurried {
+            shared.store.complete_unhurried(completion.clone()).await
+        } else {
+            shared.store.complete(completion.clone()).await
+        };
+        match recorded {
             Ok(()) => return Recorded::Yes,
             Err(Error::PreconditionFailed(why)) => return Recorded::Conflict(why),
             Err(e @ Error::InvalidState(_)) | Err(e @ Error::NotFound { .. }) => {

@@ -23,13 +23,15 @@ pub(crate) struct WrittenBehind {
 }
 
 impl WrittenBehind {
-    /// Commits `inv` in the background.
-    pub(crate) fn push(self: &Arc<Self>, store: Arc<dyn Store>, inv: Invocation) {
+    /// Commits `inv` in the background; `unhurried`, its commit may wait briefly for company.
+    pub(crate) fn push(self: &Arc<Self>, store: Arc<dyn Store>, inv: Invocation, unhurried: bool) {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(inv.id.clone());
         let me = self.clone();
         tokio::spawn(async move {
             let id = inv.id.clone();
-            if let Err(e) = store.record_finished(inv, None).await {
+            let recorded =
+                if unhurried { store.record_behind(inv).await } else { store.record_finished(inv, None).await };
+            if let Err(e) = recorded {
                 tracing::error!(invocation_id = %id, error = %e, "recording a sync invocation failed");
             }
             me.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);

@@ -60,6 +60,7 @@ impl Recorder<'_> {
     async fn record(
         &self,
         shared: &Shared,
+        function: &Function,
         inv: &Invocation,
         end: SyncEnd,
         effects: Option<CommitEffects>,
@@ -67,7 +68,7 @@ impl Recorder<'_> {
         match self {
             // Without effects the record is history only: it is written behind the reply.
             Recorder::Plain if effects.is_none() => {
-                shared.behind.push(shared.store.clone(), inv.clone());
+                shared.behind.push(shared.store.clone(), inv.clone(), function.busy());
                 Ok(())
             }
             Recorder::Plain => shared.store.record_finished(inv.clone(), effects).await,
@@ -134,7 +135,7 @@ pub(crate) async fn run_to_end(
         };
         finalize(shared, inv, end);
         let emitted = effects.clone();
-        match recorder.record(shared, inv, end, effects).await {
+        match recorder.record(shared, function, inv, end, effects).await {
             Err(Error::PreconditionFailed(why)) => {
                 // Nothing was applied: the attempt is a conflict, retried like a transient failure.
                 let last = inv.attempts.last_mut().expect("a success has an attempt");
@@ -147,7 +148,7 @@ pub(crate) async fn run_to_end(
                     Ok(delay) => tokio::time::sleep(delay).await,
                     Err(end) => {
                         finalize(shared, inv, end);
-                        if let Err(e) = recorder.record(shared, inv, end, None).await {
+                        if let Err(e) = recorder.record(shared, function, inv, end, None).await {
                             tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
                         }
                         return end;

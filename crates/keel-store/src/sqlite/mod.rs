@@ -57,6 +57,7 @@ impl SqliteStore {
         let memory = path == ":memory:";
         let lock = if memory { None } else { Some(lock_file(path)?) };
         let mut conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        stable_plans(&conn).map_err(|e| err(e.to_string()))?;
         let sync = if fsync { "FULL" } else { "OFF" };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
@@ -99,9 +100,16 @@ impl SqliteStore {
     }
 }
 
+/// Keeps a cached statement's plan whatever values are bound: without it, SQLite re-prepares a
+/// statement whenever a bound `LIMIT` (the lease's) or range value changes — a parse per lease.
+fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(|_| ())
+}
+
 fn open_reader(path: &str) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).map_err(rows::db_err)?;
+    stable_plans(&conn).map_err(rows::db_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(rows::db_err)?;
     Ok(conn)
 }
@@ -153,6 +161,18 @@ impl Store for SqliteStore {
 
     async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
         self.writer.write(move |c| ops::record_finished(c, &invocation, effects.as_ref())).await
+    }
+
+    async fn record_behind(&self, invocation: Invocation) -> Result<()> {
+        self.writer.write_unhurried(move |c| ops::record_finished(c, &invocation, None)).await
+    }
+
+    async fn complete_unhurried(&self, completion: Completion) -> Result<()> {
+        self.writer.write_unhurried(move |c| ops::complete(c, &completion)).await
+    }
+
+    fn hurry(&self) {
+        self.writer.hurry();
     }
 
     async fn lease(&self, request: LeaseRequest) -> Result<Leased> {

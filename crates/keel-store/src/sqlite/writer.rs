@@ -1,6 +1,13 @@
 //! The group-commit writer: one thread owns the only write connection. Whatever jobs are waiting
 //! when it wakes run in one transaction, each inside a savepoint (a failing job rolls back alone),
 //! and are answered only after the transaction committed — one fsync for the whole group.
+//!
+//! A job nobody waits on (a record written behind its reply, a completion with nothing behind
+//! it) may wait up to [`UNHURRIED_WINDOW`] for company, so such records share fsyncs instead of
+//! paying one each; any other job, or [`Writer::hurry`], commits the group at once.
+
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -11,6 +18,8 @@ use keel_core::{Error, Result};
 const MAX_GROUP: usize = 1024;
 /// Groups between two checkpoint nudges.
 const CHECKPOINT_EVERY: u64 = 64;
+/// Longest an unhurried job waits, from its arrival, for others to commit with.
+const UNHURRIED_WINDOW: Duration = Duration::from_millis(2);
 
 /// Answers a job's caller once its group's fate is known.
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
@@ -18,19 +27,24 @@ type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 /// reports whether it succeeded, and hands back how to answer its caller.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
 
+/// A job on its way to the writer.
+struct Queued {
+    job: Job,
+    /// Nobody waits on it: it may wait for company (from `at`, at most [`UNHURRIED_WINDOW`]).
+    unhurried: bool,
+    at: Instant,
+}
+
 /// Handle to the writer thread. Dropping every handle stops the thread.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Queued>,
 }
 
 impl Writer {
     /// Starts the writer on `conn`. With a `checkpointer`, the writer nudges it every
     /// [`CHECKPOINT_EVERY`] groups instead of checkpointing itself (auto-checkpoint must be off).
-    pub(crate) fn start(
-        conn: Connection,
-        checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn start(conn: Connection, checkpointer: Option<std_mpsc::SyncSender<()>>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new().name("keel-sqlite-writer".into()).spawn(move || run(conn, rx, checkpointer))?;
         Ok(Self { jobs: tx })
@@ -38,6 +52,30 @@ impl Writer {
 
     /// Runs `f` in the next group commit; resolves once that group is durable.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit(false, f).await
+    }
+
+    /// [`Writer::write`] for a job nobody waits on: its group may wait up to
+    /// [`UNHURRIED_WINDOW`] for company before it commits.
+    pub(crate) async fn write_unhurried<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit(true, f).await
+    }
+
+    /// Commits the unhurried jobs waiting for company now (someone is held up by them).
+    pub(crate) fn hurry(&self) {
+        let job: Job = Box::new(|_| (true, Box::new(|_| {})));
+        let _ = self.jobs.send(Queued { job, unhurried: false, at: Instant::now() });
+    }
+
+    async fn submit<T, F>(&self, unhurried: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -54,28 +92,29 @@ impl Writer {
             });
             (ok, reply)
         });
-        self.jobs.send(job).map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
+        self.jobs
+            .send(Queued { job, unhurried, at: Instant::now() })
+            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
         rx.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, checkpointer: Option<std::sync::mpsc::SyncSender<()>>) {
+fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>, checkpointer: Option<std_mpsc::SyncSender<()>>) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
     let mut groups: u64 = 0;
+    // Waits with a deadline need a timer: a runtime of this thread's own, used only for that.
+    let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(timer) => timer,
+        Err(e) => return tracing::error!(error = %e, "the SQLite writer could not start its timer"),
+    };
     while let Some(first) = rx.blocking_recv() {
         groups += 1;
         if let Some(nudge) = checkpointer.as_ref().filter(|_| groups.is_multiple_of(CHECKPOINT_EVERY)) {
             // A full channel means a checkpoint is already pending: nothing to add.
             let _ = nudge.try_send(());
         }
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
+        gather(&timer, &mut rx, first, &mut group);
         let outcome = crate::metric_definitions::timed_commit("sqlite", group.len(), || {
             commit_group(&conn, &mut group, &mut replies)
         });
@@ -85,6 +124,31 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>, checkpointer: Opt
         for reply in replies.drain(..) {
             reply(outcome.clone().map_err(|e| Error::Unavailable(e.to_string())));
         }
+    }
+}
+
+/// Collects the group that starts with `first`: every job already waiting, and — while all of
+/// them are unhurried — those arriving until the first one's window closes.
+fn gather(
+    timer: &tokio::runtime::Runtime,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
+    first: Queued,
+    group: &mut Vec<Job>,
+) {
+    let window_ends = tokio::time::Instant::from_std(first.at + UNHURRIED_WINDOW);
+    let mut hurried = !first.unhurried;
+    group.push(first.job);
+    while group.len() < MAX_GROUP {
+        let next = match rx.try_recv() {
+            Ok(next) => next,
+            Err(_) if hurried => break,
+            Err(_) => match timer.block_on(async { tokio::time::timeout_at(window_ends, rx.recv()).await }) {
+                Ok(Some(next)) => next,
+                Ok(None) | Err(_) => break,
+            },
+        };
+        hurried |= !next.unhurried;
+        group.push(next.job);
     }
 }
 
@@ -127,8 +191,8 @@ fn commit_group(conn: &Connection, group: &mut Vec<Job>, replies: &mut Vec<Reply
 /// Copies the WAL back into the database file on its own connection and thread, so the writer's
 /// commits stay appends to the WAL plus one fsync, never a checkpoint's page copies and fsyncs.
 /// PASSIVE: it never blocks the writer or readers; what it cannot copy now waits for the next.
-pub(crate) fn start_checkpointer(path: &str) -> std::io::Result<std::sync::mpsc::SyncSender<()>> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+pub(crate) fn start_checkpointer(path: &str) -> std::io::Result<std_mpsc::SyncSender<()>> {
+    let (tx, rx) = std_mpsc::sync_channel::<()>(1);
     let path = path.to_string();
     std::thread::Builder::new().name("keel-sqlite-checkpoint".into()).spawn(move || {
         let conn = match Connection::open(&path).and_then(|c| c.execute_batch("PRAGMA synchronous = FULL").map(|_| c)) {
