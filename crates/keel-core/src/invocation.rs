@@ -186,6 +186,10 @@ pub struct NewInvocation {
     pub idempotency_key: Option<String>,
     pub traceparent: Option<String>,
     pub delivery: Option<Delivery>,
+    /// Leased at admission by the node that runs it at once (it had a free slot and nothing due
+    /// waiting): stored `running` under this lease, so no dispatcher leases it, and a crash
+    /// before it completes is handled like any other lease. `None`: stored `queued`.
+    pub lease: Option<Lease>,
 }
 
 /// What makes an invocation an event delivery.
@@ -203,12 +207,13 @@ pub struct Delivery {
 }
 
 impl NewInvocation {
-    /// The invocation as it is once stored: queued, no attempts.
-    pub fn into_queued(self) -> Invocation {
+    /// The invocation as it is once stored: queued (running, when leased at admission), no
+    /// attempts.
+    pub fn into_stored(self) -> Invocation {
         Invocation {
             id: self.id,
             function: self.function,
-            status: Status::Queued,
+            status: if self.lease.is_some() { Status::Running } else { Status::Queued },
             payload: self.payload,
             content_type: self.content_type,
             created_at: self.created_at,
@@ -218,7 +223,7 @@ impl NewInvocation {
             budget_start: 0,
             redrives: 0,
             last_delay_ms: None,
-            lease: None,
+            lease: self.lease,
             response: None,
             error: None,
             idempotency_key: self.idempotency_key,

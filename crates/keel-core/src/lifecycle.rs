@@ -94,8 +94,9 @@ mod tests {
             idempotency_key: None,
             traceparent: None,
             delivery: None,
+            lease: None,
         }
-        .into_queued();
+        .into_stored();
         inv.attempt_count = attempts;
         inv
     }

@@ -66,6 +66,7 @@ fn delivery(
             ordering_key,
             hops,
         }),
+        lease: None,
     }
 }
 

@@ -2,10 +2,11 @@
 //! calls and the dispatcher share) and the signal that wakes its dispatcher.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use keel_core::config::{Config, FunctionConfig};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// One function's configuration and live state.
 #[derive(Debug)]
@@ -21,6 +22,10 @@ pub(crate) struct Function {
     /// 2 × `concurrency` unrecorded attempts (what a crash of it can make run again); a drain
     /// waits on these too.
     pub(crate) unrecorded: Arc<Semaphore>,
+    /// Whether due work may be waiting in the store for the dispatcher (set by whatever queues
+    /// work, cleared by the dispatcher when a lease found no more). While it may, an admission
+    /// queues behind that work instead of taking a free slot at once.
+    due: AtomicBool,
 }
 
 /// Calls in flight from which a function counts as busy (PostgreSQL's `commit_siblings`).
@@ -36,6 +41,33 @@ impl Function {
     /// flight there is CPU to spare, and the record commits at once.
     pub(crate) fn busy(&self) -> bool {
         self.in_flight() >= BUSY_FROM
+    }
+
+    /// Work was queued (or made due again): the dispatcher leases it.
+    pub(crate) fn work_queued(&self) {
+        self.due.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// The dispatcher's last lease took every due invocation it could see.
+    pub(crate) fn nothing_due(&self) {
+        self.due.store(false, Ordering::SeqCst);
+    }
+
+    /// A slot for an invocation being admitted, to run it at once (leased at admission): only
+    /// when one is free and no due work waits for the dispatcher, which it would overtake.
+    pub(crate) fn slot_now(&self) -> Option<OwnedSemaphorePermit> {
+        if self.due.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// An attempt gave its slot back: the dispatcher wants it only if due work may be waiting.
+    pub(crate) fn slot_freed(&self) {
+        if self.due.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -55,6 +87,9 @@ impl Functions {
                         permits: Arc::new(Semaphore::new(f.concurrency as usize)),
                         wake: Notify::new(),
                         unrecorded: Arc::new(Semaphore::new(f.concurrency as usize)),
+                        // Unknown until the dispatcher's first lease (work left from before a
+                        // restart, or queued by other nodes).
+                        due: AtomicBool::new(true),
                     };
                     (name.clone(), Arc::new(function))
                 })
@@ -70,10 +105,10 @@ impl Functions {
         self.0.values()
     }
 
-    /// Wakes the dispatcher of `name`, if that function is configured.
+    /// Wakes the dispatcher of `name` to lease work queued for it, if that function is configured.
     pub(crate) fn wake(&self, name: &str) {
         if let Some(f) = self.0.get(name) {
-            f.wake.notify_one();
+            f.work_queued();
         }
     }
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
 use super::{body, idempotency, openapi};
+use crate::dispatch;
 use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest};
 use crate::faults;
 use crate::functions::Function;
@@ -257,6 +258,9 @@ pub(crate) async fn invoke_async(
         })?,
     };
     let now = shared.clock.now_ms();
+    // With a slot free and nothing due waiting, the invocation is stored leased by this node and
+    // its attempt starts once it is durable: no lease round-trip through the store.
+    let slot = if delay.is_zero() { function.slot_now() } else { None };
     let new = NewInvocation {
         id: new_id(now),
         function: function.config.name.clone(),
@@ -267,12 +271,11 @@ pub(crate) async fn invoke_async(
         traceparent: Some(traceparent(&headers)),
         payload,
         delivery: None,
+        lease: slot.as_ref().map(|_| dispatch::lease_at(&shared, function, now)),
     };
     let reply = accepted_reply(&new.id);
-    match key {
-        None => {
-            shared.store.enqueue(new).await?;
-        }
+    let stored = match key {
+        None => shared.store.enqueue(new).await?,
         Some(key) => {
             let claim = idempotency::claim(
                 &shared,
@@ -286,8 +289,9 @@ pub(crate) async fn invoke_async(
             if let Some(answer) = idempotency::settled(&shared, &claim).await? {
                 return Ok(answer);
             }
+            let stored = new.clone().into_stored();
             match shared.store.enqueue_keyed(new, claim, reply.clone()).await? {
-                KeyDecision::Claim | KeyDecision::TakeOver { .. } => {}
+                KeyDecision::Claim | KeyDecision::TakeOver { .. } => stored,
                 KeyDecision::Replay(stored) => return Ok(idempotency::replay(stored)),
                 KeyDecision::Mismatch => return Err(idempotency::mismatch()),
                 KeyDecision::InFlight { lease_until } => {
@@ -295,10 +299,13 @@ pub(crate) async fn invoke_async(
                 }
             }
         }
-    }
+    };
     shared.metrics.accepted(&function.config.name, crate::metric_definitions::Admission::Async);
     faults::crash_point(&shared, faults::CrashPoint::AfterAdmit);
-    function.wake.notify_one();
+    match slot {
+        Some(slot) => dispatch::start(shared.clone(), function.clone(), stored, slot),
+        None => function.work_queued(),
+    }
     Ok(reply_response(reply))
 }
 

@@ -69,7 +69,7 @@ pub(super) async fn run(
         }
     };
     drop(permit);
-    function.wake.notify_one();
+    function.slot_freed();
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
     // Nobody waits on a plain completion: it may share its commit with others. Effects (events to
     // deliver, KV writes to see) and an ordered delivery (the next one waits behind it) may not.
@@ -99,8 +99,13 @@ pub(super) async fn run(
         }
     }
     drop(unrecorded);
-    // A retry may have come due earlier than the dispatcher's timer.
-    function.wake.notify_one();
+    if ordered {
+        // The next delivery of the same ordering key may be leased now.
+        function.work_queued();
+    } else if let Transition::Retry { .. } = completion.next {
+        // The retry may come due earlier than the dispatcher's timer.
+        function.wake.notify_one();
+    }
 }
 
 /// Turns a successful report into a failure of `outcome` (its response is not the result).

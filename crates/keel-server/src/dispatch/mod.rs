@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::clock::Millis;
+use keel_core::invocation::{Invocation, Lease};
 use keel_core::store::LeaseRequest;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
@@ -26,9 +27,31 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// Pause after the store failed, before leasing again.
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long a lease of `function`'s lasts: past the attempt's timeout, by a margin.
+fn lease_for(function: &Function) -> Millis {
+    (function.config.timeout + LEASE_MARGIN).as_millis() as Millis
+}
+
+/// A lease taken at `now` by this node, for an invocation leased at admission.
+pub(crate) fn lease_at(shared: &Shared, function: &Function, now: Millis) -> Lease {
+    Lease { owner: shared.node_id.clone(), leased_at: now, expires_at: now + lease_for(function) }
+}
+
+/// Runs an attempt of `invocation`, leased by this node, in a task of its own, holding `permit`
+/// (the function's concurrency slot) until the function answered.
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    function: Arc<Function>,
+    invocation: Invocation,
+    permit: OwnedSemaphorePermit,
+) {
+    let span = crate::telemetry::attempt_span(&invocation);
+    tokio::spawn(tracing::Instrument::instrument(attempt::run(shared, function, invocation, permit), span));
+}
+
 /// Runs `function`'s dispatcher until `stop` turns true.
 pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: watch::Receiver<bool>) {
-    let lease_for = (function.config.timeout + LEASE_MARGIN).as_millis() as Millis;
+    let lease_for = lease_for(&function);
     loop {
         let first = tokio::select! {
             permit = function.permits.clone().acquire_owned() => match permit {
@@ -67,16 +90,13 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
         let got = leased.invocations.len();
         for invocation in leased.invocations {
             let permit: OwnedSemaphorePermit = permits.pop().expect("one permit per leased invocation");
-            let span = crate::telemetry::attempt_span(&invocation);
-            tokio::spawn(tracing::Instrument::instrument(
-                attempt::run(shared.clone(), function.clone(), invocation, permit),
-                span,
-            ));
+            start(shared.clone(), function.clone(), invocation, permit);
         }
         drop(permits);
         if got == wanted {
             continue;
         }
+        function.nothing_due();
         let sleep = leased.next_due_at.map(|due| Duration::from_millis((due - now).max(0) as u64));
         tokio::select! {
             _ = function.wake.notified() => {}

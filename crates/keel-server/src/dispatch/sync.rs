@@ -98,8 +98,9 @@ pub(crate) fn new_invocation(
         idempotency_key: key,
         traceparent: Some(request.traceparent),
         delivery: None,
+        lease: None,
     }
-    .into_queued();
+    .into_stored();
     inv.status = Status::Running;
     inv.sync = true;
     inv.due_at = None;

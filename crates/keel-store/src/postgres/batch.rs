@@ -30,13 +30,14 @@ pub(crate) async fn write(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, Gr
         answers[i] = Some(Err(already_exists(new)));
     }
     let news: Vec<&NewInvocation> = first.iter().map(|&i| as_enqueue(&works[i])).collect();
-    let inserted = insert_queued(&tx, &news).await?;
+    let inserted = insert_new(&tx, &news).await?;
     for (&i, new) in first.iter().zip(&news) {
         answers[i] = Some(match inserted.contains(new.id.as_str()) {
-            true => Ok(Some((*new).clone().into_queued())),
+            true => Ok(Some((*new).clone().into_stored())),
             false => Err(already_exists(new)),
         });
-        if inserted.contains(new.id.as_str()) && !woken.contains(&new.function) {
+        // Work leased at admission is no other node's business.
+        if inserted.contains(new.id.as_str()) && new.lease.is_none() && !woken.contains(&new.function) {
             woken.push(new.function.clone());
         }
     }
@@ -83,8 +84,9 @@ fn already_exists(new: &NewInvocation) -> Error {
     Error::InvalidState(format!("invocation {} already exists", new.id))
 }
 
-/// Inserts queued invocations; returns the ids that were new.
-async fn insert_queued(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<String>, GroupError> {
+/// Inserts admitted invocations (queued, or running when leased at admission); returns the ids
+/// that were new.
+async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<String>, GroupError> {
     if news.is_empty() {
         return Ok(HashSet::new());
     }
@@ -102,14 +104,20 @@ async fn insert_queued(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<S
     let headers: Vec<Option<String>> = deliveries.iter().map(|d| d.map(|d| encode_headers(&d.headers))).collect();
     let ordering: Vec<Option<&str>> = deliveries.iter().map(|d| d.and_then(|d| d.ordering_key.as_deref())).collect();
     let hops: Vec<i32> = deliveries.iter().map(|d| d.map_or(0, |d| d.hops as i32)).collect();
+    // Leased at admission: stored `running`, held by the admitting node.
+    let owners: Vec<Option<&str>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.owner.as_str())).collect();
+    let leased_at: Vec<Option<i64>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.leased_at)).collect();
+    let expires: Vec<Option<i64>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.expires_at)).collect();
     // WITH ORDINALITY keeps the group's order in `seq`, which ordered deliveries follow.
     let rows = query(
         tx,
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, due_at, \
-           idempotency_key, traceparent, subscription, event_id, headers, ordering_key, hops) \
-         SELECT id, f, 'queued', p, ct, c, c, d, k, tp, s, e, h, o, hp FROM unnest($1::TEXT[], $2::TEXT[], \
-           $3::BYTEA[], $4::TEXT[], $5::INT8[], $6::INT8[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], \
-           $11::TEXT[], $12::TEXT[], $13::INT4[]) WITH ORDINALITY AS t(id, f, p, ct, c, d, k, tp, s, e, h, o, hp, n) \
+           idempotency_key, traceparent, subscription, event_id, headers, ordering_key, hops, \
+           lease_owner, leased_at, lease_expires_at) \
+         SELECT id, f, CASE WHEN lo IS NULL THEN 'queued' ELSE 'running' END, p, ct, c, c, d, k, tp, s, e, h, o, hp, \
+           lo, la, le FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::INT8[], $6::INT8[], \
+           $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::INT4[], $14::TEXT[], \
+           $15::INT8[], $16::INT8[]) WITH ORDINALITY AS t(id, f, p, ct, c, d, k, tp, s, e, h, o, hp, lo, la, le, n) \
          ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id",
         &[
             &ids,
@@ -125,6 +133,9 @@ async fn insert_queued(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<S
             &headers,
             &ordering,
             &hops,
+            &owners,
+            &leased_at,
+            &expires,
         ],
     )
     .await?;

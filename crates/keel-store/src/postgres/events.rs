@@ -55,7 +55,7 @@ pub(crate) async fn publish(tx: &Tx<'_>, events: &[NewEvent]) -> Result<Vec<Publ
             continue;
         }
         for delivery in &new.deliveries {
-            ops::insert(tx, &delivery.clone().into_queued()).await?;
+            ops::insert(tx, &delivery.clone().into_stored()).await?;
             if !woken.contains(&delivery.function) {
                 woken.push(delivery.function.clone());
             }

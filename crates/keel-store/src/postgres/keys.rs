@@ -132,7 +132,7 @@ pub(crate) async fn enqueue_keyed(
     // over here belonged to a request that died before committing anything, so admit afresh.
     if matches!(decision, KeyDecision::Claim | KeyDecision::TakeOver { .. }) {
         let function = new.function.clone();
-        ops::insert(tx, &new.into_queued()).await?;
+        ops::insert(tx, &new.into_stored()).await?;
         complete(tx, &claim_.key, &claim_.holder, reply).await?;
         super::notify::notify(tx, &[function]).await?;
         return Ok(KeyDecision::Claim);

@@ -31,6 +31,7 @@ fn new_inv(id: String, due_at: i64) -> NewInvocation {
         idempotency_key: None,
         traceparent: None,
         delivery: None,
+        lease: None,
     }
 }
 

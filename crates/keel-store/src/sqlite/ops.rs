@@ -12,7 +12,7 @@ use super::events;
 use super::rows::{self, db_err, encode_headers, INVOCATION_COLUMNS};
 
 pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocation> {
-    let inv = new.into_queued();
+    let inv = new.into_stored();
     insert(conn, &inv)?;
     Ok(inv)
 }

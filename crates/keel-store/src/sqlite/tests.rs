@@ -50,6 +50,7 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
                 idempotency_key: None,
                 traceparent: None,
                 delivery: None,
+                lease: None,
             };
             store.enqueue(new).await.unwrap();
         }));
@@ -68,6 +69,7 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
         idempotency_key: None,
         traceparent: None,
         delivery: None,
+        lease: None,
     };
     assert!(store.enqueue(dup).await.is_err());
     drop(store);

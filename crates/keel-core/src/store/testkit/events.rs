@@ -158,7 +158,7 @@ pub async fn ordered_deliveries_wait_for_earlier_ones(store: &dyn Store) {
 }
 
 pub async fn finished_sync_invocations_commit_their_effects(store: &dyn Store) {
-    let mut inv = new_inv("01S", "f", T0).into_queued();
+    let mut inv = new_inv("01S", "f", T0).into_stored();
     inv.status = Status::Succeeded;
     inv.due_at = None;
     let effects = CommitEffects { kv: vec![put("c", "n", "1", Precondition::IfAbsent)], events: vec![] };

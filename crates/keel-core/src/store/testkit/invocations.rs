@@ -1,5 +1,6 @@
 //! Conformance cases: admission, leases, completions, retries, the DLQ, lists.
 
+use super::keys::{key_claim, reply};
 use super::*;
 
 pub async fn enqueue_then_get(store: &dyn Store) {
@@ -177,6 +178,44 @@ pub async fn reclaim_all_and_expired(store: &dyn Store) {
     assert_eq!(a2.attempt_count, 1);
 }
 
+/// An invocation leased at admission (the admitting node runs it at once) is stored `running`
+/// under that lease: no dispatcher leases it, its holder completes it, and a crash of its holder
+/// gives it back like any other lease. Keyed admission stores the lease too.
+pub async fn leased_at_admission_runs_only_under_its_lease(store: &dyn Store) {
+    let held = crate::invocation::Lease { owner: "node-a".into(), leased_at: T0, expires_at: T0 + 30_000 };
+    let mut a = new_inv("01A", "f", T0);
+    a.lease = Some(held.clone());
+    let stored = store.enqueue(a).await.unwrap();
+    assert_eq!((stored.status, stored.lease.as_ref()), (Status::Running, Some(&held)));
+    let mut b = new_inv("01B", "f", T0);
+    b.lease = Some(held.clone());
+    assert_eq!(store.enqueue_keyed(b, key_claim("k", "fp", "h1", T0), reply("b")).await.unwrap(), KeyDecision::Claim);
+    store.enqueue(new_inv("01C", "f", T0)).await.unwrap();
+
+    let got = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap().invocations;
+    assert_eq!(got.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["01C"], "only the queued one is leased");
+    let a = store.get("01A").await.unwrap().unwrap();
+    assert_eq!((a.status, a.lease), (Status::Running, Some(held.clone())));
+    assert_eq!(store.get("01B").await.unwrap().unwrap().status, Status::Running);
+
+    let done = Completion {
+        id: "01A".into(),
+        owner: "node-a".into(),
+        now: T0 + 50,
+        attempt: Some(attempt(1, Outcome::Success, Some(200))),
+        next: Transition::Succeed { response: ok_response("{}") },
+        effects: None,
+    };
+    store.complete(done).await.unwrap();
+    assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
+
+    // The holder died: its lease is taken back, the attempt counted as interrupted.
+    let functions = store.reclaim_leases(Reclaim::ExpiredBefore(T0 + 30_001), T0 + 30_001).await.unwrap();
+    assert_eq!(functions, vec!["f".to_string()]);
+    let b = store.get("01B").await.unwrap().unwrap();
+    assert_eq!((b.status, b.attempt_count), (Status::Retrying, 1));
+}
+
 pub async fn list_filters_and_pages(store: &dyn Store) {
     for (i, f) in ["f", "g", "f", "f", "g"].iter().enumerate() {
         store.enqueue(new_inv(&format!("01{i}"), f, T0)).await.unwrap();
@@ -220,7 +259,7 @@ pub async fn bulk_redrive_by_function(store: &dyn Store) {
 }
 
 pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {
-    let mut inv = new_inv("01S", "f", T0).into_queued();
+    let mut inv = new_inv("01S", "f", T0).into_stored();
     inv.status = Status::Failed;
     inv.due_at = None;
     inv.attempt_count = 2;

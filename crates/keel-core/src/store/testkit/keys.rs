@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn key_claim(key: &str, fingerprint: &str, holder: &str, now: Millis) -> KeyClaim {
+pub(super) fn key_claim(key: &str, fingerprint: &str, holder: &str, now: Millis) -> KeyClaim {
     KeyClaim {
         key: KeyRef { scope: "anonymous".into(), route: "POST /v1/functions/f/invoke".into(), key: key.into() },
         fingerprint: fingerprint.into(),
@@ -13,7 +13,7 @@ fn key_claim(key: &str, fingerprint: &str, holder: &str, now: Millis) -> KeyClai
     }
 }
 
-fn reply(body: &str) -> StoredReply {
+pub(super) fn reply(body: &str) -> StoredReply {
     StoredReply {
         status: 202,
         headers: vec![("content-type".into(), "application/json".into()), ("location".into(), "/v1/x".into())],
@@ -38,7 +38,7 @@ pub async fn keyed_enqueue_admits_once_and_replays(store: &dyn Store) {
 }
 
 fn running_sync(id: &str, holder: &str, now: Millis) -> Invocation {
-    let mut inv = new_inv(id, "f", now).into_queued();
+    let mut inv = new_inv(id, "f", now).into_stored();
     inv.status = Status::Running;
     inv.sync = true;
     inv.due_at = None;

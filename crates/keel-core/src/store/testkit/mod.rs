@@ -23,7 +23,8 @@ macro_rules! store_conformance {
             enqueue_then_get, lease_takes_due_work_oldest_first, lease_is_per_function,
             success_keeps_the_response, retry_comes_due_later, stale_lease_cannot_complete,
             exhausted_goes_dead_and_redrive_gives_a_fresh_budget, discard_only_from_dlq,
-            cancel_queued_but_not_running, reclaim_all_and_expired, list_filters_and_pages,
+            cancel_queued_but_not_running, reclaim_all_and_expired, leased_at_admission_runs_only_under_its_lease,
+            list_filters_and_pages,
             bulk_redrive_by_function, finished_sync_invocations_are_recorded,
             keyed_enqueue_admits_once_and_replays, keyed_sync_holds_then_completes_the_key,
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
@@ -85,6 +86,7 @@ fn new_inv(id: &str, function: &str, due_at: Millis) -> NewInvocation {
         idempotency_key: None,
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         delivery: None,
+        lease: None,
     }
 }
 

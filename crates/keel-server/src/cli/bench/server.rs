@@ -141,6 +141,7 @@ impl BenchServer {
                         idempotency_key: None,
                         traceparent: None,
                         delivery: None,
+                        lease: None,
                     };
                     store.enqueue(new).await?;
                     progress.inc(1);
