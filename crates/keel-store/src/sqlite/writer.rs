@@ -7,10 +7,11 @@
 //! paying one each; any other job, or [`Writer::hurry`], commits the group at once.
 
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use keel_core::{Error, Result};
 
@@ -39,6 +40,9 @@ struct Queued {
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::UnboundedSender<Queued>,
+    /// Wakes a writer waiting out an unhurried window: a hurried job arrived. Unhurried jobs
+    /// wake nobody then (the window's end will), so sharing a commit costs no thread wake-up.
+    hurry: Arc<Notify>,
 }
 
 impl Writer {
@@ -46,8 +50,12 @@ impl Writer {
     /// [`CHECKPOINT_EVERY`] groups instead of checkpointing itself (auto-checkpoint must be off).
     pub(crate) fn start(conn: Connection, checkpointer: Option<std_mpsc::SyncSender<()>>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new().name("keel-sqlite-writer".into()).spawn(move || run(conn, rx, checkpointer))?;
-        Ok(Self { jobs: tx })
+        let hurry = Arc::new(Notify::new());
+        let woken = hurry.clone();
+        std::thread::Builder::new()
+            .name("keel-sqlite-writer".into())
+            .spawn(move || run(conn, rx, &woken, checkpointer))?;
+        Ok(Self { jobs: tx, hurry })
     }
 
     /// Runs `f` in the next group commit; resolves once that group is durable.
@@ -72,7 +80,9 @@ impl Writer {
     /// Commits the unhurried jobs waiting for company now (someone is held up by them).
     pub(crate) fn hurry(&self) {
         let job: Job = Box::new(|_| (true, Box::new(|_| {})));
-        let _ = self.jobs.send(Queued { job, unhurried: false, at: Instant::now() });
+        if self.jobs.send(Queued { job, unhurried: false, at: Instant::now() }).is_ok() {
+            self.hurry.notify_one();
+        }
     }
 
     async fn submit<T, F>(&self, unhurried: bool, f: F) -> Result<T>
@@ -95,11 +105,19 @@ impl Writer {
         self.jobs
             .send(Queued { job, unhurried, at: Instant::now() })
             .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
+        if !unhurried {
+            self.hurry.notify_one();
+        }
         rx.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>, checkpointer: Option<std_mpsc::SyncSender<()>>) {
+fn run(
+    conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    hurry: &Notify,
+    checkpointer: Option<std_mpsc::SyncSender<()>>,
+) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
     let mut groups: u64 = 0;
@@ -114,7 +132,7 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>, checkpointer: 
             // A full channel means a checkpoint is already pending: nothing to add.
             let _ = nudge.try_send(());
         }
-        gather(&timer, &mut rx, first, &mut group);
+        gather(&timer, &mut rx, hurry, first, &mut group);
         let outcome = crate::metric_definitions::timed_commit("sqlite", group.len(), || {
             commit_group(&conn, &mut group, &mut replies)
         });
@@ -128,27 +146,32 @@ fn run(conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>, checkpointer: 
 }
 
 /// Collects the group that starts with `first`: every job already waiting, and — while all of
-/// them are unhurried — those arriving until the first one's window closes.
+/// them are unhurried — those arriving until the first one's window closes or a hurried one
+/// comes (it signals `hurry`).
 fn gather(
     timer: &tokio::runtime::Runtime,
     rx: &mut mpsc::UnboundedReceiver<Queued>,
+    hurry: &Notify,
     first: Queued,
     group: &mut Vec<Job>,
 ) {
     let window_ends = tokio::time::Instant::from_std(first.at + UNHURRIED_WINDOW);
     let mut hurried = !first.unhurried;
     group.push(first.job);
+    let mut window_open = true;
     while group.len() < MAX_GROUP {
-        let next = match rx.try_recv() {
-            Ok(next) => next,
-            Err(_) if hurried => break,
-            Err(_) => match timer.block_on(async { tokio::time::timeout_at(window_ends, rx.recv()).await }) {
-                Ok(Some(next)) => next,
-                Ok(None) | Err(_) => break,
-            },
-        };
-        hurried |= !next.unhurried;
-        group.push(next.job);
+        match rx.try_recv() {
+            Ok(next) => {
+                hurried |= !next.unhurried;
+                group.push(next.job);
+            }
+            Err(_) if hurried || !window_open => break,
+            // A signal may be stale (a hurried job already taken): then this just looks again.
+            Err(_) => {
+                window_open =
+                    timer.block_on(async { tokio::time::timeout_at(window_ends, hurry.notified()).await }).is_ok();
+            }
+        }
     }
 }
 
