@@ -90,22 +90,29 @@ pub(crate) async fn publish(
     let parsed = read_events(&headers, &topic, body, now)?;
     let request_trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace::parse_traceparent);
     let mut wake = BTreeSet::new();
+    // Per event, its deliveries leased at admission: they start once the event is on disk.
+    let mut leased: Vec<Vec<events::LeasedDelivery>> = Vec::new();
     let new_events: Vec<_> = parsed
         .into_iter()
         .map(|mut event| {
             if let (Some(tp), false) = (&request_trace, event.extensions.contains_key("traceparent")) {
                 event.extensions.insert("traceparent".into(), tp.clone());
             }
-            let new = events::new_event(&shared, &topic, event, 0, now);
-            wake.extend(new.deliveries.iter().map(|d| d.function.clone()));
+            let mut new = events::new_event(&shared, &topic, event, 0, now);
+            leased.push(events::lease_deliveries(&shared, &mut new, now));
+            wake.extend(new.deliveries.iter().filter(|d| d.lease.is_none()).map(|d| d.function.clone()));
             new
         })
         .collect();
     let delivered: Vec<Vec<String>> =
         new_events.iter().map(|e| e.deliveries.iter().map(|d| d.function.clone()).collect()).collect();
     let published = shared.store.publish(new_events).await?;
-    for (functions, _) in delivered.iter().zip(&published).filter(|(_, p)| !p.duplicate) {
-        functions.iter().for_each(|f| shared.metrics.accepted(f, crate::metric_definitions::Admission::Delivery));
+    for ((functions, leased), published) in delivered.iter().zip(leased).zip(&published) {
+        // A duplicate stored nothing: its leased deliveries give their slots back unstarted.
+        if !published.duplicate {
+            functions.iter().for_each(|f| shared.metrics.accepted(f, crate::metric_definitions::Admission::Delivery));
+            leased.into_iter().for_each(|d| d.start(&shared));
+        }
     }
     for function in wake {
         shared.functions.wake(&function);
