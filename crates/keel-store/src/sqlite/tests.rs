@@ -77,3 +77,61 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
     let filter = keel_core::store::ListFilter { limit: 1000, ..Default::default() };
     assert_eq!(reopened.list(filter).await.unwrap().items.len(), 500);
 }
+
+fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
+    keel_core::invocation::NewInvocation {
+        id,
+        function: "f".into(),
+        payload: bytes::Bytes::from_static(b"{}"),
+        content_type: None,
+        created_at: 1,
+        due_at: 1,
+        idempotency_key: None,
+        traceparent: None,
+        delivery: None,
+        lease: None,
+    }
+}
+
+fn finished_sync(id: String) -> keel_core::invocation::Invocation {
+    let mut inv = new_invocation(id).into_stored();
+    inv.status = keel_core::invocation::Status::Succeeded;
+    inv.sync = true;
+    inv.due_at = None;
+    inv
+}
+
+/// Records nobody waits on may wait for company before they commit: alone, with each other, or
+/// taken along by a write someone waits on — each way they commit, and survive reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_written_behind_commit_alone_together_and_with_hurried_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    let store = Arc::new(SqliteStore::open(&path, true).unwrap());
+    let liveness = std::time::Duration::from_secs(10);
+    // Alone: nothing else comes, the window closes and it commits.
+    tokio::time::timeout(liveness, store.record_behind(finished_sync("lone".into()))).await.unwrap().unwrap();
+    // Many at once, with hurried enqueues among them and hurry signals.
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 50 == 0 {
+                store.hurry();
+            }
+            if i % 10 == 0 {
+                store.enqueue(new_invocation(format!("q{i:04}"))).await.map(|_| ())
+            } else {
+                store.record_behind(finished_sync(format!("b{i:04}"))).await
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(liveness, t).await.unwrap().unwrap().unwrap();
+    }
+    drop(store);
+    let reopened = SqliteStore::open(&path, true).unwrap();
+    let all = reopened.list(keel_core::store::ListFilter { limit: 1000, ..Default::default() }).await.unwrap();
+    assert_eq!(all.items.len(), 301);
+    assert_eq!(all.items.iter().filter(|i| i.status == keel_core::invocation::Status::Queued).count(), 30);
+}
