@@ -40,18 +40,7 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
     for i in 0..500 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let new = keel_core::invocation::NewInvocation {
-                id: format!("{i:05}"),
-                function: "f".into(),
-                payload: bytes::Bytes::from_static(b"{}"),
-                content_type: None,
-                created_at: 1,
-                due_at: 1,
-                idempotency_key: None,
-                traceparent: None,
-                delivery: None,
-                lease: None,
-            };
+            let new = new_invocation(format!("{i:05}"));
             store.enqueue(new).await.unwrap();
         }));
     }
@@ -59,18 +48,7 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
         t.await.unwrap();
     }
     // A duplicate id fails alone; the rest of its group still commits.
-    let dup = keel_core::invocation::NewInvocation {
-        id: "00001".into(),
-        function: "f".into(),
-        payload: bytes::Bytes::new(),
-        content_type: None,
-        created_at: 1,
-        due_at: 1,
-        idempotency_key: None,
-        traceparent: None,
-        delivery: None,
-        lease: None,
-    };
+    let dup = new_invocation("00001".into());
     assert!(store.enqueue(dup).await.is_err());
     drop(store);
     let reopened = SqliteStore::open(&path, true).unwrap();

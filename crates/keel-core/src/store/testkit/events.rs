@@ -104,14 +104,8 @@ pub async fn effects_commit_with_the_completion_or_not_at_all(store: &dyn Store)
         ],
         events: vec![emitted.clone()],
     };
-    let completion = |version, owner: &str| Completion {
-        id: inv.id.clone(),
-        owner: owner.into(),
-        now: T0 + 30,
-        attempt: Some(attempt(1, Outcome::Success, Some(200))),
-        next: Transition::Succeed { response: ok_response("{}") },
-        effects: Some(effects(version)),
-    };
+    let completion =
+        |version, owner: &str| Completion { effects: Some(effects(version)), ..success(&inv.id, owner, T0 + 30, "{}") };
     let conflict = store.complete(completion(7, "node-a")).await;
     assert!(matches!(conflict, Err(Error::PreconditionFailed(_))), "{conflict:?}");
     assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "the first write was not applied either");

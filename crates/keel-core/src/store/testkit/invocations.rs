@@ -45,15 +45,7 @@ pub async fn lease_is_per_function(store: &dyn Store) {
 pub async fn success_keeps_the_response(store: &dyn Store) {
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     let inv = lease_one(store, "f", T0).await;
-    let completion = Completion {
-        id: inv.id.clone(),
-        owner: "node-a".into(),
-        now: T0 + 30,
-        attempt: Some(attempt(1, Outcome::Success, Some(200))),
-        next: Transition::Succeed { response: ok_response("{\"ok\":true}") },
-        effects: None,
-    };
-    store.complete(completion).await.unwrap();
+    store.complete(success(&inv.id, "node-a", T0 + 30, "{\"ok\":true}")).await.unwrap();
     let got = store.get("01A").await.unwrap().unwrap();
     assert_eq!(got.status, Status::Succeeded);
     assert_eq!(got.attempt_count, 1);
@@ -83,15 +75,7 @@ pub async fn retry_comes_due_later(store: &dyn Store) {
 pub async fn stale_lease_cannot_complete(store: &dyn Store) {
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     let inv = lease_one(store, "f", T0).await;
-    let completion = Completion {
-        id: inv.id.clone(),
-        owner: "node-b".into(),
-        now: T0 + 30,
-        attempt: Some(attempt(1, Outcome::Success, Some(200))),
-        next: Transition::Succeed { response: ok_response("{}") },
-        effects: None,
-    };
-    let err = store.complete(completion).await.unwrap_err();
+    let err = store.complete(success(&inv.id, "node-b", T0 + 30, "{}")).await.unwrap_err();
     assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
     let got = store.get("01A").await.unwrap().unwrap();
     assert_eq!(got.status, Status::Running);
@@ -198,15 +182,7 @@ pub async fn leased_at_admission_runs_only_under_its_lease(store: &dyn Store) {
     assert_eq!((a.status, a.lease), (Status::Running, Some(held.clone())));
     assert_eq!(store.get("01B").await.unwrap().unwrap().status, Status::Running);
 
-    let done = Completion {
-        id: "01A".into(),
-        owner: "node-a".into(),
-        now: T0 + 50,
-        attempt: Some(attempt(1, Outcome::Success, Some(200))),
-        next: Transition::Succeed { response: ok_response("{}") },
-        effects: None,
-    };
-    store.complete(done).await.unwrap();
+    store.complete(success("01A", "node-a", T0 + 50, "{}")).await.unwrap();
     assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
 
     // The holder died: its lease is taken back, the attempt counted as interrupted.

@@ -106,6 +106,18 @@ fn ok_response(body: &'static str) -> StoredResponse {
     }
 }
 
+/// The completion of a successful first attempt of `id`, reported by `owner`.
+fn success(id: &str, owner: &str, now: Millis, body: &'static str) -> Completion {
+    Completion {
+        id: id.into(),
+        owner: owner.into(),
+        now,
+        attempt: Some(attempt(1, Outcome::Success, Some(200))),
+        next: Transition::Succeed { response: ok_response(body) },
+        effects: None,
+    }
+}
+
 async fn lease_one(store: &dyn Store, function: &str, now: Millis) -> Invocation {
     let mut leased = store.lease(lease_req(function, now, 1)).await.unwrap().invocations;
     assert_eq!(leased.len(), 1, "expected one due invocation of {function}");
