@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use keel_core::clock::rfc3339;
-use keel_core::events::{self as ce, CloudEvent};
+use keel_core::events::{self as ce, CloudEvent, NewEvent};
 use keel_core::id::new_id;
 use serde_json::{json, Map, Value};
 
@@ -104,6 +104,23 @@ pub(crate) async fn publish(
             new
         })
         .collect();
+    // Once stored, deliveries must be started or their dispatchers woken even if the client goes
+    // away meanwhile: the admission runs in a task of its own, which a dropped request does not
+    // cancel.
+    let ids = tokio::spawn(admit_events(shared, new_events, leased, wake))
+        .await
+        .map_err(|e| Problem::from(keel_core::Error::Unavailable(format!("the admission failed: {e}"))))??;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
+}
+
+/// Stores the events with their deliveries, starts the deliveries leased at admission (those of
+/// events that were not duplicates) and wakes the dispatchers of the rest; returns the events' ids.
+async fn admit_events(
+    shared: Arc<Shared>,
+    new_events: Vec<NewEvent>,
+    leased: Vec<Vec<events::LeasedDelivery>>,
+    wake: BTreeSet<String>,
+) -> Result<Vec<String>, Problem> {
     let delivered: Vec<Vec<String>> =
         new_events.iter().map(|e| e.deliveries.iter().map(|d| d.function.clone()).collect()).collect();
     let published = shared.store.publish(new_events).await?;
@@ -117,8 +134,7 @@ pub(crate) async fn publish(
     for function in wake {
         shared.functions.wake(&function);
     }
-    let ids: Vec<_> = published.into_iter().map(|p| p.id).collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
+    Ok(published.into_iter().map(|p| p.id).collect())
 }
 
 fn read_events(headers: &HeaderMap, topic: &str, body: Bytes, now: i64) -> Result<Vec<CloudEvent>, Problem> {

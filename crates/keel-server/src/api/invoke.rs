@@ -10,9 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use keel_core::id::new_id;
-use keel_core::idempotency::{KeyDecision, StoredReply};
+use keel_core::idempotency::{KeyClaim, KeyDecision, StoredReply};
 use keel_core::invocation::{Invocation, Lease, NewInvocation};
 use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
@@ -273,19 +274,32 @@ pub(crate) async fn invoke_async(
         delivery: None,
         lease: slot.as_ref().map(|_| dispatch::lease_at(&shared, function, now)),
     };
+    let claim = key.map(|key| {
+        let ttl = function.config.idempotency_ttl;
+        idempotency::claim(&shared, &method, uri.path(), key, &new.payload, Duration::ZERO, ttl)
+    });
+    // Once the store has the invocation, it must be started (leased at admission) or its
+    // dispatcher woken even if the client goes away meanwhile: a dropped request would leave it
+    // `running` unattempted until its lease expired, or `queued` with nobody told. So the
+    // admission runs in a task of its own, which a dropped request does not cancel.
+    tokio::spawn(admit_async(shared.clone(), function.clone(), new, claim, slot))
+        .await
+        .map_err(|e| Problem::from(keel_core::Error::Unavailable(format!("the admission failed: {e}"))))?
+}
+
+/// Stores `new` (under `claim`'s key, when there is one) and answers 202, or the key's stored
+/// answer; then starts it on `slot` or wakes the dispatcher.
+async fn admit_async(
+    shared: Arc<Shared>,
+    function: Arc<Function>,
+    new: NewInvocation,
+    claim: Option<KeyClaim>,
+    slot: Option<OwnedSemaphorePermit>,
+) -> Result<Response, Problem> {
     let reply = accepted_reply(&new.id);
-    let stored = match key {
+    let stored = match claim {
         None => shared.store.enqueue(new).await?,
-        Some(key) => {
-            let claim = idempotency::claim(
-                &shared,
-                &method,
-                uri.path(),
-                key,
-                &new.payload,
-                Duration::ZERO,
-                function.config.idempotency_ttl,
-            );
+        Some(claim) => {
             if let Some(answer) = idempotency::settled(&shared, &claim).await? {
                 return Ok(answer);
             }
@@ -303,7 +317,7 @@ pub(crate) async fn invoke_async(
     shared.metrics.accepted(&function.config.name, crate::metric_definitions::Admission::Async);
     faults::crash_point(&shared, faults::CrashPoint::AfterAdmit);
     match slot {
-        Some(slot) => dispatch::start(shared.clone(), function.clone(), stored, slot),
+        Some(slot) => dispatch::start(shared.clone(), function, stored, slot),
         None => function.work_queued(),
     }
     Ok(reply_response(reply))
