@@ -11,7 +11,6 @@ use keel_core::effects::Effects;
 use keel_core::events::{CloudEvent, NewEvent};
 use keel_core::id::new_id;
 use keel_core::invocation::{CommitEffects, Delivery, Invocation, NewInvocation};
-
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::dispatch;
