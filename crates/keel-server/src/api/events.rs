@@ -104,12 +104,7 @@ pub(crate) async fn publish(
             new
         })
         .collect();
-    // Once stored, deliveries must be started or their dispatchers woken even if the client goes
-    // away meanwhile: the admission runs in a task of its own, which a dropped request does not
-    // cancel.
-    let ids = tokio::spawn(admit_events(shared, new_events, leased, wake))
-        .await
-        .map_err(|e| Problem::from(keel_core::Error::Unavailable(format!("the admission failed: {e}"))))??;
+    let ids = super::admit_fully(admit_events(shared, new_events, leased, wake)).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
 }
 

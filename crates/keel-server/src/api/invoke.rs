@@ -278,13 +278,7 @@ pub(crate) async fn invoke_async(
         let ttl = function.config.idempotency_ttl;
         idempotency::claim(&shared, &method, uri.path(), key, &new.payload, Duration::ZERO, ttl)
     });
-    // Once the store has the invocation, it must be started (leased at admission) or its
-    // dispatcher woken even if the client goes away meanwhile: a dropped request would leave it
-    // `running` unattempted until its lease expired, or `queued` with nobody told. So the
-    // admission runs in a task of its own, which a dropped request does not cancel.
-    tokio::spawn(admit_async(shared.clone(), function.clone(), new, claim, slot))
-        .await
-        .map_err(|e| Problem::from(keel_core::Error::Unavailable(format!("the admission failed: {e}"))))?
+    super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, slot)).await
 }
 
 /// Stores `new` (under `claim`'s key, when there is one) and answers 202, or the key's stored

@@ -27,6 +27,18 @@ use axum::Router;
 use crate::state::Shared;
 use problem::Problem;
 
+/// Runs an admission to its end in a task of its own, which a dropped request does not cancel:
+/// once the store has the work it must be started (leased at admission) or its dispatcher woken
+/// even if the client went away meanwhile — else it would sit `running` unattempted until its
+/// lease expired, or `queued` with nobody told.
+async fn admit_fully<T: Send + 'static>(
+    admission: impl std::future::Future<Output = Result<T, Problem>> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::spawn(admission)
+        .await
+        .map_err(|e| Problem::from(keel_core::Error::Unavailable(format!("the admission failed: {e}"))))?
+}
+
 /// How one route's handler is mounted (the keyed ones need the state for their layer).
 type Mount = fn(&Arc<Shared>) -> MethodRouter<Arc<Shared>>;
 
