@@ -14,8 +14,11 @@ use crate::state::Shared;
 /// should show it is alive again before the others' sweepers decide it is dead.
 const RETRY_FAILED_BEAT: Duration = Duration::from_millis(500);
 
-/// Starts the heartbeat and subscribes to other nodes' wake-ups; both stop with `stop`.
-pub(crate) fn join(shared: &Arc<Shared>, addr: SocketAddr, stop: watch::Receiver<bool>) {
+/// Starts the heartbeat and subscribes to other nodes' wake-ups. The heartbeat says `draining`
+/// once `drain` turns true and goes on until `stop` does, when the drain is over: a node that
+/// stopped beating as it began draining would have its in-flight attempts taken back and run
+/// again by the others while it still finishes them.
+pub(crate) fn join(shared: &Arc<Shared>, addr: SocketAddr, drain: watch::Receiver<bool>, stop: watch::Receiver<bool>) {
     // Weak: the store holds this callback, and the store is held by `shared`.
     let weak = Arc::downgrade(shared);
     shared.store.on_wakeup(Arc::new(move |function: &str| {
@@ -23,14 +26,26 @@ pub(crate) fn join(shared: &Arc<Shared>, addr: SocketAddr, stop: watch::Receiver
             shared.functions.wake(function);
         }
     }));
-    tokio::spawn(heartbeat(shared.clone(), addr.to_string(), stop));
+    tokio::spawn(heartbeat(shared.clone(), addr.to_string(), drain, stop));
 }
 
-async fn heartbeat(shared: Arc<Shared>, addr: String, mut stop: watch::Receiver<bool>) {
+async fn heartbeat(
+    shared: Arc<Shared>,
+    addr: String,
+    mut drain: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let started_at = shared.clock.now_ms();
     let mut failing = false;
     loop {
-        let beat = NodeBeat { id: shared.node_id.clone(), addr: addr.clone(), started_at, now: shared.clock.now_ms() };
+        let draining = *drain.borrow();
+        let beat = NodeBeat {
+            id: shared.node_id.clone(),
+            addr: addr.clone(),
+            started_at,
+            now: shared.clock.now_ms(),
+            draining,
+        };
         let pause = match shared.store.heartbeat(beat).await {
             Ok(()) => {
                 if std::mem::take(&mut failing) {
@@ -47,6 +62,8 @@ async fn heartbeat(shared: Arc<Shared>, addr: String, mut stop: watch::Receiver<
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
+            // The others learn of the drain at once, not at the next beat.
+            _ = drain.wait_for(|d| *d), if !draining => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

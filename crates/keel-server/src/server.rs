@@ -3,7 +3,8 @@
 //!
 //! Drain order: admission answers 503 at once; dispatchers stop leasing; attempts in flight get
 //! up to `server.shutdown_grace` to finish and record their outcome; `command` functions'
-//! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops.
+//! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops, and last the
+//! heartbeat (which says `draining` meanwhile, so no other node takes the leases back).
 //! Whatever is still queued stays on disk for the next start.
 
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ pub struct Node {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop_dispatch: watch::Sender<bool>,
+    /// Stops the heartbeat, last: the node is alive to the others until its drain is over.
+    stop_heartbeat: watch::Sender<bool>,
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<std::io::Result<()>>,
 }
@@ -77,7 +80,8 @@ impl Node {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
         }
         tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
-        crate::cluster::join(&shared, addr, stop_rx.clone());
+        let (stop_heartbeat, stop_heartbeat_rx) = watch::channel(false);
+        crate::cluster::join(&shared, addr, stop_rx.clone(), stop_heartbeat_rx);
         tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));
         let (stop_http, stop_http_rx) = oneshot::channel::<()>();
         let app = api::router(shared.clone());
@@ -89,7 +93,7 @@ impl Node {
                 .await
         });
         tracing::info!(%addr, functions = shared.functions.iter().count(), node = %shared.node_id, "keel is listening");
-        Ok(Node { addr, shared, stop_dispatch, stop_http, http })
+        Ok(Node { addr, shared, stop_dispatch, stop_heartbeat, stop_http, http })
     }
 
     /// The address the gateway listens on.
@@ -121,6 +125,7 @@ impl Node {
         if tokio::time::timeout_at(grace_end, self.http).await.is_err() {
             tracing::warn!("grace period over with requests still open");
         }
+        let _ = self.stop_heartbeat.send(true);
         tracing::info!("keel stopped");
     }
 }

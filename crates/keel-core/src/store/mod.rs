@@ -94,6 +94,9 @@ pub struct NodeBeat {
     pub addr: String,
     pub started_at: Millis,
     pub now: Millis,
+    /// The node is draining: it admits nothing new and finishes what it holds. It keeps beating
+    /// until the drain is over, so the others leave its leases alone meanwhile.
+    pub draining: bool,
 }
 
 /// A node as the store knows it, for `GET /v1/cluster`.
@@ -105,6 +108,8 @@ pub struct NodeState {
     pub heartbeat_at: Millis,
     /// Invocations it holds leases on now (async attempts and sync calls).
     pub leases: u64,
+    /// Its last heartbeat said it was draining.
+    pub draining: bool,
 }
 
 /// The backlog of one function (or one subscription's deliveries to it), for `/metrics`.

@@ -37,6 +37,7 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Value>
                 "last_heartbeat": rfc3339(n.heartbeat_at),
                 "alive": now - n.heartbeat_at <= NODE_TIMEOUT_MS,
                 "leases": n.leases,
+                "draining": n.draining,
                 "this_node": n.id == shared.node_id,
             })
         })
@@ -71,6 +72,8 @@ pub(super) mod schema {
         alive: bool,
         /// Invocations it holds leases on now.
         leases: u64,
+        /// The node is draining: it finishes what it holds and admits nothing new.
+        draining: bool,
         /// Whether this is the node that answered.
         this_node: bool,
     }

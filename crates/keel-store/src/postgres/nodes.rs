@@ -15,9 +15,10 @@ const FORGET_AFTER_MS: Millis = 24 * 3600 * 1000;
 pub(crate) async fn heartbeat(tx: &Tx<'_>, beat: &NodeBeat) -> Result<()> {
     execute(
         tx,
-        "INSERT INTO nodes (id, addr, started_at, heartbeat_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (id) DO UPDATE SET addr = EXCLUDED.addr, heartbeat_at = GREATEST(nodes.heartbeat_at, EXCLUDED.heartbeat_at)",
-        &[&beat.id, &beat.addr, &beat.started_at, &beat.now],
+        "INSERT INTO nodes (id, addr, started_at, heartbeat_at, draining) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO UPDATE SET addr = EXCLUDED.addr, \
+           heartbeat_at = GREATEST(nodes.heartbeat_at, EXCLUDED.heartbeat_at), draining = EXCLUDED.draining",
+        &[&beat.id, &beat.addr, &beat.started_at, &beat.now, &beat.draining],
     )
     .await
     .map_err(db_err)?;
@@ -44,14 +45,15 @@ pub(crate) async fn nodes(tx: &Tx<'_>) -> Result<Vec<NodeState>> {
     .iter()
     .map(|r| (r.get(0), r.get(1)))
     .collect();
-    let rows =
-        query(tx, "SELECT id, addr, started_at, heartbeat_at FROM nodes ORDER BY id", &[]).await.map_err(db_err)?;
+    let rows = query(tx, "SELECT id, addr, started_at, heartbeat_at, draining FROM nodes ORDER BY id", &[])
+        .await
+        .map_err(db_err)?;
     Ok(rows
         .iter()
         .map(|r| {
             let id: String = r.get(0);
             let leases = held.get(&id).copied().unwrap_or(0) as u64;
-            NodeState { id, addr: r.get(1), started_at: r.get(2), heartbeat_at: r.get(3), leases }
+            NodeState { id, addr: r.get(1), started_at: r.get(2), heartbeat_at: r.get(3), leases, draining: r.get(4) }
         })
         .collect())
 }

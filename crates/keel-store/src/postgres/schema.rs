@@ -120,6 +120,9 @@ CREATE TABLE kv (
     PRIMARY KEY (ns, key)
 );
 "#,
+    r#"
+ALTER TABLE nodes ADD COLUMN draining BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

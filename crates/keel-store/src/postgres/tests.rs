@@ -105,7 +105,7 @@ async fn the_same_new_key_claimed_by_two_nodes_at_once_is_claimed_once() {
 #[tokio::test]
 async fn a_silent_node_loses_its_leases_before_they_expire() {
     let Some((a, b)) = two_nodes().await else { return };
-    let beat = |id: &str, now| NodeBeat { id: id.into(), addr: "-".into(), started_at: T0, now };
+    let beat = |id: &str, now| NodeBeat { id: id.into(), addr: "-".into(), started_at: T0, now, draining: false };
     a.heartbeat(beat("node-a", T0)).await.unwrap();
     a.enqueue(new_inv("01A".into(), T0)).await.unwrap();
     let long =

@@ -30,6 +30,7 @@ impl Nodes {
                 started_at: b.started_at,
                 heartbeat_at: b.now,
                 leases: held.get(&b.id).copied().unwrap_or(0),
+                draining: b.draining,
             })
             .collect()
     }

@@ -16,7 +16,7 @@ mod outage;
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::load::submit_many;
-use crate::support::{get_json, request, Functions};
+use crate::support::{get_json, post_json, request, Functions};
 
 /// `n` nodes on `database`, each running `functions` (TOML); killed when dropped.
 struct Cluster {
@@ -183,4 +183,52 @@ async fn a_key_sent_to_two_nodes_at_once_runs_the_function_once() {
         .map(|k| fns.calls().iter().filter(|c| c.body == format!("{{\"payment\":{k}}}").as_bytes()).count())
         .collect();
     assert_eq!(ran, vec![1; 30], "each key ran the function exactly once across both nodes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_keeps_its_leases_until_its_attempts_finish() {
+    let Some(database) = fresh_database().await else { return };
+    let (fns, addr) = Functions::start().await;
+    // Longer than the node timeout plus a sweep: were the heartbeat to stop as the drain begins,
+    // the other node would take the lease back and run the invocation again meanwhile.
+    let functions = format!("[functions.long]\nurl = \"http://{addr}/slow?ms=24000\"\ntimeout = \"60s\"\n");
+    let mut cluster = Cluster::start(&database, &functions, 2).await;
+    let (status, _, accepted) = post_json(&format!("{}/v1/functions/long/invocations", cluster.url(0)), "{}").await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", cluster.url(0))).await;
+        if inv["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < end, "never started: {inv}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let draining = &mut cluster.nodes[0].1;
+    let status = std::process::Command::new("kill").args(["-TERM", &draining.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, view) = get_json(&format!("{}/v1/cluster", cluster.url(1))).await;
+        let items = view["items"].as_array().unwrap();
+        if items.iter().any(|n| n["this_node"] == false && n["draining"] == true && n["alive"] == true) {
+            break;
+        }
+        assert!(Instant::now() < end, "the other node never learnt of the drain: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end = Instant::now() + Duration::from_secs(45);
+    let exit = loop {
+        if let Some(exit) = cluster.nodes[0].1.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < end, "the draining node never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "drained and exited cleanly: {exit}");
+    let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", cluster.url(1))).await;
+    assert_eq!(inv["status"], "succeeded", "the draining node recorded its attempt: {inv}");
+    assert_eq!(inv["attempts"].as_array().unwrap().len(), 1, "nobody took it over meanwhile: {inv}");
+    assert_eq!(fns.calls_for(&id).len(), 1, "the function ran once");
 }
