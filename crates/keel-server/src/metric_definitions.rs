@@ -8,14 +8,10 @@
 use std::collections::BTreeMap;
 
 use keel_core::config::Config;
-use keel_core::invocation::{CommitEffects, Invocation, Transition};
+use keel_core::invocation::{CommitEffects, Transition};
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::Outcome;
 use metrics::{counter, histogram, Counter, Histogram};
-
-use crate::dispatch::sync::{self, Recorder, SyncEnd};
-use crate::functions::Function;
-use crate::state::Shared;
 
 /// Invocations admitted, by `function` and `kind` (`sync`, `async`, `delivery`).
 pub(crate) const INVOCATIONS_ACCEPTED_TOTAL: &str = "keel_invocations_accepted_total";
@@ -126,20 +122,6 @@ impl Metrics {
             self.accepted(&delivery.function, Admission::Delivery);
         }
     }
-}
-
-/// Runs a sync invocation to its end ([`sync::run_to_end`]), counting its admission and end.
-pub(crate) async fn run_sync(
-    shared: &Shared,
-    function: &Function,
-    inv: &mut Invocation,
-    recorder: &Recorder<'_>,
-) -> SyncEnd {
-    let name = &function.config.name;
-    shared.metrics.accepted(name, Admission::Sync);
-    let end = sync::run_to_end(shared, function, inv, recorder).await;
-    shared.metrics.ended(name, if end == SyncEnd::Succeeded { End::Succeeded } else { End::Failed });
-    end
 }
 
 impl FunctionMetrics {

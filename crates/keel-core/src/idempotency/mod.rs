@@ -76,8 +76,11 @@ pub enum KeyDecision {
 }
 
 /// The decision for a claim with `fingerprint` at `now`, given the stored record.
+///
+/// A record is forgotten once its TTL has passed — but not while it is in flight under a lease
+/// that runs on: its holder may still be running, and a new claim would run the work twice.
 pub fn decide(existing: Option<&KeyRecord>, fingerprint: &str, now: Millis) -> KeyDecision {
-    let Some(record) = existing.filter(|r| r.expires_at > now) else {
+    let Some(record) = existing.filter(|r| r.is_live(now)) else {
         return KeyDecision::Claim;
     };
     if record.fingerprint != fingerprint {
@@ -92,6 +95,13 @@ pub fn decide(existing: Option<&KeyRecord>, fingerprint: &str, now: Millis) -> K
             Some(id) => KeyDecision::TakeOver { invocation_id: id.clone() },
             None => KeyDecision::Claim,
         },
+    }
+}
+
+impl KeyRecord {
+    /// Whether the record still counts at `now`: within its TTL, or held under a running lease.
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.expires_at > now || matches!(self.phase, KeyPhase::InFlight { lease_until, .. } if lease_until > now)
     }
 }
 

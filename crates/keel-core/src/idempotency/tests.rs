@@ -45,6 +45,16 @@ fn decisions_follow_the_record() {
     assert_eq!(decide(Some(&rec), "other", 1_000), KeyDecision::Claim);
 }
 
+#[test]
+fn a_record_held_past_its_ttl_counts_until_its_lease_ends() {
+    // A sync call longer than the key's TTL: the holder is still running at 2_000.
+    let c = KeyClaim { lease_until: 5_000, expires_at: 1_000, ..claim("fp", "h1", 0) };
+    let rec = claimed_record(&c, Some("inv1".into()));
+    assert_eq!(decide(Some(&rec), "fp", 2_000), KeyDecision::InFlight { lease_until: 5_000 });
+    assert_eq!(decide(Some(&rec), "other", 2_000), KeyDecision::Mismatch);
+    assert_eq!(decide(Some(&rec), "fp", 5_000), KeyDecision::Claim, "lease and TTL over: forgotten");
+}
+
 /// One step a client or the clock takes.
 #[derive(Debug, Clone)]
 enum Op {

@@ -19,7 +19,7 @@ use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
 use super::{body, idempotency, openapi};
 use crate::dispatch;
-use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest};
+use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
 use crate::functions::Function;
 use crate::state::Shared;
@@ -100,7 +100,10 @@ fn traceparent(headers: &HeaderMap) -> String {
                 ("keel-invocation-id" = String, description = "The invocation."),
                 ("keel-attempts" = u32, description = "Attempts made."),
             )),
-        (status = 503, description = openapi::UNAVAILABLE_OR_DRAINING, headers(("Retry-After" = u64))),
+        (status = 503, description = "This node is draining (`draining`: retry on another node), the store is \
+            unavailable, or the invocation ended but its outcome could not be recorded (`outcome-unknown`, with \
+            `invocation_id`: its effects may not have been applied; retry with the same Idempotency-Key); \
+            retry after Retry-After.", headers(("Retry-After" = u64))),
         (status = 504, description = "The deadline (`sync_timeout`) passed, retries included, or no concurrency \
             slot was free in time (`deadline-exceeded`); with `invocation_id` and `attempts`.",
             headers(
@@ -126,8 +129,8 @@ pub(crate) async fn invoke_sync(
     };
     let Some(key) = key else {
         let mut inv = sync::new_invocation(&shared, function, request, None);
-        let end = crate::metric_definitions::run_sync(&shared, function, &mut inv, &Recorder::Plain).await;
-        return Ok(reply_response(sync_reply(&inv, end)));
+        let ended = sync::run(&shared, function, &mut inv, &Recorder::Plain).await;
+        return answer(&inv, ended);
     };
     // Keyed: the invocation and its key record are stored before the first attempt, so a retry
     // of this request finds it — in flight, done, or orphaned by a crash and taken over.
@@ -169,10 +172,31 @@ pub(crate) async fn invoke_sync(
                         .ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
                 }
                 let recorder = Recorder::Keyed { key: key_ref, holder, reply: &sync_reply };
-                let end = crate::metric_definitions::run_sync(&shared, function, &mut inv, &recorder).await;
-                return Ok(reply_response(sync_reply(&inv, end)));
+                let ended = sync::run(&shared, function, &mut inv, &recorder).await;
+                return answer(&inv, ended);
             }
         }
+    }
+}
+
+/// The answer of a sync invocation: its reply once recorded; else a 503 saying its outcome is
+/// unknown (the function's answer is not passed on: its effects may not have been applied).
+fn answer(inv: &Invocation, ended: Result<SyncEnd, Unrecorded>) -> Result<Response, Problem> {
+    match ended {
+        Ok(end) => Ok(reply_response(sync_reply(inv, end))),
+        Err(Unrecorded { end, error }) => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "outcome-unknown",
+            "Outcome unknown",
+            format!(
+                "the invocation ended ({}) but its outcome could not be recorded ({error}): its effects may not \
+                 have been applied; retry with the same Idempotency-Key to run it again or replay its answer",
+                end.as_str()
+            ),
+        )
+        .with("invocation_id", inv.id.clone())
+        .with("attempts", inv.attempt_count)
+        .retry_after(1)),
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::events;
 use crate::functions::Function;
+use crate::metric_definitions::{Admission, End};
 use crate::runtime::AttemptCall;
 use crate::state::Shared;
 
@@ -29,6 +30,26 @@ pub(crate) enum SyncEnd {
     Exhausted,
     /// The function's `sync_timeout` passed.
     DeadlineExceeded,
+}
+
+impl SyncEnd {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SyncEnd::Succeeded => "succeeded",
+            SyncEnd::Permanent => "permanent failure",
+            SyncEnd::Exhausted => "retries exhausted",
+            SyncEnd::DeadlineExceeded => "deadline exceeded",
+        }
+    }
+}
+
+/// A sync invocation that ended (`end`) but could not be recorded: with a key or effects, its
+/// answer must not be sent as if it had been — the effects may not have been applied, and a
+/// retry with the same key will find the key still held, then take the invocation over.
+#[derive(Debug)]
+pub(crate) struct Unrecorded {
+    pub(crate) end: SyncEnd,
+    pub(crate) error: Error,
 }
 
 /// What the request is for.
@@ -107,15 +128,32 @@ pub(crate) fn new_invocation(
     inv
 }
 
+/// Runs a sync invocation to its end ([`run_to_end`]), counting its admission and end.
+pub(crate) async fn run(
+    shared: &Shared,
+    function: &Function,
+    inv: &mut Invocation,
+    recorder: &Recorder<'_>,
+) -> Result<SyncEnd, Unrecorded> {
+    let name = &function.config.name;
+    shared.metrics.accepted(name, Admission::Sync);
+    let ended = run_to_end(shared, function, inv, recorder).await;
+    let end = match &ended {
+        Ok(end) | Err(Unrecorded { end, .. }) => *end,
+    };
+    shared.metrics.ended(name, if end == SyncEnd::Succeeded { End::Succeeded } else { End::Failed });
+    ended
+}
+
 /// Runs attempts (numbered on from `inv.attempt_count`) until the invocation ends or the
-/// function's `sync_timeout` passes, and records it; leaves `inv` in its final state. A failure
-/// to record is logged: the caller still gets the function's answer.
+/// function's `sync_timeout` passes, and records it; leaves `inv` in its final state. A record
+/// that failed is [`Unrecorded`]: the caller must not be given the function's answer.
 pub(crate) async fn run_to_end(
     shared: &Shared,
     function: &Function,
     inv: &mut Invocation,
     recorder: &Recorder<'_>,
-) -> SyncEnd {
+) -> Result<SyncEnd, Unrecorded> {
     let deadline = Instant::now() + function.config.sync_timeout;
     let mut previous_delay = None;
     let first = inv.attempt_count;
@@ -149,26 +187,28 @@ pub(crate) async fn run_to_end(
                     Ok(delay) => tokio::time::sleep(delay).await,
                     Err(end) => {
                         finalize(shared, inv, end);
-                        if let Err(e) = recorder.record(shared, function, inv, end, None).await {
-                            tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
-                        }
-                        return end;
+                        return match recorder.record(shared, function, inv, end, None).await {
+                            Ok(()) => Ok(end),
+                            Err(error) => Err(unrecorded(inv, end, error)),
+                        };
                     }
                 }
             }
-            Err(e) => {
-                tracing::error!(invocation_id = %inv.id, error = %e, "recording a sync invocation failed");
-                return end;
-            }
+            Err(error) => return Err(unrecorded(inv, end, error)),
             Ok(()) => {
                 if let Some(effects) = &emitted {
                     events::wake_subscribers(shared, effects);
                     shared.metrics.deliveries_admitted(Some(effects));
                 }
-                return end;
+                return Ok(end);
             }
         }
     }
+}
+
+fn unrecorded(inv: &Invocation, end: SyncEnd, error: Error) -> Unrecorded {
+    tracing::error!(invocation_id = %inv.id, error = %error, "recording a sync invocation failed; its caller is told the outcome is unknown");
+    Unrecorded { end, error }
 }
 
 fn finalize(shared: &Shared, inv: &mut Invocation, end: SyncEnd) {
@@ -194,10 +234,16 @@ async fn attempt(
     deadline: Instant,
 ) -> (Step, Option<CommitEffects>) {
     let config = &function.config;
-    let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, function.permits.acquire()).await else {
-        inv.error =
-            Some(format!("deadline exceeded: no free slot within sync_timeout ({} in flight)", function.in_flight()));
-        return (Step::Done(SyncEnd::DeadlineExceeded), None);
+    let permit = match tokio::time::timeout_at(deadline, function.permits.acquire()).await {
+        // A slot that frees at the deadline is no use: an attempt never starts past it.
+        Ok(Ok(permit)) if Instant::now() < deadline => permit,
+        _ => {
+            inv.error = Some(format!(
+                "deadline exceeded: no free slot within sync_timeout ({} in flight)",
+                function.in_flight()
+            ));
+            return (Step::Done(SyncEnd::DeadlineExceeded), None);
+        }
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     let call = AttemptCall::next_of(config, inv, config.timeout.min(remaining));

@@ -24,6 +24,10 @@ pub(crate) async fn effects_function(
     _body: &[u8],
 ) -> Response {
     let id = headers.get("keel-invocation-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    // `?ms=N`: answer only after N ms (a slow function, for what happens meanwhile).
+    if let Some(ms) = q.get("ms").and_then(|ms| ms.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let envelope = match kind {
         "incr" => {
             let (status, h, body) = request("GET", &format!("{keel}/v1/kv/counters/n"), &[], "").await;

@@ -217,11 +217,14 @@ pub(crate) async fn interrupt_sync(
     Ok(())
 }
 
+/// Deletes records past their TTL, except one still held by a request whose lease runs on (its
+/// holder may still be running and must find the record to complete it).
 pub(crate) async fn purge_expired(tx: &Tx<'_>, now: Millis, limit: usize) -> Result<usize> {
     let deleted = execute(
         tx,
         "DELETE FROM idempotency_keys WHERE ctid IN \
-         (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+         (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+          LIMIT $2 FOR UPDATE SKIP LOCKED)",
         &[&now, &(limit as i64)],
     )
     .await

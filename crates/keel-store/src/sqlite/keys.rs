@@ -190,10 +190,13 @@ pub(crate) fn interrupt_sync(
     Ok(())
 }
 
+/// Deletes records past their TTL, except one still held by a request whose lease runs on (its
+/// holder may still be running and must find the record to complete it).
 pub(crate) fn purge_expired(conn: &Connection, now: Millis, limit: usize) -> Result<usize> {
     conn.prepare_cached(
         "DELETE FROM idempotency_keys WHERE rowid IN \
-         (SELECT rowid FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)",
+         (SELECT rowid FROM idempotency_keys WHERE expires_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) \
+          LIMIT ?2)",
     )
     .and_then(|mut st| st.execute(params![now, limit as i64]))
     .map_err(db_err)

@@ -112,9 +112,27 @@ pub async fn claimed_keys_complete_release_and_expire(store: &dyn Store) {
     assert_eq!(store.claim_key(key_claim("r", "fp", "h4", T0 + 60_003)).await.unwrap(), KeyDecision::Claim);
 }
 
+pub async fn a_held_key_outlives_its_ttl_until_its_lease_ends(store: &dyn Store) {
+    // A TTL shorter than the call: the record must survive the purge and keep the key held.
+    let short = KeyClaim { lease_until: T0 + 10_000, expires_at: T0 + 1_000, ..key_claim("k", "fp", "h1", T0) };
+    let d = store.begin_sync(running_sync("01S", "h1", T0), short.clone()).await.unwrap();
+    assert_eq!(d, KeyDecision::Claim);
+    assert_eq!(store.purge_expired_keys(T0 + 5_000, 10).await.unwrap(), 0, "held: not purged past its TTL");
+    let busy = store.begin_sync(running_sync("01T", "h2", T0 + 5_000), key_claim("k", "fp", "h2", T0 + 5_000)).await;
+    assert_eq!(busy.unwrap(), KeyDecision::InFlight { lease_until: T0 + 10_000 }, "still held past its TTL");
+    let mut done = store.get("01S").await.unwrap().unwrap();
+    done.status = Status::Succeeded;
+    done.lease = None;
+    store.finish_sync(done, None, short.key.clone(), "h1".into(), reply("done")).await.unwrap();
+    assert_eq!(store.get("01S").await.unwrap().unwrap().status, Status::Succeeded, "its holder completed it");
+    // Completed and past its TTL: forgotten.
+    assert_eq!(store.purge_expired_keys(T0 + 5_001, 10).await.unwrap(), 1);
+}
+
 pub async fn nodes_report_heartbeats_and_leases(store: &dyn Store) {
     assert!(store.nodes().await.unwrap().is_empty(), "no node has reported yet");
-    let beat = NodeBeat { id: "node-a".into(), addr: "127.0.0.1:7733".into(), started_at: T0, now: T0 };
+    let beat =
+        NodeBeat { id: "node-a".into(), addr: "127.0.0.1:7733".into(), started_at: T0, now: T0, draining: false };
     store.heartbeat(beat.clone()).await.unwrap();
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     store.enqueue(new_inv("01B", "f", T0)).await.unwrap();
@@ -122,7 +140,7 @@ pub async fn nodes_report_heartbeats_and_leases(store: &dyn Store) {
     // A sync call's holder is named `node/request`: its lease counts for its node.
     let claim = key_claim("k", "fp", "node-a/r1", T0);
     store.begin_sync(running_sync("01S", "node-a/r1", T0), claim).await.unwrap();
-    store.heartbeat(NodeBeat { now: T0 + 2_000, ..beat }).await.unwrap();
+    store.heartbeat(NodeBeat { now: T0 + 2_000, ..beat.clone() }).await.unwrap();
     let nodes = store.nodes().await.unwrap();
     let expected = NodeState {
         id: "node-a".into(),
@@ -130,6 +148,10 @@ pub async fn nodes_report_heartbeats_and_leases(store: &dyn Store) {
         started_at: T0,
         heartbeat_at: T0 + 2_000,
         leases: 3,
+        draining: false,
     };
-    assert_eq!(nodes, vec![expected]);
+    assert_eq!(nodes, vec![expected.clone()]);
+    store.heartbeat(NodeBeat { now: T0 + 4_000, draining: true, ..beat }).await.unwrap();
+    let draining = NodeState { heartbeat_at: T0 + 4_000, draining: true, ..expected };
+    assert_eq!(store.nodes().await.unwrap(), vec![draining], "a draining node says so");
 }

@@ -1,5 +1,6 @@
 //! A database outage under load: admission answers 503 problem+json (never 500, never a hang)
-//! while PostgreSQL is down, and every accepted invocation completes once it is back.
+//! while PostgreSQL is down, and every accepted invocation completes once it is back; a sync
+//! call whose effects could not be committed is never answered as a success.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,15 +13,55 @@ use keel_store::pg_testkit::PgCluster;
 use serde_json::Value;
 
 use super::{wait_all_succeeded, Cluster};
-use crate::support::Functions;
+use crate::support::{get_json, request, Functions};
+
+fn postgres_or_skip() -> Option<PgCluster> {
+    match PgCluster::start() {
+        Ok(cluster) => Some(cluster),
+        Err(reason) if std::env::var_os("CI").is_none() => {
+            eprintln!("\n*** SKIPPED: {reason} ***\n");
+            None
+        }
+        Err(reason) => panic!("PostgreSQL is required in CI: {reason}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_call_whose_effects_were_not_committed_is_not_answered_as_a_success() {
+    let Some(postgres) = postgres_or_skip() else { return };
+    let database = postgres.create_database().await.unwrap();
+    let (fns, addr) = Functions::start().await;
+    let functions = format!("[topics.done]\n\n[functions.record]\nurl = \"http://{addr}/fx/record?ms=2000\"\n");
+    let cluster = Cluster::start(&database, &functions, 1).await;
+    let url = format!("{}/v1/functions/record/invoke", cluster.url(0));
+    let call = tokio::spawn(async move { request("POST", &url, &[], "{}").await });
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, function) = get_json(&format!("{}/v1/functions/record", cluster.url(0))).await;
+        if function["in_flight"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < end, "the call never started: {function}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The function is running; the database goes away before its effects can be committed.
+    postgres.stop().unwrap();
+    let (status, headers, body) = tokio::time::timeout(Duration::from_secs(60), call).await.expect("answered").unwrap();
+    postgres.resume().unwrap();
+    let problem: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(fns.calls().len(), 1, "the function answered (with effects) once");
+    assert_eq!(status, 503, "not the function's 200: its effects were not committed: {problem}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(problem["type"].as_str().unwrap().ends_with(":outcome-unknown"), "{problem}");
+    let id = problem["invocation_id"].as_str().expect("names the invocation");
+    assert!(headers.contains_key("retry-after"));
+    let (kv, _, _) = get_json(&format!("{}/v1/kv/done/{id}", cluster.url(0))).await;
+    assert_eq!(kv, 404, "and indeed nothing of it was applied");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_for_5s_under_load_answers_503_and_then_completes_every_accepted_invocation() {
-    let postgres = match PgCluster::start() {
-        Ok(cluster) => cluster,
-        Err(reason) if std::env::var_os("CI").is_none() => return eprintln!("\n*** SKIPPED: {reason} ***\n"),
-        Err(reason) => panic!("PostgreSQL is required in CI: {reason}"),
-    };
+    let Some(postgres) = postgres_or_skip() else { return };
     let database = postgres.create_database().await.unwrap();
     let (fns, addr) = Functions::start().await;
     let functions = format!(
