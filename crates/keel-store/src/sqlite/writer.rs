@@ -206,9 +206,24 @@ fn commit_group(conn: &Connection, group: &mut Vec<Job>, replies: &mut Vec<Reply
     }
     drop(jobs);
     run_cached(conn, "COMMIT").map_err(|e| {
+        if leaves_the_commit_unknown(&e) {
+            // The group's frames, commit marker included, may be in the WAL although the fsync
+            // failed: a restart may find them committed. Answering 503 ("not done") would then be
+            // a lie about acknowledged-looking work, and retrying the fsync proves nothing (the
+            // kernel may have dropped the dirty pages). PostgreSQL's rule: stop, and let recovery
+            // decide. Nobody of this group is answered; their clients see the connection drop.
+            tracing::error!(error = %e, "SQLite commit failed with an I/O error: stopping so that recovery decides");
+            std::process::abort();
+        }
         let _ = conn.execute_batch("ROLLBACK");
         e.to_string()
     })
+}
+
+/// Whether a failed COMMIT may still have reached the disk: an I/O error (a failed write or
+/// fsync of the WAL), as opposed to a refusal that left nothing behind (busy, full, constraint).
+fn leaves_the_commit_unknown(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure)
 }
 
 /// Copies the WAL back into the database file on its own connection and thread, so the writer's
@@ -246,4 +261,25 @@ fn abort(
     replies.extend(rest.map(|job| job(None).1));
     let _ = conn.execute_batch("ROLLBACK");
     Err(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::ffi;
+
+    use super::leaves_the_commit_unknown;
+
+    fn failure(extended_code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(extended_code), None)
+    }
+
+    #[test]
+    fn only_io_errors_leave_a_commit_unknown() {
+        for unknown in [ffi::SQLITE_IOERR_FSYNC, ffi::SQLITE_IOERR_WRITE, ffi::SQLITE_IOERR] {
+            assert!(leaves_the_commit_unknown(&failure(unknown)), "{unknown}");
+        }
+        for refused in [ffi::SQLITE_BUSY, ffi::SQLITE_FULL, ffi::SQLITE_CONSTRAINT, ffi::SQLITE_READONLY] {
+            assert!(!leaves_the_commit_unknown(&failure(refused)), "{refused}");
+        }
+    }
 }
