@@ -79,19 +79,29 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// How the error of an interrupted attempt begins (and so the invocation's, until its next attempt).
+const INTERRUPTED: &str = "interrupted: ";
+
 impl Attempt {
     /// The attempt an async lease taken back stands for: begun at `leased_at`, cut at `now`, a
-    /// transient failure (it is retried), counted against the retry budget.
+    /// transient failure (it is retried), counted against the retry budget — but never the
+    /// attempt that uses it up (see [`crate::lifecycle::exhausted_before_attempt`]).
     pub fn interrupted(number: u32, leased_at: Millis, now: Millis, owner: &str) -> Self {
-        let error = format!("interrupted: the lease held by {owner} was taken back before the attempt finished");
+        let error = format!("{INTERRUPTED}the lease held by {owner} was taken back before the attempt finished");
         Self::cut(number, leased_at, now, error)
+    }
+
+    /// Whether `error` (an attempt's or an invocation's) says the attempt was interrupted: Keel
+    /// cannot tell whether such an attempt ever reached the function.
+    pub fn is_interruption(error: &str) -> bool {
+        error.starts_with(INTERRUPTED)
     }
 
     /// The attempt of a keyed sync invocation whose node stopped mid-call: the invocation failed,
     /// and a retry with the same key takes it over.
     pub fn interrupted_sync(number: u32, leased_at: Millis, now: Millis, owner: &str) -> Self {
         let error = format!(
-            "interrupted: {owner} stopped during this sync invocation; retry with the same key to run it again"
+            "{INTERRUPTED}{owner} stopped during this sync invocation; retry with the same key to run it again"
         );
         Self::cut(number, leased_at, now, error)
     }
@@ -252,6 +262,10 @@ pub struct Completion {
     pub id: String,
     /// The lease owner: a completion from a node that lost its lease is refused.
     pub owner: String,
+    /// The invocation's `attempt_count` when the lease was taken: the lease's fencing token. A
+    /// lease taken back is charged an attempt, so a completion from it is refused even when the
+    /// same node has leased the invocation again since.
+    pub fence: u32,
     pub now: Millis,
     /// `None` when no call was made (the budget was used up by interrupted attempts).
     pub attempt: Option<Attempt>,

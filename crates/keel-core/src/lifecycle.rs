@@ -66,8 +66,17 @@ pub fn after_attempt(
 }
 
 /// The transition of a leased invocation whose budget interrupted attempts already used up.
+///
+/// An interrupted attempt (its node died, or its lease was taken back) is charged, but Keel
+/// cannot tell whether it ever reached the function — it may have died between taking the lease
+/// and sending the request. So an interruption never ends an invocation by itself: after one, an
+/// attempt whose outcome Keel sees still runs, even past `max_attempts`, up to twice that in all
+/// (a node that crashes on every attempt still ends in the DLQ).
 pub fn exhausted_before_attempt(policy: &RetryPolicy, invocation: &Invocation) -> Option<Transition> {
-    (invocation.attempts_in_budget() >= policy.max_attempts).then(|| Transition::Die {
+    let used = invocation.attempts_in_budget();
+    let interrupted = invocation.error.as_deref().is_some_and(Attempt::is_interruption);
+    let exhausted = used >= policy.max_attempts && (!interrupted || used >= policy.max_attempts.saturating_mul(2));
+    exhausted.then(|| Transition::Die {
         error: format!(
             "retries exhausted after {} attempts: {}",
             invocation.attempts_in_budget(),
@@ -165,5 +174,25 @@ mod tests {
         assert!(exhausted_before_attempt(&policy(), &inv).is_none());
         inv.budget_start = 0;
         assert!(exhausted_before_attempt(&policy(), &inv).is_some());
+    }
+
+    #[test]
+    fn an_interruption_never_uses_up_the_budget_by_itself() {
+        // max_attempts = 3; the third attempt was interrupted (perhaps before it was even sent).
+        let mut inv = invocation(3);
+        inv.error = Some(Attempt::interrupted(3, 0, 10, "node-a").error.unwrap());
+        assert!(exhausted_before_attempt(&policy(), &inv).is_none(), "one attempt whose outcome is seen runs");
+        inv.attempt_count = 5;
+        assert!(exhausted_before_attempt(&policy(), &inv).is_none());
+        inv.attempt_count = 6;
+        let died = exhausted_before_attempt(&policy(), &inv);
+        assert!(
+            matches!(died, Some(Transition::Die { ref error, .. }) if error.starts_with("retries exhausted after 6 attempts: interrupted")),
+            "interrupted on every try: dead at twice max_attempts, {died:?}"
+        );
+        // After that extra attempt fails, the policy ends it as usual.
+        inv.attempt_count = 3;
+        let t = after_attempt(&policy(), &inv, &report(Outcome::Transient, Some(503), None), 0, 0.5);
+        assert!(matches!(t, Transition::Die { .. }), "{t:?}");
     }
 }

@@ -119,12 +119,16 @@ pub(crate) async fn redrive_matching(
     }
     let mut left = filter.limit.unwrap_or(usize::MAX);
     let mut redriven = 0;
+    // Batches go down the ids, each below the last one redriven: an invocation redriven by this
+    // request that dies again meanwhile is dead once more, but is not redriven a second time.
+    let mut below = None;
     while left > 0 {
         let asked = left.min(MAX_LIMIT);
         let batch = ListFilter {
             function: filter.function.clone(),
             subscription: filter.subscription.clone(),
             limit: asked,
+            cursor: below.take(),
             ..Default::default()
         };
         let done = shared.store.redrive_matching(batch, shared.clock.now_ms()).await?;
@@ -136,6 +140,7 @@ pub(crate) async fn redrive_matching(
         if done.len() < asked {
             break;
         }
+        below = done.last().map(|inv| inv.id.clone());
     }
     Ok(Json(json!({ "redriven": redriven })))
 }

@@ -126,6 +126,7 @@ fn completion_of(
     Completion {
         id: invocation.id.clone(),
         owner: shared.node_id.clone(),
+        fence: invocation.attempt_count,
         now: shared.clock.now_ms(),
         attempt,
         next,

@@ -149,6 +149,7 @@ async fn complete_all(tx: &Tx<'_>, completions: &[&Completion]) -> Result<HashMa
     let ids: Vec<&str> = completions.iter().map(|c| c.id.as_str()).collect();
     let owners: Vec<&str> = completions.iter().map(|c| c.owner.as_str()).collect();
     let nows: Vec<i64> = completions.iter().map(|c| c.now).collect();
+    let fences: Vec<i32> = completions.iter().map(|c| c.fence as i32).collect();
     let statuses: Vec<&str> = fields.iter().map(|f| f.status).collect();
     let due: Vec<Option<i64>> = fields.iter().map(|f| f.due_at).collect();
     let delays: Vec<Option<i64>> = fields.iter().map(|f| f.delay_ms).collect();
@@ -167,10 +168,24 @@ async fn complete_all(tx: &Tx<'_>, completions: &[&Completion]) -> Result<HashMa
            result_content_type = CASE WHEN c.result_status IS NULL THEN i.result_content_type ELSE c.result_type END, \
            result = CASE WHEN c.result_status IS NULL THEN i.result ELSE c.result END \
          FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::INT8[], $6::TEXT[], $7::INT4[], $8::INT8[], \
-           $9::INT4[], $10::TEXT[], $11::BYTEA[]) \
-           AS c(id, owner, status, due_at, delay_ms, error, counted, now, result_status, result_type, result) \
-         WHERE i.id = c.id AND i.status = 'running' AND i.lease_owner = c.owner RETURNING i.id, i.function",
-        &[&ids, &owners, &statuses, &due, &delays, &errors, &counted, &nows, &result_statuses, &result_types, &results],
+           $9::INT4[], $10::TEXT[], $11::BYTEA[], $12::INT4[]) \
+           AS c(id, owner, status, due_at, delay_ms, error, counted, now, result_status, result_type, result, fence) \
+         WHERE i.id = c.id AND i.status = 'running' AND i.lease_owner = c.owner AND i.attempt_count = c.fence \
+         RETURNING i.id, i.function",
+        &[
+            &ids,
+            &owners,
+            &statuses,
+            &due,
+            &delays,
+            &errors,
+            &counted,
+            &nows,
+            &result_statuses,
+            &result_types,
+            &results,
+            &fences,
+        ],
     )
     .await?;
     let done: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();

@@ -70,16 +70,21 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
     Ok(())
 }
 
+/// The condition on a candidate `c` that it does not wait behind another delivery of its ordering
+/// key: one published earlier and not finished, or any that is running (an earlier one redriven
+/// from the DLQ while a later one runs waits for it, never runs beside it).
+const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
+     WHERE o.ordering_key = c.ordering_key AND o.seq <> c.seq \
+     AND o.status IN ('queued', 'running', 'retrying') AND (o.seq < c.seq OR o.status = 'running')))";
+
 pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
     let mut invocations = Vec::new();
     if req.limit > 0 {
         // SKIP LOCKED: nodes leasing the same function at once each take different rows instead
         // of queueing behind one another's row locks.
         let sql = format!(
-            "WITH due AS (SELECT id FROM invocations AS d WHERE function = $4 AND status IN ('queued', 'retrying') \
-               AND due_at <= $2 AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
-                 WHERE o.ordering_key = d.ordering_key AND o.seq < d.seq \
-                 AND o.status IN ('queued', 'running', 'retrying'))) \
+            "WITH due AS (SELECT id FROM invocations AS c WHERE function = $4 AND status IN ('queued', 'retrying') \
+               AND due_at <= $2 AND {NOT_WAITING} \
                ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              UPDATE invocations AS i SET status = 'running', lease_owner = $1, leased_at = $2, \
                lease_expires_at = $3, updated_at = $2 FROM due WHERE i.id = due.id RETURNING {}",
@@ -93,9 +98,14 @@ pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
         // RETURNING gives no order guarantee: restore due order (ids break ties).
         invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
     }
+    // Due work the dispatcher could lease: an ordered delivery waiting behind an earlier one is
+    // not (its predecessor's end wakes the dispatcher), else it would be woken at once, forever.
     let next = query(
         tx,
-        "SELECT MIN(due_at) FROM invocations WHERE function = $1 AND status IN ('queued', 'retrying')",
+        &format!(
+            "SELECT due_at FROM invocations AS c WHERE function = $1 AND status IN ('queued', 'retrying') \
+             AND {NOT_WAITING} ORDER BY due_at LIMIT 1"
+        ),
         &[&req.function],
     )
     .await
@@ -153,8 +163,9 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
         // lost it applies nothing.
         let held = query(
             tx,
-            "SELECT 1 FROM invocations WHERE id = $1 AND status = 'running' AND lease_owner = $2 FOR UPDATE",
-            &[&c.id, &c.owner],
+            "SELECT 1 FROM invocations WHERE id = $1 AND status = 'running' AND lease_owner = $2 \
+             AND attempt_count = $3 FOR UPDATE",
+            &[&c.id, &c.owner, &(c.fence as i32)],
         )
         .await
         .map_err(db_err)?;
@@ -171,7 +182,7 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
          result_status = COALESCE($7, result_status), \
          result_content_type = CASE WHEN $7::INTEGER IS NULL THEN result_content_type ELSE $8 END, \
          result = CASE WHEN $7::INTEGER IS NULL THEN result ELSE $9 END \
-         WHERE id = $10 AND status = 'running' AND lease_owner = $11",
+         WHERE id = $10 AND status = 'running' AND lease_owner = $11 AND attempt_count = $12",
         &[
             &row.status,
             &row.due_at,
@@ -184,6 +195,7 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
             &row.result,
             &c.id,
             &c.owner,
+            &(c.fence as i32),
         ],
     )
     .await
@@ -226,7 +238,8 @@ pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis) -> Result<
         let attempt = Attempt::interrupted(attempt_count as u32 + 1, leased_at, now, &owner);
         let error = attempt.error.clone().unwrap_or_default();
         let next = Transition::Retry { due_at: now, delay_ms: 0, error };
-        complete(tx, &Completion { id, owner, now, attempt: Some(attempt), next, effects: None }).await?;
+        let fence = attempt_count as u32;
+        complete(tx, &Completion { id, owner, fence, now, attempt: Some(attempt), next, effects: None }).await?;
         if !functions.contains(&function) {
             functions.push(function);
         }

@@ -69,8 +69,9 @@ pub(crate) async fn redrive_matching(tx: &Tx<'_>, filter: &ListFilter, now: Mill
     let ids = query(
         tx,
         "SELECT id FROM invocations WHERE status = 'dead' AND ($1::TEXT IS NULL OR function = $1) \
-         AND ($2::TEXT IS NULL OR subscription = $2) ORDER BY id DESC LIMIT $3 FOR UPDATE SKIP LOCKED",
-        &[&filter.function, &filter.subscription, &limit],
+         AND ($2::TEXT IS NULL OR subscription = $2) AND ($4::TEXT IS NULL OR id < $4) \
+         ORDER BY id DESC LIMIT $3 FOR UPDATE SKIP LOCKED",
+        &[&filter.function, &filter.subscription, &limit, &filter.cursor],
     )
     .await
     .map_err(db_err)?;

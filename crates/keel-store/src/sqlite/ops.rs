@@ -76,17 +76,21 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
     Ok(())
 }
 
+/// The condition on a candidate `c` that it does not wait behind another delivery of its ordering
+/// key: one published earlier and not finished, or any that is running (an earlier one redriven
+/// from the DLQ while a later one runs waits for it, never runs beside it).
+const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
+     WHERE o.ordering_key = c.ordering_key AND o.rowid <> c.rowid \
+     AND o.status IN ('queued', 'running', 'retrying') AND (o.rowid < c.rowid OR o.status = 'running')))";
+
 pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
     let mut invocations = Vec::new();
     if req.limit > 0 {
         let sql = format!(
             "UPDATE invocations SET status = 'running', lease_owner = ?1, leased_at = ?2, \
              lease_expires_at = ?3, updated_at = ?2 \
-             WHERE id IN (SELECT id FROM invocations AS i WHERE function = ?4 \
-               AND status IN ('queued', 'retrying') AND due_at <= ?2 \
-               AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
-                    WHERE o.ordering_key = i.ordering_key AND o.rowid < i.rowid \
-                    AND o.status IN ('queued', 'running', 'retrying'))) \
+             WHERE id IN (SELECT id FROM invocations AS c WHERE function = ?4 \
+               AND status IN ('queued', 'retrying') AND due_at <= ?2 AND {NOT_WAITING} \
                ORDER BY due_at LIMIT ?5) \
              RETURNING {INVOCATION_COLUMNS}"
         );
@@ -100,9 +104,14 @@ pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
         // RETURNING gives no order guarantee: restore due order (ids break ties).
         invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
     }
+    // Due work the dispatcher could lease: an ordered delivery waiting behind an earlier one is
+    // not (its predecessor's end wakes the dispatcher), else it would be woken at once, forever.
     let next_due_at = conn
-        .prepare_cached("SELECT MIN(due_at) FROM invocations WHERE function = ? AND status IN ('queued', 'retrying')")
-        .and_then(|mut st| st.query_row([&req.function], |r| r.get::<_, Option<Millis>>(0)))
+        .prepare_cached(&format!(
+            "SELECT due_at FROM invocations AS c WHERE function = ? AND status IN ('queued', 'retrying') \
+             AND {NOT_WAITING} ORDER BY due_at LIMIT 1"
+        ))
+        .and_then(|mut st| st.query_row([&req.function], |r| r.get::<_, Millis>(0)).optional())
         .map_err(db_err)?;
     Ok(Leased { invocations, next_due_at })
 }
@@ -112,8 +121,11 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
     if c.effects.is_some() {
         // The lease is checked before effects are applied, so a node that lost it applies nothing.
         let held: bool = conn
-            .prepare_cached("SELECT count(*) FROM invocations WHERE id = ? AND status = 'running' AND lease_owner = ?")
-            .and_then(|mut st| st.query_row(params![c.id, c.owner], |r| r.get::<_, i64>(0)))
+            .prepare_cached(
+                "SELECT count(*) FROM invocations WHERE id = ? AND status = 'running' AND lease_owner = ? \
+                 AND attempt_count = ?",
+            )
+            .and_then(|mut st| st.query_row(params![c.id, c.owner, c.fence], |r| r.get::<_, i64>(0)))
             .map_err(db_err)?
             == 1;
         if held {
@@ -135,7 +147,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
              result_status = COALESCE(?7, result_status), \
              result_content_type = CASE WHEN ?7 IS NULL THEN result_content_type ELSE ?8 END, \
              result = CASE WHEN ?7 IS NULL THEN result ELSE ?9 END \
-             WHERE id = ?10 AND status = 'running' AND lease_owner = ?11",
+             WHERE id = ?10 AND status = 'running' AND lease_owner = ?11 AND attempt_count = ?12",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -150,6 +162,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
                 response.map(|r| &r.body[..]),
                 c.id,
                 c.owner,
+                c.fence,
             ])
         })
         .map_err(db_err)?;
@@ -192,6 +205,7 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
             &Completion {
                 id,
                 owner,
+                fence: attempt_count,
                 now,
                 attempt: Some(attempt),
                 next: Transition::Retry { due_at: now, delay_ms: 0, error },
@@ -301,7 +315,7 @@ pub(crate) fn discard(conn: &Connection, id: &str, now: Millis) -> Result<Invoca
 }
 
 pub(crate) fn redrive_matching(conn: &Connection, filter: &ListFilter, now: Millis) -> Result<Vec<Invocation>> {
-    let dead = ListFilter { status: Some(Status::Dead), cursor: None, ..filter.clone() };
+    let dead = ListFilter { status: Some(Status::Dead), ..filter.clone() };
     let page = list(conn, &dead)?;
     page.items.iter().map(|inv| redrive(conn, &inv.id, now)).collect()
 }

@@ -139,16 +139,24 @@ pub async fn ordered_deliveries_wait_for_earlier_ones(store: &dyn Store) {
     let ids: Vec<_> = leased.invocations.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["01B", "01C"], "the later event of o-1 waits; o-2 is independent");
     let b = leased.invocations[0].clone();
+    let running = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap();
+    assert_eq!(running.next_due_at, None, "nothing due may be leased while 01B runs: no wake-up for 01A");
     fail_once(store, &b, T0 + 1, Transition::Retry { due_at: T0 + 5, delay_ms: 4, error: "x".into() }).await;
-    assert!(
-        store.lease(lease_req("f", T0 + 2, 10)).await.unwrap().invocations.is_empty(),
-        "still waits while retrying"
-    );
+    let waiting = store.lease(lease_req("f", T0 + 2, 10)).await.unwrap();
+    assert!(waiting.invocations.is_empty(), "still waits while retrying");
+    assert_eq!(waiting.next_due_at, Some(T0 + 5), "the next wake-up is the earlier one's retry, not the waiting one");
     let b = lease_one(store, "f", T0 + 5).await;
     assert_eq!(b.id, "01B");
     fail_once(store, &b, T0 + 6, Transition::Die { error: "gave up".into(), response: None }).await;
     let next = lease_one(store, "f", T0 + 6).await;
     assert_eq!(next.id, "01A", "moves on once the earlier one is dead-lettered");
+    // The earlier one, redriven while the later one runs, waits for it: never both at once.
+    store.redrive("01B", T0 + 7).await.unwrap();
+    let meanwhile = store.lease(lease_req("f", T0 + 8, 10)).await.unwrap();
+    assert!(meanwhile.invocations.is_empty(), "01B must not run beside 01A");
+    assert_eq!(meanwhile.next_due_at, None);
+    store.complete(success("01A", "node-a", T0 + 9, "{}")).await.unwrap();
+    assert_eq!(lease_one(store, "f", T0 + 10).await.id, "01B", "then the redriven one runs");
 }
 
 pub async fn finished_sync_invocations_commit_their_effects(store: &dyn Store) {

@@ -82,6 +82,25 @@ pub async fn stale_lease_cannot_complete(store: &dyn Store) {
     assert!(got.attempts.is_empty(), "a refused completion writes nothing");
 }
 
+pub async fn a_lease_taken_back_cannot_complete_after_its_node_leased_again(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    let first = lease_one(store, "f", T0).await;
+    // The lease is taken back (the node looked dead); the same node then leases it again.
+    store.reclaim_leases(Reclaim::ExpiredBefore(T0 + 60_000), T0 + 60_000).await.unwrap();
+    let second = lease_one(store, "f", T0 + 60_001).await;
+    assert_eq!(second.attempt_count, 1, "the interrupted attempt is charged");
+    let stale = Completion { fence: first.attempt_count, ..success("01A", "node-a", T0 + 60_002, "{}") };
+    let err = store.complete(stale).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidState(_)), "refused as a lost lease, not retried as an outage: {err:?}");
+    let current = Completion {
+        fence: second.attempt_count,
+        attempt: Some(attempt(2, Outcome::Success, Some(200))),
+        ..success("01A", "node-a", T0 + 60_003, "{}")
+    };
+    store.complete(current).await.unwrap();
+    assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
+}
+
 pub async fn exhausted_goes_dead_and_redrive_gives_a_fresh_budget(store: &dyn Store) {
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     let inv = lease_one(store, "f", T0).await;
@@ -226,12 +245,17 @@ pub async fn bulk_redrive_by_function(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(redriven.len(), 1, "the limit holds");
-    let redriven =
-        store.redrive_matching(ListFilter { function: Some("f".into()), ..Default::default() }, T0 + 5).await.unwrap();
-    assert_eq!(redriven.len(), 1);
+    assert_eq!(redriven[0].id, "01B", "newest first");
+    // It dies again at once; the next batch goes on below it and does not redrive it twice.
+    let again = lease_one(store, "f", T0 + 5).await;
+    fail_once(store, &again, T0 + 6, Transition::Die { error: "x".into(), response: None }).await;
+    let below = ListFilter { function: Some("f".into()), cursor: Some("01B".into()), ..Default::default() };
+    let redriven = store.redrive_matching(below, T0 + 7).await.unwrap();
+    assert_eq!(redriven.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["01A"]);
+    assert_eq!(store.get("01B").await.unwrap().unwrap().status, Status::Dead);
     assert_eq!(store.get("01C").await.unwrap().unwrap().status, Status::Dead, "other functions untouched");
-    let leased = store.lease(lease_req("f", T0 + 5, 10)).await.unwrap();
-    assert_eq!(leased.invocations.len(), 2);
+    let leased = store.lease(lease_req("f", T0 + 7, 10)).await.unwrap();
+    assert_eq!(leased.invocations.len(), 1);
 }
 
 pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {

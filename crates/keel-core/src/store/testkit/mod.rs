@@ -22,12 +22,14 @@ macro_rules! store_conformance {
         $crate::store_conformance!(@cases $make;
             enqueue_then_get, lease_takes_due_work_oldest_first, lease_is_per_function,
             success_keeps_the_response, retry_comes_due_later, stale_lease_cannot_complete,
+            a_lease_taken_back_cannot_complete_after_its_node_leased_again,
             exhausted_goes_dead_and_redrive_gives_a_fresh_budget, discard_only_from_dlq,
             cancel_queued_but_not_running, reclaim_all_and_expired, leased_at_admission_runs_only_under_its_lease,
             list_filters_and_pages,
             bulk_redrive_by_function, finished_sync_invocations_are_recorded,
             keyed_enqueue_admits_once_and_replays, keyed_sync_holds_then_completes_the_key,
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
+            a_held_key_outlives_its_ttl_until_its_lease_ends,
             nodes_report_heartbeats_and_leases, publish_stores_events_with_deliveries_once,
             kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
             ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects,
@@ -111,6 +113,7 @@ fn success(id: &str, owner: &str, now: Millis, body: &'static str) -> Completion
     Completion {
         id: id.into(),
         owner: owner.into(),
+        fence: 0,
         now,
         attempt: Some(attempt(1, Outcome::Success, Some(200))),
         next: Transition::Succeed { response: ok_response(body) },
@@ -129,6 +132,7 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
     let completion = Completion {
         id: inv.id.clone(),
         owner: "node-a".into(),
+        fence: inv.attempt_count,
         now,
         attempt: Some(Attempt { error: Some("boom".into()), ..attempt(number, Outcome::Transient, Some(503)) }),
         next,
