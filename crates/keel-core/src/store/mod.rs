@@ -82,7 +82,8 @@ pub struct Page<T> {
 /// How often a node reports that it is alive ([`Store::heartbeat`]).
 pub const HEARTBEAT_EVERY_MS: Millis = 2_000;
 /// A node whose last heartbeat is older than this is taken for dead: a shared store's
-/// [`Store::reclaim_leases`] takes its leases back without waiting for them to expire.
+/// [`Store::reclaim_leases`] takes its leases back without waiting for them to expire. Measured
+/// on the store's clock, so a node whose clock is off does not look dead (or alive) for it.
 pub const NODE_TIMEOUT_MS: Millis = 15_000;
 
 /// A node's report that it is alive.
@@ -110,6 +111,11 @@ pub struct NodeState {
     pub leases: u64,
     /// Its last heartbeat said it was draining.
     pub draining: bool,
+    /// How long ago its last heartbeat arrived, by the store's clock (the database's, for a
+    /// shared store: nodes' clocks may disagree, the database's is the one they share).
+    pub silent_ms: Millis,
+    /// Its clock minus the store's, at its last heartbeat (0 for an embedded store).
+    pub clock_skew_ms: Millis,
 }
 
 /// The backlog of one function (or one subscription's deliveries to it), for `/metrics`.

@@ -1,6 +1,6 @@
 //! `GET /v1/cluster`: the nodes sharing this node's store, each with its last heartbeat and the
-//! leases it holds. A node silent for longer than `NODE_TIMEOUT_MS` is shown `alive: false`: its
-//! leases are being (or have been) taken back by the others.
+//! leases it holds. A node silent for longer than `NODE_TIMEOUT_MS` (on the store's clock) is
+//! shown `alive: false`: its leases are being (or have been) taken back by the others.
 
 use std::sync::Arc;
 
@@ -25,7 +25,6 @@ use crate::state::Shared;
     )
 )]
 pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Problem> {
-    let now = shared.clock.now_ms();
     let nodes = shared.store.nodes().await?;
     let items: Vec<Value> = nodes
         .iter()
@@ -35,7 +34,8 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Value>
                 "addr": n.addr,
                 "started_at": rfc3339(n.started_at),
                 "last_heartbeat": rfc3339(n.heartbeat_at),
-                "alive": now - n.heartbeat_at <= NODE_TIMEOUT_MS,
+                "alive": n.silent_ms <= NODE_TIMEOUT_MS,
+                "clock_skew_ms": n.clock_skew_ms,
                 "leases": n.leases,
                 "draining": n.draining,
                 "this_node": n.id == shared.node_id,
@@ -72,6 +72,10 @@ pub(super) mod schema {
         alive: bool,
         /// Invocations it holds leases on now.
         leases: u64,
+        /// Its clock minus the store's (the database's) at its last heartbeat. Silence is measured
+        /// on the database's clock; leases and retry times are written on node clocks, so keep
+        /// this small (NTP): a node logs a warning past 2 s.
+        clock_skew_ms: i64,
         /// The node is draining: it finishes what it holds and admits nothing new.
         draining: bool,
         /// Whether this is the node that answered.

@@ -24,6 +24,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,7 +35,9 @@ use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
-use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn};
+use keel_core::store::{
+    LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn, NODE_TIMEOUT_MS,
+};
 use keel_core::{Error, Result};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -65,7 +68,15 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// The LISTEN task, stopped with the store.
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// How long a node may stay silent before its leases are taken back ([`NODE_TIMEOUT_MS`];
+    /// shorter in tests, which cannot make the database's clock run faster).
+    node_timeout: Millis,
+    /// Whether this node's clock was last seen off the database's by more than [`MAX_SKEW_MS`].
+    skewed: AtomicBool,
 }
+
+/// A node clock this far off the database's is reported: leases are written on node clocks.
+const MAX_SKEW_MS: Millis = 2_000;
 
 impl Drop for PgStore {
     fn drop(&mut self) {
@@ -117,7 +128,22 @@ impl PgStore {
             .build()
             .map_err(|e| err(e.to_string()))?;
         let writer = Writer::start(pool.clone());
-        Ok(Self { pool, writer, schema: OnceCell::new(), config, listener: Mutex::new(None) })
+        Ok(Self {
+            pool,
+            writer,
+            schema: OnceCell::new(),
+            config,
+            listener: Mutex::new(None),
+            node_timeout: NODE_TIMEOUT_MS,
+            skewed: AtomicBool::new(false),
+        })
+    }
+
+    /// The same store, taking a node for dead after `node_timeout` of silence.
+    #[cfg(test)]
+    pub(crate) fn with_node_timeout(mut self, node_timeout: Millis) -> Self {
+        self.node_timeout = node_timeout;
+        self
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
@@ -163,7 +189,18 @@ impl Store for PgStore {
     }
 
     async fn heartbeat(&self, beat: NodeBeat) -> Result<()> {
-        in_tx!(self, |tx| nodes::heartbeat(&tx, &beat))
+        let skew: Millis = in_tx!(self, |tx| nodes::heartbeat(&tx, &beat))?;
+        let skewed = skew.abs() > MAX_SKEW_MS;
+        if skewed != self.skewed.swap(skewed, Ordering::Relaxed) {
+            match skewed {
+                true => tracing::warn!(node = %beat.id, skew_ms = skew, "this node's clock is off the database's: \
+                    leases and retry times are written on node clocks; keep clocks in sync (NTP)"),
+                false => {
+                    tracing::info!(node = %beat.id, skew_ms = skew, "this node's clock agrees with the database's again")
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn queue_stats(&self, now: Millis) -> Result<Vec<keel_core::store::QueueStats>> {
@@ -197,7 +234,7 @@ impl Store for PgStore {
     }
 
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
-        in_tx!(self, |tx| ops::reclaim(&tx, scope, now))
+        in_tx!(self, |tx| ops::reclaim(&tx, scope, now, self.node_timeout))
     }
 
     async fn get(&self, id: &str) -> Result<Option<Invocation>> {

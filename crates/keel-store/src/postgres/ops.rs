@@ -3,11 +3,12 @@
 
 use keel_core::clock::Millis;
 use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, Status, Transition};
-use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim, NODE_TIMEOUT_MS};
+use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 
 use super::events;
+use super::nodes::DB_NOW_MS;
 use super::notify::notify;
 use super::rows::{self, db_err, encode_headers, execute, invocation_columns_of, query, Tx, INVOCATION_COLUMNS};
 
@@ -210,20 +211,25 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
 }
 
 /// Takes back expired leases, and every lease of a node whose heartbeat stopped more than
-/// [`NODE_TIMEOUT_MS`] ago: a node that died is noticed in seconds, not after its leases' full
-/// term. (A sync holder is named `node/request`; its node is the part before the slash.)
-pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
+/// `node_timeout` ago ([`NODE_TIMEOUT_MS`](keel_core::store::NODE_TIMEOUT_MS) outside tests): a
+/// node that died is noticed in seconds, not after its leases' full term. (A sync holder is
+/// named `node/request`; its node is the part before the slash.)
+pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis, node_timeout: Millis) -> Result<Vec<String>> {
     let cutoff = match scope {
         Reclaim::All => Millis::MAX,
         Reclaim::ExpiredBefore(t) => t,
     };
+    // Silence is measured on the database's clock: a node whose clock runs behind the
+    // reclaimer's must not look dead, nor one whose clock runs ahead look alive.
     let rows = query(
         tx,
-        "SELECT id, function, attempt_count, leased_at, lease_owner, sync FROM invocations \
-         WHERE status = 'running' AND (lease_expires_at < $1 OR split_part(lease_owner, '/', 1) IN \
-           (SELECT id FROM nodes WHERE heartbeat_at < $2)) \
-         ORDER BY id FOR UPDATE SKIP LOCKED",
-        &[&cutoff, &(now - NODE_TIMEOUT_MS)],
+        &format!(
+            "SELECT id, function, attempt_count, leased_at, lease_owner, sync FROM invocations \
+             WHERE status = 'running' AND (lease_expires_at < $1 OR split_part(lease_owner, '/', 1) IN \
+               (SELECT id FROM nodes WHERE seen_at < {DB_NOW_MS} - $2)) \
+             ORDER BY id FOR UPDATE SKIP LOCKED"
+        ),
+        &[&cutoff, &node_timeout],
     )
     .await
     .map_err(db_err)?;

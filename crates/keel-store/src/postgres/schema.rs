@@ -122,6 +122,8 @@ CREATE TABLE kv (
 "#,
     r#"
 ALTER TABLE nodes ADD COLUMN draining BOOLEAN NOT NULL DEFAULT FALSE;
+-- When the last heartbeat arrived by the database's clock: the one all nodes share.
+ALTER TABLE nodes ADD COLUMN seen_at BIGINT NOT NULL DEFAULT 0;
 "#,
 ];
 

@@ -104,17 +104,28 @@ async fn the_same_new_key_claimed_by_two_nodes_at_once_is_claimed_once() {
 
 #[tokio::test]
 async fn a_silent_node_loses_its_leases_before_they_expire() {
-    let Some((a, b)) = two_nodes().await else { return };
+    let Some(url) = fresh_database().await else { return };
+    // Silence is measured on the database's clock, which a test cannot hurry: a short timeout.
+    let node_timeout = 1_000;
+    let a = PgStore::open(&url).unwrap().with_node_timeout(node_timeout);
+    let b = PgStore::open(&url).unwrap().with_node_timeout(node_timeout);
     let beat = |id: &str, now| NodeBeat { id: id.into(), addr: "-".into(), started_at: T0, now, draining: false };
     a.heartbeat(beat("node-a", T0)).await.unwrap();
     a.enqueue(new_inv("01A".into(), T0)).await.unwrap();
     let long =
         LeaseRequest { function: "f".into(), owner: "node-a".into(), now: T0, expires_at: T0 + 3_600_000, limit: 1 };
     assert_eq!(a.lease(long).await.unwrap().invocations.len(), 1);
-    let soon = T0 + NODE_TIMEOUT_MS / 2;
-    b.heartbeat(beat("node-b", soon)).await.unwrap();
-    assert!(b.reclaim_leases(Reclaim::ExpiredBefore(soon), soon).await.unwrap().is_empty(), "node-a is alive");
-    let later = T0 + NODE_TIMEOUT_MS + 1;
+    // node-b's clock runs far ahead of node-a's: node-a still looks alive to it.
+    let ahead = T0 + 10 * NODE_TIMEOUT_MS;
+    b.heartbeat(beat("node-b", ahead)).await.unwrap();
+    let reclaimed = b.reclaim_leases(Reclaim::ExpiredBefore(ahead), ahead).await.unwrap();
+    assert!(reclaimed.is_empty(), "node-a is alive, whatever node-b's clock says");
+    let skews: Vec<_> = b.nodes().await.unwrap().iter().map(|n| n.clock_skew_ms).collect();
+    let apart = skews[1] - skews[0] - 10 * NODE_TIMEOUT_MS;
+    assert!(apart.abs() < 1_000, "each clock's distance to the database's is reported: {skews:?}");
+    // node-a falls silent past the timeout, on the database's clock.
+    tokio::time::sleep(std::time::Duration::from_millis(node_timeout as u64 + 300)).await;
+    let later = ahead + node_timeout + 300;
     b.heartbeat(beat("node-b", later)).await.unwrap();
     assert_eq!(b.reclaim_leases(Reclaim::ExpiredBefore(later), later).await.unwrap(), ["f"]);
     let inv = b.get("01A").await.unwrap().unwrap();

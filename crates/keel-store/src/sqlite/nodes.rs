@@ -3,20 +3,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
+use keel_core::clock::Millis;
 use keel_core::store::{NodeBeat, NodeState};
 use keel_core::Result;
 use rusqlite::Connection;
 
 use super::rows::db_err;
 
-/// The last heartbeat of each node, by id.
+/// The last heartbeat of each node, by id, with when it arrived.
 #[derive(Debug, Default)]
-pub(crate) struct Nodes(Mutex<BTreeMap<String, NodeBeat>>);
+pub(crate) struct Nodes(Mutex<BTreeMap<String, (NodeBeat, Instant)>>);
 
 impl Nodes {
     pub(crate) fn beat(&self, beat: NodeBeat) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(beat.id.clone(), beat);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(beat.id.clone(), (beat, Instant::now()));
     }
 
     /// Every node that reported, with the leases `held` counts for it.
@@ -24,13 +26,16 @@ impl Nodes {
         let beats = self.0.lock().unwrap_or_else(|p| p.into_inner());
         beats
             .values()
-            .map(|b| NodeState {
+            .map(|(b, arrived)| NodeState {
                 id: b.id.clone(),
                 addr: b.addr.clone(),
                 started_at: b.started_at,
                 heartbeat_at: b.now,
                 leases: held.get(&b.id).copied().unwrap_or(0),
                 draining: b.draining,
+                silent_ms: arrived.elapsed().as_millis() as Millis,
+                // One process, one clock.
+                clock_skew_ms: 0,
             })
             .collect()
     }
