@@ -12,15 +12,21 @@ pub enum Error {
     /// A write's precondition (a KV version, `if_absent`) did not hold: nothing was written.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
-    /// The storage backend failed (I/O, corruption, a closed writer). Worth retrying later.
+    /// The storage backend failed (I/O, corruption, a closed writer) before the write could
+    /// commit: nothing was written. Worth retrying later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The write was sent to be committed but the store never confirmed it (the connection was
+    /// lost, or time ran out, during the commit): it may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl Error {
-    /// True when the same call may succeed if tried again later.
+    /// True when the same call may succeed if tried again later (after an unknown outcome, a
+    /// retry may also find the first try applied).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::OutcomeUnknown(_))
     }
 }
 

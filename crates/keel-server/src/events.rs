@@ -87,6 +87,12 @@ impl LeasedDelivery {
     pub(crate) fn start(self, shared: &Arc<Shared>) {
         dispatch::start(shared.clone(), self.function, self.invocation, self.slot);
     }
+
+    /// Starts it once the store confirms its event was stored, after a publish whose commit the
+    /// store never confirmed ([`dispatch::start_if_stored`]).
+    pub(crate) fn start_if_stored(self, shared: &Arc<Shared>) {
+        dispatch::start_if_stored(shared.clone(), self.function, self.invocation.id, self.slot);
+    }
 }
 
 /// Leases, at admission, each delivery of `event` whose function has a slot free and nothing due

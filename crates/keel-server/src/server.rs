@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use keel_core::clock::{Clock, SystemClock};
 use keel_core::config::Config;
-use keel_core::store::Reclaim;
+use keel_core::store::{Reclaim, Store};
 use keel_store::StoreOptions;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -51,9 +51,19 @@ pub struct Node {
 impl Node {
     /// Starts a node serving on `listener` (bind `127.0.0.1:0` in tests).
     pub async fn start(config: Config, listener: TcpListener) -> Result<Node, StartError> {
+        let store = keel_store::open(&StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })?;
+        Self::start_with_store(config, listener, store).await
+    }
+
+    /// Starts a node on a store opened by the caller (one wrapped in a
+    /// [`FaultyStore`](keel_core::store::faulty::FaultyStore), say) instead of `config.storage`.
+    pub async fn start_with_store(
+        config: Config,
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+    ) -> Result<Node, StartError> {
         crate::telemetry::install_recorder();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = keel_store::open(&StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })?;
         let now = clock.now_ms();
         let scope = if store.is_exclusive() { Reclaim::All } else { Reclaim::ExpiredBefore(now) };
         let reclaimed = store.reclaim_leases(scope, now).await?;

@@ -13,6 +13,7 @@ use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation, St
 use crate::kv::{KvEntry, KvWrite};
 use crate::Result;
 
+pub mod faulty;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

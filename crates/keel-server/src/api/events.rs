@@ -118,7 +118,14 @@ async fn admit_events(
 ) -> Result<Vec<String>, Problem> {
     let delivered: Vec<Vec<String>> =
         new_events.iter().map(|e| e.deliveries.iter().map(|d| d.function.clone()).collect()).collect();
-    let published = shared.store.publish(new_events).await?;
+    let published = match shared.store.publish(new_events).await {
+        Ok(published) => published,
+        Err(e @ keel_core::Error::OutcomeUnknown(_)) => {
+            leased.into_iter().flatten().for_each(|d| d.start_if_stored(&shared));
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     for ((functions, leased), published) in delivered.iter().zip(leased).zip(&published) {
         // A duplicate stored nothing: its leased deliveries give their slots back unstarted.
         if !published.duplicate {

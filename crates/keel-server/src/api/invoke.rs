@@ -12,6 +12,7 @@ use axum::response::Response;
 use keel_core::id::new_id;
 use keel_core::idempotency::{KeyClaim, KeyDecision, StoredReply};
 use keel_core::invocation::{Invocation, Lease, NewInvocation};
+use keel_core::Error;
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -315,14 +316,24 @@ async fn admit_async(
     slot: Option<OwnedSemaphorePermit>,
 ) -> Result<Response, Problem> {
     let reply = accepted_reply(&new.id);
+    let id = new.id.clone();
     let stored = match claim {
-        None => shared.store.enqueue(new).await?,
+        None => match shared.store.enqueue(new).await {
+            Ok(stored) => stored,
+            Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
+            Err(e) => return Err(e.into()),
+        },
         Some(claim) => {
             if let Some(answer) = idempotency::settled(&shared, &claim).await? {
                 return Ok(answer);
             }
             let stored = new.clone().into_stored();
-            match shared.store.enqueue_keyed(new, claim, reply.clone()).await? {
+            let decision = match shared.store.enqueue_keyed(new, claim, reply.clone()).await {
+                Ok(decision) => decision,
+                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
+                Err(e) => return Err(e.into()),
+            };
+            match decision {
                 KeyDecision::Claim | KeyDecision::TakeOver { .. } => stored,
                 KeyDecision::Replay(stored) => return Ok(idempotency::replay(stored)),
                 KeyDecision::Mismatch => return Err(idempotency::mismatch()),
@@ -339,6 +350,21 @@ async fn admit_async(
         None => function.work_queued(),
     }
     Ok(reply_response(reply))
+}
+
+/// The answer to an admission the store never confirmed: 503 `outcome-unknown`; if it was to
+/// start on `slot`, it still will once the store says it was stored.
+fn unknown_admission(
+    shared: &Arc<Shared>,
+    function: Arc<Function>,
+    id: String,
+    slot: Option<OwnedSemaphorePermit>,
+    e: Error,
+) -> Problem {
+    if let Some(slot) = slot {
+        dispatch::start_if_stored(shared.clone(), function, id.clone(), slot);
+    }
+    Problem::from(e).with("invocation_id", id)
 }
 
 /// The 202 of an async invocation.

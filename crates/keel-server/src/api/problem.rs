@@ -95,6 +95,17 @@ impl From<keel_core::Error> for Problem {
             keel_core::Error::InvalidState(detail) => {
                 Problem::new(StatusCode::CONFLICT, "invalid-state", "Conflict", detail)
             }
+            keel_core::Error::OutcomeUnknown(reason) => {
+                tracing::error!(error = %reason, "store did not confirm a write");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome-unknown",
+                    "Outcome unknown",
+                    "the store did not confirm whether this request was applied; retrying it with the same \
+                     Idempotency-Key is safe (without one, a retry may apply it twice)",
+                )
+                .retry_after(1)
+            }
             keel_core::Error::Unavailable(reason) => {
                 // The cause goes to the log, not to the client.
                 tracing::error!(error = %reason, "store unavailable");

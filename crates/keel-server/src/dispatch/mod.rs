@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{Invocation, Lease};
+use keel_core::invocation::{Invocation, Lease, Status};
 use keel_core::store::LeaseRequest;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
@@ -47,6 +47,42 @@ pub(crate) fn start(
 ) {
     let span = crate::telemetry::attempt_span(&invocation);
     tokio::spawn(tracing::Instrument::instrument(attempt::run(shared, function, invocation, permit), span));
+}
+
+/// Pause between looks at an admission whose outcome is unknown, growing to the cap.
+const RESOLVE_STEP: Duration = Duration::from_millis(250);
+const RESOLVE_MAX: Duration = Duration::from_secs(5);
+
+/// An admission stored leased by this node whose commit the store never confirmed
+/// ([`keel_core::Error::OutcomeUnknown`]): once the store answers again, its attempt starts on
+/// `slot` if it was stored and is still this node's, never tried; else the slot is given back.
+/// Without this, a stored one would sit `running`, unattempted, until its lease ran out.
+pub(crate) fn start_if_stored(shared: Arc<Shared>, function: Arc<Function>, id: String, slot: OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        let give_up = tokio::time::Instant::now() + Duration::from_millis(lease_for(&function) as u64);
+        let mut pause = RESOLVE_STEP;
+        loop {
+            match shared.store.get(&id).await {
+                Ok(Some(inv))
+                    if inv.status == Status::Running
+                        && inv.attempt_count == 0
+                        && inv.lease.as_ref().is_some_and(|l| l.owner == shared.node_id) =>
+                {
+                    tracing::info!(invocation_id = %id, "an admission whose commit was unconfirmed was stored: starting it");
+                    return start(shared, function, inv, slot);
+                }
+                // Not stored (the client was told so may retry), or no longer ours to start.
+                Ok(_) => return,
+                Err(e) if tokio::time::Instant::now() + pause < give_up => {
+                    tracing::debug!(invocation_id = %id, error = %e, "store still unavailable; looking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RESOLVE_MAX);
+                }
+                // The lease runs out: the sweeper takes it back, like any lease of a stalled node.
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 /// Runs `function`'s dispatcher until `stop` turns true.

@@ -237,3 +237,28 @@ async fn clients_hanging_up_mid_admission_strand_no_invocation() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_the_store_never_confirmed_answers_503_and_still_runs_once_stored() {
+    use keel_core::store::faulty::{Fault, FaultyStore, Write};
+    let (fns, addr) = Functions::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &format!("[functions.ok]\nurl = \"http://{addr}/ok\"\n"));
+    let options = keel_store::StoreOptions { url: config.storage.url.clone(), fsync: true };
+    let store = std::sync::Arc::new(FaultyStore::new(keel_store::open(&options).unwrap()));
+    // The admission commits, but its confirmation is lost (a connection cut during COMMIT).
+    store.plan(Write::Enqueue, Fault::CommitThenUnknown);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = Node::start_with_store(config, listener, store.clone()).await.unwrap();
+    let keel = Keel { url: format!("http://{}", node.addr()), node: Some(node), dir };
+    let (status, headers, problem) = post_json(&format!("{}/v1/functions/ok/invocations", keel.url), "{}").await;
+    assert_eq!(store.pending(), 0, "the fault fired");
+    assert_eq!(status, 503, "not a 202 (unconfirmed), nor a plain failure: {problem}");
+    assert!(problem["type"].as_str().unwrap().ends_with(":outcome-unknown"), "{problem}");
+    assert!(headers.contains_key("retry-after"));
+    let id = problem["invocation_id"].as_str().expect("names the invocation").to_string();
+    // It was stored leased by this node: it runs now, not once its lease (90 s) runs out.
+    let inv = keel.wait_final(&id, Duration::from_secs(10)).await;
+    assert_eq!(inv["status"], "succeeded", "{inv}");
+    assert_eq!(fns.calls_for(&id).len(), 1);
+}

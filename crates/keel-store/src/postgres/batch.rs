@@ -3,6 +3,7 @@
 //! attempts, and one NOTIFY per function that got work.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::Pool;
 use keel_core::invocation::{Completion, Delivery, NewInvocation, Transition};
@@ -10,11 +11,12 @@ use keel_core::Error;
 
 use super::notify::notify;
 use super::ops::{lease_lost, CompletionRow};
-use super::rows::{encode_headers, query, Tx};
+use super::rows::{describe, encode_headers, query, Tx};
 use super::writer::{first_of_each_id, Answer, GroupError, Work};
 
-/// Writes `works` in one transaction; answers in the same order.
-pub(crate) async fn write(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, GroupError> {
+/// Writes `works` in one transaction; answers in the same order. Sets `committing` once COMMIT
+/// is sent: from then on a failure leaves the group's outcome unknown.
+pub(crate) async fn write(pool: &Pool, works: &[Work], committing: &AtomicBool) -> Result<Vec<Answer>, GroupError> {
     let mut client = pool.get().await.map_err(|e| GroupError::Unavailable(format!("PostgreSQL: {e}")))?;
     let tx = client.transaction().await?;
     let mut answers: Vec<Option<Answer>> = works.iter().map(|_| None).collect();
@@ -62,7 +64,11 @@ pub(crate) async fn write(pool: &Pool, works: &[Work]) -> Result<Vec<Answer>, Gr
         pending = later;
     }
     notify(&tx, &woken).await.map_err(|e| GroupError::Unavailable(e.to_string()))?;
-    tx.commit().await?;
+    committing.store(true, Ordering::Relaxed);
+    tx.commit().await.map_err(|e| match e.as_db_error() {
+        Some(_) => GroupError::Db(e),
+        None => GroupError::Unknown(describe(&e)),
+    })?;
     Ok(answers.into_iter().map(|a| a.unwrap_or(Ok(None))).collect())
 }
 

@@ -87,17 +87,20 @@ impl Drop for PgStore {
 }
 
 /// Runs `$body` (an expression using the transaction `$tx`) in one transaction, committed if it
-/// succeeded, within [`CALL_TIMEOUT`].
+/// succeeded, within [`CALL_TIMEOUT`]. A failure once COMMIT was sent is
+/// [`Error::OutcomeUnknown`]: the transaction may have committed.
 macro_rules! in_tx {
     ($store:expr, |$tx:ident| $body:expr) => {{
         let store: &PgStore = $store;
+        let committing = AtomicBool::new(false);
         store
-            .bounded(async {
+            .bounded(&committing, async {
                 store.ready().await?;
                 let mut client = store.client().await?;
                 let $tx = client.transaction().await.map_err(db_err)?;
                 let out = $body.await?;
-                $tx.commit().await.map_err(db_err)?;
+                committing.store(true, Ordering::Relaxed);
+                $tx.commit().await.map_err(rows::commit_err)?;
                 Ok(out)
             })
             .await
@@ -164,15 +167,29 @@ impl PgStore {
             .map(|_| ())
     }
 
-    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    /// Runs `call` within [`CALL_TIMEOUT`]; running out of time once `committing` was set is
+    /// an unknown outcome, before that a plain failure.
+    async fn bounded<T>(
+        &self,
+        committing: &AtomicBool,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| {
-            Err(Error::Unavailable(format!("PostgreSQL did not answer within {}s", CALL_TIMEOUT.as_secs())))
+            let why = format!("PostgreSQL did not answer within {}s", CALL_TIMEOUT.as_secs());
+            Err(match committing.load(Ordering::Relaxed) {
+                true => Error::OutcomeUnknown(why),
+                false => Error::Unavailable(why),
+            })
         })
     }
 
     async fn write(&self, work: Work) -> Result<Option<Invocation>> {
-        self.bounded(async {
+        // Once handed to the writer, the job may commit whenever its group does, even after
+        // this call stopped waiting.
+        let handed = AtomicBool::new(false);
+        self.bounded(&handed, async {
             self.ready().await?;
+            handed.store(true, Ordering::Relaxed);
             self.writer.write(work).await
         })
         .await

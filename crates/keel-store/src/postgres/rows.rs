@@ -126,6 +126,15 @@ pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
     Error::Unavailable(describe(&e))
 }
 
+/// The error of a COMMIT: refused by the server (it answered, so nothing was applied), or lost
+/// with the connection, when the transaction may have committed.
+pub(crate) fn commit_err(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(_) => Error::Unavailable(describe(&e)),
+        None => Error::OutcomeUnknown(describe(&e)),
+    }
+}
+
 /// The server's message when there is one (the driver's `Display` says only "db error").
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

@@ -7,6 +7,7 @@
 //! connection) is retried job by job, so one bad job fails alone.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,20 +91,22 @@ async fn run(pool: Pool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
 /// Commits `works` together; falls back to one transaction per job when the group failed on
 /// something one of its jobs carries.
 async fn commit_group(pool: &Pool, works: &[Work]) -> Vec<Answer> {
-    match bounded(batch::write(pool, works)).await {
+    let committing = AtomicBool::new(false);
+    match bounded(&committing, batch::write(pool, works, &committing)).await {
         Ok(answers) => answers,
         Err(e) if works.len() > 1 && is_data_error(&e) => {
             tracing::warn!(error = %describe_group(&e), jobs = works.len(), "group commit failed; writing its jobs one by one");
             let mut answers = Vec::with_capacity(works.len());
             for work in works {
-                let one = bounded(batch::write(pool, std::slice::from_ref(work))).await;
-                answers.push(one.map_or_else(|e| Err(unavailable(&e)), |mut a| a.pop().unwrap_or(Ok(None))));
+                let committing = AtomicBool::new(false);
+                let one = bounded(&committing, batch::write(pool, std::slice::from_ref(work), &committing)).await;
+                answers.push(one.map_or_else(|e| Err(failed(&e)), |mut a| a.pop().unwrap_or(Ok(None))));
             }
             answers
         }
         Err(e) => {
             tracing::warn!(error = %describe_group(&e), jobs = works.len(), "group commit failed");
-            works.iter().map(|_| Err(unavailable(&e))).collect()
+            works.iter().map(|_| Err(failed(&e))).collect()
         }
     }
 }
@@ -112,8 +115,11 @@ async fn commit_group(pool: &Pool, works: &[Work]) -> Vec<Answer> {
 #[derive(Debug)]
 pub(crate) enum GroupError {
     Db(tokio_postgres::Error),
-    /// No connection could be had, or the group ran out of time.
+    /// No connection could be had, or the group ran out of time before its COMMIT.
     Unavailable(String),
+    /// The connection was lost, or time ran out, once COMMIT was sent: the group may have
+    /// committed.
+    Unknown(String),
 }
 
 impl From<tokio_postgres::Error> for GroupError {
@@ -122,11 +128,18 @@ impl From<tokio_postgres::Error> for GroupError {
     }
 }
 
+/// Runs one group write within [`GROUP_TIMEOUT`]; running out of time once its COMMIT was sent
+/// leaves its outcome unknown.
 async fn bounded(
+    committing: &AtomicBool,
     write: impl std::future::Future<Output = Result<Vec<Answer>, GroupError>>,
 ) -> Result<Vec<Answer>, GroupError> {
     tokio::time::timeout(GROUP_TIMEOUT, write).await.unwrap_or_else(|_| {
-        Err(GroupError::Unavailable(format!("PostgreSQL did not commit within {}s", GROUP_TIMEOUT.as_secs())))
+        let why = format!("PostgreSQL did not commit within {}s", GROUP_TIMEOUT.as_secs());
+        Err(match committing.load(Ordering::Relaxed) {
+            true => GroupError::Unknown(why),
+            false => GroupError::Unavailable(why),
+        })
     })
 }
 
@@ -138,12 +151,16 @@ fn is_data_error(e: &GroupError) -> bool {
 fn describe_group(e: &GroupError) -> String {
     match e {
         GroupError::Db(e) => describe(e),
-        GroupError::Unavailable(reason) => reason.clone(),
+        GroupError::Unavailable(reason) | GroupError::Unknown(reason) => reason.clone(),
     }
 }
 
-fn unavailable(e: &GroupError) -> Error {
-    Error::Unavailable(describe_group(e))
+/// What each job of a group that did not commit is answered.
+fn failed(e: &GroupError) -> Error {
+    match e {
+        GroupError::Unknown(reason) => Error::OutcomeUnknown(reason.clone()),
+        e => Error::Unavailable(describe_group(e)),
+    }
 }
 
 /// Ids already seen in a group: a second job on the same invocation waits for a later statement.

@@ -1,0 +1,211 @@
+//! A store that passes every call to another one, except those a plan of faults catches: the
+//! store side of fault injection. Tests use it to reach paths a healthy database never takes (a
+//! commit the store never confirms); chaos experiments can use it on a running node.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, QueueStats, Reclaim, Store, WakeFn};
+use crate::clock::Millis;
+use crate::events::{NewEvent, Published, StoredEvent};
+use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
+use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
+use crate::kv::{KvEntry, KvWrite};
+use crate::{Error, Result};
+
+/// The writes a fault can catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Enqueue,
+    EnqueueKeyed,
+    Publish,
+    Complete,
+    RecordFinished,
+    FinishSync,
+}
+
+/// What a caught write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fails before anything is written: [`Error::Unavailable`].
+    Unavailable,
+    /// Is written, and then reported as [`Error::OutcomeUnknown`]: a commit whose confirmation
+    /// was lost with the connection.
+    CommitThenUnknown,
+}
+
+/// Wraps `inner`; each planned fault catches the next matching write, once.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    plan: Mutex<Vec<(Write, Fault)>>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self { inner, plan: Mutex::new(Vec::new()) }
+    }
+
+    /// Makes the next `write` fail with `fault` (faults of one kind of write fire in order).
+    pub fn plan(&self, write: Write, fault: Fault) {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).push((write, fault));
+    }
+
+    /// How many planned faults have not fired yet.
+    pub fn pending(&self) -> usize {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn take(&self, write: Write) -> Option<Fault> {
+        let mut plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        let at = plan.iter().position(|(w, _)| *w == write)?;
+        Some(plan.remove(at).1)
+    }
+
+    /// Runs `call` under the fault planned for `write`, if any.
+    async fn faulted<T>(&self, write: Write, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        match self.take(write) {
+            None => call.await,
+            Some(Fault::Unavailable) => Err(Error::Unavailable(format!("injected fault on {write:?}"))),
+            Some(Fault::CommitThenUnknown) => {
+                call.await?;
+                Err(Error::OutcomeUnknown(format!("injected fault: {write:?} committed, unconfirmed")))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    fn is_exclusive(&self) -> bool {
+        self.inner.is_exclusive()
+    }
+
+    fn on_wakeup(&self, wake: WakeFn) {
+        self.inner.on_wakeup(wake)
+    }
+
+    async fn queue_stats(&self, now: Millis) -> Result<Vec<QueueStats>> {
+        self.inner.queue_stats(now).await
+    }
+
+    async fn heartbeat(&self, beat: NodeBeat) -> Result<()> {
+        self.inner.heartbeat(beat).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeState>> {
+        self.inner.nodes().await
+    }
+
+    async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
+        self.faulted(Write::Enqueue, self.inner.enqueue(new)).await
+    }
+
+    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
+        self.faulted(Write::RecordFinished, self.inner.record_finished(invocation, effects)).await
+    }
+
+    async fn record_behind(&self, invocation: Invocation) -> Result<()> {
+        self.inner.record_behind(invocation).await
+    }
+
+    async fn complete_unhurried(&self, completion: Completion) -> Result<()> {
+        self.faulted(Write::Complete, self.inner.complete_unhurried(completion)).await
+    }
+
+    fn hurry(&self) {
+        self.inner.hurry()
+    }
+
+    async fn lease(&self, request: LeaseRequest) -> Result<Leased> {
+        self.inner.lease(request).await
+    }
+
+    async fn complete(&self, completion: Completion) -> Result<()> {
+        self.faulted(Write::Complete, self.inner.complete(completion)).await
+    }
+
+    async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
+        self.inner.reclaim_leases(scope, now).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Invocation>> {
+        self.inner.get(id).await
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Page<Invocation>> {
+        self.inner.list(filter).await
+    }
+
+    async fn cancel(&self, id: &str, now: Millis) -> Result<Invocation> {
+        self.inner.cancel(id, now).await
+    }
+
+    async fn redrive(&self, id: &str, now: Millis) -> Result<Invocation> {
+        self.inner.redrive(id, now).await
+    }
+
+    async fn redrive_matching(&self, filter: ListFilter, now: Millis) -> Result<Vec<Invocation>> {
+        self.inner.redrive_matching(filter, now).await
+    }
+
+    async fn discard(&self, id: &str, now: Millis) -> Result<Invocation> {
+        self.inner.discard(id, now).await
+    }
+
+    async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
+        self.faulted(Write::EnqueueKeyed, self.inner.enqueue_keyed(new, claim, reply)).await
+    }
+
+    async fn begin_sync(&self, invocation: Invocation, claim: KeyClaim) -> Result<KeyDecision> {
+        self.inner.begin_sync(invocation, claim).await
+    }
+
+    async fn finish_sync(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        key: KeyRef,
+        holder: String,
+        reply: StoredReply,
+    ) -> Result<()> {
+        self.faulted(Write::FinishSync, self.inner.finish_sync(invocation, effects, key, holder, reply)).await
+    }
+
+    async fn peek_key(&self, key: &KeyRef) -> Result<Option<KeyRecord>> {
+        self.inner.peek_key(key).await
+    }
+
+    async fn claim_key(&self, claim: KeyClaim) -> Result<KeyDecision> {
+        self.inner.claim_key(claim).await
+    }
+
+    async fn complete_key(&self, key: KeyRef, holder: String, reply: StoredReply) -> Result<()> {
+        self.inner.complete_key(key, holder, reply).await
+    }
+
+    async fn release_key(&self, key: KeyRef, holder: String) -> Result<()> {
+        self.inner.release_key(key, holder).await
+    }
+
+    async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
+        self.inner.purge_expired_keys(now, limit).await
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>> {
+        self.faulted(Write::Publish, self.inner.publish(events)).await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
+        self.inner.get_event(id).await
+    }
+
+    async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
+        self.inner.kv_get(ns, key).await
+    }
+
+    async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>> {
+        self.inner.kv_write(write, now).await
+    }
+}
