@@ -1,4 +1,6 @@
-//! What happens to an invocation after an attempt: the pure decision the dispatcher applies.
+//! What happens to an invocation after an attempt: one pure decision ([`next_after`]), which
+//! the async dispatcher applies as a stored [`Transition`] ([`after_attempt`]) and a sync call
+//! in its request (a pause before the next attempt, or how it ends).
 
 use std::time::Duration;
 
@@ -30,8 +32,84 @@ impl AttemptReport {
     }
 }
 
-/// Decides the transition of an async invocation after `report`, its latest attempt.
-/// `sample` is uniform in `[0, 1)` and drives the jitter.
+/// Where an invocation stands after an attempt, as far as the decision needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    /// Attempts made within the current budget, this one included.
+    pub made: u32,
+    /// The pause before this attempt, if it was a retry (decorrelated jitter grows from it).
+    pub previous_delay: Option<Duration>,
+    /// Time left before the caller's deadline (a sync call's `sync_timeout`); `None` for async
+    /// work, which has only its retry budget.
+    pub time_left: Option<Duration>,
+}
+
+/// Why an invocation ended without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The function refused the request (a 4xx, or a response Keel cannot accept).
+    Permanent,
+    /// Transient failures used up the retry policy.
+    Exhausted,
+    /// The deadline passed, or the next retry would start after it.
+    DeadlineExceeded,
+}
+
+/// What comes after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Succeed,
+    /// Try again after `delay`.
+    Retry {
+        delay: Duration,
+    },
+    /// Stop: the invocation failed, `error` says why.
+    Fail {
+        failure: Failure,
+        error: String,
+    },
+}
+
+/// The decision after an attempt of `outcome` (its error text `error`, the least delay the
+/// function asked for `retry_after`), for sync and async invocations alike. `sample` is uniform
+/// in `[0, 1)` and drives the jitter.
+pub fn next_after(
+    policy: &RetryPolicy,
+    standing: Standing,
+    outcome: Outcome,
+    error: &str,
+    retry_after: Option<Duration>,
+    sample: f64,
+) -> Next {
+    if outcome == Outcome::Success {
+        return Next::Succeed;
+    }
+    let made = standing.made;
+    if !outcome.is_retryable() {
+        return Next::Fail { failure: Failure::Permanent, error: format!("permanent failure: {error}") };
+    }
+    if standing.time_left.is_some_and(|left| left.is_zero()) {
+        let error = format!("deadline exceeded after {made} attempts: {error}");
+        return Next::Fail { failure: Failure::DeadlineExceeded, error };
+    }
+    match policy.next_step(made, standing.previous_delay, retry_after, sample) {
+        NextStep::GiveUp => Next::Fail {
+            failure: Failure::Exhausted,
+            error: format!("retries exhausted after {made} attempts: {error}"),
+        },
+        NextStep::RetryAfter(delay) if standing.time_left.is_some_and(|left| delay >= left) => {
+            let pause = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
+            let error = format!(
+                "deadline exceeded: the next retry ({pause}) would start after sync_timeout; last error: {error}"
+            );
+            Next::Fail { failure: Failure::DeadlineExceeded, error }
+        }
+        NextStep::RetryAfter(delay) => Next::Retry { delay },
+    }
+}
+
+/// Decides the transition of an async invocation after `report`, its latest attempt
+/// ([`next_after`], stored as a [`Transition`]).
 pub fn after_attempt(
     policy: &RetryPolicy,
     invocation: &Invocation,
@@ -39,29 +117,24 @@ pub fn after_attempt(
     now: Millis,
     sample: f64,
 ) -> Transition {
-    let outcome = report.attempt.outcome;
-    if outcome == Outcome::Success {
-        let response = report.response.clone().unwrap_or(StoredResponse {
-            status: 200,
-            content_type: None,
-            body: Default::default(),
-        });
-        return Transition::Succeed { response };
-    }
+    let standing = Standing {
+        made: invocation.attempts_in_budget() + 1,
+        previous_delay: invocation.last_delay_ms.map(Duration::from_millis),
+        time_left: None,
+    };
     let error = report.error_text();
-    if !outcome.is_retryable() {
-        return Transition::Die { error: format!("permanent failure: {error}"), response: report.response.clone() };
-    }
-    let in_budget = invocation.attempts_in_budget() + 1;
-    let previous = invocation.last_delay_ms.map(Duration::from_millis);
-    match policy.next_step(in_budget, previous, report.retry_after, sample) {
-        NextStep::RetryAfter(delay) => {
+    match next_after(policy, standing, report.attempt.outcome, &error, report.retry_after, sample) {
+        Next::Succeed => Transition::Succeed {
+            response: report.response.clone().unwrap_or(StoredResponse {
+                status: 200,
+                content_type: None,
+                body: Default::default(),
+            }),
+        },
+        Next::Retry { delay } => {
             Transition::Retry { due_at: now + delay.as_millis() as Millis, delay_ms: delay.as_millis() as u64, error }
         }
-        NextStep::GiveUp => Transition::Die {
-            error: format!("retries exhausted after {in_budget} attempts: {error}"),
-            response: report.response.clone(),
-        },
+        Next::Fail { error, .. } => Transition::Die { error, response: report.response.clone() },
     }
 }
 
@@ -194,5 +267,43 @@ mod tests {
         inv.attempt_count = 3;
         let t = after_attempt(&policy(), &inv, &report(Outcome::Transient, Some(503), None), 0, 0.5);
         assert!(matches!(t, Transition::Die { .. }), "{t:?}");
+    }
+
+    fn sync_standing(made: u32, left_ms: u64) -> Standing {
+        Standing { made, previous_delay: None, time_left: Some(Duration::from_millis(left_ms)) }
+    }
+
+    #[test]
+    fn a_sync_call_retries_within_its_deadline_and_says_why_it_stops() {
+        let p = policy();
+        let next = next_after(&p, sync_standing(1, 5_000), Outcome::Transient, "HTTP 503", None, 0.5);
+        assert_eq!(next, Next::Retry { delay: Duration::from_millis(100) }, "the same backoff as async work");
+        let next = next_after(&p, sync_standing(2, 150), Outcome::Timeout, "timeout", None, 0.5);
+        assert_eq!(
+            next,
+            Next::Fail {
+                failure: Failure::DeadlineExceeded,
+                error: "deadline exceeded: the next retry (200ms) would start after sync_timeout; last error: timeout"
+                    .into()
+            }
+        );
+        let next = next_after(&p, sync_standing(1, 0), Outcome::Transient, "HTTP 500", None, 0.5);
+        assert_eq!(
+            next,
+            Next::Fail {
+                failure: Failure::DeadlineExceeded,
+                error: "deadline exceeded after 1 attempts: HTTP 500".into()
+            }
+        );
+        let next = next_after(&p, sync_standing(3, 60_000), Outcome::Transient, "HTTP 500", None, 0.5);
+        assert_eq!(
+            next,
+            Next::Fail { failure: Failure::Exhausted, error: "retries exhausted after 3 attempts: HTTP 500".into() }
+        );
+        let next = next_after(&p, sync_standing(1, 60_000), Outcome::Permanent, "HTTP 404", None, 0.5);
+        assert_eq!(next, Next::Fail { failure: Failure::Permanent, error: "permanent failure: HTTP 404".into() });
+        let asked =
+            next_after(&p, sync_standing(1, 60_000), Outcome::Transient, "HTTP 429", Some(Duration::from_secs(2)), 0.5);
+        assert_eq!(asked, Next::Retry { delay: Duration::from_secs(2) }, "Retry-After is the least delay, sync too");
     }
 }

@@ -3,14 +3,15 @@
 //! success is recorded with its effects in the same transaction, and a failed effects
 //! precondition turns that attempt into a conflict that is retried like a transient failure.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::id::new_id;
 use keel_core::idempotency::{KeyRef, StoredReply};
 use keel_core::invocation::{truncate_error, CommitEffects, Invocation, NewInvocation, Status};
+use keel_core::lifecycle::{next_after, Failure, Next, Standing};
 use keel_core::outcome::Outcome;
-use keel_core::retry::NextStep;
 use keel_core::Error;
 use tokio::time::Instant;
 
@@ -30,6 +31,16 @@ pub(crate) enum SyncEnd {
     Exhausted,
     /// The function's `sync_timeout` passed.
     DeadlineExceeded,
+}
+
+impl From<Failure> for SyncEnd {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Permanent => SyncEnd::Permanent,
+            Failure::Exhausted => SyncEnd::Exhausted,
+            Failure::DeadlineExceeded => SyncEnd::DeadlineExceeded,
+        }
+    }
 }
 
 impl SyncEnd {
@@ -159,16 +170,16 @@ pub(crate) async fn run_to_end(
     let first = inv.attempt_count;
     loop {
         let span = crate::telemetry::attempt_span(inv);
-        let (end, effects) = tracing::Instrument::instrument(attempt(shared, function, inv, deadline), span).await;
-        let end = match end {
-            Step::Done(end) => end,
-            Step::Failed { retry_after } => {
-                match backoff(function, inv, first, &mut previous_delay, retry_after, deadline) {
-                    Ok(delay) => {
+        let tried = tracing::Instrument::instrument(attempt(shared, function, inv, deadline), span).await;
+        let (end, effects) = match tried {
+            Tried::NoSlot => (SyncEnd::DeadlineExceeded, None),
+            Tried::Attempt { retry_after, effects } => {
+                match decide(function, inv, first, &mut previous_delay, retry_after, deadline) {
+                    ControlFlow::Continue(delay) => {
                         tokio::time::sleep(delay).await;
                         continue;
                     }
-                    Err(end) => end,
+                    ControlFlow::Break(end) => (end, effects.filter(|_| end == SyncEnd::Succeeded)),
                 }
             }
         };
@@ -183,9 +194,9 @@ pub(crate) async fn run_to_end(
                 inv.error = last.error.clone();
                 inv.response = None;
                 inv.status = Status::Running;
-                match backoff(function, inv, first, &mut previous_delay, None, deadline) {
-                    Ok(delay) => tokio::time::sleep(delay).await,
-                    Err(end) => {
+                match decide(function, inv, first, &mut previous_delay, None, deadline) {
+                    ControlFlow::Continue(delay) => tokio::time::sleep(delay).await,
+                    ControlFlow::Break(end) => {
                         finalize(shared, inv, end);
                         return match recorder.record(shared, function, inv, end, None).await {
                             Ok(()) => Ok(end),
@@ -218,21 +229,16 @@ fn finalize(shared: &Shared, inv: &mut Invocation, end: SyncEnd) {
     inv.updated_at = shared.clock.now_ms();
 }
 
-enum Step {
-    Done(SyncEnd),
-    /// A transient failure: retry if the policy and the deadline allow.
-    Failed {
-        retry_after: Option<Duration>,
-    },
+/// What [`attempt`] did.
+enum Tried {
+    /// No slot freed before the deadline: no attempt was made.
+    NoSlot,
+    /// An attempt was made (the last of `inv.attempts`); on success, the effects to commit.
+    Attempt { retry_after: Option<Duration>, effects: Option<CommitEffects> },
 }
 
-/// One attempt; on success, the effects to commit with it.
-async fn attempt(
-    shared: &Shared,
-    function: &Function,
-    inv: &mut Invocation,
-    deadline: Instant,
-) -> (Step, Option<CommitEffects>) {
+/// One attempt, recorded in `inv`.
+async fn attempt(shared: &Shared, function: &Function, inv: &mut Invocation, deadline: Instant) -> Tried {
     let config = &function.config;
     let permit = match tokio::time::timeout_at(deadline, function.permits.acquire()).await {
         // A slot that frees at the deadline is no use: an attempt never starts past it.
@@ -242,7 +248,7 @@ async fn attempt(
                 "deadline exceeded: no free slot within sync_timeout ({} in flight)",
                 function.in_flight()
             ));
-            return (Step::Done(SyncEnd::DeadlineExceeded), None);
+            return Tried::NoSlot;
         }
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -260,56 +266,41 @@ async fn attempt(
         None => None,
     };
     shared.metrics.attempt_finished(&config.name, &report, None);
-    let outcome = report.attempt.outcome;
     inv.attempt_count += 1;
     inv.attempts.push(report.attempt.clone());
     if report.response.is_some() {
         inv.response = report.response.clone();
     }
-    if outcome == Outcome::Success {
-        inv.error = None;
-        return (Step::Done(SyncEnd::Succeeded), effects);
-    }
-    let error = report.error_text();
-    if !outcome.is_retryable() {
-        inv.error = Some(format!("permanent failure: {error}"));
-        return (Step::Done(SyncEnd::Permanent), None);
-    }
-    inv.error = Some(error);
-    (Step::Failed { retry_after: report.retry_after }, None)
+    inv.error = (report.attempt.outcome != Outcome::Success).then(|| report.error_text());
+    Tried::Attempt { retry_after: report.retry_after, effects }
 }
 
-/// The pause before the next attempt, or how the invocation ends (with `inv.error` saying why)
-/// when the policy or the deadline stops it.
-fn backoff(
+/// What follows the last attempt of `inv` ([`next_after`], the decision async work takes too):
+/// the pause before the next attempt, or how the invocation ends (with `inv.error` saying why).
+fn decide(
     function: &Function,
     inv: &mut Invocation,
     first: u32,
     previous_delay: &mut Option<Duration>,
     retry_after: Option<Duration>,
     deadline: Instant,
-) -> Result<Duration, SyncEnd> {
-    let made = inv.attempt_count - first;
+) -> ControlFlow<SyncEnd, Duration> {
+    let standing = Standing {
+        made: inv.attempt_count - first,
+        previous_delay: *previous_delay,
+        time_left: Some(deadline.saturating_duration_since(Instant::now())),
+    };
+    let outcome = inv.attempts.last().map_or(Outcome::Transient, |a| a.outcome);
     let error = inv.error.clone().unwrap_or_default();
-    if Instant::now() >= deadline {
-        inv.error = Some(format!("deadline exceeded after {made} attempts: {error}"));
-        return Err(SyncEnd::DeadlineExceeded);
-    }
-    match function.config.retry.next_step(made, *previous_delay, retry_after, fastrand::f64()) {
-        NextStep::GiveUp => {
-            inv.error = Some(format!("retries exhausted after {made} attempts: {error}"));
-            Err(SyncEnd::Exhausted)
-        }
-        NextStep::RetryAfter(delay) if Instant::now() + delay >= deadline => {
-            let pause = humantime::format_duration(Duration::from_millis(delay.as_millis() as u64));
-            inv.error = Some(format!(
-                "deadline exceeded: the next retry ({pause}) would start after sync_timeout; last error: {error}"
-            ));
-            Err(SyncEnd::DeadlineExceeded)
-        }
-        NextStep::RetryAfter(delay) => {
+    match next_after(&function.config.retry, standing, outcome, &error, retry_after, fastrand::f64()) {
+        Next::Succeed => ControlFlow::Break(SyncEnd::Succeeded),
+        Next::Retry { delay } => {
             *previous_delay = Some(delay);
-            Ok(delay)
+            ControlFlow::Continue(delay)
+        }
+        Next::Fail { failure, error } => {
+            inv.error = Some(error);
+            ControlFlow::Break(SyncEnd::from(failure))
         }
     }
 }
