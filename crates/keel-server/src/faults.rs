@@ -1,6 +1,7 @@
 //! Crash points: places where a node can be told to SIGKILL itself, so tests and chaos
 //! experiments can stop Keel at an exact instant (e.g. after an admission committed, before the
-//! client got its 202). Set with `KEEL_CRASH_AT=after-admit`; unset in normal operation.
+//! client got its 202). Set with `KEEL_CRASH_AT=after-admit` or `before-complete`; unset in
+//! normal operation.
 
 use crate::state::Shared;
 
@@ -9,6 +10,8 @@ use crate::state::Shared;
 pub(crate) enum CrashPoint {
     /// An async invocation is committed; its 202 has not been sent.
     AfterAdmit,
+    /// An async attempt's function answered (its effects in hand); its outcome is not recorded.
+    BeforeComplete,
 }
 
 impl CrashPoint {
@@ -16,8 +19,9 @@ impl CrashPoint {
     pub(crate) fn from_env() -> Option<Self> {
         match std::env::var("KEEL_CRASH_AT").ok()?.as_str() {
             "after-admit" => Some(CrashPoint::AfterAdmit),
+            "before-complete" => Some(CrashPoint::BeforeComplete),
             other => {
-                tracing::warn!(value = other, "ignoring unknown KEEL_CRASH_AT (known: after-admit)");
+                tracing::warn!(value = other, "ignoring unknown KEEL_CRASH_AT (known: after-admit, before-complete)");
                 None
             }
         }

@@ -75,6 +75,7 @@ pub(super) async fn run(
     // deliver, KV writes to see) and an ordered delivery (the next one waits behind it) may not.
     let ordered = invocation.delivery.as_ref().is_some_and(|d| d.ordering_key.is_some());
     let unhurried = completion.effects.is_none() && !ordered && function.busy();
+    crate::faults::crash_point(&shared, crate::faults::CrashPoint::BeforeComplete);
     let recorded = record(&shared, completion.clone(), lease_expires_at, unhurried).await;
     if let Recorded::Yes = recorded {
         shared.metrics.transitioned(&config.name, &completion.next);

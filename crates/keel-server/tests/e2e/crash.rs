@@ -14,7 +14,8 @@ pub(crate) fn spawn_keel(config: &std::path::Path, port: u16, log: &std::path::P
     spawn_keel_with_env(config, port, log, &[])
 }
 
-/// Starts the real `keel serve` on `port`, appending its output to `log`.
+/// Starts the real `keel serve` on `port`, appending its output to `log`. `KEEL_BIN` names
+/// another binary than the one cargo built (a long kill loop runs a copy that rebuilds leave alone).
 pub(crate) fn spawn_keel_with_env(
     config: &std::path::Path,
     port: u16,
@@ -22,7 +23,8 @@ pub(crate) fn spawn_keel_with_env(
     env: &[(&str, &str)],
 ) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_keel"))
+    let binary = std::env::var("KEEL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").to_string());
+    Command::new(binary)
         .args(["serve", "-c", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())

@@ -46,6 +46,27 @@ pub(crate) async fn effects_function(
             "events": [{"topic": "done", "subject": id, "data": {"id": id}}],
         }),
         "loop" => json!({"events": [{"topic": "loop", "data": {}}]}),
+        // Adds one to `counts/{k}` (k from the body): applied twice, it would read 2.
+        "count" => {
+            let k = serde_json::from_slice::<Value>(_body).ok().and_then(|b| b["k"].as_str().map(str::to_string));
+            let Some(k) = k else { return (axum::http::StatusCode::BAD_REQUEST, "no k").into_response() };
+            let url = format!("{keel}/v1/kv/counts/{k}");
+            let Some((status, h, body)) =
+                crate::killloop::try_request("GET", &url, &[], "", Duration::from_secs(2)).await
+            else {
+                return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "keel unreachable").into_response();
+            };
+            let write = match status {
+                404 => json!({"ns": "counts", "key": k, "value": 1, "if_absent": true}),
+                200 => {
+                    let version: i64 = h["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
+                    let n: i64 = serde_json::from_slice(&body).unwrap();
+                    json!({"ns": "counts", "key": k, "value": n + 1, "if_version": version})
+                }
+                _ => return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "kv read failed").into_response(),
+            };
+            json!({"result": {"counted": k}, "kv": [write]})
+        }
         "emit" => json!({"events": [{"topic": q.get("topic").cloned().unwrap_or_default(), "data": {}}]}),
         _ => return (axum::http::StatusCode::NOT_FOUND, "unknown fx").into_response(),
     };

@@ -8,6 +8,7 @@ mod command;
 mod crash;
 mod events;
 mod idempotency;
+mod killloop;
 mod load;
 mod observability;
 mod openapi;

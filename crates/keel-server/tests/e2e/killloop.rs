@@ -1,0 +1,279 @@
+//! The kill loop: the real `keel` binary on SQLite under a steady load of keyed and unkeyed async
+//! invocations whose function adds one to a KV counter per request, while it is SIGKILLed,
+//! paused (SIGSTOP/SIGCONT) or made to kill itself at a crash point (after an admission commits,
+//! before an outcome is recorded), at random every second or two. Clients keep a history of what
+//! was acknowledged; after the last restart a checker holds it against the store:
+//! - lost: an acknowledged invocation that did not succeed — must be 0;
+//! - applied twice: a counter above 1 (one request's effect committed twice, by a re-run or by a
+//!   keyed retry admitted as a second invocation) — must be 0;
+//! - every acknowledged invocation ends `succeeded`, and each one's counter reads exactly 1.
+//!
+//! CI runs a short loop. The long run (see RESILIENCE.md) sets `KEEL_KILL_LOOP_KILLS=1000`;
+//! `KEEL_KILL_LOOP_SEED` replays a schedule.
+
+use std::collections::HashMap;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::crash::{free_port, spawn_keel_with_env, wait_ready};
+use crate::support::Functions;
+
+/// One request that may fail: the node may be dead or paused. Its own connection (a pooled one
+/// may belong to a killed process), and a deadline.
+pub(crate) async fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+    within: Duration,
+) -> Option<(u16, hyper::HeaderMap, Bytes)> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
+    let mut req = hyper::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).ok()?;
+    tokio::time::timeout(within, async {
+        let resp = client.request(req).await.ok()?;
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, headers, body))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// What the clients saw.
+#[derive(Debug, Default)]
+struct History {
+    /// Request key → the invocation id its 202 named (keyed: the first 202 or replay).
+    acknowledged: HashMap<String, String>,
+    /// Keyed requests not yet acknowledged: sent again (same key) until they are.
+    unanswered: Vec<String>,
+    /// Every request key ever sent.
+    sent: Vec<String>,
+    /// Keyed 202s that named another invocation than an earlier 202 for the same key.
+    split_keys: Vec<String>,
+}
+
+/// Submits until `stop`: request `i` is keyed when even. Each records its answer in `history`.
+async fn submit(base: String, history: Arc<Mutex<History>>, next: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let retry = history.lock().unwrap().unanswered.pop();
+        let (key, keyed) = match retry {
+            Some(key) => (key, true),
+            None => {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let key = format!("k-{i}");
+                history.lock().unwrap().sent.push(key.clone());
+                (key, i.is_multiple_of(2))
+            }
+        };
+        if !send_one(&base, &history, &key, keyed).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Sends request `key` once; returns whether it was acknowledged.
+async fn send_one(base: &str, history: &Mutex<History>, key: &str, keyed: bool) -> bool {
+    let url = format!("{base}/v1/functions/count/invocations");
+    let body = format!("{{\"k\":\"{key}\"}}");
+    let mut headers = vec![("content-type", "application/json")];
+    if keyed {
+        headers.push(("idempotency-key", key));
+    }
+    let answer = try_request("POST", &url, &headers, body, Duration::from_secs(2)).await;
+    let mut history = history.lock().unwrap();
+    match answer {
+        Some((202, _, body)) => {
+            let id = serde_json::from_slice::<Value>(&body).ok().and_then(|b| b["id"].as_str().map(str::to_string));
+            let id = id.expect("a 202 names its invocation");
+            if let Some(earlier) = history.acknowledged.insert(key.to_string(), id.clone()) {
+                if earlier != id {
+                    history.split_keys.push(key.to_string());
+                }
+            }
+            true
+        }
+        // Keyed: not known to be admitted (refused, in flight, or no answer): ask again later.
+        _ if keyed => {
+            history.unanswered.push(key.to_string());
+            false
+        }
+        // Unkeyed and unanswered: the client gives up on it (it may have been admitted).
+        _ => false,
+    }
+}
+
+/// What happens to the node next.
+#[derive(Debug, Clone, Copy)]
+enum Blow {
+    Kill,
+    Pause,
+    CrashAfterAdmit,
+    CrashBeforeComplete,
+}
+
+async fn run_kill_loop(kills: usize, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let (fns, addr) = Functions::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nurl = \"sqlite://{}/keel.db\"\n\n[functions.count]\nurl = \"http://{addr}/fx/count\"\n\
+             concurrency = 16\ntimeout = \"5s\"\nretry = {{ max_attempts = 1000, initial = \"10ms\", max = \"200ms\" }}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("keel.log");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    fns.set_keel(&base);
+    let start = |env: &[(&str, &str)]| spawn_keel_with_env(&config, port, &log, env);
+    let mut keel: Child = start(&[]);
+    wait_ready(&base, &mut keel).await;
+
+    let history = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> =
+        (0..8).map(|_| tokio::spawn(submit(base.clone(), history.clone(), next.clone(), stop.clone()))).collect();
+    let started = Instant::now();
+    let mut tally: HashMap<&'static str, usize> = HashMap::new();
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.u64(500..2_000))).await;
+        let blow = match rng.u32(0..10) {
+            0..=4 => Blow::Kill,
+            5..=6 => Blow::Pause,
+            7 => Blow::CrashAfterAdmit,
+            _ => Blow::CrashBeforeComplete,
+        };
+        match blow {
+            Blow::Pause => {
+                signal(&keel, "STOP");
+                tokio::time::sleep(Duration::from_millis(rng.u64(100..1_500))).await;
+                signal(&keel, "CONT");
+                *tally.entry("paused").or_default() += 1;
+                continue;
+            }
+            Blow::Kill => {
+                keel.kill().unwrap();
+                keel.wait().unwrap();
+                keel = start(&[]);
+                *tally.entry("killed").or_default() += 1;
+            }
+            Blow::CrashAfterAdmit | Blow::CrashBeforeComplete => {
+                keel.kill().unwrap();
+                keel.wait().unwrap();
+                let point = if matches!(blow, Blow::CrashAfterAdmit) { "after-admit" } else { "before-complete" };
+                keel = start(&[("KEEL_CRASH_AT", point)]);
+                // It kills itself at the point, under the clients' load; then a plain restart.
+                let end = Instant::now() + Duration::from_secs(30);
+                while keel.try_wait().unwrap().is_none() {
+                    assert!(Instant::now() < end, "the node never reached its crash point {point}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                keel = start(&[]);
+                *tally.entry(point).or_default() += 1;
+            }
+        }
+        wait_ready(&base, &mut keel).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    // Every keyed request is sent again until it is acknowledged, as a client would.
+    loop {
+        let pending = std::mem::take(&mut history.lock().unwrap().unanswered);
+        if pending.is_empty() {
+            break;
+        }
+        for key in pending {
+            send_one(&base, &history, &key, true).await;
+        }
+    }
+    let history = Arc::try_unwrap(history).unwrap().into_inner().unwrap();
+    let checked = check(&base, &history, Duration::from_secs(120)).await;
+    keel.kill().unwrap();
+    keel.wait().unwrap();
+    eprintln!(
+        "kill loop (seed {seed}): {kills} blows {tally:?} in {:?}; {} requests sent, {} acknowledged, {} calls of the function; {checked}",
+        started.elapsed(),
+        history.sent.len(),
+        history.acknowledged.len(),
+        fns.calls().len(),
+    );
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status();
+    assert!(status.unwrap().success(), "kill -{name}");
+}
+
+/// Holds the history against the store once the node is quiet; panics naming what is wrong.
+async fn check(base: &str, history: &History, limit: Duration) -> String {
+    assert!(history.split_keys.is_empty(), "a key answered with two invocations: {:?}", history.split_keys);
+    let end = Instant::now() + limit;
+    let mut pending: Vec<&String> = history.acknowledged.values().collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            let answer =
+                try_request("GET", &format!("{base}/v1/invocations/{id}"), &[], "", Duration::from_secs(5)).await;
+            let status = answer
+                .and_then(|(code, _, body)| (code == 200).then_some(body))
+                .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
+                .map(|inv| inv["status"].as_str().unwrap_or_default().to_string());
+            match status.as_deref() {
+                Some("succeeded") => {}
+                Some("queued" | "running" | "retrying") | None => still.push(id),
+                Some(other) => panic!("acknowledged invocation {id} ended {other}"),
+            }
+        }
+        pending = still;
+        assert!(Instant::now() < end, "lost: {} acknowledged invocations not succeeded: {pending:?}", pending.len());
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut twice = Vec::new();
+    for key in &history.sent {
+        let answer = try_request("GET", &format!("{base}/v1/kv/counts/{key}"), &[], "", Duration::from_secs(5)).await;
+        let (code, _, body) = answer.expect("the node answers");
+        let count: i64 = if code == 404 { 0 } else { serde_json::from_slice(&body).unwrap() };
+        if count > 1 {
+            twice.push((key.clone(), count));
+        }
+        if history.acknowledged.contains_key(key) {
+            assert!(count >= 1, "acknowledged request {key} was never applied");
+        }
+    }
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    format!("lost 0, applied twice 0, {} acknowledged all succeeded", history.acknowledged.len())
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_loop_on_sqlite_loses_nothing_and_applies_nothing_twice() {
+    let kills = env_or("KEEL_KILL_LOOP_KILLS", 8) as usize;
+    let seed = env_or("KEEL_KILL_LOOP_SEED", fastrand::u64(..));
+    eprintln!("kill loop: {kills} blows, KEEL_KILL_LOOP_SEED={seed}");
+    run_kill_loop(kills, seed).await;
+}
