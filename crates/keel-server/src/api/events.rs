@@ -121,7 +121,9 @@ async fn admit_events(
     let published = match shared.store.publish(new_events).await {
         Ok(published) => published,
         Err(e @ keel_core::Error::OutcomeUnknown(_)) => {
+            // The events may have been stored: their deliveries must not wait unnoticed.
             leased.into_iter().flatten().for_each(|d| d.start_if_stored(&shared));
+            wake.iter().for_each(|function| shared.functions.wake(function));
             return Err(e.into());
         }
         Err(e) => return Err(e.into()),

@@ -352,8 +352,9 @@ async fn admit_async(
     Ok(reply_response(reply))
 }
 
-/// The answer to an admission the store never confirmed: 503 `outcome-unknown`; if it was to
-/// start on `slot`, it still will once the store says it was stored.
+/// The answer to an admission the store never confirmed: 503 `outcome-unknown`. If it was
+/// stored after all, it runs: on `slot` once the store says so, else the dispatcher (woken here)
+/// finds it queued.
 fn unknown_admission(
     shared: &Arc<Shared>,
     function: Arc<Function>,
@@ -361,8 +362,9 @@ fn unknown_admission(
     slot: Option<OwnedSemaphorePermit>,
     e: Error,
 ) -> Problem {
-    if let Some(slot) = slot {
-        dispatch::start_if_stored(shared.clone(), function, id.clone(), slot);
+    match slot {
+        Some(slot) => dispatch::start_if_stored(shared.clone(), function, id.clone(), slot),
+        None => function.work_queued(),
     }
     Problem::from(e).with("invocation_id", id)
 }
