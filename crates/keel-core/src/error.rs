@@ -6,9 +6,13 @@ pub enum Error {
     /// The requested record does not exist.
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
-    /// The record exists but is not in a state that allows the operation.
+    /// The record exists but is not in a state that allows the operation (or already exists).
     #[error("{0}")]
     InvalidState(String),
+    /// The caller no longer holds the lease (or idempotency key) it acted under — it expired, was
+    /// taken back, or was taken over: nothing was written, and trying again cannot help.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
     /// A write's precondition (a KV version, `if_absent`) did not hold: nothing was written.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
@@ -20,6 +24,10 @@ pub enum Error {
     /// lost, or time ran out, during the commit): it may or may not have been applied.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The store refused the call for a reason no retry mends: a constraint it breaks, a value
+    /// that cannot be read back (a bug, or a damaged database). Logged loudly; never retried.
+    #[error("store error that retrying cannot mend: {0}")]
+    Bug(String),
 }
 
 impl Error {

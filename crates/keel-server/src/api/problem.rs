@@ -95,6 +95,14 @@ impl From<keel_core::Error> for Problem {
             keel_core::Error::InvalidState(detail) => {
                 Problem::new(StatusCode::CONFLICT, "invalid-state", "Conflict", detail)
             }
+            keel_core::Error::LeaseLost(detail) => Problem::new(StatusCode::CONFLICT, "lease-lost", "Conflict", detail),
+            // Logged where it arose (with its cause); the client learns only that it was not applied.
+            keel_core::Error::Bug(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the store refused this request; it was not applied",
+            ),
             keel_core::Error::OutcomeUnknown(reason) => {
                 tracing::error!(error = %reason, "store did not confirm a write");
                 Problem::new(

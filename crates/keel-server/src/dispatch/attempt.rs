@@ -166,8 +166,12 @@ async fn record(
         match recorded {
             Ok(()) => return Recorded::Yes,
             Err(Error::PreconditionFailed(why)) => return Recorded::Conflict(why),
-            Err(e @ Error::InvalidState(_)) | Err(e @ Error::NotFound { .. }) => {
+            Err(e @ (Error::LeaseLost(_) | Error::InvalidState(_) | Error::NotFound { .. })) => {
                 tracing::warn!(invocation_id = %completion.id, error = %e, "completion refused");
+                return Recorded::No;
+            }
+            Err(e @ Error::Bug(_)) => {
+                tracing::error!(invocation_id = %completion.id, error = %e, "completion cannot be recorded; the lease will expire and the invocation run again");
                 return Recorded::No;
             }
             Err(e) => {

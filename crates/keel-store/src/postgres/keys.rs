@@ -180,7 +180,7 @@ pub(crate) async fn finish_sync(
     reply: &StoredReply,
 ) -> Result<()> {
     if !complete(tx, key, holder, reply).await? {
-        return Err(Error::InvalidState(format!("the idempotency key of invocation {} is no longer held", inv.id)));
+        return Err(Error::LeaseLost(format!("the idempotency key of invocation {} is no longer held", inv.id)));
     }
     execute(tx, "DELETE FROM invocations WHERE id = $1", &[&inv.id]).await.map_err(db_err)?;
     execute(tx, "DELETE FROM attempts WHERE invocation_id = $1", &[&inv.id]).await.map_err(db_err)?;

@@ -150,10 +150,7 @@ impl<'a> CompletionRow<'a> {
 
 /// The refusal of a completion whose lease is gone.
 pub(crate) fn lease_lost(c: &Completion) -> Error {
-    Error::InvalidState(format!(
-        "invocation {} is not leased by {}: the lease expired or was taken back",
-        c.id, c.owner
-    ))
+    Error::LeaseLost(format!("invocation {} is not leased by {}: the lease expired or was taken back", c.id, c.owner))
 }
 
 /// One completion in its own statement: the path of completions carrying effects, which must be

@@ -122,15 +122,30 @@ pub(crate) async fn insert_attempt(tx: &Tx<'_>, invocation_id: &str, a: &Attempt
 
 /// Every database failure surfaces as `Unavailable`: the caller may try again later (the API
 /// answers 503 with `Retry-After`).
+/// A PostgreSQL error as the store reports it: a lost connection, a timeout, a server shutting
+/// down, out of resources or a serialization conflict is [`Error::Unavailable`] (worth
+/// retrying); a data, constraint or statement error (SQLSTATE classes 22, 23, 42, XX) is
+/// [`Error::Bug`].
 pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
-    Error::Unavailable(describe(&e))
+    classify(&e)
+}
+
+pub(crate) fn classify(e: &tokio_postgres::Error) -> Error {
+    let class = e.code().map(|c| &c.code()[..2]);
+    match class {
+        Some("22" | "23" | "42" | "XX") => {
+            tracing::error!(error = %describe(e), "PostgreSQL refused a call for a reason no retry mends");
+            Error::Bug(describe(e))
+        }
+        _ => Error::Unavailable(describe(e)),
+    }
 }
 
 /// The error of a COMMIT: refused by the server (it answered, so nothing was applied), or lost
 /// with the connection, when the transaction may have committed.
 pub(crate) fn commit_err(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
-        Some(_) => Error::Unavailable(describe(&e)),
+        Some(_) => classify(&e),
         None => Error::OutcomeUnknown(describe(&e)),
     }
 }

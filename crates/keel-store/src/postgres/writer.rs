@@ -159,7 +159,8 @@ fn describe_group(e: &GroupError) -> String {
 fn failed(e: &GroupError) -> Error {
     match e {
         GroupError::Unknown(reason) => Error::OutcomeUnknown(reason.clone()),
-        e => Error::Unavailable(describe_group(e)),
+        GroupError::Db(e) => super::rows::classify(e),
+        GroupError::Unavailable(reason) => Error::Unavailable(reason.clone()),
     }
 }
 

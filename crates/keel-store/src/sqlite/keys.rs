@@ -155,7 +155,7 @@ pub(crate) fn finish_sync(
     reply: &StoredReply,
 ) -> Result<()> {
     if !complete(conn, key, holder, reply)? {
-        return Err(Error::InvalidState(format!("the idempotency key of invocation {} is no longer held", inv.id)));
+        return Err(Error::LeaseLost(format!("the idempotency key of invocation {} is no longer held", inv.id)));
     }
     conn.prepare_cached("DELETE FROM invocations WHERE id = ?")
         .and_then(|mut st| st.execute([&inv.id]))

@@ -167,7 +167,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
         })
         .map_err(db_err)?;
     if changed == 0 {
-        return Err(Error::InvalidState(format!(
+        return Err(Error::LeaseLost(format!(
             "invocation {} is not leased by {}: the lease expired or was taken back",
             c.id, c.owner
         )));

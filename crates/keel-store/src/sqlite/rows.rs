@@ -100,8 +100,26 @@ pub(crate) fn insert_attempt(conn: &Connection, invocation_id: &str, a: &Attempt
 }
 
 /// Every store failure surfaces as `Unavailable`: the caller may try again later.
+/// A SQLite error as the store reports it: the database busy, locked, out of space or failing
+/// I/O is [`Error::Unavailable`] (worth retrying); anything else — a constraint broken, a value
+/// that cannot be read, a damaged file — is [`Error::Bug`].
 pub(crate) fn db_err(e: rusqlite::Error) -> Error {
-    Error::Unavailable(e.to_string())
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(
+            DatabaseBusy
+            | DatabaseLocked
+            | SystemIoFailure
+            | DiskFull
+            | CannotOpen
+            | OutOfMemory
+            | FileLockingProtocolFailed,
+        ) => Error::Unavailable(e.to_string()),
+        _ => {
+            tracing::error!(error = %e, "SQLite refused a call for a reason no retry mends");
+            Error::Bug(e.to_string())
+        }
+    }
 }
 
 /// Header lists as `name: value` lines (names and values are visible ASCII).

@@ -113,3 +113,20 @@ async fn records_written_behind_commit_alone_together_and_with_hurried_writes() 
     assert_eq!(all.items.len(), 301);
     assert_eq!(all.items.iter().filter(|i| i.status == keel_core::invocation::Status::Queued).count(), 30);
 }
+
+#[test]
+fn store_errors_say_whether_a_retry_can_help() {
+    use keel_core::Error;
+    let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+    for transient in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_LOCKED, rusqlite::ffi::SQLITE_IOERR_FSYNC] {
+        assert!(matches!(super::rows::db_err(failure(transient)), Error::Unavailable(_)), "{transient}");
+    }
+    for bug in
+        [rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY, rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_MISMATCH]
+    {
+        let e = super::rows::db_err(failure(bug));
+        assert!(matches!(e, Error::Bug(_)) && !e.is_transient(), "{bug}: {e:?}");
+    }
+    let unreadable = rusqlite::Error::InvalidColumnType(0, "status".into(), rusqlite::types::Type::Blob);
+    assert!(matches!(super::rows::db_err(unreadable), Error::Bug(_)));
+}

@@ -113,7 +113,7 @@ pub async fn effects_commit_with_the_completion_or_not_at_all(store: &dyn Store)
     assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Running, "the completion was refused whole");
 
     let stale = store.complete(completion(1, "node-b")).await;
-    assert!(matches!(stale, Err(Error::InvalidState(_))));
+    assert!(matches!(stale, Err(Error::LeaseLost(_))));
     assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "a node without the lease applies nothing");
 
     store.complete(completion(1, "node-a")).await.unwrap();
@@ -123,7 +123,7 @@ pub async fn effects_commit_with_the_completion_or_not_at_all(store: &dyn Store)
     assert!(store.get_event("01E").await.unwrap().is_some());
     assert_eq!(store.get("01D").await.unwrap().unwrap().status, Status::Queued, "the emitted event's delivery");
     let again = store.complete(completion(2, "node-a")).await;
-    assert!(matches!(again, Err(Error::InvalidState(_))), "effects apply at most once");
+    assert!(matches!(again, Err(Error::LeaseLost(_))), "effects apply at most once");
     assert_eq!(store.kv_get("b", "u1").await.unwrap().unwrap().version, 2);
 }
 

@@ -76,7 +76,7 @@ pub async fn stale_lease_cannot_complete(store: &dyn Store) {
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     let inv = lease_one(store, "f", T0).await;
     let err = store.complete(success(&inv.id, "node-b", T0 + 30, "{}")).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidState(_)), "{err:?}");
+    assert!(matches!(err, Error::LeaseLost(_)), "{err:?}");
     let got = store.get("01A").await.unwrap().unwrap();
     assert_eq!(got.status, Status::Running);
     assert!(got.attempts.is_empty(), "a refused completion writes nothing");
@@ -91,7 +91,7 @@ pub async fn a_lease_taken_back_cannot_complete_after_its_node_leased_again(stor
     assert_eq!(second.attempt_count, 1, "the interrupted attempt is charged");
     let stale = Completion { fence: first.attempt_count, ..success("01A", "node-a", T0 + 60_002, "{}") };
     let err = store.complete(stale).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidState(_)), "refused as a lost lease, not retried as an outage: {err:?}");
+    assert!(matches!(err, Error::LeaseLost(_)), "refused as a lost lease, not retried as an outage: {err:?}");
     let current = Completion {
         fence: second.attempt_count,
         attempt: Some(attempt(2, Outcome::Success, Some(200))),

@@ -68,7 +68,7 @@ pub async fn keyed_sync_holds_then_completes_the_key(store: &dyn Store) {
         store.begin_sync(running_sync("01U", "h3", T0 + 20), key_claim("k", "fp", "h3", T0 + 20)).await.unwrap();
     assert_eq!(replay, KeyDecision::Replay(reply("done")));
     let stale = store.finish_sync(done, None, key, "h2".into(), reply("late")).await;
-    assert!(matches!(stale, Err(Error::InvalidState(_))), "only the holder completes the key");
+    assert!(matches!(stale, Err(Error::LeaseLost(_))), "only the holder completes the key");
 }
 
 pub async fn a_dead_sync_holder_is_taken_over_with_the_same_invocation(store: &dyn Store) {
