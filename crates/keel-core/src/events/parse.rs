@@ -37,10 +37,9 @@ fn check_extension_name(name: &str) -> Result<(), ParseError> {
 pub fn check_attribute_value(name: &str, value: &str) -> Result<(), ParseError> {
     match value.chars().find(|c| c.is_control()) {
         None => Ok(()),
-        Some(c) => Err(err(format!(
-            "attribute `{name}` must not contain control characters (found U+{:04X})",
-            u32::from(c)
-        ))),
+        Some(c) => {
+            Err(err(format!("attribute `{name}` must not contain control characters (found U+{:04X})", u32::from(c))))
+        }
     }
 }
 
