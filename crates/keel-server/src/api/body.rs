@@ -10,20 +10,49 @@ use keel_core::store::ListFilter;
 
 use super::problem::Problem;
 
-/// The body, or 413 past `server.body_limit`, or 400.
+/// The body, or 413 past `server.body_limit`, 408 when it stalled, or 400.
 pub(crate) fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-                "the request body is larger than server.body_limit",
+    body.map_err(
+        |rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                unreadable(&rejection)
+            }
+        },
+    )
+}
+
+pub(crate) fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Payload too large",
+        "the request body is larger than server.body_limit",
+    )
+}
+
+/// Why a body could not be read: 408 (and the connection closed) when it went
+/// `server.body_timeout` without a byte, 413 past the limit, else 400.
+pub(crate) fn unreadable(error: &(dyn std::error::Error + 'static)) -> Problem {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            crate::listener::note_closed(crate::listener::Closed::BodyTimeout, "");
+            return Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+                "the request body stalled for longer than server.body_timeout",
             )
-        } else {
-            Problem::bad_request(format!("cannot read the request body: {rejection}"))
+            .closing();
         }
-    })
+        if e.is::<http_body_util::LengthLimitError>() {
+            return too_large();
+        }
+        cause = e.source();
+    }
+    Problem::bad_request(format!("cannot read the request body: {error}"))
 }
 
 /// Parses the list query (`function`, `status`, `limit`, `cursor`), refusing unknown keys.

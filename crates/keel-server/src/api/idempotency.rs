@@ -181,14 +181,9 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
     };
     let limit = shared.config.server.body_limit as usize;
     let (parts, body) = request.into_parts();
-    let Ok(body) = to_bytes(body, limit).await else {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Payload too large",
-            "the request body is larger than server.body_limit",
-        )
-        .into_response();
+    let body = match to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(e) => return super::body::unreadable(&e).into_response(),
     };
     let claim = claim(&shared, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
     match settled(&shared, &claim).await {

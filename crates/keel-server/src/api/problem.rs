@@ -14,6 +14,8 @@ pub(crate) struct Problem {
     detail: String,
     extra: Map<String, Value>,
     retry_after: Option<u64>,
+    /// Answered with `connection: close`: what is left of the request is not read.
+    close: bool,
 }
 
 /// RFC 9457 problem details: the body of every error answer, as `application/problem+json`.
@@ -43,7 +45,7 @@ pub(crate) struct ProblemDetails {
 
 impl Problem {
     pub(crate) fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None }
+        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None, close: false }
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
@@ -81,6 +83,12 @@ impl Problem {
 
     pub(crate) fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// Closes the connection after the answer.
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
         self
     }
 }
@@ -125,6 +133,9 @@ impl Problem {
         let mut headers = vec![(header::CONTENT_TYPE.to_string(), "application/problem+json".to_string())];
         if let Some(secs) = self.retry_after {
             headers.push((header::RETRY_AFTER.to_string(), secs.to_string()));
+        }
+        if self.close {
+            headers.push((header::CONNECTION.to_string(), "close".to_string()));
         }
         StoredReply { status: self.status.as_u16(), headers, body: body.to_string().into() }
     }

@@ -1,4 +1,5 @@
 //! Hostile and careless clients (issue 12): attribute injection, slow and idle connections,
 //! and the exact answers to malformed requests.
 
+mod connections;
 mod injection;
