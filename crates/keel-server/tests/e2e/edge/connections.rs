@@ -143,6 +143,27 @@ async fn past_max_connections_a_connection_is_answered_503_and_closed() {
     }
 }
 
+/// hyper's own answers to what it cannot parse come as problem+json too.
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_problem_json() {
+    let keel = Keel::start("").await;
+    let many_headers: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases = [
+        (format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"), "HTTP/1.1 431 "),
+        ("GET /healthz HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n".to_string(), "HTTP/1.1 400 "),
+        ("GET /\u{1}x HTTP/1.1\r\nhost: x\r\n\r\n".to_string(), "HTTP/1.1 400 "),
+    ];
+    for (raw, status) in cases {
+        let mut stream = connect(&keel).await;
+        stream.write_all(raw.as_bytes()).await.unwrap();
+        let (sent, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        assert!(sent.starts_with(status), "{sent}");
+        assert!(sent.contains("content-type: application/problem+json\r\n"), "{sent}");
+        let body: serde_json::Value = serde_json::from_str(&sent[sent.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+        assert_eq!(body["status"].as_u64(), status[9..12].parse().ok(), "{sent}");
+    }
+}
+
 /// `keel serve` raises its soft limit on open files to the hard one.
 #[tokio::test]
 async fn keel_serve_raises_the_open_files_limit() {

@@ -1,0 +1,33 @@
+//! The exact answers to malformed or careless requests: every error is problem+json, with the
+//! status the request deserves.
+
+use serde_json::Value;
+
+use crate::support::{request, Keel};
+
+/// `(status, problem)` of a request expected to fail; panics unless the answer is problem+json.
+async fn problem(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let (status, response_headers, bytes) = request(method, url, headers, body.to_string()).await;
+    let content_type = response_headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert_eq!(
+        content_type,
+        "application/problem+json",
+        "{method} {url}: {status} {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let problem: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(problem["status"].as_u64(), Some(u64::from(status)), "{problem}");
+    (status, problem)
+}
+
+#[tokio::test]
+async fn rejections_raised_before_a_handler_are_problem_json() {
+    let keel = Keel::start("").await;
+    let (status, body) = problem("GET", &format!("{}/v1/invocations/%FF%FE", keel.url), &[], "").await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("UTF-8"), "{body}");
+    let (status, _) = problem("GET", &format!("{}/v1/kv/%FF/k", keel.url), &[], "").await;
+    assert_eq!(status, 400);
+    let (status, _) = problem("PATCH", &format!("{}/v1/functions", keel.url), &[], "").await;
+    assert_eq!(status, 405);
+}
