@@ -31,3 +31,17 @@ async fn rejections_raised_before_a_handler_are_problem_json() {
     let (status, _) = problem("PATCH", &format!("{}/v1/functions", keel.url), &[], "").await;
     assert_eq!(status, 405);
 }
+
+#[tokio::test]
+async fn list_queries_clamp_large_limits_and_refuse_malformed_cursors() {
+    let keel = Keel::start("").await;
+    for path in ["/v1/invocations", "/v1/dlq"] {
+        let url = format!("{}{path}", keel.url);
+        let (status, _, _) = request("GET", &format!("{url}?limit=258019814203111047168"), &[], "").await;
+        assert_eq!(status, 200, "a huge limit is clamped");
+        for bad in ["cursor=garbage", "cursor=0", "limit=0", "limit=-1"] {
+            let (status, body) = problem("GET", &format!("{url}?{bad}"), &[], "").await;
+            assert_eq!(status, 400, "{path}?{bad}: {body}");
+        }
+    }
+}
