@@ -45,3 +45,17 @@ async fn list_queries_clamp_large_limits_and_refuse_malformed_cursors() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_bulk_redrive_needs_a_body_and_an_empty_object_means_all() {
+    let keel = Keel::start("").await;
+    let url = format!("{}/v1/dlq/redrive", keel.url);
+    let (status, body) = problem("POST", &url, &[], "").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("send {}"), "{body}");
+    let json = [("content-type", "application/json")];
+    let (status, _, all) = request("POST", &url, &json, "{}").await;
+    assert_eq!((status, serde_json::from_slice::<Value>(&all).unwrap()["redriven"].as_u64()), (200, Some(0)));
+    let (status, _, _) = request("POST", &url, &json, r#"{"limit": 1e30}"#).await;
+    assert_eq!(status, 200, "a limit past any count means every match");
+}
