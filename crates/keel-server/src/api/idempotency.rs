@@ -47,7 +47,12 @@ pub(crate) struct IdempotencyKeyHeader {
 
 /// The key in the request, if any; 400 when it is malformed.
 pub(crate) fn key_from(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    match headers.get("idempotency-key") {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Problem::bad_request("Idempotency-Key is sent more than once; send one key"));
+    }
+    match first {
         None => Ok(None),
         Some(value) => parse_key_header(value.as_bytes())
             .map(Some)

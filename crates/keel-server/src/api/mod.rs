@@ -3,6 +3,7 @@
 
 mod body;
 mod cluster;
+mod delay;
 mod dlq;
 mod events;
 mod functions;

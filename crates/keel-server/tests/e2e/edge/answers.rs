@@ -59,3 +59,26 @@ async fn a_bulk_redrive_needs_a_body_and_an_empty_object_means_all() {
     let (status, _, _) = request("POST", &url, &json, r#"{"limit": 1e30}"#).await;
     assert_eq!(status, 200, "a limit past any count means every match");
 }
+
+#[tokio::test]
+async fn keel_delay_is_one_number_and_one_unit_sent_once_and_only_on_async_invoke() {
+    let keel = Keel::start("[functions.f]\nurl = \"http://127.0.0.1:9/\"\n").await;
+    let async_url = format!("{}/v1/functions/f/invocations", keel.url);
+    for bad in ["0", "30", "1s 2s", "1.5s", "366d"] {
+        let (status, body) = problem("POST", &async_url, &[("keel-delay", bad)], "{}").await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _, _) = request("POST", &async_url, &[("keel-delay", "1h")], "{}").await;
+    assert_eq!(status, 202);
+    let (status, body) = problem("POST", &async_url, &[("keel-delay", "1h"), ("keel-delay", "2h")], "{}").await;
+    assert_eq!(status, 400, "{body}");
+    let sync_url = format!("{}/v1/functions/f/invoke", keel.url);
+    let (status, body) = problem("POST", &sync_url, &[("keel-delay", "1s")], "{}").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("async"), "{body}");
+    let twice = [("idempotency-key", "a"), ("idempotency-key", "b")];
+    for url in [&async_url, &sync_url] {
+        let (status, body) = problem("POST", url, &twice, "{}").await;
+        assert_eq!(status, 400, "{body}");
+    }
+}
