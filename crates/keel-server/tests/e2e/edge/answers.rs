@@ -82,3 +82,24 @@ async fn keel_delay_is_one_number_and_one_unit_sent_once_and_only_on_async_invok
         assert_eq!(status, 400, "{body}");
     }
 }
+
+#[tokio::test]
+async fn kv_preconditions_follow_rfc_9110() {
+    let keel = Keel::start("").await;
+    let url = format!("{}/v1/kv/users/u1", keel.url);
+    let (status, _, _) = request("PUT", &url, &[], "{\"n\": 1}").await;
+    assert_eq!(status, 201);
+    let (status, body) = problem("PUT", &url, &[("if-match", "W/\"1\"")], "{\"n\": 2}").await;
+    assert_eq!(status, 412, "a weak tag never matches for a write: {body}");
+    let (status, body) = problem("PUT", &url, &[("if-match", "\"-1\"")], "{\"n\": 2}").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _, _) = request("PUT", &url, &[("if-match", "\"1\"")], "{\"n\": 2}").await;
+    assert_eq!(status, 200);
+
+    let (status, headers, body) = request("GET", &url, &[("if-none-match", "\"2\"")], "").await;
+    assert_eq!((status, headers["etag"].to_str().unwrap(), body.len()), (304, "\"2\"", 0));
+    let (status, _, _) = request("GET", &url, &[("if-none-match", "W/\"2\"")], "").await;
+    assert_eq!(status, 304, "If-None-Match compares weakly");
+    let (status, _, body) = request("GET", &url, &[("if-none-match", "\"1\"")], "").await;
+    assert_eq!((status, &body[..]), (200, &b"{\"n\": 2}"[..]));
+}
