@@ -207,7 +207,10 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
         Ok(KeyDecision::Claim | KeyDecision::TakeOver { .. }) => {
             let response = next.run(Request::from_parts(parts, Body::from(body))).await;
             let reply = to_reply(response, usize::MAX).await;
-            let stored = if reply.status >= 500 {
+            // A 404 (an unknown topic or invocation) admitted nothing: the key stays free, so a
+            // later request with it is judged on the route as it then stands, not compared with
+            // this one (existence before key comparison).
+            let stored = if reply.status >= 500 || reply.status == 404 {
                 shared.store.release_key(key, holder).await
             } else {
                 shared.store.complete_key(key, holder, reply.clone()).await

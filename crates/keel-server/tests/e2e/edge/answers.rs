@@ -103,3 +103,17 @@ async fn kv_preconditions_follow_rfc_9110() {
     let (status, _, body) = request("GET", &url, &[("if-none-match", "\"1\"")], "").await;
     assert_eq!((status, &body[..]), (200, &b"{\"n\": 2}"[..]));
 }
+
+#[tokio::test]
+async fn idempotency_key_answers_say_what_is_wrong_and_unknown_topics_are_404_every_time() {
+    let keel = Keel::start("[topics.t]\n").await;
+    let (status, body) =
+        problem("POST", &format!("{}/v1/topics/t/events", keel.url), &[("idempotency-key", "\"k\";x=1")], "{}").await;
+    assert_eq!(status, 400);
+    assert!(body["detail"].as_str().unwrap().contains("takes no parameters"), "{body}");
+    let url = format!("{}/v1/topics/nope/events", keel.url);
+    for payload in ["{\"a\": 1}", "{\"a\": 2}"] {
+        let (status, body) = problem("POST", &url, &[("idempotency-key", "k1")], payload).await;
+        assert_eq!((status, body["type"].as_str()), (404, Some("urn:keel:problem:unknown-topic")), "{body}");
+    }
+}
