@@ -113,8 +113,9 @@ pub(crate) struct PageQuery {
     function: Option<String>,
     /// Only deliveries to this subscription.
     subscription: Option<String>,
-    /// Page size: 100 by default, at most 1,000 (a larger value, however large, is clamped).
-    #[param(minimum = 1)]
+    /// Page size: a whole number of at least 1; 100 by default, at most 1,000 (a larger value,
+    /// however large, is clamped).
+    #[param(value_type = Option<String>, pattern = "^[0-9]*[1-9][0-9]*$", example = "100")]
     limit: Option<u64>,
     /// The `next_cursor` of the previous page, as answered (a malformed cursor is a 400).
     #[param(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]

@@ -71,28 +71,41 @@ pub(crate) async fn redrive(State(shared): State<Arc<Shared>>, Path(id): Path<St
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveFilter {
-    /// Only invocations of this function.
-    #[schema(nullable = false)]
+    /// Only invocations of this function (`null` is the same as absent).
     function: Option<String>,
-    /// Only deliveries to this subscription.
-    #[schema(nullable = false)]
+    /// Only deliveries to this subscription (`null` is the same as absent).
     subscription: Option<String>,
     /// At most this many (at least 1; any larger number means every match); every match when
     /// absent.
-    #[schema(nullable = false, minimum = 1, value_type = Option<u64>)]
+    #[schema(schema_with = whole_number_from_one)]
     #[serde(default, deserialize_with = "saturating_count")]
     limit: Option<usize>,
 }
 
-/// A whole number, however large (saturating at `usize::MAX`): a `limit` past the number of
-/// dead invocations means all of them. Negative and fractional numbers are refused.
+/// `limit`'s schema: an integer of at least 1 or null, with no upper bound (no `int64` format either:
+/// any larger number is taken).
+fn whole_number_from_one() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(1))
+        .description(Some(
+            "At most this many (at least 1; any larger number means every match); every match when absent or null.",
+        ))
+        .build()
+}
+
+/// A whole number, however large (saturating at `usize::MAX`), written as an integer or as an
+/// integral float (`27081.0`): a `limit` past the number of dead invocations means all of them.
+/// Negative and fractional numbers are refused.
 fn saturating_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
     use serde::Deserialize;
     let number = Option::<serde_json::Number>::deserialize(deserializer)?;
     number
         .map(|n| match (n.as_u64(), n.as_f64()) {
             (Some(n), _) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-            (None, Some(f)) if f >= u64::MAX as f64 && f.fract() == 0.0 => Ok(usize::MAX),
+            // JSON Schema counts 27081.0 as an integer too; `as` saturates past usize::MAX.
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 => Ok(f as usize),
             _ => Err(serde::de::Error::custom(format!("limit must be a whole number of at least 1 (got {n})"))),
         })
         .transpose()

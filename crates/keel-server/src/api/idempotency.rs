@@ -36,12 +36,17 @@ const KEPT_HEADERS: [&str; 5] = ["content-type", "location", "keel-invocation-id
 #[into_params(parameter_in = Header)]
 #[allow(dead_code, reason = "a parameter for the OpenAPI document; the header is read by `key_from`")]
 pub(crate) struct IdempotencyKeyHeader {
-    /// Makes a retry of this request safe: 1–255 printable ASCII characters (a quoted
-    /// structured-field string or a bare token), scoped to the route. The first request runs and
-    /// its answer is stored (for 24 h by default); the same key with the same body replays that
-    /// answer with `idempotent-replayed: true`; with another body → 422; while the first is still
-    /// in progress → 409 with Retry-After.
-    #[param(rename = "Idempotency-Key", max_length = 255, min_length = 1, nullable = false)]
+    /// Makes a retry of this request safe, scoped to the route. The key is 1–255 printable ASCII
+    /// characters, sent once, either bare (no space, `"` or `\`) or as a quoted structured-field
+    /// string (`"a key"`, with `\"` and `\\` escaped; no parameters). The first request runs
+    /// and its answer is stored (for 24 h by default; a 404 or 5xx is not stored); the same key
+    /// with the same body replays that answer with `idempotent-replayed: true`; with another
+    /// body → 422; while the first is still in progress → 409 with Retry-After.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = "^(?:[!#-\\[\\]-~]{1,255}|\"(?:[ !#-\\[\\]-~]|\\\\[\"\\\\]){1,255}\")$"
+    )]
     key: Option<String>,
 }
 

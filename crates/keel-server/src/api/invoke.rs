@@ -222,7 +222,10 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
     params(
         ("name" = String, Path, description = "The function."),
         IdempotencyKeyHeader,
-        ("keel-delay" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,12}(ms|s|m|h|d)$",
+        // The pattern is `parse_delay` exactly: digits (leading zeros allowed), one unit, at most
+        // 365 days in that unit.
+        ("keel-delay" = Option<String>, Header, nullable = false,
+            pattern = "^0*(?:(?:[0-9]{1,10}|[12][0-9]{10}|30[0-9]{9}|31[0-4][0-9]{8}|315[0-2][0-9]{7}|3153[0-5][0-9]{6}|31536000000)ms|(?:[0-9]{1,7}|[12][0-9]{7}|30[0-9]{6}|31[0-4][0-9]{5}|315[0-2][0-9]{4}|3153[0-5][0-9]{3}|31536000)s|(?:[0-9]{1,5}|[1-4][0-9]{5}|5[01][0-9]{4}|52[0-4][0-9]{3}|525[0-5][0-9]{2}|525600)m|(?:[0-9]{1,3}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-5][0-9]|8760)h|(?:[0-9]{1,2}|[12][0-9]{2}|3[0-5][0-9]|36[0-5])d)$",
             description = "Run the first attempt this much later: one whole number and one unit \
             (`ms`, `s`, `m`, `h`, `d`), e.g. `250ms`, `30s`, `5m`; at most 365 days. Sent once. Not accepted on a \
             sync invoke (400)."),

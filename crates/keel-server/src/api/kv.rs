@@ -59,10 +59,10 @@ fn single<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Result<Optio
     Ok(first.map(|v| v.to_str().unwrap_or("").trim()))
 }
 
-/// A version ETag, `"7"`: digits between quotes, nothing else (no sign, no list).
+/// A version ETag, `"7"`: 1–18 digits between quotes, nothing else (no sign, no list).
 fn strong_version(tag: &str) -> Option<i64> {
     let digits = tag.strip_prefix('"')?.strip_suffix('"')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
@@ -76,9 +76,11 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
         (Some(_), Some(_)) => Err(Problem::bad_request("send If-Match or If-None-Match, not both")),
         (None, Some("*")) => Ok(Precondition::IfAbsent),
         (None, Some(v)) => Err(Problem::bad_request(format!("If-None-Match takes only * on a write (got {v:?})"))),
-        (Some(v), None) if v.starts_with("W/") => Err(Problem::from(keel_core::Error::PreconditionFailed(format!(
-            "If-Match {v:?} is a weak ETag, and a weak ETag never matches for a write; send the version as \"7\""
-        )))),
+        (Some(v), None) if v.strip_prefix("W/").and_then(strong_version).is_some() => {
+            Err(Problem::from(keel_core::Error::PreconditionFailed(format!(
+                "If-Match {v:?} is a weak ETag, and a weak ETag never matches for a write; send the version as \"7\""
+            ))))
+        }
         (Some(v), None) => strong_version(v).map(Precondition::IfVersion).ok_or_else(|| {
             Problem::bad_request(format!(
                 "If-Match takes a version ETag: digits in double quotes, like \"7\" (got {v:?})"
@@ -104,8 +106,12 @@ fn none_match_hits(headers: &HeaderMap, version: i64) -> bool {
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
     params(
-        ("ns" = String, Path, description = "The namespace."),
-        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
+            characters or `/`."),
+        ("key" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The key: 1–255 bytes of UTF-8 (as many characters in ASCII), without control characters; \
+            the rest of the path, so it may contain `/`."),
         ReadCondition,
     ),
     responses(
@@ -143,8 +149,12 @@ pub(crate) async fn get(
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
     params(
-        ("ns" = String, Path, description = "The namespace."),
-        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
+            characters or `/`."),
+        ("key" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The key: 1–255 bytes of UTF-8 (as many characters in ASCII), without control characters; \
+            the rest of the path, so it may contain `/`."),
         PreconditionHeaders,
     ),
     request_body(content = serde_json::Value, content_type = "application/json", description = "The value: any JSON."),
@@ -153,7 +163,9 @@ pub(crate) async fn get(
             headers(("ETag" = String, description = "The new version, quoted."))),
         (status = 201, description = "Created (version 1).", body = schema::Written,
             headers(("ETag" = String, description = "The new version, quoted."))),
-        (status = 400, description = "An invalid name, precondition header or JSON body."),
+        (status = 400, description = "An invalid name, precondition header or JSON body, or If-Match together \
+            with If-None-Match."),
+        (status = 404, description = "The path names no key (an empty key)."),
         (status = 412, description = "The precondition failed (`precondition-failed`): nothing was written."),
         (status = 413, description = openapi::TOO_LARGE),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -184,13 +196,18 @@ pub(crate) async fn put(
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
     params(
-        ("ns" = String, Path, description = "The namespace."),
-        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
+            characters or `/`."),
+        ("key" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The key: 1–255 bytes of UTF-8 (as many characters in ASCII), without control characters; \
+            the rest of the path, so it may contain `/`."),
         PreconditionHeaders,
     ),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 400, description = "An invalid name or precondition header."),
+        (status = 400, description = "An invalid name or precondition header, or If-Match together with \
+            If-None-Match."),
         (status = 404, description = "No value under that key (without a precondition)."),
         (status = 412, description = "The precondition failed (`precondition-failed`): nothing was deleted."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -241,7 +258,7 @@ mod tests {
         assert_eq!(precondition(&with(&[("if-match", "\"7\"")])).ok(), Some(Precondition::IfVersion(7)));
         assert_eq!(precondition(&with(&[("if-none-match", "*")])).ok(), Some(Precondition::IfAbsent));
         assert_eq!(precondition(&with(&[])).ok(), Some(Precondition::None));
-        for bad in ["\"-1\"", "\"+1\"", "7", "\"\"", "\"1\", \"2\"", "*"] {
+        for bad in ["\"-1\"", "\"+1\"", "7", "\"\"", "\"1\", \"2\"", "*", "W/x", "\"1234567890123456789\""] {
             let problem = precondition(&with(&[("if-match", bad)])).unwrap_err().into_reply();
             assert_eq!(problem.status, 400, "{bad}");
         }
