@@ -95,6 +95,16 @@ pub fn parse(body: &[u8]) -> Result<Effects, String> {
         if e.topic.is_empty() {
             return Err(format!("effects envelope: events[{i}]: topic must not be empty"));
         }
+        // Attributes become the deliveries' `ce-*` headers: the same rules as a publish.
+        let attributes = [("type", &e.ty), ("subject", &e.subject), ("source", &e.source), ("id", &e.id)];
+        for (name, value) in attributes {
+            match value.as_deref() {
+                Some("") => return Err(format!("effects envelope: events[{i}]: attribute `{name}` must not be empty")),
+                Some(v) => crate::events::check_attribute_value(name, v)
+                    .map_err(|why| format!("effects envelope: events[{i}]: {why}"))?,
+                None => {}
+            }
+        }
     }
     Ok(Effects { status: raw.status, result: Bytes::from(raw.result.to_string()), kv, events: raw.events })
 }
@@ -122,13 +132,18 @@ mod tests {
 
     #[test]
     fn malformed_envelopes_say_what_is_wrong() {
-        let cases: [(&[u8], &str); 6] = [
+        let cases: [(&[u8], &str); 8] = [
             (b"nope", "malformed effects envelope"),
             (br#"{"status": 500}"#, "must be a 2xx"),
             (br#"{"kv": [{"ns": "a", "key": "b"}]}"#, "kv[0]: a write needs a value"),
             (br#"{"kv": [{"ns": "a", "key": "b", "value": 1, "delete": true}]}"#, "a delete has no value"),
             (br#"{"kv": [{"ns": "a", "key": "b", "value": 1, "if_version": 1, "if_absent": true}]}"#, "exclusive"),
             (br#"{"events": [{"topic": "t", "colour": "red"}]}"#, "unknown field `colour`"),
+            (
+                br#"{"events": [{"topic": "t", "subject": "a\nkeel-attempt: 9"}]}"#,
+                "events[0]: attribute `subject` must not contain control characters",
+            ),
+            (br#"{"events": [{"topic": "t", "id": ""}]}"#, "events[0]: attribute `id` must not be empty"),
         ];
         for (body, expected) in cases {
             let err = parse(body).unwrap_err();

@@ -48,8 +48,8 @@ fn delivery(
     traceparent: &str,
     now: Millis,
 ) -> NewInvocation {
-    let mut headers = event.binary_headers();
-    headers.push(("keel-subscription".into(), sub.name.clone()));
+    // `keel-subscription` is not stored with them: the attempt sets it from the delivery.
+    let headers = event.binary_headers();
     let ordering_key = match (sub.ordered_by, &event.subject) {
         (Some(OrderedBy::Subject), Some(subject)) => Some(format!("{}/{subject}", sub.name)),
         _ => None,

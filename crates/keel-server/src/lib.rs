@@ -5,6 +5,8 @@
 //!
 //! - [`server`]: start a node on a bound listener ([`server::Node::start`]), serve until a
 //!   shutdown signal, then drain ([`serve`] wires that to SIGTERM/SIGINT for `keel serve`).
+//! - `listener/`: accepting connections under `server.max_connections`, and serving each with
+//!   the header, body and idle timeouts.
 //! - `api/`: the HTTP API (axum): one file per area (`invoke`, `invocations`, `dlq`, `functions`, `health`),
 //!   `problem` (RFC 9457 errors), `view` (JSON shapes), `body` (bodies and queries).
 //! - `dispatch/`: one dispatcher task per function (`mod.rs`), one async attempt (`attempt.rs`),
@@ -28,6 +30,7 @@ mod dispatch;
 mod events;
 mod faults;
 mod functions;
+mod listener;
 mod metric_definitions;
 mod runtime;
 pub mod server;

@@ -35,6 +35,11 @@ pub(crate) const DLQ_INVOCATIONS: &str = "keel_dlq_invocations";
 pub(crate) const HTTP_REQUESTS_TOTAL: &str = "keel_http_requests_total";
 /// HTTP request latency, by `method` and `route`.
 pub(crate) const HTTP_REQUEST_DURATION_SECONDS: &str = "keel_http_request_duration_seconds";
+/// HTTP connections open now.
+pub(crate) const HTTP_CONNECTIONS_OPEN: &str = "keel_http_connections_open";
+/// HTTP connections Keel closed or refused, by `reason` (`header_timeout`, `body_timeout`,
+/// `idle_timeout`, `over_limit`, `accept_failed`).
+pub(crate) const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "keel_http_connections_closed_total";
 /// Running instances of a `command` function, by `function` (sampled at scrape).
 pub(crate) const FUNCTION_INSTANCES: &str = "keel_function_instances";
 /// Cold starts of a `command` function's instances, by `function` (sampled at scrape).

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::functions::Functions;
 use crate::runtime::Runtime;
 use crate::state::Shared;
-use crate::{api, dispatch};
+use crate::{api, dispatch, listener};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,13 +95,10 @@ impl Node {
         tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));
         let (stop_http, stop_http_rx) = oneshot::channel::<()>();
         let app = api::router(shared.clone());
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http_rx.await;
-                })
-                .await
-        });
+        let limits = listener::Limits::of(&shared.config.server);
+        let http = tokio::spawn(listener::serve(listener, app, limits, async move {
+            let _ = stop_http_rx.await;
+        }));
         tracing::info!(%addr, functions = shared.functions.iter().count(), node = %shared.node_id, "keel is listening");
         Ok(Node { addr, shared, stop_dispatch, stop_heartbeat, stop_http, http })
     }
@@ -142,6 +139,7 @@ impl Node {
 
 /// `keel serve`: binds `server.listen`, runs until SIGTERM or SIGINT, then drains.
 pub async fn serve(config: Config) -> Result<(), StartError> {
+    raise_open_files_limit(config.server.max_connections);
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let node = Node::start(config, listener).await?;
@@ -157,5 +155,33 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// File descriptors a node needs besides its connections: the store, function connections and
+/// instances, logs.
+const SPARE_FILES: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard one: every connection is a file, and once
+/// they run out nothing is answered, `/healthz` included. Says so when even the hard limit leaves
+/// too few for `server.max_connections`.
+fn raise_open_files_limit(max_connections: u32) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(from = ?limit.current, to = ?limit.maximum, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, limit = ?limit.current, "could not raise the open files limit"),
+        }
+    }
+    let wanted = u64::from(max_connections) + SPARE_FILES;
+    if let Some(current) = getrlimit(Resource::Nofile).current.filter(|n| *n < wanted) {
+        tracing::warn!(
+            open_files = current,
+            max_connections,
+            "the open files limit is below server.max_connections plus {SPARE_FILES}: connections may be refused \
+             by the system before Keel's limit (raise `ulimit -n`)"
+        );
     }
 }

@@ -9,12 +9,14 @@
 //! - [`postgres`]: for clusters of nodes on one database. A connection pool, group-committed
 //!   enqueues and completions, `FOR UPDATE SKIP LOCKED` leases, LISTEN/NOTIFY wake-ups, node
 //!   heartbeats; `postgres/mod.rs` lists its files.
+//! - `header_list.rs`: how both stores keep header lists (JSON pairs).
 //! - [`metric_definitions`]: group-commit latency and size, through the `metrics` facade.
 //! - [`pg_testkit`] (feature `testkit`): a throwaway PostgreSQL cluster for tests.
 //!
 //! Both run the same conformance suite (`keel_core::store::testkit`).
 #![forbid(unsafe_code)]
 
+mod header_list;
 pub mod metric_definitions;
 #[cfg(any(test, feature = "testkit"))]
 pub mod pg_testkit;

@@ -74,6 +74,16 @@ pub struct ServerConfig {
     pub max_result_bytes: u64,
     /// Longest chain of events emitted by deliveries before the next one is dead-lettered.
     pub max_event_hops: u32,
+    /// Connections served at once; one more is answered 503 and closed.
+    pub max_connections: u32,
+    /// How long a client has to send a request's headers, from its first byte (or from the
+    /// connection's opening); past it the connection is closed.
+    pub header_timeout: Duration,
+    /// How long a request body may go without a byte while it is being read; past it the
+    /// request is answered 408 and the connection closed.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests before it is closed.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -50,6 +50,10 @@ pub(super) struct RawServer {
     pub(super) shutdown_grace: Option<RawDuration>,
     pub(super) max_result_bytes: Option<RawByteSize>,
     pub(super) max_event_hops: Option<i64>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) header_timeout: Option<RawDuration>,
+    pub(super) body_timeout: Option<RawDuration>,
+    pub(super) idle_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,6 +30,10 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(config.server.body_limit, 1_048_576);
     assert_eq!(config.server.shutdown_grace, Duration::from_secs(30));
     assert_eq!(config.server.max_result_bytes, 6 * 1_048_576);
+    assert_eq!(config.server.max_connections, 10_000);
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.body_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
     assert_eq!(config.storage.url, "sqlite://.keel/keel.db");
     assert_eq!(config.storage.sqlite_path(), Some(".keel/keel.db"));
     assert!(config.storage.fsync);
@@ -85,7 +89,8 @@ fn unknown_keys_list_the_valid_ones() {
     assert_eq!(
         errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
         ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
-          `shutdown_grace`, `max_result_bytes`, `max_event_hops`"]
+          `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
+          `body_timeout`, `idle_timeout`"]
     );
     assert_eq!(
         errors("[queues.a]\n"),
@@ -174,6 +179,23 @@ fn server_values_are_checked() {
             format!("keel.toml:5:20: server.max_result_bytes: {size_hint} (got 0)"),
         ]
     );
+}
+
+#[test]
+fn connection_limits_are_checked() {
+    let text =
+        "[server]\nmax_connections = 0\nheader_timeout = \"0s\"\nbody_timeout = \"soon\"\nidle_timeout = \"5s\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            "keel.toml:2:19: server.max_connections: must be between 1 and 1000000 (got 0)",
+            r#"keel.toml:3:18: server.header_timeout: must be greater than 0, like "30s" (got "0s")"#,
+            r#"keel.toml:4:16: server.body_timeout: expected a duration like "250ms", "30s", "5m" (got "soon")"#,
+        ]
+    );
+    let config =
+        load_str("keel.toml", "[server]\nmax_connections = 3\nidle_timeout = \"5s\"\n", &Overrides::default()).unwrap();
+    assert_eq!((config.server.max_connections, config.server.idle_timeout), (3, Duration::from_secs(5)));
 }
 
 #[test]
@@ -269,7 +291,8 @@ fn an_unknown_key_from_env_names_the_variable() {
     assert_eq!(
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
         ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
-          `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`"]
+          `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
+          `body_timeout`, `idle_timeout`"]
     );
 }
 

@@ -19,6 +19,10 @@ const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_RESULT_BYTES: u64 = 6 * 1024 * 1024;
 const DEFAULT_STORAGE_URL: &str = "sqlite://.keel/keel.db";
 const DEFAULT_MAX_EVENT_HOPS: u32 = 16;
+const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 const DURATION_HINT: &str = r#"expected a duration like "250ms", "30s", "5m""#;
 const BYTE_SIZE_HINT: &str =
@@ -130,12 +134,34 @@ impl Checker {
                 None
             }
         };
+        let max_connections = match s.max_connections {
+            None => Some(DEFAULT_MAX_CONNECTIONS),
+            Some(n) if (1..=1_000_000).contains(&n) => Some(n as u32),
+            Some(n) => {
+                self.report(
+                    key(&["server", "max_connections"]),
+                    Anchor::Value,
+                    format!("must be between 1 and 1000000 (got {n})"),
+                );
+                None
+            }
+        };
+        let header_timeout =
+            self.positive_duration(key(&["server", "header_timeout"]), &s.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        let body_timeout =
+            self.positive_duration(key(&["server", "body_timeout"]), &s.body_timeout, DEFAULT_BODY_TIMEOUT);
+        let idle_timeout =
+            self.positive_duration(key(&["server", "idle_timeout"]), &s.idle_timeout, DEFAULT_IDLE_TIMEOUT);
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
             shutdown_grace: grace?,
             max_result_bytes: max_result?,
             max_event_hops: max_event_hops?,
+            max_connections: max_connections?,
+            header_timeout: header_timeout?,
+            body_timeout: body_timeout?,
+            idle_timeout: idle_timeout?,
         })
     }
 

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use crate::clock::Millis;
 use crate::invocation::{Invocation, NewInvocation};
 
-pub use parse::{from_binary, from_plain_json, from_structured, from_structured_batch, ParseError};
+pub use parse::{
+    check_attribute_value, from_binary, from_plain_json, from_structured, from_structured_batch, ParseError,
+};
 
 /// A CloudEvent as Keel stores and delivers it.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,6 +31,18 @@ fn check_extension_name(name: &str) -> Result<(), ParseError> {
     }
 }
 
+/// Attribute values: CloudEvents strings hold no control characters (U+0000–U+001F,
+/// U+007F–U+009F). Keel delivers attributes as HTTP headers, so a CR or LF let through here would
+/// become a header of its own.
+pub fn check_attribute_value(name: &str, value: &str) -> Result<(), ParseError> {
+    match value.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) => {
+            Err(err(format!("attribute `{name}` must not contain control characters (found U+{:04X})", u32::from(c))))
+        }
+    }
+}
+
 fn check_time(time: &str) -> Result<(), ParseError> {
     humantime::parse_rfc3339_weak(time)
         .map(|_| ())
@@ -41,7 +53,10 @@ fn string_attr(obj: &Map<String, Value>, name: &str, at: &str) -> Result<Option<
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Err(err(format!("{at}attribute `{name}` must not be empty"))),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => {
+            check_attribute_value(name, s).map_err(|e| err(format!("{at}{}", e.0)))?;
+            Ok(Some(s.clone()))
+        }
         Some(_) => Err(err(format!("{at}attribute `{name}` must be a string"))),
     }
 }
@@ -86,6 +101,7 @@ fn structured_one(value: &Value, at: &str) -> Result<CloudEvent, ParseError> {
             Value::Bool(_) | Value::Number(_) => v.to_string(),
             _ => return Err(err(format!("{at}extension `{name}` must be a string, number or boolean"))),
         };
+        check_attribute_value(name, &text).map_err(|e| err(format!("{at}{}", e.0)))?;
         extensions.insert(name.clone(), text);
     }
     Ok(CloudEvent {
@@ -126,7 +142,10 @@ pub fn from_binary(
     let mut attrs: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
         if let Some(attr) = name.strip_prefix("ce-") {
-            attrs.insert(attr.to_string(), value.clone());
+            check_attribute_value(attr, value).map_err(|e| err(format!("{} (header {name})", e.0)))?;
+            if attrs.insert(attr.to_string(), value.clone()).is_some() {
+                return Err(err(format!("attribute `{attr}` is sent twice (header {name})")));
+            }
         }
     }
     for name in REQUIRED {

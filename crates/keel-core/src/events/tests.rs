@@ -84,3 +84,42 @@ fn filters_match_every_given_field() {
     let headers = e.binary_headers();
     assert!(headers.contains(&("ce-subject".into(), "u-1".into())));
 }
+
+#[test]
+fn control_characters_in_any_attribute_are_refused_by_name() {
+    for attr in ["id", "source", "type", "subject", "dataschema", "datacontenttype", "tenant"] {
+        for bad in ["x\nidempotency-key: attacker-key", "x\r\nkeel-attempt: 9", "x\u{0}y", "x\u{85}y", "x\u{7f}"] {
+            let mut event = serde_json::json!({"specversion": "1.0", "id": "e", "source": "s", "type": "t"});
+            event[attr] = bad.into();
+            let e = from_structured(event.to_string().as_bytes()).unwrap_err();
+            assert!(e.0.contains(&format!("attribute `{attr}` must not contain control characters")), "{attr}: {e}");
+            let batch = serde_json::json!([{"specversion": "1.0", "id": "ok", "source": "s", "type": "t"}, event]);
+            let e = from_structured_batch(batch.to_string().as_bytes()).unwrap_err();
+            assert!(e.0.starts_with(&format!("event 1: attribute `{attr}`")), "{attr}: {e}");
+        }
+    }
+    let headers = h(&[("ce-specversion", "1.0"), ("ce-id", "x"), ("ce-source", "s"), ("ce-type", "t\u{1}")]);
+    let e = from_binary(&headers, None, Bytes::new()).unwrap_err();
+    assert!(e.0.contains("attribute `type` must not contain control characters"), "{e}");
+    assert!(from_structured(br#"{"specversion":"1.0","id":"e","source":"s","type":"t","subject":"caf\u00e9 \t"}"#)
+        .is_err_and(|e| e.0.contains("`subject`")));
+    from_structured(r#"{"specversion":"1.0","id":"e","source":"s","type":"t","subject":"café"}"#.as_bytes()).unwrap();
+}
+
+#[test]
+fn extension_names_follow_the_spec_in_every_mode() {
+    for name in ["UPPER_Bad", "under_score", "dash-ed", "abcdefghijklmnopqrstu"] {
+        let body = format!(r#"{{"specversion":"1.0","id":"e","source":"s","type":"t","{name}":"v"}}"#);
+        let e = from_structured(body.as_bytes()).unwrap_err();
+        assert!(e.0.contains(&format!("attribute `{name}`: names are 1–20")), "{name}: {e}");
+    }
+    let base = [("ce-specversion", "1.0"), ("ce-id", "x"), ("ce-source", "s"), ("ce-type", "t")];
+    for name in ["ce-under_score", "ce-dash-ed"] {
+        let mut headers = h(&base);
+        headers.push((name.to_string(), "v".to_string()));
+        assert!(from_binary(&headers, None, Bytes::new()).is_err(), "{name}");
+    }
+    let mut twice = h(&base);
+    twice.push(("ce-id".into(), "y".into()));
+    assert!(from_binary(&twice, None, Bytes::new()).unwrap_err().0.contains("sent twice"));
+}

@@ -120,18 +120,26 @@ pub fn claimed_record(claim: &KeyClaim, invocation_id: Option<String>) -> KeyRec
 pub fn parse_key_header(value: &[u8]) -> Result<String, String> {
     let text = std::str::from_utf8(value).map_err(|_| "the key must be printable ASCII".to_string())?.trim();
     let key = if let Some(inner) = text.strip_prefix('"') {
-        let inner = inner.strip_suffix('"').ok_or("a quoted key must end with a double quote")?;
         let mut key = String::with_capacity(inner.len());
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some(e @ ('"' | '\\')) => key.push(e),
+        let mut chars = inner.char_indices();
+        let rest = loop {
+            match chars.next() {
+                None => return Err("a quoted key must end with a double quote".into()),
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, e @ ('"' | '\\'))) => key.push(e),
                     _ => return Err("in a quoted key only \\\" and \\\\ may be escaped".into()),
                 },
-                '"' => return Err("a quoted key must escape inner double quotes as \\\"".into()),
-                c => key.push(c),
+                Some((at, '"')) => break &inner[at + 1..],
+                Some((_, c)) => key.push(c),
             }
+        };
+        if rest.starts_with(';') {
+            return Err(format!("the key takes no parameters (got {rest:?} after the quoted key)"));
+        }
+        if !rest.is_empty() {
+            return Err(format!(
+                "a quoted key must escape inner double quotes as \\\" (got {rest:?} after a closing quote)"
+            ));
         }
         key
     } else {

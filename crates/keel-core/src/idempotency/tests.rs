@@ -32,6 +32,15 @@ fn keys_are_quoted_strings_or_bare_values_of_1_to_255_printable_characters() {
 }
 
 #[test]
+fn a_quoted_key_with_parameters_is_told_so() {
+    let why = parse_key_header(br#""k";x=1"#).unwrap_err();
+    assert_eq!(why, r#"the key takes no parameters (got ";x=1" after the quoted key)"#);
+    let why = parse_key_header(br#""a"b""#).unwrap_err();
+    assert!(why.contains("escape inner double quotes"), "{why}");
+    assert_eq!(parse_key_header(b"\"open").unwrap_err(), "a quoted key must end with a double quote");
+}
+
+#[test]
 fn decisions_follow_the_record() {
     let c = claim("fp", "h1", 0);
     assert_eq!(decide(None, "fp", 0), KeyDecision::Claim);

@@ -6,24 +6,53 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use keel_core::invocation::Status;
-use keel_core::store::ListFilter;
+use keel_core::store::{ListFilter, MAX_LIMIT};
 
 use super::problem::Problem;
 
-/// The body, or 413 past `server.body_limit`, or 400.
+/// The body, or 413 past `server.body_limit`, 408 when it stalled, or 400.
 pub(crate) fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-                "the request body is larger than server.body_limit",
+    body.map_err(
+        |rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                unreadable(&rejection)
+            }
+        },
+    )
+}
+
+pub(crate) fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Payload too large",
+        "the request body is larger than server.body_limit",
+    )
+}
+
+/// Why a body could not be read: 408 (and the connection closed) when it went
+/// `server.body_timeout` without a byte, 413 past the limit, else 400.
+pub(crate) fn unreadable(error: &(dyn std::error::Error + 'static)) -> Problem {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            crate::listener::note_closed(crate::listener::Closed::BodyTimeout, "");
+            return Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+                "the request body stalled for longer than server.body_timeout",
             )
-        } else {
-            Problem::bad_request(format!("cannot read the request body: {rejection}"))
+            .closing();
         }
-    })
+        if e.is::<http_body_util::LengthLimitError>() {
+            return too_large();
+        }
+        cause = e.source();
+    }
+    Problem::bad_request(format!("cannot read the request body: {error}"))
 }
 
 /// Parses the list query (`function`, `status`, `limit`, `cursor`), refusing unknown keys.
@@ -39,7 +68,7 @@ pub(crate) fn list_filter(query: &HashMap<String, String>, allowed: &[&str]) -> 
         match key.as_str() {
             "function" => filter.function = Some(value.clone()),
             "subscription" => filter.subscription = Some(value.clone()),
-            "cursor" => filter.cursor = Some(value.clone()),
+            "cursor" => filter.cursor = Some(parse_cursor(value)?),
             "status" => {
                 filter.status = Some(Status::parse(value).ok_or_else(|| {
                     let valid: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
@@ -53,13 +82,26 @@ pub(crate) fn list_filter(query: &HashMap<String, String>, allowed: &[&str]) -> 
     Ok(filter)
 }
 
-/// A page size of at least 1 (values above the maximum are clamped by the store).
+/// A page size: a whole number of at least 1; any larger than the maximum, however large, is
+/// clamped to it.
 pub(crate) fn parse_limit(value: &str) -> Result<usize, Problem> {
-    value
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n >= 1)
-        .ok_or_else(|| Problem::bad_request(format!("limit {value:?} is not a whole number of at least 1")))
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    if !digits || value.bytes().all(|b| b == b'0') {
+        return Err(Problem::bad_request(format!("limit {value:?} is not a whole number of at least 1")));
+    }
+    Ok(value.parse::<usize>().map_or(MAX_LIMIT, |n| n.min(MAX_LIMIT)))
+}
+
+/// A cursor is the `next_cursor` of a previous page: an invocation id, exactly as answered.
+pub(crate) fn parse_cursor(value: &str) -> Result<String, Problem> {
+    let canonical = keel_core::id::is_valid(value) && !value.bytes().any(|b| b.is_ascii_lowercase());
+    if canonical {
+        Ok(value.to_string())
+    } else {
+        Err(Problem::bad_request(format!(
+            "cursor {value:?} is not a cursor: pass the next_cursor of the previous page as it was answered"
+        )))
+    }
 }
 
 /// The query of the lists, for the OpenAPI document (read by [`list_filter`]).
@@ -71,9 +113,35 @@ pub(crate) struct PageQuery {
     function: Option<String>,
     /// Only deliveries to this subscription.
     subscription: Option<String>,
-    /// Page size: 100 by default, at most 1,000 (a larger value is clamped).
-    #[param(minimum = 1)]
-    limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
+    /// Page size: a whole number of at least 1; 100 by default, at most 1,000 (a larger value,
+    /// however large, is clamped).
+    #[param(value_type = Option<String>, pattern = "^[0-9]*[1-9][0-9]*$", example = "100")]
+    limit: Option<u64>,
+    /// The `next_cursor` of the previous page, as answered (a malformed cursor is a 400).
+    #[param(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_clamped_however_large() {
+        assert_eq!(parse_limit("7").ok(), Some(7));
+        assert_eq!(parse_limit("5000").ok(), Some(MAX_LIMIT));
+        assert_eq!(parse_limit("258019814203111047168").ok(), Some(MAX_LIMIT));
+        for bad in ["0", "000", "", "-1", "+5", "1.5", "ten", " 5"] {
+            assert!(parse_limit(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_is_an_id_as_answered() {
+        let id = keel_core::id::new_id(1_700_000_000_000);
+        assert_eq!(parse_cursor(&id).ok(), Some(id.clone()));
+        for bad in ["garbage", "0", "", &id.to_lowercase(), &id[1..]] {
+            assert!(parse_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -27,7 +27,7 @@ use crate::state::Shared;
     responses(
         (status = 200, description = "A page of dead invocations (without attempts and results).",
             body = view::schema::InvocationPage),
-        (status = 400, description = "An unknown query parameter or a limit below 1."),
+        (status = 400, description = "An unknown query parameter, a limit below 1, or a malformed cursor."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
 )]
@@ -71,15 +71,44 @@ pub(crate) async fn redrive(State(shared): State<Arc<Shared>>, Path(id): Path<St
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RedriveFilter {
-    /// Only invocations of this function.
-    #[schema(nullable = false)]
+    /// Only invocations of this function (`null` is the same as absent).
     function: Option<String>,
-    /// Only deliveries to this subscription.
-    #[schema(nullable = false)]
+    /// Only deliveries to this subscription (`null` is the same as absent).
     subscription: Option<String>,
-    /// At most this many (at least 1); every match when absent.
-    #[schema(nullable = false, minimum = 1)]
+    /// At most this many (at least 1; any larger number means every match); every match when
+    /// absent.
+    #[schema(schema_with = whole_number_from_one)]
+    #[serde(default, deserialize_with = "saturating_count")]
     limit: Option<usize>,
+}
+
+/// `limit`'s schema: an integer of at least 1 or null, with no upper bound (no `int64` format either:
+/// any larger number is taken).
+fn whole_number_from_one() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(1))
+        .description(Some(
+            "At most this many (at least 1; any larger number means every match); every match when absent or null.",
+        ))
+        .build()
+}
+
+/// A whole number, however large (saturating at `usize::MAX`), written as an integer or as an
+/// integral float (`27081.0`): a `limit` past the number of dead invocations means all of them.
+/// Negative and fractional numbers are refused.
+fn saturating_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    use serde::Deserialize;
+    let number = Option::<serde_json::Number>::deserialize(deserializer)?;
+    number
+        .map(|n| match (n.as_u64(), n.as_f64()) {
+            (Some(n), _) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            // JSON Schema counts 27081.0 as an integer too; `as` saturates past usize::MAX.
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 => Ok(f as usize),
+            _ => Err(serde::de::Error::custom(format!("limit must be a whole number of at least 1 (got {n})"))),
+        })
+        .transpose()
 }
 
 /// Redrive dead invocations in bulk: every match of the filter, or `limit` of them.
@@ -88,12 +117,13 @@ struct RedriveFilter {
     path = "/v1/dlq/redrive",
     tag = "dlq",
     params(IdempotencyKeyHeader),
-    request_body(content = RedriveFilter, description = "The filter; an empty body redrives every dead invocation."),
+    request_body(content = RedriveFilter, description = "The filter (required); `{}` redrives every dead invocation."),
     responses(
         (status = 200, description = "How many were requeued.", body = schema::Redriven,
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400,
-            description = "The body is not a filter object, `limit` is 0, or the Idempotency-Key is malformed."),
+            description = "The body is absent or not a filter object, `limit` is 0, or the Idempotency-Key is \
+            malformed."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),
         (status = 422, description = openapi::KEY_REUSED),
@@ -105,15 +135,17 @@ pub(crate) async fn redrive_matching(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, Problem> {
     let body = body::read(body)?;
-    let filter: RedriveFilter = if body.iter().all(u8::is_ascii_whitespace) {
-        RedriveFilter::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            Problem::bad_request(format!(
-                "the body must be a JSON object like {{\"function\": \"charge\", \"limit\": 100}}: {e}"
-            ))
-        })?
-    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Problem::bad_request(
+            "the body must be a filter like {\"function\": \"charge\", \"limit\": 100}; send {} to redrive every dead \
+             invocation",
+        ));
+    }
+    let filter: RedriveFilter = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body must be a JSON object like {{\"function\": \"charge\", \"limit\": 100}}: {e}"
+        ))
+    })?;
     if filter.limit == Some(0) {
         return Err(Problem::bad_request("limit must be at least 1"));
     }

@@ -149,11 +149,16 @@ fn read_events(headers: &HeaderMap, topic: &str, body: Bytes, now: i64) -> Resul
         Some("application/cloudevents+json") => Ok(vec![ce::from_structured(&body).map_err(invalid)?]),
         Some("application/cloudevents-batch+json") => ce::from_structured_batch(&body).map_err(invalid),
         _ if headers.contains_key("ce-specversion") => {
-            let ce_headers: Vec<(String, String)> = headers
+            let ce_headers = headers
                 .iter()
                 .filter(|(n, _)| n.as_str().starts_with("ce-"))
-                .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-                .collect();
+                .map(|(n, v)| match v.to_str() {
+                    Ok(v) => Ok((n.as_str().to_string(), v.to_string())),
+                    Err(_) => Err(Problem::bad_request(format!(
+                        "invalid CloudEvent: header {n} must be visible ASCII (percent-encode other characters)"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(vec![ce::from_binary(&ce_headers, content_type.as_deref(), body).map_err(invalid)?])
         }
         _ => {

@@ -36,18 +36,28 @@ const KEPT_HEADERS: [&str; 5] = ["content-type", "location", "keel-invocation-id
 #[into_params(parameter_in = Header)]
 #[allow(dead_code, reason = "a parameter for the OpenAPI document; the header is read by `key_from`")]
 pub(crate) struct IdempotencyKeyHeader {
-    /// Makes a retry of this request safe: 1–255 printable ASCII characters (a quoted
-    /// structured-field string or a bare token), scoped to the route. The first request runs and
-    /// its answer is stored (for 24 h by default); the same key with the same body replays that
-    /// answer with `idempotent-replayed: true`; with another body → 422; while the first is still
-    /// in progress → 409 with Retry-After.
-    #[param(rename = "Idempotency-Key", max_length = 255, min_length = 1, nullable = false)]
+    /// Makes a retry of this request safe, scoped to the route. The key is 1–255 printable ASCII
+    /// characters, sent once, either bare (no space, `"` or `\`) or as a quoted structured-field
+    /// string (`"a key"`, with `\"` and `\\` escaped; no parameters). The first request runs
+    /// and its answer is stored (for 24 h by default; a 404 or 5xx is not stored); the same key
+    /// with the same body replays that answer with `idempotent-replayed: true`; with another
+    /// body → 422; while the first is still in progress → 409 with Retry-After.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = "^(?:[!#-\\[\\]-~]{1,255}|\"(?:[ !#-\\[\\]-~]|\\\\[\"\\\\]){1,255}\")$"
+    )]
     key: Option<String>,
 }
 
 /// The key in the request, if any; 400 when it is malformed.
 pub(crate) fn key_from(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    match headers.get("idempotency-key") {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Problem::bad_request("Idempotency-Key is sent more than once; send one key"));
+    }
+    match first {
         None => Ok(None),
         Some(value) => parse_key_header(value.as_bytes())
             .map(Some)
@@ -181,14 +191,9 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
     };
     let limit = shared.config.server.body_limit as usize;
     let (parts, body) = request.into_parts();
-    let Ok(body) = to_bytes(body, limit).await else {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Payload too large",
-            "the request body is larger than server.body_limit",
-        )
-        .into_response();
+    let body = match to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(e) => return super::body::unreadable(&e).into_response(),
     };
     let claim = claim(&shared, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
     match settled(&shared, &claim).await {
@@ -207,7 +212,10 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
         Ok(KeyDecision::Claim | KeyDecision::TakeOver { .. }) => {
             let response = next.run(Request::from_parts(parts, Body::from(body))).await;
             let reply = to_reply(response, usize::MAX).await;
-            let stored = if reply.status >= 500 {
+            // A 404 (an unknown topic or invocation) admitted nothing: the key stays free, so a
+            // later request with it is judged on the route as it then stands, not compared with
+            // this one (existence before key comparison).
+            let stored = if reply.status >= 500 || reply.status == 404 {
                 shared.store.release_key(key, holder).await
             } else {
                 shared.store.complete_key(key, holder, reply.clone()).await

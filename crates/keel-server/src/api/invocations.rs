@@ -104,7 +104,7 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     responses(
         (status = 200, description = "A page of invocations (without attempts and results).",
             body = view::schema::InvocationPage),
-        (status = 400, description = "An unknown query parameter, status or a limit below 1."),
+        (status = 400, description = "An unknown query parameter or status, a limit below 1, or a malformed cursor."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
 )]

@@ -18,7 +18,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
-use super::{body, idempotency, openapi};
+use super::{body, delay, idempotency, openapi};
 use crate::dispatch;
 use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
@@ -29,8 +29,6 @@ use crate::trace;
 /// A keyed sync call holds its key this long past its `sync_timeout` before a retry may take
 /// over (the holder is then presumed dead).
 const KEY_LEASE_MARGIN: Duration = Duration::from_secs(5);
-/// Longest `keel-delay` accepted.
-const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Checks that come before any work: draining, the function, the body.
 fn admit<'a>(
@@ -88,7 +86,8 @@ fn traceparent(headers: &HeaderMap) -> String {
                 ("keel-invocation-id" = String, description = "The invocation."),
                 ("keel-attempts" = u32, description = "Attempts made."),
             )),
-        (status = 400, description = "The Idempotency-Key is malformed, or the body cannot be read."),
+        (status = 400, description = "The Idempotency-Key is malformed or sent twice, a keel-delay is sent (it \
+            applies to async invocations only), or the body cannot be read."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = "A request with this Idempotency-Key is still in progress \
             (`idempotency-key-in-use`); retry after Retry-After, or send `Prefer: wait=N`.",
@@ -123,6 +122,11 @@ pub(crate) async fn invoke_sync(
 ) -> Result<Response, Problem> {
     let (function, payload) = admit(&shared, &name, body)?;
     let key = idempotency::key_from(&headers)?;
+    if headers.contains_key(delay::KEEL_DELAY) {
+        return Err(Problem::bad_request(
+            "keel-delay applies to async invocations (POST /v1/functions/{name}/invocations); a sync invoke runs now",
+        ));
+    }
     let request = SyncRequest {
         payload,
         content_type: header_str(&headers, "content-type").map(str::to_string),
@@ -243,9 +247,13 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
     params(
         ("name" = String, Path, description = "The function."),
         IdempotencyKeyHeader,
+        // The pattern is `parse_delay` exactly: digits (leading zeros allowed), one unit, at most
+        // 365 days in that unit.
         ("keel-delay" = Option<String>, Header, nullable = false,
-            description = "Run the first attempt this much later: a humantime \
-            duration (`250ms`, `30s`, `5m`), at most 365 days."),
+            pattern = "^0*(?:(?:[0-9]{1,10}|[12][0-9]{10}|30[0-9]{9}|31[0-4][0-9]{8}|315[0-2][0-9]{7}|3153[0-5][0-9]{6}|31536000000)ms|(?:[0-9]{1,7}|[12][0-9]{7}|30[0-9]{6}|31[0-4][0-9]{5}|315[0-2][0-9]{4}|3153[0-5][0-9]{3}|31536000)s|(?:[0-9]{1,5}|[1-4][0-9]{5}|5[01][0-9]{4}|52[0-4][0-9]{3}|525[0-5][0-9]{2}|525600)m|(?:[0-9]{1,3}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-5][0-9]|8760)h|(?:[0-9]{1,2}|[12][0-9]{2}|3[0-5][0-9]|36[0-5])d)$",
+            description = "Run the first attempt this much later: one whole number and one unit \
+            (`ms`, `s`, `m`, `h`, `d`), e.g. `250ms`, `30s`, `5m`; at most 365 days. Sent once. Not accepted on a \
+            sync invoke (400)."),
         ("traceparent" = Option<String>, Header, nullable = false,
             description = "W3C trace context, carried to every attempt."),
     ),
@@ -257,7 +265,8 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
                 ("keel-invocation-id" = String, description = "The invocation."),
                 ("idempotent-replayed" = String, description = "`true` on a replayed answer."),
             )),
-        (status = 400, description = "The Idempotency-Key or keel-delay is malformed, or the body cannot be read."),
+        (status = 400, description = "The Idempotency-Key or keel-delay is malformed or sent twice, or the body \
+            cannot be read."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),
@@ -275,14 +284,7 @@ pub(crate) async fn invoke_async(
 ) -> Result<Response, Problem> {
     let (function, payload) = admit(&shared, &name, body)?;
     let key = idempotency::key_from(&headers)?;
-    let delay = match header_str(&headers, "keel-delay") {
-        None => Duration::ZERO,
-        Some(text) => humantime::parse_duration(text.trim()).ok().filter(|d| *d <= MAX_DELAY).ok_or_else(|| {
-            Problem::bad_request(format!(
-                "keel-delay {text:?} is not a duration like \"250ms\", \"30s\" or \"5m\" (at most 365 days)"
-            ))
-        })?,
-    };
+    let delay = delay::delay_from(&headers)?;
     let now = shared.clock.now_ms();
     // With a slot free and nothing due waiting, the invocation is stored leased by this node and
     // its attempt starts once it is durable: no lease round-trip through the store.

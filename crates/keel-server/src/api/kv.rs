@@ -28,30 +28,76 @@ fn etag(version: i64) -> HeaderValue {
 #[into_params(parameter_in = Header)]
 #[allow(dead_code, reason = "parameters for the OpenAPI document; the headers are read by `precondition`")]
 pub(crate) struct PreconditionHeaders {
-    /// Write only if the current version is this ETag (`"7"`); else 412. Not with If-None-Match.
-    #[param(rename = "If-Match", example = "\"7\"", nullable = false)]
+    /// Write only if the current version is this strong ETag: digits in double quotes (`"7"`);
+    /// else 412. A weak ETag (`W/"7"`) never matches for a write: 412. Anything else is a 400.
+    /// Cannot be combined with If-None-Match (400).
+    #[param(rename = "If-Match", example = "\"7\"", nullable = false, pattern = "^(W/)?\"[0-9]{1,18}\"$")]
     if_match: Option<String>,
-    /// `*`: write only if the key is absent; else 412. Not with If-Match.
-    #[param(rename = "If-None-Match", example = "*", nullable = false)]
+    /// Only `*`: write only if the key is absent; else 412. Cannot be combined with If-Match (400).
+    #[param(rename = "If-None-Match", example = "*", nullable = false, pattern = "^\\*$")]
     if_none_match: Option<String>,
 }
 
-/// The precondition the request's `If-Match` / `If-None-Match` headers state.
+/// The conditional header of a read, for the OpenAPI document (read by [`none_match_hits`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "a parameter for the OpenAPI document; the header is read by `none_match_hits`")]
+pub(crate) struct ReadCondition {
+    /// `*` or ETags (`"7"`, `W/"7"`, comma-separated): 304 without a body when one matches the
+    /// current version.
+    #[param(rename = "If-None-Match", example = "\"7\"", nullable = false)]
+    if_none_match: Option<String>,
+}
+
+/// The one value of a precondition header, trimmed; 400 when it is sent more than once.
+fn single<'h>(headers: &'h HeaderMap, name: &header::HeaderName) -> Result<Option<&'h str>, Problem> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Problem::bad_request(format!("{name} is sent more than once; send it once")));
+    }
+    Ok(first.map(|v| v.to_str().unwrap_or("").trim()))
+}
+
+/// A version ETag, `"7"`: 1–18 digits between quotes, nothing else (no sign, no list).
+fn strong_version(tag: &str) -> Option<i64> {
+    let digits = tag.strip_prefix('"')?.strip_suffix('"')?;
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The precondition the request's `If-Match` / `If-None-Match` headers state. A weak ETag
+/// (`W/"7"`) never matches for a write (RFC 9110, 13.1.1: If-Match uses the strong comparison):
+/// 412 at once.
 fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
-    let get = |name| headers.get(name).map(|v: &HeaderValue| v.to_str().unwrap_or("").trim().to_string());
-    match (get(header::IF_MATCH), get(header::IF_NONE_MATCH)) {
+    match (single(headers, &header::IF_MATCH)?, single(headers, &header::IF_NONE_MATCH)?) {
         (Some(_), Some(_)) => Err(Problem::bad_request("send If-Match or If-None-Match, not both")),
-        (None, Some(v)) if v == "*" => Ok(Precondition::IfAbsent),
-        (None, Some(v)) => Err(Problem::bad_request(format!("If-None-Match takes only * (got {v:?})"))),
-        (Some(v), None) => v
-            .trim_start_matches("W/")
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .and_then(|v| v.parse::<i64>().ok())
-            .map(Precondition::IfVersion)
-            .ok_or_else(|| Problem::bad_request(format!("If-Match takes a version ETag like \"7\" (got {v:?})"))),
+        (None, Some("*")) => Ok(Precondition::IfAbsent),
+        (None, Some(v)) => Err(Problem::bad_request(format!("If-None-Match takes only * on a write (got {v:?})"))),
+        (Some(v), None) if v.strip_prefix("W/").and_then(strong_version).is_some() => {
+            Err(Problem::from(keel_core::Error::PreconditionFailed(format!(
+                "If-Match {v:?} is a weak ETag, and a weak ETag never matches for a write; send the version as \"7\""
+            ))))
+        }
+        (Some(v), None) => strong_version(v).map(Precondition::IfVersion).ok_or_else(|| {
+            Problem::bad_request(format!(
+                "If-Match takes a version ETag: digits in double quotes, like \"7\" (got {v:?})"
+            ))
+        }),
         (None, None) => Ok(Precondition::None),
     }
+}
+
+/// Whether a GET's `If-None-Match` (`*`, or a list of ETags compared weakly) matches `version`.
+fn none_match_hits(headers: &HeaderMap, version: i64) -> bool {
+    headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |tag| {
+            let tag = tag.trim();
+            tag == "*" || strong_version(tag.trim_start_matches("W/")) == Some(version)
+        },
+    )
 }
 
 /// Read a value: the value itself as the JSON body, its version as the ETag.
@@ -60,11 +106,18 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
     params(
-        ("ns" = String, Path, description = "The namespace."),
-        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
+            characters or `/`."),
+        ("key" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The key: 1–255 bytes of UTF-8 (as many characters in ASCII), without control characters; \
+            the rest of the path, so it may contain `/`."),
+        ReadCondition,
     ),
     responses(
         (status = 200, description = "The value.", body = serde_json::Value, content_type = "application/json",
+            headers(("ETag" = String, description = "The version, quoted: `\"7\"`."))),
+        (status = 304, description = "If-None-Match matched the current version: no body.",
             headers(("ETag" = String, description = "The version, quoted: `\"7\"`."))),
         (status = 400, description = "The namespace or key is not a valid name."),
         (status = 404, description = "No value under that key."),
@@ -74,10 +127,16 @@ fn precondition(headers: &HeaderMap) -> Result<Precondition, Problem> {
 pub(crate) async fn get(
     State(shared): State<Arc<Shared>>,
     Path((ns, key)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, Problem> {
     check(&ns, &key)?;
     let entry =
         shared.store.kv_get(&ns, &key).await?.ok_or_else(|| Problem::not_found(format!("{ns}/{key} not found")))?;
+    if none_match_hits(&headers, entry.version) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().insert(header::ETAG, etag(entry.version));
+        return Ok(response);
+    }
     let mut response = (StatusCode::OK, entry.value).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::ETAG, etag(entry.version));
@@ -90,8 +149,12 @@ pub(crate) async fn get(
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
     params(
-        ("ns" = String, Path, description = "The namespace."),
-        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
+            characters or `/`."),
+        ("key" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The key: 1–255 bytes of UTF-8 (as many characters in ASCII), without control characters; \
+            the rest of the path, so it may contain `/`."),
         PreconditionHeaders,
     ),
     request_body(content = serde_json::Value, content_type = "application/json", description = "The value: any JSON."),
@@ -100,7 +163,9 @@ pub(crate) async fn get(
             headers(("ETag" = String, description = "The new version, quoted."))),
         (status = 201, description = "Created (version 1).", body = schema::Written,
             headers(("ETag" = String, description = "The new version, quoted."))),
-        (status = 400, description = "An invalid name, precondition header or JSON body."),
+        (status = 400, description = "An invalid name, precondition header or JSON body, or If-Match together \
+            with If-None-Match."),
+        (status = 404, description = "The path names no key (an empty key)."),
         (status = 412, description = "The precondition failed (`precondition-failed`): nothing was written."),
         (status = 413, description = openapi::TOO_LARGE),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -131,13 +196,18 @@ pub(crate) async fn put(
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
     params(
-        ("ns" = String, Path, description = "The namespace."),
-        ("key" = String, Path, description = "The key; the rest of the path, so it may contain `/`."),
+        ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
+            characters or `/`."),
+        ("key" = String, Path, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The key: 1–255 bytes of UTF-8 (as many characters in ASCII), without control characters; \
+            the rest of the path, so it may contain `/`."),
         PreconditionHeaders,
     ),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 400, description = "An invalid name or precondition header."),
+        (status = 400, description = "An invalid name or precondition header, or If-Match together with \
+            If-None-Match."),
         (status = 404, description = "No value under that key (without a precondition)."),
         (status = 412, description = "The precondition failed (`precondition-failed`): nothing was deleted."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -168,5 +238,43 @@ pub(super) mod schema {
         key: String,
         /// The new version (also the ETag).
         version: i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn writes_take_a_strong_version_or_star() {
+        assert_eq!(precondition(&with(&[("if-match", "\"7\"")])).ok(), Some(Precondition::IfVersion(7)));
+        assert_eq!(precondition(&with(&[("if-none-match", "*")])).ok(), Some(Precondition::IfAbsent));
+        assert_eq!(precondition(&with(&[])).ok(), Some(Precondition::None));
+        for bad in ["\"-1\"", "\"+1\"", "7", "\"\"", "\"1\", \"2\"", "*", "W/x", "\"1234567890123456789\""] {
+            let problem = precondition(&with(&[("if-match", bad)])).unwrap_err().into_reply();
+            assert_eq!(problem.status, 400, "{bad}");
+        }
+        let weak = precondition(&with(&[("if-match", "W/\"1\"")])).unwrap_err().into_reply();
+        assert_eq!(weak.status, 412, "a weak tag never matches for a write");
+        let both = precondition(&with(&[("if-match", "\"1\""), ("if-none-match", "*")])).unwrap_err().into_reply();
+        assert_eq!(both.status, 400);
+        let twice = precondition(&with(&[("if-match", "\"1\""), ("if-match", "\"2\"")])).unwrap_err().into_reply();
+        assert_eq!(twice.status, 400);
+    }
+
+    #[test]
+    fn reads_match_star_or_any_listed_tag_weakly() {
+        assert!(none_match_hits(&with(&[("if-none-match", "*")]), 3));
+        assert!(none_match_hits(&with(&[("if-none-match", "\"1\", W/\"3\"")]), 3));
+        assert!(!none_match_hits(&with(&[("if-none-match", "\"1\"")]), 3));
+        assert!(!none_match_hits(&with(&[]), 3));
     }
 }

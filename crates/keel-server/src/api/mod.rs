@@ -3,6 +3,7 @@
 
 mod body;
 mod cluster;
+mod delay;
 mod dlq;
 mod events;
 mod functions;
@@ -96,6 +97,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(problem::errors_as_problems))
         .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .with_state(shared)
 }

@@ -1,6 +1,9 @@
 //! RFC 9457 problem details: the one error type of the API.
 
+use axum::body::to_bytes;
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keel_core::idempotency::StoredReply;
 use serde_json::{json, Map, Value};
@@ -14,6 +17,8 @@ pub(crate) struct Problem {
     detail: String,
     extra: Map<String, Value>,
     retry_after: Option<u64>,
+    /// Answered with `connection: close`: what is left of the request is not read.
+    close: bool,
 }
 
 /// RFC 9457 problem details: the body of every error answer, as `application/problem+json`.
@@ -43,7 +48,7 @@ pub(crate) struct ProblemDetails {
 
 impl Problem {
     pub(crate) fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None }
+        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None, close: false }
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
@@ -81,6 +86,12 @@ impl Problem {
 
     pub(crate) fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// Closes the connection after the answer.
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
         self
     }
 }
@@ -145,6 +156,9 @@ impl Problem {
         if let Some(secs) = self.retry_after {
             headers.push((header::RETRY_AFTER.to_string(), secs.to_string()));
         }
+        if self.close {
+            headers.push((header::CONNECTION.to_string(), "close".to_string()));
+        }
         StoredReply { status: self.status.as_u16(), headers, body: body.to_string().into() }
     }
 }
@@ -165,4 +179,55 @@ pub(crate) fn reply_response(reply: StoredReply) -> Response {
         }
     }
     response
+}
+
+/// Every error answer is problem+json. axum's own rejections, raised before a handler runs (a
+/// path that is not UTF-8, a query that does not parse), are plain text: this layer restates
+/// them as problems with the same status and text. A function's answer passed through by a
+/// sync invoke (it carries `keel-invocation-id`) is left as the function sent it.
+pub(crate) async fn errors_as_problems(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error())
+        || is_problem
+        || response.headers().contains_key("keel-invocation-id")
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let title = status.canonical_reason().unwrap_or("Error");
+    let detail = match text.trim() {
+        "" => title.to_lowercase(),
+        text => text.to_string(),
+    };
+    let mut answer = Problem::new(status, kind_of(status), title, detail).into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER, header::CONNECTION] {
+        if let Some(value) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
+}
+
+/// The problem `type` word for a status raised outside Keel's handlers.
+fn kind_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad-request",
+        404 => "not-found",
+        405 => "method-not-allowed",
+        408 => "request-timeout",
+        413 => "payload-too-large",
+        414 => "uri-too-long",
+        415 => "unsupported-media-type",
+        422 => "unprocessable-content",
+        431 => "request-header-fields-too-large",
+        500..=599 => "internal-error",
+        _ => "error",
+    }
 }

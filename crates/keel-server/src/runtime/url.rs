@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -31,8 +31,11 @@ pub(crate) struct AttemptCall<'a> {
     pub(crate) payload: &'a Bytes,
     pub(crate) content_type: Option<&'a str>,
     pub(crate) traceparent: Option<&'a str>,
-    /// Sent as they are: an event delivery's CloudEvents binary-mode headers and subscription.
+    /// An event delivery's CloudEvents binary-mode headers, as stored: only `ce-*` ones are sent
+    /// ([`forwarded_headers`]).
     pub(crate) headers: &'a [(String, String)],
+    /// The subscription of an event delivery, sent as `keel-subscription`.
+    pub(crate) subscription: Option<&'a str>,
     pub(crate) timeout: Duration,
 }
 
@@ -48,6 +51,7 @@ impl<'a> AttemptCall<'a> {
             content_type: inv.content_type.as_deref(),
             traceparent: inv.traceparent.as_deref(),
             headers: inv.delivery.as_ref().map(|d| d.headers.as_slice()).unwrap_or_default(),
+            subscription: inv.delivery.as_ref().map(|d| d.subscription.as_str()),
             timeout,
         }
     }
@@ -121,8 +125,11 @@ impl UrlRuntime {
         if let Some(ct) = call.content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
             request = request.header(CONTENT_TYPE, ct);
         }
-        for (name, value) in call.headers {
-            request = request.header(name.as_str(), value.as_str());
+        if let Some(subscription) = call.subscription.and_then(|s| HeaderValue::from_str(s).ok()) {
+            request = request.header("keel-subscription", subscription);
+        }
+        for (name, value) in forwarded_headers(call.invocation_id, call.headers) {
+            request = request.header(name, value);
         }
         let request = request
             .body(Full::new(call.payload.clone()))
@@ -156,6 +163,28 @@ impl UrlRuntime {
             .to_bytes();
         Ok((StoredResponse { status, content_type, body }, retry_after))
     }
+}
+
+/// The stored headers of a delivery that go out with its attempts: its CloudEvents attributes
+/// (`ce-*`) and nothing else. Every other header of the request is Keel's own (`keel-*`,
+/// `idempotency-key`, `authorization`, `traceparent`, `tracestate`, `content-type`) and is set
+/// from Keel's own fields, never from stored data: a row written before attributes were checked
+/// (or altered since) must not forge one. A header that cannot be sent is left out, not the
+/// attempt failed.
+pub(crate) fn forwarded_headers<'h>(
+    invocation_id: &'h str,
+    stored: &'h [(String, String)],
+) -> impl Iterator<Item = (HeaderName, HeaderValue)> + 'h {
+    stored.iter().filter_map(move |(name, value)| {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .filter(|n| n.as_str().starts_with("ce-"))
+            .zip(HeaderValue::from_str(value).ok());
+        if header.is_none() {
+            tracing::warn!(invocation_id, header = %name.escape_debug(), "a stored header is not sent: only valid ce-* headers are");
+        }
+        header
+    })
 }
 
 /// An attempt that never reached the function (no instance, a timeout): no status, no response.
@@ -258,5 +287,35 @@ fn describe_failure(response: &StoredResponse) -> String {
         format!("HTTP {}", response.status)
     } else {
         format!("HTTP {}: {}", response.status, snippet.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn only_ce_headers_from_stored_data_are_sent() {
+        let stored = pairs(&[
+            ("ce-id", "e1"),
+            ("idempotency-key", "attacker-key"),
+            ("keel-invocation-id", "forged"),
+            ("keel-attempt", "9"),
+            ("keel-subscription", "old-row"),
+            ("authorization", "Bearer forged"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("tracestate", "x=y"),
+            ("content-type", "text/evil"),
+            ("CE-Type", "t"),
+            ("ce-subject", "x\nidempotency-key: k"),
+            ("ce-bad name", "v"),
+        ]);
+        let sent: Vec<(String, String)> =
+            forwarded_headers("inv", &stored).map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string())).collect();
+        assert_eq!(sent, pairs(&[("ce-id", "e1"), ("ce-type", "t")]));
     }
 }

@@ -50,6 +50,8 @@ fn describe() {
     describe_gauge!(m::DLQ_INVOCATIONS, "Invocations in the DLQ, by function and subscription");
     describe_counter!(m::HTTP_REQUESTS_TOTAL, "HTTP requests, by method, route and status");
     describe_histogram!(m::HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "HTTP request latency");
+    describe_gauge!(m::HTTP_CONNECTIONS_OPEN, "HTTP connections open now");
+    describe_counter!(m::HTTP_CONNECTIONS_CLOSED_TOTAL, "HTTP connections closed or refused by Keel, by reason");
     describe_gauge!(m::FUNCTION_INSTANCES, "Running instances of a command function");
     describe_counter!(m::FUNCTION_COLD_STARTS_TOTAL, "Cold starts of a command function's instances");
     describe_histogram!(store::STORE_COMMIT_DURATION_SECONDS, Unit::Seconds, "Store group-commit latency");

@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod command;
 mod crash;
+mod edge;
 mod events;
 mod idempotency;
 mod killloop;

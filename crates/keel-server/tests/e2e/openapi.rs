@@ -112,3 +112,32 @@ async fn openapi_document_describes_every_route_with_problems_for_errors() {
         assert!(publish.contains_key(ct), "publish takes {ct}: {:?}", publish.keys());
     }
 }
+
+/// The document states the rules the server applies (issue 12, item 12): the Idempotency-Key's
+/// characters, keel-delay's form, KV names, list limits and cursors, and that If-Match and
+/// If-None-Match cannot be combined. `.ci/openapi-conformance` checks them against the server.
+#[tokio::test]
+async fn the_document_states_the_servers_input_rules() {
+    let keel = Keel::start("").await;
+    let (_, _, doc) = get_json(&format!("{}/v1/openapi.json", keel.url)).await;
+    let param = |path: &str, method: &str, name: &str| -> Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{method} {path}: no parameter {name}"))
+    };
+    let pattern = |p: &Value| p["schema"]["pattern"].as_str().unwrap_or_else(|| panic!("no pattern: {p}")).to_string();
+    let key = param("/v1/functions/{name}/invocations", "post", "Idempotency-Key");
+    assert!(pattern(&key).contains("{1,255}"), "{key}");
+    let delay = param("/v1/functions/{name}/invocations", "post", "keel-delay");
+    assert!(pattern(&delay).contains("8760)h"), "{delay}");
+    for name in ["ns", "key"] {
+        let p = param("/v1/kv/{ns}/{key}", "put", name);
+        assert!(pattern(&p).contains("\\u0000-\\u001f"), "{p}");
+        assert_eq!(p["schema"]["maxLength"], 255);
+    }
+    let if_match = param("/v1/kv/{ns}/{key}", "put", "If-Match");
+    assert!(if_match["description"].as_str().unwrap().contains("Cannot be combined with If-None-Match"));
+    assert!(pattern(&param("/v1/invocations", "get", "cursor")).starts_with("^[0-7]"));
+    assert_eq!(param("/v1/dlq", "get", "limit")["schema"]["type"], "string");
+}

@@ -56,6 +56,9 @@ impl SqliteStore {
         let err = |reason: String| OpenError::Sqlite { path: path.to_string(), reason };
         let memory = path == ":memory:";
         let lock = if memory { None } else { Some(lock_file(path)?) };
+        if !memory {
+            private_files(path).map_err(err)?;
+        }
         let mut conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         stable_plans(&conn).map_err(|e| err(e.to_string()))?;
         let sync = if fsync { "FULL" } else { "OFF" };
@@ -114,16 +117,47 @@ fn open_reader(path: &str) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Only the owner may read a store's files: payloads, results and KV are in them. Files are
+/// created (and existing ones set) 0600 whatever the umask; SQLite gives the `-wal` and `-shm`
+/// files it creates the database file's mode. A directory Keel creates is 0700; one that exists
+/// is left as it is.
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+/// Creates the database file 0600 if absent, and sets 0600 on it and its companions that exist.
+fn private_files(path: &str) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| format!("creating {path}: {e}"))?;
+    for file in [path.to_string(), format!("{path}-wal"), format!("{path}-shm")] {
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(FILE_MODE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("making {file} private: {e}")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn lock_file(path: &str) -> Result<std::fs::File, OpenError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let lock_path = format!("{path}.lock");
     if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
             .map_err(|e| OpenError::Sqlite { path: path.into(), reason: format!("creating {}: {e}", dir.display()) })?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(FILE_MODE)
         .open(&lock_path)
         .map_err(|e| OpenError::Sqlite { path: path.into(), reason: format!("opening {lock_path}: {e}") })?;
     match file.try_lock() {

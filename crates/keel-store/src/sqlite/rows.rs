@@ -122,11 +122,4 @@ pub(crate) fn db_err(e: rusqlite::Error) -> Error {
     }
 }
 
-/// Header lists as `name: value` lines (names and values are visible ASCII).
-pub(crate) fn encode_headers(headers: &[(String, String)]) -> String {
-    headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
-}
-
-pub(crate) fn decode_headers(text: &str) -> Vec<(String, String)> {
-    text.lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
+pub(crate) use crate::header_list::{decode_headers, encode_headers};

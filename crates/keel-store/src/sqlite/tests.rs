@@ -130,3 +130,37 @@ fn store_errors_say_whether_a_retry_can_help() {
     let unreadable = rusqlite::Error::InvalidColumnType(0, "status".into(), rusqlite::types::Type::Blob);
     assert!(matches!(super::rows::db_err(unreadable), Error::Bug(_)));
 }
+
+/// Payloads, results and KV are readable by their owner only, whatever the umask: a directory
+/// Keel creates is 0700, the database and its `-wal`, `-shm` and `.lock` files are 0600.
+#[tokio::test]
+async fn the_store_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("keel.db");
+    // The most permissive umask, for as long as the files are being created.
+    let previous = rustix::process::umask(rustix::fs::Mode::empty());
+    let opened = SqliteStore::open(path.to_str().unwrap(), true);
+    let store = opened.unwrap();
+    let invocation = keel_core::invocation::NewInvocation {
+        id: "01P".into(),
+        function: "f".into(),
+        payload: bytes::Bytes::from_static(b"secret"),
+        content_type: None,
+        created_at: 1,
+        due_at: 1,
+        idempotency_key: None,
+        traceparent: None,
+        delivery: None,
+        lease: None,
+    };
+    let written = store.enqueue(invocation).await;
+    rustix::process::umask(previous);
+    written.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}

@@ -76,6 +76,23 @@ pub async fn publish_stores_events_with_deliveries_once(store: &dyn Store) {
     assert!(store.get_event("nope").await.unwrap().is_none());
 }
 
+/// Header lists (a delivery's headers, an event's extensions) come back exactly as stored: a
+/// value holding a line break stays one value and never becomes a header of its own.
+pub async fn header_lists_keep_every_character(store: &dyn Store) {
+    let hostile = "x\nidempotency-key: attacker-key\r\nkeel-attempt: 9: \u{0}";
+    let mut delivery = delivery_of("01H", "mail", "01HD", "f", None);
+    let headers = vec![("ce-subject".to_string(), hostile.to_string()), ("ce-id".to_string(), "a: b".to_string())];
+    delivery.delivery.as_mut().unwrap().headers = headers.clone();
+    let mut e = event("01H", "h", vec![delivery]);
+    e.event.extensions.insert("tenant".into(), hostile.into());
+    store.publish(vec![e.clone()]).await.unwrap();
+
+    assert_eq!(store.get_event("01H").await.unwrap().expect("stored event").event, e.event);
+    assert_eq!(store.get("01HD").await.unwrap().unwrap().delivery.unwrap().headers, headers);
+    let leased = lease_one(store, "f", T0).await;
+    assert_eq!(leased.delivery.unwrap().headers, headers, "as read back for an attempt");
+}
+
 pub async fn kv_versions_and_preconditions(store: &dyn Store) {
     assert_eq!(store.kv_write(put("b", "u1", "100", Precondition::IfAbsent), T0).await.unwrap(), Some(1));
     assert_eq!(store.kv_write(put("b", "u1", "90", Precondition::IfVersion(1)), T0 + 1).await.unwrap(), Some(2));

@@ -31,6 +31,7 @@ macro_rules! store_conformance {
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
             a_held_key_outlives_its_ttl_until_its_lease_ends,
             nodes_report_heartbeats_and_leases, publish_stores_events_with_deliveries_once,
+            header_lists_keep_every_character,
             kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
             ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects,
             queue_stats_count_backlog_and_dead);

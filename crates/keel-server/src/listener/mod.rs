@@ -1,0 +1,122 @@
+//! Accepting HTTP connections: at most `server.max_connections` at once — one more is answered
+//! 503 and closed — each served by hyper under Keel's header, body and idle timeouts
+//! ([`connection`]). Whatever is refused or cut off is logged (at most once a second per reason,
+//! with how many since) and counted in `keel_http_connections_closed_total{reason}`.
+
+mod closed;
+mod connection;
+mod socket;
+
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use axum::Router;
+use keel_core::config::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+pub(crate) use closed::{note_closed, Closed};
+
+/// The connection limits of `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: u32,
+    pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+}
+
+impl Limits {
+    pub(crate) fn of(server: &ServerConfig) -> Self {
+        Self {
+            max_connections: server.max_connections,
+            header_timeout: server.header_timeout,
+            body_timeout: server.body_timeout,
+            idle_timeout: server.idle_timeout,
+        }
+    }
+}
+
+/// Connections past the limit being answered at once; more are closed without an answer, so
+/// that refusing cannot itself hold many sockets.
+const MAX_REFUSALS: usize = 256;
+/// How long a refusal may take to be written and its connection closed.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+/// The pause after a failed accept (out of file descriptors, say) before the next one.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets every open connection finish
+/// its request in progress (idle ones close at once) and returns once all are closed.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    closed::register();
+    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    note_closed(Closed::AcceptFailed, &e.to_string());
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                tokio::spawn(connection::serve(stream, peer, app.clone(), limits, stopped.clone(), slot));
+            }
+            Err(_) => {
+                note_closed(Closed::OverLimit, &peer.to_string());
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(REFUSAL_TIME, refuse(stream)).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+    drop(listener);
+    stop.send_replace(true);
+    // Each connection gives its slot back as it ends.
+    let _ = slots.acquire_many(limits.max_connections).await;
+    Ok(())
+}
+
+/// The answer past `server.max_connections`: the request is not read.
+static REFUSAL: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let body = serde_json::json!({
+        "type": "urn:keel:problem:overloaded",
+        "title": "Too many connections",
+        "status": 503,
+        "detail": "this node already serves server.max_connections connections; retry shortly",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Writes [`REFUSAL`], then reads until the client closes, so that closing does not reset the
+/// connection (and discard the answer) while the client's request is still unread.
+async fn refuse(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.write_all(&REFUSAL).await?;
+    stream.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
+}
