@@ -45,10 +45,16 @@ async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Value) ->
         request = request.header(*name, *value);
     }
     let body = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
-    let response = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    // A deadline, so that a request that can never finish fails the test instead of hanging it.
+    let exchange = async {
+        let response = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.into_body().collect().await.unwrap().to_bytes())
+    };
+    let (status, headers, bytes) = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url}: no answer within 60s"));
     (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 

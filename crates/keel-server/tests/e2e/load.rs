@@ -5,30 +5,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde_json::Value;
 
-use crate::support::{get_json, Functions, Keel};
+use crate::support::{get_json, send, Functions, Keel, SendError};
 
 /// Submits `n` async invocations of `function`, at most 64 in flight; returns the accepted ids.
+///
+/// A submission may fail (the crash tests SIGKILL the server under it): it is then not counted
+/// as accepted. It may never hang: each has its own connection and [`send`]'s deadline, and one
+/// that outlives it fails the test, naming it.
 pub(crate) async fn submit_many(base: &str, function: &str, n: usize) -> Vec<String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (client, gate) = (client.clone(), gate.clone());
+        let gate = gate.clone();
         let url = format!("{base}/v1/functions/{function}/invocations");
         tasks.push(tokio::spawn(async move {
             let _slot = gate.acquire().await.unwrap();
-            let req = hyper::Request::post(url)
+            let req = hyper::Request::post(&url)
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(format!("{{\"i\":{i}}}"))))
                 .unwrap();
-            let resp = client.request(req).await.ok()?;
-            (resp.status() == 202).then_some(())?;
-            let body: Value = serde_json::from_slice(&resp.into_body().collect().await.ok()?.to_bytes()).ok()?;
+            let (status, _, body) = match send(req).await {
+                Ok(reply) => reply,
+                Err(SendError::Transport(_)) => return None,
+                Err(e @ SendError::Deadline(_)) => panic!("submission {i} to {url}: {e}"),
+            };
+            (status == 202).then_some(())?;
+            let body: Value = serde_json::from_slice(&body).ok()?;
             Some(body["id"].as_str()?.to_string())
         }));
     }
