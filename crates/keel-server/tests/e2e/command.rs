@@ -186,6 +186,9 @@ async fn an_instance_killed_mid_invocation_is_replaced_and_the_invocation_retrie
     let (status, headers, body) = call.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["pid"].as_u64(), Some(hung), "answered by a new instance");
+    // Exactly two: the retry is never spent on the dead instance, even when it is still listed
+    // as ready (Keel learns of an exit a moment after the kernel closes its port), because an
+    // instance that refuses the connection is retired and the attempt goes to another.
     assert_eq!(body["attempt"], "2");
     assert_eq!(headers["keel-attempts"], "2");
     let id = headers["keel-invocation-id"].to_str().unwrap();
