@@ -3,7 +3,8 @@
 //!
 //! Drain order: admission answers 503 at once; dispatchers stop leasing; attempts in flight get
 //! up to `server.shutdown_grace` to finish and record their outcome; `command` functions'
-//! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops.
+//! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops, and the store
+//! is tidied (SQLite folds its write-ahead log into the database file).
 //! Whatever is still queued stays on disk for the next start.
 
 use std::net::SocketAddr;
@@ -120,6 +121,9 @@ impl Node {
         let _ = self.stop_http.send(());
         if tokio::time::timeout_at(grace_end, self.http).await.is_err() {
             tracing::warn!("grace period over with requests still open");
+        }
+        if let Err(e) = self.shared.store.close().await {
+            tracing::warn!(error = %e, "the store could not be tidied at shutdown; the next start will");
         }
         tracing::info!("keel stopped");
     }
