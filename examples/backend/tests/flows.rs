@@ -114,6 +114,22 @@ async fn registering_a_user_reaches_all_three_subscribers() {
     backend.node.shutdown().await;
 }
 
+/// The quick start's third step: with the defaults, a bouncing address fills the DLQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_mail_to_a_bouncing_address_is_dead_lettered_at_once() {
+    let backend = start(RELIABLE).await;
+    let (status, _, _) =
+        invoke(&backend, "register-user", &[], json!({"email": "bob@example.invalid", "name": "Bob"})).await;
+    assert_eq!(status, 201, "the user is registered; only the mail bounces");
+    let dlq = format!("{}/v1/dlq?subscription=welcome-email", backend.url);
+    let dead =
+        eventually(&dlq, Duration::from_secs(30), |_, b| b["items"].as_array().is_some_and(|i| !i.is_empty())).await;
+    let dead = &dead["items"][0];
+    assert_eq!(dead["attempt_count"], 1, "a permanent refusal is not retried: {dead}");
+    assert!(dead["error"].as_str().is_some_and(|e| e.contains("no such mailbox")), "{dead}");
+    backend.node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purchase_replayed_with_the_same_key_debits_once() {
     let backend = start(RELIABLE).await;
