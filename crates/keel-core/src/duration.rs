@@ -88,8 +88,28 @@ mod tests {
     #[test]
     fn looser_humantime_spellings_are_refused() {
         for text in [
-            "5 secs", "5 s", "5sec", "5secs", "1 minute", "400d", "2w", "1y", "3 fortnights", "1.5s", "30",
-            "s", "", "  ", "-1s", "+1s", "1ns", "10us", "1h  30m", "30m 2h", "1m 1m", "1s,2s",
+            "5 secs",
+            "5 s",
+            "5sec",
+            "5secs",
+            "1 minute",
+            "400d",
+            "2w",
+            "1y",
+            "3 fortnights",
+            "1.5s",
+            "30",
+            "s",
+            "",
+            "  ",
+            "-1s",
+            "+1s",
+            "1ns",
+            "10us",
+            "1h  30m",
+            "30m 2h",
+            "1m 1m",
+            "1s,2s",
         ] {
             assert_eq!(parse_duration(text), Err(InvalidDuration), "{text:?} must be refused");
         }

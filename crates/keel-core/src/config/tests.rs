@@ -495,8 +495,13 @@ fn the_database_path_is_relative_to_the_config_file_unless_given_on_the_command_
         flags: vec![("storage.url".into(), "--storage-url".into(), toml::Value::String("sqlite://here.db".into()))],
     };
     let in_app = |path: &str| format!("sqlite://{}", dir.join("app").join(path).display());
-    let results =
-        [url(&default, &none), url(&written, &none), url(&absolute, &none), url(&default, &from_env), url(&written, &from_flag)];
+    let results = [
+        url(&default, &none),
+        url(&written, &none),
+        url(&absolute, &none),
+        url(&default, &from_env),
+        url(&written, &from_flag),
+    ];
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(results[0], in_app(".keel/keel.db"), "the default state lives beside keel.toml");
     assert_eq!(results[1], in_app("data/keel.db"));

@@ -140,10 +140,16 @@ mod tests {
     fn the_state_is_named_absolute_and_without_a_password() {
         let storage = |url: &str| config::StorageConfig { url: url.to_owned(), fsync: true };
         let cwd = std::env::current_dir().unwrap();
-        assert_eq!(where_state_lives(&storage("sqlite://.keel/keel.db")), cwd.join(".keel/keel.db").display().to_string());
+        assert_eq!(
+            where_state_lives(&storage("sqlite://.keel/keel.db")),
+            cwd.join(".keel/keel.db").display().to_string()
+        );
         assert_eq!(where_state_lives(&storage("sqlite:///srv/keel.db")), "/srv/keel.db");
         assert_eq!(where_state_lives(&storage("sqlite::memory:")), "in memory (nothing is kept after exit)");
-        assert_eq!(where_state_lives(&storage("postgres://keel:secret@db:5432/keel")), "postgres://keel:***@db:5432/keel");
+        assert_eq!(
+            where_state_lives(&storage("postgres://keel:secret@db:5432/keel")),
+            "postgres://keel:***@db:5432/keel"
+        );
     }
 
     #[test]

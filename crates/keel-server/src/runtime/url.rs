@@ -165,10 +165,7 @@ impl UrlRuntime {
                     f.status = Some(status);
                     f
                 } else {
-                    CallFailure {
-                        status: Some(status),
-                        ..CallFailure::transient(format!("reading the response: {e}"))
-                    }
+                    CallFailure { status: Some(status), ..CallFailure::transient(format!("reading the response: {e}")) }
                 }
             })?
             .to_bytes();

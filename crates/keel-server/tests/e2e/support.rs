@@ -202,8 +202,7 @@ impl std::fmt::Display for SendError {
 /// request must then fail at once with the connection it was written on, not be handed a
 /// connection that another request left idle (see `load::submit_many`).
 pub(crate) async fn send(req: hyper::Request<Full<Bytes>>) -> Result<Reply, SendError> {
-    let client: Client<_, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
     let deadline = tokio::time::Instant::now() + REQUEST_DEADLINE;
     let resp = tokio::time::timeout_at(deadline, client.request(req))
         .await

@@ -76,8 +76,7 @@ async fn submit_until(base: &str, stop_at: Instant, replies: &Mutex<Vec<Admissio
             .unwrap();
         let sent = Instant::now();
         let (status, headers, body) = send(req).await.unwrap_or_else(|e| panic!("the node answers: {e}"));
-        let content_type =
-            headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         if status == 503 {
             assert!(headers.contains_key("retry-after"), "a 503 says when to retry");
         }
