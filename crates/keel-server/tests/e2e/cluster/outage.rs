@@ -9,7 +9,8 @@ use http_body_util::Full;
 use keel_store::pg_testkit::PgCluster;
 use serde_json::Value;
 
-use super::{wait_all_succeeded, Cluster};
+use super::Cluster;
+use crate::load::wait_all_succeeded;
 use crate::support::{send, Functions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
