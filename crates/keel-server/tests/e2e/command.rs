@@ -237,7 +237,7 @@ async fn a_program_that_never_becomes_ready_fails_with_what_it_printed() {
     let detail = body["detail"].as_str().unwrap_or_default().to_owned() + body["error"].as_str().unwrap_or_default();
     let id = body["invocation_id"].as_str().unwrap();
     let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
-    let error = inv["attempts"][0]["error"].as_str().unwrap();
+    let error = inv["attempts"][0]["error"].as_str().unwrap_or_else(|| panic!("no error in the first attempt: {inv}"));
     assert!(error.contains("function broken") && error.contains("did not become ready"), "{error}");
     assert!(error.contains("exit status: 3") && error.contains("missing DATABASE_URL"), "{error} / {detail}");
     let state = function_state(&keel.url, "broken").await;
