@@ -133,7 +133,7 @@ pub(crate) struct InvokeArgs {
 
     /// Run the queued invocation this much later, e.g. `30s` or `5m` (with --async).
     #[arg(long, requires = "asynchronous", value_name = "DURATION")]
-    pub(crate) delay: Option<humantime::Duration>,
+    pub(crate) delay: Option<Delay>,
 
     /// The payload's content type.
     #[arg(long, default_value = "application/json", value_name = "TYPE")]
@@ -142,6 +142,23 @@ pub(crate) struct InvokeArgs {
     /// Send this `Idempotency-Key`: a retry with the same key and payload is answered once.
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
+}
+
+/// `--delay`: a duration in the forms the `keel-delay` header takes (`30s`, `5m`, `2h 30m`), sent
+/// as written once it parses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delay {
+    pub(crate) text: String,
+    pub(crate) duration: std::time::Duration,
+}
+
+impl std::str::FromStr for Delay {
+    type Err = keel_core::duration::InvalidDuration;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let duration = keel_core::duration::parse_duration(text)?;
+        Ok(Delay { text: text.trim().to_owned(), duration })
+    }
 }
 
 #[derive(Debug, Subcommand)]
