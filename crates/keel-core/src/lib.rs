@@ -15,11 +15,13 @@
 //!   effects envelope a function answers with (KV writes with preconditions, events to emit).
 //! - [`kv`]: versioned function state and write preconditions.
 //! - [`idempotency`]: the `Idempotency-Key` record state machine, as a pure decision.
-//! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs).
+//! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
+//!   config and headers accept.
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod config;
+pub mod duration;
 pub mod effects;
 pub mod error;
 pub mod events;

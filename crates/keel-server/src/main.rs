@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe_error(&error));
             ExitCode::FAILURE
         }
     }
@@ -69,5 +69,57 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The error and its causes, `: `-separated, each said once: a message that already quotes its
+/// cause (`cannot listen on 127.0.0.1:7733: Address already in use`) is not followed by it again.
+fn describe_error(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_error;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot listen on 127.0.0.1:7733: {source}")]
+    struct Quoting {
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the store failed")]
+    struct Terse {
+        source: std::io::Error,
+    }
+
+    fn in_use() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use (os error 98)")
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let error = anyhow::Error::new(Quoting { source: in_use() });
+        assert_eq!(describe_error(&error), "cannot listen on 127.0.0.1:7733: Address already in use (os error 98)");
+    }
+
+    #[test]
+    fn a_cause_not_yet_said_is_added() {
+        let error = anyhow::Error::new(Terse { source: in_use() });
+        assert_eq!(describe_error(&error), "the store failed: Address already in use (os error 98)");
+        let error = anyhow::anyhow!("outer").context("context");
+        assert_eq!(describe_error(&error), "context: outer");
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Drain order: admission answers 503 at once; dispatchers stop leasing; attempts in flight get
 //! up to `server.shutdown_grace` to finish and record their outcome; `command` functions'
-//! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops, and last the
-//! heartbeat (which says `draining` meanwhile, so no other node takes the leases back).
+//! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops, the store is
+//! tidied (SQLite folds its write-ahead log into the database file), and last the heartbeat
+//! stops (it says `draining` meanwhile, so no other node takes the leases back).
 //! Whatever is still queued stays on disk for the next start.
 
 use std::net::SocketAddr;
@@ -131,6 +132,9 @@ impl Node {
         let _ = self.stop_http.send(());
         if tokio::time::timeout_at(grace_end, self.http).await.is_err() {
             tracing::warn!("grace period over with requests still open");
+        }
+        if let Err(e) = self.shared.store.close().await {
+            tracing::warn!(error = %e, "the store could not be tidied at shutdown; the next start will");
         }
         let _ = self.stop_heartbeat.send(true);
         tracing::info!("keel stopped");

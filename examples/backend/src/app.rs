@@ -88,8 +88,10 @@ pub fn banner(url: &str, state_dir: &Path) -> String {
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"ada@example.com\", \"name\": \"Ada\"}}'; echo\n\
          \n# 2. Buy twice with one idempotency key: one debit, the second answer is a replay\n\
          for i in 1 2; do curl -s -X POST {url}/v1/functions/purchase/invoke {json} -H 'idempotency-key: order-1' -d '{{\"user_id\": \"ada@example.com\", \"item\": \"potion\"}}'; echo; done\n\
-         \n# 3. Look at the dead-letter queue (welcome emails the flaky email provider never took)\n\
-         curl -s {url}/v1/dlq; echo\n\
+         \n# 3. Register a user whose address bounces: the email provider refuses the welcome mail for\n\
+         #    good (422, not retried), so that delivery lands in the dead-letter queue a moment later\n\
+         curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"bob@example.invalid\", \"name\": \"Bob\"}}'; echo\n\
+         sleep 1; curl -s {url}/v1/dlq; echo\n\
          \n# Functions, their instances and cold starts:  curl -s {url}/v1/functions\n",
         state = state_dir.display(),
     )

@@ -1,6 +1,8 @@
 //! Stand-in third-party providers: an email API and a payments API, each failing a share of its
 //! calls with 503 and answering after a set latency. Both remember idempotency keys the way real
-//! providers do, so a retried call is not sent or charged twice.
+//! providers do, so a retried call is not sent or charged twice. The email API, like a real one,
+//! refuses for good (422) mail to an address that cannot exist: any on the reserved `.invalid`
+//! domain (RFC 2606), such as `bob@example.invalid`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,6 +49,10 @@ async fn call(
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
     tokio::time::sleep(provider.behaviour.latency).await;
+    if let Some(to) = body["to"].as_str().filter(|to| to.ends_with(".invalid")) {
+        let error = json!({"error": format!("{} provider: no such mailbox {to}", provider.name)});
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(error));
+    }
     if fastrand::f64() < provider.behaviour.error_rate {
         let error = json!({"error": format!("{} provider: temporarily unavailable", provider.name)});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(error));

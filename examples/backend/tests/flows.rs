@@ -45,10 +45,16 @@ async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Value) ->
         request = request.header(*name, *value);
     }
     let body = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
-    let response = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    // A deadline, so that a request that can never finish fails the test instead of hanging it.
+    let exchange = async {
+        let response = client.request(request.body(Full::new(body)).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.into_body().collect().await.unwrap().to_bytes())
+    };
+    let (status, headers, bytes) = tokio::time::timeout(std::time::Duration::from_secs(60), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {url}: no answer within 60s"));
     (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
@@ -105,6 +111,22 @@ async fn registering_a_user_reaches_all_three_subscribers() {
     let (status, _, body) =
         invoke(&backend, "register-user", &[], json!({"email": "ada@example.com", "name": "Ada"})).await;
     assert_eq!(status, 409, "registering twice is refused: {body}");
+    backend.node.shutdown().await;
+}
+
+/// The quick start's third step: with the defaults, a bouncing address fills the DLQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_welcome_mail_to_a_bouncing_address_is_dead_lettered_at_once() {
+    let backend = start(RELIABLE).await;
+    let (status, _, _) =
+        invoke(&backend, "register-user", &[], json!({"email": "bob@example.invalid", "name": "Bob"})).await;
+    assert_eq!(status, 201, "the user is registered; only the mail bounces");
+    let dlq = format!("{}/v1/dlq?subscription=welcome-email", backend.url);
+    let dead =
+        eventually(&dlq, Duration::from_secs(30), |_, b| b["items"].as_array().is_some_and(|i| !i.is_empty())).await;
+    let dead = &dead["items"][0];
+    assert_eq!(dead["attempt_count"], 1, "a permanent refusal is not retried: {dead}");
+    assert!(dead["error"].as_str().is_some_and(|e| e.contains("no such mailbox")), "{dead}");
     backend.node.shutdown().await;
 }
 

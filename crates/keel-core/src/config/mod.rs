@@ -104,6 +104,17 @@ impl StorageConfig {
     }
 }
 
+impl StorageConfig {
+    /// Makes a relative SQLite path (the default `.keel/keel.db`, or one written in the file)
+    /// relative to `dir`, the config file's directory, like the paths of `command` functions:
+    /// where state lives does not depend on where `keel serve` was started.
+    fn resolve_path(&mut self, dir: &Path) {
+        if let Some(path) = self.url.strip_prefix("sqlite://").filter(|p| Path::new(p).is_relative()) {
+            self.url = format!("sqlite://{}", dir.join(path).display());
+        }
+    }
+}
+
 /// The layers above the file. Tests build one by hand instead of touching the process env.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -123,6 +134,17 @@ impl Overrides {
             .collect();
         env.sort();
         Overrides { env, flags: Vec::new() }
+    }
+}
+
+impl Overrides {
+    /// Whether an environment variable or a flag sets the dotted `key` (such as `storage.url`),
+    /// or a table holding it: a path given there is relative to the working directory, as on any
+    /// command line.
+    fn sets(&self, key: &str) -> bool {
+        let covers = |path: &str| key == path || key.starts_with(&format!("{path}."));
+        let env = self.env.iter().filter_map(|(var, _)| layers::env_key_path(var)).map(|path| path.join("."));
+        env.chain(self.flags.iter().map(|(path, _, _)| path.clone())).any(|path| covers(&path))
     }
 }
 
@@ -198,7 +220,11 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let mut config = load_str(&file_name, &text, overrides)?;
-            config.resolve_paths(path.parent().unwrap_or(Path::new("")));
+            let dir = path.parent().unwrap_or(Path::new(""));
+            config.resolve_paths(dir);
+            if !overrides.sets("storage.url") {
+                config.storage.resolve_path(dir);
+            }
             Ok(config)
         }
         Err(e) => Err(ConfigErrors(vec![ConfigError {

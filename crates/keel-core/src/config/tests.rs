@@ -166,6 +166,19 @@ fn function_names_are_checked_at_their_header() {
 }
 
 #[test]
+fn durations_take_only_the_documented_forms() {
+    let text = "[server]\nshutdown_grace = \"5 secs\"\n[functions.a]\nurl = \"http://x\"\ntimeout = \"400d\"\n\
+                idempotency_ttl = \"2h 30m\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            r#"keel.toml:2:18: server.shutdown_grace: expected a duration like "250ms", "30s", "5m" (got "5 secs")"#,
+            r#"keel.toml:5:11: functions.a.timeout: expected a duration like "250ms", "30s", "5m" (got "400d")"#,
+        ]
+    );
+}
+
+#[test]
 fn server_values_are_checked() {
     let text =
         "[server]\nlisten = \"localhost\"\nbody_limit = \"1 parsec\"\nshutdown_grace = \"\"\nmax_result_bytes = 0\n";
@@ -485,4 +498,37 @@ fn relative_command_paths_are_relative_to_the_config_file() {
     assert_eq!(command("b").command, ["python3", "b.py"], "a bare program name is looked up on PATH");
     assert_eq!(command("c").command, ["/usr/bin/c"]);
     assert_eq!(command("c").cwd, Some(std::path::PathBuf::from("/srv")));
+}
+
+#[test]
+fn the_database_path_is_relative_to_the_config_file_unless_given_on_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("keel-config-state-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    let default = dir.join("app").join("keel.toml");
+    std::fs::write(&default, "").unwrap();
+    let written = dir.join("app").join("written.toml");
+    std::fs::write(&written, "[storage]\nurl = \"sqlite://data/keel.db\"\n").unwrap();
+    let absolute = dir.join("app").join("absolute.toml");
+    std::fs::write(&absolute, "[storage]\nurl = \"sqlite:///var/lib/keel/keel.db\"\n").unwrap();
+    let url = |file: &std::path::Path, overrides: &Overrides| load(Some(file), overrides).unwrap().storage.url;
+    let none = Overrides::default();
+    let from_env = env(&[("KEEL_STORAGE__URL", "sqlite://here.db")]);
+    let from_flag = Overrides {
+        env: Vec::new(),
+        flags: vec![("storage.url".into(), "--storage-url".into(), toml::Value::String("sqlite://here.db".into()))],
+    };
+    let in_app = |path: &str| format!("sqlite://{}", dir.join("app").join(path).display());
+    let results = [
+        url(&default, &none),
+        url(&written, &none),
+        url(&absolute, &none),
+        url(&default, &from_env),
+        url(&written, &from_flag),
+    ];
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(results[0], in_app(".keel/keel.db"), "the default state lives beside keel.toml");
+    assert_eq!(results[1], in_app("data/keel.db"));
+    assert_eq!(results[2], "sqlite:///var/lib/keel/keel.db");
+    assert_eq!(results[3], "sqlite://here.db", "a path typed in the environment is the shell's");
+    assert_eq!(results[4], "sqlite://here.db", "a path typed as a flag is the shell's");
 }

@@ -178,7 +178,7 @@ impl Checker {
         let Some(RawDuration(text)) = raw else {
             return Some(default);
         };
-        let parsed = humantime::parse_duration(text).ok();
+        let parsed = crate::duration::parse_duration(text).ok();
         if parsed.is_none() {
             self.report(path, Anchor::Value, format!(r#"{DURATION_HINT} (got "{text}")"#));
         }

@@ -86,6 +86,10 @@ impl Store for FaultyStore {
         self.inner.on_wakeup(wake)
     }
 
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+
     async fn queue_stats(&self, now: Millis) -> Result<Vec<QueueStats>> {
         self.inner.queue_stats(now).await
     }

@@ -153,6 +153,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let _ = wake;
     }
 
+    /// Called once at a clean shutdown, after the last write: leaves the store tidy for the next
+    /// start and for backups (SQLite folds its write-ahead log back into the database file). A
+    /// store with nothing to tidy keeps the default.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Backlog and DLQ size per function and subscription: one grouped query, meant for each
     /// metrics scrape, never for a request.
     async fn queue_stats(&self, now: Millis) -> Result<Vec<QueueStats>>;

@@ -24,7 +24,7 @@ pub(crate) async fn run(client: &KeelClient, json: bool, args: InvokeArgs) -> an
         return print_sync(&response, json);
     }
     if let Some(delay) = args.delay {
-        headers.push((DELAY, delay.to_string()));
+        headers.push((DELAY, delay.header_value()));
     }
     let path = format!("/v1/functions/{name}/invocations");
     let answer = client.send(Method::POST, &path, &headers, payload).await?.into_json()?;

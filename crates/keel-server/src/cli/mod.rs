@@ -133,7 +133,7 @@ pub(crate) struct InvokeArgs {
 
     /// Run the queued invocation this much later, e.g. `30s` or `5m` (with --async).
     #[arg(long, requires = "asynchronous", value_name = "DURATION")]
-    pub(crate) delay: Option<humantime::Duration>,
+    pub(crate) delay: Option<Delay>,
 
     /// The payload's content type.
     #[arg(long, default_value = "application/json", value_name = "TYPE")]
@@ -142,6 +142,35 @@ pub(crate) struct InvokeArgs {
     /// Send this `Idempotency-Key`: a retry with the same key and payload is answered once.
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
+}
+
+/// `--delay`: a duration in the documented forms (`30s`, `5m`, `2h 30m`), sent as the
+/// `keel-delay` header takes it: one whole number and one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Delay {
+    pub(crate) duration: std::time::Duration,
+}
+
+impl Delay {
+    /// The header's value: the duration in its largest whole unit (`1m30s` → `90s`).
+    pub(crate) fn header_value(&self) -> String {
+        let ms = self.duration.as_millis();
+        let unit = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")]
+            .into_iter()
+            .find(|(size, _)| ms > 0 && ms.is_multiple_of(*size));
+        match unit {
+            Some((size, name)) => format!("{}{name}", ms / size),
+            None => format!("{ms}ms"),
+        }
+    }
+}
+
+impl std::str::FromStr for Delay {
+    type Err = keel_core::duration::InvalidDuration;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Delay { duration: keel_core::duration::parse_duration(text)? })
+    }
 }
 
 #[derive(Debug, Subcommand)]

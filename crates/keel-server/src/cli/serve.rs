@@ -30,6 +30,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => tracing::info!(config = %path.display(), "configuration loaded"),
         None => tracing::info!("no {DEFAULT_CONFIG}; running on built-in defaults"),
     }
+    tracing::info!(database = %where_state_lives(&config.storage), "state");
     keel_server::serve(config).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -57,6 +58,24 @@ fn check_report(path: &Path, result: &Result<Config, ConfigErrors>) -> (String, 
             (format!("{}: ok ({summary})", path.display()), 0)
         }
         Err(errors) => (errors.to_string(), 1),
+    }
+}
+
+/// Where the state is, for the start-up log: a SQLite file as an absolute path, PostgreSQL
+/// without its password.
+fn where_state_lives(storage: &config::StorageConfig) -> String {
+    match storage.sqlite_path() {
+        Some(":memory:") => "in memory (nothing is kept after exit)".to_owned(),
+        Some(path) => std::path::absolute(path).map_or_else(|_| path.to_owned(), |p| p.display().to_string()),
+        None => match url::Url::parse(&storage.url) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                url.to_string()
+            }
+            Err(_) => storage.url.clone(),
+        },
     }
 }
 
@@ -115,6 +134,22 @@ mod tests {
     #[test]
     fn absent_flags_override_nothing() {
         assert!(serve_overrides(&serve_args(None, None)).flags.is_empty());
+    }
+
+    #[test]
+    fn the_state_is_named_absolute_and_without_a_password() {
+        let storage = |url: &str| config::StorageConfig { url: url.to_owned(), fsync: true };
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            where_state_lives(&storage("sqlite://.keel/keel.db")),
+            cwd.join(".keel/keel.db").display().to_string()
+        );
+        assert_eq!(where_state_lives(&storage("sqlite:///srv/keel.db")), "/srv/keel.db");
+        assert_eq!(where_state_lives(&storage("sqlite::memory:")), "in memory (nothing is kept after exit)");
+        assert_eq!(
+            where_state_lives(&storage("postgres://keel:secret@db:5432/keel")),
+            "postgres://keel:***@db:5432/keel"
+        );
     }
 
     #[test]

@@ -75,11 +75,21 @@ fn invoke_delay_is_a_duration_and_needs_async() {
     let cli = parse(&["invoke", "charge", "--async", "--delay", "1m30s", "--content-type", "text/plain"]);
     let Command::Invoke(args) = cli.command else { panic!() };
     assert!(args.asynchronous);
-    assert_eq!(args.delay.map(|d| *d), Some(std::time::Duration::from_secs(90)));
+    assert_eq!(args.delay.as_ref().map(|d| d.duration), Some(std::time::Duration::from_secs(90)));
+    assert_eq!(args.delay.map(|d| d.header_value()), Some("90s".to_owned()), "sent as keel-delay takes it");
+    let header = |text: &str| text.parse::<super::Delay>().unwrap().header_value();
+    assert_eq!(
+        [header("2h 30m"), header("250ms"), header("24h"), header("1s 500ms")],
+        ["150m", "250ms", "1d", "1500ms"]
+    );
     assert_eq!(args.content_type, "text/plain");
 
     assert_eq!(parse_error(&["invoke", "charge", "--delay", "30s"]), ErrorKind::MissingRequiredArgument);
     assert_eq!(parse_error(&["invoke", "charge", "--async", "--delay", "soon"]), ErrorKind::ValueValidation);
+    for loose in ["2d", "5 secs", "1y"] {
+        let kind = parse_error(&["invoke", "charge", "--async", "--delay", loose]);
+        assert_eq!(kind, ErrorKind::ValueValidation, "{loose}: only the documented forms");
+    }
     assert_eq!(parse_error(&["invoke"]), ErrorKind::MissingRequiredArgument);
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod url;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use keel_core::clock::Clock;
@@ -21,6 +22,26 @@ pub(crate) use self::url::{AttemptCall, UrlRuntime};
 pub(crate) struct Runtime {
     http: UrlRuntime,
     pools: BTreeMap<String, Arc<ProcessPool>>,
+    /// Attempts of each function calling it right now, for `keel_attempts_in_flight`. Counted
+    /// here, where every attempt (sync or async) passes, because a concurrency permit is also
+    /// held by a dispatcher while it merely looks for due work.
+    running: BTreeMap<String, AtomicUsize>,
+}
+
+/// One attempt counted in [`Runtime::running`] until dropped (also when the call is cancelled).
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
@@ -35,7 +56,8 @@ impl Runtime {
                 Some((f.name.clone(), ProcessPool::new(&f.name, command, keel_url.clone(), clock.clone())))
             })
             .collect();
-        Self { http: UrlRuntime::new(config.server.max_result_bytes), pools }
+        let running = config.functions.keys().map(|name| (name.clone(), AtomicUsize::new(0))).collect();
+        Self { http: UrlRuntime::new(config.server.max_result_bytes), pools, running }
     }
 
     /// Starts each pool's keeper, which brings up `min_instances`.
@@ -45,11 +67,17 @@ impl Runtime {
 
     /// Makes one attempt and reports what happened. Never fails: every failure is an outcome.
     pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
+        let _running = self.running.get(call.function).map(Running::enter);
         match (call.target, self.pools.get(call.function)) {
             (FunctionTarget::Command(_), Some(pool)) => pool.call(&self.http, &call, clock).await,
             (FunctionTarget::Url(url), _) => self.http.call(url, &call, clock.now_ms(), clock).await,
             (FunctionTarget::Command(_), None) => unreachable!("a pool is made for every command function"),
         }
+    }
+
+    /// How many attempts of `function` are calling it right now.
+    pub(crate) fn running(&self, function: &str) -> usize {
+        self.running.get(function).map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// The pool of a `command` function.

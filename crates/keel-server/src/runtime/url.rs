@@ -83,14 +83,31 @@ impl UrlRuntime {
         started_at: Millis,
         clock: &dyn Clock,
     ) -> AttemptReport {
+        match self.try_call(url, call, started_at, clock).await {
+            Ok(report) | Err(Unreached(report)) => report,
+        }
+    }
+
+    /// Like [`UrlRuntime::call`], but tells apart an attempt that never reached anything: no
+    /// connection could be made, so the request was never sent and may go elsewhere unchanged.
+    pub(crate) async fn try_call(
+        &self,
+        url: &::url::Url,
+        call: &AttemptCall<'_>,
+        started_at: Millis,
+        clock: &dyn Clock,
+    ) -> Result<AttemptReport, Unreached> {
         let spent = Duration::from_millis((clock.now_ms() - started_at).max(0) as u64);
         let remaining = call.timeout.saturating_sub(spent);
         let result = tokio::time::timeout(remaining, self.send(url, call, started_at)).await;
         let ended_at = clock.now_ms();
-        match result {
+        Ok(match result {
             Err(_) => {
                 let error = format!("timed out after {}", humantime::format_duration(call.timeout));
                 failed_attempt(call, started_at, ended_at, Outcome::Timeout, error)
+            }
+            Ok(Err(failure)) if failure.unreached => {
+                return Err(Unreached(failed_attempt(call, started_at, ended_at, failure.outcome, failure.message)));
             }
             Ok(Err(failure)) => {
                 report(call, (started_at, ended_at), failure.outcome, failure.status, Some(failure.message))
@@ -104,7 +121,7 @@ impl UrlRuntime {
                 report.response = Some(response);
                 report
             }
-        }
+        })
     }
 
     async fn send(
@@ -134,8 +151,10 @@ impl UrlRuntime {
         let request = request
             .body(Full::new(call.payload.clone()))
             .map_err(|e| CallFailure::permanent(format!("cannot build the request: {e}")))?;
-        let response =
-            self.client.request(request).await.map_err(|e| CallFailure::transient(describe_client_error(&e)))?;
+        let response = self.client.request(request).await.map_err(|e| CallFailure {
+            unreached: e.is_connect(),
+            ..CallFailure::transient(describe_client_error(&e))
+        })?;
         let status = response.status().as_u16();
         let header =
             |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
@@ -153,11 +172,7 @@ impl UrlRuntime {
                     f.status = Some(status);
                     f
                 } else {
-                    CallFailure {
-                        outcome: Outcome::Transient,
-                        status: Some(status),
-                        message: format!("reading the response: {e}"),
-                    }
+                    CallFailure { status: Some(status), ..CallFailure::transient(format!("reading the response: {e}")) }
                 }
             })?
             .to_bytes();
@@ -249,20 +264,27 @@ fn effects_attempt(
     }
 }
 
+/// An attempt that reached nothing (no connection could be made): its report, should the
+/// caller have nowhere else to send it.
+#[derive(Debug)]
+pub(crate) struct Unreached(pub(crate) AttemptReport);
+
 /// Why an attempt got no usable response.
 #[derive(Debug)]
 struct CallFailure {
     outcome: Outcome,
     status: Option<u16>,
     message: String,
+    /// No connection was made: the request never left.
+    unreached: bool,
 }
 
 impl CallFailure {
     fn transient(message: String) -> Self {
-        Self { outcome: Outcome::Transient, status: None, message }
+        Self { outcome: Outcome::Transient, status: None, message, unreached: false }
     }
     fn permanent(message: String) -> Self {
-        Self { outcome: Outcome::Permanent, status: None, message }
+        Self { outcome: Outcome::Permanent, status: None, message, unreached: false }
     }
 }
 

@@ -5,6 +5,8 @@
 //! `function`, `attempt`, `trace_id`, `subscription`, `event_id`) under `span`. Payloads,
 //! results, idempotency keys and tokens are never fields of a span or an event.
 
+use std::io::IsTerminal;
+
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -28,10 +30,12 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the global subscriber: JSON lines when `json`, else pretty text.
+/// Installs the global subscriber: JSON lines when `json`, else pretty text, coloured only on
+/// a terminal (and not when `NO_COLOR` is set).
 pub fn init(json: bool) -> Telemetry {
     let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
-    let fmt = tracing_subscriber::fmt::layer();
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(colours(std::io::stdout().is_terminal(), no_color));
     let fmt = if json {
         fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
     } else {
@@ -52,4 +56,22 @@ pub fn init(json: bool) -> Telemetry {
         tracing::info!("exporting traces over OTLP/HTTP");
     }
     Telemetry { provider }
+}
+
+/// Whether log lines get ANSI colours: only for a person at a terminal who has not asked for
+/// none (<https://no-color.org>); never in a file, a pipe or a journal.
+fn colours(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, false));
+        assert!(!colours(false, false), "a file or a pipe gets plain text");
+        assert!(!colours(true, true), "NO_COLOR turns them off");
+    }
 }

@@ -75,7 +75,7 @@ async fn sample(shared: &Shared) {
         let name = function.config.name.as_str();
         depth.insert(name, (0, None));
         dlq.insert((name.to_owned(), String::new()), 0);
-        gauge!(m::ATTEMPTS_IN_FLIGHT, "function" => name.to_owned()).set(function.in_flight() as f64);
+        gauge!(m::ATTEMPTS_IN_FLIGHT, "function" => name.to_owned()).set(shared.runtime.running(name) as f64);
         if let Some(pool) = shared.runtime.pool(name) {
             let view = pool.view();
             gauge!(m::FUNCTION_INSTANCES, "function" => name.to_owned()).set(view.instances.len() as f64);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use keel_server::Node;
 use serde_json::Value;
 
-use crate::support::{config, fast_retry, get_json, post_json, request, Functions, Keel};
+use crate::support::{config, fast_retry, get_json, post_json, request, Functions, Keel, REQUEST_DEADLINE};
 
 fn assert_problem(status: u16, headers: &axum::http::HeaderMap, body: &Value, expected: u16) {
     assert_eq!(status, expected, "{body}");
@@ -201,8 +201,11 @@ async fn clients_hanging_up_mid_admission_strand_no_invocation() {
                      content-length: {}\r\n\r\n",
                     body.len()
                 );
-                let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
-                stream.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+                let sent = tokio::time::timeout(REQUEST_DEADLINE, async {
+                    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+                    stream.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+                });
+                sent.await.expect("connecting and writing a request");
                 // Gone without reading the answer.
             });
         }

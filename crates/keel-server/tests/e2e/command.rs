@@ -186,11 +186,25 @@ async fn an_instance_killed_mid_invocation_is_replaced_and_the_invocation_retrie
     let (status, headers, body) = call.await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_ne!(body["pid"].as_u64(), Some(hung), "answered by a new instance");
-    assert_eq!(body["attempt"], "2");
-    assert_eq!(headers["keel-attempts"], "2");
     let id = headers["keel-invocation-id"].to_str().unwrap();
     let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
-    assert_eq!(inv["attempts"][0]["outcome"], "transient", "{inv}");
+    let attempts = inv["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "transient", "{inv:#}");
+    assert_eq!(headers["keel-attempts"].to_str().unwrap(), attempts.len().to_string());
+    assert_eq!(body["attempt"], attempts.len().to_string(), "the last attempt answered");
+    // Two attempts, or three. The retry can be lent the dead instance while Keel has not yet
+    // learnt of its exit. If its port refuses the connection, the pool retires it and the same
+    // attempt goes to a new instance: two attempts. But for a moment while a killed process is
+    // torn down, its port can still complete a connection and then reset it (seen with python3
+    // about once in ten kills), which is indistinguishable from an instance crashing while it
+    // handles the request: that attempt counts, and a third one succeeds. Never more, and never
+    // an attempt spent on a refused connection.
+    assert!(matches!(attempts.len(), 2 | 3), "{inv:#}");
+    for failed in &attempts[1..attempts.len() - 1] {
+        let error = failed["error"].as_str().unwrap_or_default();
+        assert!(!error.contains("refused"), "a refused connection is not an attempt: {inv:#}");
+        assert!(error.contains("reset") || error.contains("closed"), "{inv:#}");
+    }
     let state = function_state(&keel.url, "fragile").await;
     assert_eq!(state["cold_starts"]["count"], 2, "{state}");
     assert_eq!(instance_pids(&state), [body["pid"].as_u64().unwrap()]);
@@ -224,7 +238,9 @@ async fn an_instance_sees_only_its_declared_environment_and_keels_variables() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_that_never_becomes_ready_fails_with_what_it_printed() {
-    let extra = format!("startup_timeout = \"2s\"\n{}", fast_retry(2));
+    // The program exits at once; a generous startup_timeout keeps that exit, not the timeout,
+    // what ends each start, however long a loaded machine takes to start python3.
+    let extra = format!("startup_timeout = \"20s\"\n{}", fast_retry(2));
     let table = format!(
         "[functions.broken]\ncommand = [\"python3\", \"-c\", \"print('missing DATABASE_URL'); raise SystemExit(3)\"]\n{extra}\n"
     );
@@ -234,7 +250,7 @@ async fn a_program_that_never_becomes_ready_fails_with_what_it_printed() {
     let detail = body["detail"].as_str().unwrap_or_default().to_owned() + body["error"].as_str().unwrap_or_default();
     let id = body["invocation_id"].as_str().unwrap();
     let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
-    let error = inv["attempts"][0]["error"].as_str().unwrap();
+    let error = inv["attempts"][0]["error"].as_str().unwrap_or_else(|| panic!("no error in the first attempt: {inv}"));
     assert!(error.contains("function broken") && error.contains("did not become ready"), "{error}");
     assert!(error.contains("exit status: 3") && error.contains("missing DATABASE_URL"), "{error} / {detail}");
     let state = function_state(&keel.url, "broken").await;

@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::load::{submit_many, wait_succeeded};
+use crate::load::{submit_many, wait_all_succeeded};
 use crate::support::{get_json, Functions};
 
 pub(crate) fn free_port() -> u16 {
@@ -90,14 +90,12 @@ async fn sigkill_with_a_thousand_in_flight_loses_no_accepted_invocation() {
 
     let mut keel = spawn_keel(&config, port, &log);
     wait_ready(&base, &mut keel).await;
-    let succeeded = wait_succeeded(&base, "work", accepted.len(), Duration::from_secs(120)).await;
+    let succeeded = wait_all_succeeded(&base, "work", &accepted, Duration::from_secs(120)).await;
     keel.kill().unwrap();
     keel.wait().unwrap();
 
     // An invocation committed just before the kill may have lost its 202: it still runs, so
-    // `succeeded` may hold a few more than `accepted` — never fewer.
-    let lost: Vec<_> = accepted.iter().filter(|id| !succeeded.contains(id)).collect();
-    assert!(lost.is_empty(), "accepted but not succeeded: {lost:?}");
+    // `succeeded` may hold a few more than `accepted` — never fewer (every accepted one is in it).
     assert!(succeeded.len() <= accepted.len() + 64, "{} succeeded for {} accepted", succeeded.len(), accepted.len());
     let successes = fns.successes();
     let missing: Vec<_> = accepted.iter().filter(|id| !successes.contains_key(*id)).collect();

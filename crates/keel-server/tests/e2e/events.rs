@@ -384,7 +384,7 @@ async fn sigkill_during_effectful_invocations_keeps_writes_and_events_with_their
     let accepted = submitting.await.unwrap();
     let mut keel = spawn_keel(&config, port, &log);
     wait_ready(&base, &mut keel).await;
-    crate::load::wait_succeeded(&base, "record", accepted.len(), Duration::from_secs(60)).await;
+    crate::load::wait_all_succeeded(&base, "record", &accepted, Duration::from_secs(60)).await;
     crate::load::wait_succeeded(&base, "ok", accepted.len(), Duration::from_secs(60)).await;
     for id in &accepted {
         let (s, h, v) = get_json(&format!("{base}/v1/kv/done/{id}")).await;

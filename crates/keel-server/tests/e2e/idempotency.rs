@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::crash::{free_port, spawn_keel, spawn_keel_with_env, wait_ready};
-use crate::support::{get_json, request, Functions, Keel, Reply};
+use crate::support::{get_json, request, send, Functions, Keel, Reply, SendError};
 
 fn json(reply: &Reply) -> Value {
     serde_json::from_slice(&reply.2).unwrap_or(Value::Null)
@@ -168,13 +168,11 @@ async fn a_crash_between_admitting_and_replying_is_healed_by_retrying_with_the_k
     let mut keel = spawn_keel_with_env(&config, port, &log, &[("KEEL_CRASH_AT", "after-admit")]);
     wait_ready(&base, &mut keel).await;
     let url = format!("{base}/v1/functions/ok/invocations");
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let req = hyper::Request::post(&url)
         .header("idempotency-key", "signup-42")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
         .unwrap();
-    assert!(client.request(req).await.is_err(), "the node died before answering");
+    assert!(matches!(send(req).await, Err(SendError::Transport(_))), "the node died before answering");
     let status = keel.wait().unwrap();
     assert!(!status.success(), "killed, not exited: {status}");
 
@@ -213,13 +211,15 @@ async fn a_keyed_sync_call_orphaned_by_a_crash_is_taken_over_by_the_retry() {
     let pending = tokio::spawn({
         let url = url.clone();
         async move {
-            let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
             let req = hyper::Request::post(url)
                 .header("idempotency-key", "buy-7")
                 .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
                 .unwrap();
-            client.request(req).await.is_err()
+            match send(req).await {
+                Err(SendError::Transport(_)) => true,
+                Err(e @ SendError::Deadline(_)) => panic!("the orphaned call: {e}"),
+                Ok(_) => false,
+            }
         }
     });
     let end = Instant::now() + Duration::from_secs(5);

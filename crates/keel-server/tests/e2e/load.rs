@@ -1,34 +1,40 @@
 //! Many invocations at once against a function that fails often: nothing is lost, nothing runs
 //! to success twice.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use serde_json::Value;
 
-use crate::support::{get_json, Functions, Keel};
+use crate::support::{get_json, send, Functions, Keel, SendError};
 
 /// Submits `n` async invocations of `function`, at most 64 in flight; returns the accepted ids.
+///
+/// A submission may fail (the crash tests SIGKILL the server under it): it is then not counted
+/// as accepted. It may never hang: each has its own connection and [`send`]'s deadline, and one
+/// that outlives it fails the test, naming it.
 pub(crate) async fn submit_many(base: &str, function: &str, n: usize) -> Vec<String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (client, gate) = (client.clone(), gate.clone());
+        let gate = gate.clone();
         let url = format!("{base}/v1/functions/{function}/invocations");
         tasks.push(tokio::spawn(async move {
             let _slot = gate.acquire().await.unwrap();
-            let req = hyper::Request::post(url)
+            let req = hyper::Request::post(&url)
                 .header("content-type", "application/json")
                 .body(Full::new(Bytes::from(format!("{{\"i\":{i}}}"))))
                 .unwrap();
-            let resp = client.request(req).await.ok()?;
-            (resp.status() == 202).then_some(())?;
-            let body: Value = serde_json::from_slice(&resp.into_body().collect().await.ok()?.to_bytes()).ok()?;
+            let (status, _, body) = match send(req).await {
+                Ok(reply) => reply,
+                Err(SendError::Transport(_)) => return None,
+                Err(e @ SendError::Deadline(_)) => panic!("submission {i} to {url}: {e}"),
+            };
+            (status == 202).then_some(())?;
+            let body: Value = serde_json::from_slice(&body).ok()?;
             Some(body["id"].as_str()?.to_string())
         }));
     }
@@ -41,30 +47,82 @@ pub(crate) async fn submit_many(base: &str, function: &str, n: usize) -> Vec<Str
     ids
 }
 
-/// Waits until `function` has at least `n` succeeded invocations and none is still pending;
-/// returns the succeeded ids.
-pub(crate) async fn wait_succeeded(base: &str, function: &str, n: usize, limit: Duration) -> Vec<String> {
+/// Every invocation of `function` with `status`, paging through the list.
+pub(crate) async fn all_with_status(base: &str, function: &str, status: &str) -> Vec<String> {
+    let (mut ids, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let url = format!("{base}/v1/invocations?function={function}&status={status}&limit=1000{cursor}");
+        let (code, _, page) = get_json(&url).await;
+        assert_eq!(code, 200, "{page}");
+        ids.extend(page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return ids,
+        }
+    }
+}
+
+/// How many invocations of `function` are queued, running or retrying.
+async fn pending(base: &str, function: &str) -> usize {
+    let mut pending = 0;
+    for status in ["queued", "running", "retrying"] {
+        pending += all_with_status(base, function, status).await.len();
+    }
+    pending
+}
+
+/// The succeeded invocations of `function` once `done` accepts them and nothing is pending, or
+/// a failure naming what is missing after `limit`.
+///
+/// Nothing pending is checked both before and after the succeeded ones are listed: the lists
+/// are separate requests, and an invocation finishing between them would otherwise be missing
+/// from both (neither pending when looked for, nor yet succeeded when listed).
+async fn wait_settled(
+    base: &str,
+    function: &str,
+    limit: Duration,
+    done: impl Fn(&HashSet<String>) -> Result<(), String>,
+) -> HashSet<String> {
     let end = Instant::now() + limit;
     loop {
-        let (_, _, page) =
-            get_json(&format!("{base}/v1/invocations?function={function}&status=succeeded&limit=1000")).await;
-        let ids: Vec<String> = page["items"]
-            .as_array()
-            .map(|a| a.iter().map(|i| i["id"].as_str().unwrap().to_string()).collect())
-            .unwrap_or_default();
-        let (_, _, pending) =
-            get_json(&format!("{base}/v1/invocations?function={function}&status=queued&limit=1")).await;
-        let (_, _, retrying) =
-            get_json(&format!("{base}/v1/invocations?function={function}&status=retrying&limit=1")).await;
-        let (_, _, running) =
-            get_json(&format!("{base}/v1/invocations?function={function}&status=running&limit=1")).await;
-        let idle = [pending, retrying, running].iter().all(|p| p["items"].as_array().is_some_and(|a| a.is_empty()));
-        if ids.len() >= n && idle {
-            return ids;
+        let before = pending(base, function).await;
+        let succeeded: HashSet<String> = all_with_status(base, function, "succeeded").await.into_iter().collect();
+        let after = pending(base, function).await;
+        let verdict = done(&succeeded);
+        if before == 0 && after == 0 && verdict.is_ok() {
+            return succeeded;
         }
-        assert!(Instant::now() < end, "only {} of {n} succeeded after {limit:?}", ids.len());
+        let why = verdict.err().unwrap_or_default();
+        assert!(Instant::now() < end, "after {limit:?}: {after} of {function} pending; {why}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until `function` has at least `n` succeeded invocations and none is pending; returns
+/// the succeeded ids.
+pub(crate) async fn wait_succeeded(base: &str, function: &str, n: usize, limit: Duration) -> HashSet<String> {
+    wait_settled(base, function, limit, |succeeded| {
+        (succeeded.len() >= n).then_some(()).ok_or_else(|| format!("{} of {n} succeeded", succeeded.len()))
+    })
+    .await
+}
+
+/// Waits until every id of `accepted` succeeded and nothing of `function` is pending; returns
+/// every succeeded id (an invocation whose 202 was lost in a crash may be among them).
+pub(crate) async fn wait_all_succeeded(
+    base: &str,
+    function: &str,
+    accepted: &[String],
+    limit: Duration,
+) -> HashSet<String> {
+    wait_settled(base, function, limit, |succeeded| {
+        let missing: Vec<&String> = accepted.iter().filter(|id| !succeeded.contains(*id)).collect();
+        match missing.first() {
+            None => Ok(()),
+            Some(first) => Err(format!("{} accepted not succeeded (first {first})", missing.len())),
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,11 +135,9 @@ async fn a_thousand_concurrent_invocations_against_30_percent_failures_all_succe
     .await;
     let accepted = submit_many(&keel.url, "shaky", 1000).await;
     assert_eq!(accepted.len(), 1000, "every submission is accepted");
-    let mut succeeded = wait_succeeded(&keel.url, "shaky", 1000, Duration::from_secs(120)).await;
-    let mut accepted_sorted = accepted.clone();
-    accepted_sorted.sort();
-    succeeded.sort();
-    assert_eq!(succeeded, accepted_sorted, "exactly the accepted invocations succeeded");
+    let succeeded = wait_all_succeeded(&keel.url, "shaky", &accepted, Duration::from_secs(120)).await;
+    let accepted_set: HashSet<String> = accepted.iter().cloned().collect();
+    assert_eq!(succeeded, accepted_set, "exactly the accepted invocations succeeded");
 
     let successes = fns.successes();
     for id in &accepted {

@@ -1,5 +1,5 @@
 //! End-to-end tests: real Keel nodes on 127.0.0.1:0 over real SQLite files, calling real HTTP
-//! functions; the crash test SIGKILLs the real `keel` binary.
+//! functions; the crash tests SIGKILL the real `keel` binary, and `serve` runs it as a user does.
 
 mod api;
 mod bench;
@@ -8,10 +8,12 @@ mod command;
 mod crash;
 mod edge;
 mod events;
+mod first_function;
 mod idempotency;
 mod killloop;
 mod load;
 mod observability;
 mod openapi;
 mod retries;
+mod serve;
 mod support;

@@ -173,20 +173,69 @@ impl Keel {
 /// A response: status, headers, body.
 pub(crate) type Reply = (u16, HeaderMap, Bytes);
 
+/// The longest any one request of these tests may take, answer and body included: far beyond
+/// any legitimate wait here (the longest is a sync invoke retrying for a few seconds), so that a
+/// request that can never finish fails its test with the request named instead of hanging CI.
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Why [`send`] got no reply.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The connection failed or closed before the whole answer arrived (the server died, say).
+    Transport(String),
+    /// Nothing final within [`REQUEST_DEADLINE`]: the test cannot finish, and must say so.
+    Deadline(&'static str),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Transport(e) => write!(f, "{e}"),
+            SendError::Deadline(stage) => write!(f, "no {stage} within {REQUEST_DEADLINE:?}"),
+        }
+    }
+}
+
+/// Sends `req` on a connection of its own and reads the whole answer within [`REQUEST_DEADLINE`].
+///
+/// A connection of its own, never a pooled one: the tests SIGKILL servers mid-request, and a
+/// request must then fail at once with the connection it was written on, not be handed a
+/// connection that another request left idle (see `load::submit_many`).
+pub(crate) async fn send(req: hyper::Request<Full<Bytes>>) -> Result<Reply, SendError> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
+    let deadline = tokio::time::Instant::now() + REQUEST_DEADLINE;
+    let resp = tokio::time::timeout_at(deadline, client.request(req))
+        .await
+        .map_err(|_| SendError::Deadline("answer"))?
+        .map_err(|e| SendError::Transport(describe(&e)))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = tokio::time::timeout_at(deadline, resp.into_body().collect())
+        .await
+        .map_err(|_| SendError::Deadline("whole body"))?
+        .map_err(|e| SendError::Transport(describe(&e)))?
+        .to_bytes();
+    Ok((status, headers, body))
+}
+
+/// An error with its chain of causes.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// One request that must be answered: panics naming it on a transport error or the deadline.
 pub(crate) async fn request(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Reply {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client
-        .request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, body)
+    send(req.body(Full::new(body.into())).unwrap()).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
 
 pub(crate) async fn post_json(url: &str, body: &str) -> (u16, HeaderMap, Value) {

@@ -180,6 +180,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close(&self) -> Result<()> {
+        let Readers::Pool { path, .. } = &self.readers else {
+            return Ok(());
+        };
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || writer::fold_wal(&path))
+            .await
+            .map_err(|e| Error::Unavailable(format!("checkpoint task failed: {e}")))?
+    }
+
     async fn queue_stats(&self, now: Millis) -> Result<Vec<keel_core::store::QueueStats>> {
         self.read(move |c| stats::queue_stats(c, now)).await
     }

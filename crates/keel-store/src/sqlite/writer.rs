@@ -246,6 +246,22 @@ pub(crate) fn start_checkpointer(path: &str) -> std::io::Result<std_mpsc::SyncSe
     Ok(tx)
 }
 
+/// Copies the whole WAL into the database file and empties it (`TRUNCATE`), on a connection of
+/// its own: at a clean shutdown, so that the database file alone is complete (for a copy or a
+/// backup) and the next start has no log to replay. Waits for readers up to the busy timeout.
+pub(crate) fn fold_wal(path: &str) -> Result<()> {
+    let conn = Connection::open(path).map_err(|e| Error::Unavailable(format!("opening {path}: {e}")))?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| Error::Unavailable(e.to_string()))?;
+    // The row is (busy, WAL frames, frames copied); busy = 1 means it could not finish.
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .map_err(|e| Error::Unavailable(format!("checkpointing {path}: {e}")))?;
+    if busy != 0 {
+        return Err(Error::Unavailable(format!("checkpointing {path}: the database was busy")));
+    }
+    Ok(())
+}
+
 /// Runs a parameterless statement from the connection's statement cache (no re-parsing).
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())

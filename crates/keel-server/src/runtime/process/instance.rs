@@ -72,10 +72,19 @@ pub(super) async fn run(pool: Arc<ProcessPool>, id: u64, port: u16, mut stop: on
         Err(reason) => End::NotReady(reason),
         Ok(()) => {
             pool.mark_ready(id, spawned_at.elapsed());
-            tokio::select! {
+            let end = tokio::select! {
                 status = child.wait() => status.map_or(End::Stopped, End::Crashed),
-                _ = &mut stop => End::Stopped,
+                // Retired because its port refused an attempt: it may have exited already.
+                _ = &mut stop => match child.try_wait() {
+                    Ok(Some(status)) => End::Crashed(status),
+                    _ => End::Stopped,
+                },
+            };
+            if matches!(end, End::Crashed(_)) {
+                // Out of service now, not once its output is drained below.
+                pool.retire(id);
             }
+            end
         }
     };
     if matches!(end, End::Stopped | End::NotReady(_)) {

@@ -25,7 +25,7 @@ use keel_core::outcome::Outcome;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::url::{failed_attempt, AttemptCall, UrlRuntime};
+use super::url::{failed_attempt, AttemptCall, Unreached, UrlRuntime};
 use stats::{ColdStarts, CrashStreak, STABLE_AFTER};
 pub(crate) use view::PoolView;
 
@@ -126,6 +126,12 @@ impl ProcessPool {
 
     /// One attempt on an instance: waits for a free slot (starting an instance if demand calls
     /// for one) within the attempt's timeout, then calls it like any HTTP function.
+    ///
+    /// An instance that refuses the connection is retired and the same attempt goes to another:
+    /// the request never left, and such an instance has almost always just died (the kernel
+    /// closes its port when it exits, a moment before Keel learns of the exit and removes it).
+    /// Without this, the retry of an attempt killed with its instance could be lent that same
+    /// dead instance and be spent on it.
     pub(crate) async fn call(
         self: &Arc<Self>,
         http: &UrlRuntime,
@@ -133,15 +139,45 @@ impl ProcessPool {
         clock: &dyn Clock,
     ) -> AttemptReport {
         let started_at = clock.now_ms();
-        let lease = match self.acquire(Instant::now() + call.timeout).await {
-            Ok(lease) => lease,
-            Err((outcome, error)) => return failed_attempt(call, started_at, clock.now_ms(), outcome, error),
-        };
-        let url = format!("http://127.0.0.1:{}{}", lease.port, self.config.path);
-        match ::url::Url::parse(&url) {
-            Ok(url) => http.call(&url, call, started_at, clock).await,
-            Err(e) => failed_attempt(call, started_at, clock.now_ms(), Outcome::Permanent, format!("{url}: {e}")),
+        let deadline = Instant::now() + call.timeout;
+        loop {
+            let lease = match self.acquire(deadline).await {
+                Ok(lease) => lease,
+                Err((outcome, error)) => return failed_attempt(call, started_at, clock.now_ms(), outcome, error),
+            };
+            let url = format!("http://127.0.0.1:{}{}", lease.port, self.config.path);
+            let url = match ::url::Url::parse(&url) {
+                Ok(url) => url,
+                Err(e) => {
+                    return failed_attempt(call, started_at, clock.now_ms(), Outcome::Permanent, format!("{url}: {e}"))
+                }
+            };
+            match http.try_call(&url, call, started_at, clock).await {
+                Ok(report) => return report,
+                Err(Unreached(report)) => {
+                    let error = report.attempt.error.as_deref().unwrap_or_default();
+                    tracing::warn!(function = %self.function, instance = lease.id, %error, "instance unreachable: retiring it");
+                    self.retire(lease.id);
+                    if Instant::now() >= deadline {
+                        return report;
+                    }
+                }
+            }
         }
+    }
+
+    /// Takes instance `id` out of service: no attempt is lent it any more, and its task is asked
+    /// to stop it (a process that already exited is reported as the crash it was).
+    fn retire(&self, id: u64) {
+        let mut state = self.lock();
+        if let Some(slot) = state.slots.iter_mut().find(|s| s.id == id && s.state != InstanceState::Stopping) {
+            slot.state = InstanceState::Stopping;
+            if let Some(stop) = slot.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        drop(state);
+        self.changed.notify_waiters();
     }
 
     async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, (Outcome, String)> {

@@ -10,8 +10,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
-use super::{wait_all_succeeded, Cluster};
-use crate::load::submit_many;
+use super::Cluster;
+use crate::load::{submit_many, wait_all_succeeded};
 use crate::support::{get_json, request};
 
 const EFFECTS: &str = "application/vnd.keel.effects+json";

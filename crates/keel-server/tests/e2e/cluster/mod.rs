@@ -3,7 +3,6 @@
 //! KV increments through two nodes all apply once (`increments.rs`), and a database outage
 //! answers 503 and then heals without restarting anything (`outage.rs`).
 
-use std::collections::HashSet;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ mod increments;
 mod outage;
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
-use crate::load::submit_many;
+use crate::load::{submit_many, wait_all_succeeded};
 use crate::support::{get_json, post_json, request, Functions};
 
 /// `n` nodes on `database`, each running `functions` (TOML); killed when dropped.
@@ -51,42 +50,6 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Every invocation of `function` with `status`, paging through the list.
-async fn all_with_status(base: &str, function: &str, status: &str) -> Vec<String> {
-    let (mut ids, mut cursor) = (Vec::new(), String::new());
-    loop {
-        let url = format!("{base}/v1/invocations?function={function}&status={status}&limit=1000{cursor}");
-        let (code, _, page) = get_json(&url).await;
-        assert_eq!(code, 200, "{page}");
-        ids.extend(page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = format!("&cursor={next}"),
-            None => return ids,
-        }
-    }
-}
-
-/// Waits until every id of `accepted` succeeded and nothing of `function` is pending.
-async fn wait_all_succeeded(base: &str, function: &str, accepted: &[String], limit: Duration) -> HashSet<String> {
-    let end = Instant::now() + limit;
-    loop {
-        let succeeded: HashSet<String> = all_with_status(base, function, "succeeded").await.into_iter().collect();
-        let mut pending = 0;
-        for status in ["queued", "running", "retrying"] {
-            pending += all_with_status(base, function, status).await.len();
-        }
-        let missing = accepted.iter().filter(|id| !succeeded.contains(*id)).count();
-        if missing == 0 && pending == 0 {
-            return succeeded;
-        }
-        assert!(
-            Instant::now() < end,
-            "{missing} accepted invocations not succeeded, {pending} pending after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -6,14 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use keel_store::pg_testkit::PgCluster;
 use serde_json::Value;
 
-use super::{wait_all_succeeded, Cluster};
-use crate::support::{get_json, request, Functions};
+use super::Cluster;
+use crate::load::wait_all_succeeded;
+use crate::support::{get_json, request, send, Functions};
 
 fn postgres_or_skip() -> Option<PgCluster> {
     match PgCluster::start() {
@@ -112,22 +111,18 @@ struct Admission {
 
 /// Submits async invocations one after another until `stop_at`, recording each answer.
 async fn submit_until(base: &str, stop_at: Instant, replies: &Mutex<Vec<Admission>>) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     while Instant::now() < stop_at {
         let req = hyper::Request::post(format!("{base}/v1/functions/work/invocations"))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from_static(b"{}")))
             .unwrap();
         let sent = Instant::now();
-        let resp = client.request(req).await.expect("the node answers");
-        let status = resp.status().as_u16();
-        let content_type =
-            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let (status, headers, body) = send(req).await.unwrap_or_else(|e| panic!("the node answers: {e}"));
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         if status == 503 {
-            assert!(resp.headers().contains_key("retry-after"), "a 503 says when to retry");
+            assert!(headers.contains_key("retry-after"), "a 503 says when to retry");
         }
-        let body: Value =
-            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap_or_default();
+        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
         let id = body["id"].as_str().map(str::to_string);
         replies.lock().unwrap().push(Admission { status, content_type, id, took: sent.elapsed() });
         if status == 503 {
