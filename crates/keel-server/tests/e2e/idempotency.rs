@@ -149,7 +149,8 @@ async fn an_expired_key_runs_again() {
     assert_eq!(fns.calls().len(), 2);
 }
 
-fn write_config(dir: &std::path::Path, function: &str) -> std::path::PathBuf {
+/// Writes `keel.toml` in `dir`: a SQLite database beside it, and `function` (TOML tables).
+pub(crate) fn write_config(dir: &std::path::Path, function: &str) -> std::path::PathBuf {
     let config = dir.join("keel.toml");
     let text = format!("[storage]\nurl = \"sqlite://{}/keel.db\"\n\n{function}", dir.display());
     std::fs::write(&config, text).unwrap();

@@ -128,16 +128,11 @@ async fn run_kill_loop(kills: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let (fns, addr) = Functions::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("keel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\nurl = \"sqlite://{}/keel.db\"\n\n[functions.count]\nurl = \"http://{addr}/fx/count\"\n\
-             concurrency = 16\ntimeout = \"5s\"\nretry = {{ max_attempts = 1000, initial = \"10ms\", max = \"200ms\" }}\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let function = format!(
+        "[functions.count]\nurl = \"http://{addr}/fx/count\"\nconcurrency = 16\ntimeout = \"5s\"\n\
+         retry = {{ max_attempts = 1000, initial = \"10ms\", max = \"200ms\" }}\n"
+    );
+    let config = crate::idempotency::write_config(dir.path(), &function);
     let log = dir.path().join("keel.log");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -142,19 +142,7 @@ async fn the_store_files_are_private_whatever_the_umask() {
     let previous = rustix::process::umask(rustix::fs::Mode::empty());
     let opened = SqliteStore::open(path.to_str().unwrap(), true);
     let store = opened.unwrap();
-    let invocation = keel_core::invocation::NewInvocation {
-        id: "01P".into(),
-        function: "f".into(),
-        payload: bytes::Bytes::from_static(b"secret"),
-        content_type: None,
-        created_at: 1,
-        due_at: 1,
-        idempotency_key: None,
-        traceparent: None,
-        delivery: None,
-        lease: None,
-    };
-    let written = store.enqueue(invocation).await;
+    let written = store.enqueue(new_invocation("01P".into())).await;
     rustix::process::umask(previous);
     written.unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
