@@ -2,7 +2,8 @@
 //! invocations whose function adds one to a KV counter per request, while it is SIGKILLed,
 //! paused (SIGSTOP/SIGCONT) or made to kill itself at a crash point (after an admission commits,
 //! before an outcome is recorded), at random every second or two. Clients keep a history of what
-//! was acknowledged; after the last restart a checker holds it against the store:
+//! was acknowledged; after the last restart, once the node is quiet, it is stopped and a checker
+//! holds the history against its store:
 //! - lost: an acknowledged invocation that did not succeed — must be 0;
 //! - applied twice: a counter above 1 (one request's effect committed twice, by a re-run or by a
 //!   keyed retry admitted as a second invocation) — must be 0;
@@ -202,9 +203,12 @@ async fn run_kill_loop(kills: usize, seed: u64) {
         }
     }
     let history = Arc::try_unwrap(history).unwrap().into_inner().unwrap();
-    let checked = check(&base, &history, Duration::from_secs(120)).await;
+    wait_quiet(&base, Duration::from_secs(300)).await;
     keel.kill().unwrap();
     keel.wait().unwrap();
+    let url = format!("sqlite://{}/keel.db", dir.path().display());
+    let store = keel_store::open(&keel_store::StoreOptions { url, fsync: false }).unwrap();
+    let checked = check(store.as_ref(), &history).await;
     eprintln!(
         "kill loop (seed {seed}): {kills} blows {tally:?} in {:?}; {} requests sent, {} acknowledged, {} calls of the function; {checked}",
         started.elapsed(),
@@ -219,37 +223,45 @@ fn signal(child: &Child, name: &str) {
     assert!(status.unwrap().success(), "kill -{name}");
 }
 
-/// Holds the history against the store once the node is quiet; panics naming what is wrong.
-async fn check(base: &str, history: &History, limit: Duration) -> String {
-    assert!(history.split_keys.is_empty(), "a key answered with two invocations: {:?}", history.split_keys);
+/// Waits until nothing of `count` is queued, running or retrying (the node finishes its work).
+async fn wait_quiet(base: &str, limit: Duration) {
     let end = Instant::now() + limit;
-    let mut pending: Vec<&String> = history.acknowledged.values().collect();
-    while !pending.is_empty() {
-        let mut still = Vec::new();
-        for id in pending {
-            let answer =
-                try_request("GET", &format!("{base}/v1/invocations/{id}"), &[], "", Duration::from_secs(5)).await;
-            let status = answer
-                .and_then(|(code, _, body)| (code == 200).then_some(body))
-                .and_then(|body| serde_json::from_slice::<Value>(&body).ok())
-                .map(|inv| inv["status"].as_str().unwrap_or_default().to_string());
-            match status.as_deref() {
-                Some("succeeded") => {}
-                Some("queued" | "running" | "retrying") | None => still.push(id),
-                Some(other) => panic!("acknowledged invocation {id} ended {other}"),
+    loop {
+        let mut busy = Vec::new();
+        for status in ["queued", "running", "retrying"] {
+            let url = format!("{base}/v1/invocations?function=count&status={status}&limit=1");
+            let page = try_request("GET", &url, &[], "", Duration::from_secs(5)).await;
+            let items = page.and_then(|(_, _, body)| serde_json::from_slice::<Value>(&body).ok());
+            if items.is_none_or(|p| p["items"].as_array().is_none_or(|items| !items.is_empty())) {
+                busy.push(status);
             }
         }
-        pending = still;
-        assert!(Instant::now() < end, "lost: {} acknowledged invocations not succeeded: {pending:?}", pending.len());
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if busy.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < end, "still {busy:?} invocations after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Holds the history against the store (opened here, the node stopped); panics naming what is
+/// wrong.
+async fn check(store: &dyn keel_core::store::Store, history: &History) -> String {
+    assert!(history.split_keys.is_empty(), "a key answered with two invocations: {:?}", history.split_keys);
+    let mut lost = Vec::new();
+    for (key, id) in &history.acknowledged {
+        match store.get(id).await.unwrap() {
+            Some(inv) if inv.status == keel_core::invocation::Status::Succeeded => {}
+            other => lost.push((key.clone(), id.clone(), other.map(|i| i.status))),
         }
     }
+    assert!(lost.is_empty(), "lost: {} acknowledged invocations not succeeded: {lost:?}", lost.len());
     let mut twice = Vec::new();
     for key in &history.sent {
-        let answer = try_request("GET", &format!("{base}/v1/kv/counts/{key}"), &[], "", Duration::from_secs(5)).await;
-        let (code, _, body) = answer.expect("the node answers");
-        let count: i64 = if code == 404 { 0 } else { serde_json::from_slice(&body).unwrap() };
+        let count: i64 = match store.kv_get("counts", key).await.unwrap() {
+            Some(entry) => serde_json::from_slice(&entry.value).unwrap(),
+            None => 0,
+        };
         if count > 1 {
             twice.push((key.clone(), count));
         }
