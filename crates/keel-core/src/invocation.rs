@@ -172,6 +172,9 @@ pub struct Invocation {
     pub sync: bool,
     /// Set when this invocation delivers an event to a subscription.
     pub delivery: Option<Delivery>,
+    /// The value of its function's `concurrency_key` header, when it came with one: at most
+    /// `limit` attempts of one value are in flight at once, retries included.
+    pub concurrency_key: Option<String>,
     /// The attempt history, oldest first (empty in lists).
     pub attempts: Vec<Attempt>,
 }
@@ -196,6 +199,8 @@ pub struct NewInvocation {
     pub idempotency_key: Option<String>,
     pub traceparent: Option<String>,
     pub delivery: Option<Delivery>,
+    /// See [`Invocation::concurrency_key`].
+    pub concurrency_key: Option<String>,
     /// Leased at admission by the node that runs it at once (it had a free slot and nothing due
     /// waiting): stored `running` under this lease, so no dispatcher leases it, and a crash
     /// before it completes is handled like any other lease. `None`: stored `queued`.
@@ -240,6 +245,7 @@ impl NewInvocation {
             traceparent: self.traceparent,
             sync: false,
             delivery: self.delivery,
+            concurrency_key: self.concurrency_key,
             attempts: Vec::new(),
         }
     }

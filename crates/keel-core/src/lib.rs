@@ -15,6 +15,7 @@
 //!   effects envelope a function answers with (KV writes with preconditions, events to emit).
 //! - [`kv`]: versioned function state and write preconditions.
 //! - [`idempotency`]: the `Idempotency-Key` record state machine, as a pure decision.
+//! - [`flow`]: flow control as pure decisions: the circuit breaker and the GCRA rate limiter.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod duration;
 pub mod effects;
 pub mod error;
 pub mod events;
+pub mod flow;
 pub mod id;
 pub mod idempotency;
 pub mod invocation;

@@ -167,6 +167,7 @@ mod tests {
 
     fn invocation(attempts: u32) -> Invocation {
         let mut inv = NewInvocation {
+            concurrency_key: None,
             id: "01".into(),
             function: "f".into(),
             payload: Default::default(),

@@ -55,6 +55,7 @@ fn delivery(
         _ => None,
     };
     NewInvocation {
+        concurrency_key: None,
         id: new_id(now),
         function: sub.function.clone(),
         payload: event.data.clone(),

@@ -19,6 +19,8 @@ pub struct FunctionConfig {
     /// Most invocations of this function in flight at once.
     pub concurrency: u32,
     pub retry: RetryPolicy,
+    /// Shedding, queue cap, rate limit, per-key concurrency and breaker.
+    pub flow: crate::flow::FlowConfig,
 }
 
 impl FunctionConfig {

@@ -84,6 +84,12 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// How long a keep-alive connection may sit idle between requests before it is closed.
     pub idle_timeout: Duration,
+    /// API requests served at once; one more is answered 503 `overloaded` at once.
+    pub max_inflight_requests: u32,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_MAX_INFLIGHT_REQUESTS: u32 = 10_000;
 }
 
 #[derive(Debug, Clone)]

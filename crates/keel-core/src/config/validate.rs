@@ -162,6 +162,7 @@ impl Checker {
             header_timeout: header_timeout?,
             body_timeout: body_timeout?,
             idle_timeout: idle_timeout?,
+            max_inflight_requests: ServerConfig::DEFAULT_MAX_INFLIGHT_REQUESTS,
         })
     }
 

@@ -30,6 +30,19 @@ pub struct LeaseRequest {
     /// The lease lapses at this time unless the attempt completes first.
     pub expires_at: Millis,
     pub limit: usize,
+    /// The function's `concurrency_key` limit, when it has one: no value's attempts in flight
+    /// may exceed it (invocations without a key are not limited).
+    pub keys: Option<KeyLimit>,
+}
+
+/// Per-key concurrency for one lease: `running` holds how many attempts of each key value are
+/// in flight now on the requesting node (values with none are left out). The lease skips
+/// invocations of a value already at `limit`, takes at most `limit - running` of each other
+/// value, and reports `next_due_at` over the values it could still take.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimit {
+    pub limit: u32,
+    pub running: std::collections::BTreeMap<String, u32>,
 }
 
 /// What a lease call returns.
@@ -192,8 +205,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Commits at once whatever writes are held back for company (someone is held up by them).
     fn hurry(&self) {}
 
-    /// Leases up to `limit` due invocations of one function (status `running`).
+    /// Leases up to `limit` due invocations of one function (status `running`). A paused
+    /// function's work is never leased ([`Store::set_paused`]).
     async fn lease(&self, request: LeaseRequest) -> Result<Leased>;
+
+    /// Pauses (`true`) or resumes a function, durably and for every node: while paused, its
+    /// work is admitted and held but never leased. Resuming wakes every node's dispatcher of it.
+    async fn set_paused(&self, function: &str, paused: bool, now: Millis) -> Result<()> {
+        let _ = (function, paused, now);
+        Ok(())
+    }
+
+    /// The functions paused now, with when each was paused.
+    async fn paused(&self) -> Result<Vec<(String, Millis)>> {
+        Ok(Vec::new())
+    }
 
     /// Records an attempt and moves the invocation on. Refused with
     /// [`Error::InvalidState`](crate::Error::InvalidState) when the caller no longer holds the

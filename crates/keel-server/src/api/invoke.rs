@@ -290,6 +290,7 @@ pub(crate) async fn invoke_async(
     // its attempt starts once it is durable: no lease round-trip through the store.
     let slot = if delay.is_zero() { function.slot_now() } else { None };
     let new = NewInvocation {
+        concurrency_key: None,
         id: new_id(now),
         function: function.config.name.clone(),
         content_type: header_str(&headers, "content-type").map(str::to_string),

@@ -111,6 +111,7 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
             now,
             expires_at: now + lease_for,
             limit: wanted,
+            keys: None,
         };
         let leased = match shared.store.lease(request).await {
             Ok(leased) => leased,

@@ -121,6 +121,7 @@ pub(crate) fn new_invocation(
 ) -> Invocation {
     let now = shared.clock.now_ms();
     let mut inv = NewInvocation {
+        concurrency_key: None,
         id: new_id(now),
         function: function.config.name.clone(),
         payload: request.payload,

@@ -72,6 +72,7 @@ pub(crate) fn invocation(row: &Row) -> Result<Invocation> {
             None => None,
         },
         traceparent: row.try_get(20).map_err(db_err)?,
+        concurrency_key: None, // SKELETON: flow-store stores it
         sync: row.try_get(21).map_err(db_err)?,
         attempts: Vec::new(),
     })

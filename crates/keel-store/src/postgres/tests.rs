@@ -22,6 +22,7 @@ const T0: i64 = 1_700_000_000_000;
 
 fn new_inv(id: String, due_at: i64) -> NewInvocation {
     NewInvocation {
+        concurrency_key: None,
         id,
         function: "f".into(),
         payload: Bytes::from_static(b"{}"),
@@ -57,8 +58,14 @@ async fn concurrent_enqueues_group_commit_and_two_nodes_lease_disjoint_work() {
     let lease = |store: Arc<PgStore>, owner: &'static str| async move {
         let mut mine = Vec::new();
         loop {
-            let request =
-                LeaseRequest { function: "f".into(), owner: owner.into(), now: T0, expires_at: T0 + 1, limit: 7 };
+            let request = LeaseRequest {
+                function: "f".into(),
+                owner: owner.into(),
+                now: T0,
+                expires_at: T0 + 1,
+                limit: 7,
+                keys: None,
+            };
             let got = store.lease(request).await.unwrap().invocations;
             if got.is_empty() {
                 return mine;
@@ -112,8 +119,14 @@ async fn a_silent_node_loses_its_leases_before_they_expire() {
     let beat = |id: &str, now| NodeBeat { id: id.into(), addr: "-".into(), started_at: T0, now, draining: false };
     a.heartbeat(beat("node-a", T0)).await.unwrap();
     a.enqueue(new_inv("01A".into(), T0)).await.unwrap();
-    let long =
-        LeaseRequest { function: "f".into(), owner: "node-a".into(), now: T0, expires_at: T0 + 3_600_000, limit: 1 };
+    let long = LeaseRequest {
+        function: "f".into(),
+        owner: "node-a".into(),
+        now: T0,
+        expires_at: T0 + 3_600_000,
+        limit: 1,
+        keys: None,
+    };
     assert_eq!(a.lease(long).await.unwrap().invocations.len(), 1);
     // node-b's clock runs far ahead of node-a's: node-a still looks alive to it.
     let ahead = T0 + 10 * NODE_TIMEOUT_MS;

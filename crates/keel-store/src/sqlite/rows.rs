@@ -53,6 +53,7 @@ pub(crate) fn invocation(row: &Row<'_>) -> rusqlite::Result<Invocation> {
         error: row.get(18)?,
         idempotency_key: row.get(19)?,
         traceparent: row.get(20)?,
+        concurrency_key: None, // SKELETON: flow-store stores it
         sync: row.get(21)?,
         delivery: match row.get::<_, Option<String>>(22)? {
             Some(subscription) => Some(Delivery {

@@ -58,6 +58,7 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
 
 fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
     keel_core::invocation::NewInvocation {
+        concurrency_key: None,
         id,
         function: "f".into(),
         payload: bytes::Bytes::from_static(b"{}"),

@@ -60,6 +60,7 @@ impl Checker {
             timeout: timeout?,
             sync_timeout: sync_timeout?,
             idempotency_ttl: idempotency_ttl?,
+            flow: crate::flow::FlowConfig::unlimited(concurrency?),
             concurrency: concurrency?,
             retry: retry?,
         })

@@ -80,6 +80,7 @@ const T0: Millis = 1_700_000_000_000;
 
 fn new_inv(id: &str, function: &str, due_at: Millis) -> NewInvocation {
     NewInvocation {
+        concurrency_key: None,
         id: id.to_string(),
         function: function.to_string(),
         payload: Bytes::from(format!("{{\"id\":\"{id}\"}}")),
@@ -94,7 +95,7 @@ fn new_inv(id: &str, function: &str, due_at: Millis) -> NewInvocation {
 }
 
 fn lease_req(function: &str, now: Millis, limit: usize) -> LeaseRequest {
-    LeaseRequest { function: function.into(), owner: "node-a".into(), now, expires_at: now + 30_000, limit }
+    LeaseRequest { function: function.into(), owner: "node-a".into(), now, expires_at: now + 30_000, limit, keys: None }
 }
 
 fn attempt(number: u32, outcome: Outcome, status: Option<u16>) -> Attempt {

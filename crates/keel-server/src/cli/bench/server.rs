@@ -132,6 +132,7 @@ impl BenchServer {
                 for _ in 0..share {
                     let now = SystemClock.now_ms();
                     let new = NewInvocation {
+                        concurrency_key: None,
                         id: new_id(now),
                         function: "noop".into(),
                         payload: Bytes::from_static(PAYLOAD),
