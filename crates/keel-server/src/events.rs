@@ -11,10 +11,9 @@ use keel_core::effects::Effects;
 use keel_core::events::{CloudEvent, NewEvent};
 use keel_core::id::new_id;
 use keel_core::invocation::{CommitEffects, Delivery, Invocation, NewInvocation};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::dispatch;
-use crate::functions::Function;
+use crate::functions::{Function, Slot};
 use crate::state::Shared;
 use crate::trace;
 
@@ -80,7 +79,7 @@ fn delivery(
 pub(crate) struct LeasedDelivery {
     invocation: Invocation,
     function: Arc<Function>,
-    slot: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 impl LeasedDelivery {
@@ -105,7 +104,7 @@ pub(crate) fn lease_deliveries(shared: &Shared, event: &mut NewEvent, now: Milli
         event.deliveries.iter_mut().filter(|d| d.delivery.as_ref().is_some_and(|d| d.ordering_key.is_none()))
     {
         let Some(function) = shared.functions.get(&delivery.function) else { continue };
-        let Some(slot) = function.slot_now() else { continue };
+        let Some(slot) = function.slot_now(None, now) else { continue };
         delivery.lease = Some(dispatch::lease_at(shared, function, now));
         leased.push(LeasedDelivery { invocation: delivery.clone().into_stored(), function: function.clone(), slot });
     }

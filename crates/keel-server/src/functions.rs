@@ -22,10 +22,28 @@ pub(crate) struct Function {
     /// 2 × `concurrency` unrecorded attempts (what a crash of it can make run again); a drain
     /// waits on these too.
     pub(crate) unrecorded: Arc<Semaphore>,
+    /// Pause, shedding, rate limit, per-key concurrency, breaker, queue cap (`flow.rs`).
+    pub(crate) flow: crate::flow::Flow,
     /// Whether due work may be waiting in the store for the dispatcher (set by whatever queues
     /// work, cleared by the dispatcher when a lease found no more). While it may, an admission
     /// queues behind that work instead of taking a free slot at once.
     due: AtomicBool,
+}
+
+/// A concurrency slot with what flow control gave the attempt that will use it.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) pass: Pass,
+}
+
+/// What flow control gave one async attempt: whether it is a breaker probe, and its room under
+/// its `concurrency_key` value (held until the function answered).
+#[derive(Debug, Default)]
+pub(crate) struct Pass {
+    pub(crate) probe: bool,
+    #[expect(dead_code, reason = "held, never read: dropping it frees the key's room")]
+    pub(crate) key: Option<crate::flow::KeyGuard>,
 }
 
 /// Calls in flight from which a function counts as busy (PostgreSQL's `commit_siblings`).
@@ -55,12 +73,26 @@ impl Function {
     }
 
     /// A slot for an invocation being admitted, to run it at once (leased at admission): only
-    /// when one is free and no due work waits for the dispatcher, which it would overtake.
-    pub(crate) fn slot_now(&self) -> Option<OwnedSemaphorePermit> {
+    /// when one is free, no due work waits for the dispatcher (which it would overtake), and flow
+    /// control lets it start now (not paused, breaker closed, a rate turn and room for its key).
+    pub(crate) fn slot_now(self: &Arc<Self>, key: Option<&str>, now: keel_core::clock::Millis) -> Option<Slot> {
         if self.due.load(Ordering::SeqCst) {
             return None;
         }
-        self.permits.clone().try_acquire_owned().ok()
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let key = match (key, &self.flow.keys) {
+            (Some(key), Some(keys)) => {
+                if !keys.try_enter(key) {
+                    return None;
+                }
+                Some(crate::flow::KeyGuard::counted(self.clone(), key.to_owned()))
+            }
+            _ => None,
+        };
+        if !self.flow.may_start_now(now) {
+            return None;
+        }
+        Some(Slot { permit, pass: Pass { probe: false, key } })
     }
 
     /// An attempt gave its slot back: the dispatcher wants it only if due work may be waiting.
@@ -76,7 +108,7 @@ impl Function {
 pub(crate) struct Functions(BTreeMap<String, Arc<Function>>);
 
 impl Functions {
-    pub(crate) fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config, now: keel_core::clock::Millis) -> Self {
         Self(
             config
                 .functions
@@ -87,6 +119,7 @@ impl Functions {
                         permits: Arc::new(Semaphore::new(f.concurrency as usize)),
                         wake: Notify::new(),
                         unrecorded: Arc::new(Semaphore::new(f.concurrency as usize)),
+                        flow: crate::flow::Flow::new(name, f.flow.clone(), f.concurrency, now),
                         // Unknown until the dispatcher's first lease (work left from before a
                         // restart, or queued by other nodes).
                         due: AtomicBool::new(true),

@@ -14,7 +14,8 @@
 //! - `runtime/`: how an attempt reaches a function (`url.rs`: pooled keep-alive HTTP client and
 //!   the function contract; `process/`: the instance pool of each `command` function — cold
 //!   starts, scale-out to `max_instances`, scale to zero, crash replacement, the watchdog).
-//! - `functions.rs`: each function's bulkhead and wake-up signal; `state.rs`: what all share;
+//! - `functions.rs`: each function's bulkhead and wake-up signal; `flow.rs`: its flow control
+//!   (pause, shedding, rate limit, per-key concurrency, breaker, queue cap); `state.rs`: what all share;
 //!   `events.rs`: fan-out of events into deliveries and effects into what the store commits;
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
 //! - `cluster.rs`: this node's heartbeat, and the wake-ups other nodes send it.
@@ -29,6 +30,7 @@ mod cluster;
 mod dispatch;
 mod events;
 mod faults;
+mod flow;
 mod functions;
 mod listener;
 mod metric_definitions;

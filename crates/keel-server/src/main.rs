@@ -1,6 +1,6 @@
 //! `keel`, the one binary: runs the server (`keel serve`), checks `keel.toml`, and talks to a
 //! running server (`keel invoke`, `keel invocations`, `keel dlq`, `keel publish`, `keel events`,
-//! `keel kv`). The commands live in [`cli`].
+//! `keel kv`, `keel functions`). The commands live in [`cli`].
 
 mod cli;
 
@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::client::KeelClient;
-use cli::{bench, dlq, events, invocations, invoke, kv, publish, serve};
-use cli::{Cli, Command, ConfigCommand, DlqCommand, EventsCommand, InvocationsCommand, KvCommand};
+use cli::{bench, dlq, events, functions, invocations, invoke, kv, publish, serve};
+use cli::{Cli, Command, ConfigCommand, DlqCommand, EventsCommand, FunctionsCommand, InvocationsCommand, KvCommand};
 
 /// mimalloc instead of glibc's malloc: the hot path allocates per request (headers, bodies,
 /// spans), and glibc's allocator was about a tenth of the server's CPU there.
@@ -59,6 +59,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish::run(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
         Command::Events(EventsCommand::Show(args)) => {
             events::show(&client()?, json, args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Functions(command) => {
+            let client = client()?;
+            match command {
+                FunctionsCommand::Ls => functions::ls(&client, json).await?,
+                FunctionsCommand::Show(args) => functions::show(&client, args).await?,
+                FunctionsCommand::Pause(args) => functions::set_paused(&client, json, args, true).await?,
+                FunctionsCommand::Resume(args) => functions::set_paused(&client, json, args, false).await?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Kv(command) => {
             let client = client()?;

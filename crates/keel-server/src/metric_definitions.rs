@@ -11,7 +11,7 @@ use keel_core::config::Config;
 use keel_core::invocation::{CommitEffects, Transition};
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::Outcome;
-use metrics::{counter, histogram, Counter, Histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 
 /// Invocations admitted, by `function` and `kind` (`sync`, `async`, `delivery`).
 pub(crate) const INVOCATIONS_ACCEPTED_TOTAL: &str = "keel_invocations_accepted_total";
@@ -44,6 +44,13 @@ pub(crate) const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "keel_http_connections_cl
 pub(crate) const FUNCTION_INSTANCES: &str = "keel_function_instances";
 /// Cold starts of a `command` function's instances, by `function` (sampled at scrape).
 pub(crate) const FUNCTION_COLD_STARTS_TOTAL: &str = "keel_function_cold_starts_total";
+/// Calls and admissions refused by flow control, by `function` and `reason` (`function-paused`,
+/// `breaker-open`, `overloaded`, `rate-limited`, `queue-full`).
+pub(crate) const SHED_TOTAL: &str = "keel_shed_total";
+/// A breaker's state, by `target` (the function): 0 closed, 1 open, 2 half-open.
+pub(crate) const BREAKER_STATE: &str = "keel_breaker_state";
+/// A breaker's changes of state, by `target` and `to` (`closed`, `open`, `half-open`).
+pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "keel_breaker_transitions_total";
 
 const OUTCOMES: [Outcome; 5] =
     [Outcome::Success, Outcome::Transient, Outcome::Permanent, Outcome::Timeout, Outcome::Conflict];
@@ -56,6 +63,7 @@ struct FunctionMetrics {
     durations: [Histogram; 5],
     completed: [Counter; 3],
     retries: Counter,
+    shed: [Counter; 5],
 }
 
 /// How an invocation came in.
@@ -84,7 +92,19 @@ impl Metrics {
     /// Registers every function's series; call after the recorder is installed.
     pub(crate) fn register(config: &Config) -> Self {
         let functions = config.functions.keys().map(|name| (name.clone(), FunctionMetrics::new(name))).collect();
+        for f in config.functions.values().filter(|f| f.flow.breaker.is_some()) {
+            gauge!(BREAKER_STATE, "target" => f.name.clone()).set(0.0);
+        }
         Self { functions }
+    }
+
+    /// A call or admission refused by flow control (logged at debug: under overload there are many).
+    pub(crate) fn shed(&self, function: &str, shed: &crate::flow::Shed) {
+        tracing::debug!(function, reason = shed.reason(), "shed");
+        if let Some(m) = self.functions.get(function) {
+            let i = crate::flow::SHED_REASONS.iter().position(|r| *r == shed.reason()).unwrap_or(0);
+            m.shed[i].increment(1);
+        }
     }
 
     pub(crate) fn accepted(&self, function: &str, how: Admission) {
@@ -129,6 +149,16 @@ impl Metrics {
     }
 }
 
+/// A function's breaker changed state: logged, gauged and counted.
+pub(crate) fn breaker_moved(function: &str, to: keel_core::flow::breaker::BreakerState) {
+    match to {
+        keel_core::flow::breaker::BreakerState::Closed => tracing::info!(function, to = to.as_str(), "breaker moved"),
+        _ => tracing::warn!(function, to = to.as_str(), "breaker moved"),
+    }
+    gauge!(BREAKER_STATE, "target" => function.to_owned()).set(f64::from(to.gauge()));
+    counter!(BREAKER_TRANSITIONS_TOTAL, "target" => function.to_owned(), "to" => to.as_str()).increment(1);
+}
+
 impl FunctionMetrics {
     fn new(function: &str) -> Self {
         let f = function.to_owned();
@@ -142,6 +172,7 @@ impl FunctionMetrics {
                 .map(|o| histogram!(ATTEMPT_DURATION_SECONDS, "function" => f.clone(), "outcome" => o.as_str())),
             completed: [ended("succeeded"), ended("failed"), ended("dead")],
             retries: counter!(RETRIES_SCHEDULED_TOTAL, "function" => f.clone()),
+            shed: crate::flow::SHED_REASONS.map(|r| counter!(SHED_TOTAL, "function" => f.clone(), "reason" => r)),
         }
     }
 }

@@ -74,7 +74,7 @@ impl Node {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let shared = Arc::new(Shared {
             runtime: Runtime::new(&config, addr, clock.clone()),
-            functions: Functions::from_config(&config),
+            functions: Functions::from_config(&config, now),
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
             behind: Default::default(),
@@ -86,7 +86,10 @@ impl Node {
             clock,
         });
         shared.runtime.start();
+        // Stored pauses hold from the first request on.
+        crate::flow::refresh(&shared, false).await;
         let (stop_dispatch, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::flow::keep(shared.clone(), stop_rx.clone()));
         for function in shared.functions.iter() {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
         }

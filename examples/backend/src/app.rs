@@ -87,12 +87,16 @@ pub fn banner(url: &str, state_dir: &Path) -> String {
          \n# 1. Register a user (a cold start: Keel starts the function on demand)\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"ada@example.com\", \"name\": \"Ada\"}}'; echo\n\
          \n# 2. Buy twice with one idempotency key: one debit, the second answer is a replay\n\
-         for i in 1 2; do curl -s -X POST {url}/v1/functions/purchase/invoke {json} -H 'idempotency-key: order-1' -d '{{\"user_id\": \"ada@example.com\", \"item\": \"potion\"}}'; echo; done\n\
+         for i in 1 2; do curl -s -X POST {url}/v1/functions/purchase/invoke {json} -H 'idempotency-key: order-1' -H 'x-user-id: ada@example.com' -d '{{\"user_id\": \"ada@example.com\", \"item\": \"potion\"}}'; echo; done\n\
          \n# 3. Register a user whose address bounces: the email provider refuses the welcome mail for\n\
          #    good (422, not retried), so that delivery lands in the dead-letter queue a moment later\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"bob@example.invalid\", \"name\": \"Bob\"}}'; echo\n\
          sleep 1; curl -s {url}/v1/dlq; echo\n\
-         \n# Functions, their instances and cold starts:  curl -s {url}/v1/functions\n",
+         \n# 4. Pause the welcome emails: sign-ups still work, their emails are held (not lost) until resumed\n\
+         curl -s -X POST {url}/v1/functions/send-welcome-email/pause >/dev/null; echo paused\n\
+         curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"cy@example.com\", \"name\": \"Cy\"}}'; echo\n\
+         curl -s -X POST {url}/v1/functions/send-welcome-email/resume | grep -o '\"queued\":[0-9]*'\n\
+         \n# Functions with their live state (in flight, waiting, queued, paused, breaker):  curl -s {url}/v1/functions\n",
         state = state_dir.display(),
     )
 }

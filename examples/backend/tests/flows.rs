@@ -157,3 +157,36 @@ async fn a_purchase_replayed_with_the_same_key_debits_once() {
     assert_eq!(inventory, json!(["sword", "sword", "sword"]));
     backend.node.shutdown().await;
 }
+
+/// The welcome email's breaker: a provider that fails every call opens it after five failures,
+/// and the email is then held (no attempt spent) instead of running out of retries into the DLQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_email_provider_opens_the_breaker_and_the_email_is_held_not_dead() {
+    let backend = start(Behaviour { error_rate: 1.0, latency: Duration::ZERO }).await;
+    let (status, _, _) = invoke(&backend, "register-user", &[], json!({"email": "di@example.com", "name": "Di"})).await;
+    assert_eq!(status, 201);
+    let emails = format!("{}/v1/invocations?function=send-welcome-email", backend.url);
+    let list = eventually(&emails, Duration::from_secs(30), |_, b| b["items"][0]["attempt_count"] == 5).await;
+    assert_eq!(list["items"][0]["status"], "retrying", "held, with a retry left: {list}");
+    let (_, _, f) = call("GET", &format!("{}/v1/functions/send-welcome-email", backend.url), &[], Value::Null).await;
+    assert_eq!((&f["breaker"]["state"], &f["breaker"]["failures"]), (&json!("open"), &json!(5)), "{f}");
+    backend.node.shutdown().await;
+}
+
+/// Pausing a subscriber: sign-ups go on, their emails wait (accepted, not attempted) until resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_email_function_holds_the_welcome_emails_until_resumed() {
+    let backend = start(RELIABLE).await;
+    let function = format!("{}/v1/functions/send-welcome-email", backend.url);
+    let (status, _, f) = call("POST", &format!("{function}/pause"), &[], Value::Null).await;
+    assert_eq!((status, &f["paused"]), (200, &json!(true)));
+    let (status, _, _) = invoke(&backend, "register-user", &[], json!({"email": "cy@example.com", "name": "Cy"})).await;
+    assert_eq!(status, 201, "sign-ups go on");
+    let held = eventually(&function, Duration::from_secs(10), |_, f| f["queued"] == 1).await;
+    assert_eq!(held["in_flight"], 0);
+    let (status, _, _) = call("POST", &format!("{function}/resume"), &[], Value::Null).await;
+    assert_eq!(status, 200);
+    let sent = format!("{}/v1/invocations?function=send-welcome-email&status=succeeded", backend.url);
+    eventually(&sent, Duration::from_secs(30), |_, b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    backend.node.shutdown().await;
+}

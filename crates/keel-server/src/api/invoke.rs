@@ -14,7 +14,6 @@ use keel_core::idempotency::{KeyClaim, KeyDecision, StoredReply};
 use keel_core::invocation::{Invocation, Lease, NewInvocation};
 use keel_core::Error;
 use serde_json::json;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
@@ -22,7 +21,8 @@ use super::{body, delay, idempotency, openapi};
 use crate::dispatch;
 use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
-use crate::functions::Function;
+use crate::flow::SyncPass;
+use crate::functions::{Function, Slot};
 use crate::state::Shared;
 use crate::trace;
 
@@ -41,6 +41,35 @@ fn admit<'a>(
     }
     let function = shared.functions.get(name).ok_or_else(|| Problem::unknown_function(name))?;
     Ok((function, body::read(body)?))
+}
+
+/// The most bytes of a `concurrency_key` header value: it is stored with the invocation.
+const MAX_CONCURRENCY_KEY_LEN: usize = 256;
+
+/// The value of the function's `concurrency_key` header, if it has one and the request sent it.
+fn concurrency_key(function: &Function, headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(config) = &function.config.flow.concurrency_key else { return Ok(None) };
+    let Some(value) = headers.get(&config.header) else { return Ok(None) };
+    let value = value
+        .to_str()
+        .map_err(|_| Problem::bad_request(format!("{} (the concurrency key) must be visible ASCII", config.header)))?;
+    if value.len() > MAX_CONCURRENCY_KEY_LEN {
+        return Err(Problem::bad_request(format!(
+            "{} (the concurrency key) may be at most {MAX_CONCURRENCY_KEY_LEN} bytes (got {})",
+            config.header,
+            value.len()
+        )));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// Asks flow control to admit a sync call now; a refusal is counted and answered at once.
+fn gate<'f>(shared: &Shared, function: &'f Function) -> Result<SyncPass<'f>, Problem> {
+    let slot_free = function.permits.available_permits() > 0;
+    function.flow.gate_sync(shared.clock.now_ms(), function.config.sync_timeout, slot_free).map_err(|shed| {
+        shared.metrics.shed(&function.config.name, &shed);
+        Problem::shed(&function.config.name, &shed)
+    })
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -131,10 +160,12 @@ pub(crate) async fn invoke_sync(
         payload,
         content_type: header_str(&headers, "content-type").map(str::to_string),
         traceparent: traceparent(&headers),
+        concurrency_key: concurrency_key(function, &headers)?,
     };
     let Some(key) = key else {
+        let pass = gate(&shared, function)?;
         let mut inv = sync::new_invocation(&shared, function, request, None);
-        let ended = sync::run(&shared, function, &mut inv, &Recorder::Plain).await;
+        let ended = sync::run(&shared, function, &mut inv, &Recorder::Plain, pass).await;
         return answer(&inv, ended);
     };
     // Keyed: the invocation and its key record are stored before the first attempt, so a retry
@@ -155,6 +186,8 @@ pub(crate) async fn invoke_sync(
         if let Some(answer) = idempotency::settled(&shared, &claim).await? {
             return Ok(answer);
         }
+        // A replay is answered whatever the load; new work is admitted by flow control first.
+        let pass = gate(&shared, function)?;
         let mut inv = sync::new_invocation(&shared, function, request.clone(), Some(key.clone()));
         inv.lease = Some(Lease { owner: claim.holder.clone(), leased_at: claim.now, expires_at: claim.lease_until });
         let (key_ref, holder) = (claim.key.clone(), claim.holder.clone());
@@ -177,7 +210,7 @@ pub(crate) async fn invoke_sync(
                         .ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
                 }
                 let recorder = Recorder::Keyed { key: key_ref, holder, reply: &sync_reply };
-                let ended = sync::run(&shared, function, &mut inv, &recorder).await;
+                let ended = sync::run(&shared, function, &mut inv, &recorder, pass).await;
                 return answer(&inv, ended);
             }
         }
@@ -285,12 +318,13 @@ pub(crate) async fn invoke_async(
     let (function, payload) = admit(&shared, &name, body)?;
     let key = idempotency::key_from(&headers)?;
     let delay = delay::delay_from(&headers)?;
+    let concurrency_key = concurrency_key(function, &headers)?;
     let now = shared.clock.now_ms();
     // With a slot free and nothing due waiting, the invocation is stored leased by this node and
     // its attempt starts once it is durable: no lease round-trip through the store.
-    let slot = if delay.is_zero() { function.slot_now() } else { None };
+    let slot = if delay.is_zero() { function.slot_now(concurrency_key.as_deref(), now) } else { None };
     let new = NewInvocation {
-        concurrency_key: None,
+        concurrency_key,
         id: new_id(now),
         function: function.config.name.clone(),
         content_type: header_str(&headers, "content-type").map(str::to_string),
@@ -316,20 +350,24 @@ async fn admit_async(
     function: Arc<Function>,
     new: NewInvocation,
     claim: Option<KeyClaim>,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 ) -> Result<Response, Problem> {
     let reply = accepted_reply(&new.id);
     let id = new.id.clone();
     let stored = match claim {
-        None => match shared.store.enqueue(new).await {
+        None => {
+            queue_room(&shared, &function, slot.is_some())?;
+            match shared.store.enqueue(new).await {
             Ok(stored) => stored,
             Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
             Err(e) => return Err(e.into()),
-        },
+        }
+        }
         Some(claim) => {
             if let Some(answer) = idempotency::settled(&shared, &claim).await? {
                 return Ok(answer);
             }
+            queue_room(&shared, &function, slot.is_some())?;
             let stored = new.clone().into_stored();
             let decision = match shared.store.enqueue_keyed(new, claim, reply.clone()).await {
                 Ok(decision) => decision,
@@ -350,9 +388,23 @@ async fn admit_async(
     faults::crash_point(&shared, faults::CrashPoint::AfterAdmit);
     match slot {
         Some(slot) => dispatch::start(shared.clone(), function, stored, slot),
-        None => function.work_queued(),
+        None => {
+            function.flow.queued();
+            function.work_queued();
+        }
     }
     Ok(reply_response(reply))
+}
+
+/// Checks `max_queued` for work that will be queued (not started at once on a free slot).
+fn queue_room(shared: &Shared, function: &Function, starts_now: bool) -> Result<(), Problem> {
+    if starts_now {
+        return Ok(());
+    }
+    function.flow.check_queue().map_err(|shed| {
+        shared.metrics.shed(&function.config.name, &shed);
+        Problem::shed(&function.config.name, &shed)
+    })
 }
 
 /// The answer to an admission the store never confirmed: 503 `outcome-unknown`. If it was
@@ -362,7 +414,7 @@ fn unknown_admission(
     shared: &Arc<Shared>,
     function: Arc<Function>,
     id: String,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
     e: Error,
 ) -> Problem {
     match slot {

@@ -20,8 +20,12 @@ mod view;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
@@ -57,9 +61,11 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented.
-const ROUTES: [(Method, &str, Mount); 22] = [
+const ROUTES: [(Method, &str, Mount); 24] = [
     route!(GET "/v1/functions" => functions::list),
     route!(GET "/v1/functions/{name}" => functions::get),
+    route!(POST "/v1/functions/{name}/pause" => functions::pause),
+    route!(POST "/v1/functions/{name}/resume" => functions::resume),
     route!(POST "/v1/functions/{name}/invoke" => invoke::invoke_sync),
     route!(POST "/v1/functions/{name}/invocations" => invoke::invoke_async),
     route!(GET "/v1/invocations" => invocations::list),
@@ -97,9 +103,59 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(InFlight::new(shared.config.server.max_inflight_requests)),
+            limit_in_flight,
+        ))
         .layer(axum::middleware::from_fn(problem::errors_as_problems))
         .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .with_state(shared)
+}
+
+/// API requests being served, against `server.max_inflight_requests`.
+#[derive(Debug)]
+struct InFlight {
+    now: AtomicU32,
+    max: u32,
+}
+
+impl InFlight {
+    fn new(max: u32) -> Self {
+        Self { now: AtomicU32::new(0), max }
+    }
+}
+
+/// Counts one request in [`InFlight`] until its answer is ready (also when it is dropped).
+struct Serving<'a>(&'a AtomicU32);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Past `server.max_inflight_requests` requests in progress, a new one is answered 503
+/// `overloaded` at once, before any work. Health, readiness and metrics are always answered:
+/// an overloaded node must still be seen.
+async fn limit_in_flight(State(in_flight): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let serving = Serving(&in_flight.now);
+    if in_flight.now.fetch_add(1, Ordering::Relaxed) >= in_flight.max {
+        drop(serving);
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            format!("this node is serving server.max_inflight_requests ({}) requests already", in_flight.max),
+        )
+        .retry_after(1)
+        .into_response();
+    }
+    let response = next.run(request).await;
+    drop(serving);
+    response
 }
 
 /// `method_router` behind the `Idempotency-Key` layer of the plain POST routes.

@@ -34,6 +34,8 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
     paths(
         functions::list,
         functions::get,
+        functions::pause,
+        functions::resume,
         invoke::invoke_sync,
         invoke::invoke_async,
         invocations::list,

@@ -19,6 +19,8 @@ pub(crate) struct Problem {
     retry_after: Option<u64>,
     /// Answered with `connection: close`: what is left of the request is not read.
     close: bool,
+    /// Headers of its own (`keel-breaker: open`).
+    headers: Vec<(&'static str, String)>,
 }
 
 /// RFC 9457 problem details: the body of every error answer, as `application/problem+json`.
@@ -48,7 +50,7 @@ pub(crate) struct ProblemDetails {
 
 impl Problem {
     pub(crate) fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None, close: false }
+        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None, close: false, headers: Vec::new() }
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
@@ -87,6 +89,55 @@ impl Problem {
     pub(crate) fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
         self
+    }
+
+    /// Adds a header of Keel's own to the answer.
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Refused by flow control (`flow.rs`): 503 or 429, with `Retry-After` (whole seconds,
+    /// rounded up) when a time can be told.
+    pub(crate) fn shed(function: &str, shed: &crate::flow::Shed) -> Self {
+        use crate::flow::Shed;
+        let problem = match shed {
+            Shed::Paused => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "function-paused",
+                "Function paused",
+                format!("{function} is paused: it starts no attempts until resumed (async invocations are still accepted and held)"),
+            ),
+            Shed::BreakerOpen { retry_after } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "breaker-open",
+                "Breaker open",
+                format!("{function} failed too often: its breaker is open and lets calls through again in {} ms", retry_after.as_millis()),
+            )
+            .header("keel-breaker", "open"),
+            Shed::Overloaded { why, .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Overloaded",
+                format!("{function} cannot take this call in time: {why}"),
+            ),
+            Shed::RateLimited { retry_after } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Rate limited",
+                format!("{function}'s rate limit has no turn for this call before its deadline; the next comes in {} ms", retry_after.as_millis()),
+            ),
+            Shed::QueueFull { queued, .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue-full",
+                "Queue full",
+                format!("{function} has {queued} invocations queued or retrying, at its max_queued; nothing was stored"),
+            ),
+        };
+        match shed.retry_after() {
+            Some(after) => problem.retry_after(after.as_millis().div_ceil(1000).max(1) as u64),
+            None => problem,
+        }
     }
 
     /// Closes the connection after the answer.
@@ -159,6 +210,7 @@ impl Problem {
         if self.close {
             headers.push((header::CONNECTION.to_string(), "close".to_string()));
         }
+        headers.extend(self.headers.into_iter().map(|(name, value)| (name.to_string(), value)));
         StoredReply { status: self.status.as_u16(), headers, body: body.to_string().into() }
     }
 }

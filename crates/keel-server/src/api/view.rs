@@ -33,6 +33,9 @@ pub(crate) fn invocation(inv: &Invocation, detail: bool) -> Value {
     if let Some(k) = &inv.idempotency_key {
         v.insert("idempotency_key".into(), json!(k));
     }
+    if let Some(k) = &inv.concurrency_key {
+        v.insert("concurrency_key".into(), json!(k));
+    }
     if detail {
         v.insert("attempts".into(), Value::Array(inv.attempts.iter().map(attempt).collect()));
     }
@@ -114,6 +117,9 @@ pub(super) mod schema {
         event_id: Option<String>,
         #[schema(nullable = false)]
         idempotency_key: Option<String>,
+        /// The value of the function's `concurrency_key` header it came with.
+        #[schema(nullable = false)]
+        concurrency_key: Option<String>,
         /// The attempt history, oldest first. Only when read alone.
         #[schema(nullable = false)]
         attempts: Option<Vec<Attempt>>,

@@ -18,6 +18,7 @@ pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod dlq;
 pub(crate) mod events;
+pub(crate) mod functions;
 pub(crate) mod invocations;
 pub(crate) mod invoke;
 pub(crate) mod kv;
@@ -76,6 +77,9 @@ pub(crate) enum Command {
     /// Read and write the key-value store, with versions as preconditions.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// List functions with their live state; pause and resume them.
+    #[command(subcommand)]
+    Functions(FunctionsCommand),
     /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
     Bench(bench::BenchArgs),
 }
@@ -318,6 +322,25 @@ pub(crate) enum EventsCommand {
 pub(crate) struct EventIdArg {
     /// Keel's id of the event.
     pub(crate) id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FunctionsCommand {
+    /// Every function: kind, in flight, waiting, queued, paused, breaker.
+    Ls,
+    /// Show one function's configuration and live state (JSON).
+    Show(FunctionArg),
+    /// Pause a function: it starts no attempts (async work is held, sync calls get 503) until
+    /// resumed, on every node and across restarts.
+    Pause(FunctionArg),
+    /// Resume a paused function: its held work starts.
+    Resume(FunctionArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct FunctionArg {
+    /// The function's name, as declared in `keel.toml`.
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,10 +9,9 @@ use keel_core::invocation::{truncate_error, Attempt, CommitEffects, Completion, 
 use keel_core::lifecycle::{after_attempt, exhausted_before_attempt, AttemptReport};
 use keel_core::outcome::Outcome;
 use keel_core::Error;
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::events;
-use crate::functions::Function;
+use crate::functions::{Function, Slot};
 use crate::runtime::AttemptCall;
 use crate::state::Shared;
 
@@ -24,12 +23,17 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     function: Arc<Function>,
     invocation: Invocation,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 ) {
+    let Slot { permit, pass } = slot;
     let config = &function.config;
     let policy = shared.retry_policy(&function, &invocation);
     let (mut completion, report) = match exhausted_before_attempt(policy, &invocation) {
-        Some(next) => (completion_of(&shared, &invocation, None, next, None), None),
+        Some(next) => {
+            // No attempt is made: a probe of the breaker it held goes to another.
+            function.flow.cancel_probes(usize::from(pass.probe));
+            (completion_of(&shared, &invocation, None, next, None), None)
+        }
         None => {
             let call = AttemptCall::next_of(config, &invocation, config.timeout);
             let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
@@ -43,6 +47,7 @@ pub(super) async fn run(
                 None => None,
             };
             let next = after_attempt(policy, &invocation, &report, now, fastrand::f64());
+            flow_after(&function, &report, now, pass.probe);
             shared.metrics.attempt_finished(&config.name, &report, Some(&next));
             tracing::info!(
                 invocation_id = %invocation.id,
@@ -69,6 +74,7 @@ pub(super) async fn run(
         }
     };
     drop(permit);
+    drop(pass);
     function.slot_freed();
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
     // Nobody waits on a plain completion: it may share its commit with others. Effects (events to
@@ -105,6 +111,19 @@ pub(super) async fn run(
         function.work_queued();
     } else if let Transition::Retry { .. } = completion.next {
         // The retry may come due earlier than the dispatcher's timer.
+        function.wake.notify_one();
+    }
+}
+
+/// Tells flow control how the attempt went: its duration (for the expected wait of sync
+/// callers) and its outcome (for the breaker, counted and logged when it changes state).
+pub(crate) fn flow_after(function: &Function, report: &AttemptReport, now: Millis, probe: bool) {
+    let attempt = &report.attempt;
+    let took = Duration::from_millis((attempt.ended_at - attempt.started_at).max(0) as u64);
+    function.flow.observe(took);
+    function.flow.attempt_ended(now, attempt.outcome, probe);
+    if probe {
+        // A probe's result decides what the dispatcher may start: it need not sleep out its wait.
         function.wake.notify_one();
     }
 }

@@ -2,7 +2,7 @@
 //! permits, runs each as an attempt, and applies the retry decision. It sleeps until new work is
 //! signalled or the next retry comes due — never in a polling loop.
 
-mod attempt;
+pub(crate) mod attempt;
 pub(crate) mod behind;
 mod sweeper;
 pub(crate) mod sync;
@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use keel_core::clock::Millis;
 use keel_core::invocation::{Invocation, Lease, Status};
-use keel_core::store::LeaseRequest;
+use keel_core::store::{KeyLimit, LeaseRequest};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::functions::Function;
+use crate::functions::{Function, Pass, Slot};
+use crate::flow::KeyGuard;
 use crate::state::Shared;
 
 /// Most invocations leased in one store call.
@@ -37,16 +38,11 @@ pub(crate) fn lease_at(shared: &Shared, function: &Function, now: Millis) -> Lea
     Lease { owner: shared.node_id.clone(), leased_at: now, expires_at: now + lease_for(function) }
 }
 
-/// Runs an attempt of `invocation`, leased by this node, in a task of its own, holding `permit`
-/// (the function's concurrency slot) until the function answered.
-pub(crate) fn start(
-    shared: Arc<Shared>,
-    function: Arc<Function>,
-    invocation: Invocation,
-    permit: OwnedSemaphorePermit,
-) {
+/// Runs an attempt of `invocation`, leased by this node, in a task of its own, holding `slot`
+/// (the function's concurrency slot, and what flow control gave it) until the function answered.
+pub(crate) fn start(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, slot: Slot) {
     let span = crate::telemetry::attempt_span(&invocation);
-    tokio::spawn(tracing::Instrument::instrument(attempt::run(shared, function, invocation, permit), span));
+    tokio::spawn(tracing::Instrument::instrument(attempt::run(shared, function, invocation, slot), span));
 }
 
 /// Pause between looks at an admission whose outcome is unknown, growing to the cap.
@@ -57,7 +53,7 @@ const RESOLVE_MAX: Duration = Duration::from_secs(5);
 /// ([`keel_core::Error::OutcomeUnknown`]): once the store answers again, its attempt starts on
 /// `slot` if it was stored and is still this node's, never tried; else the slot is given back.
 /// Without this, a stored one would sit `running`, unattempted, until its lease ran out.
-pub(crate) fn start_if_stored(shared: Arc<Shared>, function: Arc<Function>, id: String, slot: OwnedSemaphorePermit) {
+pub(crate) fn start_if_stored(shared: Arc<Shared>, function: Arc<Function>, id: String, slot: Slot) {
     tokio::spawn(async move {
         let give_up = tokio::time::Instant::now() + Duration::from_millis(lease_for(&function) as u64);
         let mut pause = RESOLVE_STEP;
@@ -86,8 +82,16 @@ pub(crate) fn start_if_stored(shared: Arc<Shared>, function: Arc<Function>, id: 
 }
 
 /// Runs `function`'s dispatcher until `stop` turns true.
+///
+/// Before each lease, flow control says how many attempts may start ([`Flow::async_turns`]):
+/// none while the function is paused or its breaker open, only probes while it is half-open,
+/// no more than the rate limit has turns for. Work held back stays in the store, due, with no
+/// attempt counted.
+///
+/// [`Flow::async_turns`]: crate::flow::Flow::async_turns
 pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: watch::Receiver<bool>) {
     let lease_for = lease_for(&function);
+    let flow = &function.flow;
     loop {
         let first = tokio::select! {
             permit = function.permits.clone().acquire_owned() => match permit {
@@ -103,20 +107,32 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
                 Err(_) => break,
             }
         }
-        let wanted = permits.len();
         let now = shared.clock.now_ms();
+        let turns = flow.async_turns(now, permits.len());
+        if turns.allowed == 0 {
+            drop(permits);
+            tokio::select! {
+                _ = function.wake.notified() => {}
+                _ = sleep_or_forever(turns.wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            continue;
+        }
+        permits.truncate(turns.allowed);
+        let wanted = permits.len();
         let request = LeaseRequest {
             function: function.config.name.clone(),
             owner: shared.node_id.clone(),
             now,
             expires_at: now + lease_for,
             limit: wanted,
-            keys: None,
+            keys: flow.keys.as_ref().map(|k| KeyLimit { limit: k.limit(), running: k.snapshot() }),
         };
         let leased = match shared.store.lease(request).await {
             Ok(leased) => leased,
             Err(e) => {
                 tracing::warn!(function = %function.config.name, error = %e, "leasing failed; retrying");
+                flow.cancel_probes(turns.probes);
                 drop(permits);
                 tokio::select! {
                     _ = tokio::time::sleep(STORE_BACKOFF) => continue,
@@ -125,9 +141,19 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
             }
         };
         let got = leased.invocations.len();
-        for invocation in leased.invocations {
+        flow.cancel_probes(turns.probes.saturating_sub(got));
+        for (i, invocation) in leased.invocations.into_iter().enumerate() {
             let permit: OwnedSemaphorePermit = permits.pop().expect("one permit per leased invocation");
-            start(shared.clone(), function.clone(), invocation, permit);
+            flow.take_turn(now);
+            let key = match (&invocation.concurrency_key, &flow.keys) {
+                (Some(key), Some(keys)) => {
+                    keys.enter(key);
+                    Some(KeyGuard::counted(function.clone(), key.clone()))
+                }
+                _ => None,
+            };
+            let pass = Pass { probe: i < turns.probes, key };
+            start(shared.clone(), function.clone(), invocation, Slot { permit, pass });
         }
         drop(permits);
         if got == wanted {

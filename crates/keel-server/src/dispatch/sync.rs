@@ -4,6 +4,7 @@
 //! precondition turns that attempt into a conflict that is retried like a transient failure.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use keel_core::Error;
 use tokio::time::Instant;
 
 use crate::events;
+use crate::flow::{KeyGuard, SyncPass};
 use crate::functions::Function;
 use crate::metric_definitions::{Admission, End};
 use crate::runtime::AttemptCall;
@@ -69,6 +71,8 @@ pub(crate) struct SyncRequest {
     pub(crate) payload: Bytes,
     pub(crate) content_type: Option<String>,
     pub(crate) traceparent: String,
+    /// The value of the function's `concurrency_key` header.
+    pub(crate) concurrency_key: Option<String>,
 }
 
 /// How the finished invocation is recorded.
@@ -121,7 +125,6 @@ pub(crate) fn new_invocation(
 ) -> Invocation {
     let now = shared.clock.now_ms();
     let mut inv = NewInvocation {
-        concurrency_key: None,
         id: new_id(now),
         function: function.config.name.clone(),
         payload: request.payload,
@@ -129,6 +132,7 @@ pub(crate) fn new_invocation(
         created_at: now,
         due_at: now,
         idempotency_key: key,
+        concurrency_key: request.concurrency_key,
         traceparent: Some(request.traceparent),
         delivery: None,
         lease: None,
@@ -140,16 +144,18 @@ pub(crate) fn new_invocation(
     inv
 }
 
-/// Runs a sync invocation to its end ([`run_to_end`]), counting its admission and end.
+/// Runs a sync invocation to its end ([`run_to_end`]), counting its admission and end. `pass`
+/// is what flow control admitted it with ([`Flow::gate_sync`](crate::flow::Flow::gate_sync)).
 pub(crate) async fn run(
     shared: &Shared,
-    function: &Function,
+    function: &Arc<Function>,
     inv: &mut Invocation,
     recorder: &Recorder<'_>,
+    pass: SyncPass<'_>,
 ) -> Result<SyncEnd, Unrecorded> {
     let name = &function.config.name;
     shared.metrics.accepted(name, Admission::Sync);
-    let ended = run_to_end(shared, function, inv, recorder).await;
+    let ended = run_to_end(shared, function, inv, recorder, pass).await;
     let end = match &ended {
         Ok(end) | Err(Unrecorded { end, .. }) => *end,
     };
@@ -160,18 +166,21 @@ pub(crate) async fn run(
 /// Runs attempts (numbered on from `inv.attempt_count`) until the invocation ends or the
 /// function's `sync_timeout` passes, and records it; leaves `inv` in its final state. A record
 /// that failed is [`Unrecorded`]: the caller must not be given the function's answer.
-pub(crate) async fn run_to_end(
+async fn run_to_end(
     shared: &Shared,
-    function: &Function,
+    function: &Arc<Function>,
     inv: &mut Invocation,
     recorder: &Recorder<'_>,
+    mut pass: SyncPass<'_>,
 ) -> Result<SyncEnd, Unrecorded> {
     let deadline = Instant::now() + function.config.sync_timeout;
     let mut previous_delay = None;
     let first = inv.attempt_count;
     loop {
         let span = crate::telemetry::attempt_span(inv);
-        let tried = tracing::Instrument::instrument(attempt(shared, function, inv, deadline), span).await;
+        let is_first = inv.attempt_count == first;
+        let tried =
+            tracing::Instrument::instrument(attempt(shared, function, inv, deadline, &mut pass, is_first), span).await;
         let (end, effects) = match tried {
             Tried::NoSlot => (SyncEnd::DeadlineExceeded, None),
             Tried::Attempt { retry_after, effects } => {
@@ -238,9 +247,33 @@ enum Tried {
     Attempt { retry_after: Option<Duration>, effects: Option<CommitEffects> },
 }
 
-/// One attempt, recorded in `inv`.
-async fn attempt(shared: &Shared, function: &Function, inv: &mut Invocation, deadline: Instant) -> Tried {
+/// One attempt, recorded in `inv`: it waits for its turn under the rate limit, a concurrency
+/// slot and room for its `concurrency_key` value, none past the deadline.
+async fn attempt(
+    shared: &Shared,
+    function: &Arc<Function>,
+    inv: &mut Invocation,
+    deadline: Instant,
+    pass: &mut SyncPass<'_>,
+    is_first: bool,
+) -> Tried {
     let config = &function.config;
+    let now = shared.clock.now_ms();
+    let turn_at = if is_first {
+        pass.turn_at()
+    } else {
+        let latest = now + deadline.saturating_duration_since(Instant::now()).as_millis() as i64;
+        match function.flow.retry_turn(now, latest) {
+            Ok(at) => at,
+            Err(_) => {
+                inv.error = Some("deadline exceeded: the rate limit has no turn for a retry before the deadline".into());
+                return Tried::NoSlot;
+            }
+        }
+    };
+    if let Some(at) = turn_at {
+        tokio::time::sleep(Duration::from_millis((at - now).max(0) as u64)).await;
+    }
     let permit = match tokio::time::timeout_at(deadline, function.permits.acquire()).await {
         // A slot that frees at the deadline is no use: an attempt never starts past it.
         Ok(Ok(permit)) if Instant::now() < deadline => permit,
@@ -252,10 +285,26 @@ async fn attempt(shared: &Shared, function: &Function, inv: &mut Invocation, dea
             return Tried::NoSlot;
         }
     };
+    pass.seated();
+    let _key = match (&inv.concurrency_key, &function.flow.keys) {
+        (Some(key), Some(keys)) => {
+            if !keys.enter_by(key, deadline).await {
+                inv.error = Some(format!(
+                    "deadline exceeded: {} attempts of concurrency key {key:?} stayed in flight until the deadline",
+                    keys.limit()
+                ));
+                return Tried::NoSlot;
+            }
+            Some(KeyGuard::counted(function.clone(), key.clone()))
+        }
+        _ => None,
+    };
+    let probe = is_first && pass.used();
     let remaining = deadline.saturating_duration_since(Instant::now());
     let call = AttemptCall::next_of(config, inv, config.timeout.min(remaining));
     let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
     drop(permit);
+    crate::dispatch::attempt::flow_after(function, &report, shared.clock.now_ms(), probe);
     let effects = match report.effects.as_ref().map(|e| events::commit_effects(shared, inv, e, shared.clock.now_ms())) {
         Some(Ok(effects)) => Some(effects),
         Some(Err(why)) => {

@@ -54,6 +54,9 @@ fn describe() {
     describe_counter!(m::HTTP_CONNECTIONS_CLOSED_TOTAL, "HTTP connections closed or refused by Keel, by reason");
     describe_gauge!(m::FUNCTION_INSTANCES, "Running instances of a command function");
     describe_counter!(m::FUNCTION_COLD_STARTS_TOTAL, "Cold starts of a command function's instances");
+    describe_counter!(m::SHED_TOTAL, "Calls and admissions refused by flow control, by function and reason");
+    describe_gauge!(m::BREAKER_STATE, "Breaker state by target: 0 closed, 1 open, 2 half-open");
+    describe_counter!(m::BREAKER_TRANSITIONS_TOTAL, "Breaker changes of state, by target and new state");
     describe_histogram!(store::STORE_COMMIT_DURATION_SECONDS, Unit::Seconds, "Store group-commit latency");
     describe_histogram!(store::STORE_COMMIT_GROUP_SIZE, "Jobs committed together in one group");
 }

@@ -9,6 +9,7 @@ mod crash;
 mod edge;
 mod events;
 mod first_function;
+mod flow;
 mod idempotency;
 mod killloop;
 mod load;

@@ -33,12 +33,14 @@ pub(crate) struct Call {
 /// A function server whose behaviour each test picks by path:
 /// `/ok`, `/status?code=400`, `/flaky?fail=2` (503 for the first N attempts of each invocation),
 /// `/slow?ms=300`, `/random?p=0.3` (503 with probability p), `/retry-after?secs=1` (first
-/// attempt 503 with `Retry-After`).
+/// attempt 503 with `Retry-After`), `/switch` (503 while [`Functions::set_down`] says so).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Functions {
     calls: Arc<Mutex<Vec<Call>>>,
     /// Where the effectful paths (`/fx/...`) read KV from.
     keel: Arc<Mutex<Option<String>>>,
+    /// `/switch` answers 503 while set.
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Functions {
@@ -54,6 +56,11 @@ impl Functions {
     /// Tells the effectful paths where Keel's API is.
     pub(crate) fn set_keel(&self, url: &str) {
         *self.keel.lock().unwrap() = Some(url.to_string());
+    }
+
+    /// Takes `/switch` down (503) or brings it back up (200).
+    pub(crate) fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn calls(&self) -> Vec<Call> {
@@ -102,6 +109,8 @@ async fn handle(
         "/status" => (arg("code") as u16, None, 0),
         "/flaky" => (if f64::from(attempt) <= arg("fail") { 503 } else { 200 }, None, 0),
         "/slow" => (200, None, arg("ms") as u64),
+        "/switch" if me.down.load(std::sync::atomic::Ordering::SeqCst) => (503, None, 0),
+        "/switch" => (200, None, 0),
         "/random" => (if fastrand::f64() < arg("p") { 503 } else { 200 }, None, 0),
         "/retry-after" if attempt == 1 => (503, Some(("retry-after", format!("{}", arg("secs") as u64))), 0),
         "/retry-after" => (200, None, 0),
@@ -326,4 +335,21 @@ pub(crate) fn parse_metrics(text: &str) -> HashMap<String, f64> {
         out.insert(key, value.parse().unwrap_or(f64::NAN));
     }
     out
+}
+
+/// Polls `check` every 20 ms until it gives `Some`, and returns that; panics naming `what` once
+/// `limit` has passed. The one way these tests wait for something to happen.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(Instant::now() < end, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -195,3 +195,39 @@ async fn a_draining_node_keeps_its_leases_until_its_attempts_finish() {
     assert_eq!(inv["attempts"].as_array().unwrap().len(), 1, "nobody took it over meanwhile: {inv}");
     assert_eq!(fns.calls_for(&id).len(), 1, "the function ran once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_through_one_node_holds_on_the_other_until_resumed_there() {
+    let Some(database) = fresh_database().await else { return };
+    let (fns, addr) = Functions::start().await;
+    let functions = format!("[functions.held]\nurl = \"http://{addr}/ok\"\n");
+    let cluster = Cluster::start(&database, &functions, 2).await;
+    let on = |i: usize| format!("{}/v1/functions/held", cluster.url(i));
+    let (status, _, f) = post_json(&format!("{}/pause", on(0)), "").await;
+    assert_eq!((status, f["paused"].as_bool()), (200, Some(true)));
+    // No node leases a paused function's work from the moment the pause is stored.
+    let (status, _, body) = post_json(&format!("{}/invocations", on(1)), "{}").await;
+    assert_eq!(status, 202);
+    let id = body["id"].as_str().unwrap().to_string();
+    // The other node learns of it within a second, and refuses sync calls.
+    let f = crate::support::eventually("node 1 sees the pause", Duration::from_secs(5), || async {
+        let (_, _, f) = get_json(&on(1)).await;
+        (f["paused"] == true).then_some(f)
+    })
+    .await;
+    assert_eq!(f["queued"].as_u64(), Some(1), "{f}");
+    let (status, _, body) = post_json(&format!("{}/invoke", on(1)), "{}").await;
+    assert_eq!((status, body["type"].as_str()), (503, Some("urn:keel:problem:function-paused")));
+    assert!(fns.calls().is_empty(), "nothing ran while paused: {:?}", fns.calls().len());
+    let (status, _, _) = post_json(&format!("{}/resume", on(1)), "").await;
+    assert_eq!(status, 200);
+    crate::support::eventually("the held invocation runs", Duration::from_secs(10), || async {
+        let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", cluster.url(0))).await;
+        (inv["status"] == "succeeded").then_some(())
+    })
+    .await;
+    crate::support::eventually("node 0 serves sync calls again", Duration::from_secs(5), || async {
+        (post_json(&format!("{}/invoke", on(0)), "{}").await.0 == 200).then_some(())
+    })
+    .await;
+}
