@@ -38,7 +38,8 @@ pub(crate) enum Shed {
 }
 
 /// Every reason of [`Shed`], as metrics and problem types name them.
-pub(crate) const SHED_REASONS: [&str; 5] = ["function-paused", "breaker-open", "overloaded", "rate-limited", "queue-full"];
+pub(crate) const SHED_REASONS: [&str; 5] =
+    ["function-paused", "breaker-open", "overloaded", "rate-limited", "queue-full"];
 
 impl Shed {
     pub(crate) fn reason(&self) -> &'static str {
@@ -171,7 +172,11 @@ impl Flow {
     pub(crate) fn observe(&self, took: Duration) {
         let sample = took.as_micros().min(u128::from(u64::MAX)) as u64;
         let old = self.typical_us.load(Ordering::Relaxed);
-        let new = if old == 0 { sample } else { (old as f64 * (1.0 - TYPICAL_WEIGHT) + sample as f64 * TYPICAL_WEIGHT) as u64 };
+        let new = if old == 0 {
+            sample
+        } else {
+            (old as f64 * (1.0 - TYPICAL_WEIGHT) + sample as f64 * TYPICAL_WEIGHT) as u64
+        };
         self.typical_us.store(new.max(1), Ordering::Relaxed);
     }
 
@@ -212,7 +217,9 @@ impl Flow {
             let latest = now + time_left.as_millis() as Millis;
             match lock(rate).reserve_by(now, latest) {
                 Ok(at) => pass.turn_at = (at > now).then_some(at),
-                Err(at) => return Err(Shed::RateLimited { retry_after: Duration::from_millis((at - now).max(0) as u64) }),
+                Err(at) => {
+                    return Err(Shed::RateLimited { retry_after: Duration::from_millis((at - now).max(0) as u64) })
+                }
             }
         }
         Ok(pass)

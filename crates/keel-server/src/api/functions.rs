@@ -48,7 +48,10 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Funct
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
     )
 )]
-pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Json<FunctionView>, Problem> {
+pub(crate) async fn get(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionView>, Problem> {
     let f = shared.functions.get(&name).ok_or_else(|| Problem::unknown_function(&name))?;
     Ok(Json(view(&shared, f, &queued(&shared).await?)))
 }
@@ -70,7 +73,10 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(name): Path<Stri
         (status = 503, description = super::openapi::UNAVAILABLE_OR_DRAINING, headers(("Retry-After" = u64))),
     )
 )]
-pub(crate) async fn pause(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Result<Json<FunctionView>, Problem> {
+pub(crate) async fn pause(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<Json<FunctionView>, Problem> {
     set_paused(shared, name, true).await
 }
 

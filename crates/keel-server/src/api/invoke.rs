@@ -358,10 +358,10 @@ async fn admit_async(
         None => {
             queue_room(&shared, &function, slot.is_some())?;
             match shared.store.enqueue(new).await {
-            Ok(stored) => stored,
-            Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
-            Err(e) => return Err(e.into()),
-        }
+                Ok(stored) => stored,
+                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
+                Err(e) => return Err(e.into()),
+            }
         }
         Some(claim) => {
             if let Some(answer) = idempotency::settled(&shared, &claim).await? {

@@ -50,7 +50,16 @@ pub(crate) struct ProblemDetails {
 
 impl Problem {
     pub(crate) fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), extra: Map::new(), retry_after: None, close: false, headers: Vec::new() }
+        Self {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            extra: Map::new(),
+            retry_after: None,
+            close: false,
+            headers: Vec::new(),
+        }
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {

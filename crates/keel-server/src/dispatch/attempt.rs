@@ -19,12 +19,7 @@ use crate::state::Shared;
 const COMPLETE_RETRY_STEP_MS: u64 = 200;
 const COMPLETE_RETRY_MAX_MS: u64 = 2_000;
 
-pub(super) async fn run(
-    shared: Arc<Shared>,
-    function: Arc<Function>,
-    invocation: Invocation,
-    slot: Slot,
-) {
+pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, slot: Slot) {
     let Slot { permit, pass } = slot;
     let config = &function.config;
     let policy = shared.retry_policy(&function, &invocation);

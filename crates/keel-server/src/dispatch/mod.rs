@@ -17,8 +17,8 @@ use keel_core::invocation::{Invocation, Lease, Status};
 use keel_core::store::{KeyLimit, LeaseRequest};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::functions::{Function, Pass, Slot};
 use crate::flow::KeyGuard;
+use crate::functions::{Function, Pass, Slot};
 use crate::state::Shared;
 
 /// Most invocations leased in one store call.

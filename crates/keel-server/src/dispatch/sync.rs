@@ -266,7 +266,8 @@ async fn attempt(
         match function.flow.retry_turn(now, latest) {
             Ok(at) => at,
             Err(_) => {
-                inv.error = Some("deadline exceeded: the rate limit has no turn for a retry before the deadline".into());
+                inv.error =
+                    Some("deadline exceeded: the rate limit has no turn for a retry before the deadline".into());
                 return Tried::NoSlot;
             }
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::support::{eventually, get_json, parse_metrics, post_json, request, Keel, Functions};
+use crate::support::{eventually, get_json, parse_metrics, post_json, request, Functions, Keel};
 
 /// Sync calls of `name` with `headers`, one every `every`, each answered with its status,
 /// `Retry-After`, problem type and how long it took.
@@ -206,15 +206,12 @@ async fn one_tenants_flood_does_not_hold_up_another_tenant() {
     }
     // Never more than 2 of the noisy tenant's attempts in flight at once (each lasts 300 ms).
     let noisy_ids: std::collections::HashSet<&String> = flood.iter().collect();
-    let starts: Vec<Instant> = fns
-        .calls()
-        .iter()
-        .filter(|c| noisy_ids.contains(&c.invocation_id))
-        .map(|c| c.at)
-        .collect();
+    let starts: Vec<Instant> =
+        fns.calls().iter().filter(|c| noisy_ids.contains(&c.invocation_id)).map(|c| c.at).collect();
     assert_eq!(starts.len(), 40);
     for s in &starts {
-        let overlapping = starts.iter().filter(|t| **t <= *s && s.duration_since(**t) < Duration::from_millis(290)).count();
+        let overlapping =
+            starts.iter().filter(|t| **t <= *s && s.duration_since(**t) < Duration::from_millis(290)).count();
         assert!(overlapping <= 2, "{overlapping} attempts of one key in flight at once");
     }
     let (_, _, inv) = get_json(&format!("{}/v1/invocations/{}", keel.url, flood[0])).await;

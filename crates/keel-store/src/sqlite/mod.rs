@@ -72,8 +72,10 @@ impl SqliteStore {
         let checkpointer = if memory {
             None
         } else {
-            conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(|e| err(e.to_string()))?;
-            Some(writer::start_checkpointer(path).map_err(|e| err(e.to_string()))?)
+            let limit = writer::WAL_LIMIT_BYTES;
+            conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {limit};"))
+                .map_err(|e| err(e.to_string()))?;
+            Some(writer::start_checkpointer(path, limit).map_err(|e| err(e.to_string()))?)
         };
         let writer = Writer::start(conn, checkpointer).map_err(|e| err(e.to_string()))?;
         Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default() })

@@ -226,20 +226,45 @@ fn leaves_the_commit_unknown(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure)
 }
 
+/// Past this size the checkpointer empties the WAL (a `TRUNCATE` checkpoint), and the writer
+/// keeps no more than this of it once it restarts (`journal_size_limit`).
+pub(crate) const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long a `TRUNCATE` checkpoint waits for readers to leave the WAL (and holds the writer
+/// meanwhile) before it gives up until the next nudge.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(500);
+
 /// Copies the WAL back into the database file on its own connection and thread, so the writer's
 /// commits stay appends to the WAL plus one fsync, never a checkpoint's page copies and fsyncs.
-/// PASSIVE: it never blocks the writer or readers; what it cannot copy now waits for the next.
-pub(crate) fn start_checkpointer(path: &str) -> std::io::Result<std_mpsc::SyncSender<()>> {
+///
+/// PASSIVE as a rule: it never blocks the writer or readers; what it cannot copy now waits for
+/// the next. But under constant load PASSIVE never lets the WAL restart (a reader is always in
+/// it, the writer always appending), so it grows without end — 1.7 GB in a long kill loop, all
+/// replayed at each start. Once the file passes `wal_limit` bytes, the checkpoint is `TRUNCATE`:
+/// it waits briefly for readers to leave, copies everything and empties the file, holding the
+/// writer for that moment (milliseconds; at most [`TRUNCATE_WAIT`] when a reader lingers, once
+/// per `wal_limit` written).
+pub(crate) fn start_checkpointer(path: &str, wal_limit: u64) -> std::io::Result<std_mpsc::SyncSender<()>> {
     let (tx, rx) = std_mpsc::sync_channel::<()>(1);
     let path = path.to_string();
+    let wal = format!("{path}-wal");
     std::thread::Builder::new().name("keel-sqlite-checkpoint".into()).spawn(move || {
         let conn = match Connection::open(&path).and_then(|c| c.execute_batch("PRAGMA synchronous = FULL").map(|_| c)) {
             Ok(conn) => conn,
             Err(e) => return tracing::error!(error = %e, "the SQLite checkpointer could not open the database"),
         };
         while rx.recv().is_ok() {
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "SQLite checkpoint failed");
+            let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            let mode = if size > wal_limit { "TRUNCATE" } else { "PASSIVE" };
+            let timeout = if size > wal_limit { TRUNCATE_WAIT } else { Duration::ZERO };
+            let done = conn.busy_timeout(timeout).and_then(|()| {
+                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
+            });
+            match done {
+                Ok(0) if mode == "TRUNCATE" => tracing::info!(wal_bytes = size, "emptied the SQLite WAL"),
+                Ok(0) => {}
+                Ok(_) => tracing::debug!(wal_bytes = size, mode, "SQLite checkpoint could not finish; next time"),
+                Err(e) => tracing::warn!(error = %e, mode, "SQLite checkpoint failed"),
             }
         }
     })?;
@@ -283,7 +308,7 @@ fn abort(
 mod tests {
     use rusqlite::ffi;
 
-    use super::leaves_the_commit_unknown;
+    use super::{leaves_the_commit_unknown, start_checkpointer};
 
     fn failure(extended_code: i32) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(ffi::Error::new(extended_code), None)
@@ -297,5 +322,30 @@ mod tests {
         for refused in [ffi::SQLITE_BUSY, ffi::SQLITE_FULL, ffi::SQLITE_CONSTRAINT, ffi::SQLITE_READONLY] {
             assert!(!leaves_the_commit_unknown(&failure(refused)), "{refused}");
         }
+    }
+
+    /// A WAL past the limit is emptied (PASSIVE checkpoints alone never shrink the file).
+    #[test]
+    fn a_wal_past_its_limit_is_emptied_by_the_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.db").display().to_string();
+        let wal = format!("{path}-wal");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (b BLOB);")
+            .unwrap();
+        for _ in 0..64 {
+            conn.execute("INSERT INTO t VALUES (zeroblob(32768))", []).unwrap();
+        }
+        let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        assert!(size() > 2 << 20, "the WAL holds the writes: {}", size());
+        let truncating = start_checkpointer(&path, 1 << 20).unwrap();
+        truncating.send(()).unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() > 0 && std::time::Instant::now() < end {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(size(), 0, "past the limit the WAL is emptied");
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(count, 64, "nothing is lost by it");
     }
 }
