@@ -42,4 +42,4 @@ mod trace;
 
 /// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
 pub use api::routes;
-pub use server::{serve, Node};
+pub use server::{serve, Node, NodeOptions};

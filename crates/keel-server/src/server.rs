@@ -37,6 +37,22 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
+/// What a node takes from outside besides its config and store: the clock every decision reads,
+/// and the seed of the randomness it draws (backoff jitter). The defaults are the system clock
+/// and a random seed.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub clock: Arc<dyn Clock>,
+    /// `Some`: the jitter of every retry is drawn from this seed, so a run can be repeated.
+    pub seed: Option<u64>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self { clock: Arc::new(SystemClock), seed: None }
+    }
+}
+
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
@@ -63,8 +79,19 @@ impl Node {
         listener: TcpListener,
         store: Arc<dyn Store>,
     ) -> Result<Node, StartError> {
+        Self::start_with(config, listener, store, NodeOptions::default()).await
+    }
+
+    /// Starts a node with its clock and randomness given ([`NodeOptions`]): what a test or a
+    /// simulation needs to make a run repeatable.
+    pub async fn start_with(
+        config: Config,
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+        options: NodeOptions,
+    ) -> Result<Node, StartError> {
         crate::telemetry::install_recorder();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock = options.clock;
         let now = clock.now_ms();
         let scope = if store.is_exclusive() { Reclaim::All } else { Reclaim::ExpiredBefore(now) };
         let reclaimed = store.reclaim_leases(scope, now).await?;
@@ -80,6 +107,10 @@ impl Node {
             behind: Default::default(),
             replays: Default::default(),
             crash_at: crate::faults::CrashPoint::from_env(),
+            rng: std::sync::Mutex::new(match options.seed {
+                Some(seed) => fastrand::Rng::with_seed(seed),
+                None => fastrand::Rng::new(),
+            }),
             metrics: crate::metric_definitions::Metrics::register(&config),
             config,
             store,

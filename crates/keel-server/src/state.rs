@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) replays: crate::api::replay_cache::ReplayCache,
     /// Where to SIGKILL this node on purpose (tests and chaos only).
     pub(crate) crash_at: Option<crate::faults::CrashPoint>,
+    /// Every random draw of a decision (backoff jitter), seeded by `NodeOptions::seed`.
+    pub(crate) rng: std::sync::Mutex<fastrand::Rng>,
 }
 
 impl Shared {
@@ -44,6 +46,11 @@ impl Shared {
             .as_ref()
             .and_then(|d| self.config.subscriptions.iter().find(|s| s.name == d.subscription))
             .map_or(&function.config.retry, |s| &s.retry)
+    }
+
+    /// A uniform draw in [0, 1) for a decision (the jitter of a backoff).
+    pub(crate) fn sample(&self) -> f64 {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).f64()
     }
 
     pub(crate) fn is_draining(&self) -> bool {

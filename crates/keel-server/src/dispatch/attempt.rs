@@ -41,7 +41,7 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
                 }
                 None => None,
             };
-            let next = after_attempt(policy, &invocation, &report, now, fastrand::f64());
+            let next = after_attempt(policy, &invocation, &report, now, shared.sample());
             flow_after(&function, &report, now, pass.probe);
             shared.metrics.attempt_finished(&config.name, &report, Some(&next));
             tracing::info!(
@@ -91,7 +91,7 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
         if let Some(mut report) = report {
             refuse(&mut report, Outcome::Conflict, format!("conflict: {why}"));
             let now = shared.clock.now_ms();
-            completion.next = after_attempt(policy, &invocation, &report, now, fastrand::f64());
+            completion.next = after_attempt(policy, &invocation, &report, now, shared.sample());
             completion.attempt = Some(report.attempt);
             completion.effects = None;
             completion.now = now;

@@ -184,7 +184,7 @@ async fn run_to_end(
         let (end, effects) = match tried {
             Tried::NoSlot => (SyncEnd::DeadlineExceeded, None),
             Tried::Attempt { retry_after, effects } => {
-                match decide(function, inv, first, &mut previous_delay, retry_after, deadline) {
+                match decide(shared, function, inv, first, &mut previous_delay, retry_after, deadline) {
                     ControlFlow::Continue(delay) => {
                         tokio::time::sleep(delay).await;
                         continue;
@@ -204,7 +204,7 @@ async fn run_to_end(
                 inv.error = last.error.clone();
                 inv.response = None;
                 inv.status = Status::Running;
-                match decide(function, inv, first, &mut previous_delay, None, deadline) {
+                match decide(shared, function, inv, first, &mut previous_delay, None, deadline) {
                     ControlFlow::Continue(delay) => tokio::time::sleep(delay).await,
                     ControlFlow::Break(end) => {
                         finalize(shared, inv, end);
@@ -329,6 +329,7 @@ async fn attempt(
 /// What follows the last attempt of `inv` ([`next_after`], the decision async work takes too):
 /// the pause before the next attempt, or how the invocation ends (with `inv.error` saying why).
 fn decide(
+    shared: &Shared,
     function: &Function,
     inv: &mut Invocation,
     first: u32,
@@ -343,7 +344,7 @@ fn decide(
     };
     let outcome = inv.attempts.last().map_or(Outcome::Transient, |a| a.outcome);
     let error = inv.error.clone().unwrap_or_default();
-    match next_after(&function.config.retry, standing, outcome, &error, retry_after, fastrand::f64()) {
+    match next_after(&function.config.retry, standing, outcome, &error, retry_after, shared.sample()) {
         Next::Succeed => ControlFlow::Break(SyncEnd::Succeeded),
         Next::Retry { delay } => {
             *previous_delay = Some(delay);
