@@ -564,3 +564,134 @@ pub(crate) async fn refresh(shared: &Shared, counts_backlog: bool) {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use keel_core::flow::{ConcurrencyKeyConfig, FlowConfig};
+
+    use super::*;
+
+    fn flow(config: FlowConfig) -> Flow {
+        Flow::new("f", config, 4, 0)
+    }
+
+    #[test]
+    fn a_call_that_finds_a_free_slot_is_admitted_without_waiting() {
+        let f = flow(FlowConfig::unlimited(4));
+        let pass = f.gate_sync(0, Duration::from_secs(1), true).unwrap();
+        assert_eq!((f.waiting(), pass.turn_at()), (0, None));
+    }
+
+    #[test]
+    fn past_max_waiting_a_call_is_shed_with_the_expected_wait() {
+        let f = flow(FlowConfig { max_waiting: 2, ..FlowConfig::unlimited(4) });
+        f.observe(Duration::from_millis(200));
+        let first = f.gate_sync(0, Duration::from_secs(30), false).unwrap();
+        let second = f.gate_sync(0, Duration::from_secs(30), false).unwrap();
+        assert_eq!(f.waiting(), 2);
+        let Err(Shed::Overloaded { retry_after, why }) = f.gate_sync(0, Duration::from_secs(30), false) else {
+            panic!("a third waiter is shed")
+        };
+        // Two ahead, four slots: the first round frees one for it — one typical attempt.
+        assert_eq!(retry_after, Duration::from_millis(200));
+        assert!(why.contains("2 callers already wait (max_waiting = 2)"), "{why}");
+        drop(first);
+        assert_eq!(f.waiting(), 1, "a pass dropped before its slot stops counting as waiting");
+        drop(second);
+        assert_eq!(f.waiting(), 0);
+    }
+
+    #[test]
+    fn a_call_whose_expected_wait_is_past_its_deadline_is_shed_at_once() {
+        let f = flow(FlowConfig::unlimited(4));
+        f.observe(Duration::from_millis(200));
+        let _waiting: Vec<_> = (0..4).map(|_| f.gate_sync(0, Duration::from_secs(30), false).unwrap()).collect();
+        // Four ahead: the second round, 400 ms away; with 300 ms left there is no point waiting.
+        let Err(Shed::Overloaded { retry_after, .. }) = f.gate_sync(0, Duration::from_millis(300), false) else {
+            panic!("shed")
+        };
+        assert_eq!(retry_after, Duration::from_millis(400));
+        assert!(f.gate_sync(0, Duration::from_millis(500), false).is_ok(), "with 500 ms left it may wait");
+    }
+
+    #[test]
+    fn the_typical_attempt_is_a_moving_average() {
+        let f = flow(FlowConfig::unlimited(1));
+        f.observe(Duration::from_millis(100));
+        f.observe(Duration::from_millis(200));
+        // 100 × 0.9 + 200 × 0.1
+        assert_eq!(f.expected_wait(0), Duration::from_millis(110));
+    }
+
+    #[test]
+    fn a_paused_function_admits_no_sync_call_and_starts_no_async_work() {
+        let f = flow(FlowConfig::unlimited(4));
+        assert!(f.set_paused(true));
+        assert!(!f.set_paused(true), "no change the second time");
+        assert_eq!(f.gate_sync(0, Duration::from_secs(1), true).unwrap_err(), Shed::Paused);
+        assert_eq!(f.async_turns(0, 8), Turns { allowed: 0, probes: 0, wait: None });
+        assert!(!f.may_start_now(0));
+        f.set_paused(false);
+        assert_eq!(f.async_turns(0, 8), Turns { allowed: 8, probes: 0, wait: None });
+    }
+
+    #[test]
+    fn a_pause_made_here_is_not_undone_by_an_older_look_at_the_store() {
+        let f = flow(FlowConfig::unlimited(4));
+        let seen = f.pause_seen();
+        f.set_paused(true);
+        assert!(!f.follow_store(false, seen), "the store was read before the pause");
+        assert!(f.is_paused());
+        assert!(f.follow_store(false, f.pause_seen()), "a later look is followed (resumed elsewhere)");
+        assert!(!f.is_paused());
+    }
+
+    #[test]
+    fn the_queue_cap_counts_the_store_and_what_was_queued_since() {
+        let f = flow(FlowConfig { max_queued: Some(3), ..FlowConfig::unlimited(4) });
+        f.backlog_counted(2);
+        assert!(f.check_queue().is_ok());
+        f.queued();
+        let Err(Shed::QueueFull { queued, retry_after }) = f.check_queue() else { panic!("full") };
+        assert_eq!((queued, retry_after), (3, Duration::from_secs(1)));
+        f.backlog_counted(0);
+        assert!(f.check_queue().is_ok(), "a recount that shows the queue drained opens it again");
+    }
+
+    fn keyed(limit: u32) -> Flow {
+        let key = ConcurrencyKeyConfig { header: "x-tenant-id".into(), limit };
+        flow(FlowConfig { concurrency_key: Some(key), ..FlowConfig::unlimited(4) })
+    }
+
+    #[test]
+    fn a_key_value_has_room_for_limit_attempts() {
+        let f = keyed(2);
+        let keys = f.keys.as_ref().unwrap();
+        assert!(keys.try_enter("a") && keys.try_enter("a"));
+        assert!(!keys.try_enter("a"), "a third of one value waits");
+        assert!(keys.try_enter("b"), "another value has its own room");
+        assert_eq!(keys.snapshot(), BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)]));
+        keys.leave("a");
+        keys.leave("b");
+        assert_eq!(keys.snapshot(), BTreeMap::from([("a".to_string(), 1)]), "values with none are left out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_for_its_keys_room_until_the_deadline() {
+        let f = Arc::new(keyed(1));
+        let keys = || f.keys.as_ref().unwrap();
+        assert!(keys().try_enter("a"));
+        let start = tokio::time::Instant::now();
+        assert!(!keys().enter_by("a", start + Duration::from_millis(500)).await, "no room by the deadline");
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
+        let f2 = f.clone();
+        let freer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            f2.keys.as_ref().unwrap().leave("a");
+        });
+        let start = tokio::time::Instant::now();
+        assert!(keys().enter_by("a", start + Duration::from_secs(5)).await);
+        assert_eq!(start.elapsed(), Duration::from_millis(100), "room as soon as the other attempt left");
+        freer.await.unwrap();
+    }
+}
