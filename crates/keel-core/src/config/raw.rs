@@ -54,6 +54,7 @@ pub(super) struct RawServer {
     pub(super) header_timeout: Option<RawDuration>,
     pub(super) body_timeout: Option<RawDuration>,
     pub(super) idle_timeout: Option<RawDuration>,
+    pub(super) max_inflight_requests: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +85,40 @@ pub(super) struct RawFunction {
     /// Signed, so that `concurrency = -1` gets our range message rather than serde's "expected u32".
     pub(super) concurrency: Option<i64>,
     pub(super) retry: Option<RawRetry>,
+    pub(super) max_waiting: Option<i64>,
+    pub(super) max_queued: Option<i64>,
+    pub(super) rate_limit: Option<RawRateLimit>,
+    pub(super) concurrency_key: Option<RawConcurrencyKey>,
+    pub(super) breaker: Option<RawBreaker>,
+}
+
+/// `rate_limit = { per_second = 50, burst = 10 }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    /// A float, which also takes TOML integers (`per_second = 50`).
+    pub(super) per_second: Option<f64>,
+    pub(super) burst: Option<i64>,
+}
+
+/// `concurrency_key = { header = "x-tenant-id", limit = 2 }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConcurrencyKey {
+    pub(super) header: Option<String>,
+    pub(super) limit: Option<i64>,
+}
+
+/// `breaker = { consecutive_failures = 5, failure_ratio = 0.5, … }`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreaker {
+    pub(super) consecutive_failures: Option<i64>,
+    pub(super) failure_ratio: Option<f64>,
+    pub(super) min_calls: Option<i64>,
+    pub(super) window: Option<RawDuration>,
+    pub(super) open_for: Option<RawDuration>,
+    pub(super) half_open_probes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

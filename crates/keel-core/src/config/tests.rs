@@ -34,6 +34,7 @@ fn an_empty_file_gives_the_defaults() {
     assert_eq!(config.server.header_timeout, Duration::from_secs(10));
     assert_eq!(config.server.body_timeout, Duration::from_secs(30));
     assert_eq!(config.server.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.server.max_inflight_requests, 10_000);
     assert_eq!(config.storage.url, "sqlite://.keel/keel.db");
     assert_eq!(config.storage.sqlite_path(), Some(".keel/keel.db"));
     assert!(config.storage.fsync);
@@ -82,6 +83,8 @@ fn function_defaults_apply() {
     assert_eq!((charge.timeout, charge.sync_timeout), (Duration::from_secs(30), Duration::from_secs(30)));
     assert_eq!(charge.concurrency, 64);
     assert_eq!(charge.retry, RetryPolicy::default());
+    assert_eq!(charge.flow, crate::flow::FlowConfig::unlimited(64));
+    assert_eq!(charge.flow.max_waiting, 256, "4 × concurrency");
 }
 
 #[test]
@@ -90,7 +93,7 @@ fn unknown_keys_list_the_valid_ones() {
         errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
         ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
           `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`"]
     );
     assert_eq!(
         errors("[queues.a]\n"),
@@ -305,7 +308,7 @@ fn an_unknown_key_from_env_names_the_variable() {
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
         ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
           `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`"]
     );
 }
 
@@ -531,4 +534,177 @@ fn the_database_path_is_relative_to_the_config_file_unless_given_on_the_command_
     assert_eq!(results[2], "sqlite:///var/lib/keel/keel.db");
     assert_eq!(results[3], "sqlite://here.db", "a path typed in the environment is the shell's");
     assert_eq!(results[4], "sqlite://here.db", "a path typed as a flag is the shell's");
+}
+
+mod flow {
+    use super::*;
+    use crate::flow::{BreakerConfig, ConcurrencyKeyConfig, FlowConfig, RateLimitConfig};
+
+    fn flow_of(text: &str) -> FlowConfig {
+        load_str("keel.toml", &format!("{CHARGE}{text}"), &Overrides::default()).unwrap().functions["charge"]
+            .flow
+            .clone()
+    }
+
+    #[test]
+    fn the_design_example_is_resolved() {
+        let text = r#"
+[server]
+max_inflight_requests = 500
+
+[functions.charge]
+url = "http://127.0.0.1:9001/charge"
+concurrency = 64
+max_waiting = 64
+max_queued = 100000
+rate_limit = { per_second = 50, burst = 10 }
+concurrency_key = { header = "X-Tenant-ID", limit = 2 }
+breaker = { consecutive_failures = 5, failure_ratio = 0.5, min_calls = 20, window = "30s",
+            open_for = "10s", half_open_probes = 3 }
+"#;
+        let config = load_str("keel.toml", text, &Overrides::default()).unwrap();
+        assert_eq!(config.server.max_inflight_requests, 500);
+        let flow = &config.functions["charge"].flow;
+        assert_eq!((flow.max_waiting, flow.max_queued), (64, Some(100_000)));
+        assert_eq!(flow.rate_limit, Some(RateLimitConfig { per_second: 50.0, burst: 10 }));
+        assert_eq!(
+            flow.concurrency_key,
+            Some(ConcurrencyKeyConfig { header: "x-tenant-id".into(), limit: 2 }),
+            "the header is stored lowercase"
+        );
+        assert_eq!(
+            flow.breaker,
+            Some(BreakerConfig {
+                consecutive_failures: 5,
+                failure_ratio: Some(0.5),
+                min_calls: 20,
+                window: Duration::from_secs(30),
+                open_for: Duration::from_secs(10),
+                half_open_probes: 3,
+            })
+        );
+    }
+
+    #[test]
+    fn keys_left_out_take_their_defaults() {
+        assert_eq!(flow_of("rate_limit = { per_second = 0.5 }\n").rate_limit.unwrap().burst, 1);
+        assert_eq!(flow_of("breaker = {}\n").breaker, Some(BreakerConfig::default()));
+        assert_eq!(
+            flow_of("breaker = { failure_ratio = 1 }\n").breaker,
+            Some(BreakerConfig { failure_ratio: Some(1.0), ..BreakerConfig::default() })
+        );
+        assert_eq!(flow_of("concurrency = 3\n").max_waiting, 12);
+        assert_eq!(flow_of("max_waiting = 0\n").max_waiting, 0, "0: no sync caller waits");
+    }
+
+    #[test]
+    fn every_flow_problem_is_reported_where_it_was_written() {
+        let text = "\
+[server]
+max_inflight_requests = 0
+
+[functions.charge]
+url = \"http://127.0.0.1:9001/charge\"
+concurrency = 4
+max_waiting = -1
+max_queued = 0
+rate_limit = { per_second = 0, burst = 0 }
+concurrency_key = { header = \"x tenant\", limit = 0 }
+breaker = { consecutive_failures = 0, failure_ratio = 1.5, min_calls = 0, window = \"0s\", open_for = \"soon\", half_open_probes = 0 }
+";
+        assert_eq!(
+            errors(text),
+            [
+                "keel.toml:2:25: server.max_inflight_requests: must be between 1 and 1000000 (got 0)",
+                "keel.toml:7:15: functions.charge.max_waiting: must be between 0 and 1000000 (got -1)",
+                "keel.toml:8:14: functions.charge.max_queued: must be at least 1 (got 0)",
+                "keel.toml:9:29: functions.charge.rate_limit.per_second: must be a number above 0 and at most 1000000, like 50 or 0.5 (got 0)",
+                "keel.toml:9:40: functions.charge.rate_limit.burst: must be between 1 and 1000000 (got 0)",
+                r#"keel.toml:10:30: functions.charge.concurrency_key.header: not a valid HTTP header name: expected letters, digits and any of !#$%&'*+-.^_`|~, like "x-tenant-id" (got "x tenant")"#,
+                "keel.toml:10:50: functions.charge.concurrency_key.limit: must be between 1 and the function's concurrency (4) (got 0)",
+                "keel.toml:11:36: functions.charge.breaker.consecutive_failures: must be between 1 and 1000000 (got 0)",
+                "keel.toml:11:55: functions.charge.breaker.failure_ratio: must be a number above 0 and at most 1, like 0.5 (got 1.5)",
+                "keel.toml:11:72: functions.charge.breaker.min_calls: must be between 1 and 1000000 (got 0)",
+                r#"keel.toml:11:84: functions.charge.breaker.window: must be greater than 0, like "30s" (got "0s")"#,
+                r#"keel.toml:11:101: functions.charge.breaker.open_for: expected a duration like "250ms", "30s", "5m" (got "soon")"#,
+                "keel.toml:11:128: functions.charge.breaker.half_open_probes: must be between 1 and 1000000 (got 0)",
+            ]
+        );
+    }
+
+    #[test]
+    fn rates_must_be_positive_and_finite() {
+        let shown: Vec<String> = ["-1.5", "inf", "nan", "2e6"]
+            .iter()
+            .flat_map(|rate| errors(&format!("{CHARGE}rate_limit = {{ per_second = {rate} }}\n")))
+            .collect();
+        let message =
+            "functions.charge.rate_limit.per_second: must be a number above 0 and at most 1000000, like 50 or 0.5";
+        assert_eq!(
+            shown,
+            [
+                format!("keel.toml:3:29: {message} (got -1.5)"),
+                format!("keel.toml:3:29: {message} (got inf)"),
+                format!("keel.toml:3:29: {message} (got NaN)"),
+                format!("keel.toml:3:29: {message} (got 2000000)"),
+            ]
+        );
+        assert_eq!(
+            errors(&format!("{CHARGE}rate_limit = {{ per_second = \"50\" }}\n")),
+            [r#"keel.toml:3:29: functions.charge.rate_limit.per_second: invalid type: string "50", expected a number"#]
+        );
+    }
+
+    #[test]
+    fn required_keys_of_rate_limit_and_concurrency_key_are_named() {
+        assert_eq!(
+            errors(&format!("{CHARGE}rate_limit = {{ burst = 3 }}\nconcurrency_key = {{}}\n")),
+            [
+                "keel.toml:3:1: functions.charge.rate_limit: missing required key `per_second`, like rate_limit = { per_second = 50, burst = 10 }",
+                r#"keel.toml:4:1: functions.charge.concurrency_key: missing required key `header`, like concurrency_key = { header = "x-tenant-id", limit = 2 }"#,
+                r#"keel.toml:4:1: functions.charge.concurrency_key: missing required key `limit`, like concurrency_key = { header = "x-tenant-id", limit = 2 }"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_per_key_limit_above_the_functions_concurrency_is_refused() {
+        assert_eq!(
+            errors(&format!("{CHARGE}concurrency = 8\nconcurrency_key = {{ header = \"x-t\", limit = 9 }}\n")),
+            ["keel.toml:4:45: functions.charge.concurrency_key.limit: must be between 1 and the function's concurrency (8) (got 9)"]
+        );
+        assert_eq!(flow_of("concurrency_key = { header = \"x-t\", limit = 64 }\n").concurrency_key.unwrap().limit, 64);
+    }
+
+    #[test]
+    fn an_unknown_key_inside_a_flow_table_lists_the_valid_ones() {
+        assert_eq!(
+            errors(&format!("{CHARGE}breaker = {{ failures = 3 }}\n")),
+            ["keel.toml:3:13: functions.charge.breaker.failures: unknown key `failures`, expected one of \
+              `consecutive_failures`, `failure_ratio`, `min_calls`, `window`, `open_for`, `half_open_probes`"]
+        );
+        assert_eq!(
+            errors(&format!("{CHARGE}rate_limit = {{ per_second = 1, per_minute = 3 }}\n")),
+            ["keel.toml:3:32: functions.charge.rate_limit.per_minute: unknown key `per_minute`, expected \
+              `per_second` or `burst`"]
+        );
+    }
+
+    #[test]
+    fn flow_keys_can_be_set_from_the_environment() {
+        let overrides = env(&[
+            ("KEEL_FUNCTIONS__CHARGE__BREAKER__OPEN_FOR", "5s"),
+            ("KEEL_FUNCTIONS__CHARGE__RATE_LIMIT", "{ per_second = 2.5, burst = 4 }"),
+            ("KEEL_SERVER__MAX_INFLIGHT_REQUESTS", "50"),
+        ]);
+        let config = load_str("keel.toml", CHARGE, &overrides).unwrap();
+        let flow = &config.functions["charge"].flow;
+        assert_eq!(flow.breaker, Some(BreakerConfig { open_for: Duration::from_secs(5), ..BreakerConfig::default() }));
+        assert_eq!(flow.rate_limit, Some(RateLimitConfig { per_second: 2.5, burst: 4 }));
+        assert_eq!(config.server.max_inflight_requests, 50);
+        assert_eq!(
+            errors_with(CHARGE, &env(&[("KEEL_FUNCTIONS__CHARGE__BREAKER__FAILURE_RATIO", "0")])),
+            ["env KEEL_FUNCTIONS__CHARGE__BREAKER__FAILURE_RATIO: functions.charge.breaker.failure_ratio: must be a number above 0 and at most 1, like 0.5 (got 0)"]
+        );
+    }
 }

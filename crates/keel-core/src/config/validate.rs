@@ -10,6 +10,7 @@ use super::raw::{RawByteSize, RawConfig, RawDuration};
 use super::{Config, ServerConfig, StorageConfig};
 
 mod command;
+mod flow;
 mod function;
 mod subscription;
 
@@ -152,6 +153,18 @@ impl Checker {
             self.positive_duration(key(&["server", "body_timeout"]), &s.body_timeout, DEFAULT_BODY_TIMEOUT);
         let idle_timeout =
             self.positive_duration(key(&["server", "idle_timeout"]), &s.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        let max_inflight_requests = match s.max_inflight_requests {
+            None => Some(ServerConfig::DEFAULT_MAX_INFLIGHT_REQUESTS),
+            Some(n) if (1..=1_000_000).contains(&n) => Some(n as u32),
+            Some(n) => {
+                self.report(
+                    key(&["server", "max_inflight_requests"]),
+                    Anchor::Value,
+                    format!("must be between 1 and 1000000 (got {n})"),
+                );
+                None
+            }
+        };
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
@@ -162,7 +175,7 @@ impl Checker {
             header_timeout: header_timeout?,
             body_timeout: body_timeout?,
             idle_timeout: idle_timeout?,
-            max_inflight_requests: ServerConfig::DEFAULT_MAX_INFLIGHT_REQUESTS,
+            max_inflight_requests: max_inflight_requests?,
         })
     }
 

@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod rate;
+mod window;
 
 use std::time::Duration;
 

@@ -114,7 +114,14 @@ impl Checker {
     }
 
     /// An integer key with a default and an inclusive range.
-    fn count(&mut self, path: Vec<String>, raw: Option<i64>, default: u32, min: i64, max: i64) -> Option<u32> {
+    pub(super) fn count(
+        &mut self,
+        path: Vec<String>,
+        raw: Option<i64>,
+        default: u32,
+        min: i64,
+        max: i64,
+    ) -> Option<u32> {
         match raw {
             None => Some(default),
             Some(n) if (min..=max).contains(&n) => u32::try_from(n).ok(),

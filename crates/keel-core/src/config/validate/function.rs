@@ -54,13 +54,14 @@ impl Checker {
             Some(retry) => self.retry(&key(&["functions", name]), retry, default_retry),
             None => Some(default_retry),
         };
+        let flow = self.flow(name, raw, concurrency);
         Some(FunctionConfig {
             name: name.to_owned(),
             target: target?,
             timeout: timeout?,
             sync_timeout: sync_timeout?,
             idempotency_ttl: idempotency_ttl?,
-            flow: crate::flow::FlowConfig::unlimited(concurrency?),
+            flow: flow?,
             concurrency: concurrency?,
             retry: retry?,
         })
