@@ -30,9 +30,9 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops) \
+         subscription, event_id, headers, ordering_key, hops, concurrency_key) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26, $27)",
+         $23, $24, $25, $26, $27, $28)",
         &[
             &inv.id,
             &inv.function,
@@ -61,6 +61,7 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
             &delivery.map(|d| encode_headers(&d.headers)),
             &delivery.and_then(|d| d.ordering_key.as_deref()),
             &delivery.map_or(0, |d| d.hops as i32),
+            &inv.concurrency_key,
         ],
     )
     .await

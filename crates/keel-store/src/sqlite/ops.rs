@@ -33,8 +33,8 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         subscription, event_id, headers, ordering_key, hops, concurrency_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -65,6 +65,7 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
             delivery.map(|d| encode_headers(&d.headers)),
             delivery.and_then(|d| d.ordering_key.as_ref()),
             delivery.map_or(0, |d| d.hops),
+            inv.concurrency_key,
         ])
     })
     .map_err(|e| match e {

@@ -153,3 +153,30 @@ async fn the_store_files_are_private_whatever_the_umask() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+/// A database written before flow control (schema version 4) upgrades in place: its
+/// invocations read back without a `concurrency_key`, and new ones keep theirs.
+#[tokio::test]
+async fn a_database_from_before_flow_control_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        super::schema::migrate_to(&mut conn, 4).unwrap();
+        conn.execute(
+            "INSERT INTO invocations (id, function, status, payload, created_at, updated_at, due_at) \
+             VALUES ('01OLD', 'f', 'queued', X'7B7D', 1, 1, 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path, true).unwrap();
+    let old = store.get("01OLD").await.unwrap().unwrap();
+    assert_eq!(old.concurrency_key, None);
+    let new = keel_core::invocation::NewInvocation {
+        concurrency_key: Some("tenant".into()),
+        ..new_invocation("01NEW".into())
+    };
+    store.enqueue(new).await.unwrap();
+    assert_eq!(store.get("01NEW").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant"));
+}

@@ -34,7 +34,8 @@ macro_rules! store_conformance {
             header_lists_keep_every_character,
             kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
             ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects,
-            queue_stats_count_backlog_and_dead);
+            queue_stats_count_backlog_and_dead,
+            concurrency_keys_are_kept_through_every_path);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -144,10 +145,12 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
 }
 
 mod events;
+mod flow;
 mod invocations;
 mod keys;
 
 use self::events::{delivery_of, event};
 pub use events::*;
+pub use flow::*;
 pub use invocations::*;
 pub use keys::*;

@@ -1,0 +1,77 @@
+//! Conformance cases: flow control in the store — `concurrency_key` limits on leases.
+
+use std::collections::BTreeMap;
+
+use super::keys::{key_claim, reply};
+use super::*;
+use crate::store::KeyLimit;
+
+fn keyed(id: &str, function: &str, due_at: Millis, key: Option<&str>) -> NewInvocation {
+    NewInvocation { concurrency_key: key.map(str::to_string), ..new_inv(id, function, due_at) }
+}
+
+fn limit(limit: u32, running: &[(&str, u32)]) -> Option<KeyLimit> {
+    Some(KeyLimit { limit, running: running.iter().map(|(k, n)| (k.to_string(), *n)).collect::<BTreeMap<_, _>>() })
+}
+
+fn keyed_req(function: &str, now: Millis, max: usize, keys: Option<KeyLimit>) -> LeaseRequest {
+    LeaseRequest { keys, ..lease_req(function, now, max) }
+}
+
+pub async fn concurrency_keys_are_kept_through_every_path(store: &dyn Store) {
+    // Async admission, read back by get and list.
+    store.enqueue(keyed("01A", "f", T0, Some("tenant-a"))).await.unwrap();
+    store.enqueue(keyed("01B", "f", T0 + 1_000_000, None)).await.unwrap();
+    assert_eq!(store.get("01A").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-a"));
+    assert_eq!(store.get("01B").await.unwrap().unwrap().concurrency_key, None);
+    let page = store.list(ListFilter { function: Some("f".into()), ..Default::default() }).await.unwrap();
+    let listed: Vec<_> = page.items.iter().map(|i| (i.id.as_str(), i.concurrency_key.as_deref())).collect();
+    assert_eq!(listed, [("01B", None), ("01A", Some("tenant-a"))]);
+
+    // A lease, a retry, a death, a redrive and a lease taken back keep it.
+    let leased = store.lease(keyed_req("f", T0, 1, limit(5, &[]))).await.unwrap().invocations;
+    assert_eq!(leased[0].concurrency_key.as_deref(), Some("tenant-a"), "the lease returns it");
+    let retry = Transition::Retry { due_at: T0 + 10, delay_ms: 10, error: "HTTP 503".into() };
+    fail_once(store, &leased[0], T0 + 5, retry).await;
+    assert_eq!(store.get("01A").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-a"));
+    let again = lease_one(store, "f", T0 + 10).await;
+    assert_eq!((again.id.as_str(), again.concurrency_key.as_deref()), ("01A", Some("tenant-a")));
+    fail_once(store, &again, T0 + 20, Transition::Die { error: "gave up".into(), response: None }).await;
+    let redriven = store.redrive("01A", T0 + 30).await.unwrap();
+    assert_eq!(redriven.concurrency_key.as_deref(), Some("tenant-a"));
+    let third = lease_one(store, "f", T0 + 30).await;
+    assert_eq!(third.id, "01A");
+    store.reclaim_leases(Reclaim::All, T0 + 40).await.unwrap();
+    let reclaimed = store.get("01A").await.unwrap().unwrap();
+    assert_eq!((reclaimed.status, reclaimed.concurrency_key.as_deref()), (Status::Retrying, Some("tenant-a")));
+
+    // Keyed admission, and sync records (finished, begun and finished under a key).
+    let decision = store
+        .enqueue_keyed(keyed("01C", "f", T0, Some("tenant-c")), key_claim("k1", "fp", "h1", T0), reply("c"))
+        .await
+        .unwrap();
+    assert_eq!(decision, KeyDecision::Claim);
+    assert_eq!(store.get("01C").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-c"));
+    let mut finished = keyed("01D", "f", T0, Some("tenant-d")).into_stored();
+    finished.status = Status::Succeeded;
+    finished.sync = true;
+    finished.due_at = None;
+    finished.response = Some(ok_response("{}"));
+    store.record_finished(finished.clone(), None).await.unwrap();
+    assert_eq!(store.get("01D").await.unwrap().unwrap(), finished);
+    let behind = Invocation { id: "01E".into(), concurrency_key: Some("tenant-e".into()), ..finished.clone() };
+    store.record_behind(behind).await.unwrap();
+    store.hurry();
+    assert_eq!(store.get("01E").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-e"));
+    let mut running = keyed("01F", "f", T0, Some("tenant-f")).into_stored();
+    running.status = Status::Running;
+    running.sync = true;
+    running.due_at = None;
+    running.lease = Some(crate::invocation::Lease { owner: "h2".into(), leased_at: T0, expires_at: T0 + 1_000 });
+    let claim = key_claim("k2", "fp", "h2", T0);
+    assert_eq!(store.begin_sync(running.clone(), claim.clone()).await.unwrap(), KeyDecision::Claim);
+    assert_eq!(store.get("01F").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-f"));
+    let done = Invocation { status: Status::Succeeded, lease: None, response: Some(ok_response("{}")), ..running };
+    store.finish_sync(done, None, claim.key, "h2".into(), reply("f")).await.unwrap();
+    assert_eq!(store.get("01F").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-f"));
+}
