@@ -3,7 +3,7 @@
 
 use keel_core::clock::Millis;
 use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, Status, Transition};
-use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim};
+use keel_core::store::{KeyLimit, LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 
@@ -11,6 +11,7 @@ use super::events;
 use super::nodes::DB_NOW_MS;
 use super::notify::notify;
 use super::rows::{self, db_err, encode_headers, execute, invocation_columns_of, query, Tx, INVOCATION_COLUMNS};
+use crate::key_budget::KeyBudget;
 
 pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
     events::apply(tx, effects, inv.updated_at).await?;
@@ -80,6 +81,9 @@ const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM 
      AND o.status IN ('queued', 'running', 'retrying') AND (o.seq < c.seq OR o.status = 'running')))";
 
 pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
+    if let Some(keys) = &req.keys {
+        return lease_keyed(tx, req, keys).await;
+    }
     let mut invocations = Vec::new();
     if req.limit > 0 {
         // SKIP LOCKED: nodes leasing the same function at once each take different rows instead
@@ -109,6 +113,72 @@ pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
              AND {NOT_WAITING} ORDER BY due_at LIMIT 1"
         ),
         &[&req.function],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(Leased { invocations, next_due_at: next.first().and_then(|r| r.get(0)) })
+}
+
+/// The condition on a candidate `c` that its `concurrency_key` value is not at its limit: `$L`
+/// is the limit, `$S` the values at it (with limit 0, every value is).
+fn key_has_room(limit: u8, saturated: u8) -> String {
+    format!("(c.concurrency_key IS NULL OR (${limit}::BIGINT > 0 AND c.concurrency_key <> ALL(${saturated}::TEXT[])))")
+}
+
+/// A lease under a `concurrency_key` limit, in rounds (see `key_budget.rs`): values at their
+/// limit are left out in SQL, so their backlog never hides other values' due work. Each round
+/// locks its rows with SKIP LOCKED, so nodes leasing at once take different rows; a row a round
+/// locked but could not take (its value filled up) stays locked until this transaction ends.
+async fn lease_keyed(tx: &Tx<'_>, req: &LeaseRequest, keys: &KeyLimit) -> Result<Leased> {
+    let mut budget = KeyBudget::new(keys);
+    let mut picked: Vec<String> = Vec::new();
+    let limit = keys.limit as i64;
+    let round_sql = format!(
+        "SELECT id, concurrency_key FROM invocations AS c WHERE function = $1 \
+         AND status IN ('queued', 'retrying') AND due_at <= $2 AND {NOT_WAITING} AND {} \
+         AND c.id <> ALL($5::TEXT[]) ORDER BY due_at, id LIMIT $6 FOR UPDATE SKIP LOCKED",
+        key_has_room(3, 4)
+    );
+    while picked.len() < req.limit {
+        let wanted = req.limit - picked.len();
+        let saturated = budget.saturated();
+        let params: [&(dyn ToSql + Sync); 6] = [&req.function, &req.now, &limit, &saturated, &picked, &(wanted as i64)];
+        let round = query(tx, &round_sql, &params).await.map_err(db_err)?;
+        let full = round.len() == wanted;
+        let mut skipped = false;
+        for row in round {
+            let (id, value): (String, Option<String>) = (row.get(0), row.get(1));
+            match budget.take(value.as_deref()) {
+                true => picked.push(id),
+                false => skipped = true,
+            }
+        }
+        if !(full && skipped) {
+            break;
+        }
+    }
+    let mut invocations = Vec::with_capacity(picked.len());
+    if !picked.is_empty() {
+        let sql = format!(
+            "UPDATE invocations SET status = 'running', lease_owner = $1, leased_at = $2, \
+             lease_expires_at = $3, updated_at = $2 WHERE id = ANY($4::TEXT[]) RETURNING {INVOCATION_COLUMNS}"
+        );
+        for row in query(tx, &sql, &[&req.owner, &req.now, &req.expires_at, &picked]).await.map_err(db_err)? {
+            invocations.push(rows::invocation(&row)?);
+        }
+        invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    }
+    // Only values it could still take count: a full value's due work would wake the dispatcher
+    // at once, forever; an attempt of it ending wakes the dispatcher instead.
+    let saturated = budget.saturated();
+    let next = query(
+        tx,
+        &format!(
+            "SELECT due_at FROM invocations AS c WHERE function = $1 AND status IN ('queued', 'retrying') \
+             AND {NOT_WAITING} AND {} ORDER BY due_at LIMIT 1",
+            key_has_room(2, 3)
+        ),
+        &[&req.function, &limit, &saturated],
     )
     .await
     .map_err(db_err)?;

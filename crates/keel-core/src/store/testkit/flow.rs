@@ -18,6 +18,10 @@ fn keyed_req(function: &str, now: Millis, max: usize, keys: Option<KeyLimit>) ->
     LeaseRequest { keys, ..lease_req(function, now, max) }
 }
 
+fn ids(invocations: &[Invocation]) -> Vec<&str> {
+    invocations.iter().map(|i| i.id.as_str()).collect()
+}
+
 pub async fn concurrency_keys_are_kept_through_every_path(store: &dyn Store) {
     // Async admission, read back by get and list.
     store.enqueue(keyed("01A", "f", T0, Some("tenant-a"))).await.unwrap();
@@ -74,4 +78,77 @@ pub async fn concurrency_keys_are_kept_through_every_path(store: &dyn Store) {
     let done = Invocation { status: Status::Succeeded, lease: None, response: Some(ok_response("{}")), ..running };
     store.finish_sync(done, None, claim.key, "h2".into(), reply("f")).await.unwrap();
     assert_eq!(store.get("01F").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-f"));
+}
+
+pub async fn a_key_at_its_limit_does_not_hide_other_keys(store: &dyn Store) {
+    // Tenant A floods the queue ahead of tenant B.
+    for i in 0..40 {
+        store.enqueue(keyed(&format!("A{i:03}"), "f", T0 + i, Some("a"))).await.unwrap();
+    }
+    for i in 0..3 {
+        store.enqueue(keyed(&format!("B{i:03}"), "f", T0 + 100 + i, Some("b"))).await.unwrap();
+    }
+    let leased = store.lease(keyed_req("f", T0 + 1_000, 10, limit(2, &[("a", 2)]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["B000", "B001"], "A is at its limit; B has room for two");
+    assert_eq!(leased.next_due_at, None, "A and B are both at their limit now");
+    // One of A's attempts ends: A has room for one, and its oldest comes first.
+    let leased = store.lease(keyed_req("f", T0 + 1_000, 10, limit(2, &[("a", 1), ("b", 2)]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["A000"]);
+    // A has room for one, so a window of its rows must not hide B's last one.
+    let leased = store.lease(keyed_req("f", T0 + 1_000, 3, limit(2, &[("a", 1), ("b", 1)]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["A001", "B002"]);
+    assert_eq!(leased.next_due_at, None);
+    // Nothing running any more: A's rows come back, oldest first.
+    let leased = store.lease(keyed_req("f", T0 + 1_000, 10, limit(2, &[]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["A002", "A003"]);
+    assert_eq!(leased.next_due_at, None, "A is at its limit again, and nothing else waits");
+    let unlimited = store.lease(lease_req("f", T0 + 1_000, 100)).await.unwrap();
+    assert_eq!(unlimited.invocations.len(), 36, "a lease without keys takes everything due");
+}
+
+pub async fn a_lease_takes_at_most_the_room_of_each_key(store: &dyn Store) {
+    for i in 0..5 {
+        store.enqueue(keyed(&format!("A{i}"), "f", T0 + i, Some("a"))).await.unwrap();
+    }
+    for i in 0..3 {
+        store.enqueue(keyed(&format!("B{i}"), "f", T0 + 10 + i, Some("b"))).await.unwrap();
+    }
+    store.enqueue(keyed("N0", "f", T0 + 20, None)).await.unwrap();
+    store.enqueue(keyed("C0", "f", T0 + 30, Some("c"))).await.unwrap();
+    store.enqueue(keyed("C1", "f", T0 + 5_000, Some("c"))).await.unwrap();
+    let leased = store.lease(keyed_req("f", T0 + 100, 10, limit(2, &[]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["A0", "A1", "B0", "B1", "N0", "C0"]);
+    assert_eq!(leased.next_due_at, Some(T0 + 5_000), "C has room for one more; A and B are full");
+    let leased = store.lease(keyed_req("f", T0 + 100, 10, limit(2, &[("a", 1), ("b", 2)]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["A2"], "room for one of A, none of B");
+}
+
+pub async fn invocations_without_a_key_are_unlimited(store: &dyn Store) {
+    for i in 0..5 {
+        store.enqueue(keyed(&format!("N{i}"), "f", T0 + i, None)).await.unwrap();
+    }
+    store.enqueue(keyed("A0", "f", T0, Some("a"))).await.unwrap();
+    let leased = store.lease(keyed_req("f", T0 + 10, 3, limit(1, &[("a", 1)]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["N0", "N1", "N2"]);
+    assert_eq!(leased.next_due_at, Some(T0 + 3));
+    // A limit of 0 holds every keyed invocation back, and none without a key.
+    let leased = store.lease(keyed_req("f", T0 + 10, 10, limit(0, &[]))).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["N3", "N4"]);
+    assert_eq!(leased.next_due_at, None, "A0 waits for room, not for time");
+}
+
+pub async fn next_due_at_counts_only_keys_with_room(store: &dyn Store) {
+    store.enqueue(keyed("A0", "f", T0, Some("a"))).await.unwrap();
+    store.enqueue(keyed("A1", "f", T0 + 1, Some("a"))).await.unwrap();
+    let full = limit(1, &[("a", 1)]);
+    let leased = store.lease(keyed_req("f", T0 + 10, 10, full.clone())).await.unwrap();
+    assert!(leased.invocations.is_empty());
+    assert_eq!(leased.next_due_at, None, "A's due work must not wake the dispatcher while A is full");
+    store.enqueue(keyed("B0", "f", T0 + 1_000, Some("b"))).await.unwrap();
+    store.enqueue(keyed("N0", "f", T0 + 2_000, None)).await.unwrap();
+    let leased = store.lease(keyed_req("f", T0 + 10, 10, full.clone())).await.unwrap();
+    assert!(leased.invocations.is_empty());
+    assert_eq!(leased.next_due_at, Some(T0 + 1_000), "B's, not A's");
+    let unkeyed = store.lease(lease_req("f", T0 - 1, 10)).await.unwrap();
+    assert_eq!(unkeyed.next_due_at, Some(T0), "without keys, every value counts");
 }
