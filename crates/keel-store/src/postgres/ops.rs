@@ -80,6 +80,12 @@ const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM 
      WHERE o.ordering_key = c.ordering_key AND o.seq <> c.seq \
      AND o.status IN ('queued', 'running', 'retrying') AND (o.seq < c.seq OR o.status = 'running')))";
 
+/// The condition that function `$n` is not paused: a one-time filter (an InitPlan probing the
+/// tiny `paused_functions` table's primary key once per statement), not a per-row test.
+fn not_paused(n: u8) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM paused_functions WHERE function = ${n})")
+}
+
 pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
     if let Some(keys) = &req.keys {
         return lease_keyed(tx, req, keys).await;
@@ -90,10 +96,11 @@ pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
         // of queueing behind one another's row locks.
         let sql = format!(
             "WITH due AS (SELECT id FROM invocations AS c WHERE function = $4 AND status IN ('queued', 'retrying') \
-               AND due_at <= $2 AND {NOT_WAITING} \
+               AND due_at <= $2 AND {NOT_WAITING} AND {} \
                ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              UPDATE invocations AS i SET status = 'running', lease_owner = $1, leased_at = $2, \
                lease_expires_at = $3, updated_at = $2 FROM due WHERE i.id = due.id RETURNING {}",
+            not_paused(4),
             invocation_columns_of("i")
         );
         let params: [&(dyn ToSql + Sync); 5] =
@@ -110,7 +117,8 @@ pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
         tx,
         &format!(
             "SELECT due_at FROM invocations AS c WHERE function = $1 AND status IN ('queued', 'retrying') \
-             AND {NOT_WAITING} ORDER BY due_at LIMIT 1"
+             AND {NOT_WAITING} AND {} ORDER BY due_at LIMIT 1",
+            not_paused(1)
         ),
         &[&req.function],
     )
@@ -135,8 +143,9 @@ async fn lease_keyed(tx: &Tx<'_>, req: &LeaseRequest, keys: &KeyLimit) -> Result
     let limit = keys.limit as i64;
     let round_sql = format!(
         "SELECT id, concurrency_key FROM invocations AS c WHERE function = $1 \
-         AND status IN ('queued', 'retrying') AND due_at <= $2 AND {NOT_WAITING} AND {} \
+         AND status IN ('queued', 'retrying') AND due_at <= $2 AND {NOT_WAITING} AND {} AND {} \
          AND c.id <> ALL($5::TEXT[]) ORDER BY due_at, id LIMIT $6 FOR UPDATE SKIP LOCKED",
+        not_paused(1),
         key_has_room(3, 4)
     );
     while picked.len() < req.limit {
@@ -175,7 +184,8 @@ async fn lease_keyed(tx: &Tx<'_>, req: &LeaseRequest, keys: &KeyLimit) -> Result
         tx,
         &format!(
             "SELECT due_at FROM invocations AS c WHERE function = $1 AND status IN ('queued', 'retrying') \
-             AND {NOT_WAITING} AND {} ORDER BY due_at LIMIT 1",
+             AND {NOT_WAITING} AND {} AND {} ORDER BY due_at LIMIT 1",
+            not_paused(1),
             key_has_room(2, 3)
         ),
         &[&req.function, &limit, &saturated],
@@ -183,6 +193,32 @@ async fn lease_keyed(tx: &Tx<'_>, req: &LeaseRequest, keys: &KeyLimit) -> Result
     .await
     .map_err(db_err)?;
     Ok(Leased { invocations, next_due_at: next.first().and_then(|r| r.get(0)) })
+}
+
+/// Pauses (keeping the first `paused_at`) or resumes a function. A resume tells every node, as
+/// new work does, so their idle dispatchers lease again.
+pub(crate) async fn set_paused(tx: &Tx<'_>, function: &str, paused: bool, now: Millis) -> Result<()> {
+    match paused {
+        true => execute(
+            tx,
+            "INSERT INTO paused_functions (function, paused_at) VALUES ($1, $2) ON CONFLICT (function) DO NOTHING",
+            &[&function, &now],
+        )
+        .await
+        .map_err(db_err)?,
+        false => execute(tx, "DELETE FROM paused_functions WHERE function = $1", &[&function]).await.map_err(db_err)?,
+    };
+    if !paused {
+        notify(tx, &[function.to_string()]).await?;
+    }
+    Ok(())
+}
+
+/// The paused functions with when each was paused, by name.
+pub(crate) async fn paused(tx: &Tx<'_>) -> Result<Vec<(String, Millis)>> {
+    let rows =
+        query(tx, "SELECT function, paused_at FROM paused_functions ORDER BY function", &[]).await.map_err(db_err)?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// The columns a completion writes, shared by the single and the batched form.

@@ -202,6 +202,29 @@ fn json<S: AsRef<str>>(values: &[S]) -> String {
     serde_json::Value::Array(values.iter().map(|v| serde_json::Value::from(v.as_ref())).collect()).to_string()
 }
 
+/// Pauses (keeping the first `paused_at`) or resumes a function.
+pub(crate) fn set_paused(conn: &Connection, function: &str, paused: bool, now: Millis) -> Result<()> {
+    match paused {
+        true => conn
+            .prepare_cached(
+                "INSERT INTO paused_functions (function, paused_at) VALUES (?, ?) ON CONFLICT (function) DO NOTHING",
+            )
+            .and_then(|mut st| st.execute(params![function, now])),
+        false => conn
+            .prepare_cached("DELETE FROM paused_functions WHERE function = ?")
+            .and_then(|mut st| st.execute([function])),
+    }
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// The paused functions with when each was paused, by name.
+pub(crate) fn paused(conn: &Connection) -> Result<Vec<(String, Millis)>> {
+    conn.prepare_cached("SELECT function, paused_at FROM paused_functions ORDER BY function")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(db_err)
+}
+
 pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
     let counted = u32::from(c.attempt.is_some());
     if c.effects.is_some() {

@@ -1,4 +1,5 @@
-//! Conformance cases: flow control in the store — `concurrency_key` limits on leases.
+//! Conformance cases: flow control in the store — `concurrency_key` limits on leases, and
+//! paused functions.
 
 use std::collections::BTreeMap;
 
@@ -151,4 +152,37 @@ pub async fn next_due_at_counts_only_keys_with_room(store: &dyn Store) {
     assert_eq!(leased.next_due_at, Some(T0 + 1_000), "B's, not A's");
     let unkeyed = store.lease(lease_req("f", T0 - 1, 10)).await.unwrap();
     assert_eq!(unkeyed.next_due_at, Some(T0), "without keys, every value counts");
+}
+
+pub async fn a_paused_function_leases_nothing_until_resumed(store: &dyn Store) {
+    store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
+    store.enqueue(new_inv("01G", "g", T0)).await.unwrap();
+    assert!(store.paused().await.unwrap().is_empty());
+    store.set_paused("f", true, T0 + 1).await.unwrap();
+    let leased = store.lease(lease_req("f", T0 + 10, 10)).await.unwrap();
+    assert!(leased.invocations.is_empty(), "a paused function's work is held");
+    assert_eq!(leased.next_due_at, None, "and does not wake its dispatcher");
+    let keyed_lease = store.lease(keyed_req("f", T0 + 10, 10, limit(5, &[]))).await.unwrap();
+    assert!(keyed_lease.invocations.is_empty());
+    assert_eq!(keyed_lease.next_due_at, None);
+    // Admission goes on; other functions run.
+    store.enqueue(keyed("01B", "f", T0 + 2, Some("a"))).await.unwrap();
+    assert_eq!(store.get("01B").await.unwrap().unwrap().status, Status::Queued);
+    assert_eq!(lease_one(store, "g", T0 + 10).await.id, "01G");
+    // Pausing again keeps the first time; the list is sorted by name.
+    store.set_paused("f", true, T0 + 5).await.unwrap();
+    store.set_paused("e", true, T0 + 6).await.unwrap();
+    assert_eq!(store.paused().await.unwrap(), [("e".to_string(), T0 + 6), ("f".to_string(), T0 + 1)]);
+    let held = store.get("01A").await.unwrap().unwrap();
+    assert_eq!((held.status, held.attempt_count, held.lease), (Status::Queued, 0, None), "untouched");
+    // Resumed: the held work is leased as usual.
+    store.set_paused("f", false, T0 + 20).await.unwrap();
+    assert_eq!(store.paused().await.unwrap(), [("e".to_string(), T0 + 6)]);
+    let leased = store.lease(lease_req("f", T0 + 20, 10)).await.unwrap();
+    assert_eq!(ids(&leased.invocations), ["01A", "01B"]);
+    // Resuming what is not paused is no error.
+    store.set_paused("f", false, T0 + 21).await.unwrap();
+    store.set_paused("nobody", false, T0 + 21).await.unwrap();
+    store.set_paused("e", false, T0 + 22).await.unwrap();
+    assert!(store.paused().await.unwrap().is_empty());
 }

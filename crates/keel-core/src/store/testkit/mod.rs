@@ -37,7 +37,7 @@ macro_rules! store_conformance {
             queue_stats_count_backlog_and_dead,
             concurrency_keys_are_kept_through_every_path, a_key_at_its_limit_does_not_hide_other_keys,
             a_lease_takes_at_most_the_room_of_each_key, invocations_without_a_key_are_unlimited,
-            next_due_at_counts_only_keys_with_room);
+            next_due_at_counts_only_keys_with_room, a_paused_function_leases_nothing_until_resumed);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
