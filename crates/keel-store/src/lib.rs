@@ -19,6 +19,8 @@
 
 mod header_list;
 mod key_budget;
+#[cfg(test)]
+mod lease_cost;
 pub mod metric_definitions;
 #[cfg(any(test, feature = "testkit"))]
 pub mod pg_testkit;

@@ -198,3 +198,11 @@ async fn resuming_a_function_wakes_the_other_nodes() {
     }
     panic!("node b never heard that f was resumed on node a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_lease_cost() {
+    let url = fresh_database().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&url).unwrap());
+    crate::lease_cost::measure(store, "postgres").await;
+}

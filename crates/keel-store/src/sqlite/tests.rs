@@ -214,3 +214,12 @@ async fn a_database_from_before_flow_control_upgrades() {
     assert_eq!(store.get("01NEW").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant"));
     assert!(store.paused().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_lease_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
+    crate::lease_cost::measure(store, "sqlite").await;
+}
