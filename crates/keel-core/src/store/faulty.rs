@@ -126,6 +126,14 @@ impl Store for FaultyStore {
         self.inner.lease(request).await
     }
 
+    async fn set_paused(&self, function: &str, paused: bool, now: Millis) -> Result<()> {
+        self.inner.set_paused(function, paused, now).await
+    }
+
+    async fn paused(&self) -> Result<Vec<(String, Millis)>> {
+        self.inner.paused().await
+    }
+
     async fn complete(&self, completion: Completion) -> Result<()> {
         self.faulted(Write::Complete, self.inner.complete(completion)).await
     }

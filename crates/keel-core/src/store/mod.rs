@@ -211,15 +211,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Pauses (`true`) or resumes a function, durably and for every node: while paused, its
     /// work is admitted and held but never leased. Resuming wakes every node's dispatcher of it.
-    async fn set_paused(&self, function: &str, paused: bool, now: Millis) -> Result<()> {
-        let _ = (function, paused, now);
-        Ok(())
-    }
+    /// Pausing a paused function keeps its first `paused_at`; resuming one not paused does
+    /// nothing (but still wakes the dispatchers).
+    async fn set_paused(&self, function: &str, paused: bool, now: Millis) -> Result<()>;
 
-    /// The functions paused now, with when each was paused.
-    async fn paused(&self) -> Result<Vec<(String, Millis)>> {
-        Ok(Vec::new())
-    }
+    /// The functions paused now, with when each was paused, sorted by name.
+    async fn paused(&self) -> Result<Vec<(String, Millis)>>;
 
     /// Records an attempt and moves the invocation on. Refused with
     /// [`Error::InvalidState`](crate::Error::InvalidState) when the caller no longer holds the

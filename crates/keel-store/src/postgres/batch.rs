@@ -114,16 +114,18 @@ async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<Stri
     let owners: Vec<Option<&str>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.owner.as_str())).collect();
     let leased_at: Vec<Option<i64>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.leased_at)).collect();
     let expires: Vec<Option<i64>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.expires_at)).collect();
+    let concurrency: Vec<Option<&str>> = news.iter().map(|n| n.concurrency_key.as_deref()).collect();
     // WITH ORDINALITY keeps the group's order in `seq`, which ordered deliveries follow.
     let rows = query(
         tx,
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, due_at, \
            idempotency_key, traceparent, subscription, event_id, headers, ordering_key, hops, \
-           lease_owner, leased_at, lease_expires_at) \
+           lease_owner, leased_at, lease_expires_at, concurrency_key) \
          SELECT id, f, CASE WHEN lo IS NULL THEN 'queued' ELSE 'running' END, p, ct, c, c, d, k, tp, s, e, h, o, hp, \
-           lo, la, le FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::INT8[], $6::INT8[], \
+           lo, la, le, ck FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::INT8[], $6::INT8[], \
            $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::INT4[], $14::TEXT[], \
-           $15::INT8[], $16::INT8[]) WITH ORDINALITY AS t(id, f, p, ct, c, d, k, tp, s, e, h, o, hp, lo, la, le, n) \
+           $15::INT8[], $16::INT8[], $17::TEXT[]) \
+           WITH ORDINALITY AS t(id, f, p, ct, c, d, k, tp, s, e, h, o, hp, lo, la, le, ck, n) \
          ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id",
         &[
             &ids,
@@ -142,6 +144,7 @@ async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<Stri
             &owners,
             &leased_at,
             &expires,
+            &concurrency,
         ],
     )
     .await?;

@@ -241,6 +241,14 @@ impl Store for PgStore {
         in_tx!(self, |tx| ops::lease(&tx, &request))
     }
 
+    async fn set_paused(&self, function: &str, paused: bool, now: Millis) -> Result<()> {
+        in_tx!(self, |tx| ops::set_paused(&tx, function, paused, now))
+    }
+
+    async fn paused(&self) -> Result<Vec<(String, Millis)>> {
+        in_tx!(self, |tx| ops::paused(&tx))
+    }
+
     async fn complete(&self, completion: Completion) -> Result<()> {
         // Effects can refuse their completion (a failed precondition): such a completion gets a
         // transaction of its own instead of a place in a group.

@@ -3,7 +3,7 @@
 
 use keel_core::clock::Millis;
 use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, Status, Transition};
-use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim};
+use keel_core::store::{KeyLimit, LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use tokio_postgres::types::ToSql;
 
@@ -11,6 +11,7 @@ use super::events;
 use super::nodes::DB_NOW_MS;
 use super::notify::notify;
 use super::rows::{self, db_err, encode_headers, execute, invocation_columns_of, query, Tx, INVOCATION_COLUMNS};
+use crate::key_budget::KeyBudget;
 
 pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
     events::apply(tx, effects, inv.updated_at).await?;
@@ -30,9 +31,9 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops) \
+         subscription, event_id, headers, ordering_key, hops, concurrency_key) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26, $27)",
+         $23, $24, $25, $26, $27, $28)",
         &[
             &inv.id,
             &inv.function,
@@ -61,6 +62,7 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
             &delivery.map(|d| encode_headers(&d.headers)),
             &delivery.and_then(|d| d.ordering_key.as_deref()),
             &delivery.map_or(0, |d| d.hops as i32),
+            &inv.concurrency_key,
         ],
     )
     .await
@@ -78,17 +80,27 @@ const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM 
      WHERE o.ordering_key = c.ordering_key AND o.seq <> c.seq \
      AND o.status IN ('queued', 'running', 'retrying') AND (o.seq < c.seq OR o.status = 'running')))";
 
+/// The condition that function `$n` is not paused: a one-time filter (an InitPlan probing the
+/// tiny `paused_functions` table's primary key once per statement), not a per-row test.
+fn not_paused(n: u8) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM paused_functions WHERE function = ${n})")
+}
+
 pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
+    if let Some(keys) = &req.keys {
+        return lease_keyed(tx, req, keys).await;
+    }
     let mut invocations = Vec::new();
     if req.limit > 0 {
         // SKIP LOCKED: nodes leasing the same function at once each take different rows instead
         // of queueing behind one another's row locks.
         let sql = format!(
             "WITH due AS (SELECT id FROM invocations AS c WHERE function = $4 AND status IN ('queued', 'retrying') \
-               AND due_at <= $2 AND {NOT_WAITING} \
+               AND due_at <= $2 AND {NOT_WAITING} AND {} \
                ORDER BY due_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) \
              UPDATE invocations AS i SET status = 'running', lease_owner = $1, leased_at = $2, \
                lease_expires_at = $3, updated_at = $2 FROM due WHERE i.id = due.id RETURNING {}",
+            not_paused(4),
             invocation_columns_of("i")
         );
         let params: [&(dyn ToSql + Sync); 5] =
@@ -105,13 +117,108 @@ pub(crate) async fn lease(tx: &Tx<'_>, req: &LeaseRequest) -> Result<Leased> {
         tx,
         &format!(
             "SELECT due_at FROM invocations AS c WHERE function = $1 AND status IN ('queued', 'retrying') \
-             AND {NOT_WAITING} ORDER BY due_at LIMIT 1"
+             AND {NOT_WAITING} AND {} ORDER BY due_at LIMIT 1",
+            not_paused(1)
         ),
         &[&req.function],
     )
     .await
     .map_err(db_err)?;
     Ok(Leased { invocations, next_due_at: next.first().and_then(|r| r.get(0)) })
+}
+
+/// The condition on a candidate `c` that its `concurrency_key` value is not at its limit: `$L`
+/// is the limit, `$S` the values at it (with limit 0, every value is).
+fn key_has_room(limit: u8, saturated: u8) -> String {
+    format!("(c.concurrency_key IS NULL OR (${limit}::BIGINT > 0 AND c.concurrency_key <> ALL(${saturated}::TEXT[])))")
+}
+
+/// A lease under a `concurrency_key` limit, in rounds (see `key_budget.rs`): values at their
+/// limit are left out in SQL, so their backlog never hides other values' due work. Each round
+/// locks its rows with SKIP LOCKED, so nodes leasing at once take different rows; a row a round
+/// locked but could not take (its value filled up) stays locked until this transaction ends.
+async fn lease_keyed(tx: &Tx<'_>, req: &LeaseRequest, keys: &KeyLimit) -> Result<Leased> {
+    let mut budget = KeyBudget::new(keys);
+    let mut picked: Vec<String> = Vec::new();
+    let limit = keys.limit as i64;
+    let round_sql = format!(
+        "SELECT id, concurrency_key FROM invocations AS c WHERE function = $1 \
+         AND status IN ('queued', 'retrying') AND due_at <= $2 AND {NOT_WAITING} AND {} AND {} \
+         AND c.id <> ALL($5::TEXT[]) ORDER BY due_at, id LIMIT $6 FOR UPDATE SKIP LOCKED",
+        not_paused(1),
+        key_has_room(3, 4)
+    );
+    while picked.len() < req.limit {
+        let wanted = req.limit - picked.len();
+        let saturated = budget.saturated();
+        let params: [&(dyn ToSql + Sync); 6] = [&req.function, &req.now, &limit, &saturated, &picked, &(wanted as i64)];
+        let round = query(tx, &round_sql, &params).await.map_err(db_err)?;
+        let full = round.len() == wanted;
+        let mut skipped = false;
+        for row in round {
+            let (id, value): (String, Option<String>) = (row.get(0), row.get(1));
+            match budget.take(value.as_deref()) {
+                true => picked.push(id),
+                false => skipped = true,
+            }
+        }
+        if !(full && skipped) {
+            break;
+        }
+    }
+    let mut invocations = Vec::with_capacity(picked.len());
+    if !picked.is_empty() {
+        let sql = format!(
+            "UPDATE invocations SET status = 'running', lease_owner = $1, leased_at = $2, \
+             lease_expires_at = $3, updated_at = $2 WHERE id = ANY($4::TEXT[]) RETURNING {INVOCATION_COLUMNS}"
+        );
+        for row in query(tx, &sql, &[&req.owner, &req.now, &req.expires_at, &picked]).await.map_err(db_err)? {
+            invocations.push(rows::invocation(&row)?);
+        }
+        invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    }
+    // Only values it could still take count: a full value's due work would wake the dispatcher
+    // at once, forever; an attempt of it ending wakes the dispatcher instead.
+    let saturated = budget.saturated();
+    let next = query(
+        tx,
+        &format!(
+            "SELECT due_at FROM invocations AS c WHERE function = $1 AND status IN ('queued', 'retrying') \
+             AND {NOT_WAITING} AND {} AND {} ORDER BY due_at LIMIT 1",
+            not_paused(1),
+            key_has_room(2, 3)
+        ),
+        &[&req.function, &limit, &saturated],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(Leased { invocations, next_due_at: next.first().and_then(|r| r.get(0)) })
+}
+
+/// Pauses (keeping the first `paused_at`) or resumes a function. A resume tells every node, as
+/// new work does, so their idle dispatchers lease again.
+pub(crate) async fn set_paused(tx: &Tx<'_>, function: &str, paused: bool, now: Millis) -> Result<()> {
+    match paused {
+        true => execute(
+            tx,
+            "INSERT INTO paused_functions (function, paused_at) VALUES ($1, $2) ON CONFLICT (function) DO NOTHING",
+            &[&function, &now],
+        )
+        .await
+        .map_err(db_err)?,
+        false => execute(tx, "DELETE FROM paused_functions WHERE function = $1", &[&function]).await.map_err(db_err)?,
+    };
+    if !paused {
+        notify(tx, &[function.to_string()]).await?;
+    }
+    Ok(())
+}
+
+/// The paused functions with when each was paused, by name.
+pub(crate) async fn paused(tx: &Tx<'_>) -> Result<Vec<(String, Millis)>> {
+    let rows =
+        query(tx, "SELECT function, paused_at FROM paused_functions ORDER BY function", &[]).await.map_err(db_err)?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// The columns a completion writes, shared by the single and the batched form.

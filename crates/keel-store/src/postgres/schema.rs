@@ -125,6 +125,16 @@ ALTER TABLE nodes ADD COLUMN draining BOOLEAN NOT NULL DEFAULT FALSE;
 -- When the last heartbeat arrived by the database's clock: the one all nodes share.
 ALTER TABLE nodes ADD COLUMN seen_at BIGINT NOT NULL DEFAULT 0;
 "#,
+    // Flow control: the value of a function's `concurrency_key` header (leases keep at most
+    // `limit` attempts of one value in flight on a node), and the functions paused by an
+    // operator (for every node). A nullable column without a default is added without a rewrite.
+    r#"
+ALTER TABLE invocations ADD COLUMN concurrency_key TEXT;
+CREATE TABLE paused_functions (
+    function  TEXT PRIMARY KEY,
+    paused_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

@@ -175,3 +175,34 @@ async fn an_unreachable_database_answers_unavailable_quickly() {
     assert!(err.is_transient(), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn resuming_a_function_wakes_the_other_nodes() {
+    let Some((a, b)) = two_nodes().await else { return };
+    a.set_paused("f", true, T0).await.unwrap();
+    assert_eq!(b.paused().await.unwrap(), [("f".to_string(), T0)], "a pause is every node's");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    b.on_wakeup(Arc::new(move |f: &str| {
+        let _ = tx.send(f.to_string());
+    }));
+    // Nothing is queued, so only a resume can wake node b. Its listener connects in the
+    // background: pause and resume until it hears one.
+    for _ in 0..50 {
+        a.set_paused("f", true, T0).await.unwrap();
+        a.set_paused("f", false, T0 + 1).await.unwrap();
+        if let Ok(Some(f)) = tokio::time::timeout(std::time::Duration::from_millis(200), rx.recv()).await {
+            assert_eq!(f, "f");
+            assert!(b.paused().await.unwrap().is_empty());
+            return;
+        }
+    }
+    panic!("node b never heard that f was resumed on node a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_lease_cost() {
+    let url = fresh_database().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&url).unwrap());
+    crate::lease_cost::measure(store, "postgres").await;
+}

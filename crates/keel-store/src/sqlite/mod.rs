@@ -15,8 +15,9 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use keel_core::clock::Millis;
@@ -40,6 +41,9 @@ pub struct SqliteStore {
     /// corrupting the first one's leases.
     _lock: Option<std::fs::File>,
     nodes: nodes::Nodes,
+    /// The paused functions, as committed: this process is the database's only user, so a
+    /// lease checks here instead of asking the database (the unpaused lease stays one statement).
+    paused: RwLock<HashSet<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +71,8 @@ impl SqliteStore {
         ))
         .map_err(|e| err(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| err(format!("migrating the schema: {e}")))?;
+        let paused = ops::paused(&conn).map_err(|e| err(format!("reading paused functions: {e}")))?;
+        let paused = RwLock::new(paused.into_iter().map(|(function, _)| function).collect());
         let readers =
             if memory { Readers::Writer } else { Readers::Pool { path: path.to_string(), idle: Arc::default() } };
         let checkpointer = if memory {
@@ -78,7 +84,7 @@ impl SqliteStore {
             Some(writer::start_checkpointer(path, limit).map_err(|e| err(e.to_string()))?)
         };
         let writer = Writer::start(conn, checkpointer).map_err(|e| err(e.to_string()))?;
-        Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default() })
+        Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default(), paused })
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -222,7 +228,26 @@ impl Store for SqliteStore {
     }
 
     async fn lease(&self, request: LeaseRequest) -> Result<Leased> {
+        if self.paused.read().unwrap_or_else(|p| p.into_inner()).contains(&request.function) {
+            return Ok(Leased::default());
+        }
         self.writer.write(move |c| ops::lease(c, &request)).await
+    }
+
+    async fn set_paused(&self, function: &str, paused: bool, now: Millis) -> Result<()> {
+        let name = function.to_string();
+        self.writer.write(move |c| ops::set_paused(c, &name, paused, now)).await?;
+        // Only once committed: a lease that sees the function paused finds it paused on disk.
+        let mut set = self.paused.write().unwrap_or_else(|p| p.into_inner());
+        match paused {
+            true => set.insert(function.to_string()),
+            false => set.remove(function),
+        };
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<(String, Millis)>> {
+        self.read(ops::paused).await
     }
 
     async fn complete(&self, completion: Completion) -> Result<()> {

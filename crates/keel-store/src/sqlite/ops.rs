@@ -3,13 +3,14 @@
 
 use keel_core::clock::Millis;
 use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, NewInvocation, Status, Transition};
-use keel_core::store::{LeaseRequest, Leased, ListFilter, Page, Reclaim};
+use keel_core::store::{KeyLimit, LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::events;
 use super::rows::{self, db_err, encode_headers, INVOCATION_COLUMNS};
+use crate::key_budget::KeyBudget;
 
 pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocation> {
     let inv = new.into_stored();
@@ -33,8 +34,8 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         subscription, event_id, headers, ordering_key, hops, concurrency_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -65,6 +66,7 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
             delivery.map(|d| encode_headers(&d.headers)),
             delivery.and_then(|d| d.ordering_key.as_ref()),
             delivery.map_or(0, |d| d.hops),
+            inv.concurrency_key,
         ])
     })
     .map_err(|e| match e {
@@ -84,6 +86,9 @@ const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM 
      AND o.status IN ('queued', 'running', 'retrying') AND (o.rowid < c.rowid OR o.status = 'running')))";
 
 pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
+    if let Some(keys) = &req.keys {
+        return lease_keyed(conn, req, keys);
+    }
     let mut invocations = Vec::new();
     if req.limit > 0 {
         let sql = format!(
@@ -114,6 +119,110 @@ pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
         .and_then(|mut st| st.query_row([&req.function], |r| r.get::<_, Millis>(0)).optional())
         .map_err(db_err)?;
     Ok(Leased { invocations, next_due_at })
+}
+
+/// The condition on a candidate `c` that its `concurrency_key` value is not at its limit: `?L`
+/// is the limit, `?S` a JSON array of the values at it (with limit 0, every value is).
+fn key_has_room(limit: &str, saturated: &str) -> String {
+    format!(
+        "(c.concurrency_key IS NULL OR ({limit} > 0 AND c.concurrency_key NOT IN (SELECT value FROM json_each({saturated}))))"
+    )
+}
+
+/// A lease under a `concurrency_key` limit, in rounds (see `key_budget.rs`): values at their
+/// limit are left out in SQL, so their backlog never hides other values' due work.
+fn lease_keyed(conn: &Connection, req: &LeaseRequest, keys: &KeyLimit) -> Result<Leased> {
+    let mut budget = KeyBudget::new(keys);
+    let mut picked: Vec<String> = Vec::new();
+    let round_sql = format!(
+        "SELECT id, concurrency_key FROM invocations AS c WHERE function = ?1 \
+         AND status IN ('queued', 'retrying') AND due_at <= ?2 AND {} AND {NOT_WAITING} \
+         AND c.id NOT IN (SELECT value FROM json_each(?5)) ORDER BY due_at LIMIT ?6",
+        key_has_room("?3", "?4")
+    );
+    while picked.len() < req.limit {
+        let wanted = req.limit - picked.len();
+        let saturated = json(&budget.saturated());
+        let round: Vec<(String, Option<String>)> = conn
+            .prepare_cached(&round_sql)
+            .and_then(|mut st| {
+                st.query_map(
+                    params![req.function, req.now, budget.limit(), saturated, json(&picked), wanted as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect()
+            })
+            .map_err(db_err)?;
+        let full = round.len() == wanted;
+        let mut skipped = false;
+        for (id, value) in round {
+            match budget.take(value.as_deref()) {
+                true => picked.push(id),
+                false => skipped = true,
+            }
+        }
+        if !(full && skipped) {
+            break;
+        }
+    }
+    let mut invocations = Vec::with_capacity(picked.len());
+    if !picked.is_empty() {
+        let sql = format!(
+            "UPDATE invocations SET status = 'running', lease_owner = ?1, leased_at = ?2, \
+             lease_expires_at = ?3, updated_at = ?2 WHERE id IN (SELECT value FROM json_each(?4)) \
+             RETURNING {INVOCATION_COLUMNS}"
+        );
+        let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
+        let found = st
+            .query_map(params![req.owner, req.now, req.expires_at, json(&picked)], rows::invocation)
+            .map_err(db_err)?;
+        for inv in found {
+            invocations.push(inv.map_err(db_err)?);
+        }
+        invocations.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+    }
+    // Only values it could still take count: a full value's due work would wake the dispatcher
+    // at once, forever; an attempt of it ending wakes the dispatcher instead.
+    let next_due_at = conn
+        .prepare_cached(&format!(
+            "SELECT due_at FROM invocations AS c WHERE function = ?1 AND status IN ('queued', 'retrying') \
+             AND {} AND {NOT_WAITING} ORDER BY due_at LIMIT 1",
+            key_has_room("?2", "?3")
+        ))
+        .and_then(|mut st| {
+            st.query_row(params![req.function, budget.limit(), json(&budget.saturated())], |r| r.get::<_, Millis>(0))
+                .optional()
+        })
+        .map_err(db_err)?;
+    Ok(Leased { invocations, next_due_at })
+}
+
+/// A JSON array of strings, for `json_each`.
+fn json<S: AsRef<str>>(values: &[S]) -> String {
+    serde_json::Value::Array(values.iter().map(|v| serde_json::Value::from(v.as_ref())).collect()).to_string()
+}
+
+/// Pauses (keeping the first `paused_at`) or resumes a function.
+pub(crate) fn set_paused(conn: &Connection, function: &str, paused: bool, now: Millis) -> Result<()> {
+    match paused {
+        true => conn
+            .prepare_cached(
+                "INSERT INTO paused_functions (function, paused_at) VALUES (?, ?) ON CONFLICT (function) DO NOTHING",
+            )
+            .and_then(|mut st| st.execute(params![function, now])),
+        false => conn
+            .prepare_cached("DELETE FROM paused_functions WHERE function = ?")
+            .and_then(|mut st| st.execute([function])),
+    }
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// The paused functions with when each was paused, by name.
+pub(crate) fn paused(conn: &Connection) -> Result<Vec<(String, Millis)>> {
+    conn.prepare_cached("SELECT function, paused_at FROM paused_functions ORDER BY function")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(db_err)
 }
 
 pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, Row};
 pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
      due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
      lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync, \
-     subscription, event_id, headers, ordering_key, hops";
+     subscription, event_id, headers, ordering_key, hops, concurrency_key";
 
 fn bad(column: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -53,7 +53,7 @@ pub(crate) fn invocation(row: &Row<'_>) -> rusqlite::Result<Invocation> {
         error: row.get(18)?,
         idempotency_key: row.get(19)?,
         traceparent: row.get(20)?,
-        concurrency_key: None, // SKELETON: flow-store stores it
+        concurrency_key: row.get(27)?,
         sync: row.get(21)?,
         delivery: match row.get::<_, Option<String>>(22)? {
             Some(subscription) => Some(Delivery {

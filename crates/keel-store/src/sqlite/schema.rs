@@ -116,12 +116,28 @@ CREATE INDEX invocations_by_function ON invocations (function, id);
 CREATE INDEX invocations_by_subscription ON invocations (subscription, id) WHERE subscription IS NOT NULL;
 CREATE INDEX invocations_dead ON invocations (id) WHERE status = 'dead';
 "#,
+    // Flow control: the value of a function's `concurrency_key` header (leases keep at most
+    // `limit` attempts of one value in flight), and the functions paused by an operator.
+    r#"
+ALTER TABLE invocations ADD COLUMN concurrency_key TEXT;
+DROP INDEX invocations_due;
+CREATE INDEX invocations_due ON invocations (function, due_at, concurrency_key) WHERE status IN ('queued', 'retrying');
+CREATE TABLE paused_functions (
+    function  TEXT PRIMARY KEY,
+    paused_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Brings the database to the latest schema.
 pub(crate) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Brings the database to schema `version` (tests make databases of older versions with it).
+pub(crate) fn migrate_to(conn: &mut Connection, version: usize) -> rusqlite::Result<()> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(version).skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;

@@ -153,3 +153,73 @@ async fn the_store_files_are_private_whatever_the_umask() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+fn lease_of(function: &str, now: i64) -> keel_core::store::LeaseRequest {
+    keel_core::store::LeaseRequest {
+        function: function.into(),
+        owner: "node-a".into(),
+        now,
+        expires_at: now + 30_000,
+        limit: 10,
+        keys: None,
+    }
+}
+
+/// A pause is durable: a restarted node still holds the function's work, and resuming it then
+/// releases the work.
+#[tokio::test]
+async fn a_pause_survives_reopening_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    let store = SqliteStore::open(&path, true).unwrap();
+    store.enqueue(new_invocation("01A".into())).await.unwrap();
+    store.set_paused("f", true, 7).await.unwrap();
+    drop(store);
+    let reopened = SqliteStore::open(&path, true).unwrap();
+    assert_eq!(reopened.paused().await.unwrap(), [("f".to_string(), 7)]);
+    let leased = reopened.lease(lease_of("f", 10)).await.unwrap();
+    assert!(leased.invocations.is_empty());
+    assert_eq!(leased.next_due_at, None);
+    reopened.set_paused("f", false, 11).await.unwrap();
+    drop(reopened);
+    let resumed = SqliteStore::open(&path, true).unwrap();
+    assert!(resumed.paused().await.unwrap().is_empty());
+    assert_eq!(resumed.lease(lease_of("f", 12)).await.unwrap().invocations.len(), 1);
+}
+
+/// A database written before flow control (schema version 4) upgrades in place: its
+/// invocations read back without a `concurrency_key`, and new ones keep theirs.
+#[tokio::test]
+async fn a_database_from_before_flow_control_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        super::schema::migrate_to(&mut conn, 4).unwrap();
+        conn.execute(
+            "INSERT INTO invocations (id, function, status, payload, created_at, updated_at, due_at) \
+             VALUES ('01OLD', 'f', 'queued', X'7B7D', 1, 1, 1)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path, true).unwrap();
+    let old = store.get("01OLD").await.unwrap().unwrap();
+    assert_eq!(old.concurrency_key, None);
+    let new = keel_core::invocation::NewInvocation {
+        concurrency_key: Some("tenant".into()),
+        ..new_invocation("01NEW".into())
+    };
+    store.enqueue(new).await.unwrap();
+    assert_eq!(store.get("01NEW").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant"));
+    assert!(store.paused().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_lease_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
+    crate::lease_cost::measure(store, "sqlite").await;
+}

@@ -34,7 +34,10 @@ macro_rules! store_conformance {
             header_lists_keep_every_character,
             kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
             ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects,
-            queue_stats_count_backlog_and_dead);
+            queue_stats_count_backlog_and_dead,
+            concurrency_keys_are_kept_through_every_path, a_key_at_its_limit_does_not_hide_other_keys,
+            a_lease_takes_at_most_the_room_of_each_key, invocations_without_a_key_are_unlimited,
+            next_due_at_counts_only_keys_with_room, a_paused_function_leases_nothing_until_resumed);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -144,10 +147,12 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
 }
 
 mod events;
+mod flow;
 mod invocations;
 mod keys;
 
 use self::events::{delivery_of, event};
 pub use events::*;
+pub use flow::*;
 pub use invocations::*;
 pub use keys::*;
