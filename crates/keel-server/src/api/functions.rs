@@ -58,8 +58,9 @@ pub(crate) async fn get(
 
 /// Pause a function: it starts no attempts until resumed.
 ///
-/// Stored, so it holds across restarts and on every node (another node's sync calls see it
-/// within a second; no node leases its async work from the moment this answers). Async
+/// Stored, so it holds across restarts and on every node: no node leases its queued work from
+/// the moment this answers; other nodes read the pauses every second (until then they may still
+/// start a sync call or an invocation they admit). Async
 /// invocations are still accepted and held; sync calls get 503 `function-paused`. Attempts
 /// already running finish. Pausing a paused function changes nothing.
 #[utoipa::path(

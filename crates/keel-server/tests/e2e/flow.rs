@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::support::{eventually, get_json, parse_metrics, post_json, request, Functions, Keel};
 
 /// Sync calls of `name` with `headers`, one every `every`, each answered with its status,
@@ -281,12 +282,27 @@ async fn past_max_inflight_requests_a_node_answers_503_at_once_but_still_reports
     assert_eq!(get_json(&f).await.0, 200, "served again once the calls ended");
 }
 
+/// The real binary, SIGKILLed while paused and started again on the same database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_holds_work_across_a_restart_until_resumed() {
     let (fns, addr) = Functions::start().await;
-    let functions = format!("[functions.held]\nurl = \"http://{addr}/ok\"\n");
-    let mut keel = Keel::start(&functions).await;
-    let function = format!("{}/v1/functions/held", keel.url);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    let db = dir.path().join("keel.db");
+    std::fs::write(
+        &config,
+        format!("[storage]\nurl = \"sqlite://{}\"\n[functions.held]\nurl = \"http://{addr}/ok\"\n", db.display()),
+    )
+    .unwrap();
+    let start = || async {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut child = spawn_keel(&config, port, &dir.path().join("keel.log"));
+        wait_ready(&url, &mut child).await;
+        (url, child)
+    };
+    let (url, mut child) = start().await;
+    let function = format!("{url}/v1/functions/held");
     let (status, _, f) = post_json(&format!("{function}/pause"), "").await;
     assert_eq!((status, f["paused"].as_bool()), (200, Some(true)), "{f}");
     let mut ids = Vec::new();
@@ -298,15 +314,9 @@ async fn a_pause_holds_work_across_a_restart_until_resumed() {
     let (status, headers, body) = post_json(&format!("{function}/invoke"), "{}").await;
     assert_eq!((status, body["type"].as_str()), (503, Some("urn:keel:problem:function-paused")), "{body}");
     assert!(!headers.contains_key("retry-after"), "a pause lasts until resumed: no time to tell");
-    // Restart on the same database.
-    keel.node.take().unwrap().shutdown().await;
-    let node = keel_server::Node::start(
-        crate::support::config(keel.dir.path(), &functions),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    )
-    .await
-    .unwrap();
-    let url = format!("http://{}", node.addr());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (url, mut child) = start().await;
     let function = format!("{url}/v1/functions/held");
     let (_, _, f) = get_json(&function).await;
     assert_eq!((f["paused"].as_bool(), f["queued"].as_u64()), (Some(true), Some(3)), "still paused: {f}");
@@ -315,13 +325,14 @@ async fn a_pause_holds_work_across_a_restart_until_resumed() {
     let (status, _, f) = post_json(&format!("{function}/resume"), "").await;
     assert_eq!((status, f["paused"].as_bool()), (200, Some(false)));
     for id in &ids {
-        let (_, _, inv) = eventually("the held work runs once resumed", Duration::from_secs(10), || async {
-            let got = get_json(&format!("{url}/v1/invocations/{id}")).await;
-            (got.2["status"] == "succeeded").then_some(got)
+        let inv = eventually("the held work runs once resumed", Duration::from_secs(10), || async {
+            let (_, _, inv) = get_json(&format!("{url}/v1/invocations/{id}")).await;
+            (inv["status"] == "succeeded").then_some(inv)
         })
         .await;
         assert_eq!(inv["attempt_count"], 1);
     }
     assert_eq!(post_json(&format!("{function}/invoke"), "{}").await.0, 200);
-    node.shutdown().await;
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
