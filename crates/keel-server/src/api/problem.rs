@@ -19,8 +19,8 @@ pub(crate) struct Problem {
     retry_after: Option<u64>,
     /// Answered with `connection: close`: what is left of the request is not read.
     close: bool,
-    /// Headers of its own (`keel-breaker: open`).
-    headers: Vec<(&'static str, String)>,
+    /// Answered with `keel-breaker: open` (a breaker refused the call).
+    breaker_open: bool,
 }
 
 /// RFC 9457 problem details: the body of every error answer, as `application/problem+json`.
@@ -58,7 +58,7 @@ impl Problem {
             extra: Map::new(),
             retry_after: None,
             close: false,
-            headers: Vec::new(),
+            breaker_open: false,
         }
     }
 
@@ -100,9 +100,9 @@ impl Problem {
         self
     }
 
-    /// Adds a header of Keel's own to the answer.
-    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
+    /// Marks the answer as a breaker's refusal: `keel-breaker: open`.
+    pub(crate) fn breaker_open(mut self) -> Self {
+        self.breaker_open = true;
         self
     }
 
@@ -123,7 +123,7 @@ impl Problem {
                 "Breaker open",
                 format!("{function} failed too often: its breaker is open and lets calls through again in {} ms", retry_after.as_millis()),
             )
-            .header("keel-breaker", "open"),
+            .breaker_open(),
             Shed::Overloaded { why, .. } => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -219,7 +219,9 @@ impl Problem {
         if self.close {
             headers.push((header::CONNECTION.to_string(), "close".to_string()));
         }
-        headers.extend(self.headers.into_iter().map(|(name, value)| (name.to_string(), value)));
+        if self.breaker_open {
+            headers.push(("keel-breaker".to_string(), "open".to_string()));
+        }
         StoredReply { status: self.status.as_u16(), headers, body: body.to_string().into() }
     }
 }
