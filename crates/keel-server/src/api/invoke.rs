@@ -116,7 +116,8 @@ fn traceparent(headers: &HeaderMap) -> String {
                 ("keel-attempts" = u32, description = "Attempts made."),
             )),
         (status = 400, description = "The Idempotency-Key is malformed or sent twice, a keel-delay is sent (it \
-            applies to async invocations only), or the body cannot be read."),
+            applies to async invocations only), the function's `concurrency_key` header is not visible ASCII or is longer \
+            than 256 bytes, or the body cannot be read."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = "A request with this Idempotency-Key is still in progress \
             (`idempotency-key-in-use`); retry after Retry-After, or send `Prefer: wait=N`.",
@@ -129,10 +130,15 @@ fn traceparent(headers: &HeaderMap) -> String {
                 ("keel-invocation-id" = String, description = "The invocation."),
                 ("keel-attempts" = u32, description = "Attempts made."),
             )),
-        (status = 503, description = "This node is draining (`draining`: retry on another node), the store is \
-            unavailable, or the invocation ended but its outcome could not be recorded (`outcome-unknown`, with \
-            `invocation_id`: its effects may not have been applied; retry with the same Idempotency-Key); \
-            retry after Retry-After.", headers(("Retry-After" = u64))),
+        (status = 429, description = "The function's rate limit has no turn for this call before its deadline \
+            (`rate-limited`); retry after Retry-After.", headers(("Retry-After" = u64))),
+        (status = 503, description = "Refused at once by flow control: no slot can be had in time (`overloaded`), \
+            the function's breaker is open (`breaker-open`, with `keel-breaker: open`) or it is paused \
+            (`function-paused`, without Retry-After); or this node is draining (`draining`: retry on another \
+            node), the store is unavailable, or the invocation ended but its outcome could not be recorded \
+            (`outcome-unknown`, with `invocation_id`: its effects may not have been applied; retry with the same \
+            Idempotency-Key); retry after Retry-After.",
+            headers(("Retry-After" = u64), ("keel-breaker" = String, description = "`open` on `breaker-open`."))),
         (status = 504, description = "The deadline (`sync_timeout`) passed, retries included, or no concurrency \
             slot was free in time (`deadline-exceeded`); with `invocation_id` and `attempts`.",
             headers(
@@ -298,12 +304,15 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
                 ("keel-invocation-id" = String, description = "The invocation."),
                 ("idempotent-replayed" = String, description = "`true` on a replayed answer."),
             )),
-        (status = 400, description = "The Idempotency-Key or keel-delay is malformed or sent twice, or the body \
-            cannot be read."),
+        (status = 400, description = "The Idempotency-Key or keel-delay is malformed or sent twice, the \
+            function's `concurrency_key` header is not visible ASCII or is longer than 256 bytes, or the body cannot \
+            be read."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),
         (status = 422, description = openapi::KEY_REUSED),
+        (status = 429, description = "The function's `max_queued` is reached (`queue-full`): nothing was stored; \
+            retry after Retry-After.", headers(("Retry-After" = u64))),
         (status = 503, description = openapi::UNAVAILABLE_OR_DRAINING, headers(("Retry-After" = u64))),
     )
 )]
