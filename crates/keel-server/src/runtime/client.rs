@@ -123,7 +123,70 @@ fn system_roots() -> &'static RootCertStore {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use http::Uri;
+    use hyper::service::service_fn;
+    use hyper_util::client::legacy::connect::Connect;
+    use hyper_util::rt::TokioIo;
+
     use super::*;
+
+    /// Per-request latencies of `n` sequential POSTs to `uri` on one keep-alive connection.
+    async fn latencies<C>(client: &Client<C, Full<Bytes>>, uri: &Uri, n: usize) -> Vec<Duration>
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        let mut taken = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = std::time::Instant::now();
+            let request = http::Request::post(uri.clone()).body(Full::new(Bytes::from_static(b"{}"))).unwrap();
+            let response = client.request(request).await.unwrap();
+            http_body_util::BodyExt::collect(response.into_body()).await.unwrap();
+            taken.push(start.elapsed());
+        }
+        taken.sort();
+        taken
+    }
+
+    /// The hot path of an http:// function through the https-capable client against the plain
+    /// HTTP client it replaced (same pool settings), at concurrency 1, in alternating rounds.
+    /// A measurement, run by hand:
+    /// `cargo test --release -p keel-server --lib -- --ignored --nocapture plain_http`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement, run by hand"]
+    async fn plain_http_through_the_https_client_costs_what_it_did() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let service = service_fn(|_request| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}"))))
+                });
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service));
+            }
+        });
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let plain: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(tcp);
+        let https: HttpClient = build_client(&[]).unwrap();
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        latencies(&plain, &uri, 500).await;
+        latencies(&https, &uri, 500).await;
+        let (mut plain_all, mut https_all) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            plain_all.extend(latencies(&plain, &uri, 2_000).await);
+            https_all.extend(latencies(&https, &uri, 2_000).await);
+        }
+        plain_all.sort();
+        https_all.sort();
+        let at = |all: &[Duration], q: f64| all[((all.len() - 1) as f64 * q) as usize];
+        for (name, all) in [("plain http client", &plain_all), ("https-capable client", &https_all)] {
+            println!("{name}: p50 {:?} p99 {:?} over {} requests", at(all, 0.5), at(all, 0.99), all.len());
+        }
+    }
 
     #[test]
     fn a_ca_file_without_a_certificate_is_refused() {
