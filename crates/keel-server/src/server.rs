@@ -35,6 +35,10 @@ pub enum StartError {
     Recovery(#[from] keel_core::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The HTTP client of functions could not be built (a `ca_file` unreadable since the config
+    /// was checked).
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
 }
 
 /// What a node takes from outside besides its config and store: the clock every decision reads,
@@ -100,7 +104,7 @@ impl Node {
         }
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let shared = Arc::new(Shared {
-            runtime: Runtime::new(&config, addr, clock.clone()),
+            runtime: Runtime::new(&config, addr, clock.clone()).map_err(|e| StartError::Client(e.to_string()))?,
             functions: Functions::from_config(&config, now),
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),

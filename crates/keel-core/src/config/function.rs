@@ -21,6 +21,10 @@ pub struct FunctionConfig {
     pub retry: RetryPolicy,
     /// Shedding, queue cap, rate limit, per-key concurrency and breaker.
     pub flow: crate::flow::FlowConfig,
+    /// `ca_file` of a `url` function: a PEM file of CA certificates trusted for its https URL on
+    /// top of the system's roots (checked when the config is loaded, made absolute against the
+    /// config file's directory).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl FunctionConfig {

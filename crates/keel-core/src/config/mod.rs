@@ -225,8 +225,8 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     let file_name = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let mut config = load_str(&file_name, &text, overrides)?;
             let dir = path.parent().unwrap_or(Path::new(""));
+            let mut config = load_in(&file_name, &text, overrides, Some(dir))?;
             config.resolve_paths(dir);
             if !overrides.sets("storage.url") {
                 config.storage.resolve_path(dir);
@@ -261,8 +261,14 @@ impl Config {
     }
 }
 
-/// [`load`] for a file already in memory; `file_name` is only used in error messages.
+/// [`load`] for a file already in memory; `file_name` is only used in error messages (a
+/// relative `ca_file` is read from the working directory).
 pub fn load_str(file_name: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+    load_in(file_name, text, overrides, None)
+}
+
+/// [`load_str`] with `dir`, the directory relative paths read at load time are relative to.
+fn load_in(file_name: &str, text: &str, overrides: &Overrides, dir: Option<&Path>) -> Result<Config, ConfigErrors> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| {
         let (line, column) = e.span().map_or((0, 0), |span| LineIndex::new(text).position(span.start));
         ConfigErrors(vec![ConfigError {
@@ -280,7 +286,7 @@ pub fn load_str(file_name: &str, text: &str, overrides: &Overrides) -> Result<Co
         ConfigErrors(vec![ConfigError { location: locator.locate(&path, anchor), key: dotted(&path), message }])
     })?;
 
-    validate::validate(raw).map_err(|problems| {
+    validate::validate(raw, dir).map_err(|problems| {
         ConfigErrors(
             problems
                 .into_iter()

@@ -90,6 +90,8 @@ pub(super) struct RawFunction {
     pub(super) rate_limit: Option<RawRateLimit>,
     pub(super) concurrency_key: Option<RawConcurrencyKey>,
     pub(super) breaker: Option<RawBreaker>,
+    /// `url` functions only: extra CA certificates (PEM) for an https URL.
+    pub(super) ca_file: Option<String>,
 }
 
 /// `rate_limit = { per_second = 50, burst = 10 }`.

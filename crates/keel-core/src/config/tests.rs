@@ -708,3 +708,66 @@ breaker = { consecutive_failures = 0, failure_ratio = 1.5, min_calls = 0, window
         );
     }
 }
+
+/// A PEM certificate section as `ca_file` is checked: PEM only (the certificate inside is
+/// parsed by the server when it builds its client).
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2E=\n-----END CERTIFICATE-----\n";
+
+#[test]
+fn a_ca_file_must_be_readable_and_hold_a_pem_certificate() {
+    let dir = std::env::temp_dir().join(format!("keel-config-ca-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("missing.pem");
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "no certificate here\n").unwrap();
+    let key_only = dir.join("key.pem");
+    std::fs::write(&key_only, "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n").unwrap();
+    let broken = dir.join("broken.pem");
+    std::fs::write(&broken, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    let good = dir.join("ca.pem");
+    std::fs::write(&good, CA_PEM).unwrap();
+    let function = |name: &str, path: &std::path::Path| {
+        format!("[functions.{name}]\nurl = \"https://127.0.0.1:9443/\"\nca_file = \"{}\"\n", path.display())
+    };
+    let text = [
+        function("a", &missing),
+        function("b", &empty),
+        function("c", &key_only),
+        function("d", &broken),
+        function("e", &good),
+        format!("[functions.f]\ncommand = [\"./f\"]\nca_file = \"{}\"\n", good.display()),
+    ]
+    .concat();
+    let found = errors(&text);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (missing, empty, key_only, broken) = (missing.display(), empty.display(), key_only.display(), broken.display());
+    assert_eq!(
+        found,
+        [
+            format!("keel.toml:3:11: functions.a.ca_file: cannot read the CA file {missing}: No such file or directory (os error 2)"),
+            format!(r#"keel.toml:6:11: functions.b.ca_file: the CA file {empty} holds no PEM certificate ("-----BEGIN CERTIFICATE-----")"#),
+            format!(r#"keel.toml:9:11: functions.c.ca_file: the CA file {key_only} holds no PEM certificate ("-----BEGIN CERTIFICATE-----")"#),
+            format!(r#"keel.toml:12:11: functions.d.ca_file: the CA file {broken} is not valid PEM: a "-----BEGIN CERTIFICATE-----" section has no "-----END CERTIFICATE-----" line"#),
+            "keel.toml:18:1: functions.f.ca_file: only `url` functions take `ca_file`; Keel calls the instances of a `command` function over plain http on 127.0.0.1".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn a_relative_ca_file_is_relative_to_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("keel-config-ca-path-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("app").join("certs")).unwrap();
+    std::fs::write(dir.join("app").join("certs").join("ca.pem"), CA_PEM).unwrap();
+    let file = dir.join("app").join("keel.toml");
+    std::fs::write(
+        &file,
+        "[functions.a]\nurl = \"https://127.0.0.1:9443/\"\nca_file = \"certs/ca.pem\"\n\
+         [functions.b]\nurl = \"https://127.0.0.1:9443/\"\n",
+    )
+    .unwrap();
+    let config = load(Some(&file), &Overrides::default());
+    std::fs::remove_dir_all(&dir).unwrap();
+    let config = config.unwrap();
+    assert_eq!(config.functions["a"].ca_file, Some(dir.join("app").join("certs/ca.pem")));
+    assert_eq!(config.functions["b"].ca_file, None);
+}

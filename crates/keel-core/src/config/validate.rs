@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::locate::Anchor;
@@ -37,9 +38,11 @@ pub(super) struct Problem {
     pub(super) message: String,
 }
 
-/// Resolves `raw` against the defaults, or returns every problem found.
-pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
-    let mut check = Checker::default();
+/// Resolves `raw` against the defaults, or returns every problem found. Relative file paths
+/// (`ca_file`) are read from `dir`, the config file's directory, or the working directory when
+/// there is no file.
+pub(super) fn validate(raw: RawConfig, dir: Option<&Path>) -> Result<Config, Vec<Problem>> {
+    let mut check = Checker { problems: Vec::new(), dir: dir.map(Path::to_path_buf) };
     let server = check.server(&raw);
     let storage = check.storage(&raw);
     let mut functions = BTreeMap::new();
@@ -102,6 +105,8 @@ fn key(parts: &[&str]) -> Vec<String> {
 #[derive(Debug, Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// The config file's directory, which relative paths are relative to.
+    dir: Option<PathBuf>,
 }
 
 impl Checker {
@@ -246,7 +251,7 @@ mod tests {
         let mut raw = RawConfig::default();
         raw.server.listen = Some("x".into());
         raw.storage.url = Some("redis://x".into());
-        let problems = validate(raw).unwrap_err();
+        let problems = validate(raw, None).unwrap_err();
         let paths: Vec<String> = problems.iter().map(|p| p.path.join(".")).collect();
         assert_eq!(paths, ["server.listen", "storage.url"]);
     }

@@ -2,11 +2,13 @@
 //! keep-alive HTTP client ([`url`]); managed `command` functions first borrow an instance from
 //! their [`process`] pool, then are called the same way.
 
+pub(crate) mod client;
 pub(crate) mod process;
 pub(crate) mod url;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use keel_core::clock::Clock;
 use keel_core::config::{Config, FunctionTarget};
 use keel_core::lifecycle::AttemptReport;
 
+use self::client::ClientError;
 pub(crate) use self::process::ProcessPool;
 pub(crate) use self::url::{AttemptCall, UrlRuntime};
 
@@ -21,6 +24,12 @@ pub(crate) use self::url::{AttemptCall, UrlRuntime};
 #[derive(Debug)]
 pub(crate) struct Runtime {
     http: UrlRuntime,
+    /// The clients of `url` functions with a `ca_file`, by function name; functions naming the
+    /// same file share one. `ca_file` is per function rather than one `[server]` list so that a
+    /// private CA is trusted only for the functions that need it (a CA trusted for everything
+    /// could vouch for any host); the cost, one more connection pool per file, is paid only by
+    /// those who configure one, and every other call keeps the one shared pool.
+    private_ca: BTreeMap<String, UrlRuntime>,
     pools: BTreeMap<String, Arc<ProcessPool>>,
     /// Attempts of each function calling it right now, for `keel_attempts_in_flight`. Counted
     /// here, where every attempt (sync or async) passes, because a concurrency permit is also
@@ -46,7 +55,7 @@ impl Drop for Running<'_> {
 
 impl Runtime {
     /// `gateway` is this node's address, given to instances as `KEEL_URL`.
-    pub(crate) fn new(config: &Config, gateway: SocketAddr, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(config: &Config, gateway: SocketAddr, clock: Arc<dyn Clock>) -> Result<Self, ClientSetupError> {
         let keel_url = keel_url(gateway);
         let pools = config
             .functions
@@ -57,7 +66,24 @@ impl Runtime {
             })
             .collect();
         let running = config.functions.keys().map(|name| (name.clone(), AtomicUsize::new(0))).collect();
-        Self { http: UrlRuntime::new(config.server.max_result_bytes), pools, running }
+        let max_result_bytes = config.server.max_result_bytes;
+        let http = UrlRuntime::new(max_result_bytes, &[]).map_err(|e| ClientSetupError::new(None, e))?;
+        let mut by_file: BTreeMap<&Path, UrlRuntime> = BTreeMap::new();
+        let mut private_ca = BTreeMap::new();
+        for function in config.functions.values() {
+            let Some(ca_file) = function.ca_file.as_deref() else { continue };
+            let runtime = match by_file.get(ca_file) {
+                Some(runtime) => runtime.clone(),
+                None => {
+                    let runtime = UrlRuntime::new(max_result_bytes, &[ca_file.to_path_buf()])
+                        .map_err(|e| ClientSetupError::new(Some(&function.name), e))?;
+                    by_file.insert(ca_file, runtime.clone());
+                    runtime
+                }
+            };
+            private_ca.insert(function.name.clone(), runtime);
+        }
+        Ok(Self { http, private_ca, pools, running })
     }
 
     /// Starts each pool's keeper, which brings up `min_instances`.
@@ -70,7 +96,10 @@ impl Runtime {
         let _running = self.running.get(call.function).map(Running::enter);
         match (call.target, self.pools.get(call.function)) {
             (FunctionTarget::Command(_), Some(pool)) => pool.call(&self.http, &call, clock).await,
-            (FunctionTarget::Url(url), _) => self.http.call(url, &call, clock.now_ms(), clock).await,
+            (FunctionTarget::Url(url), _) => {
+                let http = self.private_ca.get(call.function).unwrap_or(&self.http);
+                http.call(url, &call, clock.now_ms(), clock).await
+            }
             (FunctionTarget::Command(_), None) => unreachable!("a pool is made for every command function"),
         }
     }
@@ -93,6 +122,21 @@ impl Runtime {
             stops.spawn(async move { pool.shutdown().await });
         }
         stops.join_all().await;
+    }
+}
+
+/// A client that could not be built at start: a `ca_file` that was valid when the config was
+/// checked but no longer is.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{source}", function.as_ref().map(|f| format!("function {f}: ")).unwrap_or_default())]
+pub(crate) struct ClientSetupError {
+    function: Option<String>,
+    source: ClientError,
+}
+
+impl ClientSetupError {
+    fn new(function: Option<&str>, source: ClientError) -> Self {
+        Self { function: function.map(str::to_owned), source }
     }
 }
 

@@ -2,15 +2,13 @@
 //! classification of what came back. `url` functions come here directly; `command` functions
 //! come here once their pool has lent them an instance, so the contract has one code path.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use keel_core::clock::{rfc3339, Clock, Millis};
 use keel_core::config::{FunctionConfig, FunctionTarget};
 use keel_core::effects;
@@ -18,6 +16,7 @@ use keel_core::invocation::{truncate_error, Attempt, Invocation, StoredResponse}
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::{self, Outcome};
 
+use super::client::{build_client, ClientError, HttpClient};
 use crate::trace;
 
 /// Everything one attempt needs to know.
@@ -57,20 +56,17 @@ impl<'a> AttemptCall<'a> {
     }
 }
 
-/// The shared HTTP client for `url` functions.
+/// The HTTP client of `url` functions and `command` instances: http and https, pooled.
 #[derive(Debug, Clone)]
 pub(crate) struct UrlRuntime {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     max_result_bytes: usize,
 }
 
 impl UrlRuntime {
-    pub(crate) fn new(max_result_bytes: u64) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector);
-        Self { client, max_result_bytes: max_result_bytes as usize }
+    /// A runtime whose client trusts the system's roots and the certificates of `extra_cas`.
+    pub(crate) fn new(max_result_bytes: u64, extra_cas: &[PathBuf]) -> Result<Self, ClientError> {
+        Ok(Self { client: build_client(extra_cas)?, max_result_bytes: max_result_bytes as usize })
     }
 
     /// Makes one attempt at `url` and reports what happened. Never fails: every failure is an

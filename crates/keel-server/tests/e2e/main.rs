@@ -18,3 +18,4 @@ mod openapi;
 mod retries;
 mod serve;
 mod support;
+mod tls;

@@ -30,7 +30,13 @@ impl Checker {
                 let url = self.http_url(key(&["functions", name, "url"]), url);
                 Some(FunctionTarget::Url(url?))
             }
-            (None, Some(command)) => self.command(name, command, raw).map(FunctionTarget::Command),
+            (None, Some(command)) => {
+                if raw.ca_file.is_some() {
+                    let message = "only `url` functions take `ca_file`; Keel calls the instances of a `command` function over plain http on 127.0.0.1";
+                    self.report(key(&["functions", name, "ca_file"]), Anchor::Key, message.to_owned());
+                }
+                self.command(name, command, raw).map(FunctionTarget::Command)
+            }
         }
     }
 

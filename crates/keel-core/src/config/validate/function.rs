@@ -1,6 +1,10 @@
 //! Checks of one `[functions.NAME]` table and its `retry` policy.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 use super::{key, Checker};
 use crate::config::locate::Anchor;
@@ -55,6 +59,7 @@ impl Checker {
             None => Some(default_retry),
         };
         let flow = self.flow(name, raw, concurrency);
+        let ca_file = raw.ca_file.as_deref().map(|text| self.ca_file(at("ca_file"), text));
         Some(FunctionConfig {
             name: name.to_owned(),
             target: target?,
@@ -64,7 +69,33 @@ impl Checker {
             flow: flow?,
             concurrency: concurrency?,
             retry: retry?,
+            ca_file: ca_file.flatten(),
         })
+    }
+
+    /// A PEM file of CA certificates: relative to the config file's directory (as `cwd` and a
+    /// command's program are), readable, and holding at least one certificate. Read here, so a
+    /// wrong path is a file:line error from `keel config check` and not a failing https attempt
+    /// later.
+    fn ca_file(&mut self, path: Vec<String>, text: &str) -> Option<PathBuf> {
+        let file = match &self.dir {
+            Some(dir) if Path::new(text).is_relative() => dir.join(text),
+            _ => PathBuf::from(text),
+        };
+        let shown = file.display();
+        let problem = match std::fs::read(&file) {
+            Err(e) => format!("cannot read the CA file {shown}: {e}"),
+            Ok(pem) => {
+                let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+                match certs {
+                    Ok(certs) if !certs.is_empty() => return Some(file),
+                    Ok(_) => format!(r#"the CA file {shown} holds no PEM certificate ("-----BEGIN CERTIFICATE-----")"#),
+                    Err(e) => format!("the CA file {shown} is not valid PEM: {}", describe_pem_error(&e)),
+                }
+            }
+        };
+        self.report(path, Anchor::Value, problem);
+        None
     }
 
     /// Checks a `retry` table under `base` (a function's or a subscription's key path).
@@ -153,6 +184,21 @@ impl Checker {
             return None;
         }
         Some(duration)
+    }
+}
+
+/// The PEM reader's errors, with its byte strings shown as text.
+fn describe_pem_error(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            let label = String::from_utf8_lossy(end_marker);
+            format!(r#"a "-----BEGIN {label}-----" section has no "-----END {label}-----" line"#)
+        }
+        Error::IllegalSectionStart { line } => {
+            format!(r#"a malformed section start "{}""#, String::from_utf8_lossy(line).trim())
+        }
+        other => other.to_string(),
     }
 }
 
