@@ -21,6 +21,8 @@ pub struct FunctionConfig {
     pub retry: RetryPolicy,
     /// Shedding, queue cap, rate limit, per-key concurrency and breaker.
     pub flow: crate::flow::FlowConfig,
+    /// The dependencies this function may call through egress (each one configured).
+    pub dependencies: Vec<String>,
 }
 
 impl FunctionConfig {

@@ -10,6 +10,7 @@ use super::raw::{RawByteSize, RawConfig, RawDuration};
 use super::{Config, ServerConfig, StorageConfig};
 
 mod command;
+mod dependency;
 mod flow;
 mod function;
 mod subscription;
@@ -37,22 +38,33 @@ pub(super) struct Problem {
     pub(super) message: String,
 }
 
-/// Resolves `raw` against the defaults, or returns every problem found.
-pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+/// Resolves `raw` against the defaults, or returns every problem found. `env` looks up the
+/// variables `env:VAR` values name.
+pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
     let mut check = Checker::default();
     let server = check.server(&raw);
     let storage = check.storage(&raw);
     let mut functions = BTreeMap::new();
     for (name, function) in &raw.functions {
-        if let Some(resolved) = check.function(name, function) {
+        let dependencies = check.function_dependencies(name, function.dependencies.as_ref(), &raw.dependencies);
+        if let Some(mut resolved) = check.function(name, function) {
+            resolved.dependencies = dependencies;
             functions.insert(name.clone(), resolved);
+        }
+    }
+    let mut dependencies = BTreeMap::new();
+    for (name, dependency) in &raw.dependencies {
+        if let Some(resolved) = check.dependency(name, dependency, env) {
+            dependencies.insert(name.clone(), resolved);
         }
     }
     let topics = check.topics(&raw.topics);
     let function_names = raw.functions.keys().cloned().collect();
     let subscriptions = check.subscriptions(&raw.subscriptions, &topics, &functions, &function_names);
     match (server, storage, check.problems.is_empty()) {
-        (Some(server), Some(storage), true) => Ok(Config { server, storage, functions, topics, subscriptions }),
+        (Some(server), Some(storage), true) => {
+            Ok(Config { server, storage, functions, topics, subscriptions, dependencies })
+        }
         _ => Err(check.problems),
     }
 }
@@ -246,7 +258,7 @@ mod tests {
         let mut raw = RawConfig::default();
         raw.server.listen = Some("x".into());
         raw.storage.url = Some("redis://x".into());
-        let problems = validate(raw).unwrap_err();
+        let problems = validate(raw, &|_| None).unwrap_err();
         let paths: Vec<String> = problems.iter().map(|p| p.path.join(".")).collect();
         assert_eq!(paths, ["server.listen", "storage.url"]);
     }

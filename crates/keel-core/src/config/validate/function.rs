@@ -62,6 +62,7 @@ impl Checker {
             sync_timeout: sync_timeout?,
             idempotency_ttl: idempotency_ttl?,
             flow: flow?,
+            dependencies: Vec::new(),
             concurrency: concurrency?,
             retry: retry?,
         })
