@@ -1,7 +1,9 @@
 //! Runtimes: how an attempt reaches a function. `url` functions are called over a pooled
 //! keep-alive HTTP client ([`url`]); managed `command` functions first borrow an instance from
-//! their [`process`] pool, then are called the same way.
+//! their [`process`] pool, then are called the same way. Every attempt running is also recorded
+//! by invocation id in [`attempts`], for egress to know its callers.
 
+pub(crate) mod attempts;
 pub(crate) mod process;
 pub(crate) mod url;
 
@@ -26,6 +28,8 @@ pub(crate) struct Runtime {
     /// here, where every attempt (sync or async) passes, because a concurrency permit is also
     /// held by a dispatcher while it merely looks for due work.
     running: BTreeMap<String, AtomicUsize>,
+    /// The attempts running here by invocation id, sync and async alike.
+    attempts: attempts::Attempts,
 }
 
 /// One attempt counted in [`Runtime::running`] until dropped (also when the call is cancelled).
@@ -57,7 +61,7 @@ impl Runtime {
             })
             .collect();
         let running = config.functions.keys().map(|name| (name.clone(), AtomicUsize::new(0))).collect();
-        Self { http: UrlRuntime::new(config.server.max_result_bytes), pools, running }
+        Self { http: UrlRuntime::new(config.server.max_result_bytes), pools, running, attempts: Default::default() }
     }
 
     /// Starts each pool's keeper, which brings up `min_instances`.
@@ -68,6 +72,7 @@ impl Runtime {
     /// Makes one attempt and reports what happened. Never fails: every failure is an outcome.
     pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
         let _running = self.running.get(call.function).map(Running::enter);
+        let _attempt = self.attempts.enter(call.invocation_id, call.function);
         match (call.target, self.pools.get(call.function)) {
             (FunctionTarget::Command(_), Some(pool)) => pool.call(&self.http, &call, clock).await,
             (FunctionTarget::Url(url), _) => self.http.call(url, &call, clock.now_ms(), clock).await,
@@ -78,6 +83,11 @@ impl Runtime {
     /// How many attempts of `function` are calling it right now.
     pub(crate) fn running(&self, function: &str) -> usize {
         self.running.get(function).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// The attempts running on this node, by invocation id.
+    pub(crate) fn attempts(&self) -> &attempts::Attempts {
+        &self.attempts
     }
 
     /// The pool of a `command` function.
