@@ -102,6 +102,7 @@ impl Node {
         let shared = Arc::new(Shared {
             runtime: Runtime::new(&config, addr, clock.clone()),
             functions: Functions::from_config(&config, now),
+            egress: crate::egress::Egress::new(&config, now),
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
             behind: Default::default(),
