@@ -310,3 +310,57 @@ async fn a_retried_attempt_sends_the_same_idempotency_keys() {
     assert_eq!(keys, [k1.clone(), k2.clone(), k1, k2]);
     assert!(dep.received().iter().all(|r| r.body.is_empty()));
 }
+
+#[tokio::test]
+async fn keel_answers_for_a_dependency_that_is_down_slow_or_over_its_rate() {
+    let limited = Dependency::start().await;
+    let slow = Dependency::start().await;
+    slow.delay_ms.store(1_000, Ordering::SeqCst);
+    let (fx, fx_addr) = Functions::start().await;
+    let toml = format!(
+        "[dependencies.down]\nurl = \"http://127.0.0.1:1/\"\nretry = {{ max_attempts = 1 }}\n\
+         [dependencies.limited]\nurl = \"{}\"\nrate_limit = {{ per_second = 0.5 }}\n\
+         [dependencies.slow]\nurl = \"{}\"\ntimeout = \"200ms\"\n{}{}{}",
+        limited.url,
+        slow.url,
+        function("to-down", fx_addr, "dep=down&path=%2Fx", "dependencies = [\"down\"]"),
+        function("to-limited", fx_addr, "dep=limited&path=%2Fx&method=HEAD&calls=2", "dependencies = [\"limited\"]"),
+        function("to-slow", fx_addr, "dep=slow&path=%2Fx", "dependencies = [\"slow\"]"),
+    );
+    let keel = start(&toml, &[], &fx).await;
+    let problem_type = |call: &Value| -> String {
+        let body: Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap_or(Value::Null);
+        body["type"].as_str().unwrap_or("").to_string()
+    };
+
+    let (_, _, calls) = invoke(&keel, "to-down").await;
+    assert_eq!(
+        (calls[0]["status"].as_u64(), problem_type(&calls[0]).as_str()),
+        (Some(502), "urn:keel:problem:dependency-unreachable")
+    );
+
+    let (_, _, calls) = invoke(&keel, "to-limited").await;
+    assert_eq!(calls[0]["status"], 200, "HEAD is forwarded as HEAD");
+    assert_eq!(limited.received()[0].method, Method::HEAD);
+    assert_eq!(calls[1]["status"], 429);
+    assert_eq!(calls[1]["headers"]["retry-after"], "2");
+    assert_eq!(calls[1]["headers"]["content-type"], "application/problem+json", "a HEAD answer has no body");
+    assert_eq!(limited.count(), 1);
+
+    let started = Instant::now();
+    let (_, _, calls) = invoke(&keel, "to-slow").await;
+    assert_eq!(
+        (calls[0]["status"].as_u64(), problem_type(&calls[0]).as_str()),
+        (Some(504), "urn:keel:problem:dependency-timeout")
+    );
+    assert!(started.elapsed() < Duration::from_millis(900), "cut off at the timeout: {:?}", started.elapsed());
+    assert_eq!(slow.count(), 1, "a timeout is not retried past the deadline");
+
+    let (_, _, list) = get_json(&format!("{}/v1/dependencies", keel.url)).await;
+    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["down", "limited", "slow"]);
+    assert_eq!(list["items"][1]["counters"]["shed"]["rate-limited"], 1);
+    assert_eq!(list["items"][0]["counters"]["failures"], 1);
+    let (status, _, _) = get_json(&format!("{}/v1/dependencies/nope", keel.url)).await;
+    assert_eq!(status, 404);
+}
