@@ -4,10 +4,12 @@
 //! 5xx, 429 or 408, with jittered backoff inside the call's timeout and a token from the retry
 //! budget for each retry. The dependency's last answer is returned as it came.
 
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -16,6 +18,7 @@ use http_body_util::Full;
 use keel_core::flow::breaker::Admit;
 use tracing::Instrument;
 
+use super::bulkhead::Place;
 use super::{lock, Dependency};
 use crate::api::Problem;
 use crate::state::Shared;
@@ -128,7 +131,7 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
             .into_response();
         }
     }
-    let Some(_place) = dependency.bulkhead.enter().await else {
+    let Some(place) = dependency.bulkhead.enter().await else {
         dependency.shed("bulkhead-full");
         record_outcome("bulkhead-full", None);
         let bulkhead = dependency.config.bulkhead;
@@ -185,7 +188,7 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
             span.record("http.response.status_code", response.status().as_u16());
             dependency.outcome(outcome, Some(took));
             record_outcome(outcome, None);
-            pass_through(response)
+            pass_through(response, place)
         }
         Tried::TimedOut => {
             dependency.outcome("timeout", Some(took));
@@ -355,15 +358,42 @@ fn origin(url: &url::Url) -> String {
     }
 }
 
-/// The dependency's answer as it came, but for the headers of its connection.
-fn pass_through(response: hyper::Response<hyper::body::Incoming>) -> Response {
+/// The dependency's answer as it came, but for the headers of its connection. The call keeps
+/// its place in the bulkhead until the body has been passed on (or dropped).
+fn pass_through(response: hyper::Response<hyper::body::Incoming>, place: Place) -> Response {
     let (mut parts, body) = response.into_parts();
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
     parts.extensions = http::Extensions::new();
     parts.extensions.insert(PassedThrough);
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(parts, Body::new(PlacedBody { body, _place: place }))
+}
+
+/// A dependency's body, holding its call's bulkhead place while it streams.
+struct PlacedBody {
+    body: hyper::body::Incoming,
+    _place: Place,
+}
+
+impl HttpBody for PlacedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Gives a half-open probe's place back when the call ends before the dependency was asked.

@@ -309,6 +309,17 @@ async fn a_retried_attempt_sends_the_same_idempotency_keys() {
     let (k1, k2) = (format!("{id}/payments/1"), format!("{id}/payments/2"));
     assert_eq!(keys, [k1.clone(), k2.clone(), k1, k2]);
     assert!(dep.received().iter().all(|r| r.body.is_empty()));
+
+    // An async invocation's attempts are known callers too, and number their calls the same way.
+    let (status, _, accepted) = post_json(&format!("{}/v1/functions/buyer/invocations", keel.url), "{}").await;
+    assert_eq!(status, 202);
+    let id = accepted["id"].as_str().unwrap().to_string();
+    let done = keel.wait_final(&id, Duration::from_secs(5)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let keys: Vec<String> =
+        dep.received()[4..].iter().map(|r| r.headers["idempotency-key"].to_str().unwrap().to_string()).collect();
+    let (k1, k2) = (format!("{id}/payments/1"), format!("{id}/payments/2"));
+    assert_eq!(keys, [k1.clone(), k2.clone(), k1, k2]);
 }
 
 #[tokio::test]
