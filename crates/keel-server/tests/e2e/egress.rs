@@ -33,6 +33,8 @@ struct Dependency {
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
+    /// Requests still to answer 503 before `status` applies again.
+    fail_next: Arc<AtomicU64>,
 }
 
 impl Dependency {
@@ -40,20 +42,23 @@ impl Dependency {
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
         let status = Arc::new(AtomicU16::new(200));
         let delay_ms = Arc::new(AtomicU64::new(0));
-        let (sink, answer, delay) = (received.clone(), status.clone(), delay_ms.clone());
+        let fail_next = Arc::new(AtomicU64::new(0));
+        let (sink, answer, delay, fail) = (received.clone(), status.clone(), delay_ms.clone(), fail_next.clone());
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (sink, answer, delay) = (sink.clone(), answer.clone(), delay.clone());
+            let (sink, answer, delay, fail) = (sink.clone(), answer.clone(), delay.clone(), fail.clone());
             async move {
                 sink.lock().unwrap().push(Received { method, uri, headers, body });
                 tokio::time::sleep(Duration::from_millis(delay.load(Ordering::SeqCst))).await;
-                let status = StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap();
+                let failing = fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+                let status = if failing { 503 } else { answer.load(Ordering::SeqCst) };
+                let status = StatusCode::from_u16(status).unwrap();
                 (status, [("x-dep", "yes"), ("content-type", "text/plain")], "made").into_response()
             }
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, received, status, delay_ms }
+        Self { url, received, status, delay_ms, fail_next }
     }
 
     fn received(&self) -> Vec<Received> {
@@ -374,4 +379,93 @@ async fn keel_answers_for_a_dependency_that_is_down_slow_or_over_its_rate() {
     assert_eq!(list["items"][0]["counters"]["failures"], 1);
     let (status, _, _) = get_json(&format!("{}/v1/dependencies/nope", keel.url)).await;
     assert_eq!(status, 404);
+}
+
+/// The real binary, with traces exported: the breaker opens and closes, `keel deps ls` shows it,
+/// and each egress call is one span under its request's, retries counted on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_shows_the_breaker_in_keel_deps_ls_and_traces_each_call() {
+    use crate::crash::{free_port, spawn_keel_with_env, wait_ready};
+    let dep = Dependency::start().await;
+    dep.answer(503);
+    let (fx, fx_addr) = Functions::start().await;
+    let (otlp, spans) = crate::support::otlp_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nurl = \"sqlite://{}\"\n\
+             [dependencies.payments]\nurl = \"{}\"\nbreaker = {{ consecutive_failures = 2, open_for = \"300ms\" }}\n\
+             retry = {{ max_attempts = 3, initial = \"1ms\", max = \"2ms\" }}\n{}{}",
+            dir.path().join("keel.db").display(),
+            dep.url,
+            function("buyer", fx_addr, "dep=payments&path=%2Fc&method=POST&calls=3", "dependencies = [\"payments\"]"),
+            function("reader", fx_addr, "dep=payments&path=%2Fr", "dependencies = [\"payments\"]"),
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("keel.log");
+    let env = [
+        ("RUST_LOG", "info"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("NO_PROXY", "127.0.0.1"),
+    ];
+    let mut child = spawn_keel_with_env(&config, port, &log, &env);
+    wait_ready(&base, &mut child).await;
+    fx.set_keel(&base);
+    let invoke = |function: &'static str| {
+        let url = format!("{base}/v1/functions/{function}/invoke");
+        async move { post_json(&url, "{}").await.2["calls"].as_array().cloned().unwrap_or_default() }
+    };
+
+    let statuses: Vec<u64> = invoke("buyer").await.iter().map(|c| c["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [503, 503, 503]);
+    assert_eq!(dep.count(), 2, "open after exactly 2 failures; the third call never reached it");
+    let deps_ls = |url: String| async move {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["deps", "ls", "--url", &url])
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = deps_ls(base.clone()).await;
+    let row = table.lines().find(|l| l.starts_with("payments")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" open "), "{table}");
+
+    dep.answer(200);
+    eventually("a probe closes the breaker", Duration::from_secs(5), || async {
+        invoke("buyer").await.iter().all(|c| c["status"] == 200).then_some(())
+    })
+    .await;
+    assert!(deps_ls(base.clone()).await.lines().any(|l| l.starts_with("payments") && l.contains(" closed ")));
+
+    // A GET that fails once is retried: one span, two tries.
+    dep.fail_next.store(1, Ordering::SeqCst);
+    let calls = invoke("reader").await;
+    assert_eq!(calls[0]["status"], 200, "{}", calls[0]);
+
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM);
+    let end = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < end, "keel did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spans = spans.lock().unwrap().clone();
+    let egress: Vec<_> = spans.iter().filter(|s| s.name == "egress payments").collect();
+    let retried: Vec<_> =
+        egress.iter().filter(|s| s.attributes.get("tries").map(String::as_str) == Some("2")).collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(retried.len(), 1, "{egress:?} in {names:?}; log: {}", &logged[logged.len().saturating_sub(3000)..]);
+    let parent = spans.iter().find(|s| s.span_id == retried[0].parent_span_id).expect("the egress span's parent");
+    assert_eq!(parent.name, "GET /v1/egress/{dependency}/{*path}");
+    assert_eq!(retried[0].attributes["outcome"], "success");
+    let attempt = spans.iter().find(|s| s.name == "attempt reader").expect("the attempt's span");
+    assert_eq!(parent.trace_id, attempt.trace_id, "the call is in its attempt's trace");
 }

@@ -153,6 +153,8 @@ async fn egress_function(keel: &str, q: &HashMap<String, String>, headers: &Head
     for _ in 0..arg("calls", "1").parse::<u32>().unwrap() {
         let mut sent = vec![("keel-invocation-id", invocation_id.as_str())];
         sent.extend(extra);
+        // The attempt's trace goes on into the call, as an instrumented function's would.
+        sent.extend(headers.get("traceparent").and_then(|v| v.to_str().ok()).map(|t| ("traceparent", t)));
         let (status, reply_headers, body) = request(&method, &url, &sent, Bytes::new()).await;
         let reply_headers: serde_json::Map<String, Value> =
             reply_headers.iter().map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or("")))).collect();
