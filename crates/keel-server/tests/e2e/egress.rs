@@ -23,6 +23,7 @@ struct Received {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    at: Instant,
 }
 
 /// A dependency: answers `status` (200 at first) after `delay_ms`, with `x-dep: yes` and the
@@ -33,7 +34,7 @@ struct Dependency {
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
-    /// Requests still to answer 503 before `status` applies again.
+    /// Requests still to answer 503 with `Retry-After: 1` before `status` applies again.
     fail_next: Arc<AtomicU64>,
 }
 
@@ -47,12 +48,14 @@ impl Dependency {
         let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
             let (sink, answer, delay, fail) = (sink.clone(), answer.clone(), delay.clone(), fail.clone());
             async move {
-                sink.lock().unwrap().push(Received { method, uri, headers, body });
+                sink.lock().unwrap().push(Received { method, uri, headers, body, at: Instant::now() });
                 tokio::time::sleep(Duration::from_millis(delay.load(Ordering::SeqCst))).await;
                 let failing = fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
                 let status = if failing { 503 } else { answer.load(Ordering::SeqCst) };
                 let status = StatusCode::from_u16(status).unwrap();
-                (status, [("x-dep", "yes"), ("content-type", "text/plain")], "made").into_response()
+                let retry_after = if failing { "1" } else { "0" };
+                (status, [("x-dep", "yes"), ("content-type", "text/plain"), ("retry-after", retry_after)], "made")
+                    .into_response()
             }
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -468,4 +471,35 @@ async fn the_real_binary_shows_the_breaker_in_keel_deps_ls_and_traces_each_call(
     assert_eq!(retried[0].attributes["outcome"], "success");
     let attempt = spans.iter().find(|s| s.name == "attempt reader").expect("the attempt's span");
     assert_eq!(parent.trace_id, attempt.trace_id, "the call is in its attempt's trace");
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_within_the_timeout() {
+    let dep = Dependency::start().await;
+    let (fx, fx_addr) = Functions::start().await;
+    let toml = format!(
+        "[dependencies.patient]\nurl = \"{0}\"\nretry = {{ initial = \"1ms\", max = \"2ms\" }}\n\
+         [dependencies.hasty]\nurl = \"{0}\"\ntimeout = \"500ms\"\n{1}{2}",
+        dep.url,
+        function("patient", fx_addr, "dep=patient&path=%2Fp", "dependencies = [\"patient\"]"),
+        function("hasty", fx_addr, "dep=hasty&path=%2Fh", "dependencies = [\"hasty\"]"),
+    );
+    let keel = start(&toml, &[], &fx).await;
+    // Let the budget's floor fill: it starts empty.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    dep.fail_next.store(1, Ordering::SeqCst);
+    let (_, _, calls) = invoke(&keel, "patient").await;
+    assert_eq!(calls[0]["status"], 200);
+    let received = dep.received();
+    assert_eq!(received.len(), 2);
+    let gap = received[1].at - received[0].at;
+    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}, not after Retry-After: 1");
+
+    // A Retry-After past the deadline means no retry: the 503 comes back as it was.
+    dep.fail_next.store(1, Ordering::SeqCst);
+    let (_, _, calls) = invoke(&keel, "hasty").await;
+    assert_eq!(calls[0]["status"], 503);
+    assert_eq!(calls[0]["headers"]["retry-after"], "1");
+    assert_eq!(dep.count(), 3);
 }
