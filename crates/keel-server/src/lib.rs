@@ -18,6 +18,8 @@
 //!   (pause, shedding, rate limit, per-key concurrency, breaker, queue cap); `state.rs`: what all share;
 //!   `events.rs`: fan-out of events into deliveries and effects into what the store commits;
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
+//! - `egress/`: functions' calls to their dependencies (`/v1/egress/…`): the caller check,
+//!   breaker, rate limit, bulkhead, retries within a retry budget, forwarded idempotency keys.
 //! - `cluster.rs`: this node's heartbeat, and the wake-ups other nodes send it.
 //! - [`telemetry`]: logs, traces (OTLP), the Prometheus recorder and `/metrics`, the spans of
 //!   requests and attempts; `metric_definitions.rs`: every metric's name, and the cheap calls
@@ -28,6 +30,7 @@
 mod api;
 mod cluster;
 mod dispatch;
+mod egress;
 mod events;
 mod faults;
 mod flow;

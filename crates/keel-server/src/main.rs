@@ -9,8 +9,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::client::KeelClient;
-use cli::{bench, dlq, events, functions, invocations, invoke, kv, publish, serve};
-use cli::{Cli, Command, ConfigCommand, DlqCommand, EventsCommand, FunctionsCommand, InvocationsCommand, KvCommand};
+use cli::{bench, deps, dlq, events, functions, invocations, invoke, kv, publish, serve};
+use cli::{
+    Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand, InvocationsCommand,
+    KvCommand,
+};
 
 /// mimalloc instead of glibc's malloc: the hot path allocates per request (headers, bodies,
 /// spans), and glibc's allocator was about a tenth of the server's CPU there.
@@ -59,6 +62,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish::run(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
         Command::Events(EventsCommand::Show(args)) => {
             events::show(&client()?, json, args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Deps(command) => {
+            let client = client()?;
+            match command {
+                DepsCommand::Ls => deps::ls(&client, json).await?,
+                DepsCommand::Show(args) => deps::show(&client, args).await?,
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Functions(command) => {
             let client = client()?;

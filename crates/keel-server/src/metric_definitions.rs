@@ -47,7 +47,14 @@ pub(crate) const FUNCTION_COLD_STARTS_TOTAL: &str = "keel_function_cold_starts_t
 /// Calls and admissions refused by flow control, by `function` and `reason` (`function-paused`,
 /// `breaker-open`, `overloaded`, `rate-limited`, `queue-full`).
 pub(crate) const SHED_TOTAL: &str = "keel_shed_total";
-/// A breaker's state, by `target` (the function): 0 closed, 1 open, 2 half-open.
+/// Egress calls, by `dependency` and `outcome` (`success`, `failure`, `timeout`, `unreachable`,
+/// `breaker-open`, `rate-limited`, `bulkhead-full`).
+pub(crate) const EGRESS_REQUESTS_TOTAL: &str = "keel_egress_requests_total";
+/// Egress call duration, retries included, by `dependency` (calls that reached it).
+pub(crate) const EGRESS_DURATION_SECONDS: &str = "keel_egress_duration_seconds";
+/// Retries a dependency's retry budget could pay for now, by `dependency` (sampled at scrape).
+pub(crate) const RETRY_BUDGET_AVAILABLE: &str = "keel_retry_budget_available";
+/// A breaker's state, by `target` (the function or dependency): 0 closed, 1 open, 2 half-open.
 pub(crate) const BREAKER_STATE: &str = "keel_breaker_state";
 /// A breaker's changes of state, by `target` and `to` (`closed`, `open`, `half-open`).
 pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "keel_breaker_transitions_total";
@@ -149,14 +156,17 @@ impl Metrics {
     }
 }
 
-/// A function's breaker changed state: logged, gauged and counted.
-pub(crate) fn breaker_moved(function: &str, to: keel_core::flow::breaker::BreakerState) {
+/// A breaker (of a function or a dependency: its `target`) changed state: logged, gauged and
+/// counted.
+pub(crate) fn breaker_moved(target: &str, to: keel_core::flow::breaker::BreakerState) {
     match to {
-        keel_core::flow::breaker::BreakerState::Closed => tracing::info!(function, to = to.as_str(), "breaker moved"),
-        _ => tracing::warn!(function, to = to.as_str(), "breaker moved"),
+        keel_core::flow::breaker::BreakerState::Closed => {
+            tracing::info!(breaker = target, to = to.as_str(), "breaker moved")
+        }
+        _ => tracing::warn!(breaker = target, to = to.as_str(), "breaker moved"),
     }
-    gauge!(BREAKER_STATE, "target" => function.to_owned()).set(f64::from(to.gauge()));
-    counter!(BREAKER_TRANSITIONS_TOTAL, "target" => function.to_owned(), "to" => to.as_str()).increment(1);
+    gauge!(BREAKER_STATE, "target" => target.to_owned()).set(f64::from(to.gauge()));
+    counter!(BREAKER_TRANSITIONS_TOTAL, "target" => target.to_owned(), "to" => to.as_str()).increment(1);
 }
 
 impl FunctionMetrics {

@@ -106,6 +106,7 @@ impl Node {
         let shared = Arc::new(Shared {
             runtime: Runtime::new(&config, addr, clock.clone()).map_err(|e| StartError::Client(e.to_string()))?,
             functions: Functions::from_config(&config, now),
+            egress: crate::egress::Egress::new(&config, now).map_err(|e| StartError::Client(e.to_string()))?,
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
             behind: Default::default(),

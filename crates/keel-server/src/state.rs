@@ -18,6 +18,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) runtime: Runtime,
     pub(crate) functions: Functions,
+    /// Each dependency's live state and the outbound client (`egress/`).
+    pub(crate) egress: crate::egress::Egress,
     /// Names this node's leases.
     pub(crate) node_id: String,
     /// Set once shutdown begins: admission answers 503 while in-flight work finishes.

@@ -38,7 +38,7 @@ pub fn config(options: &Options, exe: &Path, email_url: &str, payments_url: &str
         ("server.listen".to_owned(), "--listen".to_owned(), TomlValue::String(options.listen.to_string())),
         ("storage.url".to_owned(), "--state-dir".to_owned(), TomlValue::String(storage)),
     ];
-    let mut config = load_str("examples/backend/keel.toml", KEEL_TOML, &Overrides { env: Vec::new(), flags })
+    let mut config = load_str("examples/backend/keel.toml", KEEL_TOML, &Overrides { flags, ..Overrides::default() })
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for function in config.functions.values_mut() {
         if let FunctionTarget::Command(command) = &mut function.target {

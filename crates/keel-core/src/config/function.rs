@@ -25,6 +25,8 @@ pub struct FunctionConfig {
     /// top of the system's roots (checked when the config is loaded, made absolute against the
     /// config file's directory).
     pub ca_file: Option<PathBuf>,
+    /// The dependencies this function may call through egress (each one configured).
+    pub dependencies: Vec<String>,
 }
 
 impl FunctionConfig {

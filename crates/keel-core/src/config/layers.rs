@@ -142,6 +142,7 @@ mod tests {
         let overrides = Overrides {
             env: vec![("KEEL_SERVER__LISTEN".into(), "0.0.0.0:80".into())],
             flags: vec![("server.listen".into(), "--listen".into(), "127.0.0.1:1".into())],
+            ..Overrides::default()
         };
         let applied = apply(&mut table, &overrides).unwrap();
         assert_eq!(table["server"]["listen"].as_str(), Some("127.0.0.1:1"));
@@ -155,6 +156,7 @@ mod tests {
         let overrides = Overrides {
             env: vec![("KEEL_SERVER__LISTEN".into(), "x".into()), ("KEEL_A____B".into(), "x".into())],
             flags: Vec::new(),
+            ..Overrides::default()
         };
         let errors = apply(&mut table, &overrides).unwrap_err();
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();

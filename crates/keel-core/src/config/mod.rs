@@ -11,6 +11,7 @@
 //! Every error names where the value came from, its dotted key and what would be valid:
 //! `keel.toml:12:15: functions.charge.retry.max_attempts: must be at least 1 (got 0)`.
 
+mod dependency;
 mod function;
 mod layers;
 mod locate;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use locate::{dotted, Anchor, LineIndex, Locator, SourceMap};
 
+pub use dependency::{BulkheadConfig, DependencyConfig, DependencyHeader, DependencyRetry};
 pub use function::{CommandConfig, FunctionConfig, FunctionTarget};
 
 /// A TOML value, for flag overrides built by the command line.
@@ -42,6 +44,8 @@ pub struct Config {
     /// Declared topics: events may be published (and emitted) to these only.
     pub topics: std::collections::BTreeSet<String>,
     pub subscriptions: Vec<SubscriptionConfig>,
+    /// `[dependencies.NAME]`, keyed by name: what functions may call through egress.
+    pub dependencies: BTreeMap<String, DependencyConfig>,
 }
 
 /// `[[subscriptions]]`: each matching event of `topic` becomes one delivery to `function`.
@@ -128,6 +132,9 @@ pub struct Overrides {
     pub env: Vec<(String, String)>,
     /// `(dotted key path, flag name for messages, value)`, e.g. `("server.listen", "--listen", …)`.
     pub flags: Vec<(String, String, toml::Value)>,
+    /// The variables `env:VAR` values (a dependency's `headers`) may name: the process's whole
+    /// environment for `keel serve`, a map of their own in tests.
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Overrides {
@@ -139,7 +146,10 @@ impl Overrides {
             .filter(|(name, _)| layers::is_override_var(name))
             .collect();
         env.sort();
-        Overrides { env, flags: Vec::new() }
+        let vars = std::env::vars_os()
+            .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+            .collect();
+        Overrides { env, flags: Vec::new(), vars }
     }
 }
 
@@ -286,7 +296,7 @@ fn load_in(file_name: &str, text: &str, overrides: &Overrides, dir: Option<&Path
         ConfigErrors(vec![ConfigError { location: locator.locate(&path, anchor), key: dotted(&path), message }])
     })?;
 
-    validate::validate(raw, dir).map_err(|problems| {
+    validate::validate(raw, dir, &|var| overrides.vars.get(var).cloned()).map_err(|problems| {
         ConfigErrors(
             problems
                 .into_iter()

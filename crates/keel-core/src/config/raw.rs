@@ -23,6 +23,49 @@ pub(super) struct RawConfig {
     pub(super) topics: BTreeMap<String, RawTopic>,
     #[serde(default)]
     pub(super) subscriptions: Vec<RawSubscription>,
+    #[serde(default)]
+    pub(super) dependencies: BTreeMap<String, RawDependency>,
+}
+
+/// `[dependencies.NAME]`: a service functions call through Keel's egress.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDependency {
+    pub(super) url: Option<String>,
+    pub(super) timeout: Option<RawDuration>,
+    pub(super) retry: Option<RawDependencyRetry>,
+    pub(super) retry_budget: Option<RawRetryBudget>,
+    pub(super) breaker: Option<RawBreaker>,
+    pub(super) bulkhead: Option<RawBulkhead>,
+    pub(super) rate_limit: Option<RawRateLimit>,
+    /// Header name → a literal value or `env:VAR`.
+    pub(super) headers: Option<BTreeMap<String, String>>,
+}
+
+/// A dependency's `retry`: no multiplier or jitter to choose (doubling, full jitter).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDependencyRetry {
+    pub(super) max_attempts: Option<i64>,
+    pub(super) initial: Option<RawDuration>,
+    pub(super) max: Option<RawDuration>,
+}
+
+/// `retry_budget = { ratio = 0.2, min_per_second = 10 }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetryBudget {
+    pub(super) ratio: Option<f64>,
+    pub(super) min_per_second: Option<i64>,
+}
+
+/// `bulkhead = { max_concurrent = 32, max_queued = 64, queue_timeout = "100ms" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBulkhead {
+    pub(super) max_concurrent: Option<i64>,
+    pub(super) max_queued: Option<i64>,
+    pub(super) queue_timeout: Option<RawDuration>,
 }
 
 /// `[topics.NAME]`: declares a topic; nothing to set yet.
@@ -92,6 +135,8 @@ pub(super) struct RawFunction {
     pub(super) breaker: Option<RawBreaker>,
     /// `url` functions only: extra CA certificates (PEM) for an https URL.
     pub(super) ca_file: Option<String>,
+    /// `dependencies = ["payments"]`: the dependencies this function may call through egress.
+    pub(super) dependencies: Option<Vec<String>>,
 }
 
 /// `rate_limit = { per_second = 50, burst = 10 }`.

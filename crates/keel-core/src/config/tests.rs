@@ -18,7 +18,7 @@ fn errors(text: &str) -> Vec<String> {
 
 fn env(pairs: &[(&str, &str)]) -> Overrides {
     let env = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    Overrides { env, flags: Vec::new() }
+    Overrides { env, ..Overrides::default() }
 }
 
 const CHARGE: &str = "[functions.charge]\nurl = \"http://127.0.0.1:9001/charge\"\n";
@@ -98,7 +98,7 @@ fn unknown_keys_list_the_valid_ones() {
     assert_eq!(
         errors("[queues.a]\n"),
         ["keel.toml:1:2: queues: unknown key `queues`, expected one of `server`, `storage`, `functions`, \
-          `topics`, `subscriptions`"]
+          `topics`, `subscriptions`, `dependencies`"]
     );
 }
 
@@ -519,6 +519,7 @@ fn the_database_path_is_relative_to_the_config_file_unless_given_on_the_command_
     let from_flag = Overrides {
         env: Vec::new(),
         flags: vec![("storage.url".into(), "--storage-url".into(), toml::Value::String("sqlite://here.db".into()))],
+        ..Overrides::default()
     };
     let in_app = |path: &str| format!("sqlite://{}", dir.join("app").join(path).display());
     let results = [
@@ -770,4 +771,138 @@ fn a_relative_ca_file_is_relative_to_the_config_file() {
     let config = config.unwrap();
     assert_eq!(config.functions["a"].ca_file, Some(dir.join("app").join("certs/ca.pem")));
     assert_eq!(config.functions["b"].ca_file, None);
+}
+
+mod dependencies {
+    use super::*;
+    use crate::config::{BulkheadConfig, DependencyConfig, DependencyRetry};
+    use crate::flow::{BreakerConfig, RateLimitConfig, RetryBudgetConfig};
+
+    fn with_vars(pairs: &[(&str, &str)]) -> Overrides {
+        let vars = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Overrides { vars, ..Overrides::default() }
+    }
+
+    #[test]
+    fn the_design_example_is_resolved() {
+        let text = r#"
+[dependencies.payments]
+url = "https://payments.internal/api"
+timeout = "2s"
+retry = { max_attempts = 3, initial = "50ms", max = "1s" }
+retry_budget = { ratio = 0.2, min_per_second = 10 }
+breaker = { consecutive_failures = 5, open_for = "30s", half_open_probes = 1 }
+bulkhead = { max_concurrent = 32, max_queued = 64, queue_timeout = "100ms" }
+rate_limit = { per_second = 100, burst = 20 }
+headers = { Authorization = "env:PAYMENTS_TOKEN", x-client = "keel" }
+
+[functions.purchase]
+url = "http://127.0.0.1:9001/purchase"
+dependencies = ["payments"]
+"#;
+        let config = load_str("keel.toml", text, &with_vars(&[("PAYMENTS_TOKEN", "Bearer s3cret")])).unwrap();
+        assert_eq!(config.functions["purchase"].dependencies, ["payments"]);
+        let payments = &config.dependencies["payments"];
+        assert_eq!(payments.url.as_str(), "https://payments.internal/api");
+        assert_eq!(payments.timeout, Duration::from_secs(2));
+        assert_eq!(
+            payments.retry,
+            DependencyRetry { max_attempts: 3, initial: Duration::from_millis(50), max: Duration::from_secs(1) }
+        );
+        assert_eq!(payments.retry_budget, RetryBudgetConfig { ratio: 0.2, min_per_second: 10 });
+        assert_eq!(payments.breaker, Some(BreakerConfig::default()));
+        assert_eq!(
+            payments.bulkhead,
+            BulkheadConfig { max_concurrent: 32, max_queued: 64, queue_timeout: Duration::from_millis(100) }
+        );
+        assert_eq!(payments.rate_limit, Some(RateLimitConfig { per_second: 100.0, burst: 20 }));
+        let headers: Vec<_> =
+            payments.headers.iter().map(|h| (h.name.as_str(), h.value.as_str(), h.from_env.as_deref())).collect();
+        assert_eq!(
+            headers,
+            [("authorization", "Bearer s3cret", Some("PAYMENTS_TOKEN")), ("x-client", "keel", None)],
+            "names are stored lowercase, env: values resolved"
+        );
+        assert!(!format!("{payments:?}").contains("s3cret"), "Debug hides header values");
+    }
+
+    #[test]
+    fn a_dependency_with_only_a_url_gets_the_defaults() {
+        let config =
+            load_str("keel.toml", "[dependencies.mail]\nurl = \"http://127.0.0.1:9/\"\n", &Overrides::default())
+                .unwrap();
+        let mail = &config.dependencies["mail"];
+        assert_eq!(mail.timeout, DependencyConfig::DEFAULT_TIMEOUT);
+        assert_eq!(mail.timeout, Duration::from_secs(10));
+        assert_eq!(mail.retry, DependencyRetry::default());
+        assert_eq!(mail.retry.max_attempts, 3);
+        assert_eq!(mail.retry_budget, RetryBudgetConfig { ratio: 0.2, min_per_second: 10 });
+        assert_eq!(mail.breaker, None, "no breaker unless configured");
+        assert_eq!(mail.rate_limit, None);
+        assert_eq!(
+            mail.bulkhead,
+            BulkheadConfig { max_concurrent: 64, max_queued: 64, queue_timeout: Duration::from_millis(100) }
+        );
+        assert!(mail.headers.is_empty());
+    }
+
+    #[test]
+    fn every_dependency_problem_is_reported_where_it_was_written() {
+        let text = "\
+[dependencies.payments]
+url = \"ftp://payments\"
+timeout = \"0s\"
+retry = { max_attempts = 0, initial = \"2s\", max = \"1s\" }
+retry_budget = { ratio = 1.5, min_per_second = -1 }
+breaker = { consecutive_failures = 0 }
+bulkhead = { max_concurrent = 0, max_queued = -1, queue_timeout = \"soon\" }
+rate_limit = { burst = 2 }
+headers = { authorization = \"env:MISSING_TOKEN\", host = \"x\", \"bad name\" = \"x\" }
+
+[dependencies.Mail]
+
+[functions.purchase]
+url = \"http://127.0.0.1:9001/purchase\"
+dependencies = [\"payments\", \"ledger\"]
+";
+        assert_eq!(
+            errors(text),
+            [
+                "keel.toml:15:29: functions.purchase.dependencies[1]: unknown dependency \"ledger\": add a [dependencies.ledger] table (configured: Mail, payments)",
+                r#"keel.toml:11:15: dependencies.Mail: invalid dependency name "Mail": expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit, like "payments""#,
+                r#"keel.toml:11:15: dependencies.Mail: missing required key `url`, like url = "https://payments.internal/api""#,
+                r#"keel.toml:2:7: dependencies.payments.url: unsupported scheme "ftp"; expected an http:// or https:// URL like "http://127.0.0.1:9001/charge""#,
+                r#"keel.toml:3:11: dependencies.payments.timeout: must be greater than 0, like "30s" (got "0s")"#,
+                "keel.toml:4:26: dependencies.payments.retry.max_attempts: must be between 1 and 100 (got 0)",
+                "keel.toml:4:39: dependencies.payments.retry.initial: must not exceed retry.max (1s) (got 2s)",
+                "keel.toml:5:26: dependencies.payments.retry_budget.ratio: must be a number from 0 to 1, like 0.2 (got 1.5)",
+                "keel.toml:5:48: dependencies.payments.retry_budget.min_per_second: must be between 0 and 1000000 (got -1)",
+                "keel.toml:6:36: dependencies.payments.breaker.consecutive_failures: must be between 1 and 1000000 (got 0)",
+                "keel.toml:7:31: dependencies.payments.bulkhead.max_concurrent: must be between 1 and 100000 (got 0)",
+                "keel.toml:7:47: dependencies.payments.bulkhead.max_queued: must be between 0 and 1000000 (got -1)",
+                r#"keel.toml:7:67: dependencies.payments.bulkhead.queue_timeout: expected a duration like "250ms", "30s", "5m" (got "soon")"#,
+                "keel.toml:8:1: dependencies.payments.rate_limit: missing required key `per_second`, like rate_limit = { per_second = 50, burst = 10 }",
+                r#"keel.toml:9:29: dependencies.payments.headers.authorization: the environment variable MISSING_TOKEN is not set (named by "env:MISSING_TOKEN")"#,
+                r#"keel.toml:9:62: dependencies.payments.headers."bad name": not a valid HTTP header name: expected letters, digits and any of !#$%&'*+-.^_`|~, like "authorization" (got "bad name")"#,
+                "keel.toml:9:50: dependencies.payments.headers.host: Keel sets host itself; it cannot be configured",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_dependency_is_named_when_none_is_configured() {
+        assert_eq!(
+            errors(&format!("{CHARGE}dependencies = [\"payments\"]\n")),
+            ["keel.toml:3:17: functions.charge.dependencies[0]: unknown dependency \"payments\": add a [dependencies.payments] table (none is configured)"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_dependency_lists_the_valid_ones() {
+        assert_eq!(
+            errors("[dependencies.payments]\nurl = \"http://x/\"\nretries = 3\n"),
+            ["keel.toml:3:1: dependencies.payments.retries: unknown key `retries`, expected one of `url`, `timeout`, \
+              `retry`, `retry_budget`, `breaker`, `bulkhead`, `rate_limit`, `headers`"]
+        );
+    }
 }

@@ -11,6 +11,7 @@ use super::raw::{RawByteSize, RawConfig, RawDuration};
 use super::{Config, ServerConfig, StorageConfig};
 
 mod command;
+mod dependency;
 mod flow;
 mod function;
 mod subscription;
@@ -40,22 +41,36 @@ pub(super) struct Problem {
 
 /// Resolves `raw` against the defaults, or returns every problem found. Relative file paths
 /// (`ca_file`) are read from `dir`, the config file's directory, or the working directory when
-/// there is no file.
-pub(super) fn validate(raw: RawConfig, dir: Option<&Path>) -> Result<Config, Vec<Problem>> {
+/// there is no file; `env` looks up the variables `env:VAR` values name.
+pub(super) fn validate(
+    raw: RawConfig,
+    dir: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
     let mut check = Checker { problems: Vec::new(), dir: dir.map(Path::to_path_buf) };
     let server = check.server(&raw);
     let storage = check.storage(&raw);
     let mut functions = BTreeMap::new();
     for (name, function) in &raw.functions {
-        if let Some(resolved) = check.function(name, function) {
+        let dependencies = check.function_dependencies(name, function.dependencies.as_ref(), &raw.dependencies);
+        if let Some(mut resolved) = check.function(name, function) {
+            resolved.dependencies = dependencies;
             functions.insert(name.clone(), resolved);
+        }
+    }
+    let mut dependencies = BTreeMap::new();
+    for (name, dependency) in &raw.dependencies {
+        if let Some(resolved) = check.dependency(name, dependency, env) {
+            dependencies.insert(name.clone(), resolved);
         }
     }
     let topics = check.topics(&raw.topics);
     let function_names = raw.functions.keys().cloned().collect();
     let subscriptions = check.subscriptions(&raw.subscriptions, &topics, &functions, &function_names);
     match (server, storage, check.problems.is_empty()) {
-        (Some(server), Some(storage), true) => Ok(Config { server, storage, functions, topics, subscriptions }),
+        (Some(server), Some(storage), true) => {
+            Ok(Config { server, storage, functions, topics, subscriptions, dependencies })
+        }
         _ => Err(check.problems),
     }
 }
@@ -251,7 +266,7 @@ mod tests {
         let mut raw = RawConfig::default();
         raw.server.listen = Some("x".into());
         raw.storage.url = Some("redis://x".into());
-        let problems = validate(raw, None).unwrap_err();
+        let problems = validate(raw, None, &|_| None).unwrap_err();
         let paths: Vec<String> = problems.iter().map(|p| p.path.join(".")).collect();
         assert_eq!(paths, ["server.listen", "storage.url"]);
     }

@@ -1,8 +1,9 @@
-//! Flow control, as pure decisions with time passed in: the circuit [`breaker`] (on functions and,
-//! later, on egress dependencies) and the GCRA [`rate`] limiter. The server holds one of each per
-//! function that configures it and asks them before starting an attempt.
+//! Flow control, as pure decisions with time passed in: the circuit [`breaker`] (on functions and
+//! egress dependencies), the GCRA [`rate`] limiter and a dependency's retry [`budget`]. The server
+//! holds one of each per function or dependency that configures it and asks them before a call.
 
 pub mod breaker;
+pub mod budget;
 pub mod rate;
 mod window;
 
@@ -16,6 +17,27 @@ pub struct RateLimitConfig {
     pub per_second: f64,
     /// Turns that may be taken at once after a quiet spell; at least 1.
     pub burst: u32,
+}
+
+/// `retry_budget = { ratio = 0.2, min_per_second = 10 }` of a dependency: retries stay within
+/// `ratio` × calls plus `min_per_second` a second (see [`budget`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetConfig {
+    /// Retries per call, 0 to 1.
+    pub ratio: f64,
+    /// Retries a second allowed whatever the traffic.
+    pub min_per_second: u32,
+}
+
+impl RetryBudgetConfig {
+    pub const DEFAULT_RATIO: f64 = 0.2;
+    pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self { ratio: Self::DEFAULT_RATIO, min_per_second: Self::DEFAULT_MIN_PER_SECOND }
+    }
 }
 
 /// `breaker = { … }`: when to stop calling a target that keeps failing, and how to try it again.

@@ -317,9 +317,9 @@ impl From<Jitter> for JitterView {
 /// `rate_limit`: attempts started, at most `per_second` on average, `burst` at once.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = RateLimit)]
-struct RateLimitView {
-    per_second: f64,
-    burst: u32,
+pub(super) struct RateLimitView {
+    pub(super) per_second: f64,
+    pub(super) burst: u32,
 }
 
 /// `concurrency_key`: at most `limit` attempts in flight per value of `header`.
@@ -333,15 +333,15 @@ struct ConcurrencyKeyView {
 /// A circuit breaker's state.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Breaker)]
-struct BreakerView {
+pub(super) struct BreakerView {
     /// `closed`, `open` or `half-open`.
     #[schema(pattern = "^(closed|open|half-open)$")]
-    state: &'static str,
+    pub(super) state: &'static str,
     /// When it entered this state.
     #[schema(format = DateTime)]
-    since: String,
+    pub(super) since: String,
     /// Failures counted toward opening (closed), or that opened it.
-    failures: u32,
+    pub(super) failures: u32,
 }
 
 /// A `command` function's program. Its environment is shown by name only: values may be secrets.

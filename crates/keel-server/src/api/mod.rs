@@ -4,7 +4,9 @@
 mod body;
 mod cluster;
 mod delay;
+mod dependencies;
 mod dlq;
+mod egress;
 mod events;
 mod functions;
 mod health;
@@ -30,7 +32,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::state::Shared;
-use problem::Problem;
+pub(crate) use problem::Problem;
 
 /// Runs an admission to its end in a task of its own, which a dropped request does not cancel:
 /// once the store has the work it must be started (leased at admission) or its dispatcher woken
@@ -61,7 +63,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented.
-const ROUTES: [(Method, &str, Mount); 24] = [
+const ROUTES: [(Method, &str, Mount); 32] = [
     route!(GET "/v1/functions" => functions::list),
     route!(GET "/v1/functions/{name}" => functions::get),
     route!(POST "/v1/functions/{name}/pause" => functions::pause),
@@ -77,6 +79,14 @@ const ROUTES: [(Method, &str, Mount); 24] = [
     route!(POST "/v1/dlq/{id}/redrive" => dlq::redrive, keyed),
     route!(DELETE "/v1/dlq/{id}" => dlq::discard),
     route!(GET "/v1/cluster" => cluster::get),
+    route!(GET "/v1/dependencies" => dependencies::list),
+    route!(GET "/v1/dependencies/{name}" => dependencies::get),
+    route!(GET "/v1/egress/{dependency}/{*path}" => egress::get),
+    route!(POST "/v1/egress/{dependency}/{*path}" => egress::post),
+    route!(PUT "/v1/egress/{dependency}/{*path}" => egress::put),
+    route!(DELETE "/v1/egress/{dependency}/{*path}" => egress::delete),
+    route!(PATCH "/v1/egress/{dependency}/{*path}" => egress::patch),
+    route!(OPTIONS "/v1/egress/{dependency}/{*path}" => egress::options),
     route!(POST "/v1/topics/{topic}/events" => events::publish, keyed),
     route!(GET "/v1/events/{id}" => events::get),
     route!(GET "/v1/kv/{ns}/{*key}" => kv::get),

@@ -10,7 +10,7 @@ use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::ProblemDetails;
-use super::{cluster, dlq, events, functions, health, invocations, invoke, kv, metrics};
+use super::{cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics};
 
 /// The descriptions that several routes share.
 pub(super) const BAD_KEY: &str = "The Idempotency-Key header is malformed.";
@@ -27,7 +27,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
 #[openapi(
     info(
         title = "Keel HTTP API",
-        description = "Invoke functions (sync and async) with retries, the dead-letter queue, events and KV. \
+        description = "Invoke functions (sync and async) with retries, the dead-letter queue, events, KV and egress to dependencies. \
             Errors are RFC 9457 `application/problem+json`; times are RFC 3339 UTC; lists take `limit` and \
             `cursor` and answer `{\"items\": [...], \"next_cursor\": ...}`."
     ),
@@ -47,6 +47,14 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         dlq::redrive,
         dlq::discard,
         cluster::get,
+        dependencies::list,
+        dependencies::get,
+        egress::get,
+        egress::post,
+        egress::put,
+        egress::delete,
+        egress::patch,
+        egress::options,
         events::publish,
         events::get,
         kv::get,
@@ -65,7 +73,8 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         (name = "dlq", description = "The dead-letter queue: invocations that failed for good."),
         (name = "events", description = "Publish events to topics; read an event and its deliveries."),
         (name = "kv", description = "The key-value store, with versions as ETags."),
-        (name = "functions", description = "Configured functions and their live state; the cluster."),
+        (name = "functions", description = "Configured functions and dependencies and their live state; the cluster."),
+        (name = "egress", description = "Calls from functions to their dependencies, through Keel's breaker, limits and retries."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
     )
 )]
@@ -79,7 +88,8 @@ impl Modify for ProblemBodies {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let problem = Content::new(Some(Ref::from_schema_name("ProblemDetails")));
         for item in doc.paths.paths.values_mut() {
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.options];
             for operation in operations.into_iter().flatten() {
                 for (status, response) in &mut operation.responses.responses {
                     let is_error = status.parse::<u16>().is_ok_and(|status| status >= 400);

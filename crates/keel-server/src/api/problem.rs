@@ -247,7 +247,8 @@ pub(crate) fn reply_response(reply: StoredReply) -> Response {
 /// Every error answer is problem+json. axum's own rejections, raised before a handler runs (a
 /// path that is not UTF-8, a query that does not parse), are plain text: this layer restates
 /// them as problems with the same status and text. A function's answer passed through by a
-/// sync invoke (it carries `keel-invocation-id`) is left as the function sent it.
+/// sync invoke (it carries `keel-invocation-id`), and a dependency's passed through by egress,
+/// are left as they were sent.
 pub(crate) async fn errors_as_problems(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
@@ -257,6 +258,7 @@ pub(crate) async fn errors_as_problems(request: Request, next: Next) -> Response
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/problem+json"));
     if !(status.is_client_error() || status.is_server_error())
         || is_problem
+        || response.extensions().get::<crate::egress::PassedThrough>().is_some()
         || response.headers().contains_key("keel-invocation-id")
     {
         return response;

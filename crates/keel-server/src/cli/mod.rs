@@ -8,6 +8,7 @@
 //! - [`dlq`]: `keel dlq ls|show|redrive|discard`.
 //! - [`publish`]: `keel publish`, an event to a topic, plain or as a CloudEvent.
 //! - [`events`]: `keel events show`, an event and its deliveries.
+//! - [`deps`]: `keel deps ls|show`, the dependencies functions call through egress.
 //! - [`kv`]: `keel kv get|put|delete`, with versions and preconditions.
 //! - [`payload`]: reading `--data`/`--value` from the command line, a file or stdin.
 //! - [`client`]: the small HTTP client every client command goes through, and its errors.
@@ -16,6 +17,7 @@
 
 pub(crate) mod bench;
 pub(crate) mod client;
+pub(crate) mod deps;
 pub(crate) mod dlq;
 pub(crate) mod events;
 pub(crate) mod functions;
@@ -80,6 +82,9 @@ pub(crate) enum Command {
     /// List functions with their live state; pause and resume them.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// List the dependencies functions call through egress, with their live state.
+    #[command(subcommand)]
+    Deps(DepsCommand),
     /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
     Bench(bench::BenchArgs),
 }
@@ -335,6 +340,20 @@ pub(crate) enum FunctionsCommand {
     Pause(FunctionArg),
     /// Resume a paused function: its held work starts.
     Resume(FunctionArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DepsCommand {
+    /// Every dependency: url, breaker, in flight, queued, retry budget, counters.
+    Ls,
+    /// Show one dependency's configuration and live state (JSON).
+    Show(DependencyArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DependencyArg {
+    /// The dependency's name, as declared in `keel.toml`.
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,9 @@
 //! Runtimes: how an attempt reaches a function. `url` functions are called over a pooled
 //! keep-alive HTTP client ([`url`]); managed `command` functions first borrow an instance from
-//! their [`process`] pool, then are called the same way.
+//! their [`process`] pool, then are called the same way. Every attempt running is also recorded
+//! by invocation id in [`attempts`], for egress to know its callers.
 
+pub(crate) mod attempts;
 pub(crate) mod client;
 pub(crate) mod process;
 pub(crate) mod url;
@@ -35,6 +37,8 @@ pub(crate) struct Runtime {
     /// here, where every attempt (sync or async) passes, because a concurrency permit is also
     /// held by a dispatcher while it merely looks for due work.
     running: BTreeMap<String, AtomicUsize>,
+    /// The attempts running here by invocation id, sync and async alike.
+    attempts: attempts::Attempts,
 }
 
 /// One attempt counted in [`Runtime::running`] until dropped (also when the call is cancelled).
@@ -83,7 +87,7 @@ impl Runtime {
             };
             private_ca.insert(function.name.clone(), runtime);
         }
-        Ok(Self { http, private_ca, pools, running })
+        Ok(Self { http, private_ca, pools, running, attempts: Default::default() })
     }
 
     /// Starts each pool's keeper, which brings up `min_instances`.
@@ -94,6 +98,7 @@ impl Runtime {
     /// Makes one attempt and reports what happened. Never fails: every failure is an outcome.
     pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
         let _running = self.running.get(call.function).map(Running::enter);
+        let _attempt = self.attempts.enter(call.invocation_id, call.function);
         match (call.target, self.pools.get(call.function)) {
             (FunctionTarget::Command(_), Some(pool)) => pool.call(&self.http, &call, clock).await,
             (FunctionTarget::Url(url), _) => {
@@ -107,6 +112,11 @@ impl Runtime {
     /// How many attempts of `function` are calling it right now.
     pub(crate) fn running(&self, function: &str) -> usize {
         self.running.get(function).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// The attempts running on this node, by invocation id.
+    pub(crate) fn attempts(&self) -> &attempts::Attempts {
+        &self.attempts
     }
 
     /// The pool of a `command` function.

@@ -57,6 +57,9 @@ fn describe() {
     describe_counter!(m::SHED_TOTAL, "Calls and admissions refused by flow control, by function and reason");
     describe_gauge!(m::BREAKER_STATE, "Breaker state by target: 0 closed, 1 open, 2 half-open");
     describe_counter!(m::BREAKER_TRANSITIONS_TOTAL, "Breaker changes of state, by target and new state");
+    describe_counter!(m::EGRESS_REQUESTS_TOTAL, "Egress calls to dependencies, by dependency and outcome");
+    describe_histogram!(m::EGRESS_DURATION_SECONDS, Unit::Seconds, "Egress call duration, retries included");
+    describe_gauge!(m::RETRY_BUDGET_AVAILABLE, "Retries a dependency's retry budget could pay for now");
     describe_histogram!(store::STORE_COMMIT_DURATION_SECONDS, Unit::Seconds, "Store group-commit latency");
     describe_histogram!(store::STORE_COMMIT_GROUP_SIZE, "Jobs committed together in one group");
 }
@@ -84,6 +87,10 @@ async fn sample(shared: &Shared) {
             gauge!(m::FUNCTION_INSTANCES, "function" => name.to_owned()).set(view.instances.len() as f64);
             counter!(m::FUNCTION_COLD_STARTS_TOTAL, "function" => name.to_owned()).absolute(view.cold_starts);
         }
+    }
+    for dependency in shared.egress.iter() {
+        let available = dependency.budget_available(now) as f64;
+        gauge!(m::RETRY_BUDGET_AVAILABLE, "dependency" => dependency.name().to_owned()).set(available);
     }
     for sub in &shared.config.subscriptions {
         dlq.insert((sub.function.clone(), sub.name.clone()), 0);

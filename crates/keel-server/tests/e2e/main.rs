@@ -7,6 +7,7 @@ mod cluster;
 mod command;
 mod crash;
 mod edge;
+mod egress;
 mod events;
 mod first_function;
 mod flow;

@@ -53,7 +53,7 @@ async fn openapi_document_describes_every_route_with_problems_for_errors() {
         .flat_map(|(path, item)| {
             let methods = item.as_object().expect("path item").keys();
             methods
-                .filter(|m| ["get", "put", "post", "delete", "patch"].contains(&m.as_str()))
+                .filter(|m| ["get", "put", "post", "delete", "patch", "options"].contains(&m.as_str()))
                 .map(|m| (m.clone(), path.clone()))
         })
         .collect();

@@ -33,7 +33,8 @@ pub(crate) struct Call {
 /// A function server whose behaviour each test picks by path:
 /// `/ok`, `/status?code=400`, `/flaky?fail=2` (503 for the first N attempts of each invocation),
 /// `/slow?ms=300`, `/random?p=0.3` (503 with probability p), `/retry-after?secs=1` (first
-/// attempt 503 with `Retry-After`), `/switch` (503 while [`Functions::set_down`] says so).
+/// attempt 503 with `Retry-After`), `/switch` (503 while [`Functions::set_down`] says so),
+/// `/egress?dep=payments&path=/charges` (calls Keel's egress: see [`egress_function`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Functions {
     calls: Arc<Mutex<Vec<Call>>>,
@@ -91,9 +92,13 @@ async fn handle(
     let arg = |k: &str| q.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let attempt: u32 =
         headers.get("keel-attempt").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    if let Some(kind) = uri.path().strip_prefix("/fx/") {
+    let effectful = uri.path().strip_prefix("/fx/").or((uri.path() == "/egress").then_some("egress"));
+    if let Some(kind) = effectful {
         let keel = me.keel.lock().unwrap().clone().unwrap_or_default();
-        let response = crate::events::effects_function(kind, &keel, &q, &headers, &body).await;
+        let response = match kind {
+            "egress" => egress_function(&keel, &q, &headers, attempt).await,
+            _ => crate::events::effects_function(kind, &keel, &q, &headers, &body).await,
+        };
         me.calls.lock().unwrap().push(Call {
             invocation_id: headers.get("keel-invocation-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
             attempt,
@@ -132,6 +137,36 @@ async fn handle(
         response.headers_mut().insert(k, v.parse().unwrap());
     }
     response
+}
+
+/// `/egress?dep=D&path=/p&method=GET&calls=N&fail_first=K&header=name:value`: makes N calls
+/// (default one) to `{keel}/v1/egress/D/p` with its own `keel-invocation-id` (and the header, if
+/// given), then answers 200 with what each got — `{"calls": [{"status", "body", "headers"}]}` —
+/// or 503 when its attempt number is at most K (after making the calls all the same).
+async fn egress_function(keel: &str, q: &HashMap<String, String>, headers: &HeaderMap, attempt: u32) -> Response {
+    let arg = |k: &str, default: &str| q.get(k).cloned().unwrap_or_else(|| default.to_string());
+    let invocation_id = headers.get("keel-invocation-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let url = format!("{keel}/v1/egress/{}{}", arg("dep", "payments"), arg("path", "/"));
+    let method = arg("method", "GET");
+    let extra = q.get("header").and_then(|h| h.split_once(':'));
+    let mut calls = Vec::new();
+    for _ in 0..arg("calls", "1").parse::<u32>().unwrap() {
+        let mut sent = vec![("keel-invocation-id", invocation_id.as_str())];
+        sent.extend(extra);
+        // The attempt's trace goes on into the call, as an instrumented function's would.
+        sent.extend(headers.get("traceparent").and_then(|v| v.to_str().ok()).map(|t| ("traceparent", t)));
+        let (status, reply_headers, body) = request(&method, &url, &sent, Bytes::new()).await;
+        let reply_headers: serde_json::Map<String, Value> =
+            reply_headers.iter().map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap_or("")))).collect();
+        calls.push(serde_json::json!({
+            "status": status,
+            "body": String::from_utf8_lossy(&body),
+            "headers": reply_headers,
+        }));
+    }
+    let fail = attempt <= arg("fail_first", "0").parse::<u32>().unwrap();
+    let status = if fail { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, axum::Json(serde_json::json!({ "calls": calls }))).into_response()
 }
 
 /// A Keel node over a SQLite file in a temp dir.

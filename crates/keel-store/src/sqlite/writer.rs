@@ -226,24 +226,27 @@ fn leaves_the_commit_unknown(e: &rusqlite::Error) -> bool {
     e.sqlite_error_code() == Some(rusqlite::ErrorCode::SystemIoFailure)
 }
 
-/// Past this size the checkpointer empties the WAL (a `TRUNCATE` checkpoint), and the writer
-/// keeps no more than this of it once it restarts (`journal_size_limit`).
+/// Past this size the checkpointer has the WAL start over (a `RESTART` checkpoint), and the
+/// writer cuts the file back to this size when it does (`journal_size_limit`).
 pub(crate) const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// How long a `TRUNCATE` checkpoint waits for readers to leave the WAL (and holds the writer
+/// How long a `RESTART` checkpoint waits for readers to leave the WAL (and holds the writer
 /// meanwhile) before it gives up until the next nudge.
-const TRUNCATE_WAIT: Duration = Duration::from_millis(500);
+const RESTART_WAIT: Duration = Duration::from_millis(500);
 
 /// Copies the WAL back into the database file on its own connection and thread, so the writer's
 /// commits stay appends to the WAL plus one fsync, never a checkpoint's page copies and fsyncs.
 ///
 /// PASSIVE as a rule: it never blocks the writer or readers; what it cannot copy now waits for
-/// the next. But under constant load PASSIVE never lets the WAL restart (a reader is always in
+/// the next. But under constant load PASSIVE never lets the WAL start over (a reader is always in
 /// it, the writer always appending), so it grows without end — 1.7 GB in a long kill loop, all
-/// replayed at each start. Once the file passes `wal_limit` bytes, the checkpoint is `TRUNCATE`:
-/// it waits briefly for readers to leave, copies everything and empties the file, holding the
-/// writer for that moment (milliseconds; at most [`TRUNCATE_WAIT`] when a reader lingers, once
-/// per `wal_limit` written).
+/// replayed at each start. Once the file passes `wal_limit` bytes, the checkpoint is `RESTART`:
+/// it waits briefly for readers to leave, copies everything, and the writer's next commit starts
+/// the WAL over from its beginning, cutting the file back to `journal_size_limit`. Not
+/// `TRUNCATE`: an emptied file must grow again, and appends that grow a file cost each fsync
+/// more than appends into blocks it already has (measured: +20–30% CPU per sync call at
+/// concurrency 1). The writer is held for the checkpoint's moment (milliseconds; at most
+/// [`RESTART_WAIT`] when a reader lingers), once per `wal_limit` written.
 pub(crate) fn start_checkpointer(path: &str, wal_limit: u64) -> std::io::Result<std_mpsc::SyncSender<()>> {
     let (tx, rx) = std_mpsc::sync_channel::<()>(1);
     let path = path.to_string();
@@ -255,13 +258,13 @@ pub(crate) fn start_checkpointer(path: &str, wal_limit: u64) -> std::io::Result<
         };
         while rx.recv().is_ok() {
             let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-            let mode = if size > wal_limit { "TRUNCATE" } else { "PASSIVE" };
-            let timeout = if size > wal_limit { TRUNCATE_WAIT } else { Duration::ZERO };
+            let mode = if size > wal_limit { "RESTART" } else { "PASSIVE" };
+            let timeout = if size > wal_limit { RESTART_WAIT } else { Duration::ZERO };
             let done = conn.busy_timeout(timeout).and_then(|()| {
                 conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
             });
             match done {
-                Ok(0) if mode == "TRUNCATE" => tracing::info!(wal_bytes = size, "emptied the SQLite WAL"),
+                Ok(0) if mode == "RESTART" => tracing::info!(wal_bytes = size, "the SQLite WAL starts over"),
                 Ok(0) => {}
                 Ok(_) => tracing::debug!(wal_bytes = size, mode, "SQLite checkpoint could not finish; next time"),
                 Err(e) => tracing::warn!(error = %e, mode, "SQLite checkpoint failed"),
@@ -324,28 +327,35 @@ mod tests {
         }
     }
 
-    /// A WAL past the limit is emptied (PASSIVE checkpoints alone never shrink the file).
+    /// A WAL past the limit starts over and is cut back to the limit by the next commit
+    /// (PASSIVE checkpoints alone never shrink the file).
     #[test]
-    fn a_wal_past_its_limit_is_emptied_by_the_checkpointer() {
+    fn a_wal_past_its_limit_starts_over_and_is_cut_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal.db").display().to_string();
         let wal = format!("{path}-wal");
+        let limit: u64 = 1 << 20;
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (b BLOB);")
-            .unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {limit}; \
+             CREATE TABLE t (b BLOB);"
+        ))
+        .unwrap();
         for _ in 0..64 {
             conn.execute("INSERT INTO t VALUES (zeroblob(32768))", []).unwrap();
         }
         let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
         assert!(size() > 2 << 20, "the WAL holds the writes: {}", size());
-        let truncating = start_checkpointer(&path, 1 << 20).unwrap();
-        truncating.send(()).unwrap();
+        let restarting = start_checkpointer(&path, limit).unwrap();
+        restarting.send(()).unwrap();
+        // The next commit starts the WAL over once the checkpoint is done, cutting the file.
         let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while size() > 0 && std::time::Instant::now() < end {
+        while size() > limit && std::time::Instant::now() < end {
+            conn.execute("INSERT INTO t VALUES (1)", []).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert_eq!(size(), 0, "past the limit the WAL is emptied");
-        let count: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap();
+        assert!(size() <= limit, "past the limit the WAL is cut back to it: {}", size());
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM t WHERE length(b) > 1", [], |r| r.get(0)).unwrap();
         assert_eq!(count, 64, "nothing is lost by it");
     }
 }

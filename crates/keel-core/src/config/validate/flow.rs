@@ -57,7 +57,7 @@ impl Checker {
         })
     }
 
-    fn rate_limit(&mut self, base: Vec<String>, raw: &RawRateLimit) -> Option<RateLimitConfig> {
+    pub(super) fn rate_limit(&mut self, base: Vec<String>, raw: &RawRateLimit) -> Option<RateLimitConfig> {
         let at = |field: &str| [base.clone(), vec![field.to_owned()]].concat();
         let per_second = match raw.per_second {
             None => {
@@ -117,7 +117,7 @@ impl Checker {
         Some(ConcurrencyKeyConfig { header: header?, limit: limit? })
     }
 
-    fn breaker(&mut self, base: Vec<String>, raw: &RawBreaker) -> Option<BreakerConfig> {
+    pub(super) fn breaker(&mut self, base: Vec<String>, raw: &RawBreaker) -> Option<BreakerConfig> {
         let at = |field: &str| [base.clone(), vec![field.to_owned()]].concat();
         let count = |check: &mut Self, field: &str, value: Option<i64>, default: u32| {
             check.count(at(field), value, default, 1, MAX_COUNT)

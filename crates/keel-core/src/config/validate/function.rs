@@ -67,6 +67,7 @@ impl Checker {
             sync_timeout: sync_timeout?,
             idempotency_ttl: idempotency_ttl?,
             flow: flow?,
+            dependencies: Vec::new(),
             concurrency: concurrency?,
             retry: retry?,
             ca_file: ca_file.flatten(),
