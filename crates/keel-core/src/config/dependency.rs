@@ -22,6 +22,9 @@ pub struct DependencyConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Headers Keel adds to every call, values resolved at load.
     pub headers: Vec<DependencyHeader>,
+    /// A PEM file of CA certificates trusted for this dependency's https URL besides the
+    /// system's roots (checked at load, absolute against the config file's directory).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl DependencyConfig {

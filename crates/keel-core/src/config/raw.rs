@@ -40,6 +40,8 @@ pub(super) struct RawDependency {
     pub(super) rate_limit: Option<RawRateLimit>,
     /// Header name → a literal value or `env:VAR`.
     pub(super) headers: Option<BTreeMap<String, String>>,
+    /// Extra CA certificates (PEM) for an https URL.
+    pub(super) ca_file: Option<String>,
 }
 
 /// A dependency's `retry`: no multiplier or jitter to choose (doubling, full jitter).

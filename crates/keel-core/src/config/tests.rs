@@ -902,7 +902,7 @@ dependencies = [\"payments\", \"ledger\"]
         assert_eq!(
             errors("[dependencies.payments]\nurl = \"http://x/\"\nretries = 3\n"),
             ["keel.toml:3:1: dependencies.payments.retries: unknown key `retries`, expected one of `url`, `timeout`, \
-              `retry`, `retry_budget`, `breaker`, `bulkhead`, `rate_limit`, `headers`"]
+              `retry`, `retry_budget`, `breaker`, `bulkhead`, `rate_limit`, `headers`, `ca_file`"]
         );
     }
 }

@@ -159,7 +159,8 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
     let mut tries = 0u32;
     let answer = loop {
         tries += 1;
-        let answer = match tokio::time::timeout_at(deadline, shared.egress.client().request(outbound.build())).await {
+        let answer = match tokio::time::timeout_at(deadline, shared.egress.client(name).request(outbound.build())).await
+        {
             Err(_) => Tried::TimedOut,
             Ok(Err(e)) => Tried::Unreachable(describe(&e)),
             Ok(Ok(response)) => Tried::Answered(response),

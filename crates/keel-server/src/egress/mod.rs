@@ -45,16 +45,34 @@ pub(crate) type HttpClient = crate::runtime::client::HttpClient<Full<Bytes>>;
 #[derive(Debug)]
 pub(crate) struct Egress {
     dependencies: BTreeMap<String, Arc<Dependency>>,
+    /// The shared client (the system's roots), for dependencies without a `ca_file`.
     client: HttpClient,
+    /// A client per dependency with a `ca_file` (its CA trusted for it alone); dependencies
+    /// naming the same file share one.
+    private_ca: BTreeMap<String, HttpClient>,
 }
 
 impl Egress {
     /// Registers each dependency's metrics; call after the recorder is installed.
     pub(crate) fn new(config: &Config, now: Millis) -> Result<Self, crate::runtime::client::ClientError> {
         let client = crate::runtime::client::build_client(&[])?;
+        let mut by_file: BTreeMap<&std::path::Path, HttpClient> = BTreeMap::new();
+        let mut private_ca = BTreeMap::new();
+        for dependency in config.dependencies.values() {
+            let Some(ca_file) = dependency.ca_file.as_deref() else { continue };
+            let client = match by_file.get(ca_file) {
+                Some(client) => client.clone(),
+                None => {
+                    let client = crate::runtime::client::build_client(&[ca_file.to_path_buf()])?;
+                    by_file.insert(ca_file, client.clone());
+                    client
+                }
+            };
+            private_ca.insert(dependency.name.clone(), client);
+        }
         let dependencies =
             config.dependencies.values().map(|d| (d.name.clone(), Arc::new(Dependency::new(d.clone(), now)))).collect();
-        Ok(Self { dependencies, client })
+        Ok(Self { dependencies, client, private_ca })
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<Dependency>> {
@@ -65,8 +83,9 @@ impl Egress {
         self.dependencies.values()
     }
 
-    pub(crate) fn client(&self) -> &HttpClient {
-        &self.client
+    /// The client that calls `dependency`: its own when it has a `ca_file`, else the shared one.
+    pub(crate) fn client(&self, dependency: &str) -> &HttpClient {
+        self.private_ca.get(dependency).unwrap_or(&self.client)
     }
 }
 

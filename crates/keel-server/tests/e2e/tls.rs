@@ -109,3 +109,37 @@ async fn an_https_function_is_called_with_its_ca_file_and_refused_without_it() {
         assert!(error.contains("invalid peer certificate: UnknownIssuer"), "{error}");
     }
 }
+
+/// An https dependency reached through egress: trusted with its `ca_file`; without it the call
+/// is refused at the handshake (`502 dependency-unreachable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_dependency_is_reached_through_egress_with_its_ca_file() {
+    let pki = private_ca();
+    let addr = https_function(&pki).await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca_file: PathBuf = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (fns, fn_addr) = crate::support::Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[dependencies.private]\nurl = \"https://127.0.0.1:{port}/api\"\nca_file = \"{ca}\"\n\
+         [dependencies.untrusted]\nurl = \"https://127.0.0.1:{port}/api\"\nretry = {{ max_attempts = 1 }}\n\
+         [functions.caller]\nurl = \"http://{fn_addr}/egress?dep=private&path=/x&calls=1\"\n\
+         dependencies = [\"private\", \"untrusted\"]\n\
+         [functions.doubter]\nurl = \"http://{fn_addr}/egress?dep=untrusted&path=/x&calls=1\"\n\
+         dependencies = [\"untrusted\"]\n",
+        port = addr.port(),
+        ca = ca_file.display(),
+    ))
+    .await;
+    fns.set_keel(&keel.url);
+    let (status, _, body) = post_json(&format!("{}/v1/functions/caller/invoke", keel.url), "{}").await;
+    assert_eq!(status, 200, "{body}");
+    let call = &body["calls"][0];
+    assert_eq!(call["status"], 200, "{body}");
+    assert!(call["body"].as_str().unwrap().contains("\"tls\":true"), "{body}");
+    let (status, _, body) = post_json(&format!("{}/v1/functions/doubter/invoke", keel.url), "{}").await;
+    assert_eq!(status, 200, "{body}");
+    let call = &body["calls"][0];
+    assert_eq!(call["status"], 502, "{body}");
+    assert!(call["body"].as_str().unwrap().contains("dependency-unreachable"), "{body}");
+}

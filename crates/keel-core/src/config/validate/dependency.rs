@@ -62,7 +62,10 @@ impl Checker {
             Some(rate) => self.rate_limit(at("rate_limit"), rate).map(Some),
         };
         let headers = self.dependency_headers(name, raw.headers.as_ref(), env);
+        // Checked whatever the scheme (a file that cannot be read is a mistake either way).
+        let ca_file = raw.ca_file.as_deref().map(|text| self.ca_file(at("ca_file"), text));
         Some(DependencyConfig {
+            ca_file: ca_file.flatten(),
             name: name.to_owned(),
             url: url?,
             timeout: timeout?,

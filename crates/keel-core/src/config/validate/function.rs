@@ -78,7 +78,7 @@ impl Checker {
     /// command's program are), readable, and holding at least one certificate. Read here, so a
     /// wrong path is a file:line error from `keel config check` and not a failing https attempt
     /// later.
-    fn ca_file(&mut self, path: Vec<String>, text: &str) -> Option<PathBuf> {
+    pub(super) fn ca_file(&mut self, path: Vec<String>, text: &str) -> Option<PathBuf> {
         let file = match &self.dir {
             Some(dir) if Path::new(text).is_relative() => dir.join(text),
             _ => PathBuf::from(text),
