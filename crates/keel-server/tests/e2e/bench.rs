@@ -34,7 +34,7 @@ fn quick_json_reports_every_scenario() {
     assert_eq!(report["machine"]["fsync"], Value::Bool(true), "durability is on by default");
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["direct", "sync", "async", "replay", "fanout", "depth", "recovery", "memory"]);
+    assert_eq!(names, ["direct", "sync", "egress", "async", "replay", "fanout", "depth", "recovery", "memory"]);
 
     // The CPU meter itself must work: over the whole run, the bench's own process spends well
     // over a tick, so at least one of its figures is positive.
@@ -69,5 +69,9 @@ fn quick_json_reports_every_scenario() {
     let depths = scenarios.iter().find(|s| s["name"] == "depth").unwrap()["cases"].as_array().unwrap().len();
     assert_eq!(depths, 2, "--quick runs two depths");
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 7, "every target of issue 8 is checked");
+    assert_eq!(targets.len(), 8, "every target of issues 8 and 16 is checked");
+    let egress = scenarios.iter().find(|s| s["name"] == "egress").unwrap()["cases"].as_array().unwrap();
+    let cases: Vec<&str> = egress.iter().map(|c| c["case"].as_str().unwrap()).collect();
+    assert_eq!(cases, ["c=1", "c=8"], "egress at concurrency 1 and C");
+    assert!(egress.iter().all(|c| c["figures"]["overhead_p50_ms"].is_number()), "egress overhead reported");
 }

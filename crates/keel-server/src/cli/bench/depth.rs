@@ -24,7 +24,7 @@ pub(crate) struct DepthRun {
 }
 
 pub(crate) async fn run(settings: &Settings, direct: &Direct, noop: &NoopFunction) -> Result<DepthRun, BenchError> {
-    let mut server = BenchServer::new(&noop.url(), settings.concurrency * 2, settings.fsync)?;
+    let mut server = BenchServer::new(&noop.url(), None, settings.concurrency * 2, settings.fsync)?;
     let mut filled = 0;
     let mut levels = Vec::new();
     for &depth in &settings.depths {

@@ -7,10 +7,12 @@
 //! - this file: the arguments and the order scenarios run in.
 //! - [`noop`]: the no-op function; [`server`]: the `keel serve` child; [`load`]: the closed-loop
 //!   load generator; [`report`]: the table, the JSON and the targets.
-//! - one file per family of scenarios: [`throughput`] (`direct`, `sync`, `async`), [`depth`]
-//!   (`depth`, `memory`), [`recovery`], [`pending`] (`replay`, `fanout`).
+//! - one file per family of scenarios: [`throughput`] (`direct`, `sync`, `async`), [`egress`]
+//!   (a dependency called through Keel), [`depth`] (`depth`, `memory`), [`recovery`], [`pending`]
+//!   (`replay`, `fanout`).
 
 mod depth;
+mod egress;
 mod load;
 mod noop;
 mod pending;
@@ -27,6 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::client::ClientError;
 use crate::cli::DEFAULT_URL;
+use egress::Holder;
 use load::LoadError;
 use noop::NoopFunction;
 use report::{Machine, Report, Scenario};
@@ -73,6 +76,7 @@ pub(crate) struct BenchArgs {
 pub(crate) enum ScenarioName {
     Direct,
     Sync,
+    Egress,
     Async,
     Replay,
     Fanout,
@@ -159,13 +163,16 @@ pub(crate) async fn run(args: BenchArgs, url: &str, json: bool) -> anyhow::Resul
 
     // `direct` always runs: every ratio needs it.
     let direct = throughput::direct(&settings, &noop).await?;
-    let (mut server, base) = match &external {
-        Some(url) => (None, url.clone()),
+    // `holder`, for `egress`, is in the config of the server the bench starts (not under --url).
+    let (mut server, mut holder, base) = match &external {
+        Some(url) => (None, None, url.clone()),
         None => {
-            let mut server = BenchServer::new(&noop.url(), settings.concurrency * 2, settings.fsync)?;
+            let holder = Holder::start().await?;
+            let url = holder.url();
+            let mut server = BenchServer::new(&noop.url(), Some(&url), settings.concurrency * 2, settings.fsync)?;
             server.start().await?;
             let base = server.base_url();
-            (Some(server), base)
+            (Some(server), Some(holder), base)
         }
     };
     let idle_rss = server.as_ref().and_then(BenchServer::rss_mb);
@@ -174,6 +181,12 @@ pub(crate) async fn run(args: BenchArgs, url: &str, json: bool) -> anyhow::Resul
     }
     if wanted(ScenarioName::Sync) {
         scenarios.push(throughput::sync(&settings, &direct, &base, server.as_ref()).await?);
+    }
+    if wanted(ScenarioName::Egress) {
+        scenarios.push(match holder.as_mut() {
+            Some(holder) => egress::run(&settings, &direct, holder, &base, server.as_ref()).await?,
+            None => Scenario::skipped("egress", "needs a server keel bench starts itself (no --url)"),
+        });
     }
     if wanted(ScenarioName::Async) {
         scenarios.push(throughput::asynchronous(&settings, &direct, &noop, &base, server.as_ref()).await?);

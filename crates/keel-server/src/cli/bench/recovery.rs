@@ -18,7 +18,7 @@ const SETTLE: Duration = Duration::from_millis(100);
 
 pub(crate) async fn run(settings: &Settings, noop: &NoopFunction) -> Result<Scenario, BenchError> {
     let queued = settings.recovery_queued;
-    let mut server = BenchServer::new(&noop.url(), settings.concurrency * 2, settings.fsync)?;
+    let mut server = BenchServer::new(&noop.url(), None, settings.concurrency * 2, settings.fsync)?;
     server.prefill(queued, Duration::ZERO, &settings.progress(&format!("queueing {queued}"), queued)).await?;
     let before_start = noop.calls();
     server.start().await?;

@@ -100,7 +100,7 @@ impl Serialize for Figures {
     }
 }
 
-/// One of issue 8's targets, and whether this run met it.
+/// One of the targets (issue 8's, and issue 16's for `egress`), and whether this run met it.
 #[derive(Debug, Serialize)]
 pub(crate) struct TargetCheck {
     pub(crate) target: &'static str,
@@ -118,12 +118,17 @@ pub(crate) fn check_targets(scenarios: &[Scenario], concurrency: usize) -> Vec<T
     let ratio = |name: &str, case: &str| find(name)?.cases.iter().find(|c| c.case == case)?.ratio_to_direct;
     let c = format!("c={concurrency}");
     let depth = find("depth").and_then(|s| s.cases.last()?.get("vs_smallest"));
-    let checks: [Check; 7] = [
+    let checks: [Check; 8] = [
         ("async end-to-end >= 0.25x direct", ratio("async", &c), |v| v >= 0.25),
         ("sync throughput >= 0.35x direct", ratio("sync", &c), |v| v >= 0.35),
         ("sync p50 overhead at c=1 <= 0.25 ms", find("sync").and_then(|s| s.figure("c=1", "overhead_p50_ms")), |v| {
             v <= 0.25
         }),
+        (
+            "egress p50 overhead at c=1 <= 0.1 ms",
+            find("egress").and_then(|s| s.figure("c=1", "overhead_p50_ms")),
+            |v| v <= 0.1,
+        ),
         ("replay >= 0.5x direct", ratio("replay", &c), |v| v >= 0.5),
         ("depth 1M within 20% of 1k", depth, |v| v >= 0.8),
         (
@@ -212,6 +217,7 @@ mod tests {
         let met: Vec<(&str, Option<bool>)> = checks.iter().map(|c| (c.target, c.met)).collect();
         assert_eq!(met[1], ("sync throughput >= 0.35x direct", Some(false)));
         assert_eq!(met[2], ("sync p50 overhead at c=1 <= 0.25 ms", Some(true)));
-        assert_eq!(met[3], ("replay >= 0.5x direct", None));
+        assert_eq!(met[3], ("egress p50 overhead at c=1 <= 0.1 ms", None));
+        assert_eq!(met[4], ("replay >= 0.5x direct", None));
     }
 }

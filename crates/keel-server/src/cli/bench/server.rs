@@ -34,15 +34,23 @@ pub(crate) struct BenchServer {
 }
 
 impl BenchServer {
-    /// Writes the config for a server calling `noop_url` with up to `concurrency` attempts.
-    pub(crate) fn new(noop_url: &str, concurrency: usize, fsync: bool) -> Result<Self, BenchError> {
+    /// Writes the config for a server calling `noop_url` with up to `concurrency` attempts. With
+    /// `holder_url`, also the dependency `noopdep` (the no-op function) and the function `holder`
+    /// that declares it, for `egress`.
+    pub(crate) fn new(
+        noop_url: &str,
+        holder_url: Option<&str>,
+        concurrency: usize,
+        fsync: bool,
+    ) -> Result<Self, BenchError> {
         let dir = tempfile::Builder::new().prefix("keel-bench-").tempdir()?;
         let config = dir.path().join("keel.toml");
         let text = format!(
             "[storage]\nurl = \"sqlite://{}\"\nfsync = {fsync}\n\n[functions.noop]\nurl = \"{noop_url}\"\n\
-             concurrency = {}\n\n[topics.{topic}]\n{}",
+             concurrency = {}\n\n{}[topics.{topic}]\n{}",
             dir.path().join("keel.db").display(),
             concurrency.clamp(1, 10_000),
+            holder_url.map(|url| egress_config(noop_url, url, concurrency)).unwrap_or_default(),
             (0..super::pending::FANOUT_SUBSCRIPTIONS)
                 .map(|i| format!(
                     "[[subscriptions]]\nname = \"fan-{i}\"\ntopic = \"{}\"\nfunction = \"noop\"\n",
@@ -166,6 +174,19 @@ impl BenchServer {
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(5)..].join("\n")
     }
+}
+
+/// The dependency `noopdep` (the no-op function, with a bulkhead that never sheds the bench's
+/// load) and the function `holder`, whose single attempt stays running while `egress` calls.
+fn egress_config(noop_url: &str, holder_url: &str, concurrency: usize) -> String {
+    let places = concurrency.clamp(64, 100_000);
+    format!(
+        "[dependencies.{dep}]\nurl = \"{noop_url}\"\n\
+         bulkhead = {{ max_concurrent = {places}, max_queued = {places}, queue_timeout = \"10s\" }}\n\n\
+         [functions.{holder}]\nurl = \"{holder_url}\"\ntimeout = \"1h\"\ndependencies = [\"{dep}\"]\n\n",
+        dep = super::egress::DEPENDENCY,
+        holder = super::egress::HOLDER,
+    )
 }
 
 /// CPU time process `pid` (or `self`) has used so far, in seconds: `utime + stime` in

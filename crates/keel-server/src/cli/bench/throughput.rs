@@ -96,6 +96,20 @@ pub(crate) async fn sync(
     server: Option<&BenchServer>,
 ) -> Result<Scenario, BenchError> {
     let target = Target::post(&format!("{base}/v1/functions/noop/invoke"), StatusCode::OK)?;
+    let cases = through_keel(settings, direct, &target, "sync", server).await?;
+    Ok(Scenario { name: "sync", cases, skipped: None })
+}
+
+/// `target` (a request through Keel answered `200`) at concurrency 1 and C, each case with its
+/// throughput ratio to `direct` at that concurrency, its percentiles, the overhead over `direct`
+/// at each percentile and the CPU time per request. `name` labels the progress bars.
+pub(crate) async fn through_keel(
+    settings: &Settings,
+    direct: &Direct,
+    target: &Target,
+    name: &str,
+    server: Option<&BenchServer>,
+) -> Result<Vec<Case>, BenchError> {
     let mut cases = Vec::new();
     let c = settings.concurrency;
     for (concurrency, total, baseline) in
@@ -103,15 +117,15 @@ pub(crate) async fn sync(
     {
         let label = format!("c={concurrency}");
         let cpu = CpuMeter::start(server);
-        let run =
-            load::closed_loop(&target, total, concurrency, &settings.progress(&format!("sync {label}"), total)).await?;
+        let run = load::closed_loop(target, total, concurrency, &settings.progress(&format!("{name} {label}"), total))
+            .await?;
         let mut case = cpu.finish(latency_case(&label, &run, Some(run.per_second() / baseline.per_second())), total);
         for (name, p) in PERCENTILES {
             case = case.with(format!("overhead_{name}_ms"), run.percentile_ms(p) - baseline.percentile_ms(p));
         }
         cases.push(case);
     }
-    Ok(Scenario { name: "sync", cases, skipped: None })
+    Ok(cases)
 }
 
 /// `requests` async invocations at the configured concurrency, timed from the first submit to
