@@ -50,6 +50,7 @@
 
 mod ctx;
 mod effects;
+mod egress;
 mod error;
 mod kv;
 mod reply;
@@ -57,6 +58,7 @@ mod server;
 
 pub use ctx::{Ctx, EventAttributes};
 pub use effects::{Effects, Event, EFFECTS_CONTENT_TYPE};
+pub use egress::{Dependency, DependencyRequest, DependencyResponse, EgressError, EgressErrorKind};
 pub use error::Error;
 pub use kv::Versioned;
 pub use reply::Reply;
