@@ -60,8 +60,9 @@ pub struct EventAttributes {
 }
 
 impl Ctx {
-    /// Reads the contract's headers; `KEEL_URL` from the environment is where KV is read. A
-    /// header that is missing reads as empty (useful when calling a function by hand).
+    /// Reads the contract's headers; `KEEL_URL` from the environment is where KV is read and
+    /// dependencies are called. A header that is missing reads as empty (useful when calling a
+    /// function by hand).
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let event = text("ce-id").map(|id| EventAttributes {
