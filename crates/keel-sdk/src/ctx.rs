@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use serde::de::DeserializeOwned;
 
+use crate::egress::Dependency;
 use crate::error::Error;
 use crate::kv::{KvClient, Versioned};
 
@@ -59,8 +60,9 @@ pub struct EventAttributes {
 }
 
 impl Ctx {
-    /// Reads the contract's headers; `KEEL_URL` from the environment is where KV is read. A
-    /// header that is missing reads as empty (useful when calling a function by hand).
+    /// Reads the contract's headers; `KEEL_URL` from the environment is where KV is read and
+    /// dependencies are called. A header that is missing reads as empty (useful when calling a
+    /// function by hand).
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let event = text("ce-id").map(|id| EventAttributes {
@@ -135,6 +137,46 @@ impl Ctx {
     /// The subscription that delivered the event.
     pub fn subscription(&self) -> Option<&str> {
         self.subscription.as_deref()
+    }
+
+    /// Talks to the Keel at `keel_url` instead of `KEEL_URL` (tests standing in for Keel). A URL
+    /// that does not parse leaves Keel unknown: KV reads and dependency calls then fail, retryably.
+    pub fn with_keel_url(mut self, keel_url: &str) -> Self {
+        self.kv = self.kv.with_base(url::Url::parse(keel_url).ok());
+        self
+    }
+
+    /// Calls `name`, a dependency the function declares, through Keel's egress
+    /// (`{KEEL_URL}/v1/egress/{name}{path}` with this attempt's `keel-invocation-id` and trace
+    /// context), so that Keel's breaker, bulkhead, rate limit, timeout and retries protect it.
+    /// The dependency's answer comes back as it is, whatever its status; Keel's own refusals are
+    /// an [`EgressError`](crate::EgressError) that `?` turns into the right retry:
+    ///
+    /// ```no_run
+    /// use keel_sdk::{Error, Reply, Request};
+    /// use serde_json::{json, Value};
+    ///
+    /// async fn purchase(req: Request) -> Result<Reply, Error> {
+    ///     // breaker open / rate limited / bulkhead full → 503 + Retry-After: Keel retries the
+    ///     // attempt after Keel's delay; a dependency's own 5xx is an answer like any other.
+    ///     let charge = req.ctx.dependency("payments")
+    ///         .post("/charges")
+    ///         .query("currency", "eur")
+    ///         .json(&json!({ "cents": 500 }))
+    ///         .send()
+    ///         .await?
+    ///         .error_for_status()?; // its 5xx/429 retryable, its other 4xx permanent
+    ///     Ok(Reply::json(charge.json::<Value>()?))
+    /// }
+    /// ```
+    pub fn dependency(&self, name: &str) -> Dependency {
+        Dependency::new(
+            name,
+            self.kv.base().cloned(),
+            &self.invocation_id,
+            self.traceparent.as_deref(),
+            self.tracestate.as_deref(),
+        )
     }
 
     /// Reads `key` in namespace `ns` from Keel's KV: `None` when absent. The version goes to

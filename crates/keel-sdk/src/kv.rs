@@ -40,6 +40,17 @@ impl KvClient {
         Self { base, bearer }
     }
 
+    /// Reads and writes Keel at `base` instead of `KEEL_URL`.
+    pub(crate) fn with_base(mut self, base: Option<url::Url>) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// Where Keel is: `KEEL_URL`.
+    pub(crate) fn base(&self) -> Option<&url::Url> {
+        self.base.as_ref()
+    }
+
     pub(crate) async fn get<T: DeserializeOwned>(&self, ns: &str, key: &str) -> Result<Option<Versioned<T>>, Error> {
         let mut url = self.base.clone().ok_or_else(|| Error::retryable("KEEL_URL is not set: cannot read KV"))?;
         url.path_segments_mut()

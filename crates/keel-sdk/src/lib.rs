@@ -6,7 +6,8 @@
 //! idempotency key, deadline, trace context, and for events the CloudEvent attributes). The
 //! handler answers with a [`Reply`] — a plain result, or [`Effects`]: KV writes and events that
 //! Keel commits atomically with the invocation's completion — or with an [`Error`] that tells
-//! Keel whether to retry.
+//! Keel whether to retry. [`Ctx::dependency`] calls the services the function depends on through
+//! Keel's egress (breaker, bulkhead, rate limit, retries).
 //!
 //! ```no_run
 //! use keel_sdk::{Effects, Error, Event, Reply, Request};
@@ -40,16 +41,59 @@
 //! }
 //! ```
 //!
+//! # Calling dependencies through Keel
+//!
+//! [`Ctx::dependency`] calls a service the function declares (`dependencies = ["payments"]`)
+//! through Keel's egress, `{KEEL_URL}/v1/egress/payments{path}` with the attempt's
+//! `keel-invocation-id`, so that Keel's breaker, bulkhead, rate limit, timeout and retry budget
+//! protect it. [`DependencyRequest::send`] returns the dependency's answer as it gave it — a 500
+//! of its own is a [`DependencyResponse`], not an error — or an [`EgressError`] when Keel answered
+//! in its stead. With `?` that error becomes the function's answer:
+//!
+//! | Keel's answer | [`EgressErrorKind`] | the function answers (with `?`) |
+//! |---|---|---|
+//! | `503 breaker-open` + `Retry-After` | `BreakerOpen` | 503 + the same `Retry-After`: retried no sooner |
+//! | `429 rate-limited` + `Retry-After` | `RateLimited` | 503 + the same `Retry-After` |
+//! | `503 bulkhead-full` (+ `Retry-After`) | `BulkheadFull` | 503 (+ the same `Retry-After`) |
+//! | `504 dependency-timeout`, `502 dependency-unreachable` | `Timeout`, `Unreachable` | 503, retried after Keel's backoff |
+//! | `403 forbidden` (the function does not declare it) | `Forbidden` | 422, permanent: not retried |
+//!
+//! ```no_run
+//! use keel_sdk::{EgressErrorKind, Error, Reply, Request};
+//! use serde_json::{json, Value};
+//!
+//! async fn purchase(req: Request) -> Result<Reply, Error> {
+//!     let order: Value = req.json()?;
+//!     let charge = req.ctx.dependency("payments")
+//!         .post("/charges")
+//!         .json(&json!({ "cents": order["cents"] }))
+//!         .send()
+//!         .await?; // breaker open → 503 + Retry-After: Keel retries this attempt after the delay
+//!     if charge.status() == 402 {
+//!         return Err(Error::permanent("card declined").with_status(402));
+//!     }
+//!     let charge = charge.error_for_status()?; // its 5xx: retryable; its other 4xx: permanent
+//!     // Or handle Keel's refusal yourself instead of `?`:
+//!     let receipt = match req.ctx.dependency("email").post("/send").json(&json!({})).send().await {
+//!         Err(e) if e.kind() == EgressErrorKind::BreakerOpen => None, // send it later
+//!         other => Some(other?.status()),
+//!     };
+//!     Ok(Reply::json(json!({ "charge": charge.json::<Value>()?, "receipt": receipt })))
+//! }
+//! ```
+//!
 //! # Layout
 //!
 //! - [`serve`] (`server.rs`): the HTTP server and the contract's request → [`Request`].
 //! - [`Ctx`] (`ctx.rs`): what Keel says about the invocation; [`Ctx::kv_get`] reads KV (`kv.rs`).
+//! - [`Dependency`] (`egress.rs`): calls through Keel's egress and [`EgressError`].
 //! - [`Effects`] (`effects.rs`): the `application/vnd.keel.effects+json` envelope.
 //! - [`Reply`] (`reply.rs`) and [`Error`] (`error.rs`): the answer and its status code.
 #![forbid(unsafe_code)]
 
 mod ctx;
 mod effects;
+mod egress;
 mod error;
 mod kv;
 mod reply;
@@ -57,6 +101,7 @@ mod server;
 
 pub use ctx::{Ctx, EventAttributes};
 pub use effects::{Effects, Event, EFFECTS_CONTENT_TYPE};
+pub use egress::{Dependency, DependencyRequest, DependencyResponse, EgressError, EgressErrorKind};
 pub use error::Error;
 pub use kv::Versioned;
 pub use reply::Reply;
