@@ -68,8 +68,6 @@ impl Shed {
 #[derive(Debug)]
 pub(crate) struct Flow {
     pub(crate) config: FlowConfig,
-    /// The function's name, for the breaker's metrics and logs.
-    name: String,
     concurrency: u32,
     paused: AtomicBool,
     /// Bumped by each pause or resume through this node, so a look at the store that began
@@ -77,7 +75,7 @@ pub(crate) struct Flow {
     pause_changes: AtomicU64,
     /// Sync callers admitted that wait for a slot.
     waiting: AtomicU32,
-    breaker: Option<Mutex<Tracked>>,
+    breaker: Option<ReportedBreaker>,
     rate: Option<Mutex<Gcra>>,
     pub(crate) keys: Option<KeySlots>,
     backlog: Option<Backlog>,
@@ -86,12 +84,37 @@ pub(crate) struct Flow {
     typical_us: AtomicU64,
 }
 
-/// A breaker with the last state reported (metrics, log): a move is reported once, whichever
-/// call makes it (`open` becomes `half-open` when the first probe is asked for).
+/// A breaker of one target (a function, a dependency) with the last state reported (metrics,
+/// log): a move is reported once, whichever call makes it (`open` becomes `half-open` when the
+/// first probe is asked for).
 #[derive(Debug)]
-struct Tracked {
-    breaker: Breaker,
-    reported: BreakerState,
+pub(crate) struct ReportedBreaker {
+    target: String,
+    tracked: Mutex<(Breaker, BreakerState)>,
+}
+
+impl ReportedBreaker {
+    pub(crate) fn new(target: &str, config: keel_core::flow::BreakerConfig, now: Millis) -> Self {
+        Self { target: target.to_owned(), tracked: Mutex::new((Breaker::new(config, now), BreakerState::Closed)) }
+    }
+
+    /// Runs `op` on the breaker and reports the move it made, if any.
+    pub(crate) fn with<T>(&self, now: Millis, op: impl FnOnce(&mut Breaker) -> T) -> T {
+        let mut tracked = lock(&self.tracked);
+        let out = op(&mut tracked.0);
+        let state = tracked.0.view(now).state;
+        if state != tracked.1 {
+            tracked.1 = state;
+            crate::metric_definitions::breaker_moved(&self.target, state);
+        }
+        out
+    }
+
+    /// Gives back `n` probe places (never a change of state: nothing to report).
+    fn cancel_probes(&self, n: usize) {
+        let mut tracked = lock(&self.tracked);
+        (0..n).for_each(|_| tracked.0.cancel_probe());
+    }
 }
 
 /// Weight of the newest attempt in [`Flow::typical_us`].
@@ -100,10 +123,7 @@ const TYPICAL_WEIGHT: f64 = 0.1;
 impl Flow {
     pub(crate) fn new(name: &str, config: FlowConfig, concurrency: u32, now: Millis) -> Self {
         Self {
-            name: name.to_owned(),
-            breaker: config
-                .breaker
-                .map(|b| Mutex::new(Tracked { breaker: Breaker::new(b, now), reported: BreakerState::Closed })),
+            breaker: config.breaker.map(|b| ReportedBreaker::new(name, b, now)),
             rate: config.rate_limit.map(|r| Mutex::new(Gcra::new(r))),
             keys: config.concurrency_key.as_ref().map(|k| KeySlots::new(k.limit)),
             backlog: config.max_queued.map(Backlog::new),
@@ -150,14 +170,7 @@ impl Flow {
 
     /// Runs `op` on the breaker, if there is one, and reports the move it made, if any.
     fn with_breaker<T>(&self, now: Millis, op: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
-        let mut tracked = lock(self.breaker.as_ref()?);
-        let out = op(&mut tracked.breaker);
-        let state = tracked.breaker.view(now).state;
-        if state != tracked.reported {
-            tracked.reported = state;
-            crate::metric_definitions::breaker_moved(&self.name, state);
-        }
-        Some(out)
+        self.breaker.as_ref().map(|b| b.with(now, op))
     }
 
     /// How long a caller that finds `ahead` callers waiting before it can expect to wait for a
@@ -303,8 +316,7 @@ impl Flow {
     /// Probes admitted that will not be made.
     pub(crate) fn cancel_probes(&self, n: usize) {
         if let (Some(breaker), true) = (&self.breaker, n > 0) {
-            let mut tracked = lock(breaker);
-            (0..n).for_each(|_| tracked.breaker.cancel_probe());
+            breaker.cancel_probes(n);
         }
     }
 
@@ -561,7 +573,7 @@ pub(crate) async fn refresh(shared: &Shared, counts_backlog: bool) {
 }
 
 /// A poisoned lock only means a panic elsewhere: the counts are still good.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use keel_core::clock::Millis;
 use keel_core::config::{Config, DependencyConfig};
-use keel_core::flow::breaker::{Breaker, BreakerState, BreakerView};
+use keel_core::flow::breaker::{Breaker, BreakerView};
 use keel_core::flow::budget::RetryBudget;
 use keel_core::flow::rate::Gcra;
 use metrics::{counter, histogram, Counter, Histogram};
@@ -93,19 +93,12 @@ impl Egress {
 #[derive(Debug)]
 pub(crate) struct Dependency {
     pub(crate) config: DependencyConfig,
-    breaker: Option<Mutex<Tracked>>,
+    breaker: Option<crate::flow::ReportedBreaker>,
     rate: Option<Mutex<Gcra>>,
     pub(crate) bulkhead: Bulkhead,
     budget: Mutex<RetryBudget>,
     pub(crate) counters: Counters,
     metrics: DependencyMetrics,
-}
-
-/// A breaker with the last state reported, so each move is reported once (as `flow.rs` does).
-#[derive(Debug)]
-struct Tracked {
-    breaker: Breaker,
-    reported: BreakerState,
 }
 
 /// What `GET /v1/dependencies` counts, since this node started.
@@ -134,9 +127,7 @@ impl Dependency {
             metrics::gauge!(crate::metric_definitions::BREAKER_STATE, "target" => name.clone()).set(0.0);
         }
         Self {
-            breaker: config
-                .breaker
-                .map(|b| Mutex::new(Tracked { breaker: Breaker::new(b, now), reported: BreakerState::Closed })),
+            breaker: config.breaker.map(|b| crate::flow::ReportedBreaker::new(&name, b, now)),
             rate: config.rate_limit.map(|r| Mutex::new(Gcra::new(r))),
             bulkhead: Bulkhead::new(config.bulkhead),
             budget: Mutex::new(RetryBudget::new(config.retry_budget, now)),
@@ -157,14 +148,7 @@ impl Dependency {
 
     /// Runs `op` on the breaker, if there is one, and reports the move it made, if any.
     fn with_breaker<T>(&self, now: Millis, op: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
-        let mut tracked = lock(self.breaker.as_ref()?);
-        let out = op(&mut tracked.breaker);
-        let state = tracked.breaker.view(now).state;
-        if state != tracked.reported {
-            tracked.reported = state;
-            crate::metric_definitions::breaker_moved(&self.config.name, state);
-        }
-        Some(out)
+        self.breaker.as_ref().map(|b| b.with(now, op))
     }
 
     pub(crate) fn breaker_view(&self, now: Millis) -> Option<BreakerView> {
