@@ -16,10 +16,13 @@
 //! - [`kv`]: versioned function state and write preconditions.
 //! - [`idempotency`]: the `Idempotency-Key` record state machine, as a pure decision.
 //! - [`flow`]: flow control as pure decisions: the circuit breaker and the GCRA rate limiter.
+//! - [`auth`]: access control as pure decisions: scopes, what a route needs, the records of
+//!   keys and the audit log, a function token's claims.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod duration;

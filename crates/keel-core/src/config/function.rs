@@ -27,9 +27,21 @@ pub struct FunctionConfig {
     pub ca_file: Option<PathBuf>,
     /// The dependencies this function may call through egress (each one configured).
     pub dependencies: Vec<String>,
+    /// `grants`, as scopes (`kv:NS:read|write`, `publish:TOPIC`, `invoke:FN`); `None` when the
+    /// function declares none. With auth on, a function may do only what these grant (its
+    /// token carries them); with auth off, a function that declares them is still held to them
+    /// in its effects.
+    pub grants: Option<Vec<crate::auth::Scope>>,
 }
 
 impl FunctionConfig {
+    /// The scopes of this function's token: its grants and `egress:DEP` for each dependency.
+    pub fn token_scopes(&self) -> Vec<crate::auth::Scope> {
+        let mut scopes = self.grants.clone().unwrap_or_default();
+        scopes.extend(self.dependencies.iter().map(|d| crate::auth::Scope::Egress(d.clone())));
+        scopes
+    }
+
     /// The configured URL of a `url` function.
     pub fn url(&self) -> Option<&url::Url> {
         match &self.target {

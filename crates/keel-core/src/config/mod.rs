@@ -46,6 +46,31 @@ pub struct Config {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// `[dependencies.NAME]`, keyed by name: what functions may call through egress.
     pub dependencies: BTreeMap<String, DependencyConfig>,
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+}
+
+/// `[auth] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Every route is open: allowed only while every listen address is loopback.
+    #[default]
+    None,
+    /// Every route but `/healthz` and `/readyz` needs an API key or a function token.
+    Keys,
+}
+
+/// `server.tls`: the API is served over https with this certificate chain and key (PEM files,
+/// absolute after loading; read again on SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// `[[subscriptions]]`: each matching event of `topic` becomes one delivery to `function`.
@@ -90,6 +115,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// API requests served at once; one more is answered 503 `overloaded` at once.
     pub max_inflight_requests: u32,
+    /// Serve https instead of http.
+    pub tls: Option<TlsConfig>,
 }
 
 impl ServerConfig {

@@ -25,6 +25,35 @@ pub(super) struct RawConfig {
     pub(super) subscriptions: Vec<RawSubscription>,
     #[serde(default)]
     pub(super) dependencies: BTreeMap<String, RawDependency>,
+    #[serde(default)]
+    pub(super) auth: RawAuth,
+}
+
+/// `[auth]`: who may call the API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) mode: Option<String>,
+}
+
+/// `server.tls = { cert = "cert.pem", key = "key.pem" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: Option<String>,
+    pub(super) key: Option<String>,
+}
+
+/// A function's `grants`: what its token lets it do on Keel's API and in its effects.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGrants {
+    /// `"NS:read"` / `"NS:write"`.
+    pub(super) kv: Option<Vec<String>>,
+    /// Topics (may end in `*`).
+    pub(super) publish: Option<Vec<String>>,
+    /// Functions (may end in `*`).
+    pub(super) invoke: Option<Vec<String>>,
 }
 
 /// `[dependencies.NAME]`: a service functions call through Keel's egress.
@@ -100,6 +129,7 @@ pub(super) struct RawServer {
     pub(super) body_timeout: Option<RawDuration>,
     pub(super) idle_timeout: Option<RawDuration>,
     pub(super) max_inflight_requests: Option<i64>,
+    pub(super) tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +169,7 @@ pub(super) struct RawFunction {
     pub(super) ca_file: Option<String>,
     /// `dependencies = ["payments"]`: the dependencies this function may call through egress.
     pub(super) dependencies: Option<Vec<String>>,
+    pub(super) grants: Option<RawGrants>,
 }
 
 /// `rate_limit = { per_second = 50, burst = 10 }`.

@@ -10,6 +10,7 @@ use super::locate::Anchor;
 use super::raw::{RawByteSize, RawConfig, RawDuration};
 use super::{Config, ServerConfig, StorageConfig};
 
+mod auth;
 mod command;
 mod dependency;
 mod flow;
@@ -53,8 +54,10 @@ pub(super) fn validate(
     let mut functions = BTreeMap::new();
     for (name, function) in &raw.functions {
         let dependencies = check.function_dependencies(name, function.dependencies.as_ref(), &raw.dependencies);
+        let grants = function.grants.as_ref().map(|g| check.grants(name, g, &raw_names(&raw.functions), &raw.topics));
         if let Some(mut resolved) = check.function(name, function) {
             resolved.dependencies = dependencies;
+            resolved.grants = grants;
             functions.insert(name.clone(), resolved);
         }
     }
@@ -67,12 +70,17 @@ pub(super) fn validate(
     let topics = check.topics(&raw.topics);
     let function_names = raw.functions.keys().cloned().collect();
     let subscriptions = check.subscriptions(&raw.subscriptions, &topics, &functions, &function_names);
-    match (server, storage, check.problems.is_empty()) {
-        (Some(server), Some(storage), true) => {
-            Ok(Config { server, storage, functions, topics, subscriptions, dependencies })
+    let auth = check.auth(&raw, server.as_ref());
+    match (server, storage, auth, check.problems.is_empty()) {
+        (Some(server), Some(storage), Some(auth), true) => {
+            Ok(Config { server, storage, functions, topics, subscriptions, dependencies, auth })
         }
         _ => Err(check.problems),
     }
+}
+
+fn raw_names<T>(map: &BTreeMap<String, T>) -> Vec<&str> {
+    map.keys().map(String::as_str).collect()
 }
 
 /// `"512KiB"` → 524288. Decimal (KB) and binary (KiB) units; whole numbers only.
@@ -185,6 +193,7 @@ impl Checker {
                 None
             }
         };
+        let tls = s.tls.as_ref().and_then(|raw| self.tls(raw));
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
@@ -196,6 +205,7 @@ impl Checker {
             body_timeout: body_timeout?,
             idle_timeout: idle_timeout?,
             max_inflight_requests: max_inflight_requests?,
+            tls,
         })
     }
 

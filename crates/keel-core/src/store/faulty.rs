@@ -221,3 +221,38 @@ impl Store for FaultyStore {
         self.inner.kv_write(write, now).await
     }
 }
+
+#[async_trait]
+impl super::AccessStore for FaultyStore {
+    async fn create_api_key(&self, key: crate::auth::ApiKey) -> Result<()> {
+        self.inner.create_api_key(key).await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<crate::auth::ApiKey>> {
+        self.inner.api_keys().await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Millis) -> Result<crate::auth::ApiKey> {
+        self.inner.revoke_api_key(id, now).await
+    }
+
+    async fn touch_api_keys(&self, used: Vec<(String, Millis)>) -> Result<()> {
+        self.inner.touch_api_keys(used).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<crate::auth::SigningKey>> {
+        self.inner.signing_keys().await
+    }
+
+    async fn add_signing_key(&self, key: crate::auth::SigningKey, retire_at: Millis, only_if_none: bool) -> Result<()> {
+        self.inner.add_signing_key(key, retire_at, only_if_none).await
+    }
+
+    async fn audit(&self, entry: crate::auth::AuditEntry) -> Result<()> {
+        self.inner.audit(entry).await
+    }
+
+    async fn audit_log(&self, filter: crate::auth::AuditFilter) -> Result<Page<crate::auth::AuditEntry>> {
+        self.inner.audit_log(filter).await
+    }
+}

@@ -344,3 +344,46 @@ impl Store for SqliteStore {
         self.writer.write(move |c| events::kv_write(c, &write, now)).await
     }
 }
+
+#[async_trait]
+impl keel_core::store::AccessStore for SqliteStore {
+    async fn create_api_key(&self, _key: keel_core::auth::ApiKey) -> Result<()> {
+        todo!("access store")
+    }
+
+    async fn api_keys(&self) -> Result<Vec<keel_core::auth::ApiKey>> {
+        todo!("access store")
+    }
+
+    async fn revoke_api_key(&self, _id: &str, _now: Millis) -> Result<keel_core::auth::ApiKey> {
+        todo!("access store")
+    }
+
+    async fn touch_api_keys(&self, _used: Vec<(String, Millis)>) -> Result<()> {
+        todo!("access store")
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<keel_core::auth::SigningKey>> {
+        todo!("access store")
+    }
+
+    async fn add_signing_key(
+        &self,
+        _key: keel_core::auth::SigningKey,
+        _retire_at: Millis,
+        _only_if_none: bool,
+    ) -> Result<()> {
+        todo!("access store")
+    }
+
+    async fn audit(&self, _entry: keel_core::auth::AuditEntry) -> Result<()> {
+        todo!("access store")
+    }
+
+    async fn audit_log(
+        &self,
+        _filter: keel_core::auth::AuditFilter,
+    ) -> Result<keel_core::store::Page<keel_core::auth::AuditEntry>> {
+        todo!("access store")
+    }
+}

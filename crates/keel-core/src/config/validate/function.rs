@@ -71,6 +71,7 @@ impl Checker {
             concurrency: concurrency?,
             retry: retry?,
             ca_file: ca_file.flatten(),
+            grants: None,
         })
     }
 
