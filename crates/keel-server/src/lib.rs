@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+mod auth;
 mod cluster;
 mod dispatch;
 mod egress;

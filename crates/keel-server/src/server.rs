@@ -102,6 +102,8 @@ impl Node {
         if !reclaimed.is_empty() {
             tracing::warn!(functions = ?reclaimed, "took back attempts interrupted by the previous stop");
         }
+        let auth = Arc::new(crate::auth::Auth::new(&config));
+        auth.start(store.as_ref(), now).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let shared = Arc::new(Shared {
             runtime: Runtime::new(&config, addr, clock.clone()).map_err(|e| StartError::Client(e.to_string()))?,
@@ -117,6 +119,7 @@ impl Node {
                 None => fastrand::Rng::new(),
             }),
             metrics: crate::metric_definitions::Metrics::register(&config),
+            auth,
             config,
             store,
             clock,
@@ -126,6 +129,7 @@ impl Node {
         crate::flow::refresh(&shared, false).await;
         let (stop_dispatch, stop_rx) = watch::channel(false);
         tokio::spawn(crate::flow::keep(shared.clone(), stop_rx.clone()));
+        tokio::spawn(crate::auth::keep(shared.clone(), stop_rx.clone()));
         for function in shared.functions.iter() {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
         }

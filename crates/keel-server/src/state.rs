@@ -17,6 +17,8 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) runtime: Runtime,
+    /// Access control: API keys, function tokens.
+    pub(crate) auth: Arc<crate::auth::Auth>,
     pub(crate) functions: Functions,
     /// Each dependency's live state and the outbound client (`egress/`).
     pub(crate) egress: crate::egress::Egress,

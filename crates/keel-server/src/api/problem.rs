@@ -21,6 +21,8 @@ pub(crate) struct Problem {
     close: bool,
     /// Answered with `keel-breaker: open` (a breaker refused the call).
     breaker_open: bool,
+    /// Answered with `WWW-Authenticate: Bearer` (a 401).
+    bearer: bool,
 }
 
 /// RFC 9457 problem details: the body of every error answer, as `application/problem+json`.
@@ -59,7 +61,26 @@ impl Problem {
             retry_after: None,
             close: false,
             breaker_open: false,
+            bearer: false,
         }
+    }
+
+    /// 401: no credentials, or ones Keel does not accept (unknown, revoked, expired, malformed).
+    pub(crate) fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut problem = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail);
+        problem.bearer = true;
+        problem
+    }
+
+    /// 403: the caller is known but holds no scope that grants `need`.
+    pub(crate) fn forbidden(need: &keel_core::auth::Need, who: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!("{who} lacks the scope `{need}` this request needs"),
+        )
+        .with("scope_needed", need.to_string())
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
@@ -221,6 +242,9 @@ impl Problem {
         }
         if self.breaker_open {
             headers.push(("keel-breaker".to_string(), "open".to_string()));
+        }
+        if self.bearer {
+            headers.push((header::WWW_AUTHENTICATE.to_string(), r#"Bearer realm="keel""#.to_string()));
         }
         StoredReply { status: self.status.as_u16(), headers, body: body.to_string().into() }
     }
