@@ -45,5 +45,5 @@ pub mod telemetry;
 mod trace;
 
 /// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
-pub use api::routes;
+pub use api::{route_scopes, routes};
 pub use server::{serve, Node, NodeOptions};

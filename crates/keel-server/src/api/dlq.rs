@@ -11,6 +11,7 @@ use keel_core::invocation::Status;
 use keel_core::store::{ListFilter, MAX_LIMIT};
 use serde_json::{json, Value};
 
+use super::access::Actor;
 use super::body::{self, list_filter, PageQuery};
 use super::idempotency::IdempotencyKeyHeader;
 use super::openapi;
@@ -61,9 +62,14 @@ pub(crate) async fn list(
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
 )]
-pub(crate) async fn redrive(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn redrive(
+    State(shared): State<Arc<Shared>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
     let inv = shared.store.redrive(&id, shared.clock.now_ms()).await?;
     shared.functions.wake(&inv.function);
+    actor.record(&shared, "dlq.redrive", &inv.id, json!({ "function": inv.function })).await;
     Ok(Json(view::invocation(&inv, false)))
 }
 
@@ -132,6 +138,7 @@ fn saturating_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
 )]
 pub(crate) async fn redrive_matching(
     State(shared): State<Arc<Shared>>,
+    actor: Actor,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, Problem> {
     let body = body::read(body)?;
@@ -174,6 +181,8 @@ pub(crate) async fn redrive_matching(
         }
         below = done.last().map(|inv| inv.id.clone());
     }
+    let detail = json!({ "function": filter.function, "subscription": filter.subscription, "limit": filter.limit, "redriven": redriven });
+    actor.record(&shared, "dlq.redrive", "*", detail).await;
     Ok(Json(json!({ "redriven": redriven })))
 }
 
@@ -191,8 +200,13 @@ pub(crate) async fn redrive_matching(
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
 )]
-pub(crate) async fn discard(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn discard(
+    State(shared): State<Arc<Shared>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Problem> {
     let inv = shared.store.discard(&id, shared.clock.now_ms()).await?;
+    actor.record(&shared, "dlq.discard", &inv.id, json!({ "function": inv.function })).await;
     Ok(Json(view::invocation(&inv, false)))
 }
 

@@ -76,9 +76,10 @@ pub(crate) async fn get(
 )]
 pub(crate) async fn pause(
     State(shared): State<Arc<Shared>>,
+    actor: super::access::Actor,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionView>, Problem> {
-    set_paused(shared, name, true).await
+    set_paused(shared, actor, name, true).await
 }
 
 /// Resume a paused function: its held work starts, on every node.
@@ -95,12 +96,18 @@ pub(crate) async fn pause(
 )]
 pub(crate) async fn resume(
     State(shared): State<Arc<Shared>>,
+    actor: super::access::Actor,
     Path(name): Path<String>,
 ) -> Result<Json<FunctionView>, Problem> {
-    set_paused(shared, name, false).await
+    set_paused(shared, actor, name, false).await
 }
 
-async fn set_paused(shared: Arc<Shared>, name: String, paused: bool) -> Result<Json<FunctionView>, Problem> {
+async fn set_paused(
+    shared: Arc<Shared>,
+    actor: super::access::Actor,
+    name: String,
+    paused: bool,
+) -> Result<Json<FunctionView>, Problem> {
     let f = shared.functions.get(&name).ok_or_else(|| Problem::unknown_function(&name))?.clone();
     let now = shared.clock.now_ms();
     // In a task of its own: once stored, the flag here must follow even if the client left.
@@ -114,6 +121,8 @@ async fn set_paused(shared: Arc<Shared>, name: String, paused: bool) -> Result<J
         if !paused {
             f.work_queued();
         }
+        let action = if paused { "function.pause" } else { "function.resume" };
+        actor.record(&shared2, action, &name, serde_json::Value::Null).await;
         Ok(())
     })
     .await?;

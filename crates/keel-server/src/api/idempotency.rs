@@ -22,8 +22,6 @@ use sha2::{Digest, Sha256};
 use super::problem::{reply_response, Problem};
 use crate::state::Shared;
 
-/// The caller scope until API keys exist: every caller shares it.
-pub(crate) const ANONYMOUS: &str = "anonymous";
 /// How long a key record is kept unless the function says otherwise.
 pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long the plain POST routes hold a key while they work.
@@ -79,6 +77,7 @@ pub(crate) fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
 /// A claim on `key` for the request `method path` with `body`.
 pub(crate) fn claim(
     shared: &Shared,
+    caller: &crate::auth::Principal,
     method: &Method,
     path: &str,
     key: String,
@@ -88,7 +87,7 @@ pub(crate) fn claim(
 ) -> KeyClaim {
     let now = shared.clock.now_ms();
     KeyClaim {
-        key: KeyRef { scope: ANONYMOUS.into(), route: format!("{method} {path}"), key },
+        key: KeyRef { scope: caller.actor(), route: format!("{method} {path}"), key },
         fingerprint: fingerprint(method, path, body),
         holder: format!("{}/{}", shared.node_id, keel_core::id::new_id(now)),
         now,
@@ -195,7 +194,9 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
         Ok(body) => body,
         Err(e) => return super::body::unreadable(&e).into_response(),
     };
-    let claim = claim(&shared, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
+    let anonymous = crate::auth::Principal::Anonymous;
+    let caller = parts.extensions.get::<crate::auth::Principal>().unwrap_or(&anonymous);
+    let claim = claim(&shared, caller, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
     match settled(&shared, &claim).await {
         Ok(Some(answer)) => return answer,
         Ok(None) => {}

@@ -149,6 +149,7 @@ fn traceparent(headers: &HeaderMap) -> String {
 )]
 pub(crate) async fn invoke_sync(
     State(shared): State<Arc<Shared>>,
+    actor: super::access::Actor,
     Path(name): Path<String>,
     method: Method,
     uri: Uri,
@@ -182,6 +183,7 @@ pub(crate) async fn invoke_sync(
     loop {
         let claim = idempotency::claim(
             &shared,
+            &actor.principal,
             &method,
             uri.path(),
             key.clone(),
@@ -318,6 +320,7 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
 )]
 pub(crate) async fn invoke_async(
     State(shared): State<Arc<Shared>>,
+    actor: super::access::Actor,
     Path(name): Path<String>,
     method: Method,
     uri: Uri,
@@ -347,7 +350,7 @@ pub(crate) async fn invoke_async(
     };
     let claim = key.map(|key| {
         let ttl = function.config.idempotency_ttl;
-        idempotency::claim(&shared, &method, uri.path(), key, &new.payload, Duration::ZERO, ttl)
+        idempotency::claim(&shared, &actor.principal, &method, uri.path(), key, &new.payload, Duration::ZERO, ttl)
     });
     super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, slot)).await
 }

@@ -1,6 +1,7 @@
 //! The HTTP API (v1): routes → handlers. Every error is RFC 9457 problem+json ([`problem`]);
 //! `GET /v1/openapi.json` describes every route ([`openapi`] assembles the handlers' annotations).
 
+mod access;
 mod body;
 mod cluster;
 mod delay;
@@ -32,6 +33,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::state::Shared;
+use access::Guard;
 pub(crate) use problem::Problem;
 
 /// Runs an admission to its end in a task of its own, which a dropped request does not cancel:
@@ -50,58 +52,70 @@ async fn admit_fully<T: Send + 'static>(
 type Mount = fn(&Arc<Shared>) -> MethodRouter<Arc<Shared>>;
 
 /// A row of [`ROUTES`]: the method and its filter come from one name, so the listed method is
-/// the one mounted. `keyed` puts the plain POST routes behind [`idempotency::keyed`]; the invoke
-/// routes handle their own keys.
+/// the one mounted, and every row names what it needs ([`Guard`]), so no route can be added
+/// without one (the auth matrix test walks this table). `keyed` puts the plain POST routes
+/// behind [`idempotency::keyed`]; the invoke routes handle their own keys.
 macro_rules! route {
-    ($method:ident $path:literal => $handler:path) => {
-        (Method::$method, $path, (|_| on(MethodFilter::$method, $handler)) as Mount)
+    ($method:ident $path:literal => $handler:path, $guard:ident) => {
+        (Method::$method, $path, Guard::$guard, (|_| on(MethodFilter::$method, $handler)) as Mount)
     };
-    ($method:ident $path:literal => $handler:path, keyed) => {
-        (Method::$method, $path, (|shared| keyed(shared, on(MethodFilter::$method, $handler))) as Mount)
+    ($method:ident $path:literal => $handler:path, $guard:ident, keyed) => {
+        (Method::$method, $path, Guard::$guard, (|shared| keyed(shared, on(MethodFilter::$method, $handler))) as Mount)
     };
 }
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
-/// test can check that each one is documented.
-const ROUTES: [(Method, &str, Mount); 32] = [
-    route!(GET "/v1/functions" => functions::list),
-    route!(GET "/v1/functions/{name}" => functions::get),
-    route!(POST "/v1/functions/{name}/pause" => functions::pause),
-    route!(POST "/v1/functions/{name}/resume" => functions::resume),
-    route!(POST "/v1/functions/{name}/invoke" => invoke::invoke_sync),
-    route!(POST "/v1/functions/{name}/invocations" => invoke::invoke_async),
-    route!(GET "/v1/invocations" => invocations::list),
-    route!(GET "/v1/invocations/{id}" => invocations::get),
-    route!(GET "/v1/invocations/{id}/result" => invocations::result),
-    route!(POST "/v1/invocations/{id}/cancel" => invocations::cancel, keyed),
-    route!(GET "/v1/dlq" => dlq::list),
-    route!(POST "/v1/dlq/redrive" => dlq::redrive_matching, keyed),
-    route!(POST "/v1/dlq/{id}/redrive" => dlq::redrive, keyed),
-    route!(DELETE "/v1/dlq/{id}" => dlq::discard),
-    route!(GET "/v1/cluster" => cluster::get),
-    route!(GET "/v1/dependencies" => dependencies::list),
-    route!(GET "/v1/dependencies/{name}" => dependencies::get),
-    route!(GET "/v1/egress/{dependency}/{*path}" => egress::get),
-    route!(POST "/v1/egress/{dependency}/{*path}" => egress::post),
-    route!(PUT "/v1/egress/{dependency}/{*path}" => egress::put),
-    route!(DELETE "/v1/egress/{dependency}/{*path}" => egress::delete),
-    route!(PATCH "/v1/egress/{dependency}/{*path}" => egress::patch),
-    route!(OPTIONS "/v1/egress/{dependency}/{*path}" => egress::options),
-    route!(POST "/v1/topics/{topic}/events" => events::publish, keyed),
-    route!(GET "/v1/events/{id}" => events::get),
-    route!(GET "/v1/kv/{ns}/{*key}" => kv::get),
-    route!(PUT "/v1/kv/{ns}/{*key}" => kv::put),
-    route!(DELETE "/v1/kv/{ns}/{*key}" => kv::delete),
-    route!(GET "/v1/openapi.json" => openapi::document),
-    route!(GET "/healthz" => health::healthz),
-    route!(GET "/readyz" => health::readyz),
-    route!(GET "/metrics" => metrics::metrics),
+/// test can check that each one is documented and the auth matrix that each one is guarded.
+const ROUTES: [(Method, &str, Guard, Mount); 37] = [
+    route!(GET "/v1/functions" => functions::list, Read),
+    route!(GET "/v1/functions/{name}" => functions::get, Read),
+    route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
+    route!(POST "/v1/functions/{name}/resume" => functions::resume, Admin),
+    route!(POST "/v1/functions/{name}/invoke" => invoke::invoke_sync, Invoke),
+    route!(POST "/v1/functions/{name}/invocations" => invoke::invoke_async, Invoke),
+    route!(GET "/v1/invocations" => invocations::list, Read),
+    route!(GET "/v1/invocations/{id}" => invocations::get, Read),
+    route!(GET "/v1/invocations/{id}/result" => invocations::result, Read),
+    route!(POST "/v1/invocations/{id}/cancel" => invocations::cancel, Dlq, keyed),
+    route!(GET "/v1/dlq" => dlq::list, Read),
+    route!(POST "/v1/dlq/redrive" => dlq::redrive_matching, Dlq, keyed),
+    route!(POST "/v1/dlq/{id}/redrive" => dlq::redrive, Dlq, keyed),
+    route!(DELETE "/v1/dlq/{id}" => dlq::discard, Dlq),
+    route!(GET "/v1/cluster" => cluster::get, Read),
+    route!(GET "/v1/dependencies" => dependencies::list, Read),
+    route!(GET "/v1/dependencies/{name}" => dependencies::get, Read),
+    route!(GET "/v1/egress/{dependency}/{*path}" => egress::get, Egress),
+    route!(POST "/v1/egress/{dependency}/{*path}" => egress::post, Egress),
+    route!(PUT "/v1/egress/{dependency}/{*path}" => egress::put, Egress),
+    route!(DELETE "/v1/egress/{dependency}/{*path}" => egress::delete, Egress),
+    route!(PATCH "/v1/egress/{dependency}/{*path}" => egress::patch, Egress),
+    route!(OPTIONS "/v1/egress/{dependency}/{*path}" => egress::options, Egress),
+    route!(POST "/v1/topics/{topic}/events" => events::publish, Publish, keyed),
+    route!(GET "/v1/events/{id}" => events::get, Read),
+    route!(GET "/v1/kv/{ns}/{*key}" => kv::get, Kv),
+    route!(PUT "/v1/kv/{ns}/{*key}" => kv::put, Kv),
+    route!(DELETE "/v1/kv/{ns}/{*key}" => kv::delete, Kv),
+    route!(POST "/v1/keys" => access::create_key, Admin),
+    route!(GET "/v1/keys" => access::list_keys, Admin),
+    route!(DELETE "/v1/keys/{id}" => access::revoke_key, Admin),
+    route!(POST "/v1/signing-keys/rotate" => access::rotate_signing_key, Admin),
+    route!(GET "/v1/audit" => access::audit, Admin),
+    route!(GET "/v1/openapi.json" => openapi::document, Read),
+    route!(GET "/healthz" => health::healthz, Open),
+    route!(GET "/readyz" => health::readyz, Open),
+    route!(GET "/metrics" => metrics::metrics, Metrics),
 ];
 
-/// Every route the router answers: its method and its path as axum writes it (`{*key}` for a
-/// rest-of-path parameter).
+/// Every route the router answers: its method, its path as axum writes it (`{*key}` for a
+/// rest-of-path parameter), and what it needs.
 pub fn routes() -> Vec<(Method, &'static str)> {
-    ROUTES.iter().map(|(method, path, _)| (method.clone(), *path)).collect()
+    ROUTES.iter().map(|(method, path, _, _)| (method.clone(), *path)).collect()
+}
+
+/// Every route with the scope it needs (`None` for the open ones), `{param}` left as written:
+/// for the OpenAPI document and the auth matrix test.
+pub fn route_scopes() -> Vec<(Method, &'static str, Option<String>)> {
+    ROUTES.iter().map(|(method, path, guard, _)| (method.clone(), *path, guard.scope_template(method, path))).collect()
 }
 
 /// The router of one node, without a socket: tests can drive it with `oneshot`.
@@ -109,7 +123,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.server.body_limit as usize;
     ROUTES
         .iter()
-        .fold(Router::new(), |router, (_, path, mount)| router.route(path, mount(&shared)))
+        .fold(Router::new(), |router, (_, path, guard, mount)| {
+            let guarded =
+                mount(&shared).layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
+            router.route(path, guarded)
+        })
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -10,7 +10,7 @@ use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::ProblemDetails;
-use super::{cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics};
+use super::{access, cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics};
 
 /// The descriptions that several routes share.
 pub(super) const BAD_KEY: &str = "The Idempotency-Key header is malformed.";
@@ -64,9 +64,14 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         health::healthz,
         health::readyz,
         metrics::metrics,
+        access::create_key,
+        access::list_keys,
+        access::revoke_key,
+        access::rotate_signing_key,
+        access::audit,
     ),
     components(schemas(ProblemDetails)),
-    modifiers(&ProblemBodies),
+    modifiers(&ProblemBodies, &Security),
     tags(
         (name = "invoke", description = "Run a function: wait for its answer, or queue it."),
         (name = "invocations", description = "Invocations: list, read, their results, cancel."),
@@ -76,6 +81,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         (name = "functions", description = "Configured functions and dependencies and their live state; the cluster."),
         (name = "egress", description = "Calls from functions to their dependencies, through Keel's breaker, limits and retries."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
+        (name = "access", description = "API keys, the key that signs function tokens, and the audit log (admin)."),
     )
 )]
 struct ApiDoc;
@@ -99,6 +105,55 @@ impl Modify for ProblemBodies {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Access control: the bearer scheme (an API key `keel_sk_…`, or a function's token), and on
+/// each route the scope it needs (from the route table, so the document cannot disagree with the
+/// router) with its 401 and 403 answers. `/healthz` and `/readyz` need nothing. With
+/// `[auth] mode = "none"` (loopback only) nothing is checked.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::ResponseBuilder;
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "An API key (`keel_sk_…`, from `keel keys create`) or a function's token (`keel_ft_…`, given to each \
+                 attempt). Each route names the scope it needs; `admin` holds them all, names may end in `*`.",
+            ))
+            .build();
+        doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        for (method, path, scope) in super::route_scopes() {
+            let Some(item) = doc.paths.paths.get_mut(&path.replace("{*", "{")) else { continue };
+            let operation = match method.as_str() {
+                "GET" => &mut item.get,
+                "POST" => &mut item.post,
+                "PUT" => &mut item.put,
+                "DELETE" => &mut item.delete,
+                "PATCH" => &mut item.patch,
+                "OPTIONS" => &mut item.options,
+                _ => continue,
+            };
+            let Some(operation) = operation else { continue };
+            let Some(scope) = scope else {
+                operation.security = Some(vec![SecurityRequirement::default()]);
+                continue;
+            };
+            operation.security = Some(vec![SecurityRequirement::new("bearer", [scope.clone()])]);
+            let answers = [
+                ("401", "No API key or token, or one that is unknown, malformed, revoked or expired (`unauthorized`, with `WWW-Authenticate: Bearer`).".to_owned()),
+                ("403", format!("The key or token does not hold the scope `{scope}` (`forbidden`, naming `scope_needed`).")),
+            ];
+            for (status, description) in answers {
+                operation.responses.responses.entry(status.to_owned()).or_insert_with(|| {
+                    let problem = Content::new(Some(Ref::from_schema_name("ProblemDetails")));
+                    ResponseBuilder::new().description(description).content("application/problem+json", problem).into()
+                });
             }
         }
     }

@@ -63,6 +63,22 @@ async fn openapi_document_describes_every_route_with_problems_for_errors() {
     assert!(unrouted.is_empty(), "documented operations the router does not have: {unrouted:?}");
     assert!(routes.len() >= 22, "the router lists {} routes", routes.len());
 
+    // Every operation names the scope its route needs (from the route table), with its 401 and
+    // 403; health and readiness need none.
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    for (method, path, scope) in keel_server::route_scopes() {
+        let operation = &paths[&openapi_path(path)][method.as_str().to_ascii_lowercase()];
+        match scope {
+            Some(scope) => {
+                assert_eq!(operation["security"], serde_json::json!([{ "bearer": [scope] }]), "{method} {path}");
+                for status in ["401", "403"] {
+                    assert!(operation["responses"][status].is_object(), "{method} {path}: no {status}");
+                }
+            }
+            None => assert_eq!(operation["security"], serde_json::json!([{}]), "{method} {path}"),
+        }
+    }
+
     // Every error status of every operation answers the problem schema as problem+json.
     let problem = resolve(&doc, PROBLEM).expect("the ProblemDetails schema");
     for member in ["type", "title", "status", "detail"] {

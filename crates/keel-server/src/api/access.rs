@@ -1,0 +1,400 @@
+//! Access control on the API: what each route needs ([`Guard`], one per row of `ROUTES`), the
+//! layer that authenticates and checks it ([`authorize`]), who acted ([`Actor`], for the audit
+//! log and the idempotency scope), and the admin routes of keys and the audit log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, Path, Query, RawPathParams, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use keel_core::auth::{ApiKey, AuditEntry, AuditFilter, Need, Scope};
+use keel_core::clock::{rfc3339, Millis};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::body::{parse_cursor, parse_limit};
+use super::openapi;
+use super::problem::Problem;
+use crate::auth::{self, Principal};
+use crate::state::Shared;
+
+/// What a route needs, before its path parameters are known: the parameterised guards name the
+/// first path parameter (the function, topic, namespace or dependency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// Nobody is asked: `/healthz`, `/readyz`.
+    Open,
+    Read,
+    Dlq,
+    Metrics,
+    Admin,
+    /// `invoke:{name}`.
+    Invoke,
+    /// `publish:{topic}`.
+    Publish,
+    /// `kv:{ns}:read` on GET, `kv:{ns}:write` otherwise.
+    Kv,
+    /// `egress:{dependency}`: function tokens (and admin keys).
+    Egress,
+}
+
+impl Guard {
+    /// The need of one request on a route with this guard.
+    pub(crate) fn need(self, method: &Method, first_param: Option<&str>) -> Need {
+        let name = || first_param.unwrap_or_default().to_owned();
+        match self {
+            Guard::Open => Need::Open,
+            Guard::Read => Need::Read,
+            Guard::Dlq => Need::Dlq,
+            Guard::Metrics => Need::Metrics,
+            Guard::Admin => Need::Admin,
+            Guard::Invoke => Need::Invoke(name()),
+            Guard::Publish => Need::Publish(name()),
+            Guard::Kv if method == Method::GET || method == Method::HEAD => Need::KvRead(name()),
+            Guard::Kv => Need::KvWrite(name()),
+            Guard::Egress => Need::Egress(name()),
+        }
+    }
+
+    /// The scope the OpenAPI document names for a route (`{name}` left as written).
+    pub(crate) fn scope_template(self, method: &Method, path: &str) -> Option<String> {
+        let param = path.split('{').nth(1).and_then(|p| p.split('}').next()).map(|p| format!("{{{p}}}"));
+        let need = self.need(method, param.as_deref());
+        (need != Need::Open).then(|| need.to_string())
+    }
+}
+
+/// The layer of one route: who is calling (401 when auth is on and they cannot say), and whether
+/// they may (403 naming the scope needed). The caller goes into the request's extensions as a
+/// [`Principal`] for the handler, the idempotency scope and the audit log.
+pub(crate) async fn authorize(
+    State((shared, guard)): State<(Arc<Shared>, Guard)>,
+    params: RawPathParams,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if guard == Guard::Open {
+        return next.run(request).await;
+    }
+    let now = shared.clock.now_ms();
+    let principal = match shared.auth.authenticate(request.headers().get(header::AUTHORIZATION), now) {
+        Ok(principal) => principal,
+        Err(problem) => return problem.into_response(),
+    };
+    let need = guard.need(request.method(), params.iter().next().map(|(_, value)| value));
+    if !Scope::any_allows(principal.scopes(), &need) {
+        return Problem::forbidden(&need, &principal.describe()).into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+/// Who made a request, and its request id (`x-request-id`, else the trace id of its
+/// `traceparent`), for the audit log.
+#[derive(Debug, Clone)]
+pub(crate) struct Actor {
+    pub(crate) principal: Principal,
+    pub(crate) request_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let principal = parts.extensions.get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let request_id = header("x-request-id")
+            .map(str::to_owned)
+            .or_else(|| header("traceparent").and_then(|t| t.split('-').nth(1)).map(str::to_owned));
+        Ok(Actor { principal, request_id })
+    }
+}
+
+impl Actor {
+    /// Appends to the audit log as this actor.
+    pub(crate) async fn record(&self, shared: &Shared, action: &str, target: &str, detail: serde_json::Value) {
+        auth::record(shared, &self.principal, action, target, self.request_id.clone(), detail).await;
+    }
+}
+
+/// An API key as the API shows it: never the secret (nor its hash).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyView {
+    id: String,
+    name: String,
+    /// Scopes, as given.
+    scopes: Vec<String>,
+    /// RFC 3339.
+    created_at: String,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+    /// Written every few seconds: may lag behind the last request.
+    last_used_at: Option<String>,
+}
+
+fn key_view(key: &ApiKey) -> KeyView {
+    KeyView {
+        id: key.id.clone(),
+        name: key.name.clone(),
+        scopes: key.scopes.iter().map(ToString::to_string).collect(),
+        created_at: rfc3339(key.created_at),
+        expires_at: key.expires_at.map(rfc3339),
+        revoked_at: key.revoked_at.map(rfc3339),
+        last_used_at: key.last_used_at.map(rfc3339),
+    }
+}
+
+/// A new key: the view and, this once, its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedKey {
+    #[serde(flatten)]
+    key: KeyView,
+    /// `keel_sk_…`: shown only in this answer; Keel keeps its hash alone.
+    secret: String,
+}
+
+/// The body of `POST /v1/keys`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewKey {
+    /// What the key is for (shown by `keel keys ls`).
+    name: String,
+    /// `invoke:FN`, `publish:TOPIC`, `read`, `dlq`, `kv:NS:read`, `kv:NS:write`,
+    /// `workflows:NAME`, `metrics`, `admin`; names may end in `*`.
+    scopes: Vec<String>,
+    /// How long the key lives, e.g. `90d`; forever when left out.
+    expires_in: Option<String>,
+}
+
+/// A page of keys.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyPage {
+    items: Vec<KeyView>,
+    /// Always null: every key is on the one page.
+    next_cursor: Option<String>,
+}
+
+/// Create an API key (admin). The secret is in this answer only.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "access",
+    request_body(content = NewKey, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created: the key and its secret, shown this once.", body = CreatedKey),
+        (status = 400, description = "A malformed body, an unknown scope, an empty name or a bad `expires_in`."),
+        (status = 413, description = openapi::TOO_LARGE),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
+pub(crate) async fn create_key(
+    State(shared): State<Arc<Shared>>,
+    actor: Actor,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let body = super::body::read(body)?;
+    let new: NewKey = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(format!("the body must be {{\"name\", \"scopes\", \"expires_in\"?}}: {e}"))
+    })?;
+    let name = new.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(Problem::bad_request("`name` must be 1 to 200 characters"));
+    }
+    let scopes = new
+        .scopes
+        .iter()
+        .map(|s| s.parse::<Scope>().map_err(|e| Problem::bad_request(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if scopes.is_empty() {
+        return Err(Problem::bad_request("`scopes` must name at least one scope"));
+    }
+    let now = shared.clock.now_ms();
+    let expires_at = match new.expires_in.as_deref() {
+        None => None,
+        Some(text) => {
+            let ttl = keel_core::duration::parse_duration(text).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+                Problem::bad_request(format!("`expires_in` must be a duration like \"90d\" (got {text:?})"))
+            })?;
+            Some(now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as Millis))
+        }
+    };
+    let (key, secret) = auth::secret::new_api_key(name, scopes, expires_at, now);
+    shared.store.create_api_key(key.clone()).await?;
+    let detail = json!({ "name": key.name, "scopes": key.scopes, "expires_at": key.expires_at.map(rfc3339) });
+    actor.record(&shared, "key.create", &key.id, detail).await;
+    // Usable at once on this node, not only after the next refresh.
+    if let Err(error) = shared.auth.refresh(shared.store.as_ref()).await {
+        tracing::warn!(%error, "could not read the API keys again after creating one");
+    }
+    Ok((StatusCode::CREATED, Json(CreatedKey { key: key_view(&key), secret })).into_response())
+}
+
+/// Every API key (admin), revoked and expired ones too, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "access",
+    responses(
+        (status = 200, description = "Every key, without secrets.", body = KeyPage),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
+pub(crate) async fn list_keys(State(shared): State<Arc<Shared>>) -> Result<Json<KeyPage>, Problem> {
+    let keys = shared.store.api_keys().await?;
+    Ok(Json(KeyPage { items: keys.iter().map(key_view).collect(), next_cursor: None }))
+}
+
+/// Revoke an API key (admin): every node refuses it within about a second.
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    tag = "access",
+    params(("id" = String, Path, description = "The key's id (`key_…`).")),
+    responses(
+        (status = 200, description = "Revoked: the key as it is now.", body = KeyView),
+        (status = 404, description = "No key with that id."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
+pub(crate) async fn revoke_key(
+    State(shared): State<Arc<Shared>>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, Problem> {
+    let key = shared.store.revoke_api_key(&id, shared.clock.now_ms()).await?;
+    actor.record(&shared, "key.revoke", &key.id, json!({ "name": key.name })).await;
+    // Refused here at once, not only after the next refresh.
+    if let Err(error) = shared.auth.refresh(shared.store.as_ref()).await {
+        tracing::warn!(%error, "could not read the API keys again after a revocation");
+    }
+    Ok(Json(key_view(&key)))
+}
+
+/// The answer of a signing-key rotation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Rotated {
+    /// The new signing key's id (`sk_…`); tokens name it once every node has read it.
+    id: String,
+    created_at: String,
+    /// When the keys it replaces stop verifying (after the longest function timeout).
+    previous_expire_at: String,
+}
+
+/// Rotate the key that signs function tokens (admin). Tokens signed before keep working until
+/// their attempts' deadlines; new ones are signed with the new key within a few seconds.
+#[utoipa::path(
+    post,
+    path = "/v1/signing-keys/rotate",
+    tag = "access",
+    responses(
+        (status = 200, description = "Rotated.", body = Rotated),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
+pub(crate) async fn rotate_signing_key(
+    State(shared): State<Arc<Shared>>,
+    actor: Actor,
+) -> Result<Json<Rotated>, Problem> {
+    let now = shared.clock.now_ms();
+    let key = auth::secret::new_signing_key(now);
+    let retire_at = shared.auth.retire_at(now);
+    shared.store.add_signing_key(key.clone(), retire_at, false).await?;
+    actor.record(&shared, "signing_key.rotate", &key.id, json!({ "previous_expire_at": rfc3339(retire_at) })).await;
+    if let Err(error) = shared.auth.refresh(shared.store.as_ref()).await {
+        tracing::warn!(%error, "could not read the signing keys again after a rotation");
+    }
+    Ok(Json(Rotated { id: key.id, created_at: rfc3339(now), previous_expire_at: rfc3339(retire_at) }))
+}
+
+/// One line of the audit log, as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditView {
+    id: String,
+    /// RFC 3339.
+    at: String,
+    /// The key id that acted (`local` for the CLI on the store, `anonymous` with auth off).
+    actor: String,
+    /// `key.create`, `key.revoke`, `signing_key.rotate`, `function.pause`, `function.resume`,
+    /// `dlq.redrive`, `dlq.discard`.
+    action: String,
+    target: String,
+    request_id: Option<String>,
+    #[schema(value_type = Object)]
+    detail: serde_json::Value,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditPage {
+    items: Vec<AuditView>,
+    next_cursor: Option<String>,
+}
+
+fn audit_view(entry: AuditEntry) -> AuditView {
+    AuditView {
+        id: entry.id,
+        at: rfc3339(entry.at),
+        actor: entry.actor,
+        action: entry.action,
+        target: entry.target,
+        request_id: entry.request_id,
+        detail: entry.detail,
+    }
+}
+
+/// The query of `GET /v1/audit`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "parameters for the OpenAPI document; the query is read by `audit`")]
+pub(crate) struct AuditQuery {
+    /// Only this action (`key.create`, …).
+    action: Option<String>,
+    /// Only this actor (a key id).
+    actor: Option<String>,
+    /// Page size: 1 to 1,000 (larger is clamped); 100 by default.
+    #[param(value_type = Option<String>, pattern = "^[0-9]*[1-9][0-9]*$", example = "100")]
+    limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    cursor: Option<String>,
+}
+
+/// The audit log (admin), newest first: who changed keys, paused, redrove, discarded.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "access",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of the audit log.", body = AuditPage),
+        (status = 400, description = "An unknown query parameter, a limit below 1, or a malformed cursor."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
+pub(crate) async fn audit(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<AuditPage>, Problem> {
+    let mut filter = AuditFilter::default();
+    for (name, value) in query {
+        match name.as_str() {
+            "action" => filter.action = Some(value),
+            "actor" => filter.actor = Some(value),
+            "limit" => filter.limit = parse_limit(&value)?,
+            "cursor" => filter.cursor = Some(parse_cursor(&value)?),
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "unknown query parameter {other:?} (expected action, actor, limit, cursor)"
+                )))
+            }
+        }
+    }
+    let page = shared.store.audit_log(filter).await?;
+    Ok(Json(AuditPage { items: page.items.into_iter().map(audit_view).collect(), next_cursor: page.next_cursor }))
+}
