@@ -54,6 +54,9 @@ max_result_bytes = 2000
 url = "postgres://keel@db:5432/keel"
 fsync = false
 
+[auth]
+mode = "keys"
+
 [functions.charge]
 url = "https://pay.example/charge"
 timeout = "10s"
@@ -93,12 +96,12 @@ fn unknown_keys_list_the_valid_ones() {
         errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
         ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
           `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`"]
     );
     assert_eq!(
         errors("[queues.a]\n"),
         ["keel.toml:1:2: queues: unknown key `queues`, expected one of `server`, `storage`, `functions`, \
-          `topics`, `subscriptions`, `dependencies`"]
+          `topics`, `subscriptions`, `dependencies`, `auth`"]
     );
 }
 
@@ -271,7 +274,7 @@ fn a_duplicate_function_table_is_reported_at_the_second_header() {
 
 #[test]
 fn env_overrides_the_file_and_flags_override_env() {
-    let text = "[server]\nlisten = \"127.0.0.1:1\"\nbody_limit = 10\n";
+    let text = "[server]\nlisten = \"127.0.0.1:1\"\nbody_limit = 10\n[auth]\nmode = \"keys\"\n";
     let mut overrides = env(&[("KEEL_SERVER__LISTEN", "0.0.0.0:2"), ("KEEL_SERVER__BODY_LIMIT", "2MB")]);
     let config = load_str("keel.toml", text, &overrides).unwrap();
     assert_eq!(config.server.listen, "0.0.0.0:2".parse().unwrap());
@@ -308,7 +311,7 @@ fn an_unknown_key_from_env_names_the_variable() {
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
         ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
           `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`"]
     );
 }
 
@@ -904,5 +907,86 @@ dependencies = [\"payments\", \"ledger\"]
             ["keel.toml:3:1: dependencies.payments.retries: unknown key `retries`, expected one of `url`, `timeout`, \
               `retry`, `retry_budget`, `breaker`, `bulkhead`, `rate_limit`, `headers`, `ca_file`"]
         );
+    }
+}
+
+mod access {
+    use super::*;
+    use crate::auth::Scope;
+
+    #[test]
+    fn auth_is_off_by_default_and_keys_turn_it_on() {
+        assert_eq!(load_str("keel.toml", "", &Overrides::default()).unwrap().auth.mode, AuthMode::None);
+        let config = load_str("keel.toml", "[auth]\nmode = \"keys\"\n", &Overrides::default()).unwrap();
+        assert_eq!(config.auth.mode, AuthMode::Keys);
+        assert_eq!(
+            errors("[auth]\nmode = \"open\"\n"),
+            [r#"keel.toml:2:8: auth.mode: expected "keys" or "none" (got "open")"#]
+        );
+    }
+
+    #[test]
+    fn auth_off_is_allowed_only_on_loopback() {
+        for listen in ["127.0.0.1:7733", "[::1]:7733"] {
+            load_str("keel.toml", &format!("[server]\nlisten = \"{listen}\"\n"), &Overrides::default()).unwrap();
+        }
+        let found = errors("[server]\nlisten = \"0.0.0.0:7733\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .starts_with("keel.toml:2:10: server.listen: 0.0.0.0:7733 is not a loopback address and auth is off"),
+            "{found:?}"
+        );
+        assert!(found[0].contains("keel keys create --name admin --scope admin -c keel.toml"), "{found:?}");
+        // From the environment too: the rule is on the resolved address.
+        let overrides = env(&[("KEEL_SERVER__LISTEN", "10.0.0.5:7733")]);
+        assert!(errors_with("", &overrides)[0].contains("10.0.0.5:7733 is not a loopback address"));
+        let overrides = env(&[("KEEL_SERVER__LISTEN", "10.0.0.5:7733"), ("KEEL_AUTH__MODE", "keys")]);
+        load_str("keel.toml", "", &overrides).unwrap();
+    }
+
+    #[test]
+    fn grants_become_scopes_and_name_what_they_refer_to() {
+        let text = format!(
+            "{CHARGE}[functions.notify]\nurl = \"http://127.0.0.1:9/\"\n[topics.\"purchase.completed\"]\n\
+             [functions.charge.grants]\nkv = [\"balances:write\", \"users:read\"]\npublish = [\"purchase.*\"]\ninvoke = [\"notify\"]\n"
+        );
+        let config = load_str("keel.toml", &text, &Overrides::default()).unwrap();
+        let scopes: Vec<String> =
+            config.functions["charge"].grants.as_ref().unwrap().iter().map(Scope::to_string).collect();
+        assert_eq!(scopes, ["kv:balances:write", "kv:users:read", "publish:purchase.*", "invoke:notify"]);
+        assert_eq!(config.functions["notify"].grants, None);
+        let bad = format!(
+            "{CHARGE}[functions.charge.grants]\nkv = [\"balances\", \"users:delete\"]\npublish = [\"nowhere\"]\ninvoke = [\"ghost\", \"a b\"]\n"
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                r#"keel.toml:4:7: functions.charge.grants.kv[0]: a kv scope is kv:NS:read or kv:NS:write (expected "NAMESPACE:read" or "NAMESPACE:write")"#,
+                r#"keel.toml:4:19: functions.charge.grants.kv[1]: a kv scope is kv:NS:read or kv:NS:write (expected "NAMESPACE:read" or "NAMESPACE:write")"#,
+                r#"keel.toml:5:12: functions.charge.grants.publish[0]: unknown topic "nowhere": declare it with [topics."nowhere"]"#,
+                r#"keel.toml:6:11: functions.charge.grants.invoke[0]: unknown function "ghost": add a [functions.ghost] table"#,
+                r#"keel.toml:6:20: functions.charge.grants.invoke[1]: a name may not hold spaces or `:`"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn tls_needs_a_readable_certificate_and_key() {
+        let dir = std::env::temp_dir().join(format!("keel-config-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), CA_PEM).unwrap();
+        std::fs::write(dir.join("no-key.pem"), CA_PEM).unwrap();
+        let file = dir.join("keel.toml");
+        let text = "[server]\ntls = { cert = \"cert.pem\", key = \"no-key.pem\" }\n";
+        std::fs::write(&file, text).unwrap();
+        let found = match load(Some(&file), &Overrides::default()) {
+            Ok(_) => panic!("expected errors"),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("server.tls.key:") && found[0].contains("holds no PEM private key"), "{found:?}");
+        assert!(errors("[server]\ntls = { cert = \"cert.pem\" }\n")[0].contains("needs both `cert` and `key`"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
