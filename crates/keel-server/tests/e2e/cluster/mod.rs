@@ -10,6 +10,7 @@ use bytes::Bytes;
 use keel_store::pg_testkit::fresh_database;
 use serde_json::Value;
 
+mod access;
 mod increments;
 mod outage;
 
