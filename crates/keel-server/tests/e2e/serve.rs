@@ -91,3 +91,27 @@ async fn a_port_in_use_is_reported_once() {
     assert!(error.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{error}");
     assert_eq!(error.to_lowercase().matches("address already in use").count(), 1, "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_beyond_loopback_without_auth_is_refused_and_says_how_to_turn_it_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(&config, "").unwrap();
+    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
+    let mut keel = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .current_dir(dir.path())
+        .args(["serve", "-c"])
+        .arg(&config)
+        .args(["--listen", "0.0.0.0:0"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let status = exit_within(&mut keel, Duration::from_secs(20)).await;
+    assert!(!status.success());
+    let output = std::fs::read_to_string(dir.path().join("keel.log")).unwrap();
+    assert!(output.contains("0.0.0.0:0 is not a loopback address and auth is off"), "{output}");
+    assert!(output.contains("keel keys create --name admin --scope admin -c keel.toml"), "{output}");
+    assert!(output.contains("mode = \"keys\""), "{output}");
+    assert!(!dir.path().join(".keel").exists(), "nothing was opened");
+}

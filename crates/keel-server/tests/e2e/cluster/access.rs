@@ -65,7 +65,10 @@ async fn a_key_made_or_revoked_on_one_node_is_seen_by_the_other() {
         request("DELETE", &format!("{}/v1/keys/{id}", cluster.url(0)), &[("authorization", &admin_auth)], "").await;
     assert_eq!(status, 200);
     // Refused at once where it was revoked, and within about a second on the other node.
-    assert_eq!(request("GET", &format!("{}/v1/functions", cluster.url(0)), &[("authorization", &reader)], "").await.0, 401);
+    assert_eq!(
+        request("GET", &format!("{}/v1/functions", cluster.url(0)), &[("authorization", &reader)], "").await.0,
+        401
+    );
     let took = until(401).await;
     assert!(took < Duration::from_millis(2500), "the revocation took {took:?} to reach node 1");
 }
