@@ -24,6 +24,15 @@ pub mod testkit;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
+/// The page size a list asked for `limit` gets: at most [`MAX_LIMIT`]; 0 means
+/// [`DEFAULT_LIMIT`]. Every paged list (invocations, the audit log) uses this one rule.
+pub fn page_size(limit: usize) -> usize {
+    match limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    }
+}
+
 /// A request to lease due work of one function.
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
@@ -82,10 +91,7 @@ pub struct ListFilter {
 impl ListFilter {
     /// The page size actually used.
     pub fn page_size(&self) -> usize {
-        match self.limit {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
-        }
+        page_size(self.limit)
     }
 }
 
