@@ -309,3 +309,17 @@ pub trait Store: AccessStore + Send + Sync + std::fmt::Debug + 'static {
     /// otherwise); returns the new version, `None` after a delete.
     async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_list_pages_by_the_same_rule() {
+        for (asked, got) in [(0, DEFAULT_LIMIT), (1, 1), (MAX_LIMIT, MAX_LIMIT), (MAX_LIMIT + 1, MAX_LIMIT)] {
+            assert_eq!(page_size(asked), got, "limit {asked}");
+            assert_eq!(ListFilter { limit: asked, ..Default::default() }.page_size(), got);
+            assert_eq!(crate::auth::AuditFilter { limit: asked, ..Default::default() }.page_size(), got);
+        }
+    }
+}
