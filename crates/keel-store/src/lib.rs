@@ -10,6 +10,7 @@
 //!   enqueues and completions, `FOR UPDATE SKIP LOCKED` leases, LISTEN/NOTIFY wake-ups, node
 //!   heartbeats; `postgres/mod.rs` lists its files.
 //! - `header_list.rs`: how both stores keep header lists (JSON pairs).
+//! - `scope_list.rs`: how both stores keep an API key's scopes (a JSON array of strings).
 //! - `key_budget.rs`: what a lease with a `concurrency_key` limit may still take (both stores).
 //! - [`metric_definitions`]: group-commit latency and size, through the `metrics` facade.
 //! - [`pg_testkit`] (feature `testkit`): a throwaway PostgreSQL cluster for tests.
@@ -25,6 +26,7 @@ pub mod metric_definitions;
 #[cfg(any(test, feature = "testkit"))]
 pub mod pg_testkit;
 pub mod postgres;
+mod scope_list;
 pub mod sqlite;
 
 use std::sync::Arc;

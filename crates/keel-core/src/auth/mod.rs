@@ -93,6 +93,13 @@ pub struct AuditFilter {
     pub cursor: Option<String>,
 }
 
+impl AuditFilter {
+    /// The page size actually used ([`crate::store::page_size`]).
+    pub fn page_size(&self) -> usize {
+        crate::store::page_size(self.limit)
+    }
+}
+
 /// What a function token says, signed. Short field names: it rides on every attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenClaims {

@@ -24,6 +24,15 @@ pub mod testkit;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
+/// The page size a list asked for `limit` gets: at most [`MAX_LIMIT`]; 0 means
+/// [`DEFAULT_LIMIT`]. Every paged list (invocations, the audit log) uses this one rule.
+pub fn page_size(limit: usize) -> usize {
+    match limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    }
+}
+
 /// A request to lease due work of one function.
 #[derive(Debug, Clone)]
 pub struct LeaseRequest {
@@ -82,10 +91,7 @@ pub struct ListFilter {
 impl ListFilter {
     /// The page size actually used.
     pub fn page_size(&self) -> usize {
-        match self.limit {
-            0 => DEFAULT_LIMIT,
-            n => n.min(MAX_LIMIT),
-        }
+        page_size(self.limit)
     }
 }
 
@@ -302,4 +308,18 @@ pub trait Store: AccessStore + Send + Sync + std::fmt::Debug + 'static {
     /// Applies one write if its precondition holds ([`Error::PreconditionFailed`](crate::Error)
     /// otherwise); returns the new version, `None` after a delete.
     async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_list_pages_by_the_same_rule() {
+        for (asked, got) in [(0, DEFAULT_LIMIT), (1, 1), (MAX_LIMIT, MAX_LIMIT), (MAX_LIMIT + 1, MAX_LIMIT)] {
+            assert_eq!(page_size(asked), got, "limit {asked}");
+            assert_eq!(ListFilter { limit: asked, ..Default::default() }.page_size(), got);
+            assert_eq!(crate::auth::AuditFilter { limit: asked, ..Default::default() }.page_size(), got);
+        }
+    }
 }

@@ -8,7 +8,10 @@
 //!   node's heartbeat stops (`ops::reclaim`), and LISTEN/NOTIFY wakes idle dispatchers on every
 //!   node (`notify.rs`).
 //! - Migrations run once per store, before its first statement (`schema.rs`).
+//! - API keys, signing keys and the audit log: `access.rs` (a first signing key is added under an
+//!   advisory lock, so nodes starting together make one).
 
+mod access;
 mod batch;
 mod events;
 mod keys;
@@ -30,13 +33,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use keel_core::auth::{ApiKey, AuditEntry, AuditFilter, SigningKey};
 use keel_core::clock::Millis;
 use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{
-    LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn, NODE_TIMEOUT_MS,
+    AccessStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn, NODE_TIMEOUT_MS,
 };
 use keel_core::{Error, Result};
 use tokio::sync::OnceCell;
@@ -343,44 +347,39 @@ impl Store for PgStore {
 }
 
 #[async_trait]
-impl keel_core::store::AccessStore for PgStore {
-    async fn create_api_key(&self, _key: keel_core::auth::ApiKey) -> Result<()> {
-        todo!("access store")
+impl AccessStore for PgStore {
+    async fn create_api_key(&self, key: ApiKey) -> Result<()> {
+        in_tx!(self, |tx| access::create_api_key(&tx, &key))
     }
 
-    async fn api_keys(&self) -> Result<Vec<keel_core::auth::ApiKey>> {
-        todo!("access store")
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        in_tx!(self, |tx| access::api_keys(&tx))
     }
 
-    async fn revoke_api_key(&self, _id: &str, _now: Millis) -> Result<keel_core::auth::ApiKey> {
-        todo!("access store")
+    async fn revoke_api_key(&self, id: &str, now: Millis) -> Result<ApiKey> {
+        in_tx!(self, |tx| access::revoke_api_key(&tx, id, now))
     }
 
-    async fn touch_api_keys(&self, _used: Vec<(String, Millis)>) -> Result<()> {
-        todo!("access store")
+    async fn touch_api_keys(&self, used: Vec<(String, Millis)>) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        in_tx!(self, |tx| access::touch_api_keys(&tx, used))
     }
 
-    async fn signing_keys(&self) -> Result<Vec<keel_core::auth::SigningKey>> {
-        todo!("access store")
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        in_tx!(self, |tx| access::signing_keys(&tx))
     }
 
-    async fn add_signing_key(
-        &self,
-        _key: keel_core::auth::SigningKey,
-        _retire_at: Millis,
-        _only_if_none: bool,
-    ) -> Result<()> {
-        todo!("access store")
+    async fn add_signing_key(&self, key: SigningKey, retire_at: Millis, only_if_none: bool) -> Result<()> {
+        in_tx!(self, |tx| access::add_signing_key(&tx, &key, retire_at, only_if_none))
     }
 
-    async fn audit(&self, _entry: keel_core::auth::AuditEntry) -> Result<()> {
-        todo!("access store")
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        in_tx!(self, |tx| access::audit(&tx, &entry))
     }
 
-    async fn audit_log(
-        &self,
-        _filter: keel_core::auth::AuditFilter,
-    ) -> Result<keel_core::store::Page<keel_core::auth::AuditEntry>> {
-        todo!("access store")
+    async fn audit_log(&self, filter: AuditFilter) -> Result<Page<AuditEntry>> {
+        in_tx!(self, |tx| access::audit_log(&tx, &filter))
     }
 }

@@ -135,6 +135,39 @@ CREATE TABLE paused_functions (
     paused_at BIGINT NOT NULL
 );
 "#,
+    // Access control: API keys (only a hash of each secret; `scopes` is a JSON array of scope
+    // strings such as `["invoke:f", "kv:balances:write"]`), the secrets that sign function
+    // tokens, and the audit log (its ids are ULIDs, so id order is time order; byte order, so
+    // whatever the database's collation).
+    r#"
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    hash         TEXT NOT NULL UNIQUE,
+    scopes       TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    expires_at   BIGINT,
+    revoked_at   BIGINT,
+    last_used_at BIGINT
+);
+CREATE TABLE signing_keys (
+    id         TEXT PRIMARY KEY,
+    secret     BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT
+);
+CREATE TABLE audit_log (
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    at         BIGINT NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    request_id TEXT,
+    detail     TEXT NOT NULL
+);
+CREATE INDEX audit_log_by_action ON audit_log (action, id);
+CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use keel_core::auth::SigningKey;
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef};
 use keel_core::invocation::NewInvocation;
-use keel_core::store::{LeaseRequest, ListFilter, NodeBeat, Reclaim, Store, NODE_TIMEOUT_MS};
+use keel_core::store::{AccessStore, LeaseRequest, ListFilter, NodeBeat, Reclaim, Store, NODE_TIMEOUT_MS};
 
 use super::PgStore;
 use crate::pg_testkit::fresh_database;
@@ -107,6 +108,32 @@ async fn the_same_new_key_claimed_by_two_nodes_at_once_is_claimed_once() {
         }
     }
     assert_eq!(claimed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_starting_at_once_make_one_signing_key() {
+    // A race may go either way once: a few fresh databases give it room to go wrong.
+    for _ in 0..5 {
+        let Some((a, b)) = two_nodes().await else { return };
+        // Migrate first, so both adds meet at the signing-key lock rather than the migration's.
+        a.api_keys().await.unwrap();
+        b.api_keys().await.unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let add = |store: Arc<PgStore>, id: &'static str| {
+            let barrier = barrier.clone();
+            let key = SigningKey { id: id.into(), secret: vec![7; 32], created_at: T0, expires_at: None };
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.add_signing_key(key, T0 + 60_000, true).await
+            })
+        };
+        let (x, y) = tokio::join!(add(a.clone(), "sk_a"), add(b.clone(), "sk_b"));
+        x.unwrap().unwrap();
+        y.unwrap().unwrap();
+        let keys = a.signing_keys().await.unwrap();
+        assert_eq!(keys.len(), 1, "exactly one first key: {keys:?}");
+        assert!(keys[0].is_live(T0 + 1), "and it is live: {keys:?}");
+    }
 }
 
 #[tokio::test]

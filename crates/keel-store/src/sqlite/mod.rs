@@ -3,6 +3,7 @@
 //! One process owns a database file at a time (an exclusive lock on `PATH.lock`), which is what
 //! lets start-up take back every lease left by a killed predecessor at once.
 
+mod access;
 mod events;
 mod keys;
 mod nodes;
@@ -20,12 +21,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
+use keel_core::auth::{ApiKey, AuditEntry, AuditFilter, SigningKey};
 use keel_core::clock::Millis;
 use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
-use keel_core::store::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store};
+use keel_core::store::{AccessStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store};
 use keel_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 
@@ -346,44 +348,40 @@ impl Store for SqliteStore {
 }
 
 #[async_trait]
-impl keel_core::store::AccessStore for SqliteStore {
-    async fn create_api_key(&self, _key: keel_core::auth::ApiKey) -> Result<()> {
-        todo!("access store")
+impl AccessStore for SqliteStore {
+    async fn create_api_key(&self, key: ApiKey) -> Result<()> {
+        self.writer.write(move |c| access::create_api_key(c, &key)).await
     }
 
-    async fn api_keys(&self) -> Result<Vec<keel_core::auth::ApiKey>> {
-        todo!("access store")
+    async fn api_keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(access::api_keys).await
     }
 
-    async fn revoke_api_key(&self, _id: &str, _now: Millis) -> Result<keel_core::auth::ApiKey> {
-        todo!("access store")
+    async fn revoke_api_key(&self, id: &str, now: Millis) -> Result<ApiKey> {
+        let id = id.to_string();
+        self.writer.write(move |c| access::revoke_api_key(c, &id, now)).await
     }
 
-    async fn touch_api_keys(&self, _used: Vec<(String, Millis)>) -> Result<()> {
-        todo!("access store")
+    async fn touch_api_keys(&self, used: Vec<(String, Millis)>) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        self.writer.write(move |c| access::touch_api_keys(c, &used)).await
     }
 
-    async fn signing_keys(&self) -> Result<Vec<keel_core::auth::SigningKey>> {
-        todo!("access store")
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>> {
+        self.read(access::signing_keys).await
     }
 
-    async fn add_signing_key(
-        &self,
-        _key: keel_core::auth::SigningKey,
-        _retire_at: Millis,
-        _only_if_none: bool,
-    ) -> Result<()> {
-        todo!("access store")
+    async fn add_signing_key(&self, key: SigningKey, retire_at: Millis, only_if_none: bool) -> Result<()> {
+        self.writer.write(move |c| access::add_signing_key(c, &key, retire_at, only_if_none)).await
     }
 
-    async fn audit(&self, _entry: keel_core::auth::AuditEntry) -> Result<()> {
-        todo!("access store")
+    async fn audit(&self, entry: AuditEntry) -> Result<()> {
+        self.writer.write(move |c| access::audit(c, &entry)).await
     }
 
-    async fn audit_log(
-        &self,
-        _filter: keel_core::auth::AuditFilter,
-    ) -> Result<keel_core::store::Page<keel_core::auth::AuditEntry>> {
-        todo!("access store")
+    async fn audit_log(&self, filter: AuditFilter) -> Result<Page<AuditEntry>> {
+        self.read(move |c| access::audit_log(c, &filter)).await
     }
 }

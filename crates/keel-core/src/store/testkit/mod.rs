@@ -37,7 +37,9 @@ macro_rules! store_conformance {
             queue_stats_count_backlog_and_dead,
             concurrency_keys_are_kept_through_every_path, a_key_at_its_limit_does_not_hide_other_keys,
             a_lease_takes_at_most_the_room_of_each_key, invocations_without_a_key_are_unlimited,
-            next_due_at_counts_only_keys_with_room, a_paused_function_leases_nothing_until_resumed);
+            next_due_at_counts_only_keys_with_room, a_paused_function_leases_nothing_until_resumed,
+            api_keys_are_created_listed_and_revoked, api_key_use_keeps_the_latest_time,
+            signing_keys_are_made_once_rotated_and_expired, audit_log_pages_newest_first_with_filters);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -146,12 +148,14 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
     store.complete(completion).await.unwrap();
 }
 
+mod access;
 mod events;
 mod flow;
 mod invocations;
 mod keys;
 
 use self::events::{delivery_of, event};
+pub use access::*;
 pub use events::*;
 pub use flow::*;
 pub use invocations::*;
