@@ -218,7 +218,7 @@ pub(crate) async fn create_key(
     let expires_at = match new.expires_in.as_deref() {
         None => None,
         Some(text) => {
-            let ttl = keel_core::duration::parse_duration(text).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+            let ttl = humantime::parse_duration(text).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
                 Problem::bad_request(format!("`expires_in` must be a duration like \"90d\" (got {text:?})"))
             })?;
             Some(now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as Millis))

@@ -79,12 +79,17 @@ struct Known {
     keys: HashMap<String, Arc<ApiKey>>,
     /// Signing keys, oldest first.
     signing: Vec<SigningKey>,
+    /// Which read this is ([`Auth::reads`] when it began): a read that began earlier never
+    /// replaces what a later one installed (a refresh racing the one after a revocation).
+    read: u64,
 }
 
 #[derive(Debug)]
 pub(crate) struct Auth {
     mode: AuthMode,
     known: RwLock<Known>,
+    /// Reads of the keys begun so far.
+    reads: std::sync::atomic::AtomicU64,
     /// Key id → when it was last used here, not yet written.
     used: Mutex<HashMap<String, Millis>>,
     /// Each function's token scopes: its grants and its dependencies.
@@ -99,6 +104,7 @@ impl Auth {
         Self {
             mode: config.auth.mode,
             known: RwLock::default(),
+            reads: Default::default(),
             used: Mutex::default(),
             function_scopes: config.functions.values().map(|f| (f.name.clone(), f.token_scopes())).collect(),
             retire_after_ms: longest.as_millis() as Millis + RETIRE_MARGIN_MS,
@@ -126,10 +132,14 @@ impl Auth {
 
     /// Reads every key again.
     pub(crate) async fn refresh(&self, store: &dyn Store) -> keel_core::Result<()> {
+        let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let keys = store.api_keys().await?;
         let signing = store.signing_keys().await?;
         let keys = keys.into_iter().map(|k| (k.hash.clone(), Arc::new(k))).collect();
-        *self.known.write().unwrap_or_else(|p| p.into_inner()) = Known { keys, signing };
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        if read > known.read {
+            *known = Known { keys, signing, read };
+        }
         Ok(())
     }
 

@@ -245,7 +245,8 @@ async fn keys_made_revoked_and_audited_through_the_api() {
     // Usable at once on this node; the list shows no secret.
     let app_auth = bearer(&secret);
     let invoke = format!("{}/v1/functions/echo/invoke", keel.url);
-    assert_eq!(request("POST", &invoke, &[("authorization", &app_auth)], "{}").await.0, 200);
+    let (status, _, body) = request("POST", &invoke, &[("authorization", &app_auth)], "{}").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (_, _, body) = request("GET", &format!("{}/v1/keys", keel.url), &as_admin, "").await;
     let list = String::from_utf8_lossy(&body).into_owned();
     assert!(list.contains(&id) && !list.contains(&secret) && !list.contains("hash"), "{list}");
