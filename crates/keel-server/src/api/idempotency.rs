@@ -78,8 +78,7 @@ pub(crate) fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
 pub(crate) fn claim(
     shared: &Shared,
     caller: &crate::auth::Principal,
-    method: &Method,
-    path: &str,
+    (method, path): (&Method, &str),
     key: String,
     body: &[u8],
     lease: Duration,
@@ -196,7 +195,7 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
     };
     let anonymous = crate::auth::Principal::Anonymous;
     let caller = parts.extensions.get::<crate::auth::Principal>().unwrap_or(&anonymous);
-    let claim = claim(&shared, caller, &parts.method, parts.uri.path(), key, &body, ROUTE_LEASE, DEFAULT_TTL);
+    let claim = claim(&shared, caller, (&parts.method, parts.uri.path()), key, &body, ROUTE_LEASE, DEFAULT_TTL);
     match settled(&shared, &claim).await {
         Ok(Some(answer)) => return answer,
         Ok(None) => {}

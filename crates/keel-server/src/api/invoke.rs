@@ -184,8 +184,7 @@ pub(crate) async fn invoke_sync(
         let claim = idempotency::claim(
             &shared,
             &actor.principal,
-            &method,
-            uri.path(),
+            (&method, uri.path()),
             key.clone(),
             &request.payload,
             lease,
@@ -350,7 +349,7 @@ pub(crate) async fn invoke_async(
     };
     let claim = key.map(|key| {
         let ttl = function.config.idempotency_ttl;
-        idempotency::claim(&shared, &actor.principal, &method, uri.path(), key, &new.payload, Duration::ZERO, ttl)
+        idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key, &new.payload, Duration::ZERO, ttl)
     });
     super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, slot)).await
 }

@@ -211,7 +211,7 @@ impl Auth {
         }
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         let live = known.signing.iter().filter(|k| k.is_live(now));
-        let key = live.clone().rfind(|k| k.created_at + SIGN_AFTER_MS <= now).or_else(|| live.last())?;
+        let key = live.clone().rfind(|k| k.created_at + SIGN_AFTER_MS <= now).or_else(|| live.clone().next_back())?;
         let claims = TokenClaims {
             kid: key.id.clone(),
             function: function.to_owned(),
