@@ -18,6 +18,7 @@ const RELIABLE: Behaviour = Behaviour { error_rate: 0.0, latency: Duration::ZERO
 struct Backend {
     node: Node,
     url: String,
+    _email: providers::Provider,
     _dir: tempfile::TempDir,
 }
 
@@ -32,10 +33,10 @@ async fn start(email: Behaviour) -> Backend {
     let email = providers::start("email", options.email).await.unwrap();
     let payments = providers::start("payments", options.payments).await.unwrap();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keel-example"));
-    let config = app::config(&options, exe, &email, &payments).unwrap();
+    let config = app::config(&options, exe, &email.url, &payments.url).unwrap();
     let node = Node::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
     let url = format!("http://{}", node.addr());
-    Backend { node, url, _dir: dir }
+    Backend { node, url, _email: email, _dir: dir }
 }
 
 async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Value) -> (u16, http::HeaderMap, Value) {
