@@ -1,6 +1,7 @@
 //! Starting Keel with the example backend, in this process: `keel.toml` (compiled in), with this
-//! binary in place of `keel-example` in each `command`, the stand-in providers' URLs in each
-//! function's environment, and the database under the state directory.
+//! binary in place of `keel-example` in each `command`, the stand-in providers' URLs as the
+//! `email` and `payments` dependencies' (the functions reach them through Keel's egress), and the
+//! database under the state directory.
 //!
 //! Why one binary: `cargo run --release -p keel-example` is then the whole quick start — one
 //! build, no install step, no PATH to set — and the functions Keel scales are the same code
@@ -38,15 +39,19 @@ pub fn config(options: &Options, exe: &Path, email_url: &str, payments_url: &str
         ("server.listen".to_owned(), "--listen".to_owned(), TomlValue::String(options.listen.to_string())),
         ("storage.url".to_owned(), "--state-dir".to_owned(), TomlValue::String(storage)),
     ];
-    let mut config = load_str("examples/backend/keel.toml", KEEL_TOML, &Overrides { flags, ..Overrides::default() })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The variables one would set by hand for `keel serve -c examples/backend/keel.toml`.
+    let env = vec![
+        ("KEEL_DEPENDENCIES__EMAIL__URL".to_owned(), email_url.to_owned()),
+        ("KEEL_DEPENDENCIES__PAYMENTS__URL".to_owned(), payments_url.to_owned()),
+    ];
+    let mut config =
+        load_str("examples/backend/keel.toml", KEEL_TOML, &Overrides { env, flags, ..Overrides::default() })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     for function in config.functions.values_mut() {
         if let FunctionTarget::Command(command) = &mut function.target {
             if command.command[0] == PROGRAM {
                 command.command[0] = exe.display().to_string();
             }
-            command.env.insert("EMAIL_URL".into(), email_url.into());
-            command.env.insert("PAYMENTS_URL".into(), payments_url.into());
         }
     }
     Ok(config)
@@ -59,7 +64,7 @@ pub async fn start(options: &Options) -> anyhow::Result<Node> {
     let email = providers::start("email", options.email).await?;
     let payments = providers::start("payments", options.payments).await?;
     let exe = std::env::current_exe().context("finding this program's path")?;
-    let config = config(options, &exe, &email, &payments)?;
+    let config = config(options, &exe, &email.url, &payments.url)?;
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     Ok(Node::start(config, listener).await?)
@@ -96,7 +101,8 @@ pub fn banner(url: &str, state_dir: &Path) -> String {
          curl -s -X POST {url}/v1/functions/send-welcome-email/pause >/dev/null; echo paused\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"cy@example.com\", \"name\": \"Cy\"}}'; echo\n\
          curl -s -X POST {url}/v1/functions/send-welcome-email/resume | grep -o '\"queued\":[0-9]*'\n\
-         \n# Functions with their live state (in flight, waiting, queued, paused, breaker):  curl -s {url}/v1/functions\n",
+         \n# Functions with their live state (in flight, waiting, queued, paused, breaker):  curl -s {url}/v1/functions\n\
+         # The providers they call through Keel (breaker, in flight, retry budget, counters):  curl -s {url}/v1/dependencies\n",
         state = state_dir.display(),
     )
 }
@@ -108,7 +114,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_function_runs_this_binary_with_the_providers_in_its_environment() {
+    fn every_function_runs_this_binary_and_the_dependencies_are_the_providers() {
         let quiet = Behaviour { error_rate: 0.0, latency: Duration::ZERO };
         let options = Options {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -126,8 +132,11 @@ mod tests {
             let command = function.command().expect("a command function");
             assert_eq!(command.command[0], "/opt/keel-example");
             assert_eq!(command.command[1..], ["fn".to_owned(), function.name.clone()]);
-            assert_eq!(command.env["EMAIL_URL"], "http://e");
-            assert_eq!(command.env["PAYMENTS_URL"], "http://p");
+            assert!(command.env.is_empty(), "the functions reach the providers through Keel only");
         }
+        assert_eq!(config.dependencies["email"].url.as_str(), "http://e/");
+        assert_eq!(config.dependencies["payments"].url.as_str(), "http://p/");
+        assert_eq!(config.functions["send-welcome-email"].dependencies, ["email"]);
+        assert_eq!(config.functions["purchase"].dependencies, ["payments"]);
     }
 }

@@ -1,12 +1,15 @@
 //! Stand-in third-party providers: an email API and a payments API, each failing a share of its
-//! calls with 503 and answering after a set latency. Both remember idempotency keys the way real
-//! providers do, so a retried call is not sent or charged twice. The email API, like a real one,
-//! refuses for good (422) mail to an address that cannot exist: any on the reserved `.invalid`
-//! domain (RFC 2606), such as `bob@example.invalid`.
+//! calls with 503 and answering after a set latency. The functions reach them through Keel's
+//! egress (`[dependencies.email]`, `[dependencies.payments]`), which forwards each call with
+//! `idempotency-key: {invocation_id}/{dependency}/{n}` — the same key for the same call of every
+//! attempt of an invocation. Both providers deduplicate on that key the way real providers do,
+//! so a retried attempt is not sent or charged twice. The email API, like a real one, refuses
+//! for good (422) mail to an address that cannot exist: any on the reserved `.invalid` domain
+//! (RFC 2606), such as `bob@example.invalid`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -24,30 +27,54 @@ pub struct Behaviour {
     pub latency: Duration,
 }
 
+/// A provider started by [`start`]: where it listens, and what it was asked.
 #[derive(Debug, Clone)]
-struct Provider {
-    name: &'static str,
-    behaviour: Behaviour,
-    /// Idempotency key → the answer first given.
-    seen: Arc<Mutex<HashMap<String, Value>>>,
+pub struct Provider {
+    pub url: String,
+    state: Arc<Mutex<Seen>>,
 }
 
-/// Starts a provider on `127.0.0.1:0`; returns its base URL. It answers `POST /send` (email)
-/// and `POST /charges` (payments).
-pub async fn start(name: &'static str, behaviour: Behaviour) -> std::io::Result<String> {
-    let provider = Provider { name, behaviour, seen: Arc::default() };
-    let app = Router::new().route("/send", post(call)).route("/charges", post(call)).with_state(provider);
+impl Provider {
+    /// The `idempotency-key` of every call received so far, in order (`None` for a call
+    /// without one), failed calls included: what a test checks the provider was spared.
+    pub fn calls(&self) -> Vec<Option<String>> {
+        lock(&self.state).calls.clone()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    calls: Vec<Option<String>>,
+    /// Idempotency key → the answer first given.
+    answers: HashMap<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+struct Handler {
+    name: &'static str,
+    behaviour: Behaviour,
+    state: Arc<Mutex<Seen>>,
+}
+
+/// Starts a provider on `127.0.0.1:0`. It answers `POST /send` (email) and `POST /charges`
+/// (payments).
+pub async fn start(name: &'static str, behaviour: Behaviour) -> std::io::Result<Provider> {
+    let state = Arc::<Mutex<Seen>>::default();
+    let handler = Handler { name, behaviour, state: state.clone() };
+    let app = Router::new().route("/send", post(call)).route("/charges", post(call)).with_state(handler);
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(url)
+    Ok(Provider { url, state })
 }
 
 async fn call(
-    State(provider): State<Provider>,
+    State(provider): State<Handler>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    lock(&provider.state).calls.push(key.clone());
     tokio::time::sleep(provider.behaviour.latency).await;
     if let Some(to) = body["to"].as_str().filter(|to| to.ends_with(".invalid")) {
         let error = json!({"error": format!("{} provider: no such mailbox {to}", provider.name)});
@@ -57,14 +84,17 @@ async fn call(
         let error = json!({"error": format!("{} provider: temporarily unavailable", provider.name)});
         return (StatusCode::SERVICE_UNAVAILABLE, Json(error));
     }
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut seen = provider.seen.lock().expect("provider lock");
-    if let Some(first) = key.as_ref().and_then(|k| seen.get(k)) {
+    let mut seen = lock(&provider.state);
+    if let Some(first) = key.as_ref().and_then(|k| seen.answers.get(k)) {
         return (StatusCode::OK, Json(first.clone()));
     }
     let answer = json!({"id": format!("{}_{}", provider.name, fastrand::u64(..)), "request": body});
     if let Some(key) = key {
-        seen.insert(key, answer.clone());
+        seen.answers.insert(key, answer.clone());
     }
     (StatusCode::OK, Json(answer))
+}
+
+fn lock(state: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -18,6 +18,7 @@ const RELIABLE: Behaviour = Behaviour { error_rate: 0.0, latency: Duration::ZERO
 struct Backend {
     node: Node,
     url: String,
+    email: providers::Provider,
     _dir: tempfile::TempDir,
 }
 
@@ -32,10 +33,10 @@ async fn start(email: Behaviour) -> Backend {
     let email = providers::start("email", options.email).await.unwrap();
     let payments = providers::start("payments", options.payments).await.unwrap();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keel-example"));
-    let config = app::config(&options, exe, &email, &payments).unwrap();
+    let config = app::config(&options, exe, &email.url, &payments.url).unwrap();
     let node = Node::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
     let url = format!("http://{}", node.addr());
-    Backend { node, url, _dir: dir }
+    Backend { node, url, email, _dir: dir }
 }
 
 async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Value) -> (u16, http::HeaderMap, Value) {
@@ -170,6 +171,40 @@ async fn a_failing_email_provider_opens_the_breaker_and_the_email_is_held_not_de
     assert_eq!(list["items"][0]["status"], "retrying", "held, with a retry left: {list}");
     let (_, _, f) = call("GET", &format!("{}/v1/functions/send-welcome-email", backend.url), &[], Value::Null).await;
     assert_eq!((&f["breaker"]["state"], &f["breaker"]["failures"]), (&json!("open"), &json!(5)), "{f}");
+    backend.node.shutdown().await;
+}
+
+/// The email dependency's breaker: with the provider failing every call, five failed calls in a
+/// row open it and the provider is called no more — the five were one invocation's five attempts,
+/// each sending the key Keel forwards for its first call, `{invocation_id}/email/1`. The emails of
+/// later sign-ups are held, not attempted and not dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_email_provider_opens_the_email_dependencys_breaker_and_is_spared() {
+    let backend = start(Behaviour { error_rate: 1.0, latency: Duration::ZERO }).await;
+    let (status, _, _) = invoke(&backend, "register-user", &[], json!({"email": "ed@example.com", "name": "Ed"})).await;
+    assert_eq!(status, 201);
+    let dependency = format!("{}/v1/dependencies/email", backend.url);
+    let email = eventually(&dependency, Duration::from_secs(30), |_, d| d["breaker"]["state"] == "open").await;
+    assert_eq!(email["breaker"]["failures"], 5, "{email}");
+    assert_eq!((&email["counters"]["requests"], &email["counters"]["failures"]), (&json!(5), &json!(5)), "{email}");
+    let emails = format!("{}/v1/invocations?function=send-welcome-email", backend.url);
+    let (_, _, list) = call("GET", &emails, &[], Value::Null).await;
+    let invocation_id = list["items"][0]["id"].as_str().expect("the email's invocation").to_owned();
+    let key = Some(format!("{invocation_id}/email/1"));
+    assert_eq!(backend.email.calls(), vec![key; 5], "every attempt sent the same key");
+
+    // More sign-ups while it is open: their emails wait, and the provider hears nothing of them.
+    for who in ["fa", "gu"] {
+        let user = json!({"email": format!("{who}@example.com"), "name": who});
+        assert_eq!(invoke(&backend, "register-user", &[], user).await.0, 201);
+    }
+    let function = format!("{}/v1/functions/send-welcome-email", backend.url);
+    // Waiting for an attempt: the first email (retrying) and the two new ones.
+    let held = eventually(&function, Duration::from_secs(10), |_, f| f["queued"] == 3).await;
+    assert_eq!(held["in_flight"], 0, "{held}");
+    assert_eq!(backend.email.calls().len(), 5, "the provider was called no more");
+    let (_, _, dead) = call("GET", &format!("{}/v1/dlq", backend.url), &[], Value::Null).await;
+    assert_eq!(dead["items"], json!([]), "nothing dead-lettered: {dead}");
     backend.node.shutdown().await;
 }
 

@@ -3,7 +3,7 @@
 //! - `users`: `register-user` and the `user.registered` subscribers `count-signups`,
 //!   `init-profile` and `send-welcome-email`.
 //! - `purchase`: `purchase`.
-//! - `outbound`: calls to the third-party providers.
+//! - `outbound`: calls to the third-party providers, through Keel's egress.
 
 mod outbound;
 pub mod purchase;

@@ -1,6 +1,8 @@
 //! `purchase` (sync, called with an `Idempotency-Key`): checks the balance, charges the payments
-//! provider, debits the balance with `if_version`, grants the item, emits `purchase.completed`.
-//! Keel replays the stored answer for a repeated key, so a double-clicked "buy" debits once.
+//! provider through Keel's egress (`dependencies = ["payments"]`; the provider deduplicates on
+//! the key Keel forwards, `{invocation_id}/payments/1`, so a retried attempt charges once),
+//! debits the balance with `if_version`, grants the item, emits `purchase.completed`. Keel
+//! replays the stored answer for a repeated key, so a double-clicked "buy" debits once.
 
 use keel_sdk::{Effects, Error, Event, Reply, Request};
 use serde::Deserialize;
@@ -36,7 +38,7 @@ pub async fn purchase(req: Request) -> Result<Reply, Error> {
         return Err(Error::permanent(message).with_status(402));
     }
     let charge = json!({"user_id": user, "item": item, "amount": price});
-    let charged = outbound::post(&req.ctx, "PAYMENTS_URL", "/charges", &charge).await?;
+    let charged = outbound::post(&req.ctx, "payments", "/charges", &charge).await?;
     let inventory = req.ctx.kv_get::<Vec<String>>("inventory", &user).await?;
     let left = balance.value - price;
     let result = json!({"user_id": user, "item": item, "price": price, "balance": left, "charge_id": charged["id"]});

@@ -63,13 +63,15 @@ fn check_email(email: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `send-welcome-email` (on `user.registered`): asks the email provider to send the welcome
-/// mail. The provider fails now and then; the failure is retryable, so Keel retries with backoff,
-/// and the invocation's idempotency key keeps a retry from sending a second mail.
+/// `send-welcome-email` (on `user.registered`): asks the email provider, through Keel's egress
+/// (`dependencies = ["email"]`), to send the welcome mail. The provider fails now and then; the
+/// failure is retryable, so Keel retries the attempt with backoff, and the idempotency key Keel
+/// forwards (`{invocation_id}/email/1`, the same for every attempt) keeps a retry from sending a
+/// second mail.
 pub async fn send_welcome_email(req: Request) -> Result<Reply, Error> {
     let user: User = req.json()?;
     let mail = json!({"to": user.email, "template": "welcome", "name": user.name});
-    let sent = outbound::post(&req.ctx, "EMAIL_URL", "/send", &mail).await?;
+    let sent = outbound::post(&req.ctx, "email", "/send", &mail).await?;
     Ok(Reply::json(json!({"message_id": sent["id"]})))
 }
 
