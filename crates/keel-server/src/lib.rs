@@ -47,3 +47,29 @@ mod trace;
 /// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
 pub use api::{route_scopes, routes};
 pub use server::{serve, Node, NodeOptions};
+
+/// Makes an API key in `store` directly, with no server involved (what `keel keys create -c`
+/// and the example backend's quick start do), and records it in the audit log as `local`.
+/// Returns the key and its secret, which nothing keeps: show it once.
+pub async fn create_api_key(
+    store: &dyn keel_core::store::Store,
+    name: &str,
+    scopes: Vec<keel_core::auth::Scope>,
+    expires_at: Option<keel_core::clock::Millis>,
+) -> keel_core::Result<(keel_core::auth::ApiKey, String)> {
+    use keel_core::clock::Clock;
+    let now = keel_core::clock::SystemClock.now_ms();
+    let (key, secret) = auth::secret::new_api_key(name, scopes, expires_at, now);
+    store.create_api_key(key.clone()).await?;
+    let entry = keel_core::auth::AuditEntry {
+        id: keel_core::id::new_id(now),
+        at: now,
+        actor: keel_core::auth::ACTOR_LOCAL.to_owned(),
+        action: "key.create".to_owned(),
+        target: key.id.clone(),
+        request_id: None,
+        detail: serde_json::json!({ "name": key.name, "scopes": key.scopes }),
+    };
+    store.audit(entry).await?;
+    Ok((key, secret))
+}

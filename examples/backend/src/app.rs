@@ -57,8 +57,13 @@ pub fn config(options: &Options, exe: &Path, email_url: &str, payments_url: &str
     Ok(config)
 }
 
-/// Starts the providers and a Keel node running the backend.
-pub async fn start(options: &Options) -> anyhow::Result<Node> {
+/// The quick start's API key: made afresh at each start (the previous one is revoked), with
+/// every scope, so the printed commands can also pause, redrive and read.
+pub const QUICKSTART_KEY: &str = "quickstart";
+
+/// Starts the providers and a Keel node running the backend, with a new quick-start API key
+/// (returned with the node: its secret is shown once).
+pub async fn start(options: &Options) -> anyhow::Result<(Node, String)> {
     std::fs::create_dir_all(&options.state_dir)
         .with_context(|| format!("creating the state directory {}", options.state_dir.display()))?;
     let email = providers::start("email", options.email).await?;
@@ -67,14 +72,30 @@ pub async fn start(options: &Options) -> anyhow::Result<Node> {
     let config = config(options, &exe, &email.url, &payments.url)?;
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
-    Ok(Node::start(config, listener).await?)
+    let store = keel_store::open(&keel_store::StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })
+        .context("opening the store")?;
+    let secret = quickstart_key(store.as_ref()).await?;
+    Ok((Node::start_with_store(config, listener, store).await?, secret))
+}
+
+/// Revokes the quick-start keys of earlier starts and makes a new one.
+pub async fn quickstart_key(store: &dyn keel_core::store::Store) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    for key in store.api_keys().await? {
+        if key.name == QUICKSTART_KEY && key.revoked_at.is_none() {
+            store.revoke_api_key(&key.id, now).await?;
+        }
+    }
+    let (_, secret) =
+        keel_server::create_api_key(store, QUICKSTART_KEY, vec![keel_core::auth::Scope::Admin], None).await?;
+    Ok(secret)
 }
 
 /// `keel-example up`: starts everything, prints what to try, runs until Ctrl-C or SIGTERM, then
 /// drains (and stops the function instances).
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let node = start(&options).await?;
-    println!("{}", banner(&format!("http://{}", node.addr()), &options.state_dir));
+    let (node, secret) = start(&options).await?;
+    println!("{}", banner(&format!("http://{}", node.addr()), &options.state_dir, &secret));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         stopped = tokio::signal::ctrl_c() => stopped?,
@@ -85,10 +106,14 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 /// What to try, as copy-paste commands.
-pub fn banner(url: &str, state_dir: &Path) -> String {
-    let json = "-H 'content-type: application/json'";
+pub fn banner(url: &str, state_dir: &Path, secret: &str) -> String {
+    let json = "-H 'content-type: application/json' -H \"authorization: Bearer $KEEL_API_KEY\"";
+    let auth = "-H \"authorization: Bearer $KEEL_API_KEY\"";
     format!(
         "\nKeel is running the example backend at {url} (state in {state}/; Ctrl-C stops it).\n\
+         Auth is on: this start's API key (admin; shown once, revoked at the next start) is\n\
+         \nexport KEEL_API_KEY={secret}\n\
+         \n# Narrower keys: keel keys create --name web --scope invoke:register-user --scope invoke:purchase\n\
          \n# 1. Register a user (a cold start: Keel starts the function on demand)\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"ada@example.com\", \"name\": \"Ada\"}}'; echo\n\
          \n# 2. Buy twice with one idempotency key: one debit, the second answer is a replay\n\
@@ -96,13 +121,13 @@ pub fn banner(url: &str, state_dir: &Path) -> String {
          \n# 3. Register a user whose address bounces: the email provider refuses the welcome mail for\n\
          #    good (422, not retried), so that delivery lands in the dead-letter queue a moment later\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"bob@example.invalid\", \"name\": \"Bob\"}}'; echo\n\
-         sleep 1; curl -s {url}/v1/dlq; echo\n\
+         sleep 1; curl -s {auth} {url}/v1/dlq; echo\n\
          \n# 4. Pause the welcome emails: sign-ups still work, their emails are held (not lost) until resumed\n\
-         curl -s -X POST {url}/v1/functions/send-welcome-email/pause >/dev/null; echo paused\n\
+         curl -s {auth} -X POST {url}/v1/functions/send-welcome-email/pause >/dev/null; echo paused\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"cy@example.com\", \"name\": \"Cy\"}}'; echo\n\
-         curl -s -X POST {url}/v1/functions/send-welcome-email/resume | grep -o '\"queued\":[0-9]*'\n\
-         \n# Functions with their live state (in flight, waiting, queued, paused, breaker):  curl -s {url}/v1/functions\n\
-         # The providers they call through Keel (breaker, in flight, retry budget, counters):  curl -s {url}/v1/dependencies\n",
+         curl -s {auth} -X POST {url}/v1/functions/send-welcome-email/resume | grep -o '\"queued\":[0-9]*'\n\
+         \n# Functions with their live state (in flight, waiting, queued, paused, breaker):  curl -s {auth} {url}/v1/functions\n\
+         # The providers they call through Keel (breaker, in flight, retry budget, counters):  curl -s {auth} {url}/v1/dependencies\n",
         state = state_dir.display(),
     )
 }
