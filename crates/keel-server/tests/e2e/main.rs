@@ -1,6 +1,7 @@
 //! End-to-end tests: real Keel nodes on 127.0.0.1:0 over real SQLite files, calling real HTTP
 //! functions; the crash tests SIGKILL the real `keel` binary, and `serve` runs it as a user does.
 
+mod access_tokens;
 mod api;
 mod bench;
 mod cluster;
