@@ -59,7 +59,7 @@ pub(crate) struct PassedThrough;
 
 /// Makes one egress call and answers it: the dependency's answer, or a problem of Keel's own.
 pub(crate) async fn forward(shared: &Shared, request: EgressRequest) -> Response {
-    let Some((dependency, invocation_id)) = authorize(shared, &request) else {
+    let Some(Caller { dependency, invocation_id, function }) = authorize(shared, &request) else {
         return Problem::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -76,6 +76,7 @@ pub(crate) async fn forward(shared: &Shared, request: EgressRequest) -> Response
         dependency = dependency.name(),
         http.request.method = %request.method,
         invocation_id = %invocation_id,
+        function = %function,
         http.response.status_code = tracing::field::Empty,
         tries = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -83,10 +84,17 @@ pub(crate) async fn forward(shared: &Shared, request: EgressRequest) -> Response
     call(shared, dependency, &invocation_id, request).instrument(span).await
 }
 
+/// Who makes an egress call, and to what.
+struct Caller<'s> {
+    dependency: &'s std::sync::Arc<Dependency>,
+    invocation_id: String,
+    function: String,
+}
+
 /// The dependency, if the caller's function declares it, and the caller's invocation: the one
 /// its token names, or else the one its `keel-invocation-id` names when an attempt of it runs
 /// here.
-fn authorize<'s>(shared: &'s Shared, request: &EgressRequest) -> Option<(&'s std::sync::Arc<Dependency>, String)> {
+fn authorize<'s>(shared: &'s Shared, request: &EgressRequest) -> Option<Caller<'s>> {
     let (invocation_id, function) = match &request.token {
         Some(claims) => {
             // The auth layer checked this already; a second look costs nothing.
@@ -101,7 +109,7 @@ fn authorize<'s>(shared: &'s Shared, request: &EgressRequest) -> Option<(&'s std
     };
     let declares = shared.functions.get(&function)?.config.dependencies.contains(&request.dependency);
     let dependency = shared.egress.get(&request.dependency).filter(|_| declares)?;
-    Some((dependency, invocation_id))
+    Some(Caller { dependency, invocation_id, function })
 }
 
 async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, request: EgressRequest) -> Response {
