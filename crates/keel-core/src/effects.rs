@@ -1,11 +1,13 @@
 //! Effects: what a function asks Keel to commit together with its completion — KV writes with
 //! version preconditions and events to publish — read from an
-//! `application/vnd.keel.effects+json` response.
+//! `application/vnd.keel.effects+json` response — and whether the function's grants allow them
+//! ([`check_grants`]).
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::{Need, Scope};
 use crate::kv::{KvWrite, Precondition};
 
 /// The content type of an effects envelope.
@@ -109,6 +111,48 @@ pub fn parse(body: &[u8]) -> Result<Effects, String> {
     Ok(Effects { status: raw.status, result: Bytes::from(raw.result.to_string()), kv, events: raw.events })
 }
 
+/// An effect outside the function's grants: the scope it needs and what it tried. Its text names
+/// the grant to add to `keel.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("effect not granted: the function needs the grant {} (scope {need}) to {effect}", grant_of(need))]
+pub struct Ungranted {
+    /// [`Need::KvWrite`] or [`Need::Publish`].
+    pub need: Need,
+    /// What the function tried: `write balances/u1`, `delete carts/u1`, `publish to topic x`.
+    pub effect: String,
+}
+
+/// The first effect of `effects` that `scopes` do not allow, if any: every KV write (or delete)
+/// to `NS` needs `kv:NS:write`, every event to `TOPIC` needs `publish:TOPIC`. Nothing of an
+/// envelope with one such effect may be committed.
+pub fn check_grants(effects: &Effects, scopes: &[Scope]) -> Result<(), Ungranted> {
+    for write in &effects.kv {
+        let need = Need::KvWrite(write.ns.clone());
+        if !Scope::any_allows(scopes, &need) {
+            let verb = if write.value.is_some() { "write" } else { "delete" };
+            return Err(Ungranted { need, effect: format!("{verb} {}/{}", write.ns, write.key) });
+        }
+    }
+    for event in &effects.events {
+        let need = Need::Publish(event.topic.clone());
+        if !Scope::any_allows(scopes, &need) {
+            return Err(Ungranted { need, effect: format!("publish to topic {}", event.topic) });
+        }
+    }
+    Ok(())
+}
+
+/// How `grants` in `keel.toml` spells the grant of `need`: `kv = ["balances:write"]`.
+fn grant_of(need: &Need) -> String {
+    match need {
+        Need::KvWrite(ns) => format!(r#"kv = ["{ns}:write"]"#),
+        Need::KvRead(ns) => format!(r#"kv = ["{ns}:read"]"#),
+        Need::Publish(topic) => format!(r#"publish = ["{topic}"]"#),
+        Need::Invoke(function) => format!(r#"invoke = ["{function}"]"#),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +193,46 @@ mod tests {
             let err = parse(body).unwrap_err();
             assert!(err.contains(expected), "{}: {err}", String::from_utf8_lossy(body));
         }
+    }
+
+    fn scopes(list: &[&str]) -> Vec<Scope> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    const ENVELOPE: &[u8] = br#"{ "kv": [ {"ns": "users", "key": "u1", "value": 1},
+                                          {"ns": "balances", "key": "u1", "value": 90},
+                                          {"ns": "carts", "key": "u1", "delete": true} ],
+                                 "events": [ {"topic": "user.registered"} ] }"#;
+
+    #[test]
+    fn effects_inside_the_grants_pass() {
+        let effects = parse(ENVELOPE).unwrap();
+        let all = scopes(&["kv:users:write", "kv:balances:write", "kv:carts:write", "publish:user.registered"]);
+        assert_eq!(check_grants(&effects, &all), Ok(()));
+        let wildcards = scopes(&["kv:*:write", "publish:user.*"]);
+        assert_eq!(check_grants(&effects, &wildcards), Ok(()));
+        assert_eq!(check_grants(&parse(b"{}").unwrap(), &[]), Ok(()), "no effects need no grant");
+    }
+
+    #[test]
+    fn the_first_effect_outside_the_grants_is_named_with_its_grant() {
+        let effects = parse(ENVELOPE).unwrap();
+        let error = check_grants(&effects, &scopes(&["kv:users:write", "kv:balances:read"])).unwrap_err();
+        assert_eq!(error.need, Need::KvWrite("balances".into()));
+        assert_eq!(
+            error.to_string(),
+            r#"effect not granted: the function needs the grant kv = ["balances:write"] (scope kv:balances:write) to write balances/u1"#
+        );
+        let error = check_grants(&effects, &scopes(&["kv:users:write", "kv:balances:write"])).unwrap_err();
+        assert!(error.to_string().ends_with("(scope kv:carts:write) to delete carts/u1"), "{error}");
+        let error = check_grants(&effects, &scopes(&["kv:*:write", "publish:order.*"])).unwrap_err();
+        assert_eq!(error.need, Need::Publish("user.registered".into()));
+        assert_eq!(
+            error.to_string(),
+            r#"effect not granted: the function needs the grant publish = ["user.registered"] (scope publish:user.registered) to publish to topic user.registered"#
+        );
+        // No grants: nothing is allowed; `admin` (an API key's scope, never a function's) all.
+        assert!(check_grants(&effects, &[]).is_err());
+        assert_eq!(check_grants(&effects, &[Scope::Admin]), Ok(()));
     }
 }

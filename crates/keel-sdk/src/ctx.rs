@@ -139,6 +139,13 @@ impl Ctx {
         self.subscription.as_deref()
     }
 
+    /// The attempt's function token (`authorization: Bearer …` when Keel's auth is on): the SDK
+    /// already sends it with its own calls to Keel ([`Ctx::kv_get`], [`Ctx::dependency`]); this is
+    /// for calls to Keel's API it does not make for you. It expires at the attempt's deadline.
+    pub fn token(&self) -> Option<&str> {
+        self.kv.bearer()
+    }
+
     /// Talks to the Keel at `keel_url` instead of `KEEL_URL` (tests standing in for Keel). A URL
     /// that does not parse leaves Keel unknown: KV reads and dependency calls then fail, retryably.
     pub fn with_keel_url(mut self, keel_url: &str) -> Self {
@@ -147,8 +154,8 @@ impl Ctx {
     }
 
     /// Calls `name`, a dependency the function declares, through Keel's egress
-    /// (`{KEEL_URL}/v1/egress/{name}{path}` with this attempt's `keel-invocation-id` and trace
-    /// context), so that Keel's breaker, bulkhead, rate limit, timeout and retries protect it.
+    /// (`{KEEL_URL}/v1/egress/{name}{path}` with this attempt's function token, `keel-invocation-id`
+    /// and trace context), so that Keel's breaker, bulkhead, rate limit, timeout and retries protect it.
     /// The dependency's answer comes back as it is, whatever its status; Keel's own refusals are
     /// an [`EgressError`](crate::EgressError) that `?` turns into the right retry:
     ///
@@ -174,6 +181,7 @@ impl Ctx {
             name,
             self.kv.base().cloned(),
             &self.invocation_id,
+            self.kv.bearer(),
             self.traceparent.as_deref(),
             self.tracestate.as_deref(),
         )

@@ -1,5 +1,5 @@
 //! Calling a dependency through Keel's egress: `ANY {KEEL_URL}/v1/egress/{dependency}{path}`
-//! with the attempt's `keel-invocation-id`. Keel answers with the dependency's answer as it is,
+//! with the attempt's function token (when Keel's auth is on) and `keel-invocation-id`. Keel answers with the dependency's answer as it is,
 //! or with a problem of its own (`urn:keel:problem:breaker-open`, `rate-limited`,
 //! `bulkhead-full`, `dependency-timeout`, `dependency-unreachable`, `forbidden`), which becomes an
 //! [`EgressError`] — and, through `?`, an [`Error`] that tells Keel when to retry the attempt.
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -36,6 +36,8 @@ pub struct Dependency {
     name: String,
     keel: Option<url::Url>,
     invocation_id: String,
+    /// The attempt's function token: how Keel knows the caller when its auth is on.
+    bearer: Option<String>,
     traceparent: Option<String>,
     tracestate: Option<String>,
 }
@@ -45,6 +47,7 @@ impl Dependency {
         name: &str,
         keel: Option<url::Url>,
         invocation_id: &str,
+        bearer: Option<&str>,
         traceparent: Option<&str>,
         tracestate: Option<&str>,
     ) -> Self {
@@ -52,6 +55,7 @@ impl Dependency {
             name: name.to_owned(),
             keel,
             invocation_id: invocation_id.to_owned(),
+            bearer: bearer.map(str::to_owned),
             traceparent: traceparent.map(str::to_owned),
             tracestate: tracestate.map(str::to_owned),
         }
@@ -123,8 +127,9 @@ impl DependencyRequest {
         self
     }
 
-    /// Appends a header. Keel forwards all but connection headers and `keel-*`; an
-    /// `idempotency-key` of your own replaces the one Keel would add.
+    /// Appends a header. Keel forwards all but connection headers, `keel-*` and `authorization`
+    /// (the function's token is for Keel: a dependency's credentials are its configured
+    /// `headers`); an `idempotency-key` of your own replaces the one Keel would add.
     pub fn header<K, V>(mut self, name: K, value: V) -> Self
     where
         K: TryInto<HeaderName>,
@@ -182,6 +187,10 @@ impl DependencyRequest {
         let value = |text: &str| HeaderValue::from_str(text).ok();
         if let Some(id) = value(&dependency.invocation_id) {
             headers.insert("keel-invocation-id", id);
+        }
+        // With auth on, the token is how Keel knows the caller, on any node.
+        if let Some(token) = dependency.bearer.as_deref().and_then(|t| value(&format!("Bearer {t}"))) {
+            headers.insert(AUTHORIZATION, token);
         }
         // The attempt's trace context, so that Keel's egress span joins the attempt's trace
         // (unless the function sent a context of its own).
@@ -552,12 +561,39 @@ mod tests {
         assert_eq!(seen.headers["idempotency-key"], "order-42");
         assert_eq!(seen.headers["content-type"], "application/json");
         assert_eq!(seen.headers["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        assert!(!seen.headers.contains_key("authorization"), "the function's token is not forwarded to a dependency");
+        // Keel gets the attempt's token (and never forwards it to the dependency: see the
+        // server's egress tests).
+        assert_eq!(seen.headers["authorization"], "Bearer function-token");
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&seen.body).unwrap(), json!({"cents": 500}));
 
         assert_eq!((response.status(), response.is_success()), (201, true));
         assert_eq!(response.header("x-charge"), Some("ch_1"));
         assert_eq!(response.json::<serde_json::Value>().unwrap(), json!({"id": "ch_1"}));
+    }
+
+    #[tokio::test]
+    async fn every_call_to_keel_carries_the_attempts_token_and_none_without_one() {
+        let (keel, mut seen) = fake_keel(404, &[], "").await;
+        let ctx = ctx(&keel);
+        assert_eq!(ctx.token(), Some("function-token"));
+        assert!(ctx.kv_get::<serde_json::Value>("users", "u1").await.unwrap().is_none());
+        let read = seen.recv().await.unwrap();
+        assert_eq!(read.uri.path(), "/v1/kv/users/u1");
+        assert_eq!(read.headers["authorization"], "Bearer function-token");
+        // A header of the function's own cannot replace the token Keel knows it by.
+        ctx.dependency("payments").get("/").header("authorization", "Bearer other").send().await.unwrap();
+        assert_eq!(
+            seen.recv().await.unwrap().headers.get_all("authorization").iter().collect::<Vec<_>>(),
+            ["Bearer function-token"]
+        );
+
+        let without = Ctx::from_headers(&HeaderMap::new()).with_keel_url(&keel);
+        assert_eq!(without.token(), None);
+        without.kv_get::<serde_json::Value>("users", "u1").await.unwrap();
+        without.dependency("payments").get("/").send().await.unwrap();
+        for _ in 0..2 {
+            assert!(!seen.recv().await.unwrap().headers.contains_key("authorization"), "auth off: no token");
+        }
     }
 
     #[tokio::test]

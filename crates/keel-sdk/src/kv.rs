@@ -46,6 +46,11 @@ impl KvClient {
         self
     }
 
+    /// The attempt's function token, sent with every call to Keel.
+    pub(crate) fn bearer(&self) -> Option<&str> {
+        self.bearer.as_deref()
+    }
+
     /// Where Keel is: `KEEL_URL`.
     pub(crate) fn base(&self) -> Option<&url::Url> {
         self.base.as_ref()

@@ -82,6 +82,14 @@
 //! }
 //! ```
 //!
+//! # Access control
+//!
+//! When Keel's auth is on, each attempt arrives with its function token (`authorization: Bearer
+//! keel_ft_…`: the function's `grants` and dependencies, expiring at the attempt's deadline).
+//! Every call the SDK makes to Keel — [`Ctx::kv_get`], [`Ctx::dependency`] — sends it, with no
+//! code of yours; Keel's egress never forwards it to a dependency. [`Ctx::token`] gives it for
+//! calls to Keel's API the SDK does not make for you.
+//!
 //! # Layout
 //!
 //! - [`serve`] (`server.rs`): the HTTP server and the contract's request → [`Request`].

@@ -111,15 +111,20 @@ pub(crate) fn lease_deliveries(shared: &Shared, event: &mut NewEvent, now: Milli
     leased
 }
 
-/// Turns an effects envelope into what the store commits. An event for an undeclared topic, or
-/// one that would extend an event chain past `server.max_event_hops`, is a permanent failure
-/// whose text says so.
+/// Turns an effects envelope into what the store commits. An effect outside the function's
+/// grants (see `FunctionConfig::effect_scopes`), an event for an undeclared topic, or one that
+/// would extend an event chain past `server.max_event_hops`, is a permanent failure whose text
+/// says so; nothing of the envelope is committed.
 pub(crate) fn commit_effects(
     shared: &Shared,
     inv: &Invocation,
     effects: &Effects,
     now: Millis,
 ) -> Result<CommitEffects, String> {
+    let held_to = shared.config.functions.get(&inv.function).and_then(|f| f.effect_scopes(shared.config.auth.mode));
+    if let Some(scopes) = held_to {
+        keel_core::effects::check_grants(effects, scopes).map_err(|e| e.to_string())?;
+    }
     let hops = inv.delivery.as_ref().map_or(1, |d| d.hops + 1);
     let max = shared.config.server.max_event_hops;
     let mut events = Vec::with_capacity(effects.events.len());

@@ -106,7 +106,8 @@ impl Node {
         auth.start(store.as_ref(), now).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let shared = Arc::new(Shared {
-            runtime: Runtime::new(&config, addr, clock.clone()).map_err(|e| StartError::Client(e.to_string()))?,
+            runtime: Runtime::new(&config, addr, clock.clone(), auth.clone())
+                .map_err(|e| StartError::Client(e.to_string()))?,
             functions: Functions::from_config(&config, now),
             egress: crate::egress::Egress::new(&config, now).map_err(|e| StartError::Client(e.to_string()))?,
             node_id: format!("node-{}", keel_core::id::new_id(now)),

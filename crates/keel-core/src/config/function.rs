@@ -42,6 +42,16 @@ impl FunctionConfig {
         scopes
     }
 
+    /// The scopes this function's effects are held to, if any: with auth on, its grants (none
+    /// declared: nothing is allowed); with auth off, its grants only when it declares them.
+    pub fn effect_scopes(&self, auth: crate::config::AuthMode) -> Option<&[crate::auth::Scope]> {
+        match (&self.grants, auth) {
+            (Some(grants), _) => Some(grants),
+            (None, crate::config::AuthMode::Keys) => Some(&[]),
+            (None, crate::config::AuthMode::None) => None,
+        }
+    }
+
     /// The configured URL of a `url` function.
     pub fn url(&self) -> Option<&url::Url> {
         match &self.target {

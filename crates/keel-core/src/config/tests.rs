@@ -990,3 +990,17 @@ mod access {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn effects_are_held_to_grants_when_declared_and_always_with_auth_on() {
+    let text = "[topics.\"user.registered\"]\n[functions.granted]\nurl = \"http://127.0.0.1:9001/a\"\n\
+                grants = { kv = [\"users:write\"], publish = [\"user.*\"] }\n\
+                [functions.open]\nurl = \"http://127.0.0.1:9001/b\"\n";
+    let config = load_str("keel.toml", text, &Overrides::default()).unwrap();
+    let granted: Vec<crate::auth::Scope> = vec!["kv:users:write".parse().unwrap(), "publish:user.*".parse().unwrap()];
+    let (g, o) = (&config.functions["granted"], &config.functions["open"]);
+    assert_eq!(g.effect_scopes(AuthMode::None), Some(&granted[..]));
+    assert_eq!(g.effect_scopes(AuthMode::Keys), Some(&granted[..]));
+    assert_eq!(o.effect_scopes(AuthMode::None), None, "auth off and no grants: not held");
+    assert_eq!(o.effect_scopes(AuthMode::Keys), Some(&[][..]), "auth on and no grants: nothing allowed");
+}

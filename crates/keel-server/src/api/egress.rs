@@ -6,13 +6,16 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
+use axum::Extension;
 use bytes::Bytes;
 
+use crate::auth::Principal;
 use crate::egress::EgressRequest;
 use crate::state::Shared;
 
 async fn forward(
     shared: Arc<Shared>,
+    principal: Option<Principal>,
     dependency: String,
     method: Method,
     uri: Uri,
@@ -28,6 +31,11 @@ async fn forward(
         query: uri.query().map(str::to_owned),
         headers,
         body,
+        // A function's token names its caller on any node; an API key (or no auth) does not.
+        token: match principal {
+            Some(Principal::Function(claims)) => Some(claims),
+            Some(Principal::Anonymous | Principal::Key(_)) | None => None,
+        },
     };
     crate::egress::forward(&shared, request).await
 }
@@ -38,8 +46,10 @@ macro_rules! egress_operation {
         ///
         /// Method, path (under the dependency's `url`), query, headers (but hop-by-hop ones and
         /// Keel's own `keel-*`) and body are forwarded; the dependency's answer comes back as it
-        /// is. Only a running attempt of a function that declares the dependency may call it: it
-        /// sends its `keel-invocation-id`; anyone else gets 403 and learns nothing more. Keel adds
+        /// is. Only an attempt of a function that declares the dependency may call it: with auth
+        /// on it sends its function token (`authorization: Bearer`, accepted on any node, never
+        /// forwarded), without auth its `keel-invocation-id` (of an attempt running on this
+        /// node); anyone else gets 403 and learns nothing more. Keel adds
         /// the dependency's configured headers and `idempotency-key: {invocation_id}/{dependency}/{n}`
         /// unless the request has one. GET, HEAD, PUT, DELETE, OPTIONS and requests with an
         /// Idempotency-Key are retried on a connection failure, a 5xx, 429 or 408, within the
@@ -51,11 +61,11 @@ macro_rules! egress_operation {
             params(
                 ("dependency" = String, Path, description = "A configured dependency the calling function declares."),
                 ("path" = String, Path, description = "The path under the dependency's url."),
-                ("keel-invocation-id" = String, Header, description = "The invocation whose attempt makes this call, running on this node."),
+                ("keel-invocation-id" = String, Header, description = "Without a function token: the invocation whose attempt makes this call, running on this node."),
             ),
             responses(
                 (status = "2XX", description = "The dependency's answer, as it gave it."),
-                (status = 403, description = "The caller is not a running attempt of a function that declares this dependency (`forbidden`)."),
+                (status = 403, description = "The caller is not an attempt of a function that declares this dependency (`forbidden`)."),
                 (status = 413, description = super::openapi::TOO_LARGE),
                 (status = 429, description = "The dependency's rate limit has no turn now (`rate-limited`); retry after Retry-After. Also the dependency's own 429, passed through.", headers(("Retry-After" = u64))),
                 (status = 502, description = "The dependency could not be reached (`dependency-unreachable`), or its own 502."),
@@ -66,13 +76,14 @@ macro_rules! egress_operation {
         )]
         pub(crate) async fn $name(
             State(shared): State<Arc<Shared>>,
+            principal: Option<Extension<Principal>>,
             Path((dependency, _path)): Path<(String, String)>,
             method: Method,
             uri: Uri,
             headers: HeaderMap,
             body: Bytes,
         ) -> Response {
-            forward(shared, dependency, method, uri, headers, body).await
+            forward(shared, principal.map(|Extension(p)| p), dependency, method, uri, headers, body).await
         }
     };
 }

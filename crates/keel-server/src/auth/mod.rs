@@ -221,6 +221,15 @@ impl Auth {
         };
         Some(secret::sign(key, &claims))
     }
+
+    /// An `Auth` that knows `key` as if it had read it from the store: for unit tests of what
+    /// carries tokens, without a store.
+    #[cfg(test)]
+    pub(crate) fn with_signing_key(config: &Config, key: SigningKey) -> Self {
+        let auth = Self::new(config);
+        auth.known.write().unwrap_or_else(|p| p.into_inner()).signing.push(key);
+        auth
+    }
 }
 
 /// Keeps a node's keys fresh (every [`REFRESH_EVERY`]) and writes when keys were used, until

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use http_body_util::Full;
+use keel_core::auth::{Need, Scope, TokenClaims};
 use keel_core::flow::breaker::Admit;
 use tracing::Instrument;
 
@@ -46,6 +47,10 @@ pub(crate) struct EgressRequest {
     pub(crate) query: Option<String>,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// The caller's function token, checked by the auth layer (valid, unexpired, with
+    /// `egress:DEP`): it names the caller on any node. `None` without auth or with an API key:
+    /// the caller is then the attempt its `keel-invocation-id` names, running on this node.
+    pub(crate) token: Option<std::sync::Arc<TokenClaims>>,
 }
 
 /// Marks an answer passed through from a dependency: left as it is by the problem layer.
@@ -54,13 +59,13 @@ pub(crate) struct PassedThrough;
 
 /// Makes one egress call and answers it: the dependency's answer, or a problem of Keel's own.
 pub(crate) async fn forward(shared: &Shared, request: EgressRequest) -> Response {
-    let Some((dependency, invocation_id)) = authorize(shared, &request) else {
+    let Some(Caller { dependency, invocation_id, function }) = authorize(shared, &request) else {
         return Problem::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "Forbidden",
-            "egress calls are made by a running attempt of a function that declares the dependency \
-             (its keel-invocation-id header names the attempt's invocation)",
+            "egress calls are made by an attempt of a function that declares the dependency (by its \
+             function token, or without auth by the keel-invocation-id of an attempt running on this node)",
         )
         .into_response();
     };
@@ -71,6 +76,7 @@ pub(crate) async fn forward(shared: &Shared, request: EgressRequest) -> Response
         dependency = dependency.name(),
         http.request.method = %request.method,
         invocation_id = %invocation_id,
+        function = %function,
         http.response.status_code = tracing::field::Empty,
         tries = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -78,13 +84,32 @@ pub(crate) async fn forward(shared: &Shared, request: EgressRequest) -> Response
     call(shared, dependency, &invocation_id, request).instrument(span).await
 }
 
-/// The dependency, if the caller's invocation runs here and its function declares it.
-fn authorize<'s>(shared: &'s Shared, request: &EgressRequest) -> Option<(&'s std::sync::Arc<Dependency>, String)> {
-    let invocation_id = request.headers.get("keel-invocation-id")?.to_str().ok()?.to_owned();
-    let function = shared.runtime.attempts().function_of(&invocation_id)?;
+/// Who makes an egress call, and to what.
+struct Caller<'s> {
+    dependency: &'s std::sync::Arc<Dependency>,
+    invocation_id: String,
+    function: String,
+}
+
+/// The dependency, if the caller's function declares it, and the caller's invocation: the one
+/// its token names, or else the one its `keel-invocation-id` names when an attempt of it runs
+/// here.
+fn authorize<'s>(shared: &'s Shared, request: &EgressRequest) -> Option<Caller<'s>> {
+    let (invocation_id, function) = match &request.token {
+        Some(claims) => {
+            // The auth layer checked this already; a second look costs nothing.
+            Scope::any_allows(&claims.scopes, &Need::Egress(request.dependency.clone())).then_some(())?;
+            (claims.invocation.clone(), claims.function.clone())
+        }
+        None => {
+            let invocation_id = request.headers.get("keel-invocation-id")?.to_str().ok()?.to_owned();
+            let function = shared.runtime.attempts().function_of(&invocation_id)?;
+            (invocation_id, function)
+        }
+    };
     let declares = shared.functions.get(&function)?.config.dependencies.contains(&request.dependency);
     let dependency = shared.egress.get(&request.dependency).filter(|_| declares)?;
-    Some((dependency, invocation_id))
+    Some(Caller { dependency, invocation_id, function })
 }
 
 async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, request: EgressRequest) -> Response {
@@ -151,7 +176,11 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
         .retry_after(1)
         .into_response();
     };
-    let call_number = shared.runtime.attempts().next_call(invocation_id, name).unwrap_or(1);
+    let attempts = shared.runtime.attempts();
+    let call_number = match &request.token {
+        Some(claims) => attempts.next_call_by_token(&claims.invocation, claims.exp, name, now),
+        None => attempts.next_call(invocation_id, name).unwrap_or(1),
+    };
     let outbound = Outbound::new(dependency, invocation_id, call_number, request);
     let started = tokio::time::Instant::now();
     let deadline = started + dependency.config.timeout;
@@ -312,9 +341,12 @@ impl Outbound {
         let uri = target.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
         let mut headers = HeaderMap::with_capacity(request.headers.len() + dependency.config.headers.len() + 1);
         for (name, value) in &request.headers {
+            // `authorization` is the function's token for Keel: a dependency's own credentials
+            // are the configured headers, which functions never see.
             let keep = !HOP_BY_HOP.contains(&name.as_str())
                 && name != header::HOST
                 && name != header::CONTENT_LENGTH
+                && name != header::AUTHORIZATION
                 && !name.as_str().starts_with("keel-");
             if keep {
                 headers.append(name.clone(), value.clone());

@@ -2,14 +2,22 @@
 //! access control (an attempt's function calls back with its `keel-invocation-id`), and where
 //! each invocation's calls to a dependency are numbered for the idempotency keys Keel forwards.
 //! An unkeyed sync invocation is not in the store until it ends, so this lives in memory.
+//! With auth on, a caller is known by its function token on any node; the calls of an attempt
+//! running elsewhere are numbered here by its token ([`Attempts::next_call_by_token`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+
+use keel_core::clock::Millis;
 
 /// Every attempt running here. A std Mutex: nothing awaits while it is held.
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
     running: Mutex<HashMap<String, Entry>>,
+    /// Calls to each dependency of attempts running on other nodes, by (invocation, token
+    /// expiry): an attempt's token expires at its deadline, so each attempt has its own count.
+    /// Dropped once the token has expired.
+    elsewhere: Mutex<HashMap<(String, Millis), HashMap<String, u32>>>,
 }
 
 #[derive(Debug)]
@@ -48,6 +56,22 @@ impl Attempts {
         let n = running.get_mut(invocation_id)?.calls.entry(dependency.to_owned()).or_insert(0);
         *n += 1;
         Some(*n)
+    }
+
+    /// Counts one more call to `dependency` by the attempt whose token names `invocation_id` and
+    /// expires at `exp`: numbered with the attempt's other calls when it runs here, else with
+    /// the other calls of that token this node has seen (calls of one attempt spread over
+    /// several nodes may then share a number: a function that needs distinct keys there sends
+    /// its own `idempotency-key`).
+    pub(crate) fn next_call_by_token(&self, invocation_id: &str, exp: Millis, dependency: &str, now: Millis) -> u32 {
+        if let Some(n) = self.next_call(invocation_id, dependency) {
+            return n;
+        }
+        let mut elsewhere = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        elsewhere.retain(|(_, until), _| *until > now);
+        let n = elsewhere.entry((invocation_id.to_owned(), exp)).or_default().entry(dependency.to_owned()).or_insert(0);
+        *n += 1;
+        *n
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -92,6 +116,22 @@ mod tests {
         assert_eq!(attempts.function_of("inv1"), None, "an ended attempt is no caller");
         let _second = attempts.enter("inv1", "purchase");
         assert_eq!(attempts.next_call("inv1", "payments"), Some(1), "a new attempt makes the same calls");
+    }
+
+    #[test]
+    fn calls_by_token_are_numbered_per_attempt_wherever_it_runs() {
+        let attempts = Attempts::default();
+        // Running here: the same count as calls by keel-invocation-id.
+        let here = attempts.enter("inv1", "purchase");
+        assert_eq!(attempts.next_call("inv1", "payments"), Some(1));
+        assert_eq!(attempts.next_call_by_token("inv1", 5_000, "payments", 1_000), 2);
+        drop(here);
+        // Running elsewhere: counted by token, a new attempt (a later deadline) from 1 again.
+        assert_eq!(attempts.next_call_by_token("inv2", 5_000, "payments", 1_000), 1);
+        assert_eq!(attempts.next_call_by_token("inv2", 5_000, "payments", 1_000), 2);
+        assert_eq!(attempts.next_call_by_token("inv2", 5_000, "email", 1_000), 1);
+        assert_eq!(attempts.next_call_by_token("inv2", 9_000, "payments", 6_000), 1);
+        assert_eq!(attempts.elsewhere.lock().unwrap().len(), 1, "expired tokens are forgotten");
     }
 
     #[test]

@@ -58,8 +58,14 @@ impl Drop for Running<'_> {
 }
 
 impl Runtime {
-    /// `gateway` is this node's address, given to instances as `KEEL_URL`.
-    pub(crate) fn new(config: &Config, gateway: SocketAddr, clock: Arc<dyn Clock>) -> Result<Self, ClientSetupError> {
+    /// `gateway` is this node's address, given to instances as `KEEL_URL`; `auth` signs each
+    /// attempt's function token.
+    pub(crate) fn new(
+        config: &Config,
+        gateway: SocketAddr,
+        clock: Arc<dyn Clock>,
+        auth: Arc<crate::auth::Auth>,
+    ) -> Result<Self, ClientSetupError> {
         let keel_url = keel_url(gateway);
         let pools = config
             .functions
@@ -71,7 +77,7 @@ impl Runtime {
             .collect();
         let running = config.functions.keys().map(|name| (name.clone(), AtomicUsize::new(0))).collect();
         let max_result_bytes = config.server.max_result_bytes;
-        let http = UrlRuntime::new(max_result_bytes, &[]).map_err(|e| ClientSetupError::new(None, e))?;
+        let http = UrlRuntime::new(max_result_bytes, &[], auth.clone()).map_err(|e| ClientSetupError::new(None, e))?;
         let mut by_file: BTreeMap<&Path, UrlRuntime> = BTreeMap::new();
         let mut private_ca = BTreeMap::new();
         for function in config.functions.values() {
@@ -79,7 +85,7 @@ impl Runtime {
             let runtime = match by_file.get(ca_file) {
                 Some(runtime) => runtime.clone(),
                 None => {
-                    let runtime = UrlRuntime::new(max_result_bytes, &[ca_file.to_path_buf()])
+                    let runtime = UrlRuntime::new(max_result_bytes, &[ca_file.to_path_buf()], auth.clone())
                         .map_err(|e| ClientSetupError::new(Some(&function.name), e))?;
                     by_file.insert(ca_file, runtime.clone());
                     runtime

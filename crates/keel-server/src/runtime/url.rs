@@ -1,8 +1,10 @@
 //! Calling a function over HTTP: the function contract's request, a per-attempt timeout, and the
 //! classification of what came back. `url` functions come here directly; `command` functions
-//! come here once their pool has lent them an instance, so the contract has one code path.
+//! come here once their pool has lent them an instance, so the contract has one code path. With
+//! auth on, every attempt carries its function token (`authorization: Bearer keel_ft_…`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::{self, Outcome};
 
 use super::client::{build_client, ClientError, HttpClient};
+use crate::auth::Auth;
 use crate::trace;
 
 /// Everything one attempt needs to know.
@@ -61,12 +64,14 @@ impl<'a> AttemptCall<'a> {
 pub(crate) struct UrlRuntime {
     client: HttpClient,
     max_result_bytes: usize,
+    /// Signs each attempt's function token (none with auth off).
+    auth: Arc<Auth>,
 }
 
 impl UrlRuntime {
     /// A runtime whose client trusts the system's roots and the certificates of `extra_cas`.
-    pub(crate) fn new(max_result_bytes: u64, extra_cas: &[PathBuf]) -> Result<Self, ClientError> {
-        Ok(Self { client: build_client(extra_cas)?, max_result_bytes: max_result_bytes as usize })
+    pub(crate) fn new(max_result_bytes: u64, extra_cas: &[PathBuf], auth: Arc<Auth>) -> Result<Self, ClientError> {
+        Ok(Self { client: build_client(extra_cas)?, max_result_bytes: max_result_bytes as usize, auth })
     }
 
     /// Makes one attempt at `url` and reports what happened. Never fails: every failure is an
@@ -95,7 +100,7 @@ impl UrlRuntime {
     ) -> Result<AttemptReport, Unreached> {
         let spent = Duration::from_millis((clock.now_ms() - started_at).max(0) as u64);
         let remaining = call.timeout.saturating_sub(spent);
-        let result = tokio::time::timeout(remaining, self.send(url, call, started_at)).await;
+        let result = tokio::time::timeout(remaining, self.send(url, call, started_at, clock.now_ms())).await;
         let ended_at = clock.now_ms();
         Ok(match result {
             Err(_) => {
@@ -125,6 +130,7 @@ impl UrlRuntime {
         url: &::url::Url,
         call: &AttemptCall<'_>,
         started_at: Millis,
+        now: Millis,
     ) -> Result<(StoredResponse, Option<String>), CallFailure> {
         let deadline = started_at + call.timeout.as_millis() as Millis;
         let traceparent = call.traceparent.map_or_else(trace::new_traceparent, trace::child_of);
@@ -140,6 +146,10 @@ impl UrlRuntime {
         }
         if let Some(subscription) = call.subscription.and_then(|s| HeaderValue::from_str(s).ok()) {
             request = request.header("keel-subscription", subscription);
+        }
+        // The token expires with the attempt: a function that keeps it cannot use it later.
+        if let Some(token) = self.auth.token(call.function, call.invocation_id, deadline, now) {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         for (name, value) in forwarded_headers(call.invocation_id, call.headers) {
             request = request.header(name, value);
@@ -310,7 +320,90 @@ fn describe_failure(response: &StoredResponse) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use keel_core::auth::Scope;
+    use keel_core::clock::ManualClock;
+
     use super::*;
+    use crate::auth::Principal;
+
+    /// A function on `127.0.0.1:0` that answers 200 and keeps each request's `authorization`.
+    async fn function_keeping_authorization() -> (::url::Url, Arc<Mutex<Vec<Option<HeaderValue>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+            let kept = kept.clone();
+            async move {
+                kept.lock().unwrap().push(headers.get(http::header::AUTHORIZATION).cloned());
+                "{}"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/purchase", listener.local_addr().unwrap()).parse().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn config(mode: &str, url: &::url::Url) -> keel_core::config::Config {
+        let text = format!(
+            "[auth]\nmode = \"{mode}\"\n[topics.\"user.registered\"]\n\
+             [dependencies.payments]\nurl = \"http://127.0.0.1:9/\"\n\
+             [functions.purchase]\nurl = \"{url}\"\ntimeout = \"5s\"\ndependencies = [\"payments\"]\n\
+             grants = {{ kv = [\"balances:write\"], publish = [\"user.*\"] }}\n"
+        );
+        keel_core::config::load_str("keel.toml", &text, &Default::default()).unwrap()
+    }
+
+    /// One attempt of `purchase` on invocation `inv1` at `now`, by `runtime`.
+    async fn attempt(runtime: &UrlRuntime, config: &keel_core::config::Config, now: Millis) -> AttemptReport {
+        let function = &config.functions["purchase"];
+        let payload = Bytes::new();
+        let call = AttemptCall {
+            target: &function.target,
+            function: &function.name,
+            invocation_id: "inv1",
+            number: 1,
+            payload: &payload,
+            content_type: None,
+            traceparent: None,
+            headers: &[],
+            subscription: None,
+            timeout: function.timeout,
+        };
+        runtime.call(function.url().unwrap(), &call, now, &ManualClock::new(now)).await
+    }
+
+    #[tokio::test]
+    async fn with_auth_on_each_attempt_carries_a_token_for_its_function_invocation_and_deadline() {
+        let (url, seen) = function_keeping_authorization().await;
+        let config = config("keys", &url);
+        let auth = Arc::new(Auth::with_signing_key(&config, crate::auth::secret::new_signing_key(0)));
+        let runtime = UrlRuntime::new(1 << 20, &[], auth.clone()).unwrap();
+        let now = 1_000_000;
+        assert_eq!(attempt(&runtime, &config, now).await.attempt.outcome, Outcome::Success);
+
+        let header = seen.lock().unwrap()[0].clone().expect("an authorization header");
+        assert!(header.to_str().unwrap().starts_with("Bearer keel_ft_"), "{header:?}");
+        let Ok(Principal::Function(claims)) = auth.authenticate(Some(&header), now) else {
+            panic!("the token does not verify");
+        };
+        assert_eq!((claims.function.as_str(), claims.invocation.as_str()), ("purchase", "inv1"));
+        assert_eq!(claims.exp, now + 5_000, "it expires at the attempt's deadline");
+        let scopes: Vec<Scope> =
+            ["kv:balances:write", "publish:user.*", "egress:payments"].iter().map(|s| s.parse().unwrap()).collect();
+        assert_eq!(claims.scopes, scopes, "the grants and egress to each dependency");
+        assert!(auth.authenticate(Some(&header), now + 5_000).is_err(), "not after the deadline");
+    }
+
+    #[tokio::test]
+    async fn with_auth_off_an_attempt_carries_no_authorization() {
+        let (url, seen) = function_keeping_authorization().await;
+        let config = config("none", &url);
+        let runtime = UrlRuntime::new(1 << 20, &[], Arc::new(Auth::new(&config))).unwrap();
+        assert_eq!(attempt(&runtime, &config, 1_000_000).await.attempt.outcome, Outcome::Success);
+        assert_eq!(seen.lock().unwrap().as_slice(), &[None]);
+    }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -161,7 +161,13 @@ async fn only_running_attempts_of_functions_that_declare_the_dependency_may_call
     let toml = format!(
         "[dependencies.payments]\nurl = \"{}\"\nbreaker = {{ consecutive_failures = 1 }}\n{}{}",
         dep.url,
-        function("buyer", fx_addr, "dep=payments&path=%2Fok", "dependencies = [\"payments\"]"),
+        // It sends an `authorization` of its own, as the SDK sends the attempt's token.
+        function(
+            "buyer",
+            fx_addr,
+            "dep=payments&path=%2Fok&header=authorization:Bearer%20fn-token",
+            "dependencies = [\"payments\"]"
+        ),
         function("other", fx_addr, "dep=payments&path=%2Fok", ""),
     );
     let keel = start(&toml, &[], &fx).await;
@@ -182,6 +188,7 @@ async fn only_running_attempts_of_functions_that_declare_the_dependency_may_call
     let (_, _, calls) = invoke(&keel, "buyer").await;
     assert_eq!(calls[0]["status"], 200);
     assert_eq!(dep.count(), 1);
+    assert!(dep.received()[0].headers.get("authorization").is_none(), "the function's token stays with Keel");
 }
 
 #[tokio::test]

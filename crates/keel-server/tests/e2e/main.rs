@@ -2,6 +2,7 @@
 //! functions; the crash tests SIGKILL the real `keel` binary, and `serve` runs it as a user does.
 
 mod access;
+mod access_tokens;
 mod api;
 mod bench;
 mod cluster;
