@@ -46,4 +46,4 @@ mod trace;
 
 /// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
 pub use api::routes;
-pub use server::{serve, Node, NodeOptions};
+pub use server::{serve, Node, NodeOptions, TlsError};
