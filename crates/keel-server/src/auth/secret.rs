@@ -25,7 +25,7 @@ pub(crate) fn hash_secret(secret: &str) -> String {
 }
 
 /// A new API key and its secret (to show once). `now` also makes its id.
-pub(crate) fn new_api_key(name: &str, scopes: Vec<Scope>, expires_at: Option<Millis>, now: Millis) -> (ApiKey, String) {
+pub fn new_api_key(name: &str, scopes: Vec<Scope>, expires_at: Option<Millis>, now: Millis) -> (ApiKey, String) {
     let secret = format!("{SECRET_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes()));
     let key = ApiKey {
         id: format!("key_{}", keel_core::id::new_id(now)),
@@ -41,7 +41,7 @@ pub(crate) fn new_api_key(name: &str, scopes: Vec<Scope>, expires_at: Option<Mil
 }
 
 /// A new signing key made at `now`.
-pub(crate) fn new_signing_key(now: Millis) -> SigningKey {
+pub fn new_signing_key(now: Millis) -> SigningKey {
     SigningKey {
         id: format!("sk_{}", keel_core::id::new_id(now)),
         secret: random_bytes().to_vec(),

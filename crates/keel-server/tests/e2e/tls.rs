@@ -230,6 +230,17 @@ async fn the_api_is_served_over_tls_and_its_certificate_reloads_without_dropping
     .await;
     assert!(plain.is_err(), "plain http answered: {:?}", plain.map(|(status, _, _)| status));
 
+    // The `keel` command trusts the CA it is given (besides the system's roots), and only then.
+    let ca_file = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let url = format!("https://127.0.0.1:{}", node.addr().port());
+    let (ok, out, _) =
+        keel_command(&["--ca-file", ca_file.to_str().unwrap(), "--url", &url, "functions", "ls", "--json"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["items"], serde_json::json!([]), "{out}");
+    let (ok, _, err) = keel_command(&["--url", &url, "functions", "ls"]).await;
+    assert!(!ok && err.contains("UnknownIssuer"), "{err}");
+
     // A file that is no certificate: the reload fails and the certificate in use stays.
     std::fs::write(&cert_file, "not a certificate\n").unwrap();
     assert!(node.reload_tls().is_err());
@@ -246,3 +257,21 @@ async fn the_api_is_served_over_tls_and_its_certificate_reloads_without_dropping
     assert_eq!(healthz(&mut before).await, 200, "a connection opened before the reload is still served");
 }
 
+/// Runs the `keel` binary with `args` (without the environment's `KEEL_` settings): whether it
+/// succeeded, its stdout and its stderr.
+async fn keel_command(args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(&args)
+            .env_remove("KEEL_URL")
+            .env_remove("KEEL_API_KEY")
+            .env_remove("KEEL_CA_FILE")
+            .output()
+            .expect("running keel")
+    })
+    .await
+    .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
