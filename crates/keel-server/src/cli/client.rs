@@ -232,17 +232,19 @@ pub(crate) fn idempotency_header(key: &str) -> (HeaderName, String) {
     (HeaderName::from_static("idempotency-key"), format!("\"{escaped}\""))
 }
 
-/// What rustls said, when `error` is (or was caused by) a failed TLS handshake: tokio-rustls
-/// hands it up inside an `io::Error`, whose `source()` skips it, so each is looked into.
+/// What rustls said, when `error` is (or was caused by) a failed TLS handshake. tokio-rustls
+/// hands it up inside an `io::Error`, which hyper-rustls wraps in another, and an `io::Error`'s
+/// `source()` skips what it wraps: so each one is opened with `get_ref` as well.
 fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(error);
     while let Some(e) = next {
-        let inner = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| inner.and_then(|i| i.downcast_ref::<rustls::Error>()));
-        if let Some(tls) = tls {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        next = e.source();
+        next = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -397,4 +399,13 @@ mod tests {
     }
 
     const DEFAULT: &str = super::super::DEFAULT_URL;
+
+    #[test]
+    fn a_tls_failure_is_found_inside_the_io_errors_that_carry_it() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert_eq!(tls_failure(&wrapped).as_deref(), Some("invalid peer certificate: UnknownIssuer"));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(tls_failure(&refused), None);
+    }
 }

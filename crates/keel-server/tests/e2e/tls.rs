@@ -180,15 +180,23 @@ async fn connect_https(
     connector: &tokio_rustls::TlsConnector,
     addr: SocketAddr,
 ) -> (hyper::client::conn::http1::SendRequest<Full<Bytes>>, CertificateDer<'static>) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    try_connect_https(connector, addr).await.unwrap_or_else(|e| panic!("https to {addr}: {e}"))
+}
+
+async fn try_connect_https(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, CertificateDer<'static>), String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
     assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
     let shown = session.peer_certificates().unwrap()[0].clone().into_owned();
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    (sender, shown)
+    Ok((sender, shown))
 }
 
 /// `GET /healthz` on `sender`'s connection: its status.
@@ -274,4 +282,87 @@ async fn keel_command(args: &[&str]) -> (bool, String, String) {
     .unwrap();
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+/// A client that opens a connection and never starts the handshake is closed after
+/// `server.header_timeout`, like one that never sends its headers.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout() {
+    let ca = ca_issuer();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (_, cert_pem, key_pem) = leaf_pem(&ca, "keel");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    let keel = Keel::start(&format!(
+        "[server]\nheader_timeout = \"200ms\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        cert_file.display(),
+        key_file.display()
+    ))
+    .await;
+    let addr = keel.node.as_ref().unwrap().addr();
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut silent, &mut buf))
+            .await
+            .expect("the stalled connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+}
+
+/// `keel serve` as a user runs it: `kill -HUP` makes new connections see the renewed
+/// certificate, while one opened before stays served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_keel_serve() {
+    let ca = ca_issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (first_der, cert_pem, key_pem) = leaf_pem(&ca, "keel first");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(&config, "[server]\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n").unwrap();
+    let (port, log) = (crate::crash::free_port(), dir.path().join("keel.log"));
+    let mut keel = crate::serve::serve_in(dir.path(), &config, port, &log);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let connector = trusting(&ca.pem());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut before, shown) = loop {
+        match try_connect_https(&connector, addr).await {
+            Ok(connected) => break connected,
+            Err(e) => {
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(std::time::Instant::now() < deadline, "keel serve not up over https: {e}\n{log_text}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(shown, first_der);
+    assert_eq!(healthz(&mut before).await, 200);
+
+    let (second_der, cert_pem, key_pem) = leaf_pem(&ca, "keel second");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    let pid = rustix::process::Pid::from_raw(keel.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    // The signal is handled asynchronously: wait for a connection that sees the new certificate.
+    loop {
+        let (mut after, shown) = connect_https(&connector, addr).await;
+        if shown == second_der {
+            assert_eq!(healthz(&mut after).await, 200);
+            break;
+        }
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(std::time::Instant::now() < deadline, "still the first certificate after SIGHUP\n{log_text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(healthz(&mut before).await, 200, "a connection opened before SIGHUP is still served");
+
+    crate::serve::sigterm(&keel);
+    let status = crate::serve::exit_within(&mut keel, std::time::Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(output.contains("SIGHUP: reloaded the TLS certificate and key"), "{output}");
 }
