@@ -46,7 +46,14 @@ mod trace;
 
 /// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
 pub use api::{route_scopes, routes};
-pub use server::{serve, Node, NodeOptions};
+pub use server::{serve, Node, NodeOptions, TlsError};
+
+/// What `keel keys … -c keel.toml` needs to write keys straight into the store.
+pub use auth::secret::new_signing_key;
+/// Keel's https-capable HTTP client, built once per `keel` command as for every outgoing call.
+pub use runtime::client::{
+    build_client as build_https_client, ClientError as HttpsSetupError, HttpClient as HttpsClient,
+};
 
 /// Makes an API key in `store` directly, with no server involved (what `keel keys create -c`
 /// and the example backend's quick start do), and records it in the audit log as `local`.

@@ -1,6 +1,6 @@
 //! `keel`, the one binary: runs the server (`keel serve`), checks `keel.toml`, and talks to a
 //! running server (`keel invoke`, `keel invocations`, `keel dlq`, `keel publish`, `keel events`,
-//! `keel kv`, `keel functions`). The commands live in [`cli`].
+//! `keel kv`, `keel functions`, `keel keys`, `keel audit`). The commands live in [`cli`].
 
 mod cli;
 
@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::client::KeelClient;
-use cli::{bench, deps, dlq, events, functions, invocations, invoke, kv, publish, serve};
+use cli::client::{Access, KeelClient};
+use cli::keys::Target;
+use cli::{audit, bench, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, serve};
 use cli::{
-    Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand, InvocationsCommand,
-    KvCommand,
+    AuditCommand, Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand,
+    InvocationsCommand, KeysCommand, KvCommand, StoreArg,
 };
 
 /// mimalloc instead of glibc's malloc: the hot path allocates per request (headers, bodies,
@@ -34,7 +35,15 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.json;
-    let client = || KeelClient::new(&cli.url);
+    let access = Access { url: cli.url.clone(), api_key: cli.api_key.clone(), ca_file: cli.ca_file.clone() };
+    let client = || KeelClient::connect(&access);
+    // `-c keel.toml`: the store directly; otherwise the API.
+    let target = |store: &StoreArg| -> anyhow::Result<Target> {
+        match &store.config {
+            Some(path) => Target::open_store(path),
+            None => Ok(Target::Api(client()?)),
+        }
+    };
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Bench(args) => bench::run(args, &cli.url, json).await,
@@ -81,6 +90,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys(command) => {
+            match command {
+                KeysCommand::Create(args) => keys::create(&target(&args.store)?, json, args).await?,
+                KeysCommand::Ls(store) => keys::ls(&target(&store)?, json).await?,
+                KeysCommand::Revoke(args) => keys::revoke(&target(&args.store)?, json, args).await?,
+                KeysCommand::RotateSigning(store) => keys::rotate_signing(&target(&store)?, json).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Ls(args)) => audit::ls(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
         Command::Kv(command) => {
             let client = client()?;
             match command {

@@ -38,7 +38,7 @@ pub(crate) const HTTP_REQUEST_DURATION_SECONDS: &str = "keel_http_request_durati
 /// HTTP connections open now.
 pub(crate) const HTTP_CONNECTIONS_OPEN: &str = "keel_http_connections_open";
 /// HTTP connections Keel closed or refused, by `reason` (`header_timeout`, `body_timeout`,
-/// `idle_timeout`, `over_limit`, `accept_failed`).
+/// `idle_timeout`, `over_limit`, `accept_failed`, `tls_handshake`).
 pub(crate) const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "keel_http_connections_closed_total";
 /// Running instances of a `command` function, by `function` (sampled at scrape).
 pub(crate) const FUNCTION_INSTANCES: &str = "keel_function_instances";

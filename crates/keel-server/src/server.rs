@@ -17,14 +17,18 @@ use keel_core::config::Config;
 use keel_core::store::{Reclaim, Store};
 use keel_store::StoreOptions;
 use tokio::net::TcpListener;
+use tokio::signal::unix::SignalKind;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::functions::Functions;
+use crate::listener::Tls;
 use crate::runtime::Runtime;
 use crate::state::Shared;
 use crate::{api, dispatch, listener};
+
+pub use crate::listener::TlsError;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,9 @@ pub enum StartError {
     /// was checked).
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+    /// `server.tls` names files that no longer hold a usable certificate and key.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// What a node takes from outside besides its config and store: the clock every decision reads,
@@ -67,6 +74,8 @@ pub struct Node {
     stop_heartbeat: watch::Sender<bool>,
     stop_http: oneshot::Sender<()>,
     http: JoinHandle<std::io::Result<()>>,
+    /// `server.tls`, reloaded by [`Node::reload_tls`].
+    tls: Option<Arc<Tls>>,
 }
 
 impl Node {
@@ -105,6 +114,7 @@ impl Node {
         let auth = Arc::new(crate::auth::Auth::new(&config));
         auth.start(store.as_ref(), now).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
+        let tls = config.server.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
         let shared = Arc::new(Shared {
             runtime: Runtime::new(&config, addr, clock.clone(), auth.clone())
                 .map_err(|e| StartError::Client(e.to_string()))?,
@@ -141,16 +151,27 @@ impl Node {
         let (stop_http, stop_http_rx) = oneshot::channel::<()>();
         let app = api::router(shared.clone());
         let limits = listener::Limits::of(&shared.config.server);
-        let http = tokio::spawn(listener::serve(listener, app, limits, async move {
+        let http = tokio::spawn(listener::serve(listener, app, limits, tls.clone(), async move {
             let _ = stop_http_rx.await;
         }));
-        tracing::info!(%addr, functions = shared.functions.iter().count(), node = %shared.node_id, "keel is listening");
-        Ok(Node { addr, shared, stop_dispatch, stop_heartbeat, stop_http, http })
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, functions = shared.functions.iter().count(), node = %shared.node_id, "keel is listening");
+        Ok(Node { addr, shared, stop_dispatch, stop_heartbeat, stop_http, http, tls })
     }
 
     /// The address the gateway listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reads `server.tls`'s certificate and key again (what SIGHUP does): new connections get
+    /// the new certificate, open ones keep theirs. On failure the old certificate stays in use.
+    /// `Ok(false)` when the node serves plain HTTP.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Drains and stops the node (see the module doc for the order).
@@ -185,21 +206,37 @@ impl Node {
     }
 }
 
-/// `keel serve`: binds `server.listen`, runs until SIGTERM or SIGINT, then drains.
+/// `keel serve`: binds `server.listen`, runs until SIGTERM or SIGINT, then drains. SIGHUP
+/// reloads the TLS certificate and key.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     raise_open_files_limit(config.server.max_connections);
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let node = Node::start(config, listener).await?;
-    shutdown_signal().await;
+    let mut hangup = signal(SignalKind::hangup());
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hangup.recv() => match node.reload_tls() {
+                Ok(true) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Ok(false) => tracing::info!("SIGHUP: nothing to reload (server.tls is not set)"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS certificate was not reloaded; the old one stays in use"),
+            },
+        }
+    }
     tracing::info!("shutdown signal received; draining");
     node.shutdown().await;
     Ok(())
 }
 
+fn signal(kind: SignalKind) -> tokio::signal::unix::Signal {
+    tokio::signal::unix::signal(kind).unwrap_or_else(|e| panic!("installing a handler for {kind:?}: {e}"))
+}
+
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
+    let mut term = signal(SignalKind::terminate());
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

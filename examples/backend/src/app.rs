@@ -72,8 +72,9 @@ pub async fn start(options: &Options) -> anyhow::Result<(Node, String)> {
     let config = config(options, &exe, &email.url, &payments.url)?;
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
-    let store = keel_store::open(&keel_store::StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })
-        .context("opening the store")?;
+    let store =
+        keel_store::open(&keel_store::StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })
+            .context("opening the store")?;
     let secret = quickstart_key(store.as_ref()).await?;
     Ok((Node::start_with_store(config, listener, store).await?, secret))
 }

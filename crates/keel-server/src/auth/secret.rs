@@ -41,7 +41,7 @@ pub(crate) fn new_api_key(name: &str, scopes: Vec<Scope>, expires_at: Option<Mil
 }
 
 /// A new signing key made at `now`.
-pub(crate) fn new_signing_key(now: Millis) -> SigningKey {
+pub fn new_signing_key(now: Millis) -> SigningKey {
     SigningKey {
         id: format!("sk_{}", keel_core::id::new_id(now)),
         secret: random_bytes().to_vec(),

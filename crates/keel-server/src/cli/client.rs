@@ -1,30 +1,51 @@
-//! The HTTP client behind every client command: one request at a time to a Keel server, with
-//! Keel's RFC 9457 problems and an unreachable server turned into [`ClientError`]s.
+//! The HTTP client behind every client command: one request at a time to a Keel server (http,
+//! or https trusting the system's roots plus `--ca-file`), with the `--api-key` on every
+//! request, and Keel's RFC 9457 problems and an unreachable server turned into [`ClientError`]s.
+
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use keel_server::HttpsClient;
 use serde_json::Value;
 
 /// What can go wrong talking to Keel, each worded for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ClientError {
-    #[error("--url must be an http:// URL, got `{0}`")]
+    #[error("--url must be an http:// or https:// URL, got `{0}`")]
     BadUrl(String),
+    #[error("--ca-file is for an https:// --url; {0} is plain http")]
+    CaFileWithoutHttps(String),
+    #[error("--api-key cannot be sent: it is not a valid header value")]
+    BadApiKey,
+    #[error(transparent)]
+    Tls(#[from] keel_server::HttpsSetupError),
     #[error("cannot reach keel at {url} (is `keel serve` running?)")]
     Unreachable { url: String },
     #[error("request to {url} failed: {message}")]
     Transport { url: String, message: String },
-    /// A non-2xx answer; from Keel's `application/problem+json` when it sent one.
-    #[error("{title}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("TLS with {url} failed: {message} (for a private CA, pass --ca-file or set KEEL_CA_FILE)")]
+    TlsHandshake { url: String, message: String },
+    /// A non-2xx answer; from Keel's `application/problem+json` when it sent one. A 401 says
+    /// how to get and pass a key.
+    #[error(
+        "{title}{}{}",
+        detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default(),
+        if *status == StatusCode::UNAUTHORIZED { UNAUTHORIZED_HINT } else { "" }
+    )]
     Problem { status: StatusCode, title: String, detail: Option<String> },
     #[error("keel answered {status} with a body that is not JSON: {message}")]
     NotJson { status: StatusCode, message: String },
 }
+
+/// What a 401 adds to its problem.
+const UNAUTHORIZED_HINT: &str = "\nhint: set KEEL_API_KEY or pass --api-key; create a key with \
+     `keel keys create --name NAME --scope admin -c keel.toml` on the server's host";
 
 /// One answer from the server, its body read in full.
 #[derive(Debug)]
@@ -74,18 +95,57 @@ impl Response {
 /// A connection to one Keel server, by base URL.
 #[derive(Debug, Clone)]
 pub(crate) struct KeelClient {
-    /// `http://host:port` without a trailing slash; paths are appended to it.
+    /// `http(s)://host:port` without a trailing slash; paths are appended to it.
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Transport,
+    /// `Bearer KEY`, sent with every request.
+    authorization: Option<HeaderValue>,
+}
+
+/// Plain http, or the https-capable client (whose trust store is read only when needed).
+#[derive(Debug, Clone)]
+enum Transport {
+    Http(Client<HttpConnector, Full<Bytes>>),
+    Https(HttpsClient),
+}
+
+/// Where the server is and how to talk to it: the global `--url`, `--api-key` and `--ca-file`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Access {
+    pub(crate) url: String,
+    pub(crate) api_key: Option<String>,
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 impl KeelClient {
+    /// A client for a plain http:// server without a key (what `keel bench` talks to).
     pub(crate) fn new(url: &str) -> Result<Self, ClientError> {
+        Self::connect(&Access { url: url.to_owned(), ..Access::default() })
+    }
+
+    /// A client for `access.url`, http:// or https://, sending `access.api_key` as a bearer token.
+    pub(crate) fn connect(access: &Access) -> Result<Self, ClientError> {
+        let url = &access.url;
         let base = url.trim_end_matches('/');
-        if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
+        let https = base.starts_with("https://");
+        if !(https || base.starts_with("http://")) || base.parse::<http::Uri>().is_err() {
             return Err(ClientError::BadUrl(url.to_owned()));
         }
-        Ok(KeelClient { base: base.to_owned(), http: Client::builder(TokioExecutor::new()).build_http() })
+        let http = match (https, access.ca_file.as_deref()) {
+            (true, ca_file) => Transport::Https(https_client(ca_file)?),
+            (false, Some(_)) => return Err(ClientError::CaFileWithoutHttps(url.to_owned())),
+            (false, None) => Transport::Http(Client::builder(TokioExecutor::new()).build_http()),
+        };
+        let authorization = match &access.api_key {
+            Some(key) => {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| ClientError::BadApiKey)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(KeelClient { base: base.to_owned(), http, authorization })
     }
 
     /// Sends one request to `path` (which starts with `/` and may carry a query) and reads the
@@ -99,6 +159,9 @@ impl KeelClient {
     ) -> Result<Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = Request::builder().method(method).uri(&url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
         for (name, value) in headers {
             let value = HeaderValue::from_str(value).map_err(|_| ClientError::Transport {
                 url: url.clone(),
@@ -109,8 +172,14 @@ impl KeelClient {
         let request = request
             .body(Full::new(body))
             .map_err(|e| ClientError::Transport { url: url.clone(), message: e.to_string() })?;
-        let response = self.http.request(request).await.map_err(|e| {
-            if e.is_connect() {
+        let response = match &self.http {
+            Transport::Http(client) => client.request(request).await,
+            Transport::Https(client) => client.request(request).await,
+        };
+        let response = response.map_err(|e| {
+            if let Some(message) = tls_failure(&e) {
+                ClientError::TlsHandshake { url: self.base.clone(), message }
+            } else if e.is_connect() {
                 ClientError::Unreachable { url: self.base.clone() }
             } else {
                 ClientError::Transport { url: url.clone(), message: error_chain(&e) }
@@ -150,11 +219,34 @@ impl KeelClient {
     }
 }
 
+/// The https client: the system's roots and `ca_file`.
+fn https_client(ca_file: Option<&Path>) -> Result<HttpsClient, ClientError> {
+    let extra: Vec<PathBuf> = ca_file.map(Path::to_owned).into_iter().collect();
+    Ok(keel_server::build_https_client(&extra)?)
+}
+
 /// The `Idempotency-Key` header for `key`, sent as a structured-field string so that any key
 /// the server accepts (spaces and quotes included) arrives as typed.
 pub(crate) fn idempotency_header(key: &str) -> (HeaderName, String) {
     let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
     (HeaderName::from_static("idempotency-key"), format!("\"{escaped}\""))
+}
+
+/// What rustls said, when `error` is (or was caused by) a failed TLS handshake. tokio-rustls
+/// hands it up inside an `io::Error`, which hyper-rustls wraps in another, and an `io::Error`'s
+/// `source()` skips what it wraps: so each one is opened with `get_ref` as well.
+fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        next = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 /// An error and its sources, `outer: inner: …`, since hyper's top-level messages are terse.
@@ -268,9 +360,52 @@ mod tests {
     }
 
     #[test]
-    fn only_http_urls_are_accepted() {
+    fn http_and_https_urls_are_accepted() {
         assert!(KeelClient::new("http://127.0.0.1:7733/").is_ok());
-        assert!(matches!(KeelClient::new("https://keel.example"), Err(ClientError::BadUrl(_))));
+        let client = KeelClient::new("https://keel.example").unwrap();
+        assert!(matches!(client.http, Transport::Https(_)));
         assert!(matches!(KeelClient::new("127.0.0.1:7733"), Err(ClientError::BadUrl(_))));
+        assert!(matches!(KeelClient::new("ftp://keel.example"), Err(ClientError::BadUrl(_))));
+        let with_ca = |url: &str, ca: &str| {
+            KeelClient::connect(&Access { url: url.into(), ca_file: Some(ca.into()), ..Access::default() })
+        };
+        assert!(matches!(with_ca("http://127.0.0.1:7733", "ca.pem"), Err(ClientError::CaFileWithoutHttps(_))));
+        let error = with_ca("https://127.0.0.1:7733", "/nonexistent/ca.pem").unwrap_err();
+        assert!(error.to_string().starts_with("cannot read the CA file /nonexistent/ca.pem"), "{error}");
+    }
+
+    #[test]
+    fn the_api_key_is_a_bearer_token_and_stays_out_of_debug_output() {
+        let access = |key: &str| Access { url: DEFAULT.into(), api_key: Some(key.into()), ..Access::default() };
+        let client = KeelClient::connect(&access("keel_sk_abc\n")).unwrap();
+        let value = client.authorization.as_ref().unwrap();
+        assert_eq!(value.to_str().unwrap(), "Bearer keel_sk_abc");
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("keel_sk_abc"));
+        assert!(matches!(KeelClient::connect(&access("a\u{7f}b")), Err(ClientError::BadApiKey)));
+        assert!(KeelClient::new(DEFAULT).unwrap().authorization.is_none());
+    }
+
+    #[test]
+    fn a_401_says_how_to_pass_a_key() {
+        let r =
+            response(401, "application/problem+json", r#"{"title":"Unauthorized","status":401,"detail":"no API key"}"#);
+        let text = r.problem().to_string();
+        assert!(text.starts_with("Unauthorized: no API key\nhint: set KEEL_API_KEY or pass --api-key"), "{text}");
+        assert!(!response(403, "application/problem+json", r#"{"title":"Forbidden"}"#)
+            .problem()
+            .to_string()
+            .contains("hint"));
+    }
+
+    const DEFAULT: &str = super::super::DEFAULT_URL;
+
+    #[test]
+    fn a_tls_failure_is_found_inside_the_io_errors_that_carry_it() {
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
+        assert_eq!(tls_failure(&wrapped).as_deref(), Some("invalid peer certificate: UnknownIssuer"));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(tls_failure(&refused), None);
     }
 }

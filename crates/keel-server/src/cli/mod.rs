@@ -10,11 +10,15 @@
 //! - [`events`]: `keel events show`, an event and its deliveries.
 //! - [`deps`]: `keel deps ls|show`, the dependencies functions call through egress.
 //! - [`kv`]: `keel kv get|put|delete`, with versions and preconditions.
+//! - [`keys`]: `keel keys create|ls|revoke|rotate-signing`, over the API or straight into the
+//!   store with `-c keel.toml`.
+//! - [`audit`]: `keel audit ls`.
 //! - [`payload`]: reading `--data`/`--value` from the command line, a file or stdin.
 //! - [`client`]: the small HTTP client every client command goes through, and its errors.
 //! - [`table`]: the column formatter behind every human table.
 //! - [`bench`]: `keel bench`, the performance harness (its arguments live there too).
 
+pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod deps;
@@ -23,6 +27,7 @@ pub(crate) mod events;
 pub(crate) mod functions;
 pub(crate) mod invocations;
 pub(crate) mod invoke;
+pub(crate) mod keys;
 pub(crate) mod kv;
 pub(crate) mod payload;
 pub(crate) mod publish;
@@ -35,6 +40,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use keel_core::auth::Scope;
 use keel_core::invocation::Status;
 
 /// Where `keel serve` listens unless told otherwise, so where the client commands look first.
@@ -47,6 +53,14 @@ pub(crate) struct Cli {
     /// Where the Keel server is, for the client commands.
     #[arg(long, global = true, env = "KEEL_URL", default_value = DEFAULT_URL, value_name = "URL")]
     pub(crate) url: String,
+
+    /// The API key sent with every request (`Authorization: Bearer KEY`).
+    #[arg(long, global = true, env = "KEEL_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub(crate) api_key: Option<String>,
+
+    /// A PEM file of CA certificates trusted for an https:// --url, besides the system's.
+    #[arg(long, global = true, env = "KEEL_CA_FILE", value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
 
     /// Print the server's JSON answers instead of human tables.
     #[arg(long, global = true)]
@@ -85,6 +99,12 @@ pub(crate) enum Command {
     /// List the dependencies functions call through egress, with their live state.
     #[command(subcommand)]
     Deps(DepsCommand),
+    /// API keys: create, list, revoke; rotate the key that signs function tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The audit log: who changed keys, paused, redrove, discarded, injected faults.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
     Bench(bench::BenchArgs),
 }
@@ -406,4 +426,94 @@ pub(crate) struct KvDeleteArgs {
     /// Delete only if the key is at this version (else: precondition failed).
     #[arg(long, value_name = "N")]
     pub(crate) if_version: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create an API key and print its secret, once.
+    Create(KeysCreateArgs),
+    /// Every key: id, name, scopes, created, expires, last used, revoked.
+    Ls(StoreArg),
+    /// Revoke a key: within about a second no node accepts it.
+    Revoke(KeysRevokeArgs),
+    /// Make a new key sign function tokens; the old one keeps verifying for a while.
+    RotateSigning(StoreArg),
+}
+
+/// `-c keel.toml`: write to the configured store directly instead of calling the API (how the
+/// first admin key is made).
+#[derive(Debug, Args)]
+pub(crate) struct StoreArg {
+    /// Work on the store of this config file directly instead of through the API.
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysCreateArgs {
+    /// A name to know the key by.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: String,
+
+    /// A scope the key holds: `admin`, `read`, `dlq`, `metrics`, `invoke:FN`, `publish:TOPIC`,
+    /// `kv:NS:read`, `kv:NS:write`, `workflows:NAME` (names may end in `*`). Repeat for more.
+    #[arg(long = "scope", required = true, value_name = "SCOPE", value_parser = scope_parser)]
+    pub(crate) scopes: Vec<Scope>,
+
+    /// The key stops working this long after it is made, e.g. `90d` or `12h`.
+    #[arg(long, value_name = "DURATION", value_parser = expiry_parser)]
+    pub(crate) expires: Option<Expiry>,
+
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+}
+
+/// A scope as the server reads it, refused here with the reason when it is not one.
+fn scope_parser(text: &str) -> Result<Scope, String> {
+    text.parse::<Scope>().map_err(|e| e.to_string())
+}
+
+/// `--expires`: a duration (humantime, as every duration of the CLI), kept as typed to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    pub(crate) text: String,
+    pub(crate) duration: std::time::Duration,
+}
+
+fn expiry_parser(text: &str) -> Result<Expiry, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e}): e.g. 90d"))?;
+    if duration.is_zero() {
+        return Err("a key that expires at once is of no use".to_owned());
+    }
+    Ok(Expiry { text: text.to_owned(), duration })
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeysRevokeArgs {
+    /// The key's id (`key_…`, from `keel keys ls`).
+    pub(crate) id: String,
+
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The audit log, newest first.
+    Ls(AuditLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditLsArgs {
+    /// Only this action, e.g. `key.create` or `dlq.redrive`.
+    #[arg(long, value_name = "ACTION")]
+    pub(crate) action: Option<String>,
+
+    /// Only what this actor did: a key id, `local` or `anonymous`.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) actor: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
 }

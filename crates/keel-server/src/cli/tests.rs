@@ -258,3 +258,72 @@ fn kv_get_put_and_delete_name_a_namespace_and_key() {
     assert_eq!((args.at.ns.as_str(), args.if_version), ("users", Some(2)));
     assert_eq!(parse_error(&["kv", "delete", "users", "u1", "--if-absent"]), ErrorKind::UnknownArgument);
 }
+
+#[test]
+fn api_key_and_ca_file_are_global() {
+    let cli = parse(&["functions", "ls", "--api-key", "keel_sk_x", "--ca-file", "ca.pem", "--url", "https://k:7733"]);
+    assert_eq!(cli.api_key.as_deref(), Some("keel_sk_x"));
+    assert_eq!(cli.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+    let help = Cli::command().render_long_help().to_string();
+    assert!(help.contains("[env: KEEL_API_KEY"), "{help}");
+    assert!(help.contains("[env: KEEL_CA_FILE"), "{help}");
+}
+
+#[test]
+fn keys_create_takes_scopes_checked_as_typed_and_an_expiry() {
+    let cli = parse(&[
+        "keys",
+        "create",
+        "--name",
+        "app",
+        "--scope",
+        "invoke:register-user",
+        "--scope",
+        "publish:user.*",
+        "--expires",
+        "90d",
+    ]);
+    let Command::Keys(KeysCommand::Create(args)) = cli.command else { panic!() };
+    assert_eq!(args.name, "app");
+    assert_eq!(args.scopes, ["invoke:register-user".parse::<Scope>().unwrap(), "publish:user.*".parse().unwrap()]);
+    assert_eq!(args.expires.map(|e| e.duration), Some(std::time::Duration::from_secs(90 * 86_400)));
+    assert_eq!(args.store.config, None);
+
+    let cli = parse(&["keys", "create", "--name", "ops", "--scope", "admin", "-c", "keel.toml"]);
+    let Command::Keys(KeysCommand::Create(args)) = cli.command else { panic!() };
+    assert_eq!(args.store.config.as_deref(), Some(std::path::Path::new("keel.toml")));
+    assert_eq!(args.expires, None);
+
+    assert_eq!(parse_error(&["keys", "create", "--name", "app"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["keys", "create", "--scope", "read"]), ErrorKind::MissingRequiredArgument);
+    let bad = Cli::try_parse_from(["keel", "keys", "create", "--name", "a", "--scope", "invoke"]).unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::ValueValidation);
+    assert!(bad.to_string().contains("`invoke` is not a scope"), "{bad}");
+    for expires in ["soon", "0s"] {
+        let kind = parse_error(&["keys", "create", "--name", "a", "--scope", "read", "--expires", expires]);
+        assert_eq!(kind, ErrorKind::ValueValidation, "{expires}");
+    }
+}
+
+#[test]
+fn keys_ls_revoke_and_rotate_work_with_or_without_a_config() {
+    let Command::Keys(KeysCommand::Ls(store)) = parse(&["keys", "ls"]).command else { panic!() };
+    assert_eq!(store.config, None);
+    let cli = parse(&["keys", "revoke", "key_01J", "--config", "prod.toml"]);
+    let Command::Keys(KeysCommand::Revoke(args)) = cli.command else { panic!() };
+    assert_eq!((args.id.as_str(), args.store.config.is_some()), ("key_01J", true));
+    let Command::Keys(KeysCommand::RotateSigning(store)) = parse(&["keys", "rotate-signing", "-c", "k.toml"]).command
+    else {
+        panic!()
+    };
+    assert!(store.config.is_some());
+    assert_eq!(parse_error(&["keys", "revoke"]), ErrorKind::MissingRequiredArgument);
+}
+
+#[test]
+fn audit_ls_filters_by_action_and_actor() {
+    let cli = parse(&["audit", "ls", "--action", "key.create", "--actor", "local", "--limit", "20"]);
+    let Command::Audit(AuditCommand::Ls(args)) = cli.command else { panic!() };
+    assert_eq!((args.action.as_deref(), args.actor.as_deref()), (Some("key.create"), Some("local")));
+    assert_eq!(args.page.limit, Some(20));
+}

@@ -21,10 +21,19 @@ pub(crate) enum Closed {
     OverLimit,
     /// Accepting failed, e.g. with no file descriptor left.
     AcceptFailed,
+    /// The TLS handshake failed (`server.tls`): a client that does not trust the certificate, or
+    /// one speaking plain HTTP. The client's doing, so logged at debug only.
+    TlsHandshake,
 }
 
-const ALL: [Closed; 5] =
-    [Closed::HeaderTimeout, Closed::BodyTimeout, Closed::IdleTimeout, Closed::OverLimit, Closed::AcceptFailed];
+const ALL: [Closed; 6] = [
+    Closed::HeaderTimeout,
+    Closed::BodyTimeout,
+    Closed::IdleTimeout,
+    Closed::OverLimit,
+    Closed::AcceptFailed,
+    Closed::TlsHandshake,
+];
 
 impl Closed {
     /// The `reason` label.
@@ -35,6 +44,7 @@ impl Closed {
             Closed::IdleTimeout => "idle_timeout",
             Closed::OverLimit => "over_limit",
             Closed::AcceptFailed => "accept_failed",
+            Closed::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -47,6 +57,7 @@ impl Closed {
             Closed::IdleTimeout => "closed keep-alive connections idle for server.idle_timeout",
             Closed::OverLimit => "refused connections past server.max_connections (answered 503)",
             Closed::AcceptFailed => "failed to accept connections",
+            Closed::TlsHandshake => "closed connections whose TLS handshake failed",
         }
     }
 }
@@ -58,8 +69,8 @@ struct Throttle {
 }
 
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-static THROTTLES: [Throttle; 5] =
-    [const { Throttle { last_logged_ms: AtomicU64::new(0), unlogged: AtomicU64::new(0) } }; 5];
+static THROTTLES: [Throttle; ALL.len()] =
+    [const { Throttle { last_logged_ms: AtomicU64::new(0), unlogged: AtomicU64::new(0) } }; ALL.len()];
 const LOG_EVERY_MS: u64 = 1_000;
 
 /// Every series at 0 from the first scrape.
@@ -70,9 +81,14 @@ pub(super) fn register() {
 }
 
 /// Counts one connection closed for `reason`, and logs it unless one was logged less than a
-/// second ago (a flood of slow clients must not flood the log as well).
+/// second ago (a flood of slow clients must not flood the log as well). A failed TLS handshake
+/// is logged at debug, each one: scanners and misconfigured clients are not the server's trouble.
 pub(crate) fn note_closed(reason: Closed, detail: &str) {
     metrics::counter!(HTTP_CONNECTIONS_CLOSED_TOTAL, "reason" => reason.label()).increment(1);
+    if reason == Closed::TlsHandshake {
+        tracing::debug!(reason = reason.label(), error = detail, "{}", reason.message());
+        return;
+    }
     let throttle = &THROTTLES[ALL.iter().position(|r| *r == reason).expect("listed")];
     throttle.unlogged.fetch_add(1, Ordering::Relaxed);
     let now = EPOCH.elapsed().as_millis() as u64 + 1;

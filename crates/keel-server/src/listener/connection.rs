@@ -12,6 +12,10 @@
 //! - `Idle` from the answer until the next byte: closed after `idle_timeout`.
 //!
 //! A stage past its deadline closes the connection, logged and counted ([`super::note_closed`]).
+//!
+//! Over TLS the handshake comes first, within the same `header_timeout` as the first request's
+//! head: the clock starts when the connection is accepted, so a client cannot stretch a slow
+//! handshake and slow headers into twice the limit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +26,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutBody;
 
 use super::socket::Watched;
@@ -66,18 +73,68 @@ impl StageTx {
     }
 }
 
-/// Serves one connection until it closes, the client's or Keel's doing; `slot` is its place
-/// under `server.max_connections`, given back when it ends.
+/// Serves one connection until it closes, the client's or Keel's doing, over TLS when `tls`
+/// is given; `slot` is its place under `server.max_connections`, given back when it ends.
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
 ) {
     let _open = OpenGauge::new();
-    let (tx, mut stage) = watch::channel(Since { stage: Stage::Head, at: Instant::now() });
+    let opened = Instant::now();
+    match tls {
+        None => serve_http(stream, peer, app, limits, opened, stop).await,
+        Some(acceptor) => {
+            if let Some(stream) = handshake(acceptor, stream, peer, limits, opened, &mut stop).await {
+                serve_http(stream, peer, app, limits, opened, stop).await;
+            }
+        }
+    }
+    drop(slot);
+}
+
+/// The TLS handshake, by `header_timeout` after `opened`; `None` when it failed (logged and
+/// counted), ran out of time, or the node began to drain meanwhile.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    opened: Instant,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<TlsStream<TcpStream>> {
+    tokio::select! {
+        result = acceptor.accept(stream) => match result {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                note_closed(Closed::TlsHandshake, &format!("{peer}: {e}"));
+                None
+            }
+        },
+        () = tokio::time::sleep_until(opened + limits.header_timeout) => {
+            note_closed(Closed::HeaderTimeout, &peer.to_string());
+            None
+        }
+        _ = stop.changed() => None,
+    }
+}
+
+/// HTTP/1.1 on `stream` (a socket, or the plaintext side of TLS) under the stages' deadlines.
+async fn serve_http<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    limits: Limits,
+    opened: Instant,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut stage) = watch::channel(Since { stage: Stage::Head, at: opened });
     let tx = StageTx(Arc::new(tx));
     let io = TokioIo::new(Watched::new(stream, tx.clone()));
     let app = TowerToHyperService::new(app);
@@ -130,7 +187,6 @@ pub(super) async fn serve(
             }
         }
     }
-    drop(slot);
 }
 
 /// `keel_http_connections_open`, up while the connection is served.

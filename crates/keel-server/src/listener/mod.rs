@@ -1,11 +1,13 @@
 //! Accepting HTTP connections: at most `server.max_connections` at once — one more is answered
 //! 503 and closed — each served by hyper under Keel's header, body and idle timeouts
 //! ([`connection`]). Whatever is refused or cut off is logged (at most once a second per reason,
-//! with how many since) and counted in `keel_http_connections_closed_total{reason}`.
+//! with how many since) and counted in `keel_http_connections_closed_total{reason}`. With
+//! `server.tls` every connection is served over TLS ([`tls`]).
 
 mod closed;
 mod connection;
 mod socket;
+mod tls;
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -18,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 pub(crate) use closed::{note_closed, Closed};
+pub(crate) use tls::Tls;
+pub use tls::TlsError;
 
 /// The connection limits of `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +51,14 @@ const REFUSAL_TIME: Duration = Duration::from_secs(1);
 /// The pause after a failed accept (out of file descriptors, say) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets every open connection finish
-/// its request in progress (idle ones close at once) and returns once all are closed.
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then lets every
+/// open connection finish its request in progress (idle ones close at once) and returns once all
+/// are closed.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     closed::register();
@@ -74,10 +80,16 @@ pub(crate) async fn serve(
         };
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                tokio::spawn(connection::serve(stream, peer, app.clone(), limits, stopped.clone(), slot));
+                let acceptor = tls.as_deref().map(Tls::acceptor);
+                tokio::spawn(connection::serve(stream, peer, app.clone(), limits, acceptor, stopped.clone(), slot));
             }
             Err(_) => {
                 note_closed(Closed::OverLimit, &peer.to_string());
+                // A plaintext 503 means nothing to a TLS client, and a handshake to refuse it
+                // would spend on overload what overload lacks: over TLS it is only closed.
+                if tls.is_some() {
+                    continue;
+                }
                 if let Ok(permit) = refusals.clone().try_acquire_owned() {
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(REFUSAL_TIME, refuse(stream)).await;

@@ -1,4 +1,4 @@
-//! A connection's socket as hyper sees it: it tells the connection's stage when bytes arrive, and
+//! A connection's socket (or its TLS stream) as hyper sees it: it tells the connection's stage when bytes arrive, and
 //! turns hyper's own answers to requests it cannot parse into problem+json.
 //!
 //! hyper answers a request it cannot parse (400), whose target is too long (414) or whose
@@ -13,21 +13,20 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::connection::StageTx;
 
-/// The socket, watched.
+/// The socket, watched: a `TcpStream`, or the plaintext side of a TLS stream.
 #[derive(Debug)]
-pub(super) struct Watched {
-    inner: TcpStream,
+pub(super) struct Watched<S> {
+    inner: S,
     stage: StageTx,
     /// A replacement answer still to be written, before anything else.
     pending: Vec<u8>,
 }
 
-impl Watched {
-    pub(super) fn new(inner: TcpStream, stage: StageTx) -> Self {
+impl<S: AsyncWrite + Unpin> Watched<S> {
+    pub(super) fn new(inner: S, stage: StageTx) -> Self {
         Self { inner, stage, pending: Vec::new() }
     }
 
@@ -43,7 +42,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -54,7 +53,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         ready!(self.poll_pending(cx))?;
         if let Some(problem) = problem_for_bare_error(buf) {

@@ -18,7 +18,7 @@ use rustls_pki_types::CertificateDer;
 
 /// A pooled keep-alive client for http:// and https:// URLs; cheap to clone (clones share the
 /// pool).
-pub(crate) type HttpClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>;
+pub type HttpClient<B = Full<Bytes>> = Client<HttpsConnector<HttpConnector>, B>;
 
 /// How long a TCP connect may take before the attempt is told "connect error".
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,7 +27,7 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a client could not be built: a CA file that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     #[error("cannot read the CA file {}: {source}", path.display())]
     ReadCa { path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("the CA file {} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")", path.display())]
@@ -42,7 +42,7 @@ pub(crate) enum ClientError {
 /// `extra_cas` (PEM files). The pool and keep-alive settings are those of every Keel client:
 /// `TCP_NODELAY`, a 5 s connect timeout, idle connections kept 60 s. Generic over the request
 /// body, so a proxy can stream one.
-pub(crate) fn build_client<B>(extra_cas: &[PathBuf]) -> Result<HttpClient<B>, ClientError>
+pub fn build_client<B>(extra_cas: &[PathBuf]) -> Result<HttpClient<B>, ClientError>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,

@@ -203,7 +203,6 @@ async fn with_auth_on_effects_outside_the_grants_end_the_invocation_dead() {
 }
 
 /// A function's token works on Keel's API for what its grants allow, and nothing else.
-/// (Needs the API key store and the auth layer: the 403 is the layer's.)
 #[tokio::test]
 async fn a_token_reads_what_its_grants_allow_and_is_refused_the_rest() {
     let (fns, fx) = TokenFunctions::start().await;
@@ -213,14 +212,13 @@ async fn a_token_reads_what_its_grants_allow_and_is_refused_the_rest() {
     ))
     .await;
     let kv = format!("{}/v1/kv/users/x", keel.url);
-    assert_eq!(call("PUT", &kv, ADMIN, r#"{"name": "Ada"}"#).await.0, 200);
+    assert_eq!(call("PUT", &kv, ADMIN, r#"{"name": "Ada"}"#).await.0, 201);
 
     assert_eq!(invoke_until_final(&keel, "reader", ADMIN).await["status"], "succeeded");
     let token = fns.last_token().expect("the attempt carried a token");
     assert!(token.starts_with("keel_ft_"), "{token}");
 
     assert_eq!(call("GET", &kv, &token, "").await, (200, json!({"name": "Ada"})));
-    // Needs the auth layer: 403 naming the scope.
     let (status, problem) = call("PUT", &kv, &token, r#"{"name": "Eve"}"#).await;
     assert_eq!(status, 403, "{problem}");
     assert!(problem["detail"].as_str().unwrap_or_default().contains("kv:users:write"), "{problem}");
@@ -228,7 +226,6 @@ async fn a_token_reads_what_its_grants_allow_and_is_refused_the_rest() {
 }
 
 /// A token is good until its attempt's deadline and no longer, though the function kept it.
-/// (Needs the API key store and the auth layer: the 401 is the layer's.)
 #[tokio::test]
 async fn a_token_kept_past_its_attempts_deadline_is_refused() {
     let (fns, fx) = TokenFunctions::start().await;

@@ -1,15 +1,18 @@
 //! https function URLs: a function served with a certificate from a private CA made here is
-//! called when its `ca_file` names that CA, and refused, saying why, when it does not.
+//! called when its `ca_file` names that CA, and refused, saying why, when it does not. And https
+//! for Keel's own API (`server.tls`), its certificate reloaded without dropping connections.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -23,12 +26,26 @@ struct Pki {
     key: PrivateKeyDer<'static>,
 }
 
-fn private_ca() -> Pki {
+fn ca_issuer() -> CertifiedIssuer<'static, KeyPair> {
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name.push(DnType::CommonName, "Keel test CA");
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A certificate for `127.0.0.1` and `localhost` named `name`, signed by `ca`: its DER, and
+/// the PEM of it and of its key.
+fn leaf_pem(ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (CertificateDer<'static>, String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    let cert = leaf.signed_by(&key, ca).unwrap();
+    (cert.der().clone(), cert.pem(), key.serialize_pem())
+}
+
+fn private_ca() -> Pki {
+    let ca = ca_issuer();
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     leaf.distinguished_name.push(DnType::CommonName, "127.0.0.1");
@@ -142,4 +159,210 @@ async fn an_https_dependency_is_reached_through_egress_with_its_ca_file() {
     let call = &body["calls"][0];
     assert_eq!(call["status"], 502, "{body}");
     assert!(call["body"].as_str().unwrap().contains("dependency-unreachable"), "{body}");
+}
+
+/// A client that trusts only `ca_pem` (ALPN http/1.1).
+fn trusting(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A keep-alive https connection to `addr`: what to send on it, and the certificate it was shown.
+async fn connect_https(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> (hyper::client::conn::http1::SendRequest<Full<Bytes>>, CertificateDer<'static>) {
+    try_connect_https(connector, addr).await.unwrap_or_else(|e| panic!("https to {addr}: {e}"))
+}
+
+async fn try_connect_https(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> Result<(hyper::client::conn::http1::SendRequest<Full<Bytes>>, CertificateDer<'static>), String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let shown = session.peer_certificates().unwrap()[0].clone().into_owned();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok((sender, shown))
+}
+
+/// `GET /healthz` on `sender`'s connection: its status.
+async fn healthz(sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>) -> u16 {
+    sender.ready().await.unwrap();
+    let request = hyper::Request::get("/healthz").header("host", "127.0.0.1").body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    response.into_body().collect().await.unwrap();
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_served_over_tls_and_its_certificate_reloads_without_dropping_connections() {
+    let ca = ca_issuer();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (first_der, cert_pem, key_pem) = leaf_pem(&ca, "keel first");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    let keel = Keel::start(&format!(
+        "[server]\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        cert_file.display(),
+        key_file.display()
+    ))
+    .await;
+    let node = keel.node.as_ref().unwrap();
+    let connector = trusting(&ca.pem());
+
+    let (mut before, shown) = connect_https(&connector, node.addr()).await;
+    assert_eq!(shown, first_der);
+    assert_eq!(healthz(&mut before).await, 200);
+
+    // Plain HTTP on the same port: the client gets an error, not an answer, and the server
+    // carries on.
+    let plain = crate::support::send(
+        hyper::Request::get(format!("http://{}/healthz", node.addr())).body(Full::new(Bytes::new())).unwrap(),
+    )
+    .await;
+    assert!(plain.is_err(), "plain http answered: {:?}", plain.map(|(status, _, _)| status));
+
+    // The `keel` command trusts the CA it is given (besides the system's roots), and only then.
+    let ca_file = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let url = format!("https://127.0.0.1:{}", node.addr().port());
+    let (ok, out, _) =
+        keel_command(&["--ca-file", ca_file.to_str().unwrap(), "--url", &url, "functions", "ls", "--json"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["items"], serde_json::json!([]), "{out}");
+    let (ok, _, err) = keel_command(&["--url", &url, "functions", "ls"]).await;
+    assert!(!ok && err.contains("UnknownIssuer"), "{err}");
+
+    // A file that is no certificate: the reload fails and the certificate in use stays.
+    std::fs::write(&cert_file, "not a certificate\n").unwrap();
+    assert!(node.reload_tls().is_err());
+    let (mut still, shown) = connect_https(&connector, node.addr()).await;
+    assert_eq!((shown == first_der, healthz(&mut still).await), (true, 200));
+
+    let (second_der, cert_pem, key_pem) = leaf_pem(&ca, "keel second");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    assert!(node.reload_tls().unwrap());
+    let (mut after, shown) = connect_https(&connector, node.addr()).await;
+    assert_eq!(shown, second_der, "a new connection sees the new certificate");
+    assert_eq!(healthz(&mut after).await, 200);
+    assert_eq!(healthz(&mut before).await, 200, "a connection opened before the reload is still served");
+}
+
+/// Runs the `keel` binary with `args` (without the environment's `KEEL_` settings): whether it
+/// succeeded, its stdout and its stderr.
+async fn keel_command(args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(&args)
+            .env_remove("KEEL_URL")
+            .env_remove("KEEL_API_KEY")
+            .env_remove("KEEL_CA_FILE")
+            .output()
+            .expect("running keel")
+    })
+    .await
+    .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+/// A client that opens a connection and never starts the handshake is closed after
+/// `server.header_timeout`, like one that never sends its headers.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout() {
+    let ca = ca_issuer();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let (_, cert_pem, key_pem) = leaf_pem(&ca, "keel");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    let keel = Keel::start(&format!(
+        "[server]\nheader_timeout = \"200ms\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        cert_file.display(),
+        key_file.display()
+    ))
+    .await;
+    let addr = keel.node.as_ref().unwrap().addr();
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut silent, &mut buf))
+            .await
+            .expect("the stalled connection is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+}
+
+/// `keel serve` as a user runs it: `kill -HUP` makes new connections see the renewed
+/// certificate, while one opened before stays served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_keel_serve() {
+    let ca = ca_issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (first_der, cert_pem, key_pem) = leaf_pem(&ca, "keel first");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    let config = dir.path().join("keel.toml");
+    std::fs::write(&config, "[server]\ntls = { cert = \"cert.pem\", key = \"key.pem\" }\n").unwrap();
+    let (port, log) = (crate::crash::free_port(), dir.path().join("keel.log"));
+    let mut keel = crate::serve::serve_in(dir.path(), &config, port, &log);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let connector = trusting(&ca.pem());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut before, shown) = loop {
+        match try_connect_https(&connector, addr).await {
+            Ok(connected) => break connected,
+            Err(e) => {
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(std::time::Instant::now() < deadline, "keel serve not up over https: {e}\n{log_text}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(shown, first_der);
+    assert_eq!(healthz(&mut before).await, 200);
+
+    let (second_der, cert_pem, key_pem) = leaf_pem(&ca, "keel second");
+    std::fs::write(&cert_file, cert_pem).unwrap();
+    std::fs::write(&key_file, key_pem).unwrap();
+    let pid = rustix::process::Pid::from_raw(keel.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    // The signal is handled asynchronously: wait for a connection that sees the new certificate.
+    loop {
+        let (mut after, shown) = connect_https(&connector, addr).await;
+        if shown == second_der {
+            assert_eq!(healthz(&mut after).await, 200);
+            break;
+        }
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(std::time::Instant::now() < deadline, "still the first certificate after SIGHUP\n{log_text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(healthz(&mut before).await, 200, "a connection opened before SIGHUP is still served");
+
+    crate::serve::sigterm(&keel);
+    let status = crate::serve::exit_within(&mut keel, std::time::Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(output.contains("SIGHUP: reloaded the TLS certificate and key"), "{output}");
 }
