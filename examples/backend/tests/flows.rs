@@ -1,6 +1,7 @@
 //! The example backend end to end: a real Keel node running the real `keel-example` binary as
 //! its functions, with the stand-in providers.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,14 +35,35 @@ async fn start(email: Behaviour) -> Backend {
     let payments = providers::start("payments", options.payments).await.unwrap();
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_keel-example"));
     let config = app::config(&options, exe, &email.url, &payments.url).unwrap();
-    let node = Node::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await.unwrap();
+    let store = keel_store::open(&keel_store::StoreOptions { url: config.storage.url.clone(), fsync: false }).unwrap();
+    let secret = app::quickstart_key(store.as_ref()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node = Node::start_with_store(config, listener, store).await.unwrap();
     let url = format!("http://{}", node.addr());
+    KEYS.lock().unwrap().insert(url.clone(), secret);
     Backend { node, url, email, _dir: dir }
+}
+
+/// The quick-start key of each running backend, by its base URL: auth is on, as in the quick
+/// start, so every request carries its node's key.
+static KEYS: std::sync::Mutex<BTreeMap<String, String>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn key_for(url: &str) -> String {
+    let keys = KEYS.lock().unwrap();
+    let (_, secret) = keys
+        .iter()
+        .find(|(base, _)| url.strip_prefix(base.as_str()).is_some_and(|rest| rest.starts_with('/')))
+        .expect("a backend's URL");
+    secret.clone()
 }
 
 async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: Value) -> (u16, http::HeaderMap, Value) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = hyper::Request::builder().method(method).uri(url).header("content-type", "application/json");
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", key_for(url)));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
