@@ -168,10 +168,19 @@ impl Node {
     /// the new certificate, open ones keep theirs. On failure the old certificate stays in use.
     /// `Ok(false)` when the node serves plain HTTP.
     pub fn reload_tls(&self) -> Result<bool, TlsError> {
-        match &self.tls {
-            Some(tls) => tls.reload().map(|()| true),
-            None => Ok(false),
-        }
+        let Some(tls) = &self.tls else { return Ok(false) };
+        let reloaded = tls.reload();
+        // In the audit log, as the node itself (`local`), whether it took or not.
+        let shared = self.shared.clone();
+        let detail = match &reloaded {
+            Ok(()) => serde_json::json!({ "ok": true }),
+            Err(error) => serde_json::json!({ "ok": false, "error": error.to_string() }),
+        };
+        tokio::spawn(async move {
+            let local = crate::auth::Principal::Local;
+            crate::auth::record(&shared, &local, "tls.reload", "server.tls", None, detail).await;
+        });
+        reloaded.map(|()| true)
     }
 
     /// Drains and stops the node (see the module doc for the order).

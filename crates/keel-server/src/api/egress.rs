@@ -34,7 +34,7 @@ async fn forward(
         // A function's token names its caller on any node; an API key (or no auth) does not.
         token: match principal {
             Some(Principal::Function(claims)) => Some(claims),
-            Some(Principal::Anonymous | Principal::Key(_)) | None => None,
+            Some(Principal::Anonymous | Principal::Local | Principal::Key(_)) | None => None,
         },
     };
     crate::egress::forward(&shared, request).await

@@ -38,6 +38,8 @@ const RETIRE_MARGIN_MS: Millis = 60_000;
 pub(crate) enum Principal {
     /// Auth is off.
     Anonymous,
+    /// The node itself, or the CLI on the store (`keel keys … -c`): only in the audit log.
+    Local,
     /// An API key.
     Key(Arc<ApiKey>),
     /// A function's attempt, by the token Keel gave it.
@@ -49,6 +51,7 @@ impl Principal {
     pub(crate) fn actor(&self) -> String {
         match self {
             Principal::Anonymous => "anonymous".to_owned(),
+            Principal::Local => keel_core::auth::ACTOR_LOCAL.to_owned(),
             Principal::Key(key) => key.id.clone(),
             Principal::Function(claims) => format!("fn:{}", claims.function),
         }
@@ -58,6 +61,7 @@ impl Principal {
     pub(crate) fn describe(&self) -> String {
         match self {
             Principal::Anonymous => "an anonymous caller".to_owned(),
+            Principal::Local => "this node".to_owned(),
             Principal::Key(key) => format!("API key {} ({})", key.id, key.name),
             Principal::Function(claims) => format!("function {}'s token", claims.function),
         }
@@ -65,7 +69,7 @@ impl Principal {
 
     pub(crate) fn scopes(&self) -> &[Scope] {
         match self {
-            Principal::Anonymous => &[Scope::Admin],
+            Principal::Anonymous | Principal::Local => &[Scope::Admin],
             Principal::Key(key) => &key.scopes,
             Principal::Function(claims) => &claims.scopes,
         }

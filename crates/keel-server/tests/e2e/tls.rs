@@ -263,6 +263,25 @@ async fn the_api_is_served_over_tls_and_its_certificate_reloads_without_dropping
     assert_eq!(shown, second_der, "a new connection sees the new certificate");
     assert_eq!(healthz(&mut after).await, 200);
     assert_eq!(healthz(&mut before).await, 200, "a connection opened before the reload is still served");
+
+    // Both reloads are in the audit log, as the node's own, the failed one with why.
+    let ca_arg = ca_file.to_str().unwrap().to_owned();
+    let log = crate::support::eventually("two tls.reload audit entries", std::time::Duration::from_secs(10), || {
+        let (ca_arg, url) = (ca_arg.clone(), url.clone());
+        async move {
+            let (ok, out, _) = keel_command(&["--ca-file", &ca_arg, "--url", &url, "audit", "ls", "--json"]).await;
+            let log: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
+            (log["items"].as_array()?.len() == 2).then_some(log)
+        }
+    })
+    .await;
+    let items = log["items"].as_array().unwrap();
+    assert!(items.iter().all(|e| e["action"] == "tls.reload" && e["actor"] == "local"), "{log}");
+    assert_eq!(
+        (items[0]["detail"]["ok"].as_bool(), items[1]["detail"]["ok"].as_bool()),
+        (Some(true), Some(false)),
+        "{log}"
+    );
 }
 
 /// Runs the `keel` binary with `args` (without the environment's `KEEL_` settings): whether it
