@@ -122,7 +122,7 @@ async fn set_paused(
             f.work_queued();
         }
         let action = if paused { "function.pause" } else { "function.resume" };
-        actor.record(&shared2, action, &name, serde_json::Value::Null).await;
+        actor.record(&shared2, action, &name, serde_json::json!({ "paused": paused })).await;
         Ok(())
     })
     .await?;
