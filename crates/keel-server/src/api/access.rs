@@ -163,13 +163,40 @@ pub(crate) struct CreatedKey {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewKey {
-    /// What the key is for (shown by `keel keys ls`).
+    /// What the key is for (shown by `keel keys ls`): 1 to 200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
     /// `invoke:FN`, `publish:TOPIC`, `read`, `dlq`, `kv:NS:read`, `kv:NS:write`,
-    /// `workflows:NAME`, `metrics`, `admin`; names may end in `*`.
-    scopes: Vec<String>,
-    /// How long the key lives, e.g. `90d`; forever when left out.
+    /// `workflows:NAME`, `metrics`, `admin`; names may end in `*`. At least one.
+    #[schema(min_items = 1, inline, value_type = Vec<String>)]
+    scopes: Vec<ScopeText>,
+    /// How long the key lives: a whole number of `s`, `m`, `h` or `d`, e.g. `90d`; forever when
+    /// left out.
+    #[schema(pattern = "^[1-9][0-9]{0,8}[smhd]$")]
     expires_in: Option<String>,
+}
+
+/// A scope as sent: checked by `Scope::from_str`; the pattern says the same for the document.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = "^(admin|read|dlq|metrics|(invoke|publish|workflows|egress):([!-)+-9;-~]+[*]?|[*])|kv:([!-)+-9;-~]+[*]?|[*]):(read|write))$"
+)]
+#[serde(transparent)]
+pub(crate) struct ScopeText(String);
+
+/// `90d` → its milliseconds: a whole number (1 to 9 digits) of seconds, minutes, hours or days.
+fn expires_in_ms(text: &str) -> Option<Millis> {
+    let unit = match text.chars().last()? {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => return None,
+    };
+    let count = &text[..text.len() - 1];
+    let valid = (1..=9).contains(&count.len()) && !count.starts_with('0') && count.bytes().all(|b| b.is_ascii_digit());
+    valid.then(|| count.parse::<Millis>().ok()).flatten().map(|n| n * unit)
 }
 
 /// A page of keys.
@@ -203,13 +230,13 @@ pub(crate) async fn create_key(
         Problem::bad_request(format!("the body must be {{\"name\", \"scopes\", \"expires_in\"?}}: {e}"))
     })?;
     let name = new.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    if name.is_empty() || new.name.chars().count() > 200 {
         return Err(Problem::bad_request("`name` must be 1 to 200 characters"));
     }
     let scopes = new
         .scopes
         .iter()
-        .map(|s| s.parse::<Scope>().map_err(|e| Problem::bad_request(e.to_string())))
+        .map(|s| s.0.parse::<Scope>().map_err(|e| Problem::bad_request(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     if scopes.is_empty() {
         return Err(Problem::bad_request("`scopes` must name at least one scope"));
@@ -218,10 +245,12 @@ pub(crate) async fn create_key(
     let expires_at = match new.expires_in.as_deref() {
         None => None,
         Some(text) => {
-            let ttl = humantime::parse_duration(text).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
-                Problem::bad_request(format!("`expires_in` must be a duration like \"90d\" (got {text:?})"))
+            let ttl = expires_in_ms(text).ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "`expires_in` must be a whole number of s, m, h or d, like \"90d\" (got {text:?})"
+                ))
             })?;
-            Some(now.saturating_add(ttl.as_millis().min(i64::MAX as u128) as Millis))
+            Some(now.saturating_add(ttl))
         }
     };
     let (key, secret) = auth::secret::new_api_key(name, scopes, expires_at, now);
@@ -397,4 +426,28 @@ pub(crate) async fn audit(
     }
     let page = shared.store.audit_log(filter).await?;
     Ok(Json(AuditPage { items: page.items.into_iter().map(audit_view).collect(), next_cursor: page.next_cursor }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_is_a_whole_number_of_one_unit() {
+        assert_eq!(expires_in_ms("90d"), Some(90 * 86_400_000));
+        assert_eq!(expires_in_ms("36h"), Some(36 * 3_600_000));
+        assert_eq!(expires_in_ms("1s"), Some(1_000));
+        assert_eq!(expires_in_ms("999999999d"), Some(999_999_999 * 86_400_000));
+        for bad in ["", "d", "0d", "01d", "1.5h", "1w", "1 d", "1000000000d", "-1d", "1ms"] {
+            assert_eq!(expires_in_ms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_need_names_the_scope_of_its_route() {
+        assert_eq!(Guard::Kv.need(&Method::GET, Some("users")), Need::KvRead("users".into()));
+        assert_eq!(Guard::Kv.need(&Method::DELETE, Some("users")), Need::KvWrite("users".into()));
+        assert_eq!(Guard::Kv.scope_template(&Method::PUT, "/v1/kv/{ns}/{*key}").as_deref(), Some("kv:{ns}:write"));
+        assert_eq!(Guard::Open.scope_template(&Method::GET, "/healthz"), None);
+    }
 }

@@ -83,15 +83,14 @@ fn create_body(args: &KeysCreateArgs) -> Value {
     body
 }
 
-/// `--expires` as the server reads durations: a whole number of its largest unit up to hours
-/// (`90d` → `2160h`), since Keel's durations have no days.
+/// `--expires` as the API takes it: a whole number of its largest unit that divides it (`90d`,
+/// `36h`), in whole seconds (a part of a second is rounded up).
 fn expires_in(expires: &Expiry) -> String {
-    let ms = expires.duration.as_millis();
-    let unit = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")].into_iter().find(|(size, _)| ms.is_multiple_of(*size));
-    match unit {
-        Some((size, name)) => format!("{}{name}", ms / size),
-        None => format!("{ms}ms"),
-    }
+    let secs = expires.duration.as_millis().div_ceil(1000).max(1);
+    let unit =
+        [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")].into_iter().find(|(size, _)| secs.is_multiple_of(*size));
+    let (size, name) = unit.unwrap_or((1, "s"));
+    format!("{}{name}", secs / size)
 }
 
 pub(crate) async fn ls(target: &Target, json: bool) -> anyhow::Result<()> {
@@ -249,16 +248,17 @@ mod tests {
     fn the_create_body_is_what_the_api_takes() {
         assert_eq!(
             create_body(&create_args(Some("90d"))),
-            json!({"name": "app", "scopes": ["invoke:register-user", "publish:user.*"], "expires_in": "2160h"})
+            json!({"name": "app", "scopes": ["invoke:register-user", "publish:user.*"], "expires_in": "90d"})
         );
         assert_eq!(
             create_body(&create_args(None)),
             json!({"name": "app", "scopes": ["invoke:register-user", "publish:user.*"]})
         );
         let sent = |text: &str| expires_in(&super::super::expiry_parser(text).unwrap());
-        assert_eq!([sent("12h"), sent("90m"), sent("1h 30s"), sent("1500ms")], ["12h", "90m", "3630s", "1500ms"]);
-        // Whatever is sent reads back as the duration typed, by Keel's own duration parser.
-        assert_eq!(keel_core::duration::parse_duration(&sent("90d")).unwrap(), Duration::from_secs(90 * 86_400));
+        assert_eq!(
+            [sent("12h"), sent("90m"), sent("1h 30s"), sent("1500ms"), sent("2d")],
+            ["12h", "90m", "3630s", "2s", "2d"]
+        );
     }
 
     #[test]
