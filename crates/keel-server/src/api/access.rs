@@ -168,22 +168,26 @@ pub(crate) struct NewKey {
     name: String,
     /// `invoke:FN`, `publish:TOPIC`, `read`, `dlq`, `kv:NS:read`, `kv:NS:write`,
     /// `workflows:NAME`, `metrics`, `admin`; names may end in `*`. At least one.
-    #[schema(min_items = 1, inline, value_type = Vec<String>)]
-    scopes: Vec<ScopeText>,
+    #[schema(schema_with = scope_list)]
+    scopes: Vec<String>,
     /// How long the key lives: a whole number of `s`, `m`, `h` or `d`, e.g. `90d`; forever when
     /// left out.
     #[schema(pattern = "^[1-9][0-9]{0,8}[smhd]$")]
     expires_in: Option<String>,
 }
 
-/// A scope as sent: checked by `Scope::from_str`; the pattern says the same for the document.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[schema(
-    value_type = String,
-    pattern = "^(admin|read|dlq|metrics|(invoke|publish|workflows|egress):([!-)+-9;-~]+[*]?|[*])|kv:([!-)+-9;-~]+[*]?|[*]):(read|write))$"
-)]
-#[serde(transparent)]
-pub(crate) struct ScopeText(String);
+/// `scopes`' schema: at least one, each as `Scope::from_str` reads it (printable ASCII names
+/// without `:`, `*` only at the end).
+fn scope_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    const SCOPE: &str = "^(admin|read|dlq|metrics|(invoke|publish|workflows|egress):([!-)+-9;-~]+[*]?|[*])\
+                         |kv:([!-)+-9;-~]+[*]?|[*]):(read|write))$";
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String).pattern(Some(SCOPE)))
+        .min_items(Some(1))
+        .description(Some("Scopes: `invoke:FN`, `publish:TOPIC`, `read`, `dlq`, `kv:NS:read`, `kv:NS:write`, `workflows:NAME`, `metrics`, `admin`; names may end in `*`. At least one."))
+        .build()
+}
 
 /// `90d` → its milliseconds: a whole number (1 to 9 digits) of seconds, minutes, hours or days.
 fn expires_in_ms(text: &str) -> Option<Millis> {
@@ -236,7 +240,7 @@ pub(crate) async fn create_key(
     let scopes = new
         .scopes
         .iter()
-        .map(|s| s.0.parse::<Scope>().map_err(|e| Problem::bad_request(e.to_string())))
+        .map(|s| s.parse::<Scope>().map_err(|e| Problem::bad_request(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     if scopes.is_empty() {
         return Err(Problem::bad_request("`scopes` must name at least one scope"));
