@@ -1088,6 +1088,9 @@ per_address = { per_second = 50, burst = 100 }
             ]
         );
         let unknown = errors("[server.throttle]\nper_ip = { per_second = 1 }\n");
-        assert_eq!(unknown, ["keel.toml:2:1: server.throttle.per_ip: unknown key `per_ip`, expected `per_key` or `per_address`"]);
+        assert_eq!(
+            unknown,
+            ["keel.toml:2:1: server.throttle.per_ip: unknown key `per_ip`, expected `per_key` or `per_address`"]
+        );
     }
 }

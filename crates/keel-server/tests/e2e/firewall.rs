@@ -62,10 +62,9 @@ async fn only_allowed_addresses_are_served() {
 
 #[tokio::test]
 async fn a_method_and_path_rule_refuses_its_requests_only() {
-    let keel = Keel::start(
-        "[server.firewall]\nrules = [{ method = \"DELETE\", path = \"/v1/dlq/*\", action = \"deny\" }]\n",
-    )
-    .await;
+    let keel =
+        Keel::start("[server.firewall]\nrules = [{ method = \"DELETE\", path = \"/v1/dlq/*\", action = \"deny\" }]\n")
+            .await;
     let (status, _, body) = request("DELETE", &format!("{}/v1/dlq/inv_1", keel.url), &[], Bytes::new()).await;
     let problem: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 403, "{problem}");

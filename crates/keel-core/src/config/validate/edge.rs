@@ -50,7 +50,11 @@ impl Checker {
             None => None,
             Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
             Some(m) => {
-                self.report(at("method"), Anchor::Value, format!(r#"expected an HTTP method like "DELETE" (got "{m}")"#));
+                self.report(
+                    at("method"),
+                    Anchor::Value,
+                    format!(r#"expected an HTTP method like "DELETE" (got "{m}")"#),
+                );
                 ok = false;
                 None
             }
