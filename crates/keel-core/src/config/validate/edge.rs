@@ -87,7 +87,9 @@ impl Checker {
                 None
             }
         };
-        ok.then_some(())?;
+        if !ok {
+            return None;
+        }
         Some(RequestRule { method, path: path?, action: action? })
     }
 
