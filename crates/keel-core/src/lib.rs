@@ -18,6 +18,8 @@
 //! - [`flow`]: flow control as pure decisions: the circuit breaker and the GCRA rate limiter.
 //! - [`auth`]: access control as pure decisions: scopes, what a route needs, the records of
 //!   keys and the audit log, a function token's claims.
+//! - [`edge`]: the API's firewall (client address allow/deny lists, trusted proxies and
+//!   `X-Forwarded-For`, method/path rules) and its throttles per API key and per address.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod duration;
+pub mod edge;
 pub mod effects;
 pub mod error;
 pub mod events;

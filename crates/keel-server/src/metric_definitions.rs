@@ -40,6 +40,9 @@ pub(crate) const HTTP_CONNECTIONS_OPEN: &str = "keel_http_connections_open";
 /// HTTP connections Keel closed or refused, by `reason` (`header_timeout`, `body_timeout`,
 /// `idle_timeout`, `over_limit`, `accept_failed`, `tls_handshake`).
 pub(crate) const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "keel_http_connections_closed_total";
+/// Requests refused at the API's edge, by `rule` (`deny`, `not-allowed`, `rule:<index>` of
+/// `server.firewall.rules`, `throttle-key`, `throttle-address`).
+pub(crate) const EDGE_REFUSALS_TOTAL: &str = "keel_edge_refusals_total";
 /// Running instances of a `command` function, by `function` (sampled at scrape).
 pub(crate) const FUNCTION_INSTANCES: &str = "keel_function_instances";
 /// Cold starts of a `command` function's instances, by `function` (sampled at scrape).

@@ -117,6 +117,10 @@ pub struct ServerConfig {
     pub max_inflight_requests: u32,
     /// Serve https instead of http.
     pub tls: Option<TlsConfig>,
+    /// `[server.firewall]`: which client addresses and requests are served.
+    pub firewall: crate::edge::FirewallConfig,
+    /// `[server.throttle]`: requests a second per API key and per client address.
+    pub throttle: crate::edge::ThrottleConfig,
 }
 
 impl ServerConfig {

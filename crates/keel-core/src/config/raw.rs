@@ -130,6 +130,35 @@ pub(super) struct RawServer {
     pub(super) idle_timeout: Option<RawDuration>,
     pub(super) max_inflight_requests: Option<i64>,
     pub(super) tls: Option<RawTls>,
+    pub(super) firewall: Option<RawFirewall>,
+    pub(super) throttle: Option<RawThrottle>,
+}
+
+/// `[server.firewall]`: networks as written (`"10.0.0.0/8"`), checked by `validate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFirewall {
+    pub(super) allow: Option<Vec<String>>,
+    pub(super) deny: Option<Vec<String>>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) rules: Option<Vec<RawRequestRule>>,
+}
+
+/// `{ method = "DELETE", path = "/v1/dlq/*", action = "deny" }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequestRule {
+    pub(super) method: Option<String>,
+    pub(super) path: Option<String>,
+    pub(super) action: Option<String>,
+}
+
+/// `[server.throttle]`: `per_key` and `per_address`, each `{ per_second, burst }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThrottle {
+    pub(super) per_key: Option<RawRateLimit>,
+    pub(super) per_address: Option<RawRateLimit>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -96,7 +96,7 @@ fn unknown_keys_list_the_valid_ones() {
         errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
         ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
           `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`"]
     );
     assert_eq!(
         errors("[queues.a]\n"),
@@ -311,7 +311,7 @@ fn an_unknown_key_from_env_names_the_variable() {
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
         ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
           `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`"]
     );
 }
 
@@ -1003,4 +1003,94 @@ fn effects_are_held_to_grants_when_declared_and_always_with_auth_on() {
     assert_eq!(g.effect_scopes(AuthMode::Keys), Some(&granted[..]));
     assert_eq!(o.effect_scopes(AuthMode::None), None, "auth off and no grants: not held");
     assert_eq!(o.effect_scopes(AuthMode::Keys), Some(&[][..]), "auth on and no grants: nothing allowed");
+}
+
+mod edge {
+    use super::*;
+    use crate::edge::{RequestRule, RuleAction};
+    use crate::flow::RateLimitConfig;
+
+    #[test]
+    fn firewall_and_throttle_are_off_by_default() {
+        let config = load_str("keel.toml", "", &Overrides::default()).unwrap();
+        assert_eq!(config.server.firewall, Default::default());
+        assert_eq!(config.server.throttle, Default::default());
+    }
+
+    #[test]
+    fn the_documented_example_is_resolved() {
+        let text = r#"
+[server.firewall]
+allow = ["10.0.0.0/8", "127.0.0.1/32", "2001:db8::/32"]
+deny = ["203.0.113.0/24"]
+trusted_proxies = ["10.0.0.5/32"]
+rules = [{ method = "delete", path = "/v1/dlq/*", action = "deny" }, { path = "/v1/keys", action = "allow" }]
+
+[server.throttle]
+per_key = { per_second = 100, burst = 200 }
+per_address = { per_second = 50, burst = 100 }
+"#;
+        let server = load_str("keel.toml", text, &Overrides::default()).unwrap().server;
+        let shown: Vec<String> = server.firewall.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "127.0.0.1/32", "2001:db8::/32"]);
+        assert_eq!(server.firewall.deny, ["203.0.113.0/24".parse().unwrap()]);
+        assert_eq!(server.firewall.trusted_proxies, ["10.0.0.5/32".parse().unwrap()]);
+        assert_eq!(
+            server.firewall.rules,
+            [
+                RequestRule { method: Some("DELETE".into()), path: "/v1/dlq/*".into(), action: RuleAction::Deny },
+                RequestRule { method: None, path: "/v1/keys".into(), action: RuleAction::Allow },
+            ]
+        );
+        assert_eq!(server.throttle.per_key, Some(RateLimitConfig { per_second: 100.0, burst: 200 }));
+        assert_eq!(server.throttle.per_address, Some(RateLimitConfig { per_second: 50.0, burst: 100 }));
+    }
+
+    #[test]
+    fn every_bad_network_is_located() {
+        let text = "[server.firewall]\nallow = [\"10.0.0.0/8\", \"10.0.0/8\"]\ndeny = [\"::/200\"]\n\
+                    trusted_proxies = [\"10.0.0.5/24\"]\n";
+        assert_eq!(
+            errors(text),
+            [
+                r#"keel.toml:2:24: server.firewall.allow[1]: expected an IP network like "10.0.0.0/8", "2001:db8::/32" or an address (got "10.0.0/8")"#,
+                r#"keel.toml:3:9: server.firewall.deny[0]: the prefix length must be 0 to 128 (got "::/200")"#,
+                r#"keel.toml:4:20: server.firewall.trusted_proxies[0]: 10.0.0.5 has bits set past the /24 prefix: the network is 10.0.0.0/24 (got "10.0.0.5/24")"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_located_by_index() {
+        let text = "[server.firewall]\nrules = [\n  { path = \"/v1/dlq/*\", action = \"deny\" },\n\
+                    \x20 { method = \"DEL ETE\", path = \"v1/*\", action = \"drop\" },\n  { method = \"GET\" },\n]\n";
+        assert_eq!(
+            errors(text),
+            [
+                r#"keel.toml:4:14: server.firewall.rules[1].method: expected an HTTP method like "DELETE" (got "DEL ETE")"#,
+                r#"keel.toml:4:32: server.firewall.rules[1].path: expected a path starting with "/", with at most a trailing `*` for a prefix, like "/v1/dlq/*" (got "v1/*")"#,
+                r#"keel.toml:4:49: server.firewall.rules[1].action: expected "deny" or "allow" (got "drop")"#,
+                r#"keel.toml:5:3: server.firewall.rules[2]: missing required key `path`, like { method = "DELETE", path = "/v1/dlq/*", action = "deny" }"#,
+                r#"keel.toml:5:3: server.firewall.rules[2]: missing required key `action`, like { method = "DELETE", path = "/v1/dlq/*", action = "deny" }"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_throttles_are_located() {
+        let text = "[server.throttle]\nper_key = { per_second = 0, burst = 200 }\nper_address = { burst = 0 }\n";
+        assert_eq!(
+            errors(text),
+            [
+                "keel.toml:2:26: server.throttle.per_key.per_second: must be a number above 0 and at most 1000000, like 50 or 0.5 (got 0)",
+                "keel.toml:3:1: server.throttle.per_address: missing required key `per_second`, like rate_limit = { per_second = 50, burst = 10 }",
+                "keel.toml:3:25: server.throttle.per_address.burst: must be between 1 and 1000000 (got 0)",
+            ]
+        );
+        let unknown = errors("[server.throttle]\nper_ip = { per_second = 1 }\n");
+        assert_eq!(
+            unknown,
+            ["keel.toml:2:1: server.throttle.per_ip: unknown key `per_ip`, expected `per_key` or `per_address`"]
+        );
+    }
 }

@@ -13,6 +13,7 @@ use super::{Config, ServerConfig, StorageConfig};
 mod auth;
 mod command;
 mod dependency;
+mod edge;
 mod flow;
 mod function;
 mod subscription;
@@ -194,6 +195,8 @@ impl Checker {
             }
         };
         let tls = s.tls.as_ref().and_then(|raw| self.tls(raw));
+        let firewall = s.firewall.as_ref().map_or(Some(Default::default()), |raw| self.firewall(raw));
+        let throttle = s.throttle.as_ref().map_or(Some(Default::default()), |raw| self.throttle(raw));
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
@@ -206,6 +209,8 @@ impl Checker {
             idle_timeout: idle_timeout?,
             max_inflight_requests: max_inflight_requests?,
             tls,
+            firewall: firewall?,
+            throttle: throttle?,
         })
     }
 

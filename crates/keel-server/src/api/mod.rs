@@ -7,6 +7,7 @@ mod cluster;
 mod delay;
 mod dependencies;
 mod dlq;
+pub(crate) mod edge;
 mod egress;
 mod events;
 mod functions;
@@ -121,11 +122,14 @@ pub fn route_scopes() -> Vec<(Method, &'static str, Option<String>)> {
 /// The router of one node, without a socket: tests can drive it with `oneshot`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.server.body_limit as usize;
+    let edge = Arc::new(edge::Edge::new(&shared.config.server, shared.clock.clone()));
     ROUTES
         .iter()
         .fold(Router::new(), |router, (_, path, guard, mount)| {
-            let guarded =
-                mount(&shared).layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
+            // `throttle_key` inside `authorize`: it reads the caller `authorize` found.
+            let guarded = mount(&shared)
+                .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key))
+                .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
             router.route(path, guarded)
         })
         .fallback(not_found)
@@ -135,6 +139,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             Arc::new(InFlight::new(shared.config.server.max_inflight_requests)),
             limit_in_flight,
         ))
+        // Before any request slot is taken: a refused client costs nothing further.
+        .layer(axum::middleware::from_fn_with_state(edge, edge::firewall))
         .layer(axum::middleware::from_fn(problem::errors_as_problems))
         .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .with_state(shared)

@@ -138,8 +138,10 @@ async fn serve_http<S>(
     let tx = StageTx(Arc::new(tx));
     let io = TokioIo::new(Watched::new(stream, tx.clone()));
     let app = TowerToHyperService::new(app);
-    let service = service_fn(move |request: hyper::Request<Incoming>| {
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         tx.enter(Stage::Busy);
+        // For the firewall (`api::edge`): who is on the other end.
+        request.extensions_mut().insert(crate::api::edge::Peer(peer));
         let answer =
             hyper::service::Service::call(&app, request.map(|body| TimeoutBody::new(limits.body_timeout, body)));
         let tx = tx.clone();

@@ -17,8 +17,8 @@ const NOW_MS: i64 = 1_700_000_000_000;
 
 /// A node with `[auth] mode = "keys"` over a SQLite store the test also holds, so it can put keys
 /// in place before the node starts.
-struct Secured {
-    url: String,
+pub(crate) struct Secured {
+    pub(crate) url: String,
     node: Option<Node>,
     store: Arc<dyn Store>,
     _dir: tempfile::TempDir,
@@ -31,7 +31,7 @@ impl Drop for Secured {
 }
 
 /// A key with a secret the test knows.
-fn key(name: &str, scopes: &[&str], expires_at: Option<i64>, revoked_at: Option<i64>) -> (ApiKey, String) {
+pub(crate) fn key(name: &str, scopes: &[&str], expires_at: Option<i64>, revoked_at: Option<i64>) -> (ApiKey, String) {
     let mut rng = fastrand::Rng::new();
     let body: String = (0..43).map(|_| rng.alphanumeric()).collect();
     let secret = format!("keel_sk_{body}");
@@ -49,7 +49,7 @@ fn key(name: &str, scopes: &[&str], expires_at: Option<i64>, revoked_at: Option<
     (key, secret)
 }
 
-async fn start_secured(functions: &str, keys: &[&ApiKey]) -> Secured {
+pub(crate) async fn start_secured(functions: &str, keys: &[&ApiKey]) -> Secured {
     let dir = tempfile::tempdir().unwrap();
     let config = support::config(dir.path(), &format!("{functions}\n[auth]\nmode = \"keys\"\n"));
     let store = keel_store::open(&keel_store::StoreOptions { url: config.storage.url.clone(), fsync: false }).unwrap();
@@ -61,7 +61,7 @@ async fn start_secured(functions: &str, keys: &[&ApiKey]) -> Secured {
     Secured { url: format!("http://{}", node.addr()), node: Some(node), store, _dir: dir }
 }
 
-fn bearer(secret: &str) -> String {
+pub(crate) fn bearer(secret: &str) -> String {
     format!("Bearer {secret}")
 }
 

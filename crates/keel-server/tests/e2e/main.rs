@@ -11,6 +11,7 @@ mod crash;
 mod edge;
 mod egress;
 mod events;
+mod firewall;
 mod first_function;
 mod flow;
 mod idempotency;
