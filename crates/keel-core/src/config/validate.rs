@@ -15,6 +15,7 @@ mod command;
 mod dependency;
 mod flow;
 mod function;
+mod sandbox;
 mod subscription;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7733";
