@@ -19,6 +19,7 @@ mod load;
 mod observability;
 mod openapi;
 mod retries;
+mod sandbox;
 mod serve;
 mod support;
 mod tls;
