@@ -101,8 +101,9 @@ pub struct CommandConfig {
     pub health_path: Option<String>,
     /// Path and query attempts are POSTed to on the instance (`/` by default).
     pub path: String,
-    /// Limits each instance runs under; `None` when `sandbox` is not set.
-    pub sandbox: Option<SandboxConfig>,
+    /// Limits each instance runs under; `None` when `sandbox` is not set. Boxed: most functions
+    /// have none, and it would double the size of every `FunctionTarget`.
+    pub sandbox: Option<Box<SandboxConfig>>,
 }
 
 /// `sandbox = { … }` of a `command` function: what each of its instances is held to. Keel

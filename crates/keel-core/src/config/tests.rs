@@ -1039,7 +1039,7 @@ mod sandbox {
         let text = "[functions.f]\ncommand = [\"./f\"]\nsandbox = { cpu = \"60s\" }\n";
         let config = load_str("keel.toml", text, &Overrides::default()).unwrap();
         let sandbox = config.functions["f"].command().unwrap().sandbox.clone().unwrap();
-        assert_eq!(sandbox, SandboxConfig { cpu: Some(60), ..SandboxConfig::default() });
+        assert_eq!(*sandbox, SandboxConfig { cpu: Some(60), ..SandboxConfig::default() });
         assert!(!sandbox.restricts_paths());
     }
 

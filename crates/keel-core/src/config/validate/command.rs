@@ -103,7 +103,7 @@ impl Checker {
             None => Some("/".to_owned()),
         };
         let sandbox = match &raw.sandbox {
-            Some(raw) => self.sandbox(name, raw).map(Some),
+            Some(raw) => self.sandbox(name, raw).map(|s| Some(Box::new(s))),
             None => Some(None),
         };
         let health_path = match health_path {

@@ -132,7 +132,7 @@ impl ProcessPool {
         Arc::new(Self {
             function: function.into(),
             program: instance::resolve_program(&config.command[0]),
-            sandbox: config.sandbox.as_ref().map(Sandboxing::new),
+            sandbox: config.sandbox.as_deref().map(Sandboxing::new),
             config,
             keel_url,
             clock,
