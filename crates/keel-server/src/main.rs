@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             None => keel_server::sandbox::probe(),
         };
     }
+    keel_server::sandbox::this_executable_is_keel();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

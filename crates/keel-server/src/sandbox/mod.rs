@@ -68,21 +68,27 @@ impl From<&SandboxConfig> for Spec {
     }
 }
 
+/// This process's own executable, once the `keel` binary has said it is one.
+static OWN_EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Called by the `keel` binary's `main`: this process has the `__sandbox` command, so its own
+/// executable can start sandboxed instances. A process that embeds Keel's server does not call
+/// it, and names `keel` with [`EXE_VAR`] instead (no guessing from file names).
+pub fn this_executable_is_keel() {
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = OWN_EXE.set(exe);
+    }
+}
+
 /// The `keel` binary that serves as the trampoline: [`EXE_VAR`] when set, else this process's
-/// own executable when it is `keel`. Anything else (a test binary running a node in-process)
-/// has no `__sandbox` command, so it must say where `keel` is rather than be guessed at.
+/// own executable when it is `keel` (see [`this_executable_is_keel`]).
 pub(crate) fn trampoline_exe() -> Result<PathBuf, String> {
     if let Some(exe) = std::env::var_os(EXE_VAR) {
         return Ok(PathBuf::from(exe));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find Keel's own executable: {e}"))?;
-    if exe.file_name().is_some_and(|name| name == "keel") {
-        return Ok(exe);
-    }
-    Err(format!(
-        "sandboxed instances start through the `keel` binary, and this process is {}: set {EXE_VAR} to the path of `keel`",
-        exe.display()
-    ))
+    OWN_EXE.get().cloned().ok_or_else(|| {
+        format!("sandboxed instances start through the `keel` binary, and this process is not it: set {EXE_VAR} to the path of `keel`")
+    })
 }
 
 /// `sandbox.user` switches user, which only root may do: a node that is not root refuses to

@@ -213,3 +213,19 @@ async fn reading_outside_read_is_refused_where_landlock_is_available() {
     let (_, home) = keel.invoke("reader", &read(PathBuf::from("/root/.bashrc"))).await;
     assert_eq!(home["ok"], false, "{home}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_embedded_in_another_program_says_how_to_name_the_keel_binary() {
+    // This test binary is not `keel` and does not set KEEL_SANDBOX_EXE: no instance can start,
+    // and the error says what to do rather than running the program unsandboxed.
+    let keel = crate::support::Keel::start(&format!(
+        "[functions.boxed]\ncommand = [\"{PYTHON}\", \"-c\", \"pass\"]\n{}\nsandbox = {{ cpu = \"1s\" }}\n",
+        fast_retry(1)
+    ))
+    .await;
+    let (status, _, answer) = post_json(&format!("{}/v1/functions/boxed/invoke", keel.url), "{}").await;
+    assert_ne!(status, 200, "{answer}");
+    let (_, _, state) = get_json(&format!("{}/v1/functions/boxed", keel.url)).await;
+    let last_error = state["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("set KEEL_SANDBOX_EXE to the path of `keel`"), "{state:#}");
+}
