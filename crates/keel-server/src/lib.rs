@@ -25,6 +25,9 @@
 //! - [`telemetry`]: logs, traces (OTLP), the Prometheus recorder and `/metrics`, the spans of
 //!   requests and attempts; `metric_definitions.rs`: every metric's name, and the cheap calls
 //!   that record them.
+//! - [`sandbox`]: the limits of `command` functions' instances, applied by `keel __sandbox` (a
+//!   trampoline between the watchdog and the program), what this host can enforce of them, and
+//!   which limit a dead instance ran into.
 //! - `cli/` and `main.rs`: the `keel` command.
 #![forbid(unsafe_code)]
 
@@ -40,6 +43,7 @@ mod functions;
 mod listener;
 mod metric_definitions;
 mod runtime;
+pub mod sandbox;
 pub mod server;
 mod state;
 pub mod telemetry;

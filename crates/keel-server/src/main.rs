@@ -21,10 +21,25 @@ use cli::{
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // The sandbox trampoline runs before any runtime thread exists: it switches user per thread
+    // and then replaces this process with the function's program.
+    if let Command::Sandbox(args) = &cli.command {
+        return match &args.spec {
+            Some(spec) => keel_server::sandbox::run(spec, &args.command),
+            None => keel_server::sandbox::probe(),
+        };
+    }
+    keel_server::sandbox::this_executable_is_keel();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", describe_error(&error));
@@ -100,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Ls(args)) => audit::ls(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Sandbox(_) => unreachable!("handled in main before the runtime starts"),
         Command::Kv(command) => {
             let client = client()?;
             match command {

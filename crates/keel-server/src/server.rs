@@ -43,6 +43,9 @@ pub enum StartError {
     /// was checked).
     #[error("cannot set up the HTTP client: {0}")]
     Client(String),
+    /// A function's `sandbox.user` needs Keel to run as root, and it does not.
+    #[error("function {function}: sandbox.user = {user:?} needs Keel to run as root (switching user takes it); run Keel as root or remove `user`")]
+    SandboxUser { function: String, user: String },
     /// `server.tls` names files that no longer hold a usable certificate and key.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -104,6 +107,7 @@ impl Node {
         options: NodeOptions,
     ) -> Result<Node, StartError> {
         crate::telemetry::install_recorder();
+        crate::sandbox::check_user(&config)?;
         let clock = options.clock;
         let now = clock.now_ms();
         let scope = if store.is_exclusive() { Reclaim::All } else { Reclaim::ExpiredBefore(now) };

@@ -101,6 +101,48 @@ pub struct CommandConfig {
     pub health_path: Option<String>,
     /// Path and query attempts are POSTed to on the instance (`/` by default).
     pub path: String,
+    /// Limits each instance runs under; `None` when `sandbox` is not set. Boxed: most functions
+    /// have none, and it would double the size of every `FunctionTarget`.
+    pub sandbox: Option<Box<SandboxConfig>>,
+}
+
+/// `sandbox = { … }` of a `command` function: what each of its instances is held to. Keel
+/// applies it in the instance's own process just before the program starts (see
+/// `keel_server`'s `sandbox` module); every limit is per instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// Address space in bytes (`RLIMIT_AS`): an allocation past it fails.
+    pub memory: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// Processes and threads of the instance's user (`RLIMIT_NPROC`): counted per user by the
+    /// kernel, and not enforced for root, so it binds best together with `user`.
+    pub processes: Option<u64>,
+    /// CPU time in whole seconds, rounded up (`RLIMIT_CPU`): SIGXCPU at the limit, SIGKILL a
+    /// second later.
+    pub cpu: Option<u64>,
+    /// Paths the instance may read (and execute) beneath, besides the system's own directories
+    /// and the program; absolute, resolved against the config file's directory. Landlock.
+    pub read: Vec<std::path::PathBuf>,
+    /// Paths the instance may read and write beneath. Landlock.
+    pub write: Vec<std::path::PathBuf>,
+    /// The user the instance runs as (only when Keel runs as root).
+    pub user: Option<SandboxUser>,
+}
+
+/// A user from the system's user database, resolved when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl SandboxConfig {
+    /// Whether filesystem rules (`read`/`write`) were asked for.
+    pub fn restricts_paths(&self) -> bool {
+        !self.read.is_empty() || !self.write.is_empty()
+    }
 }
 
 /// Defaults of the scaling keys, shown in docs and in `GET /v1/functions`.

@@ -199,6 +199,22 @@ pub(super) struct RawFunction {
     /// `dependencies = ["payments"]`: the dependencies this function may call through egress.
     pub(super) dependencies: Option<Vec<String>>,
     pub(super) grants: Option<RawGrants>,
+    /// `command` functions only: limits each instance runs under.
+    pub(super) sandbox: Option<RawSandbox>,
+}
+
+/// `sandbox = { memory = "512MiB", open_files = 256, processes = 32, cpu = "60s", read = […],
+/// write = […], user = "nobody" }`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSandbox {
+    pub(super) memory: Option<RawByteSize>,
+    pub(super) open_files: Option<i64>,
+    pub(super) processes: Option<i64>,
+    pub(super) cpu: Option<RawDuration>,
+    pub(super) read: Option<Vec<String>>,
+    pub(super) write: Option<Vec<String>>,
+    pub(super) user: Option<String>,
 }
 
 /// `rate_limit = { per_second = 50, burst = 10 }`.

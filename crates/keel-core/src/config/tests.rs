@@ -1094,3 +1094,72 @@ per_address = { per_second = 50, burst = 100 }
         );
     }
 }
+
+mod sandbox {
+    use super::*;
+
+    #[test]
+    fn the_design_example_is_resolved_against_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("keel-config-sandbox-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("app").join("assets")).unwrap();
+        std::fs::create_dir_all(dir.join("app").join("scratch")).unwrap();
+        let file = dir.join("app").join("keel.toml");
+        std::fs::write(
+            &file,
+            "[functions.resize]\ncommand = [\"./resize\"]\nsandbox = { memory = \"512MiB\", open_files = 256, \
+             processes = 32, cpu = \"1500ms\", read = [\"./assets\"], write = [\"./scratch\"], user = \"root\" }\n\
+             [functions.plain]\ncommand = [\"./plain\"]\n",
+        )
+        .unwrap();
+        let config = load(Some(&file), &Overrides::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+        let config = config.unwrap();
+        let sandbox = config.functions["resize"].command().unwrap().sandbox.clone().unwrap();
+        assert_eq!(sandbox.memory, Some(512 << 20));
+        assert_eq!((sandbox.open_files, sandbox.processes), (Some(256), Some(32)));
+        assert_eq!(sandbox.cpu, Some(2), "CPU time is counted in whole seconds, rounded up");
+        assert_eq!(sandbox.read, [dir.join("app").join("./assets")]);
+        assert_eq!(sandbox.write, [dir.join("app").join("./scratch")]);
+        assert_eq!(sandbox.user, Some(SandboxUser { name: "root".into(), uid: 0, gid: 0 }));
+        assert_eq!(config.functions["plain"].command().unwrap().sandbox, None);
+    }
+
+    #[test]
+    fn every_key_is_optional() {
+        let text = "[functions.f]\ncommand = [\"./f\"]\nsandbox = { cpu = \"60s\" }\n";
+        let config = load_str("keel.toml", text, &Overrides::default()).unwrap();
+        let sandbox = config.functions["f"].command().unwrap().sandbox.clone().unwrap();
+        assert_eq!(*sandbox, SandboxConfig { cpu: Some(60), ..SandboxConfig::default() });
+        assert!(!sandbox.restricts_paths());
+    }
+
+    #[test]
+    fn every_sandbox_problem_is_reported_where_it_was_written() {
+        let text = "[functions.f]\ncommand = [\"./f\"]\n\
+                    sandbox = { memory = \"lots\", open_files = 0, processes = -1, cpu = \"0s\", \
+                    read = [\"/no/such/dir\"], user = \"no-such-user\" }\n\
+                    [functions.u]\nurl = \"http://127.0.0.1:9001/\"\nsandbox = { cpu = \"1s\" }\n";
+        assert_eq!(
+            errors(text),
+            [
+                r#"keel.toml:3:22: functions.f.sandbox.memory: expected a byte size like 1048576, "512KiB", "1MiB", "2MB" (units B, KB, MB, GB, KiB, MiB, GiB), at least 1 byte (got "lots")"#,
+                "keel.toml:3:43: functions.f.sandbox.open_files: must be between 1 and 1048576 (got 0)",
+                "keel.toml:3:58: functions.f.sandbox.processes: must be between 1 and 4194304 (got -1)",
+                r#"keel.toml:3:68: functions.f.sandbox.cpu: must be greater than 0, like "30s" (got "0s")"#,
+                r#"keel.toml:3:81: functions.f.sandbox.read: "/no/such/dir": cannot use /no/such/dir: No such file or directory (os error 2)"#,
+                r#"keel.toml:3:106: functions.f.sandbox.user: no user "no-such-user" in /etc/passwd"#,
+                "keel.toml:6:1: functions.u.sandbox: only `command` functions take `sandbox`; a `url` function puts its path in the url and runs elsewhere",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_sandbox_key_lists_the_valid_ones() {
+        let text = "[functions.f]\ncommand = [\"./f\"]\nsandbox = { network = false }\n";
+        assert_eq!(
+            errors(text),
+            ["keel.toml:3:13: functions.f.sandbox.network: unknown key `network`, expected one of `memory`, \
+              `open_files`, `processes`, `cpu`, `read`, `write`, `user`"]
+        );
+    }
+}

@@ -16,6 +16,7 @@ mod dependency;
 mod edge;
 mod flow;
 mod function;
+mod sandbox;
 mod subscription;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7733";

@@ -178,6 +178,14 @@ fn view(shared: &Shared, f: &Function, queued: &[(String, u64)]) -> FunctionView
         instances: pool.as_ref().map(instances),
         cold_starts: pool.as_ref().map(cold_starts),
         waiting_for_instance: pool.as_ref().map(|p| p.waiting as u64),
+        sandbox: pool.as_ref().and_then(|p| p.sandbox.as_ref()).map(|s| SandboxView {
+            applied: s.applied.clone(),
+            unavailable: s
+                .unavailable
+                .iter()
+                .map(|u| UnavailableView { name: u.name, reason: u.reason.clone() })
+                .collect(),
+        }),
         last_error: pool.and_then(|p| p.last_error),
     }
 }
@@ -282,6 +290,28 @@ pub(crate) struct FunctionView {
     /// `command` functions: the latest failed start or crash, with what the program printed.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// `command` functions with `sandbox`: which of its settings this host applies to each
+    /// instance, and which it cannot enforce here (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox: Option<SandboxView>,
+}
+
+/// What of a function's `sandbox` is enforced on this node.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Sandbox)]
+struct SandboxView {
+    /// Applied to every instance: `memory`, `open_files`, `processes`, `cpu`, `user`,
+    /// `no_new_privs`, `read`, `write`.
+    applied: Vec<&'static str>,
+    /// Set but not enforceable here (`processes` for root, `read`/`write` without Landlock).
+    unavailable: Vec<UnavailableView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SandboxUnavailable)]
+struct UnavailableView {
+    name: &'static str,
+    reason: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -107,6 +107,23 @@ pub(crate) enum Command {
     Audit(AuditCommand),
     /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
     Bench(bench::BenchArgs),
+    /// Internal: how Keel starts a sandboxed instance (applies the limits, then runs PROGRAM).
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(SandboxArgs),
+}
+
+/// `keel __sandbox --spec JSON -- PROGRAM ARGS…`, or `--probe` (see `keel_server::sandbox`).
+#[derive(Debug, Args)]
+pub(crate) struct SandboxArgs {
+    /// The limits, as `keel_server::sandbox::Spec` JSON.
+    #[arg(long, required_unless_present = "probe")]
+    pub(crate) spec: Option<String>,
+    /// Print what the kernel enforces (Landlock) and exit.
+    #[arg(long, conflicts_with = "spec")]
+    pub(crate) probe: bool,
+    /// The program and its arguments.
+    #[arg(last = true, required_unless_present = "probe")]
+    pub(crate) command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ mod load;
 mod observability;
 mod openapi;
 mod retries;
+mod sandbox;
 mod serve;
 mod support;
 mod tls;

@@ -52,6 +52,7 @@ impl Checker {
             ("startup_timeout", raw.startup_timeout.is_some()),
             ("health_path", raw.health_path.is_some()),
             ("path", raw.path.is_some()),
+            ("sandbox", raw.sandbox.is_some()),
         ];
         for (field, _) in set.iter().filter(|(_, is_set)| *is_set) {
             let message = format!(
@@ -101,6 +102,10 @@ impl Checker {
             Some(p) => self.http_path(at("path"), p),
             None => Some("/".to_owned()),
         };
+        let sandbox = match &raw.sandbox {
+            Some(raw) => self.sandbox(name, raw).map(|s| Some(Box::new(s))),
+            None => Some(None),
+        };
         let health_path = match health_path {
             Some(None) => return None,
             checked => checked.flatten(),
@@ -116,6 +121,7 @@ impl Checker {
             startup_timeout: startup?,
             health_path,
             path: path?,
+            sandbox: sandbox?,
         })
     }
 

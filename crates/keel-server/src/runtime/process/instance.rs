@@ -8,6 +8,10 @@
 //! writer is Keel, then `exec`s the program (so the program keeps the shell's pid and is the
 //! group leader). When Keel dies for any reason the kernel closes the pipe, the reader sees
 //! end-of-file and kills the whole process group: the program and anything it started.
+//!
+//! A sandboxed instance has one more step between: the shell `exec`s `keel __sandbox`, which
+//! applies the limits to itself and `exec`s the program (same pid, same group). The watchdog
+//! reader was started before, so the limits never bind it.
 
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -37,8 +41,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 /// Why an instance's task ended.
 enum End {
-    /// It never became ready: the reason, to be shown to the attempts waiting for it.
-    NotReady(String),
+    /// It never became ready: the reason, to be shown to the attempts waiting for it, and how
+    /// it exited if it did.
+    NotReady(String, Option<ExitStatus>),
     /// It was ready and then exited by itself.
     Crashed(ExitStatus),
     /// The pool asked it to stop.
@@ -63,13 +68,13 @@ pub(super) async fn run(pool: Arc<ProcessPool>, id: u64, port: u16, mut stop: on
     ];
     let config = &pool.config;
     let ready = tokio::select! {
-        ready = wait_ready(port, config.health_path.as_deref(), config.startup_timeout) => ready,
-        status = child.wait() => Err(format!("exited before it was ready ({})", describe(status))),
-        _ = &mut stop => Err(String::new()),
+        ready = wait_ready(port, config.health_path.as_deref(), config.startup_timeout) => ready.map_err(|r| (r, None)),
+        status = child.wait() => Err((format!("exited before it was ready ({})", describe(&status)), status.ok())),
+        _ = &mut stop => Err((String::new(), None)),
     };
     let end = match ready {
-        Err(reason) if reason.is_empty() => End::Stopped,
-        Err(reason) => End::NotReady(reason),
+        Err((reason, _)) if reason.is_empty() => End::Stopped,
+        Err((reason, status)) => End::NotReady(reason, status),
         Ok(()) => {
             pool.mark_ready(id, spawned_at.elapsed());
             let end = tokio::select! {
@@ -87,7 +92,7 @@ pub(super) async fn run(pool: Arc<ProcessPool>, id: u64, port: u16, mut stop: on
             end
         }
     };
-    if matches!(end, End::Stopped | End::NotReady(_)) {
+    if matches!(end, End::Stopped | End::NotReady(..)) {
         terminate(&mut child, pid).await;
     }
     // The program is gone; take its children and the watchdog with it.
@@ -103,16 +108,28 @@ pub(super) async fn run(pool: Arc<ProcessPool>, id: u64, port: u16, mut stop: on
             tracing::info!(function = %name, instance = id, "instance stopped");
             pool.exited(id, None);
         }
-        End::NotReady(reason) => pool.start_failed(
-            id,
-            format!("function {name}: instance {id} did not become ready: {reason}{}", tail.describe()),
-        ),
+        End::NotReady(reason, status) => {
+            let limit = status.and_then(|status| limit_hit(&pool, id, status, &tail)).unwrap_or_default();
+            let message =
+                format!("function {name}: instance {id} did not become ready: {reason}{limit}{}", tail.describe());
+            pool.start_failed(id, message);
+        }
         End::Crashed(status) => {
-            let message = format!("function {name}: instance {id} exited unexpectedly ({status}){}", tail.describe());
+            let limit = limit_hit(&pool, id, status, &tail).unwrap_or_default();
+            let message =
+                format!("function {name}: instance {id} exited unexpectedly ({status}){limit}{}", tail.describe());
             tracing::warn!(function = %name, instance = id, %status, "instance exited unexpectedly");
             pool.exited(id, Some(message));
         }
     }
+}
+
+/// `, killed by the cpu limit (…)` when a sandbox limit explains the exit (and logged so).
+fn limit_hit(pool: &ProcessPool, id: u64, status: ExitStatus, tail: &Tail) -> Option<String> {
+    let sandbox = pool.config.sandbox.as_ref()?;
+    let limit = crate::sandbox::limit_hit(sandbox, status.into(), &tail.text())?;
+    tracing::warn!(function = %pool.function, instance = id, %status, %limit, "instance stopped by a sandbox limit");
+    Some(format!(", stopped by {limit}"))
 }
 
 fn spawn(pool: &ProcessPool, id: u64, port: u16) -> Result<Child, String> {
@@ -120,7 +137,12 @@ fn spawn(pool: &ProcessPool, id: u64, port: u16) -> Result<Child, String> {
     let program = pool.program.as_ref().map_err(Clone::clone)?;
     let mut command = Command::new("/bin/sh");
     let script = if config.env.contains_key("PWD") { WATCHDOG.to_owned() } else { format!("{UNSET_PWD}{WATCHDOG}") };
-    command.arg("-c").arg(script).arg("keel-watchdog").arg(program).args(&config.command[1..]);
+    command.arg("-c").arg(script).arg("keel-watchdog");
+    if let Some(sandbox) = &pool.sandbox {
+        let trampoline = sandbox.trampoline.as_ref().map_err(Clone::clone)?;
+        command.arg(trampoline).args(["__sandbox", "--spec", &sandbox.spec, "--"]);
+    }
+    command.arg(program).args(&config.command[1..]);
     command
         .env_clear()
         .envs(&config.env)
@@ -193,8 +215,8 @@ async fn probe(port: u16, health_path: Option<&str>) -> Result<(), String> {
     }
 }
 
-fn describe(status: std::io::Result<ExitStatus>) -> String {
-    status.map_or_else(|e| format!("unknown status: {e}"), |s| s.to_string())
+fn describe(status: &std::io::Result<ExitStatus>) -> String {
+    status.as_ref().map_or_else(|e| format!("unknown status: {e}"), |s| s.to_string())
 }
 
 /// The program to run: a name without `/` is looked up on Keel's `PATH` (the instance gets no

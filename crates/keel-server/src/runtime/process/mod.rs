@@ -7,6 +7,9 @@
 //! - `keeper`: the background task that keeps `min_instances` up and stops idle instances.
 //! - `output`: stdout/stderr lines → Keel log lines; `stats`: cold starts and restart backoff.
 //! - `view`: the pool's live state as `GET /v1/functions/{name}` shows it.
+//!
+//! A function with `sandbox` has its instances started through the `keel __sandbox` trampoline
+//! (see [`crate::sandbox`]); what this host enforces of it is said once when the pool starts.
 
 mod instance;
 mod keeper;
@@ -36,12 +39,34 @@ pub(crate) struct ProcessPool {
     config: CommandConfig,
     /// `command[0]` resolved once; an error is reported by every start that needs it.
     program: Result<PathBuf, String>,
+    /// How instances are sandboxed, when `sandbox` is set.
+    sandbox: Option<Sandboxing>,
     keel_url: String,
     clock: Arc<dyn Clock>,
     /// A std Mutex, not a tokio one: it is never held across an await.
     state: Mutex<PoolState>,
     /// Wakes waiting attempts and the keeper: an instance became ready, freed a slot, or left.
     changed: Notify,
+}
+
+/// A sandboxed function's instances: through which `keel` they start, with what spec, and what
+/// of it this host enforces.
+#[derive(Debug)]
+struct Sandboxing {
+    /// The trampoline binary; an error is reported by every start, as for `program`.
+    trampoline: Result<PathBuf, String>,
+    /// The `--spec` argument.
+    spec: String,
+    support: crate::sandbox::Support,
+}
+
+impl Sandboxing {
+    fn new(config: &keel_core::config::SandboxConfig) -> Self {
+        let trampoline = crate::sandbox::trampoline_exe();
+        let host = crate::sandbox::Host::detect(config, trampoline.as_deref().ok());
+        let spec = serde_json::to_string(&crate::sandbox::Spec::from(config)).unwrap_or_default();
+        Self { trampoline, spec, support: crate::sandbox::Support::of(config, &host) }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +132,7 @@ impl ProcessPool {
         Arc::new(Self {
             function: function.into(),
             program: instance::resolve_program(&config.command[0]),
+            sandbox: config.sandbox.as_deref().map(Sandboxing::new),
             config,
             keel_url,
             clock,
@@ -121,6 +147,13 @@ impl ProcessPool {
 
     /// Starts the keeper (and with it `min_instances`).
     pub(crate) fn start(self: &Arc<Self>) {
+        if let Some(sandbox) = &self.sandbox {
+            let support = sandbox.support.describe();
+            match &sandbox.trampoline {
+                Ok(exe) => tracing::info!(function = %self.function, trampoline = %exe.display(), "sandbox {support}"),
+                Err(e) => tracing::error!(function = %self.function, "sandbox: instances cannot start: {e}"),
+            }
+        }
         tokio::spawn(keeper::run(self.clone()));
     }
 

@@ -25,6 +25,12 @@ impl Tail {
         lines.push_back(line);
     }
 
+    /// The lines kept, `|`-separated: what a sandbox verdict reads.
+    pub(super) fn text(&self) -> String {
+        let lines = self.0.lock().expect("tail lock");
+        lines.iter().map(String::as_str).collect::<Vec<_>>().join(" | ")
+    }
+
     /// `; it printed: a | b` or `; it printed nothing`, for an error message.
     pub(super) fn describe(&self) -> String {
         let lines = self.0.lock().expect("tail lock");

@@ -28,6 +28,8 @@ pub(crate) struct PoolView {
     pub(crate) p50_cold_start: Option<Duration>,
     /// The latest failed start or crash, with what the program printed.
     pub(crate) last_error: Option<String>,
+    /// What of `sandbox` this host enforces, when it is set.
+    pub(crate) sandbox: Option<crate::sandbox::Support>,
 }
 
 impl InstanceState {
@@ -61,6 +63,7 @@ impl ProcessPool {
             last_cold_start: state.cold_starts.last,
             p50_cold_start: state.cold_starts.p50(),
             last_error: state.last_error.clone(),
+            sandbox: self.sandbox.as_ref().map(|s| s.support.clone()),
         }
     }
 }
