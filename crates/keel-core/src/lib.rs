@@ -18,6 +18,8 @@
 //! - [`flow`]: flow control as pure decisions: the circuit breaker and the GCRA rate limiter.
 //! - [`auth`]: access control as pure decisions: scopes, what a route needs, the records of
 //!   keys and the audit log, a function token's claims.
+//! - [`schema`]: JSON Schema checks of invoke bodies (`input_schema`) and event data (a topic's
+//!   `schema`), compiled once at config load.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -37,6 +39,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod outcome;
 pub mod retry;
+pub mod schema;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -129,7 +129,7 @@ pub(crate) fn commit_effects(
     let max = shared.config.server.max_event_hops;
     let mut events = Vec::with_capacity(effects.events.len());
     for (i, emitted) in effects.events.iter().enumerate() {
-        if !shared.config.topics.contains(&emitted.topic) {
+        if !shared.config.topics.contains_key(&emitted.topic) {
             return Err(format!(
                 "effects envelope: events[{i}]: topic {:?} is not declared in keel.toml",
                 emitted.topic

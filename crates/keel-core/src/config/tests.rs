@@ -442,7 +442,7 @@ ordered_by = \"subject\"
     assert_eq!(sub.retry.max_attempts, 3, "inherited from the function");
     assert_eq!(sub.retry.initial, Duration::from_secs(1), "overridden by the subscription");
     assert_eq!(sub.ordered_by, Some(super::OrderedBy::Subject));
-    assert!(config.topics.contains("user.registered"));
+    assert!(config.topics.contains_key("user.registered"));
     assert_eq!(config.server.max_event_hops, 16);
 }
 
@@ -1004,3 +1004,5 @@ fn effects_are_held_to_grants_when_declared_and_always_with_auth_on() {
     assert_eq!(o.effect_scopes(AuthMode::None), None, "auth off and no grants: not held");
     assert_eq!(o.effect_scopes(AuthMode::Keys), Some(&[][..]), "auth on and no grants: nothing allowed");
 }
+
+mod schema;

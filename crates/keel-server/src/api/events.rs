@@ -77,7 +77,7 @@ pub(crate) async fn publish(
     if shared.is_draining() {
         return Err(Problem::draining());
     }
-    if !shared.config.topics.contains(&topic) {
+    if !shared.config.topics.contains_key(&topic) {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-topic",
