@@ -12,6 +12,7 @@ mod events;
 mod functions;
 mod health;
 mod idempotency;
+mod input;
 mod invocations;
 mod invoke;
 mod kv;

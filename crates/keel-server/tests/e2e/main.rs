@@ -19,6 +19,7 @@ mod load;
 mod observability;
 mod openapi;
 mod retries;
+mod schemas;
 mod serve;
 mod support;
 mod tls;
