@@ -20,6 +20,8 @@
 //!   keys and the audit log, a function token's claims.
 //! - [`edge`]: the API's firewall (client address allow/deny lists, trusted proxies and
 //!   `X-Forwarded-For`, method/path rules) and its throttles per API key and per address.
+//! - [`schema`]: JSON Schema checks of invoke bodies (`input_schema`) and event data (a topic's
+//!   `schema`), compiled once at config load.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -40,6 +42,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod outcome;
 pub mod retry;
+pub mod schema;
 pub mod store;
 
 pub use error::{Error, Result};

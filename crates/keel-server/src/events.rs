@@ -112,9 +112,10 @@ pub(crate) fn lease_deliveries(shared: &Shared, event: &mut NewEvent, now: Milli
 }
 
 /// Turns an effects envelope into what the store commits. An effect outside the function's
-/// grants (see `FunctionConfig::effect_scopes`), an event for an undeclared topic, or one that
-/// would extend an event chain past `server.max_event_hops`, is a permanent failure whose text
-/// says so; nothing of the envelope is committed.
+/// grants (see `FunctionConfig::effect_scopes`), an event for an undeclared topic, one whose
+/// data fails its topic's `schema`, or one that would extend an event chain past
+/// `server.max_event_hops`, is a permanent failure whose text says so; nothing of the envelope
+/// is committed.
 pub(crate) fn commit_effects(
     shared: &Shared,
     inv: &Invocation,
@@ -129,10 +130,19 @@ pub(crate) fn commit_effects(
     let max = shared.config.server.max_event_hops;
     let mut events = Vec::with_capacity(effects.events.len());
     for (i, emitted) in effects.events.iter().enumerate() {
-        if !shared.config.topics.contains(&emitted.topic) {
+        let Some(topic) = shared.config.topics.get(&emitted.topic) else {
             return Err(format!(
                 "effects envelope: events[{i}]: topic {:?} is not declared in keel.toml",
                 emitted.topic
+            ));
+        };
+        if let Some(Err(errors)) = topic.schema.as_ref().map(|schema| schema.check(&emitted.data)) {
+            shared.metrics.invalid_input(crate::metric_definitions::SchemaTarget::Topic, &emitted.topic);
+            let listed: Vec<String> = errors.iter().map(|e| format!("at {:?}: {}", e.path, e.message)).collect();
+            return Err(format!(
+                "effects envelope: events[{i}]: data does not match the schema of topic {:?}: {}",
+                emitted.topic,
+                listed.join("; ")
             ));
         }
         if hops > max {

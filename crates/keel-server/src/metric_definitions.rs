@@ -61,6 +61,10 @@ pub(crate) const RETRY_BUDGET_AVAILABLE: &str = "keel_retry_budget_available";
 pub(crate) const BREAKER_STATE: &str = "keel_breaker_state";
 /// A breaker's changes of state, by `target` and `to` (`closed`, `open`, `half-open`).
 pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "keel_breaker_transitions_total";
+/// Bodies and events refused by a JSON Schema (`input_schema`, a topic's `schema`), by `target`
+/// (the function or topic) and `kind` (`function`, `topic`: a function and a topic may share a
+/// name).
+pub(crate) const INVALID_INPUT_TOTAL: &str = "keel_invalid_input_total";
 
 const OUTCOMES: [Outcome; 5] =
     [Outcome::Success, Outcome::Transient, Outcome::Permanent, Outcome::Timeout, Outcome::Conflict];
@@ -96,6 +100,24 @@ pub(crate) enum End {
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     functions: BTreeMap<String, FunctionMetrics>,
+    /// `keel_invalid_input_total` of each function and topic with a schema.
+    invalid_input: BTreeMap<(SchemaTarget, String), Counter>,
+}
+
+/// What a schema belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum SchemaTarget {
+    Function,
+    Topic,
+}
+
+impl SchemaTarget {
+    fn as_str(self) -> &'static str {
+        match self {
+            SchemaTarget::Function => "function",
+            SchemaTarget::Topic => "topic",
+        }
+    }
 }
 
 impl Metrics {
@@ -105,7 +127,28 @@ impl Metrics {
         for f in config.functions.values().filter(|f| f.flow.breaker.is_some()) {
             gauge!(BREAKER_STATE, "target" => f.name.clone()).set(0.0);
         }
-        Self { functions }
+        let with_schema = config
+            .functions
+            .iter()
+            .filter(|(_, f)| f.input_schema.is_some())
+            .map(|(name, _)| (SchemaTarget::Function, name))
+            .chain(
+                config.topics.iter().filter(|(_, t)| t.schema.is_some()).map(|(name, _)| (SchemaTarget::Topic, name)),
+            );
+        let invalid_input = with_schema
+            .map(|(kind, name)| {
+                let counter = counter!(INVALID_INPUT_TOTAL, "target" => name.clone(), "kind" => kind.as_str());
+                ((kind, name.clone()), counter)
+            })
+            .collect();
+        Self { functions, invalid_input }
+    }
+
+    /// A body or event refused by the schema of `target`.
+    pub(crate) fn invalid_input(&self, kind: SchemaTarget, target: &str) {
+        if let Some(counter) = self.invalid_input.get(&(kind, target.to_owned())) {
+            counter.increment(1);
+        }
     }
 
     /// A call or admission refused by flow control (logged at debug: under overload there are many).

@@ -19,6 +19,11 @@ use crate::providers::{self, Behaviour};
 
 /// The example's `keel.toml`.
 pub const KEEL_TOML: &str = include_str!("../keel.toml");
+/// The JSON Schemas `keel.toml` names (`input_schema`), by function, compiled in like the file.
+const SCHEMAS: [(&str, &str); 2] = [
+    ("register-user", include_str!("../schemas/register-user.json")),
+    ("purchase", include_str!("../schemas/purchase.json")),
+];
 /// The program name `keel.toml` uses for this binary.
 const PROGRAM: &str = "keel-example";
 
@@ -32,13 +37,22 @@ pub struct Options {
 }
 
 /// `keel.toml` resolved for this machine: `exe` runs the functions; the providers are at
-/// `email_url` and `payments_url`.
+/// `email_url` and `payments_url`. The schemas are written under the state directory and named
+/// there: the file's paths are relative to it, and this binary runs from anywhere.
 pub fn config(options: &Options, exe: &Path, email_url: &str, payments_url: &str) -> anyhow::Result<Config> {
     let storage = format!("sqlite://{}", options.state_dir.join("keel.db").display());
-    let flags = vec![
+    let mut flags = vec![
         ("server.listen".to_owned(), "--listen".to_owned(), TomlValue::String(options.listen.to_string())),
         ("storage.url".to_owned(), "--state-dir".to_owned(), TomlValue::String(storage)),
     ];
+    let schemas = options.state_dir.join("schemas");
+    std::fs::create_dir_all(&schemas).with_context(|| format!("creating {}", schemas.display()))?;
+    for (function, schema) in SCHEMAS {
+        let file = schemas.join(format!("{function}.json"));
+        std::fs::write(&file, schema).with_context(|| format!("writing {}", file.display()))?;
+        let key = format!("functions.{function}.input_schema");
+        flags.push((key, "--state-dir".to_owned(), TomlValue::String(file.display().to_string())));
+    }
     // The variables one would set by hand for `keel serve -c examples/backend/keel.toml`.
     let env = vec![
         ("KEEL_DEPENDENCIES__EMAIL__URL".to_owned(), email_url.to_owned()),
@@ -142,14 +156,18 @@ mod tests {
     #[test]
     fn every_function_runs_this_binary_and_the_dependencies_are_the_providers() {
         let quiet = Behaviour { error_rate: 0.0, latency: Duration::ZERO };
+        let dir = tempfile::tempdir().unwrap();
         let options = Options {
             listen: "127.0.0.1:0".parse().unwrap(),
-            state_dir: ".keel".into(),
+            state_dir: dir.path().to_path_buf(),
             email: quiet,
             payments: quiet,
         };
         let config = config(&options, Path::new("/opt/keel-example"), "http://e", "http://p").unwrap();
-        assert_eq!(config.storage.url, "sqlite://.keel/keel.db");
+        assert_eq!(config.storage.url, format!("sqlite://{}/keel.db", dir.path().display()));
+        let schema = config.functions["register-user"].input_schema.as_ref().expect("register-user's schema");
+        assert_eq!(schema.file, dir.path().join("schemas/register-user.json"));
+        assert!(config.functions["purchase"].input_schema.is_some());
         let names: Vec<&str> = config.functions.keys().map(String::as_str).collect();
         let mut expected = crate::functions::NAMES.to_vec();
         expected.sort_unstable();

@@ -104,17 +104,31 @@ async fn eventually(url: &str, limit: Duration, done: impl Fn(u16, &Value) -> bo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_refused_by_the_function_once_without_retries() {
+async fn bad_input_is_refused_by_keel_or_by_the_function_once_without_retries() {
     let backend = start(RELIABLE).await;
+    // The schema refuses it at Keel's door: nothing is stored and the function is not called.
     let (status, headers, body) =
-        invoke(&backend, "register-user", &[], json!({"email": "not-an-email", "name": "Ada"})).await;
+        invoke(&backend, "register-user", &[], json!({"email": "not-an-email", "name": "Ada", "admin": true})).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(headers["keel-attempts"], "1");
-    assert_eq!(body["detail"], "\"not-an-email\" is not an email address like ada@example.com");
-    let (status, _, body) = invoke(&backend, "purchase", &[], json!({"user_id": "x", "item": "yacht"})).await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["type"], "urn:keel:problem:invalid-input");
+    assert_eq!(
+        body["errors"],
+        json!([
+            {"path": "/email", "message": "value does not match \"^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$\""},
+            {"path": "", "message": "Additional properties are not allowed ('admin' was unexpected)"},
+        ]),
+        "{body}"
+    );
+    assert!(!headers.contains_key("keel-invocation-id"), "no invocation was made");
+    let (_, _, stored) =
+        call("GET", &format!("{}/v1/invocations?function=register-user", backend.url), &[], Value::Null).await;
+    assert_eq!(stored["items"], json!([]), "{stored}");
     let (_, _, function) = call("GET", &format!("{}/v1/functions/register-user", backend.url), &[], Value::Null).await;
-    assert_eq!(function["cold_starts"]["count"], 1, "{function}");
+    assert_eq!(function["cold_starts"]["count"], 0, "the function never ran: {function}");
+    // What the schema cannot know (the catalog) the function refuses, once: a permanent failure.
+    let (status, headers, body) = invoke(&backend, "purchase", &[], json!({"user_id": "x", "item": "yacht"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(headers["keel-attempts"], "1");
     backend.node.shutdown().await;
 }
 

@@ -32,6 +32,9 @@ pub struct FunctionConfig {
     /// token carries them); with auth off, a function that declares them is still held to them
     /// in its effects.
     pub grants: Option<Vec<crate::auth::Scope>>,
+    /// `input_schema`: every invoke body must be JSON that passes it, or is refused (400
+    /// `invalid-input`) before anything is stored.
+    pub input_schema: Option<crate::schema::JsonSchema>,
 }
 
 impl FunctionConfig {

@@ -41,12 +41,19 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Keyed by function name, which is also `FunctionConfig::name`.
     pub functions: BTreeMap<String, FunctionConfig>,
-    /// Declared topics: events may be published (and emitted) to these only.
-    pub topics: std::collections::BTreeSet<String>,
+    /// Declared topics, keyed by name: events may be published (and emitted) to these only.
+    pub topics: BTreeMap<String, TopicConfig>,
     pub subscriptions: Vec<SubscriptionConfig>,
     /// `[dependencies.NAME]`, keyed by name: what functions may call through egress.
     pub dependencies: BTreeMap<String, DependencyConfig>,
     pub auth: AuthConfig,
+}
+
+/// `[topics.NAME]`.
+#[derive(Debug, Clone, Default)]
+pub struct TopicConfig {
+    /// `schema`: each event's `data` must pass it, whether published or emitted by effects.
+    pub schema: Option<crate::schema::JsonSchema>,
 }
 
 /// `[auth]`.

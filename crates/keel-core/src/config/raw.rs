@@ -99,10 +99,13 @@ pub(super) struct RawBulkhead {
     pub(super) queue_timeout: Option<RawDuration>,
 }
 
-/// `[topics.NAME]`: declares a topic; nothing to set yet.
+/// `[topics.NAME]`: declares a topic.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTopic {}
+pub(super) struct RawTopic {
+    /// A JSON Schema file each event's `data` must pass (relative to keel.toml).
+    pub(super) schema: Option<String>,
+}
 
 /// `[[subscriptions]]`: topic (+ filter) → function.
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +202,8 @@ pub(super) struct RawFunction {
     /// `dependencies = ["payments"]`: the dependencies this function may call through egress.
     pub(super) dependencies: Option<Vec<String>>,
     pub(super) grants: Option<RawGrants>,
+    /// A JSON Schema file every invoke body must pass (relative to keel.toml).
+    pub(super) input_schema: Option<String>,
     /// `command` functions only: limits each instance runs under.
     pub(super) sandbox: Option<RawSandbox>,
 }

@@ -442,7 +442,7 @@ ordered_by = \"subject\"
     assert_eq!(sub.retry.max_attempts, 3, "inherited from the function");
     assert_eq!(sub.retry.initial, Duration::from_secs(1), "overridden by the subscription");
     assert_eq!(sub.ordered_by, Some(super::OrderedBy::Subject));
-    assert!(config.topics.contains("user.registered"));
+    assert!(config.topics.contains_key("user.registered"));
     assert_eq!(config.server.max_event_hops, 16);
 }
 
@@ -1163,3 +1163,5 @@ mod sandbox {
         );
     }
 }
+
+mod schema;

@@ -17,6 +17,7 @@ mod edge;
 mod flow;
 mod function;
 mod sandbox;
+mod schema;
 mod subscription;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7733";
@@ -137,6 +138,15 @@ struct Checker {
 impl Checker {
     fn report(&mut self, path: Vec<String>, anchor: Anchor, message: String) {
         self.problems.push(Problem { path, anchor, message });
+    }
+
+    /// A path as written in the file: relative to the config file's directory (the working
+    /// directory when there is no file), like `cwd` and a command's program.
+    fn relative_to_config(&self, text: &str) -> PathBuf {
+        match &self.dir {
+            Some(dir) if Path::new(text).is_relative() => dir.join(text),
+            _ => PathBuf::from(text),
+        }
     }
 
     fn server(&mut self, raw: &RawConfig) -> Option<ServerConfig> {

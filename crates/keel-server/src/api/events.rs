@@ -14,8 +14,9 @@ use keel_core::id::new_id;
 use serde_json::{json, Map, Value};
 
 use super::idempotency::IdempotencyKeyHeader;
+use super::input::EventsForm;
 use super::problem::Problem;
-use super::{body, idempotency, openapi};
+use super::{body, idempotency, input, openapi};
 use crate::state::Shared;
 use crate::{events, trace};
 
@@ -59,8 +60,11 @@ use crate::{events, trace};
         (status = 202, description = "Stored, with their deliveries: the ids of the events, in order.",
             body = schema::Published,
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
-        (status = 400, description = "An invalid CloudEvent (what is wrong is named), a body that is not JSON, or a \
-            malformed Idempotency-Key."),
+        (status = 400, description = "An event's data is not JSON or fails the topic's `schema` \
+            (`invalid-input`, with `errors`: each failure's JSON Pointer `path` into the body as sent — `/email` for a \
+            plain body, `/data/email` for a structured event, `/2/data/email` for event 2 of a batch — and, for a batch, \
+            `index`: the first invalid event; no event of the request was stored); an invalid CloudEvent (what is wrong \
+            is named), a body that is not JSON, or a malformed Idempotency-Key."),
         (status = 404, description = "No topic of that name is declared (`unknown-topic`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),
@@ -77,7 +81,7 @@ pub(crate) async fn publish(
     if shared.is_draining() {
         return Err(Problem::draining());
     }
-    if !shared.config.topics.contains(&topic) {
+    if !shared.config.topics.contains_key(&topic) {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
             "unknown-topic",
@@ -87,7 +91,8 @@ pub(crate) async fn publish(
     }
     let body = body::read(body)?;
     let now = shared.clock.now_ms();
-    let parsed = read_events(&headers, &topic, body, now)?;
+    let (parsed, form) = read_events(&headers, &topic, body, now)?;
+    input::check_publish(&shared, &topic, &parsed, form)?;
     let request_trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace::parse_traceparent);
     let mut wake = BTreeSet::new();
     // Per event, its deliveries leased at admission: they start once the event is on disk.
@@ -141,13 +146,23 @@ async fn admit_events(
     Ok(published.into_iter().map(|p| p.id).collect())
 }
 
-fn read_events(headers: &HeaderMap, topic: &str, body: Bytes, now: i64) -> Result<Vec<CloudEvent>, Problem> {
+/// The events of a publish body, and the form they came in.
+fn read_events(
+    headers: &HeaderMap,
+    topic: &str,
+    body: Bytes,
+    now: i64,
+) -> Result<(Vec<CloudEvent>, EventsForm), Problem> {
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     let media = content_type.as_deref().and_then(|c| c.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
     let invalid = |e: ce::ParseError| Problem::bad_request(format!("invalid CloudEvent: {e}"));
     match media.as_deref() {
-        Some("application/cloudevents+json") => Ok(vec![ce::from_structured(&body).map_err(invalid)?]),
-        Some("application/cloudevents-batch+json") => ce::from_structured_batch(&body).map_err(invalid),
+        Some("application/cloudevents+json") => {
+            Ok((vec![ce::from_structured(&body).map_err(invalid)?], EventsForm::Structured))
+        }
+        Some("application/cloudevents-batch+json") => {
+            Ok((ce::from_structured_batch(&body).map_err(invalid)?, EventsForm::Batch))
+        }
         _ if headers.contains_key("ce-specversion") => {
             let ce_headers = headers
                 .iter()
@@ -159,7 +174,7 @@ fn read_events(headers: &HeaderMap, topic: &str, body: Bytes, now: i64) -> Resul
                     ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(vec![ce::from_binary(&ce_headers, content_type.as_deref(), body).map_err(invalid)?])
+            Ok((vec![ce::from_binary(&ce_headers, content_type.as_deref(), body).map_err(invalid)?], EventsForm::Data))
         }
         _ => {
             // A keyed retry of a plain publish makes the same event id, so it is deduplicated.
@@ -167,7 +182,7 @@ fn read_events(headers: &HeaderMap, topic: &str, body: Bytes, now: i64) -> Resul
                 Some(key) => format!("{topic}/{key}"),
                 None => new_id(now),
             };
-            Ok(vec![ce::from_plain_json(topic, id, body).map_err(invalid)?])
+            Ok((vec![ce::from_plain_json(topic, id, body).map_err(invalid)?], EventsForm::Data))
         }
     }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
-use super::{body, delay, idempotency, openapi};
+use super::{body, delay, idempotency, input, openapi};
 use crate::dispatch;
 use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
@@ -30,7 +30,8 @@ use crate::trace;
 /// over (the holder is then presumed dead).
 const KEY_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
-/// Checks that come before any work: draining, the function, the body.
+/// Checks that come before any work: draining, the function, the body (and its `input_schema`:
+/// an invalid body is refused before any key is claimed or slot admitted).
 fn admit<'a>(
     shared: &'a Shared,
     name: &str,
@@ -40,7 +41,9 @@ fn admit<'a>(
         return Err(Problem::draining());
     }
     let function = shared.functions.get(name).ok_or_else(|| Problem::unknown_function(name))?;
-    Ok((function, body::read(body)?))
+    let body = body::read(body)?;
+    input::check_invoke(shared, function, &body)?;
+    Ok((function, body))
 }
 
 /// The most bytes of a `concurrency_key` header value: it is stored with the invocation.
@@ -115,7 +118,9 @@ fn traceparent(headers: &HeaderMap) -> String {
                 ("keel-invocation-id" = String, description = "The invocation."),
                 ("keel-attempts" = u32, description = "Attempts made."),
             )),
-        (status = 400, description = "The Idempotency-Key is malformed or sent twice, a keel-delay is sent (it \
+        (status = 400, description = "The body is not JSON or fails the function's `input_schema` \
+            (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored and \
+            the function was not called); or the Idempotency-Key is malformed or sent twice, a keel-delay is sent (it \
             applies to async invocations only), the function's `concurrency_key` header is not visible ASCII or is longer \
             than 256 bytes, or the body cannot be read."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
@@ -305,9 +310,10 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
                 ("keel-invocation-id" = String, description = "The invocation."),
                 ("idempotent-replayed" = String, description = "`true` on a replayed answer."),
             )),
-        (status = 400, description = "The Idempotency-Key or keel-delay is malformed or sent twice, the \
-            function's `concurrency_key` header is not visible ASCII or is longer than 256 bytes, or the body cannot \
-            be read."),
+        (status = 400, description = "The body is not JSON or fails the function's `input_schema` \
+            (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored); or \
+            the Idempotency-Key or keel-delay is malformed or sent twice, the function's `concurrency_key` header is not \
+            visible ASCII or is longer than 256 bytes, or the body cannot be read."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),

@@ -13,6 +13,7 @@ mod events;
 mod functions;
 mod health;
 mod idempotency;
+mod input;
 mod invocations;
 mod invoke;
 mod kv;

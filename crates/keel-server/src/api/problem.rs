@@ -48,6 +48,25 @@ pub(crate) struct ProblemDetails {
     /// On a `no-result` conflict: the status of the invocation.
     #[schema(nullable = false)]
     invocation_status: Option<String>,
+    /// On `invalid-input`: each way the body fails its JSON Schema (at most 20).
+    #[schema(nullable = false)]
+    errors: Option<Vec<InputError>>,
+    /// On an `invalid-input` batch publish: the position of the first invalid event.
+    #[schema(nullable = false)]
+    index: Option<u32>,
+}
+
+/// One way a body fails its JSON Schema.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "a schema for the OpenAPI document; never built")]
+pub(crate) struct InputError {
+    /// JSON Pointer (RFC 6901) into the body as sent: `""` for the whole body, `/items/0/qty`, or
+    /// `/2/data/email` in a batch of events.
+    #[schema(example = "/items/0/qty")]
+    path: String,
+    /// What is wrong there (the value itself is not repeated).
+    #[schema(example = "value is less than the minimum of 1")]
+    message: String,
 }
 
 impl Problem {
@@ -85,6 +104,13 @@ impl Problem {
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+    }
+
+    /// 400 `invalid-input`: the body, or an event's data, fails its JSON Schema. `errors` lists
+    /// each failure by the JSON Pointer of its place in what was sent.
+    pub(crate) fn invalid_input(detail: impl Into<String>, errors: &[keel_core::schema::SchemaError]) -> Self {
+        let errors = serde_json::to_value(errors).unwrap_or_default();
+        Self::new(StatusCode::BAD_REQUEST, "invalid-input", "Invalid input", detail).with("errors", errors)
     }
 
     pub(crate) fn not_found(detail: impl Into<String>) -> Self {

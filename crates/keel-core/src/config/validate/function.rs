@@ -1,6 +1,6 @@
 //! Checks of one `[functions.NAME]` table and its `retry` policy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
@@ -60,6 +60,7 @@ impl Checker {
         };
         let flow = self.flow(name, raw, concurrency);
         let ca_file = raw.ca_file.as_deref().map(|text| self.ca_file(at("ca_file"), text));
+        let input_schema = raw.input_schema.as_deref().map(|text| self.json_schema(at("input_schema"), text));
         Some(FunctionConfig {
             name: name.to_owned(),
             target: target?,
@@ -72,6 +73,7 @@ impl Checker {
             retry: retry?,
             ca_file: ca_file.flatten(),
             grants: None,
+            input_schema: input_schema.flatten(),
         })
     }
 
@@ -80,10 +82,7 @@ impl Checker {
     /// wrong path is a file:line error from `keel config check` and not a failing https attempt
     /// later.
     pub(super) fn ca_file(&mut self, path: Vec<String>, text: &str) -> Option<PathBuf> {
-        let file = match &self.dir {
-            Some(dir) if Path::new(text).is_relative() => dir.join(text),
-            _ => PathBuf::from(text),
-        };
+        let file = self.relative_to_config(text);
         let shown = file.display();
         let problem = match std::fs::read(&file) {
             Err(e) => format!("cannot read the CA file {shown}: {e}"),

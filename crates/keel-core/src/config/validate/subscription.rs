@@ -7,23 +7,29 @@ use super::function::is_valid_function_name;
 use super::{key, Checker};
 use crate::config::locate::Anchor;
 use crate::config::raw::{RawSubscription, RawTopic};
-use crate::config::{FunctionConfig, OrderedBy, SubscriptionConfig};
+use crate::config::{FunctionConfig, OrderedBy, SubscriptionConfig, TopicConfig};
 
 const NAME_HINT: &str = "expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit";
 
 impl Checker {
-    pub(super) fn topics(&mut self, raw: &BTreeMap<String, RawTopic>) -> BTreeSet<String> {
-        for name in raw.keys().filter(|n| !is_valid_function_name(n)) {
-            let message = format!(r#"invalid topic name "{name}": {NAME_HINT}, like "user.registered""#);
-            self.report(key(&["topics", name]), Anchor::Key, message);
+    pub(super) fn topics(&mut self, raw: &BTreeMap<String, RawTopic>) -> BTreeMap<String, TopicConfig> {
+        let mut topics = BTreeMap::new();
+        for (name, topic) in raw {
+            if !is_valid_function_name(name) {
+                let message = format!(r#"invalid topic name "{name}": {NAME_HINT}, like "user.registered""#);
+                self.report(key(&["topics", name]), Anchor::Key, message);
+            }
+            let schema =
+                topic.schema.as_deref().and_then(|text| self.json_schema(key(&["topics", name, "schema"]), text));
+            topics.insert(name.clone(), TopicConfig { schema });
         }
-        raw.keys().cloned().collect()
+        topics
     }
 
     pub(super) fn subscriptions(
         &mut self,
         raw: &[RawSubscription],
-        topics: &BTreeSet<String>,
+        topics: &BTreeMap<String, TopicConfig>,
         functions: &BTreeMap<String, FunctionConfig>,
         function_names: &BTreeSet<String>,
     ) -> Vec<SubscriptionConfig> {
@@ -56,8 +62,8 @@ impl Checker {
                     ok = false;
                 }
             }
-            if let Some(topic) = topic.as_ref().filter(|t| !topics.contains(*t)) {
-                let known: Vec<_> = topics.iter().map(String::as_str).collect();
+            if let Some(topic) = topic.as_ref().filter(|t| !topics.contains_key(*t)) {
+                let known: Vec<_> = topics.keys().map(String::as_str).collect();
                 let message = format!(
                     r#"unknown topic "{topic}": declare it with [topics."{topic}"] (declared: {})"#,
                     list(&known)
