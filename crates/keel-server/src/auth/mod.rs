@@ -9,7 +9,8 @@
 pub(crate) mod secret;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -76,13 +77,29 @@ impl Principal {
     }
 }
 
+/// An API key as a node holds it: with when it was last used here and not yet written (0: not
+/// since the last write). An atomic, not a shared map behind a lock: every request with a key
+/// marks it, and at most once a second per key does that write to memory shared by threads.
+#[derive(Debug)]
+struct CachedKey {
+    key: Arc<ApiKey>,
+    used: AtomicI64,
+}
+
+/// A signing key with its HMAC key made once (a key schedule per token was measurable).
+#[derive(Debug)]
+struct Signer {
+    key: SigningKey,
+    mac: ring::hmac::Key,
+}
+
 /// The keys a node knows, read whole from the store.
 #[derive(Debug, Default)]
 struct Known {
     /// API keys by the hash of their secret.
-    keys: HashMap<String, Arc<ApiKey>>,
+    keys: HashMap<String, CachedKey>,
     /// Signing keys, oldest first.
-    signing: Vec<SigningKey>,
+    signing: Vec<Signer>,
     /// Which read this is ([`Auth::reads`] when it began): a read that began earlier never
     /// replaces what a later one installed (a refresh racing the one after a revocation).
     read: u64,
@@ -94,8 +111,6 @@ pub(crate) struct Auth {
     known: RwLock<Known>,
     /// Reads of the keys begun so far.
     reads: std::sync::atomic::AtomicU64,
-    /// Key id → when it was last used here, not yet written.
-    used: Mutex<HashMap<String, Millis>>,
     /// Each function's token scopes: its grants and its dependencies.
     function_scopes: HashMap<String, Vec<Scope>>,
     /// How long a replaced signing key keeps verifying.
@@ -109,7 +124,6 @@ impl Auth {
             mode: config.auth.mode,
             known: RwLock::default(),
             reads: Default::default(),
-            used: Mutex::default(),
             function_scopes: config.functions.values().map(|f| (f.name.clone(), f.token_scopes())).collect(),
             retire_after_ms: longest.as_millis() as Millis + RETIRE_MARGIN_MS,
         }
@@ -139,9 +153,20 @@ impl Auth {
         let read = self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let keys = store.api_keys().await?;
         let signing = store.signing_keys().await?;
-        let keys = keys.into_iter().map(|k| (k.hash.clone(), Arc::new(k))).collect();
+        let signing = signing
+            .into_iter()
+            .map(|key| Signer { mac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.secret), key })
+            .collect();
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         if read > known.read {
+            // Uses not yet written carry over to the new entries.
+            let keys = keys
+                .into_iter()
+                .map(|key| {
+                    let used = known.keys.get(&key.hash).map_or(0, |old| old.used.load(Ordering::Relaxed));
+                    (key.hash.clone(), CachedKey { key: Arc::new(key), used: AtomicI64::new(used) })
+                })
+                .collect();
             *known = Known { keys, signing, read };
         }
         Ok(())
@@ -149,7 +174,11 @@ impl Auth {
 
     /// Writes when keys were last used here.
     async fn flush_used(&self, store: &dyn Store) {
-        let used: Vec<(String, Millis)> = self.used.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let used: Vec<(String, Millis)> = {
+            let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+            let taken = known.keys.values().map(|k| (k.key.id.clone(), k.used.swap(0, Ordering::Relaxed)));
+            taken.filter(|(_, at)| *at > 0).collect()
+        };
         if used.is_empty() {
             return;
         }
@@ -177,7 +206,7 @@ impl Auth {
             })?;
         if credential.starts_with(TOKEN_PREFIX) {
             let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-            let key_of = |kid: &str| known.signing.iter().find(|k| k.id == kid).cloned();
+            let key_of = |kid: &str| known.signing.iter().find(|s| s.key.id == kid).map(|s| s.key.clone());
             return secret::verify(credential, now, key_of)
                 .map(|claims| Principal::Function(Arc::new(claims)))
                 .map_err(|e| Problem::unauthorized(e.to_string()));
@@ -190,7 +219,12 @@ impl Auth {
         let hash = secret::hash_secret(credential);
         let key = {
             let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-            known.keys.get(&hash).cloned()
+            known.keys.get(&hash).map(|cached| {
+                if cached.used.load(Ordering::Relaxed) < now - 1_000 {
+                    cached.used.store(now, Ordering::Relaxed);
+                }
+                cached.key.clone()
+            })
         };
         // The map is keyed by the hash; this compares the whole hash once more in constant time
         // so that no timing of the lookup tells how close a guess came.
@@ -203,7 +237,6 @@ impl Auth {
         if !key.is_live(now) {
             return Err(Problem::unauthorized(format!("API key {} has expired", key.id)));
         }
-        self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(key.id.clone(), now);
         Ok(Principal::Key(key))
     }
 
@@ -214,16 +247,11 @@ impl Auth {
             return None;
         }
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        let live = known.signing.iter().filter(|k| k.is_live(now));
-        let key = live.clone().rfind(|k| k.created_at + SIGN_AFTER_MS <= now).or_else(|| live.clone().next_back())?;
-        let claims = TokenClaims {
-            kid: key.id.clone(),
-            function: function.to_owned(),
-            invocation: invocation.to_owned(),
-            exp: deadline,
-            scopes: self.function_scopes.get(function).cloned().unwrap_or_default(),
-        };
-        Some(secret::sign(key, &claims))
+        let live = known.signing.iter().filter(|s| s.key.is_live(now));
+        let signer =
+            live.clone().rfind(|s| s.key.created_at + SIGN_AFTER_MS <= now).or_else(|| live.clone().next_back())?;
+        let scopes = self.function_scopes.get(function).map_or(&[][..], Vec::as_slice);
+        Some(secret::sign_with(&signer.key.id, &signer.mac, function, invocation, deadline, scopes))
     }
 
     /// An `Auth` that knows `key` as if it had read it from the store: for unit tests of what
@@ -231,7 +259,8 @@ impl Auth {
     #[cfg(test)]
     pub(crate) fn with_signing_key(config: &Config, key: SigningKey) -> Self {
         let auth = Self::new(config);
-        auth.known.write().unwrap_or_else(|p| p.into_inner()).signing.push(key);
+        let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key.secret);
+        auth.known.write().unwrap_or_else(|p| p.into_inner()).signing.push(Signer { key, mac });
         auth
     }
 }

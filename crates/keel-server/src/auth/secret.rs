@@ -20,8 +20,14 @@ pub(crate) fn random_bytes() -> [u8; 32] {
 /// The lowercase hex SHA-256 of a secret: what the store keeps and the cache looks keys up by.
 /// A secret carries 256 random bits, so a plain hash is enough (no password stretching).
 pub(crate) fn hash_secret(secret: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = digest::digest(&digest::SHA256, secret.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
 }
 
 /// A new API key and its secret (to show once). `now` also makes its id.
@@ -51,10 +57,38 @@ pub fn new_signing_key(now: Millis) -> SigningKey {
 }
 
 /// Signs `claims` (whose `kid` must be `key`'s id) into a function token.
+#[cfg(test)]
 pub(crate) fn sign(key: &SigningKey, claims: &TokenClaims) -> String {
-    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
-    let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &key.secret), payload.as_bytes());
-    format!("{TOKEN_PREFIX}{payload}.{}", URL_SAFE_NO_PAD.encode(mac.as_ref()))
+    let mac = hmac::Key::new(hmac::HMAC_SHA256, &key.secret);
+    sign_with(&key.id, &mac, &claims.function, &claims.invocation, claims.exp, &claims.scopes)
+}
+
+/// The claims of a token as they are signed, borrowed: the same JSON as [`TokenClaims`].
+#[derive(serde::Serialize)]
+struct ClaimsRef<'a> {
+    kid: &'a str,
+    #[serde(rename = "fn")]
+    function: &'a str,
+    #[serde(rename = "inv")]
+    invocation: &'a str,
+    exp: Millis,
+    scopes: &'a [Scope],
+}
+
+/// A function token for `function`'s attempt on `invocation`, expiring at `exp`, holding
+/// `scopes`, signed with `mac` (the HMAC key of signing key `kid`).
+pub(crate) fn sign_with(
+    kid: &str,
+    mac: &hmac::Key,
+    function: &str,
+    invocation: &str,
+    exp: Millis,
+    scopes: &[Scope],
+) -> String {
+    let claims = ClaimsRef { kid, function, invocation, exp, scopes };
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialize"));
+    let tag = hmac::sign(mac, payload.as_bytes());
+    format!("{TOKEN_PREFIX}{payload}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
 }
 
 /// Why a function token was refused (all answered 401; the words go to the log and the detail).
