@@ -61,7 +61,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Bench(args) => bench::run(args, &cli.url, json).await,
+        Command::Bench(args) => bench::run(args, &access, json).await,
         Command::Config(ConfigCommand::Check(args)) => Ok(serve::check(&args)),
         Command::Invoke(args) => invoke::run(&client()?, json, args).await,
         Command::Invocations(command) => {

@@ -75,3 +75,36 @@ fn quick_json_reports_every_scenario() {
     assert_eq!(cases, ["c=1", "c=8"], "egress at concurrency 1 and C");
     assert!(egress.iter().all(|c| c["figures"]["overhead_p50_ms"].is_number()), "egress overhead reported");
 }
+
+/// `--auth`: `sync` and `async` run again on a server with `[auth] mode = "keys"`, every request
+/// with the key (the bench fails on any unexpected status, so a missing or wrong key fails it),
+/// each case compared with the same case with auth off.
+#[test]
+fn quick_auth_runs_sync_and_async_again_with_a_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["bench", "--quick", "--json", "--auth", "--scenarios", "direct,sync,async"])
+        .env_remove("KEEL_URL")
+        .env_remove("KEEL_API_KEY")
+        .output()
+        .expect("running keel bench --auth");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "keel bench --auth failed: {stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["direct", "sync", "async", "sync+auth", "async+auth"]);
+    for scenario in &scenarios[3..] {
+        let (name, cases) = (scenario["name"].as_str().unwrap(), scenario["cases"].as_array().unwrap());
+        let labels: Vec<&str> = cases.iter().map(|c| c["case"].as_str().unwrap()).collect();
+        assert_eq!(labels, if name == "sync+auth" { vec!["c=1", "c=8"] } else { vec!["c=8"] }, "{name}");
+        for case in cases {
+            let figures = &case["figures"];
+            assert!(figures["vs_auth_off"].as_f64().unwrap() > 0.0, "{name} {}: {figures}", case["case"]);
+            assert!(figures["added_p50_ms"].is_number() || figures["added_submit_p50_ms"].is_number(), "{figures}");
+            assert!(figures["server_cpu_us"].as_f64().unwrap() >= 0.0, "{name}: CPU per request reported");
+        }
+    }
+    let targets = report["targets"].as_array().unwrap();
+    let auth = targets.iter().find(|t| t["target"].as_str().unwrap().starts_with("with auth")).expect("issue 17's");
+    assert!(auth["met"].is_boolean(), "{auth}");
+}

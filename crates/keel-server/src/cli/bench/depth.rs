@@ -12,7 +12,6 @@ use super::report::{Case, Scenario};
 use super::server::BenchServer;
 use super::throughput::{self, Direct};
 use super::{BenchError, Settings};
-use crate::cli::client::KeelClient;
 
 /// How far in the future the waiting invocations are due: well past the end of any bench.
 const NOT_DUE_FOR: Duration = Duration::from_secs(24 * 3600);
@@ -35,7 +34,7 @@ pub(crate) async fn run(settings: &Settings, direct: &Direct, noop: &NoopFunctio
         let rss_at_start = server.rss_mb().unwrap_or(0.0);
         let base = server.base_url();
         let case = throughput::async_run(settings, direct, noop, &base, format!("{depth} queued")).await?;
-        throughput::confirm_settled(&KeelClient::new(&base)?, false).await?;
+        throughput::confirm_settled(&settings.client(&base)?, false).await?;
         let case = case
             .with("start_ms", ready.as_secs_f64() * 1000.0)
             .with("rss_at_start_mb", rss_at_start)

@@ -21,12 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::load::{Target, PAYLOAD};
+use super::load::PAYLOAD;
 use super::report::Scenario;
 use super::server::BenchServer;
 use super::throughput::{self, Direct};
 use super::{BenchError, Settings};
-use crate::cli::client::KeelClient;
 
 /// The dependency the server is configured with (its url is the no-op function's).
 pub(crate) const DEPENDENCY: &str = "noopdep";
@@ -111,7 +110,7 @@ pub(crate) async fn run(
     base: &str,
     server: Option<&BenchServer>,
 ) -> Result<Scenario, BenchError> {
-    let keel = KeelClient::new(base)?;
+    let keel = settings.client(base)?;
     let submitted = keel
         .send(
             http::Method::POST,
@@ -127,7 +126,8 @@ pub(crate) async fn run(
         Ok(Some(id)) => id,
         _ => return Err(BenchError::Server(format!("no {HOLDER} attempt reached the bench in {ATTEMPT_TIMEOUT:?}"))),
     };
-    let target = Target::post(&format!("{base}/v1/egress/{DEPENDENCY}/x"), StatusCode::OK)?
+    let target = settings
+        .target(&format!("{base}/v1/egress/{DEPENDENCY}/x"), StatusCode::OK)?
         .with_header("keel-invocation-id", &id)?;
     let cases = throughput::through_keel(settings, direct, &target, "egress", server).await;
     holder.release();

@@ -9,8 +9,9 @@
 //!   load generator; [`report`]: the table, the JSON and the targets.
 //! - one file per family of scenarios: [`throughput`] (`direct`, `sync`, `async`), [`egress`]
 //!   (a dependency called through Keel), [`depth`] (`depth`, `memory`), [`recovery`], [`pending`]
-//!   (`replay`, `fanout`).
+//!   (`replay`, `fanout`); [`auth`]: `sync+auth` and `async+auth`, the cost of access control.
 
+mod auth;
 mod depth;
 mod egress;
 mod load;
@@ -25,12 +26,13 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use http::StatusCode;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::client::ClientError;
+use crate::cli::client::{Access, ClientError, KeelClient};
 use crate::cli::DEFAULT_URL;
 use egress::Holder;
-use load::LoadError;
+use load::{LoadError, Target};
 use noop::NoopFunction;
 use report::{Machine, Report, Scenario};
 use server::BenchServer;
@@ -69,6 +71,12 @@ pub(crate) struct BenchArgs {
     /// `http://ADDR/noop`).
     #[arg(long, value_name = "ADDR")]
     pub(crate) noop_listen: Option<SocketAddr>,
+
+    /// Then run `sync` and `async` again on a second server with `[auth] mode = "keys"`, every
+    /// request carrying an admin key, each case compared with auth off. With --url: sends
+    /// KEEL_API_KEY / --api-key to that server instead, without the comparison.
+    #[arg(long)]
+    pub(crate) auth: bool,
 }
 
 /// Every scenario, in the order they run.
@@ -108,6 +116,8 @@ pub(crate) struct Settings {
     pub(crate) fsync: bool,
     /// Progress bars are drawn only for people (never with --json).
     pub(crate) progress: bool,
+    /// Sent as `authorization: Bearer KEY` with every request to Keel (load and API calls).
+    pub(crate) api_key: Option<String>,
 }
 
 impl Settings {
@@ -126,6 +136,21 @@ impl Settings {
             recovery_queued: args.recovery_queued.unwrap_or(queued).max(1),
             fsync: !args.no_fsync,
             progress: !json,
+            api_key: None,
+        }
+    }
+
+    /// A client for the Keel server at `base`, sending the key when there is one.
+    pub(crate) fn client(&self, base: &str) -> Result<KeelClient, ClientError> {
+        KeelClient::connect(&Access { url: base.to_owned(), api_key: self.api_key.clone(), ca_file: None })
+    }
+
+    /// A load target at Keel's `url` answered with `expect`, sending the key when there is one.
+    pub(crate) fn target(&self, url: &str, expect: StatusCode) -> Result<Target, LoadError> {
+        let target = Target::post(url, expect)?;
+        match &self.api_key {
+            Some(key) => target.with_header("authorization", &format!("Bearer {key}")),
+            None => Ok(target),
         }
     }
 
@@ -149,11 +174,15 @@ impl Settings {
 }
 
 /// `keel bench`.
-pub(crate) async fn run(args: BenchArgs, url: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let settings = Settings::from_args(&args, json);
+pub(crate) async fn run(args: BenchArgs, access: &Access, json: bool) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::from_args(&args, json);
     let wanted = |name| args.scenarios.is_empty() || args.scenarios.contains(&name);
     // The default address means "start a server"; any other --url (or KEEL_URL) names one.
+    let url = &access.url;
     let external = (url.trim_end_matches('/') != DEFAULT_URL).then(|| url.to_owned());
+    if args.auth && external.is_some() {
+        settings.api_key = access.api_key.clone();
+    }
     let noop_addr = args.noop_listen.unwrap_or_else(|| {
         let port = if external.is_some() { 7799 } else { 0 };
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -199,6 +228,15 @@ pub(crate) async fn run(args: BenchArgs, url: &str, json: bool) -> anyhow::Resul
     }
     if let Some(server) = server.as_mut() {
         server.kill().await?;
+    }
+    // Right after the auth-off runs, so that both sides see the machine alike.
+    if args.auth {
+        scenarios.extend(match &external {
+            None => {
+                auth::run(&settings, &direct, &noop, holder.as_ref().map(Holder::url).as_deref(), &scenarios).await?
+            }
+            Some(_) => auth::skipped(&scenarios, settings.api_key.is_some()),
+        });
     }
     let own = |name: &'static str| Scenario::skipped(name, "needs a server keel bench starts itself (no --url)");
     let depth = match (&external, wanted(ScenarioName::Depth) || wanted(ScenarioName::Memory)) {

@@ -8,19 +8,18 @@ use http::{Method, StatusCode};
 
 use std::time::Instant;
 
-use super::load::{self, Target, PAYLOAD};
+use super::load::{self, PAYLOAD};
 use super::noop::NoopFunction;
 use super::report::{Case, Scenario};
 use super::throughput::Direct;
 use super::{BenchError, Settings};
-use crate::cli::client::KeelClient;
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// `replay`: one sync invoke with an `Idempotency-Key`, then the same request again and again;
 /// every answer must be the stored one (`idempotent-replayed: true`), the function not called.
 pub(crate) async fn replay(settings: &Settings, direct: &Direct, base: &str) -> Result<Scenario, BenchError> {
-    let keel = KeelClient::new(base)?;
+    let keel = settings.client(base)?;
     let key = format!("keel-bench-{}", keel_core::id::new_id(0));
     let path = "/v1/functions/noop/invoke";
     let headers = [(IDEMPOTENCY_KEY, key.clone()), (http::header::CONTENT_TYPE, "application/json".to_owned())];
@@ -39,7 +38,7 @@ pub(crate) async fn replay(settings: &Settings, direct: &Direct, base: &str) -> 
         ));
     }
     let (n, c) = (settings.requests, settings.concurrency);
-    let target = Target::post(&format!("{base}{path}"), StatusCode::OK)?.with_header("idempotency-key", &key)?;
+    let target = settings.target(&format!("{base}{path}"), StatusCode::OK)?.with_header("idempotency-key", &key)?;
     let run = load::closed_loop(&target, n, c, &settings.progress(&format!("replay c={c}"), n)).await?;
     let case = Case::new(format!("c={c}"), Some(run.per_second() / direct.many.per_second()))
         .with("per_s", run.per_second())
@@ -61,7 +60,7 @@ pub(crate) async fn fanout(
     noop: &NoopFunction,
     base: &str,
 ) -> Result<Scenario, BenchError> {
-    let keel = KeelClient::new(base)?;
+    let keel = settings.client(base)?;
     let headers = [(http::header::CONTENT_TYPE, "application/json".to_owned())];
     let path = format!("/v1/topics/{FANOUT_TOPIC}/events");
     let initial = noop.calls();
@@ -75,7 +74,7 @@ pub(crate) async fn fanout(
     let hidden = indicatif::ProgressBar::hidden();
     super::throughput::wait_for_calls(noop, initial + FANOUT_SUBSCRIPTIONS as u64, &hidden, initial).await?;
     let from = noop.calls();
-    let target = Target::post(&format!("{base}{path}"), StatusCode::ACCEPTED)?;
+    let target = settings.target(&format!("{base}{path}"), StatusCode::ACCEPTED)?;
     let start = Instant::now();
     let publish = {
         let target = target.clone();

@@ -9,7 +9,6 @@ use super::report::{Case, Scenario};
 use super::server::BenchServer;
 use super::throughput::{confirm_settled, wait_for_calls};
 use super::{BenchError, Settings};
-use crate::cli::client::KeelClient;
 
 /// Share of the queue done before the kill: enough to be mid-work with most still queued.
 const DONE_BEFORE_KILL: u64 = 100;
@@ -35,7 +34,7 @@ pub(crate) async fn run(settings: &Settings, noop: &NoopFunction) -> Result<Scen
     // Calls answered before the kill but not yet committed run again, so at least `left` more
     // calls come; after them, the API says when the queue is really empty.
     wait_for_calls(noop, at_kill + left, &settings.progress("draining after restart", left), at_kill).await?;
-    confirm_settled(&KeelClient::new(&server.base_url())?, true).await?;
+    confirm_settled(&settings.client(&server.base_url())?, true).await?;
     let drained = restart.elapsed();
     let reruns = (noop.calls() - at_kill).saturating_sub(left);
     server.kill().await?;

@@ -100,7 +100,7 @@ impl Serialize for Figures {
     }
 }
 
-/// One of the targets (issue 8's, and issue 16's for `egress`), and whether this run met it.
+/// One of the targets (issue 8's, issue 16's for `egress`, issue 17's with `--auth`), and whether this run met it.
 #[derive(Debug, Serialize)]
 pub(crate) struct TargetCheck {
     pub(crate) target: &'static str,
@@ -138,6 +138,11 @@ pub(crate) fn check_targets(scenarios: &[Scenario], concurrency: usize) -> Vec<T
         ),
         ("RSS <= 100 MB with 1M queued", find("memory").and_then(|s| s.figure("queued", "rss_mb")), |v| v <= 100.0),
     ];
+    let mut checks: Vec<Check> = checks.into();
+    // Issue 17's, only with --auth (whose scenarios are the only ones with `vs_auth_off`).
+    if let Some(worst) = super::auth::worst_ratio(scenarios) {
+        checks.push(("with auth, sync and async throughput within 5% of auth off", Some(worst), |v| v >= 0.95));
+    }
     checks
         .into_iter()
         .map(|(target, value, ok)| TargetCheck { target, value: value.map(round), met: value.map(ok) })

@@ -2,12 +2,14 @@
 //! can be SIGKILLed and its memory read from `/proc`), on a free port, with a temporary SQLite
 //! store and one function, `noop`, pointing at the bench's no-op function.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indicatif::ProgressBar;
+use keel_core::auth::Scope;
 use keel_core::clock::{Clock, SystemClock};
 use keel_core::id::new_id;
 use keel_core::invocation::NewInvocation;
@@ -123,15 +125,33 @@ impl BenchServer {
         cpu_seconds(&self.child.as_ref()?.id()?.to_string())
     }
 
+    /// Turns on `[auth] mode = "keys"` and makes an admin key straight in the store, while the
+    /// server is stopped (SQLite is locked while it runs). Returns the key's secret.
+    pub(crate) async fn enable_auth(&mut self) -> Result<String, BenchError> {
+        assert!(self.child.is_none(), "making a key needs the server stopped: it holds the store's lock");
+        std::fs::OpenOptions::new().append(true).open(&self.config)?.write_all(b"\n[auth]\nmode = \"keys\"\n")?;
+        let store = self.open_store(true)?;
+        let server_error = |e: keel_core::Error| BenchError::Server(e.to_string());
+        let (_, secret) = keel_server::create_api_key(store.as_ref(), "keel-bench", vec![Scope::Admin], None)
+            .await
+            .map_err(server_error)?;
+        store.close().await.map_err(server_error)?;
+        Ok(secret)
+    }
+
+    /// The server's store, opened by the bench itself: only while the server is stopped.
+    fn open_store(&self, fsync: bool) -> Result<std::sync::Arc<dyn keel_core::store::Store>, BenchError> {
+        let url = format!("sqlite://{}", self.dir.path().join("keel.db").display());
+        keel_store::open(&StoreOptions { url, fsync }).map_err(|e| BenchError::Server(e.to_string()))
+    }
+
     /// Writes `count` queued invocations of `noop` straight into the store while the server is
     /// stopped, due after `delay`. This is set-up, not measurement: it goes through the same
     /// `Store::enqueue` the gateway uses (the same rows), minus HTTP, so a million take seconds
     /// rather than minutes. Without fsync: the data reaches the OS before the server opens it.
     pub(crate) async fn prefill(&self, count: u64, delay: Duration, progress: &ProgressBar) -> Result<(), BenchError> {
         assert!(self.child.is_none(), "pre-filling needs the server stopped: it holds the store's lock");
-        let url = format!("sqlite://{}", self.dir.path().join("keel.db").display());
-        let store =
-            keel_store::open(&StoreOptions { url, fsync: false }).map_err(|e| BenchError::Server(e.to_string()))?;
+        let store = self.open_store(false)?;
         let mut writers = tokio::task::JoinSet::new();
         for writer in 0..PREFILL_WRITERS {
             let (store, progress) = (store.clone(), progress.clone());

@@ -95,7 +95,7 @@ pub(crate) async fn sync(
     base: &str,
     server: Option<&BenchServer>,
 ) -> Result<Scenario, BenchError> {
-    let target = Target::post(&format!("{base}/v1/functions/noop/invoke"), StatusCode::OK)?;
+    let target = settings.target(&format!("{base}/v1/functions/noop/invoke"), StatusCode::OK)?;
     let cases = through_keel(settings, direct, &target, "sync", server).await?;
     Ok(Scenario { name: "sync", cases, skipped: None })
 }
@@ -140,7 +140,7 @@ pub(crate) async fn asynchronous(
     let cpu = CpuMeter::start(server);
     let case = async_run(settings, direct, noop, base, format!("c={}", settings.concurrency)).await?;
     let case = cpu.finish(case, settings.requests);
-    confirm_settled(&KeelClient::new(base)?, true).await?;
+    confirm_settled(&settings.client(base)?, true).await?;
     Ok(Scenario { name: "async", cases: vec![case], skipped: None })
 }
 
@@ -153,7 +153,7 @@ pub(crate) async fn async_run(
     case: String,
 ) -> Result<Case, BenchError> {
     let (n, c) = (settings.requests, settings.concurrency);
-    let target = Target::post(&format!("{base}/v1/functions/noop/invocations"), StatusCode::ACCEPTED)?;
+    let target = settings.target(&format!("{base}/v1/functions/noop/invocations"), StatusCode::ACCEPTED)?;
     let before = noop.calls();
     let start = Instant::now();
     let submit = {
