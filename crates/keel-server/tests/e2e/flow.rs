@@ -264,7 +264,7 @@ async fn a_full_queue_refuses_with_429_and_loses_nothing_it_accepted() {
 async fn past_max_inflight_requests_a_node_answers_503_at_once_but_still_reports_health() {
     let (_fns, addr) = Functions::start().await;
     let keel = Keel::start(&format!(
-        "[server]\nmax_inflight_requests = 2\n[functions.slow]\nurl = \"http://{addr}/slow?ms=1000\"\n"
+        "[server]\nmax_inflight_requests = 2\n[functions.slow]\nurl = \"http://{addr}/slow?ms=5000\"\ntimeout = \"10s\"\n"
     ))
     .await;
     let invoke = format!("{}/v1/functions/slow/invoke", keel.url);
@@ -275,6 +275,8 @@ async fn past_max_inflight_requests_a_node_answers_503_at_once_but_still_reports
         })
         .collect();
     let f = format!("{}/v1/functions/slow", keel.url);
+    // The calls take 5 s: a window wide enough to see them in flight on a machine busy with the
+    // rest of the suite (1 s was not, once, in CI).
     eventually("both slow calls in flight", Duration::from_secs(5), || async {
         // This GET is a third request: refused while both are in flight.
         let (status, headers, body) = get_json(&f).await;
