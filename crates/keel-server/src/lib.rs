@@ -73,15 +73,9 @@ pub async fn create_api_key(
     let now = keel_core::clock::SystemClock.now_ms();
     let (key, secret) = auth::secret::new_api_key(name, scopes, expires_at, now);
     store.create_api_key(key.clone()).await?;
-    let entry = keel_core::auth::AuditEntry {
-        id: keel_core::id::new_id(now),
-        at: now,
-        actor: keel_core::auth::ACTOR_LOCAL.to_owned(),
-        action: "key.create".to_owned(),
-        target: key.id.clone(),
-        request_id: None,
-        detail: serde_json::json!({ "name": key.name, "scopes": key.scopes }),
-    };
+    let detail = serde_json::json!({ "name": key.name, "scopes": key.scopes });
+    let entry =
+        keel_core::auth::AuditEntry::new(now, keel_core::auth::ACTOR_LOCAL, "key.create", &key.id, None, detail);
     store.audit(entry).await?;
     Ok((key, secret))
 }

@@ -82,6 +82,22 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+impl AuditEntry {
+    /// A line made at `at`, its id a ULID of that time that sorts after every line made before
+    /// by this process (the log lists newest first, by id, also within one millisecond).
+    pub fn new(
+        at: Millis,
+        actor: impl Into<String>,
+        action: &str,
+        target: &str,
+        request_id: Option<String>,
+        detail: serde_json::Value,
+    ) -> Self {
+        let (actor, action, target) = (actor.into(), action.to_owned(), target.to_owned());
+        AuditEntry { id: crate::id::new_ordered_id(at), at, actor, action, target, request_id, detail }
+    }
+}
+
 /// Filters of `GET /v1/audit`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {

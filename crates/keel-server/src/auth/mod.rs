@@ -296,16 +296,7 @@ pub(crate) async fn record(
     request_id: Option<String>,
     detail: serde_json::Value,
 ) {
-    let at = shared.clock.now_ms();
-    let entry = AuditEntry {
-        id: keel_core::id::new_id(at),
-        at,
-        actor: principal.actor(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        request_id,
-        detail,
-    };
+    let entry = AuditEntry::new(shared.clock.now_ms(), principal.actor(), action, target, request_id, detail);
     if let Err(error) = shared.store.audit(entry).await {
         tracing::error!(%error, action, target, "could not write the audit log");
     }

@@ -182,15 +182,7 @@ fn retire_after(config: &Config) -> Duration {
 
 /// One line of the audit log, written as the `local` actor.
 async fn audit(store: &dyn Store, now: Millis, action: &str, target: &str, detail: Value) -> anyhow::Result<()> {
-    let entry = AuditEntry {
-        id: keel_core::id::new_id(now),
-        at: now,
-        actor: ACTOR_LOCAL.to_owned(),
-        action: action.to_owned(),
-        target: target.to_owned(),
-        request_id: None,
-        detail,
-    };
+    let entry = AuditEntry::new(now, ACTOR_LOCAL, action, target, None, detail);
     store.audit(entry).await.context("the change is made, but the audit log could not record it")
 }
 

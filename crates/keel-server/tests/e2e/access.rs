@@ -35,18 +35,22 @@ pub(crate) fn key(name: &str, scopes: &[&str], expires_at: Option<i64>, revoked_
     let mut rng = fastrand::Rng::new();
     let body: String = (0..43).map(|_| rng.alphanumeric()).collect();
     let secret = format!("keel_sk_{body}");
-    let hash = Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    let key = ApiKey {
+    let key = ApiKey { expires_at, revoked_at, ..key_of(&secret, name, scopes) };
+    (key, secret)
+}
+
+/// The key of `secret` as `keel keys create` would store it (its SHA-256, in hex), live.
+pub(crate) fn key_of(secret: &str, name: &str, scopes: &[&str]) -> ApiKey {
+    ApiKey {
         id: format!("key_{}", keel_core::id::new_id(NOW_MS)),
         name: name.to_owned(),
-        hash,
+        hash: Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
         scopes: scopes.iter().map(|s| s.parse::<Scope>().unwrap()).collect(),
         created_at: NOW_MS,
-        expires_at,
-        revoked_at,
+        expires_at: None,
+        revoked_at: None,
         last_used_at: None,
-    };
-    (key, secret)
+    }
 }
 
 pub(crate) async fn start_secured(functions: &str, keys: &[&ApiKey]) -> Secured {

@@ -11,7 +11,6 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use keel_core::auth::{ApiKey, Scope};
 use keel_server::Node;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -69,22 +68,7 @@ async fn start(toml: &str) -> Keel {
     let config = crate::support::config(dir.path(), toml);
     let store = keel_store::open(&keel_store::StoreOptions { url: config.storage.url.clone(), fsync: false }).unwrap();
     if config.auth.mode == keel_core::config::AuthMode::Keys {
-        let hash: String = ring::digest::digest(&ring::digest::SHA256, ADMIN.as_bytes())
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let key = ApiKey {
-            id: "key_admin".into(),
-            name: "admin".into(),
-            hash,
-            scopes: vec![Scope::Admin],
-            created_at: 0,
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-        };
-        store.create_api_key(key).await.unwrap();
+        store.create_api_key(crate::access::key_of(ADMIN, "admin", &["admin"])).await.unwrap();
     }
     let node = Node::start_with_store(config, TcpListener::bind("127.0.0.1:0").await.unwrap(), store).await.unwrap();
     let url = format!("http://{}", node.addr());

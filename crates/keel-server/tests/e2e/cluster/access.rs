@@ -4,10 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use keel_core::auth::{ApiKey, Scope};
 use keel_store::pg_testkit::fresh_database;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::Cluster;
 use crate::support::request;
@@ -18,17 +16,7 @@ async fn a_key_made_or_revoked_on_one_node_is_seen_by_the_other() {
     // The first admin key goes straight into the database, as `keel keys create -c` does.
     let store = keel_store::open(&keel_store::StoreOptions { url: database.clone(), fsync: true }).unwrap();
     let secret = format!("keel_sk_{}", "A".repeat(43));
-    let admin = ApiKey {
-        id: "key_admin".into(),
-        name: "admin".into(),
-        hash: Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect(),
-        scopes: vec![Scope::Admin],
-        created_at: 0,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-    };
-    store.create_api_key(admin).await.unwrap();
+    store.create_api_key(crate::access::key_of(&secret, "admin", &["admin"])).await.unwrap();
     store.close().await.unwrap();
     let cluster = Cluster::start(&database, "[auth]\nmode = \"keys\"\n", 2).await;
     let admin_auth = format!("Bearer {secret}");
