@@ -45,6 +45,8 @@ mod metric_definitions;
 mod runtime;
 pub mod sandbox;
 pub mod server;
+#[cfg(test)]
+mod sim;
 mod state;
 pub mod telemetry;
 mod trace;

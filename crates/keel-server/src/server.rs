@@ -59,11 +59,19 @@ pub struct NodeOptions {
     pub clock: Arc<dyn Clock>,
     /// `Some`: the jitter of every retry is drawn from this seed, so a run can be repeated.
     pub seed: Option<u64>,
+    /// The simulation's functions, answering every call in place of the network (`crate::sim`).
+    #[cfg(test)]
+    pub(crate) wire: Option<Arc<dyn crate::sim::Wire>>,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), seed: None }
+        Self {
+            clock: Arc::new(SystemClock),
+            seed: None,
+            #[cfg(test)]
+            wire: None,
+        }
     }
 }
 
@@ -120,8 +128,13 @@ impl Node {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let tls = config.server.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
         let shared = Arc::new(Shared {
-            runtime: Runtime::new(&config, addr, clock.clone(), auth.clone())
-                .map_err(|e| StartError::Client(e.to_string()))?,
+            runtime: {
+                let runtime = Runtime::new(&config, addr, clock.clone(), auth.clone())
+                    .map_err(|e| StartError::Client(e.to_string()))?;
+                #[cfg(test)]
+                let runtime = runtime.with_wire(options.wire.clone());
+                runtime
+            },
             functions: Functions::from_config(&config, now),
             egress: crate::egress::Egress::new(&config, now).map_err(|e| StartError::Client(e.to_string()))?,
             node_id: format!("node-{}", keel_core::id::new_id(now)),
@@ -164,6 +177,12 @@ impl Node {
     }
 
     /// The address the gateway listens on.
+    /// What the node's tasks share (the simulation drives its API in-process).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -96,6 +96,16 @@ impl Runtime {
         Ok(Self { http, private_ca, pools, running, attempts: Default::default() })
     }
 
+    /// Has the simulation's functions answer every call in place of the network.
+    #[cfg(test)]
+    pub(crate) fn with_wire(mut self, wire: Option<Arc<dyn crate::sim::Wire>>) -> Self {
+        if let Some(wire) = wire {
+            self.http.wire = Some(wire.clone());
+            self.private_ca.values_mut().for_each(|r| r.wire = Some(wire.clone()));
+        }
+        self
+    }
+
     /// Starts each pool's keeper, which brings up `min_instances`.
     pub(crate) fn start(&self) {
         self.pools.values().for_each(ProcessPool::start);

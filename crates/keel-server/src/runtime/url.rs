@@ -66,12 +66,21 @@ pub(crate) struct UrlRuntime {
     max_result_bytes: usize,
     /// Signs each attempt's function token (none with auth off).
     auth: Arc<Auth>,
+    /// The simulation's functions, answering in place of the network (`crate::sim`).
+    #[cfg(test)]
+    pub(crate) wire: Option<Arc<dyn crate::sim::Wire>>,
 }
 
 impl UrlRuntime {
     /// A runtime whose client trusts the system's roots and the certificates of `extra_cas`.
     pub(crate) fn new(max_result_bytes: u64, extra_cas: &[PathBuf], auth: Arc<Auth>) -> Result<Self, ClientError> {
-        Ok(Self { client: build_client(extra_cas)?, max_result_bytes: max_result_bytes as usize, auth })
+        Ok(Self {
+            client: build_client(extra_cas)?,
+            max_result_bytes: max_result_bytes as usize,
+            auth,
+            #[cfg(test)]
+            wire: None,
+        })
     }
 
     /// Makes one attempt at `url` and reports what happened. Never fails: every failure is an
@@ -157,10 +166,28 @@ impl UrlRuntime {
         let request = request
             .body(Full::new(call.payload.clone()))
             .map_err(|e| CallFailure::permanent(format!("cannot build the request: {e}")))?;
+        #[cfg(test)]
+        if let Some(wire) = &self.wire {
+            let response = wire.call(request).await.map_err(|failure| CallFailure {
+                unreached: failure.unreached,
+                ..CallFailure::transient(failure.message)
+            })?;
+            return self.read(response).await;
+        }
         let response = self.client.request(request).await.map_err(|e| CallFailure {
             unreached: e.is_connect(),
             ..CallFailure::transient(describe_client_error(&e))
         })?;
+        self.read(response).await
+    }
+
+    /// The function's answer: its status, content type, `Retry-After`, and body (at most
+    /// `max_result_bytes`).
+    async fn read<B>(&self, response: http::Response<B>) -> Result<(StoredResponse, Option<String>), CallFailure>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let status = response.status().as_u16();
         let header =
             |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);

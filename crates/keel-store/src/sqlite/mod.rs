@@ -89,6 +89,24 @@ impl SqliteStore {
         Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default(), paused })
     }
 
+    /// An in-memory store whose every read and write runs at once on the caller's thread, each
+    /// write its own transaction, after `commit_delay()` of `tokio::time` (a slow disk). No
+    /// thread of its own and no wall-clock window: a run on one thread with paused time, seeded,
+    /// repeats exactly — what Keel's deterministic simulation runs on. Not for serving.
+    pub fn deterministic(commit_delay: Box<dyn Fn() -> std::time::Duration + Send + Sync>) -> Result<Self, OpenError> {
+        let err = |reason: String| OpenError::Sqlite { path: ":memory:".into(), reason };
+        let mut conn = Connection::open_in_memory().map_err(|e| err(e.to_string()))?;
+        stable_plans(&conn).map_err(|e| err(e.to_string()))?;
+        schema::migrate(&mut conn).map_err(|e| err(format!("migrating the schema: {e}")))?;
+        Ok(Self {
+            writer: Writer::inline(conn, commit_delay),
+            readers: Readers::Writer,
+            _lock: None,
+            nodes: nodes::Nodes::default(),
+            paused: RwLock::default(),
+        })
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

@@ -29,23 +29,47 @@ type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
 
 /// A job on its way to the writer.
-struct Queued {
+pub(crate) struct Queued {
     job: Job,
     /// Nobody waits on it: it may wait for company (from `at`, at most [`UNHURRIED_WINDOW`]).
     unhurried: bool,
     at: Instant,
 }
 
-/// Handle to the writer thread. Dropping every handle stops the thread.
+/// Handle to the writer. Dropping every handle stops its thread.
 #[derive(Debug, Clone)]
-pub(crate) struct Writer {
-    jobs: mpsc::UnboundedSender<Queued>,
-    /// Wakes a writer waiting out an unhurried window: a hurried job arrived. Unhurried jobs
-    /// wake nobody then (the window's end will), so sharing a commit costs no thread wake-up.
-    hurry: Arc<Notify>,
+pub(crate) enum Writer {
+    /// The group-commit thread.
+    Thread {
+        jobs: mpsc::UnboundedSender<Queued>,
+        /// Wakes a writer waiting out an unhurried window: a hurried job arrived. Unhurried jobs
+        /// wake nobody then (the window's end will), so sharing a commit costs no thread wake-up.
+        hurry: Arc<Notify>,
+    },
+    /// Each job committed alone, at once, on the caller's thread: no thread and no wall-clock
+    /// window, so a single-threaded run on paused time repeats exactly (the simulation's store).
+    Inline(Arc<Inline>),
+}
+
+/// The connection of an [`Writer::Inline`] writer, and how long each commit takes (paused time).
+pub(crate) struct Inline {
+    conn: std::sync::Mutex<Connection>,
+    commit_delay: Box<dyn Fn() -> Duration + Send + Sync>,
+}
+
+impl std::fmt::Debug for Inline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inline").finish_non_exhaustive()
+    }
 }
 
 impl Writer {
+    /// A writer that commits each job alone on the caller's thread, after `commit_delay()` of
+    /// `tokio::time` (a slow disk, on paused time).
+    pub(crate) fn inline(conn: Connection, commit_delay: Box<dyn Fn() -> Duration + Send + Sync>) -> Self {
+        Writer::Inline(Arc::new(Inline { conn: std::sync::Mutex::new(conn), commit_delay }))
+    }
+
     /// Starts the writer on `conn`. With a `checkpointer`, the writer nudges it every
     /// [`CHECKPOINT_EVERY`] groups instead of checkpointing itself (auto-checkpoint must be off).
     pub(crate) fn start(conn: Connection, checkpointer: Option<std_mpsc::SyncSender<()>>) -> std::io::Result<Self> {
@@ -55,7 +79,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("keel-sqlite-writer".into())
             .spawn(move || run(conn, rx, &woken, checkpointer))?;
-        Ok(Self { jobs: tx, hurry })
+        Ok(Writer::Thread { jobs: tx, hurry })
     }
 
     /// Runs `f` in the next group commit; resolves once that group is durable.
@@ -79,9 +103,10 @@ impl Writer {
 
     /// Commits the unhurried jobs waiting for company now (someone is held up by them).
     pub(crate) fn hurry(&self) {
+        let Writer::Thread { jobs, hurry } = self else { return };
         let job: Job = Box::new(|_| (true, Box::new(|_| {})));
-        if self.jobs.send(Queued { job, unhurried: false, at: Instant::now() }).is_ok() {
-            self.hurry.notify_one();
+        if jobs.send(Queued { job, unhurried: false, at: Instant::now() }).is_ok() {
+            hurry.notify_one();
         }
     }
 
@@ -102,11 +127,24 @@ impl Writer {
             });
             (ok, reply)
         });
-        self.jobs
-            .send(Queued { job, unhurried, at: Instant::now() })
-            .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
-        if !unhurried {
-            self.hurry.notify_one();
+        match self {
+            Writer::Thread { jobs, hurry } => {
+                jobs.send(Queued { job, unhurried, at: Instant::now() })
+                    .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
+                if !unhurried {
+                    hurry.notify_one();
+                }
+            }
+            Writer::Inline(inline) => {
+                tokio::time::sleep((inline.commit_delay)()).await;
+                let conn = inline.conn.lock().unwrap_or_else(|p| p.into_inner());
+                let mut replies = Vec::with_capacity(1);
+                let outcome = commit_group(&conn, &mut vec![job], &mut replies);
+                drop(conn);
+                for reply in replies {
+                    reply(outcome.clone().map_err(Error::Unavailable));
+                }
+            }
         }
         rx.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
     }
