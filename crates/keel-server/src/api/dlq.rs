@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use keel_core::invocation::Status;
 use keel_core::store::{ListFilter, MAX_LIMIT};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::access::Actor;
 use super::body::{self, list_filter, PageQuery};
@@ -27,7 +27,7 @@ use crate::state::Shared;
     params(PageQuery),
     responses(
         (status = 200, description = "A page of dead invocations (without attempts and results).",
-            body = view::schema::InvocationPage),
+            body = view::InvocationPage),
         (status = 400, description = "An unknown query parameter, a limit below 1, or a malformed cursor."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
@@ -35,7 +35,7 @@ use crate::state::Shared;
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<view::InvocationPage>, Problem> {
     let mut filter = list_filter(&query, &["function", "subscription", "limit", "cursor"])?;
     filter.status = Some(Status::Dead);
     let page = shared.store.list(filter).await?;
@@ -50,7 +50,7 @@ pub(crate) async fn list(
     params(("id" = String, Path, description = "The dead invocation."), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Requeued: the invocation (without attempts and result).",
-            body = view::schema::Invocation,
+            body = view::Invocation,
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400, description = openapi::BAD_KEY),
         (status = 404, description = "No invocation with that id."),
@@ -66,7 +66,7 @@ pub(crate) async fn redrive(
     State(shared): State<Arc<Shared>>,
     actor: Actor,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<view::Invocation>, Problem> {
     let inv = shared.store.redrive(&id, shared.clock.now_ms()).await?;
     shared.functions.wake(&inv.function);
     actor.record(&shared, "dlq.redrive", &inv.id, json!({ "function": inv.function })).await;
@@ -125,7 +125,7 @@ fn saturating_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     params(IdempotencyKeyHeader),
     request_body(content = RedriveFilter, description = "The filter (required); `{}` redrives every dead invocation."),
     responses(
-        (status = 200, description = "How many were requeued.", body = schema::Redriven,
+        (status = 200, description = "How many were requeued.", body = Redriven,
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400,
             description = "The body is absent or not a filter object, `limit` is 0, or the Idempotency-Key is \
@@ -140,7 +140,7 @@ pub(crate) async fn redrive_matching(
     State(shared): State<Arc<Shared>>,
     actor: Actor,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Redriven>, Problem> {
     let body = body::read(body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::bad_request(
@@ -183,7 +183,7 @@ pub(crate) async fn redrive_matching(
     }
     let detail = json!({ "function": filter.function, "subscription": filter.subscription, "limit": filter.limit, "redriven": redriven });
     actor.record(&shared, "dlq.redrive", "*", detail).await;
-    Ok(Json(json!({ "redriven": redriven })))
+    Ok(Json(Redriven { redriven }))
 }
 
 /// Discard one dead invocation: status `discarded`.
@@ -194,7 +194,7 @@ pub(crate) async fn redrive_matching(
     params(("id" = String, Path, description = "The dead invocation.")),
     responses(
         (status = 200, description = "Discarded: the invocation (without attempts and result).",
-            body = view::schema::Invocation),
+            body = view::Invocation),
         (status = 404, description = "No invocation with that id."),
         (status = 409, description = "The invocation is not dead (`invalid-state`)."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -204,20 +204,15 @@ pub(crate) async fn discard(
     State(shared): State<Arc<Shared>>,
     actor: Actor,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<view::Invocation>, Problem> {
     let inv = shared.store.discard(&id, shared.clock.now_ms()).await?;
     actor.record(&shared, "dlq.discard", &inv.id, json!({ "function": inv.function })).await;
     Ok(Json(view::invocation(&inv, false)))
 }
 
-/// The JSON built above, written down for the OpenAPI document.
-pub(super) mod schema {
-    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
-
-    /// The answer of a bulk redrive.
-    #[derive(utoipa::ToSchema)]
-    pub(crate) struct Redriven {
-        /// How many dead invocations were requeued.
-        redriven: usize,
-    }
+/// The answer of a bulk redrive.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Redriven {
+    /// How many dead invocations were requeued.
+    redriven: usize,
 }

@@ -8,7 +8,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use keel_core::invocation::{Invocation, Status};
-use serde_json::Value;
 
 use super::body::{list_filter, PageQuery};
 use super::idempotency::IdempotencyKeyHeader;
@@ -41,12 +40,15 @@ async fn find(shared: &Shared, id: &str) -> Result<Invocation, Problem> {
     tag = "invocations",
     params(("id" = String, Path, description = "The invocation.")),
     responses(
-        (status = 200, description = "The invocation.", body = view::schema::Invocation),
+        (status = 200, description = "The invocation.", body = view::Invocation),
         (status = 404, description = "No invocation with that id."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
 )]
-pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn get(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<view::Invocation>, Problem> {
     Ok(Json(view::invocation(&find(&shared, &id).await?, true)))
 }
 
@@ -99,11 +101,11 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     tag = "invocations",
     params(
         PageQuery,
-        ("status" = Option<view::schema::InvocationStatus>, Query, description = "Only invocations in this status."),
+        ("status" = Option<view::InvocationStatus>, Query, description = "Only invocations in this status."),
     ),
     responses(
         (status = 200, description = "A page of invocations (without attempts and results).",
-            body = view::schema::InvocationPage),
+            body = view::InvocationPage),
         (status = 400, description = "An unknown query parameter or status, a limit below 1, or a malformed cursor."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
@@ -111,7 +113,7 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
 pub(crate) async fn list(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<view::InvocationPage>, Problem> {
     let filter = list_filter(&query, &["function", "subscription", "status", "limit", "cursor"])?;
     shared.behind.wait_for_current(RECORD_WAIT).await;
     let page = shared.store.list(filter).await?;
@@ -126,7 +128,7 @@ pub(crate) async fn list(
     params(("id" = String, Path, description = "The invocation."), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Cancelled: the invocation (without attempts and result).",
-            body = view::schema::Invocation,
+            body = view::Invocation,
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400, description = openapi::BAD_KEY),
         (status = 404, description = "No invocation with that id."),
@@ -138,7 +140,10 @@ pub(crate) async fn list(
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
 )]
-pub(crate) async fn cancel(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn cancel(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<view::Invocation>, Problem> {
     let inv = shared.store.cancel(&id, shared.clock.now_ms()).await?;
     Ok(Json(view::invocation(&inv, false)))
 }

@@ -37,7 +37,9 @@ async fn failing_twice_with_503_then_succeeding_takes_three_attempts_within_the_
         let gap = pair[1].at - pair[0].at;
         let ceiling = Duration::from_millis(100 << n);
         assert!(gap >= ceiling / 2, "gap {n}: {gap:?} below {:?}", ceiling / 2);
-        assert!(gap <= ceiling + Duration::from_millis(250), "gap {n}: {gap:?} far above {ceiling:?}");
+        // The upper bound has room for a loaded machine (a dispatcher turn, a busy core): the
+        // lower bound is the policy's promise; `sim::` checks it on every retry of 200 seeds.
+        assert!(gap <= ceiling + Duration::from_secs(1), "gap {n}: {gap:?} far above {ceiling:?}");
     }
     // The function contract's headers, stable across attempts.
     for c in &calls {
