@@ -3,12 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{fast_retry, get_json, post_json, Keel};
+use crate::support::{eventually, fast_retry, free_port, get_json, post_json, spawn_keel_with, wait_ready, Keel};
 
 /// A function program: answers every POST with its pid, environment, working directory and
 /// `keel-attempt`, after
@@ -155,11 +155,10 @@ async fn twelve_concurrent_calls_scale_out_to_exactly_max_instances_then_back_to
     assert_eq!(state["cold_starts"]["count"], 3, "{state}");
 
     // Idle for idle_timeout (1 s): scaled back to zero, and the processes are gone.
-    let end = Instant::now() + Duration::from_secs(10);
-    while !function_state(&keel.url, "busy").await["instances"].as_array().unwrap().is_empty() {
-        assert!(Instant::now() < end, "still running after idle_timeout");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("every instance stopped after idle_timeout", Duration::from_secs(10), || async {
+        function_state(&keel.url, "busy").await["instances"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
     wait_all_gone(&pids.into_iter().collect::<Vec<_>>(), Duration::from_secs(5)).await;
 }
 
@@ -173,14 +172,10 @@ async fn an_instance_killed_mid_invocation_is_replaced_and_the_invocation_retrie
 
     let url = format!("{}/v1/functions/fragile/invoke", keel.url);
     let call = tokio::spawn(async move { post_json(&url, "{}").await });
-    let end = Instant::now() + Duration::from_secs(10);
-    let hung = loop {
-        if let Some(pid) = std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse::<u64>().ok()) {
-            break pid;
-        }
-        assert!(Instant::now() < end, "the first attempt never arrived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let hung = eventually("the first attempt", Duration::from_secs(10), || {
+        std::future::ready(std::fs::read_to_string(&marker).ok().and_then(|t| t.trim().parse::<u64>().ok()))
+    })
+    .await;
     sigkill(hung);
 
     let (status, headers, body) = call.await.unwrap();
@@ -274,24 +269,21 @@ async fn no_function_process_survives_keel_being_sigkilled_and_output_is_logged(
     let log = dir.path().join("keel.log");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut keel = spawn_keel(&config, port, &log);
+    let mut keel = spawn_keel_with(&config, port, &log, &["--log-format", "json"], &[("RUST_LOG", "info")]);
     wait_ready(&base, &mut keel).await;
 
     // min_instances = 2: two instances, each with a grandchild, and no call needed.
-    let end = Instant::now() + Duration::from_secs(15);
-    let pids = loop {
-        let state = function_state(&base, "resident").await;
-        let ready = state["instances"].as_array().unwrap().iter().filter(|i| i["state"] == "ready").count();
-        let pids: Vec<u64> = std::fs::read_dir(&spawned)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
-            .collect();
-        if ready == 2 && pids.len() == 4 {
-            break pids;
-        }
-        assert!(Instant::now() < end, "min_instances not reached: {state}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pids =
+        eventually("min_instances: 2 ready instances, each with a grandchild", Duration::from_secs(15), || async {
+            let state = function_state(&base, "resident").await;
+            let ready = state["instances"].as_array().unwrap().iter().filter(|i| i["state"] == "ready").count();
+            let pids: Vec<u64> = std::fs::read_dir(&spawned)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+                .collect();
+            (ready == 2 && pids.len() == 4).then_some(pids)
+        })
+        .await;
     assert!(pids.iter().all(|pid| is_alive(*pid)));
     keel.kill().unwrap(); // SIGKILL: Keel runs no code on the way out.
     keel.wait().unwrap();
@@ -328,49 +320,8 @@ fn is_alive(pid: u64) -> bool {
 }
 
 async fn wait_all_gone(pids: &[u64], limit: Duration) {
-    let end = Instant::now() + limit;
-    loop {
-        let alive: Vec<u64> = pids.iter().copied().filter(|p| is_alive(*p)).collect();
-        if alive.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < end, "still running after {limit:?}: {alive:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The real `keel` binary, logging JSON lines at `info` into `log`.
-fn spawn_keel(config: &Path, port: u16, log: &Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["serve", "-c", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting keel")
-}
-
-async fn wait_ready(base: &str, child: &mut Child) {
-    let end = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("keel exited early: {status}");
-        }
-        if std::net::TcpStream::connect(base.trim_start_matches("http://")).is_ok() {
-            if let Ok((200, _, _)) =
-                tokio::time::timeout(Duration::from_secs(1), get_json(&format!("{base}/readyz"))).await
-            {
-                return;
-            }
-        }
-        assert!(Instant::now() < end, "keel not ready at {base}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&format!("every one of {pids:?} gone"), limit, || {
+        std::future::ready(pids.iter().all(|p| !is_alive(*p)).then_some(()))
+    })
+    .await
 }

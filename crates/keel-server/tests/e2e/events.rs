@@ -1,7 +1,7 @@
 //! Events, fan-out, KV and effects end to end.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::load::submit_many;
-use crate::support::{get_json, post_json, request, Functions, Keel};
+use crate::support::{eventually, get_json, post_json, request, wait_quiet, Functions, Keel};
 
 /// The effectful test functions, behind `/fx/KIND`:
 /// - `incr`: reads `counters/n` from Keel and writes n+1 with `if_version` (or `if_absent`);
@@ -85,20 +85,17 @@ fn delivery_pairs(fns: &Functions) -> Vec<(String, String, u16)> {
 }
 
 async fn wait_event_settled(keel: &Keel, id: &str) -> Value {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, event) = get_json(&format!("{}/v1/events/{id}", keel.url)).await;
+    let url = format!("{}/v1/events/{id}", keel.url);
+    eventually(&format!("every delivery of event {id} ended"), Duration::from_secs(10), || async {
+        let (_, _, event) = get_json(&url).await;
         let pending = event["deliveries"]
             .as_array()
             .unwrap()
             .iter()
             .any(|d| ["queued", "running", "retrying"].contains(&d["status"].as_str().unwrap()));
-        if !pending {
-            return event;
-        }
-        assert!(Instant::now() < end, "{event}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (!pending).then_some(event)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -175,12 +172,7 @@ async fn a_batch_of_a_thousand_events_makes_exactly_two_thousand_deliveries() {
     .await;
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["ids"].as_array().unwrap().len(), 1000);
-    let end = Instant::now() + Duration::from_secs(60);
-    while delivery_pairs(&fns).len() < 2000 {
-        assert!(Instant::now() < end, "{} deliveries", delivery_pairs(&fns).len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_quiet(&keel.url, Duration::from_secs(60)).await;
     let pairs = delivery_pairs(&fns);
     assert_eq!(pairs.len(), 2000, "no more than one delivery per event and subscription");
     let unique: HashSet<_> = pairs.iter().map(|(s, id, _)| (s.clone(), id.clone())).collect();
@@ -281,12 +273,7 @@ async fn filters_pick_events_by_type_source_and_subject() {
     assert!(String::from_utf8_lossy(&bad.2).contains("source"), "the problem names the attribute");
     assert_eq!(post_json(&format!("{}/v1/topics/nope/events", keel.url), "{}").await.0, 404);
 
-    let end = Instant::now() + Duration::from_secs(5);
-    while delivery_pairs(&fns).len() < 5 {
-        assert!(Instant::now() < end, "{:?}", delivery_pairs(&fns));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_quiet(&keel.url, Duration::from_secs(5)).await;
     let mut got: Vec<_> = delivery_pairs(&fns).into_iter().map(|(s, id, _)| format!("{s}:{id}")).collect();
     got.sort();
     assert_eq!(got, ["users:1", "users:3", "users:5", "vip:2", "vip:3"]);
@@ -314,11 +301,10 @@ async fn ordered_deliveries_wait_for_earlier_events_of_the_same_subject() {
     )
     .await;
     assert_eq!(status, 202);
-    let end = Instant::now() + Duration::from_secs(10);
-    while delivery_pairs(&fns).iter().filter(|(_, _, s)| *s == 200).count() < 5 {
-        assert!(Instant::now() < end, "{:?}", delivery_pairs(&fns));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("five deliveries answered 200", Duration::from_secs(10), || async {
+        (delivery_pairs(&fns).iter().filter(|(_, _, s)| *s == 200).count() >= 5).then_some(())
+    })
+    .await;
     let order: Vec<_> = delivery_pairs(&fns).into_iter().map(|(_, id, _)| id).collect();
     let expected: Vec<String> = (0..5).flat_map(|i| std::iter::repeat_n(format!("e{i}"), 3)).collect();
     assert_eq!(order, expected, "each event's three attempts before the next event starts");
@@ -333,17 +319,13 @@ async fn the_hop_limit_stops_an_event_loop() {
     ))
     .await;
     assert_eq!(post_json(&format!("{}/v1/topics/loop/events", keel.url), "{}").await.0, 202);
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, dlq) = get_json(&format!("{}/v1/dlq?subscription=again", keel.url)).await;
-        if let Some(dead) = dlq["items"].as_array().unwrap().first() {
-            assert!(dead["error"].as_str().unwrap().contains("max_event_hops"), "{dead}");
-            break;
-        }
-        assert!(Instant::now() < end, "the loop was not stopped");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dlq = format!("{}/v1/dlq?subscription=again", keel.url);
+    let dead = eventually("the loop stopped (a delivery dead)", Duration::from_secs(10), || async {
+        get_json(&dlq).await.2["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert!(dead["error"].as_str().unwrap().contains("max_event_hops"), "{dead}");
+    // The dead delivery is hop 3's, whose emission was refused: nothing comes after it.
     assert_eq!(delivery_pairs(&fns).len(), 4, "hops 0, 1, 2 and 3 ran; the 4th emission was refused");
     let traces: HashSet<_> =
         fns.calls().iter().map(|c| c.headers["traceparent"].to_str().unwrap()[3..35].to_string()).collect();
@@ -374,11 +356,7 @@ async fn sigkill_during_effectful_invocations_keeps_writes_and_events_with_their
         let base = base.clone();
         async move { submit_many(&base, "record", 400).await }
     });
-    let end = Instant::now() + Duration::from_secs(30);
-    while fns.calls().len() < 60 {
-        assert!(Instant::now() < end);
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually("60 calls", Duration::from_secs(30), || async { (fns.calls().len() >= 60).then_some(()) }).await;
     keel.kill().unwrap();
     keel.wait().unwrap();
     let accepted = submitting.await.unwrap();
@@ -416,15 +394,14 @@ async fn an_event_emitted_as_an_effect_wakes_its_subscriber_at_once() {
     .await;
     let (status, _, _) = post_json(&format!("{}/v1/functions/emitter/invoke", keel.url), "{}").await;
     assert_eq!(status, 200);
-    let end = Instant::now() + Duration::from_secs(5);
-    while delivery_pairs(&fns).is_empty() {
-        assert!(Instant::now() < end, "the delivery of the emitted event never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the delivery of the emitted event", Duration::from_secs(5), || async {
+        (!delivery_pairs(&fns).is_empty()).then_some(())
+    })
+    .await;
     let (_, _, accepted) = post_json(&format!("{}/v1/functions/emitter/invocations", keel.url), "{}").await;
     keel.wait_final(accepted["id"].as_str().unwrap(), Duration::from_secs(5)).await;
-    while delivery_pairs(&fns).len() < 2 {
-        assert!(Instant::now() < end, "the async emitter's delivery never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the async emitter's delivery", Duration::from_secs(5), || async {
+        (delivery_pairs(&fns).len() >= 2).then_some(())
+    })
+    .await;
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::crash::{free_port, wait_ready};
 use crate::serve::{exit_within, serve_in, sigterm};
-use crate::support::get_json;
 
 /// `keel ARGS…` against `base`; its stdout, or a panic with its stderr.
 fn keel(base: &str, args: &[&str]) -> String {
@@ -20,15 +19,7 @@ fn keel(base: &str, args: &[&str]) -> String {
 
 /// Polls an invocation until it is no longer queued, running or retrying.
 async fn settled(base: &str, id: &str) -> serde_json::Value {
-    let end = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, _, inv) = get_json(&format!("{base}/v1/invocations/{id}")).await;
-        if !["queued", "running", "retrying"].contains(&inv["status"].as_str().unwrap_or("queued")) {
-            return inv;
-        }
-        assert!(std::time::Instant::now() < end, "{inv}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::support::settled(base, id, Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

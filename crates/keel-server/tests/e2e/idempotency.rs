@@ -1,7 +1,7 @@
 //! `Idempotency-Key` end to end: concurrency, replays, conflicts, TTL, and crashes.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -183,15 +183,8 @@ async fn a_crash_between_admitting_and_replying_is_healed_by_retrying_with_the_k
     assert_eq!(retry.0, 202);
     assert_eq!(retry.1["idempotent-replayed"], "true", "the admission had committed: it is replayed");
     let id = json(&retry)["id"].as_str().unwrap().to_string();
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, inv) = get_json(&format!("{base}/v1/invocations/{id}")).await;
-        if inv["status"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < end, "{inv}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let inv = crate::support::settled(&base, &id, Duration::from_secs(10)).await;
+    assert_eq!(inv["status"], "succeeded", "{inv}");
     let (_, _, all) = get_json(&format!("{base}/v1/invocations")).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 1, "one invocation for the key, not two");
     assert_eq!(fns.calls_for(&id).len(), 1, "the function completed it once");
@@ -223,11 +216,10 @@ async fn a_keyed_sync_call_orphaned_by_a_crash_is_taken_over_by_the_retry() {
             }
         }
     });
-    let end = Instant::now() + Duration::from_secs(5);
-    while fns.calls().is_empty() {
-        assert!(Instant::now() < end, "the call never reached the function");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::support::eventually("the call reaching the function", Duration::from_secs(5), || async {
+        (!fns.calls().is_empty()).then_some(())
+    })
+    .await;
     keel.kill().unwrap();
     keel.wait().unwrap();
     assert!(pending.await.unwrap(), "the caller lost its connection");

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -83,19 +83,16 @@ async fn wait_settled(
     limit: Duration,
     done: impl Fn(&HashSet<String>) -> Result<(), String>,
 ) -> HashSet<String> {
-    let end = Instant::now() + limit;
-    loop {
+    crate::support::eventually_or_why(&format!("{function} settled"), limit, || async {
         let before = pending(base, function).await;
         let succeeded: HashSet<String> = all_with_status(base, function, "succeeded").await.into_iter().collect();
         let after = pending(base, function).await;
-        let verdict = done(&succeeded);
-        if before == 0 && after == 0 && verdict.is_ok() {
-            return succeeded;
+        match done(&succeeded) {
+            Ok(()) if before == 0 && after == 0 => Ok(succeeded),
+            verdict => Err(format!("{after} of {function} pending; {}", verdict.err().unwrap_or_default())),
         }
-        let why = verdict.err().unwrap_or_default();
-        assert!(Instant::now() < end, "after {limit:?}: {after} of {function} pending; {why}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until `function` has at least `n` succeeded invocations and none is pending; returns

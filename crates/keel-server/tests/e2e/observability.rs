@@ -111,17 +111,14 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
 }
 
 async fn wait_for_metric(base: &str, series: &str, value: f64) -> HashMap<String, f64> {
-    let end = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, _, body) = request("GET", &format!("{base}/metrics"), &[], "").await;
+    let url = format!("{base}/metrics");
+    crate::support::eventually(&format!("{series} at {value}"), Duration::from_secs(15), || async {
+        let (status, _, body) = request("GET", &url, &[], "").await;
         assert_eq!(status, 200);
         let metrics = parse_metrics(std::str::from_utf8(&body).unwrap());
-        if metrics.get(series) == Some(&value) {
-            return metrics;
-        }
-        assert!(Instant::now() < end, "{series} never reached {value}: {metrics:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (metrics.get(series) == Some(&value)).then_some(metrics)
+    })
+    .await
 }
 
 /// request → attempt of `shop` → emitted event → both attempts of its delivery to `mailer`.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::crash::{free_port, wait_ready};
 use crate::support::post_json;
@@ -27,14 +27,10 @@ pub(crate) fn serve_in(cwd: &Path, config: &Path, port: u16, log: &Path) -> Chil
 
 /// Waits for `child` to exit, at most `limit`.
 pub(crate) async fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < end, "keel still running {limit:?} after it was asked to stop");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::support::eventually("keel to exit after it was asked to stop", limit, || {
+        std::future::ready(child.try_wait().unwrap())
+    })
+    .await
 }
 
 /// SIGTERM, as systemd or `kill` sends it.

@@ -201,16 +201,7 @@ impl Keel {
 
     /// Polls an invocation until it reaches a final status (succeeded, dead, …) or `limit` passes.
     pub(crate) async fn wait_final(&self, id: &str, limit: Duration) -> Value {
-        let end = Instant::now() + limit;
-        loop {
-            let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", self.url)).await;
-            let status = inv["status"].as_str().unwrap_or("");
-            if !["queued", "running", "retrying"].contains(&status) {
-                return inv;
-            }
-            assert!(Instant::now() < end, "invocation {id} still {status} after {limit:?}: {inv}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        settled(&self.url, id, limit).await
     }
 }
 
@@ -387,4 +378,100 @@ where
         assert!(Instant::now() < end, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`eventually`] for a check that says why it is not there yet (`Err(why)`): the panic names
+/// the last reason.
+pub(crate) async fn eventually_or_why<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let end = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(found) => return found,
+            Err(why) => assert!(Instant::now() < end, "{what}: not within {limit:?}: {why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls invocation `id` on the node at `base` until it is no longer queued, running or
+/// retrying, and returns it.
+pub(crate) async fn settled(base: &str, id: &str, limit: Duration) -> Value {
+    let url = format!("{base}/v1/invocations/{id}");
+    eventually(&format!("invocation {id} to end"), limit, || async {
+        let (_, _, inv) = get_json(&url).await;
+        let status = inv["status"].as_str().unwrap_or("queued");
+        (!["queued", "running", "retrying"].contains(&status)).then_some(inv)
+    })
+    .await
+}
+
+/// A free port on loopback (bound, read, released).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the real `keel serve -c config` on `port`, logging at `warn` into `log` (appended).
+pub(crate) fn spawn_keel(config: &std::path::Path, port: u16, log: &std::path::Path) -> std::process::Child {
+    spawn_keel_with(config, port, log, &[], &[])
+}
+
+/// [`spawn_keel`] with more arguments and environment (`RUST_LOG` among them overrides `warn`).
+/// `KEEL_BIN` names another binary than the one cargo built (a long kill loop runs a copy that
+/// rebuilds leave alone).
+pub(crate) fn spawn_keel_with(
+    config: &std::path::Path,
+    port: u16,
+    log: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let binary = std::env::var("KEEL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").to_string());
+    std::process::Command::new(binary)
+        .args(["serve", "-c", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting keel")
+}
+
+/// Waits until the node at `base` answers `/readyz` with 200; panics if `child` exits first.
+pub(crate) async fn wait_ready(base: &str, child: &mut std::process::Child) {
+    let address = base.trim_start_matches("http://").to_string();
+    let readyz = format!("{base}/readyz");
+    eventually(&format!("keel ready at {base}"), Duration::from_secs(20), || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("keel exited early: {status}");
+        }
+        let (address, readyz) = (address.clone(), readyz.clone());
+        async move {
+            std::net::TcpStream::connect(&address).ok()?;
+            let ready = tokio::time::timeout(Duration::from_secs(1), get_json(&readyz)).await;
+            matches!(ready, Ok((200, _, _))).then_some(())
+        }
+    })
+    .await
+}
+
+/// Waits until nothing on the node at `base` is queued, running or retrying: every invocation
+/// admitted so far (event deliveries included) has ended, so counting what happened is final.
+pub(crate) async fn wait_quiet(base: &str, limit: Duration) {
+    eventually("nothing queued, running or retrying", limit, || async {
+        for status in ["queued", "running", "retrying"] {
+            let (_, _, page) = get_json(&format!("{base}/v1/invocations?status={status}&limit=1")).await;
+            if !page["items"].as_array()?.is_empty() {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
 }

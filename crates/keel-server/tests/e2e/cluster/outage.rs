@@ -34,15 +34,11 @@ async fn a_sync_call_whose_effects_were_not_committed_is_not_answered_as_a_succe
     let cluster = Cluster::start(&database, &functions, 1).await;
     let url = format!("{}/v1/functions/record/invoke", cluster.url(0));
     let call = tokio::spawn(async move { request("POST", &url, &[], "{}").await });
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, _, function) = get_json(&format!("{}/v1/functions/record", cluster.url(0))).await;
-        if function["in_flight"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < end, "the call never started: {function}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let record = format!("{}/v1/functions/record", cluster.url(0));
+    crate::support::eventually("the call in flight", Duration::from_secs(5), || async {
+        (get_json(&record).await.2["in_flight"] == 1).then_some(())
+    })
+    .await;
     // The function is running; the database goes away before its effects can be committed.
     postgres.stop().unwrap();
     let (status, headers, body) = tokio::time::timeout(Duration::from_secs(60), call).await.expect("answered").unwrap();
