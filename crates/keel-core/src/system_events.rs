@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::clock::Millis;
+use crate::store::{NodeState, NODE_TIMEOUT_MS};
 
 /// The reserved topic Keel publishes its operational events to. Users may subscribe to it (it
 /// needs no declaration) but not publish to it.
@@ -220,9 +221,68 @@ impl ShedWatch {
     }
 }
 
+/// What one look at a cluster's nodes showed changed since the last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeChange {
+    /// Alive now, and not at the last look.
+    Joined(String),
+    /// Alive at the last look, silent past [`NODE_TIMEOUT_MS`] now, and it was not draining: it
+    /// died or was cut off, not stopped.
+    Lost(String),
+}
+
+/// The nodes of a cluster as one node last saw them. The first look is the baseline: the nodes
+/// already there joined before this one watched.
+#[derive(Debug, Default)]
+pub struct NodeWatch {
+    alive: Option<BTreeMap<String, bool>>,
+}
+
+impl NodeWatch {
+    pub fn look(&mut self, nodes: &[NodeState]) -> Vec<NodeChange> {
+        let now: BTreeMap<String, bool> =
+            nodes.iter().map(|n| (n.id.clone(), n.silent_ms <= NODE_TIMEOUT_MS)).collect();
+        let Some(before) = self.alive.replace(now.clone()) else { return Vec::new() };
+        let mut changes = Vec::new();
+        for node in nodes {
+            let was = before.get(&node.id).copied().unwrap_or(false);
+            match (was, now[&node.id]) {
+                (false, true) => changes.push(NodeChange::Joined(node.id.clone())),
+                (true, false) if !node.draining => changes.push(NodeChange::Lost(node.id.clone())),
+                _ => {}
+            }
+        }
+        changes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(id: &str, silent_ms: Millis, draining: bool) -> NodeState {
+        NodeState {
+            id: id.into(),
+            addr: "127.0.0.1:1".into(),
+            started_at: 0,
+            heartbeat_at: 0,
+            leases: 0,
+            draining,
+            silent_ms,
+            clock_skew_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_node_watch_reports_joins_and_losses_after_its_first_look() {
+        let mut w = NodeWatch::default();
+        assert!(w.look(&[node("a", 0, false), node("b", 0, false)]).is_empty(), "the first look is the baseline");
+        let changes = w.look(&[node("a", 0, false), node("b", 20_000, false), node("c", 0, false)]);
+        assert_eq!(changes, vec![NodeChange::Lost("b".into()), NodeChange::Joined("c".into())]);
+        assert!(w.look(&[node("a", 0, false), node("b", 30_000, false), node("c", 0, false)]).is_empty(), "once");
+        let changes = w.look(&[node("a", 0, false), node("c", 20_000, true)]);
+        assert!(changes.is_empty(), "a node that drained and stopped was not lost: {changes:?}");
+    }
 
     fn limiter(per_kind: u32, window_s: u64) -> KindLimiter<u32> {
         KindLimiter::new(SystemEventsConfig { per_kind, window: Duration::from_secs(window_s) })
