@@ -10,6 +10,13 @@
 //!
 //! No alert loops: a delivery of a `keel.system` event that goes dead is counted
 //! (`{reason="delivery-dead"}`) and logged, never published as another event.
+//!
+//! Schedules and chaos are not built yet; their kinds are reserved in `keel_core::system_events`.
+//! The scheduler calls `shared.system_events.emit(SCHEDULE_MISSED, schedule, json!({"schedule",
+//! "tick", "reason"}))` when a tick is skipped; the chaos engine `emit(CHAOS_FAULT_STARTED |
+//! CHAOS_FAULT_ENDED, fault_id, json!({"id", "target", "kind", "expires_at"}))`. Events every
+//! node would see alike (a tick missed while all were down) go through
+//! [`SystemEvents::emit_shared`] with an id naming the happening, so the store keeps one.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -227,5 +234,55 @@ async fn publish(shared: &Shared, notice: Notice, now: Millis) {
             metrics::counter!(m::SYSTEM_EVENTS_DROPPED_TOTAL, "reason" => "store").increment(1);
             tracing::warn!(kind = notice.kind, error = %e, "a system event could not be stored; it is dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use keel_core::flow::BreakerConfig;
+
+    use super::*;
+    use crate::flow::{BreakerOf, ReportedBreaker};
+
+    fn kinds_sent(rx: &mut Receiver) -> Vec<(&'static str, Value)> {
+        std::iter::from_fn(|| rx.0.try_recv().ok()).map(|n| (n.kind, n.data)).collect()
+    }
+
+    #[test]
+    fn a_dependency_breaker_announces_an_outage_once_and_its_end_once() {
+        let (events, mut rx) = SystemEvents::channel();
+        let config =
+            BreakerConfig { consecutive_failures: 2, open_for: Duration::from_millis(100), ..BreakerConfig::default() };
+        let breaker = ReportedBreaker::new("payments", BreakerOf::Dependency, config, 0, &events);
+        for t in [1, 2] {
+            breaker.with(t, |b| b.record(t, false, false));
+        }
+        // A probe after open_for fails: open again, nothing new to say.
+        assert!(matches!(breaker.with(200, |b| b.admit(200)), keel_core::flow::breaker::Admit::Probe));
+        breaker.with(201, |b| b.record(201, false, true));
+        assert!(matches!(breaker.with(400, |b| b.admit(400)), keel_core::flow::breaker::Admit::Probe));
+        breaker.with(401, |b| b.record(401, true, true));
+        let sent = kinds_sent(&mut rx);
+        assert_eq!(
+            sent,
+            vec![
+                (kinds::BREAKER_OPENED, json!({"dependency": "payments", "state": "open"})),
+                (kinds::BREAKER_CLOSED, json!({"dependency": "payments", "state": "closed"})),
+            ]
+        );
+    }
+
+    #[test]
+    fn shedding_is_announced_when_it_starts_not_at_every_refusal() {
+        let (events, mut rx) = SystemEvents::channel();
+        for t in 0..100 {
+            events.shed("charge", "overloaded", t);
+        }
+        assert_eq!(
+            kinds_sent(&mut rx),
+            vec![(kinds::SHED_STARTED, json!({"function": "charge", "reason": "overloaded"}))]
+        );
     }
 }
