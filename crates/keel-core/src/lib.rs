@@ -22,6 +22,8 @@
 //!   `X-Forwarded-For`, method/path rules) and its throttles per API key and per address.
 //! - [`schema`]: JSON Schema checks of invoke bodies (`input_schema`) and event data (a topic's
 //!   `schema`), compiled once at config load.
+//! - [`system_events`]: Keel's operational events on the reserved topic `keel.system`: their
+//!   kinds, the rate limit per kind and the debounce of shedding, as pure decisions.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -44,5 +46,6 @@ pub mod outcome;
 pub mod retry;
 pub mod schema;
 pub mod store;
+pub mod system_events;
 
 pub use error::{Error, Result};

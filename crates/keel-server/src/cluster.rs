@@ -1,11 +1,16 @@
 //! This node's part in a cluster: it reports a heartbeat (so the others can tell when it dies and
 //! take its leases back), and wakes its dispatchers when another node makes their work due.
+//!
+//! It also says on `keel.system` that it joined, and, on a shared store, which nodes it sees join
+//! and get lost. Every node that sees the same change publishes the same event (source
+//! `keel://cluster`, id `keel.node.lost/<node>`): the store keeps one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::store::{NodeBeat, HEARTBEAT_EVERY_MS};
+use keel_core::system_events::{NodeChange, NodeWatch, NODE_JOINED, NODE_LOST};
 use tokio::sync::watch;
 
 use crate::state::Shared;
@@ -37,6 +42,9 @@ async fn heartbeat(
 ) {
     let started_at = shared.clock.now_ms();
     let mut failing = false;
+    let joined = serde_json::json!({ "node": shared.node_id, "addr": addr });
+    announce(&shared, NODE_JOINED, &shared.node_id, joined);
+    let mut watch = NodeWatch::default();
     loop {
         let draining = *drain.borrow();
         let beat = NodeBeat {
@@ -50,6 +58,9 @@ async fn heartbeat(
             Ok(()) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!(node = %shared.node_id, "heartbeat recorded again");
+                }
+                if !shared.store.is_exclusive() {
+                    look_at_nodes(&shared, &mut watch).await;
                 }
                 Duration::from_millis(HEARTBEAT_EVERY_MS as u64)
             }
@@ -66,5 +77,37 @@ async fn heartbeat(
             _ = drain.wait_for(|d| *d), if !draining => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Where node events come from: the cluster, whichever node saw the change.
+const CLUSTER_SOURCE: &str = "keel://cluster";
+
+/// Publishes a node event the same from every node that sees it (the store keeps one).
+fn announce(shared: &Shared, kind: &'static str, node: &str, data: serde_json::Value) {
+    shared.system_events.emit_shared(kind, node, data, CLUSTER_SOURCE, format!("{kind}/{node}"));
+}
+
+/// Compares the store's nodes with the last look, and says which joined and which were lost.
+async fn look_at_nodes(shared: &Shared, watch: &mut NodeWatch) {
+    let nodes = match shared.store.nodes().await {
+        Ok(nodes) => nodes,
+        Err(e) => return tracing::debug!(error = %e, "reading the cluster's nodes failed"),
+    };
+    for change in watch.look(&nodes) {
+        let (kind, id) = match &change {
+            NodeChange::Joined(id) => (NODE_JOINED, id),
+            NodeChange::Lost(id) => (NODE_LOST, id),
+        };
+        let Some(node) = nodes.iter().find(|n| n.id == *id) else { continue };
+        if kind == NODE_LOST {
+            tracing::warn!(node = %id, silent_ms = node.silent_ms, "a node of the cluster was lost");
+        }
+        let data = serde_json::json!({
+            "node": node.id,
+            "addr": node.addr,
+            "last_heartbeat": keel_core::clock::rfc3339(node.heartbeat_at),
+        });
+        announce(shared, kind, id, data);
     }
 }

@@ -130,6 +130,12 @@ pub(crate) fn commit_effects(
     let max = shared.config.server.max_event_hops;
     let mut events = Vec::with_capacity(effects.events.len());
     for (i, emitted) in effects.events.iter().enumerate() {
+        if emitted.topic == keel_core::system_events::SYSTEM_TOPIC {
+            return Err(format!(
+                "effects envelope: events[{i}]: topic {:?} is reserved for Keel's own events",
+                emitted.topic
+            ));
+        }
         let Some(topic) = shared.config.topics.get(&emitted.topic) else {
             return Err(format!(
                 "effects envelope: events[{i}]: topic {:?} is not declared in keel.toml",

@@ -87,25 +87,59 @@ pub(crate) struct Flow {
 /// A breaker of one target (a function, a dependency) with the last state reported (metrics,
 /// log): a move is reported once, whichever call makes it (`open` becomes `half-open` when the
 /// first probe is asked for).
+///
+/// An outage is announced on `keel.system` once: `keel.breaker.opened` when it first opens,
+/// `keel.breaker.closed` when it closes again (a failed probe that reopens it says nothing new).
 #[derive(Debug)]
 pub(crate) struct ReportedBreaker {
     target: String,
-    tracked: Mutex<(Breaker, BreakerState)>,
+    of: BreakerOf,
+    /// The breaker, the last state reported, and whether an opening was announced.
+    tracked: Mutex<(Breaker, BreakerState, bool)>,
+    events: crate::system_events::SystemEvents,
+}
+
+/// What a breaker guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BreakerOf {
+    Function,
+    Dependency,
 }
 
 impl ReportedBreaker {
-    pub(crate) fn new(target: &str, config: keel_core::flow::BreakerConfig, now: Millis) -> Self {
-        Self { target: target.to_owned(), tracked: Mutex::new((Breaker::new(config, now), BreakerState::Closed)) }
+    pub(crate) fn new(
+        target: &str,
+        of: BreakerOf,
+        config: keel_core::flow::BreakerConfig,
+        now: Millis,
+        events: &crate::system_events::SystemEvents,
+    ) -> Self {
+        let tracked = Mutex::new((Breaker::new(config, now), BreakerState::Closed, false));
+        Self { target: target.to_owned(), of, tracked, events: events.clone() }
     }
 
     /// Runs `op` on the breaker and reports the move it made, if any.
     pub(crate) fn with<T>(&self, now: Millis, op: impl FnOnce(&mut Breaker) -> T) -> T {
         let mut tracked = lock(&self.tracked);
         let out = op(&mut tracked.0);
-        let state = tracked.0.view(now).state;
-        if state != tracked.1 {
-            tracked.1 = state;
-            crate::metric_definitions::breaker_moved(&self.target, state);
+        let view = tracked.0.view(now);
+        if view.state != tracked.1 {
+            tracked.1 = view.state;
+            crate::metric_definitions::breaker_moved(&self.target, view.state);
+            let announce = match view.state {
+                BreakerState::Open if !tracked.2 => Some(keel_core::system_events::BREAKER_OPENED),
+                BreakerState::Closed if tracked.2 => Some(keel_core::system_events::BREAKER_CLOSED),
+                _ => None,
+            };
+            if let Some(kind) = announce {
+                tracked.2 = view.state == BreakerState::Open;
+                let of = match self.of {
+                    BreakerOf::Function => "function",
+                    BreakerOf::Dependency => "dependency",
+                };
+                let data = serde_json::json!({ of: self.target, "state": view.state.as_str() });
+                self.events.emit(kind, &self.target, data);
+            }
         }
         out
     }
@@ -121,9 +155,15 @@ impl ReportedBreaker {
 const TYPICAL_WEIGHT: f64 = 0.1;
 
 impl Flow {
-    pub(crate) fn new(name: &str, config: FlowConfig, concurrency: u32, now: Millis) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        config: FlowConfig,
+        concurrency: u32,
+        now: Millis,
+        events: &crate::system_events::SystemEvents,
+    ) -> Self {
         Self {
-            breaker: config.breaker.map(|b| ReportedBreaker::new(name, b, now)),
+            breaker: config.breaker.map(|b| ReportedBreaker::new(name, BreakerOf::Function, b, now, events)),
             rate: config.rate_limit.map(|r| Mutex::new(Gcra::new(r))),
             keys: config.concurrency_key.as_ref().map(|k| KeySlots::new(k.limit)),
             backlog: config.max_queued.map(Backlog::new),
@@ -584,7 +624,7 @@ mod tests {
     use super::*;
 
     fn flow(config: FlowConfig) -> Flow {
-        Flow::new("f", config, 4, 0)
+        Flow::new("f", config, 4, 0, &crate::system_events::SystemEvents::detached())
     }
 
     #[test]

@@ -108,7 +108,11 @@ impl Function {
 pub(crate) struct Functions(BTreeMap<String, Arc<Function>>);
 
 impl Functions {
-    pub(crate) fn from_config(config: &Config, now: keel_core::clock::Millis) -> Self {
+    pub(crate) fn from_config(
+        config: &Config,
+        now: keel_core::clock::Millis,
+        events: &crate::system_events::SystemEvents,
+    ) -> Self {
         Self(
             config
                 .functions
@@ -119,7 +123,7 @@ impl Functions {
                         permits: Arc::new(Semaphore::new(f.concurrency as usize)),
                         wake: Notify::new(),
                         unrecorded: Arc::new(Semaphore::new(f.concurrency as usize)),
-                        flow: crate::flow::Flow::new(name, f.flow.clone(), f.concurrency, now),
+                        flow: crate::flow::Flow::new(name, f.flow.clone(), f.concurrency, now, events),
                         // Unknown until the dispatcher's first lease (work left from before a
                         // restart, or queued by other nodes).
                         due: AtomicBool::new(true),

@@ -21,7 +21,10 @@
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
 //! - `egress/`: functions' calls to their dependencies (`/v1/egress/…`): the caller check,
 //!   breaker, rate limit, bulkhead, retries within a retry budget, forwarded idempotency keys.
-//! - `cluster.rs`: this node's heartbeat, and the wake-ups other nodes send it.
+//! - `cluster.rs`: this node's heartbeat, the wake-ups other nodes send it, and the nodes it sees
+//!   join and go (`keel.node.joined|lost`).
+//! - `system_events.rs`: Keel's operational events (dead invocations, breakers, pauses, shedding,
+//!   nodes) published to the reserved topic `keel.system`, rate-limited per kind.
 //! - [`telemetry`]: logs, traces (OTLP), the Prometheus recorder and `/metrics`, the spans of
 //!   requests and attempts; `metric_definitions.rs`: every metric's name, and the cheap calls
 //!   that record them.
@@ -48,6 +51,7 @@ pub mod server;
 #[cfg(test)]
 mod sim;
 mod state;
+mod system_events;
 pub mod telemetry;
 mod trace;
 

@@ -66,6 +66,15 @@ pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "keel_breaker_transitions_tot
 /// name).
 pub(crate) const INVALID_INPUT_TOTAL: &str = "keel_invalid_input_total";
 
+/// Keel's own events published to `keel.system`, by `kind` (summaries included).
+pub(crate) const SYSTEM_EVENTS_TOTAL: &str = "keel_system_events_total";
+/// Keel's own events held back by the rate limit per kind (each window's summary counts them),
+/// by `kind`.
+pub(crate) const SYSTEM_EVENTS_SUPPRESSED_TOTAL: &str = "keel_system_events_suppressed_total";
+/// Keel's own events lost, by `reason`: `store` (it could not be stored), `delivery-dead` (a
+/// delivery of `keel.system` went dead: counted and logged, never published again).
+pub(crate) const SYSTEM_EVENTS_DROPPED_TOTAL: &str = "keel_system_events_dropped_total";
+
 const OUTCOMES: [Outcome; 5] =
     [Outcome::Success, Outcome::Transient, Outcome::Permanent, Outcome::Timeout, Outcome::Conflict];
 

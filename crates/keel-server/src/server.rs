@@ -5,7 +5,8 @@
 //! up to `server.shutdown_grace` to finish and record their outcome; `command` functions'
 //! instances get SIGTERM (SIGKILL after their grace); then the HTTP server stops, the store is
 //! tidied (SQLite folds its write-ahead log into the database file), and last the heartbeat
-//! stops (it says `draining` meanwhile, so no other node takes the leases back).
+//! stops (it says `draining` meanwhile, so no other node takes the leases back). The publisher of
+//! `keel.system` events stops just before the store is tidied, with what was emitted stored.
 //! Whatever is still queued stays on disk for the next start.
 
 use std::net::SocketAddr;
@@ -87,6 +88,10 @@ pub struct Node {
     http: JoinHandle<std::io::Result<()>>,
     /// `server.tls`, reloaded by [`Node::reload_tls`].
     tls: Option<Arc<Tls>>,
+    /// Stops the publisher of `keel.system` events, once nothing is left to emit them but before
+    /// the store closes.
+    stop_events: watch::Sender<bool>,
+    events: JoinHandle<()>,
 }
 
 impl Node {
@@ -127,6 +132,7 @@ impl Node {
         auth.start(store.as_ref(), now).await?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let tls = config.server.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
+        let (system_events, system_events_rx) = crate::system_events::SystemEvents::channel();
         let shared = Arc::new(Shared {
             runtime: {
                 let runtime = Runtime::new(&config, addr, clock.clone(), auth.clone())
@@ -135,8 +141,9 @@ impl Node {
                 let runtime = runtime.with_wire(options.wire.clone());
                 runtime
             },
-            functions: Functions::from_config(&config, now),
-            egress: crate::egress::Egress::new(&config, now).map_err(|e| StartError::Client(e.to_string()))?,
+            functions: Functions::from_config(&config, now, &system_events),
+            egress: crate::egress::Egress::new(&config, now, &system_events)
+                .map_err(|e| StartError::Client(e.to_string()))?,
             node_id: format!("node-{}", keel_core::id::new_id(now)),
             draining: false.into(),
             behind: Default::default(),
@@ -147,6 +154,7 @@ impl Node {
                 None => fastrand::Rng::new(),
             }),
             metrics: crate::metric_definitions::Metrics::register(&config),
+            system_events,
             auth,
             config,
             store,
@@ -158,6 +166,8 @@ impl Node {
         let (stop_dispatch, stop_rx) = watch::channel(false);
         tokio::spawn(crate::flow::keep(shared.clone(), stop_rx.clone()));
         tokio::spawn(crate::auth::keep(shared.clone(), stop_rx.clone()));
+        let (stop_events, stop_events_rx) = watch::channel(false);
+        let events = tokio::spawn(crate::system_events::run(shared.clone(), system_events_rx, stop_events_rx));
         for function in shared.functions.iter() {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
         }
@@ -173,7 +183,7 @@ impl Node {
         }));
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, functions = shared.functions.iter().count(), node = %shared.node_id, "keel is listening");
-        Ok(Node { addr, shared, stop_dispatch, stop_heartbeat, stop_http, http, tls })
+        Ok(Node { addr, shared, stop_dispatch, stop_heartbeat, stop_http, http, tls, stop_events, events })
     }
 
     /// The address the gateway listens on.
@@ -230,6 +240,10 @@ impl Node {
         if tokio::time::timeout_at(grace_end, self.http).await.is_err() {
             tracing::warn!("grace period over with requests still open");
         }
+        let _ = self.stop_events.send(true);
+        if tokio::time::timeout_at(grace_end.max(Instant::now() + EVENTS_GRACE), self.events).await.is_err() {
+            tracing::warn!("system events still being published at shutdown were dropped");
+        }
         if let Err(e) = self.shared.store.close().await {
             tracing::warn!(error = %e, "the store could not be tidied at shutdown; the next start will");
         }
@@ -237,6 +251,9 @@ impl Node {
         tracing::info!("keel stopped");
     }
 }
+
+/// How long the last `keel.system` events may take to be stored at shutdown, past the grace.
+const EVENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `keel serve`: binds `server.listen`, runs until SIGTERM or SIGINT, then drains. SIGHUP
 /// reloads the TLS certificate and key.

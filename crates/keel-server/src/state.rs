@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) replays: crate::api::replay_cache::ReplayCache,
     /// Where to SIGKILL this node on purpose (tests and chaos only).
     pub(crate) crash_at: Option<crate::faults::CrashPoint>,
+    /// Keel's operational events on `keel.system` (`system_events.rs`).
+    pub(crate) system_events: crate::system_events::SystemEvents,
     /// Every random draw of a decision (backoff jitter), seeded by `NodeOptions::seed`.
     pub(crate) rng: std::sync::Mutex<fastrand::Rng>,
 }

@@ -137,6 +137,8 @@ pub fn banner(url: &str, state_dir: &Path, secret: &str) -> String {
          #    good (422, not retried), so that delivery lands in the dead-letter queue a moment later\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"bob@example.invalid\", \"name\": \"Bob\"}}'; echo\n\
          sleep 1; curl -s {auth} {url}/v1/dlq; echo\n\
+         #    ...and notify-ops, subscribed to Keel's own events (keel.system), logged an ALERT line above:\n\
+         curl -s {auth} '{url}/v1/invocations?function=notify-ops&status=succeeded'; echo\n\
          \n# 4. Pause the welcome emails: sign-ups still work, their emails are held (not lost) until resumed\n\
          curl -s {auth} -X POST {url}/v1/functions/send-welcome-email/pause >/dev/null; echo paused\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"cy@example.com\", \"name\": \"Cy\"}}'; echo\n\

@@ -164,6 +164,29 @@ async fn a_welcome_mail_to_a_bouncing_address_is_dead_lettered_at_once() {
     let dead = &dead["items"][0];
     assert_eq!(dead["attempt_count"], 1, "a permanent refusal is not retried: {dead}");
     assert!(dead["error"].as_str().is_some_and(|e| e.contains("no such mailbox")), "{dead}");
+    // notify-ops, subscribed to keel.system, gets the alert.
+    let id = dead["id"].as_str().unwrap().to_owned();
+    let alerts = format!("{}/v1/invocations?function=notify-ops&status=succeeded", backend.url);
+    let limit = Duration::from_secs(30);
+    let mut found = None;
+    let end = Instant::now() + limit;
+    while found.is_none() {
+        let listed = eventually(&alerts, limit, |_, b| b["items"].as_array().is_some_and(|i| !i.is_empty())).await;
+        for item in listed["items"].as_array().unwrap() {
+            let url = format!("{}/v1/invocations/{}", backend.url, item["id"].as_str().unwrap());
+            let (_, _, inv) = call("GET", &url, &[], Value::Null).await;
+            if inv["result"]["type"] == "keel.invocation.dead" {
+                found = Some(inv["result"].clone());
+            }
+        }
+        assert!(found.is_some() || Instant::now() < end, "no dead-letter alert reached notify-ops");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alert = found.unwrap();
+    assert_eq!(alert["data"]["invocation_id"], id.as_str(), "{alert}");
+    assert_eq!(alert["data"]["subscription"], "welcome-email", "{alert}");
+    let line = alert["alert"].as_str().unwrap();
+    assert!(line.contains("send-welcome-email (subscription welcome-email) is in the DLQ"), "{line}");
     backend.node.shutdown().await;
 }
 

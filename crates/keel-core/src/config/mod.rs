@@ -128,6 +128,8 @@ pub struct ServerConfig {
     pub firewall: crate::edge::FirewallConfig,
     /// `[server.throttle]`: requests a second per API key and per client address.
     pub throttle: crate::edge::ThrottleConfig,
+    /// `server.system_events`: the rate limit per kind of Keel's events on `keel.system`.
+    pub system_events: crate::system_events::SystemEventsConfig,
 }
 
 impl ServerConfig {

@@ -135,6 +135,15 @@ pub(super) struct RawServer {
     pub(super) tls: Option<RawTls>,
     pub(super) firewall: Option<RawFirewall>,
     pub(super) throttle: Option<RawThrottle>,
+    pub(super) system_events: Option<RawSystemEvents>,
+}
+
+/// `server.system_events = { per_kind = 10, window = "1m" }`: the rate limit of Keel's own events.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSystemEvents {
+    pub(super) per_kind: Option<i64>,
+    pub(super) window: Option<RawDuration>,
 }
 
 /// `[server.firewall]`: networks as written (`"10.0.0.0/8"`), checked by `validate`.

@@ -96,7 +96,7 @@ fn unknown_keys_list_the_valid_ones() {
         errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
         ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
           `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`, `system_events`"]
     );
     assert_eq!(
         errors("[queues.a]\n"),
@@ -311,7 +311,7 @@ fn an_unknown_key_from_env_names_the_variable() {
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
         ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
           `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`, `system_events`"]
     );
 }
 
@@ -1165,3 +1165,30 @@ mod sandbox {
 }
 
 mod schema;
+
+#[test]
+fn keel_system_needs_no_declaration_to_be_subscribed_to_and_may_not_be_declared() {
+    let text = "[functions.notify-ops]\nurl = \"http://127.0.0.1:1\"\n\n[[subscriptions]]\nname = \"ops\"\n\
+                topic = \"keel.system\"\nfunction = \"notify-ops\"\nfilter = { type = \"keel.invocation.dead\" }\n";
+    let config = load_str("keel.toml", text, &Overrides::default()).unwrap();
+    assert_eq!(config.subscriptions[0].topic, "keel.system");
+    assert_eq!(
+        errors("[topics.\"keel.system\"]\n"),
+        ["keel.toml:1:9: topics.\"keel.system\": topic \"keel.system\" is reserved for Keel's own events: subscribe to it \
+          without declaring it"]
+    );
+}
+
+#[test]
+fn system_events_rate_limit_defaults_and_checks() {
+    let config = load_str("keel.toml", "", &Overrides::default()).unwrap();
+    assert_eq!(config.server.system_events, crate::system_events::SystemEventsConfig::default());
+    let config =
+        load_str("keel.toml", "[server]\nsystem_events = { per_kind = 3, window = \"5s\" }\n", &Overrides::default())
+            .unwrap();
+    assert_eq!((config.server.system_events.per_kind, config.server.system_events.window), (3, Duration::from_secs(5)));
+    assert_eq!(
+        errors("[server]\nsystem_events = { per_kind = 0 }\n"),
+        ["keel.toml:2:30: server.system_events.per_kind: must be between 1 and 10000 (got 0)"]
+    );
+}

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::locate::Anchor;
-use super::raw::{RawByteSize, RawConfig, RawDuration};
+use super::raw::{RawByteSize, RawConfig, RawDuration, RawSystemEvents};
 use super::{Config, ServerConfig, StorageConfig};
+use crate::system_events::SystemEventsConfig;
 
 mod auth;
 mod command;
@@ -208,6 +209,7 @@ impl Checker {
         let tls = s.tls.as_ref().and_then(|raw| self.tls(raw));
         let firewall = s.firewall.as_ref().map_or(Some(Default::default()), |raw| self.firewall(raw));
         let throttle = s.throttle.as_ref().map_or(Some(Default::default()), |raw| self.throttle(raw));
+        let system_events = s.system_events.as_ref().map_or(Some(Default::default()), |raw| self.system_events(raw));
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
@@ -222,7 +224,23 @@ impl Checker {
             tls,
             firewall: firewall?,
             throttle: throttle?,
+            system_events: system_events?,
         })
+    }
+
+    fn system_events(&mut self, raw: &RawSystemEvents) -> Option<SystemEventsConfig> {
+        let per_kind = match raw.per_kind {
+            None => Some(SystemEventsConfig::DEFAULT_PER_KIND),
+            Some(n) if (1..=10_000).contains(&n) => Some(n as u32),
+            Some(n) => {
+                let at = key(&["server", "system_events", "per_kind"]);
+                self.report(at, Anchor::Value, format!("must be between 1 and 10000 (got {n})"));
+                None
+            }
+        };
+        let at = key(&["server", "system_events", "window"]);
+        let window = self.positive_duration(at, &raw.window, SystemEventsConfig::DEFAULT_WINDOW);
+        Some(SystemEventsConfig { per_kind: per_kind?, window: window? })
     }
 
     fn storage(&mut self, raw: &RawConfig) -> Option<StorageConfig> {

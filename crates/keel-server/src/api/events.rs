@@ -65,6 +65,8 @@ use crate::{events, trace};
             plain body, `/data/email` for a structured event, `/2/data/email` for event 2 of a batch — and, for a batch, \
             `index`: the first invalid event; no event of the request was stored); an invalid CloudEvent (what is wrong \
             is named), a body that is not JSON, or a malformed Idempotency-Key."),
+        (status = 403, description = "The topic is `keel.system`, where only Keel publishes (`reserved-topic`); or \
+            the key or token does not hold the scope `publish:{topic}` (`forbidden`, naming `scope_needed`)."),
         (status = 404, description = "No topic of that name is declared (`unknown-topic`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),
@@ -80,6 +82,16 @@ pub(crate) async fn publish(
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
+    }
+    if topic == keel_core::system_events::SYSTEM_TOPIC {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "reserved-topic",
+            "Reserved topic",
+            format!(
+                "topic {topic:?} is reserved for Keel's own events: subscribe to it, but only Keel publishes to it"
+            ),
+        ));
     }
     if !shared.config.topics.contains_key(&topic) {
         return Err(Problem::new(

@@ -13,6 +13,7 @@ use axum::Json;
 use keel_core::clock::rfc3339;
 use keel_core::config::{CommandConfig, FunctionTarget};
 use keel_core::retry::Jitter;
+use keel_core::system_events;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -117,6 +118,12 @@ async fn set_paused(
         shared2.store.set_paused(&name, paused, now).await?;
         if f.flow.set_paused(paused) {
             tracing::info!(function = %name, paused, "function {}", if paused { "paused" } else { "resumed" });
+            let kind = if paused { system_events::FUNCTION_PAUSED } else { system_events::FUNCTION_RESUMED };
+            shared2.system_events.emit(
+                kind,
+                &name,
+                serde_json::json!({ "function": name, "by": actor.principal.actor() }),
+            );
         }
         if !paused {
             f.work_queued();

@@ -69,10 +69,20 @@ fn concurrency_key(function: &Function, headers: &HeaderMap) -> Result<Option<St
 /// Asks flow control to admit a sync call now; a refusal is counted and answered at once.
 fn gate<'f>(shared: &Shared, function: &'f Function) -> Result<SyncPass<'f>, Problem> {
     let slot_free = function.permits.available_permits() > 0;
-    function.flow.gate_sync(shared.clock.now_ms(), function.config.sync_timeout, slot_free).map_err(|shed| {
-        shared.metrics.shed(&function.config.name, &shed);
+    let now = shared.clock.now_ms();
+    function.flow.gate_sync(now, function.config.sync_timeout, slot_free).map_err(|shed| {
+        shed_counted(shared, function, &shed, now);
         Problem::shed(&function.config.name, &shed)
     })
+}
+
+/// A refusal by flow control: counted, and (debounced) announced on `keel.system`. A paused
+/// function's refusals are not: its pause was announced.
+fn shed_counted(shared: &Shared, function: &Function, shed: &crate::flow::Shed, now: keel_core::clock::Millis) {
+    shared.metrics.shed(&function.config.name, shed);
+    if !matches!(shed, crate::flow::Shed::Paused) {
+        shared.system_events.shed(&function.config.name, shed.reason(), now);
+    }
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -419,7 +429,7 @@ fn queue_room(shared: &Shared, function: &Function, starts_now: bool) -> Result<
         return Ok(());
     }
     function.flow.check_queue().map_err(|shed| {
-        shared.metrics.shed(&function.config.name, &shed);
+        shed_counted(shared, function, &shed, shared.clock.now_ms());
         Problem::shed(&function.config.name, &shed)
     })
 }

@@ -79,7 +79,7 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
     crate::faults::crash_point(&shared, crate::faults::CrashPoint::BeforeComplete);
     let recorded = record(&shared, completion.clone(), lease_expires_at, unhurried).await;
     if let Recorded::Yes = recorded {
-        shared.metrics.transitioned(&config.name, &completion.next);
+        recorded_as(&shared, &invocation, &completion);
         if let Some(effects) = &completion.effects {
             shared.metrics.deliveries_admitted(Some(effects));
             events::wake_subscribers(&shared, effects);
@@ -96,7 +96,7 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
             completion.effects = None;
             completion.now = now;
             if let Recorded::Yes = record(&shared, completion.clone(), lease_expires_at, unhurried).await {
-                shared.metrics.transitioned(&config.name, &completion.next);
+                recorded_as(&shared, &invocation, &completion);
             }
         }
     }
@@ -107,6 +107,16 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
     } else if let Transition::Retry { .. } = completion.next {
         // The retry may come due earlier than the dispatcher's timer.
         function.wake.notify_one();
+    }
+}
+
+/// What follows a recorded completion: its transition counted, and a dead end announced on
+/// `keel.system`.
+fn recorded_as(shared: &Shared, invocation: &Invocation, completion: &Completion) {
+    shared.metrics.transitioned(&invocation.function, &completion.next);
+    if let Transition::Die { error, .. } = &completion.next {
+        let attempts = completion.attempt.as_ref().map_or(invocation.attempt_count, |a| a.number);
+        shared.system_events.invocation_dead(shared, invocation, attempts, error);
     }
 }
 

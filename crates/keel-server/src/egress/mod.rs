@@ -54,7 +54,11 @@ pub(crate) struct Egress {
 
 impl Egress {
     /// Registers each dependency's metrics; call after the recorder is installed.
-    pub(crate) fn new(config: &Config, now: Millis) -> Result<Self, crate::runtime::client::ClientError> {
+    pub(crate) fn new(
+        config: &Config,
+        now: Millis,
+        events: &crate::system_events::SystemEvents,
+    ) -> Result<Self, crate::runtime::client::ClientError> {
         let client = crate::runtime::client::build_client(&[])?;
         let mut by_file: BTreeMap<&std::path::Path, HttpClient> = BTreeMap::new();
         let mut private_ca = BTreeMap::new();
@@ -70,8 +74,11 @@ impl Egress {
             };
             private_ca.insert(dependency.name.clone(), client);
         }
-        let dependencies =
-            config.dependencies.values().map(|d| (d.name.clone(), Arc::new(Dependency::new(d.clone(), now)))).collect();
+        let dependencies = config
+            .dependencies
+            .values()
+            .map(|d| (d.name.clone(), Arc::new(Dependency::new(d.clone(), now, events))))
+            .collect();
         Ok(Self { dependencies, client, private_ca })
     }
 
@@ -121,13 +128,15 @@ struct DependencyMetrics {
 }
 
 impl Dependency {
-    fn new(config: DependencyConfig, now: Millis) -> Self {
+    fn new(config: DependencyConfig, now: Millis, events: &crate::system_events::SystemEvents) -> Self {
         let name = config.name.clone();
         if config.breaker.is_some() {
             metrics::gauge!(crate::metric_definitions::BREAKER_STATE, "target" => name.clone()).set(0.0);
         }
         Self {
-            breaker: config.breaker.map(|b| crate::flow::ReportedBreaker::new(&name, b, now)),
+            breaker: config.breaker.map(|b| {
+                crate::flow::ReportedBreaker::new(&name, crate::flow::BreakerOf::Dependency, b, now, events)
+            }),
             rate: config.rate_limit.map(|r| Mutex::new(Gcra::new(r))),
             bulkhead: Bulkhead::new(config.bulkhead),
             budget: Mutex::new(RetryBudget::new(config.retry_budget, now)),

@@ -24,4 +24,5 @@ mod sandbox;
 mod schemas;
 mod serve;
 mod support;
+mod system_events;
 mod tls;

@@ -3,14 +3,17 @@
 //! - `users`: `register-user` and the `user.registered` subscribers `count-signups`,
 //!   `init-profile` and `send-welcome-email`.
 //! - `purchase`: `purchase`.
+//! - `ops`: `notify-ops`, subscribed to Keel's own events (`keel.system`): one alert line each.
 //! - `outbound`: calls to the third-party providers, through Keel's egress.
 
+pub mod ops;
 mod outbound;
 pub mod purchase;
 pub mod users;
 
 /// Every function, by the name `keel.toml` gives it.
-pub const NAMES: [&str; 5] = ["register-user", "purchase", "send-welcome-email", "count-signups", "init-profile"];
+pub const NAMES: [&str; 6] =
+    ["register-user", "purchase", "send-welcome-email", "count-signups", "init-profile", "notify-ops"];
 
 /// Serves function `name` on `$PORT` until Keel stops the instance.
 pub async fn serve(name: &str) -> anyhow::Result<()> {
@@ -21,6 +24,7 @@ pub async fn serve(name: &str) -> anyhow::Result<()> {
         "count-signups" => keel_sdk::serve(users::count_signups).await?,
         "init-profile" => keel_sdk::serve(users::init_profile).await?,
         "purchase" => keel_sdk::serve(purchase::purchase).await?,
+        "notify-ops" => keel_sdk::serve(ops::notify_ops).await?,
         other => anyhow::bail!("no function named {other:?}; expected one of {}", NAMES.join(", ")),
     }
     Ok(())

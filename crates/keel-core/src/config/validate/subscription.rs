@@ -8,6 +8,7 @@ use super::{key, Checker};
 use crate::config::locate::Anchor;
 use crate::config::raw::{RawSubscription, RawTopic};
 use crate::config::{FunctionConfig, OrderedBy, SubscriptionConfig, TopicConfig};
+use crate::system_events::SYSTEM_TOPIC;
 
 const NAME_HINT: &str = "expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit";
 
@@ -17,6 +18,11 @@ impl Checker {
         for (name, topic) in raw {
             if !is_valid_function_name(name) {
                 let message = format!(r#"invalid topic name "{name}": {NAME_HINT}, like "user.registered""#);
+                self.report(key(&["topics", name]), Anchor::Key, message);
+            } else if name == SYSTEM_TOPIC {
+                let message = format!(
+                    r#"topic "{SYSTEM_TOPIC}" is reserved for Keel's own events: subscribe to it without declaring it"#
+                );
                 self.report(key(&["topics", name]), Anchor::Key, message);
             }
             let schema =
@@ -62,7 +68,8 @@ impl Checker {
                     ok = false;
                 }
             }
-            if let Some(topic) = topic.as_ref().filter(|t| !topics.contains_key(*t)) {
+            // Keel's own topic needs no declaration.
+            if let Some(topic) = topic.as_ref().filter(|t| !topics.contains_key(*t) && *t != SYSTEM_TOPIC) {
                 let known: Vec<_> = topics.keys().map(String::as_str).collect();
                 let message = format!(
                     r#"unknown topic "{topic}": declare it with [topics."{topic}"] (declared: {})"#,

@@ -1,7 +1,8 @@
 //! Clusters: several real `keel` binaries on one throwaway PostgreSQL. Work is shared, a node
 //! SIGKILLed mid-load loses nothing, an idempotency key is claimed once across nodes, conditional
 //! KV increments through two nodes all apply once (`increments.rs`), and a database outage
-//! answers 503 and then heals without restarting anything (`outage.rs`).
+//! answers 503 and then heals without restarting anything (`outage.rs`), and a node killed is
+//! reported lost on `keel.system` once (`nodes.rs`).
 
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use serde_json::Value;
 
 mod access;
 mod increments;
+mod nodes;
 mod outage;
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
