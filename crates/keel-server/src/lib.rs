@@ -45,6 +45,7 @@ mod flow;
 mod functions;
 mod listener;
 mod metric_definitions;
+mod replay_cache;
 mod runtime;
 pub mod sandbox;
 pub mod server;

@@ -181,12 +181,10 @@ impl Metrics {
         }
     }
 
-    /// One attempt's outcome and duration; for an async attempt, what comes next (`next`) is
-    /// recorded on the current (attempt) span. Retries and ends are counted by [`Self::transitioned`]
+    /// One attempt's outcome and duration. Retries and ends are counted by [`Self::transitioned`]
     /// once the store has taken them (a failed effects precondition changes the decision).
-    pub(crate) fn attempt_finished(&self, function: &str, report: &AttemptReport, next: Option<&Transition>) {
+    pub(crate) fn attempt_finished(&self, function: &str, report: &AttemptReport) {
         let attempt = &report.attempt;
-        crate::telemetry::record_attempt(attempt, next);
         let Some(m) = self.functions.get(function) else { return };
         let i = OUTCOMES.iter().position(|o| *o == attempt.outcome).unwrap_or(0);
         m.attempts[i].increment(1);

@@ -31,7 +31,7 @@ pub(crate) struct Shared {
     /// Sync invocation records committed after their reply (`dispatch/behind.rs`).
     pub(crate) behind: Arc<crate::dispatch::behind::WrittenBehind>,
     /// Completed idempotency key records, for answering replays without the store.
-    pub(crate) replays: crate::api::replay_cache::ReplayCache,
+    pub(crate) replays: crate::replay_cache::ReplayCache,
     /// Where to SIGKILL this node on purpose (tests and chaos only).
     pub(crate) crash_at: Option<crate::faults::CrashPoint>,
     /// Keel's operational events on `keel.system` (`system_events.rs`).

@@ -20,7 +20,6 @@ mod kv;
 mod metrics;
 mod openapi;
 mod problem;
-pub(crate) mod replay_cache;
 mod view;
 
 use std::sync::Arc;

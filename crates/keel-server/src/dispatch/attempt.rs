@@ -43,7 +43,8 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
             };
             let next = after_attempt(policy, &invocation, &report, now, shared.sample());
             flow_after(&function, &report, now, pass.probe);
-            shared.metrics.attempt_finished(&config.name, &report, Some(&next));
+            shared.metrics.attempt_finished(&config.name, &report);
+            crate::telemetry::record_attempt(&report.attempt, Some(&next));
             tracing::info!(
                 invocation_id = %invocation.id,
                 function = %config.name,

@@ -316,7 +316,8 @@ async fn attempt(
         }
         None => None,
     };
-    shared.metrics.attempt_finished(&config.name, &report, None);
+    shared.metrics.attempt_finished(&config.name, &report);
+    crate::telemetry::record_attempt(&report.attempt, None);
     inv.attempt_count += 1;
     inv.attempts.push(report.attempt.clone());
     if report.response.is_some() {
