@@ -22,6 +22,8 @@
 //!   `X-Forwarded-For`, method/path rules) and its throttles per API key and per address.
 //! - [`schema`]: JSON Schema checks of invoke bodies (`input_schema`) and event data (a topic's
 //!   `schema`), compiled once at config load.
+//! - [`schedule`]: `cron` and `every` schedules: the next tick in a time zone, and which tick is
+//!   due (or missed) after downtime.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -42,6 +44,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod outcome;
 pub mod retry;
+pub mod schedule;
 pub mod schema;
 pub mod store;
 
