@@ -1165,3 +1165,4 @@ mod sandbox {
 }
 
 mod schema;
+mod schedule;
