@@ -177,12 +177,7 @@ pub fn due(cadence: &Cadence, missed: Missed, since: Millis, now: Millis) -> Due
     };
     let count = cadence.ticks_between(since, latest).max(1);
     let fires = now - latest <= ON_TIME_WITHIN_MS || missed == Missed::RunOnce;
-    Due {
-        fire: fires.then_some(latest),
-        missed: if fires { count - 1 } else { count },
-        through: Some(latest),
-        next,
-    }
+    Due { fire: fires.then_some(latest), missed: if fires { count - 1 } else { count }, through: Some(latest), next }
 }
 
 /// The idempotency key of a tick's invocation (and the id of its event):

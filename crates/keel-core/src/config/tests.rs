@@ -1164,5 +1164,5 @@ mod sandbox {
     }
 }
 
-mod schema;
 mod schedule;
+mod schema;

@@ -101,7 +101,10 @@ fn bad_patterns_and_zones_say_which() {
     for pattern in ["0 3 * *", "0 0 3 * * * 2026", "61 * * * *", "0 3 * * MOO", ""] {
         assert!(matches!(Cadence::cron(pattern, "UTC"), Err(CadenceError::Pattern(_))), "{pattern:?}");
     }
-    assert_eq!(Cadence::cron("0 3 * * *", "Europe/Atlantis").unwrap_err(), CadenceError::Zone("Europe/Atlantis".into()));
+    assert_eq!(
+        Cadence::cron("0 3 * * *", "Europe/Atlantis").unwrap_err(),
+        CadenceError::Zone("Europe/Atlantis".into())
+    );
 }
 
 #[test]
@@ -131,7 +134,12 @@ fn a_late_tick_is_skipped_or_run_once_by_the_policy() {
     let skip = due(&daily, Missed::Skip, last, now);
     assert_eq!(
         skip,
-        Due { fire: None, missed: 2, through: Some(utc("2026-01-12T03:00:00Z")), next: Some(utc("2026-01-13T03:00:00Z")) }
+        Due {
+            fire: None,
+            missed: 2,
+            through: Some(utc("2026-01-12T03:00:00Z")),
+            next: Some(utc("2026-01-13T03:00:00Z"))
+        }
     );
     let once = due(&daily, Missed::RunOnce, last, now);
     assert_eq!(once.fire, Some(utc("2026-01-12T03:00:00Z")), "one catch-up run, the latest tick");

@@ -23,7 +23,9 @@ topic = "ticks"
     );
     let config = load_str("keel.toml", &text, &Overrides::default()).unwrap();
     let nightly = &config.schedules["nightly-report"];
-    assert!(matches!(&nightly.cadence, Cadence::Cron { pattern, zone_name, .. } if pattern == "0 3 * * *" && zone_name == "Europe/Berlin"));
+    assert!(
+        matches!(&nightly.cadence, Cadence::Cron { pattern, zone_name, .. } if pattern == "0 3 * * *" && zone_name == "Europe/Berlin")
+    );
     assert_eq!(nightly.target, ScheduleTarget::Function("build-report".into()));
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&nightly.payload).unwrap(),

@@ -75,7 +75,11 @@ impl Checker {
                 None | Some("skip") => Some(Missed::Skip),
                 Some("run_once") => Some(Missed::RunOnce),
                 Some(other) => {
-                    self.report(at("missed"), Anchor::Value, format!(r#"must be "skip" or "run_once" (got "{other}")"#));
+                    self.report(
+                        at("missed"),
+                        Anchor::Value,
+                        format!(r#"must be "skip" or "run_once" (got "{other}")"#),
+                    );
                     None
                 }
             };
@@ -124,7 +128,8 @@ impl Checker {
                     self.report(at("timezone"), Anchor::Key, message);
                 }
                 let hint = r#"expected a whole number of seconds, at least 1s, like "30s", "10m" or "1h""#;
-                let period = crate::duration::parse_duration(&every.0).ok().and_then(|d| i64::try_from(d.as_millis()).ok());
+                let period =
+                    crate::duration::parse_duration(&every.0).ok().and_then(|d| i64::try_from(d.as_millis()).ok());
                 match period.and_then(Cadence::every) {
                     Some(cadence) if schedule.timezone.is_none() => Some(cadence),
                     Some(_) => None,
@@ -153,7 +158,10 @@ fn json_form(value: &toml::Value) -> Result<serde_json::Value, String> {
         toml::Value::Datetime(d) => J::String(d.to_string()),
         toml::Value::Array(items) => J::Array(items.iter().map(json_form).collect::<Result<_, _>>()?),
         toml::Value::Table(table) => J::Object(
-            table.iter().map(|(k, v)| Ok((k.clone(), json_form(v)?))).collect::<Result<serde_json::Map<_, _>, String>>()?,
+            table
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), json_form(v)?)))
+                .collect::<Result<serde_json::Map<_, _>, String>>()?,
         ),
     })
 }
