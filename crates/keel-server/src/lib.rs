@@ -21,6 +21,8 @@
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
 //! - `egress/`: functions' calls to their dependencies (`/v1/egress/…`): the caller check,
 //!   breaker, rate limit, bulkhead, retries within a retry budget, forwarded idempotency keys.
+//! - `scheduler.rs`: the task that turns due schedule ticks into invocations or events (every
+//!   node runs it; the store makes each tick unique).
 //! - `cluster.rs`: this node's heartbeat, and the wake-ups other nodes send it.
 //! - [`telemetry`]: logs, traces (OTLP), the Prometheus recorder and `/metrics`, the spans of
 //!   requests and attempts; `metric_definitions.rs`: every metric's name, and the cheap calls
@@ -44,6 +46,7 @@ mod listener;
 mod metric_definitions;
 mod runtime;
 pub mod sandbox;
+mod scheduler;
 pub mod server;
 mod state;
 pub mod telemetry;
