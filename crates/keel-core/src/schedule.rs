@@ -136,6 +136,11 @@ impl Cadence {
     }
 }
 
+/// Whether `name` is a time zone of the IANA database (as bundled).
+pub fn is_known_zone(name: &str) -> bool {
+    TimeZone::get(name).is_ok()
+}
+
 /// `t` (floored to its second: ticks are whole seconds) in `zone`.
 fn zoned_second(t: Millis, zone: &TimeZone) -> Option<Zoned> {
     let ts = Timestamp::from_second(t.div_euclid(1_000)).ok()?;

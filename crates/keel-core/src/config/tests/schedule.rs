@@ -100,6 +100,18 @@ missed = "always"
 }
 
 #[test]
+fn a_bad_pattern_and_a_bad_zone_are_both_reported() {
+    let text = format!("{TARGETS}\n[schedules.x]\ncron = \"0 3 * *\"\ntimezone = \"Mars/Base\"\ntopic = \"ticks\"\n");
+    assert_eq!(
+        errors(&text),
+        [
+            r#"keel.toml:6:8: schedules.x.cron: invalid cron pattern "0 3 * *": expected 5 fields (minute hour day-of-month month day-of-week) or 6 (seconds first), got 4"#,
+            r#"keel.toml:7:12: schedules.x.timezone: unknown time zone "Mars/Base": expected an IANA name like "Europe/Berlin" or "UTC""#,
+        ]
+    );
+}
+
+#[test]
 fn a_timezone_belongs_to_cron_only() {
     let text = format!("{TARGETS}\n[schedules.tick]\nevery = \"1m\"\ntimezone = \"UTC\"\ntopic = \"ticks\"\n");
     assert_eq!(
