@@ -108,19 +108,20 @@ impl Checker {
             (Some(pattern), None) => {
                 // Both checked, so a bad pattern and a bad zone are reported together.
                 let zone = schedule.timezone.as_deref().unwrap_or("UTC");
-                if !crate::schedule::is_known_zone(zone) {
-                    let message =
-                        format!(r#"unknown time zone "{zone}": expected an IANA name like "Europe/Berlin" or "UTC""#);
-                    self.report(at("timezone"), Anchor::Value, message);
-                }
-                match Cadence::cron(pattern, zone) {
+                let cadence = match Cadence::cron(pattern, zone) {
                     Ok(cadence) => Some(cadence),
                     Err(CadenceError::Pattern(why)) => {
                         self.report(at("cron"), Anchor::Value, format!(r#"invalid cron pattern "{pattern}": {why}"#));
                         None
                     }
                     Err(CadenceError::Zone(_)) => None,
+                };
+                if !crate::schedule::is_known_zone(zone) {
+                    let message =
+                        format!(r#"unknown time zone "{zone}": expected an IANA name like "Europe/Berlin" or "UTC""#);
+                    self.report(at("timezone"), Anchor::Value, message);
                 }
+                cadence
             }
             (None, Some(every)) => {
                 if schedule.timezone.is_some() {
