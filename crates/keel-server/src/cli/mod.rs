@@ -356,6 +356,10 @@ pub(crate) struct PublishArgs {
     /// Send this `Idempotency-Key`: a retry with the same key and data is answered once.
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
+
+    /// Deliver this much later, e.g. `30s` or `5m` (the event is stored at once).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) delay: Option<Delay>,
 }
 
 #[derive(Debug, Subcommand)]
