@@ -24,6 +24,8 @@
 //!   `schema`), compiled once at config load.
 //! - [`system_events`]: Keel's operational events on the reserved topic `keel.system`: their
 //!   kinds, the rate limit per kind and the debounce of shedding, as pure decisions.
+//! - [`schedule`]: `cron` and `every` schedules: the next tick in a time zone, and which tick is
+//!   due (or missed) after downtime.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -44,6 +46,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod outcome;
 pub mod retry;
+pub mod schedule;
 pub mod schema;
 pub mod store;
 pub mod system_events;

@@ -21,6 +21,8 @@
 //!   `trace.rs`: W3C trace context; `faults.rs`: crash points for tests and chaos.
 //! - `egress/`: functions' calls to their dependencies (`/v1/egress/…`): the caller check,
 //!   breaker, rate limit, bulkhead, retries within a retry budget, forwarded idempotency keys.
+//! - `scheduler.rs`: the task that turns due schedule ticks into invocations or events (every
+//!   node runs it; the store makes each tick unique).
 //! - `cluster.rs`: this node's heartbeat, the wake-ups other nodes send it, and the nodes it sees
 //!   join and go (`keel.node.joined|lost`).
 //! - `system_events.rs`: Keel's operational events (dead invocations, breakers, pauses, shedding,
@@ -48,6 +50,7 @@ mod metric_definitions;
 mod replay_cache;
 mod runtime;
 pub mod sandbox;
+mod scheduler;
 pub mod server;
 #[cfg(test)]
 mod sim;

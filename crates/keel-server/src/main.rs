@@ -10,10 +10,10 @@ use clap::Parser;
 
 use cli::client::{Access, KeelClient};
 use cli::keys::Target;
-use cli::{audit, bench, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, serve};
+use cli::{audit, bench, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules, serve};
 use cli::{
     AuditCommand, Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand,
-    InvocationsCommand, KeysCommand, KvCommand, StoreArg,
+    InvocationsCommand, KeysCommand, KvCommand, SchedulesCommand, StoreArg,
 };
 
 /// mimalloc instead of glibc's malloc: the hot path allocates per request (headers, bodies,
@@ -102,6 +102,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 FunctionsCommand::Show(args) => functions::show(&client, args).await?,
                 FunctionsCommand::Pause(args) => functions::set_paused(&client, json, args, true).await?,
                 FunctionsCommand::Resume(args) => functions::set_paused(&client, json, args, false).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedules(command) => {
+            let client = client()?;
+            match command {
+                SchedulesCommand::Ls => schedules::ls(&client, json).await?,
+                SchedulesCommand::Show(args) => schedules::show(&client, args).await?,
+                SchedulesCommand::Pause(args) => schedules::set_paused(&client, json, args, true).await?,
+                SchedulesCommand::Resume(args) => schedules::set_paused(&client, json, args, false).await?,
             }
             Ok(ExitCode::SUCCESS)
         }

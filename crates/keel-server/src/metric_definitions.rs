@@ -65,6 +65,28 @@ pub(crate) const BREAKER_TRANSITIONS_TOTAL: &str = "keel_breaker_transitions_tot
 /// (the function or topic) and `kind` (`function`, `topic`: a function and a topic may share a
 /// name).
 pub(crate) const INVALID_INPUT_TOTAL: &str = "keel_invalid_input_total";
+/// Ticks of a schedule that made their invocation or event, by `schedule`.
+pub(crate) const SCHEDULE_FIRED_TOTAL: &str = "keel_schedule_fired_total";
+/// Ticks of a schedule passed over without firing (no node could fire them in time: downtime,
+/// or a tick later than its tolerance under `missed = "skip"`), by `schedule`.
+pub(crate) const SCHEDULE_TICKS_MISSED_TOTAL: &str = "keel_schedule_ticks_missed_total";
+
+/// One schedule's counters, registered when its scheduler starts (every series is there, at 0,
+/// from the first scrape: an alert on `increase` sees the first missed tick).
+#[derive(Debug)]
+pub(crate) struct ScheduleCounters {
+    pub(crate) fired: Counter,
+    pub(crate) missed: Counter,
+}
+
+impl ScheduleCounters {
+    pub(crate) fn register(schedule: &str) -> Self {
+        Self {
+            fired: counter!(SCHEDULE_FIRED_TOTAL, "schedule" => schedule.to_owned()),
+            missed: counter!(SCHEDULE_TICKS_MISSED_TOTAL, "schedule" => schedule.to_owned()),
+        }
+    }
+}
 
 /// Keel's own events published to `keel.system`, by `kind` (summaries included).
 pub(crate) const SYSTEM_EVENTS_TOTAL: &str = "keel_system_events_total";

@@ -172,6 +172,7 @@ impl Node {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
         }
         tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
+        tokio::spawn(crate::scheduler::run(shared.clone(), stop_rx.clone()));
         let (stop_heartbeat, stop_heartbeat_rx) = watch::channel(false);
         crate::cluster::join(&shared, addr, stop_rx.clone(), stop_heartbeat_rx);
         tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));

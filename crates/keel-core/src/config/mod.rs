@@ -47,6 +47,28 @@ pub struct Config {
     /// `[dependencies.NAME]`, keyed by name: what functions may call through egress.
     pub dependencies: BTreeMap<String, DependencyConfig>,
     pub auth: AuthConfig,
+    /// `[schedules.NAME]`, keyed by name.
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+}
+
+/// `[schedules.NAME]`: each tick of `cadence` invokes a function or publishes an event, once.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub name: String,
+    pub cadence: crate::schedule::Cadence,
+    pub target: ScheduleTarget,
+    /// `payload` as JSON bytes (`{}` when none is given): the invocation's body or the event's data.
+    pub payload: bytes::Bytes,
+    pub missed: crate::schedule::Missed,
+}
+
+/// What a schedule's tick makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleTarget {
+    /// An async invocation of this function.
+    Function(String),
+    /// An event published to this topic.
+    Topic(String),
 }
 
 /// `[topics.NAME]`.

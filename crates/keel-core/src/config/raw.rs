@@ -27,6 +27,22 @@ pub(super) struct RawConfig {
     pub(super) dependencies: BTreeMap<String, RawDependency>,
     #[serde(default)]
     pub(super) auth: RawAuth,
+    #[serde(default)]
+    pub(super) schedules: BTreeMap<String, RawSchedule>,
+}
+
+/// `[schedules.NAME]`: a function invoked (or an event published) on a cron pattern or a period.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub(super) cron: Option<String>,
+    pub(super) every: Option<RawDuration>,
+    pub(super) timezone: Option<String>,
+    pub(super) function: Option<String>,
+    pub(super) topic: Option<String>,
+    /// Any TOML value that has a JSON form (no dates).
+    pub(super) payload: Option<toml::Value>,
+    pub(super) missed: Option<String>,
 }
 
 /// `[auth]`: who may call the API.

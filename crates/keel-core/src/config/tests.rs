@@ -101,7 +101,7 @@ fn unknown_keys_list_the_valid_ones() {
     assert_eq!(
         errors("[queues.a]\n"),
         ["keel.toml:1:2: queues: unknown key `queues`, expected one of `server`, `storage`, `functions`, \
-          `topics`, `subscriptions`, `dependencies`, `auth`"]
+          `topics`, `subscriptions`, `dependencies`, `auth`, `schedules`"]
     );
 }
 
@@ -1164,6 +1164,7 @@ mod sandbox {
     }
 }
 
+mod schedule;
 mod schema;
 
 #[test]

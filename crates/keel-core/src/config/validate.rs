@@ -18,6 +18,7 @@ mod edge;
 mod flow;
 mod function;
 mod sandbox;
+mod schedule;
 mod schema;
 mod subscription;
 
@@ -75,9 +76,10 @@ pub(super) fn validate(
     let function_names = raw.functions.keys().cloned().collect();
     let subscriptions = check.subscriptions(&raw.subscriptions, &topics, &functions, &function_names);
     let auth = check.auth(&raw, server.as_ref());
+    let schedules = check.schedules(&raw.schedules, &function_names, &topics);
     match (server, storage, auth, check.problems.is_empty()) {
         (Some(server), Some(storage), Some(auth), true) => {
-            Ok(Config { server, storage, functions, topics, subscriptions, dependencies, auth })
+            Ok(Config { server, storage, functions, topics, subscriptions, dependencies, auth, schedules })
         }
         _ => Err(check.problems),
     }

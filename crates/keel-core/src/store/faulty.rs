@@ -256,3 +256,22 @@ impl super::AccessStore for FaultyStore {
         self.inner.audit_log(filter).await
     }
 }
+
+#[async_trait]
+impl super::ScheduleStore for FaultyStore {
+    async fn arm_schedules(&self, names: Vec<String>, now: Millis) -> Result<()> {
+        self.inner.arm_schedules(names, now).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<super::ScheduleState>> {
+        self.inner.schedules().await
+    }
+
+    async fn take_tick(&self, tick: super::Tick) -> Result<super::TickTaken> {
+        self.inner.take_tick(tick).await
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now: Millis) -> Result<()> {
+        self.inner.set_schedule_paused(name, paused, now).await
+    }
+}

@@ -14,9 +14,11 @@ use crate::kv::{KvEntry, KvWrite};
 use crate::Result;
 
 pub use access::AccessStore;
+pub use schedules::{ScheduleState, ScheduleStore, Tick, TickTaken, TickWork};
 
 pub mod access;
 pub mod faulty;
+pub mod schedules;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -161,7 +163,7 @@ pub type WakeFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Storage of invocations and their attempts.
 #[async_trait]
-pub trait Store: AccessStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: AccessStore + ScheduleStore + Send + Sync + std::fmt::Debug + 'static {
     /// True when this process is the store's only user (SQLite's file lock): every lease found
     /// at start-up then belongs to a stopped predecessor and can be taken back at once.
     fn is_exclusive(&self) -> bool {

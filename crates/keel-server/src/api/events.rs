@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use super::idempotency::IdempotencyKeyHeader;
 use super::input::EventsForm;
 use super::problem::Problem;
-use super::{body, idempotency, input, openapi};
+use super::{body, delay, idempotency, input, openapi};
 use crate::state::Shared;
 use crate::{events, trace};
 
@@ -25,7 +25,7 @@ use crate::{events, trace};
 /// Each event is delivered to every subscription of the topic whose filter it matches. The same
 /// `source` + `id` again is accepted (202, the original id) and not delivered again. A plain
 /// JSON body is wrapped in an event: `type` = the topic, a generated `id` (derived from the
-/// Idempotency-Key when one is sent).
+/// Idempotency-Key when one is sent). With `keel-delay`, the deliveries are due that much later.
 #[utoipa::path(
     post,
     path = "/v1/topics/{topic}/events",
@@ -33,6 +33,12 @@ use crate::{events, trace};
     params(
         ("topic" = String, Path, description = "A declared topic."),
         IdempotencyKeyHeader,
+        // The same pattern as the async invoke's `keel-delay` (invoke.rs): `parse_delay` exactly.
+        ("keel-delay" = Option<String>, Header, nullable = false,
+            pattern = "^0*(?:(?:[0-9]{1,10}|[12][0-9]{10}|30[0-9]{9}|31[0-4][0-9]{8}|315[0-2][0-9]{7}|3153[0-5][0-9]{6}|31536000000)ms|(?:[0-9]{1,7}|[12][0-9]{7}|30[0-9]{6}|31[0-4][0-9]{5}|315[0-2][0-9]{4}|3153[0-5][0-9]{3}|31536000)s|(?:[0-9]{1,5}|[1-4][0-9]{5}|5[01][0-9]{4}|52[0-4][0-9]{3}|525[0-5][0-9]{2}|525600)m|(?:[0-9]{1,3}|[1-7][0-9]{3}|8[0-6][0-9]{2}|87[0-5][0-9]|8760)h|(?:[0-9]{1,2}|[12][0-9]{2}|3[0-5][0-9]|36[0-5])d)$",
+            description = "Deliver later: each delivery's first attempt is due this much after the \
+            publish. One whole number and one unit (`ms`, `s`, `m`, `h`, `d`), e.g. `250ms`, `30s`, `5m`; at most 365 \
+            days. Sent once. The events are stored (and deduplicated) at once."),
         ("traceparent" = Option<String>, Header, nullable = false,
             description = "W3C trace context, carried to the deliveries."),
         ("ce-specversion" = Option<String>, Header, nullable = false,
@@ -64,7 +70,8 @@ use crate::{events, trace};
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` into the body as sent — `/email` for a \
             plain body, `/data/email` for a structured event, `/2/data/email` for event 2 of a batch — and, for a batch, \
             `index`: the first invalid event; no event of the request was stored); an invalid CloudEvent (what is wrong \
-            is named), a body that is not JSON, or a malformed Idempotency-Key."),
+            is named), a body that is not JSON, a malformed Idempotency-Key, or a keel-delay that is malformed or sent \
+            twice."),
         (status = 403, description = "The topic is `keel.system`, where only Keel publishes (`reserved-topic`); or \
             the key or token does not hold the scope `publish:{topic}` (`forbidden`, naming `scope_needed`)."),
         (status = 404, description = "No topic of that name is declared (`unknown-topic`)."),
@@ -103,6 +110,7 @@ pub(crate) async fn publish(
     }
     let body = body::read(body)?;
     let now = shared.clock.now_ms();
+    let delay_ms = delay::delay_from(&headers)?.as_millis() as i64;
     let (parsed, form) = read_events(&headers, &topic, body, now)?;
     input::check_publish(&shared, &topic, &parsed, form)?;
     let request_trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace::parse_traceparent);
@@ -116,7 +124,14 @@ pub(crate) async fn publish(
                 event.extensions.insert("traceparent".into(), tp.clone());
             }
             let mut new = events::new_event(&shared, &topic, event, 0, now);
-            leased.push(events::lease_deliveries(&shared, &mut new, now));
+            match delay_ms {
+                0 => leased.push(events::lease_deliveries(&shared, &mut new, now)),
+                // Delayed deliveries wait for their dispatcher, which their wake-up tells when.
+                _ => {
+                    new.deliveries.iter_mut().for_each(|d| d.due_at = now + delay_ms);
+                    leased.push(Vec::new());
+                }
+            }
             wake.extend(new.deliveries.iter().filter(|d| d.lease.is_none()).map(|d| d.function.clone()));
             new
         })

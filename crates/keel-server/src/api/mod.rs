@@ -20,6 +20,7 @@ mod kv;
 mod metrics;
 mod openapi;
 mod problem;
+mod schedules;
 mod view;
 
 use std::sync::Arc;
@@ -67,13 +68,17 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 37] = [
+const ROUTES: [(Method, &str, Guard, Mount); 41] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
     route!(POST "/v1/functions/{name}/resume" => functions::resume, Admin),
     route!(POST "/v1/functions/{name}/invoke" => invoke::invoke_sync, Invoke),
     route!(POST "/v1/functions/{name}/invocations" => invoke::invoke_async, Invoke),
+    route!(GET "/v1/schedules" => schedules::list, Read),
+    route!(GET "/v1/schedules/{name}" => schedules::get, Read),
+    route!(POST "/v1/schedules/{name}/pause" => schedules::pause, Admin),
+    route!(POST "/v1/schedules/{name}/resume" => schedules::resume, Admin),
     route!(GET "/v1/invocations" => invocations::list, Read),
     route!(GET "/v1/invocations/{id}" => invocations::get, Read),
     route!(GET "/v1/invocations/{id}/result" => invocations::result, Read),

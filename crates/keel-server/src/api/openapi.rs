@@ -10,7 +10,9 @@ use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::ProblemDetails;
-use super::{access, cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics};
+use super::{
+    access, cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics, schedules,
+};
 
 /// The descriptions that several routes share.
 pub(super) const BAD_KEY: &str = "The Idempotency-Key header is malformed.";
@@ -36,6 +38,10 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         functions::get,
         functions::pause,
         functions::resume,
+        schedules::list,
+        schedules::get,
+        schedules::pause,
+        schedules::resume,
         invoke::invoke_sync,
         invoke::invoke_async,
         invocations::list,
@@ -79,6 +85,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         (name = "events", description = "Publish events to topics; read an event and its deliveries."),
         (name = "kv", description = "The key-value store, with versions as ETags."),
         (name = "functions", description = "Configured functions and dependencies and their live state; the cluster."),
+        (name = "schedules", description = "Schedules (cron or every): next and last fire; pause and resume."),
         (name = "egress", description = "Calls from functions to their dependencies, through Keel's breaker, limits and retries."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
         (name = "access", description = "API keys, the key that signs function tokens, and the audit log (admin)."),

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::client::{encode, idempotency_header, print_json, KeelClient, Response};
 use super::{payload, InvokeArgs};
 
-const DELAY: HeaderName = HeaderName::from_static("keel-delay");
+pub(crate) const DELAY: HeaderName = HeaderName::from_static("keel-delay");
 
 pub(crate) async fn run(client: &KeelClient, json: bool, args: InvokeArgs) -> anyhow::Result<ExitCode> {
     let payload = payload::read(args.data.as_deref())?;

@@ -31,6 +31,7 @@ pub(crate) mod keys;
 pub(crate) mod kv;
 pub(crate) mod payload;
 pub(crate) mod publish;
+pub(crate) mod schedules;
 pub(crate) mod serve;
 pub(crate) mod table;
 #[cfg(test)]
@@ -96,6 +97,9 @@ pub(crate) enum Command {
     /// List functions with their live state; pause and resume them.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// List schedules with their next and last fire; pause and resume them.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// List the dependencies functions call through egress, with their live state.
     #[command(subcommand)]
     Deps(DepsCommand),
@@ -352,6 +356,10 @@ pub(crate) struct PublishArgs {
     /// Send this `Idempotency-Key`: a retry with the same key and data is answered once.
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
+
+    /// Deliver this much later, e.g. `30s` or `5m` (the event is stored at once).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) delay: Option<Delay>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,6 +385,24 @@ pub(crate) enum FunctionsCommand {
     Pause(FunctionArg),
     /// Resume a paused function: its held work starts.
     Resume(FunctionArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchedulesCommand {
+    /// Every schedule: when it ticks, what it makes, paused, next and last fire.
+    Ls,
+    /// Show one schedule's configuration and state (JSON).
+    Show(ScheduleArg),
+    /// Pause a schedule: its ticks make nothing until resumed, on every node and across restarts.
+    Pause(ScheduleArg),
+    /// Resume a paused schedule: it fires from its next tick on (no catch-up).
+    Resume(ScheduleArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScheduleArg {
+    /// The schedule's name, as declared in `keel.toml`.
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Subcommand)]

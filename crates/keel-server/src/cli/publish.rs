@@ -23,6 +23,7 @@ pub(crate) async fn run(client: &KeelClient, json: bool, args: PublishArgs) -> a
     })?;
     let mut headers = vec![(CONTENT_TYPE, content_type.to_owned())];
     headers.extend(args.idempotency_key.as_deref().map(idempotency_header));
+    headers.extend(args.delay.as_ref().map(|delay| (super::invoke::DELAY, delay.header_value())));
     let path = format!("/v1/topics/{}/events", encode(&args.topic));
     let answer = client.send(Method::POST, &path, &headers, body).await?.into_json()?;
     if json {
@@ -81,6 +82,7 @@ mod tests {
             subject: None,
             id: None,
             idempotency_key: None,
+            delay: None,
         }
     }
 

@@ -204,8 +204,11 @@ fn publish_takes_a_topic_data_and_cloudevent_attributes() {
         "@order.json",
         "--idempotency-key",
         "k",
+        "--delay",
+        "1m30s",
     ]);
     let Command::Publish(args) = cli.command else { panic!() };
+    assert_eq!(args.delay.map(|d| d.header_value()), Some("90s".to_owned()), "sent as keel-delay takes it");
     assert_eq!(args.ty.as_deref(), Some("order.placed"));
     assert_eq!(args.source.as_deref(), Some("shop"));
     assert_eq!(args.subject.as_deref(), Some("o-1"));

@@ -21,6 +21,7 @@ mod observability;
 mod openapi;
 mod retries;
 mod sandbox;
+mod schedules;
 mod schemas;
 mod serve;
 mod support;

@@ -19,6 +19,7 @@ mod nodes;
 mod notify;
 mod ops;
 mod rows;
+mod schedules;
 mod schema;
 mod stats;
 mod transitions;
@@ -40,7 +41,8 @@ use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredRep
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{
-    AccessStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, WakeFn, NODE_TIMEOUT_MS,
+    AccessStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, ScheduleState, ScheduleStore,
+    Store, Tick, TickTaken, WakeFn, NODE_TIMEOUT_MS,
 };
 use keel_core::{Error, Result};
 use tokio::sync::OnceCell;
@@ -381,5 +383,24 @@ impl AccessStore for PgStore {
 
     async fn audit_log(&self, filter: AuditFilter) -> Result<Page<AuditEntry>> {
         in_tx!(self, |tx| access::audit_log(&tx, &filter))
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for PgStore {
+    async fn arm_schedules(&self, names: Vec<String>, now: Millis) -> Result<()> {
+        in_tx!(self, |tx| schedules::arm(&tx, &names, now))
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>> {
+        in_tx!(self, |tx| schedules::list(&tx))
+    }
+
+    async fn take_tick(&self, tick: Tick) -> Result<TickTaken> {
+        in_tx!(self, |tx| schedules::take(&tx, &tick))
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now: Millis) -> Result<()> {
+        in_tx!(self, |tx| schedules::set_paused(&tx, name, paused, now))
     }
 }

@@ -168,6 +168,16 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_action ON audit_log (action, id);
 CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
 "#,
+    // schedules — the last tick taken (fired or missed), the last that fired, and pauses.
+    r#"
+CREATE TABLE schedules (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    last_tick  BIGINT,
+    last_fired BIGINT,
+    armed_at   BIGINT NOT NULL,
+    paused_at  BIGINT
+);
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

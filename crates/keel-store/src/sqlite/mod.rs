@@ -9,6 +9,7 @@ mod keys;
 mod nodes;
 mod ops;
 mod rows;
+mod schedules;
 mod schema;
 mod stats;
 mod writer;
@@ -28,6 +29,7 @@ use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredRep
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{AccessStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store};
+use keel_core::store::{ScheduleState, ScheduleStore, Tick, TickTaken};
 use keel_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 
@@ -401,5 +403,25 @@ impl AccessStore for SqliteStore {
 
     async fn audit_log(&self, filter: AuditFilter) -> Result<Page<AuditEntry>> {
         self.read(move |c| access::audit_log(c, &filter)).await
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn arm_schedules(&self, names: Vec<String>, now: Millis) -> Result<()> {
+        self.writer.write(move |c| schedules::arm(c, &names, now)).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleState>> {
+        self.read(schedules::list).await
+    }
+
+    async fn take_tick(&self, tick: Tick) -> Result<TickTaken> {
+        self.writer.write(move |c| schedules::take(c, tick)).await
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now: Millis) -> Result<()> {
+        let name = name.to_string();
+        self.writer.write(move |c| schedules::set_paused(c, &name, paused, now)).await
     }
 }

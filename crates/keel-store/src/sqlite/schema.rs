@@ -159,6 +159,16 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_action ON audit_log (action, id);
 CREATE INDEX audit_log_by_actor ON audit_log (actor, id);
 "#,
+    // schedules — the last tick taken (fired or missed), the last that fired, and pauses.
+    r#"
+CREATE TABLE schedules (
+    name       TEXT PRIMARY KEY,
+    last_tick  INTEGER,
+    last_fired INTEGER,
+    armed_at   INTEGER NOT NULL,
+    paused_at  INTEGER
+);
+"#,
 ];
 
 /// Brings the database to the latest schema.

@@ -39,7 +39,9 @@ macro_rules! store_conformance {
             a_lease_takes_at_most_the_room_of_each_key, invocations_without_a_key_are_unlimited,
             next_due_at_counts_only_keys_with_room, a_paused_function_leases_nothing_until_resumed,
             api_keys_are_created_listed_and_revoked, api_key_use_keeps_the_latest_time,
-            signing_keys_are_made_once_rotated_and_expired, audit_log_pages_newest_first_with_filters);
+            signing_keys_are_made_once_rotated_and_expired, audit_log_pages_newest_first_with_filters,
+            a_tick_is_taken_once_with_its_work, a_tick_can_publish_an_event,
+            a_paused_schedule_takes_no_tick_until_resumed, racing_nodes_take_a_tick_once);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -153,6 +155,7 @@ mod events;
 mod flow;
 mod invocations;
 mod keys;
+mod schedules;
 
 use self::events::{delivery_of, event};
 pub use access::*;
@@ -160,3 +163,4 @@ pub use events::*;
 pub use flow::*;
 pub use invocations::*;
 pub use keys::*;
+pub use schedules::*;
