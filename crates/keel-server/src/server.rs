@@ -128,6 +128,7 @@ impl Node {
             draining: false.into(),
             behind: Default::default(),
             replays: Default::default(),
+            limits: Arc::new(crate::api::limits::RequestLimits::new(config.server.limits, clock.clone())),
             crash_at: crate::faults::CrashPoint::from_env(),
             rng: std::sync::Mutex::new(match options.seed {
                 Some(seed) => fastrand::Rng::with_seed(seed),

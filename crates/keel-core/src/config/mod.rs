@@ -128,6 +128,8 @@ pub struct ServerConfig {
     pub firewall: crate::edge::FirewallConfig,
     /// `[server.throttle]`: requests a second per API key and per client address.
     pub throttle: crate::edge::ThrottleConfig,
+    /// `[server.limits]`: request heads, JSON nesting, idempotency-key records a minute.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl ServerConfig {

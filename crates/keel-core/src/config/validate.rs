@@ -15,6 +15,7 @@ mod command;
 mod dependency;
 mod edge;
 mod flow;
+mod limits;
 mod function;
 mod sandbox;
 mod schema;
@@ -208,6 +209,7 @@ impl Checker {
         let tls = s.tls.as_ref().and_then(|raw| self.tls(raw));
         let firewall = s.firewall.as_ref().map_or(Some(Default::default()), |raw| self.firewall(raw));
         let throttle = s.throttle.as_ref().map_or(Some(Default::default()), |raw| self.throttle(raw));
+        let limits = s.limits.as_ref().map_or(Some(Default::default()), |raw| self.limits(raw));
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
@@ -222,6 +224,7 @@ impl Checker {
             tls,
             firewall: firewall?,
             throttle: throttle?,
+            limits: limits?,
         })
     }
 

@@ -185,6 +185,7 @@ pub(crate) async fn invoke_sync(
     let lease = function.config.sync_timeout + KEY_LEASE_MARGIN;
     let wait_until = idempotency::prefer_wait(&headers).map(|w| tokio::time::Instant::now() + w);
     let mut pause = Duration::from_millis(10);
+    let mut counted = false;
     loop {
         let claim = idempotency::claim(
             &shared,
@@ -197,6 +198,10 @@ pub(crate) async fn invoke_sync(
         );
         if let Some(answer) = idempotency::settled(&shared, &claim).await? {
             return Ok(answer);
+        }
+        // A new record (a replay is not one), counted once however long `Prefer: wait` waits.
+        if !std::mem::replace(&mut counted, true) {
+            shared.limits.admit_key_record(&claim.key.scope)?;
         }
         // A replay is answered whatever the load; new work is admitted by flow control first.
         let pass = gate(&shared, function)?;
@@ -357,6 +362,10 @@ pub(crate) async fn invoke_async(
         let ttl = function.config.idempotency_ttl;
         idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key, &new.payload, Duration::ZERO, ttl)
     });
+    // A new record, unless the replay cache knows the key (the store tells the rest apart later).
+    if let Some(claim) = claim.as_ref().filter(|c| shared.replays.get(&c.key, c.now).is_none()) {
+        shared.limits.admit_key_record(&claim.key.scope)?;
+    }
     super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, slot)).await
 }
 

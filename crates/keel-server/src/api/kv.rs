@@ -180,6 +180,7 @@ pub(crate) async fn put(
     check(&ns, &key)?;
     let precondition = precondition(&headers)?;
     let body = body::read(body)?;
+    shared.limits.check_json("the value", &body)?;
     serde_json::from_slice::<serde_json::Value>(&body)
         .map_err(|e| Problem::bad_request(format!("the value must be JSON: {e}")))?;
     let write = KvWrite { ns: ns.clone(), key: key.clone(), value: Some(body), precondition };
