@@ -38,6 +38,17 @@ impl LimitsConfig {
     pub const MIN_HEADER_BYTES: u32 = 8 * 1024;
 }
 
+/// The largest config file Keel reads (`keel.toml`, a JSON Schema file it names): far more than
+/// any real one, and a mistake (a log file named by accident) is an error, not a stall.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Refuses a file past [`MAX_CONFIG_FILE_BYTES`] before reading it; `None` when it fits (or
+/// cannot be measured: reading it will say why).
+pub fn config_file_too_large(file: &std::path::Path) -> Option<String> {
+    let len = std::fs::metadata(file).ok()?.len();
+    (len > MAX_CONFIG_FILE_BYTES).then(|| format!("the file is {len} bytes, more than the 16 MiB a config file may hold"))
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {

@@ -362,9 +362,16 @@ pub(crate) async fn invoke_async(
         let ttl = function.config.idempotency_ttl;
         idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key, &new.payload, Duration::ZERO, ttl)
     });
-    // A new record, unless the replay cache knows the key (the store tells the rest apart later).
+    // Admission tells a new key from a replay in the store, in the same transaction: the budget
+    // of new records is taken here, and only past it is the store asked first, so that a
+    // retry of a request already admitted is still answered with its replay.
     if let Some(claim) = claim.as_ref().filter(|c| shared.replays.get(&c.key, c.now).is_none()) {
-        shared.limits.admit_key_record(&claim.key.scope)?;
+        if let Err(refused) = shared.limits.admit_key_record(&claim.key.scope) {
+            return match idempotency::settled(&shared, claim).await? {
+                Some(answer) => Ok(answer),
+                None => Err(refused),
+            };
+        }
     }
     super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, slot)).await
 }

@@ -15,6 +15,7 @@ mod firewall;
 mod first_function;
 mod flow;
 mod idempotency;
+mod limits;
 mod killloop;
 mod load;
 mod observability;

@@ -1,0 +1,111 @@
+//! Slowloris: 2,000 connections that send their headers a byte at a time and never finish are
+//! all held by the node at once — while ordinary calls are still answered quickly — and each is
+//! closed once `server.header_timeout` has passed since it opened.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{eventually, parse_metrics, request, Functions, Keel};
+
+const SLOW_CLIENTS: usize = 2_000;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(6);
+/// The slow clients' descriptors and the node's own for them, with room for the rest.
+const FILES_NEEDED: u64 = 2 * SLOW_CLIENTS as u64 + 1_000;
+
+/// Raises this process's soft limit on open files to what the test needs, within the hard
+/// limit; `false` when the hard limit is too low.
+fn enough_open_files() -> bool {
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if hard < FILES_NEEDED {
+        return false;
+    }
+    if limit.current.is_some_and(|soft| soft < FILES_NEEDED) {
+        setrlimit(Resource::Nofile, Rlimit { current: Some(FILES_NEEDED.min(hard)), maximum: limit.maximum }).unwrap();
+    }
+    true
+}
+
+/// Opens a connection and sends a request head one byte every 200 ms, never its end; returns
+/// how long after opening the server closed it.
+async fn slow_client(addr: String, open: Arc<AtomicUsize>) -> Duration {
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let opened = Instant::now();
+    open.fetch_add(1, Ordering::SeqCst);
+    let head = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ".iter().chain(std::iter::repeat(&b'a'));
+    let (mut reader, mut writer) = stream.split();
+    let mut byte = [0u8; 1];
+    let trickle = async {
+        for b in head {
+            if writer.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = reader.read(&mut byte) => {}
+        () = trickle => {}
+    }
+    open.fetch_sub(1, Ordering::SeqCst);
+    opened.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_slow_clients_are_cut_off_while_others_are_served() {
+    if !enough_open_files() {
+        eprintln!("skipped: the hard limit on open files is below the {FILES_NEEDED} this test needs");
+        return;
+    }
+    let (_fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[server]\nheader_timeout = \"{}s\"\n[functions.f]\nurl = \"http://{addr}/ok\"\n",
+        HEADER_TIMEOUT.as_secs()
+    ))
+    .await;
+    let target = keel.url.trim_start_matches("http://").to_owned();
+    let open = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let slow: Vec<_> =
+        (0..SLOW_CLIENTS).map(|_| tokio::spawn(slow_client(target.clone(), open.clone()))).collect();
+    eventually("2,000 slow connections open", Duration::from_secs(10), || async {
+        (open.load(Ordering::SeqCst) == SLOW_CLIENTS).then_some(())
+    })
+    .await;
+
+    // While all of them are held, ordinary calls — a sync invoke through to a function — are
+    // answered, and quickly.
+    let mut latencies = Vec::new();
+    for _ in 0..40 {
+        let sent = Instant::now();
+        let (status, _, _) =
+            request("POST", &format!("{}/v1/functions/f/invoke", keel.url), &[], Bytes::from_static(b"{}")).await;
+        latencies.push(sent.elapsed());
+        assert_eq!(status, 200);
+    }
+    assert_eq!(open.load(Ordering::SeqCst), SLOW_CLIENTS, "the slow ones were still open throughout");
+    assert!(started.elapsed() < HEADER_TIMEOUT, "the calls were made before any timeout could have fired");
+    latencies.sort();
+    let (median, slowest) = (latencies[latencies.len() / 2], latencies[latencies.len() - 1]);
+    eprintln!("sync invoke beside {SLOW_CLIENTS} slow clients: median {median:?}, slowest {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "median {median:?}, slowest {slowest:?}");
+
+    // Each slow one is closed by the node: not before the header timeout, and soon after it.
+    for client in slow {
+        let lived = tokio::time::timeout(HEADER_TIMEOUT + Duration::from_secs(20), client)
+            .await
+            .expect("a slow connection was never closed")
+            .unwrap();
+        assert!(lived >= HEADER_TIMEOUT - Duration::from_millis(50), "closed after {lived:?}");
+    }
+    let (_, _, metrics) = request("GET", &format!("{}/metrics", keel.url), &[], Bytes::new()).await;
+    let metrics = parse_metrics(&String::from_utf8_lossy(&metrics));
+    let cut = metrics.get("keel_http_connections_closed_total{reason=\"header_timeout\"}").copied().unwrap_or(0.0);
+    assert!(cut >= SLOW_CLIENTS as f64, "{cut} counted");
+}
