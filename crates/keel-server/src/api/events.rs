@@ -64,8 +64,11 @@ use crate::{events, trace};
         (status = 400, description = "An event's data is not JSON or fails the topic's `schema` \
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` into the body as sent — `/email` for a \
             plain body, `/data/email` for a structured event, `/2/data/email` for event 2 of a batch — and, for a batch, \
-            `index`: the first invalid event; no event of the request was stored); an invalid CloudEvent (what is wrong \
-            is named), a body that is not JSON, or a malformed Idempotency-Key."),
+            `index`: the first invalid event; no event of the request was stored); in a batch, events whose CloudEvents \
+            attributes break the spec (`invalid-input`, each named in `errors` by its attribute's pointer, `/3/id`, and \
+            `index`: the first; no event of the batch was stored); an invalid CloudEvent (what is wrong is named), a body \
+            that is not JSON or nests deeper than `server.limits.max_json_depth` (`json-too-deep`, naming `limit`), or a \
+            malformed Idempotency-Key."),
         (status = 404, description = "No topic of that name is declared (`unknown-topic`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),

@@ -122,7 +122,8 @@ fn traceparent(headers: &HeaderMap) -> String {
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored and \
             the function was not called); or the Idempotency-Key is malformed or sent twice, a keel-delay is sent (it \
             applies to async invocations only), the function's `concurrency_key` header is not visible ASCII or is longer \
-            than 256 bytes, or the body cannot be read."),
+            than 256 bytes, or the body cannot be read. A body checked against an \
+            `input_schema` nested deeper than `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = "A request with this Idempotency-Key is still in progress \
             (`idempotency-key-in-use`); retry after Retry-After, or send `Prefer: wait=N`.",
@@ -318,7 +319,8 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
         (status = 400, description = "The body is not JSON or fails the function's `input_schema` \
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored); or \
             the Idempotency-Key or keel-delay is malformed or sent twice, the function's `concurrency_key` header is not \
-            visible ASCII or is longer than 256 bytes, or the body cannot be read."),
+            visible ASCII or is longer than 256 bytes, or the body cannot be read. A body checked against an \
+            `input_schema` nested deeper than `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),

@@ -122,6 +122,16 @@ async fn idempotency_records_past_the_limit_get_429_and_replays_are_still_answer
     assert_eq!((status, headers.get("idempotent-replayed").map(|v| v.to_str().unwrap())), (202, Some("true")));
     // Unkeyed work is not held back.
     assert_eq!(request("POST", &url, &[("content-type", "application/json")], "{}").await.0, 202);
+
+    // The document says so on every route taking a key, beside the head limits on every route.
+    let (_, _, doc) = get_json(&format!("{}/v1/openapi.json", keel.url)).await;
+    for (path, method) in [("/v1/functions/{name}/invocations", "post"), ("/v1/topics/{topic}/events", "post")] {
+        let responses = &doc["paths"][path][method]["responses"];
+        let too_many = responses["429"]["description"].as_str().unwrap_or_default();
+        assert!(too_many.contains("too-many-idempotency-keys"), "{path}: {too_many}");
+        assert!(responses["414"].is_object() && responses["431"].is_object(), "{path}: {responses}");
+    }
+    assert!(doc["paths"]["/v1/functions"]["get"]["responses"]["429"].is_null(), "no key, no key limit");
 }
 
 /// A function whose effects envelope nests past the limit: a permanent failure naming it.
