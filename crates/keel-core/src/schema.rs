@@ -71,7 +71,10 @@ impl JsonSchema {
         let text = std::fs::read(file).map_err(|e| format!("cannot read the schema file {shown}: {e}"))?;
         let most = crate::limits::LimitsConfig::MAX_JSON_DEPTH;
         crate::limits::check_json_depth(&text, most).map_err(|too_deep| {
-            format!("the schema file {shown} nests arrays and objects more than {most} deep (at byte {})", too_deep.offset)
+            format!(
+                "the schema file {shown} nests arrays and objects more than {most} deep (at byte {})",
+                too_deep.offset
+            )
         })?;
         let schema: Value =
             serde_json::from_slice(&text).map_err(|e| format!("the schema file {shown} is not JSON: {e}"))?;

@@ -229,7 +229,8 @@ fn request_limits_have_defaults_and_are_checked_where_written() {
         (set.max_url_bytes, set.max_headers, set.max_json_depth, set.idempotency_keys_per_minute),
         (16 * 1024, 20, 10, 5)
     );
-    let text = "[server.limits]\nmax_header_bytes = 100\nmax_json_depth = 200\nmax_headers = 0\nmax_url_bytes = \"a lot\"\n";
+    let text =
+        "[server.limits]\nmax_header_bytes = 100\nmax_json_depth = 200\nmax_headers = 0\nmax_url_bytes = \"a lot\"\n";
     assert_eq!(
         errors(text),
         [

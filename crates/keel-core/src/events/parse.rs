@@ -167,7 +167,8 @@ impl BatchError {
 pub fn from_structured_batch(body: &[u8]) -> Result<Vec<CloudEvent>, BatchError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| BatchError::Body(format!("the body is not JSON: {e}")))?;
-    let items = value.as_array().ok_or_else(|| BatchError::Body("a batch must be a JSON array of CloudEvents".into()))?;
+    let items =
+        value.as_array().ok_or_else(|| BatchError::Body("a batch must be a JSON array of CloudEvents".into()))?;
     if items.is_empty() {
         return Err(BatchError::Body("a batch must hold at least one event".into()));
     }

@@ -46,7 +46,8 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 16 * 1024 * 1024;
 /// cannot be measured: reading it will say why).
 pub fn config_file_too_large(file: &std::path::Path) -> Option<String> {
     let len = std::fs::metadata(file).ok()?.len();
-    (len > MAX_CONFIG_FILE_BYTES).then(|| format!("the file is {len} bytes, more than the 16 MiB a config file may hold"))
+    (len > MAX_CONFIG_FILE_BYTES)
+        .then(|| format!("the file is {len} bytes, more than the 16 MiB a config file may hold"))
 }
 
 impl Default for LimitsConfig {
@@ -88,15 +89,16 @@ impl LimitsConfig {
     pub fn check_head(
         &self,
         url_bytes: usize,
-        headers: impl ExactSizeIterator<Item = (usize, usize)>,
+        headers: impl Iterator<Item = (usize, usize)>,
     ) -> Result<(), HeadTooLarge> {
         if url_bytes > self.max_url_bytes as usize {
             return Err(HeadTooLarge::Url { got: url_bytes, limit: self.max_url_bytes });
         }
-        if headers.len() > self.max_headers as usize {
-            return Err(HeadTooLarge::TooManyHeaders { got: headers.len(), limit: self.max_headers });
+        let (lines, bytes) =
+            headers.fold((0, 0), |(lines, bytes), (name, value)| (lines + 1, bytes + name + value + 4));
+        if lines > self.max_headers as usize {
+            return Err(HeadTooLarge::TooManyHeaders { got: lines, limit: self.max_headers });
         }
-        let bytes: usize = headers.map(|(name, value)| name + value + 4).sum();
         if bytes > self.max_header_bytes as usize {
             return Err(HeadTooLarge::HeaderBytes { got: bytes, limit: self.max_header_bytes });
         }
@@ -124,9 +126,6 @@ mod tests {
         assert_eq!((bytes, bytes.status()), (HeadTooLarge::HeaderBytes { got: 51, limit: 50 }, 431));
         let many = limits.check_head(1, [(1, 1); 4].into_iter()).unwrap_err();
         assert_eq!(many, HeadTooLarge::TooManyHeaders { got: 4, limit: 3 });
-        assert_eq!(
-            many.to_string(),
-            "the request has 4 header lines, more than server.limits.max_headers (3)"
-        );
+        assert_eq!(many.to_string(), "the request has 4 header lines, more than server.limits.max_headers (3)");
     }
 }

@@ -39,7 +39,10 @@ impl RequestLimits {
                 StatusCode::BAD_REQUEST,
                 "json-too-deep",
                 "JSON nested too deep",
-                format!("{what} nests arrays and objects more than {} deep (server.limits.max_json_depth)", too_deep.limit),
+                format!(
+                    "{what} nests arrays and objects more than {} deep (server.limits.max_json_depth)",
+                    too_deep.limit
+                ),
             )
             .with("limit", too_deep.limit)
         })
@@ -71,8 +74,7 @@ impl RequestLimits {
 pub(crate) async fn head(State(limits): State<Arc<RequestLimits>>, request: Request, next: Next) -> Response {
     let url_bytes = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
     let headers = request.headers().iter().map(|(name, value)| (name.as_str().len(), value.len()));
-    let headers: Vec<(usize, usize)> = headers.collect();
-    match limits.config.check_head(url_bytes, headers.into_iter()) {
+    match limits.config.check_head(url_bytes, headers) {
         Ok(()) => next.run(request).await,
         Err(refused) => {
             let (status, kind, title) = match refused {

@@ -120,7 +120,9 @@ impl UrlRuntime {
             Ok(Err(failure)) => {
                 report(call, (started_at, ended_at), failure.outcome, failure.status, Some(failure.message))
             }
-            Ok(Ok((response, _))) if is_effects(&response) => effects_attempt(call, (started_at, ended_at), response, self.max_json_depth),
+            Ok(Ok((response, _))) if is_effects(&response) => {
+                effects_attempt(call, (started_at, ended_at), response, self.max_json_depth)
+            }
             Ok(Ok((response, retry_after))) => {
                 let outcome = outcome::classify_status(response.status);
                 let error = (outcome != Outcome::Success).then(|| describe_failure(&response));

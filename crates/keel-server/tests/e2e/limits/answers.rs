@@ -206,9 +206,7 @@ async fn a_batch_with_invalid_events_is_refused_whole_naming_them() {
         assert_eq!(status, 200);
         assert_eq!(stored["deliveries"].as_array().map(Vec::len), Some(1), "{stored}");
     }
-    eventually("the six deliveries", Duration::from_secs(10), || async {
-        (fns.calls().len() >= 6).then_some(())
-    })
-    .await;
+    eventually("the six deliveries", Duration::from_secs(10), || async { (fns.calls().len() >= 6).then_some(()) })
+        .await;
     assert_eq!(fns.calls().len(), 6);
 }

@@ -72,8 +72,7 @@ async fn two_thousand_slow_clients_are_cut_off_while_others_are_served() {
     let target = keel.url.trim_start_matches("http://").to_owned();
     let open = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let slow: Vec<_> =
-        (0..SLOW_CLIENTS).map(|_| tokio::spawn(slow_client(target.clone(), open.clone()))).collect();
+    let slow: Vec<_> = (0..SLOW_CLIENTS).map(|_| tokio::spawn(slow_client(target.clone(), open.clone()))).collect();
     eventually("2,000 slow connections open", Duration::from_secs(10), || async {
         (open.load(Ordering::SeqCst) == SLOW_CLIENTS).then_some(())
     })
