@@ -68,8 +68,10 @@ struct RawKv {
     if_absent: bool,
 }
 
-/// Reads and validates an envelope. The error says what is wrong, for the attempt's error text.
-pub fn parse(body: &[u8]) -> Result<Effects, String> {
+/// Reads and validates an envelope, nested at most `max_depth` deep (`server.limits.max_json_depth`).
+/// The error says what is wrong, for the attempt's error text.
+pub fn parse(body: &[u8], max_depth: u32) -> Result<Effects, String> {
+    crate::limits::check_json_depth(body, max_depth).map_err(|too_deep| format!("effects envelope: {too_deep}"))?;
     let raw: RawEnvelope = serde_json::from_slice(body).map_err(|e| format!("malformed effects envelope: {e}"))?;
     if !(200..300).contains(&raw.status) {
         return Err(format!("effects envelope: status {} must be a 2xx", raw.status));
@@ -164,7 +166,7 @@ mod tests {
                   {"ns": "balances", "key": "u1", "value": 90, "if_version": 7},
                   {"ns": "carts", "key": "u1", "delete": true} ],
           "events": [ {"topic": "user.registered", "type": "user.registered", "subject": "u1", "data": {"user_id": "u1"}} ] }"#;
-        let e = parse(body).unwrap();
+        let e = parse(body, DEPTH).unwrap();
         assert_eq!(e.status, 200);
         assert_eq!(&e.result[..], br#"{"user_id":"u1"}"#);
         assert_eq!(e.kv[0].precondition, Precondition::IfAbsent);
@@ -190,9 +192,22 @@ mod tests {
             (br#"{"events": [{"topic": "t", "id": ""}]}"#, "events[0]: attribute `id` must not be empty"),
         ];
         for (body, expected) in cases {
-            let err = parse(body).unwrap_err();
+            let err = parse(body, DEPTH).unwrap_err();
             assert!(err.contains(expected), "{}: {err}", String::from_utf8_lossy(body));
         }
+    }
+
+    const DEPTH: u32 = crate::limits::LimitsConfig::DEFAULT_MAX_JSON_DEPTH;
+
+    #[test]
+    fn an_envelope_nested_past_the_limit_fails_naming_it() {
+        let deep = format!(r#"{{"result": {}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            parse(deep.as_bytes(), 64).unwrap_err(),
+            "effects envelope: the JSON nests arrays and objects more than 64 deep (server.limits.max_json_depth)"
+        );
+        let fits = format!(r#"{{"result": {}1{}}}"#, "[".repeat(63), "]".repeat(63));
+        assert!(parse(fits.as_bytes(), 64).is_ok());
     }
 
     fn scopes(list: &[&str]) -> Vec<Scope> {
@@ -206,17 +221,17 @@ mod tests {
 
     #[test]
     fn effects_inside_the_grants_pass() {
-        let effects = parse(ENVELOPE).unwrap();
+        let effects = parse(ENVELOPE, DEPTH).unwrap();
         let all = scopes(&["kv:users:write", "kv:balances:write", "kv:carts:write", "publish:user.registered"]);
         assert_eq!(check_grants(&effects, &all), Ok(()));
         let wildcards = scopes(&["kv:*:write", "publish:user.*"]);
         assert_eq!(check_grants(&effects, &wildcards), Ok(()));
-        assert_eq!(check_grants(&parse(b"{}").unwrap(), &[]), Ok(()), "no effects need no grant");
+        assert_eq!(check_grants(&parse(b"{}", DEPTH).unwrap(), &[]), Ok(()), "no effects need no grant");
     }
 
     #[test]
     fn the_first_effect_outside_the_grants_is_named_with_its_grant() {
-        let effects = parse(ENVELOPE).unwrap();
+        let effects = parse(ENVELOPE, DEPTH).unwrap();
         let error = check_grants(&effects, &scopes(&["kv:users:write", "kv:balances:read"])).unwrap_err();
         assert_eq!(error.need, Need::KvWrite("balances".into()));
         assert_eq!(

@@ -20,6 +20,7 @@
 //!   keys and the audit log, a function token's claims.
 //! - [`edge`]: the API's firewall (client address allow/deny lists, trusted proxies and
 //!   `X-Forwarded-For`, method/path rules) and its throttles per API key and per address.
+//! - [`limits`]: limits on request heads, JSON nesting and idempotency-key records a minute.
 //! - [`schema`]: JSON Schema checks of invoke bodies (`input_schema`) and event data (a topic's
 //!   `schema`), compiled once at config load.
 //! - [`system_events`]: Keel's operational events on the reserved topic `keel.system`: their
@@ -44,6 +45,7 @@ pub mod idempotency;
 pub mod invocation;
 pub mod kv;
 pub mod lifecycle;
+pub mod limits;
 pub mod outcome;
 pub mod retry;
 pub mod schedule;

@@ -65,7 +65,17 @@ impl JsonSchema {
     /// file only: nothing is fetched over the network or from other files.
     pub fn read(file: &Path) -> Result<Self, String> {
         let shown = file.display();
+        if let Some(why) = crate::limits::config_file_too_large(file) {
+            return Err(format!("cannot read the schema file {shown}: {why}"));
+        }
         let text = std::fs::read(file).map_err(|e| format!("cannot read the schema file {shown}: {e}"))?;
+        let most = crate::limits::LimitsConfig::MAX_JSON_DEPTH;
+        crate::limits::check_json_depth(&text, most).map_err(|too_deep| {
+            format!(
+                "the schema file {shown} nests arrays and objects more than {most} deep (at byte {})",
+                too_deep.offset
+            )
+        })?;
         let schema: Value =
             serde_json::from_slice(&text).map_err(|e| format!("the schema file {shown} is not JSON: {e}"))?;
         let validator = Self::options().build(&schema).map_err(|e| {

@@ -148,6 +148,7 @@ impl Node {
             draining: false.into(),
             behind: Default::default(),
             replays: Default::default(),
+            limits: Arc::new(crate::api::limits::RequestLimits::new(config.server.limits, clock.clone())),
             crash_at: crate::faults::CrashPoint::from_env(),
             rng: std::sync::Mutex::new(match options.seed {
                 Some(seed) => fastrand::Rng::with_seed(seed),
@@ -262,9 +263,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     raise_open_files_limit(config.server.max_connections);
     let addr = config.server.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-    let node = Node::start(config, listener).await?;
+    // Before the node serves: a SIGHUP or SIGTERM sent once it answers must find its handler,
+    // not the default action, which ends the process at once (no reload, no drain).
     let mut hangup = signal(SignalKind::hangup());
     let shutdown = shutdown_signal();
+    let node = Node::start(config, listener).await?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -285,11 +288,15 @@ fn signal(kind: SignalKind) -> tokio::signal::unix::Signal {
     tokio::signal::unix::signal(kind).unwrap_or_else(|e| panic!("installing a handler for {kind:?}: {e}"))
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT (Ctrl-C), their handlers installed now, not when first awaited.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let mut term = signal(SignalKind::terminate());
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut interrupt = signal(SignalKind::interrupt());
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
     }
 }
 

@@ -152,6 +152,8 @@ pub struct ServerConfig {
     pub throttle: crate::edge::ThrottleConfig,
     /// `server.system_events`: the rate limit per kind of Keel's events on `keel.system`.
     pub system_events: crate::system_events::SystemEventsConfig,
+    /// `[server.limits]`: request heads, JSON nesting, idempotency-key records a minute.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl ServerConfig {
@@ -295,6 +297,13 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
         return load_str("", "", overrides);
     };
     let file_name = path.display().to_string();
+    if let Some(why) = crate::limits::config_file_too_large(path) {
+        return Err(ConfigErrors(vec![ConfigError {
+            location: Location::File { path: file_name, line: 0, column: 0 },
+            key: String::new(),
+            message: format!("cannot read the config file: {why}"),
+        }]));
+    }
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let dir = path.parent().unwrap_or(Path::new(""));

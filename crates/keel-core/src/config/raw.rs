@@ -152,6 +152,7 @@ pub(super) struct RawServer {
     pub(super) firewall: Option<RawFirewall>,
     pub(super) throttle: Option<RawThrottle>,
     pub(super) system_events: Option<RawSystemEvents>,
+    pub(super) limits: Option<RawLimits>,
 }
 
 /// `server.system_events = { per_kind = 10, window = "1m" }`: the rate limit of Keel's own events.
@@ -160,6 +161,17 @@ pub(super) struct RawServer {
 pub(super) struct RawSystemEvents {
     pub(super) per_kind: Option<i64>,
     pub(super) window: Option<RawDuration>,
+}
+
+/// `[server.limits]`: request heads, JSON nesting, idempotency-key records a minute.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_url_bytes: Option<RawByteSize>,
+    pub(super) max_header_bytes: Option<RawByteSize>,
+    pub(super) max_headers: Option<i64>,
+    pub(super) max_json_depth: Option<i64>,
+    pub(super) idempotency_keys_per_minute: Option<i64>,
 }
 
 /// `[server.firewall]`: networks as written (`"10.0.0.0/8"`), checked by `validate`.

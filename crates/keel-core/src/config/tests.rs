@@ -96,7 +96,7 @@ fn unknown_keys_list_the_valid_ones() {
         errors("[server]\nlisten = \"127.0.0.1:1\"\nport = 80\n"),
         ["keel.toml:3:1: server.port: unknown key `port`, expected one of `listen`, `body_limit`, \
           `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`, `system_events`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`, `system_events`, `limits`"]
     );
     assert_eq!(
         errors("[queues.a]\n"),
@@ -218,6 +218,40 @@ fn connection_limits_are_checked() {
 }
 
 #[test]
+fn request_limits_have_defaults_and_are_checked_where_written() {
+    let defaults = load_str("keel.toml", "", &Overrides::default()).unwrap().server.limits;
+    assert_eq!(defaults, crate::limits::LimitsConfig::default());
+    assert_eq!((defaults.max_url_bytes, defaults.max_header_bytes, defaults.max_json_depth), (8192, 32768, 64));
+    let text = "[server.limits]\nmax_url_bytes = \"16KiB\"\nmax_headers = 20\nmax_json_depth = 10\n\
+                idempotency_keys_per_minute = 5\n";
+    let set = load_str("keel.toml", text, &Overrides::default()).unwrap().server.limits;
+    assert_eq!(
+        (set.max_url_bytes, set.max_headers, set.max_json_depth, set.idempotency_keys_per_minute),
+        (16 * 1024, 20, 10, 5)
+    );
+    let text =
+        "[server.limits]\nmax_header_bytes = 100\nmax_json_depth = 200\nmax_headers = 0\nmax_url_bytes = \"a lot\"\n";
+    assert_eq!(
+        errors(text),
+        [
+            r#"keel.toml:5:17: server.limits.max_url_bytes: expected a byte size like 1048576, "512KiB", "1MiB", "2MB" (units B, KB, MB, GB, KiB, MiB, GiB), at least 1 byte (got "a lot")"#,
+            "keel.toml:2:20: server.limits.max_header_bytes: must be between 8192 bytes and 1MiB (got 100 bytes)",
+            "keel.toml:4:15: server.limits.max_headers: must be between 1 and 10000 (got 0)",
+            "keel.toml:3:18: server.limits.max_json_depth: must be between 1 and 127 (got 200)",
+        ]
+    );
+}
+
+/// TOML nested past its parser's own recursion limit is a syntax error at a line, not a crash.
+#[test]
+fn a_config_nested_too_deep_is_an_error_at_its_line() {
+    let text = format!("[server]\nlisten = \"127.0.0.1:1\"\nx = {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let shown = errors(&text);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(shown[0].starts_with("keel.toml:3:"), "{shown:?}");
+}
+
+#[test]
 fn storage_urls_are_checked() {
     let ok = |url: &str| load_str("k", &format!("[storage]\nurl = {url:?}\n"), &Overrides::default());
     assert_eq!(ok("sqlite::memory:").unwrap().storage.sqlite_path(), Some(":memory:"));
@@ -311,7 +345,7 @@ fn an_unknown_key_from_env_names_the_variable() {
         errors_with("", &env(&[("KEEL_SERVER__LISTN", "x")])),
         ["env KEEL_SERVER__LISTN: server.listn: unknown key `listn`, expected one of `listen`, \
           `body_limit`, `shutdown_grace`, `max_result_bytes`, `max_event_hops`, `max_connections`, `header_timeout`, \
-          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`, `system_events`"]
+          `body_timeout`, `idle_timeout`, `max_inflight_requests`, `tls`, `firewall`, `throttle`, `system_events`, `limits`"]
     );
 }
 

@@ -17,6 +17,7 @@ mod dependency;
 mod edge;
 mod flow;
 mod function;
+mod limits;
 mod sandbox;
 mod schedule;
 mod schema;
@@ -212,6 +213,7 @@ impl Checker {
         let firewall = s.firewall.as_ref().map_or(Some(Default::default()), |raw| self.firewall(raw));
         let throttle = s.throttle.as_ref().map_or(Some(Default::default()), |raw| self.throttle(raw));
         let system_events = s.system_events.as_ref().map_or(Some(Default::default()), |raw| self.system_events(raw));
+        let limits = s.limits.as_ref().map_or(Some(Default::default()), |raw| self.limits(raw));
         Some(ServerConfig {
             listen: listen?,
             body_limit: body_limit?,
@@ -227,6 +229,7 @@ impl Checker {
             firewall: firewall?,
             throttle: throttle?,
             system_events: system_events?,
+            limits: limits?,
         })
     }
 

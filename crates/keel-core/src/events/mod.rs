@@ -13,7 +13,8 @@ use crate::clock::Millis;
 use crate::invocation::{Invocation, NewInvocation};
 
 pub use parse::{
-    check_attribute_value, from_binary, from_plain_json, from_structured, from_structured_batch, ParseError,
+    check_attribute_value, from_binary, from_plain_json, from_structured, from_structured_batch, BatchError,
+    InvalidEvent, ParseError,
 };
 
 /// A CloudEvent as Keel stores and delivers it.

@@ -49,36 +49,49 @@ fn check_time(time: &str) -> Result<(), ParseError> {
         .map_err(|_| err(format!("attribute `time`: {time:?} is not an RFC 3339 timestamp")))
 }
 
-fn string_attr(obj: &Map<String, Value>, name: &str, at: &str) -> Result<Option<String>, ParseError> {
+/// What is wrong with one structured event: the attribute at fault (none when the event is not
+/// a JSON object at all), and why.
+struct Fault {
+    attribute: Option<String>,
+    message: String,
+}
+
+fn fault(attribute: &str, message: impl Into<String>) -> Fault {
+    Fault { attribute: Some(attribute.to_owned()), message: message.into() }
+}
+
+fn string_attr(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, Fault> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Err(err(format!("{at}attribute `{name}` must not be empty"))),
+        Some(Value::String(s)) if s.is_empty() => Err(fault(name, format!("attribute `{name}` must not be empty"))),
         Some(Value::String(s)) => {
-            check_attribute_value(name, s).map_err(|e| err(format!("{at}{}", e.0)))?;
+            check_attribute_value(name, s).map_err(|e| fault(name, e.0))?;
             Ok(Some(s.clone()))
         }
-        Some(_) => Err(err(format!("{at}attribute `{name}` must be a string"))),
+        Some(_) => Err(fault(name, format!("attribute `{name}` must be a string"))),
     }
 }
 
-fn structured_one(value: &Value, at: &str) -> Result<CloudEvent, ParseError> {
-    let obj = value.as_object().ok_or_else(|| err(format!("{at}a CloudEvent must be a JSON object")))?;
+fn structured_one(value: &Value) -> Result<CloudEvent, Fault> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| Fault { attribute: None, message: "a CloudEvent must be a JSON object".into() })?;
     for name in REQUIRED {
-        if string_attr(obj, name, at)?.is_none() {
-            return Err(err(format!("{at}missing required attribute `{name}`")));
+        if string_attr(obj, name)?.is_none() {
+            return Err(fault(name, format!("missing required attribute `{name}`")));
         }
     }
-    let get = |name| string_attr(obj, name, at);
+    let get = |name| string_attr(obj, name);
     if get("specversion")?.as_deref() != Some("1.0") {
-        return Err(err(format!("{at}attribute `specversion` must be \"1.0\"")));
+        return Err(fault("specversion", "attribute `specversion` must be \"1.0\""));
     }
     let time = get("time")?;
     if let Some(t) = &time {
-        check_time(t).map_err(|e| err(format!("{at}{}", e.0)))?;
+        check_time(t).map_err(|e| fault("time", e.0))?;
     }
     let mut datacontenttype = get("datacontenttype")?;
     let data = match (obj.get("data"), obj.get("data_base64")) {
-        (Some(_), Some(_)) => return Err(err(format!("{at}`data` and `data_base64` are exclusive"))),
+        (Some(_), Some(_)) => return Err(fault("data_base64", "`data` and `data_base64` are exclusive")),
         (None | Some(Value::Null), None) => Bytes::new(),
         (Some(Value::String(s)), None) if datacontenttype.as_deref().is_some_and(|ct| !ct.contains("json")) => {
             Bytes::from(s.clone())
@@ -90,18 +103,18 @@ fn structured_one(value: &Value, at: &str) -> Result<CloudEvent, ParseError> {
         (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map(Bytes::from)
-            .map_err(|_| err(format!("{at}attribute `data_base64` is not valid base64")))?,
-        (None, Some(_)) => return Err(err(format!("{at}attribute `data_base64` must be a string"))),
+            .map_err(|_| fault("data_base64", "attribute `data_base64` is not valid base64"))?,
+        (None, Some(_)) => return Err(fault("data_base64", "attribute `data_base64` must be a string")),
     };
     let mut extensions = BTreeMap::new();
     for (name, v) in obj.iter().filter(|(n, _)| !KNOWN.contains(&n.as_str())) {
-        check_extension_name(name).map_err(|e| err(format!("{at}{}", e.0)))?;
+        check_extension_name(name).map_err(|e| fault(name, e.0))?;
         let text = match v {
             Value::String(s) => s.clone(),
             Value::Bool(_) | Value::Number(_) => v.to_string(),
-            _ => return Err(err(format!("{at}extension `{name}` must be a string, number or boolean"))),
+            _ => return Err(fault(name, format!("extension `{name}` must be a string, number or boolean"))),
         };
-        check_attribute_value(name, &text).map_err(|e| err(format!("{at}{}", e.0)))?;
+        check_attribute_value(name, &text).map_err(|e| fault(name, e.0))?;
         extensions.insert(name.clone(), text);
     }
     Ok(CloudEvent {
@@ -120,17 +133,67 @@ fn structured_one(value: &Value, at: &str) -> Result<CloudEvent, ParseError> {
 /// `application/cloudevents+json`: one event.
 pub fn from_structured(body: &[u8]) -> Result<CloudEvent, ParseError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| err(format!("the body is not JSON: {e}")))?;
-    structured_one(&value, "")
+    structured_one(&value).map_err(|f| ParseError(f.message))
 }
 
-/// `application/cloudevents-batch+json`: an array of events.
-pub fn from_structured_batch(body: &[u8]) -> Result<Vec<CloudEvent>, ParseError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| err(format!("the body is not JSON: {e}")))?;
-    let items = value.as_array().ok_or_else(|| err("a batch must be a JSON array of CloudEvents"))?;
+/// One event of a batch that breaks the CloudEvents spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidEvent {
+    /// Its place in the batch.
+    pub index: usize,
+    /// The JSON Pointer of the attribute at fault in the body (`/3/id`), or of the event
+    /// (`/3`) when it is not an object.
+    pub path: String,
+    pub message: String,
+}
+
+/// Why a batch was refused, whole: a body that is not a non-empty JSON array (`events` empty),
+/// or the events that break the spec, in order, at most [`BatchError::MAX_EVENTS`] of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("{0}")]
+    Body(String),
+    #[error("event {}: {}", .0[0].index, .0[0].message)]
+    Events(Vec<InvalidEvent>),
+}
+
+impl BatchError {
+    /// The most invalid events named in one refusal.
+    pub const MAX_EVENTS: usize = 20;
+}
+
+/// `application/cloudevents-batch+json`: an array of events, all valid or none taken: every
+/// invalid event is named (up to [`BatchError::MAX_EVENTS`]), not only the first.
+pub fn from_structured_batch(body: &[u8]) -> Result<Vec<CloudEvent>, BatchError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| BatchError::Body(format!("the body is not JSON: {e}")))?;
+    let items =
+        value.as_array().ok_or_else(|| BatchError::Body("a batch must be a JSON array of CloudEvents".into()))?;
     if items.is_empty() {
-        return Err(err("a batch must hold at least one event"));
+        return Err(BatchError::Body("a batch must hold at least one event".into()));
     }
-    items.iter().enumerate().map(|(i, v)| structured_one(v, &format!("event {i}: "))).collect()
+    let mut events = Vec::with_capacity(items.len());
+    let mut invalid = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match structured_one(item) {
+            Ok(event) => events.push(event),
+            Err(Fault { attribute, message }) => {
+                let path = match attribute {
+                    Some(name) => format!("/{index}/{}", name.replace('~', "~0").replace('/', "~1")),
+                    None => format!("/{index}"),
+                };
+                invalid.push(InvalidEvent { index, path, message });
+                if invalid.len() == BatchError::MAX_EVENTS {
+                    break;
+                }
+            }
+        }
+    }
+    if invalid.is_empty() {
+        Ok(events)
+    } else {
+        Err(BatchError::Events(invalid))
+    }
 }
 
 /// HTTP binary mode: attributes in `ce-*` headers (given lower-cased), data in the body.

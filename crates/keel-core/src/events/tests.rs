@@ -1,5 +1,7 @@
 use bytes::Bytes;
 
+use serde_json::{json, Value};
+
 use super::*;
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -40,8 +42,32 @@ fn invalid_events_name_the_attribute_at_fault() {
     }
     let e =
         from_structured_batch(br#"[{"specversion":"1.0","id":"a","source":"s","type":"t"},{"id":"b"}]"#).unwrap_err();
-    assert!(e.0.starts_with("event 1: missing required attribute"), "{e}");
+    assert!(e.to_string().starts_with("event 1: missing required attribute"), "{e}");
     assert!(from_structured_batch(b"[]").is_err());
+}
+
+/// A batch is refused whole, naming every event that breaks the spec by the JSON Pointer of
+/// the attribute at fault.
+#[test]
+fn a_batch_names_each_invalid_event_by_its_attribute() {
+    let ok = |id: &str| json!({"specversion": "1.0", "id": id, "source": "s", "type": "t"});
+    let mut batch = vec![ok("a"), ok("b"), ok("c"), ok("d"), ok("e"), ok("f"), 7.into()];
+    batch[1]["time"] = "yesterday".into();
+    batch[3]["id"] = "".into();
+    batch[4].as_object_mut().unwrap().remove("source");
+    batch[5]["specversion"] = "0.3".into();
+    let Err(BatchError::Events(invalid)) = from_structured_batch(Value::Array(batch).to_string().as_bytes()) else {
+        panic!("the batch was not refused by event")
+    };
+    let named: Vec<(usize, &str)> = invalid.iter().map(|e| (e.index, e.path.as_str())).collect();
+    assert_eq!(named, [(1, "/1/time"), (3, "/3/id"), (4, "/4/source"), (5, "/5/specversion"), (6, "/6")]);
+    assert_eq!(invalid[1].message, "attribute `id` must not be empty");
+    let many: Vec<Value> = (0..50).map(|_| json!({"id": "x"})).collect();
+    let Err(BatchError::Events(invalid)) = from_structured_batch(Value::Array(many).to_string().as_bytes()) else {
+        panic!("refused")
+    };
+    assert_eq!(invalid.len(), BatchError::MAX_EVENTS);
+    assert!(matches!(from_structured_batch(b"{}"), Err(BatchError::Body(_))));
 }
 
 #[test]
@@ -95,7 +121,7 @@ fn control_characters_in_any_attribute_are_refused_by_name() {
             assert!(e.0.contains(&format!("attribute `{attr}` must not contain control characters")), "{attr}: {e}");
             let batch = serde_json::json!([{"specversion": "1.0", "id": "ok", "source": "s", "type": "t"}, event]);
             let e = from_structured_batch(batch.to_string().as_bytes()).unwrap_err();
-            assert!(e.0.starts_with(&format!("event 1: attribute `{attr}`")), "{attr}: {e}");
+            assert!(e.to_string().starts_with(&format!("event 1: attribute `{attr}`")), "{attr}: {e}");
         }
     }
     let headers = h(&[("ce-specversion", "1.0"), ("ce-id", "x"), ("ce-source", "s"), ("ce-type", "t\u{1}")]);

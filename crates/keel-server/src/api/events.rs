@@ -11,6 +11,7 @@ use axum::Json;
 use keel_core::clock::rfc3339;
 use keel_core::events::{self as ce, CloudEvent, NewEvent};
 use keel_core::id::new_id;
+use keel_core::schema::SchemaError;
 use serde_json::{json, Map, Value};
 
 use super::idempotency::IdempotencyKeyHeader;
@@ -69,9 +70,11 @@ use crate::{events, trace};
         (status = 400, description = "An event's data is not JSON or fails the topic's `schema` \
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` into the body as sent — `/email` for a \
             plain body, `/data/email` for a structured event, `/2/data/email` for event 2 of a batch — and, for a batch, \
-            `index`: the first invalid event; no event of the request was stored); an invalid CloudEvent (what is wrong \
-            is named), a body that is not JSON, a malformed Idempotency-Key, or a keel-delay that is malformed or sent \
-            twice."),
+            `index`: the first invalid event; no event of the request was stored); in a batch, events whose CloudEvents \
+            attributes break the spec (`invalid-input`, each named in `errors` by its attribute's pointer, `/3/id`, and \
+            `index`: the first; no event of the batch was stored); an invalid CloudEvent (what is wrong is named), a body \
+            that is not JSON or nests deeper than `server.limits.max_json_depth` (`json-too-deep`, naming `limit`), a \
+            malformed Idempotency-Key, or a keel-delay that is malformed or sent twice."),
         (status = 403, description = "The topic is `keel.system`, where only Keel publishes (`reserved-topic`); or \
             the key or token does not hold the scope `publish:{topic}` (`forbidden`, naming `scope_needed`)."),
         (status = 404, description = "No topic of that name is declared (`unknown-topic`)."),
@@ -111,7 +114,7 @@ pub(crate) async fn publish(
     let body = body::read(body)?;
     let now = shared.clock.now_ms();
     let delay_ms = delay::delay_from(&headers)?.as_millis() as i64;
-    let (parsed, form) = read_events(&headers, &topic, body, now)?;
+    let (parsed, form) = read_events(&shared, &headers, &topic, body, now)?;
     input::check_publish(&shared, &topic, &parsed, form)?;
     let request_trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace::parse_traceparent);
     let mut wake = BTreeSet::new();
@@ -175,6 +178,7 @@ async fn admit_events(
 
 /// The events of a publish body, and the form they came in.
 fn read_events(
+    shared: &Shared,
     headers: &HeaderMap,
     topic: &str,
     body: Bytes,
@@ -183,12 +187,17 @@ fn read_events(
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
     let media = content_type.as_deref().and_then(|c| c.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
     let invalid = |e: ce::ParseError| Problem::bad_request(format!("invalid CloudEvent: {e}"));
+    // Binary-mode data is parsed (by a topic's schema) only when it says it is JSON.
+    let parsed_as_json = !headers.contains_key("ce-specversion") || media.as_deref().is_none_or(|m| m.contains("json"));
+    if parsed_as_json {
+        shared.limits.check_json("the body", &body)?;
+    }
     match media.as_deref() {
         Some("application/cloudevents+json") => {
             Ok((vec![ce::from_structured(&body).map_err(invalid)?], EventsForm::Structured))
         }
         Some("application/cloudevents-batch+json") => {
-            Ok((ce::from_structured_batch(&body).map_err(invalid)?, EventsForm::Batch))
+            Ok((ce::from_structured_batch(&body).map_err(invalid_batch)?, EventsForm::Batch))
         }
         _ if headers.contains_key("ce-specversion") => {
             let ce_headers = headers
@@ -212,6 +221,19 @@ fn read_events(
             Ok((vec![ce::from_plain_json(topic, id, body).map_err(invalid)?], EventsForm::Data))
         }
     }
+}
+
+/// A batch refused whole: 400 `invalid-input` naming each event that breaks the CloudEvents spec
+/// by the JSON Pointer of its attribute (`/3/id`), and `index`, the first; or 400 for a body
+/// that is not a batch at all.
+fn invalid_batch(error: ce::BatchError) -> Problem {
+    let ce::BatchError::Events(invalid) = &error else {
+        return Problem::bad_request(format!("invalid CloudEvent: {error}"));
+    };
+    let errors: Vec<SchemaError> =
+        invalid.iter().map(|e| SchemaError { path: e.path.clone(), message: e.message.clone() }).collect();
+    let detail = format!("invalid CloudEvent: {error}; no event of the batch was stored");
+    Problem::invalid_input(detail, &errors).with("index", invalid[0].index)
 }
 
 /// An event and its deliveries, one per subscription.

@@ -201,6 +201,9 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
         Ok(None) => {}
         Err(problem) => return problem.into_response(),
     }
+    if let Err(problem) = shared.limits.admit_key_record(&claim.key.scope) {
+        return problem.into_response();
+    }
     let (key, holder) = (claim.key.clone(), claim.holder.clone());
     match shared.store.claim_key(claim).await {
         Err(e) => Problem::from(e).into_response(),

@@ -13,6 +13,7 @@ use crate::state::Shared;
 /// Checks an invoke body against the function's `input_schema`, if it has one.
 pub(super) fn check_invoke(shared: &Shared, function: &Function, body: &[u8]) -> Result<(), Problem> {
     let Some(schema) = &function.config.input_schema else { return Ok(()) };
+    shared.limits.check_json("the body", body)?;
     schema.check_body(body).map_err(|invalid| {
         let name = &function.config.name;
         shared.metrics.invalid_input(SchemaTarget::Function, name);

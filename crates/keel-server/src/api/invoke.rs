@@ -132,7 +132,8 @@ fn traceparent(headers: &HeaderMap) -> String {
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored and \
             the function was not called); or the Idempotency-Key is malformed or sent twice, a keel-delay is sent (it \
             applies to async invocations only), the function's `concurrency_key` header is not visible ASCII or is longer \
-            than 256 bytes, or the body cannot be read."),
+            than 256 bytes, or the body cannot be read. A body checked against an \
+            `input_schema` nested deeper than `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = "A request with this Idempotency-Key is still in progress \
             (`idempotency-key-in-use`); retry after Retry-After, or send `Prefer: wait=N`.",
@@ -195,6 +196,7 @@ pub(crate) async fn invoke_sync(
     let lease = function.config.sync_timeout + KEY_LEASE_MARGIN;
     let wait_until = idempotency::prefer_wait(&headers).map(|w| tokio::time::Instant::now() + w);
     let mut pause = Duration::from_millis(10);
+    let mut counted = false;
     loop {
         let claim = idempotency::claim(
             &shared,
@@ -207,6 +209,10 @@ pub(crate) async fn invoke_sync(
         );
         if let Some(answer) = idempotency::settled(&shared, &claim).await? {
             return Ok(answer);
+        }
+        // A new record (a replay is not one), counted once however long `Prefer: wait` waits.
+        if !std::mem::replace(&mut counted, true) {
+            shared.limits.admit_key_record(&claim.key.scope)?;
         }
         // A replay is answered whatever the load; new work is admitted by flow control first.
         let pass = gate(&shared, function)?;
@@ -323,7 +329,8 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
         (status = 400, description = "The body is not JSON or fails the function's `input_schema` \
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored); or \
             the Idempotency-Key or keel-delay is malformed or sent twice, the function's `concurrency_key` header is not \
-            visible ASCII or is longer than 256 bytes, or the body cannot be read."),
+            visible ASCII or is longer than 256 bytes, or the body cannot be read. A body checked against an \
+            `input_schema` nested deeper than `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
         (status = 413, description = openapi::TOO_LARGE),
@@ -367,6 +374,17 @@ pub(crate) async fn invoke_async(
         let ttl = function.config.idempotency_ttl;
         idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key, &new.payload, Duration::ZERO, ttl)
     });
+    // Admission tells a new key from a replay in the store, in the same transaction: the budget
+    // of new records is taken here, and only past it is the store asked first, so that a
+    // retry of a request already admitted is still answered with its replay.
+    if let Some(claim) = claim.as_ref().filter(|c| shared.replays.get(&c.key, c.now).is_none()) {
+        if let Err(refused) = shared.limits.admit_key_record(&claim.key.scope) {
+            return match idempotency::settled(&shared, claim).await? {
+                Some(answer) => Ok(answer),
+                None => Err(refused),
+            };
+        }
+    }
     super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, slot)).await
 }
 

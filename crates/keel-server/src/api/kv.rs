@@ -164,7 +164,8 @@ pub(crate) async fn get(
         (status = 201, description = "Created (version 1).", body = schema::Written,
             headers(("ETag" = String, description = "The new version, quoted."))),
         (status = 400, description = "An invalid name, precondition header or JSON body, or If-Match together \
-            with If-None-Match."),
+            with If-None-Match; or a value nested deeper than `server.limits.max_json_depth` (`json-too-deep`, naming \
+            `limit`)."),
         (status = 404, description = "The path names no key (an empty key)."),
         (status = 412, description = "The precondition failed (`precondition-failed`): nothing was written."),
         (status = 413, description = openapi::TOO_LARGE),
@@ -180,6 +181,7 @@ pub(crate) async fn put(
     check(&ns, &key)?;
     let precondition = precondition(&headers)?;
     let body = body::read(body)?;
+    shared.limits.check_json("the value", &body)?;
     serde_json::from_slice::<serde_json::Value>(&body)
         .map_err(|e| Problem::bad_request(format!("the value must be JSON: {e}")))?;
     let write = KvWrite { ns: ns.clone(), key: key.clone(), value: Some(body), precondition };

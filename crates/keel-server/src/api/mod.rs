@@ -17,6 +17,7 @@ mod input;
 mod invocations;
 mod invoke;
 mod kv;
+pub(crate) mod limits;
 mod metrics;
 mod openapi;
 mod problem;
@@ -146,6 +147,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         ))
         // Before any request slot is taken: a refused client costs nothing further.
         .layer(axum::middleware::from_fn_with_state(edge, edge::firewall))
+        // First of all: a head past the limits is not worth a firewall lookup.
+        .layer(axum::middleware::from_fn_with_state(shared.limits.clone(), limits::head))
         .layer(axum::middleware::from_fn(problem::errors_as_problems))
         .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
         .with_state(shared)

@@ -77,7 +77,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         access::audit,
     ),
     components(schemas(ProblemDetails)),
-    modifiers(&ProblemBodies, &Security),
+    modifiers(&RequestLimits, &ProblemBodies, &Security),
     tags(
         (name = "invoke", description = "Run a function: wait for its answer, or queue it."),
         (name = "invocations", description = "Invocations: list, read, their results, cancel."),
@@ -92,6 +92,56 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
     )
 )]
 struct ApiDoc;
+
+/// `[server.limits]` on every route: 414 and 431 for a request head past its limits, and on
+/// each route that takes an Idempotency-Key, 429 for a caller past its new records a minute.
+struct RequestLimits;
+
+const TOO_MANY_KEYS: &str = "This caller made `server.limits.idempotency_keys_per_minute` new Idempotency-Key records \
+    in the last minute (`too-many-idempotency-keys`): nothing was done; retry after Retry-After (a replay is still \
+    answered).";
+
+impl Modify for RequestLimits {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ObjectBuilder, ResponseBuilder, Type};
+        let answers = [
+            ("414", "The request target is longer than `server.limits.max_url_bytes` (`uri-too-long`)."),
+            (
+                "431",
+                "The request has more header lines than `server.limits.max_headers`, or they take more bytes than \
+                 `server.limits.max_header_bytes` (`request-header-fields-too-large`).",
+            ),
+        ];
+        let retry_after = HeaderBuilder::new().schema(ObjectBuilder::new().schema_type(Type::Integer)).build();
+        for item in doc.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.options];
+            for operation in operations.into_iter().flatten() {
+                for (status, description) in answers {
+                    let response = ResponseBuilder::new().description(description).build();
+                    operation.responses.responses.entry(status.to_owned()).or_insert(response.into());
+                }
+                let keyed = operation.parameters.iter().flatten().any(|p| p.name == "Idempotency-Key");
+                if !keyed {
+                    continue;
+                }
+                match operation.responses.responses.get_mut("429") {
+                    Some(RefOr::T(response)) => {
+                        response.description = format!("{} Or: {TOO_MANY_KEYS}", response.description);
+                    }
+                    _ => {
+                        let response = ResponseBuilder::new()
+                            .description(TOO_MANY_KEYS)
+                            .header("Retry-After", retry_after.clone())
+                            .build();
+                        operation.responses.responses.insert("429".to_owned(), response.into());
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// Every error answer is a problem: each documented 4xx/5xx response that names no body of its
 /// own gets the problem schema as `application/problem+json`.

@@ -151,7 +151,11 @@ async fn serve_http<S>(
             response
         }
     });
-    let connection = http1::Builder::new().keep_alive(true).serve_connection(io, service);
+    let connection = http1::Builder::new()
+        .keep_alive(true)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_head_bytes)
+        .serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = false;
     loop {

@@ -30,6 +30,12 @@ pub(crate) struct Limits {
     pub(crate) header_timeout: Duration,
     pub(crate) body_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// Header lines hyper parses in one request (`server.limits.max_headers`); past it → 431.
+    pub(crate) max_headers: usize,
+    /// hyper's read buffer: a request head that does not fit is answered 431. Room for the
+    /// target and headers at their limits and some slack, so that a head just past a limit
+    /// reaches `api::limits::head`, which names the limit it broke.
+    pub(crate) max_head_bytes: usize,
 }
 
 impl Limits {
@@ -39,10 +45,16 @@ impl Limits {
             header_timeout: server.header_timeout,
             body_timeout: server.body_timeout,
             idle_timeout: server.idle_timeout,
+            max_headers: server.limits.max_headers as usize,
+            max_head_bytes: (server.limits.max_url_bytes as usize + server.limits.max_header_bytes as usize)
+                .saturating_mul(2)
+                .max(HYPER_MIN_BUF),
         }
     }
 }
 
+/// hyper's smallest read buffer (it panics below it).
+const HYPER_MIN_BUF: usize = 8192;
 /// Connections past the limit being answered at once; more are closed without an answer, so
 /// that refusing cannot itself hold many sockets.
 const MAX_REFUSALS: usize = 256;

@@ -89,7 +89,11 @@ fn problem_for_bare_error(written: &[u8]) -> Option<Vec<u8>> {
             (400, "Bad request", "the request is not valid HTTP/1.1: a malformed request line, URL or header")
         }
         "HTTP/1.1 414" => (414, "URI too long", "the request target is too long"),
-        "HTTP/1.1 431" => (431, "Request header fields too large", "the request's headers are too many or too large"),
+        "HTTP/1.1 431" => (
+            431,
+            "Request header fields too large",
+            "the request's headers are too many or too large (server.limits.max_headers, server.limits.max_header_bytes)",
+        ),
         _ => return None,
     };
     let bodiless = head.lines().skip(1).all(|line| {

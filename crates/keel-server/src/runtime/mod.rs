@@ -76,7 +76,7 @@ impl Runtime {
             })
             .collect();
         let running = config.functions.keys().map(|name| (name.clone(), AtomicUsize::new(0))).collect();
-        let max_result_bytes = config.server.max_result_bytes;
+        let max_result_bytes = (config.server.max_result_bytes, config.server.limits.max_json_depth);
         let http = UrlRuntime::new(max_result_bytes, &[], auth.clone()).map_err(|e| ClientSetupError::new(None, e))?;
         let mut by_file: BTreeMap<&Path, UrlRuntime> = BTreeMap::new();
         let mut private_ca = BTreeMap::new();

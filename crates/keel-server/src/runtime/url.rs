@@ -64,6 +64,8 @@ impl<'a> AttemptCall<'a> {
 pub(crate) struct UrlRuntime {
     client: HttpClient,
     max_result_bytes: usize,
+    /// How deep an effects envelope may nest (`server.limits.max_json_depth`).
+    max_json_depth: u32,
     /// Signs each attempt's function token (none with auth off).
     auth: Arc<Auth>,
     /// The simulation's functions, answering in place of the network (`crate::sim`).
@@ -73,10 +75,16 @@ pub(crate) struct UrlRuntime {
 
 impl UrlRuntime {
     /// A runtime whose client trusts the system's roots and the certificates of `extra_cas`.
-    pub(crate) fn new(max_result_bytes: u64, extra_cas: &[PathBuf], auth: Arc<Auth>) -> Result<Self, ClientError> {
+    pub(crate) fn new(
+        (max_result_bytes, max_json_depth): (u64, u32),
+        extra_cas: &[PathBuf],
+        auth: Arc<Auth>,
+    ) -> Result<Self, ClientError> {
+        let max_result_bytes = max_result_bytes as usize;
         Ok(Self {
             client: build_client(extra_cas)?,
-            max_result_bytes: max_result_bytes as usize,
+            max_result_bytes,
+            max_json_depth,
             auth,
             #[cfg(test)]
             wire: None,
@@ -122,7 +130,9 @@ impl UrlRuntime {
             Ok(Err(failure)) => {
                 report(call, (started_at, ended_at), failure.outcome, failure.status, Some(failure.message))
             }
-            Ok(Ok((response, _))) if is_effects(&response) => effects_attempt(call, started_at, ended_at, response),
+            Ok(Ok((response, _))) if is_effects(&response) => {
+                effects_attempt(call, (started_at, ended_at), response, self.max_json_depth)
+            }
             Ok(Ok((response, retry_after))) => {
                 let outcome = outcome::classify_status(response.status);
                 let error = (outcome != Outcome::Success).then(|| describe_failure(&response));
@@ -274,11 +284,11 @@ fn is_effects(response: &StoredResponse) -> bool {
 /// permanent failure that says what is wrong.
 fn effects_attempt(
     call: &AttemptCall<'_>,
-    started_at: Millis,
-    ended_at: Millis,
+    (started_at, ended_at): (Millis, Millis),
     response: StoredResponse,
+    max_json_depth: u32,
 ) -> AttemptReport {
-    match effects::parse(&response.body) {
+    match effects::parse(&response.body, max_json_depth) {
         Ok(envelope) => {
             let mut report = report(call, (started_at, ended_at), Outcome::Success, Some(response.status), None);
             report.response = Some(StoredResponse {
@@ -406,7 +416,7 @@ mod tests {
         let (url, seen) = function_keeping_authorization().await;
         let config = config("keys", &url);
         let auth = Arc::new(Auth::with_signing_key(&config, crate::auth::secret::new_signing_key(0)));
-        let runtime = UrlRuntime::new(1 << 20, &[], auth.clone()).unwrap();
+        let runtime = UrlRuntime::new((1 << 20, 64), &[], auth.clone()).unwrap();
         let now = 1_000_000;
         assert_eq!(attempt(&runtime, &config, now).await.attempt.outcome, Outcome::Success);
 
@@ -427,7 +437,7 @@ mod tests {
     async fn with_auth_off_an_attempt_carries_no_authorization() {
         let (url, seen) = function_keeping_authorization().await;
         let config = config("none", &url);
-        let runtime = UrlRuntime::new(1 << 20, &[], Arc::new(Auth::new(&config))).unwrap();
+        let runtime = UrlRuntime::new((1 << 20, 64), &[], Arc::new(Auth::new(&config))).unwrap();
         assert_eq!(attempt(&runtime, &config, 1_000_000).await.attempt.outcome, Outcome::Success);
         assert_eq!(seen.lock().unwrap().as_slice(), &[None]);
     }

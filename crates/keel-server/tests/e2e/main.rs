@@ -16,6 +16,7 @@ mod first_function;
 mod flow;
 mod idempotency;
 mod killloop;
+mod limits;
 mod load;
 mod observability;
 mod openapi;

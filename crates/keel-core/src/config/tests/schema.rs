@@ -76,3 +76,28 @@ fn a_schema_file_must_be_readable_json_and_a_valid_schema() {
         ]
     );
 }
+
+/// A schema file nested past what Keel parses, and a config file larger than any real one, are
+/// errors at their key (or naming the file), not a parser's stack or a long read.
+#[test]
+fn a_schema_too_deep_and_a_config_too_large_are_refused_naming_why() {
+    let dir = scratch("limits");
+    let deep = dir.join("schemas/deep.json");
+    std::fs::write(&deep, format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))).unwrap();
+    let text = format!("[topics.t]\nschema = \"{}\"\n", deep.display());
+    let found = errors(&text);
+    let huge = dir.join("huge.toml");
+    let file = std::fs::File::create(&huge).unwrap();
+    file.set_len(crate::limits::MAX_CONFIG_FILE_BYTES + 1).unwrap();
+    let too_large = load(Some(&huge), &Overrides::default()).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        found,
+        [format!(
+            "keel.toml:2:10: topics.t.schema: the schema file {} nests arrays and objects more than 127 deep (at byte 127)",
+            deep.display()
+        )]
+    );
+    assert!(too_large.contains("huge.toml"), "{too_large}");
+    assert!(too_large.contains("more than the 16 MiB a config file may hold"), "{too_large}");
+}
