@@ -2,7 +2,6 @@
 //! and turning a function's effects envelope into what the store commits with its completion.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use keel_core::clock::Millis;
@@ -12,8 +11,6 @@ use keel_core::events::{CloudEvent, NewEvent};
 use keel_core::id::new_id;
 use keel_core::invocation::{CommitEffects, Delivery, Invocation, NewInvocation};
 
-use crate::dispatch;
-use crate::functions::{Function, Slot};
 use crate::state::Shared;
 use crate::trace;
 
@@ -72,43 +69,6 @@ fn delivery(
         }),
         lease: None,
     }
-}
-
-/// A delivery stored leased by this node: it runs once its event is durable.
-#[derive(Debug)]
-pub(crate) struct LeasedDelivery {
-    invocation: Invocation,
-    function: Arc<Function>,
-    slot: Slot,
-}
-
-impl LeasedDelivery {
-    /// Starts the delivery's first attempt (its event committed).
-    pub(crate) fn start(self, shared: &Arc<Shared>) {
-        dispatch::start(shared.clone(), self.function, self.invocation, self.slot);
-    }
-
-    /// Starts it once the store confirms its event was stored, after a publish whose commit the
-    /// store never confirmed ([`dispatch::start_if_stored`]).
-    pub(crate) fn start_if_stored(self, shared: &Arc<Shared>) {
-        dispatch::start_if_stored(shared.clone(), self.function, self.invocation.id, self.slot);
-    }
-}
-
-/// Leases, at admission, each delivery of `event` whose function has a slot free and nothing due
-/// waiting for it, so that it starts as soon as the event is on disk. Ordered deliveries always
-/// queue: they wait behind earlier deliveries of the same key.
-pub(crate) fn lease_deliveries(shared: &Shared, event: &mut NewEvent, now: Millis) -> Vec<LeasedDelivery> {
-    let mut leased = Vec::new();
-    for delivery in
-        event.deliveries.iter_mut().filter(|d| d.delivery.as_ref().is_some_and(|d| d.ordering_key.is_none()))
-    {
-        let Some(function) = shared.functions.get(&delivery.function) else { continue };
-        let Some(slot) = function.slot_now(None, now) else { continue };
-        delivery.lease = Some(dispatch::lease_at(shared, function, now));
-        leased.push(LeasedDelivery { invocation: delivery.clone().into_stored(), function: function.clone(), slot });
-    }
-    leased
 }
 
 /// Turns an effects envelope into what the store commits. An effect outside the function's

@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, QueueStats, Reclaim, Store, WakeFn};
+use super::{
+    EventStore, InvocationStore, KeyStore, KvStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, NodeStore,
+    Page, QueueStats, Reclaim, Store, Urgency, WakeFn,
+};
 use crate::clock::Millis;
 use crate::events::{NewEvent, Published, StoredEvent};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
@@ -77,7 +80,7 @@ impl FaultyStore {
 }
 
 #[async_trait]
-impl Store for FaultyStore {
+impl NodeStore for FaultyStore {
     fn is_exclusive(&self) -> bool {
         self.inner.is_exclusive()
     }
@@ -101,21 +104,21 @@ impl Store for FaultyStore {
     async fn nodes(&self) -> Result<Vec<NodeState>> {
         self.inner.nodes().await
     }
+}
 
+#[async_trait]
+impl InvocationStore for FaultyStore {
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
         self.faulted(Write::Enqueue, self.inner.enqueue(new)).await
     }
 
-    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
-        self.faulted(Write::RecordFinished, self.inner.record_finished(invocation, effects)).await
-    }
-
-    async fn record_behind(&self, invocation: Invocation) -> Result<()> {
-        self.inner.record_behind(invocation).await
-    }
-
-    async fn complete_unhurried(&self, completion: Completion) -> Result<()> {
-        self.faulted(Write::Complete, self.inner.complete_unhurried(completion)).await
+    async fn record_finished(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        urgency: Urgency,
+    ) -> Result<()> {
+        self.faulted(Write::RecordFinished, self.inner.record_finished(invocation, effects, urgency)).await
     }
 
     fn hurry(&self) {
@@ -134,8 +137,8 @@ impl Store for FaultyStore {
         self.inner.paused().await
     }
 
-    async fn complete(&self, completion: Completion) -> Result<()> {
-        self.faulted(Write::Complete, self.inner.complete(completion)).await
+    async fn complete(&self, completion: Completion, urgency: Urgency) -> Result<()> {
+        self.faulted(Write::Complete, self.inner.complete(completion, urgency)).await
     }
 
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
@@ -165,7 +168,10 @@ impl Store for FaultyStore {
     async fn discard(&self, id: &str, now: Millis) -> Result<Invocation> {
         self.inner.discard(id, now).await
     }
+}
 
+#[async_trait]
+impl KeyStore for FaultyStore {
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
         self.faulted(Write::EnqueueKeyed, self.inner.enqueue_keyed(new, claim, reply)).await
     }
@@ -204,7 +210,10 @@ impl Store for FaultyStore {
     async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
         self.inner.purge_expired_keys(now, limit).await
     }
+}
 
+#[async_trait]
+impl EventStore for FaultyStore {
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>> {
         self.faulted(Write::Publish, self.inner.publish(events)).await
     }
@@ -212,7 +221,10 @@ impl Store for FaultyStore {
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
         self.inner.get_event(id).await
     }
+}
 
+#[async_trait]
+impl KvStore for FaultyStore {
     async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
         self.inner.kv_get(ns, key).await
     }

@@ -68,7 +68,7 @@ pub struct Leased {
     pub next_due_at: Option<Millis>,
 }
 
-/// Which leases [`Store::reclaim_leases`] takes back.
+/// Which leases [`InvocationStore::reclaim_leases`] takes back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reclaim {
     /// Every lease: at start-up of a store only one node uses (SQLite).
@@ -104,10 +104,10 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// How often a node reports that it is alive ([`Store::heartbeat`]).
+/// How often a node reports that it is alive ([`NodeStore::heartbeat`]).
 pub const HEARTBEAT_EVERY_MS: Millis = 2_000;
 /// A node whose last heartbeat is older than this is taken for dead: a shared store's
-/// [`Store::reclaim_leases`] takes its leases back without waiting for them to expire. Measured
+/// [`InvocationStore::reclaim_leases`] takes its leases back without waiting for them to expire. Measured
 /// on the store's clock, so a node whose clock is off does not look dead (or alive) for it.
 pub const NODE_TIMEOUT_MS: Millis = 15_000;
 
@@ -158,12 +158,13 @@ pub struct QueueStats {
 }
 
 /// Called with a function's name when another node made work of it due (see
-/// [`Store::on_wakeup`]).
+/// [`NodeStore::on_wakeup`]).
 pub type WakeFn = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Storage of invocations and their attempts.
+/// The store's own life and the nodes that use it: start-up, wake-ups from other nodes, heartbeats,
+/// shutdown, and the backlog figures of a metrics scrape.
 #[async_trait]
-pub trait Store: AccessStore + ScheduleStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait NodeStore: Send + Sync {
     /// True when this process is the store's only user (SQLite's file lock): every lease found
     /// at start-up then belongs to a stopped predecessor and can be taken back at once.
     fn is_exclusive(&self) -> bool {
@@ -193,31 +194,31 @@ pub trait Store: AccessStore + ScheduleStore + Send + Sync + std::fmt::Debug + '
 
     /// The nodes that have reported, with their last heartbeat and the leases each holds.
     async fn nodes(&self) -> Result<Vec<NodeState>>;
+}
 
+/// Invocations and their attempts: admission, leases, completions (with their effects), pauses,
+/// and the operator's cancel, redrive and discard.
+#[async_trait]
+pub trait InvocationStore: Send + Sync {
     /// Admits an async invocation: durable when this returns.
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation>;
 
     /// Records a finished sync invocation (`succeeded` or `failed`) with its attempts, and the
     /// effects of its success in the same transaction (refused whole if a precondition fails).
-    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()>;
+    /// A record written behind its reply is [`Urgency::Unhurried`].
+    async fn record_finished(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        urgency: Urgency,
+    ) -> Result<()>;
 
-    /// [`Store::record_finished`] for a record written behind its reply (no effects): the store
-    /// may hold it back briefly to commit it with others.
-    async fn record_behind(&self, invocation: Invocation) -> Result<()> {
-        self.record_finished(invocation, None).await
-    }
-
-    /// [`Store::complete`] for a completion nobody waits on (no effects, nothing ordered behind
-    /// it): the store may hold it back briefly to commit it with others.
-    async fn complete_unhurried(&self, completion: Completion) -> Result<()> {
-        self.complete(completion).await
-    }
-
-    /// Commits at once whatever writes are held back for company (someone is held up by them).
+    /// Commits at once whatever [`Urgency::Unhurried`] writes are held back for company (someone
+    /// is held up by them).
     fn hurry(&self) {}
 
     /// Leases up to `limit` due invocations of one function (status `running`). A paused
-    /// function's work is never leased ([`Store::set_paused`]).
+    /// function's work is never leased ([`InvocationStore::set_paused`]).
     async fn lease(&self, request: LeaseRequest) -> Result<Leased>;
 
     /// Pauses (`true`) or resumes a function, durably and for every node: while paused, its
@@ -232,7 +233,9 @@ pub trait Store: AccessStore + ScheduleStore + Send + Sync + std::fmt::Debug + '
     /// Records an attempt and moves the invocation on. Refused with
     /// [`Error::InvalidState`](crate::Error::InvalidState) when the caller no longer holds the
     /// lease: then nothing is written.
-    async fn complete(&self, completion: Completion) -> Result<()>;
+    /// A completion nobody waits on (no effects, nothing ordered behind it) is
+    /// [`Urgency::Unhurried`].
+    async fn complete(&self, completion: Completion, urgency: Urgency) -> Result<()>;
 
     /// Takes leases back: each becomes an interrupted (transient) attempt, due again now.
     /// Returns the functions that got work back, so their dispatchers can be woken.
@@ -255,10 +258,12 @@ pub trait Store: AccessStore + ScheduleStore + Send + Sync + std::fmt::Debug + '
 
     /// Discards a dead invocation (status `discarded`).
     async fn discard(&self, id: &str, now: Millis) -> Result<Invocation>;
+}
 
-    // Idempotency keys. Each call applies [`crate::idempotency::decide`] inside one transaction
-    // with the work the key admits.
-
+/// Idempotency keys. Each call applies [`crate::idempotency::decide`] inside one transaction with
+/// the work the key admits.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     /// Admits an async invocation under a key: on `Claim` the invocation and the completed key
     /// record (answering `reply`) commit together; otherwise nothing is written.
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision>;
@@ -295,21 +300,72 @@ pub trait Store: AccessStore + ScheduleStore + Send + Sync + std::fmt::Debug + '
 
     /// Deletes at most `limit` key records that expired before `now`; returns how many.
     async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize>;
+}
 
-    // Events and KV.
-
+/// Events, stored with their deliveries.
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Stores events with their deliveries in one transaction. An event whose `source` + `id`
     /// was published before is not stored again (nor delivered): its original id is returned.
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>>;
 
     /// An event with the state of each of its deliveries.
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>>;
+}
 
+/// The key-value store, with versions as preconditions.
+#[async_trait]
+pub trait KvStore: Send + Sync {
     async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>>;
 
     /// Applies one write if its precondition holds ([`Error::PreconditionFailed`](crate::Error)
     /// otherwise); returns the new version, `None` after a delete.
     async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>>;
+}
+
+/// Everything Keel keeps, by concern: a store implements each part ([`NodeStore`],
+/// [`InvocationStore`], [`KeyStore`], [`EventStore`], [`KvStore`], [`AccessStore`],
+/// [`ScheduleStore`]) and is then a `Store`. Callers hold an `Arc<dyn Store>` and call any part's
+/// methods on it.
+pub trait Store:
+    NodeStore
+    + InvocationStore
+    + KeyStore
+    + EventStore
+    + KvStore
+    + AccessStore
+    + ScheduleStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: NodeStore
+        + InvocationStore
+        + KeyStore
+        + EventStore
+        + KvStore
+        + AccessStore
+        + ScheduleStore
+        + Send
+        + Sync
+        + std::fmt::Debug
+        + 'static
+{
+}
+
+/// Whether a write may wait for company: the SQLite writer commits an unhurried write with
+/// others that arrive within a couple of milliseconds (one fsync for all), and commits a write
+/// someone waits on at once, taking what is waiting along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Someone waits on it (a reply, effects others will read, an ordered delivery behind it).
+    Now,
+    /// Nobody waits on it: it may be held back briefly to share a commit.
+    Unhurried,
 }
 
 #[cfg(test)]
@@ -324,4 +380,12 @@ mod tests {
             assert_eq!(crate::auth::AuditFilter { limit: asked, ..Default::default() }.page_size(), got);
         }
     }
+}
+
+/// Every part of [`Store`] in scope at once, for code that calls a concrete store (`SqliteStore`,
+/// `PgStore`) rather than a `dyn Store`: `use keel_core::store::prelude::*;`.
+pub mod prelude {
+    pub use super::{
+        AccessStore, EventStore, InvocationStore, KeyStore, KvStore, NodeStore, ScheduleStore, Store, Urgency,
+    };
 }

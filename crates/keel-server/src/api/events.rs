@@ -19,7 +19,7 @@ use super::input::EventsForm;
 use super::problem::Problem;
 use super::{body, delay, idempotency, input, openapi};
 use crate::state::Shared;
-use crate::{events, trace};
+use crate::{dispatch, events, trace};
 
 /// Publish events to a topic: structured, batch, binary mode, or any JSON body.
 ///
@@ -119,7 +119,7 @@ pub(crate) async fn publish(
     let request_trace = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace::parse_traceparent);
     let mut wake = BTreeSet::new();
     // Per event, its deliveries leased at admission: they start once the event is on disk.
-    let mut leased: Vec<Vec<events::LeasedDelivery>> = Vec::new();
+    let mut leased: Vec<Vec<dispatch::LeasedDelivery>> = Vec::new();
     let new_events: Vec<_> = parsed
         .into_iter()
         .map(|mut event| {
@@ -128,7 +128,7 @@ pub(crate) async fn publish(
             }
             let mut new = events::new_event(&shared, &topic, event, 0, now);
             match delay_ms {
-                0 => leased.push(events::lease_deliveries(&shared, &mut new, now)),
+                0 => leased.push(dispatch::lease_deliveries(&shared, &mut new, now)),
                 // Delayed deliveries wait for their dispatcher, which their wake-up tells when.
                 _ => {
                     new.deliveries.iter_mut().for_each(|d| d.due_at = now + delay_ms);
@@ -148,7 +148,7 @@ pub(crate) async fn publish(
 async fn admit_events(
     shared: Arc<Shared>,
     new_events: Vec<NewEvent>,
-    leased: Vec<Vec<events::LeasedDelivery>>,
+    leased: Vec<Vec<dispatch::LeasedDelivery>>,
     wake: BTreeSet<String>,
 ) -> Result<Vec<String>, Problem> {
     let delivered: Vec<Vec<String>> =

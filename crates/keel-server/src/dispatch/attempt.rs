@@ -8,6 +8,7 @@ use keel_core::clock::Millis;
 use keel_core::invocation::{truncate_error, Attempt, CommitEffects, Completion, Invocation, Transition};
 use keel_core::lifecycle::{after_attempt, exhausted_before_attempt, AttemptReport};
 use keel_core::outcome::Outcome;
+use keel_core::store::Urgency;
 use keel_core::Error;
 
 use crate::events;
@@ -183,11 +184,8 @@ async fn record(
     let mut tries: u64 = 0;
     loop {
         tries += 1;
-        let recorded = if unhurried {
-            shared.store.complete_unhurried(completion.clone()).await
-        } else {
-            shared.store.complete(completion.clone()).await
-        };
+        let recorded =
+            shared.store.complete(completion.clone(), if unhurried { Urgency::Unhurried } else { Urgency::Now }).await;
         match recorded {
             Ok(()) => return Recorded::Yes,
             Err(Error::PreconditionFailed(why)) => return Recorded::Conflict(why),

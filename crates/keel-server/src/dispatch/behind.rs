@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_core::invocation::Invocation;
-use keel_core::store::Store;
+use keel_core::store::{Store, Urgency};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -29,8 +29,8 @@ impl WrittenBehind {
         let me = self.clone();
         tokio::spawn(async move {
             let id = inv.id.clone();
-            let recorded =
-                if unhurried { store.record_behind(inv).await } else { store.record_finished(inv, None).await };
+            let urgency = if unhurried { Urgency::Unhurried } else { Urgency::Now };
+            let recorded = store.record_finished(inv, None, urgency).await;
             if let Err(e) = recorded {
                 tracing::error!(invocation_id = %id, error = %e, "recording a sync invocation failed");
             }

@@ -4,9 +4,11 @@
 
 pub(crate) mod attempt;
 pub(crate) mod behind;
+mod deliveries;
 mod sweeper;
 pub(crate) mod sync;
 
+pub(crate) use deliveries::{lease_deliveries, LeasedDelivery};
 pub(crate) use sweeper::{purge_expired_keys, sweep_expired_leases};
 
 use std::sync::Arc;

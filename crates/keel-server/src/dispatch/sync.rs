@@ -13,6 +13,7 @@ use keel_core::idempotency::{KeyRef, StoredReply};
 use keel_core::invocation::{truncate_error, CommitEffects, Invocation, NewInvocation, Status};
 use keel_core::lifecycle::{next_after, Failure, Next, Standing};
 use keel_core::outcome::Outcome;
+use keel_core::store::Urgency;
 use keel_core::Error;
 use tokio::time::Instant;
 
@@ -107,7 +108,7 @@ impl Recorder<'_> {
                 shared.behind.push(shared.store.clone(), inv.clone(), function.busy());
                 Ok(())
             }
-            Recorder::Plain => shared.store.record_finished(inv.clone(), effects).await,
+            Recorder::Plain => shared.store.record_finished(inv.clone(), effects, Urgency::Now).await,
             Recorder::Keyed { key, holder, reply } => {
                 let reply = reply(inv, end);
                 shared.store.finish_sync(inv.clone(), effects, key.clone(), holder.clone(), reply).await

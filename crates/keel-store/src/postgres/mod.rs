@@ -41,8 +41,8 @@ use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredRep
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
 use keel_core::store::{
-    AccessStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, ScheduleState, ScheduleStore,
-    Store, Tick, TickTaken, WakeFn, NODE_TIMEOUT_MS,
+    AccessStore, EventStore, InvocationStore, KeyStore, KvStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState,
+    NodeStore, Page, Reclaim, ScheduleState, ScheduleStore, Tick, TickTaken, Urgency, WakeFn, NODE_TIMEOUT_MS,
 };
 use keel_core::{Error, Result};
 use tokio::sync::OnceCell;
@@ -203,7 +203,7 @@ impl PgStore {
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl NodeStore for PgStore {
     fn on_wakeup(&self, wake: WakeFn) {
         let task = notify::spawn_listener(self.config.clone(), wake);
         if let Some(old) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).replace(task) {
@@ -233,13 +233,21 @@ impl Store for PgStore {
     async fn nodes(&self) -> Result<Vec<NodeState>> {
         in_tx!(self, |tx| nodes::nodes(&tx))
     }
+}
 
+#[async_trait]
+impl InvocationStore for PgStore {
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
         let id = new.id.clone();
         self.write(Work::Enqueue(new)).await?.ok_or(Error::NotFound { what: "invocation", id })
     }
 
-    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
+    async fn record_finished(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        _urgency: Urgency,
+    ) -> Result<()> {
         in_tx!(self, |tx| ops::record_finished(&tx, &invocation, effects.as_ref()))
     }
 
@@ -255,7 +263,7 @@ impl Store for PgStore {
         in_tx!(self, |tx| ops::paused(&tx))
     }
 
-    async fn complete(&self, completion: Completion) -> Result<()> {
+    async fn complete(&self, completion: Completion, _urgency: Urgency) -> Result<()> {
         // Effects can refuse their completion (a failed precondition): such a completion gets a
         // transaction of its own instead of a place in a group.
         if completion.effects.is_some() {
@@ -291,7 +299,10 @@ impl Store for PgStore {
     async fn discard(&self, id: &str, now: Millis) -> Result<Invocation> {
         in_tx!(self, |tx| transitions::discard(&tx, id, now))
     }
+}
 
+#[async_trait]
+impl KeyStore for PgStore {
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
         in_tx!(self, |tx| keys::enqueue_keyed(&tx, new, &claim, &reply))
     }
@@ -330,7 +341,10 @@ impl Store for PgStore {
     async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
         in_tx!(self, |tx| keys::purge_expired(&tx, now, limit))
     }
+}
 
+#[async_trait]
+impl EventStore for PgStore {
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>> {
         in_tx!(self, |tx| events::publish(&tx, &events))
     }
@@ -338,7 +352,10 @@ impl Store for PgStore {
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
         in_tx!(self, |tx| events::get_event(&tx, id))
     }
+}
 
+#[async_trait]
+impl KvStore for PgStore {
     async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
         in_tx!(self, |tx| events::kv_get(&tx, ns, key))
     }

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use keel_core::auth::SigningKey;
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef};
 use keel_core::invocation::NewInvocation;
-use keel_core::store::{AccessStore, LeaseRequest, ListFilter, NodeBeat, Reclaim, Store, NODE_TIMEOUT_MS};
+use keel_core::store::prelude::*;
+use keel_core::store::{LeaseRequest, ListFilter, NodeBeat, Reclaim, NODE_TIMEOUT_MS};
 
 use super::PgStore;
 use crate::pg_testkit::fresh_database;

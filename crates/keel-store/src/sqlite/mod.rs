@@ -28,7 +28,10 @@ use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KvEntry, KvWrite};
-use keel_core::store::{AccessStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store};
+use keel_core::store::{
+    AccessStore, EventStore, InvocationStore, KeyStore, KvStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState,
+    NodeStore, Page, Reclaim, Urgency,
+};
 use keel_core::store::{ScheduleState, ScheduleStore, Tick, TickTaken};
 use keel_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
@@ -200,7 +203,7 @@ fn lock_file(path: &str) -> Result<std::fs::File, OpenError> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl NodeStore for SqliteStore {
     fn is_exclusive(&self) -> bool {
         true
     }
@@ -228,21 +231,25 @@ impl Store for SqliteStore {
         let held = self.read(nodes::leases_by_node).await?;
         Ok(self.nodes.states(&held))
     }
+}
 
+#[async_trait]
+impl InvocationStore for SqliteStore {
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
         self.writer.write(move |c| ops::enqueue(c, new)).await
     }
 
-    async fn record_finished(&self, invocation: Invocation, effects: Option<CommitEffects>) -> Result<()> {
-        self.writer.write(move |c| ops::record_finished(c, &invocation, effects.as_ref())).await
-    }
-
-    async fn record_behind(&self, invocation: Invocation) -> Result<()> {
-        self.writer.write_unhurried(move |c| ops::record_finished(c, &invocation, None)).await
-    }
-
-    async fn complete_unhurried(&self, completion: Completion) -> Result<()> {
-        self.writer.write_unhurried(move |c| ops::complete(c, &completion)).await
+    async fn record_finished(
+        &self,
+        invocation: Invocation,
+        effects: Option<CommitEffects>,
+        urgency: Urgency,
+    ) -> Result<()> {
+        let job = move |c: &Connection| ops::record_finished(c, &invocation, effects.as_ref());
+        match urgency {
+            Urgency::Now => self.writer.write(job).await,
+            Urgency::Unhurried => self.writer.write_unhurried(job).await,
+        }
     }
 
     fn hurry(&self) {
@@ -272,8 +279,12 @@ impl Store for SqliteStore {
         self.read(ops::paused).await
     }
 
-    async fn complete(&self, completion: Completion) -> Result<()> {
-        self.writer.write(move |c| ops::complete(c, &completion)).await
+    async fn complete(&self, completion: Completion, urgency: Urgency) -> Result<()> {
+        let job = move |c: &Connection| ops::complete(c, &completion);
+        match urgency {
+            Urgency::Now => self.writer.write(job).await,
+            Urgency::Unhurried => self.writer.write_unhurried(job).await,
+        }
     }
 
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
@@ -307,7 +318,10 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.writer.write(move |c| ops::discard(c, &id, now)).await
     }
+}
 
+#[async_trait]
+impl KeyStore for SqliteStore {
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
         self.writer.write(move |c| keys::enqueue_keyed(c, new, &claim, &reply)).await
     }
@@ -347,7 +361,10 @@ impl Store for SqliteStore {
     async fn purge_expired_keys(&self, now: Millis, limit: usize) -> Result<usize> {
         self.writer.write(move |c| keys::purge_expired(c, now, limit)).await
     }
+}
 
+#[async_trait]
+impl EventStore for SqliteStore {
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Published>> {
         self.writer.write(move |c| events::publish(c, events)).await
     }
@@ -356,7 +373,10 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.read(move |c| events::get_event(c, &id)).await
     }
+}
 
+#[async_trait]
+impl KvStore for SqliteStore {
     async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvEntry>> {
         let (ns, key) = (ns.to_string(), key.to_string());
         self.read(move |c| events::kv_get(c, &ns, &key)).await

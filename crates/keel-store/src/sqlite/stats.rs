@@ -1,4 +1,4 @@
-//! The backlog and DLQ numbers behind `/metrics` ([`Store::queue_stats`](keel_core::store::Store)):
+//! The backlog and DLQ numbers behind `/metrics` ([`NodeStore::queue_stats`](keel_core::store::NodeStore)):
 //! one grouped read over the waiting and dead rows only.
 
 use keel_core::clock::Millis;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use keel_core::store::Store;
+use keel_core::store::prelude::*;
 
 use super::SqliteStore;
 
@@ -89,7 +89,10 @@ async fn records_written_behind_commit_alone_together_and_with_hurried_writes() 
     let store = Arc::new(SqliteStore::open(&path, true).unwrap());
     let liveness = std::time::Duration::from_secs(10);
     // Alone: nothing else comes, the window closes and it commits.
-    tokio::time::timeout(liveness, store.record_behind(finished_sync("lone".into()))).await.unwrap().unwrap();
+    tokio::time::timeout(liveness, store.record_finished(finished_sync("lone".into()), None, Urgency::Unhurried))
+        .await
+        .unwrap()
+        .unwrap();
     // Many at once, with hurried enqueues among them and hurry signals.
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -101,7 +104,7 @@ async fn records_written_behind_commit_alone_together_and_with_hurried_writes() 
             if i % 10 == 0 {
                 store.enqueue(new_invocation(format!("q{i:04}"))).await.map(|_| ())
             } else {
-                store.record_behind(finished_sync(format!("b{i:04}"))).await
+                store.record_finished(finished_sync(format!("b{i:04}")), None, Urgency::Unhurried).await
             }
         }));
     }

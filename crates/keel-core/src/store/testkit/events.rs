@@ -123,23 +123,23 @@ pub async fn effects_commit_with_the_completion_or_not_at_all(store: &dyn Store)
     };
     let completion =
         |version, owner: &str| Completion { effects: Some(effects(version)), ..success(&inv.id, owner, T0 + 30, "{}") };
-    let conflict = store.complete(completion(7, "node-a")).await;
+    let conflict = store.complete(completion(7, "node-a"), Urgency::Now).await;
     assert!(matches!(conflict, Err(Error::PreconditionFailed(_))), "{conflict:?}");
     assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "the first write was not applied either");
     assert!(store.get_event("01E").await.unwrap().is_none());
     assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Running, "the completion was refused whole");
 
-    let stale = store.complete(completion(1, "node-b")).await;
+    let stale = store.complete(completion(1, "node-b"), Urgency::Now).await;
     assert!(matches!(stale, Err(Error::LeaseLost(_))));
     assert!(store.kv_get("users", "u1").await.unwrap().is_none(), "a node without the lease applies nothing");
 
-    store.complete(completion(1, "node-a")).await.unwrap();
+    store.complete(completion(1, "node-a"), Urgency::Now).await.unwrap();
     assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
     assert_eq!(store.kv_get("b", "u1").await.unwrap().unwrap().version, 2);
     assert!(store.kv_get("users", "u1").await.unwrap().is_some());
     assert!(store.get_event("01E").await.unwrap().is_some());
     assert_eq!(store.get("01D").await.unwrap().unwrap().status, Status::Queued, "the emitted event's delivery");
-    let again = store.complete(completion(2, "node-a")).await;
+    let again = store.complete(completion(2, "node-a"), Urgency::Now).await;
     assert!(matches!(again, Err(Error::LeaseLost(_))), "effects apply at most once");
     assert_eq!(store.kv_get("b", "u1").await.unwrap().unwrap().version, 2);
 }
@@ -172,7 +172,7 @@ pub async fn ordered_deliveries_wait_for_earlier_ones(store: &dyn Store) {
     let meanwhile = store.lease(lease_req("f", T0 + 8, 10)).await.unwrap();
     assert!(meanwhile.invocations.is_empty(), "01B must not run beside 01A");
     assert_eq!(meanwhile.next_due_at, None);
-    store.complete(success("01A", "node-a", T0 + 9, "{}")).await.unwrap();
+    store.complete(success("01A", "node-a", T0 + 9, "{}"), Urgency::Now).await.unwrap();
     assert_eq!(lease_one(store, "f", T0 + 10).await.id, "01B", "then the redriven one runs");
 }
 
@@ -181,10 +181,10 @@ pub async fn finished_sync_invocations_commit_their_effects(store: &dyn Store) {
     inv.status = Status::Succeeded;
     inv.due_at = None;
     let effects = CommitEffects { kv: vec![put("c", "n", "1", Precondition::IfAbsent)], events: vec![] };
-    store.record_finished(inv.clone(), Some(effects.clone())).await.unwrap();
+    store.record_finished(inv.clone(), Some(effects.clone()), Urgency::Now).await.unwrap();
     assert_eq!(store.kv_get("c", "n").await.unwrap().unwrap().version, 1);
     inv.id = "01T".into();
-    let refused = store.record_finished(inv, Some(effects)).await;
+    let refused = store.record_finished(inv, Some(effects), Urgency::Now).await;
     assert!(matches!(refused, Err(Error::PreconditionFailed(_))));
     assert!(store.get("01T").await.unwrap().is_none(), "refused whole");
 }

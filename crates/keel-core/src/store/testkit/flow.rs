@@ -62,10 +62,10 @@ pub async fn concurrency_keys_are_kept_through_every_path(store: &dyn Store) {
     finished.sync = true;
     finished.due_at = None;
     finished.response = Some(ok_response("{}"));
-    store.record_finished(finished.clone(), None).await.unwrap();
+    store.record_finished(finished.clone(), None, Urgency::Now).await.unwrap();
     assert_eq!(store.get("01D").await.unwrap().unwrap(), finished);
     let behind = Invocation { id: "01E".into(), concurrency_key: Some("tenant-e".into()), ..finished.clone() };
-    store.record_behind(behind).await.unwrap();
+    store.record_finished(behind, None, Urgency::Unhurried).await.unwrap();
     store.hurry();
     assert_eq!(store.get("01E").await.unwrap().unwrap().concurrency_key.as_deref(), Some("tenant-e"));
     let mut running = keyed("01F", "f", T0, Some("tenant-f")).into_stored();

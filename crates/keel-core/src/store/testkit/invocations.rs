@@ -45,7 +45,7 @@ pub async fn lease_is_per_function(store: &dyn Store) {
 pub async fn success_keeps_the_response(store: &dyn Store) {
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     let inv = lease_one(store, "f", T0).await;
-    store.complete(success(&inv.id, "node-a", T0 + 30, "{\"ok\":true}")).await.unwrap();
+    store.complete(success(&inv.id, "node-a", T0 + 30, "{\"ok\":true}"), Urgency::Now).await.unwrap();
     let got = store.get("01A").await.unwrap().unwrap();
     assert_eq!(got.status, Status::Succeeded);
     assert_eq!(got.attempt_count, 1);
@@ -75,7 +75,7 @@ pub async fn retry_comes_due_later(store: &dyn Store) {
 pub async fn stale_lease_cannot_complete(store: &dyn Store) {
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();
     let inv = lease_one(store, "f", T0).await;
-    let err = store.complete(success(&inv.id, "node-b", T0 + 30, "{}")).await.unwrap_err();
+    let err = store.complete(success(&inv.id, "node-b", T0 + 30, "{}"), Urgency::Now).await.unwrap_err();
     assert!(matches!(err, Error::LeaseLost(_)), "{err:?}");
     let got = store.get("01A").await.unwrap().unwrap();
     assert_eq!(got.status, Status::Running);
@@ -90,14 +90,14 @@ pub async fn a_lease_taken_back_cannot_complete_after_its_node_leased_again(stor
     let second = lease_one(store, "f", T0 + 60_001).await;
     assert_eq!(second.attempt_count, 1, "the interrupted attempt is charged");
     let stale = Completion { fence: first.attempt_count, ..success("01A", "node-a", T0 + 60_002, "{}") };
-    let err = store.complete(stale).await.unwrap_err();
+    let err = store.complete(stale, Urgency::Now).await.unwrap_err();
     assert!(matches!(err, Error::LeaseLost(_)), "refused as a lost lease, not retried as an outage: {err:?}");
     let current = Completion {
         fence: second.attempt_count,
         attempt: Some(attempt(2, Outcome::Success, Some(200))),
         ..success("01A", "node-a", T0 + 60_003, "{}")
     };
-    store.complete(current).await.unwrap();
+    store.complete(current, Urgency::Now).await.unwrap();
     assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
 }
 
@@ -201,7 +201,7 @@ pub async fn leased_at_admission_runs_only_under_its_lease(store: &dyn Store) {
     assert_eq!((a.status, a.lease), (Status::Running, Some(held.clone())));
     assert_eq!(store.get("01B").await.unwrap().unwrap().status, Status::Running);
 
-    store.complete(success("01A", "node-a", T0 + 50, "{}")).await.unwrap();
+    store.complete(success("01A", "node-a", T0 + 50, "{}"), Urgency::Now).await.unwrap();
     assert_eq!(store.get("01A").await.unwrap().unwrap().status, Status::Succeeded);
 
     // The holder died: its lease is taken back, the attempt counted as interrupted.
@@ -267,7 +267,7 @@ pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {
     inv.error = Some("HTTP 404".into());
     inv.response =
         Some(StoredResponse { status: 404, content_type: Some("text/plain".into()), body: Bytes::from_static(b"no") });
-    store.record_finished(inv.clone(), None).await.unwrap();
+    store.record_finished(inv.clone(), None, Urgency::Now).await.unwrap();
     let got = store.get("01S").await.unwrap().unwrap();
     assert_eq!(got, inv);
     let leased = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap();

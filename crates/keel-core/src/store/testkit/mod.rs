@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{LeaseRequest, ListFilter, NodeBeat, NodeState, Reclaim, Store};
+use super::{LeaseRequest, ListFilter, NodeBeat, NodeState, Reclaim, Store, Urgency};
 use crate::clock::Millis;
 use crate::events::{CloudEvent, NewEvent, Published};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
@@ -147,7 +147,7 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
         next,
         effects: None,
     };
-    store.complete(completion).await.unwrap();
+    store.complete(completion, Urgency::Now).await.unwrap();
 }
 
 mod access;

@@ -1,4 +1,4 @@
-//! Conformance of [`Store::queue_stats`]: the backlog and DLQ numbers `/metrics` shows.
+//! Conformance of [`NodeStore::queue_stats`]: the backlog and DLQ numbers `/metrics` shows.
 
 use super::{delivery_of, event, fail_once, lease_one, new_inv, T0};
 use crate::invocation::Transition;

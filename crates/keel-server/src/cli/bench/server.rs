@@ -147,7 +147,7 @@ impl BenchServer {
 
     /// Writes `count` queued invocations of `noop` straight into the store while the server is
     /// stopped, due after `delay`. This is set-up, not measurement: it goes through the same
-    /// `Store::enqueue` the gateway uses (the same rows), minus HTTP, so a million take seconds
+    /// `InvocationStore::enqueue` the gateway uses (the same rows), minus HTTP, so a million take seconds
     /// rather than minutes. Without fsync: the data reaches the OS before the server opens it.
     pub(crate) async fn prefill(&self, count: u64, delay: Duration, progress: &ProgressBar) -> Result<(), BenchError> {
         assert!(self.child.is_none(), "pre-filling needs the server stopped: it holds the store's lock");
