@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::Json;
 use keel_core::clock::rfc3339;
 use keel_core::store::NODE_TIMEOUT_MS;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::problem::Problem;
 use crate::state::Shared;
@@ -19,66 +20,60 @@ use crate::state::Shared;
     path = "/v1/cluster",
     tag = "functions",
     responses(
-        (status = 200, description = "Every node that has registered with the store.", body = schema::Cluster),
+        (status = 200, description = "Every node that has registered with the store.", body = Cluster),
         (status = 503, description = super::openapi::UNAVAILABLE,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     )
 )]
-pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Cluster>, Problem> {
     let nodes = shared.store.nodes().await?;
-    let items: Vec<Value> = nodes
+    let items: Vec<Node> = nodes
         .iter()
-        .map(|n| {
-            json!({
-                "id": n.id,
-                "addr": n.addr,
-                "started_at": rfc3339(n.started_at),
-                "last_heartbeat": rfc3339(n.heartbeat_at),
-                "alive": n.silent_ms <= NODE_TIMEOUT_MS,
-                "clock_skew_ms": n.clock_skew_ms,
-                "leases": n.leases,
-                "draining": n.draining,
-                "this_node": n.id == shared.node_id,
-            })
+        .map(|n| Node {
+            id: n.id.clone(),
+            addr: n.addr.clone(),
+            started_at: rfc3339(n.started_at),
+            last_heartbeat: rfc3339(n.heartbeat_at),
+            alive: n.silent_ms <= NODE_TIMEOUT_MS,
+            leases: n.leases,
+            clock_skew_ms: n.clock_skew_ms,
+            draining: n.draining,
+            this_node: n.id == shared.node_id,
         })
         .collect();
-    Ok(Json(json!({ "node": shared.node_id, "items": items, "next_cursor": null })))
+    Ok(Json(Cluster { node: shared.node_id.clone(), items, next_cursor: None }))
 }
 
-/// The JSON built above, written down for the OpenAPI document.
-pub(super) mod schema {
-    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+// The answer: the nodes, as one page that is never followed. (No doc comment: it would become
+// the schema's description in the OpenAPI document.)
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Cluster {
+    /// The id of the node that answered.
+    node: String,
+    items: Vec<Node>,
+    /// Always null: the list is never paginated.
+    next_cursor: Option<String>,
+}
 
-    use utoipa::ToSchema;
-
-    #[derive(ToSchema)]
-    pub(crate) struct Cluster {
-        /// The id of the node that answered.
-        node: String,
-        items: Vec<Node>,
-        /// Always null: the list is never paginated.
-        next_cursor: Option<String>,
-    }
-
-    #[derive(ToSchema)]
-    pub(crate) struct Node {
-        id: String,
-        addr: String,
-        #[schema(format = DateTime)]
-        started_at: String,
-        #[schema(format = DateTime)]
-        last_heartbeat: String,
-        /// False once the node has been silent too long: its leases are taken back by the others.
-        alive: bool,
-        /// Invocations it holds leases on now.
-        leases: u64,
-        /// Its clock minus the store's (the database's) at its last heartbeat. Silence is measured
-        /// on the database's clock; leases and retry times are written on node clocks, so keep
-        /// this small (NTP): a node logs a warning past 2 s.
-        clock_skew_ms: i64,
-        /// The node is draining: it finishes what it holds and admits nothing new.
-        draining: bool,
-        /// Whether this is the node that answered.
-        this_node: bool,
-    }
+// One node.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Node {
+    id: String,
+    addr: String,
+    #[schema(format = DateTime)]
+    started_at: String,
+    #[schema(format = DateTime)]
+    last_heartbeat: String,
+    /// False once the node has been silent too long: its leases are taken back by the others.
+    alive: bool,
+    /// Invocations it holds leases on now.
+    leases: u64,
+    /// Its clock minus the store's (the database's) at its last heartbeat. Silence is measured
+    /// on the database's clock; leases and retry times are written on node clocks, so keep
+    /// this small (NTP): a node logs a warning past 2 s.
+    clock_skew_ms: i64,
+    /// The node is draining: it finishes what it holds and admits nothing new.
+    draining: bool,
+    /// Whether this is the node that answered.
+    this_node: bool,
 }

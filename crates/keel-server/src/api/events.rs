@@ -1,6 +1,6 @@
 //! Publishing events to topics, and reading an event with the state of its deliveries.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -12,11 +12,14 @@ use keel_core::clock::rfc3339;
 use keel_core::events::{self as ce, CloudEvent, NewEvent};
 use keel_core::id::new_id;
 use keel_core::schema::SchemaError;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::idempotency::IdempotencyKeyHeader;
 use super::input::EventsForm;
 use super::problem::Problem;
+use super::view::InvocationStatus;
 use super::{body, delay, idempotency, input, openapi};
 use crate::state::Shared;
 use crate::{dispatch, events, trace};
@@ -65,7 +68,7 @@ use crate::{dispatch, events, trace};
     ),
     responses(
         (status = 202, description = "Stored, with their deliveries: the ids of the events, in order.",
-            body = schema::Published,
+            body = Published,
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400, description = "An event's data is not JSON or fails the topic's `schema` \
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` into the body as sent — `/email` for a \
@@ -89,7 +92,7 @@ pub(crate) async fn publish(
     Path(topic): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), Problem> {
+) -> Result<(StatusCode, Json<Published>), Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
     }
@@ -140,7 +143,7 @@ pub(crate) async fn publish(
         })
         .collect();
     let ids = super::admit_fully(admit_events(shared, new_events, leased, wake)).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "ids": ids }))))
+    Ok((StatusCode::ACCEPTED, Json(Published { ids })))
 }
 
 /// Stores the events with their deliveries, starts the deliveries leased at admission (those of
@@ -243,71 +246,115 @@ fn invalid_batch(error: ce::BatchError) -> Problem {
     tag = "events",
     params(("id" = String, Path, description = "The event (as answered by publish).")),
     responses(
-        (status = 200, description = "The event.", body = schema::Event),
+        (status = 200, description = "The event.", body = Event),
         (status = 404, description = "No event with that id."),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
     )
 )]
-pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Json<Event>, Problem> {
     let stored =
         shared.store.get_event(&id).await?.ok_or_else(|| Problem::not_found(format!("event {id} not found")))?;
     let e = &stored.event;
-    let mut v = Map::new();
-    v.insert("id".into(), json!(stored.id));
-    v.insert("topic".into(), json!(stored.topic));
-    v.insert("specversion".into(), json!("1.0"));
-    v.insert("ce_id".into(), json!(e.id));
-    v.insert("source".into(), json!(e.source));
-    v.insert("type".into(), json!(e.ty));
-    for (name, value) in [
-        ("subject", &e.subject),
-        ("time", &e.time),
-        ("datacontenttype", &e.datacontenttype),
-        ("dataschema", &e.dataschema),
-    ] {
-        if let Some(value) = value {
-            v.insert(name.into(), json!(value));
-        }
-    }
     let is_json = e.datacontenttype.as_deref().is_none_or(|ct| ct.contains("json"));
     let data = match serde_json::from_slice::<Value>(&e.data) {
         Ok(value) if is_json => value,
         _ => Value::String(String::from_utf8_lossy(&e.data).into_owned()),
     };
-    v.insert("data".into(), data);
-    v.insert("extensions".into(), json!(e.extensions));
-    v.insert("hops".into(), json!(stored.hops));
-    v.insert("created_at".into(), json!(rfc3339(stored.created_at)));
-    let deliveries: Vec<Value> = stored
+    let deliveries = stored
         .deliveries
         .iter()
-        .map(|d| {
-            let mut item = json!({
-                "subscription": d.delivery.as_ref().map(|x| x.subscription.clone()),
-                "function": d.function,
-                "invocation_id": d.id,
-                "status": d.status.as_str(),
-                "attempt_count": d.attempt_count,
-            });
-            if let Some(error) = &d.error {
-                item["error"] = json!(error);
-            }
-            item
+        .map(|d| Delivery {
+            subscription: d.delivery.as_ref().map(|x| x.subscription.clone()),
+            function: d.function.clone(),
+            invocation_id: d.id.clone(),
+            status: d.status.into(),
+            attempt_count: d.attempt_count,
+            error: d.error.clone(),
         })
         .collect();
-    v.insert("deliveries".into(), Value::Array(deliveries));
-    Ok(Json(Value::Object(v)))
+    Ok(Json(Event {
+        id: stored.id.clone(),
+        topic: stored.topic.clone(),
+        specversion: "1.0",
+        ce_id: e.id.clone(),
+        source: e.source.clone(),
+        kind: e.ty.clone(),
+        subject: e.subject.clone(),
+        time: e.time.clone(),
+        datacontenttype: e.datacontenttype.clone(),
+        dataschema: e.dataschema.clone(),
+        data,
+        extensions: e.extensions.clone(),
+        hops: stored.hops,
+        created_at: rfc3339(stored.created_at),
+        deliveries,
+    }))
 }
 
-/// The JSON built above, and the CloudEvents accepted, written down for the OpenAPI document.
-pub(super) mod schema {
-    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
+/// The answer of a publish.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Published {
+    /// The event ids, in the order sent; a duplicate gets the original's.
+    ids: Vec<String>,
+}
 
-    use std::collections::BTreeMap;
+/// A stored event, with its deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Event {
+    /// Keel's id of the event.
+    id: String,
+    topic: String,
+    /// `1.0`.
+    specversion: &'static str,
+    /// The CloudEvent's own `id`.
+    ce_id: String,
+    source: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    datacontenttype: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    dataschema: Option<String>,
+    /// JSON data inline; any other data as text.
+    data: Value,
+    extensions: BTreeMap<String, String>,
+    /// How many effect-emitted events led to this one.
+    hops: u32,
+    #[schema(format = DateTime)]
+    created_at: String,
+    deliveries: Vec<Delivery>,
+}
+
+/// The delivery of an event to one subscription: an invocation of its function.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Delivery {
+    subscription: Option<String>,
+    function: String,
+    invocation_id: String,
+    status: InvocationStatus,
+    attempt_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    error: Option<String>,
+}
+
+/// The CloudEvents accepted, written down for the OpenAPI document: a request body, parsed by
+/// `keel_core::events` (`from_structured`, `from_structured_batch`), never built here.
+pub(super) mod schema {
+    #![allow(
+        dead_code,
+        reason = "a request schema for the OpenAPI document; the body is parsed by `keel_core::events`"
+    )]
 
     use utoipa::ToSchema;
-
-    use crate::api::view::schema::InvocationStatus;
 
     /// A CloudEvent 1.0 in structured mode. Other members are extension attributes (strings).
     #[derive(ToSchema)]
@@ -334,55 +381,5 @@ pub(super) mod schema {
         /// The data, base64-encoded (not with `data`).
         #[schema(nullable = false)]
         data_base64: Option<String>,
-    }
-
-    /// The answer of a publish.
-    #[derive(ToSchema)]
-    pub(crate) struct Published {
-        /// The event ids, in the order sent; a duplicate gets the original's.
-        ids: Vec<String>,
-    }
-
-    /// A stored event, with its deliveries.
-    #[derive(ToSchema)]
-    pub(crate) struct Event {
-        /// Keel's id of the event.
-        id: String,
-        topic: String,
-        /// `1.0`.
-        specversion: String,
-        /// The CloudEvent's own `id`.
-        ce_id: String,
-        source: String,
-        #[schema(rename = "type")]
-        kind: String,
-        #[schema(nullable = false)]
-        subject: Option<String>,
-        #[schema(nullable = false)]
-        time: Option<String>,
-        #[schema(nullable = false)]
-        datacontenttype: Option<String>,
-        #[schema(nullable = false)]
-        dataschema: Option<String>,
-        /// JSON data inline; any other data as text.
-        data: serde_json::Value,
-        extensions: BTreeMap<String, String>,
-        /// How many effect-emitted events led to this one.
-        hops: u32,
-        #[schema(format = DateTime)]
-        created_at: String,
-        deliveries: Vec<Delivery>,
-    }
-
-    /// The delivery of an event to one subscription: an invocation of its function.
-    #[derive(ToSchema)]
-    pub(crate) struct Delivery {
-        subscription: Option<String>,
-        function: String,
-        invocation_id: String,
-        status: InvocationStatus,
-        attempt_count: u32,
-        #[schema(nullable = false)]
-        error: Option<String>,
     }
 }

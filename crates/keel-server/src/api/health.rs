@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use keel_core::store::ListFilter;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::problem::Problem;
 use crate::state::Shared;
@@ -17,11 +18,11 @@ use crate::state::Shared;
     path = "/healthz",
     tag = "operations",
     responses(
-        (status = 200, description = "The process answers.", body = schema::Health, example = json!({"status": "ok"})),
+        (status = 200, description = "The process answers.", body = Health, example = json!({"status": "ok"})),
     )
 )]
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Readiness: the store answers and the node is not draining.
@@ -30,12 +31,12 @@ pub(crate) async fn healthz() -> Json<Value> {
     path = "/readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "Ready for work.", body = schema::Health, example = json!({"status": "ready"})),
+        (status = 200, description = "Ready for work.", body = Health, example = json!({"status": "ready"})),
         (status = 503, description = "Draining (`draining`) or the store is unavailable (`not-ready`).",
             headers(("Retry-After" = u64, description = "Seconds to wait before asking again."))),
     )
 )]
-pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Problem> {
+pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Health>, Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
     }
@@ -44,16 +45,11 @@ pub(crate) async fn readyz(State(shared): State<Arc<Shared>>) -> Result<Json<Val
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "Not ready", "the store is unavailable")
             .retry_after(1)
     })?;
-    Ok(Json(json!({"status": "ready"})))
+    Ok(Json(Health { status: "ready" }))
 }
 
-/// The JSON built above, written down for the OpenAPI document.
-pub(super) mod schema {
-    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
-
-    /// `{"status": "ok"}` or `{"status": "ready"}`.
-    #[derive(utoipa::ToSchema)]
-    pub(crate) struct Health {
-        status: String,
-    }
+/// `{"status": "ok"}` or `{"status": "ready"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    status: &'static str,
 }

@@ -13,7 +13,8 @@ use keel_core::id::new_id;
 use keel_core::idempotency::{KeyClaim, KeyDecision, StoredReply};
 use keel_core::invocation::{Invocation, Lease, NewInvocation};
 use keel_core::Error;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::problem::{reply_response, Problem};
@@ -320,7 +321,7 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
     ),
     request_body(description = "The payload, passed to the function as is, with its content-type.", content(("*/*"))),
     responses(
-        (status = 202, description = "Queued.", body = schema::Accepted,
+        (status = 202, description = "Queued.", body = Accepted,
             headers(
                 ("Location" = String, description = "`/v1/invocations/{id}`"),
                 ("keel-invocation-id" = String, description = "The invocation."),
@@ -478,21 +479,18 @@ fn accepted_reply(id: &str) -> StoredReply {
             ("location".into(), format!("/v1/invocations/{id}")),
             ("keel-invocation-id".into(), id.to_string()),
         ],
-        body: json!({"id": id, "status": "queued"}).to_string().into(),
+        body: serde_json::to_vec(&Accepted { id: id.to_string(), status: "queued" })
+            .expect("plain strings serialize")
+            .into(),
     }
 }
 
-/// The JSON built above, written down for the OpenAPI document.
-pub(super) mod schema {
-    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
-
-    /// The answer of an async invoke.
-    #[derive(utoipa::ToSchema)]
-    #[schema(example = json!({"id": "01JC7Z3V9Q4W2B8N5M6K1H0G3F", "status": "queued"}))]
-    pub(crate) struct Accepted {
-        /// The invocation: `GET /v1/invocations/{id}`.
-        id: String,
-        /// Always `queued`.
-        status: String,
-    }
+/// The answer of an async invoke.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01JC7Z3V9Q4W2B8N5M6K1H0G3F", "status": "queued"}))]
+pub(crate) struct Accepted {
+    /// The invocation: `GET /v1/invocations/{id}`.
+    id: String,
+    /// Always `queued`.
+    status: &'static str,
 }

@@ -9,7 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keel_core::kv::{self, KvWrite, Precondition};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::problem::Problem;
 use super::{body, openapi};
@@ -159,9 +160,9 @@ pub(crate) async fn get(
     ),
     request_body(content = serde_json::Value, content_type = "application/json", description = "The value: any JSON."),
     responses(
-        (status = 200, description = "Replaced.", body = schema::Written,
+        (status = 200, description = "Replaced.", body = Written,
             headers(("ETag" = String, description = "The new version, quoted."))),
-        (status = 201, description = "Created (version 1).", body = schema::Written,
+        (status = 201, description = "Created (version 1).", body = Written,
             headers(("ETag" = String, description = "The new version, quoted."))),
         (status = 400, description = "An invalid name, precondition header or JSON body, or If-Match together \
             with If-None-Match; or a value nested deeper than `server.limits.max_json_depth` (`json-too-deep`, naming \
@@ -187,7 +188,7 @@ pub(crate) async fn put(
     let write = KvWrite { ns: ns.clone(), key: key.clone(), value: Some(body), precondition };
     let version = shared.store.kv_write(write, shared.clock.now_ms()).await?.unwrap_or_default();
     let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
-    let mut response = (status, axum::Json(json!({"ns": ns, "key": key, "version": version}))).into_response();
+    let mut response = (status, axum::Json(Written { ns, key, version })).into_response();
     response.headers_mut().insert(header::ETAG, etag(version));
     Ok(response)
 }
@@ -229,18 +230,13 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The JSON built above, written down for the OpenAPI document.
-pub(super) mod schema {
-    #![allow(dead_code, reason = "schemas for the OpenAPI document; the JSON is built with `json!`")]
-
-    /// The answer of a write.
-    #[derive(utoipa::ToSchema)]
-    pub(crate) struct Written {
-        ns: String,
-        key: String,
-        /// The new version (also the ETag).
-        version: i64,
-    }
+/// The answer of a write.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Written {
+    ns: String,
+    key: String,
+    /// The new version (also the ETag).
+    version: i64,
 }
 
 #[cfg(test)]

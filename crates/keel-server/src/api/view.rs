@@ -187,8 +187,3 @@ fn result_value(r: &StoredResponse) -> Value {
 pub(crate) fn page(items: &[core::Invocation], next_cursor: Option<String>) -> InvocationPage {
     InvocationPage { items: items.iter().map(|i| invocation(i, false)).collect(), next_cursor }
 }
-
-/// The names the other modules' OpenAPI annotations use.
-pub(super) mod schema {
-    pub(crate) use super::InvocationStatus;
-}
