@@ -210,8 +210,12 @@ pub fn duration(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else { return false };
     let Ok(parsed) = keel_core::duration::parse_duration(text) else { return false };
     let ms = parsed.as_millis();
-    let canonical = format!("{}h {}m {}s {}ms", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    assert_eq!(keel_core::duration::parse_duration(&canonical), Ok(parsed), "{text:?} → {canonical}");
+    // Each part counts at most u32::MAX of its unit, so only sums of several such parts have no
+    // canonical form (past 490,000 years): those are left out.
+    if ms / 3_600_000 <= u128::from(u32::MAX) {
+        let canonical = format!("{}h {}m {}s {}ms", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+        assert_eq!(keel_core::duration::parse_duration(&canonical), Ok(parsed), "{text:?} → {canonical}");
+    }
     assert_eq!(parsed.subsec_nanos() % 1_000_000, 0, "whole milliseconds");
     true
 }
