@@ -31,8 +31,24 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Runs `target` on `data`: how long it took and whether the parser accepted it, or `Err` with
-/// the panic's message when it panicked or was too slow.
+/// the panic's message when it panicked or was too slow. Time is wall time, and a process under
+/// `nice` on a busy machine can be left unscheduled for seconds, so a slow input is run again:
+/// it is a hang only if it is slow every time (a parser's time is the same on the same input).
 fn check(target: &Target, data: &[u8]) -> Result<(Duration, bool), String> {
+    let (mut took, accepted) = check_once(target, data)?;
+    for _ in 0..3 {
+        if took <= SLOW {
+            break;
+        }
+        took = took.min(check_once(target, data)?.0);
+    }
+    if took > SLOW {
+        return Err(format!("took {took:?} at best of 4 runs (a hang past {SLOW:?})"));
+    }
+    Ok((took, accepted))
+}
+
+fn check_once(target: &Target, data: &[u8]) -> Result<(Duration, bool), String> {
     let started = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| (target.run)(data)));
     let took = started.elapsed();
@@ -47,9 +63,6 @@ fn check(target: &Target, data: &[u8]) -> Result<(Duration, bool), String> {
             return Err(format!("panicked: {message}"));
         }
     };
-    if took > SLOW {
-        return Err(format!("took {took:?} (a hang past {SLOW:?})"));
-    }
     Ok((took, accepted))
 }
 
