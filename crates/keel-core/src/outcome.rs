@@ -57,19 +57,23 @@ pub fn classify_status(status: u16) -> Outcome {
     }
 }
 
-/// Reads a `Retry-After` value (delta-seconds or an HTTP-date) as a delay from `now`.
-/// Only 429 and 503 answers carry one that Keel honours.
+/// The longest delay a `Retry-After` can ask for; a longer one is taken as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Reads a `Retry-After` value (delta-seconds or an HTTP-date) as a delay from `now`, at most
+/// [`MAX_RETRY_AFTER`]. Only 429 and 503 answers carry one that Keel honours.
 pub fn retry_after(status: u16, value: Option<&str>, now: Millis) -> Option<Duration> {
     if status != 429 && status != 503 {
         return None;
     }
     let value = value?.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(24 * 3600)));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as Millis;
-    Some(Duration::from_millis((at_ms - now).max(0) as u64))
+    // A date is capped like seconds are: `Fri, 31 Dec 9999 …` held a retry for 8,000 years.
+    Some(Duration::from_millis(at_ms.saturating_sub(now).max(0) as u64).min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -100,6 +104,16 @@ mod tests {
         let date = "Thu, 01 Jan 1970 00:00:10 GMT";
         assert_eq!(retry_after(503, Some(date), 4_000), Some(Duration::from_secs(6)));
         assert_eq!(retry_after(503, Some(date), 20_000), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_is_at_most_a_day_in_both_forms() {
+        // Regression: the date form was not capped (the `retry_after` fuzz target checks the bound).
+        let far = "Fri, 31 Dec 9999 23:59:59 GMT";
+        assert_eq!(retry_after(503, Some(far), 1_764_460_800_000), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(429, Some("18446744073709551615"), 0), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(429, Some("86400"), 0), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(429, Some("86399"), 0), Some(Duration::from_secs(86_399)));
     }
 
     #[test]

@@ -33,6 +33,8 @@
 //! - [`sandbox`]: the limits of `command` functions' instances, applied by `keel __sandbox` (a
 //!   trampoline between the watchdog and the program), what this host can enforce of them, and
 //!   which limit a dead instance ran into.
+//! - `fuzzing/`: a fuzz target per parser Keel owns (config, CloudEvents, effects, headers,
+//!   cursors, names, tokens, networks), their corpus replay and the stable engine's runs.
 //! - `cli/` and `main.rs`: the `keel` command.
 #![forbid(unsafe_code)]
 
@@ -45,6 +47,9 @@ mod events;
 mod faults;
 mod flow;
 mod functions;
+/// The fuzz targets of every parser Keel owns, for the cargo-fuzz crate in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 mod metric_definitions;
 mod replay_cache;

@@ -68,7 +68,16 @@ impl FromStr for Cidr {
                 "{network} has bits set past the /{prefix} prefix: the network is {masked}/{prefix} (got \"{text}\")"
             ));
         }
-        Ok(Cidr { network, prefix })
+        // An IPv4-mapped network (`::ffff:10.0.0.0/104`) is the IPv4 network it carries:
+        // `contains` compares a client by its canonical address, so as an IPv6 network it held
+        // no client at all (a `deny` that denied nothing).
+        match network {
+            IpAddr::V6(ip) if prefix >= 96 => match ip.to_ipv4_mapped() {
+                Some(ip) => Ok(Cidr { network: IpAddr::V4(ip), prefix: prefix - 96 }),
+                None => Ok(Cidr { network, prefix }),
+            },
+            _ => Ok(Cidr { network, prefix }),
+        }
     }
 }
 
@@ -131,6 +140,20 @@ mod tests {
         assert!(!cidr("fe80::/10").contains(ip("fec0::1")));
         // What a socket bound to [::] reports for an IPv4 client.
         assert!(cidr("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_network_is_the_ipv4_network_it_carries() {
+        // Regression, found by the `cidr` fuzz target: `::ffff:10.0.0.0/104` parsed as an IPv6
+        // network that held no client, mapped or not, since clients are compared canonically.
+        let net = cidr("::ffff:10.0.0.0/104");
+        assert_eq!(net, cidr("10.0.0.0/8"));
+        assert!(net.contains(ip("10.1.2.3")));
+        assert!(net.contains(ip("::ffff:10.1.2.3")));
+        assert!(!net.contains(ip("11.0.0.1")));
+        assert_eq!(cidr("::ffff:203.0.113.7").to_string(), "203.0.113.7/32");
+        // Below /96 the network is wider than the mapped range: it stays IPv6.
+        assert_eq!(cidr("::/64").to_string(), "::/64");
     }
 
     #[test]

@@ -190,7 +190,7 @@ fn scope_list() -> utoipa::openapi::schema::Array {
 }
 
 /// `90d` → its milliseconds: a whole number (1 to 9 digits) of seconds, minutes, hours or days.
-fn expires_in_ms(text: &str) -> Option<Millis> {
+pub(crate) fn expires_in_ms(text: &str) -> Option<Millis> {
     let unit = match text.chars().last()? {
         's' => 1_000,
         'm' => 60_000,

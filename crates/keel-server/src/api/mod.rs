@@ -1,10 +1,10 @@
 //! The HTTP API (v1): routes → handlers. Every error is RFC 9457 problem+json ([`problem`]);
 //! `GET /v1/openapi.json` describes every route ([`openapi`] assembles the handlers' annotations).
 
-mod access;
-mod body;
+pub(crate) mod access;
+pub(crate) mod body;
 mod cluster;
-mod delay;
+pub(crate) mod delay;
 mod dependencies;
 mod dlq;
 pub(crate) mod edge;
@@ -12,7 +12,7 @@ mod egress;
 mod events;
 mod functions;
 mod health;
-mod idempotency;
+pub(crate) mod idempotency;
 mod input;
 mod invocations;
 mod invoke;

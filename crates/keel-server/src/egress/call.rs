@@ -306,10 +306,8 @@ fn retry_delay(
     let ceiling = retry.initial.saturating_mul(1u32 << (tries - 1).min(20)).min(retry.max);
     let mut delay = ceiling.mul_f64(shared.sample());
     if let Tried::Answered(response) = answer {
-        let asked =
-            response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-        if let Some(secs) = asked {
-            delay = delay.max(Duration::from_secs(secs));
+        if let Some(asked) = response.headers().get(header::RETRY_AFTER).and_then(dependency_retry_after) {
+            delay = delay.max(asked);
         }
     }
     if tokio::time::Instant::now() + delay >= deadline {
@@ -317,6 +315,14 @@ fn retry_delay(
     }
     let now = shared.clock.now_ms();
     lock(&dependency.budget).try_withdraw(now).then_some(delay)
+}
+
+/// The least delay a dependency's `Retry-After` asks for: delta-seconds only, at most a day
+/// (as for a function's answer, `outcome::retry_after`). Unbounded, a huge value overflowed the
+/// deadline arithmetic (`Instant + Duration` panics past the end of time).
+pub(crate) fn dependency_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let secs = value.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs.min(keel_core::outcome::MAX_RETRY_AFTER.as_secs())))
 }
 
 /// The request as the dependency gets it, rebuilt for each try.
@@ -458,4 +464,22 @@ fn describe(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dependencys_retry_after_is_whole_seconds_up_to_a_day() {
+        let asked = |value: &str| dependency_retry_after(&HeaderValue::from_str(value).unwrap());
+        assert_eq!(asked("7"), Some(Duration::from_secs(7)));
+        assert_eq!(asked(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(asked("soon"), None);
+        assert_eq!(asked("-1"), None);
+        // Regression: this was taken as is, and `Instant::now() + delay` then panicked (overflow).
+        let huge = asked("18446744073709551615").unwrap();
+        assert_eq!(huge, keel_core::outcome::MAX_RETRY_AFTER);
+        assert!(tokio::time::Instant::now().checked_add(huge).is_some());
+    }
 }

@@ -11,7 +11,7 @@
 //! Everything here is per node, like functions' flow control.
 
 mod bulkhead;
-mod call;
+pub(crate) mod call;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
