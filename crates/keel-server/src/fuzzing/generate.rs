@@ -26,6 +26,7 @@ pub(super) fn for_target(name: &str) -> Generate {
         "function_token" => function_token,
         "cidr" => |rng| network(rng).into_bytes(),
         "forwarded_for" => forwarded_for,
+        "cron" => cron,
         other => panic!("no generator for target {other}"),
     }
 }
@@ -742,4 +743,37 @@ fn forwarded_for(rng: &mut Rng) -> Vec<u8> {
         lines.push(entries.join(pick(rng, &[", ", ",", " , "])));
     }
     lines.join("\n").into_bytes()
+}
+
+/// A time zone line and a cron pattern of 4 to 7 fields, each field from the grammar's pieces
+/// (`*`, `*/n`, ranges, lists, names, `L`, `W`, `#`, `?`) or out of range.
+fn cron(rng: &mut Rng) -> Vec<u8> {
+    let zone = pick(
+        rng,
+        &[
+            "UTC",
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kathmandu",
+            "Nowhere/Else",
+            "",
+            "utc",
+        ],
+    );
+    let fields = [5usize, 5, 6, 6, 4, 7][rng.usize(..6)];
+    let parts: Vec<String> = (0..fields)
+        .map(|_| match rng.u8(..12) {
+            0 | 1 => "*".to_owned(),
+            2 => format!("*/{}", rng.u8(..70)),
+            3 => format!("{}-{}", rng.u8(..70), rng.u8(..70)),
+            4 => format!("{},{},{}", rng.u8(..60), rng.u8(..32), rng.u8(..13)),
+            5 => pick(rng, &["MON", "SUN-SAT", "JAN", "DEC,FEB", "mon-fri", "L", "5L", "15W", "LW", "1#3", "?"])
+                .to_owned(),
+            6 => format!("{}/{}", rng.u8(..60), rng.u8(..20)),
+            7 => pick(rng, &["0", "59", "60", "23", "24", "31", "32", "12", "13", "-1", "", "**"]).to_owned(),
+            _ => rng.u8(..60).to_string(),
+        })
+        .collect();
+    format!("{zone}\n{}", parts.join(pick(rng, &[" ", " ", "  ", "\t"]))).into_bytes()
 }

@@ -32,7 +32,7 @@ pub struct Target {
 }
 
 /// Every target.
-pub const TARGETS: [Target; 15] = [
+pub const TARGETS: [Target; 16] = [
     Target { name: "config", run: config },
     Target { name: "cloudevent_structured", run: cloudevent_structured },
     Target { name: "cloudevent_batch", run: cloudevent_batch },
@@ -48,6 +48,7 @@ pub const TARGETS: [Target; 15] = [
     Target { name: "function_token", run: function_token },
     Target { name: "cidr", run: cidr },
     Target { name: "forwarded_for", run: forwarded_for },
+    Target { name: "cron", run: cron },
 ];
 
 /// "Now" for the targets that need one: 2026-11-30T00:00:00Z.
@@ -321,4 +322,35 @@ pub fn forwarded_for(data: &[u8]) -> bool {
         }
     }
     !written.is_empty()
+}
+
+/// A schedule's `cron` pattern read in a time zone (the zone on the first line, the pattern on
+/// the second; one line is a pattern in UTC): an accepted one has its next tick after now, the
+/// tick after that later still, its last tick at or before the next one is no later than it,
+/// and what comes due after a day of downtime lies within that day.
+pub fn cron(data: &[u8]) -> bool {
+    use keel_core::schedule::{due, Cadence, Missed};
+    let text = text(data);
+    let (zone, pattern) = text.split_once('\n').unwrap_or(("UTC", &text));
+    let Ok(cadence) = Cadence::cron(pattern, zone) else { return false };
+    if let Some(next) = cadence.next_after(NOW) {
+        assert!(next > NOW, "{pattern:?} in {zone}: next {next} not after {NOW}");
+        if let Some(after) = cadence.next_after(next) {
+            assert!(after > next, "{pattern:?} in {zone}: {after} not after {next}");
+        }
+        if let Some(last) = cadence.last_at_or_before(next) {
+            assert!(last <= next, "{pattern:?} in {zone}: last {last} after {next}");
+        }
+    }
+    let since = NOW - 86_400_000;
+    for missed in [Missed::Skip, Missed::RunOnce] {
+        let decided = due(&cadence, missed, since, NOW);
+        if let Some(fire) = decided.fire {
+            assert!(since < fire && fire <= NOW, "{pattern:?} in {zone}: fires {fire} outside the day");
+        }
+        if let Some(next) = decided.next {
+            assert!(next > NOW, "{pattern:?} in {zone}: next {next} not after now");
+        }
+    }
+    true
 }
