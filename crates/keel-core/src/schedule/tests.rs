@@ -161,3 +161,18 @@ fn missed_ticks_of_a_cron_are_counted_across_a_daylight_saving_day() {
 fn tick_keys_name_the_schedule_and_the_tick() {
     assert_eq!(tick_key("nightly-report", utc("2026-03-29T01:00:00Z")), "nightly-report/2026-03-29T01:00:00Z");
 }
+
+#[test]
+fn a_list_with_an_empty_item_is_refused_at_once() {
+    // Found by the cron fuzz target: croner took `, * * * *` and then spent over a minute of CPU
+    // per look for a tick that never comes.
+    for pattern in [", * * * *", "1,,2 * * * *", "0 5, * * *", "0 0 * * ,MON"] {
+        let started = std::time::Instant::now();
+        match Cadence::cron(pattern, "UTC") {
+            Err(CadenceError::Pattern(why)) => assert!(why.contains("empty item"), "{pattern:?}: {why}"),
+            other => panic!("{pattern:?} accepted: {other:?}"),
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{pattern:?} took {:?}", started.elapsed());
+    }
+    assert!(Cadence::cron("1,2 * * * *", "UTC").is_ok(), "a list without an empty item still reads");
+}
