@@ -188,13 +188,13 @@ impl Node {
         Ok(Node { addr, shared, stop_dispatch, stop_heartbeat, stop_http, http, tls, stop_events, events })
     }
 
-    /// The address the gateway listens on.
     /// What the node's tasks share (the simulation drives its API in-process).
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
+    /// The address the gateway listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
