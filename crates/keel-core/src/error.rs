@@ -16,6 +16,10 @@ pub enum Error {
     /// A write's precondition (a KV version, `if_absent`) did not hold: nothing was written.
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    /// The record changed since the change was decided on it (a workflow run moved on): nothing
+    /// was written. Read it again and decide again.
+    #[error("stale: {0}")]
+    Stale(String),
     /// The storage backend failed (I/O, corruption, a closed writer) before the write could
     /// commit: nothing was written. Worth retrying later.
     #[error("storage unavailable: {0}")]

@@ -175,6 +175,8 @@ pub struct Invocation {
     /// The value of its function's `concurrency_key` header, when it came with one: at most
     /// `limit` attempts of one value are in flight at once, retries included.
     pub concurrency_key: Option<String>,
+    /// Set when this invocation is a step (or a compensation) of a workflow run.
+    pub workflow: Option<crate::workflow::StepRef>,
     /// The attempt history, oldest first (empty in lists).
     pub attempts: Vec<Attempt>,
 }
@@ -205,6 +207,8 @@ pub struct NewInvocation {
     /// waiting): stored `running` under this lease, so no dispatcher leases it, and a crash
     /// before it completes is handled like any other lease. `None`: stored `queued`.
     pub lease: Option<Lease>,
+    /// See [`Invocation::workflow`].
+    pub workflow: Option<crate::workflow::StepRef>,
 }
 
 /// What makes an invocation an event delivery.
@@ -246,6 +250,7 @@ impl NewInvocation {
             sync: false,
             delivery: self.delivery,
             concurrency_key: self.concurrency_key,
+            workflow: self.workflow,
             attempts: Vec::new(),
         }
     }
@@ -279,6 +284,9 @@ pub struct Completion {
     /// Committed with a `Succeed` transition, or not at all (a failed precondition refuses the
     /// whole completion with [`Error::PreconditionFailed`](crate::Error::PreconditionFailed)).
     pub effects: Option<CommitEffects>,
+    /// The workflow run this completion moves on (a step's end), committed with it or not at
+    /// all: refused whole with [`Error::Stale`](crate::Error::Stale) when the run changed.
+    pub run: Option<Box<crate::store::RunUpdate>>,
 }
 
 /// The effects of a successful attempt, ready to commit.

@@ -27,6 +27,8 @@
 //!   kinds, the rate limit per kind and the debounce of shedding, as pure decisions.
 //! - [`schedule`]: `cron` and `every` schedules: the next tick in a time zone, and which tick is
 //!   due (or missed) after downtime.
+//! - [`workflow`]: workflows (sagas) as pure decisions: a run's steps, and which step or
+//!   compensation starts after each end.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
@@ -52,5 +54,6 @@ pub mod schedule;
 pub mod schema;
 pub mod store;
 pub mod system_events;
+pub mod workflow;
 
 pub use error::{Error, Result};

@@ -178,6 +178,7 @@ mod tests {
             traceparent: None,
             delivery: None,
             lease: None,
+            workflow: None,
         }
         .into_stored();
         inv.attempt_count = attempts;

@@ -68,6 +68,7 @@ fn delivery(
             hops,
         }),
         lease: None,
+        workflow: None,
     }
 }
 

@@ -178,6 +178,7 @@ fn work_of(shared: &Shared, schedule: &ScheduleConfig, at: Millis, now: Millis) 
             delivery: None,
             concurrency_key: None,
             lease: None,
+            workflow: None,
         }),
         ScheduleTarget::Topic(topic) => {
             let event = CloudEvent {

@@ -22,6 +22,7 @@ fn inv(id: String, function: &str, due_at: i64, key: Option<&str>) -> NewInvocat
         traceparent: None,
         delivery: None,
         lease: None,
+        workflow: None,
     }
 }
 

@@ -11,6 +11,7 @@
 //!   heartbeats; `postgres/mod.rs` lists its files.
 //! - `header_list.rs`: how both stores keep header lists (JSON pairs).
 //! - `scope_list.rs`: how both stores keep an API key's scopes (a JSON array of strings).
+//! - `run_json.rs`: how both stores keep a workflow run (columns plus JSON text).
 //! - `key_budget.rs`: what a lease with a `concurrency_key` limit may still take (both stores).
 //! - [`metric_definitions`]: group-commit latency and size, through the `metrics` facade.
 //! - [`pg_testkit`] (feature `testkit`): a throwaway PostgreSQL cluster for tests.
@@ -20,6 +21,7 @@
 
 mod header_list;
 mod key_budget;
+mod run_json;
 #[cfg(test)]
 mod lease_cost;
 pub mod metric_definitions;

@@ -49,6 +49,15 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[schedules.NAME]`, keyed by name.
     pub schedules: BTreeMap<String, ScheduleConfig>,
+    /// `[workflows.NAME]`, keyed by name.
+    pub workflows: BTreeMap<String, WorkflowConfig>,
+}
+
+/// `[workflows.NAME]`: its steps, run one after another and compensated in reverse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowConfig {
+    pub name: String,
+    pub definition: crate::workflow::Definition,
 }
 
 /// `[schedules.NAME]`: each tick of `cadence` invokes a function or publishes an event, once.

@@ -29,6 +29,25 @@ pub(super) struct RawConfig {
     pub(super) auth: RawAuth,
     #[serde(default)]
     pub(super) schedules: BTreeMap<String, RawSchedule>,
+    #[serde(default)]
+    pub(super) workflows: BTreeMap<String, RawWorkflow>,
+}
+
+/// `[workflows.NAME]`: steps run one after another, compensated in reverse when one fails.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkflow {
+    pub(super) steps: Option<Vec<RawStep>>,
+    pub(super) notify_topic: Option<String>,
+}
+
+/// One of `steps = [{ name, function, compensate }]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    pub(super) name: Option<String>,
+    pub(super) function: Option<String>,
+    pub(super) compensate: Option<String>,
 }
 
 /// `[schedules.NAME]`: a function invoked (or an event published) on a cron pattern or a period.

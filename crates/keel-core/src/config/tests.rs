@@ -101,7 +101,7 @@ fn unknown_keys_list_the_valid_ones() {
     assert_eq!(
         errors("[queues.a]\n"),
         ["keel.toml:1:2: queues: unknown key `queues`, expected one of `server`, `storage`, `functions`, \
-          `topics`, `subscriptions`, `dependencies`, `auth`, `schedules`"]
+          `topics`, `subscriptions`, `dependencies`, `auth`, `schedules`, `workflows`"]
     );
 }
 
@@ -1200,6 +1200,7 @@ mod sandbox {
 
 mod schedule;
 mod schema;
+mod workflow;
 
 #[test]
 fn keel_system_needs_no_declaration_to_be_subscribed_to_and_may_not_be_declared() {

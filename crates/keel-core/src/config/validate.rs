@@ -22,6 +22,7 @@ mod sandbox;
 mod schedule;
 mod schema;
 mod subscription;
+mod workflow;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:7733";
 const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
@@ -78,10 +79,19 @@ pub(super) fn validate(
     let subscriptions = check.subscriptions(&raw.subscriptions, &topics, &functions, &function_names);
     let auth = check.auth(&raw, server.as_ref());
     let schedules = check.schedules(&raw.schedules, &function_names, &topics);
+    let workflows = check.workflows(&raw.workflows, &function_names, &topics);
     match (server, storage, auth, check.problems.is_empty()) {
-        (Some(server), Some(storage), Some(auth), true) => {
-            Ok(Config { server, storage, functions, topics, subscriptions, dependencies, auth, schedules })
-        }
+        (Some(server), Some(storage), Some(auth), true) => Ok(Config {
+            server,
+            storage,
+            functions,
+            topics,
+            subscriptions,
+            dependencies,
+            auth,
+            schedules,
+            workflows,
+        }),
         _ => Err(check.problems),
     }
 }

@@ -287,3 +287,22 @@ impl super::ScheduleStore for FaultyStore {
         self.inner.set_schedule_paused(name, paused, now).await
     }
 }
+
+#[async_trait]
+impl super::WorkflowStore for FaultyStore {
+    async fn start_run(&self, run: crate::workflow::Run, first: NewInvocation) -> Result<super::RunStarted> {
+        self.inner.start_run(run, first).await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<crate::workflow::Run>> {
+        self.inner.get_run(id).await
+    }
+
+    async fn list_runs(&self, filter: super::RunFilter) -> Result<Page<crate::workflow::Run>> {
+        self.inner.list_runs(filter).await
+    }
+
+    async fn update_run(&self, update: super::RunUpdate) -> Result<()> {
+        self.inner.update_run(update).await
+    }
+}

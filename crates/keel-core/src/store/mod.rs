@@ -15,10 +15,12 @@ use crate::Result;
 
 pub use access::AccessStore;
 pub use schedules::{ScheduleState, ScheduleStore, Tick, TickTaken, TickWork};
+pub use workflows::{RunFilter, RunStarted, RunUpdate, WorkflowStore};
 
 pub mod access;
 pub mod faulty;
 pub mod schedules;
+pub mod workflows;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -325,7 +327,7 @@ pub trait KvStore: Send + Sync {
 
 /// Everything Keel keeps, by concern: a store implements each part ([`NodeStore`],
 /// [`InvocationStore`], [`KeyStore`], [`EventStore`], [`KvStore`], [`AccessStore`],
-/// [`ScheduleStore`]) and is then a `Store`. Callers hold an `Arc<dyn Store>` and call any part's
+/// [`ScheduleStore`], [`WorkflowStore`]) and is then a `Store`. Callers hold an `Arc<dyn Store>` and call any part's
 /// methods on it.
 pub trait Store:
     NodeStore
@@ -335,6 +337,7 @@ pub trait Store:
     + KvStore
     + AccessStore
     + ScheduleStore
+    + WorkflowStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -350,6 +353,7 @@ impl<T> Store for T where
         + KvStore
         + AccessStore
         + ScheduleStore
+        + WorkflowStore
         + Send
         + Sync
         + std::fmt::Debug
@@ -387,5 +391,6 @@ mod tests {
 pub mod prelude {
     pub use super::{
         AccessStore, EventStore, InvocationStore, KeyStore, KvStore, NodeStore, ScheduleStore, Store, Urgency,
+        WorkflowStore,
     };
 }

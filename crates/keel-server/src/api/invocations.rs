@@ -24,11 +24,12 @@ async fn find(shared: &Shared, id: &str) -> Result<Invocation, Problem> {
         return Ok(inv);
     }
     // A sync call's record is written behind its reply: a client reading the id it was just
-    // given waits for it rather than being told it does not exist.
-    if shared.behind.wait_for(id, RECORD_WAIT).await {
-        if let Some(inv) = shared.store.get(id).await? {
-            return Ok(inv);
-        }
+    // given waits for it rather than being told it does not exist. Read again whether or not
+    // there was a wait: the record may have been committed between the read above and the look
+    // at what is pending (a 404 for a call just answered, seen once in CI).
+    shared.behind.wait_for(id, RECORD_WAIT).await;
+    if let Some(inv) = shared.store.get(id).await? {
+        return Ok(inv);
     }
     Err(Problem::not_found(format!("invocation {id} not found")))
 }

@@ -370,6 +370,7 @@ pub(crate) async fn invoke_async(
         payload,
         delivery: None,
         lease: slot.as_ref().map(|_| dispatch::lease_at(&shared, function, now)),
+        workflow: None,
     };
     let claim = key.map(|key| {
         let ttl = function.config.idempotency_ttl;

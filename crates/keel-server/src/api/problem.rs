@@ -214,6 +214,7 @@ impl From<keel_core::Error> for Problem {
                 Problem::new(StatusCode::CONFLICT, "invalid-state", "Conflict", detail)
             }
             keel_core::Error::LeaseLost(detail) => Problem::new(StatusCode::CONFLICT, "lease-lost", "Conflict", detail),
+            keel_core::Error::Stale(detail) => Problem::new(StatusCode::CONFLICT, "stale", "Conflict", detail),
             // Logged where it arose (with its cause); the client learns only that it was not applied.
             keel_core::Error::Bug(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

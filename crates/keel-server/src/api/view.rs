@@ -51,10 +51,23 @@ pub(crate) struct Invocation {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     concurrency_key: Option<String>,
+    /// The workflow run step (or compensation) this invocation is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    workflow: Option<InvocationStep>,
     /// The attempt history, oldest first. Only when read alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     attempts: Option<Vec<Attempt>>,
+}
+
+/// Which step of which workflow run an invocation is.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct InvocationStep {
+    run_id: String,
+    step: String,
+    /// True for the step's compensation.
+    compensation: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -156,6 +169,11 @@ pub(crate) fn invocation(inv: &core::Invocation, detail: bool) -> Invocation {
         event_id: inv.delivery.as_ref().map(|d| d.event_id.clone()),
         idempotency_key: inv.idempotency_key.clone(),
         concurrency_key: inv.concurrency_key.clone(),
+        workflow: inv.workflow.as_ref().map(|w| InvocationStep {
+            run_id: w.run.clone(),
+            step: w.step.clone(),
+            compensation: w.compensate,
+        }),
         attempts: detail.then(|| inv.attempts.iter().map(attempt).collect()),
     }
 }

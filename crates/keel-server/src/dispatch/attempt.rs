@@ -158,6 +158,7 @@ fn completion_of(
         attempt,
         next,
         effects,
+        run: None,
     }
 }
 

@@ -43,18 +43,13 @@ impl WrittenBehind {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
     }
 
-    /// Waits (up to `limit`) for the record of `id` if it is on its way; false if it was not.
-    pub(crate) async fn wait_for(&self, id: &str, limit: Duration) -> bool {
+    /// Waits (up to `limit`) for the record of `id` if it is on its way.
+    pub(crate) async fn wait_for(&self, id: &str, limit: Duration) {
         let end = Instant::now() + limit;
-        let mut waited = false;
         loop {
             let settled = self.settled.notified();
-            if !self.is_pending(id) {
-                return waited;
-            }
-            waited = true;
-            if tokio::time::timeout_at(end, settled).await.is_err() {
-                return true;
+            if !self.is_pending(id) || tokio::time::timeout_at(end, settled).await.is_err() {
+                return;
             }
         }
     }

@@ -137,6 +137,7 @@ pub(crate) fn new_invocation(
         traceparent: Some(request.traceparent),
         delivery: None,
         lease: None,
+        workflow: None,
     }
     .into_stored();
     inv.status = Status::Running;

@@ -115,17 +115,18 @@ async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<Stri
     let leased_at: Vec<Option<i64>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.leased_at)).collect();
     let expires: Vec<Option<i64>> = news.iter().map(|n| n.lease.as_ref().map(|l| l.expires_at)).collect();
     let concurrency: Vec<Option<&str>> = news.iter().map(|n| n.concurrency_key.as_deref()).collect();
+    let steps: Vec<Option<String>> = news.iter().map(|n| n.workflow.as_ref().map(|w| w.key())).collect();
     // WITH ORDINALITY keeps the group's order in `seq`, which ordered deliveries follow.
     let rows = query(
         tx,
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, due_at, \
            idempotency_key, traceparent, subscription, event_id, headers, ordering_key, hops, \
-           lease_owner, leased_at, lease_expires_at, concurrency_key) \
+           lease_owner, leased_at, lease_expires_at, concurrency_key, workflow_step) \
          SELECT id, f, CASE WHEN lo IS NULL THEN 'queued' ELSE 'running' END, p, ct, c, c, d, k, tp, s, e, h, o, hp, \
-           lo, la, le, ck FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::INT8[], $6::INT8[], \
+           lo, la, le, ck, ws FROM unnest($1::TEXT[], $2::TEXT[], $3::BYTEA[], $4::TEXT[], $5::INT8[], $6::INT8[], \
            $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::INT4[], $14::TEXT[], \
-           $15::INT8[], $16::INT8[], $17::TEXT[]) \
-           WITH ORDINALITY AS t(id, f, p, ct, c, d, k, tp, s, e, h, o, hp, lo, la, le, ck, n) \
+           $15::INT8[], $16::INT8[], $17::TEXT[], $18::TEXT[]) \
+           WITH ORDINALITY AS t(id, f, p, ct, c, d, k, tp, s, e, h, o, hp, lo, la, le, ck, ws, n) \
          ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id",
         &[
             &ids,
@@ -145,6 +146,7 @@ async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<Stri
             &leased_at,
             &expires,
             &concurrency,
+            &steps,
         ],
     )
     .await?;

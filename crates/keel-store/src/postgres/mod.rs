@@ -23,6 +23,7 @@ mod schedules;
 mod schema;
 mod stats;
 mod transitions;
+mod workflows;
 mod writer;
 
 #[cfg(test)]
@@ -44,6 +45,8 @@ use keel_core::store::{
     AccessStore, EventStore, InvocationStore, KeyStore, KvStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState,
     NodeStore, Page, Reclaim, ScheduleState, ScheduleStore, Tick, TickTaken, Urgency, WakeFn, NODE_TIMEOUT_MS,
 };
+use keel_core::store::{Page as RunPage, RunFilter, RunStarted, RunUpdate, WorkflowStore};
+use keel_core::workflow::Run;
 use keel_core::{Error, Result};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -264,9 +267,10 @@ impl InvocationStore for PgStore {
     }
 
     async fn complete(&self, completion: Completion, _urgency: Urgency) -> Result<()> {
-        // Effects can refuse their completion (a failed precondition): such a completion gets a
-        // transaction of its own instead of a place in a group.
-        if completion.effects.is_some() {
+        // Effects can refuse their completion (a failed precondition), and so can a workflow run
+        // that moved on: such a completion gets a transaction of its own instead of a place in a
+        // group.
+        if completion.effects.is_some() || completion.run.is_some() {
             return in_tx!(self, |tx| ops::complete(&tx, &completion));
         }
         self.write(Work::Complete(completion)).await.map(|_| ())
@@ -419,5 +423,24 @@ impl ScheduleStore for PgStore {
 
     async fn set_schedule_paused(&self, name: &str, paused: bool, now: Millis) -> Result<()> {
         in_tx!(self, |tx| schedules::set_paused(&tx, name, paused, now))
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for PgStore {
+    async fn start_run(&self, run: Run, first: NewInvocation) -> Result<RunStarted> {
+        in_tx!(self, |tx| workflows::start(&tx, run, first))
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<Run>> {
+        in_tx!(self, |tx| workflows::get(&tx, id))
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<RunPage<Run>> {
+        in_tx!(self, |tx| workflows::list(&tx, &filter))
+    }
+
+    async fn update_run(&self, update: RunUpdate) -> Result<()> {
+        in_tx!(self, |tx| workflows::apply(&tx, &update))
     }
 }

@@ -31,9 +31,9 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops, concurrency_key) \
+         subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26, $27, $28)",
+         $23, $24, $25, $26, $27, $28, $29)",
         &[
             &inv.id,
             &inv.function,
@@ -63,6 +63,7 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
             &delivery.and_then(|d| d.ordering_key.as_deref()),
             &delivery.map_or(0, |d| d.hops as i32),
             &inv.concurrency_key,
+            &inv.workflow.as_ref().map(|w| w.key()),
         ],
     )
     .await
@@ -311,6 +312,10 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
     if let Some(a) = &c.attempt {
         rows::insert_attempt(tx, &c.id, a).await?;
     }
+    // A step's end moves its run on in the same transaction, or nothing is written.
+    if let Some(update) = &c.run {
+        super::workflows::apply(tx, update).await?;
+    }
     Ok(())
 }
 
@@ -349,7 +354,7 @@ pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis, node_timeo
         let error = attempt.error.clone().unwrap_or_default();
         let next = Transition::Retry { due_at: now, delay_ms: 0, error };
         let fence = attempt_count as u32;
-        complete(tx, &Completion { id, owner, fence, now, attempt: Some(attempt), next, effects: None }).await?;
+        complete(tx, &Completion { id, owner, fence, now, attempt: Some(attempt), next, effects: None, run: None }).await?;
         if !functions.contains(&function) {
             functions.push(function);
         }

@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
      due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
      lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync, \
-     subscription, event_id, headers, ordering_key, hops, concurrency_key";
+     subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step";
 
 /// [`INVOCATION_COLUMNS`] qualified with the alias `i`, for joins and `UPDATE … FROM`.
 pub(crate) fn invocation_columns_of(alias: &str) -> String {
@@ -75,6 +75,11 @@ pub(crate) fn invocation(row: &Row) -> Result<Invocation> {
         concurrency_key: row.try_get(27).map_err(db_err)?,
         sync: row.try_get(21).map_err(db_err)?,
         attempts: Vec::new(),
+        workflow: row
+            .try_get::<_, Option<String>>(28)
+            .map_err(db_err)?
+            .as_deref()
+            .and_then(keel_core::workflow::StepRef::parse),
     })
 }
 

@@ -178,6 +178,31 @@ CREATE TABLE schedules (
     paused_at  BIGINT
 );
 "#,
+    // Workflow runs: the step states as JSON (a run has a handful), `version` guarding every
+    // change; an invocation that is a step (or compensation) names it in `workflow_step`.
+    r#"
+ALTER TABLE invocations ADD COLUMN workflow_step TEXT;
+CREATE TABLE workflow_runs (
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    workflow         TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    idempotency_key  TEXT,
+    input            TEXT NOT NULL,
+    definition       TEXT NOT NULL,
+    steps            TEXT NOT NULL,
+    failed_step      TEXT,
+    error            TEXT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    traceparent      TEXT,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    ended_at         BIGINT,
+    version          BIGINT NOT NULL,
+    UNIQUE (workflow, idempotency_key)
+);
+CREATE INDEX workflow_runs_by_workflow ON workflow_runs (workflow, id);
+CREATE INDEX workflow_runs_by_status ON workflow_runs (status, id);
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

@@ -35,6 +35,7 @@ fn new_inv(id: String, due_at: i64) -> NewInvocation {
         traceparent: None,
         delivery: None,
         lease: None,
+        workflow: None,
     }
 }
 

@@ -12,6 +12,7 @@ mod rows;
 mod schedules;
 mod schema;
 mod stats;
+mod workflows;
 mod writer;
 
 #[cfg(test)]
@@ -32,7 +33,9 @@ use keel_core::store::{
     AccessStore, EventStore, InvocationStore, KeyStore, KvStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState,
     NodeStore, Page, Reclaim, Urgency,
 };
+use keel_core::store::{Page as RunPage, RunFilter, RunStarted, RunUpdate, WorkflowStore};
 use keel_core::store::{ScheduleState, ScheduleStore, Tick, TickTaken};
+use keel_core::workflow::Run;
 use keel_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 
@@ -443,5 +446,25 @@ impl ScheduleStore for SqliteStore {
     async fn set_schedule_paused(&self, name: &str, paused: bool, now: Millis) -> Result<()> {
         let name = name.to_string();
         self.writer.write(move |c| schedules::set_paused(c, &name, paused, now)).await
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn start_run(&self, run: Run, first: NewInvocation) -> Result<RunStarted> {
+        self.writer.write(move |c| workflows::start(c, run, first)).await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Option<Run>> {
+        let id = id.to_string();
+        self.read(move |c| workflows::get(c, &id)).await
+    }
+
+    async fn list_runs(&self, filter: RunFilter) -> Result<RunPage<Run>> {
+        self.read(move |c| workflows::list(c, &filter)).await
+    }
+
+    async fn update_run(&self, update: RunUpdate) -> Result<()> {
+        self.writer.write(move |c| workflows::apply(c, &update)).await
     }
 }

@@ -34,8 +34,8 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops, concurrency_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -67,6 +67,7 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
             delivery.and_then(|d| d.ordering_key.as_ref()),
             delivery.map_or(0, |d| d.hops),
             inv.concurrency_key,
+            inv.workflow.as_ref().map(|w| w.key()),
         ])
     })
     .map_err(|e| match e {
@@ -284,6 +285,10 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
     if let Some(a) = &c.attempt {
         rows::insert_attempt(conn, &c.id, a).map_err(db_err)?;
     }
+    // A step's end moves its run on in the same transaction, or nothing is written.
+    if let Some(update) = &c.run {
+        super::workflows::apply(conn, update)?;
+    }
     Ok(())
 }
 
@@ -319,6 +324,7 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
                 attempt: Some(attempt),
                 next: Transition::Retry { due_at: now, delay_ms: 0, error },
                 effects: None,
+                run: None,
             },
         )?;
         if !functions.contains(&function) {

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, Row};
 pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
      due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
      lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync, \
-     subscription, event_id, headers, ordering_key, hops, concurrency_key";
+     subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step";
 
 fn bad(column: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
@@ -66,6 +66,7 @@ pub(crate) fn invocation(row: &Row<'_>) -> rusqlite::Result<Invocation> {
             None => None,
         },
         attempts: Vec::new(),
+        workflow: row.get::<_, Option<String>>(28)?.as_deref().and_then(keel_core::workflow::StepRef::parse),
     })
 }
 

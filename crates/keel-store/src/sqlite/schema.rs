@@ -169,6 +169,31 @@ CREATE TABLE schedules (
     paused_at  INTEGER
 );
 "#,
+    // Workflow runs: the step states as JSON (a run has a handful), `version` guarding every
+    // change; an invocation that is a step (or compensation) names it in `workflow_step`.
+    r#"
+ALTER TABLE invocations ADD COLUMN workflow_step TEXT;
+CREATE TABLE workflow_runs (
+    id               TEXT PRIMARY KEY,
+    workflow         TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    idempotency_key  TEXT,
+    input            TEXT NOT NULL,
+    definition       TEXT NOT NULL,
+    steps            TEXT NOT NULL,
+    failed_step      TEXT,
+    error            TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    traceparent      TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    ended_at         INTEGER,
+    version          INTEGER NOT NULL,
+    UNIQUE (workflow, idempotency_key)
+);
+CREATE INDEX workflow_runs_by_workflow ON workflow_runs (workflow, id);
+CREATE INDEX workflow_runs_by_status ON workflow_runs (status, id);
+"#,
 ];
 
 /// Brings the database to the latest schema.

@@ -69,6 +69,7 @@ fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
         traceparent: None,
         delivery: None,
         lease: None,
+        workflow: None,
     }
 }
 

@@ -41,7 +41,10 @@ macro_rules! store_conformance {
             api_keys_are_created_listed_and_revoked, api_key_use_keeps_the_latest_time,
             signing_keys_are_made_once_rotated_and_expired, audit_log_pages_newest_first_with_filters,
             a_tick_is_taken_once_with_its_work, a_tick_can_publish_an_event,
-            a_paused_schedule_takes_no_tick_until_resumed, racing_nodes_take_a_tick_once);
+            a_paused_schedule_takes_no_tick_until_resumed, racing_nodes_take_a_tick_once,
+            a_run_starts_once_per_key_and_moves_on_with_its_step,
+            a_run_change_decided_on_an_older_run_refuses_the_whole_completion,
+            a_cancel_takes_the_queued_step_with_the_run_change, runs_list_newest_first_by_workflow_and_status);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -98,6 +101,7 @@ fn new_inv(id: &str, function: &str, due_at: Millis) -> NewInvocation {
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         delivery: None,
         lease: None,
+        workflow: None,
     }
 }
 
@@ -127,6 +131,7 @@ fn success(id: &str, owner: &str, now: Millis, body: &'static str) -> Completion
         attempt: Some(attempt(1, Outcome::Success, Some(200))),
         next: Transition::Succeed { response: ok_response(body) },
         effects: None,
+        run: None,
     }
 }
 
@@ -146,6 +151,7 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
         attempt: Some(Attempt { error: Some("boom".into()), ..attempt(number, Outcome::Transient, Some(503)) }),
         next,
         effects: None,
+        run: None,
     };
     store.complete(completion, Urgency::Now).await.unwrap();
 }
@@ -156,6 +162,7 @@ mod flow;
 mod invocations;
 mod keys;
 mod schedules;
+mod workflows;
 
 use self::events::{delivery_of, event};
 pub use access::*;
@@ -164,3 +171,4 @@ pub use flow::*;
 pub use invocations::*;
 pub use keys::*;
 pub use schedules::*;
+pub use workflows::*;

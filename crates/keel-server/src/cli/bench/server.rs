@@ -171,6 +171,7 @@ impl BenchServer {
                         traceparent: None,
                         delivery: None,
                         lease: None,
+                        workflow: None,
                     };
                     store.enqueue(new).await?;
                     progress.inc(1);
