@@ -10,7 +10,9 @@ use clap::Parser;
 
 use cli::client::{Access, KeelClient};
 use cli::keys::Target;
-use cli::{audit, bench, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules, serve};
+use cli::{
+    audit, bench, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules, serve, workflows,
+};
 use cli::{
     AuditCommand, Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand,
     InvocationsCommand, KeysCommand, KvCommand, SchedulesCommand, StoreArg,
@@ -115,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Workflows(command) => workflows::run(&client()?, json, command).await,
         Command::Keys(command) => {
             match command {
                 KeysCommand::Create(args) => keys::create(&target(&args.store)?, json, args).await?,

@@ -6,6 +6,7 @@
 //! - [`invoke`]: `keel invoke`, sync and async.
 //! - [`invocations`]: `keel invocations ls|show|cancel` and how an invocation is printed.
 //! - [`dlq`]: `keel dlq ls|show|redrive|discard`.
+//! - [`workflows`]: `keel workflows defs|run|ls|show|cancel`: runs of sagas and their timelines.
 //! - [`publish`]: `keel publish`, an event to a topic, plain or as a CloudEvent.
 //! - [`events`]: `keel events show`, an event and its deliveries.
 //! - [`deps`]: `keel deps ls|show`, the dependencies functions call through egress.
@@ -36,6 +37,7 @@ pub(crate) mod serve;
 pub(crate) mod table;
 #[cfg(test)]
 mod tests;
+pub(crate) mod workflows;
 
 use std::path::PathBuf;
 
@@ -43,6 +45,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keel_core::auth::Scope;
 use keel_core::invocation::Status;
+use keel_core::workflow::RunStatus;
 
 /// Where `keel serve` listens unless told otherwise, so where the client commands look first.
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:7733";
@@ -100,6 +103,9 @@ pub(crate) enum Command {
     /// List schedules with their next and last fire; pause and resume them.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// Start workflows (sagas), list their runs, follow a run step by step, cancel it.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
     /// List the dependencies functions call through egress, with their live state.
     #[command(subcommand)]
     Deps(DepsCommand),
@@ -403,6 +409,83 @@ pub(crate) enum SchedulesCommand {
 pub(crate) struct ScheduleArg {
     /// The schedule's name, as declared in `keel.toml`.
     pub(crate) name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkflowsCommand {
+    /// Every declared workflow: its steps in order, their compensations, its notify topic.
+    Defs,
+    /// Start a run of a workflow and print its id (with --wait: follow it to its end).
+    Run(WorkflowRunArgs),
+    /// List runs, newest first.
+    Ls(WorkflowsLsArgs),
+    /// Show one run: each step's invocation, times and output, compensations under the step
+    /// they undo.
+    Show(RunIdArg),
+    /// Cancel a running run: the steps that succeeded are compensated, in reverse.
+    Cancel(RunIdArg),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowRunArgs {
+    /// The workflow's name, as declared in `keel.toml`.
+    pub(crate) name: String,
+
+    /// The run's input, JSON (without it and --data, the input is null).
+    #[arg(value_name = "INPUT_JSON", conflicts_with = "data")]
+    pub(crate) input: Option<String>,
+
+    /// The run's input, JSON: literal text, `@FILE` to read a file, or `-` to read stdin.
+    #[arg(short, long, value_name = "JSON|@FILE|-")]
+    pub(crate) data: Option<String>,
+
+    /// Send this `Idempotency-Key`: the same key again answers with the run it started.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+
+    /// Follow the run until it is no longer running or compensating, print its timeline, and
+    /// exit 0 only if it succeeded.
+    #[arg(long)]
+    pub(crate) wait: bool,
+
+    /// With --wait: give up (exit 1) when the run has not ended after this long, e.g. `2m`.
+    #[arg(long, requires = "wait", default_value = "60s", value_name = "DURATION", value_parser = wait_parser)]
+    pub(crate) timeout: std::time::Duration,
+}
+
+/// `--timeout`: a duration in the documented forms, more than zero.
+fn wait_parser(text: &str) -> Result<std::time::Duration, String> {
+    match keel_core::duration::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("a wait of zero would never see the run end".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkflowsLsArgs {
+    /// Only runs of this workflow.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) workflow: Option<String>,
+
+    /// Only runs in this status.
+    #[arg(long, value_parser = run_status_parser())]
+    pub(crate) status: Option<RunStatus>,
+
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
+}
+
+/// Parses a run status by the name the server uses, offering every status in `--help` and errors.
+fn run_status_parser() -> impl TypedValueParser<Value = RunStatus> {
+    PossibleValuesParser::new(RunStatus::ALL.map(RunStatus::as_str))
+        .map(|name: String| RunStatus::parse(&name).expect("only listed names get here"))
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunIdArg {
+    /// The run's id, as `keel workflows run` or `ls` printed it.
+    pub(crate) id: String,
 }
 
 #[derive(Debug, Subcommand)]

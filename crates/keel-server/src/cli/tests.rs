@@ -330,3 +330,65 @@ fn audit_ls_filters_by_action_and_actor() {
     assert_eq!((args.action.as_deref(), args.actor.as_deref()), (Some("key.create"), Some("local")));
     assert_eq!(args.page.limit, Some(20));
 }
+
+#[test]
+fn workflows_run_takes_its_input_inline_or_as_data_and_waits_when_asked() {
+    let cli = parse(&["workflows", "run", "checkout", r#"{"item":"sword"}"#, "--idempotency-key", "order-7"]);
+    let Command::Workflows(WorkflowsCommand::Run(args)) = cli.command else { panic!() };
+    assert_eq!((args.name.as_str(), args.input.as_deref(), args.data), ("checkout", Some(r#"{"item":"sword"}"#), None));
+    assert_eq!(args.idempotency_key.as_deref(), Some("order-7"));
+    assert!(!args.wait);
+
+    let cli = parse(&["workflows", "run", "checkout", "-d", "@order.json", "--wait", "--timeout", "2m"]);
+    let Command::Workflows(WorkflowsCommand::Run(args)) = cli.command else { panic!() };
+    assert_eq!((args.input, args.data.as_deref(), args.wait), (None, Some("@order.json"), true));
+    assert_eq!(args.timeout, std::time::Duration::from_secs(120));
+    let Command::Workflows(WorkflowsCommand::Run(args)) = parse(&["workflows", "run", "checkout", "--wait"]).command
+    else {
+        panic!()
+    };
+    assert_eq!(args.timeout, std::time::Duration::from_secs(60), "the default wait");
+
+    assert_eq!(parse_error(&["workflows", "run"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["workflows", "run", "checkout", "{}", "-d", "{}"]), ErrorKind::ArgumentConflict);
+    assert_eq!(parse_error(&["workflows", "run", "checkout", "--timeout", "5s"]), ErrorKind::MissingRequiredArgument);
+    for bad in ["0s", "soon"] {
+        let kind = parse_error(&["workflows", "run", "checkout", "--wait", "--timeout", bad]);
+        assert_eq!(kind, ErrorKind::ValueValidation, "{bad}");
+    }
+}
+
+#[test]
+fn workflows_ls_filters_by_workflow_and_a_known_run_status() {
+    let cli = parse(&["workflows", "ls", "--workflow", "checkout", "--status", "compensated", "--limit", "5"]);
+    let Command::Workflows(WorkflowsCommand::Ls(args)) = cli.command else { panic!() };
+    assert_eq!(
+        (args.workflow.as_deref(), args.status, args.page.limit),
+        (Some("checkout"), Some(RunStatus::Compensated), Some(5))
+    );
+    for status in RunStatus::ALL {
+        let Command::Workflows(WorkflowsCommand::Ls(args)) =
+            parse(&["workflows", "ls", "--status", status.as_str()]).command
+        else {
+            panic!()
+        };
+        assert_eq!(args.status, Some(status));
+    }
+    assert_eq!(
+        parse_error(&["workflows", "ls", "--status", "dead"]),
+        ErrorKind::InvalidValue,
+        "an invocation's status"
+    );
+}
+
+#[test]
+fn workflows_defs_show_and_cancel_parse() {
+    assert!(matches!(parse(&["workflows", "defs"]).command, Command::Workflows(WorkflowsCommand::Defs)));
+    let cli = parse(&["workflows", "show", "01JRUN", "--json"]);
+    assert!(cli.json);
+    assert!(matches!(cli.command, Command::Workflows(WorkflowsCommand::Show(RunIdArg { id })) if id == "01JRUN"));
+    let cli = parse(&["workflows", "cancel", "01JRUN"]);
+    assert!(matches!(cli.command, Command::Workflows(WorkflowsCommand::Cancel(RunIdArg { id })) if id == "01JRUN"));
+    assert_eq!(parse_error(&["workflows", "show"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["workflows", "start", "checkout"]), ErrorKind::InvalidSubcommand);
+}
