@@ -330,7 +330,15 @@ impl Run {
     pub fn outputs(&self) -> Map<String, Value> {
         self.steps
             .iter()
-            .filter(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Compensating | StepStatus::Compensated | StepStatus::CompensationFailed))
+            .filter(|s| {
+                matches!(
+                    s.status,
+                    StepStatus::Succeeded
+                        | StepStatus::Compensating
+                        | StepStatus::Compensated
+                        | StepStatus::CompensationFailed
+                )
+            })
             .map(|s| (s.name.clone(), s.output.clone().unwrap_or(Value::Null)))
             .collect()
     }
@@ -440,9 +448,9 @@ impl Run {
     fn compensate_from(&mut self, from: Option<usize>, now: Millis, new_id: &mut dyn FnMut() -> String) -> Advance {
         self.status = RunStatus::Compensating;
         let Some(from) = from else { return self.end(RunStatus::Compensated, now) };
-        let found = (0..=from).rev().find(|&k| {
-            self.steps[k].status == StepStatus::Succeeded && self.definition.steps[k].compensate.is_some()
-        });
+        let found = (0..=from)
+            .rev()
+            .find(|&k| self.steps[k].status == StepStatus::Succeeded && self.definition.steps[k].compensate.is_some());
         let Some(k) = found else { return self.end(RunStatus::Compensated, now) };
         let payload = json!({
             "input": self.input,

@@ -23,6 +23,8 @@
 //!   breaker, rate limit, bulkhead, retries within a retry budget, forwarded idempotency keys.
 //! - `scheduler.rs`: the task that turns due schedule ticks into invocations or events (every
 //!   node runs it; the store makes each tick unique).
+//! - `workflows.rs`: workflow runs (sagas): started with their first step, moved on in each
+//!   step's completion (decided by `keel_core::workflow`), cancelled, counted when they end.
 //! - `cluster.rs`: this node's heartbeat, the wake-ups other nodes send it, and the nodes it sees
 //!   join and go (`keel.node.joined|lost`).
 //! - `system_events.rs`: Keel's operational events (dead invocations, breakers, pauses, shedding,
@@ -63,6 +65,7 @@ mod state;
 mod system_events;
 pub mod telemetry;
 mod trace;
+mod workflows;
 
 /// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
 pub use api::{route_scopes, routes};

@@ -70,6 +70,13 @@ pub(crate) const SCHEDULE_FIRED_TOTAL: &str = "keel_schedule_fired_total";
 /// Ticks of a schedule passed over without firing (no node could fire them in time: downtime,
 /// or a tick later than its tolerance under `missed = "skip"`), by `schedule`.
 pub(crate) const SCHEDULE_TICKS_MISSED_TOTAL: &str = "keel_schedule_ticks_missed_total";
+/// Workflow runs started, by `workflow`.
+pub(crate) const WORKFLOW_RUNS_STARTED_TOTAL: &str = "keel_workflow_runs_started_total";
+/// Workflow runs ended, by `workflow` and `status` (`succeeded`, `compensated`, `failed`; a
+/// failed run whose compensation is redriven counts again when it ends).
+pub(crate) const WORKFLOW_RUNS_TOTAL: &str = "keel_workflow_runs_total";
+/// Time from a run's start to its end, by `workflow` and `status`.
+pub(crate) const WORKFLOW_RUN_DURATION_SECONDS: &str = "keel_workflow_run_duration_seconds";
 
 /// One schedule's counters, registered when its scheduler starts (every series is there, at 0,
 /// from the first scrape: an alert on `increase` sees the first missed tick).

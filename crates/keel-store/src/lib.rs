@@ -21,13 +21,13 @@
 
 mod header_list;
 mod key_budget;
-mod run_json;
 #[cfg(test)]
 mod lease_cost;
 pub mod metric_definitions;
 #[cfg(any(test, feature = "testkit"))]
 pub mod pg_testkit;
 pub mod postgres;
+mod run_json;
 mod scope_list;
 pub mod sqlite;
 

@@ -81,17 +81,9 @@ pub(super) fn validate(
     let schedules = check.schedules(&raw.schedules, &function_names, &topics);
     let workflows = check.workflows(&raw.workflows, &function_names, &topics);
     match (server, storage, auth, check.problems.is_empty()) {
-        (Some(server), Some(storage), Some(auth), true) => Ok(Config {
-            server,
-            storage,
-            functions,
-            topics,
-            subscriptions,
-            dependencies,
-            auth,
-            schedules,
-            workflows,
-        }),
+        (Some(server), Some(storage), Some(auth), true) => {
+            Ok(Config { server, storage, functions, topics, subscriptions, dependencies, auth, schedules, workflows })
+        }
         _ => Err(check.problems),
     }
 }

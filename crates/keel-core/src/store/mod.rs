@@ -20,9 +20,9 @@ pub use workflows::{RunFilter, RunStarted, RunUpdate, WorkflowStore};
 pub mod access;
 pub mod faulty;
 pub mod schedules;
-pub mod workflows;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod workflows;
 
 /// Default and largest page sizes of a list.
 pub const DEFAULT_LIMIT: usize = 100;

@@ -98,10 +98,7 @@ fn a_dead_step_compensates_the_completed_steps_in_reverse_skipping_those_without
     assert_eq!(done.ended, Some(RunStatus::Compensated));
     assert_eq!(run.status, RunStatus::Compensated);
     let statuses: Vec<_> = run.steps.iter().map(|s| s.status).collect();
-    assert_eq!(
-        statuses,
-        [StepStatus::Compensated, StepStatus::Succeeded, StepStatus::Compensated, StepStatus::Failed]
-    );
+    assert_eq!(statuses, [StepStatus::Compensated, StepStatus::Succeeded, StepStatus::Compensated, StepStatus::Failed]);
     assert_eq!((run.failed_step.as_deref(), run.error.as_deref()), (Some("ship"), Some("HTTP 500")));
 }
 

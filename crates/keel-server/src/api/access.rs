@@ -42,6 +42,8 @@ pub(crate) enum Guard {
     Kv,
     /// `egress:{dependency}`: function tokens (and admin keys).
     Egress,
+    /// `workflows:{name}`.
+    Workflows,
 }
 
 impl Guard {
@@ -59,6 +61,7 @@ impl Guard {
             Guard::Kv if method == Method::GET || method == Method::HEAD => Need::KvRead(name()),
             Guard::Kv => Need::KvWrite(name()),
             Guard::Egress => Need::Egress(name()),
+            Guard::Workflows => Need::Workflows(name()),
         }
     }
 

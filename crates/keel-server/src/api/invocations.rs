@@ -133,7 +133,8 @@ pub(crate) async fn list(
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400, description = openapi::BAD_KEY),
         (status = 404, description = "No invocation with that id."),
-        (status = 409, description = "It is neither queued nor retrying (`invalid-state`), or a request with this \
+        (status = 409, description = "It is neither queued nor retrying (`invalid-state`), or it is a workflow \
+            step (`workflow-step`, with `run_id`: cancel the run), or a request with this \
             Idempotency-Key is still in progress (`idempotency-key-in-use`, with Retry-After).",
             headers(("Retry-After" = u64, description = "On `idempotency-key-in-use`: seconds to wait."))),
         (status = 413, description = openapi::TOO_LARGE),
@@ -145,6 +146,17 @@ pub(crate) async fn cancel(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> Result<Json<view::Invocation>, Problem> {
+    // A workflow step is cancelled with its run, which then compensates what the run did: on
+    // its own, the run would wait for it forever.
+    if let Some(step) = shared.store.get(&id).await?.and_then(|inv| inv.workflow) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "workflow-step",
+            "Conflict",
+            format!("invocation {id} is a step of workflow run {}: cancel the run instead", step.run),
+        )
+        .with("run_id", step.run));
+    }
     let inv = shared.store.cancel(&id, shared.clock.now_ms()).await?;
     Ok(Json(view::invocation(&inv, false)))
 }

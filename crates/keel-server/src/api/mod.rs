@@ -23,6 +23,7 @@ mod openapi;
 mod problem;
 mod schedules;
 mod view;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -69,7 +70,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 41] = [
+const ROUTES: [(Method, &str, Guard, Mount); 46] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
@@ -80,6 +81,11 @@ const ROUTES: [(Method, &str, Guard, Mount); 41] = [
     route!(GET "/v1/schedules/{name}" => schedules::get, Read),
     route!(POST "/v1/schedules/{name}/pause" => schedules::pause, Admin),
     route!(POST "/v1/schedules/{name}/resume" => schedules::resume, Admin),
+    route!(GET "/v1/workflows" => workflows::list_workflows, Read),
+    route!(POST "/v1/workflows/{name}/runs" => workflows::start, Workflows),
+    route!(GET "/v1/workflow-runs" => workflows::list_runs, Read),
+    route!(GET "/v1/workflow-runs/{id}" => workflows::get_run, Read),
+    route!(POST "/v1/workflow-runs/{id}/cancel" => workflows::cancel, Dlq),
     route!(GET "/v1/invocations" => invocations::list, Read),
     route!(GET "/v1/invocations/{id}" => invocations::get, Read),
     route!(GET "/v1/invocations/{id}/result" => invocations::result, Read),

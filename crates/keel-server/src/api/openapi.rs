@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
 use super::problem::ProblemDetails;
 use super::{
     access, cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics, schedules,
+    workflows,
 };
 
 /// The descriptions that several routes share.
@@ -42,6 +43,11 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         schedules::get,
         schedules::pause,
         schedules::resume,
+        workflows::list_workflows,
+        workflows::start,
+        workflows::list_runs,
+        workflows::get_run,
+        workflows::cancel,
         invoke::invoke_sync,
         invoke::invoke_async,
         invocations::list,
@@ -86,6 +92,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         (name = "kv", description = "The key-value store, with versions as ETags."),
         (name = "functions", description = "Configured functions and dependencies and their live state; the cluster."),
         (name = "schedules", description = "Schedules (cron or every): next and last fire; pause and resume."),
+        (name = "workflows", description = "Workflows (sagas): start runs, follow their steps, cancel (compensate)."),
         (name = "egress", description = "Calls from functions to their dependencies, through Keel's breaker, limits and retries."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
         (name = "access", description = "API keys, the key that signs function tokens, and the audit log (admin)."),

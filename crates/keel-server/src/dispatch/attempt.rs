@@ -9,6 +9,7 @@ use keel_core::invocation::{truncate_error, Attempt, CommitEffects, Completion, 
 use keel_core::lifecycle::{after_attempt, exhausted_before_attempt, AttemptReport};
 use keel_core::outcome::Outcome;
 use keel_core::store::Urgency;
+use keel_core::workflow::StepRef;
 use keel_core::Error;
 
 use crate::events;
@@ -79,7 +80,8 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
     let ordered = invocation.delivery.as_ref().is_some_and(|d| d.ordering_key.is_some());
     let unhurried = completion.effects.is_none() && !ordered && function.busy();
     crate::faults::crash_point(&shared, crate::faults::CrashPoint::BeforeComplete);
-    let recorded = record(&shared, completion.clone(), lease_expires_at, unhurried).await;
+    let step = invocation.workflow.as_ref();
+    let recorded = record(&shared, completion.clone(), step, lease_expires_at, unhurried).await;
     if let Recorded::Yes = recorded {
         recorded_as(&shared, &invocation, &completion);
         if let Some(effects) = &completion.effects {
@@ -97,7 +99,7 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
             completion.attempt = Some(report.attempt);
             completion.effects = None;
             completion.now = now;
-            if let Recorded::Yes = record(&shared, completion.clone(), lease_expires_at, unhurried).await {
+            if let Recorded::Yes = record(&shared, completion.clone(), step, lease_expires_at, unhurried).await {
                 recorded_as(&shared, &invocation, &completion);
             }
         }
@@ -175,9 +177,14 @@ enum Recorded {
     Conflict(String),
 }
 
+/// How many times a step's completion is decided again at once when its run keeps changing;
+/// past that it waits between tries like any store error.
+const STALE_TRIES: u64 = 20;
+
 async fn record(
     shared: &Shared,
-    completion: Completion,
+    mut completion: Completion,
+    step: Option<&StepRef>,
     lease_expires_at: Option<Millis>,
     unhurried: bool,
 ) -> Recorded {
@@ -185,10 +192,34 @@ async fn record(
     let mut tries: u64 = 0;
     loop {
         tries += 1;
-        let recorded =
-            shared.store.complete(completion.clone(), if unhurried { Urgency::Unhurried } else { Urgency::Now }).await;
+        // A workflow step's end moves its run on in the same commit: decided on the run as it is
+        // now, and again if the run changed before the commit (an operator's cancel).
+        let recorded = match step {
+            Some(step) => match crate::workflows::decide(shared, step, &completion).await {
+                Ok(update) => {
+                    completion.run = update;
+                    shared.store.complete(completion.clone(), Urgency::Now).await
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                shared
+                    .store
+                    .complete(completion.clone(), if unhurried { Urgency::Unhurried } else { Urgency::Now })
+                    .await
+            }
+        };
         match recorded {
-            Ok(()) => return Recorded::Yes,
+            Ok(()) => {
+                if let Some(update) = &completion.run {
+                    crate::workflows::after(shared, update);
+                }
+                return Recorded::Yes;
+            }
+            Err(Error::Stale(why)) if tries < STALE_TRIES => {
+                tracing::debug!(invocation_id = %completion.id, why, "the workflow run moved on: deciding again");
+                continue;
+            }
             Err(Error::PreconditionFailed(why)) => return Recorded::Conflict(why),
             Err(e @ (Error::LeaseLost(_) | Error::InvalidState(_) | Error::NotFound { .. })) => {
                 tracing::warn!(invocation_id = %completion.id, error = %e, "completion refused");

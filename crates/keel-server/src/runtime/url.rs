@@ -29,6 +29,8 @@ pub(crate) struct AttemptCall<'a> {
     pub(crate) target: &'a FunctionTarget,
     pub(crate) function: &'a str,
     pub(crate) invocation_id: &'a str,
+    /// Sent as `idempotency-key`: the invocation id, or a workflow step's `{run_id}/{step}`.
+    pub(crate) idempotency_key: &'a str,
     pub(crate) number: u32,
     pub(crate) payload: &'a Bytes,
     pub(crate) content_type: Option<&'a str>,
@@ -48,6 +50,8 @@ impl<'a> AttemptCall<'a> {
             target: &config.target,
             function: &config.name,
             invocation_id: &inv.id,
+            // A workflow step's key names its run and step: the same for every attempt and redrive.
+            idempotency_key: inv.workflow.as_ref().and(inv.idempotency_key.as_deref()).unwrap_or(&inv.id),
             number: inv.attempt_count + 1,
             payload: &inv.payload,
             content_type: inv.content_type.as_deref(),
@@ -158,7 +162,7 @@ impl UrlRuntime {
             .header("keel-attempt", call.number)
             .header("keel-function", call.function)
             .header("keel-deadline", rfc3339(deadline))
-            .header("idempotency-key", call.invocation_id)
+            .header("idempotency-key", call.idempotency_key)
             .header("traceparent", traceparent);
         if let Some(ct) = call.content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
             request = request.header(CONTENT_TYPE, ct);
@@ -400,6 +404,7 @@ mod tests {
             target: &function.target,
             function: &function.name,
             invocation_id: "inv1",
+            idempotency_key: "inv1",
             number: 1,
             payload: &payload,
             content_type: None,

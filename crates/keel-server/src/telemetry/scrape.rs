@@ -59,6 +59,9 @@ fn describe() {
     describe_counter!(m::BREAKER_TRANSITIONS_TOTAL, "Breaker changes of state, by target and new state");
     describe_counter!(m::SCHEDULE_FIRED_TOTAL, "Schedule ticks that made their invocation or event, by schedule");
     describe_counter!(m::SCHEDULE_TICKS_MISSED_TOTAL, "Schedule ticks passed over without firing, by schedule");
+    describe_counter!(m::WORKFLOW_RUNS_STARTED_TOTAL, "Workflow runs started, by workflow");
+    describe_counter!(m::WORKFLOW_RUNS_TOTAL, "Workflow runs ended, by workflow and status");
+    describe_histogram!(m::WORKFLOW_RUN_DURATION_SECONDS, Unit::Seconds, "Workflow run duration, start to end");
     describe_counter!(m::EGRESS_REQUESTS_TOTAL, "Egress calls to dependencies, by dependency and outcome");
     describe_histogram!(m::EGRESS_DURATION_SECONDS, Unit::Seconds, "Egress call duration, retries included");
     describe_gauge!(m::RETRY_BUDGET_AVAILABLE, "Retries a dependency's retry budget could pay for now");

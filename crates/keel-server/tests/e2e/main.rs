@@ -28,3 +28,4 @@ mod serve;
 mod support;
 mod system_events;
 mod tls;
+mod workflows;

@@ -32,7 +32,8 @@ pub(crate) struct Call {
 
 /// A function server whose behaviour each test picks by path:
 /// `/ok`, `/status?code=400`, `/flaky?fail=2` (503 for the first N attempts of each invocation),
-/// `/slow?ms=300`, `/random?p=0.3` (503 with probability p), `/retry-after?secs=1` (first
+/// `/slow?ms=300`, `/random?p=0.3` (503 with probability p), `/saga?ms=0` (422 when the body's
+/// `input.fail` is true: a workflow step failing on its run's input), `/retry-after?secs=1` (first
 /// attempt 503 with `Retry-After`), `/switch` (503 while [`Functions::set_down`] says so),
 /// `/egress?dep=payments&path=/charges` (calls Keel's egress: see [`egress_function`]).
 #[derive(Debug, Clone, Default)]
@@ -119,6 +120,11 @@ async fn handle(
         "/random" => (if fastrand::f64() < arg("p") { 503 } else { 200 }, None, 0),
         "/retry-after" if attempt == 1 => (503, Some(("retry-after", format!("{}", arg("secs") as u64))), 0),
         "/retry-after" => (200, None, 0),
+        // A workflow step that fails for good when its run's input says `"fail": true`.
+        "/saga" => {
+            let input: Value = serde_json::from_slice(&body).unwrap_or_default();
+            (if input.pointer("/input/fail") == Some(&Value::Bool(true)) { 422 } else { 200 }, None, arg("ms") as u64)
+        }
         _ => (404, None, 0),
     };
     // Recorded on arrival: a caller that gives up early (a timeout) still shows as a call.

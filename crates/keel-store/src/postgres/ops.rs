@@ -354,7 +354,8 @@ pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis, node_timeo
         let error = attempt.error.clone().unwrap_or_default();
         let next = Transition::Retry { due_at: now, delay_ms: 0, error };
         let fence = attempt_count as u32;
-        complete(tx, &Completion { id, owner, fence, now, attempt: Some(attempt), next, effects: None, run: None }).await?;
+        complete(tx, &Completion { id, owner, fence, now, attempt: Some(attempt), next, effects: None, run: None })
+            .await?;
         if !functions.contains(&function) {
             functions.push(function);
         }

@@ -24,7 +24,11 @@ notify_topic = "orders"
     assert_eq!(
         checkout.definition.steps,
         [
-            StepDef { name: "reserve".into(), function: "reserve-stock".into(), compensate: Some("release-stock".into()) },
+            StepDef {
+                name: "reserve".into(),
+                function: "reserve-stock".into(),
+                compensate: Some("release-stock".into())
+            },
             StepDef { name: "charge".into(), function: "charge-card".into(), compensate: None },
         ]
     );

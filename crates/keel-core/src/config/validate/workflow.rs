@@ -62,7 +62,8 @@ impl Checker {
                         None
                     }
                     Some(step_name) if !seen.insert(step_name.clone()) => {
-                        let message = format!(r#"duplicate step name "{step_name}": step names are unique in a workflow"#);
+                        let message =
+                            format!(r#"duplicate step name "{step_name}": step names are unique in a workflow"#);
                         self.report(at("name"), Anchor::Value, message);
                         None
                     }
