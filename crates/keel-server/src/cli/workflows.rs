@@ -82,8 +82,7 @@ async fn start(client: &KeelClient, json: bool, args: WorkflowRunArgs) -> anyhow
     headers.extend(args.idempotency_key.as_deref().map(idempotency_header));
     let path = format!("/v1/workflows/{}/runs", encode(&args.name));
     let response = client.send(Method::POST, &path, &headers, input).await?;
-    // The name of the invoke routes' header, and the one the workflow routes were specified with.
-    let replayed = ["idempotent-replayed", "idempotency-replayed"].iter().any(|h| response.header(h) == Some("true"));
+    let replayed = response.header("idempotent-replayed") == Some("true");
     let started = response.into_json()?;
     let id = text(&started, "id");
     if !json {
