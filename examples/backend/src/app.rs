@@ -143,6 +143,12 @@ pub fn banner(url: &str, state_dir: &Path, secret: &str) -> String {
          curl -s {auth} -X POST {url}/v1/functions/send-welcome-email/pause >/dev/null; echo paused\n\
          curl -s -X POST {url}/v1/functions/register-user/invoke {json} -d '{{\"email\": \"cy@example.com\", \"name\": \"Cy\"}}'; echo\n\
          curl -s {auth} -X POST {url}/v1/functions/send-welcome-email/resume | grep -o '\"queued\":[0-9]*'\n\
+         \n# 5. A checkout workflow (a saga): reserve stock, charge the card, ship. The first run succeeds; the\n\
+         #    second's shipment is refused, so its charge is refunded and its stock released, in reverse\n\
+         curl -s -X POST {url}/v1/workflows/checkout/runs {json} -d '{{\"item\": \"sword\"}}'; echo\n\
+         curl -s -X POST {url}/v1/workflows/checkout/runs {json} -d '{{\"item\": \"sword\", \"fail_shipping\": true}}'; echo\n\
+         sleep 3; curl -s {auth} '{url}/v1/workflow-runs?workflow=checkout'; echo\n\
+         #    ...or with the keel binary, a run's timeline: keel workflows run checkout '{{\"item\": \"potion\", \"fail_shipping\": true}}' --wait\n\
          \n# Functions with their live state (in flight, waiting, queued, paused, breaker):  curl -s {auth} {url}/v1/functions\n\
          # The providers they call through Keel (breaker, in flight, retry budget, counters):  curl -s {auth} {url}/v1/dependencies\n",
         state = state_dir.display(),

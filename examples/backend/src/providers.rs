@@ -56,12 +56,16 @@ struct Handler {
     state: Arc<Mutex<Seen>>,
 }
 
-/// Starts a provider on `127.0.0.1:0`. It answers `POST /send` (email) and `POST /charges`
-/// (payments).
+/// Starts a provider on `127.0.0.1:0`. It answers `POST /send` (email), `POST /charges` and
+/// `POST /refunds` (payments).
 pub async fn start(name: &'static str, behaviour: Behaviour) -> std::io::Result<Provider> {
     let state = Arc::<Mutex<Seen>>::default();
     let handler = Handler { name, behaviour, state: state.clone() };
-    let app = Router::new().route("/send", post(call)).route("/charges", post(call)).with_state(handler);
+    let app = Router::new()
+        .route("/send", post(call))
+        .route("/charges", post(call))
+        .route("/refunds", post(call))
+        .with_state(handler);
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -20,6 +20,7 @@ struct Backend {
     node: Node,
     url: String,
     email: providers::Provider,
+    payments: providers::Provider,
     _dir: tempfile::TempDir,
 }
 
@@ -41,7 +42,7 @@ async fn start(email: Behaviour) -> Backend {
     let node = Node::start_with_store(config, listener, store).await.unwrap();
     let url = format!("http://{}", node.addr());
     KEYS.lock().unwrap().insert(url.clone(), secret);
-    Backend { node, url, email, _dir: dir }
+    Backend { node, url, email, payments, _dir: dir }
 }
 
 /// The quick-start key of each running backend, by its base URL: auth is on, as in the quick
@@ -99,6 +100,26 @@ async fn eventually(url: &str, limit: Duration, done: impl Fn(u16, &Value) -> bo
             return body;
         }
         assert!(Instant::now() < end, "{url} never got there: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The alert notify-ops answered for the event of type `kind` about `about` (an id in its data),
+/// waited for up to 30 s.
+async fn alert_of(backend: &Backend, kind: &str, about: &str) -> Value {
+    let alerts = format!("{}/v1/invocations?function=notify-ops&status=succeeded", backend.url);
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, listed) = call("GET", &alerts, &[], Value::Null).await;
+        for item in listed["items"].as_array().into_iter().flatten() {
+            let url = format!("{}/v1/invocations/{}", backend.url, item["id"].as_str().unwrap());
+            let (_, _, inv) = call("GET", &url, &[], Value::Null).await;
+            let data = &inv["result"]["data"];
+            if inv["result"]["type"] == kind && (data["invocation_id"] == about || data["id"] == about) {
+                return inv["result"].clone();
+            }
+        }
+        assert!(Instant::now() < end, "no {kind} alert about {about} reached notify-ops");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -166,23 +187,7 @@ async fn a_welcome_mail_to_a_bouncing_address_is_dead_lettered_at_once() {
     assert!(dead["error"].as_str().is_some_and(|e| e.contains("no such mailbox")), "{dead}");
     // notify-ops, subscribed to keel.system, gets the alert.
     let id = dead["id"].as_str().unwrap().to_owned();
-    let alerts = format!("{}/v1/invocations?function=notify-ops&status=succeeded", backend.url);
-    let limit = Duration::from_secs(30);
-    let mut found = None;
-    let end = Instant::now() + limit;
-    while found.is_none() {
-        let listed = eventually(&alerts, limit, |_, b| b["items"].as_array().is_some_and(|i| !i.is_empty())).await;
-        for item in listed["items"].as_array().unwrap() {
-            let url = format!("{}/v1/invocations/{}", backend.url, item["id"].as_str().unwrap());
-            let (_, _, inv) = call("GET", &url, &[], Value::Null).await;
-            if inv["result"]["type"] == "keel.invocation.dead" {
-                found = Some(inv["result"].clone());
-            }
-        }
-        assert!(found.is_some() || Instant::now() < end, "no dead-letter alert reached notify-ops");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let alert = found.unwrap();
+    let alert = alert_of(&backend, "keel.invocation.dead", &id).await;
     assert_eq!(alert["data"]["invocation_id"], id.as_str(), "{alert}");
     assert_eq!(alert["data"]["subscription"], "welcome-email", "{alert}");
     let line = alert["alert"].as_str().unwrap();
@@ -282,5 +287,113 @@ async fn a_paused_email_function_holds_the_welcome_emails_until_resumed() {
     assert_eq!(status, 200);
     let sent = format!("{}/v1/invocations?function=send-welcome-email&status=succeeded", backend.url);
     eventually(&sent, Duration::from_secs(30), |_, b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    backend.node.shutdown().await;
+}
+
+/// Starts a checkout run with `input`, and waits for it to stop running or compensating.
+async fn checkout(backend: &Backend, key: &str, input: Value) -> Value {
+    let runs = format!("{}/v1/workflows/checkout/runs", backend.url);
+    let (status, headers, run) = call("POST", &runs, &[("idempotency-key", key)], input).await;
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_str().expect("the run's id");
+    assert_eq!(headers["location"], format!("/v1/workflow-runs/{id}"));
+    let url = format!("{}/v1/workflow-runs/{id}", backend.url);
+    eventually(&url, Duration::from_secs(30), |_, r| !matches!(r["status"].as_str(), Some("running" | "compensating")))
+        .await
+}
+
+async fn invocation(backend: &Backend, id: &Value) -> Value {
+    let id = id.as_str().expect("an invocation id");
+    call("GET", &format!("{}/v1/invocations/{id}", backend.url), &[], Value::Null).await.2
+}
+
+/// The checkout workflow, all three steps going through: each step gets the outputs of the ones
+/// before it and its run's key; a second start with the same key is the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_run_reserves_charges_and_ships() {
+    let backend = start(RELIABLE).await;
+    let (_, _, declared) = call("GET", &format!("{}/v1/workflows", backend.url), &[], Value::Null).await;
+    let steps: Vec<&str> =
+        declared["items"][0]["steps"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!((&declared["items"][0]["name"], steps), (&json!("checkout"), vec!["reserve", "charge", "ship"]));
+
+    let order = json!({"item": "sword", "quantity": 2});
+    let run = checkout(&backend, "order-1", order.clone()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let id = run["id"].as_str().unwrap();
+    assert_eq!(run["input"], order);
+    let [reserve, charge, ship] = [&run["steps"][0], &run["steps"][1], &run["steps"][2]];
+    assert_eq!(reserve["output"], json!({"hold_id": format!("hold_{id}"), "item": "sword", "quantity": 2}), "{run}");
+    assert_eq!(charge["output"]["amount"], 60, "two swords at 30: {run}");
+    assert_eq!(ship["output"], json!({"shipment_id": format!("ship_{id}")}), "{run}");
+    for step in [reserve, charge, ship] {
+        assert_eq!(step["status"], "succeeded", "{run}");
+        let invocation = invocation(&backend, &step["invocation_id"]).await;
+        assert_eq!(invocation["idempotency_key"], format!("{id}/{}", step["name"].as_str().unwrap()), "{invocation}");
+    }
+    let charged = invocation(&backend, &charge["invocation_id"]).await;
+    let charge_key = Some(format!("{}/payments/1", charged["id"].as_str().unwrap()));
+    assert_eq!(backend.payments.calls(), vec![charge_key], "one charge, through Keel's egress");
+    let kv = |path: &str| format!("{}/v1/kv/{path}", backend.url);
+    let (_, _, hold) = call("GET", &kv(&format!("holds/hold_{id}")), &[], Value::Null).await;
+    assert_eq!(hold, json!({"item": "sword", "quantity": 2, "status": "held"}));
+    let (status, _, _) = call("GET", &kv(&format!("shipments/ship_{id}")), &[], Value::Null).await;
+    assert_eq!(status, 200);
+
+    let runs = format!("{}/v1/workflows/checkout/runs", backend.url);
+    let (status, headers, again) = call("POST", &runs, &[("idempotency-key", "order-1")], order).await;
+    assert_eq!((status, &again["id"]), (202, &json!(id)), "the key's run: {again}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    backend.node.shutdown().await;
+}
+
+/// The quick start's fifth step: the carrier refuses the parcel (422, not retried), and the two
+/// steps that succeeded are undone in reverse — the charge refunded, then the hold released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_whose_shipment_is_refused_is_compensated_in_reverse() {
+    let backend = start(RELIABLE).await;
+    let begin = Instant::now();
+    let run = checkout(&backend, "order-2", json!({"item": "potion", "fail_shipping": true})).await;
+    assert_eq!(run["status"], "compensated", "{run}");
+    assert!(begin.elapsed() < Duration::from_secs(15), "took {:?}", begin.elapsed());
+    let id = run["id"].as_str().unwrap();
+    assert_eq!(run["failed_step"], "ship");
+    assert!(run["error"].as_str().is_some_and(|e| e.contains("carrier refused")), "{run}");
+    let [reserve, charge, ship] = [&run["steps"][0], &run["steps"][1], &run["steps"][2]];
+    let statuses = [&reserve["status"], &charge["status"], &ship["status"]];
+    assert_eq!(statuses, [&json!("compensated"), &json!("compensated"), &json!("failed")], "{run}");
+    assert!(charge["compensated_at"].as_str() <= reserve["compensated_at"].as_str(), "refund first: {run}");
+
+    // The refused shipment is an ordinary dead invocation, tried once.
+    let shipped = invocation(&backend, &ship["invocation_id"]).await;
+    assert_eq!((&shipped["status"], &shipped["attempt_count"]), (&json!("dead"), &json!(1)), "{shipped}");
+    // Each compensation ran under its own key, with what the steps answered.
+    let refund = invocation(&backend, &charge["compensation_id"]).await;
+    assert_eq!((&refund["function"], &refund["status"]), (&json!("refund-card"), &json!("succeeded")), "{refund}");
+    assert_eq!(refund["idempotency_key"], format!("{id}/charge/compensate"));
+    assert_eq!(refund["result"]["charge_id"], charge["output"]["charge_id"], "{refund}");
+    let release = invocation(&backend, &reserve["compensation_id"]).await;
+    assert_eq!(release["idempotency_key"], format!("{id}/reserve/compensate"), "{release}");
+    assert_eq!(release["result"], json!({"released": format!("hold_{id}")}));
+    let (_, _, hold) = call("GET", &format!("{}/v1/kv/holds/hold_{id}", backend.url), &[], Value::Null).await;
+    assert_eq!(hold["status"], "released", "{hold}");
+    let (status, _, _) = call("GET", &format!("{}/v1/kv/shipments/ship_{id}", backend.url), &[], Value::Null).await;
+    assert_eq!(status, 404, "nothing shipped");
+    let charged = invocation(&backend, &charge["invocation_id"]).await;
+    let key = |invocation: &Value| Some(format!("{}/payments/1", invocation["id"].as_str().unwrap()));
+    assert_eq!(backend.payments.calls(), vec![key(&charged), key(&refund)], "charged once, refunded once");
+
+    // The run's end reaches the orders topic, and notify-ops (order-alerts) says what was undone.
+    let alert = alert_of(&backend, "keel.workflow.compensated", id).await;
+    let line = alert["alert"].as_str().unwrap();
+    assert!(line.starts_with(&format!("checkout run {id} was undone: step ship failed: ")), "{line}");
+    let (_, _, compensated) = call(
+        "GET",
+        &format!("{}/v1/workflow-runs?workflow=checkout&status=compensated", backend.url),
+        &[],
+        Value::Null,
+    )
+    .await;
+    assert_eq!(compensated["items"][0]["id"], id, "{compensated}");
     backend.node.shutdown().await;
 }

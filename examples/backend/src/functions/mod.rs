@@ -3,17 +3,31 @@
 //! - `users`: `register-user` and the `user.registered` subscribers `count-signups`,
 //!   `init-profile` and `send-welcome-email`.
 //! - `purchase`: `purchase`.
+//! - `checkout`: the steps of the `checkout` workflow (`reserve-stock`, `charge-card`,
+//!   `create-shipment`) and their compensations (`release-stock`, `refund-card`).
 //! - `ops`: `notify-ops`, subscribed to Keel's own events (`keel.system`): one alert line each.
 //! - `outbound`: calls to the third-party providers, through Keel's egress.
 
+pub mod checkout;
 pub mod ops;
 mod outbound;
 pub mod purchase;
 pub mod users;
 
 /// Every function, by the name `keel.toml` gives it.
-pub const NAMES: [&str; 6] =
-    ["register-user", "purchase", "send-welcome-email", "count-signups", "init-profile", "notify-ops"];
+pub const NAMES: [&str; 11] = [
+    "register-user",
+    "purchase",
+    "send-welcome-email",
+    "count-signups",
+    "init-profile",
+    "notify-ops",
+    "reserve-stock",
+    "release-stock",
+    "charge-card",
+    "refund-card",
+    "create-shipment",
+];
 
 /// Serves function `name` on `$PORT` until Keel stops the instance.
 pub async fn serve(name: &str) -> anyhow::Result<()> {
@@ -25,6 +39,11 @@ pub async fn serve(name: &str) -> anyhow::Result<()> {
         "init-profile" => keel_sdk::serve(users::init_profile).await?,
         "purchase" => keel_sdk::serve(purchase::purchase).await?,
         "notify-ops" => keel_sdk::serve(ops::notify_ops).await?,
+        "reserve-stock" => keel_sdk::serve(checkout::reserve_stock).await?,
+        "release-stock" => keel_sdk::serve(checkout::release_stock).await?,
+        "charge-card" => keel_sdk::serve(checkout::charge_card).await?,
+        "refund-card" => keel_sdk::serve(checkout::refund_card).await?,
+        "create-shipment" => keel_sdk::serve(checkout::create_shipment).await?,
         other => anyhow::bail!("no function named {other:?}; expected one of {}", NAMES.join(", ")),
     }
     Ok(())

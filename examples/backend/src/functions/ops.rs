@@ -2,7 +2,8 @@
 //! breaker opened or closed, a function paused, shedding, a node lost — turned into one alert
 //! line each. Here the line is logged (Keel labels an instance's output with the function) and
 //! answered as the result; a real notifier would post it to Slack, e-mail or a PagerDuty webhook
-//! through a dependency, with Keel's retries and DLQ around it like any function.
+//! through a dependency, with Keel's retries and DLQ around it like any function. It also gets
+//! the `keel.workflow.compensated` events of the `orders` topic: a checkout that was undone.
 
 use keel_sdk::{Error, Reply, Request};
 use serde_json::{json, Value};
@@ -38,6 +39,20 @@ fn alert_line(kind: &str, subject: &str, data: &Value) -> String {
             )
         }
         "keel.breaker.opened" | "keel.breaker.closed" => format!("{kind}: {subject} is now {}", text("state")),
+        "keel.workflow.compensated" => format!(
+            "{} run {} was undone: step {} failed: {}",
+            text("workflow"),
+            text("id"),
+            text("failed_step"),
+            text("error")
+        ),
+        "keel.workflow.failed" => format!(
+            "{} run {} is stuck with a compensation in the DLQ (step {} failed: {})",
+            text("workflow"),
+            text("id"),
+            text("failed_step"),
+            text("error")
+        ),
         _ => format!("{kind}: {subject} {data}"),
     }
 }
@@ -59,6 +74,21 @@ mod tests {
         assert_eq!(
             super::alert_line("keel.invocation.dead", "", &summary),
             "keel.invocation.dead: 990 more held back by the rate limit since 2026-11-30T22:00:00Z"
+        );
+    }
+
+    #[test]
+    fn an_undone_checkout_reads_as_the_step_that_failed() {
+        let data = json!({"id": "01JRUN", "workflow": "checkout", "status": "compensated", "failed_step": "ship",
+                          "error": "the carrier refused the parcel", "input": {}, "steps": {}});
+        assert_eq!(
+            super::alert_line("keel.workflow.compensated", "01JRUN", &data),
+            "checkout run 01JRUN was undone: step ship failed: the carrier refused the parcel"
+        );
+        assert_eq!(
+            super::alert_line("keel.workflow.failed", "01JRUN", &data),
+            "checkout run 01JRUN is stuck with a compensation in the DLQ (step ship failed: the carrier refused \
+             the parcel)"
         );
     }
 }
