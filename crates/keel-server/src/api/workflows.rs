@@ -104,12 +104,13 @@ pub(crate) async fn start(
     if key.is_some() {
         shared.limits.admit_key_record(&actor.principal.actor())?;
     }
-    let traceparent = headers
+    // The request's context (the HTTP layer set it): the run's span is its child.
+    let request_trace = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::trace::parse_traceparent)
-        .map(|tp| crate::trace::child_of(&tp))
         .unwrap_or_else(crate::trace::new_traceparent);
+    let (span, traceparent) = crate::telemetry::run_span(&workflow.name, &request_trace);
     // In a task of its own: once stored, the first step's dispatcher must be woken even if the
     // client went away meanwhile.
     let (shared2, given) = (shared.clone(), input.clone());
@@ -118,6 +119,7 @@ pub(crate) async fn start(
             async move { Ok(crate::workflows::start(&shared2, &workflow, given, key, traceparent).await?) },
         )
         .await?;
+    span.record("run_id", run.id.as_str());
     if replayed && run.input != input {
         return Err(idempotency::mismatch());
     }

@@ -55,6 +55,22 @@ pub(crate) fn emit_span(topic: &str) -> Span {
     tracing::info_span!("emit", otel.name = %format_args!("emit {topic}"), otel.kind = "producer", topic = %topic)
 }
 
+/// The span of a workflow run, child of the request that starts it, and the `traceparent` every
+/// step's invocation carries: its context when traces are exported, else the request's. So one
+/// trace holds the run, its steps' attempts and what they call.
+pub(crate) fn run_span(workflow: &str, request: &str) -> (Span, String) {
+    let span = tracing::info_span!(
+        "workflow run",
+        otel.name = %format_args!("workflow {workflow}"),
+        otel.kind = "internal",
+        workflow = %workflow,
+        run_id = Empty,
+    );
+    set_remote_parent(&span, Some(request));
+    let traceparent = traceparent_of(&span).unwrap_or_else(|| request.to_owned());
+    (span, traceparent)
+}
+
 /// The current span's context as a `traceparent`, when traces are exported.
 pub(crate) fn current_traceparent() -> Option<String> {
     traceparent_of(&Span::current())

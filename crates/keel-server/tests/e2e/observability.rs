@@ -11,6 +11,7 @@ use crate::crash::{free_port, spawn_keel_with_env, wait_ready};
 use crate::support::{fast_retry, otlp_receiver, parse_metrics, post_json, request, Functions, ReceivedSpan};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const RUN_TRACE_ID: &str = "5cf92f3577b34da6a3ce929d0e0e4737";
 /// Must never appear in a log line.
 const SECRET: &str = "s3cr3t-payload";
 
@@ -29,7 +30,9 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
              [functions.mailer]\nurl = \"http://{addr}/flaky?fail=1\"\n{retry}\n\
              [functions.broken]\nurl = \"http://{addr}/status?code=400\"\n{retry}\n\
              [topics.orders]\n\
-             [[subscriptions]]\nname = \"notify\"\ntopic = \"orders\"\nfunction = \"mailer\"\n{retry}\n",
+             [[subscriptions]]\nname = \"notify\"\ntopic = \"orders\"\nfunction = \"mailer\"\n{retry}\n\
+             [functions.step]\nurl = \"http://{addr}/ok\"\n\
+             [workflows.wf]\nsteps = [{{ name = \"a\", function = \"step\" }}, {{ name = \"b\", function = \"step\" }}]\n",
             db = dir.path().join("keel.db").display()
         ),
     )
@@ -63,6 +66,17 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
     assert_eq!(status, 202);
     let (status, _, _) = post_json(&format!("{base}/v1/topics/orders/events"), "{\"order\":1}").await;
     assert_eq!(status, 202);
+    let run_trace = format!("00-{RUN_TRACE_ID}-00f067aa0ba902b7-01");
+    let (status, _, run) =
+        request("POST", &format!("{base}/v1/workflows/wf/runs"), &[("traceparent", &run_trace)], "{}").await;
+    assert_eq!(status, 202);
+    let run: serde_json::Value = serde_json::from_slice(&run).unwrap();
+    let run_url = format!("{base}/v1/workflow-runs/{}", run["id"].as_str().unwrap());
+    crate::support::eventually("the run succeeds", Duration::from_secs(15), || async {
+        let (_, _, run) = crate::support::get_json(&run_url).await;
+        (run["status"] == "succeeded").then_some(())
+    })
+    .await;
 
     let metrics =
         wait_for_metric(&base, "keel_invocations_completed_total{function=\"mailer\",outcome=\"succeeded\"}", 2.0)
@@ -107,6 +121,7 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check_trace(&spans.lock().unwrap());
+    check_run_trace(&spans.lock().unwrap());
     check_logs(&std::fs::read_to_string(&log).unwrap());
 }
 
@@ -119,6 +134,22 @@ async fn wait_for_metric(base: &str, series: &str, value: f64) -> HashMap<String
         (metrics.get(series) == Some(&value)).then_some(metrics)
     })
     .await
+}
+
+/// request → the workflow run → the attempt of each step.
+fn check_run_trace(spans: &[ReceivedSpan]) {
+    let ours: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == RUN_TRACE_ID).collect();
+    let names: Vec<&str> = ours.iter().map(|s| s.name.as_str()).collect();
+    let named = |name: &str| ours.iter().copied().filter(|s| s.name == name).collect::<Vec<_>>();
+    let request = named("POST /v1/workflows/{name}/runs");
+    assert_eq!(request.len(), 1, "one request span in {names:?}");
+    let run = named("workflow wf");
+    assert_eq!(run.len(), 1, "one run span in {names:?}");
+    assert_eq!(run[0].parent_span_id, request[0].span_id);
+    assert_eq!(run[0].attributes.get("run_id").map(String::len), Some(26), "{:?}", run[0].attributes);
+    let steps = named("attempt step");
+    assert_eq!(steps.len(), 2, "{names:?}");
+    assert!(steps.iter().all(|s| s.parent_span_id == run[0].span_id), "each step's attempt is the run's child");
 }
 
 /// request → attempt of `shop` → emitted event → both attempts of its delivery to `mailer`.
@@ -158,7 +189,7 @@ fn check_logs(text: &str) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     let attempts: Vec<&Value> = lines.iter().filter(|l| l["message"] == "attempt finished").collect();
-    assert_eq!(attempts.len(), 6, "one line per async attempt");
+    assert_eq!(attempts.len(), 8, "one line per async attempt (two are the workflow run's steps)");
     for line in attempts {
         let span = &line["span"];
         for field in ["invocation_id", "function", "attempt", "trace_id"] {
