@@ -376,3 +376,40 @@ async fn sigkill_during_200_concurrent_runs_loses_no_run_and_starts_no_step_twic
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_started_on_one_postgres_node_are_carried_by_both() {
+    let Some(database) = keel_store::pg_testkit::fresh_database().await else { return };
+    let (fns, addr) = Functions::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    let toml = checkout(addr, &[("ship", "/saga")], "");
+    std::fs::write(&config, format!("[storage]\nurl = \"{database}\"\n{toml}")).unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut child = spawn_keel(&config, port, &dir.path().join(format!("node-{i}.log")));
+        wait_ready(&url, &mut child).await;
+        nodes.push((url, child));
+    }
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let run = start_run(&nodes[i % 2].0, &json!({"n": i, "fail": i % 5 == 0}).to_string()).await;
+        runs.push((run["id"].as_str().unwrap().to_string(), i % 5 == 0));
+    }
+    for (id, fail) in &runs {
+        let run = ended(&nodes[1].0, id, Duration::from_secs(30)).await;
+        assert_eq!(run["status"], if *fail { "compensated" } else { "succeeded" }, "{run}");
+    }
+    let calls = by_key(&fns.calls().into_iter().filter(|c| header(c, "keel-function") != "audit").collect::<Vec<_>>());
+    let per_run = |id: &str| calls.keys().filter(|k| k.starts_with(id)).count();
+    for (id, fail) in &runs {
+        assert_eq!(per_run(id), if *fail { 5 } else { 3 }, "run {id}: {:?}", calls.keys().collect::<Vec<_>>());
+    }
+    assert!(calls.values().all(|c| c.len() == 1), "no step called twice");
+    for (_, mut child) in nodes {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
