@@ -76,3 +76,14 @@ impl RunRow {
 pub(crate) fn stale(id: &str, expected: u64) -> Error {
     Error::Stale(format!("workflow run {id} changed since version {expected}: read it again"))
 }
+
+/// The refusal to redrive a dead workflow step: its run compensated the steps before it when it
+/// died, so running it again would redo work that was undone. (Its dead compensation, by
+/// contrast, is redriven to resume the run's compensation.)
+pub(crate) fn step_not_redriven(id: &str, step: &keel_core::workflow::StepRef) -> Error {
+    Error::InvalidState(format!(
+        "cannot redrive invocation {id}: it is step {:?} of workflow run {}, which compensated the steps before it \
+         when it died; start a new run instead",
+        step.step, step.run
+    ))
+}

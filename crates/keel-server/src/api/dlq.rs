@@ -43,6 +43,9 @@ pub(crate) async fn list(
 }
 
 /// Redrive one dead invocation: back to `queued`, same id, history kept, `redrives` counted.
+///
+/// A dead workflow step is not redriven (its run compensated the steps before it); a dead
+/// compensation is, and its run resumes compensating.
 #[utoipa::path(
     post,
     path = "/v1/dlq/{id}/redrive",
@@ -54,8 +57,8 @@ pub(crate) async fn list(
             headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400, description = openapi::BAD_KEY),
         (status = 404, description = "No invocation with that id."),
-        (status = 409, description = "The invocation is not dead (`invalid-state`), or a request with this \
-            Idempotency-Key is still in progress (`idempotency-key-in-use`, with Retry-After).",
+        (status = 409, description = "The invocation is not dead, or is a dead workflow step (`invalid-state`), \
+            or a request with this Idempotency-Key is still in progress (`idempotency-key-in-use`, with Retry-After).",
             headers(("Retry-After" = u64, description = "On `idempotency-key-in-use`: seconds to wait."))),
         (status = 413, description = openapi::TOO_LARGE),
         (status = 422, description = openapi::KEY_REUSED),
@@ -118,6 +121,8 @@ fn saturating_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
 }
 
 /// Redrive dead invocations in bulk: every match of the filter, or `limit` of them.
+///
+/// Dead workflow steps are left dead (their runs compensated the steps before them).
 #[utoipa::path(
     post,
     path = "/v1/dlq/redrive",

@@ -181,6 +181,9 @@ async fn a_dead_third_step_compensates_the_second_then_the_first_once_each() {
     let ship = run["steps"][2]["invocation_id"].as_str().unwrap();
     let (_, _, dead) = get_json(&format!("{}/v1/invocations/{ship}", keel.url)).await;
     assert_eq!(dead["status"], "dead", "{dead}");
+    // Not redriven: its run undid the steps before it, so shipping now would ship a refunded order.
+    let (status, _, refused) = post_json(&format!("{}/v1/dlq/{ship}/redrive", keel.url), "").await;
+    assert_eq!((status, refused["type"].as_str()), (409, Some("urn:keel:problem:invalid-state")), "{refused}");
     let audit = eventually("the run's event is delivered", Duration::from_secs(10), || async {
         fns.calls().into_iter().find(|c| header(c, "keel-function") == "audit")
     })

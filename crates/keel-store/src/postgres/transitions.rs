@@ -55,6 +55,11 @@ pub(crate) async fn cancel(tx: &Tx<'_>, id: &str, now: Millis) -> Result<Invocat
 }
 
 pub(crate) async fn redrive(tx: &Tx<'_>, id: &str, now: Millis) -> Result<Invocation> {
+    let step = query(tx, "SELECT workflow_step FROM invocations WHERE id = $1", &[&id]).await.map_err(db_err)?;
+    let step = step.first().and_then(|r| r.get::<_, Option<String>>(0));
+    if let Some(step) = step.as_deref().and_then(keel_core::workflow::StepRef::parse).filter(|w| !w.compensate) {
+        return Err(crate::run_json::step_not_redriven(id, &step));
+    }
     transition(tx, id, &[Status::Dead], Status::Queued, now, "redrive").await
 }
 
@@ -70,6 +75,7 @@ pub(crate) async fn redrive_matching(tx: &Tx<'_>, filter: &ListFilter, now: Mill
         tx,
         "SELECT id FROM invocations WHERE status = 'dead' AND ($1::TEXT IS NULL OR function = $1) \
          AND ($2::TEXT IS NULL OR subscription = $2) AND ($4::TEXT IS NULL OR id < $4) \
+         AND (workflow_step IS NULL OR workflow_step LIKE '%/compensate') \
          ORDER BY id DESC LIMIT $3 FOR UPDATE SKIP LOCKED",
         &[&filter.function, &filter.subscription, &limit, &filter.cursor],
     )

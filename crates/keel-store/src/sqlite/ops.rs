@@ -422,6 +422,9 @@ pub(crate) fn cancel(conn: &Connection, id: &str, now: Millis) -> Result<Invocat
 }
 
 pub(crate) fn redrive(conn: &Connection, id: &str, now: Millis) -> Result<Invocation> {
+    if let Some(step) = get(conn, id)?.and_then(|inv| inv.workflow).filter(|w| !w.compensate) {
+        return Err(crate::run_json::step_not_redriven(id, &step));
+    }
     transition(conn, id, &[Status::Dead], Status::Queued, now, "redrive")
 }
 
@@ -432,5 +435,7 @@ pub(crate) fn discard(conn: &Connection, id: &str, now: Millis) -> Result<Invoca
 pub(crate) fn redrive_matching(conn: &Connection, filter: &ListFilter, now: Millis) -> Result<Vec<Invocation>> {
     let dead = ListFilter { status: Some(Status::Dead), ..filter.clone() };
     let page = list(conn, &dead)?;
-    page.items.iter().map(|inv| redrive(conn, &inv.id, now)).collect()
+    // A dead workflow step stays: its run compensated what came before it.
+    let redrivable = page.items.iter().filter(|inv| inv.workflow.as_ref().is_none_or(|w| w.compensate));
+    redrivable.map(|inv| redrive(conn, &inv.id, now)).collect()
 }

@@ -44,7 +44,8 @@ macro_rules! store_conformance {
             a_paused_schedule_takes_no_tick_until_resumed, racing_nodes_take_a_tick_once,
             a_run_starts_once_per_key_and_moves_on_with_its_step,
             a_run_change_decided_on_an_older_run_refuses_the_whole_completion,
-            a_cancel_takes_the_queued_step_with_the_run_change, runs_list_newest_first_by_workflow_and_status);
+            a_cancel_takes_the_queued_step_with_the_run_change, runs_list_newest_first_by_workflow_and_status,
+            a_dead_step_is_not_redriven_but_its_dead_compensation_is);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(

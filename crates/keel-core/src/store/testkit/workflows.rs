@@ -197,3 +197,23 @@ async fn started_other(store: &dyn Store) -> Run {
     store.start_run(run.clone(), invocation_of(&first, T0)).await.unwrap();
     run
 }
+
+pub async fn a_dead_step_is_not_redriven_but_its_dead_compensation_is(store: &dyn Store) {
+    let (run, first) = started(store, "01RUN1", None).await;
+    let leased = lease_one(store, "reserve-stock", T0 + 10).await;
+    let die = Transition::Die { error: "HTTP 422".into(), response: None };
+    fail_once(store, &leased, T0 + 20, die.clone()).await;
+    // Its compensation, dead too (stored as the state machine would start it).
+    let mut undo = new_inv("01UNDO", "release", T0);
+    undo.workflow = Some(StepRef { run: run.id.clone(), step: "reserve".into(), compensate: true });
+    store.enqueue(undo).await.unwrap();
+    let undo = lease_one(store, "release", T0 + 30).await;
+    fail_once(store, &undo, T0 + 40, die).await;
+
+    let refused = store.redrive(&first.id, T0 + 50).await.unwrap_err();
+    assert!(matches!(&refused, Error::InvalidState(why) if why.contains("start a new run")), "{refused:?}");
+    let all = store.redrive_matching(ListFilter::default(), T0 + 50).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["01UNDO"], "a bulk redrive takes the compensation and leaves the step");
+    assert_eq!(store.get(&first.id).await.unwrap().unwrap().status, Status::Dead);
+}
