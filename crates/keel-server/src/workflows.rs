@@ -48,7 +48,12 @@ pub(crate) async fn start(
             shared.functions.wake(&first.function);
             Ok((run, false))
         }
-        RunStarted::Existing(run) => Ok((run, true)),
+        RunStarted::Existing(run) => {
+            // The first request may have been stored without its answer (an unknown outcome):
+            // its step may be waiting for a wake-up nobody sent.
+            wake_run(shared, &run);
+            Ok((run, true))
+        }
     }
 }
 
@@ -160,6 +165,27 @@ pub(crate) fn after(shared: &Shared, update: &RunUpdate) {
             duration_ms = ended_at - run.created_at,
             "workflow run ended"
         );
+    }
+}
+
+/// Wakes the dispatcher of whatever run `id` has in flight (a step or a compensation).
+pub(crate) async fn wake_in_flight(shared: &Shared, id: &str) {
+    match shared.store.get_run(id).await {
+        Ok(Some(run)) => wake_run(shared, &run),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(run_id = %id, error = %e, "reading a workflow run to wake its step"),
+    }
+}
+
+fn wake_run(shared: &Shared, run: &Run) {
+    for (state, def) in run.steps.iter().zip(&run.definition.steps) {
+        match state.status {
+            workflow::StepStatus::Running => shared.functions.wake(&def.function),
+            workflow::StepStatus::Compensating => {
+                shared.functions.wake(def.compensate.as_deref().unwrap_or_default());
+            }
+            _ => {}
+        }
     }
 }
 

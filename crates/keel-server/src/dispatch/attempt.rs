@@ -183,6 +183,22 @@ const STALE_TRIES: u64 = 20;
 
 async fn record(
     shared: &Shared,
+    completion: Completion,
+    step: Option<&StepRef>,
+    lease_expires_at: Option<Millis>,
+    unhurried: bool,
+) -> Recorded {
+    let recorded = record_once(shared, completion, step, lease_expires_at, unhurried).await;
+    if let (Some(step), Recorded::No) = (step, &recorded) {
+        // Perhaps recorded after all (a commit whose confirmation was lost, then refused as a
+        // lease lost): the run may have moved on without this node waking what it started.
+        crate::workflows::wake_in_flight(shared, &step.run).await;
+    }
+    recorded
+}
+
+async fn record_once(
+    shared: &Shared,
     mut completion: Completion,
     step: Option<&StepRef>,
     lease_expires_at: Option<Millis>,
