@@ -45,7 +45,7 @@ use keel_core::clock::{Clock, Millis};
 use keel_core::invocation::{Invocation, Status};
 use keel_core::retry::{Jitter, RetryPolicy};
 use keel_core::store::faulty::{Fault, FaultyStore, Write};
-use keel_core::store::{ListFilter, Store};
+use keel_core::store::{ListFilter, RunFilter, Store};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -98,6 +98,14 @@ name = "s1"
 topic = "sim.in"
 function = "b"
 retry = { max_attempts = 5, initial = "50ms", max = "500ms", jitter = "equal" }
+
+[workflows.w]
+steps = [
+  { name = "one", function = "a", compensate = "b" },
+  { name = "two", function = "b" },
+  { name = "three", function = "a", compensate = "b" },
+  { name = "four", function = "b" },
+]
 "#;
 
 /// A clock on `tokio` time: paused time moves it.
@@ -259,6 +267,8 @@ struct History {
     acknowledged: BTreeSet<String>,
     /// Event ids accepted (202).
     events: BTreeSet<String>,
+    /// Workflow run ids a client was given (202).
+    runs: BTreeSet<String>,
     /// Each Idempotency-Key (`route/key`): every answer given for it, as `status body`.
     keyed: BTreeMap<String, BTreeSet<String>>,
     requests: u64,
@@ -281,6 +291,8 @@ pub(crate) struct Outcome {
     pub(crate) broken: Vec<String>,
     pub(crate) invocations: usize,
     pub(crate) calls: usize,
+    /// Workflow runs by how they ended (`compensated`, `failed`, …).
+    pub(crate) runs: BTreeMap<String, usize>,
 }
 
 /// Runs seed `seed` to the end and checks it.
@@ -318,10 +330,10 @@ pub(crate) fn run(seed: u64) -> Outcome {
         now += draw.u64(0..5_000) as Millis;
     }
     let mut broken = Vec::new();
-    let invocations = life.finish(crashes, now, &mut broken);
+    let (invocations, runs) = life.finish(crashes, now, &mut broken);
     let calls = functions.ledger.lock().unwrap().calls.len();
     let fingerprint = trace.0.lock().unwrap().lines.clone();
-    Outcome { fingerprint, broken, invocations, calls }
+    Outcome { fingerprint, broken, invocations, calls, runs }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -377,14 +389,15 @@ impl Life {
                         return;
                     }
                     let op = draw.percent();
-                    let cancel = {
+                    let (cancel, run) = {
                         let history = history.lock().unwrap();
-                        let n = history.acknowledged.len() as u64;
-                        (n > 0)
-                            .then(|| draw.u64(0..n))
-                            .and_then(|i| history.acknowledged.iter().nth(i as usize).cloned())
+                        let pick = |set: &BTreeSet<String>| {
+                            let n = set.len() as u64;
+                            (n > 0).then(|| draw.u64(0..n)).and_then(|i| set.iter().nth(i as usize).cloned())
+                        };
+                        (pick(&history.acknowledged), pick(&history.runs))
                     };
-                    let (request, key) = request(op, &draw, cancel);
+                    let (request, key) = request(op, &draw, cancel, run);
                     let path = request.uri().path().to_string();
                     history.lock().unwrap().requests += 1;
                     let response = router.clone().oneshot(request).await.expect("the router answers");
@@ -429,7 +442,7 @@ impl Life {
 
     /// The last life: no crash; the load, then no new faults until every invocation has ended;
     /// then the checks. Answers how many invocations the store holds.
-    fn finish(&self, n: u64, now: Millis, broken: &mut Vec<String>) -> usize {
+    fn finish(&self, n: u64, now: Millis, broken: &mut Vec<String>) -> (usize, BTreeMap<String, usize>) {
         runtime().block_on(async {
             let (node, _clock) = self.start(n, now).await;
             let until = Instant::now() + Duration::from_millis(self.draw.u64(2_000..8_000));
@@ -458,13 +471,13 @@ impl Life {
                     inv.response.as_ref().map(|r| String::from_utf8_lossy(&r.body).to_string())
                 ));
             }
-            self.check(&all, broken).await;
+            let runs = self.check(&all, broken).await;
             node.shutdown().await;
-            all.len()
+            (all.len(), runs)
         })
     }
 
-    async fn check(&self, all: &[Invocation], broken: &mut Vec<String>) {
+    async fn check(&self, all: &[Invocation], broken: &mut Vec<String>) -> BTreeMap<String, usize> {
         let config = keel_core::config::load_str("keel.toml", CONFIG, &Default::default()).expect("the config");
         let history = std::mem::take(&mut *self.history.lock().unwrap());
         let by_id: BTreeMap<&str, &Invocation> = all.iter().map(|i| (i.id.as_str(), i)).collect();
@@ -484,6 +497,7 @@ impl Life {
                 Err(e) => broken.push(format!("reading event {id}: {e}")),
             }
         }
+        let runs = check_runs(self.store.as_ref(), &history.runs, &by_id, broken).await;
         // Every replay of a key answered alike (503s and 409s, which run nothing, aside).
         for (key, answers) in &history.keyed {
             if answers.len() > 1 {
@@ -563,11 +577,115 @@ impl Life {
                 }
             }
         }
+        runs
     }
 }
 
+/// Workflow runs: every run a client was given is stored and has ended, as its steps'
+/// invocations say, and no step or compensation was started twice (or left out).
+async fn check_runs(
+    store: &dyn Store,
+    acknowledged: &BTreeSet<String>,
+    invocations: &BTreeMap<&str, &Invocation>,
+    broken: &mut Vec<String>,
+) -> BTreeMap<String, usize> {
+    use keel_core::workflow::{RunStatus, StepStatus};
+    let mut runs = Vec::new();
+    let mut cursor = None;
+    loop {
+        let filter = RunFilter { limit: keel_core::store::MAX_LIMIT, cursor: cursor.clone(), ..Default::default() };
+        match store.list_runs(filter).await {
+            Ok(page) => {
+                runs.extend(page.items);
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            Err(e) => {
+                broken.push(format!("listing runs: {e}"));
+                return BTreeMap::new();
+            }
+        }
+    }
+    let stored: BTreeSet<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    for id in acknowledged.iter().filter(|id| !stored.contains(id.as_str())) {
+        broken.push(format!("lost: workflow run {id} was acknowledged but is not stored"));
+    }
+    let status_of = |id: &Option<String>| id.as_deref().and_then(|id| invocations.get(id)).map(|i| i.status);
+    for run in &runs {
+        let id = &run.id;
+        if !run.status.is_ended() {
+            let steps: Vec<String> = run
+                .steps
+                .iter()
+                .map(|s| format!("{}={:?}/{:?}", s.name, s.status, status_of(&s.invocation_id)))
+                .collect();
+            broken.push(format!("stuck: run {id} is {} after the drain: {steps:?}", run.status));
+        }
+        let mut started = 0;
+        for (step, def) in run.steps.iter().zip(&run.definition.steps) {
+            let inv = status_of(&step.invocation_id);
+            let expected = match step.status {
+                StepStatus::Pending => None,
+                StepStatus::Running => Some(inv.unwrap_or(Status::Queued)),
+                StepStatus::Failed => Some(Status::Dead),
+                StepStatus::Cancelled => Some(Status::Cancelled),
+                StepStatus::Succeeded
+                | StepStatus::Compensating
+                | StepStatus::Compensated
+                | StepStatus::CompensationFailed => Some(Status::Succeeded),
+            };
+            if inv != expected {
+                broken.push(format!("run {id}: step {} is {:?} but its invocation is {inv:?}", step.name, step.status));
+            }
+            let undo = status_of(&step.compensation_id);
+            let expected = match step.status {
+                StepStatus::Compensated => Some(Status::Succeeded),
+                StepStatus::CompensationFailed => Some(Status::Dead),
+                StepStatus::Compensating => undo,
+                _ => None,
+            };
+            if undo != expected {
+                broken.push(format!(
+                    "run {id}: step {} is {:?} but its compensation is {undo:?}",
+                    step.name, step.status
+                ));
+            }
+            if step.status == StepStatus::Succeeded && def.compensate.is_some() && run.status == RunStatus::Compensated
+            {
+                broken.push(format!("run {id} is compensated but step {} was not undone", step.name));
+            }
+            started += usize::from(step.invocation_id.is_some()) + usize::from(step.compensation_id.is_some());
+        }
+        let of_run = invocations.values().filter(|i| i.workflow.as_ref().is_some_and(|w| &w.run == id)).count();
+        if of_run != started {
+            broken.push(format!("run {id}: {of_run} invocations are its steps, but it started {started}"));
+        }
+        let all_succeeded = run.steps.iter().all(|s| s.status == StepStatus::Succeeded);
+        if (run.status == RunStatus::Succeeded) != all_succeeded {
+            broken.push(format!("run {id} is {} but all its steps succeeded: {all_succeeded}", run.status));
+        }
+    }
+    for inv in invocations.values() {
+        if let Some(w) = inv.workflow.as_ref().filter(|w| !stored.contains(w.run.as_str())) {
+            broken.push(format!("orphan: invocation {} is a step of run {}, which is not stored", inv.id, w.run));
+        }
+    }
+    let mut by_status = BTreeMap::new();
+    for run in &runs {
+        *by_status.entry(run.status.as_str().to_owned()).or_default() += 1;
+    }
+    by_status
+}
+
 /// The request of operation `op` (0..100), and its Idempotency-Key scope when keyed.
-fn request(op: u64, draw: &Draw, cancel: Option<String>) -> (Request<axum::body::Body>, Option<String>) {
+fn request(
+    op: u64,
+    draw: &Draw,
+    cancel: Option<String>,
+    run: Option<String>,
+) -> (Request<axum::body::Body>, Option<String>) {
     let function = if draw.percent() < 60 { "a" } else { "b" };
     let post = |path: String, key: Option<&str>, body: String| {
         let mut builder = Request::post(path).header("content-type", "application/json");
@@ -577,7 +695,14 @@ fn request(op: u64, draw: &Draw, cancel: Option<String>) -> (Request<axum::body:
         builder.body(axum::body::Body::from(body)).unwrap()
     };
     match op {
-        0..40 => (post(format!("/v1/functions/{function}/invocations"), None, r#"{"n":1}"#.into()), None),
+        0..32 => (post(format!("/v1/functions/{function}/invocations"), None, r#"{"n":1}"#.into()), None),
+        32..40 => {
+            // Half keyed, with few keys: replays of a run's start happen.
+            let key = (draw.percent() < 50).then(|| format!("r{}", draw.u64(0..8)));
+            let path = "/v1/workflows/w/runs".to_string();
+            let scope = key.as_ref().map(|k| format!("{path} {k}"));
+            (post(path, key.as_deref(), serde_json::json!({ "key": key }).to_string()), scope)
+        }
         40..60 => {
             // Few keys, so that replays (and replays racing the first) happen.
             let key = format!("k{}", draw.u64(0..12));
@@ -590,6 +715,10 @@ fn request(op: u64, draw: &Draw, cancel: Option<String>) -> (Request<axum::body:
         80..82 => {
             let id = cancel.unwrap_or_else(|| "01MCC5RM18VD7EWF4NG5CQMGRS".into());
             (post(format!("/v1/invocations/{id}/cancel"), None, String::new()), None)
+        }
+        82..84 => {
+            let id = run.unwrap_or_else(|| "01MCC5RM18VD7EWF4NG5CQMGRS".into());
+            (post(format!("/v1/workflow-runs/{id}/cancel"), None, String::new()), None)
         }
         _ => {
             let key = format!("s{}", draw.u64(0..8));
@@ -608,6 +737,11 @@ fn record(history: &Mutex<History>, path: &str, key: Option<String>, status: u16
             history.acknowledged.insert(id.to_string());
         }
     }
+    if path.ends_with("/runs") && status == 202 {
+        if let Some(id) = json.as_ref().and_then(|j| j["id"].as_str()) {
+            history.runs.insert(id.to_string());
+        }
+    }
     if path.ends_with("/events") && status == 202 {
         for id in json.as_ref().and_then(|j| j["ids"].as_array()).into_iter().flatten() {
             if let Some(id) = id.as_str() {
@@ -623,6 +757,7 @@ fn record(history: &Mutex<History>, path: &str, key: Option<String>, status: u16
     // Keyed answers that ran something: every replay must match the first.
     if let Some(key) = key {
         if status != 503 && status != 409 {
+            // A run's start answers the run as it is now: its id is what must not change.
             let answer = match path.ends_with("/invoke") {
                 true => format!("{status} {}", String::from_utf8_lossy(body)),
                 false => format!("{status} {}", json.as_ref().map(|j| j["id"].to_string()).unwrap_or_default()),
@@ -716,20 +851,28 @@ mod tests {
         let files_before = open_files();
         let mut failures = Vec::new();
         let (mut invocations, mut calls) = (0, 0);
+        let mut runs: BTreeMap<String, usize> = BTreeMap::new();
         for seed in 0..SEEDS_IN_CI {
             let outcome = run(seed);
             invocations += outcome.invocations;
             calls += outcome.calls;
+            for (status, n) in &outcome.runs {
+                *runs.entry(status.clone()).or_default() += n;
+            }
             if !outcome.broken.is_empty() {
                 failures.push(report(seed, &outcome));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
         assert!(invocations > SEEDS_IN_CI as usize * 10, "the seeds made {invocations} invocations");
+        // Runs end every way a run can: the seeds reach each branch of the saga.
+        for status in ["succeeded", "compensated", "failed"] {
+            assert!(runs.get(status).is_some_and(|n| *n > 0), "no run ended {status}: {runs:?}");
+        }
         // A crashed life leaves nothing open behind it (a long run would run out of files).
         let grown = open_files().saturating_sub(files_before);
         assert!(grown < 50, "{grown} more files open after {SEEDS_IN_CI} seeds");
-        eprintln!("{SEEDS_IN_CI} seeds: {invocations} invocations, {calls} calls, every invariant held");
+        eprintln!("{SEEDS_IN_CI} seeds: {invocations} invocations, {calls} calls, runs {runs:?}, every invariant held");
     }
 
     /// One seed's trace, line by line: `KEEL_SIM_SEED=N cargo test -p keel-server --lib
