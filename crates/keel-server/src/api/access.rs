@@ -219,6 +219,7 @@ pub(crate) struct KeyPage {
     post,
     path = "/v1/keys",
     tag = "access",
+    operation_id = "createApiKey",
     request_body(content = NewKey, content_type = "application/json"),
     responses(
         (status = 201, description = "Created: the key and its secret, shown this once.", body = CreatedKey),
@@ -276,6 +277,7 @@ pub(crate) async fn create_key(
     get,
     path = "/v1/keys",
     tag = "access",
+    operation_id = "listApiKeys",
     responses(
         (status = 200, description = "Every key, without secrets.", body = KeyPage),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -291,6 +293,7 @@ pub(crate) async fn list_keys(State(shared): State<Arc<Shared>>) -> Result<Json<
     delete,
     path = "/v1/keys/{id}",
     tag = "access",
+    operation_id = "revokeApiKey",
     params(("id" = String, Path, description = "The key's id (`key_…`).")),
     responses(
         (status = 200, description = "Revoked: the key as it is now.", body = KeyView),
@@ -328,6 +331,7 @@ pub(crate) struct Rotated {
     post,
     path = "/v1/signing-keys/rotate",
     tag = "access",
+    operation_id = "rotateSigningKey",
     responses(
         (status = 200, description = "Rotated.", body = Rotated),
         (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -406,6 +410,7 @@ pub(crate) struct AuditQuery {
     get,
     path = "/v1/audit",
     tag = "access",
+    operation_id = "listAuditRecords",
     params(AuditQuery),
     responses(
         (status = 200, description = "A page of the audit log.", body = AuditPage),

@@ -19,6 +19,7 @@ use crate::state::Shared;
     get,
     path = "/v1/cluster",
     tag = "functions",
+    operation_id = "getCluster",
     responses(
         (status = 200, description = "Every node that has registered with the store.", body = Cluster),
         (status = 503, description = super::openapi::UNAVAILABLE,

@@ -24,6 +24,7 @@ use crate::state::Shared;
     get,
     path = "/v1/dependencies",
     tag = "functions",
+    operation_id = "listDependencies",
     responses((status = 200, description = "Every configured dependency.", body = DependencyList))
 )]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<DependencyList> {
@@ -36,6 +37,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Json<DependencyLi
     get,
     path = "/v1/dependencies/{name}",
     tag = "functions",
+    operation_id = "getDependency",
     params(("name" = String, Path, description = "The dependency.")),
     responses(
         (status = 200, description = "The dependency.", body = DependencyView),

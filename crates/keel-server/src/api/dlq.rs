@@ -24,6 +24,7 @@ use crate::state::Shared;
     get,
     path = "/v1/dlq",
     tag = "dlq",
+    operation_id = "listDlq",
     params(PageQuery),
     responses(
         (status = 200, description = "A page of dead invocations (without attempts and results).",
@@ -50,6 +51,7 @@ pub(crate) async fn list(
     post,
     path = "/v1/dlq/{id}/redrive",
     tag = "dlq",
+    operation_id = "redriveDlq",
     params(("id" = String, Path, description = "The dead invocation."), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Requeued: the invocation (without attempts and result).",
@@ -127,6 +129,7 @@ fn saturating_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
     post,
     path = "/v1/dlq/redrive",
     tag = "dlq",
+    operation_id = "redriveDlqMatching",
     params(IdempotencyKeyHeader),
     request_body(content = RedriveFilter, description = "The filter (required); `{}` redrives every dead invocation."),
     responses(
@@ -196,6 +199,7 @@ pub(crate) async fn redrive_matching(
     delete,
     path = "/v1/dlq/{id}",
     tag = "dlq",
+    operation_id = "discardDlq",
     params(("id" = String, Path, description = "The dead invocation.")),
     responses(
         (status = 200, description = "Discarded: the invocation (without attempts and result).",

@@ -41,7 +41,7 @@ async fn forward(
 }
 
 macro_rules! egress_operation {
-    ($name:ident, $method:ident, $summary:literal) => {
+    ($name:ident, $method:ident, $operation_id:literal, $summary:literal) => {
         #[doc = $summary]
         ///
         /// Method, path (under the dependency's `url`), query, headers (but hop-by-hop ones and
@@ -58,6 +58,7 @@ macro_rules! egress_operation {
             $method,
             path = "/v1/egress/{dependency}/{path}",
             tag = "egress",
+            operation_id = $operation_id,
             params(
                 ("dependency" = String, Path, description = "A configured dependency the calling function declares."),
                 ("path" = String, Path, description = "The path under the dependency's url."),
@@ -88,9 +89,9 @@ macro_rules! egress_operation {
     };
 }
 
-egress_operation!(get, get, "Call a dependency with GET (HEAD too).");
-egress_operation!(post, post, "Call a dependency with POST.");
-egress_operation!(put, put, "Call a dependency with PUT.");
-egress_operation!(delete, delete, "Call a dependency with DELETE.");
-egress_operation!(patch, patch, "Call a dependency with PATCH.");
-egress_operation!(options, options, "Call a dependency with OPTIONS.");
+egress_operation!(get, get, "egressGet", "Call a dependency with GET (HEAD too).");
+egress_operation!(post, post, "egressPost", "Call a dependency with POST.");
+egress_operation!(put, put, "egressPut", "Call a dependency with PUT.");
+egress_operation!(delete, delete, "egressDelete", "Call a dependency with DELETE.");
+egress_operation!(patch, patch, "egressPatch", "Call a dependency with PATCH.");
+egress_operation!(options, options, "egressOptions", "Call a dependency with OPTIONS.");

@@ -34,6 +34,7 @@ use crate::{dispatch, events, trace};
     post,
     path = "/v1/topics/{topic}/events",
     tag = "events",
+    operation_id = "publishEvents",
     params(
         ("topic" = String, Path, description = "A declared topic."),
         IdempotencyKeyHeader,
@@ -244,6 +245,7 @@ fn invalid_batch(error: ce::BatchError) -> Problem {
     get,
     path = "/v1/events/{id}",
     tag = "events",
+    operation_id = "getEvent",
     params(("id" = String, Path, description = "The event (as answered by publish).")),
     responses(
         (status = 200, description = "The event.", body = Event),

@@ -30,6 +30,7 @@ use crate::state::Shared;
     get,
     path = "/v1/functions",
     tag = "functions",
+    operation_id = "listFunctions",
     responses((status = 200, description = "Every configured function.", body = FunctionList))
 )]
 pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<FunctionList>, Problem> {
@@ -43,6 +44,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Funct
     get,
     path = "/v1/functions/{name}",
     tag = "functions",
+    operation_id = "getFunction",
     params(("name" = String, Path, description = "The function.")),
     responses(
         (status = 200, description = "The function.", body = FunctionView),
@@ -68,6 +70,7 @@ pub(crate) async fn get(
     post,
     path = "/v1/functions/{name}/pause",
     tag = "functions",
+    operation_id = "pauseFunction",
     params(("name" = String, Path, description = "The function.")),
     responses(
         (status = 200, description = "Paused: the function as it is now.", body = FunctionView),
@@ -88,6 +91,7 @@ pub(crate) async fn pause(
     post,
     path = "/v1/functions/{name}/resume",
     tag = "functions",
+    operation_id = "resumeFunction",
     params(("name" = String, Path, description = "The function.")),
     responses(
         (status = 200, description = "Resumed: the function as it is now.", body = FunctionView),

@@ -17,6 +17,7 @@ use crate::state::Shared;
     get,
     path = "/healthz",
     tag = "operations",
+    operation_id = "getHealth",
     responses(
         (status = 200, description = "The process answers.", body = Health, example = json!({"status": "ok"})),
     )
@@ -30,6 +31,7 @@ pub(crate) async fn healthz() -> Json<Health> {
     get,
     path = "/readyz",
     tag = "operations",
+    operation_id = "getReadiness",
     responses(
         (status = 200, description = "Ready for work.", body = Health, example = json!({"status": "ready"})),
         (status = 503, description = "Draining (`draining`) or the store is unavailable (`not-ready`).",

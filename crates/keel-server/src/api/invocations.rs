@@ -39,6 +39,7 @@ async fn find(shared: &Shared, id: &str) -> Result<Invocation, Problem> {
     get,
     path = "/v1/invocations/{id}",
     tag = "invocations",
+    operation_id = "getInvocation",
     params(("id" = String, Path, description = "The invocation.")),
     responses(
         (status = 200, description = "The invocation.", body = view::Invocation),
@@ -60,6 +61,7 @@ pub(crate) async fn get(
     get,
     path = "/v1/invocations/{id}/result",
     tag = "invocations",
+    operation_id = "getInvocationResult",
     params(("id" = String, Path, description = "The invocation.")),
     responses(
         (status = "2XX", description = "The function's response, as it answered: status, content-type and body.",
@@ -100,6 +102,7 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     get,
     path = "/v1/invocations",
     tag = "invocations",
+    operation_id = "listInvocations",
     params(
         PageQuery,
         ("status" = Option<view::InvocationStatus>, Query, description = "Only invocations in this status."),
@@ -126,6 +129,7 @@ pub(crate) async fn list(
     post,
     path = "/v1/invocations/{id}/cancel",
     tag = "invocations",
+    operation_id = "cancelInvocation",
     params(("id" = String, Path, description = "The invocation."), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Cancelled: the invocation (without attempts and result).",

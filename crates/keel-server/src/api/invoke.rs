@@ -103,6 +103,7 @@ fn traceparent(headers: &HeaderMap) -> String {
     post,
     path = "/v1/functions/{name}/invoke",
     tag = "invoke",
+    operation_id = "invokeSync",
     params(
         ("name" = String, Path, description = "The function."),
         IdempotencyKeyHeader,
@@ -306,6 +307,7 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
     post,
     path = "/v1/functions/{name}/invocations",
     tag = "invoke",
+    operation_id = "invokeAsync",
     params(
         ("name" = String, Path, description = "The function."),
         IdempotencyKeyHeader,

@@ -106,6 +106,7 @@ fn none_match_hits(headers: &HeaderMap, version: i64) -> bool {
     get,
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
+    operation_id = "getKvValue",
     params(
         ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
             description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
@@ -149,6 +150,7 @@ pub(crate) async fn get(
     put,
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
+    operation_id = "putKvValue",
     params(
         ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
             description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
@@ -198,6 +200,7 @@ pub(crate) async fn put(
     delete,
     path = "/v1/kv/{ns}/{key}",
     tag = "kv",
+    operation_id = "deleteKvValue",
     params(
         ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
             description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \

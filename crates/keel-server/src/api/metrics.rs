@@ -16,6 +16,7 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
     get,
     path = "/metrics",
     tag = "operations",
+    operation_id = "getMetrics",
     responses((status = 200, description = "The Prometheus text exposition format, version 0.0.4.",
         body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"))
 )]

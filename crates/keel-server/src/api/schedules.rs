@@ -24,6 +24,7 @@ use crate::state::Shared;
     get,
     path = "/v1/schedules",
     tag = "schedules",
+    operation_id = "listSchedules",
     responses(
         (status = 200, description = "Every configured schedule.", body = ScheduleList),
         (status = 503, description = super::openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
@@ -41,6 +42,7 @@ pub(crate) async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Sched
     get,
     path = "/v1/schedules/{name}",
     tag = "schedules",
+    operation_id = "getSchedule",
     params(("name" = String, Path, description = "The schedule.")),
     responses(
         (status = 200, description = "The schedule.", body = ScheduleView),
@@ -66,6 +68,7 @@ pub(crate) async fn get(
     post,
     path = "/v1/schedules/{name}/pause",
     tag = "schedules",
+    operation_id = "pauseSchedule",
     params(("name" = String, Path, description = "The schedule.")),
     responses(
         (status = 200, description = "Paused: the schedule as it is now.", body = ScheduleView),
@@ -86,6 +89,7 @@ pub(crate) async fn pause(
     post,
     path = "/v1/schedules/{name}/resume",
     tag = "schedules",
+    operation_id = "resumeSchedule",
     params(("name" = String, Path, description = "The schedule.")),
     responses(
         (status = 200, description = "Resumed: the schedule as it is now.", body = ScheduleView),

@@ -30,6 +30,7 @@ use crate::workflows::CancelError;
     get,
     path = "/v1/workflows",
     tag = "workflows",
+    operation_id = "listWorkflows",
     responses((status = 200, description = "Every configured workflow, by name.", body = WorkflowList))
 )]
 pub(crate) async fn list_workflows(State(shared): State<Arc<Shared>>) -> Json<WorkflowList> {
@@ -60,6 +61,7 @@ fn step_def(s: &core::StepDef) -> StepDef {
     post,
     path = "/v1/workflows/{name}/runs",
     tag = "workflows",
+    operation_id = "startWorkflowRun",
     params(
         ("name" = String, Path, description = "The workflow."),
         IdempotencyKeyHeader,
@@ -138,6 +140,7 @@ pub(crate) async fn start(
     get,
     path = "/v1/workflow-runs/{id}",
     tag = "workflows",
+    operation_id = "getWorkflowRun",
     params(("id" = String, Path, description = "The run.")),
     responses(
         (status = 200, description = "The run.", body = WorkflowRun),
@@ -158,6 +161,7 @@ pub(crate) async fn get_run(
     get,
     path = "/v1/workflow-runs",
     tag = "workflows",
+    operation_id = "listWorkflowRuns",
     params(RunQuery),
     responses(
         (status = 200, description = "A page of runs.", body = WorkflowRunPage),
@@ -203,6 +207,7 @@ pub(crate) async fn list_runs(
     post,
     path = "/v1/workflow-runs/{id}/cancel",
     tag = "workflows",
+    operation_id = "cancelWorkflowRun",
     params(("id" = String, Path, description = "The run.")),
     responses(
         (status = 202, description = "Cancelled (or marked for cancel): the run as it is now.", body = WorkflowRun),

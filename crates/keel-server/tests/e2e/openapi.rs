@@ -1,8 +1,8 @@
 //! `GET /v1/openapi.json`: an OpenAPI 3.1 document that describes every route of the router
 //! (a route added without documentation fails here) and answers every error with the problem
-//! schema.
+//! schema; each operation has its own id and a declared tag, for generated clients.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -156,4 +156,68 @@ async fn the_document_states_the_servers_input_rules() {
     assert!(if_match["description"].as_str().unwrap().contains("Cannot be combined with If-None-Match"));
     assert!(pattern(&param("/v1/invocations", "get", "cursor")).starts_with("^[0-7]"));
     assert_eq!(param("/v1/dlq", "get", "limit")["schema"]["type"], "string");
+}
+
+/// What a client generator would trip on, one line each: an operation without an
+/// `operationId`, one that is not camelCase, an id that two operations share (naming both), an
+/// operation without a tag or with a tag the document does not declare.
+fn operation_naming_faults(doc: &Value) -> Vec<String> {
+    let declared: BTreeSet<&str> =
+        doc["tags"].as_array().into_iter().flatten().filter_map(|t| t["name"].as_str()).collect();
+    let mut faults = Vec::new();
+    let mut by_id: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            if !["get", "put", "post", "delete", "patch", "options", "head", "trace"].contains(&method.as_str()) {
+                continue;
+            }
+            let what = format!("{} {path}", method.to_ascii_uppercase());
+            match operation["operationId"].as_str() {
+                None => faults.push(format!("{what} has no operationId")),
+                Some(id) => {
+                    let camel = id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                        && id.chars().all(|c| c.is_ascii_alphanumeric());
+                    if !camel {
+                        faults.push(format!("{what}: operationId {id:?} is not camelCase"));
+                    }
+                    by_id.entry(id).or_default().push(what.clone());
+                }
+            }
+            let tags: Vec<&str> =
+                operation["tags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if tags.is_empty() {
+                faults.push(format!("{what} has no tag"));
+            }
+            for tag in tags.iter().filter(|t| !declared.contains(*t)) {
+                faults.push(format!("{what}: tag {tag:?} is not declared in the document's tags"));
+            }
+        }
+    }
+    for (id, operations) in by_id.into_iter().filter(|(_, operations)| operations.len() > 1) {
+        faults.push(format!("operationId {id:?} is shared by {}", operations.join(" and ")));
+    }
+    faults
+}
+
+#[tokio::test]
+async fn every_operation_has_its_own_id_and_a_declared_tag() {
+    let keel = Keel::start("").await;
+    let (_, _, doc) = get_json(&format!("{}/v1/openapi.json", keel.url)).await;
+    let faults = operation_naming_faults(&doc);
+    assert!(faults.is_empty(), "operations a client generator cannot name:\n{}", faults.join("\n"));
+    let id = |path: &str, method: &str| doc["paths"][path][method]["operationId"].clone();
+    assert_eq!(id("/v1/functions/{name}/invoke", "post"), "invokeSync");
+    assert_eq!(id("/v1/invocations/{id}", "get"), "getInvocation");
+    assert_eq!(id("/v1/dlq", "get"), "listDlq");
+
+    // The check itself: a copy with one id given twice and one taken away is refused, naming them.
+    let mut broken = doc.clone();
+    broken["paths"]["/v1/dlq"]["get"]["operationId"] = "getInvocation".into();
+    broken["paths"]["/v1/functions"]["get"].as_object_mut().unwrap().remove("operationId");
+    let faults = operation_naming_faults(&broken);
+    assert!(
+        faults.contains(&"operationId \"getInvocation\" is shared by GET /v1/dlq and GET /v1/invocations/{id}".into()),
+        "{faults:?}"
+    );
+    assert!(faults.contains(&"GET /v1/functions has no operationId".into()), "{faults:?}");
 }

@@ -232,6 +232,7 @@ static DOCUMENT: LazyLock<String> =
     get,
     path = "/v1/openapi.json",
     tag = "operations",
+    operation_id = "getOpenApiJson",
     responses(
         (status = 200, description = "The OpenAPI 3.1 document.", body = Object, content_type = "application/json"),
     )
