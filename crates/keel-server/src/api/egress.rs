@@ -40,8 +40,11 @@ async fn forward(
     crate::egress::forward(&shared, request).await
 }
 
+/// The request body of the egress routes that take one (POST, PUT, PATCH).
+const FORWARDED: &str = "Forwarded to the dependency as it is, with its content-type.";
+
 macro_rules! egress_operation {
-    ($name:ident, $method:ident, $operation_id:literal, $summary:literal) => {
+    ($name:ident, $method:ident, $operation_id:literal, $summary:literal $(, $($request_body:tt)+)?) => {
         #[doc = $summary]
         ///
         /// Method, path (under the dependency's `url`), query, headers (but hop-by-hop ones and
@@ -59,20 +62,21 @@ macro_rules! egress_operation {
             path = "/v1/egress/{dependency}/{path}",
             tag = "egress",
             operation_id = $operation_id,
+            $($($request_body)+,)?
             params(
                 ("dependency" = String, Path, description = "A configured dependency the calling function declares."),
                 ("path" = String, Path, description = "The path under the dependency's url."),
                 ("keel-invocation-id" = String, Header, description = "Without a function token: the invocation whose attempt makes this call, running on this node."),
             ),
             responses(
-                (status = "2XX", description = "The dependency's answer, as it gave it."),
+                (status = "2XX", description = "The dependency's answer, as it gave it.", content(("*/*"))),
                 (status = 403, description = "The caller is not an attempt of a function that declares this dependency (`forbidden`)."),
                 (status = 413, description = super::openapi::TOO_LARGE),
                 (status = 429, description = "The dependency's rate limit has no turn now (`rate-limited`); retry after Retry-After. Also the dependency's own 429, passed through.", headers(("Retry-After" = u64))),
                 (status = 502, description = "The dependency could not be reached (`dependency-unreachable`), or its own 502."),
                 (status = 503, description = "The dependency's breaker is open (`breaker-open`, with `keel-breaker: open`) or its bulkhead is full (`bulkhead-full`); retry after Retry-After. Or its own 503.", headers(("Retry-After" = u64))),
                 (status = 504, description = "The dependency did not answer within its timeout (`dependency-timeout`), or its own 504."),
-                (status = "default", description = "The dependency's answer, as it gave it."),
+                (status = "default", description = "The dependency's answer, as it gave it.", content(("*/*"))),
             )
         )]
         pub(crate) async fn $name(
@@ -90,8 +94,26 @@ macro_rules! egress_operation {
 }
 
 egress_operation!(get, get, "egressGet", "Call a dependency with GET (HEAD too).");
-egress_operation!(post, post, "egressPost", "Call a dependency with POST.");
-egress_operation!(put, put, "egressPut", "Call a dependency with PUT.");
+egress_operation!(
+    post,
+    post,
+    "egressPost",
+    "Call a dependency with POST.",
+    request_body(description = FORWARDED, content(("*/*")))
+);
+egress_operation!(
+    put,
+    put,
+    "egressPut",
+    "Call a dependency with PUT.",
+    request_body(description = FORWARDED, content(("*/*")))
+);
 egress_operation!(delete, delete, "egressDelete", "Call a dependency with DELETE.");
-egress_operation!(patch, patch, "egressPatch", "Call a dependency with PATCH.");
+egress_operation!(
+    patch,
+    patch,
+    "egressPatch",
+    "Call a dependency with PATCH.",
+    request_body(description = FORWARDED, content(("*/*")))
+);
 egress_operation!(options, options, "egressOptions", "Call a dependency with OPTIONS.");
