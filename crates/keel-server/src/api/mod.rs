@@ -1,5 +1,6 @@
 //! The HTTP API (v1): routes → handlers. Every error is RFC 9457 problem+json ([`problem`]);
-//! `GET /v1/openapi.json` describes every route ([`openapi`] assembles the handlers' annotations).
+//! `GET /v1/openapi.json` (and `.yaml`) describes every route ([`openapi`] assembles the handlers'
+//! annotations).
 
 pub(crate) mod access;
 pub(crate) mod body;
@@ -70,7 +71,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 46] = [
+const ROUTES: [(Method, &str, Guard, Mount); 47] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
@@ -114,6 +115,7 @@ const ROUTES: [(Method, &str, Guard, Mount); 46] = [
     route!(POST "/v1/signing-keys/rotate" => access::rotate_signing_key, Admin),
     route!(GET "/v1/audit" => access::audit, Admin),
     route!(GET "/v1/openapi.json" => openapi::document, Read),
+    route!(GET "/v1/openapi.yaml" => openapi::document_yaml, Read),
     route!(GET "/healthz" => health::healthz, Open),
     route!(GET "/readyz" => health::readyz, Open),
     route!(GET "/metrics" => metrics::metrics, Metrics),

@@ -1,12 +1,14 @@
 //! `GET /v1/openapi.json`: an OpenAPI 3.1 document that describes every route of the router
 //! (a route added without documentation fails here) and answers every error with the problem
-//! schema; each operation has its own id and a declared tag, for generated clients.
+//! schema; each operation has its own id and a declared tag, for generated clients; the same
+//! document as YAML; and the copies in `docs/` are current.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::support::{get_json, Keel};
+use crate::support::{get_json, request, Keel};
 
 const PROBLEM: &str = "#/components/schemas/ProblemDetails";
 
@@ -220,4 +222,43 @@ async fn every_operation_has_its_own_id_and_a_declared_tag() {
         "{faults:?}"
     );
     assert!(faults.contains(&"GET /v1/functions has no operationId".into()), "{faults:?}");
+}
+
+/// Where the copies of the document live in the repository.
+fn docs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs")
+}
+
+/// `docs/openapi.json` (pretty-printed) and `docs/openapi.yaml` are the documents the server
+/// serves, so a change to the API shows in review and tools can read the document without a
+/// running server. `KEEL_WRITE_OPENAPI=1` writes them instead of comparing.
+#[tokio::test]
+async fn the_yaml_document_and_the_copies_in_docs_are_current() {
+    let keel = Keel::start("").await;
+    let (status, _, json) = get_json(&format!("{}/v1/openapi.json", keel.url)).await;
+    assert_eq!(status, 200);
+    let (status, headers, yaml) = request("GET", &format!("{}/v1/openapi.yaml", keel.url), &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/yaml");
+    let yaml = String::from_utf8(yaml.to_vec()).expect("UTF-8 YAML");
+    assert!(yaml.starts_with("components:\n"), "{}", &yaml[..yaml.len().min(200)]);
+    assert!(yaml.contains("\n      operationId: invokeSync\n"), "the YAML lacks invokeSync");
+    assert!(yaml.contains("\nopenapi: \"3.1.0\"\n"), "the YAML lacks its version");
+
+    let copies = [("openapi.json", serde_json::to_string_pretty(&json).unwrap() + "\n"), ("openapi.yaml", yaml)];
+    let write = std::env::var_os("KEEL_WRITE_OPENAPI").is_some_and(|v| v == "1");
+    for (name, served) in copies {
+        let path = docs_dir().join(name);
+        if write {
+            std::fs::write(&path, &served).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            continue;
+        }
+        let copy = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            copy == served,
+            "docs/{name} is not the document the server serves; regenerate it with\n    \
+             KEEL_WRITE_OPENAPI=1 cargo test -p keel-server --test e2e the_yaml_document_and_the_copies_in_docs_are_current\n\
+             and commit it"
+        );
+    }
 }

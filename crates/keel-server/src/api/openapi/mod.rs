@@ -1,6 +1,10 @@
-//! The OpenAPI 3.1 document of the API, served at `GET /v1/openapi.json`. Each handler carries
-//! its own `#[utoipa::path]`; this file assembles them, and says once for all of them that an
-//! error answer is an RFC 9457 problem ([`ProblemBodies`]).
+//! The OpenAPI 3.1 document of the API, served at `GET /v1/openapi.json` and, the same document,
+//! at `GET /v1/openapi.yaml` ([`yaml`]). Each handler carries its own `#[utoipa::path]` (with an
+//! `operation_id` that generated clients name their methods after); this file assembles them,
+//! and says once for all of them that an error answer is an RFC 9457 problem ([`ProblemBodies`]).
+//! `docs/openapi.json` and `docs/openapi.yaml` are copies that a test keeps current.
+
+mod yaml;
 
 use std::sync::LazyLock;
 
@@ -73,6 +77,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         kv::put,
         kv::delete,
         document,
+        document_yaml,
         health::healthz,
         health::readyz,
         metrics::metrics,
@@ -227,6 +232,12 @@ impl Modify for Security {
 static DOCUMENT: LazyLock<String> =
     LazyLock::new(|| ApiDoc::openapi().to_json().expect("the OpenAPI document serializes"));
 
+/// The same document as YAML, built once.
+static DOCUMENT_YAML: LazyLock<String> = LazyLock::new(|| {
+    let value = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    yaml::to_yaml(&value)
+});
+
 /// This document: the OpenAPI 3.1 description of every route.
 #[utoipa::path(
     get,
@@ -239,4 +250,18 @@ static DOCUMENT: LazyLock<String> =
 )]
 pub(crate) async fn document() -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+}
+
+/// This document as YAML: the same value as `/v1/openapi.json`, its keys in sorted order.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.yaml",
+    tag = "operations",
+    operation_id = "getOpenApiYaml",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document, as YAML.", body = Object, content_type = "application/yaml"),
+    )
+)]
+pub(crate) async fn document_yaml() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/yaml")], DOCUMENT_YAML.as_str())
 }
