@@ -1,6 +1,7 @@
 //! `keel`, the one binary: runs the server (`keel serve`), checks `keel.toml`, and talks to a
 //! running server (`keel invoke`, `keel invocations`, `keel dlq`, `keel publish`, `keel events`,
-//! `keel kv`, `keel functions`, `keel keys`, `keel audit`). The commands live in [`cli`].
+//! `keel kv`, `keel functions`, `keel keys`, `keel audit`), and prints its own shell completions
+//! and man page. The commands live in [`cli`].
 
 mod cli;
 
@@ -11,7 +12,8 @@ use clap::Parser;
 use cli::client::{Access, KeelClient};
 use cli::keys::Target;
 use cli::{
-    audit, bench, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules, serve, workflows,
+    audit, bench, completions, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules, serve,
+    workflows,
 };
 use cli::{
     AuditCommand, Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand,
@@ -33,6 +35,12 @@ fn main() -> ExitCode {
             None => keel_server::sandbox::probe(),
         };
     }
+    // Text generated from the command line itself needs no runtime.
+    match &cli.command {
+        Command::Completions(args) => return completions::print(Ok(completions::completion_script(args.shell))),
+        Command::Man => return completions::print(completions::man_page()),
+        _ => {}
+    }
     keel_server::sandbox::this_executable_is_keel();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -45,8 +53,17 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", describe_error(&error));
-            ExitCode::FAILURE
+            exit_code_of(&error)
         }
+    }
+}
+
+/// 2 for a configuration that does not load (`keys -c keel.toml`), 1 for any other failure.
+fn exit_code_of(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<keel_core::config::ConfigErrors>().is_some() {
+        ExitCode::from(cli::EXIT_USAGE_OR_CONFIG)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -128,7 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Ls(args)) => audit::ls(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
-        Command::Sandbox(_) => unreachable!("handled in main before the runtime starts"),
+        Command::Sandbox(_) | Command::Completions(_) | Command::Man => {
+            unreachable!("handled in main before the runtime starts")
+        }
         Command::Kv(command) => {
             let client = client()?;
             match command {
@@ -160,7 +179,9 @@ fn describe_error(error: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::describe_error;
+    use std::process::ExitCode;
+
+    use super::{describe_error, exit_code_of};
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot listen on 127.0.0.1:7733: {source}")]
@@ -190,5 +211,13 @@ mod tests {
         assert_eq!(describe_error(&error), "the store failed: Address already in use (os error 98)");
         let error = anyhow::anyhow!("outer").context("context");
         assert_eq!(describe_error(&error), "context: outer");
+    }
+
+    #[test]
+    fn a_config_error_exits_2_and_any_other_failure_1() {
+        let overrides = keel_core::config::Overrides::default();
+        let errors = keel_core::config::load_str("keel.toml", "[server]\nlisten = 7\n", &overrides).unwrap_err();
+        assert_eq!(exit_code_of(&anyhow::Error::new(errors)), ExitCode::from(2));
+        assert_eq!(exit_code_of(&anyhow::anyhow!("cannot reach http://127.0.0.1:7733")), ExitCode::FAILURE);
     }
 }

@@ -37,7 +37,8 @@ pub(crate) enum Target {
 impl Target {
     /// The store of the config file at `path` (with the `KEEL_` environment applied).
     pub(crate) fn open_store(path: &Path) -> anyhow::Result<Self> {
-        let config = config::load(Some(path), &Overrides::from_process_env()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Kept typed: `main` exits 2 for a configuration error.
+        let config = config::load(Some(path), &Overrides::from_process_env()).map_err(anyhow::Error::new)?;
         let options = StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync };
         let store = keel_store::open(&options)
             .context("cannot open the store of the config (with SQLite, stop `keel serve` first, or use the API with an admin key)")?;

@@ -18,10 +18,12 @@
 //! - [`client`]: the small HTTP client every client command goes through, and its errors.
 //! - [`table`]: the column formatter behind every human table.
 //! - [`bench`]: `keel bench`, the performance harness (its arguments live there too).
+//! - [`completions`]: `keel completions SHELL` and `keel man`, generated from this file.
 
 pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod client;
+pub(crate) mod completions;
 pub(crate) mod deps;
 pub(crate) mod dlq;
 pub(crate) mod events;
@@ -46,6 +48,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use keel_core::auth::Scope;
 use keel_core::invocation::Status;
 use keel_core::workflow::RunStatus;
+
+/// The exit status of a usage or configuration error (clap exits 2 on a usage error itself);
+/// any other failure exits 1. The README's "Exit codes" lists them.
+pub(crate) const EXIT_USAGE_OR_CONFIG: u8 = 2;
 
 /// Where `keel serve` listens unless told otherwise, so where the client commands look first.
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:7733";
@@ -117,6 +123,10 @@ pub(crate) enum Command {
     Audit(AuditCommand),
     /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
     Bench(bench::BenchArgs),
+    /// Print a completion script for SHELL, e.g. `keel completions bash > ~/.local/share/bash-completion/completions/keel`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `keel man > ~/.local/share/man/man1/keel.1`.
+    Man,
     /// Internal: how Keel starts a sandboxed instance (applies the limits, then runs PROGRAM).
     #[command(name = "__sandbox", hide = true)]
     Sandbox(SandboxArgs),
@@ -134,6 +144,13 @@ pub(crate) struct SandboxArgs {
     /// The program and its arguments.
     #[arg(last = true, required_unless_present = "probe")]
     pub(crate) command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -7,14 +7,10 @@ use std::process::ExitCode;
 
 use keel_core::config::{self, Config, ConfigErrors, Overrides, TomlValue};
 
-use super::{CheckArgs, LogFormat, ServeArgs};
+use super::{CheckArgs, LogFormat, ServeArgs, EXIT_USAGE_OR_CONFIG};
 
 /// The file `keel serve` reads when `-c` is not given, if it exists.
 const DEFAULT_CONFIG: &str = "keel.toml";
-
-/// Exit status of `keel serve` for a configuration that does not load, apart from runtime
-/// failures (1).
-const EXIT_CONFIG: u8 = 2;
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let path = args.config.clone().or_else(default_config_if_present);
@@ -22,7 +18,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{errors}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
+            return Ok(ExitCode::from(EXIT_USAGE_OR_CONFIG));
         }
     };
     let _telemetry = init_logging(args.log_format);
@@ -45,7 +41,7 @@ pub(crate) fn check(args: &CheckArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// What `keel config check` prints, and its exit status.
+/// What `keel config check` prints, and its exit status: 0, or 2 as for any configuration error.
 fn check_report(path: &Path, result: &Result<Config, ConfigErrors>) -> (String, u8) {
     match result {
         Ok(config) => {
@@ -57,7 +53,7 @@ fn check_report(path: &Path, result: &Result<Config, ConfigErrors>) -> (String, 
             let summary = if names.is_empty() { count } else { format!("{count}: {}", names.join(", ")) };
             (format!("{}: ok ({summary})", path.display()), 0)
         }
-        Err(errors) => (errors.to_string(), 1),
+        Err(errors) => (errors.to_string(), EXIT_USAGE_OR_CONFIG),
     }
 }
 
@@ -169,7 +165,7 @@ mod tests {
     fn check_prints_every_error_and_fails() {
         let result = config::load_str("keel.toml", "[server]\nlisten = 7\n", &Overrides::default());
         let (report, code) = check_report(Path::new("keel.toml"), &result);
-        assert_eq!(code, 1);
+        assert_eq!(code, 2, "a config error exits 2, as `keel serve` does");
         assert!(report.starts_with("keel.toml:2:"), "{report}");
     }
 }
