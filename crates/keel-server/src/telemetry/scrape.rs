@@ -52,6 +52,11 @@ fn describe() {
     describe_histogram!(m::HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "HTTP request latency");
     describe_gauge!(m::HTTP_CONNECTIONS_OPEN, "HTTP connections open now");
     describe_counter!(m::HTTP_CONNECTIONS_CLOSED_TOTAL, "HTTP connections closed or refused by Keel, by reason");
+    describe_counter!(m::EDGE_REFUSALS_TOTAL, "Requests refused at the API's edge (firewall, throttles), by rule");
+    describe_counter!(m::INVALID_INPUT_TOTAL, "Bodies and events refused by a JSON Schema, by target and kind");
+    describe_counter!(m::SYSTEM_EVENTS_TOTAL, "Keel's own events published to keel.system, by kind");
+    describe_counter!(m::SYSTEM_EVENTS_SUPPRESSED_TOTAL, "Keel's own events held back by the rate limit per kind");
+    describe_counter!(m::SYSTEM_EVENTS_DROPPED_TOTAL, "Keel's own events lost, by reason");
     describe_gauge!(m::FUNCTION_INSTANCES, "Running instances of a command function");
     describe_counter!(m::FUNCTION_COLD_STARTS_TOTAL, "Cold starts of a command function's instances");
     describe_counter!(m::SHED_TOTAL, "Calls and admissions refused by flow control, by function and reason");

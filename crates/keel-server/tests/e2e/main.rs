@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod command;
 mod crash;
+mod dashboard;
 mod edge;
 mod egress;
 mod events;
