@@ -29,11 +29,14 @@
 //!   due (or missed) after downtime.
 //! - [`workflow`]: workflows (sagas) as pure decisions: a run's steps, and which step or
 //!   compensation starts after each end.
+//! - [`chaos`]: chaos faults as pure decisions: a fault request checked, and which calls a
+//!   fault hits.
 //! - [`clock`]: injected time; [`id`]: invocation ids (ULIDs); [`duration`]: the duration forms
 //!   config and headers accept.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod chaos;
 pub mod clock;
 pub mod config;
 pub mod duration;

@@ -23,6 +23,8 @@
 //!   breaker, rate limit, bulkhead, retries within a retry budget, forwarded idempotency keys.
 //! - `scheduler.rs`: the task that turns due schedule ticks into invocations or events (every
 //!   node runs it; the store makes each tick unique).
+//! - `chaos.rs`: chaos faults on a node — the active set read from the store each second, and
+//!   the hits the runtime (`runtime/mod.rs`), egress (`egress/call.rs`) and store edges ask for.
 //! - `workflows.rs`: workflow runs (sagas): started with their first step, moved on in each
 //!   step's completion (decided by `keel_core::workflow`), cancelled, counted when they end.
 //! - `cluster.rs`: this node's heartbeat, the wake-ups other nodes send it, and the nodes it sees
@@ -42,6 +44,7 @@
 
 mod api;
 mod auth;
+mod chaos;
 mod cluster;
 mod dispatch;
 mod egress;

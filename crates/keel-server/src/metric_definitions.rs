@@ -70,6 +70,8 @@ pub(crate) const SCHEDULE_FIRED_TOTAL: &str = "keel_schedule_fired_total";
 /// Ticks of a schedule passed over without firing (no node could fire them in time: downtime,
 /// or a tick later than its tolerance under `missed = "skip"`), by `schedule`.
 pub(crate) const SCHEDULE_TICKS_MISSED_TOTAL: &str = "keel_schedule_ticks_missed_total";
+/// Chaos faults injected, by `target` (`function:NAME`, `dependency:NAME`, `store`) and `kind`.
+pub(crate) const CHAOS_INJECTED_TOTAL: &str = "keel_chaos_injected_total";
 /// Workflow runs started, by `workflow`.
 pub(crate) const WORKFLOW_RUNS_STARTED_TOTAL: &str = "keel_workflow_runs_started_total";
 /// Workflow runs ended, by `workflow` and `status` (`succeeded`, `compensated`, `failed`; a

@@ -133,10 +133,17 @@ impl Node {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let tls = config.server.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
         let (system_events, system_events_rx) = crate::system_events::SystemEvents::channel();
+        let chaos = crate::chaos::Chaos::new(config.chaos_enabled, clock.clone(), options.seed);
+        // Faults on the store hook in at its writes, only when chaos is enabled.
+        let store: Arc<dyn Store> = match config.chaos_enabled {
+            true => Arc::new(keel_core::store::faulty::FaultyStore::with_hook(store, chaos.clone())),
+            false => store,
+        };
         let shared = Arc::new(Shared {
             runtime: {
                 let runtime = Runtime::new(&config, addr, clock.clone(), auth.clone())
-                    .map_err(|e| StartError::Client(e.to_string()))?;
+                    .map_err(|e| StartError::Client(e.to_string()))?
+                    .with_chaos(chaos.clone());
                 #[cfg(test)]
                 let runtime = runtime.with_wire(options.wire.clone());
                 runtime
@@ -155,6 +162,7 @@ impl Node {
                 None => fastrand::Rng::new(),
             }),
             metrics: crate::metric_definitions::Metrics::register(&config),
+            chaos,
             system_events,
             auth,
             config,
@@ -174,6 +182,7 @@ impl Node {
         }
         tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
         tokio::spawn(crate::scheduler::run(shared.clone(), stop_rx.clone()));
+        tokio::spawn(crate::chaos::keep(shared.clone(), stop_rx.clone()));
         let (stop_heartbeat, stop_heartbeat_rx) = watch::channel(false);
         crate::cluster::join(&shared, addr, stop_rx.clone(), stop_heartbeat_rx);
         tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));

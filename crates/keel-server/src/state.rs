@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) system_events: crate::system_events::SystemEvents,
     /// Every random draw of a decision (backoff jitter), seeded by `NodeOptions::seed`.
     pub(crate) rng: std::sync::Mutex<fastrand::Rng>,
+    /// The chaos faults this node applies (`chaos.rs`).
+    pub(crate) chaos: Arc<crate::chaos::Chaos>,
 }
 
 impl Shared {

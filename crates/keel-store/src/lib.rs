@@ -11,6 +11,7 @@
 //!   heartbeats; `postgres/mod.rs` lists its files.
 //! - `header_list.rs`: how both stores keep header lists (JSON pairs).
 //! - `scope_list.rs`: how both stores keep an API key's scopes (a JSON array of strings).
+//! - `fault_json.rs`: how both stores keep a chaos fault (target and kind as JSON).
 //! - `run_json.rs`: how both stores keep a workflow run (columns plus JSON text).
 //! - `key_budget.rs`: what a lease with a `concurrency_key` limit may still take (both stores).
 //! - [`metric_definitions`]: group-commit latency and size, through the `metrics` facade.
@@ -19,6 +20,7 @@
 //! Both run the same conformance suite (`keel_core::store::testkit`).
 #![forbid(unsafe_code)]
 
+mod fault_json;
 mod header_list;
 mod key_budget;
 #[cfg(test)]

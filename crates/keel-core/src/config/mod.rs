@@ -51,6 +51,9 @@ pub struct Config {
     pub schedules: BTreeMap<String, ScheduleConfig>,
     /// `[workflows.NAME]`, keyed by name.
     pub workflows: BTreeMap<String, WorkflowConfig>,
+    /// `[chaos] enabled`: false (the default) makes the fault routes answer 404 and injects
+    /// nothing.
+    pub chaos_enabled: bool,
 }
 
 /// `[workflows.NAME]`: its steps, run one after another and compensated in reverse.

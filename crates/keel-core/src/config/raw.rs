@@ -31,6 +31,15 @@ pub(super) struct RawConfig {
     pub(super) schedules: BTreeMap<String, RawSchedule>,
     #[serde(default)]
     pub(super) workflows: BTreeMap<String, RawWorkflow>,
+    #[serde(default)]
+    pub(super) chaos: RawChaos,
+}
+
+/// `[chaos]`: whether faults may be injected at all.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChaos {
+    pub(super) enabled: Option<bool>,
 }
 
 /// `[workflows.NAME]`: steps run one after another, compensated in reverse when one fails.

@@ -82,7 +82,19 @@ pub(super) fn validate(
     let workflows = check.workflows(&raw.workflows, &function_names, &topics);
     match (server, storage, auth, check.problems.is_empty()) {
         (Some(server), Some(storage), Some(auth), true) => {
-            Ok(Config { server, storage, functions, topics, subscriptions, dependencies, auth, schedules, workflows })
+            let chaos_enabled = raw.chaos.enabled.unwrap_or(false);
+            Ok(Config {
+                server,
+                storage,
+                functions,
+                topics,
+                subscriptions,
+                dependencies,
+                auth,
+                schedules,
+                workflows,
+                chaos_enabled,
+            })
         }
         _ => Err(check.problems),
     }

@@ -38,16 +38,28 @@ pub enum Fault {
     CommitThenUnknown,
 }
 
+/// Asked before every write a plan can catch, after the plan: how chaos faults on the store
+/// (`keel-server`'s `Chaos`) slow a write down or fail it. An `Err` is the write's answer.
+pub trait WriteHook: Send + Sync + std::fmt::Debug {
+    fn before(&self, write: Write) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
+}
+
 /// Wraps `inner`; each planned fault catches the next matching write, once.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn Store>,
     plan: Mutex<Vec<(Write, Fault)>>,
+    hook: Option<Arc<dyn WriteHook>>,
 }
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Self { inner, plan: Mutex::new(Vec::new()) }
+        Self { inner, plan: Mutex::new(Vec::new()), hook: None }
+    }
+
+    /// Wraps `inner`, asking `hook` before each write.
+    pub fn with_hook(inner: Arc<dyn Store>, hook: Arc<dyn WriteHook>) -> Self {
+        Self { inner, plan: Mutex::new(Vec::new()), hook: Some(hook) }
     }
 
     /// Makes the next `write` fail with `fault` (faults of one kind of write fire in order).
@@ -68,6 +80,9 @@ impl FaultyStore {
 
     /// Runs `call` under the fault planned for `write`, if any.
     async fn faulted<T>(&self, write: Write, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        if let Some(hook) = &self.hook {
+            hook.before(write).await?;
+        }
         match self.take(write) {
             None => call.await,
             Some(Fault::Unavailable) => Err(Error::Unavailable(format!("injected fault on {write:?}"))),
@@ -304,5 +319,20 @@ impl super::WorkflowStore for FaultyStore {
 
     async fn update_run(&self, update: super::RunUpdate) -> Result<()> {
         self.inner.update_run(update).await
+    }
+}
+
+#[async_trait]
+impl super::ChaosStore for FaultyStore {
+    async fn add_fault(&self, fault: crate::chaos::Fault) -> Result<()> {
+        self.inner.add_fault(fault).await
+    }
+
+    async fn faults(&self, now: Millis) -> Result<Vec<crate::chaos::Fault>> {
+        self.inner.faults(now).await
+    }
+
+    async fn remove_fault(&self, id: &str) -> Result<bool> {
+        self.inner.remove_fault(id).await
     }
 }

@@ -14,10 +14,12 @@ use crate::kv::{KvEntry, KvWrite};
 use crate::Result;
 
 pub use access::AccessStore;
+pub use chaos::ChaosStore;
 pub use schedules::{ScheduleState, ScheduleStore, Tick, TickTaken, TickWork};
 pub use workflows::{RunFilter, RunStarted, RunUpdate, WorkflowStore};
 
 pub mod access;
+pub mod chaos;
 pub mod faulty;
 pub mod schedules;
 #[cfg(feature = "testkit")]
@@ -327,7 +329,7 @@ pub trait KvStore: Send + Sync {
 
 /// Everything Keel keeps, by concern: a store implements each part ([`NodeStore`],
 /// [`InvocationStore`], [`KeyStore`], [`EventStore`], [`KvStore`], [`AccessStore`],
-/// [`ScheduleStore`], [`WorkflowStore`]) and is then a `Store`. Callers hold an `Arc<dyn Store>` and call any part's
+/// [`ScheduleStore`], [`WorkflowStore`], [`ChaosStore`]) and is then a `Store`. Callers hold an `Arc<dyn Store>` and call any part's
 /// methods on it.
 pub trait Store:
     NodeStore
@@ -338,6 +340,7 @@ pub trait Store:
     + AccessStore
     + ScheduleStore
     + WorkflowStore
+    + ChaosStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -354,6 +357,7 @@ impl<T> Store for T where
         + AccessStore
         + ScheduleStore
         + WorkflowStore
+        + ChaosStore
         + Send
         + Sync
         + std::fmt::Debug
@@ -390,7 +394,7 @@ mod tests {
 /// `PgStore`) rather than a `dyn Store`: `use keel_core::store::prelude::*;`.
 pub mod prelude {
     pub use super::{
-        AccessStore, EventStore, InvocationStore, KeyStore, KvStore, NodeStore, ScheduleStore, Store, Urgency,
-        WorkflowStore,
+        AccessStore, ChaosStore, EventStore, InvocationStore, KeyStore, KvStore, NodeStore, ScheduleStore, Store,
+        Urgency, WorkflowStore,
     };
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod access;
 pub(crate) mod body;
+mod chaos;
 mod cluster;
 pub(crate) mod delay;
 mod dependencies;
@@ -71,7 +72,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 47] = [
+const ROUTES: [(Method, &str, Guard, Mount); 50] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
@@ -87,6 +88,9 @@ const ROUTES: [(Method, &str, Guard, Mount); 47] = [
     route!(GET "/v1/workflow-runs" => workflows::list_runs, Read),
     route!(GET "/v1/workflow-runs/{id}" => workflows::get_run, Read),
     route!(POST "/v1/workflow-runs/{id}/cancel" => workflows::cancel, Dlq),
+    route!(POST "/v1/chaos/faults" => chaos::inject, Admin),
+    route!(GET "/v1/chaos/faults" => chaos::list, Admin),
+    route!(DELETE "/v1/chaos/faults/{id}" => chaos::clear, Admin),
     route!(GET "/v1/invocations" => invocations::list, Read),
     route!(GET "/v1/invocations/{id}" => invocations::get, Read),
     route!(GET "/v1/invocations/{id}/result" => invocations::result, Read),

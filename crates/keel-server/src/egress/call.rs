@@ -188,11 +188,9 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
     let mut tries = 0u32;
     let answer = loop {
         tries += 1;
-        let answer = match tokio::time::timeout_at(deadline, shared.egress.client(name).request(outbound.build())).await
-        {
+        let answer = match tokio::time::timeout_at(deadline, try_once(shared, name, &outbound)).await {
             Err(_) => Tried::TimedOut,
-            Ok(Err(e)) => Tried::Unreachable(describe(&e)),
-            Ok(Ok(response)) => Tried::Answered(response),
+            Ok(answer) => answer,
         };
         let Some(delay) = retry_delay(shared, dependency, &outbound, &answer, tries, deadline) else {
             break answer;
@@ -219,6 +217,15 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
             dependency.outcome(outcome, Some(took));
             record_outcome(outcome, None);
             pass_through(response, place)
+        }
+        Tried::Injected { status, fault } => {
+            let outcome = if failed { "failure" } else { "success" };
+            span.record("http.response.status_code", status);
+            dependency.outcome(outcome, Some(took));
+            record_outcome(outcome, None);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let detail = format!("chaos: fault {fault} answered for {name} with {}", status.as_u16());
+            Problem::new(status, "chaos-injected", "Injected by chaos", detail).into_response()
         }
         Tried::TimedOut => {
             dependency.outcome("timeout", Some(took));
@@ -248,6 +255,26 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
     }
 }
 
+/// One try at the dependency, unless a chaos fault on it answers first: after a latency the try
+/// is made; an error answers in its place, an abort resets it, a timeout hangs it to the
+/// deadline (the caller's `timeout_at` ends it).
+async fn try_once(shared: &Shared, name: &str, outbound: &Outbound) -> Tried {
+    use keel_core::chaos::{Kind, Target};
+    if let Some(hit) = shared.chaos.hit(&Target::Dependency(name.to_owned())) {
+        match hit.kind {
+            Kind::Latency { .. } => tokio::time::sleep(Duration::from_millis(hit.delay_ms)).await,
+            Kind::Error { status } => return Tried::Injected { status, fault: hit.fault },
+            Kind::Abort => return Tried::Unreachable(format!("connection reset (chaos: fault {})", hit.fault)),
+            Kind::Timeout => std::future::pending::<()>().await,
+            Kind::Crash => {}
+        }
+    }
+    match shared.egress.client(name).request(outbound.build()).await {
+        Err(e) => Tried::Unreachable(describe(&e)),
+        Ok(response) => Tried::Answered(response),
+    }
+}
+
 fn record_outcome(outcome: &'static str, why: Option<&str>) {
     let span = tracing::Span::current();
     span.record("outcome", outcome);
@@ -259,6 +286,11 @@ fn record_outcome(outcome: &'static str, why: Option<&str>) {
 /// One try's result.
 enum Tried {
     Answered(hyper::Response<hyper::body::Incoming>),
+    /// A chaos fault answered with this status in the dependency's place.
+    Injected {
+        status: u16,
+        fault: String,
+    },
     TimedOut,
     Unreachable(String),
 }
@@ -268,6 +300,7 @@ impl Tried {
     fn is_failure(&self) -> bool {
         match self {
             Tried::Answered(response) => response.status().is_server_error(),
+            Tried::Injected { status, .. } => *status >= 500,
             Tried::TimedOut | Tried::Unreachable(_) => true,
         }
     }
@@ -275,6 +308,7 @@ impl Tried {
     fn describe(&self) -> String {
         match self {
             Tried::Answered(response) => response.status().as_u16().to_string(),
+            Tried::Injected { status, fault } => format!("{status} (chaos: fault {fault})"),
             Tried::TimedOut => "timeout".to_owned(),
             Tried::Unreachable(why) => format!("unreachable: {why}"),
         }
@@ -294,10 +328,8 @@ fn retry_delay(
     let retryable_answer = match answer {
         Tried::Unreachable(_) => true,
         Tried::TimedOut => false,
-        Tried::Answered(response) => {
-            let status = response.status();
-            status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
-        }
+        Tried::Answered(response) => retryable_status(response.status()),
+        Tried::Injected { status, .. } => StatusCode::from_u16(*status).is_ok_and(retryable_status),
     };
     if !(outbound.retryable && retryable_answer && tries < dependency.config.retry.max_attempts) {
         return None;
@@ -315,6 +347,10 @@ fn retry_delay(
     }
     let now = shared.clock.now_ms();
     lock(&dependency.budget).try_withdraw(now).then_some(delay)
+}
+
+fn retryable_status(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
 }
 
 /// The least delay a dependency's `Retry-After` asks for: delta-seconds only, at most a day

@@ -13,8 +13,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use keel_core::clock::Clock;
+use keel_core::clock::{Clock, Millis};
 use keel_core::config::{Config, FunctionTarget};
 use keel_core::lifecycle::AttemptReport;
 
@@ -39,6 +40,8 @@ pub(crate) struct Runtime {
     running: BTreeMap<String, AtomicUsize>,
     /// The attempts running here by invocation id, sync and async alike.
     attempts: attempts::Attempts,
+    /// The chaos faults on functions, when chaos is enabled.
+    chaos: Option<Arc<crate::chaos::Chaos>>,
 }
 
 /// One attempt counted in [`Runtime::running`] until dropped (also when the call is cancelled).
@@ -93,7 +96,7 @@ impl Runtime {
             };
             private_ca.insert(function.name.clone(), runtime);
         }
-        Ok(Self { http, private_ca, pools, running, attempts: Default::default() })
+        Ok(Self { http, private_ca, pools, running, attempts: Default::default(), chaos: None })
     }
 
     /// Has the simulation's functions answer every call in place of the network.
@@ -106,6 +109,12 @@ impl Runtime {
         self
     }
 
+    /// Has the chaos faults on functions hit this runtime's attempts.
+    pub(crate) fn with_chaos(mut self, chaos: Arc<crate::chaos::Chaos>) -> Self {
+        self.chaos = chaos.enabled().then_some(chaos);
+        self
+    }
+
     /// Starts each pool's keeper, which brings up `min_instances`.
     pub(crate) fn start(&self) {
         self.pools.values().for_each(ProcessPool::start);
@@ -115,13 +124,54 @@ impl Runtime {
     pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
         let _running = self.running.get(call.function).map(Running::enter);
         let _attempt = self.attempts.enter(call.invocation_id, call.function);
+        let started_at = clock.now_ms();
+        if let Some(report) = self.chaos_hit(&call, started_at, clock).await {
+            return report;
+        }
         match (call.target, self.pools.get(call.function)) {
             (FunctionTarget::Command(_), Some(pool)) => pool.call(&self.http, &call, clock).await,
             (FunctionTarget::Url(url), _) => {
                 let http = self.private_ca.get(call.function).unwrap_or(&self.http);
-                http.call(url, &call, clock.now_ms(), clock).await
+                // From the attempt's start: a chaos latency counts against its timeout.
+                http.call(url, &call, started_at, clock).await
             }
             (FunctionTarget::Command(_), None) => unreachable!("a pool is made for every command function"),
+        }
+    }
+
+    /// What a chaos fault on the function does to this attempt: the report when it answers in
+    /// the function's place (an error, a reset, a timeout); `None` when the call goes on (after
+    /// a latency, or a crash of an instance).
+    async fn chaos_hit(&self, call: &AttemptCall<'_>, started_at: Millis, clock: &dyn Clock) -> Option<AttemptReport> {
+        use keel_core::chaos::{Kind, Target};
+        use keel_core::outcome::Outcome;
+        let chaos = self.chaos.as_ref()?;
+        let target = Target::Function(call.function.to_owned());
+        let hit = chaos.hit(&target)?;
+        let fault = &hit.fault;
+        match hit.kind {
+            Kind::Latency { .. } => {
+                tokio::time::sleep(Duration::from_millis(hit.delay_ms).min(call.timeout)).await;
+                None
+            }
+            Kind::Error { status } => Some(url::answered_by_chaos(call, (started_at, clock.now_ms()), status, fault)),
+            Kind::Abort => {
+                let error = format!("connection reset (chaos: fault {fault})");
+                Some(url::failed_attempt(call, started_at, clock.now_ms(), Outcome::Transient, error))
+            }
+            Kind::Timeout => {
+                tokio::time::sleep(call.timeout).await;
+                let error =
+                    format!("timed out after {} (chaos: fault {fault})", humantime::format_duration(call.timeout));
+                Some(url::failed_attempt(call, started_at, clock.now_ms(), Outcome::Timeout, error))
+            }
+            Kind::Crash => {
+                // Counted only when there was an instance to kill.
+                if self.pools.get(call.function).and_then(|pool| pool.kill_one()).is_some() {
+                    chaos.injected(&target, &hit);
+                }
+                None
+            }
         }
     }
 

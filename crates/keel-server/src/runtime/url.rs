@@ -260,6 +260,18 @@ pub(crate) fn failed_attempt(
     report(call, (started_at, ended_at), outcome, None, Some(error))
 }
 
+/// An attempt a chaos fault answered with `status` in place of the function.
+pub(crate) fn answered_by_chaos(
+    call: &AttemptCall<'_>,
+    span: (Millis, Millis),
+    status: u16,
+    fault: &str,
+) -> AttemptReport {
+    let outcome = outcome::classify_status(status);
+    let error = (outcome != Outcome::Success).then(|| format!("HTTP {status} (chaos: fault {fault})"));
+    report(call, span, outcome, Some(status), error)
+}
+
 /// The report of attempt `call.number`, which ran from `span.0` to `span.1`; no response yet.
 fn report(
     call: &AttemptCall<'_>,

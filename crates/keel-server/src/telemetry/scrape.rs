@@ -65,6 +65,7 @@ fn describe() {
     describe_counter!(m::SCHEDULE_FIRED_TOTAL, "Schedule ticks that made their invocation or event, by schedule");
     describe_counter!(m::SCHEDULE_TICKS_MISSED_TOTAL, "Schedule ticks passed over without firing, by schedule");
     describe_counter!(m::WORKFLOW_RUNS_STARTED_TOTAL, "Workflow runs started, by workflow");
+    describe_counter!(m::CHAOS_INJECTED_TOTAL, "Chaos faults injected, by target and kind");
     describe_counter!(m::WORKFLOW_RUNS_TOTAL, "Workflow runs ended, by workflow and status");
     describe_histogram!(m::WORKFLOW_RUN_DURATION_SECONDS, Unit::Seconds, "Workflow run duration, start to end");
     describe_counter!(m::EGRESS_REQUESTS_TOTAL, "Egress calls to dependencies, by dependency and outcome");

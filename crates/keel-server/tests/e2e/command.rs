@@ -325,3 +325,32 @@ async fn wait_all_gone(pids: &[u64], limit: Duration) {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaos_crash_kills_the_running_instance_and_the_call_goes_to_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = write_program(dir.path());
+    let table = format!("[chaos]\nenabled = true\n{}", command_function("fragile", &program, &fast_retry(5)));
+    let keel = Keel::start(&table).await;
+    let url = format!("{}/v1/functions/fragile/invoke", keel.url);
+    let (status, _, warm) = post_json(&url, "{}").await;
+    assert_eq!(status, 200, "{warm}");
+    let warm_pid = warm["pid"].as_u64().unwrap();
+
+    let fault = serde_json::json!({"target": {"function": "fragile"}, "kind": "crash", "duration": "60s"});
+    let (status, _, fault) = post_json(&format!("{}/v1/chaos/faults", keel.url), &fault.to_string()).await;
+    assert_eq!(status, 201, "{fault}");
+    let (status, _, body) = post_json(&url, "{}").await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["pid"].as_u64(), Some(warm_pid), "answered by a new instance");
+    eventually("the instance the fault hit is gone", Duration::from_secs(5), || {
+        std::future::ready((!is_alive(warm_pid)).then_some(()))
+    })
+    .await;
+    let state = function_state(&keel.url, "fragile").await;
+    assert_eq!(state["cold_starts"]["count"], 2, "{state}");
+    assert!(!instance_pids(&state).contains(&warm_pid), "{state}");
+    let (_, _, text) = crate::support::request("GET", &format!("{}/metrics", keel.url), &[], "").await;
+    let metrics = crate::support::parse_metrics(std::str::from_utf8(&text).unwrap());
+    assert_eq!(metrics.get("keel_chaos_injected_total{kind=\"crash\",target=\"function:fragile\"}"), Some(&1.0));
+}

@@ -5,6 +5,7 @@ mod access;
 mod access_tokens;
 mod api;
 mod bench;
+mod chaos;
 mod cli;
 mod cluster;
 mod command;

@@ -13,6 +13,7 @@
 
 mod access;
 mod batch;
+mod chaos;
 mod events;
 mod keys;
 mod nodes;
@@ -442,5 +443,20 @@ impl WorkflowStore for PgStore {
 
     async fn update_run(&self, update: RunUpdate) -> Result<()> {
         in_tx!(self, |tx| workflows::apply(&tx, &update))
+    }
+}
+
+#[async_trait]
+impl keel_core::store::ChaosStore for PgStore {
+    async fn add_fault(&self, fault: keel_core::chaos::Fault) -> Result<()> {
+        in_tx!(self, |tx| chaos::add(&tx, &fault))
+    }
+
+    async fn faults(&self, now: Millis) -> Result<Vec<keel_core::chaos::Fault>> {
+        in_tx!(self, |tx| chaos::list(&tx, now))
+    }
+
+    async fn remove_fault(&self, id: &str) -> Result<bool> {
+        in_tx!(self, |tx| chaos::remove(&tx, id))
     }
 }

@@ -4,6 +4,7 @@
 //! lets start-up take back every lease left by a killed predecessor at once.
 
 mod access;
+mod chaos;
 mod events;
 mod keys;
 mod nodes;
@@ -466,5 +467,21 @@ impl WorkflowStore for SqliteStore {
 
     async fn update_run(&self, update: RunUpdate) -> Result<()> {
         self.writer.write(move |c| workflows::apply(c, &update)).await
+    }
+}
+
+#[async_trait]
+impl keel_core::store::ChaosStore for SqliteStore {
+    async fn add_fault(&self, fault: keel_core::chaos::Fault) -> Result<()> {
+        self.writer.write(move |c| chaos::add(c, &fault)).await
+    }
+
+    async fn faults(&self, now: Millis) -> Result<Vec<keel_core::chaos::Fault>> {
+        self.read(move |c| chaos::list(c, now)).await
+    }
+
+    async fn remove_fault(&self, id: &str) -> Result<bool> {
+        let id = id.to_string();
+        self.writer.write(move |c| chaos::remove(c, &id)).await
     }
 }

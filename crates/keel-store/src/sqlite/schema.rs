@@ -194,6 +194,17 @@ CREATE TABLE workflow_runs (
 CREATE INDEX workflow_runs_by_workflow ON workflow_runs (workflow, id);
 CREATE INDEX workflow_runs_by_status ON workflow_runs (status, id);
 "#,
+    // Chaos faults, kept so that every node applies them; expired rows are ignored.
+    r#"
+CREATE TABLE chaos_faults (
+    id         TEXT PRIMARY KEY,
+    target     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    rate       REAL NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Brings the database to the latest schema.

@@ -45,7 +45,8 @@ macro_rules! store_conformance {
             a_run_starts_once_per_key_and_moves_on_with_its_step,
             a_run_change_decided_on_an_older_run_refuses_the_whole_completion,
             a_cancel_takes_the_queued_step_with_the_run_change, runs_list_newest_first_by_workflow_and_status,
-            a_dead_step_is_not_redriven_but_its_dead_compensation_is);
+            a_dead_step_is_not_redriven_but_its_dead_compensation_is,
+            faults_are_kept_until_they_expire_or_are_removed);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
@@ -158,6 +159,7 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
 }
 
 mod access;
+mod chaos;
 mod events;
 mod flow;
 mod invocations;
@@ -167,6 +169,7 @@ mod workflows;
 
 use self::events::{delivery_of, event};
 pub use access::*;
+pub use chaos::*;
 pub use events::*;
 pub use flow::*;
 pub use invocations::*;

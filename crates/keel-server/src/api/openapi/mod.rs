@@ -15,8 +15,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::problem::ProblemDetails;
 use super::{
-    access, cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics, schedules,
-    workflows,
+    access, chaos, cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics,
+    schedules, workflows,
 };
 
 /// The descriptions that several routes share.
@@ -52,6 +52,9 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         workflows::list_runs,
         workflows::get_run,
         workflows::cancel,
+        chaos::inject,
+        chaos::list,
+        chaos::clear,
         invoke::invoke_sync,
         invoke::invoke_async,
         invocations::list,
@@ -98,6 +101,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         (name = "functions", description = "Configured functions and dependencies and their live state; the cluster."),
         (name = "schedules", description = "Schedules (cron or every): next and last fire; pause and resume."),
         (name = "workflows", description = "Workflows (sagas): start runs, follow their steps, cancel (compensate)."),
+        (name = "chaos", description = "Chaos faults: inject latency, errors, resets, timeouts and crashes; list and clear them (admin; `[chaos] enabled`)."),
         (name = "egress", description = "Calls from functions to their dependencies, through Keel's breaker, limits and retries."),
         (name = "operations", description = "Health, readiness, metrics, this document."),
         (name = "access", description = "API keys, the key that signs function tokens, and the audit log (admin)."),

@@ -145,6 +145,16 @@ impl ProcessPool {
         self.state.lock().expect("process pool lock")
     }
 
+    /// Kills one ready instance with SIGKILL (a chaos crash): its attempts fail as a crashed
+    /// instance's do, and the pool starts another on demand. The pid it killed, if any.
+    pub(crate) fn kill_one(&self) -> Option<u32> {
+        let pid = self.lock().slots.iter().filter(|s| s.state == InstanceState::Ready).find_map(|s| s.pid)?;
+        let target = rustix::process::Pid::from_raw(pid as i32)?;
+        let _ = rustix::process::kill_process(target, rustix::process::Signal::KILL);
+        tracing::warn!(function = %self.function, pid, "chaos: instance killed");
+        Some(pid)
+    }
+
     /// Starts the keeper (and with it `min_instances`).
     pub(crate) fn start(self: &Arc<Self>) {
         if let Some(sandbox) = &self.sandbox {
