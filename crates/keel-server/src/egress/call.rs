@@ -260,7 +260,8 @@ async fn call(shared: &Shared, dependency: &Dependency, invocation_id: &str, req
 /// deadline (the caller's `timeout_at` ends it).
 async fn try_once(shared: &Shared, name: &str, outbound: &Outbound) -> Tried {
     use keel_core::chaos::{Kind, Target};
-    if let Some(hit) = shared.chaos.hit(&Target::Dependency(name.to_owned())) {
+    let hit = shared.chaos.enabled().then(|| shared.chaos.hit(&Target::Dependency(name.to_owned()))).flatten();
+    if let Some(hit) = hit {
         match hit.kind {
             Kind::Latency { .. } => tokio::time::sleep(Duration::from_millis(hit.delay_ms)).await,
             Kind::Error { status } => return Tried::Injected { status, fault: hit.fault },
