@@ -1,6 +1,6 @@
 //! `keel`, the one binary: runs the server (`keel serve`), checks `keel.toml`, and talks to a
 //! running server (`keel invoke`, `keel invocations`, `keel dlq`, `keel publish`, `keel events`,
-//! `keel kv`, `keel functions`, `keel keys`, `keel audit`), and prints its own shell completions
+//! `keel kv`, `keel functions`, `keel keys`, `keel audit`, `keel chaos`), and prints its own shell completions
 //! and man page. The commands live in [`cli`].
 
 mod cli;
@@ -12,11 +12,11 @@ use clap::Parser;
 use cli::client::{Access, KeelClient};
 use cli::keys::Target;
 use cli::{
-    audit, bench, completions, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules, serve,
-    workflows,
+    audit, bench, chaos, completions, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules,
+    serve, workflows,
 };
 use cli::{
-    AuditCommand, Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand,
+    AuditCommand, ChaosCommand, Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand,
     InvocationsCommand, KeysCommand, KvCommand, SchedulesCommand, StoreArg,
 };
 
@@ -145,6 +145,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Ls(args)) => audit::ls(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Chaos(command) => {
+            let client = client()?;
+            match command {
+                ChaosCommand::Inject(args) => chaos::inject(&client, json, args).await?,
+                ChaosCommand::Ls => chaos::ls(&client, json).await?,
+                ChaosCommand::Clear(args) => chaos::clear(&client, json, args).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sandbox(_) | Command::Completions(_) | Command::Man => {
             unreachable!("handled in main before the runtime starts")
         }

@@ -14,6 +14,7 @@
 //! - [`keys`]: `keel keys create|ls|revoke|rotate-signing`, over the API or straight into the
 //!   store with `-c keel.toml`.
 //! - [`audit`]: `keel audit ls`.
+//! - [`chaos`]: `keel chaos inject|ls|clear`, faults on a function, a dependency or the store.
 //! - [`payload`]: reading `--data`/`--value` from the command line, a file or stdin.
 //! - [`client`]: the small HTTP client every client command goes through, and its errors.
 //! - [`table`]: the column formatter behind every human table.
@@ -22,6 +23,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod bench;
+pub(crate) mod chaos;
 pub(crate) mod client;
 pub(crate) mod completions;
 pub(crate) mod deps;
@@ -44,7 +46,7 @@ pub(crate) mod workflows;
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use keel_core::auth::Scope;
 use keel_core::invocation::Status;
 use keel_core::workflow::RunStatus;
@@ -121,6 +123,10 @@ pub(crate) enum Command {
     /// The audit log: who changed keys, paused, redrove, discarded, injected faults.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Inject faults (latency, errors, resets, timeouts, crashes) to see how the backend copes;
+    /// needs `[chaos] enabled = true` on the server.
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// Measure Keel on this machine against one raw HTTP hop to a no-op function.
     Bench(bench::BenchArgs),
     /// Print a completion script for SHELL, e.g. `keel completions bash > ~/.local/share/bash-completion/completions/keel`.
@@ -659,4 +665,105 @@ pub(crate) struct AuditLsArgs {
 
     #[command(flatten)]
     pub(crate) page: PageArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChaosCommand {
+    /// Inject a fault on a function, a dependency or the store, for a while, and print its id.
+    Inject(ChaosInjectArgs),
+    /// The faults in force: target, kind, latency or status, rate, time left.
+    Ls,
+    /// End a fault now (or every fault with --all): every node stops applying it within a second.
+    Clear(ChaosClearArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["function", "dependency", "store"])))]
+pub(crate) struct ChaosInjectArgs {
+    /// Hit attempts of this function.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) function: Option<String>,
+
+    /// Hit calls through egress to this dependency (its breaker, retries and budget see them).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) dependency: Option<String>,
+
+    /// Hit the store's writes (latency and error only).
+    #[arg(long)]
+    pub(crate) store: bool,
+
+    /// What a hit call suffers.
+    #[arg(long, value_enum)]
+    pub(crate) kind: FaultKind,
+
+    /// With --kind latency: the delay added, e.g. `300ms`, or a range drawn from, `100ms..2s`.
+    #[arg(long, value_name = "DURATION|MIN..MAX", required_if_eq("kind", "latency"), value_parser = Latency::parse)]
+    pub(crate) latency: Option<Latency>,
+
+    /// With --kind error: the status answered (503 when absent).
+    #[arg(long, value_name = "STATUS")]
+    pub(crate) status: Option<u16>,
+
+    /// The share of calls hit, more than 0 and at most 1 (1 when absent).
+    #[arg(long, value_name = "SHARE")]
+    pub(crate) rate: Option<f64>,
+
+    /// How long the fault lasts, e.g. `60s` (at most 24h); it then ends by itself.
+    #[arg(long, value_name = "DURATION", value_parser = fault_duration_parser)]
+    pub(crate) duration: String,
+}
+
+/// The kinds of fault, by the names the server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FaultKind {
+    /// The call is made after a delay (--latency).
+    Latency,
+    /// The call is not made: it is answered with --status.
+    Error,
+    /// The call is not made: the connection is reset.
+    Abort,
+    /// The call hangs until its timeout.
+    Timeout,
+    /// A running instance of the (command) function is killed.
+    Crash,
+}
+
+impl FaultKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Latency => "latency",
+            FaultKind::Error => "error",
+            FaultKind::Abort => "abort",
+            FaultKind::Timeout => "timeout",
+            FaultKind::Crash => "crash",
+        }
+    }
+}
+
+/// `--latency`: one duration, or `MIN..MAX`, kept as typed to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Latency {
+    pub(crate) min: String,
+    /// Absent for a fixed latency.
+    pub(crate) max: Option<String>,
+}
+
+/// `--duration`: a duration in the documented forms, more than zero, kept as typed to send.
+fn fault_duration_parser(text: &str) -> Result<String, String> {
+    match keel_core::duration::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(text.to_owned()),
+        Ok(_) => Err("a fault of no duration would never apply".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosClearArgs {
+    /// The fault's id, as `keel chaos inject` or `ls` printed it.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub(crate) id: Option<String>,
+
+    /// Clear every fault in force.
+    #[arg(long)]
+    pub(crate) all: bool,
 }

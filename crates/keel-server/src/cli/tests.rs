@@ -392,3 +392,65 @@ fn workflows_defs_show_and_cancel_parse() {
     assert_eq!(parse_error(&["workflows", "show"]), ErrorKind::MissingRequiredArgument);
     assert_eq!(parse_error(&["workflows", "start", "checkout"]), ErrorKind::InvalidSubcommand);
 }
+
+#[test]
+fn chaos_inject_takes_one_target_a_kind_and_a_duration() {
+    let cli = parse(&[
+        "chaos",
+        "inject",
+        "--dependency",
+        "payments",
+        "--kind",
+        "error",
+        "--status",
+        "502",
+        "--rate",
+        "0.3",
+        "--duration",
+        "60s",
+    ]);
+    let Command::Chaos(ChaosCommand::Inject(args)) = cli.command else { panic!() };
+    assert_eq!(args.dependency.as_deref(), Some("payments"));
+    assert_eq!((args.function, args.store), (None, false));
+    assert_eq!((args.kind, args.status, args.rate), (FaultKind::Error, Some(502), Some(0.3)));
+    assert_eq!(args.duration, "60s");
+
+    let cli = parse(&["chaos", "inject", "--store", "--kind", "latency", "--latency", "100ms..2s", "--duration", "1m"]);
+    let Command::Chaos(ChaosCommand::Inject(args)) = cli.command else { panic!() };
+    assert!(args.store);
+    assert_eq!(args.latency, Some(Latency { min: "100ms".into(), max: Some("2s".into()) }));
+
+    let inject = |extra: &[&str]| {
+        let mut line = vec!["chaos", "inject"];
+        line.extend_from_slice(extra);
+        parse_error(&line)
+    };
+    // No target, two targets.
+    assert_eq!(inject(&["--kind", "abort", "--duration", "60s"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(
+        inject(&["--function", "f", "--store", "--kind", "abort", "--duration", "60s"]),
+        ErrorKind::ArgumentConflict
+    );
+    // A kind the server does not know, no duration, a zero or unreadable duration.
+    assert_eq!(inject(&["--store", "--kind", "slow", "--duration", "60s"]), ErrorKind::InvalidValue);
+    assert_eq!(inject(&["--store", "--kind", "error"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(inject(&["--store", "--kind", "error", "--duration", "0s"]), ErrorKind::ValueValidation);
+    assert_eq!(inject(&["--store", "--kind", "error", "--duration", "soon"]), ErrorKind::ValueValidation);
+    // A latency fault needs its latency, read as a duration or a range.
+    assert_eq!(inject(&["--store", "--kind", "latency", "--duration", "60s"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(
+        inject(&["--store", "--kind", "latency", "--latency", "2s..1s", "--duration", "60s"]),
+        ErrorKind::ValueValidation
+    );
+}
+
+#[test]
+fn chaos_ls_and_clear_take_an_id_or_all() {
+    assert!(matches!(parse(&["chaos", "ls"]).command, Command::Chaos(ChaosCommand::Ls)));
+    let Command::Chaos(ChaosCommand::Clear(args)) = parse(&["chaos", "clear", "01KA"]).command else { panic!() };
+    assert_eq!((args.id.as_deref(), args.all), (Some("01KA"), false));
+    let Command::Chaos(ChaosCommand::Clear(args)) = parse(&["chaos", "clear", "--all"]).command else { panic!() };
+    assert_eq!((args.id, args.all), (None, true));
+    assert_eq!(parse_error(&["chaos", "clear"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["chaos", "clear", "01KA", "--all"]), ErrorKind::ArgumentConflict);
+}
