@@ -56,17 +56,19 @@ steps = [
 notify_topic = "nope"
 "#
     );
+    // A step inside the inline array is located at the array (`steps = [`): the locator does
+    // not reach into inline tables; the dotted key names the step and member.
     assert_eq!(
         errors(&text),
         [
-            r#"keel.toml:14:62: workflows.bad.steps.0.compensate: unknown function "ghost-undo" (configured: charge-card, release-stock, reserve-stock)"#,
-            r#"keel.toml:15:12: workflows.bad.steps.1.name: duplicate step name "reserve": step names are unique in a workflow"#,
-            r#"keel.toml:16:35: workflows.bad.steps.2.function: unknown function "ghost" (configured: charge-card, release-stock, reserve-stock)"#,
-            "keel.toml:17:3: workflows.bad.steps.3: missing `name`: each step is named (its key is `{run_id}/{name}`)",
-            r#"keel.toml:18:12: workflows.bad.steps.4.name: invalid step name "Bad/Name": expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"#,
-            r#"keel.toml:20:16: workflows.bad.notify_topic: unknown topic "nope": declare it with [topics."nope"] (declared: orders)"#,
-            r#"keel.toml:8:9: workflows.empty.steps: a workflow needs at least one step: steps = [{ name = "reserve", function = "reserve-stock", compensate = "release-stock" }, …]"#,
-            r#"keel.toml:10:12: workflows.none: a workflow needs at least one step: steps = [{ name = "reserve", function = "reserve-stock", compensate = "release-stock" }, …]"#,
+            r#"keel.toml:16:9: workflows.bad.steps.0.compensate: unknown function "ghost-undo" (configured: charge-card, release-stock, reserve-stock)"#,
+            r#"keel.toml:16:9: workflows.bad.steps.1.name: duplicate step name "reserve": step names are unique in a workflow"#,
+            r#"keel.toml:16:9: workflows.bad.steps.2.function: unknown function "ghost" (configured: charge-card, release-stock, reserve-stock)"#,
+            "keel.toml:16:9: workflows.bad.steps.3: missing `name`: each step is named (its key is `{run_id}/{name}`)",
+            r#"keel.toml:16:9: workflows.bad.steps.4.name: invalid step name "Bad/Name": expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"#,
+            r#"keel.toml:23:16: workflows.bad.notify_topic: unknown topic "nope": declare it with [topics."nope"] (declared: orders)"#,
+            r#"keel.toml:10:9: workflows.empty.steps: a workflow needs at least one step: steps = [{ name = "reserve", function = "reserve-stock", compensate = "release-stock" }, …]"#,
+            r#"keel.toml:12:12: workflows.none: a workflow needs at least one step: steps = [{ name = "reserve", function = "reserve-stock", compensate = "release-stock" }, …]"#,
         ]
     );
 }
