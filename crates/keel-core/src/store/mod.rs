@@ -108,6 +108,20 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page from a query that asked for one row more than `size`: that row's presence says a
+    /// next page exists, and the cursor is the last kept row's `id`.
+    pub fn from_overfetched(mut items: Vec<T>, size: usize, id: impl Fn(&T) -> &str) -> Self {
+        let next_cursor = if items.len() > size {
+            items.truncate(size);
+            items.last().map(|last| id(last).to_owned())
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
 /// How often a node reports that it is alive ([`NodeStore::heartbeat`]).
 pub const HEARTBEAT_EVERY_MS: Millis = 2_000;
 /// A node whose last heartbeat is older than this is taken for dead: a shared store's

@@ -181,14 +181,8 @@ pub(crate) async fn audit_log(tx: &Tx<'_>, filter: &AuditFilter) -> Result<Page<
         params.len()
     );
     let rows = query(tx, &sql, &params).await.map_err(db_err)?;
-    let mut items = rows.iter().map(audit_entry).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > size {
-        items.truncate(size);
-        items.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.iter().map(audit_entry).collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_overfetched(items, size, |e| &e.id))
 }
 
 fn audit_entry(row: &Row) -> Result<AuditEntry> {

@@ -392,14 +392,8 @@ pub(crate) async fn list(tx: &Tx<'_>, filter: &ListFilter) -> Result<Page<Invoca
         params.len()
     );
     let found = query(tx, &sql, &params).await.map_err(db_err)?;
-    let mut items = found.iter().map(rows::invocation).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > size {
-        items.truncate(size);
-        items.last().map(|i| i.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = found.iter().map(rows::invocation).collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_overfetched(items, size, |i| &i.id))
 }
 
 /// The `WHERE` clause of a list filter and its text arguments (`$1`, `$2`, … in order).

@@ -115,14 +115,8 @@ pub(crate) async fn list(tx: &Tx<'_>, filter: &RunFilter) -> Result<Page<Run>> {
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
     let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
     let rows = query(tx, &sql, &params).await.map_err(db_err)?;
-    let mut items = rows.iter().map(|r| run_row(r)?.into_run()).collect::<Result<Vec<Run>>>()?;
-    let next_cursor = if items.len() > size {
-        items.truncate(size);
-        items.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.iter().map(|r| run_row(r)?.into_run()).collect::<Result<Vec<Run>>>()?;
+    Ok(Page::from_overfetched(items, size, |r| &r.id))
 }
 
 /// Applies a run's change: the invocation it cancels, the run (if still at the version the

@@ -191,14 +191,8 @@ pub(crate) fn audit_log(conn: &Connection, filter: &AuditFilter) -> Result<Page<
             .collect()
         })
         .map_err(db_err)?;
-    let mut items = rows.into_iter().map(|(entry, detail)| with_detail(entry, &detail)).collect::<Result<Vec<_>>>()?;
-    let next_cursor = if items.len() > size {
-        items.truncate(size);
-        items.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.into_iter().map(|(entry, detail)| with_detail(entry, &detail)).collect::<Result<Vec<_>>>()?;
+    Ok(Page::from_overfetched(items, size, |e| &e.id))
 }
 
 fn with_detail(mut entry: AuditEntry, detail: &str) -> Result<AuditEntry> {

@@ -373,17 +373,11 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invoca
     let size = filter.page_size();
     sql.push_str(" ORDER BY id DESC LIMIT ?");
     args.push(Value::Integer(size as i64 + 1));
-    let mut items: Vec<Invocation> = conn
+    let items: Vec<Invocation> = conn
         .prepare_cached(&sql)
         .and_then(|mut st| st.query_map(params_from_iter(args), rows::invocation)?.collect())
         .map_err(db_err)?;
-    let next_cursor = if items.len() > size {
-        items.truncate(size);
-        items.last().map(|i| i.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    Ok(Page::from_overfetched(items, size, |i| &i.id))
 }
 
 /// Moves one invocation from one of `from` to `to`, or explains why it cannot.

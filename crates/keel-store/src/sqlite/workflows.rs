@@ -104,14 +104,8 @@ pub(crate) fn list(conn: &Connection, filter: &RunFilter) -> Result<Page<Run>> {
         .prepare_cached(&sql)
         .and_then(|mut st| st.query_map(params_from_iter(args), run_row)?.collect())
         .map_err(db_err)?;
-    let mut items = rows.into_iter().map(RunRow::into_run).collect::<Result<Vec<Run>>>()?;
-    let next_cursor = if items.len() > size {
-        items.truncate(size);
-        items.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let items = rows.into_iter().map(RunRow::into_run).collect::<Result<Vec<Run>>>()?;
+    Ok(Page::from_overfetched(items, size, |r| &r.id))
 }
 
 /// Applies a run's change: the invocation it cancels, the run (if still at the version the
