@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{eventually, get_json, parse_metrics, post_json, request, Functions, Keel};
+use crate::support::{eventually, get_json, parse_metrics, post_json, request, start_keel, Functions, Keel};
 
 async fn inject(keel: &Keel, fault: Value) -> Value {
     let (status, _, body) = post_json(&format!("{}/v1/chaos/faults", keel.url), &fault.to_string()).await;
@@ -185,11 +185,7 @@ async fn a_fault_injected_through_one_postgres_node_applies_on_the_other() {
     std::fs::write(&config_path, format!("[storage]\nurl = \"{database}\"\n{}", config(addr))).unwrap();
     let mut nodes = Vec::new();
     for i in 0..2 {
-        let port = crate::crash::free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = crate::crash::spawn_keel(&config_path, port, &dir.path().join(format!("node-{i}.log")));
-        crate::crash::wait_ready(&url, &mut child).await;
-        nodes.push((url, child));
+        nodes.push(start_keel(&config_path, &dir.path().join(format!("node-{i}.log"))).await);
     }
     let fault = json!({"target": {"function": "g"}, "kind": "error", "status": 502, "duration": "60s"}).to_string();
     let (status, _, injected) = post_json(&format!("{}/v1/chaos/faults", nodes[0].0), &fault).await;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::crash::{free_port, spawn_keel, wait_ready};
+use crate::support::start_keel;
 use crate::support::{eventually, get_json, parse_metrics, post_json, request, Functions, Keel};
 
 /// Sync calls of `name` with `headers`, one every `every`, each answered with its status,
@@ -306,13 +306,8 @@ async fn a_pause_holds_work_across_a_restart_until_resumed() {
         format!("[storage]\nurl = \"sqlite://{}\"\n[functions.held]\nurl = \"http://{addr}/ok\"\n", db.display()),
     )
     .unwrap();
-    let start = || async {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = spawn_keel(&config, port, &dir.path().join("keel.log"));
-        wait_ready(&url, &mut child).await;
-        (url, child)
-    };
+    let log = dir.path().join("keel.log");
+    let start = || start_keel(&config, &log);
     let (url, mut child) = start().await;
     let function = format!("{url}/v1/functions/held");
     let (status, _, f) = post_json(&format!("{function}/pause"), "").await;

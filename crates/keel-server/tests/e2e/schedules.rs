@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use keel_store::pg_testkit::fresh_database;
 use serde_json::Value;
 
-use crate::crash::{free_port, spawn_keel, wait_ready};
+use crate::support::start_keel;
 use crate::support::{eventually, get_json, parse_metrics, post_json, request, Functions, Keel};
 
 /// The invocations of `function`, as the API lists them (newest first).
@@ -46,13 +46,8 @@ async fn an_every_second_schedule_fires_once_per_tick_across_a_restart() {
     let config = dir.path().join("keel.toml");
     let db = dir.path().join("keel.db");
     std::fs::write(&config, format!("[storage]\nurl = \"sqlite://{}\"\n{}", db.display(), every_second(addr))).unwrap();
-    let start = || async {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = spawn_keel(&config, port, &dir.path().join("keel.log"));
-        wait_ready(&url, &mut child).await;
-        (url, child)
-    };
+    let log = dir.path().join("keel.log");
+    let start = || start_keel(&config, &log);
     let (url, mut child) = start().await;
     eventually("three ticks fire", Duration::from_secs(15), || async { (fns.successes().len() >= 3).then_some(()) })
         .await;
@@ -89,11 +84,7 @@ async fn two_postgres_nodes_fire_each_tick_once() {
     std::fs::write(&config, format!("[storage]\nurl = \"{database}\"\n\n{}", every_second(addr))).unwrap();
     let mut nodes = Vec::new();
     for i in 0..2 {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = spawn_keel(&config, port, &dir.path().join(format!("node-{i}.log")));
-        wait_ready(&url, &mut child).await;
-        nodes.push((url, child));
+        nodes.push(start_keel(&config, &dir.path().join(format!("node-{i}.log"))).await);
     }
     eventually("five ticks fire", Duration::from_secs(20), || async { (fns.successes().len() >= 5).then_some(()) })
         .await;

@@ -449,6 +449,16 @@ pub(crate) fn spawn_keel_with(
         .expect("starting keel")
 }
 
+/// Starts the real `keel serve -c config` on a free port, logging into `log`, and waits until it
+/// is ready: its base URL and process.
+pub(crate) async fn start_keel(config: &std::path::Path, log: &std::path::Path) -> (String, std::process::Child) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_keel(config, port, log);
+    wait_ready(&url, &mut child).await;
+    (url, child)
+}
+
 /// Waits until the node at `base` answers `/readyz` with 200; panics if `child` exits first.
 pub(crate) async fn wait_ready(base: &str, child: &mut std::process::Child) {
     let address = base.trim_start_matches("http://").to_string();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::crash::{free_port, spawn_keel, wait_ready};
+use crate::support::start_keel;
 use crate::support::{
     eventually, eventually_or_why, fast_retry, get_json, parse_metrics, post_json, request, Call, Functions, Keel,
 };
@@ -308,13 +308,8 @@ async fn sigkill_during_200_concurrent_runs_loses_no_run_and_starts_no_step_twic
     let toml = checkout(addr, &[("reserve", "/slow?ms=50"), ("charge", "/slow?ms=100"), ("ship", "/saga?ms=50")], "")
         .replace(&fast_retry(2), "retry = { max_attempts = 20, initial = \"10ms\", max = \"200ms\" }");
     std::fs::write(&config, format!("[storage]\nurl = \"sqlite://{}\"\n{toml}", db.display())).unwrap();
-    let start = || async {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = spawn_keel(&config, port, &dir.path().join("keel.log"));
-        wait_ready(&url, &mut child).await;
-        (url, child)
-    };
+    let log = dir.path().join("keel.log");
+    let start = || start_keel(&config, &log);
     let (url, mut child) = start().await;
     let mut runs: Vec<(String, bool)> = Vec::new();
     let starts: Vec<_> = (0..200)
@@ -390,11 +385,7 @@ async fn runs_started_on_one_postgres_node_are_carried_by_both() {
     std::fs::write(&config, format!("[storage]\nurl = \"{database}\"\n{toml}")).unwrap();
     let mut nodes = Vec::new();
     for i in 0..2 {
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
-        let mut child = spawn_keel(&config, port, &dir.path().join(format!("node-{i}.log")));
-        wait_ready(&url, &mut child).await;
-        nodes.push((url, child));
+        nodes.push(start_keel(&config, &dir.path().join(format!("node-{i}.log"))).await);
     }
     let mut runs = Vec::new();
     for i in 0..20 {
