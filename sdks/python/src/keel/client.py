@@ -265,7 +265,8 @@ class Client:
         delay: float | timedelta | str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Publishes to ``topic`` and returns the events' ids: ``data`` (any JSON: Keel wraps it
+        """Publishes to ``topic`` and returns Keel's ids of the events (see :meth:`get_event`):
+        ``data`` (any JSON: Keel wraps it
         in a CloudEvent whose ``type`` is the topic), or ``event`` (a structured CloudEvent:
         ``{"specversion": "1.0", "id", "source", "type", "data", ...}``), or ``events`` (a batch,
         all or nothing). The same ``source`` + ``id`` again is accepted once. Raises
@@ -285,6 +286,14 @@ class Client:
         if response.status != 202:
             raise ApiError(response)
         return list(response.json().get("ids", []))
+
+    def get_event(self, event_id: str) -> dict[str, Any]:
+        """A published event (by the id :meth:`publish` returned) and its deliveries per
+        subscription: ``{"id", "topic", "ce_id", "source", "type", "data", "deliveries": [...]}``."""
+        response = self.request("GET", f"/v1/events/{self._segment(event_id)}")
+        response.raise_for_status()
+        event: dict[str, Any] = response.json()
+        return event
 
     # -- invocations --------------------------------------------------------------------------
 
