@@ -99,6 +99,8 @@
 //! - [`Reply`] (`reply.rs`) and [`Error`] (`error.rs`): the answer and its status code.
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod contract;
 mod ctx;
 mod effects;
 mod egress;

@@ -1,0 +1,7 @@
+export { Reply } from "./reply.js";
+export { Ctx, parseEtag } from "./ctx.js";
+export { Effects, EFFECTS_CONTENT_TYPE } from "./effects.js";
+export { Dependency, DependencyResponse, EgressError } from "./egress.js";
+export { KeelError, Retryable, Permanent, BadRequest } from "./errors.js";
+export { Request, createHandler, serve } from "./server.js";
+export { KeelClient, KeelApiError, InvokeResult } from "./client.js";
