@@ -19,6 +19,11 @@ pub fn new_ordered_id(now: Millis) -> String {
     ulid::Ulid(*last).to_string()
 }
 
+/// The least id made at `now` or later: ids of records made since `now` sort at or above it.
+pub fn floor(now: Millis) -> String {
+    ulid::Ulid::from_parts(now.max(0) as u64, 0).to_string()
+}
+
 /// True when `s` is a well-formed ULID (26 Crockford base32 characters).
 pub fn is_valid(s: &str) -> bool {
     ulid::Ulid::from_string(s).is_ok()

@@ -1,9 +1,11 @@
-//! The HTTP client behind every client command: one request at a time to a Keel server (http,
-//! or https trusting the system's roots plus `--ca-file`), with the `--api-key` on every
-//! request, and Keel's RFC 9457 problems and an unreachable server turned into [`ClientError`]s.
+//! The client of Keel's own API behind every `keel` client command and every chaos experiment:
+//! requests to a Keel server (http, or https trusting the system's roots plus `--ca-file`), with
+//! the `--api-key` on every request, and Keel's RFC 9457 problems and an unreachable server
+//! turned into [`ClientError`]s. Cheap to clone: clones share one connection pool.
 
 use std::path::{Path, PathBuf};
 
+use crate::HttpsClient;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, StatusCode};
@@ -11,12 +13,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use keel_server::HttpsClient;
 use serde_json::Value;
 
 /// What can go wrong talking to Keel, each worded for the person at the terminal.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClientError {
+pub enum ClientError {
     #[error("--url must be an http:// or https:// URL, got `{0}`")]
     BadUrl(String),
     #[error("--ca-file is for an https:// --url; {0} is plain http")]
@@ -24,7 +25,7 @@ pub(crate) enum ClientError {
     #[error("--api-key cannot be sent: it is not a valid header value")]
     BadApiKey,
     #[error(transparent)]
-    Tls(#[from] keel_server::HttpsSetupError),
+    Tls(#[from] crate::HttpsSetupError),
     #[error("cannot reach keel at {url} (is `keel serve` running?)")]
     Unreachable { url: String },
     #[error("request to {url} failed: {message}")]
@@ -49,25 +50,25 @@ const UNAUTHORIZED_HINT: &str = "\nhint: set KEEL_API_KEY or pass --api-key; cre
 
 /// One answer from the server, its body read in full.
 #[derive(Debug)]
-pub(crate) struct Response {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 impl Response {
     /// A header's value as text, when present and printable.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name)?.to_str().ok()
     }
 
     /// Whether the server (rather than a function) said what went wrong.
-    pub(crate) fn is_problem(&self) -> bool {
+    pub fn is_problem(&self) -> bool {
         self.header(CONTENT_TYPE.as_str()).is_some_and(|t| t.starts_with("application/problem+json"))
     }
 
     /// The problem this non-2xx answer describes; a body that is not a problem becomes its detail.
-    pub(crate) fn problem(&self) -> ClientError {
+    pub fn problem(&self) -> ClientError {
         let parsed: Option<Value> = serde_json::from_slice(&self.body).ok();
         let text = |key: &str| parsed.as_ref().and_then(|v| v.get(key)).and_then(Value::as_str).map(str::to_owned);
         let reason = self.status.canonical_reason().unwrap_or("error");
@@ -80,7 +81,7 @@ impl Response {
     }
 
     /// The body as JSON (`null` when empty), or the problem when the status is not 2xx.
-    pub(crate) fn into_json(self) -> Result<Value, ClientError> {
+    pub fn into_json(self) -> Result<Value, ClientError> {
         if !self.status.is_success() {
             return Err(self.problem());
         }
@@ -94,7 +95,7 @@ impl Response {
 
 /// A connection to one Keel server, by base URL.
 #[derive(Debug, Clone)]
-pub(crate) struct KeelClient {
+pub struct KeelClient {
     /// `http(s)://host:port` without a trailing slash; paths are appended to it.
     base: String,
     http: Transport,
@@ -111,20 +112,20 @@ enum Transport {
 
 /// Where the server is and how to talk to it: the global `--url`, `--api-key` and `--ca-file`.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Access {
-    pub(crate) url: String,
-    pub(crate) api_key: Option<String>,
-    pub(crate) ca_file: Option<PathBuf>,
+pub struct Access {
+    pub url: String,
+    pub api_key: Option<String>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl KeelClient {
     /// A client for a plain http:// server without a key (what `keel bench` talks to).
-    pub(crate) fn new(url: &str) -> Result<Self, ClientError> {
+    pub fn new(url: &str) -> Result<Self, ClientError> {
         Self::connect(&Access { url: url.to_owned(), ..Access::default() })
     }
 
     /// A client for `access.url`, http:// or https://, sending `access.api_key` as a bearer token.
-    pub(crate) fn connect(access: &Access) -> Result<Self, ClientError> {
+    pub fn connect(access: &Access) -> Result<Self, ClientError> {
         let url = &access.url;
         let base = url.trim_end_matches('/');
         let https = base.starts_with("https://");
@@ -150,7 +151,7 @@ impl KeelClient {
 
     /// Sends one request to `path` (which starts with `/` and may carry a query) and reads the
     /// whole answer, whatever its status.
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         method: Method,
         path: &str,
@@ -191,13 +192,13 @@ impl KeelClient {
         Ok(Response { status: parts.status, headers: parts.headers, body })
     }
 
-    pub(crate) async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+    pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
         self.send(Method::GET, path, &[], Bytes::new()).await?.into_json()
     }
 
     /// POSTs `body` as JSON (no body when `None`), with an `Idempotency-Key` when given, and
     /// reads a JSON answer.
-    pub(crate) async fn post_json(
+    pub async fn post_json(
         &self,
         path: &str,
         body: Option<&Value>,
@@ -214,7 +215,7 @@ impl KeelClient {
         self.send(Method::POST, path, &headers, body).await?.into_json()
     }
 
-    pub(crate) async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
+    pub async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
         self.send(Method::DELETE, path, &[], Bytes::new()).await?.into_json()
     }
 }
@@ -222,12 +223,12 @@ impl KeelClient {
 /// The https client: the system's roots and `ca_file`.
 fn https_client(ca_file: Option<&Path>) -> Result<HttpsClient, ClientError> {
     let extra: Vec<PathBuf> = ca_file.map(Path::to_owned).into_iter().collect();
-    Ok(keel_server::build_https_client(&extra)?)
+    Ok(crate::build_https_client(&extra)?)
 }
 
 /// The `Idempotency-Key` header for `key`, sent as a structured-field string so that any key
 /// the server accepts (spaces and quotes included) arrives as typed.
-pub(crate) fn idempotency_header(key: &str) -> (HeaderName, String) {
+pub fn idempotency_header(key: &str) -> (HeaderName, String) {
     let escaped = key.replace('\\', "\\\\").replace('"', "\\\"");
     (HeaderName::from_static("idempotency-key"), format!("\"{escaped}\""))
 }
@@ -263,7 +264,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// `value` percent-encoded for a path segment or a query value: everything but RFC 3986's
 /// unreserved characters is escaped.
-pub(crate) fn encode(value: &str) -> String {
+pub fn encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -276,7 +277,7 @@ pub(crate) fn encode(value: &str) -> String {
 }
 
 /// `path?k=v&…` with the parameters that are set, encoded.
-pub(crate) fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
+pub fn with_query(path: &str, params: &[(&str, Option<String>)]) -> String {
     let mut url = path.to_owned();
     let mut separator = '?';
     for (key, value) in params {
@@ -292,7 +293,7 @@ pub(crate) fn with_query(path: &str, params: &[(&str, Option<String>)]) -> Strin
 }
 
 /// `value` as indented JSON, the way `--json` prints every answer.
-pub(crate) fn print_json(value: &Value) {
+pub fn print_json(value: &Value) {
     // Serializing a `Value` cannot fail: its map keys are always strings.
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
@@ -398,7 +399,7 @@ mod tests {
             .contains("hint"));
     }
 
-    const DEFAULT: &str = super::super::DEFAULT_URL;
+    const DEFAULT: &str = "http://127.0.0.1:7733";
 
     #[test]
     fn a_tls_failure_is_found_inside_the_io_errors_that_carry_it() {

@@ -45,6 +45,9 @@
 mod api;
 mod auth;
 mod chaos;
+/// The fuzz targets of every parser Keel owns, for the cargo-fuzz crate in `fuzz/` (not an API).
+#[doc(hidden)]
+pub mod client;
 mod cluster;
 mod dispatch;
 mod egress;
@@ -52,8 +55,6 @@ mod events;
 mod faults;
 mod flow;
 mod functions;
-/// The fuzz targets of every parser Keel owns, for the cargo-fuzz crate in `fuzz/` (not an API).
-#[doc(hidden)]
 pub mod fuzzing;
 mod listener;
 mod metric_definitions;
@@ -72,6 +73,8 @@ mod workflows;
 
 /// Every route of the HTTP API (the OpenAPI test checks that each one is documented).
 pub use api::{route_scopes, routes};
+/// Chaos experiments: `keel chaos run` and the example's `demo`.
+pub use chaos::experiment;
 pub use server::{serve, Node, NodeOptions, TlsError};
 
 /// What `keel keys … -c keel.toml` needs to write keys straight into the store.

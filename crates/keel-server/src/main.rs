@@ -145,9 +145,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Ls(args)) => audit::ls(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
+        Command::Chaos(ChaosCommand::Run(args)) => chaos::run(client()?, json, args).await,
         Command::Chaos(command) => {
             let client = client()?;
             match command {
+                ChaosCommand::Run(_) => unreachable!("matched above"),
                 ChaosCommand::Inject(args) => chaos::inject(&client, json, args).await?,
                 ChaosCommand::Ls => chaos::ls(&client, json).await?,
                 ChaosCommand::Clear(args) => chaos::clear(&client, json, args).await?,

@@ -3,6 +3,8 @@
 //! Every hit is logged (a span event on the attempt or call it hits), counted
 //! (`keel_chaos_injected_total{target,kind}`) and follows [`keel_core::chaos::pick`].
 
+pub mod experiment;
+
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 

@@ -10,9 +10,45 @@ use serde_json::{json, Map, Value};
 
 use super::client::{encode, print_json, ClientError, KeelClient};
 use super::table::Table;
-use super::{ChaosClearArgs, ChaosInjectArgs, Latency};
+use super::{ChaosClearArgs, ChaosInjectArgs, ChaosRunArgs, Latency, EXIT_USAGE_OR_CONFIG};
 
 const FAULTS: &str = "/v1/chaos/faults";
+
+/// `keel chaos run`: the experiment, its verdict on stdout (JSON with --json), the report written;
+/// exit 0 held, 1 not held, 2 a broken file (file:line) or an experiment that could not run.
+pub(crate) async fn run(client: KeelClient, json: bool, args: ChaosRunArgs) -> anyhow::Result<std::process::ExitCode> {
+    use keel_server::experiment;
+    let spec = match experiment::load(&args.file) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(std::process::ExitCode::from(EXIT_USAGE_OR_CONFIG));
+        }
+    };
+    if args.check {
+        eprintln!(
+            "{}: ok ({} loads, {} steps, {} probes)",
+            args.file.display(),
+            spec.load.len(),
+            spec.method.len(),
+            spec.hypothesis.len()
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if !(args.time_scale > 0.0 && args.time_scale <= 10.0) {
+        anyhow::bail!("--time-scale must be above 0 and at most 10");
+    }
+    let options = experiment::Options { progress: !json, time_scale: args.time_scale, controller: None };
+    let report = experiment::run(&spec, client, options).await?;
+    report.write(&args.report)?;
+    if json {
+        print_json(&serde_json::to_value(&report)?);
+    } else {
+        print!("{}", report.summary());
+        println!("report: {}", args.report.join("report.md").display());
+    }
+    Ok(std::process::ExitCode::from(report.verdict.exit_code()))
+}
 
 /// `keel chaos inject`: the fault's id on stdout, what it does on stderr.
 pub(crate) async fn inject(client: &KeelClient, json: bool, args: ChaosInjectArgs) -> anyhow::Result<()> {

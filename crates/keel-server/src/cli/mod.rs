@@ -24,7 +24,7 @@
 pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod chaos;
-pub(crate) mod client;
+pub(crate) use keel_server::client;
 pub(crate) mod completions;
 pub(crate) mod deps;
 pub(crate) mod dlq;
@@ -675,6 +675,29 @@ pub(crate) enum ChaosCommand {
     Ls,
     /// End a fault now (or every fault with --all): every node stops applying it within a second.
     Clear(ChaosClearArgs),
+    /// Run an experiment: load, faults at set times, a steady-state hypothesis checked before,
+    /// during and after them, rollbacks. Exit 0 when the hypothesis held, 1 when it did not, 2
+    /// when the file is broken (file:line) or could not be carried out.
+    Run(ChaosRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosRunArgs {
+    /// The experiment file (see examples/backend/experiments/).
+    #[arg(value_name = "EXPERIMENT.toml")]
+    pub(crate) file: std::path::PathBuf,
+
+    /// The folder the report goes to: report.md, report.json and the charts (SVG).
+    #[arg(long, value_name = "DIR", default_value = "chaos-report")]
+    pub(crate) report: std::path::PathBuf,
+
+    /// Scale every time in the file by this factor (0.2 runs a 60 s experiment in 12 s).
+    #[arg(long, value_name = "FACTOR", default_value_t = 1.0)]
+    pub(crate) time_scale: f64,
+
+    /// Only check the file, run nothing.
+    #[arg(long)]
+    pub(crate) check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -212,3 +212,135 @@ async fn a_fault_injected_through_one_postgres_node_applies_on_the_other() {
         child.wait().unwrap();
     }
 }
+
+/// An experiment against a function that a fault fails half the time for 2 s: with retries the
+/// hypothesis (every call answered 2xx, during the fault too) holds; with retries turned off it
+/// does not — `keel chaos run` exits 1 and the report names the broken probe — and the report's
+/// charts shade the fault's window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_holds_with_retries_and_fails_naming_its_probe_without_them() {
+    let experiment = r#"
+title = "f fails half its calls for 2 s"
+duration = "5s"
+warmup = "1s"
+settle = "20s"
+
+[[load]]
+name = "calls"
+function = "f"
+rate = 20
+payload = '{"n": {n}}'
+idempotency_key = "call-{run}-{n}"
+
+[[method]]
+at = "1500ms"
+fault = { target = { function = "f" }, kind = "error", status = 503, rate = 0.5, duration = "2s" }
+
+[[hypothesis]]
+name = "every call answered 2xx"
+probe = "success_ratio"
+load = "calls"
+min = 1.0
+during = true
+
+[[hypothesis]]
+probe = "lost"
+
+[[hypothesis]]
+probe = "settled"
+function = "f"
+min = 1.0
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("experiment.toml");
+    std::fs::write(&file, experiment).unwrap();
+    let (_fns, addr) = Functions::start().await;
+    let run = |retries: u32, report: std::path::PathBuf| {
+        let file = file.clone();
+        async move {
+            let keel = Keel::start(&format!(
+                "[chaos]\nenabled = true\n[functions.f]\nurl = \"http://{addr}/ok\"\n\
+                 retry = {{ max_attempts = {retries}, initial = \"10ms\", max = \"20ms\" }}\n"
+            ))
+            .await;
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+                .args(["chaos", "run"])
+                .arg(&file)
+                .arg("--report")
+                .arg(&report)
+                .env("KEEL_URL", &keel.url)
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+            let json: Value =
+                serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+            (output.status.code(), stdout, json)
+        }
+    };
+
+    let held = dir.path().join("held");
+    let (code, stdout, report) = run(8, held.clone()).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.starts_with("HELD: f fails half its calls"), "{stdout}");
+    assert_eq!(report["verdict"], "held");
+    let windows: Vec<&str> =
+        report["probes"].as_array().unwrap().iter().map(|p| p["window"].as_str().unwrap()).collect();
+    assert_eq!(windows, ["before", "during", "after", "end", "end"], "{report}");
+    let fault = &report["faults"][0];
+    assert!((fault["end"].as_f64().unwrap() - fault["start"].as_f64().unwrap() - 2.0).abs() < 0.01, "{fault}");
+    for chart in ["throughput.svg", "latency.svg", "errors.svg", "dlq.svg"] {
+        let svg = std::fs::read_to_string(held.join(chart)).unwrap();
+        assert!(svg.contains(r#"<rect class="fault""#), "{chart} does not shade the fault window");
+    }
+    let markdown = std::fs::read_to_string(held.join("report.md")).unwrap();
+    assert!(markdown.contains("Verdict: **held**") && markdown.contains("![Throughput](throughput.svg)"), "{markdown}");
+
+    let broken = dir.path().join("broken");
+    let (code, stdout, report) = run(1, broken.clone()).await;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(report["verdict"], "not_held");
+    let failed: Vec<(&str, &str)> = report["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["held"] == false)
+        .map(|p| (p["probe"].as_str().unwrap(), p["window"].as_str().unwrap()))
+        .collect();
+    assert!(failed.contains(&("every call answered 2xx", "during")), "{report}");
+    assert!(failed.iter().any(|(p, _)| p.starts_with("f: ")), "some of f's invocations failed: {report}");
+    assert!(stdout.contains("FAIL during every call answered 2xx"), "{stdout}");
+    let markdown = std::fs::read_to_string(broken.join("report.md")).unwrap();
+    assert!(markdown.contains("| every call answered 2xx | during | **broken** |"), "{markdown}");
+}
+
+/// A broken experiment file exits 2 naming file:line, before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_experiment_file_exits_2_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "title = \"x\"\nduration = \"10s\"\n\n[[load]]\nname = \"a\"\nfunction = \"f\"\nrate = 0\npayload = '{}'\n",
+    )
+    .unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["chaos", "run"])
+        .arg(&file)
+        .env("KEEL_URL", "http://127.0.0.1:9")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{}:4:1: load \"a\": rate must be above 0", file.display())), "{stderr}");
+    for example in ["email-outage", "payments-flaky", "instance-crash", "keel-restart"] {
+        let path = format!("{}/../../examples/backend/experiments/{example}.toml", env!("CARGO_MANIFEST_DIR"));
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["chaos", "run", "--check", &path])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{example}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
