@@ -11,8 +11,10 @@
 //! - [`providers`]: stand-in third-party services (email; payments, with charges and refunds)
 //!   with a configurable error rate and latency, so that retries and the dead-letter queue can be
 //!   seen at work.
+//! - [`demo`]: `keel-example demo`, the chaos experiments of `experiments/` run against it.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod demo;
 pub mod functions;
 pub mod providers;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -57,7 +57,9 @@ struct Handler {
 }
 
 /// Starts a provider on `127.0.0.1:0`. It answers `POST /send` (email), `POST /charges` and
-/// `POST /refunds` (payments).
+/// `POST /refunds` (payments), and `GET /stats`: `{"calls", "done"}`, where `done` counts the
+/// distinct idempotency keys it acted on (mails sent, cards charged) — what a chaos experiment
+/// compares with the requests that succeeded, to prove each was charged exactly once.
 pub async fn start(name: &'static str, behaviour: Behaviour) -> std::io::Result<Provider> {
     let state = Arc::<Mutex<Seen>>::default();
     let handler = Handler { name, behaviour, state: state.clone() };
@@ -65,6 +67,7 @@ pub async fn start(name: &'static str, behaviour: Behaviour) -> std::io::Result<
         .route("/send", post(call))
         .route("/charges", post(call))
         .route("/refunds", post(call))
+        .route("/stats", get(stats))
         .with_state(handler);
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -97,6 +100,11 @@ async fn call(
         seen.answers.insert(key, answer.clone());
     }
     (StatusCode::OK, Json(answer))
+}
+
+async fn stats(State(provider): State<Handler>) -> Json<Value> {
+    let seen = lock(&provider.state);
+    Json(json!({"calls": seen.calls.len(), "done": seen.answers.len()}))
 }
 
 fn lock(state: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
