@@ -3,6 +3,13 @@
 //! `email` and `payments` dependencies' (the functions reach them through Keel's egress), and the
 //! database under the state directory.
 //!
+//! Two functions are not Rust: `count-signups` is TypeScript (`functions-ts/count-signups.mjs`,
+//! run by `node`) and `init-profile` Python (`functions-py/init_profile.py`, run by `python3`).
+//! Their `cwd` is made absolute (this crate's directory, known at build time). When `node` (20 or
+//! later) or `python3` (3.10 or later) is not on `PATH`, or the sources are not where they were
+//! built, the function runs as its Rust twin (`keel-example fn NAME`), said on stderr, so the
+//! quick start still works with one command.
+//!
 //! Why one binary: `cargo run --release -p keel-example` is then the whole quick start — one
 //! build, no install step, no PATH to set — and the functions Keel scales are the same code
 //! one would deploy.
@@ -68,7 +75,97 @@ pub fn config(options: &Options, exe: &Path, email_url: &str, payments_url: &str
             }
         }
     }
+    for line in wire_runtimes(&mut config, exe, &Runtimes::detect()) {
+        eprintln!("keel-example: {line}");
+    }
     Ok(config)
+}
+
+/// The functions of `keel.toml` written in other languages: (function, program, its directory
+/// under this crate, its source file there).
+pub const FOREIGN: [(&str, &str, &str, &str); 2] = [
+    ("count-signups", "node", "functions-ts", "count-signups.mjs"),
+    ("init-profile", "python3", "functions-py", "init_profile.py"),
+];
+
+/// Where the interpreters and this crate's sources are, for [`wire_runtimes`].
+#[derive(Debug, Clone, Default)]
+pub struct Runtimes {
+    /// `node` (20 or later), when found.
+    pub node: Option<PathBuf>,
+    /// `python3` (3.10 or later), when found.
+    pub python3: Option<PathBuf>,
+    /// `examples/backend`: the TypeScript and Python functions are under it.
+    pub dir: PathBuf,
+}
+
+impl Runtimes {
+    /// Looks on `PATH` (and asks each interpreter its version).
+    pub fn detect() -> Self {
+        Self {
+            node: find_program("node", &["--version"], |v| version_at_least(v.trim_start_matches('v'), (20, 0))),
+            python3: find_program("python3", &["--version"], |v| {
+                version_at_least(v.trim_start_matches("Python "), (3, 10))
+            }),
+            dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        }
+    }
+}
+
+/// The first `name` on `PATH` whose `args` print a version `ok` accepts.
+fn find_program(name: &str, args: &[&str], ok: impl Fn(&str) -> bool) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).filter(|p| p.is_file()).find(|program| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|out| out.status.success() && ok(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+}
+
+/// `"20.11.1"` ≥ `(20, 0)`.
+fn version_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.trim().parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// Points the TypeScript and Python functions at their interpreter and directory, or, when one
+/// cannot run here, at their Rust twin (`exe fn NAME`): what was done instead, one line each.
+pub fn wire_runtimes(config: &mut Config, exe: &Path, runtimes: &Runtimes) -> Vec<String> {
+    let mut fallbacks = Vec::new();
+    for (name, program, dir, file) in FOREIGN {
+        let Some(FunctionTarget::Command(command)) = config.functions.get_mut(name).map(|f| &mut f.target) else {
+            continue;
+        };
+        if command.command[0] != program {
+            continue; // Changed in keel.toml: left as it is.
+        }
+        let interpreter = if program == "node" { &runtimes.node } else { &runtimes.python3 };
+        let source = runtimes.dir.join(dir).join(file);
+        let why = match interpreter {
+            None => Some(format!(
+                "no {program} on PATH{}",
+                if program == "node" { " (20 or later)" } else { " (3.10 or later)" }
+            )),
+            Some(_) if !source.is_file() => Some(format!("{} is missing", source.display())),
+            Some(_) => None,
+        };
+        match (why, interpreter) {
+            (None, Some(interpreter)) => {
+                command.command[0] = interpreter.display().to_string();
+                command.cwd = Some(runtimes.dir.join(dir));
+            }
+            (why, _) => {
+                fallbacks.push(format!(
+                    "{name} runs as its Rust twin (keel-example fn {name}) instead of {dir}/{file}: {}",
+                    why.unwrap_or_default()
+                ));
+                command.command = vec![exe.display().to_string(), "fn".to_owned(), name.to_owned()];
+                command.cwd = None;
+            }
+        }
+    }
+    fallbacks
 }
 
 /// The quick start's API key: made afresh at each start (the previous one is revoked), with
@@ -182,13 +279,65 @@ mod tests {
         assert_eq!(names, expected);
         for function in config.functions.values() {
             let command = function.command().expect("a command function");
+            assert!(command.env.is_empty(), "the functions reach the providers through Keel only");
+            if FOREIGN.iter().any(|(name, ..)| *name == function.name) {
+                continue; // node or python3 here, or the Rust twin: see the test below.
+            }
             assert_eq!(command.command[0], "/opt/keel-example");
             assert_eq!(command.command[1..], ["fn".to_owned(), function.name.clone()]);
-            assert!(command.env.is_empty(), "the functions reach the providers through Keel only");
         }
         assert_eq!(config.dependencies["email"].url.as_str(), "http://e/");
         assert_eq!(config.dependencies["payments"].url.as_str(), "http://p/");
         assert_eq!(config.functions["send-welcome-email"].dependencies, ["email"]);
         assert_eq!(config.functions["purchase"].dependencies, ["payments"]);
+    }
+
+    #[test]
+    fn the_typescript_and_python_functions_run_by_their_interpreter_or_as_their_rust_twin() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = Path::new("/opt/keel-example");
+        let fresh = || {
+            let mut config = load_str("keel.toml", KEEL_TOML, &Overrides::default()).unwrap();
+            for function in config.functions.values_mut() {
+                if let FunctionTarget::Command(command) = &mut function.target {
+                    command.command[0] = command.command[0].replace(PROGRAM, "/opt/keel-example");
+                }
+            }
+            config
+        };
+        let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let both = Runtimes {
+            node: Some("/usr/bin/node".into()),
+            python3: Some("/usr/bin/python3".into()),
+            dir: here.clone(),
+        };
+        let mut config = fresh();
+        assert!(wire_runtimes(&mut config, exe, &both).is_empty());
+        let counter = config.functions["count-signups"].command().unwrap();
+        assert_eq!(counter.command, ["/usr/bin/node", "count-signups.mjs"]);
+        assert_eq!(counter.cwd.as_deref(), Some(here.join("functions-ts").as_path()));
+        let profile = config.functions["init-profile"].command().unwrap();
+        assert_eq!(profile.command, ["/usr/bin/python3", "init_profile.py"]);
+        assert_eq!(profile.cwd.as_deref(), Some(here.join("functions-py").as_path()));
+        assert_eq!(config.functions["count-signups"].grants, fresh().functions["count-signups"].grants);
+
+        let mut config = fresh();
+        let lines = wire_runtimes(&mut config, exe, &Runtimes { node: None, ..both.clone() });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("count-signups runs as its Rust twin") && lines[0].contains("no node on PATH"));
+        let counter = config.functions["count-signups"].command().unwrap();
+        assert_eq!(counter.command, ["/opt/keel-example", "fn", "count-signups"]);
+        assert_eq!(counter.cwd, None);
+        assert_eq!(config.functions["init-profile"].command().unwrap().command[0], "/usr/bin/python3");
+
+        let mut config = fresh();
+        let lines = wire_runtimes(&mut config, exe, &Runtimes { dir: dir.path().to_path_buf(), ..both });
+        assert_eq!(lines.len(), 2, "sources missing: {lines:?}");
+        assert_eq!(
+            config.functions["init-profile"].command().unwrap().command,
+            ["/opt/keel-example", "fn", "init-profile"]
+        );
+        assert!(version_at_least("20.11.1", (20, 0)) && !version_at_least("18.19.0", (20, 0)));
+        assert!(version_at_least("3.11.7", (3, 10)) && !version_at_least("3.9.2", (3, 10)));
     }
 }

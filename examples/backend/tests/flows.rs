@@ -164,6 +164,24 @@ async fn registering_a_user_reaches_all_three_subscribers() {
     let limit = Duration::from_secs(30);
     eventually(&kv("profiles/ada@example.com"), limit, |s, b| s == 200 && b["display_name"] == "Ada").await;
     eventually(&kv("counters/signups"), limit, |s, b| s == 200 && *b == json!(1)).await;
+    // init-profile is Python and count-signups TypeScript where python3 and node are installed
+    // (else their Rust twins ran, and the launcher said so): the same writes either way.
+    let runtimes = app::Runtimes::detect();
+    for (name, interpreter, dir) in
+        [("count-signups", &runtimes.node, "functions-ts"), ("init-profile", &runtimes.python3, "functions-py")]
+    {
+        let (_, _, function) = call("GET", &format!("{}/v1/functions/{name}", backend.url), &[], Value::Null).await;
+        let program = function["command"]["command"][0].as_str().unwrap_or_default().to_owned();
+        match interpreter {
+            Some(interpreter) => {
+                assert_eq!(program, interpreter.display().to_string(), "{function}");
+                assert!(function["command"]["cwd"].as_str().is_some_and(|cwd| cwd.ends_with(dir)), "{function}");
+            }
+            None => assert!(program.ends_with("keel-example"), "{function}"),
+        }
+        let done = format!("{}/v1/invocations?function={name}&status=succeeded", backend.url);
+        eventually(&done, limit, |_, b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
+    }
     // The provider fails half its sends: a streak can open the email breakers for 10 s (calls
     // held, not spent) more than once, so the send may take longer than the KV writes do. Seen
     // once in CI past 30 s; it is the send's success that is checked, not its speed.
