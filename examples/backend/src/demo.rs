@@ -69,11 +69,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
             time_scale: options.time_scale,
             controller: Some(keel.clone() as std::sync::Arc<dyn Controller>),
         };
+        let began = Instant::now();
         let report = experiment::run(&spec, keel.client(), run_options).await?;
         let dir = options.report.join(name);
         report.write(&dir)?;
         print!("{}", report.summary());
-        println!("  report: {}\n", dir.join("report.md").display());
+        println!("  report: {} ({:.0} s)\n", dir.join("report.md").display(), began.elapsed().as_secs_f64());
         all_held &= report.verdict == Verdict::Held;
     }
     println!(

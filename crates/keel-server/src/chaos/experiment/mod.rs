@@ -281,11 +281,14 @@ pub async fn run(experiment: &Experiment, client: KeelClient, options: Options) 
     if held_before && !windows.is_empty() {
         let during = Window { name: "during", start: fault_start, end: fault_end };
         checks.extend(probe::check_window(&experiment.hypothesis, &loads, &samples, &dlq, offset, &during, true));
-        if fault_end < load_ended {
-            let after = Window { name: "after", start: fault_end, end: load_ended };
+        let after_start = fault_end + scaled(experiment.recovery).as_secs_f64();
+        if after_start < load_ended {
+            let after = Window { name: "after", start: after_start, end: load_ended };
             checks.extend(probe::check_window(&experiment.hypothesis, &loads, &samples, &dlq, offset, &after, false));
         } else {
-            notes.push("the faults lasted until the load ended: no window after them to check".into());
+            notes.push(
+                "the faults (and the recovery) lasted until the load ended: no window after them to check".into(),
+            );
         }
     } else if held_before {
         let after = Window { name: "after", start: warmup.as_secs_f64(), end: load_ended };

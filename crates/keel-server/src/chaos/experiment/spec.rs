@@ -5,6 +5,7 @@
 //! title = "The email provider is down for 30 s"
 //! duration = "45s"          # how long the load runs
 //! warmup = "5s"             # the steady state is checked over this window before any fault
+//! recovery = "0s"           # the "after" window starts this long after the last fault ends
 //! settle = "60s"            # the longest to wait, after the load, for the run's work to finish
 //!
 //! [[setup]]                 # requests made before the load (e.g. the users who will buy)
@@ -51,6 +52,8 @@ pub struct Experiment {
     pub description: Option<String>,
     pub duration: Duration,
     pub warmup: Duration,
+    /// How long after the last fault ends the "after" window starts (a backlog drains first).
+    pub recovery: Duration,
     pub settle: Duration,
     pub setup: Vec<Load>,
     pub load: Vec<Load>,
@@ -265,6 +268,7 @@ struct RawExperiment {
     description: Option<String>,
     duration: Spanned<String>,
     warmup: Option<Spanned<String>>,
+    recovery: Option<Spanned<String>>,
     settle: Option<Spanned<String>>,
     #[serde(default)]
     setup: Vec<Spanned<RawLoad>>,
@@ -358,6 +362,7 @@ pub fn parse(file: &str, text: &str) -> Result<Experiment, SpecError> {
         return Err(at(raw.duration.span().start, "duration: the load must run for some time".into()));
     }
     let warmup = raw.warmup.as_ref().map(|w| duration_of(w, "warmup")).transpose()?.unwrap_or(Duration::from_secs(5));
+    let recovery = raw.recovery.as_ref().map(|r| duration_of(r, "recovery")).transpose()?.unwrap_or_default();
     let settle = raw.settle.as_ref().map(|s| duration_of(s, "settle")).transpose()?.unwrap_or(Duration::from_secs(60));
     if warmup >= duration {
         let offset = raw.warmup.as_ref().map_or(raw.duration.span().start, |w| w.span().start);
@@ -437,6 +442,7 @@ pub fn parse(file: &str, text: &str) -> Result<Experiment, SpecError> {
         description: raw.description,
         duration,
         warmup,
+        recovery,
         settle,
         setup,
         load,
