@@ -64,8 +64,14 @@ export class Ctx {
     const auth = text('authorization');
     /** The attempt's function token (sent with the SDK's calls to Keel; expires at the deadline). */
     this.token = auth !== null && auth.startsWith('Bearer ') ? auth.slice(7) : null;
-    /** Where Keel is: `KEEL_URL` (or the `keelUrl` option). */
-    this.keelUrl = options?.keelUrl !== undefined ? options.keelUrl : (process.env.KEEL_URL ?? null);
+    /** @type {string | null | undefined} */
+    this._keelUrl = options?.keelUrl;
+  }
+
+  /** Where Keel is: `KEEL_URL` (or the `keelUrl` option), read when first needed. */
+  get keelUrl() {
+    if (this._keelUrl === undefined) this._keelUrl = process.env.KEEL_URL ?? null;
+    return this._keelUrl;
   }
 
   /** Milliseconds left before the deadline (0 once passed; null without a deadline). */

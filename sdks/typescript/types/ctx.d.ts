@@ -29,8 +29,10 @@ export class Ctx {
     event: EventAttributes | null;
     /** The attempt's function token (sent with the SDK's calls to Keel; expires at the deadline). */
     token: string | null;
-    /** Where Keel is: `KEEL_URL` (or the `keelUrl` option). */
-    keelUrl: string | null;
+    /** @type {string | null | undefined} */
+    _keelUrl: string | null | undefined;
+    /** Where Keel is: `KEEL_URL` (or the `keelUrl` option), read when first needed. */
+    get keelUrl(): string | null;
     /** Milliseconds left before the deadline (0 once passed; null without a deadline). */
     remainingMs(): number | null;
     /** Headers for a call to Keel: the function token. @returns {Record<string, string>} */
