@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Completions(args) => return completions::print(Ok(completions::completion_script(args.shell))),
         Command::Man => return completions::print(completions::man_page()),
+        Command::Demo { args } => return demo(args),
         _ => {}
     }
     keel_server::sandbox::this_executable_is_keel();
@@ -54,6 +55,30 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {}", describe_error(&error));
             exit_code_of(&error)
+        }
+    }
+}
+
+/// `keel demo`: the example backend's demo lives in `keel-example` (which holds the example's
+/// functions and stand-in providers); this finds it beside `keel` or on PATH and runs it.
+fn demo(args: &[String]) -> ExitCode {
+    let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("keel-example")));
+    let program = match beside.filter(|p| p.is_file()) {
+        Some(path) => path.into_os_string(),
+        None => "keel-example".into(),
+    };
+    match std::process::Command::new(&program).arg("demo").args(args).status() {
+        Ok(status) => ExitCode::from(status.code().map_or(1, |c| c as u8)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "error: keel demo runs keel-example, which is neither beside this keel nor on PATH\n\
+                 hint: from a checkout, `cargo run --release -p keel-example -- demo` builds and runs it"
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: cannot run {}: {error}", program.to_string_lossy());
+            ExitCode::FAILURE
         }
     }
 }
@@ -156,7 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sandbox(_) | Command::Completions(_) | Command::Man => {
+        Command::Sandbox(_) | Command::Completions(_) | Command::Man | Command::Demo { .. } => {
             unreachable!("handled in main before the runtime starts")
         }
         Command::Kv(command) => {

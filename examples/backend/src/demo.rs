@@ -44,6 +44,10 @@ pub struct DemoOptions {
 
 /// Runs the demo; true when every experiment's hypothesis held.
 pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
+    let names: Vec<&str> = EXPERIMENTS.iter().map(|(name, _)| *name).collect();
+    if let Some(unknown) = options.only.iter().find(|o| !names.contains(&o.as_str())) {
+        anyhow::bail!("no experiment named {unknown:?}: {}", names.join(", "));
+    }
     // Healthy providers: the faults are the experiments'.
     let quiet = Behaviour { error_rate: 0.0, latency: Duration::from_millis(10) };
     let email = providers::start("email", quiet).await?;

@@ -131,6 +131,14 @@ pub(crate) enum Command {
     Bench(bench::BenchArgs),
     /// Print a completion script for SHELL, e.g. `keel completions bash > ~/.local/share/bash-completion/completions/keel`.
     Completions(CompletionsArgs),
+    /// The example backend under four chaos experiments, each verdict printed: runs
+    /// `keel-example demo` (next to this binary or on PATH; `cargo run --release -p keel-example
+    /// -- demo` builds and runs it from a checkout). Flags are passed on, e.g. `--time-scale 0.4`.
+    #[command(disable_help_flag = true)]
+    Demo {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
     /// Print the man page (roff), e.g. `keel man > ~/.local/share/man/man1/keel.1`.
     Man,
     /// Internal: how Keel starts a sandboxed instance (applies the limits, then runs PROGRAM).
