@@ -5,6 +5,7 @@
 //!
 //! One type per answer: the structs below are serialized as they are documented.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +139,19 @@ async fn set_paused(
     })
     .await?;
     Ok(Json(view(&shared, &f, &queued(&shared).await?)))
+}
+
+/// Every function's view, and its DLQ size (dead invocations, deliveries included), from one
+/// look at the backlog: the console's overview.
+pub(crate) async fn list_with_dead(shared: &Shared) -> Result<(FunctionList, BTreeMap<String, u64>), Problem> {
+    let stats = shared.store.queue_stats(shared.clock.now_ms()).await?;
+    let mut dead = BTreeMap::new();
+    for row in &stats {
+        *dead.entry(row.function.clone()).or_default() += row.dead;
+    }
+    let queued: Vec<_> = stats.into_iter().map(|s| (s.function, s.waiting)).collect();
+    let items = shared.functions.iter().map(|f| view(shared, f, &queued)).collect();
+    Ok((FunctionList { items, next_cursor: None }, dead))
 }
 
 /// Queued and retrying work per function, every node's (one grouped query).

@@ -4,28 +4,28 @@
 
 pub(crate) mod access;
 pub(crate) mod body;
-mod chaos;
+pub(crate) mod chaos;
 mod cluster;
 pub(crate) mod delay;
-mod dependencies;
-mod dlq;
+pub(crate) mod dependencies;
+pub(crate) mod dlq;
 pub(crate) mod edge;
 mod egress;
-mod events;
-mod functions;
+pub(crate) mod events;
+pub(crate) mod functions;
 mod health;
 pub(crate) mod idempotency;
 mod input;
-mod invocations;
+pub(crate) mod invocations;
 mod invoke;
-mod kv;
+pub(crate) mod kv;
 pub(crate) mod limits;
 mod metrics;
 mod openapi;
 mod problem;
-mod schedules;
+pub(crate) mod schedules;
 mod view;
-mod workflows;
+pub(crate) mod workflows;
 
 use std::sync::Arc;
 
@@ -150,6 +150,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
             router.route(path, guarded)
         })
+        .merge(crate::console::router(&shared, &edge))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,44 @@
+//! `/console/schedules`: each schedule, its target, and when it fires next and fired last.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use maud::html;
+
+use super::layout::{self, badge, q, text, time_of};
+use super::session::Viewer;
+use crate::state::Shared;
+
+pub(super) async fn page(State(shared): State<Arc<Shared>>, viewer: Viewer) -> Response {
+    let list = match crate::api::schedules::list(State(shared)).await {
+        Ok(Json(list)) => serde_json::to_value(list).unwrap_or_default(),
+        Err(p) => return layout::problem_page(&viewer, "Schedules", &p),
+    };
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let body = html! {
+        @if items.is_empty() {
+            (layout::empty("No schedules are declared.", html! {
+                "Add " code { "[schedules.NAME]" } " with a " code { "cron" } " or " code { "every" } " and a function or topic to keel.toml."
+            }))
+        } @else {
+            div.scroll { table {
+                thead { tr { th scope="col" { "Schedule" } th scope="col" { "When" } th scope="col" { "Target" }
+                    th scope="col" { "State" } th scope="col" { "Next" } th scope="col" { "Last" } } }
+                tbody { @for s in &items { tr {
+                    td { (text(&s["name"])) }
+                    td { code { (s["cron"].as_str().or(s["every"].as_str().map(|_| "")).unwrap_or_default())
+                        @if let Some(every) = s["every"].as_str() { "every " (every) } }
+                        @if let Some(tz) = s["timezone"].as_str() { " " span.muted { (tz) } } }
+                    td { @if let Some(f) = s["target"]["function"].as_str() { "function " a href={ "/console/invocations?function=" (q(f)) } { (f) } }
+                         @if let Some(t) = s["target"]["topic"].as_str() { "topic " (t) } }
+                    td { @if s["paused"].as_bool() == Some(true) { (badge("paused")) } @else { (badge("active")) } }
+                    td { (time_of(&s["next_fire"])) }
+                    td { (time_of(&s["last_fire"])) }
+                } } }
+            } }
+        }
+    };
+    layout::page(&viewer, "Schedules", "/console/schedules", body).into_response()
+}
