@@ -5,7 +5,6 @@
 //!
 //! One type per answer: the structs below are serialized as they are documented.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use axum::Json;
 use keel_core::clock::rfc3339;
 use keel_core::config::{CommandConfig, FunctionTarget};
 use keel_core::retry::Jitter;
+use keel_core::store::QueueStats;
 use keel_core::system_events;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -141,17 +141,16 @@ async fn set_paused(
     Ok(Json(view(&shared, &f, &queued(&shared).await?)))
 }
 
-/// Every function's view, and its DLQ size (dead invocations, deliveries included), from one
-/// look at the backlog: the console's overview.
-pub(crate) async fn list_with_dead(shared: &Shared) -> Result<(FunctionList, BTreeMap<String, u64>), Problem> {
-    let stats = shared.store.queue_stats(shared.clock.now_ms()).await?;
-    let mut dead = BTreeMap::new();
-    for row in &stats {
-        *dead.entry(row.function.clone()).or_default() += row.dead;
-    }
-    let queued: Vec<_> = stats.into_iter().map(|s| (s.function, s.waiting)).collect();
-    let items = shared.functions.iter().map(|f| view(shared, f, &queued)).collect();
-    Ok((FunctionList { items, next_cursor: None }, dead))
+/// The backlog of every function and subscription, every node's (one grouped query).
+pub(crate) async fn backlog(shared: &Shared) -> Result<Vec<QueueStats>, Problem> {
+    Ok(shared.store.queue_stats(shared.clock.now_ms()).await?)
+}
+
+/// Every function's view with its queued work taken from `backlog` (read earlier): the
+/// console's overview, which reads the backlog less often than it shows the live state.
+pub(crate) fn list_with(shared: &Shared, backlog: &[QueueStats]) -> FunctionList {
+    let queued: Vec<_> = backlog.iter().map(|s| (s.function.clone(), s.waiting)).collect();
+    FunctionList { items: shared.functions.iter().map(|f| view(shared, f, &queued)).collect(), next_cursor: None }
 }
 
 /// Queued and retrying work per function, every node's (one grouped query).

@@ -2,6 +2,7 @@
 //! made here, its stylesheet and script embedded in the binary. Handlers are thin: they call the
 //! same API-layer functions as the JSON API (`crate::api::*`) and render what those answer.
 //!
+//! - `backlog.rs`: the overview's backlog and DLQ sizes, read at most every 2 s.
 //! - `session.rs`: sign-in with an API key (a session cookie), CSRF on every form, and the
 //!   refusals; access itself is the API's own layer (`api::access::authorize`), route by route.
 //! - `layout.rs`: the page shell, navigation and the small pieces every page uses; `chart.rs`:
@@ -9,6 +10,7 @@
 //! - one file per page group: `overview.rs`, `functions.rs`, `invocations.rs`, `dlq.rs`,
 //!   `events.rs`, `workflows.rs`, `schedules.rs`, `dependencies.rs`, `chaos.rs`, `kv.rs`.
 
+mod backlog;
 mod chaos;
 mod chart;
 mod dependencies;
@@ -33,6 +35,8 @@ use axum::Router;
 use crate::api::access::{self, Guard};
 use crate::api::edge::{self, Edge};
 use crate::state::Shared;
+
+pub(crate) use backlog::Backlog;
 
 type Mount = fn() -> MethodRouter<Arc<Shared>>;
 

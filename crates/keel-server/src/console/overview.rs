@@ -1,34 +1,40 @@
 //! `/console`: each function's last five minutes (rate, error ratio, p50/p99), its live state (in
 //! flight, queued, DLQ size, breaker, paused) and charts of its last hour; refreshed every 10 s.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use keel_core::clock::rfc3339;
 use maud::html;
 use serde_json::Value;
 
-use super::chart;
 use super::layout::{self, badge, q};
 use super::session::Viewer;
+use super::{backlog, chart};
 use crate::state::Shared;
 
 /// The window of the figures in the table (the charts show the hour).
 const WINDOW_MINUTES: usize = 5;
 
 pub(super) async fn page(State(shared): State<Arc<Shared>>, viewer: Viewer) -> Response {
-    let (functions, dead) = match crate::api::functions::list_with_dead(&shared).await {
-        Ok(found) => found,
+    let backlog = match backlog::snapshot(&shared).await {
+        Ok(backlog) => backlog,
         Err(p) => return layout::problem_page(&viewer, "Overview", &p),
     };
-    let functions = serde_json::to_value(functions).unwrap_or_default();
+    let mut dead: BTreeMap<&str, u64> = BTreeMap::new();
+    for row in &backlog.stats {
+        *dead.entry(row.function.as_str()).or_default() += row.dead;
+    }
+    let functions = serde_json::to_value(crate::api::functions::list_with(&shared, &backlog.stats)).unwrap_or_default();
     let items = functions["items"].as_array().cloned().unwrap_or_default();
     let now = shared.clock.now_ms();
     let recent = &shared.metrics.recent;
     let body = html! {
         div data-refresh="10" {
-            p.muted { "This node's attempts over the last " (WINDOW_MINUTES) " minutes; backlog and DLQ of the whole cluster. "
-                "Refreshed every 10 seconds. Charts: the last hour, one bar a minute." }
+            p.muted { "This node's attempts over the last " (WINDOW_MINUTES) " minutes; queued and DLQ of the whole cluster as of "
+                (layout::time(&rfc3339(backlog.at))) ". Refreshed every 10 seconds. Charts: the last hour, one bar a minute." }
             @if items.is_empty() {
                 (layout::empty("No functions are configured.", html! {
                     "Declare one in keel.toml (" code { "[functions.hello]" } " with a " code { "url" } " or a " code { "command" } ") and restart " code { "keel serve" } "."
