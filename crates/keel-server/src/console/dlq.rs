@@ -51,7 +51,7 @@ pub(super) async fn page(
                 }
                 (table(&page, "The dead-letter queue is empty.", html! {
                     "Invocations land here when their retries run out or a function answers a permanent failure. Nothing to do."
-                }))
+                }, Some(&viewer)))
                 @if let Some(cursor) = page["next_cursor"].as_str() {
                     p.pager { a rel="next" href=(filters.next("/console/dlq", cursor)) { "Older →" } }
                 }

@@ -85,7 +85,7 @@ pub(super) async fn list(
                 @let page = serde_json::to_value(page).unwrap_or_default();
                 (table(&page, "No invocations match.", html! {
                     "Invoke a function (" code { "keel invoke NAME" } " or " code { "POST /v1/functions/NAME/invocations" } "), or clear the filters."
-                }))
+                }, None))
                 @if let Some(cursor) = page["next_cursor"].as_str() {
                     p.pager { a rel="next" href=(filters.next("/console/invocations", cursor)) { "Older →" } }
                 }
@@ -124,8 +124,8 @@ pub(super) fn subscription_field(shared: &Shared, current: &str) -> Markup {
     }
 }
 
-/// A page of invocations as the API lists them.
-pub(super) fn table(page: &Value, empty: &str, todo: Markup) -> Markup {
+/// A page of invocations as the API lists them; with a viewer, each row has the DLQ's actions.
+pub(super) fn table(page: &Value, empty: &str, todo: Markup, dlq_actions: Option<&Viewer>) -> Markup {
     let items = page["items"].as_array().cloned().unwrap_or_default();
     html! {
         @if items.is_empty() {
@@ -136,13 +136,14 @@ pub(super) fn table(page: &Value, empty: &str, todo: Markup) -> Markup {
                     thead { tr {
                         th scope="col" { "Invocation" } th scope="col" { "Function" } th scope="col" { "Status" }
                         th scope="col" { "Attempts" } th scope="col" { "Subscription" } th scope="col" { "Created" } th scope="col" { "Error" }
+                        @if dlq_actions.is_some() { th scope="col" { "Actions" } }
                     } }
                     tbody {
                         @for inv in &items {
                             @let id = inv["id"].as_str().unwrap_or_default();
                             tr {
                                 td { a.id href={ "/console/invocations/" (path(id)) } { (id) } }
-                                td { (text(&inv["function"])) }
+                                td { a href={ "/console/invocations?function=" (q(inv["function"].as_str().unwrap_or_default())) } { (text(&inv["function"])) } }
                                 td { (badge(inv["status"].as_str().unwrap_or_default())) }
                                 td.num { (inv["attempt_count"]) }
                                 td {
@@ -152,6 +153,12 @@ pub(super) fn table(page: &Value, empty: &str, todo: Markup) -> Markup {
                                 }
                                 td { (time_of(&inv["created_at"])) }
                                 td.error-text { (inv["error"].as_str().unwrap_or_default()) }
+                                @if let Some(viewer) = dlq_actions {
+                                    td.actions {
+                                        (layout::labelled_action(viewer, &format!("/console/dlq/{}/redrive", path(id)), "Redrive", &format!("Redrive {id}"), ""))
+                                        (layout::labelled_action(viewer, &format!("/console/dlq/{}/discard", path(id)), "Discard", &format!("Discard {id}"), "danger"))
+                                    }
+                                }
                             }
                         }
                     }

@@ -286,10 +286,15 @@ async fn console_crawl_finds_no_broken_link() {
     let (functions, addr) = Functions::start().await;
     let keel = Keel::start(&format!(
         "[functions.switch]\nurl = \"http://{addr}/switch\"\n{}\n[functions.echo]\nurl = \"http://{addr}/ok\"\n\
-         [topics.\"orders.created\"]\n[[subscriptions]]\nname = \"orders-to-echo\"\ntopic = \"orders.created\"\nfunction = \"echo\"\n",
+         [topics.\"orders.created\"]\n[[subscriptions]]\nname = \"orders-to-echo\"\ntopic = \"orders.created\"\nfunction = \"echo\"\n\
+         [workflows.checkout]\nsteps = [{{ name = \"reserve\", function = \"echo\" }}, {{ name = \"confirm\", function = \"echo\" }}]\n\
+         [schedules.hourly]\nevery = \"1h\"\nfunction = \"echo\"\n",
         fast_retry(1)
     ))
     .await;
+    let (status, _, run) = post_json(&format!("{}/v1/workflows/checkout/runs", keel.url), "{\"item\":1}").await;
+    assert_eq!(status, 202, "{run}");
+    let run = run["id"].as_str().unwrap().to_owned();
     functions.set_down(true);
     dead_invocation(&keel, "switch").await;
     let (status, _, published) =
@@ -324,4 +329,5 @@ async fn console_crawl_finds_no_broken_link() {
     }
     assert!(seen.contains(&format!("/console/events/{event}")), "the delivery links its event: {seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("/console/invocations/")), "invocations are linked");
+    assert!(seen.contains(&format!("/console/workflow-runs/{run}")), "the workflow page links its run");
 }
