@@ -111,8 +111,8 @@ async fn dead_invocation(keel: &Keel, function: &str) -> String {
 }
 
 #[tokio::test]
-async fn console_overview_shows_a_functions_figures() {
-    let Some(browser) = browser("console_overview_shows_a_functions_figures").await else { return };
+async fn console_overview_shows_a_functions_figures_and_pauses_one() {
+    let Some(browser) = browser("console_overview_shows_a_functions_figures_and_pauses_one").await else { return };
     let (_functions, addr) = Functions::start().await;
     let keel = Keel::start(&format!(
         "[functions.echo]\nurl = \"http://{addr}/ok\"\n[functions.failing]\nurl = \"http://{addr}/status?code=500\"\n{}\n",
@@ -141,6 +141,15 @@ async fn console_overview_shows_a_functions_figures() {
     c.goto(&format!("{}/console/functions", keel.url)).await.unwrap();
     wait_for(c, "#fn-echo").await;
     screenshot(c, "functions").await;
+    // Pause and resume, as the API would: stored, and shown.
+    c.find(Locator::XPath("//button[normalize-space()='Pause echo']")).await.unwrap().click().await.unwrap();
+    wait_for(c, "#fn-echo .badge.warn").await;
+    let (_, _, echo) = get_json(&format!("{}/v1/functions/echo", keel.url)).await;
+    assert_eq!(echo["paused"], true, "{echo}");
+    c.find(Locator::XPath("//button[normalize-space()='Resume echo']")).await.unwrap().click().await.unwrap();
+    wait_for(c, "#fn-echo button.danger").await;
+    let (_, _, echo) = get_json(&format!("{}/v1/functions/echo", keel.url)).await;
+    assert_eq!(echo["paused"], false, "{echo}");
 }
 
 #[tokio::test]
