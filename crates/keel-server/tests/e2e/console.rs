@@ -44,7 +44,11 @@ async fn browser(test: &str) -> Option<Browser> {
         if std::env::var_os("CI").is_some() {
             panic!("{test}: chromedriver is not on PATH; run .ci/console-deps (Debian's chromium and chromium-driver)");
         }
-        eprintln!("\n!!!!! SKIPPED {test}: no chromedriver on PATH (apt-get install chromium chromium-driver, or .ci/console-deps) !!!!!\n");
+        // Straight to stderr, not through `eprintln!`, which the test harness captures.
+        let line = format!(
+            "\n!!!!! SKIPPED {test}: no chromedriver on PATH (apt-get install chromium chromium-driver, or .ci/console-deps) !!!!!\n"
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         return None;
     };
     let port = free_port();
