@@ -125,8 +125,10 @@ const ROUTES: [(Method, &str, Guard, Mount); 50] = [
     route!(GET "/metrics" => metrics::metrics, Metrics),
 ];
 
-/// Every route the router answers: its method, its path as axum writes it (`{*key}` for a
-/// rest-of-path parameter), and what it needs.
+/// Every route of the JSON API: its method, its path as axum writes it (`{*key}` for a
+/// rest-of-path parameter), and what it needs. The router also mounts the console's HTML pages
+/// (`/console…`): they are listed by `console::route_scopes`, not here, so the OpenAPI document
+/// and its test leave them out.
 pub fn routes() -> Vec<(Method, &'static str)> {
     ROUTES.iter().map(|(method, path, _, _)| (method.clone(), *path)).collect()
 }

@@ -115,7 +115,7 @@ pub(super) async fn redrive(
         );
     }
     match api::redrive(State(shared), actor, Path(id.clone())).await {
-        Ok(_) => Redirect::to(&format!("/console/invocations/{}?done=Redriven.", path(&id))).into_response(),
+        Ok(_) => Redirect::to(&format!("/console/invocations/{}?done=redriven", path(&id))).into_response(),
         Err(p) => layout::problem_page(&viewer, "Redrive", &p),
     }
 }
@@ -140,7 +140,7 @@ pub(super) async fn discard(
         );
     }
     match api::discard(State(shared), actor, Path(id.clone())).await {
-        Ok(_) => Redirect::to(&format!("/console/invocations/{}?done=Discarded.", path(&id))).into_response(),
+        Ok(_) => Redirect::to(&format!("/console/invocations/{}?done=discarded", path(&id))).into_response(),
         Err(p) => layout::problem_page(&viewer, "Discard", &p),
     }
 }

@@ -185,7 +185,7 @@ pub(super) async fn detail(
         Err(p) => return layout::problem_page(&viewer, "Invocation", &p),
     };
     let body = html! {
-        @if !done.done.is_empty() { p.note role="status" { (done.done) } }
+        (layout::done_note(&done.done))
         div.card-head {
             p { (badge(inv.status.as_str())) " " code.id { (inv.id) } }
             div.actions {
@@ -290,7 +290,7 @@ fn body_block(body: &[u8], content_type: Option<&str>, label: &str) -> Markup {
 
 pub(super) async fn cancel(State(shared): State<Arc<Shared>>, viewer: Viewer, Path(id): Path<String>) -> Response {
     match api::cancel(State(shared), Path(id.clone())).await {
-        Ok(_) => Redirect::to(&format!("/console/invocations/{}?done=Cancelled.", path(&id))).into_response(),
+        Ok(_) => Redirect::to(&format!("/console/invocations/{}?done=cancelled", path(&id))).into_response(),
         Err(p) => layout::problem_page(&viewer, "Invocation", &p),
     }
 }

@@ -99,6 +99,19 @@ pub(super) fn labelled_action(viewer: &Viewer, path: &str, label: &str, aria_lab
     }
 }
 
+/// What an action just did, named by the `done` code of the page it redirected to (only known
+/// codes: a link cannot make the console say anything else).
+pub(super) fn done_note(code: &str) -> Markup {
+    let text = match code {
+        "redriven" => "Redriven.",
+        "discarded" => "Discarded.",
+        "cancelled" => "Cancelled.",
+        "cancelling" => "Cancelling: the steps it completed are being compensated.",
+        _ => return html! {},
+    };
+    html! { p.note role="status" { (text) } }
+}
+
 /// An RFC 3339 time, shown in the viewer's zone by the script (UTC until it runs).
 pub(super) fn time(rfc3339: &str) -> Markup {
     html! { time datetime=(rfc3339) { (rfc3339.replace('T', " ")) } }

@@ -47,8 +47,9 @@ macro_rules! page {
 }
 
 /// Every route of the console with what it needs, as the API's `ROUTES`: pages need `read`, an
-/// action the scope its API route needs (redrive and cancel `dlq`, pause and resume `admin`).
-const ROUTES: [(Method, &str, Guard, Mount); 24] = [
+/// action the scope its API route needs (redrive and cancel `dlq`, pause, resume and clearing a
+/// fault `admin`).
+const ROUTES: [(Method, &str, Guard, Mount); 28] = [
     page!(GET "/console" => overview::page, Read),
     page!(GET "/console/assets/console.css" => stylesheet, Open),
     page!(GET "/console/assets/console.js" => script, Open),
@@ -70,10 +71,14 @@ const ROUTES: [(Method, &str, Guard, Mount); 24] = [
     page!(GET "/console/kv/{ns}/{*key}" => kv::entry, Kv),
     page!(GET "/console/workflows" => workflows::page, Read),
     page!(GET "/console/workflow-runs/{id}" => workflows::run, Read),
+    page!(POST "/console/workflow-runs/{id}/cancel" => workflows::cancel, Dlq),
     page!(GET "/console/schedules" => schedules::page, Read),
+    page!(POST "/console/schedules/{name}/pause" => schedules::pause, Admin),
+    page!(POST "/console/schedules/{name}/resume" => schedules::resume, Admin),
     page!(GET "/console/dependencies" => dependencies::page, Read),
     // The chaos page lists faults, which the API shows to `admin` keys only.
     page!(GET "/console/chaos" => chaos::page, Admin),
+    page!(POST "/console/chaos/{id}/clear" => chaos::clear, Admin),
 ];
 
 /// Every console route with the scope it needs (`None` for the sign-in page and the assets), for

@@ -1,17 +1,19 @@
 //! `/console/workflows`: the declared workflows and their runs (filtered by workflow and status,
-//! paged), and `/console/workflow-runs/{id}`: one run's steps on a timeline.
+//! paged), and `/console/workflow-runs/{id}`: one run's steps on a timeline, and cancel (what the
+//! run did is compensated).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, badge, path, q, text, time_of};
 use super::session::Viewer;
+use crate::api::access::Actor;
 use crate::api::workflows as api;
 use crate::state::Shared;
 
@@ -92,13 +94,30 @@ pub(super) async fn page(State(shared): State<Arc<Shared>>, viewer: Viewer, Quer
     layout::page(&viewer, "Workflows", "/console/workflows", body).into_response()
 }
 
-pub(super) async fn run(State(shared): State<Arc<Shared>>, viewer: Viewer, Path(id): Path<String>) -> Response {
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct Done {
+    #[serde(default)]
+    done: String,
+}
+
+pub(super) async fn run(
+    State(shared): State<Arc<Shared>>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(done): Query<Done>,
+) -> Response {
     let run = match api::get_run(State(shared), Path(id)).await {
         Ok(Json(run)) => serde_json::to_value(run).unwrap_or_default(),
         Err(p) => return layout::problem_page(&viewer, "Workflow run", &p),
     };
     let body = html! {
-        p { (badge(run["status"].as_str().unwrap_or_default())) " " code.id { (text(&run["id"])) } }
+        (layout::done_note(&done.done))
+        div.card-head {
+            p { (badge(run["status"].as_str().unwrap_or_default())) " " code.id { (text(&run["id"])) } }
+            @if run["status"] == "running" && run["cancel_requested"] != true {
+                (layout::action(&viewer, &format!("/console/workflow-runs/{}/cancel", path(run["id"].as_str().unwrap_or_default())), "Cancel run", "danger"))
+            }
+        }
         dl.facts {
             dt { "Workflow" } dd { a href={ "/console/workflows?workflow=" (q(run["workflow"].as_str().unwrap_or_default())) } { (text(&run["workflow"])) } }
             dt { "Created" } dd { (time_of(&run["created_at"])) }
@@ -121,4 +140,16 @@ pub(super) async fn run(State(shared): State<Arc<Shared>>, viewer: Viewer, Path(
         (layout::json_block(&run["input"], "run input"))
     };
     layout::page(&viewer, "Workflow run", "/console/workflows", body).into_response()
+}
+
+pub(super) async fn cancel(
+    State(shared): State<Arc<Shared>>,
+    viewer: Viewer,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Response {
+    match api::cancel(State(shared), actor, Path(id.clone())).await {
+        Ok(_) => Redirect::to(&format!("/console/workflow-runs/{}?done=cancelling", path(&id))).into_response(),
+        Err(p) => layout::problem_page(&viewer, "Workflow run", &p),
+    }
 }

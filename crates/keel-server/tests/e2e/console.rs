@@ -343,4 +343,12 @@ async fn console_crawl_finds_no_broken_link() {
     assert!(seen.contains(&format!("/console/events/{event}")), "the delivery links its event: {seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("/console/invocations/")), "invocations are linked");
     assert!(seen.contains(&format!("/console/workflow-runs/{run}")), "the workflow page links its run");
+
+    // A form of the schedules page, as a browser sends it: the CSRF token of its cookie.
+    let headers = [("cookie", "keel_csrf=t"), ("content-type", "application/x-www-form-urlencoded")];
+    let (status, answer, _) =
+        request("POST", &format!("{}/console/schedules/hourly/pause", keel.url), &headers, "csrf=t").await;
+    assert_eq!((status, answer["location"].to_str().unwrap()), (303, "/console/schedules"));
+    let (_, _, schedule) = get_json(&format!("{}/v1/schedules/hourly", keel.url)).await;
+    assert_eq!(schedule["paused"], true, "{schedule}");
 }
