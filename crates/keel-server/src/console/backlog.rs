@@ -1,28 +1,37 @@
 //! The overview's backlog and DLQ sizes. The store's grouped count over every waiting and dead
 //! invocation (`queue_stats`, meant for metrics scrapes) takes tens of milliseconds at 100k
-//! stored invocations, so the overview does not wait for it on every view: a snapshot younger
-//! than [`FRESH_MS`] is used as is; an older one, up to [`STALE_MS`], is shown with its time
-//! while one background read replaces it; past that (or before the first read) the page waits.
+//! stored invocations, so a view does not wait for it: a read younger than [`FRESH_MS`] is used
+//! as is; an older one (up to [`STALE_MS`]) is shown with its time while one background read
+//! replaces it; with none, the view waits for that read at most [`WAIT`], then shows the page
+//! without the sizes, and the page's refresh brings them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use keel_core::clock::Millis;
 use keel_core::store::QueueStats;
+use tokio::sync::watch;
 
-use crate::api::Problem;
 use crate::state::Shared;
 
 const FRESH_MS: Millis = 2_000;
 const STALE_MS: Millis = 5 * 60_000;
+/// How long a view with no usable read waits for one (enough for a small store's).
+const WAIT: Duration = Duration::from_millis(25);
 
-/// The last backlog read, per node.
-#[derive(Debug, Default)]
+/// The last backlog read of this node, and whether one is under way.
+#[derive(Debug)]
 pub(crate) struct Backlog {
-    /// A std Mutex: held to copy or replace the snapshot, never across an await.
-    last: Mutex<Option<Snapshot>>,
-    /// Set while a background read is under way, so a burst of views starts one.
+    last: watch::Sender<Option<Snapshot>>,
+    /// Set while a read runs, so a burst of views starts one.
     reading: AtomicBool,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self { last: watch::Sender::new(None), reading: AtomicBool::new(false) }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -32,33 +41,39 @@ pub(super) struct Snapshot {
     pub(super) stats: Vec<QueueStats>,
 }
 
-/// The backlog for a page now: fresh, or stale while a background read runs, or read at once.
-pub(super) async fn snapshot(shared: &Arc<Shared>) -> Result<Snapshot, Problem> {
+/// The backlog for a view now: a fresh read, else the last one if not too old, else a read that
+/// ends within [`WAIT`], else none yet.
+pub(super) async fn snapshot(shared: &Arc<Shared>) -> Option<Snapshot> {
     let now = shared.clock.now_ms();
-    let backlog = &shared.backlog;
-    let last = backlog.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match last {
-        Some(s) if now - s.at < FRESH_MS => Ok(s),
-        Some(s) if now - s.at < STALE_MS => {
-            if !backlog.reading.swap(true, Ordering::AcqRel) {
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    if let Err(p) = read(&shared).await {
-                        tracing::warn!(error = p.detail(), "the console could not read the backlog");
-                    }
-                    shared.backlog.reading.store(false, Ordering::Release);
-                });
-            }
-            Ok(s)
-        }
-        _ => read(shared).await,
+    let mut reads = shared.backlog.last.subscribe();
+    let last = reads.borrow_and_update().clone();
+    if let Some(fresh) = last.as_ref().filter(|s| now - s.at < FRESH_MS) {
+        return Some(fresh.clone());
+    }
+    start_read(shared);
+    if let Some(stale) = last.filter(|s| now - s.at < STALE_MS) {
+        return Some(stale);
+    }
+    let newer = tokio::time::timeout(WAIT, reads.wait_for(|s| s.as_ref().is_some_and(|s| now - s.at < FRESH_MS))).await;
+    match newer {
+        Ok(Ok(read)) => read.clone(),
+        _ => None,
     }
 }
 
-async fn read(shared: &Shared) -> Result<Snapshot, Problem> {
-    let at = shared.clock.now_ms();
-    let stats = crate::api::functions::backlog(shared).await?;
-    let snapshot = Snapshot { at, stats };
-    *shared.backlog.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
-    Ok(snapshot)
+fn start_read(shared: &Arc<Shared>) {
+    if shared.backlog.reading.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let at = shared.clock.now_ms();
+        match crate::api::functions::backlog(&shared).await {
+            Ok(stats) => {
+                shared.backlog.last.send_replace(Some(Snapshot { at, stats }));
+            }
+            Err(p) => tracing::warn!(error = p.detail(), "the console could not read the backlog"),
+        }
+        shared.backlog.reading.store(false, Ordering::Release);
+    });
 }

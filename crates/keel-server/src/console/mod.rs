@@ -2,7 +2,7 @@
 //! made here, its stylesheet and script embedded in the binary. Handlers are thin: they call the
 //! same API-layer functions as the JSON API (`crate::api::*`) and render what those answer.
 //!
-//! - `backlog.rs`: the overview's backlog and DLQ sizes, read at most every 2 s.
+//! - `backlog.rs`: the overview's backlog and DLQ sizes, read in the background at most every 2 s.
 //! - `session.rs`: sign-in with an API key (a session cookie), CSRF on every form, and the
 //!   refusals; access itself is the API's own layer (`api::access::authorize`), route by route.
 //! - `layout.rs`: the page shell, navigation and the small pieces every page uses; `chart.rs`:

@@ -19,22 +19,27 @@ use crate::state::Shared;
 const WINDOW_MINUTES: usize = 5;
 
 pub(super) async fn page(State(shared): State<Arc<Shared>>, viewer: Viewer) -> Response {
-    let backlog = match backlog::snapshot(&shared).await {
-        Ok(backlog) => backlog,
-        Err(p) => return layout::problem_page(&viewer, "Overview", &p),
-    };
+    let backlog = backlog::snapshot(&shared).await;
+    let stats = backlog.as_ref().map_or(&[][..], |b| &b.stats[..]);
     let mut dead: BTreeMap<&str, u64> = BTreeMap::new();
-    for row in &backlog.stats {
+    for row in stats {
         *dead.entry(row.function.as_str()).or_default() += row.dead;
     }
-    let functions = serde_json::to_value(crate::api::functions::list_with(&shared, &backlog.stats)).unwrap_or_default();
+    let functions = serde_json::to_value(crate::api::functions::list_with(&shared, stats)).unwrap_or_default();
     let items = functions["items"].as_array().cloned().unwrap_or_default();
     let now = shared.clock.now_ms();
     let recent = &shared.metrics.recent;
     let body = html! {
-        div data-refresh="10" {
-            p.muted { "This node's attempts over the last " (WINDOW_MINUTES) " minutes; queued and DLQ of the whole cluster as of "
-                (layout::time(&rfc3339(backlog.at))) ". Refreshed every 10 seconds. Charts: the last hour, one bar a minute." }
+        // Without the backlog yet (being counted), the page comes back for it in a second.
+        div data-refresh=(if backlog.is_some() { "10" } else { "1" }) {
+            p.muted {
+                "This node's attempts over the last " (WINDOW_MINUTES) " minutes; queued and DLQ of the whole cluster "
+                @match &backlog {
+                    Some(b) => { "as of " (layout::time(&rfc3339(b.at))) }
+                    None => "being counted",
+                }
+                ". Refreshed every 10 seconds. Charts: the last hour, one bar a minute."
+            }
             @if items.is_empty() {
                 (layout::empty("No functions are configured.", html! {
                     "Declare one in keel.toml (" code { "[functions.hello]" } " with a " code { "url" } " or a " code { "command" } ") and restart " code { "keel serve" } "."
@@ -72,9 +77,14 @@ pub(super) async fn page(State(shared): State<Arc<Shared>>, viewer: Viewer) -> R
                                     td.num data-figure="p50" { (quantile(last.quantile_ms(0.5))) }
                                     td.num data-figure="p99" { (quantile(last.quantile_ms(0.99))) }
                                     td.num data-figure="in-flight" { (f["in_flight"]) }
-                                    td.num data-figure="queued" { (f["queued"]) }
-                                    td.num data-figure="dlq" {
-                                        @if dlq > 0 { a href={ "/console/dlq?function=" (q(name)) } { (dlq) } } @else { "0" }
+                                    @if backlog.is_none() {
+                                        td.num data-figure="queued" { span title="being counted" { "…" } }
+                                        td.num data-figure="dlq" { span title="being counted" { "…" } }
+                                    } @else {
+                                        td.num data-figure="queued" { (f["queued"]) }
+                                        td.num data-figure="dlq" {
+                                            @if dlq > 0 { a href={ "/console/dlq?function=" (q(name)) } { (dlq) } } @else { "0" }
+                                        }
                                     }
                                     td {
                                         @match f["breaker"]["state"].as_str() {

@@ -8,6 +8,7 @@
 //! is set: then they fail (`.ci/console-deps` installs chromium and chromium-driver).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,16 +20,23 @@ use serde_json::Value;
 use crate::access::{key, start_secured};
 use crate::support::{eventually, fast_retry, free_port, get_json, post_json, request, Functions, Keel};
 
-/// chromedriver on a port of its own, and a browser session on it; both end when this drops.
+/// chromedriver on a port of its own, and a browser session on it.
 struct Browser {
     client: Client,
-    driver: Child,
+    _driver: Driver,
 }
 
-impl Drop for Browser {
+/// chromedriver in a process group of its own, which the chromium it starts joins: the whole
+/// group is killed when this drops (a test that fails midway included), so no browser outlives
+/// its test.
+struct Driver(Child);
+
+impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        if let Some(group) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        let _ = self.0.wait();
     }
 }
 
@@ -52,12 +60,15 @@ async fn browser(test: &str) -> Option<Browser> {
         return None;
     };
     let port = free_port();
-    let driver = Command::new(binary)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting chromedriver");
+    let driver = Driver(
+        Command::new(binary)
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver"),
+    );
     let url = format!("http://127.0.0.1:{port}");
     eventually("chromedriver answers", Duration::from_secs(20), || {
         let status = format!("{url}/status");
@@ -76,7 +87,7 @@ async fn browser(test: &str) -> Option<Browser> {
         .connect(&url)
         .await
         .expect("a chromium session");
-    Some(Browser { client, driver })
+    Some(Browser { client, _driver: driver })
 }
 
 /// `target/console-screenshots/NAME.png`.
@@ -130,6 +141,12 @@ async fn console_overview_shows_a_functions_figures_and_pauses_one() {
     let c = &browser.client;
     c.goto(&format!("{}/console", keel.url)).await.unwrap();
     wait_for(c, r#"tr[data-function="echo"]"#).await;
+    // Queued and DLQ sizes show "…" while the backlog is being counted; the page refreshes them.
+    eventually("the backlog is counted", Duration::from_secs(10), || async {
+        let dlq = text_of(c, r#"tr[data-function="echo"] td[data-figure="dlq"]"#).await;
+        (dlq != "…").then_some(())
+    })
+    .await;
     let rate = text_of(c, r#"tr[data-function="echo"] td[data-figure="rate"]"#).await;
     assert_eq!(rate, "0.02/s", "6 attempts over 5 minutes");
     assert_eq!(text_of(c, r#"tr[data-function="echo"] td[data-figure="errors"]"#).await, "0.0%");

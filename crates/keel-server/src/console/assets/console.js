@@ -8,8 +8,9 @@
       if (!isNaN(d)) { t.title = t.getAttribute("datetime"); t.textContent = fmt.format(d); }
     }
   }
+  // A region's data-refresh is its period in seconds; each new copy may change it.
   function refresh(region) {
-    const seconds = Number(region.dataset.refresh) || 10;
+    const period = () => (Number(region.dataset.refresh) || 10) * 1000;
     setTimeout(async function again() {
       // Not while the tab is hidden, nor while the viewer is working in the region.
       if (!document.hidden && !region.contains(document.activeElement)) {
@@ -18,12 +19,16 @@
           if (answer.ok) {
             const page = new DOMParser().parseFromString(await answer.text(), "text/html");
             const fresh = page.querySelector("[data-refresh]");
-            if (fresh) { region.innerHTML = fresh.innerHTML; localTimes(region); }
+            if (fresh) {
+              region.innerHTML = fresh.innerHTML;
+              region.dataset.refresh = fresh.dataset.refresh;
+              localTimes(region);
+            }
           }
         } catch (_) { /* the next round tries again */ }
       }
-      setTimeout(again, seconds * 1000);
-    }, seconds * 1000);
+      setTimeout(again, period());
+    }, period());
   }
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
