@@ -10,8 +10,8 @@ use super::session::Viewer;
 use crate::api::Problem;
 use crate::auth::Principal;
 
-/// The navigation: (path, label, the `active` name pages pass).
-const NAV: [(&str, &str); 10] = [
+/// The navigation: (path, label); a page passes the path of its entry as `active`.
+const NAV: [(&str, &str); 9] = [
     ("/console", "Overview"),
     ("/console/functions", "Functions"),
     ("/console/invocations", "Invocations"),
@@ -21,7 +21,6 @@ const NAV: [(&str, &str); 10] = [
     ("/console/dependencies", "Dependencies"),
     ("/console/kv", "KV"),
     ("/console/chaos", "Chaos"),
-    ("/v1/openapi.json", "API"),
 ];
 
 /// A whole page: `active` is the path of the navigation entry to mark.

@@ -331,8 +331,11 @@ async fn console_crawl_finds_no_broken_link() {
         post_json(&format!("{}/v1/topics/orders.created/events", keel.url), "{\"order\":7}").await;
     assert_eq!(status, 202, "{published}");
     let event = published["ids"][0].as_str().unwrap().to_owned();
-    let (status, _, _) = request("POST", &format!("{}/v1/functions/echo/invoke", keel.url), &[], "{}").await;
-    assert_eq!(status, 200);
+    // More than a page of invocations (50), so the list links its next page.
+    for _ in 0..50 {
+        let (status, _, _) = request("POST", &format!("{}/v1/functions/echo/invoke", keel.url), &[], "{}").await;
+        assert_eq!(status, 200);
+    }
 
     let mut seen = BTreeSet::from(["/console".to_owned()]);
     let mut queue = VecDeque::from(["/console".to_owned()]);
@@ -360,6 +363,11 @@ async fn console_crawl_finds_no_broken_link() {
     assert!(seen.contains(&format!("/console/events/{event}")), "the delivery links its event: {seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("/console/invocations/")), "invocations are linked");
     assert!(seen.contains(&format!("/console/workflow-runs/{run}")), "the workflow page links its run");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("/console/invocations?") && !l.ends_with("cursor=") && l.contains("&cursor=")),
+        "a next page"
+    );
 
     // A form of the schedules page, as a browser sends it: the CSRF token of its cookie.
     let headers = [("cookie", "keel_csrf=t"), ("content-type", "application/x-www-form-urlencoded")];
