@@ -184,7 +184,7 @@ fn form(viewer: &Viewer, next: Option<&str>, error: Option<&str>) -> Response {
             @if let Some(error) = error { p.error role="alert" { (error) } }
             label for="key" { "API key" }
             input #key type="password" name="key" autocomplete="current-password" required placeholder="keel_sk_…";
-            button type="submit" { "Sign in" }
+            button.primary type="submit" { "Sign in" }
         }
     };
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
