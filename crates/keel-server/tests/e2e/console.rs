@@ -297,6 +297,56 @@ async fn console_sign_in_with_a_read_key_sees_but_may_not_redrive() {
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["status"], "dead", "not redriven");
 }
 
+#[tokio::test]
+async fn console_every_other_page_renders_in_the_browser() {
+    let Some(browser) = browser("console_every_other_page_renders_in_the_browser").await else { return };
+    let (functions, addr) = Functions::start().await;
+    let keel = Keel::start(&format!(
+        "[chaos]\nenabled = true\n[functions.echo]\nurl = \"http://{addr}/ok\"\ndependencies = [\"payments\"]\n\
+         [functions.switch]\nurl = \"http://{addr}/switch\"\n{}\n[dependencies.payments]\nurl = \"http://{addr}\"\n\
+         [topics.orders]\n[[subscriptions]]\nname = \"orders-to-echo\"\ntopic = \"orders\"\nfunction = \"echo\"\n\
+         [workflows.checkout]\nsteps = [{{ name = \"reserve\", function = \"echo\" }}, {{ name = \"ship\", function = \"echo\" }}]\n\
+         [schedules.nightly]\ncron = \"0 3 * * *\"\nfunction = \"echo\"\n",
+        fast_retry(1)
+    ))
+    .await;
+    functions.set_down(true);
+    dead_invocation(&keel, "switch").await;
+    let (_, _, published) = post_json(&format!("{}/v1/topics/orders/events", keel.url), "{\"order\":7}").await;
+    let event = published["ids"][0].as_str().unwrap().to_owned();
+    let (status, _, run) = post_json(&format!("{}/v1/workflows/checkout/runs", keel.url), "{\"item\":1}").await;
+    assert_eq!(status, 202, "{run}");
+    let run = run["id"].as_str().unwrap().to_owned();
+    let fault = r#"{"target": {"function": "switch"}, "kind": "error", "duration": "60s"}"#;
+    let (status, _, body) = post_json(&format!("{}/v1/chaos/faults", keel.url), fault).await;
+    assert_eq!(status, 201, "{body}");
+
+    let c = &browser.client;
+    let pages = [
+        (format!("/console/events/{event}"), "Event", "event"),
+        ("/console/workflows".to_owned(), "Workflows", "workflows"),
+        (format!("/console/workflow-runs/{run}"), "Workflow run", "workflow-run"),
+        ("/console/schedules".to_owned(), "Schedules", "schedules"),
+        ("/console/dependencies".to_owned(), "Dependencies", "dependencies"),
+        ("/console/kv".to_owned(), "KV", "kv"),
+        ("/console/chaos".to_owned(), "Chaos faults", "chaos"),
+    ];
+    for (path, title, shot) in &pages {
+        c.goto(&format!("{}{path}", keel.url)).await.unwrap();
+        wait_for(c, "main h1").await;
+        assert_eq!(&text_of(c, "main h1").await, title, "{path}");
+        screenshot(c, shot).await;
+    }
+    assert!(text_of(c, "main table").await.contains("switch"), "the fault on switch is listed");
+    // Clearing the fault: the API's own clear; the page then says none is in force.
+    c.find(Locator::Css("button[aria-label^='Clear fault']")).await.unwrap().click().await.unwrap();
+    wait_for(c, "div.empty").await;
+    assert!(text_of(c, "div.empty").await.contains("No faults are in force"));
+    c.goto(&format!("{}/console/events/{event}", keel.url)).await.unwrap();
+    wait_for(c, "main table").await;
+    assert!(text_of(c, "main table").await.contains("orders-to-echo"), "the delivery of the event");
+}
+
 /// Every `href` and `src` of an HTML page that stays on this site.
 fn links(html: &str) -> Vec<String> {
     let mut found = Vec::new();
