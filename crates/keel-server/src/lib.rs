@@ -39,6 +39,8 @@
 //!   which limit a dead instance ran into.
 //! - `fuzzing/`: a fuzz target per parser Keel owns (config, CloudEvents, effects, headers,
 //!   cursors, names, tokens, networks), their corpus replay and the stable engine's runs.
+//! - `console/`: the web console at `/console` (server-rendered pages over the API's own
+//!   functions, behind its access layer).
 //! - `cli/` and `main.rs`: the `keel` command.
 #![forbid(unsafe_code)]
 
@@ -49,6 +51,7 @@ mod chaos;
 #[doc(hidden)]
 pub mod client;
 mod cluster;
+pub mod console;
 mod dispatch;
 mod egress;
 mod events;

@@ -142,6 +142,8 @@ pub(crate) struct Metrics {
     functions: BTreeMap<String, FunctionMetrics>,
     /// `keel_invalid_input_total` of each function and topic with a schema.
     invalid_input: BTreeMap<(SchemaTarget, String), Counter>,
+    /// The last hour of attempts by the minute, for the console's overview.
+    pub(crate) recent: crate::telemetry::recent::Recent,
 }
 
 /// What a schema belongs to.
@@ -181,7 +183,7 @@ impl Metrics {
                 ((kind, name.clone()), counter)
             })
             .collect();
-        Self { functions, invalid_input }
+        Self { functions, invalid_input, recent: crate::telemetry::recent::Recent::new(config.functions.keys()) }
     }
 
     /// A body or event refused by the schema of `target`.
@@ -216,10 +218,12 @@ impl Metrics {
     /// once the store has taken them (a failed effects precondition changes the decision).
     pub(crate) fn attempt_finished(&self, function: &str, report: &AttemptReport) {
         let attempt = &report.attempt;
+        let duration_ms = (attempt.ended_at - attempt.started_at).max(0);
+        self.recent.record(function, attempt.ended_at, duration_ms, attempt.outcome == Outcome::Success);
         let Some(m) = self.functions.get(function) else { return };
         let i = OUTCOMES.iter().position(|o| *o == attempt.outcome).unwrap_or(0);
         m.attempts[i].increment(1);
-        m.durations[i].record((attempt.ended_at - attempt.started_at).max(0) as f64 / 1000.0);
+        m.durations[i].record(duration_ms as f64 / 1000.0);
     }
 
     /// An async invocation's recorded transition: a retry scheduled, or the end it reached.

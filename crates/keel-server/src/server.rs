@@ -155,6 +155,7 @@ impl Node {
             draining: false.into(),
             behind: Default::default(),
             replays: Default::default(),
+            backlog: Default::default(),
             limits: Arc::new(crate::api::limits::RequestLimits::new(config.server.limits, clock.clone())),
             crash_at: crate::faults::CrashPoint::from_env(),
             rng: std::sync::Mutex::new(match options.seed {

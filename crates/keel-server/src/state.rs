@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) rng: std::sync::Mutex<fastrand::Rng>,
     /// The chaos faults this node applies (`chaos.rs`).
     pub(crate) chaos: Arc<crate::chaos::Chaos>,
+    /// The console overview's last read of the backlog (`console/backlog.rs`).
+    pub(crate) backlog: crate::console::Backlog,
 }
 
 impl Shared {

@@ -13,6 +13,7 @@ use axum::Json;
 use keel_core::clock::rfc3339;
 use keel_core::config::{CommandConfig, FunctionTarget};
 use keel_core::retry::Jitter;
+use keel_core::store::QueueStats;
 use keel_core::system_events;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -138,6 +139,18 @@ async fn set_paused(
     })
     .await?;
     Ok(Json(view(&shared, &f, &queued(&shared).await?)))
+}
+
+/// The backlog of every function and subscription, every node's (one grouped query).
+pub(crate) async fn backlog(shared: &Shared) -> Result<Vec<QueueStats>, Problem> {
+    Ok(shared.store.queue_stats(shared.clock.now_ms()).await?)
+}
+
+/// Every function's view with its queued work taken from `backlog` (read earlier): the
+/// console's overview, which reads the backlog less often than it shows the live state.
+pub(crate) fn list_with(shared: &Shared, backlog: &[QueueStats]) -> FunctionList {
+    let queued: Vec<_> = backlog.iter().map(|s| (s.function.clone(), s.waiting)).collect();
+    FunctionList { items: shared.functions.iter().map(|f| view(shared, f, &queued)).collect(), next_cursor: None }
 }
 
 /// Queued and retrying work per function, every node's (one grouped query).

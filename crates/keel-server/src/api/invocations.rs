@@ -19,7 +19,7 @@ use crate::state::Shared;
 /// How long a read waits for a sync invocation's record that is still being written.
 const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn find(shared: &Shared, id: &str) -> Result<Invocation, Problem> {
+pub(crate) async fn find(shared: &Shared, id: &str) -> Result<Invocation, Problem> {
     if let Some(inv) = shared.store.get(id).await? {
         return Ok(inv);
     }

@@ -102,6 +102,15 @@ impl Problem {
         .with("scope_needed", need.to_string())
     }
 
+    /// What went wrong, for a page of the console.
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
     }
@@ -303,12 +312,13 @@ pub(crate) fn reply_response(reply: StoredReply) -> Response {
 pub(crate) async fn errors_as_problems(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/problem+json"));
+    let content_type = response.headers().get(header::CONTENT_TYPE).map(|ct| ct.as_bytes());
+    let is_problem = content_type.is_some_and(|ct| ct.starts_with(b"application/problem+json"));
+    // The console's pages say what went wrong in HTML of their own.
+    let is_page = content_type.is_some_and(|ct| ct.starts_with(b"text/html"));
     if !(status.is_client_error() || status.is_server_error())
         || is_problem
+        || is_page
         || response.extensions().get::<crate::egress::PassedThrough>().is_some()
         || response.headers().contains_key("keel-invocation-id")
     {

@@ -4,10 +4,12 @@
 //!
 //! - `logs.rs`: the subscriber: `RUST_LOG` filter, JSON lines or pretty text, and the OTLP layer.
 //! - `otel.rs`: the OTLP/HTTP exporter, on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! - `recent.rs`: each function's last hour of attempts by the minute, for the console.
 
 mod http;
 mod logs;
 mod otel;
+pub(crate) mod recent;
 mod scrape;
 mod spans;
 

@@ -172,6 +172,93 @@ async fn the_auth_matrix_every_route_answers_401_403_or_passes_exactly() {
     }
 }
 
+/// What access control made of one answer of the console: a sign-in page instead of a 401, a
+/// refusal naming the scope (`keel-scope-needed`) instead of a 403.
+fn console_verdict(status: u16, headers: &http::HeaderMap) -> Verdict {
+    let location = headers.get("location").and_then(|l| l.to_str().ok()).unwrap_or_default();
+    match status {
+        303 if location.starts_with("/console/sign-in?") => Verdict::Unauthorized,
+        403 if headers.contains_key("keel-scope-needed") => Verdict::Forbidden,
+        _ => Verdict::Through,
+    }
+}
+
+#[tokio::test]
+async fn the_console_auth_matrix_every_page_and_action_is_guarded_like_the_api() {
+    let (_functions, addr) = Functions::start().await;
+    let (admin, admin_secret) = key("admin", &["admin"], None, None);
+    let (revoked, revoked_secret) = key("gone", &["admin"], None, Some(NOW_MS));
+    let (expired, expired_secret) = key("old", &["admin"], Some(NOW_MS), None);
+    let (wrong, wrong_secret) = key("wrong", &["workflows:none", "invoke:other", "kv:other:read"], None, None);
+    let (_, unknown_secret) = key("never-stored", &["admin"], None, None);
+    let routes = keel_server::console::route_scopes();
+    let mut right = Vec::new();
+    for (method, path, scope) in &routes {
+        let (_, scope) = concrete(path, scope.as_deref());
+        right.push(scope.map(|s| key(&format!("{method} {path}"), &[s.as_str()], None, None)));
+    }
+    let mut stored: Vec<&ApiKey> = vec![&admin, &revoked, &expired, &wrong];
+    stored.extend(right.iter().flatten().map(|(k, _)| k));
+    let keel = start_secured(&format!("[functions.echo]\nurl = \"http://{addr}/ok\"\n"), &stored).await;
+
+    let open: Vec<&str> = routes.iter().filter(|(_, _, s)| s.is_none()).map(|(_, p, _)| *p).collect();
+    assert_eq!(
+        open,
+        [
+            "/console/assets/console.css",
+            "/console/assets/console.js",
+            "/console/sign-in",
+            "/console/sign-in",
+            "/console/sign-out"
+        ],
+        "only the sign-in and the assets are open"
+    );
+    assert!(routes.iter().all(|(_, path, _)| path.starts_with("/console")));
+    assert!(routes.len() >= 20, "{} routes", routes.len());
+
+    for ((method, path, scope), right) in routes.iter().zip(&right) {
+        let (url_path, _) = concrete(path, scope.as_deref());
+        let url = format!("{}{url_path}", keel.url);
+        let ask = |session: Option<String>| {
+            let url = url.clone();
+            async move {
+                // A form with a valid CSRF token: what is refused here is refused by access control.
+                let mut cookie = "keel_csrf=matrix".to_owned();
+                if let Some(secret) = session {
+                    cookie.push_str(&format!("; keel_session={secret}"));
+                }
+                let headers = [("cookie", cookie.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+                let body: &'static [u8] = if method == http::Method::POST { b"csrf=matrix" } else { b"" };
+                let (status, h, _) = request(method.as_str(), &url, &headers, Bytes::from_static(body)).await;
+                console_verdict(status, &h)
+            }
+        };
+        let is_open = scope.is_none();
+        let locked = |v: Verdict| if is_open { Verdict::Through } else { v };
+        let what = format!("{method} {path}");
+        assert_eq!(ask(None).await, locked(Verdict::Unauthorized), "{what}: not signed in");
+        assert_eq!(ask(Some("nonsense".into())).await, locked(Verdict::Unauthorized), "{what}: malformed");
+        assert_eq!(ask(Some(unknown_secret.clone())).await, locked(Verdict::Unauthorized), "{what}: unknown key");
+        assert_eq!(ask(Some(revoked_secret.clone())).await, locked(Verdict::Unauthorized), "{what}: revoked key");
+        assert_eq!(ask(Some(expired_secret.clone())).await, locked(Verdict::Unauthorized), "{what}: expired key");
+        assert_eq!(ask(Some(wrong_secret.clone())).await, locked(Verdict::Forbidden), "{what}: wrong scope");
+        if let Some((_, secret)) = right {
+            assert_eq!(ask(Some(secret.clone())).await, Verdict::Through, "{what}: its own scope");
+        }
+        assert_eq!(ask(Some(admin_secret.clone())).await, Verdict::Through, "{what}: admin");
+    }
+
+    // A form without the CSRF token of its cookie is refused before anything is done.
+    let url = format!("{}/console/functions/echo/pause", keel.url);
+    let cookie = format!("keel_csrf=a; keel_session={admin_secret}");
+    let (status, headers, _) = request("POST", &url, &[("cookie", &cookie)], "csrf=b").await;
+    assert_eq!((status, headers.contains_key("keel-scope-needed")), (403, false));
+    let cookie = format!("keel_csrf=a; keel_session={admin_secret}");
+    let (status, _, _) =
+        request("POST", &url, &[("cookie", &cookie), ("origin", "https://evil.example")], "csrf=a").await;
+    assert_eq!(status, 403, "a form from another site");
+}
+
 #[tokio::test]
 async fn a_403_names_the_scope_needed_and_a_401_says_why() {
     let (_functions, addr) = Functions::start().await;

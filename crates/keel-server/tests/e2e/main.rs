@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod cluster;
 mod command;
+mod console;
 mod crash;
 mod dashboard;
 mod edge;
