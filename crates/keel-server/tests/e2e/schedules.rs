@@ -70,7 +70,10 @@ async fn an_every_second_schedule_fires_once_per_tick_across_a_restart() {
     // Each invocation got the schedule's payload, and the function was called once for it.
     let calls = fns.calls();
     assert!(calls.iter().all(|c| c.body[..] == br#"{"kind":"test"}"#[..]), "payloads: {:?}", calls[0].body);
-    assert!(fns.successes().values().all(|n| *n == 1), "an invocation ran twice: {:?}", fns.successes());
+    // Each invocation was called once — but for the one whose call may have been under way when
+    // keel was SIGKILLed: its outcome was never recorded, so it runs again (at least once).
+    let twice = fns.successes().values().filter(|n| **n > 1).count();
+    assert!(fns.successes().values().all(|n| *n <= 2) && twice <= 1, "an invocation ran twice: {:?}", fns.successes());
     child.kill().unwrap();
     child.wait().unwrap();
 }

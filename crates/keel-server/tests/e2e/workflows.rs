@@ -148,8 +148,9 @@ async fn a_three_step_saga_succeeds_each_step_fed_the_outputs_so_far_in_one_trac
     // Labels in name order, as `parse_metrics` writes them. (Other tests' runs are of other
     // statuses: the metrics are the process's.)
     let ended = "{status=\"succeeded\",workflow=\"checkout\"}";
-    assert_eq!(metrics.get(&format!("keel_workflow_runs_total{ended}")), Some(&1.0));
-    assert_eq!(metrics.get(&format!("keel_workflow_run_duration_seconds_count{ended}")), Some(&1.0));
+    // At least this run: the console's browser tests, in the same process, run checkouts too.
+    assert!(metrics.get(&format!("keel_workflow_runs_total{ended}")).is_some_and(|n| *n >= 1.0), "{metrics:?}");
+    assert!(metrics.get(&format!("keel_workflow_run_duration_seconds_count{ended}")).is_some_and(|n| *n >= 1.0));
     assert!(metrics.get("keel_workflow_runs_started_total{workflow=\"checkout\"}").is_some_and(|n| *n >= 1.0));
 }
 
