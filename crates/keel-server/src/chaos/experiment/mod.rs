@@ -158,14 +158,15 @@ pub async fn run(experiment: &Experiment, client: KeelClient, options: Options) 
     // The load, the sampler and the method.
     let load_start = Instant::now();
     let offset = run.elapsed();
-    let stop = tokio_util_stop();
+    // Stops the load tasks (the sampler is aborted).
+    let stop = tokio::sync::watch::channel(false);
     let mut load_tasks = tokio::task::JoinSet::new();
     for (i, load) in experiment.load.iter().enumerate() {
         let index = experiment.setup.len() + i;
         let (run, load, stop) = (run.clone(), load.clone(), stop.1.clone());
-        load_tasks.spawn(drive(run, index, load, duration, load_start, stop, offset));
+        load_tasks.spawn(drive(run, index, load, duration, load_start, stop));
     }
-    let sampler = tokio::spawn(sample_dlq(run.clone(), stop.1.clone(), offset));
+    let sampler = tokio::spawn(sample_dlq(run.clone(), offset));
 
     tokio::time::sleep(warmup).await;
     let samples_now = run.samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -319,11 +320,6 @@ pub async fn run(experiment: &Experiment, client: KeelClient, options: Options) 
     ))
 }
 
-/// A stop signal for the load and sampler tasks.
-fn tokio_util_stop() -> (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>) {
-    tokio::sync::watch::channel(false)
-}
-
 /// A load's requests at its rate, each sent on time whatever the answers take (an open loop:
 /// a slow Keel does not slow the load down, as real users do not wait for each other).
 async fn drive(
@@ -333,7 +329,6 @@ async fn drive(
     duration: Duration,
     start: Instant,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    _offset: f64,
 ) {
     let gap = Duration::from_secs_f64(1.0 / load.rate);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::from_std(start), gap);
@@ -397,7 +392,7 @@ async fn send(run: &Run, index: usize, load: &Load, n: u64) {
 }
 
 /// The DLQ's size once a second, from `/metrics` (`keel_dlq_invocations`).
-async fn sample_dlq(run: Arc<Run>, _stop: tokio::sync::watch::Receiver<bool>, offset: f64) {
+async fn sample_dlq(run: Arc<Run>, offset: f64) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
