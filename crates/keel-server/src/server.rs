@@ -156,7 +156,7 @@ impl Node {
             behind: Default::default(),
             replays: Default::default(),
             backlog: Default::default(),
-            limits: Arc::new(crate::api::limits::RequestLimits::new(config.server.limits, clock.clone())),
+            limits: Arc::new(crate::limits::RequestLimits::new(config.server.limits, clock.clone())),
             crash_at: crate::faults::CrashPoint::from_env(),
             rng: std::sync::Mutex::new(match options.seed {
                 Some(seed) => fastrand::Rng::with_seed(seed),

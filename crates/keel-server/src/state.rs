@@ -33,7 +33,7 @@ pub(crate) struct Shared {
     /// Completed idempotency key records, for answering replays without the store.
     pub(crate) replays: crate::replay_cache::ReplayCache,
     /// `[server.limits]`: request heads, JSON nesting, idempotency-key records per caller.
-    pub(crate) limits: Arc<crate::api::limits::RequestLimits>,
+    pub(crate) limits: Arc<crate::limits::RequestLimits>,
     /// Where to SIGKILL this node on purpose (tests and chaos only).
     pub(crate) crash_at: Option<crate::faults::CrashPoint>,
     /// Keel's operational events on `keel.system` (`system_events.rs`).

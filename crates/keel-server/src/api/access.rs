@@ -20,8 +20,8 @@ use serde_json::json;
 
 use super::body::{parse_cursor, parse_limit};
 use super::openapi;
-use super::problem::Problem;
 use crate::auth::{self, Principal};
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// What a route needs, before its path parameters are known: the parameterised guards name the

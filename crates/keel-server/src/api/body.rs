@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use keel_core::invocation::Status;
 use keel_core::store::{ListFilter, MAX_LIMIT};
 
-use super::problem::Problem;
+use crate::problem::Problem;
 
 /// The body, or 413 past `server.body_limit`, 408 when it stalled, or 400.
 pub(crate) fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::openapi;
-use super::problem::Problem;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 fn disabled() -> Problem {

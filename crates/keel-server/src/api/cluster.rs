@@ -11,7 +11,7 @@ use keel_core::store::NODE_TIMEOUT_MS;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::problem::Problem;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// The nodes sharing this node's store, with their heartbeats and leases.

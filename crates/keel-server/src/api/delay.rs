@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use super::problem::Problem;
+use crate::problem::Problem;
 
 /// Longest `keel-delay` accepted.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);

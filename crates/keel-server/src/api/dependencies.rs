@@ -13,8 +13,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::functions::{BreakerView, RateLimitView};
-use super::problem::Problem;
 use crate::egress::Dependency;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// Every dependency, with its configuration and live state.

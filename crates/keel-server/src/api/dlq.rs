@@ -15,8 +15,8 @@ use super::access::Actor;
 use super::body::{self, list_filter, PageQuery};
 use super::idempotency::IdempotencyKeyHeader;
 use super::openapi;
-use super::problem::Problem;
 use super::view;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// Dead invocations: those that failed for good, newest first.

@@ -13,7 +13,7 @@
 //! Every refusal is counted in `keel_edge_refusals_total{rule}` and logged at most once a
 //! second per rule, with how many there were since.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -27,15 +27,10 @@ use keel_core::edge::{client_address, AddressRefusal, Buckets, FirewallConfig};
 use metrics::Counter;
 use tokio::time::Instant;
 
-use super::problem::Problem;
 use crate::auth::Principal;
+use crate::listener::Peer;
 use crate::metric_definitions::EDGE_REFUSALS_TOTAL;
-
-/// The far end of a request's connection, put in its extensions by the listener. Requests
-/// driven through the router without a socket (in-process tests) have none, and skip the
-/// address checks.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) SocketAddr);
+use crate::problem::Problem;
 
 /// The firewall, the throttles' limiters, and each rule's counter and log gate.
 #[derive(Debug)]

@@ -18,9 +18,9 @@ use utoipa::ToSchema;
 
 use super::idempotency::IdempotencyKeyHeader;
 use super::input::EventsForm;
-use super::problem::Problem;
 use super::view::InvocationStatus;
 use super::{body, delay, idempotency, input, openapi};
+use crate::problem::Problem;
 use crate::state::Shared;
 use crate::{dispatch, events, trace};
 
@@ -237,7 +237,7 @@ fn invalid_batch(error: ce::BatchError) -> Problem {
     let errors: Vec<SchemaError> =
         invalid.iter().map(|e| SchemaError { path: e.path.clone(), message: e.message.clone() }).collect();
     let detail = format!("invalid CloudEvent: {error}; no event of the batch was stored");
-    Problem::invalid_input(detail, &errors).with("index", invalid[0].index)
+    Problem::invalid_input(detail, &errors).index(invalid[0].index)
 }
 
 /// An event and its deliveries, one per subscription.

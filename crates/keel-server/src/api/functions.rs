@@ -18,8 +18,8 @@ use keel_core::system_events;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::problem::Problem;
 use crate::functions::Function;
+use crate::problem::Problem;
 use crate::runtime::process::PoolView;
 use crate::state::Shared;
 

@@ -9,7 +9,7 @@ use keel_core::store::ListFilter;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::problem::Problem;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// Liveness: the process answers.

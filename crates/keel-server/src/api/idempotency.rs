@@ -19,7 +19,7 @@ use keel_core::clock::Millis;
 use keel_core::idempotency::{decide, parse_key_header, KeyClaim, KeyDecision, KeyRef, StoredReply};
 use sha2::{Digest, Sha256};
 
-use super::problem::{reply_response, Problem};
+use crate::problem::{reply_response, Problem};
 use crate::state::Shared;
 
 /// How long a key record is kept unless the function says otherwise.

@@ -5,9 +5,9 @@
 use keel_core::events::CloudEvent;
 use keel_core::schema::{SchemaError, MAX_ERRORS};
 
-use super::problem::Problem;
 use crate::functions::Function;
 use crate::metric_definitions::SchemaTarget;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// Checks an invoke body against the function's `input_schema`, if it has one.
@@ -76,5 +76,5 @@ pub(super) fn check_publish(
         _ => format!("the event's data does not match the schema of topic {topic:?}; nothing was stored"),
     };
     let problem = Problem::invalid_input(detail, &errors);
-    Err(if form == EventsForm::Batch { problem.with("index", index) } else { problem })
+    Err(if form == EventsForm::Batch { problem.index(index) } else { problem })
 }

@@ -12,8 +12,8 @@ use keel_core::invocation::{Invocation, Status};
 use super::body::{list_filter, PageQuery};
 use super::idempotency::IdempotencyKeyHeader;
 use super::openapi;
-use super::problem::Problem;
 use super::view;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// How long a read waits for a sync invocation's record that is still being written.
@@ -84,8 +84,8 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
                 "No result",
                 format!("invocation {id} is {}; only succeeded invocations have a result", inv.status),
             )
-            .with("invocation_id", inv.id)
-            .with("invocation_status", inv.status.as_str()))
+            .invocation(inv.id)
+            .invocation_status(inv.status.as_str()))
         }
     };
     let mut resp =
@@ -159,7 +159,7 @@ pub(crate) async fn cancel(
             "Conflict",
             format!("invocation {id} is a step of workflow run {}: cancel the run instead", step.run),
         )
-        .with("run_id", step.run));
+        .run(step.run, None));
     }
     let inv = shared.store.cancel(&id, shared.clock.now_ms()).await?;
     Ok(Json(view::invocation(&inv, false)))

@@ -17,13 +17,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
-use super::problem::{reply_response, Problem};
 use super::{body, delay, idempotency, input, openapi};
 use crate::dispatch;
 use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
 use crate::flow::SyncPass;
 use crate::functions::{Function, Slot};
+use crate::problem::{reply_response, Problem};
 use crate::state::Shared;
 use crate::trace;
 
@@ -262,8 +262,8 @@ fn answer(inv: &Invocation, ended: Result<SyncEnd, Unrecorded>) -> Result<Respon
                 end.as_str()
             ),
         )
-        .with("invocation_id", inv.id.clone())
-        .with("attempts", inv.attempt_count)
+        .invocation(inv.id.clone())
+        .attempts(inv.attempt_count)
         .retry_after(1)),
     }
 }
@@ -289,8 +289,8 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
                 _ => (StatusCode::BAD_GATEWAY, "function-failed", "Function failed"),
             };
             Problem::new(status, kind, title, inv.error.clone().unwrap_or_default())
-                .with("invocation_id", inv.id.clone())
-                .with("attempts", inv.attempt_count)
+                .invocation(inv.id.clone())
+                .attempts(inv.attempt_count)
                 .into_reply()
         }
     };
@@ -470,7 +470,7 @@ fn unknown_admission(
         Some(slot) => dispatch::start_if_stored(shared.clone(), function, id.clone(), slot),
         None => function.work_queued(),
     }
-    Problem::from(e).with("invocation_id", id)
+    Problem::from(e).invocation(id)
 }
 
 /// The 202 of an async invocation.

@@ -12,8 +12,8 @@ use keel_core::kv::{self, KvWrite, Precondition};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::problem::Problem;
 use super::{body, openapi};
+use crate::problem::Problem;
 use crate::state::Shared;
 
 fn check(ns: &str, key: &str) -> Result<(), Problem> {

@@ -38,9 +38,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
+pub(crate) use crate::problem::Problem;
 use crate::state::Shared;
 use access::Guard;
-pub(crate) use problem::Problem;
 
 /// Runs an admission to its end in a task of its own, which a dropped request does not cancel:
 /// once the store has the work it must be started (leased at admission) or its dispatcher woken

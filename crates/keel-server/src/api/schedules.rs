@@ -13,7 +13,7 @@ use keel_core::store::ScheduleState;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::problem::Problem;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// Every schedule, with its next and last fire.

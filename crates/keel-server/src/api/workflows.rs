@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use super::body::{parse_cursor, parse_limit};
 use super::idempotency::{self, IdempotencyKeyHeader};
 use super::openapi;
-use super::problem::Problem;
+use crate::problem::Problem;
 use crate::state::Shared;
 use crate::workflows::CancelError;
 
@@ -229,7 +229,7 @@ pub(crate) async fn cancel(
             Err(CancelError::Store(e)) => return Err(e.into()),
             Err(CancelError::NotRunning(why)) => {
                 return Err(Problem::new(StatusCode::CONFLICT, "run-not-running", "Conflict", why.to_string())
-                    .with("run_status", why.0.as_str()))
+                    .run(id.clone(), Some(why.0.as_str())))
             }
         };
         actor.record(&shared2, "workflow.cancel", &id, serde_json::json!({ "status": run.status.as_str() })).await;

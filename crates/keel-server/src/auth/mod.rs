@@ -20,7 +20,7 @@ use keel_core::config::{AuthMode, Config};
 use keel_core::store::Store;
 use tokio::sync::watch;
 
-use crate::api::Problem;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// How often a node reads the keys again: the bound on how long a revoked key still works here.

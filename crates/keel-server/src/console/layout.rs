@@ -7,8 +7,8 @@ use maud::{html, Markup, DOCTYPE};
 use serde_json::Value;
 
 use super::session::Viewer;
-use crate::api::Problem;
 use crate::auth::Principal;
+use crate::problem::Problem;
 
 /// The navigation: (path, label); a page passes the path of its entry as `active`.
 const NAV: [(&str, &str); 9] = [

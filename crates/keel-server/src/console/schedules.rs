@@ -62,7 +62,7 @@ pub(super) async fn resume(state: State<Arc<Shared>>, viewer: Viewer, actor: Act
     done(api::resume(state, actor, name).await.map(drop), &viewer)
 }
 
-fn done(result: Result<(), crate::api::Problem>, viewer: &Viewer) -> Response {
+fn done(result: Result<(), crate::problem::Problem>, viewer: &Viewer) -> Response {
     match result {
         Ok(()) => Redirect::to("/console/schedules").into_response(),
         Err(p) => layout::problem_page(viewer, "Schedules", &p),

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use super::bulkhead::Place;
 use super::{lock, Dependency};
-use crate::api::Problem;
+use crate::problem::Problem;
 use crate::state::Shared;
 
 /// Headers of one connection (RFC 9110 §7.6.1), never forwarded either way.

@@ -141,7 +141,7 @@ async fn serve_http<S>(
     let service = service_fn(move |mut request: hyper::Request<Incoming>| {
         tx.enter(Stage::Busy);
         // For the firewall (`api::edge`): who is on the other end.
-        request.extensions_mut().insert(crate::api::edge::Peer(peer));
+        request.extensions_mut().insert(super::Peer(peer));
         let answer =
             hyper::service::Service::call(&app, request.map(|body| TimeoutBody::new(limits.body_timeout, body)));
         let tx = tx.clone();

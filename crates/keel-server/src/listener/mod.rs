@@ -23,6 +23,12 @@ pub(crate) use closed::{note_closed, Closed};
 pub(crate) use tls::Tls;
 pub use tls::TlsError;
 
+/// The far end of a request's connection, put in its extensions by the listener. Requests
+/// driven through the router without a socket (in-process tests) have none, and skip the
+/// address checks of `api::edge`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
 /// The connection limits of `[server]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {

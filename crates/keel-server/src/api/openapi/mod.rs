@@ -13,11 +13,11 @@ use axum::response::IntoResponse;
 use utoipa::openapi::{Content, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::problem::ProblemDetails;
 use super::{
     access, chaos, cluster, dependencies, dlq, egress, events, functions, health, invocations, invoke, kv, metrics,
     schedules, workflows,
 };
+use crate::problem::ProblemDetails;
 
 /// The descriptions that several routes share.
 pub(super) const BAD_KEY: &str = "The Idempotency-Key header is malformed.";
