@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use keel_server::Node;
 use serde_json::Value;
 
-use crate::support::{config, fast_retry, get_json, post_json, request, Functions, Keel, REQUEST_DEADLINE};
+use crate::support::{
+    config, eventually, eventually_or_why, fast_retry, get_json, post_json, request, Functions, Keel, REQUEST_DEADLINE,
+};
 
 fn assert_problem(status: u16, headers: &axum::http::HeaderMap, body: &Value, expected: u16) {
     assert_eq!(status, expected, "{body}");
@@ -143,15 +145,15 @@ async fn draining_refuses_new_work_with_503_and_finishes_what_is_running() {
     let mut keel = Keel::start(&format!("[functions.slow]\nurl = \"http://{addr}/slow?ms=600\"\n")).await;
     let (_, _, accepted) = post_json(&format!("{}/v1/functions/slow/invocations", keel.url), "{}").await;
     let id = accepted["id"].as_str().unwrap().to_string();
-    let end = Instant::now() + Duration::from_secs(5);
-    while fns.calls().is_empty() {
-        assert!(Instant::now() < end, "the attempt never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the attempt to start", Duration::from_secs(5), || async { (!fns.calls().is_empty()).then_some(()) })
+        .await;
     let node = keel.node.take().unwrap();
     let url = keel.url.clone();
     let draining = tokio::spawn(node.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the node to begin draining", Duration::from_secs(5), || async {
+        (get_json(&format!("{url}/readyz")).await.0 == 503).then_some(())
+    })
+    .await;
     let (s, h, b) = post_json(&format!("{url}/v1/functions/slow/invocations"), "{}").await;
     assert_problem(s, &h, &b, 503);
     assert!(h.contains_key("retry-after"));
@@ -217,8 +219,7 @@ async fn clients_hanging_up_mid_admission_strand_no_invocation() {
     }
     assert!(stored_before > 0, "no hung-up request was ever stored: the test proves nothing");
     // (The server may still be reading some of the requests: what is listed can grow.)
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually_or_why("every stored invocation to run once and succeed", Duration::from_secs(10), || async {
         let mut called: Vec<String> = fns.calls().into_iter().map(|c| c.invocation_id).collect();
         let (_, _, page) = get_json(&list).await;
         let items = page["items"].as_array().unwrap();
@@ -227,18 +228,17 @@ async fn clients_hanging_up_mid_admission_strand_no_invocation() {
         called.sort();
         stored.sort();
         if unfinished.is_empty() && called == stored {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < end,
+        Err(format!(
             "{} of {} stranded (e.g. {:?}); {} calls",
             unfinished.len(),
             items.len(),
             unfinished.first(),
             called.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -461,11 +461,7 @@ async fn the_real_binary_shows_the_breaker_in_keel_deps_ls_and_traces_each_call(
     assert_eq!(calls[0]["status"], 200, "{}", calls[0]);
 
     let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM);
-    let end = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < end, "keel did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::serve::exit_within(&mut child, Duration::from_secs(15)).await;
     let spans = spans.lock().unwrap().clone();
     let egress: Vec<_> = spans.iter().filter(|s| s.name == "egress payments").collect();
     let retried: Vec<_> =

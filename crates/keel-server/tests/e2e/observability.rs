@@ -3,7 +3,7 @@
 //! emitted event and its delivery, and every log line is JSON carrying the ids of its work.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -115,11 +115,7 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
 
     // SIGTERM: keel drains and flushes its spans.
     let _ = rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM);
-    let end = Instant::now() + Duration::from_secs(15);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < end, "keel did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::serve::exit_within(&mut child, Duration::from_secs(15)).await;
     check_trace(&spans.lock().unwrap());
     check_run_trace(&spans.lock().unwrap());
     check_logs(&std::fs::read_to_string(&log).unwrap());

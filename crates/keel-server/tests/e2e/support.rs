@@ -205,6 +205,23 @@ impl Keel {
         Self { node: Some(node), url, dir }
     }
 
+    /// A node whose every decision reads `clock` (TTLs, leases, backoff): a test moves time by
+    /// hand instead of waiting for it.
+    pub(crate) async fn start_with_clock(functions: &str, clock: Arc<dyn keel_core::clock::Clock>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), functions);
+        let store = keel_store::open(&keel_store::StoreOptions {
+            url: config.storage.url.clone(),
+            fsync: config.storage.fsync,
+        })
+        .unwrap();
+        let options = keel_server::NodeOptions { clock, ..Default::default() };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node = Node::start_with(config, listener, store, options).await.unwrap();
+        let url = format!("http://{}", node.addr());
+        Self { node: Some(node), url, dir }
+    }
+
     /// Polls an invocation until it reaches a final status (succeeded, dead, …) or `limit` passes.
     pub(crate) async fn wait_final(&self, id: &str, limit: Duration) -> Value {
         settled(&self.url, id, limit).await

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -17,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::support::{get_json, post_json, Keel};
+use crate::support::{eventually_or_why, get_json, post_json, Keel};
 
 /// A private CA, and a certificate it signed for `127.0.0.1` and `localhost`.
 struct Pki {
@@ -347,17 +348,11 @@ async fn sighup_reloads_the_certificate_of_keel_serve() {
     let mut keel = crate::serve::serve_in(dir.path(), &config, port, &log);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let connector = trusting(&ca.pem());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let (mut before, shown) = loop {
-        match try_connect_https(&connector, addr).await {
-            Ok(connected) => break connected,
-            Err(e) => {
-                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-                assert!(std::time::Instant::now() < deadline, "keel serve not up over https: {e}\n{log_text}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let (mut before, shown) = eventually_or_why("keel serve up over https", Duration::from_secs(30), || async {
+        try_connect_https(&connector, addr).await.map_err(|e| format!("{e}\n{}", log_text()))
+    })
+    .await;
     assert_eq!(shown, first_der);
     assert_eq!(healthz(&mut before).await, 200);
 
@@ -367,16 +362,16 @@ async fn sighup_reloads_the_certificate_of_keel_serve() {
     let pid = rustix::process::Pid::from_raw(keel.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     // The signal is handled asynchronously: wait for a connection that sees the new certificate.
-    loop {
-        let (mut after, shown) = connect_https(&connector, addr).await;
+    let mut after = eventually_or_why("the new certificate after SIGHUP", Duration::from_secs(30), || async {
+        let (after, shown) = connect_https(&connector, addr).await;
         if shown == second_der {
-            assert_eq!(healthz(&mut after).await, 200);
-            break;
+            Ok(after)
+        } else {
+            Err(format!("still the first certificate\n{}", log_text()))
         }
-        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(std::time::Instant::now() < deadline, "still the first certificate after SIGHUP\n{log_text}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(healthz(&mut after).await, 200);
     assert_eq!(healthz(&mut before).await, 200, "a connection opened before SIGHUP is still served");
 
     crate::serve::sigterm(&keel);

@@ -18,7 +18,7 @@ mod outage;
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::load::{submit_many, wait_all_succeeded};
-use crate::support::{get_json, post_json, request, Functions};
+use crate::support::{eventually, eventually_or_why, get_json, post_json, request, Functions};
 
 /// `n` nodes on `database`, each running `functions` (TOML); killed when dropped.
 struct Cluster {
@@ -74,10 +74,10 @@ async fn three_nodes_share_3000_invocations_and_lose_none_when_one_is_sigkilled(
         .collect();
     // SIGKILL node 1 midway: some of its submissions were accepted, some of its attempts are
     // in flight, the rest of its submissions fail to connect (and so were never accepted).
-    while fns.successes().len() < 600 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress before the kill");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("600 successes before the kill", Duration::from_secs(60), || async {
+        (fns.successes().len() >= 600).then_some(())
+    })
+    .await;
     let victim = &mut cluster.nodes[1].1;
     victim.kill().unwrap();
     victim.wait().unwrap();
@@ -162,36 +162,37 @@ async fn a_draining_node_keeps_its_leases_until_its_attempts_finish() {
     let (status, _, accepted) = post_json(&format!("{}/v1/functions/long/invocations", cluster.url(0)), "{}").await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["id"].as_str().unwrap().to_string();
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", cluster.url(0))).await;
+    let url = format!("{}/v1/invocations/{id}", cluster.url(0));
+    eventually_or_why("the invocation to start", Duration::from_secs(10), || async {
+        let (_, _, inv) = get_json(&url).await;
         if inv["status"] == "running" {
-            break;
+            Ok(())
+        } else {
+            Err(inv.to_string())
         }
-        assert!(Instant::now() < end, "never started: {inv}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     let draining = &mut cluster.nodes[0].1;
     let status = std::process::Command::new("kill").args(["-TERM", &draining.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let end = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, _, view) = get_json(&format!("{}/v1/cluster", cluster.url(1))).await;
+    let url = format!("{}/v1/cluster", cluster.url(1));
+    eventually_or_why("the other node to learn of the drain", Duration::from_secs(5), || async {
+        let (_, _, view) = get_json(&url).await;
         let items = view["items"].as_array().unwrap();
-        if items.iter().any(|n| n["this_node"] == false && n["draining"] == true && n["alive"] == true) {
-            break;
+        let seen = items.iter().any(|n| n["this_node"] == false && n["draining"] == true && n["alive"] == true);
+        if seen {
+            Ok(())
+        } else {
+            Err(view.to_string())
         }
-        assert!(Instant::now() < end, "the other node never learnt of the drain: {view}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let end = Instant::now() + Duration::from_secs(45);
-    let exit = loop {
-        if let Some(exit) = cluster.nodes[0].1.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(Instant::now() < end, "the draining node never stopped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
+    let draining = &mut cluster.nodes[0].1;
+    let exit = eventually("the draining node to stop", Duration::from_secs(45), || {
+        let exit = draining.try_wait().unwrap();
+        async move { exit }
+    })
+    .await;
     assert!(exit.success(), "drained and exited cleanly: {exit}");
     let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", cluster.url(1))).await;
     assert_eq!(inv["status"], "succeeded", "the draining node recorded its attempt: {inv}");
