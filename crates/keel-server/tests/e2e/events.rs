@@ -253,6 +253,18 @@ async fn list_all(url: &str, prefix: &str, limit: usize) -> (Vec<(String, Value)
     }
 }
 
+/// `keel kv ls ARGS…` against `base`: its stdout and stderr.
+async fn keel_kv_ls(base: &str, args: &[&str]) -> (String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--url", base, "kv", "ls"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "keel kv ls {args:?}: {output:?}");
+    (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
 #[tokio::test]
 async fn kv_lists_a_namespace_by_prefix_page_by_page() {
     let (_fns, addr) = Functions::start().await;
@@ -291,6 +303,26 @@ async fn kv_lists_a_namespace_by_prefix_page_by_page() {
         assert_eq!(headers["content-type"], "application/problem+json", "{bad}");
     }
     assert_eq!(get_json(&format!("{}/v1/kv/a%2Fb", keel.url)).await.0, 400, "a namespace holds no /");
+
+    // `keel kv ls`: a table of keys and versions, one page, and the cursor of the next.
+    let (table, hint) = keel_kv_ls(&keel.url, &["shop", "--prefix", "eu/", "--limit", "3"]).await;
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows[0], "KEY    VERSION  VALUE");
+    assert_eq!(rows[1], r#"eu/1   2        {"n":"again"}"#);
+    assert_eq!(
+        rows.iter().skip(1).map(|r| r.split(' ').next().unwrap()).collect::<Vec<_>>(),
+        ["eu/1", "eu/10", "eu/2"]
+    );
+    let cursor = hint.trim().strip_prefix("next page: --cursor ").unwrap_or_else(|| panic!("{hint:?}"));
+    let (rest, hint) = keel_kv_ls(&keel.url, &["shop", "--prefix", "eu/", "--limit", "3", "--cursor", cursor]).await;
+    assert_eq!(rest.lines().skip(1).map(|r| r.split(' ').next().unwrap()).collect::<Vec<_>>(), ["eu/3"]);
+    assert_eq!(hint, "", "the last page");
+    let (json_page, _) = keel_kv_ls(&keel.url, &["--json", "shop", "--prefix", "us/"]).await;
+    let json_page: Value = serde_json::from_str(&json_page).unwrap();
+    assert_eq!(json_page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(json_page["next_cursor"], Value::Null);
+    let (nothing, said) = keel_kv_ls(&keel.url, &["shop", "--prefix", "zz"]).await;
+    assert_eq!((nothing.as_str(), said.trim()), ("", r#"no keys of shop start with "zz""#));
 }
 
 #[tokio::test]
