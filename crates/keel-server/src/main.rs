@@ -187,6 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kv(command) => {
             let client = client()?;
             match command {
+                KvCommand::Ls(args) => kv::ls(&client, json, args).await?,
                 KvCommand::Get(args) => kv::get(&client, json, args).await?,
                 KvCommand::Put(args) => kv::put(&client, json, args).await?,
                 KvCommand::Delete(args) => kv::delete(&client, json, args).await?,

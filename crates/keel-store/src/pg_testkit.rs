@@ -84,13 +84,22 @@ impl PgCluster {
 
     /// Creates an empty database; returns its url.
     pub async fn create_database(&self) -> Result<String, String> {
+        self.create_database_with("").await
+    }
+
+    /// [`create_database`](Self::create_database) with `options` after `CREATE DATABASE name`
+    /// (`TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en'`, say).
+    pub async fn create_database_with(&self, options: &str) -> Result<String, String> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!("keel_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let (client, connection) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
             .await
             .map_err(|e| format!("connecting to the test cluster: {e}"))?;
         let driver = tokio::spawn(connection);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.map_err(|e| format!("CREATE DATABASE: {e}"))?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
+            .await
+            .map_err(|e| format!("CREATE DATABASE: {e}"))?;
         drop(client);
         let _ = driver.await;
         Ok(self.url(&name))
@@ -139,8 +148,16 @@ impl Drop for PgCluster {
 /// When PostgreSQL cannot start and `CI` is set: in CI, a test that needs PostgreSQL never
 /// passes without it.
 pub async fn fresh_database() -> Option<String> {
+    fresh_database_with("").await
+}
+
+/// [`fresh_database`] created with `options` (see [`PgCluster::create_database_with`]).
+///
+/// # Panics
+/// As [`fresh_database`], and when the database cannot be created so.
+pub async fn fresh_database_with(options: &str) -> Option<String> {
     match PgCluster::shared() {
-        Ok(cluster) => Some(cluster.create_database().await.unwrap_or_else(|e| panic!("{e}"))),
+        Ok(cluster) => Some(cluster.create_database_with(options).await.unwrap_or_else(|e| panic!("{e}"))),
         Err(reason) if std::env::var_os("CI").is_some() => panic!("PostgreSQL is required in CI: {reason}"),
         Err(reason) => {
             eprintln!("\n*** SKIPPED: this test needs PostgreSQL, which could not start: {reason} ***\n");

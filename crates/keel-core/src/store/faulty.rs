@@ -14,7 +14,7 @@ use crate::clock::Millis;
 use crate::events::{NewEvent, Published, StoredEvent};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
-use crate::kv::{KvEntry, KvWrite};
+use crate::kv::{KvEntry, KvItem, KvWrite};
 use crate::{Error, Result};
 
 /// The writes a fault can catch.
@@ -246,6 +246,10 @@ impl KvStore for FaultyStore {
 
     async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>> {
         self.inner.kv_write(write, now).await
+    }
+
+    async fn kv_list(&self, ns: &str, prefix: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<KvItem>> {
+        self.inner.kv_list(ns, prefix, after, limit).await
     }
 }
 

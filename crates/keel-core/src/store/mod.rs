@@ -10,7 +10,7 @@ use crate::clock::Millis;
 use crate::events::{NewEvent, Published, StoredEvent};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation, Status};
-use crate::kv::{KvEntry, KvWrite};
+use crate::kv::{KvEntry, KvItem, KvWrite};
 use crate::Result;
 
 pub use access::AccessStore;
@@ -339,6 +339,12 @@ pub trait KvStore: Send + Sync {
     /// Applies one write if its precondition holds ([`Error::PreconditionFailed`](crate::Error)
     /// otherwise); returns the new version, `None` after a delete.
     async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>>;
+
+    /// One page of a namespace's keys with their values, in byte order of the keys: only those
+    /// that start with `prefix` (`%` and `_` are plain characters), only those after the key
+    /// `after` (the previous page's `next_cursor`). At most `limit` by the rule of
+    /// [`page_size`]; `next_cursor` is the page's last key when more follow.
+    async fn kv_list(&self, ns: &str, prefix: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<KvItem>>;
 }
 
 /// Everything Keel keeps, by concern: a store implements each part ([`NodeStore`],

@@ -1,15 +1,19 @@
 //! KV over HTTP: `GET/PUT/DELETE /v1/kv/{ns}/{key}`, versions as ETags, `If-Match: "7"` and
-//! `If-None-Match: *` as preconditions (412 when they fail).
+//! `If-None-Match: *` as preconditions (412 when they fail); `GET /v1/kv/{ns}` lists a namespace's
+//! keys in byte order, by prefix, paged by a cursor (the last key of the previous page).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use keel_core::kv::{self, KvWrite, Precondition};
+use axum::Json;
+use keel_core::kv::{self, KvItem, KvWrite, Precondition};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{body, openapi};
@@ -233,6 +237,108 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The query of `GET /v1/kv/{ns}`, for the OpenAPI document (read by [`list`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "parameters for the OpenAPI document; the query is read by `list`")]
+pub(crate) struct ListQuery {
+    /// Only keys that start with these characters, taken literally (`%` and `_` too); without
+    /// control characters. Empty or absent: every key.
+    #[param(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$", example = "user/")]
+    prefix: Option<String>,
+    /// Page size: a whole number of at least 1; 100 by default, at most 1,000 (a larger value,
+    /// however large, is clamped).
+    #[param(value_type = Option<String>, pattern = "^[0-9]*[1-9][0-9]*$", example = "100")]
+    limit: Option<u64>,
+    /// The `next_cursor` of the previous page, as answered: the last key it listed (the page
+    /// starts after it). Without control characters; an empty one is a 400.
+    #[param(min_length = 1, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", example = "user/10")]
+    cursor: Option<String>,
+}
+
+/// List a namespace's keys with their values and versions, in byte order of the keys (UTF-8).
+#[utoipa::path(
+    get,
+    path = "/v1/kv/{ns}",
+    tag = "kv",
+    operation_id = "listKv",
+    params(
+        ("ns" = String, Path, min_length = 1, max_length = 255, pattern = "^[^/\\u0000-\\u001f\\u007f-\\u009f]+$",
+            description = "The namespace: 1–255 bytes of UTF-8 (as many characters in ASCII), without control \
+            characters or `/`."),
+        ListQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of keys (empty when the namespace holds none).", body = KvPage),
+        (status = 400, description = "An invalid namespace, a prefix or cursor with control characters, an empty \
+            cursor, a limit below 1, or an unknown query parameter."),
+        (status = 503, description = openapi::UNAVAILABLE, headers(("Retry-After" = u64))),
+    )
+)]
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<KvPage>, Problem> {
+    kv::check_name("ns", &ns).map_err(Problem::bad_request)?;
+    let (mut prefix, mut limit, mut after) = (None, 0, None);
+    for (name, value) in query {
+        match name.as_str() {
+            "prefix" if value.is_empty() => {}
+            "prefix" => prefix = Some(place("prefix", value)?),
+            "limit" => limit = body::parse_limit(&value)?,
+            "cursor" if value.is_empty() => return Err(Problem::bad_request(NOT_A_CURSOR)),
+            "cursor" => after = Some(place("cursor", value)?),
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "unknown query parameter {other:?} (expected prefix, limit, cursor)"
+                )))
+            }
+        }
+    }
+    let page = shared.store.kv_list(&ns, prefix.as_deref(), after.as_deref(), limit).await?;
+    Ok(Json(KvPage { items: page.items.into_iter().map(KvListed::from).collect(), next_cursor: page.next_cursor }))
+}
+
+const NOT_A_CURSOR: &str = "an empty cursor is not a cursor: pass the next_cursor of the previous page as it was \
+    answered, or no cursor for the first page";
+
+/// A prefix or cursor: a place among keys in byte order, so any string without control
+/// characters (which no key holds) is one, however long.
+fn place(what: &str, value: String) -> Result<String, Problem> {
+    if value.chars().any(char::is_control) {
+        return Err(Problem::bad_request(format!("{what} {value:?} holds control characters, which no key does")));
+    }
+    Ok(value)
+}
+
+/// A page of a namespace's keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KvPage {
+    pub(crate) items: Vec<KvListed>,
+    /// Pass as `cursor` for the next page (it is this page's last key); null on the last one.
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// One key of a listing, with its value and version.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KvListed {
+    pub(crate) key: String,
+    /// The value: any JSON.
+    pub(crate) value: Value,
+    /// Its version (the ETag of `GET /v1/kv/{ns}/{key}`).
+    pub(crate) version: i64,
+}
+
+impl From<KvItem> for KvListed {
+    fn from(item: KvItem) -> Self {
+        // Values are JSON when written (the API and effects check it); text otherwise.
+        let value = serde_json::from_slice(&item.entry.value)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&item.entry.value).into_owned()));
+        KvListed { key: item.key, value, version: item.entry.version }
+    }
+}
+
 /// The answer of a write.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Written {
@@ -269,6 +375,17 @@ mod tests {
         assert_eq!(both.status, 400);
         let twice = precondition(&with(&[("if-match", "\"1\""), ("if-match", "\"2\"")])).unwrap_err().into_reply();
         assert_eq!(twice.status, 400);
+    }
+
+    #[test]
+    fn a_place_among_keys_is_any_string_without_control_characters() {
+        let long = "k".repeat(300);
+        for ok in ["u1", "user/10", "a b?c&d=%", "é", "\u{10FFFF}", &long] {
+            assert_eq!(place("cursor", ok.to_owned()).ok().as_deref(), Some(ok));
+        }
+        for bad in ["a\nb", "\u{0}", "x\u{85}"] {
+            assert_eq!(place("prefix", bad.to_owned()).unwrap_err().into_reply().status, 400, "{bad:?}");
+        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 50] = [
+const ROUTES: [(Method, &str, Guard, Mount); 51] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
@@ -110,6 +110,7 @@ const ROUTES: [(Method, &str, Guard, Mount); 50] = [
     route!(OPTIONS "/v1/egress/{dependency}/{*path}" => egress::options, Egress),
     route!(POST "/v1/topics/{topic}/events" => events::publish, Publish, keyed),
     route!(GET "/v1/events/{id}" => events::get, Read),
+    route!(GET "/v1/kv/{ns}" => kv::list, Kv),
     route!(GET "/v1/kv/{ns}/{*key}" => kv::get, Kv),
     route!(PUT "/v1/kv/{ns}/{*key}" => kv::put, Kv),
     route!(DELETE "/v1/kv/{ns}/{*key}" => kv::delete, Kv),

@@ -1,13 +1,61 @@
-//! `keel kv get|put|delete`: the key-value store, a JSON value per key, with its version as
-//! the ETag and `--if-version`/`--if-absent` as `If-Match`/`If-None-Match` preconditions.
+//! `keel kv ls|get|put|delete`: the key-value store, a JSON value per key, with its version as
+//! the ETag and `--if-version`/`--if-absent` as `If-Match`/`If-None-Match` preconditions; `ls`
+//! pages through a namespace by prefix like every other list (`--limit`, `--cursor`).
 
 use anyhow::Context;
 use http::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use http::{HeaderName, Method};
 use serde_json::{json, Value};
 
-use super::client::{encode, print_json, KeelClient};
-use super::{payload, KvDeleteArgs, KvKeyArgs, KvPutArgs};
+use super::client::{encode, print_json, with_query, KeelClient};
+use super::invocations::page_params;
+use super::table::{truncate, Table};
+use super::{payload, KvDeleteArgs, KvKeyArgs, KvLsArgs, KvPutArgs};
+
+/// Longest value shown in a list; `get` prints it whole.
+const LIST_VALUE_CHARS: usize = 60;
+
+pub(crate) async fn ls(client: &KeelClient, json: bool, args: KvLsArgs) -> anyhow::Result<()> {
+    let mut params = vec![("prefix", args.prefix.clone())];
+    params.extend(page_params(args.page));
+    let page = client.get_json(&with_query(&format!("/v1/kv/{}", encode(&args.ns)), &params)).await?;
+    if json {
+        print_json(&page);
+        return Ok(());
+    }
+    let items = page.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    match (items.is_empty(), &args.prefix) {
+        (false, _) => print!("{}", render_list(items)),
+        (true, Some(prefix)) => eprintln!("no keys of {} start with {prefix:?}", args.ns),
+        (true, None) => eprintln!("no keys in {}", args.ns),
+    }
+    if let Some(cursor) = page.get("next_cursor").and_then(Value::as_str) {
+        eprintln!("next page: --cursor {}", shell_word(cursor));
+    }
+    Ok(())
+}
+
+/// `text` as one shell word: as it is when it holds only characters no shell treats specially,
+/// else in single quotes. A cursor is a key, and keys may hold spaces, `&` or quotes.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "_-./:@%+=,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_owned();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A table of keys: each with its version and its value on one line, cut if long.
+fn render_list(items: &[Value]) -> Table {
+    let mut table = Table::with_header(["KEY", "VERSION", "VALUE"]);
+    for item in items {
+        let key = item.get("key").and_then(Value::as_str).unwrap_or_default();
+        let version = item.get("version").map(Value::to_string).unwrap_or_default();
+        let value = item.get("value").map(Value::to_string).unwrap_or_default();
+        table.row([key.to_owned(), version, truncate(&value, LIST_VALUE_CHARS)]);
+    }
+    table
+}
 
 pub(crate) async fn get(client: &KeelClient, json: bool, args: KvKeyArgs) -> anyhow::Result<()> {
     let response = client.send(Method::GET, &path(&args), &[], Default::default()).await?;
@@ -84,6 +132,28 @@ mod tests {
         assert_eq!(precondition(Some(3), false), Some((IF_MATCH, r#""3""#.to_owned())));
         assert_eq!(precondition(None, true), Some((IF_NONE_MATCH, "*".to_owned())));
         assert_eq!(precondition(None, false), None);
+    }
+
+    #[test]
+    fn a_list_shows_keys_with_versions_and_cuts_long_values() {
+        let items = [
+            json!({"key": "user/1", "version": 3, "value": {"name": "Ada"}}),
+            json!({"key": "user/10", "version": 1, "value": "x".repeat(100)}),
+        ];
+        let rendered = render_list(&items).to_string();
+        let lines: Vec<&str> = rendered.lines().collect();
+        assert_eq!(lines[0], "KEY      VERSION  VALUE");
+        assert_eq!(lines[1], r#"user/1   3        {"name":"Ada"}"#);
+        assert!(lines[2].starts_with(r#"user/10  1        "xxx"#) && lines[2].ends_with('…'), "{rendered}");
+        assert_eq!(lines[2].chars().count(), 18 + LIST_VALUE_CHARS, "two columns of 7 and their gaps, then the value");
+    }
+
+    #[test]
+    fn cursors_are_printed_as_one_shell_word() {
+        assert_eq!(shell_word("user/10"), "user/10");
+        assert_eq!(shell_word("user 1&x"), "'user 1&x'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("$HOME"), "'$HOME'");
     }
 
     #[test]

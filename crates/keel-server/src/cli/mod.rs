@@ -10,7 +10,7 @@
 //! - [`publish`]: `keel publish`, an event to a topic, plain or as a CloudEvent.
 //! - [`events`]: `keel events show`, an event and its deliveries.
 //! - [`deps`]: `keel deps ls|show`, the dependencies functions call through egress.
-//! - [`kv`]: `keel kv get|put|delete`, with versions and preconditions.
+//! - [`kv`]: `keel kv ls|get|put|delete`, with versions and preconditions.
 //! - [`keys`]: `keel keys create|ls|revoke|rotate-signing`, over the API or straight into the
 //!   store with `-c keel.toml`.
 //! - [`audit`]: `keel audit ls`.
@@ -301,7 +301,8 @@ pub(crate) struct PageArgs {
     pub(crate) limit: Option<u32>,
 
     /// Continue a listing from the `next page` cursor of the previous one.
-    #[arg(long, value_name = "CURSOR")]
+    // A KV listing's cursor is a key, which may start with `-`.
+    #[arg(long, value_name = "CURSOR", allow_hyphen_values = true)]
     pub(crate) cursor: Option<String>,
 }
 
@@ -541,12 +542,27 @@ pub(crate) struct FunctionArg {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KvCommand {
+    /// List a namespace's keys with their versions and values, in byte order of the keys.
+    Ls(KvLsArgs),
     /// Print a key's JSON value (its version goes to stderr, or into --json's output).
     Get(KvKeyArgs),
     /// Write a key's JSON value and print its new version.
     Put(KvPutArgs),
     /// Delete a key.
     Delete(KvDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KvLsArgs {
+    /// The namespace.
+    pub(crate) ns: String,
+
+    /// Only keys that start with this, taken literally (`%` and `_` too).
+    #[arg(long, value_name = "PREFIX")]
+    pub(crate) prefix: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) page: PageArgs,
 }
 
 #[derive(Debug, Args)]

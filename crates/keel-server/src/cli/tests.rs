@@ -263,6 +263,22 @@ fn kv_get_put_and_delete_name_a_namespace_and_key() {
 }
 
 #[test]
+fn kv_ls_takes_a_namespace_a_prefix_and_a_page() {
+    let Command::Kv(KvCommand::Ls(args)) = parse(&["kv", "ls", "users"]).command else { panic!() };
+    assert_eq!((args.ns.as_str(), args.prefix, args.page.limit, args.page.cursor), ("users", None, None, None));
+    let cli = parse(&["kv", "ls", "users", "--prefix", "eu/", "--limit", "2", "--cursor", "dTE"]);
+    let Command::Kv(KvCommand::Ls(args)) = cli.command else { panic!() };
+    assert_eq!(
+        (args.prefix.as_deref(), args.page.limit, args.page.cursor.as_deref()),
+        (Some("eu/"), Some(2), Some("dTE"))
+    );
+    let Command::Kv(KvCommand::Ls(args)) = parse(&["kv", "ls", "users", "--cursor", "-x"]).command else { panic!() };
+    assert_eq!(args.page.cursor.as_deref(), Some("-x"), "a cursor is a key, which may start with -");
+    assert_eq!(parse_error(&["kv", "ls"]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(parse_error(&["kv", "ls", "users", "--limit", "many"]), ErrorKind::ValueValidation);
+}
+
+#[test]
 fn api_key_and_ca_file_are_global() {
     let cli = parse(&["functions", "ls", "--api-key", "keel_sk_x", "--ca-file", "ca.pem", "--url", "https://k:7733"]);
     assert_eq!(cli.api_key.as_deref(), Some("keel_sk_x"));

@@ -49,7 +49,7 @@ macro_rules! page {
 /// Every route of the console with what it needs, as the API's `ROUTES`: pages need `read`, an
 /// action the scope its API route needs (redrive and cancel `dlq`, pause, resume and clearing a
 /// fault `admin`).
-const ROUTES: [(Method, &str, Guard, Mount); 28] = [
+const ROUTES: [(Method, &str, Guard, Mount); 29] = [
     page!(GET "/console" => overview::page, Read),
     page!(GET "/console/assets/console.css" => stylesheet, Open),
     page!(GET "/console/assets/console.js" => script, Open),
@@ -68,6 +68,7 @@ const ROUTES: [(Method, &str, Guard, Mount); 28] = [
     page!(POST "/console/dlq/{id}/discard" => dlq::discard, Dlq),
     page!(GET "/console/events/{id}" => events::page, Read),
     page!(GET "/console/kv" => kv::page, Read),
+    page!(GET "/console/kv/{ns}" => kv::namespace, Kv),
     page!(GET "/console/kv/{ns}/{*key}" => kv::entry, Kv),
     page!(GET "/console/workflows" => workflows::page, Read),
     page!(GET "/console/workflow-runs/{id}" => workflows::run, Read),

@@ -345,6 +345,44 @@ async fn console_every_other_page_renders_in_the_browser() {
     c.goto(&format!("{}/console/events/{event}", keel.url)).await.unwrap();
     wait_for(c, "main table").await;
     assert!(text_of(c, "main table").await.contains("orders-to-echo"), "the delivery of the event");
+
+    // KV: a namespace named on the lookup page lists its keys, a prefix narrows them, a key
+    // links to its value.
+    for (key, value) in [("u/1", r#"{"items":1}"#), ("u/2", r#"{"items":2}"#), ("v/1", "7")] {
+        let url = format!("{}/v1/kv/carts/{}", keel.url, keel_server::client::encode(key));
+        assert_eq!(request("PUT", &url, &[], value).await.0, 201, "{key}");
+    }
+    c.goto(&format!("{}/console/kv", keel.url)).await.unwrap();
+    wait_for(c, "input[name=ns]").await;
+    c.find(Locator::Css("input[name=ns]")).await.unwrap().send_keys("carts").await.unwrap();
+    c.form(Locator::Css("form.filters")).await.unwrap().submit().await.unwrap();
+    wait_for(c, "table tbody tr[data-key]").await;
+    assert!(c.current_url().await.unwrap().as_str().ends_with("/console/kv/carts"));
+    assert_eq!(text_of(c, "main h1").await, "KV: carts");
+    let keys = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let mut keys = Vec::new();
+            for cell in c.find_all(Locator::Css("table tbody tr td:first-child")).await.unwrap() {
+                keys.push(cell.text().await.unwrap());
+            }
+            keys
+        }
+    };
+    assert_eq!(keys(c).await, ["u/1", "u/2", "v/1"]);
+    assert_eq!(text_of(c, "tr[data-key='u/2'] td:nth-child(2)").await, "1", "the version");
+    screenshot(c, "kv-namespace").await;
+    c.find(Locator::Css("input[name=prefix]")).await.unwrap().send_keys("u/").await.unwrap();
+    c.form(Locator::Css("form.filters")).await.unwrap().submit().await.unwrap();
+    wait_for(c, "input[name=prefix][value='u/']").await;
+    assert_eq!(keys(c).await, ["u/1", "u/2"]);
+    c.find(Locator::Css("tr[data-key='u/2'] a")).await.unwrap().click().await.unwrap();
+    wait_for(c, "pre.json").await;
+    assert_eq!(text_of(c, "main h1").await, "KV entry");
+    assert!(text_of(c, "pre.json").await.contains("\"items\": 2"));
+    c.goto(&format!("{}/console/kv/carts?prefix=nothing", keel.url)).await.unwrap();
+    wait_for(c, "div.empty").await;
+    assert!(text_of(c, "div.empty").await.contains("No key of carts starts with \"nothing\""));
 }
 
 /// Every `href` and `src` of an HTML page that stays on this site.
@@ -386,9 +424,16 @@ async fn console_crawl_finds_no_broken_link() {
         let (status, _, _) = request("POST", &format!("{}/v1/functions/echo/invoke", keel.url), &[], "{}").await;
         assert_eq!(status, 200);
     }
+    // More than a page of KV keys too, some with characters a link must escape. No page lists
+    // namespaces, so the crawl starts at this one as well.
+    for i in 0..52 {
+        let key = if i % 2 == 0 { format!("user {i}/items?x=1&y=#%") } else { format!("k{i:02}") };
+        let url = format!("{}/v1/kv/carts/{}", keel.url, keel_server::client::encode(&key));
+        assert_eq!(request("PUT", &url, &[], "{}").await.0, 201, "{key}");
+    }
 
-    let mut seen = BTreeSet::from(["/console".to_owned()]);
-    let mut queue = VecDeque::from(["/console".to_owned()]);
+    let mut seen = BTreeSet::from(["/console".to_owned(), "/console/kv/carts".to_owned()]);
+    let mut queue = VecDeque::from(["/console".to_owned(), "/console/kv/carts".to_owned()]);
     let mut broken = Vec::new();
     while let Some(link) = queue.pop_front() {
         let (status, headers, body) = request("GET", &format!("{}{link}", keel.url), &[], Bytes::new()).await;
@@ -418,6 +463,10 @@ async fn console_crawl_finds_no_broken_link() {
             .any(|l| l.starts_with("/console/invocations?") && !l.ends_with("cursor=") && l.contains("&cursor=")),
         "a next page"
     );
+    let entries = seen.iter().filter(|l| l.starts_with("/console/kv/carts/")).count();
+    assert_eq!(entries, 52, "every key of both pages links its value: {seen:?}");
+    assert!(seen.contains("/console/kv/carts/user%2010%2Fitems%3Fx%3D1%26y%3D%23%25"), "escaped: {seen:?}");
+    assert!(seen.iter().any(|l| l.starts_with("/console/kv/carts?prefix=&cursor=")), "a next page of keys");
 
     // A form of the schedules page, as a browser sends it: the CSRF token of its cookie.
     let headers = [("cookie", "keel_csrf=t"), ("content-type", "application/x-www-form-urlencoded")];

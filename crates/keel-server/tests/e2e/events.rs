@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::access::{bearer, key, start_secured};
 use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::load::submit_many;
 use crate::support::{eventually, get_json, post_json, request, wait_quiet, Functions, Keel};
@@ -228,6 +229,128 @@ async fn kv_over_http_uses_etags_and_preconditions() {
     assert_eq!(request("DELETE", &url, &[("if-match", "\"2\"")], "").await.0, 204);
     assert_eq!(get_json(&url).await.0, 404);
     assert_eq!(request("DELETE", &url, &[], "").await.0, 404);
+}
+
+/// Every key of `GET {url}?prefix=…&limit=…`, page by page until `next_cursor` is null; and how
+/// many pages that took.
+async fn list_all(url: &str, prefix: &str, limit: usize) -> (Vec<(String, Value)>, usize) {
+    let (mut items, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut page_url = format!("{url}?prefix={}&limit={limit}", keel_server::client::encode(prefix));
+        if let Some(cursor) = &cursor {
+            page_url.push_str(&format!("&cursor={cursor}"));
+        }
+        let (status, _, page) = get_json(&page_url).await;
+        assert_eq!(status, 200, "{page_url}: {page}");
+        pages += 1;
+        let got = page["items"].as_array().unwrap();
+        assert!(got.len() <= limit, "{page}");
+        items.extend(got.iter().map(|i| (i["key"].as_str().unwrap().to_owned(), i.clone())));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return (items, pages),
+        }
+    }
+}
+
+/// `keel kv ls ARGS…` against `base`: its stdout and stderr.
+async fn keel_kv_ls(base: &str, args: &[&str]) -> (String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["--url", base, "kv", "ls"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "keel kv ls {args:?}: {output:?}");
+    (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
+#[tokio::test]
+async fn kv_lists_a_namespace_by_prefix_page_by_page() {
+    let (_fns, addr) = Functions::start().await;
+    let keel = Keel::start(&format!("[functions.ok]\nurl = \"http://{addr}/ok\"\n")).await;
+    let url = format!("{}/v1/kv/shop", keel.url);
+    // Two prefixes, and keys a `LIKE '50%_off%'` would mix up with the literal prefix `50%_off`.
+    let keys = ["eu/3", "us/1", "eu/1", "50%_off/b", "eu/10", "50x_off", "us/2", "eu/2", "50%_off/a", "50%Xoff"];
+    for (i, key) in keys.iter().enumerate() {
+        let put = format!("{url}/{}", keel_server::client::encode(key));
+        assert_eq!(request("PUT", &put, &[], format!("{{\"n\":{i}}}")).await.0, 201, "{key}");
+    }
+    assert_eq!(request("PUT", &format!("{url}/eu%2F1"), &[], r#"{"n":"again"}"#).await.0, 200);
+    assert_eq!(request("PUT", &format!("{}/v1/kv/other/eu%2F9", keel.url), &[], "1").await.0, 201);
+
+    let (eu, pages) = list_all(&url, "eu/", 2).await;
+    let eu_keys: Vec<&str> = eu.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!((eu_keys, pages), (vec!["eu/1", "eu/10", "eu/2", "eu/3"], 2), "each key once, in byte order");
+    assert_eq!(eu[0].1, json!({"key": "eu/1", "value": {"n": "again"}, "version": 2}));
+    let (all, pages) = list_all(&url, "", 2).await;
+    let mut sorted = keys.map(str::to_owned).to_vec();
+    sorted.sort();
+    assert_eq!((all.into_iter().map(|(k, _)| k).collect::<Vec<_>>(), pages), (sorted, 5));
+    let (literal, _) = list_all(&url, "50%_off", 100).await;
+    let literal: Vec<&str> = literal.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(literal, ["50%_off/a", "50%_off/b"], "% and _ are taken literally");
+    let (_, _, none) = get_json(&format!("{url}?prefix=zz")).await;
+    assert_eq!(none, json!({"items": [], "next_cursor": null}));
+    assert_eq!(get_json(&format!("{}/v1/kv/empty", keel.url)).await.2, json!({"items": [], "next_cursor": null}));
+    assert_eq!(get_json(&format!("{url}?limit=5000")).await.2["items"].as_array().unwrap().len(), keys.len());
+
+    let (_, _, after) = get_json(&format!("{url}?prefix=eu%2F&cursor=eu%2F10")).await;
+    assert_eq!(after["items"].as_array().unwrap().iter().map(|i| &i["key"]).collect::<Vec<_>>(), ["eu/2", "eu/3"]);
+    for bad in ["limit=0", "limit=ten", "limit=-1", "cursor=", "cursor=a%0Ab", "prefix=%07", "sort=key"] {
+        let (status, headers, body) = request("GET", &format!("{url}?{bad}"), &[], "").await;
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(headers["content-type"], "application/problem+json", "{bad}");
+    }
+    assert_eq!(get_json(&format!("{}/v1/kv/a%2Fb", keel.url)).await.0, 400, "a namespace holds no /");
+
+    // `keel kv ls`: a table of keys and versions, one page, and the cursor of the next.
+    let (table, hint) = keel_kv_ls(&keel.url, &["shop", "--prefix", "eu/", "--limit", "3"]).await;
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows[0], "KEY    VERSION  VALUE");
+    assert_eq!(rows[1], r#"eu/1   2        {"n":"again"}"#);
+    assert_eq!(
+        rows.iter().skip(1).map(|r| r.split(' ').next().unwrap()).collect::<Vec<_>>(),
+        ["eu/1", "eu/10", "eu/2"]
+    );
+    let cursor = hint.trim().strip_prefix("next page: --cursor ").unwrap_or_else(|| panic!("{hint:?}"));
+    let (rest, hint) = keel_kv_ls(&keel.url, &["shop", "--prefix", "eu/", "--limit", "3", "--cursor", cursor]).await;
+    assert_eq!(rest.lines().skip(1).map(|r| r.split(' ').next().unwrap()).collect::<Vec<_>>(), ["eu/3"]);
+    assert_eq!(hint, "", "the last page");
+    let (json_page, _) = keel_kv_ls(&keel.url, &["--json", "shop", "--prefix", "us/"]).await;
+    let json_page: Value = serde_json::from_str(&json_page).unwrap();
+    assert_eq!(json_page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(json_page["next_cursor"], Value::Null);
+    let (nothing, said) = keel_kv_ls(&keel.url, &["shop", "--prefix", "zz"]).await;
+    assert_eq!((nothing.as_str(), said.trim()), ("", r#"no keys of shop start with "zz""#));
+}
+
+#[tokio::test]
+async fn kv_listing_needs_the_namespaces_read_scope() {
+    let (_fns, addr) = Functions::start().await;
+    let (admin, admin_secret) = key("admin", &["admin"], None, None);
+    let (reader, reader_secret) = key("reader", &["kv:shop:read"], None, None);
+    let (writer, writer_secret) = key("writer", &["kv:shop:write"], None, None);
+    let (elsewhere, elsewhere_secret) = key("elsewhere", &["kv:other:read", "read"], None, None);
+    let keel = start_secured(
+        &format!("[functions.ok]\nurl = \"http://{addr}/ok\"\n"),
+        &[&admin, &reader, &writer, &elsewhere],
+    )
+    .await;
+    let url = format!("{}/v1/kv/shop", keel.url);
+    let as_key = |secret: &str| bearer(secret);
+    let admin_auth = as_key(&admin_secret);
+    assert_eq!(request("PUT", &format!("{url}/u1"), &[("authorization", &admin_auth)], "1").await.0, 201);
+
+    let (status, _, body) = request("GET", &url, &[("authorization", &as_key(&reader_secret))], "").await;
+    let page: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, page), (200, json!({"items": [{"key": "u1", "value": 1, "version": 1}], "next_cursor": null})));
+    for secret in [&writer_secret, &elsewhere_secret] {
+        let (status, _, body) = request("GET", &url, &[("authorization", &as_key(secret))], "").await;
+        let problem: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status, &problem["scope_needed"]), (403, &json!("kv:shop:read")), "{problem}");
+    }
+    assert_eq!(request("GET", &url, &[], "").await.0, 401);
 }
 
 #[tokio::test]

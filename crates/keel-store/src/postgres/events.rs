@@ -5,11 +5,14 @@
 //! find its id, and a KV write first takes a transaction-scoped advisory lock on its key, so a
 //! precondition is always checked against the version the write replaces.
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 use keel_core::clock::Millis;
 use keel_core::events::{CloudEvent, NewEvent, Published, StoredEvent};
 use keel_core::invocation::CommitEffects;
-use keel_core::kv::{KvEntry, KvWrite};
+use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
+use keel_core::store::{page_size, Page};
 use keel_core::{Error, Result};
 
 use super::notify::notify;
@@ -108,6 +111,41 @@ pub(crate) async fn kv_get(tx: &Tx<'_>, ns: &str, key: &str) -> Result<Option<Kv
         version: r.get(1),
         updated_at: r.get(2),
     }))
+}
+
+/// One page of a namespace's keys in `range`, in byte order: every comparison and the order
+/// are `COLLATE "C"` (the column's own collation since migration 9, so the primary key serves
+/// them), whatever the database's default collation, so cursors agree with SQLite's.
+pub(crate) async fn kv_list(tx: &Tx<'_>, ns: &str, range: &KeyRange, limit: usize) -> Result<Page<KvItem>> {
+    let size = page_size(limit);
+    let mut sql = String::from("SELECT key, value, version, updated_at FROM kv WHERE ns = $1");
+    let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&ns];
+    let start = match &range.start {
+        Bound::Included(key) => Some((">=", key)),
+        Bound::Excluded(key) => Some((">", key)),
+        Bound::Unbounded => None,
+    };
+    if let Some((op, key)) = start {
+        args.push(key);
+        sql.push_str(&format!(" AND key COLLATE \"C\" {op} ${}", args.len()));
+    }
+    if let Some(end) = &range.end {
+        args.push(end);
+        sql.push_str(&format!(" AND key COLLATE \"C\" < ${}", args.len()));
+    }
+    // One row past the page says whether another follows; bound, so every size shares a statement.
+    let fetch = size as i64 + 1;
+    args.push(&fetch);
+    sql.push_str(&format!(" ORDER BY key COLLATE \"C\" LIMIT ${}", args.len()));
+    let rows = query(tx, &sql, &args).await.map_err(db_err)?;
+    let items = rows
+        .iter()
+        .map(|r| KvItem {
+            key: r.get(0),
+            entry: KvEntry { value: Bytes::from(r.get::<_, Vec<u8>>(1)), version: r.get(2), updated_at: r.get(3) },
+        })
+        .collect();
+    Ok(Page::from_overfetched(items, size, |item| &item.key))
 }
 
 /// Applies one write if its precondition holds; the new version, `None` after a delete.

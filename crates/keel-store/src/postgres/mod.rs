@@ -41,7 +41,7 @@ use keel_core::clock::Millis;
 use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
-use keel_core::kv::{KvEntry, KvWrite};
+use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
 use keel_core::store::{
     AccessStore, EventStore, InvocationStore, KeyStore, KvStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState,
     NodeStore, Page, Reclaim, ScheduleState, ScheduleStore, Tick, TickTaken, Urgency, WakeFn, NODE_TIMEOUT_MS,
@@ -367,6 +367,11 @@ impl KvStore for PgStore {
 
     async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>> {
         in_tx!(self, |tx| events::kv_write(&tx, &write, now))
+    }
+
+    async fn kv_list(&self, ns: &str, prefix: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<KvItem>> {
+        let range = KeyRange::new(prefix, after);
+        in_tx!(self, |tx| events::kv_list(&tx, ns, &range, limit))
     }
 }
 

@@ -214,6 +214,11 @@ CREATE TABLE chaos_faults (
     expires_at BIGINT NOT NULL
 );
 "#,
+    // KV keys in byte order, whatever the database's collation: listings page by key with
+    // cursors that agree with SQLite's, along the primary key (rebuilt with the column).
+    r#"
+ALTER TABLE kv ALTER COLUMN key TYPE TEXT COLLATE "C";
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

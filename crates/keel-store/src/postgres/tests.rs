@@ -11,7 +11,7 @@ use keel_core::store::prelude::*;
 use keel_core::store::{LeaseRequest, ListFilter, NodeBeat, Reclaim, NODE_TIMEOUT_MS};
 
 use super::PgStore;
-use crate::pg_testkit::fresh_database;
+use crate::pg_testkit::{fresh_database, fresh_database_with};
 
 async fn make() -> Option<(PgStore, ())> {
     let url = fresh_database().await?;
@@ -19,6 +19,23 @@ async fn make() -> Option<(PgStore, ())> {
 }
 
 keel_core::store_conformance!(make);
+
+/// In a database whose default collation is a language's (ICU `en`: `a` before `B`), keys
+/// still list in byte order, with the cursors SQLite gives.
+#[tokio::test]
+async fn kv_lists_in_byte_order_whatever_the_databases_collation() {
+    let options = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en' LOCALE 'C.UTF-8'";
+    let Some(url) = fresh_database_with(options).await else { return };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let sorted = "SELECT array_agg(k ORDER BY k) FROM unnest(ARRAY['a', 'B', 'a_c', 'ab']) AS k";
+    let order: Vec<String> = client.query_one(sorted, &[]).await.unwrap().get(0);
+    assert_eq!(order.first().map(String::as_str), Some("a"), "the database's own order is not byte order: {order:?}");
+    drop(client);
+    let _ = driver.await;
+    let store = PgStore::open(&url).expect("opening the store");
+    keel_core::store::testkit::kv_lists_keys_in_byte_order_by_prefix_and_cursor(&store).await;
+}
 
 const T0: i64 = 1_700_000_000_000;
 

@@ -1,12 +1,15 @@
 //! Events and their fan-out deliveries, and KV with version preconditions.
 
+use std::ops::Bound;
+
 use bytes::Bytes;
 use keel_core::clock::Millis;
 use keel_core::events::{CloudEvent, NewEvent, Published, StoredEvent};
 use keel_core::invocation::CommitEffects;
-use keel_core::kv::{KvEntry, KvWrite};
+use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
+use keel_core::store::{page_size, Page};
 use keel_core::{Error, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::ops;
 use super::rows::{self, db_err, decode_headers, encode_headers, INVOCATION_COLUMNS};
@@ -102,6 +105,43 @@ pub(crate) fn kv_get(conn: &Connection, ns: &str, key: &str) -> Result<Option<Kv
             .optional()
         })
         .map_err(db_err)
+}
+
+/// One page of a namespace's keys in `range`, in byte order (`TEXT` compares with `BINARY`:
+/// `memcmp` of the UTF-8), read along the primary key.
+pub(crate) fn kv_list(conn: &Connection, ns: &str, range: &KeyRange, limit: usize) -> Result<Page<KvItem>> {
+    let size = page_size(limit);
+    let mut sql = String::from("SELECT key, value, version, updated_at FROM kv WHERE ns = ?");
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![&ns];
+    let start = match &range.start {
+        Bound::Included(key) => Some((">=", key)),
+        Bound::Excluded(key) => Some((">", key)),
+        Bound::Unbounded => None,
+    };
+    if let Some((op, key)) = start {
+        sql.push_str(&format!(" AND key {op} ?"));
+        args.push(key);
+    }
+    if let Some(end) = &range.end {
+        sql.push_str(" AND key < ?");
+        args.push(end);
+    }
+    // One row past the page says whether another follows; bound, so every size shares a statement.
+    let fetch = size as i64 + 1;
+    args.push(&fetch);
+    sql.push_str(" ORDER BY key LIMIT ?");
+    let items = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_map(params_from_iter(args), |r| {
+                let entry =
+                    KvEntry { value: Bytes::from(r.get::<_, Vec<u8>>(1)?), version: r.get(2)?, updated_at: r.get(3)? };
+                Ok(KvItem { key: r.get(0)?, entry })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err)?;
+    Ok(Page::from_overfetched(items, size, |item| &item.key))
 }
 
 /// Applies one write if its precondition holds; the new version, `None` after a delete.

@@ -29,7 +29,7 @@ use keel_core::clock::Millis;
 use keel_core::events::{NewEvent, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
-use keel_core::kv::{KvEntry, KvWrite};
+use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
 use keel_core::store::{
     AccessStore, EventStore, InvocationStore, KeyStore, KvStore, LeaseRequest, Leased, ListFilter, NodeBeat, NodeState,
     NodeStore, Page, Reclaim, Urgency,
@@ -388,6 +388,11 @@ impl KvStore for SqliteStore {
 
     async fn kv_write(&self, write: KvWrite, now: Millis) -> Result<Option<i64>> {
         self.writer.write(move |c| events::kv_write(c, &write, now)).await
+    }
+
+    async fn kv_list(&self, ns: &str, prefix: Option<&str>, after: Option<&str>, limit: usize) -> Result<Page<KvItem>> {
+        let (ns, range) = (ns.to_string(), KeyRange::new(prefix, after));
+        self.read(move |c| events::kv_list(c, &ns, &range, limit)).await
     }
 }
 

@@ -109,6 +109,86 @@ pub async fn kv_versions_and_preconditions(store: &dyn Store) {
     assert!(store.kv_get("other", "u1").await.unwrap().is_none());
 }
 
+/// Keys chosen where byte order and a language's collation disagree (case, punctuation,
+/// accents), and where `LIKE` would not take a prefix literally (`%`, `_`).
+const LISTED_KEYS: [&str; 14] =
+    ["B", "a", "a%d", "a-b", "aXd", "a_c", "ab", "user/1", "user/10", "user/2", "user_1", "z", "é", "\u{10FFFF}"];
+
+async fn list_keys(
+    store: &dyn Store,
+    ns: &str,
+    prefix: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Page<String> {
+    let page = store.kv_list(ns, prefix, after, limit).await.unwrap();
+    Page { items: page.items.into_iter().map(|item| item.key).collect(), next_cursor: page.next_cursor }
+}
+
+pub async fn kv_lists_keys_in_byte_order_by_prefix_and_cursor(store: &dyn Store) {
+    for (i, key) in LISTED_KEYS.iter().rev().enumerate() {
+        store.kv_write(put("b", key, &i.to_string(), Precondition::None), T0 + i as Millis).await.unwrap();
+    }
+    store.kv_write(put("b", "ab", "\"again\"", Precondition::None), T0 + 100).await.unwrap();
+    store.kv_write(put("other", "a", "0", Precondition::None), T0).await.unwrap();
+    store.kv_write(put("b", "gone", "0", Precondition::None), T0).await.unwrap();
+    store.kv_write(KvWrite { value: None, ..put("b", "gone", "", Precondition::None) }, T0 + 1).await.unwrap();
+    let mut in_byte_order = LISTED_KEYS.to_vec();
+    in_byte_order.sort_unstable();
+    assert_eq!(in_byte_order, LISTED_KEYS, "the list above is written in byte order");
+
+    let all = store.kv_list("b", None, None, 0).await.unwrap();
+    assert_eq!(all.items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), LISTED_KEYS, "byte order, one namespace");
+    assert_eq!(all.next_cursor, None);
+    let ab = all.items.iter().find(|i| i.key == "ab").unwrap();
+    assert_eq!((&ab.entry.value[..], ab.entry.version, ab.entry.updated_at), (&b"\"again\""[..], 2, T0 + 100));
+
+    // Pages of 2, each cursor the page's last key, the last page without one.
+    let (mut pages, mut after, mut seen) = (0, None, Vec::new());
+    loop {
+        let page = list_keys(store, "b", None, after.as_deref(), 2).await;
+        pages += 1;
+        seen.extend(page.items.clone());
+        match page.next_cursor {
+            Some(cursor) => {
+                assert_eq!(Some(&cursor), page.items.last(), "the cursor is the page's last key");
+                after = Some(cursor);
+            }
+            None => break,
+        }
+    }
+    assert_eq!((seen, pages), (LISTED_KEYS.map(String::from).to_vec(), 7), "every key once, in order");
+    let exact = list_keys(store, "b", None, None, LISTED_KEYS.len()).await;
+    assert_eq!((exact.items.len(), exact.next_cursor), (LISTED_KEYS.len(), None), "a full last page says so");
+
+    // Prefixes are literal: `_` and `%` match only themselves.
+    for (prefix, want) in [
+        ("a", &["a", "a%d", "a-b", "aXd", "a_c", "ab"][..]),
+        ("a_", &["a_c"]),
+        ("a%", &["a%d"]),
+        ("user/", &["user/1", "user/10", "user/2"]),
+        ("user/1", &["user/1", "user/10"]),
+        ("user_", &["user_1"]),
+        ("é", &["é"]),
+        ("\u{10FFFF}", &["\u{10FFFF}"]),
+        ("nothing", &[]),
+    ] {
+        let page = list_keys(store, "b", Some(prefix), None, 0).await;
+        assert_eq!((page.items, page.next_cursor), (want.iter().map(|k| k.to_string()).collect(), None), "{prefix:?}");
+    }
+    let first = list_keys(store, "b", Some("a"), None, 4).await;
+    assert_eq!(
+        (first.items.as_slice(), first.next_cursor.as_deref()),
+        (&["a", "a%d", "a-b", "aXd"].map(String::from)[..], Some("aXd"))
+    );
+    let rest = list_keys(store, "b", Some("a"), Some("aXd"), 4).await;
+    assert_eq!((rest.items, rest.next_cursor), (vec!["a_c".to_string(), "ab".to_string()], None));
+    let before = list_keys(store, "b", Some("user/"), Some("B"), 0).await;
+    assert_eq!(before.items, ["user/1", "user/10", "user/2"], "a cursor before the prefix starts at the prefix");
+    assert!(list_keys(store, "b", Some("a"), Some("z"), 0).await.items.is_empty(), "a cursor past the prefix");
+    assert!(list_keys(store, "none", None, None, 0).await.items.is_empty());
+}
+
 pub async fn effects_commit_with_the_completion_or_not_at_all(store: &dyn Store) {
     store.kv_write(put("b", "u1", "100", Precondition::None), T0).await.unwrap();
     store.enqueue(new_inv("01A", "f", T0)).await.unwrap();

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{LeaseRequest, ListFilter, NodeBeat, NodeState, Reclaim, Store, Urgency};
+use super::{LeaseRequest, ListFilter, NodeBeat, NodeState, Page, Reclaim, Store, Urgency};
 use crate::clock::Millis;
 use crate::events::{CloudEvent, NewEvent, Published};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
@@ -32,7 +32,8 @@ macro_rules! store_conformance {
             a_held_key_outlives_its_ttl_until_its_lease_ends,
             nodes_report_heartbeats_and_leases, publish_stores_events_with_deliveries_once,
             header_lists_keep_every_character,
-            kv_versions_and_preconditions, effects_commit_with_the_completion_or_not_at_all,
+            kv_versions_and_preconditions, kv_lists_keys_in_byte_order_by_prefix_and_cursor,
+            effects_commit_with_the_completion_or_not_at_all,
             ordered_deliveries_wait_for_earlier_ones, finished_sync_invocations_commit_their_effects,
             queue_stats_count_backlog_and_dead,
             concurrency_keys_are_kept_through_every_path, a_key_at_its_limit_does_not_hide_other_keys,
