@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keel_core::clock::Millis;
-use keel_core::idempotency::{decide, parse_key_header, KeyClaim, KeyDecision, KeyRef, StoredReply};
+use keel_core::idempotency::{parse_key_header, KeyClaim, KeyDecision, KeyRef, StoredReply};
 use sha2::{Digest, Sha256};
 
 use crate::problem::{reply_response, Problem};
@@ -98,20 +98,10 @@ pub(crate) fn claim(
 /// The answer when the stored record already settles the request — a replay, or a key reused
 /// with another request — read without a write; `None` when the request must claim the key.
 pub(crate) async fn settled(shared: &Shared, claim: &KeyClaim) -> Result<Option<Response>, Problem> {
-    let record = match shared.replays.get(&claim.key, claim.now) {
-        Some(record) => Some(record),
-        None => {
-            let record = shared.store.peek_key(&claim.key).await?;
-            if let Some(record) = &record {
-                shared.replays.put(&claim.key, record);
-            }
-            record
-        }
-    };
-    Ok(match decide(record.as_ref(), &claim.fingerprint, claim.now) {
-        KeyDecision::Replay(reply) => Some(replay(reply)),
-        KeyDecision::Mismatch => Some(mismatch().into_response()),
-        _ => None,
+    Ok(match crate::dispatch::sync::stored_answer(shared, claim).await? {
+        Some(KeyDecision::Replay(reply)) => Some(replay(reply)),
+        Some(_) => Some(mismatch().into_response()),
+        None => None,
     })
 }
 

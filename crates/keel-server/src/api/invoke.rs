@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use keel_core::id::new_id;
 use keel_core::idempotency::{KeyClaim, KeyDecision, StoredReply};
-use keel_core::invocation::{Invocation, Lease, NewInvocation};
+use keel_core::invocation::{Invocation, NewInvocation};
 use keel_core::Error;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -21,7 +21,6 @@ use super::{body, delay, idempotency, input, openapi};
 use crate::dispatch;
 use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
-use crate::flow::SyncPass;
 use crate::functions::{Function, Slot};
 use crate::problem::{reply_response, Problem};
 use crate::state::Shared;
@@ -65,25 +64,6 @@ fn concurrency_key(function: &Function, headers: &HeaderMap) -> Result<Option<St
         )));
     }
     Ok(Some(value.to_owned()))
-}
-
-/// Asks flow control to admit a sync call now; a refusal is counted and answered at once.
-fn gate<'f>(shared: &Shared, function: &'f Function) -> Result<SyncPass<'f>, Problem> {
-    let slot_free = function.permits.available_permits() > 0;
-    let now = shared.clock.now_ms();
-    function.flow.gate_sync(now, function.config.sync_timeout, slot_free).map_err(|shed| {
-        shed_counted(shared, function, &shed, now);
-        Problem::shed(&function.config.name, &shed)
-    })
-}
-
-/// A refusal by flow control: counted, and (debounced) announced on `keel.system`. A paused
-/// function's refusals are not: its pause was announced.
-fn shed_counted(shared: &Shared, function: &Function, shed: &crate::flow::Shed, now: keel_core::clock::Millis) {
-    shared.metrics.shed(&function.config.name, shed);
-    if !matches!(shed, crate::flow::Shed::Paused) {
-        shared.system_events.shed(&function.config.name, shed.reason(), now);
-    }
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -188,7 +168,7 @@ pub(crate) async fn invoke_sync(
         concurrency_key: concurrency_key(function, &headers)?,
     };
     let Some(key) = key else {
-        let pass = gate(&shared, function)?;
+        let pass = sync::gate(&shared, function)?;
         let mut inv = sync::new_invocation(&shared, function, request, None);
         let ended = sync::run(&shared, function, &mut inv, &Recorder::Plain, pass).await;
         return answer(&inv, ended);
@@ -196,54 +176,23 @@ pub(crate) async fn invoke_sync(
     // Keyed: the invocation and its key record are stored before the first attempt, so a retry
     // of this request finds it — in flight, done, or orphaned by a crash and taken over.
     let lease = function.config.sync_timeout + KEY_LEASE_MARGIN;
-    let wait_until = idempotency::prefer_wait(&headers).map(|w| tokio::time::Instant::now() + w);
-    let mut pause = Duration::from_millis(10);
-    let mut counted = false;
-    loop {
-        let claim = idempotency::claim(
-            &shared,
-            &actor.principal,
-            (&method, uri.path()),
-            key.clone(),
-            &request.payload,
-            lease,
-            function.config.idempotency_ttl,
-        );
-        if let Some(answer) = idempotency::settled(&shared, &claim).await? {
-            return Ok(answer);
+    let ttl = function.config.idempotency_ttl;
+    let claim = || {
+        idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key.clone(), &request.payload, lease, ttl)
+    };
+    let keyed = sync::KeyedCall {
+        key: key.clone(),
+        claim: &claim,
+        wait_until: idempotency::prefer_wait(&headers).map(|w| tokio::time::Instant::now() + w),
+        reply: &sync_reply,
+    };
+    match sync::run_keyed(&shared, function, request.clone(), keyed).await? {
+        sync::Keyed::Replay(reply) => Ok(idempotency::replay(reply)),
+        sync::Keyed::Mismatch => Err(idempotency::mismatch()),
+        sync::Keyed::InFlight { lease_until } => {
+            Err(idempotency::in_flight(&shared, lease_until, PreferWait::Honoured))
         }
-        // A new record (a replay is not one), counted once however long `Prefer: wait` waits.
-        if !std::mem::replace(&mut counted, true) {
-            shared.limits.admit_key_record(&claim.key.scope)?;
-        }
-        // A replay is answered whatever the load; new work is admitted by flow control first.
-        let pass = gate(&shared, function)?;
-        let mut inv = sync::new_invocation(&shared, function, request.clone(), Some(key.clone()));
-        inv.lease = Some(Lease { owner: claim.holder.clone(), leased_at: claim.now, expires_at: claim.lease_until });
-        let (key_ref, holder) = (claim.key.clone(), claim.holder.clone());
-        match shared.store.begin_sync(inv.clone(), claim).await? {
-            KeyDecision::Replay(reply) => return Ok(idempotency::replay(reply)),
-            KeyDecision::Mismatch => return Err(idempotency::mismatch()),
-            KeyDecision::InFlight { lease_until } => match wait_until {
-                Some(until) if tokio::time::Instant::now() + pause < until => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                }
-                _ => return Err(idempotency::in_flight(&shared, lease_until, PreferWait::Honoured)),
-            },
-            decision => {
-                if let KeyDecision::TakeOver { invocation_id } = decision {
-                    inv = shared
-                        .store
-                        .get(&invocation_id)
-                        .await?
-                        .ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
-                }
-                let recorder = Recorder::Keyed { key: key_ref, holder, reply: &sync_reply };
-                let ended = sync::run(&shared, function, &mut inv, &recorder, pass).await;
-                return answer(&inv, ended);
-            }
-        }
+        sync::Keyed::Ran { inv, ended } => answer(&inv, ended),
     }
 }
 
@@ -451,7 +400,7 @@ fn queue_room(shared: &Shared, function: &Function, starts_now: bool) -> Result<
         return Ok(());
     }
     function.flow.check_queue().map_err(|shed| {
-        shed_counted(shared, function, &shed, shared.clock.now_ms());
+        sync::shed_counted(shared, function, &shed, shared.clock.now_ms());
         Problem::shed(&function.config.name, &shed)
     })
 }

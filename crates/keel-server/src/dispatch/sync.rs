@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use keel_core::clock::Millis;
 use keel_core::id::new_id;
-use keel_core::idempotency::{KeyRef, StoredReply};
-use keel_core::invocation::{truncate_error, CommitEffects, Invocation, NewInvocation, Status};
+use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRef, StoredReply};
+use keel_core::invocation::{truncate_error, CommitEffects, Invocation, Lease, NewInvocation, Status};
 use keel_core::lifecycle::{next_after, Failure, Next, Standing};
 use keel_core::outcome::Outcome;
 use keel_core::store::Urgency;
@@ -21,6 +22,7 @@ use crate::events;
 use crate::flow::{KeyGuard, SyncPass};
 use crate::functions::Function;
 use crate::metric_definitions::{Admission, End};
+use crate::problem::Problem;
 use crate::runtime::AttemptCall;
 use crate::state::Shared;
 
@@ -112,6 +114,122 @@ impl Recorder<'_> {
             Recorder::Keyed { key, holder, reply } => {
                 let reply = reply(inv, end);
                 shared.store.finish_sync(inv.clone(), effects, key.clone(), holder.clone(), reply).await
+            }
+        }
+    }
+}
+
+/// Asks flow control to admit a sync call now; a refusal is counted and answered at once.
+pub(crate) fn gate<'f>(shared: &Shared, function: &'f Function) -> Result<SyncPass<'f>, Problem> {
+    let slot_free = function.permits.available_permits() > 0;
+    let now = shared.clock.now_ms();
+    function.flow.gate_sync(now, function.config.sync_timeout, slot_free).map_err(|shed| {
+        shed_counted(shared, function, &shed, now);
+        Problem::shed(&function.config.name, &shed)
+    })
+}
+
+/// A refusal by flow control: counted, and (debounced) announced on `keel.system`. A paused
+/// function's refusals are not: its pause was announced.
+pub(crate) fn shed_counted(shared: &Shared, function: &Function, shed: &crate::flow::Shed, now: Millis) {
+    shared.metrics.shed(&function.config.name, shed);
+    if !matches!(shed, crate::flow::Shed::Paused) {
+        shared.system_events.shed(&function.config.name, shed.reason(), now);
+    }
+}
+
+/// A keyed sync call, as the handler read it from the request.
+pub(crate) struct KeyedCall<'a> {
+    pub(crate) key: String,
+    /// A claim on the key as of now (its lease and expiry run from the moment it is made).
+    pub(crate) claim: &'a (dyn Fn() -> KeyClaim + Sync),
+    /// `Prefer: wait`: how long to wait for another request holding the key.
+    pub(crate) wait_until: Option<Instant>,
+    /// The reply stored with the key when the invocation ends.
+    pub(crate) reply: &'a (dyn Fn(&Invocation, SyncEnd) -> StoredReply + Sync),
+}
+
+/// What a keyed sync call came to.
+#[derive(Debug)]
+pub(crate) enum Keyed {
+    /// The key's stored reply: the request was answered before.
+    Replay(StoredReply),
+    /// The key was used with another request.
+    Mismatch,
+    /// Another request holds the key, and `Prefer: wait` (if sent) ran out first.
+    InFlight { lease_until: Millis },
+    /// It ran here — new, or taken over from a holder that died — and ended so.
+    Ran { inv: Box<Invocation>, ended: Result<SyncEnd, Unrecorded> },
+}
+
+/// The answer a key's stored record already gives — a replay, or a key reused with another
+/// request (`Mismatch`) — read without a write (from the cache of completed records, else the
+/// store); `None` when the request must claim the key.
+pub(crate) async fn stored_answer(shared: &Shared, claim: &KeyClaim) -> keel_core::Result<Option<KeyDecision>> {
+    let record = match shared.replays.get(&claim.key, claim.now) {
+        Some(record) => Some(record),
+        None => {
+            let record = shared.store.peek_key(&claim.key).await?;
+            if let Some(record) = &record {
+                shared.replays.put(&claim.key, record);
+            }
+            record
+        }
+    };
+    Ok(match keel_core::idempotency::decide(record.as_ref(), &claim.fingerprint, claim.now) {
+        decision @ (KeyDecision::Replay(_) | KeyDecision::Mismatch) => Some(decision),
+        _ => None,
+    })
+}
+
+/// A keyed sync call: the invocation and its key record are stored before the first attempt, so
+/// a retry of the request finds it — in flight, done, or orphaned by a crash and taken over.
+/// While another request holds the key, waits (backing off from 10 to 200 ms) as long as
+/// `Prefer: wait` allows. A new key record is counted against the caller's budget once, however
+/// long the wait; a replay is answered whatever the load, new work is admitted by flow control.
+pub(crate) async fn run_keyed(
+    shared: &Shared,
+    function: &Arc<Function>,
+    request: SyncRequest,
+    call: KeyedCall<'_>,
+) -> Result<Keyed, Problem> {
+    let mut pause = Duration::from_millis(10);
+    let mut counted = false;
+    loop {
+        let claim = (call.claim)();
+        match stored_answer(shared, &claim).await? {
+            Some(KeyDecision::Replay(reply)) => return Ok(Keyed::Replay(reply)),
+            Some(_) => return Ok(Keyed::Mismatch),
+            None => {}
+        }
+        if !std::mem::replace(&mut counted, true) {
+            shared.limits.admit_key_record(&claim.key.scope)?;
+        }
+        let pass = gate(shared, function)?;
+        let mut inv = new_invocation(shared, function, request.clone(), Some(call.key.clone()));
+        inv.lease = Some(Lease { owner: claim.holder.clone(), leased_at: claim.now, expires_at: claim.lease_until });
+        let (key, holder) = (claim.key.clone(), claim.holder.clone());
+        match shared.store.begin_sync(inv.clone(), claim).await? {
+            KeyDecision::Replay(reply) => return Ok(Keyed::Replay(reply)),
+            KeyDecision::Mismatch => return Ok(Keyed::Mismatch),
+            KeyDecision::InFlight { lease_until } => match call.wait_until {
+                Some(until) if Instant::now() + pause < until => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                _ => return Ok(Keyed::InFlight { lease_until }),
+            },
+            decision => {
+                if let KeyDecision::TakeOver { invocation_id } = decision {
+                    inv = shared
+                        .store
+                        .get(&invocation_id)
+                        .await?
+                        .ok_or_else(|| Problem::not_found("the invocation of this key is gone"))?;
+                }
+                let recorder = Recorder::Keyed { key, holder, reply: call.reply };
+                let ended = run(shared, function, &mut inv, &recorder, pass).await;
+                return Ok(Keyed::Ran { inv: Box::new(inv), ended });
             }
         }
     }
