@@ -8,7 +8,11 @@
 use std::io::IsTerminal;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::span::Record;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -37,7 +41,12 @@ pub fn init(json: bool) -> Telemetry {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let fmt = tracing_subscriber::fmt::layer().with_ansi(colours(std::io::stdout().is_terminal(), no_color));
     let fmt = if json {
-        fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed()
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .fmt_fields(AppendJsonFields)
+            .boxed()
     } else {
         fmt.pretty().boxed()
     };
@@ -58,6 +67,50 @@ pub fn init(json: bool) -> Telemetry {
     Telemetry { provider }
 }
 
+/// A span's fields as JSON, as `JsonFields` writes them, except that a `Span::record` appends
+/// the new fields to the object instead of parsing it and writing it again whole, as
+/// `JsonFields` does — every request and attempt records several fields after its span is made,
+/// and that re-parsing was the biggest cost of logging at the default level (~8% of a sync
+/// call's CPU, `perf`, BENCHMARKS.md). A field recorded twice appears twice; the last wins
+/// when the line is read (serde_json keeps the last of duplicate keys).
+#[derive(Debug, Clone, Copy, Default)]
+struct AppendJsonFields;
+
+impl<'writer> FormatFields<'writer> for AppendJsonFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> std::fmt::Result {
+        JsonFields::new().format_fields(writer, fields)
+    }
+
+    fn add_fields(&self, current: &'writer mut FormattedFields<Self>, fields: &Record<'_>) -> std::fmt::Result {
+        let mut new = String::new();
+        JsonFields::new().format_fields(Writer::new(&mut new), fields)?;
+        append_object(&mut current.fields, &new);
+        Ok(())
+    }
+}
+
+/// Appends the members of the JSON object `new` to the JSON object `current` (empty: none yet).
+fn append_object(current: &mut String, new: &str) {
+    let members = new.strip_prefix('{').and_then(|n| n.strip_suffix('}')).unwrap_or("");
+    if members.is_empty() {
+        return;
+    }
+    match current.strip_suffix('}') {
+        Some("{") => {
+            current.pop();
+            current.push_str(members);
+            current.push('}');
+        }
+        Some(_) => {
+            current.pop();
+            current.push(',');
+            current.push_str(members);
+            current.push('}');
+        }
+        None => new.clone_into(current),
+    }
+}
+
 /// Whether log lines get ANSI colours: only for a person at a terminal who has not asked for
 /// none (<https://no-color.org>); never in a file, a pipe or a journal.
 fn colours(terminal: bool, no_color: bool) -> bool {
@@ -66,7 +119,23 @@ fn colours(terminal: bool, no_color: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::colours;
+    use super::{append_object, colours};
+
+    #[test]
+    fn recorded_fields_are_appended_to_the_span_object() {
+        let mut fields = String::new();
+        append_object(&mut fields, r#"{"a":1}"#);
+        assert_eq!(fields, r#"{"a":1}"#, "the first fields");
+        append_object(&mut fields, r#"{"b":"x","c":true}"#);
+        assert_eq!(fields, r#"{"a":1,"b":"x","c":true}"#);
+        append_object(&mut fields, "{}");
+        assert_eq!(fields, r#"{"a":1,"b":"x","c":true}"#, "nothing new");
+        let mut empty = "{}".to_owned();
+        append_object(&mut empty, r#"{"d":2}"#);
+        assert_eq!(empty, r#"{"d":2}"#);
+        let read: serde_json::Value = serde_json::from_str(&fields).unwrap();
+        assert_eq!(read["c"], true, "still one JSON object");
+    }
 
     #[test]
     fn colours_only_on_a_terminal_without_no_color() {

@@ -79,7 +79,9 @@ impl BenchServer {
             .arg("-c")
             .arg(&self.config)
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--log-format", "json"])
-            .env("RUST_LOG", "warn")
+            // The default log level, as `keel serve` runs for its users: spans and their fields
+            // are built at `info` whether or not a line is written, and that costs CPU per call.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
