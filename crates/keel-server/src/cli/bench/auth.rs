@@ -37,7 +37,7 @@ pub(crate) async fn run(
         scenarios.push(compared("sync+auth", on, off));
     }
     if let Some(off) = async_off {
-        let on = throughput::asynchronous(&settings, direct, noop, &base, Some(&server)).await?;
+        let on = throughput::asynchronous(&settings, direct, Some(noop), &base, Some(&server)).await?;
         scenarios.push(compared("async+auth", on, off));
     }
     server.kill().await?;

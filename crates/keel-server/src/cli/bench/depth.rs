@@ -33,7 +33,7 @@ pub(crate) async fn run(settings: &Settings, direct: &Direct, noop: &NoopFunctio
         let ready = server.start().await?;
         let rss_at_start = server.rss_mb().unwrap_or(0.0);
         let base = server.base_url();
-        let case = throughput::async_run(settings, direct, noop, &base, format!("{depth} queued")).await?;
+        let case = throughput::async_run(settings, direct, Some(noop), &base, format!("{depth} queued")).await?;
         throughput::confirm_settled(&settings.client(&base)?, false).await?;
         let case = case
             .with("start_ms", ready.as_secs_f64() * 1000.0)

@@ -72,6 +72,13 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) noop_listen: Option<SocketAddr>,
 
+    /// An outside no-op function to call instead of the built-in one (nginx `return 200`, say):
+    /// `direct` goes straight to it and the server's `noop` function calls it. `async` then
+    /// times its end through the API; scenarios that count calls at the built-in function
+    /// (`fanout`, `depth`, `recovery`, `memory`, `--auth`) are skipped.
+    #[arg(long, value_name = "URL")]
+    pub(crate) function_url: Option<String>,
+
     /// Then run `sync` and `async` again on a second server with `[auth] mode = "keys"`, every
     /// request carrying an admin key, each case compared with auth off. With --url: sends
     /// KEEL_API_KEY / --api-key to that server instead, without the comparison.
@@ -188,17 +195,20 @@ pub(crate) async fn run(args: BenchArgs, access: &Access, json: bool) -> anyhow:
         SocketAddr::from(([127, 0, 0, 1], port))
     });
     let noop = NoopFunction::start(noop_addr).await?;
+    let function_url = args.function_url.clone().unwrap_or_else(|| noop.url());
+    // The built-in no-op counts calls; an outside one does not.
+    let counted = args.function_url.is_none().then_some(&noop);
     let mut scenarios = Vec::new();
 
     // `direct` always runs: every ratio needs it.
-    let direct = throughput::direct(&settings, &noop).await?;
+    let direct = throughput::direct(&settings, &function_url).await?;
     // `holder`, for `egress`, is in the config of the server the bench starts (not under --url).
     let (mut server, mut holder, base) = match &external {
         Some(url) => (None, None, url.clone()),
         None => {
             let holder = Holder::start().await?;
             let url = holder.url();
-            let mut server = BenchServer::new(&noop.url(), Some(&url), settings.concurrency * 2, settings.fsync)?;
+            let mut server = BenchServer::new(&function_url, Some(&url), settings.concurrency * 2, settings.fsync)?;
             server.start().await?;
             let base = server.base_url();
             (Some(server), Some(holder), base)
@@ -218,19 +228,27 @@ pub(crate) async fn run(args: BenchArgs, access: &Access, json: bool) -> anyhow:
         });
     }
     if wanted(ScenarioName::Async) {
-        scenarios.push(throughput::asynchronous(&settings, &direct, &noop, &base, server.as_ref()).await?);
+        scenarios.push(throughput::asynchronous(&settings, &direct, counted, &base, server.as_ref()).await?);
     }
     if wanted(ScenarioName::Replay) {
         scenarios.push(pending::replay(&settings, &direct, &base).await?);
     }
+    let builtin =
+        |name: &'static str| Scenario::skipped(name, "counts calls at the built-in no-op (no --function-url)");
     if wanted(ScenarioName::Fanout) {
-        scenarios.push(pending::fanout(&settings, &direct, &noop, &base).await?);
+        scenarios.push(match counted {
+            Some(noop) => pending::fanout(&settings, &direct, noop, &base).await?,
+            None => builtin("fanout"),
+        });
     }
     if let Some(server) = server.as_mut() {
         server.kill().await?;
     }
     // Right after the auth-off runs, so that both sides see the machine alike.
-    if args.auth {
+    if args.auth && counted.is_none() {
+        scenarios.push(builtin("sync+auth"));
+        scenarios.push(builtin("async+auth"));
+    } else if args.auth {
         scenarios.extend(match &external {
             None => {
                 auth::run(&settings, &direct, &noop, holder.as_ref().map(Holder::url).as_deref(), &scenarios).await?
@@ -239,24 +257,24 @@ pub(crate) async fn run(args: BenchArgs, access: &Access, json: bool) -> anyhow:
         });
     }
     let own = |name: &'static str| Scenario::skipped(name, "needs a server keel bench starts itself (no --url)");
-    let depth = match (&external, wanted(ScenarioName::Depth) || wanted(ScenarioName::Memory)) {
-        (None, true) => Some(depth::run(&settings, &direct, &noop).await?),
-        (Some(_), true) => None,
-        (_, false) => None,
+    let depth = match (&external, counted, wanted(ScenarioName::Depth) || wanted(ScenarioName::Memory)) {
+        (None, Some(noop), true) => Some(depth::run(&settings, &direct, noop).await?),
+        _ => None,
     };
+    let unmeasured = |name| if counted.is_none() { builtin(name) } else { own(name) };
     if wanted(ScenarioName::Depth) {
-        scenarios.push(depth.as_ref().map(|d| d.scenario()).unwrap_or_else(|| own("depth")));
+        scenarios.push(depth.as_ref().map(|d| d.scenario()).unwrap_or_else(|| unmeasured("depth")));
     }
     if wanted(ScenarioName::Recovery) {
-        scenarios.push(match external {
-            None => recovery::run(&settings, &noop).await?,
-            Some(_) => own("recovery"),
+        scenarios.push(match (&external, counted) {
+            (None, Some(noop)) => recovery::run(&settings, noop).await?,
+            _ => unmeasured("recovery"),
         });
     }
     if wanted(ScenarioName::Memory) {
         scenarios.push(match (&depth, idle_rss) {
             (Some(depth), Some(idle)) => depth::memory(idle, depth),
-            _ => own("memory"),
+            _ => unmeasured("memory"),
         });
     }
 
@@ -274,6 +292,7 @@ pub(crate) async fn run(args: BenchArgs, access: &Access, json: bool) -> anyhow:
             "depths": settings.depths,
             "recovery_queued": settings.recovery_queued,
             "quick": args.quick,
+            "function_url": args.function_url,
         }),
         targets: report::check_targets(&scenarios, settings.concurrency),
         scenarios,

@@ -47,8 +47,9 @@ fn latency_case(case: &str, run: &LoadResult, ratio: Option<f64>) -> Case {
     case
 }
 
-pub(crate) async fn direct(settings: &Settings, noop: &NoopFunction) -> Result<Direct, BenchError> {
-    let target = Target::post(&noop.url(), StatusCode::OK)?;
+/// The no-op function at `function_url` (the built-in one, or `--function-url`) called straight.
+pub(crate) async fn direct(settings: &Settings, function_url: &str) -> Result<Direct, BenchError> {
+    let target = Target::post(function_url, StatusCode::OK)?;
     let (n1, n) = (settings.requests_c1(), settings.requests);
     let c1 = load::closed_loop(&target, n1, 1, &settings.progress("direct c=1", n1)).await?;
     let c = settings.concurrency;
@@ -129,11 +130,12 @@ pub(crate) async fn through_keel(
 }
 
 /// `requests` async invocations at the configured concurrency, timed from the first submit to
-/// the last call of the no-op function; then checks that none was left behind.
+/// the last call of the no-op function; then checks that none was left behind. With no built-in
+/// no-op to count calls at (`--function-url`), the end is when the API says none is left.
 pub(crate) async fn asynchronous(
     settings: &Settings,
     direct: &Direct,
-    noop: &NoopFunction,
+    noop: Option<&NoopFunction>,
     base: &str,
     server: Option<&BenchServer>,
 ) -> Result<Scenario, BenchError> {
@@ -145,22 +147,31 @@ pub(crate) async fn asynchronous(
 }
 
 /// One timed async run against the server at `base`; `case` names it (`c=32`, a depth).
+/// Completions are counted at `noop`, or without one confirmed through the API.
 pub(crate) async fn async_run(
     settings: &Settings,
     direct: &Direct,
-    noop: &NoopFunction,
+    noop: Option<&NoopFunction>,
     base: &str,
     case: String,
 ) -> Result<Case, BenchError> {
     let (n, c) = (settings.requests, settings.concurrency);
     let target = settings.target(&format!("{base}/v1/functions/noop/invocations"), StatusCode::ACCEPTED)?;
-    let before = noop.calls();
+    let before = noop.map(NoopFunction::calls);
     let start = Instant::now();
     let submit = {
         let target = target.clone();
         tokio::spawn(async move { load::closed_loop(&target, n, c, &indicatif::ProgressBar::hidden()).await })
     };
-    let done = wait_for_calls(noop, before + n, &settings.progress(&format!("async {case}"), n), before).await?;
+    let done = match (noop, before) {
+        (Some(noop), Some(before)) => {
+            wait_for_calls(noop, before + n, &settings.progress(&format!("async {case}"), n), before).await?
+        }
+        _ => {
+            // Every submission answered first: until then an empty queue says nothing.
+            wait_drained(&settings.client(base)?, &submit).await?
+        }
+    };
     let elapsed = done - start;
     let submitted = submit.await.map_err(|e| BenchError::Server(e.to_string()))??;
     let per_s = n as f64 / elapsed.as_secs_f64();
@@ -198,6 +209,29 @@ pub(crate) async fn wait_for_calls(
         }
         // The bench's own poll, not the server's: a millisecond bounds the timing error.
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits until `submit` has finished and then until no `noop` invocation is queued, running or
+/// retrying, polled through the API every 5 ms; returns when that was.
+async fn wait_drained<T>(keel: &KeelClient, submit: &tokio::task::JoinHandle<T>) -> Result<Instant, BenchError> {
+    while !submit.is_finished() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let end = Instant::now() + STALL;
+    loop {
+        let mut left = 0;
+        for status in ["queued", "running", "retrying"] {
+            let page = keel.get_json(&format!("/v1/invocations?function=noop&status={status}&limit=1")).await?;
+            left += page.get("items").and_then(Value::as_array).map_or(0, Vec::len);
+        }
+        if left == 0 {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > end {
+            return Err(BenchError::Server(format!("invocations still left after {STALL:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

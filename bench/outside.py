@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Keel measured from outside, as a user would: wrk drives nginx and Keel, side by side in one run.
+
+Paths, each driven by `wrk -t1 -cC -dDs` POSTing `{"n":1}`:
+  direct   wrk -> nginx no-op (`return 200 '{}'`)
+  proxy    wrk -> nginx reverse proxy (proxy_pass, upstream keepalive 64) -> nginx no-op
+  sync     wrk -> keel serve, POST /v1/functions/noop/invoke -> nginx no-op
+  async    wrk -> keel serve, POST /v1/functions/noop/invocations; end to end = accepted
+           invocations / (first submit .. the API says none is left queued, running or retrying)
+and each again at one connection for the p50 overhead. Keel runs as `keel serve` with its default
+log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked).
+
+CPU per request is utime + stime of the process (from /proc/PID/stat) over a run, divided by the
+requests of that run: Keel's, and the proxy nginx's for the baseline. Run nothing else heavy at the
+same time; compare ratios from one run only.
+
+Needs: wrk and nginx (Debian: `apt-get install wrk nginx-light`), a release build of keel.
+Usage:   bench/outside.py [--keel target/release/keel] [--connections 32] [--duration 5]
+                          [--no-fsync] [--json]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def wait_port(port, what, proc, limit=20.0):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} not listening on {port} after {limit} s")
+
+
+NGINX = """
+daemon off;
+master_process off;
+worker_processes 1;
+error_log {dir}/{name}-error.log warn;
+pid {dir}/{name}.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/{name}-body;
+    proxy_temp_path {dir}/{name}-proxy;
+    keepalive_requests 1000000;
+    {upstream}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ {location} }}
+    }}
+}}
+"""
+
+
+def start_nginx(tmp, name, port, location, upstream=""):
+    conf = os.path.join(tmp, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX.format(dir=tmp, name=name, port=port, location=location, upstream=upstream))
+    proc = subprocess.Popen(["nginx", "-p", tmp, "-c", conf], stderr=subprocess.DEVNULL)
+    wait_port(port, f"nginx {name}", proc)
+    return proc
+
+
+def start_keel(keel, tmp, noop_port, fsync, concurrency):
+    port = free_port()
+    conf = os.path.join(tmp, "keel.toml")
+    with open(conf, "w") as f:
+        f.write(
+            f'[server]\nlisten = "127.0.0.1:{port}"\n'
+            f'[storage]\nurl = "sqlite://{tmp}/keel.db"\nfsync = {"true" if fsync else "false"}\n'
+            f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = {concurrency}\n'
+        )
+    log = open(os.path.join(tmp, "keel.log"), "w")
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # the default level, as a user runs it
+    proc = subprocess.Popen([keel, "serve", "-c", conf], stdout=log, stderr=log, env=env)
+    wait_port(port, "keel serve", proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+LUA = """
+wrk.method = "POST"
+wrk.body = '{"n":1}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def wrk(url, connections, duration, lua):
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", lua, url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    seconds = float(re.search(r"requests in ([\d.]+)(m?s)", out).group(1))
+    if re.search(r"requests in [\d.]+ms", out):
+        seconds /= 1000
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    if non2xx or errors:
+        sys.exit(f"wrk {url}: not every answer was 2xx\n{out}")
+    latency = {}
+    for pct, value, unit in re.findall(r"^\s+(50|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        latency[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return {"requests": requests, "seconds": seconds, "per_s": requests / seconds, **latency}
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
+def drained(base):
+    for status in ("queued", "running", "retrying"):
+        page = get_json(f"{base}/v1/invocations?function=noop&status={status}&limit=1")
+        if page["items"]:
+            return False
+    return True
+
+
+def measure(path, url, pid, connections, duration, lua, base=None):
+    cpu0 = cpu_seconds(pid) if pid else None
+    start = time.monotonic()
+    run = wrk(url, connections, duration, lua)
+    if base:  # async: end to end, until the API says nothing is left
+        while not drained(base):
+            time.sleep(0.002)
+        elapsed = time.monotonic() - start
+        run["submit_per_s"] = run["per_s"]
+        run["per_s"] = run["requests"] / elapsed
+    if pid:
+        run["cpu_us"] = (cpu_seconds(pid) - cpu0) * 1e6 / run["requests"]
+    run["path"] = path
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keel", default="target/release/keel")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
+            sys.exit(f"{tool} is missing: apt-get install wrk nginx-light")
+    os.environ["PATH"] += ":/usr/sbin"
+    tmp = tempfile.mkdtemp(prefix="keel-outside-")
+    procs = []
+    try:
+        lua = os.path.join(tmp, "post.lua")
+        with open(lua, "w") as f:
+            f.write(LUA)
+        noop_port, proxy_port = free_port(), free_port()
+        procs.append(start_nginx(tmp, "noop", noop_port, "default_type application/json; return 200 '{}';"))
+        upstream = f"upstream noop {{ server 127.0.0.1:{noop_port}; keepalive 64; }}"
+        location = 'proxy_pass http://noop; proxy_http_version 1.1; proxy_set_header Connection "";'
+        proxy = start_nginx(tmp, "proxy", proxy_port, location, upstream)
+        procs.append(proxy)
+        keel, base = start_keel(args.keel, tmp, noop_port, not args.no_fsync, 2 * args.connections)
+        procs.append(keel)
+        c, d = args.connections, args.duration
+        direct_url, proxy_url = f"http://127.0.0.1:{noop_port}/", f"http://127.0.0.1:{proxy_port}/"
+        sync_url, async_url = f"{base}/v1/functions/noop/invoke", f"{base}/v1/functions/noop/invocations"
+        # Warm every path (connections, the store's first pages) before measuring.
+        for url in (direct_url, proxy_url, sync_url, async_url):
+            wrk(url, c, 1, lua)
+        while not drained(base):
+            time.sleep(0.01)
+        runs = {}
+        for conns in (1, c):
+            runs[("direct", conns)] = measure("direct", direct_url, None, conns, d, lua)
+            runs[("proxy", conns)] = measure("proxy", proxy_url, proxy.pid, conns, d, lua)
+            runs[("sync", conns)] = measure("sync", sync_url, keel.pid, conns, d, lua)
+        runs[("async", c)] = measure("async", async_url, keel.pid, c, d, lua, base=base)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    proxy_c = runs[("proxy", c)]["per_s"]
+    direct1 = runs[("direct", 1)]
+    result = {
+        "connections": c,
+        "duration_s": d,
+        "fsync": not args.no_fsync,
+        "runs": [dict(r, connections=k[1]) for k, r in runs.items()],
+        "sync_vs_proxy": runs[("sync", c)]["per_s"] / proxy_c,
+        "async_vs_proxy": runs[("async", c)]["per_s"] / proxy_c,
+        "sync_c1_overhead_p50_ms": runs[("sync", 1)]["p50_ms"] - direct1["p50_ms"],
+        "proxy_c1_overhead_p50_ms": runs[("proxy", 1)]["p50_ms"] - direct1["p50_ms"],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"wrk -t1, {d} s per run, fsync {'on' if result['fsync'] else 'OFF'}; CPU per request of the middle process")
+    print(f"{'path':8} {'conns':>5} {'per_s':>9} {'p50_ms':>7} {'p99_ms':>7} {'cpu_us':>7} {'x proxy':>7}")
+    for (path, conns), r in runs.items():
+        ratio = r["per_s"] / runs[("proxy", conns)]["per_s"]
+        cpu = f"{r['cpu_us']:7.1f}" if "cpu_us" in r else "      -"
+        print(f"{path:8} {conns:>5} {r['per_s']:>9.0f} {r.get('p50_ms', 0):>7.3f} {r.get('p99_ms', 0):>7.3f} {cpu} {ratio:>7.2f}")
+    print(f"sync c=1 p50 overhead over direct: {result['sync_c1_overhead_p50_ms']:.3f} ms "
+          f"(the nginx proxy adds {result['proxy_c1_overhead_p50_ms']:.3f} ms)")
+    print(f"sync = {result['sync_vs_proxy']:.2f} x proxy, async end to end = {result['async_vs_proxy']:.2f} x proxy")
+
+
+if __name__ == "__main__":
+    main()
