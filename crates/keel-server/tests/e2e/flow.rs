@@ -116,11 +116,14 @@ async fn a_rate_limit_spaces_async_attempts_without_spending_attempts() {
     starts.sort();
     assert_eq!(starts.len(), 200);
     // GCRA: any run of calls from i to j fits within burst + rate × (t_j − t_i), give or take one
-    // for millisecond rounding.
+    // for millisecond rounding. The times are when the calls reached the function, not when Keel
+    // granted their turns: on a loaded machine a call may arrive up to JITTER late, which can
+    // bring the next turn's call within the window (seen: 8 calls in 97 ms at 20/s + 5).
+    const JITTER: f64 = 0.1;
     for i in 0..starts.len() {
         for j in i..starts.len() {
             let span = starts[j].duration_since(starts[i]).as_secs_f64();
-            let allowed = 5.0 + 20.0 * span + 1.0;
+            let allowed = 5.0 + 20.0 * (span + JITTER) + 1.0;
             assert!((j - i + 1) as f64 <= allowed, "{} calls in {span:.3}s: faster than 20/s + 5", j - i + 1);
         }
     }
