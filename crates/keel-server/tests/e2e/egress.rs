@@ -488,8 +488,13 @@ async fn retry_after_is_honoured_within_the_timeout() {
         function("hasty", fx_addr, "dep=hasty&path=%2Fh", "dependencies = [\"hasty\"]"),
     );
     let keel = start(&toml, &[], &fx).await;
-    // Let the budget's floor fill: it starts empty.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The budget's floor fills from empty: wait until it can pay for a retry.
+    let state = format!("{}/v1/dependencies/patient", keel.url);
+    crate::support::eventually("the retry budget to afford a retry", Duration::from_secs(5), || async {
+        let (_, _, view) = crate::support::get_json(&state).await;
+        (view["budget_available"].as_f64().unwrap_or(0.0) >= 1.0).then_some(())
+    })
+    .await;
 
     dep.fail_next.store(1, Ordering::SeqCst);
     let (_, _, calls) = invoke(&keel, "patient").await;
