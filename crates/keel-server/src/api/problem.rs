@@ -51,7 +51,8 @@ pub(crate) struct ProblemDetails {
     /// On `invalid-input`: each way the body fails its JSON Schema (at most 20).
     #[schema(nullable = false)]
     errors: Option<Vec<InputError>>,
-    /// On an `invalid-input` batch publish: the position of the first invalid event.
+    /// On an `invalid-input` batch publish or bulk admission: the position of the first invalid
+    /// event or payload.
     #[schema(nullable = false)]
     index: Option<u32>,
 }
