@@ -182,6 +182,12 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The `idempotency-key` its attempts carry: the invocation id, or a workflow step's
+    /// `{run_id}/{step}` — the same for every attempt and redrive.
+    pub fn contract_key(&self) -> &str {
+        self.workflow.as_ref().and(self.idempotency_key.as_deref()).unwrap_or(&self.id)
+    }
+
     /// Attempts made since the last redrive: what the retry policy counts.
     pub fn attempts_in_budget(&self) -> u32 {
         self.attempt_count - self.budget_start

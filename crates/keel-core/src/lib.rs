@@ -8,7 +8,8 @@
 //! - [`outcome`]: how one attempt's HTTP result is classified (success, transient, permanent,
 //!   timeout) and how `Retry-After` is read.
 //! - [`invocation`]: invocations, attempts, their statuses and the transitions between them;
-//!   [`lifecycle`]: the decision taken after each attempt.
+//!   [`lifecycle`]: the decision taken after each attempt; [`batch`]: a batch function's
+//!   request, and each item's attempt report read from its answer.
 //! - [`store`]: the `Store` trait every storage backend implements, and (feature `testkit`) the
 //!   conformance suite each backend runs.
 //! - [`events`]: CloudEvents (reading the HTTP forms, subscription filters); [`effects`]: the
@@ -36,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod batch;
 pub mod chaos;
 pub mod clock;
 pub mod config;

@@ -90,6 +90,20 @@ impl Ctx {
         }
     }
 
+    /// The context of one item of a batch, whose request's headers gave `batch` (function,
+    /// deadline, trace context, token): the item's own id, attempt, idempotency key and, for an
+    /// event delivery, its CloudEvent and subscription.
+    pub(crate) fn for_item(
+        batch: &Ctx,
+        id: String,
+        attempt: u32,
+        idempotency_key: String,
+        event: Option<EventAttributes>,
+        subscription: Option<String>,
+    ) -> Self {
+        Ctx { invocation_id: id, attempt, idempotency_key: Some(idempotency_key), event, subscription, ..batch.clone() }
+    }
+
     pub fn invocation_id(&self) -> &str {
         &self.invocation_id
     }

@@ -41,6 +41,36 @@
 //! }
 //! ```
 //!
+//! # Batch functions
+//!
+//! A function configured with `batch = { max_size = 100, max_wait = "5ms" }` gets its async
+//! invocations and event deliveries in batches. [`serve_batch`] hands its handler one [`Request`]
+//! per item (each with its own [`Ctx`]: id, attempt, idempotency key, event) and sends Keel the
+//! [`BatchReply`]: each item failed there is retried (or dead-lettered) alone, the others
+//! succeeded, with their results or [`Effects`]. Sync calls arrive as a batch of one.
+//!
+//! ```no_run
+//! use keel_sdk::{BatchReply, Effects, Error, Request};
+//! use serde_json::{json, Value};
+//!
+//! async fn index(items: Vec<Request>) -> Result<BatchReply, Error> {
+//!     let mut reply = BatchReply::new();
+//!     for item in &items {
+//!         let id = item.ctx.invocation_id();
+//!         reply = match item.json::<Value>() {
+//!             Ok(doc) => reply.effects(id, Effects::new().put("docs", id, doc)),
+//!             Err(e) => reply.fail(id, e), // this item only: dead-lettered (a 400 is permanent)
+//!         };
+//!     }
+//!     Ok(reply)
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     keel_sdk::serve_batch(index).await
+//! }
+//! ```
+//!
 //! # Calling dependencies through Keel
 //!
 //! [`Ctx::dependency`] calls a service the function declares (`dependencies = ["payments"]`)
@@ -93,12 +123,15 @@
 //! # Layout
 //!
 //! - [`serve`] (`server.rs`): the HTTP server and the contract's request → [`Request`].
+//! - [`serve_batch`] (`batch.rs`): a batch function's server: a batch → one [`Request`] per item,
+//!   and its [`BatchReply`] → per-item failures, results and effects.
 //! - [`Ctx`] (`ctx.rs`): what Keel says about the invocation; [`Ctx::kv_get`] reads KV (`kv.rs`).
 //! - [`Dependency`] (`egress.rs`): calls through Keel's egress and [`EgressError`].
 //! - [`Effects`] (`effects.rs`): the `application/vnd.keel.effects+json` envelope.
 //! - [`Reply`] (`reply.rs`) and [`Error`] (`error.rs`): the answer and its status code.
 #![forbid(unsafe_code)]
 
+mod batch;
 #[cfg(test)]
 mod contract;
 mod ctx;
@@ -109,6 +142,7 @@ mod kv;
 mod reply;
 mod server;
 
+pub use batch::{serve_batch, serve_batch_on, BatchReply, BATCH_CONTENT_TYPE};
 pub use ctx::{Ctx, EventAttributes};
 pub use effects::{Effects, Event, EFFECTS_CONTENT_TYPE};
 pub use egress::{Dependency, DependencyRequest, DependencyResponse, EgressError, EgressErrorKind};

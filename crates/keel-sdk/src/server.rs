@@ -35,6 +35,10 @@ pub struct Request {
 }
 
 impl Request {
+    pub(crate) fn new(ctx: Ctx, body: Bytes, content_type: Option<String>) -> Self {
+        Self { ctx, body, content_type }
+    }
+
     /// The payload as JSON; a body that does not parse is a 400 (permanent: not retried).
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|e| Error::bad_request(format!("invalid JSON body: {e}")))
@@ -64,12 +68,17 @@ where
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Reply, Error>> + Send + 'static,
 {
+    let listener = bind_port().await?;
+    serve_on(listener, handler, stop_signal()).await
+}
+
+/// Binds `127.0.0.1:$PORT` (8080 when `PORT` is not set).
+pub(crate) async fn bind_port() -> std::io::Result<TcpListener> {
     let port = match std::env::var("PORT") {
         Ok(port) => port.parse().map_err(|_| std::io::Error::other(format!("PORT={port:?} is not a port number")))?,
         Err(_) => DEFAULT_PORT,
     };
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    serve_on(listener, handler, stop_signal()).await
+    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
 }
 
 /// [`serve`] on a listener of your own, until `shutdown` completes (tests bind `127.0.0.1:0`).
@@ -81,6 +90,31 @@ pub async fn serve_on<H, F>(
 where
     H: Fn(Request) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Reply, Error>> + Send + 'static,
+{
+    let respond = move |headers: http::HeaderMap, body: Bytes| {
+        let request = Request { ctx: Ctx::from_headers(&headers), content_type: content_type(&headers), body };
+        // Run apart, so that a panicking handler becomes a 500 (retried) instead of a reset.
+        let outcome = tokio::spawn(handler(request));
+        async move { outcome.await.unwrap_or_else(|_| Err(Error::retryable("the handler panicked").with_status(500))) }
+    };
+    serve_with(listener, respond, shutdown).await
+}
+
+/// The request's `content-type`, if it has a readable one.
+pub(crate) fn content_type(headers: &http::HeaderMap) -> Option<String> {
+    headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Accepts connections until `shutdown`, answering each `POST` with what `respond` makes of its
+/// headers and body (a single handler's or a batch handler's answer).
+pub(crate) async fn serve_with<R, A>(
+    listener: TcpListener,
+    respond: R,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    R: Fn(http::HeaderMap, Bytes) -> A + Clone + Send + Sync + 'static,
+    A: Future<Output = Result<Reply, Error>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -94,8 +128,8 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |request| answer(request, handler.clone()));
+        let respond = respond.clone();
+        let service = service_fn(move |request| answer(request, respond.clone()));
         let connection = graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
         tokio::spawn(connection);
     }
@@ -104,10 +138,10 @@ where
     Ok(())
 }
 
-async fn answer<H, F>(request: http::Request<Incoming>, handler: H) -> Result<Response<Full<Bytes>>, Infallible>
+async fn answer<R, A>(request: http::Request<Incoming>, respond: R) -> Result<Response<Full<Bytes>>, Infallible>
 where
-    H: Fn(Request) -> F,
-    F: Future<Output = Result<Reply, Error>> + Send + 'static,
+    R: Fn(http::HeaderMap, Bytes) -> A,
+    A: Future<Output = Result<Reply, Error>> + Send + 'static,
 {
     if request.method() == Method::GET {
         return Ok(response(200, Some("text/plain"), Bytes::from_static(b"ok")));
@@ -120,14 +154,9 @@ where
         Ok(body) => body.to_bytes(),
         Err(e) => return Ok(problem(&Error::retryable(format!("reading the request: {e}")))),
     };
-    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let request = Request { ctx: Ctx::from_headers(&parts.headers), body, content_type };
-    // Run apart, so that a panicking handler becomes a 500 (retried) instead of a reset.
-    let outcome = tokio::spawn(handler(request)).await;
-    Ok(match outcome {
-        Ok(Ok(reply)) => response(reply.status(), reply.content_type(), reply.into_body()),
-        Ok(Err(error)) => problem(&error),
-        Err(_) => problem(&Error::retryable("the handler panicked").with_status(500)),
+    Ok(match respond(parts.headers, body).await {
+        Ok(reply) => response(reply.status(), reply.content_type(), reply.into_body()),
+        Err(error) => problem(&error),
     })
 }
 
@@ -156,7 +185,7 @@ fn problem(error: &Error) -> Response<Full<Bytes>> {
     response
 }
 
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     tokio::select! {

@@ -368,23 +368,24 @@ impl Flow {
         self.with_breaker(now, |b| b.record(now, success, probe));
     }
 
-    /// Checks `max_queued` before an async admission.
-    pub(crate) fn check_queue(&self) -> Result<(), Shed> {
+    /// Checks `max_queued` before an async admission of `adding` invocations (a bulk admission
+    /// is refused whole when they do not all fit).
+    pub(crate) fn check_queue(&self, adding: u64) -> Result<(), Shed> {
         let Some(backlog) = &self.backlog else { return Ok(()) };
         let queued = backlog.estimate();
-        if queued < backlog.cap {
+        if queued + adding <= backlog.cap {
             return Ok(());
         }
         // Work drains at about `concurrency` attempts per typical attempt.
-        let over = queued - backlog.cap + 1;
+        let over = queued + adding - backlog.cap;
         let retry_after = self.expected_wait((over.min(u64::from(u32::MAX))) as u32).max(Duration::from_secs(1));
         Err(Shed::QueueFull { retry_after, queued })
     }
 
-    /// An async invocation was queued (not started at admission).
-    pub(crate) fn queued(&self) {
+    /// `n` async invocations were queued (not started at admission).
+    pub(crate) fn queued(&self, n: u64) {
         if let Some(backlog) = &self.backlog {
-            backlog.admitted.fetch_add(1, Ordering::Relaxed);
+            backlog.admitted.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -702,12 +703,17 @@ mod tests {
     fn the_queue_cap_counts_the_store_and_what_was_queued_since() {
         let f = flow(FlowConfig { max_queued: Some(3), ..FlowConfig::unlimited(4) });
         f.backlog_counted(2);
-        assert!(f.check_queue().is_ok());
-        f.queued();
-        let Err(Shed::QueueFull { queued, retry_after }) = f.check_queue() else { panic!("full") };
+        assert!(f.check_queue(1).is_ok());
+        f.queued(1);
+        let Err(Shed::QueueFull { queued, retry_after }) = f.check_queue(1) else { panic!("full") };
         assert_eq!((queued, retry_after), (3, Duration::from_secs(1)));
         f.backlog_counted(0);
-        assert!(f.check_queue().is_ok(), "a recount that shows the queue drained opens it again");
+        assert!(f.check_queue(1).is_ok(), "a recount that shows the queue drained opens it again");
+        assert!(f.check_queue(3).is_ok(), "a bulk admission that fits");
+        assert!(
+            matches!(f.check_queue(4), Err(Shed::QueueFull { queued: 0, .. })),
+            "one that does not fit whole is refused whole"
+        );
     }
 
     fn keyed(limit: u32) -> Flow {

@@ -12,14 +12,19 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub(crate) struct Function {
     pub(crate) config: FunctionConfig,
-    /// At most `concurrency` attempts in flight, sync and async together.
+    /// At most `slots` attempts in flight, sync and async together.
     pub(crate) permits: Arc<Semaphore>,
+    /// Attempts that may be in flight: `concurrency`, or `concurrency × batch.max_size` for a
+    /// batch function ([`FunctionConfig::attempt_slots`]).
+    pub(crate) slots: u32,
+    /// A batch function's queue of leased items waiting to go out in a batch (`dispatch/batch.rs`).
+    pub(crate) batch: Option<crate::dispatch::batch::BatchQueue>,
     /// Wakes the dispatcher: new work, a finished attempt, a redrive.
     pub(crate) wake: Notify,
     /// One permit per attempt whose function answered but whose outcome is not recorded yet, at
-    /// most `concurrency` of them. An attempt takes one before it gives its concurrency permit
+    /// most `slots` of them. An attempt takes one before it gives its concurrency permit
     /// back, so the next call need not wait for a commit, while a node never holds more than
-    /// 2 × `concurrency` unrecorded attempts (what a crash of it can make run again); a drain
+    /// 2 × `slots` unrecorded attempts (what a crash of it can make run again); a drain
     /// waits on these too.
     pub(crate) unrecorded: Arc<Semaphore>,
     /// Pause, shedding, rate limit, per-key concurrency, breaker, queue cap (`flow.rs`).
@@ -51,7 +56,7 @@ const BUSY_FROM: usize = 4;
 
 impl Function {
     pub(crate) fn in_flight(&self) -> usize {
-        self.config.concurrency as usize - self.permits.available_permits()
+        self.slots as usize - self.permits.available_permits()
     }
 
     /// Whether other calls are in flight: then a record nobody waits on may wait briefly to share
@@ -118,12 +123,15 @@ impl Functions {
                 .functions
                 .iter()
                 .map(|(name, f)| {
+                    let slots = f.attempt_slots();
                     let function = Function {
                         config: f.clone(),
-                        permits: Arc::new(Semaphore::new(f.concurrency as usize)),
+                        permits: Arc::new(Semaphore::new(slots as usize)),
+                        slots,
+                        batch: f.batch.map(|batch| crate::dispatch::batch::BatchQueue::new(batch, f.concurrency)),
                         wake: Notify::new(),
-                        unrecorded: Arc::new(Semaphore::new(f.concurrency as usize)),
-                        flow: crate::flow::Flow::new(name, f.flow.clone(), f.concurrency, now, events),
+                        unrecorded: Arc::new(Semaphore::new(slots as usize)),
+                        flow: crate::flow::Flow::new(name, f.flow.clone(), slots, now, events),
                         // Unknown until the dispatcher's first lease (work left from before a
                         // restart, or queued by other nodes).
                         due: AtomicBool::new(true),

@@ -7,11 +7,12 @@
 //!   shutdown signal, then drain ([`serve`] wires that to SIGTERM/SIGINT for `keel serve`).
 //! - `listener/`: accepting connections under `server.max_connections`, and serving each with
 //!   the header, body and idle timeouts.
-//! - `api/`: the HTTP API (axum): one file per area (`invoke`, `invocations`, `dlq`, `functions`, `health`),
+//! - `api/`: the HTTP API (axum): one file per area (`invoke` and `bulk`, `invocations`, `dlq`, `functions`, `health`),
 //!   `problem` (RFC 9457 errors), `view` (JSON shapes), `body` (bodies and queries), `edge`
 //!   (the firewall by client address and method/path, the throttles per address and per key).
 //! - `dispatch/`: one dispatcher task per function (`mod.rs`), one async attempt (`attempt.rs`),
-//!   sync invocations run in the request (`sync.rs`), the expired-lease sweeper (`sweeper.rs`).
+//!   a batch function's batches (`batch.rs`), sync invocations run in the request (`sync.rs`),
+//!   the expired-lease sweeper (`sweeper.rs`).
 //! - `runtime/`: how an attempt reaches a function (`url.rs`: pooled keep-alive HTTP client and
 //!   the function contract; `process/`: the instance pool of each `command` function — cold
 //!   starts, scale-out to `max_instances`, scale to zero, crash replacement, the watchdog).

@@ -52,7 +52,8 @@ pub(crate) struct ProblemDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     errors: Option<Vec<InputError>>,
-    /// On an `invalid-input` batch: the position of the first invalid item.
+    /// On an `invalid-input` batch publish or bulk admission: the position of the first invalid
+    /// event or payload.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     index: Option<usize>,
@@ -60,7 +61,12 @@ pub(crate) struct ProblemDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, example = "kv:users:write")]
     scope_needed: Option<String>,
-    /// On `json-too-deep`: the nesting allowed (`server.limits.max_json_depth`).
+    /// On an `outcome-unknown` bulk admission: the ids its invocations have if they were stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    ids: Option<Vec<String>>,
+    /// On `json-too-deep`: the nesting allowed (`server.limits.max_json_depth`); on
+    /// `batch-too-large`: the payloads one bulk admission may carry.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     limit: Option<u32>,
@@ -105,6 +111,7 @@ impl Problem {
                 errors: None,
                 index: None,
                 scope_needed: None,
+                ids: None,
                 limit: None,
                 run_id: None,
                 run_status: None,
@@ -201,6 +208,12 @@ impl Problem {
     /// The position of the first invalid item of a batch (`index`).
     pub(crate) fn index(mut self, index: usize) -> Self {
         self.body.index = Some(index);
+        self
+    }
+
+    /// The ids of a bulk admission whose outcome is unknown (`ids`).
+    pub(crate) fn ids(mut self, ids: &[String]) -> Self {
+        self.body.ids = Some(ids.to_vec());
         self
     }
 

@@ -180,6 +180,9 @@ impl Node {
         let events = tokio::spawn(crate::system_events::run(shared.clone(), system_events_rx, stop_events_rx));
         for function in shared.functions.iter() {
             tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
+            if function.batch.is_some() {
+                tokio::spawn(dispatch::batch::collect(shared.clone(), function.clone()));
+            }
         }
         tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
         tokio::spawn(crate::scheduler::run(shared.clone(), stop_rx.clone()));
@@ -234,7 +237,7 @@ impl Node {
         self.shared.draining.store(true, Ordering::Release);
         let _ = self.stop_dispatch.send(true);
         for function in self.shared.functions.iter() {
-            let all = function.config.concurrency;
+            let all = function.slots;
             if tokio::time::timeout_at(grace_end, function.permits.acquire_many(all)).await.is_err() {
                 tracing::warn!(function = %function.config.name, in_flight = function.in_flight(), "grace period over; in-flight attempts will be retried after restart");
             }

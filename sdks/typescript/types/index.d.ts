@@ -4,4 +4,5 @@ export { Effects, EFFECTS_CONTENT_TYPE } from "./effects.js";
 export { Dependency, DependencyResponse, EgressError } from "./egress.js";
 export { KeelError, Retryable, Permanent, BadRequest } from "./errors.js";
 export { Request, createHandler, serve } from "./server.js";
+export { BatchReply, BATCH_CONTENT_TYPE, createBatchHandler, serveBatch } from "./batch.js";
 export { KeelClient, KeelApiError, InvokeResult } from "./client.js";

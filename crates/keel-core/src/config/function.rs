@@ -16,7 +16,8 @@ pub struct FunctionConfig {
     pub sync_timeout: Duration,
     /// How long an `Idempotency-Key` record of this function is kept (default 24 h).
     pub idempotency_ttl: Duration,
-    /// Most invocations of this function in flight at once.
+    /// Most calls of this function in flight at once: attempts, or (for a batch function)
+    /// batch requests, each of up to `batch.max_size` attempts.
     pub concurrency: u32,
     pub retry: RetryPolicy,
     /// Shedding, queue cap, rate limit, per-key concurrency and breaker.
@@ -35,9 +36,37 @@ pub struct FunctionConfig {
     /// `input_schema`: every invoke body must be JSON that passes it, or is refused (400
     /// `invalid-input`) before anything is stored.
     pub input_schema: Option<crate::schema::JsonSchema>,
+    /// `batch`: async invocations and event deliveries of this function go to it in batches
+    /// (DESIGN.md, "Batch delivery and bulk admission"); `None`: one per request.
+    pub batch: Option<BatchConfig>,
+}
+
+/// `batch = { max_size = 100, max_wait = "5ms" }` of a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Most items in one request (1–1000).
+    pub max_size: u32,
+    /// How long the first item of a batch waits for others before the batch is sent anyway.
+    pub max_wait: Duration,
+}
+
+impl BatchConfig {
+    pub const DEFAULT_MAX_SIZE: u32 = 100;
+    pub const LARGEST_MAX_SIZE: u32 = 1000;
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_millis(5);
+    /// Items wait leased: this much waiting stays well inside a lease's margin past the
+    /// attempt's timeout.
+    pub const LONGEST_MAX_WAIT: Duration = Duration::from_secs(10);
 }
 
 impl FunctionConfig {
+    /// Attempts of this function that may be in flight at once: `concurrency`, times
+    /// `batch.max_size` for a batch function (each of its `concurrency` requests carries up to
+    /// that many).
+    pub fn attempt_slots(&self) -> u32 {
+        self.concurrency.saturating_mul(self.batch.map_or(1, |b| b.max_size))
+    }
+
     /// The scopes of this function's token: its grants and `egress:DEP` for each dependency.
     pub fn token_scopes(&self) -> Vec<crate::auth::Scope> {
         let mut scopes = self.grants.clone().unwrap_or_default();

@@ -29,7 +29,7 @@ use std::time::Duration;
 use locate::{dotted, Anchor, LineIndex, Locator, SourceMap};
 
 pub use dependency::{BulkheadConfig, DependencyConfig, DependencyHeader, DependencyRetry};
-pub use function::{CommandConfig, FunctionConfig, FunctionTarget, SandboxConfig, SandboxUser};
+pub use function::{BatchConfig, CommandConfig, FunctionConfig, FunctionTarget, SandboxConfig, SandboxUser};
 
 /// A TOML value, for flag overrides built by the command line.
 pub use toml::Value as TomlValue;

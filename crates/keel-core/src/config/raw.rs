@@ -271,6 +271,16 @@ pub(super) struct RawFunction {
     pub(super) input_schema: Option<String>,
     /// `command` functions only: limits each instance runs under.
     pub(super) sandbox: Option<RawSandbox>,
+    /// `batch = { max_size = 100, max_wait = "5ms" }`: async work delivered in batches.
+    pub(super) batch: Option<RawBatch>,
+}
+
+/// `batch = { max_size = 100, max_wait = "5ms" }`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBatch {
+    pub(super) max_size: Option<i64>,
+    pub(super) max_wait: Option<RawDuration>,
 }
 
 /// `sandbox = { memory = "512MiB", open_files = 256, processes = 32, cpu = "60s", read = […],

@@ -1198,6 +1198,7 @@ mod sandbox {
     }
 }
 
+mod batch;
 mod schedule;
 mod schema;
 mod workflow;

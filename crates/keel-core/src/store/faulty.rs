@@ -20,9 +20,11 @@ use crate::{Error, Result};
 /// The writes a fault can catch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {
+    /// One admission or a bulk one.
     Enqueue,
     EnqueueKeyed,
     Publish,
+    /// One completion, or the completions of a batch.
     Complete,
     RecordFinished,
     FinishSync,
@@ -127,6 +129,10 @@ impl InvocationStore for FaultyStore {
         self.faulted(Write::Enqueue, self.inner.enqueue(new)).await
     }
 
+    async fn enqueue_all(&self, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
+        self.faulted(Write::Enqueue, self.inner.enqueue_all(news)).await
+    }
+
     async fn record_finished(
         &self,
         invocation: Invocation,
@@ -154,6 +160,10 @@ impl InvocationStore for FaultyStore {
 
     async fn complete(&self, completion: Completion, urgency: Urgency) -> Result<()> {
         self.faulted(Write::Complete, self.inner.complete(completion, urgency)).await
+    }
+
+    async fn complete_all(&self, completions: Vec<Completion>, urgency: Urgency) -> Result<Vec<Result<()>>> {
+        self.faulted(Write::Complete, self.inner.complete_all(completions, urgency)).await
     }
 
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
@@ -189,6 +199,15 @@ impl InvocationStore for FaultyStore {
 impl KeyStore for FaultyStore {
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
         self.faulted(Write::EnqueueKeyed, self.inner.enqueue_keyed(new, claim, reply)).await
+    }
+
+    async fn enqueue_all_keyed(
+        &self,
+        news: Vec<NewInvocation>,
+        claim: KeyClaim,
+        reply: StoredReply,
+    ) -> Result<KeyDecision> {
+        self.faulted(Write::EnqueueKeyed, self.inner.enqueue_all_keyed(news, claim, reply)).await
     }
 
     async fn begin_sync(&self, invocation: Invocation, claim: KeyClaim) -> Result<KeyDecision> {

@@ -221,6 +221,10 @@ pub trait InvocationStore: Send + Sync {
     /// Admits an async invocation: durable when this returns.
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation>;
 
+    /// Admits several async invocations in one transaction (a bulk admission): all of them, or
+    /// none when any cannot be stored. Durable when this returns; answered in order.
+    async fn enqueue_all(&self, news: Vec<NewInvocation>) -> Result<Vec<Invocation>>;
+
     /// Records a finished sync invocation (`succeeded` or `failed`) with its attempts, and the
     /// effects of its success in the same transaction (refused whole if a precondition fails).
     /// A record written behind its reply is [`Urgency::Unhurried`].
@@ -255,6 +259,13 @@ pub trait InvocationStore: Send + Sync {
     /// [`Urgency::Unhurried`].
     async fn complete(&self, completion: Completion, urgency: Urgency) -> Result<()>;
 
+    /// Records several completions (the items of one batch call) in one transaction, each judged
+    /// alone as [`InvocationStore::complete`] judges it: one refused (its lease lost, a failed
+    /// precondition of its effects, its workflow run moved on) writes nothing of its own and
+    /// answers its error in its place, while the others commit. The outer `Err` is the
+    /// transaction's (unavailable, or an outcome unknown): then any of them may be retried alone.
+    async fn complete_all(&self, completions: Vec<Completion>, urgency: Urgency) -> Result<Vec<Result<()>>>;
+
     /// Takes leases back: each becomes an interrupted (transient) attempt, due again now.
     /// Returns the functions that got work back, so their dispatchers can be woken.
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>>;
@@ -285,6 +296,16 @@ pub trait KeyStore: Send + Sync {
     /// Admits an async invocation under a key: on `Claim` the invocation and the completed key
     /// record (answering `reply`) commit together; otherwise nothing is written.
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision>;
+
+    /// [`KeyStore::enqueue_keyed`] for a bulk admission: on `Claim` every invocation and the
+    /// completed key record commit together (all or nothing); otherwise nothing is written. The
+    /// key record names the first invocation.
+    async fn enqueue_all_keyed(
+        &self,
+        news: Vec<NewInvocation>,
+        claim: KeyClaim,
+        reply: StoredReply,
+    ) -> Result<KeyDecision>;
 
     /// Starts a keyed sync invocation: on `Claim`, `invocation` is stored `running` (held by
     /// `claim.holder` until `claim.lease_until`) with the in-flight key record; on `TakeOver`,

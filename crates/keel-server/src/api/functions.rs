@@ -174,6 +174,7 @@ fn view(shared: &Shared, f: &Function, queued: &[(String, u64)]) -> FunctionView
         timeout: human(config.timeout),
         sync_timeout: human(config.sync_timeout),
         concurrency: config.concurrency,
+        batch: config.batch.map(|b| BatchView { max_size: b.max_size, max_wait: human(b.max_wait) }),
         retry: RetryView {
             max_attempts: retry.max_attempts,
             initial: human(retry.initial),
@@ -271,8 +272,10 @@ pub(crate) struct FunctionView {
     timeout: String,
     /// A sync invoke's whole deadline, retries included.
     sync_timeout: String,
-    /// Attempts in flight at once, at most.
+    /// Attempts in flight at once, at most; for a batch function, batch requests in flight.
     concurrency: u32,
+    /// Async work delivered in batches; null: one invocation a request.
+    batch: Option<BatchView>,
     retry: RetryView,
     /// Attempts in flight now, on this node.
     in_flight: u32,
@@ -375,6 +378,14 @@ impl From<Jitter> for JitterView {
             Jitter::None => JitterView::None,
         }
     }
+}
+
+/// `batch`: up to `max_size` items a request, the first waiting at most `max_wait` for others.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Batch)]
+struct BatchView {
+    max_size: u32,
+    max_wait: String,
 }
 
 /// `rate_limit`: attempts started, at most `per_second` on average, `burst` at once.

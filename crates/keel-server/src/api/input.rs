@@ -22,6 +22,32 @@ pub(super) fn check_invoke(shared: &Shared, function: &Function, body: &[u8]) ->
     })
 }
 
+/// Checks each payload of a bulk admission against the function's `input_schema`, if it has one.
+/// All or nothing: any invalid payload refuses the batch, each error named by its JSON Pointer in
+/// the body (`/3/email`), with `index`, the first invalid payload.
+pub(super) fn check_bulk(shared: &Shared, function: &Function, payloads: &[bytes::Bytes]) -> Result<(), Problem> {
+    let Some(schema) = &function.config.input_schema else { return Ok(()) };
+    let mut first_invalid = None;
+    let mut errors: Vec<SchemaError> = Vec::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        let Err(invalid) = schema.check_body(payload) else { continue };
+        first_invalid.get_or_insert(i);
+        errors.extend(invalid.into_errors().into_iter().map(|e| SchemaError { path: format!("/{i}{}", e.path), ..e }));
+        if errors.len() >= MAX_ERRORS {
+            break;
+        }
+    }
+    let Some(index) = first_invalid else { return Ok(()) };
+    errors.truncate(MAX_ERRORS);
+    let name = &function.config.name;
+    shared.metrics.invalid_input(SchemaTarget::Function, name);
+    let detail = format!(
+        "payload {index} of the batch (and any other named in `errors`) does not match {name}'s input_schema; no \
+         invocation of the batch was stored"
+    );
+    Err(Problem::invalid_input(detail, &errors).index(index))
+}
+
 /// How the events of a publish were sent, which decides where each one's data is in the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum EventsForm {

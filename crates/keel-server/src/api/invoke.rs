@@ -50,7 +50,7 @@ fn admit<'a>(
 const MAX_CONCURRENCY_KEY_LEN: usize = 256;
 
 /// The value of the function's `concurrency_key` header, if it has one and the request sent it.
-fn concurrency_key(function: &Function, headers: &HeaderMap) -> Result<Option<String>, Problem> {
+pub(super) fn concurrency_key(function: &Function, headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(config) = &function.config.flow.concurrency_key else { return Ok(None) };
     let Some(value) = headers.get(&config.header) else { return Ok(None) };
     let value = value
@@ -70,7 +70,7 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn traceparent(headers: &HeaderMap) -> String {
+pub(super) fn traceparent(headers: &HeaderMap) -> String {
     header_str(headers, "traceparent").and_then(trace::parse_traceparent).unwrap_or_else(trace::new_traceparent)
 }
 
@@ -252,6 +252,12 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
 ///
 /// Keel runs the attempts in the background, retrying transient failures; an invocation that
 /// fails for good goes to the dead-letter queue.
+///
+/// Bulk admission: with `content-type: application/vnd.keel.batch+json` the body is a JSON array
+/// of 1 to 1,000 payloads; each becomes an invocation of its own (payload `application/json`),
+/// all stored in one transaction (or none), answered by one 202 `{"ids": [...]}` in the order
+/// sent. An Idempotency-Key covers the whole batch; `keel-delay`, `traceparent` and the
+/// `concurrency_key` header apply to each invocation.
 #[utoipa::path(
     post,
     path = "/v1/functions/{name}/invocations",
@@ -270,25 +276,39 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
         ("traceparent" = Option<String>, Header, nullable = false,
             description = "W3C trace context, carried to every attempt."),
     ),
-    request_body(description = "The payload, passed to the function as is, with its content-type.", content(("*/*"))),
+    request_body(
+        description = "The payload, passed to the function as is, with its content-type; or, as \
+            `application/vnd.keel.batch+json`, a JSON array of 1 to 1,000 payloads (a bulk admission).",
+        content(
+            (Option<Vec<serde_json::Value>> = "application/vnd.keel.batch+json"),
+            ("*/*"),
+        )
+    ),
     responses(
-        (status = 202, description = "Queued.", body = Accepted,
+        (status = 202, description = "Queued: `{\"id\", \"status\"}` with `Location`; for a bulk admission \
+            `{\"ids\": [...]}`, one per payload in the order sent.",
+            body = AsyncAccepted,
             headers(
-                ("Location" = String, description = "`/v1/invocations/{id}`"),
-                ("keel-invocation-id" = String, description = "The invocation."),
+                ("Location" = String, description = "`/v1/invocations/{id}` (not on a bulk admission)."),
+                ("keel-invocation-id" = String, description = "The invocation (not on a bulk admission)."),
                 ("idempotent-replayed" = String, description = "`true` on a replayed answer."),
             )),
         (status = 400, description = "The body is not JSON or fails the function's `input_schema` \
-            (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored); or \
-            the Idempotency-Key or keel-delay is malformed or sent twice, the function's `concurrency_key` header is not \
-            visible ASCII or is longer than 256 bytes, or the body cannot be read. A body checked against an \
-            `input_schema` nested deeper than `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
+            (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored; in a \
+            bulk admission each path starts with the payload's position, `/3/email`, and `index` names the first \
+            invalid payload: the batch is all or nothing); or a bulk admission's body is not a JSON array of at least \
+            one payload; or the Idempotency-Key or keel-delay is malformed or sent twice, the function's \
+            `concurrency_key` header is not visible ASCII or is longer than 256 bytes, or the body cannot be read. A \
+            body checked against an `input_schema` (or any bulk admission's body) nested deeper than \
+            `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
-        (status = 413, description = openapi::TOO_LARGE),
+        (status = 413, description = "The request body is larger than `server.body_limit`; or a bulk admission \
+            carries more than 1,000 payloads (`batch-too-large`, naming `limit`: nothing was stored)."),
         (status = 422, description = openapi::KEY_REUSED),
-        (status = 429, description = "The function's `max_queued` is reached (`queue-full`): nothing was stored; \
-            retry after Retry-After.", headers(("Retry-After" = u64))),
+        (status = 429, description = "The function's `max_queued` is reached, or would be by the invocations of a \
+            bulk admission that are not started at once (`queue-full`): nothing was stored; retry after Retry-After.",
+            headers(("Retry-After" = u64))),
         (status = 503, description = openapi::UNAVAILABLE_OR_DRAINING, headers(("Retry-After" = u64))),
     )
 )]
@@ -301,6 +321,9 @@ pub(crate) async fn invoke_async(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    if super::bulk::is_bulk(&headers) {
+        return super::bulk::invoke_bulk(shared, actor, &name, (method, uri), headers, body).await;
+    }
     let (function, payload) = admit(&shared, &name, body)?;
     let key = idempotency::key_from(&headers)?;
     let delay = delay::delay_from(&headers)?;
@@ -354,7 +377,7 @@ async fn admit_async(
     let id = new.id.clone();
     let stored = match claim {
         None => {
-            queue_room(&shared, &function, slot.is_some())?;
+            queue_room(&shared, &function, u64::from(slot.is_none()))?;
             match shared.store.enqueue(new).await {
                 Ok(stored) => stored,
                 Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
@@ -365,7 +388,7 @@ async fn admit_async(
             if let Some(answer) = idempotency::settled(&shared, &claim).await? {
                 return Ok(answer);
             }
-            queue_room(&shared, &function, slot.is_some())?;
+            queue_room(&shared, &function, u64::from(slot.is_none()))?;
             let stored = new.clone().into_stored();
             let decision = match shared.store.enqueue_keyed(new, claim, reply.clone()).await {
                 Ok(decision) => decision,
@@ -387,19 +410,20 @@ async fn admit_async(
     match slot {
         Some(slot) => dispatch::start(shared.clone(), function, stored, slot),
         None => {
-            function.flow.queued();
+            function.flow.queued(1);
             function.work_queued();
         }
     }
     Ok(reply_response(reply))
 }
 
-/// Checks `max_queued` for work that will be queued (not started at once on a free slot).
-fn queue_room(shared: &Shared, function: &Function, starts_now: bool) -> Result<(), Problem> {
-    if starts_now {
+/// Checks `max_queued` for the `queued` invocations that will be queued (not started at once on
+/// a free slot).
+pub(super) fn queue_room(shared: &Shared, function: &Function, queued: u64) -> Result<(), Problem> {
+    if queued == 0 {
         return Ok(());
     }
-    function.flow.check_queue().map_err(|shed| {
+    function.flow.check_queue(queued).map_err(|shed| {
         sync::shed_counted(shared, function, &shed, shared.clock.now_ms());
         Problem::shed(&function.config.name, &shed)
     })
@@ -435,6 +459,15 @@ fn accepted_reply(id: &str) -> StoredReply {
             .expect("plain strings serialize")
             .into(),
     }
+}
+
+/// The answer of an async invoke: one invocation's, or a bulk admission's.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "a schema for the OpenAPI document: each answer is built as its own type")]
+pub(crate) enum AsyncAccepted {
+    One(Accepted),
+    Bulk(super::bulk::BulkAccepted),
 }
 
 /// The answer of an async invoke.

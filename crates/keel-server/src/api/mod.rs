@@ -4,6 +4,7 @@
 
 pub(crate) mod access;
 pub(crate) mod body;
+mod bulk;
 pub(crate) mod chaos;
 mod cluster;
 pub(crate) mod delay;

@@ -12,6 +12,8 @@ use keel_core::store::Urgency;
 use keel_core::workflow::StepRef;
 use keel_core::Error;
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::events;
 use crate::functions::{Function, Slot};
 use crate::runtime::AttemptCall;
@@ -25,68 +27,128 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
     let Slot { permit, pass } = slot;
     let config = &function.config;
     let policy = shared.retry_policy(&function, &invocation);
-    let (mut completion, report) = match exhausted_before_attempt(policy, &invocation) {
-        Some(next) => {
-            // No attempt is made: a probe of the breaker it held goes to another.
-            function.flow.cancel_probes(usize::from(pass.probe));
-            (completion_of(&shared, &invocation, None, next, None), None)
-        }
+    let decided = match exhausted_before_attempt(policy, &invocation) {
+        Some(next) => exhausted(&shared, &function, &invocation, next, pass.probe),
         None => {
             let call = AttemptCall::next_of(config, &invocation, config.timeout);
-            let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
-            let now = shared.clock.now_ms();
-            let effects = match report.effects.as_ref().map(|e| events::commit_effects(&shared, &invocation, e, now)) {
-                Some(Ok(effects)) => Some(effects),
-                Some(Err(why)) => {
-                    refuse(&mut report, Outcome::Permanent, why);
-                    None
-                }
-                None => None,
-            };
-            let next = after_attempt(policy, &invocation, &report, now, shared.sample());
-            flow_after(&function, &report, now, pass.probe);
-            shared.metrics.attempt_finished(&config.name, &report);
-            crate::telemetry::record_attempt(&report.attempt, Some(&next));
-            tracing::info!(
-                invocation_id = %invocation.id,
-                function = %config.name,
-                attempt = report.attempt.number,
-                outcome = report.attempt.outcome.as_str(),
-                status = report.attempt.http_status,
-                duration_ms = report.attempt.ended_at - report.attempt.started_at,
-                "attempt finished"
-            );
-            (completion_of(&shared, &invocation, Some(report.attempt.clone()), next, effects), Some(report))
+            let report = shared.runtime.call(call, shared.clock.as_ref()).await;
+            decide(&shared, &function, &invocation, report, pass.probe)
         }
     };
     // The function is done: its slot goes to the next attempt now, not after the commit. The
     // invocation stays `running` until the outcome is recorded, so nothing leases it twice, and
     // `unrecorded` keeps a drain waiting for the record, and bounds how many answered attempts
     // may await their commit (backpressure: waiting here keeps the slot).
-    let unrecorded = match function.unrecorded.clone().try_acquire_owned() {
-        Ok(permit) => Ok(permit),
-        Err(_) => {
-            // The answered attempts before this one are held back for company: commit them now.
-            shared.store.hurry();
-            function.unrecorded.clone().acquire_owned().await
-        }
-    };
+    let unrecorded = hold_unrecorded(&shared, &function, 1).await;
     drop(permit);
     drop(pass);
     function.slot_freed();
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
     // Nobody waits on a plain completion: it may share its commit with others. Effects (events to
     // deliver, KV writes to see) and an ordered delivery (the next one waits behind it) may not.
-    let ordered = invocation.delivery.as_ref().is_some_and(|d| d.ordering_key.is_some());
-    let unhurried = completion.effects.is_none() && !ordered && function.busy();
+    let unhurried = decided.completion.effects.is_none() && !is_ordered(&invocation) && function.busy();
     crate::faults::crash_point(&shared, crate::faults::CrashPoint::BeforeComplete);
     let step = invocation.workflow.as_ref();
-    let recorded = record(&shared, completion.clone(), step, lease_expires_at, unhurried).await;
+    let recorded = record(&shared, decided.completion.clone(), step, lease_expires_at, unhurried).await;
+    settle(&shared, &function, &invocation, decided, recorded, unhurried).await;
+    drop(unrecorded);
+}
+
+/// What an attempt (or an invocation whose budget was used up) came to: the completion to record,
+/// and the report it was decided on (`None` when no call was made).
+#[derive(Debug)]
+pub(super) struct Decided {
+    pub(super) completion: Completion,
+    pub(super) report: Option<AttemptReport>,
+}
+
+/// No attempt is made: the budget was used up by interrupted attempts. A probe of the breaker it
+/// held goes to another.
+pub(super) fn exhausted(
+    shared: &Shared,
+    function: &Function,
+    invocation: &Invocation,
+    next: Transition,
+    probe: bool,
+) -> Decided {
+    function.flow.cancel_probes(usize::from(probe));
+    Decided { completion: completion_of(shared, invocation, None, next, None), report: None }
+}
+
+/// Decides what follows `report`, an attempt of `invocation` (alone, or an item of a batch): its
+/// effects checked and made ready to commit, the retry decision, flow control told, counted and
+/// logged.
+pub(super) fn decide(
+    shared: &Shared,
+    function: &Function,
+    invocation: &Invocation,
+    mut report: AttemptReport,
+    probe: bool,
+) -> Decided {
+    let config = &function.config;
+    let now = shared.clock.now_ms();
+    let effects = match report.effects.as_ref().map(|e| events::commit_effects(shared, invocation, e, now)) {
+        Some(Ok(effects)) => Some(effects),
+        Some(Err(why)) => {
+            refuse(&mut report, Outcome::Permanent, why);
+            None
+        }
+        None => None,
+    };
+    let policy = shared.retry_policy(function, invocation);
+    let next = after_attempt(policy, invocation, &report, now, shared.sample());
+    flow_after(function, &report, now, probe);
+    shared.metrics.attempt_finished(&config.name, &report);
+    crate::telemetry::record_attempt(&report.attempt, Some(&next));
+    tracing::info!(
+        invocation_id = %invocation.id,
+        function = %config.name,
+        attempt = report.attempt.number,
+        outcome = report.attempt.outcome.as_str(),
+        status = report.attempt.http_status,
+        duration_ms = report.attempt.ended_at - report.attempt.started_at,
+        "attempt finished"
+    );
+    Decided {
+        completion: completion_of(shared, invocation, Some(report.attempt.clone()), next, effects),
+        report: Some(report),
+    }
+}
+
+/// Takes `n` of the function's unrecorded permits (see [`Function::unrecorded`]); when they are
+/// not free, the answered attempts held back for company are committed now, and this waits.
+pub(super) async fn hold_unrecorded(shared: &Shared, function: &Function, n: u32) -> Option<OwnedSemaphorePermit> {
+    match function.unrecorded.clone().try_acquire_many_owned(n) {
+        Ok(permit) => Some(permit),
+        Err(_) => {
+            shared.store.hurry();
+            function.unrecorded.clone().acquire_many_owned(n).await.ok()
+        }
+    }
+}
+
+/// Whether `invocation` is an ordered delivery: the next one of its key waits behind it.
+pub(super) fn is_ordered(invocation: &Invocation) -> bool {
+    invocation.delivery.as_ref().is_some_and(|d| d.ordering_key.is_some())
+}
+
+/// What follows the record of an attempt's outcome: its transition counted and, when it carried
+/// effects, their deliveries woken; a failed precondition of its effects turns the attempt into a
+/// conflict, decided and recorded again; then the dispatcher is told of what may now be due.
+pub(super) async fn settle(
+    shared: &Shared,
+    function: &Function,
+    invocation: &Invocation,
+    decided: Decided,
+    recorded: Recorded,
+    unhurried: bool,
+) {
+    let Decided { mut completion, report } = decided;
     if let Recorded::Yes = recorded {
-        recorded_as(&shared, &invocation, &completion);
+        recorded_as(shared, invocation, &completion);
         if let Some(effects) = &completion.effects {
             shared.metrics.deliveries_admitted(Some(effects));
-            events::wake_subscribers(&shared, effects);
+            events::wake_subscribers(shared, effects);
         }
     }
     if let Recorded::Conflict(why) = recorded {
@@ -95,17 +157,19 @@ pub(super) async fn run(shared: Arc<Shared>, function: Arc<Function>, invocation
         if let Some(mut report) = report {
             refuse(&mut report, Outcome::Conflict, format!("conflict: {why}"));
             let now = shared.clock.now_ms();
-            completion.next = after_attempt(policy, &invocation, &report, now, shared.sample());
+            let policy = shared.retry_policy(function, invocation);
+            completion.next = after_attempt(policy, invocation, &report, now, shared.sample());
             completion.attempt = Some(report.attempt);
             completion.effects = None;
             completion.now = now;
-            if let Recorded::Yes = record(&shared, completion.clone(), step, lease_expires_at, unhurried).await {
-                recorded_as(&shared, &invocation, &completion);
+            let (step, lease_expires_at) =
+                (invocation.workflow.as_ref(), invocation.lease.as_ref().map(|l| l.expires_at));
+            if let Recorded::Yes = record(shared, completion.clone(), step, lease_expires_at, unhurried).await {
+                recorded_as(shared, invocation, &completion);
             }
         }
     }
-    drop(unrecorded);
-    if ordered {
+    if is_ordered(invocation) {
         // The next delivery of the same ordering key may be leased now.
         function.work_queued();
     } else if let Transition::Retry { .. } = completion.next {
@@ -145,7 +209,7 @@ fn refuse(report: &mut AttemptReport, outcome: Outcome, why: String) {
     report.effects = None;
 }
 
-fn completion_of(
+pub(super) fn completion_of(
     shared: &Shared,
     invocation: &Invocation,
     attempt: Option<Attempt>,
@@ -164,12 +228,8 @@ fn completion_of(
     }
 }
 
-/// Records the completion, trying again while the store is unavailable (a database outage) until
-/// the lease expires: past that the completion would be refused anyway, and the invocation runs
-/// again once its lease is taken back.
-/// Returns the failed precondition's text when the effects could not be applied.
 /// What became of a completion.
-enum Recorded {
+pub(super) enum Recorded {
     Yes,
     /// Refused (the lease was lost) or given up on: the invocation will run again.
     No,
@@ -181,7 +241,10 @@ enum Recorded {
 /// past that it waits between tries like any store error.
 const STALE_TRIES: u64 = 20;
 
-async fn record(
+/// Records the completion, trying again while the store is unavailable (a database outage) until
+/// the lease expires: past that the completion would be refused anyway, and the invocation runs
+/// again once its lease is taken back.
+pub(super) async fn record(
     shared: &Shared,
     completion: Completion,
     step: Option<&StepRef>,
@@ -195,6 +258,23 @@ async fn record(
         crate::workflows::wake_in_flight(shared, &step.run).await;
     }
     recorded
+}
+
+/// What a store's refusal of the completion of `id` means, or the error back when it is worth
+/// trying again (the store unavailable, the outcome unknown).
+pub(super) fn refused(id: &str, e: Error) -> Result<Recorded, Error> {
+    match e {
+        Error::PreconditionFailed(why) => Ok(Recorded::Conflict(why)),
+        e @ (Error::LeaseLost(_) | Error::InvalidState(_) | Error::NotFound { .. }) => {
+            tracing::warn!(invocation_id = %id, error = %e, "completion refused");
+            Ok(Recorded::No)
+        }
+        e @ Error::Bug(_) => {
+            tracing::error!(invocation_id = %id, error = %e, "completion cannot be recorded; the lease will expire and the invocation run again");
+            Ok(Recorded::No)
+        }
+        e => Err(e),
+    }
 }
 
 async fn record_once(
@@ -236,23 +316,17 @@ async fn record_once(
                 tracing::debug!(invocation_id = %completion.id, why, "the workflow run moved on: deciding again");
                 continue;
             }
-            Err(Error::PreconditionFailed(why)) => return Recorded::Conflict(why),
-            Err(e @ (Error::LeaseLost(_) | Error::InvalidState(_) | Error::NotFound { .. })) => {
-                tracing::warn!(invocation_id = %completion.id, error = %e, "completion refused");
-                return Recorded::No;
-            }
-            Err(e @ Error::Bug(_)) => {
-                tracing::error!(invocation_id = %completion.id, error = %e, "completion cannot be recorded; the lease will expire and the invocation run again");
-                return Recorded::No;
-            }
-            Err(e) => {
-                if shared.clock.now_ms() >= give_up_at {
-                    break;
+            Err(e) => match refused(&completion.id, e) {
+                Ok(recorded) => return recorded,
+                Err(e) => {
+                    if shared.clock.now_ms() >= give_up_at {
+                        break;
+                    }
+                    tracing::warn!(invocation_id = %completion.id, error = %e, try_ = tries, "recording the completion failed");
+                    let pause = (COMPLETE_RETRY_STEP_MS * tries).min(COMPLETE_RETRY_MAX_MS);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                tracing::warn!(invocation_id = %completion.id, error = %e, try_ = tries, "recording the completion failed");
-                let pause = (COMPLETE_RETRY_STEP_MS * tries).min(COMPLETE_RETRY_MAX_MS);
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-            }
+            },
         }
     }
     tracing::error!(invocation_id = %completion.id, "completion not recorded; the lease will expire and the invocation run again");

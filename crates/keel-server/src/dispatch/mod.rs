@@ -3,6 +3,7 @@
 //! signalled or the next retry comes due — never in a polling loop.
 
 pub(crate) mod attempt;
+pub(crate) mod batch;
 pub(crate) mod behind;
 mod deliveries;
 mod sweeper;
@@ -30,9 +31,13 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// Pause after the store failed, before leasing again.
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
 
-/// How long a lease of `function`'s lasts: past the attempt's timeout, by a margin.
+/// How long a lease of `function`'s lasts: past the attempt's timeout, by a margin. An item of a
+/// batch function may first wait `max_wait` for company and then for a request in flight to end
+/// (at most a timeout) before its own call: its lease covers those waits too.
 fn lease_for(function: &Function) -> Millis {
-    (function.config.timeout + LEASE_MARGIN).as_millis() as Millis
+    let config = &function.config;
+    let waits = config.batch.map_or(std::time::Duration::ZERO, |b| b.max_wait + config.timeout);
+    (config.timeout + waits + LEASE_MARGIN).as_millis() as Millis
 }
 
 /// A lease taken at `now` by this node, for an invocation leased at admission.
@@ -40,9 +45,14 @@ pub(crate) fn lease_at(shared: &Shared, function: &Function, now: Millis) -> Lea
     Lease { owner: shared.node_id.clone(), leased_at: now, expires_at: now + lease_for(function) }
 }
 
-/// Runs an attempt of `invocation`, leased by this node, in a task of its own, holding `slot`
-/// (the function's concurrency slot, and what flow control gave it) until the function answered.
+/// Runs an attempt of `invocation`, leased by this node, in a task of its own (or, for a batch
+/// function, in the next batch), holding `slot` (the function's concurrency slot, and what flow
+/// control gave it) until the function answered.
 pub(crate) fn start(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, slot: Slot) {
+    if let Some(queue) = &function.batch {
+        // A batch function's attempt goes out with others: its queue's collector sends it.
+        return queue.push(invocation, slot);
+    }
     let span = crate::telemetry::attempt_span(&invocation);
     tokio::spawn(tracing::Instrument::instrument(attempt::run(shared, function, invocation, slot), span));
 }

@@ -45,18 +45,23 @@ pub(crate) struct Runtime {
 }
 
 /// One attempt counted in [`Runtime::running`] until dropped (also when the call is cancelled).
-struct Running<'a>(&'a AtomicUsize);
+struct Running<'a>(&'a AtomicUsize, usize);
 
 impl<'a> Running<'a> {
     fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Running(count)
+        Self::enter_many(count, 1)
+    }
+
+    /// The attempts of a batch call, one per item.
+    fn enter_many(count: &'a AtomicUsize, n: usize) -> Self {
+        count.fetch_add(n, Ordering::Relaxed);
+        Running(count, n)
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -124,6 +129,25 @@ impl Runtime {
     pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
         let _running = self.running.get(call.function).map(Running::enter);
         let _attempt = self.attempts.enter(call.invocation_id, call.function);
+        self.reach(call, clock).await
+    }
+
+    /// Makes one batch call of `items` (`call` carries their batch, [`AttemptCall::batch_of`]):
+    /// while it runs, each item is an attempt in flight, and a caller egress knows by its id.
+    /// Reports the call as a whole; [`keel_core::batch::item_reports`] reads each item's out of it.
+    pub(crate) async fn call_batch(
+        &self,
+        call: AttemptCall<'_>,
+        items: &[&keel_core::invocation::Invocation],
+        clock: &dyn Clock,
+    ) -> AttemptReport {
+        let _running = self.running.get(call.function).map(|count| Running::enter_many(count, items.len()));
+        let _attempts: Vec<_> = items.iter().map(|inv| self.attempts.enter(&inv.id, call.function)).collect();
+        self.reach(call, clock).await
+    }
+
+    /// The call itself: a chaos fault's answer, or the function's.
+    async fn reach(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
         let started_at = clock.now_ms();
         if let Some(report) = self.chaos_hit(&call, started_at, clock).await {
             return report;

@@ -41,6 +41,10 @@ pub(crate) struct AttemptCall<'a> {
     /// The subscription of an event delivery, sent as `keel-subscription`.
     pub(crate) subscription: Option<&'a str>,
     pub(crate) timeout: Duration,
+    /// A batch call of this many items (the payload is their batch, `invocation_id` the first
+    /// item's): sent without the per-invocation headers, which are in each item instead, and
+    /// its 2xx answer is the batch answer (never an effects envelope).
+    pub(crate) batch: Option<usize>,
 }
 
 impl<'a> AttemptCall<'a> {
@@ -51,7 +55,7 @@ impl<'a> AttemptCall<'a> {
             function: &config.name,
             invocation_id: &inv.id,
             // A workflow step's key names its run and step: the same for every attempt and redrive.
-            idempotency_key: inv.workflow.as_ref().and(inv.idempotency_key.as_deref()).unwrap_or(&inv.id),
+            idempotency_key: inv.contract_key(),
             number: inv.attempt_count + 1,
             payload: &inv.payload,
             content_type: inv.content_type.as_deref(),
@@ -59,6 +63,26 @@ impl<'a> AttemptCall<'a> {
             headers: inv.delivery.as_ref().map(|d| d.headers.as_slice()).unwrap_or_default(),
             subscription: inv.delivery.as_ref().map(|d| d.subscription.as_str()),
             timeout,
+            batch: None,
+        }
+    }
+
+    /// A batch call of `function` carrying `body`, the batch of `items` (never empty).
+    pub(crate) fn batch_of(config: &'a FunctionConfig, items: &[&'a Invocation], body: &'a Bytes) -> Self {
+        let first = items[0];
+        AttemptCall {
+            target: &config.target,
+            function: &config.name,
+            invocation_id: &first.id,
+            idempotency_key: &first.id,
+            number: first.attempt_count + 1,
+            payload: body,
+            content_type: Some(keel_core::batch::CONTENT_TYPE),
+            traceparent: None,
+            headers: &[],
+            subscription: None,
+            timeout: config.timeout,
+            batch: Some(items.len()),
         }
     }
 }
@@ -134,7 +158,7 @@ impl UrlRuntime {
             Ok(Err(failure)) => {
                 report(call, (started_at, ended_at), failure.outcome, failure.status, Some(failure.message))
             }
-            Ok(Ok((response, _))) if is_effects(&response) => {
+            Ok(Ok((response, _))) if call.batch.is_none() && is_effects(&response) => {
                 effects_attempt(call, (started_at, ended_at), response, self.max_json_depth)
             }
             Ok(Ok((response, retry_after))) => {
@@ -158,12 +182,16 @@ impl UrlRuntime {
         let deadline = started_at + call.timeout.as_millis() as Millis;
         let traceparent = call.traceparent.map_or_else(trace::new_traceparent, trace::child_of);
         let mut request = Request::post(url.as_str())
-            .header("keel-invocation-id", call.invocation_id)
-            .header("keel-attempt", call.number)
             .header("keel-function", call.function)
             .header("keel-deadline", rfc3339(deadline))
-            .header("idempotency-key", call.idempotency_key)
             .header("traceparent", traceparent);
+        request = match call.batch {
+            None => request
+                .header("keel-invocation-id", call.invocation_id)
+                .header("keel-attempt", call.number)
+                .header("idempotency-key", call.idempotency_key),
+            Some(size) => request.header("keel-batch-size", size),
+        };
         if let Some(ct) = call.content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
             request = request.header(CONTENT_TYPE, ct);
         }
@@ -424,6 +452,7 @@ mod tests {
             headers: &[],
             subscription: None,
             timeout: function.timeout,
+            batch: None,
         };
         runtime.call(function.url().unwrap(), &call, now, &ManualClock::new(now)).await
     }

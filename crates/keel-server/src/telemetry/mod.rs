@@ -16,4 +16,6 @@ mod spans;
 pub(crate) use http::observe_request;
 pub use logs::{init, Telemetry};
 pub(crate) use scrape::{install_recorder, render};
-pub(crate) use spans::{attempt_span, current_traceparent, emit_span, record_attempt, run_span, trace_id_of};
+pub(crate) use spans::{
+    attempt_span, batch_span, current_traceparent, emit_span, record_attempt, run_span, trace_id_of,
+};

@@ -37,6 +37,18 @@ pub(crate) fn attempt_span(inv: &Invocation) -> Span {
     span
 }
 
+/// The span of one batch call of `function` carrying `items` attempts (each item's own trace is
+/// in its invocation; the batch starts a trace of its own).
+pub(crate) fn batch_span(function: &str, items: usize) -> Span {
+    tracing::info_span!(
+        "batch",
+        otel.name = %format_args!("batch {function}"),
+        otel.kind = "client",
+        function = %function,
+        items,
+    )
+}
+
 /// Records an attempt's outcome, status and (async) the retry delay on the current span.
 pub(crate) fn record_attempt(attempt: &Attempt, next: Option<&Transition>) {
     let span = Span::current();

@@ -4,6 +4,7 @@
 mod access;
 mod access_tokens;
 mod api;
+mod batch;
 mod bench;
 mod chaos;
 mod cli;

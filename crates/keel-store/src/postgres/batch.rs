@@ -1,13 +1,15 @@
 //! The set-based statements of a group commit: every enqueue of the group in one `INSERT … SELECT
 //! FROM unnest(…)`, every completion in one `UPDATE … FROM unnest(…)` plus one insert of their
-//! attempts, and one NOTIFY per function that got work.
+//! attempts, and one NOTIFY per function that got work. A bulk admission ([`enqueue_all`]) and
+//! the completions of a batch call ([`complete_batch`]) use the same statements in a transaction
+//! of their own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::Pool;
-use keel_core::invocation::{Completion, Delivery, NewInvocation, Transition};
-use keel_core::Error;
+use keel_core::invocation::{Completion, Delivery, Invocation, NewInvocation, Transition};
+use keel_core::{Error, Result};
 
 use super::notify::notify;
 use super::ops::{lease_lost, CompletionRow};
@@ -16,7 +18,11 @@ use super::writer::{first_of_each_id, Answer, GroupError, Work};
 
 /// Writes `works` in one transaction; answers in the same order. Sets `committing` once COMMIT
 /// is sent: from then on a failure leaves the group's outcome unknown.
-pub(crate) async fn write(pool: &Pool, works: &[Work], committing: &AtomicBool) -> Result<Vec<Answer>, GroupError> {
+pub(crate) async fn write(
+    pool: &Pool,
+    works: &[Work],
+    committing: &AtomicBool,
+) -> std::result::Result<Vec<Answer>, GroupError> {
     let mut client = pool.get().await.map_err(|e| GroupError::Unavailable(format!("PostgreSQL: {e}")))?;
     let tx = client.transaction().await?;
     let mut answers: Vec<Option<Answer>> = works.iter().map(|_| None).collect();
@@ -92,7 +98,7 @@ fn already_exists(new: &NewInvocation) -> Error {
 
 /// Inserts admitted invocations (queued, or running when leased at admission); returns the ids
 /// that were new.
-async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<String>, GroupError> {
+async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> std::result::Result<HashSet<String>, GroupError> {
     if news.is_empty() {
         return Ok(HashSet::new());
     }
@@ -155,7 +161,10 @@ async fn insert_new(tx: &Tx<'_>, news: &[&NewInvocation]) -> Result<HashSet<Stri
 
 /// Applies completions with distinct ids; returns the ids whose lease was still held, with their
 /// function (the others changed nothing), after inserting their attempts.
-async fn complete_all(tx: &Tx<'_>, completions: &[&Completion]) -> Result<HashMap<String, String>, GroupError> {
+async fn complete_all(
+    tx: &Tx<'_>,
+    completions: &[&Completion],
+) -> std::result::Result<HashMap<String, String>, GroupError> {
     let fields: Vec<CompletionRow<'_>> = completions.iter().map(|c| CompletionRow::of(c)).collect();
     let ids: Vec<&str> = completions.iter().map(|c| c.id.as_str()).collect();
     let owners: Vec<&str> = completions.iter().map(|c| c.owner.as_str()).collect();
@@ -222,4 +231,60 @@ async fn complete_all(tx: &Tx<'_>, completions: &[&Completion]) -> Result<HashMa
         .await?;
     }
     Ok(done)
+}
+
+/// A bulk admission in `tx`: every invocation stored, or an error (and the caller's transaction
+/// rolled back with nothing of it). Wakes the nodes of the functions that got queued work.
+pub(crate) async fn enqueue_all(tx: &Tx<'_>, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
+    let (_, again) = first_of_each_id(news.iter().enumerate().map(|(i, n)| (i, n.id.as_str())));
+    if let Some(&i) = again.first() {
+        return Err(already_exists(&news[i]));
+    }
+    let refs: Vec<&NewInvocation> = news.iter().collect();
+    let inserted = insert_new(tx, &refs).await.map_err(|e| super::writer::failed(&e))?;
+    if let Some(old) = news.iter().find(|n| !inserted.contains(n.id.as_str())) {
+        return Err(already_exists(old));
+    }
+    let mut woken: Vec<String> = news.iter().filter(|n| n.lease.is_none()).map(|n| n.function.clone()).collect();
+    woken.sort_unstable();
+    woken.dedup();
+    notify(tx, &woken).await?;
+    Ok(news.into_iter().map(NewInvocation::into_stored).collect())
+}
+
+/// The completions of a batch call in `tx`, each judged alone: the plain ones set-based (as a
+/// group commit writes them), one with effects or a run update in a savepoint of its own (it may
+/// be refused half-way). Wakes the nodes of the functions that got a retry.
+pub(crate) async fn complete_batch(tx: &Tx<'_>, completions: &[Completion]) -> Result<Vec<Result<()>>> {
+    let mut answers: Vec<Option<Result<()>>> = completions.iter().map(|_| None).collect();
+    let mut woken: Vec<String> = Vec::new();
+    let (plain, own): (Vec<usize>, Vec<usize>) =
+        (0..completions.len()).partition(|&i| completions[i].effects.is_none() && completions[i].run.is_none());
+    let mut pending = plain;
+    while !pending.is_empty() {
+        let (round, later) = first_of_each_id(pending.iter().map(|&i| (i, completions[i].id.as_str())));
+        let refs: Vec<&Completion> = round.iter().map(|&i| &completions[i]).collect();
+        let done = complete_all(tx, &refs).await.map_err(|e| super::writer::failed(&e))?;
+        for (&i, c) in round.iter().zip(&refs) {
+            let function = done.get(c.id.as_str());
+            answers[i] = Some(if function.is_some() { Ok(()) } else { Err(lease_lost(c)) });
+            if let Some(function) = function.filter(|_| matches!(c.next, Transition::Retry { .. })) {
+                woken.push(function.clone());
+            }
+        }
+        pending = later;
+    }
+    for i in own {
+        let c = &completions[i];
+        tx.batch_execute("SAVEPOINT item").await.map_err(super::rows::db_err)?;
+        let done = super::ops::complete(tx, c).await;
+        let end =
+            if done.is_ok() { "RELEASE SAVEPOINT item" } else { "ROLLBACK TO SAVEPOINT item; RELEASE SAVEPOINT item" };
+        tx.batch_execute(end).await.map_err(super::rows::db_err)?;
+        answers[i] = Some(done);
+    }
+    woken.sort_unstable();
+    woken.dedup();
+    notify(tx, &woken).await?;
+    Ok(answers.into_iter().map(|a| a.unwrap_or(Ok(()))).collect())
 }

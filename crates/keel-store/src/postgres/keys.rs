@@ -140,6 +140,22 @@ pub(crate) async fn enqueue_keyed(
     Ok(decision)
 }
 
+/// [`enqueue_keyed`] for a bulk admission: the key record names the first invocation.
+pub(crate) async fn enqueue_all_keyed(
+    tx: &Tx<'_>,
+    news: Vec<NewInvocation>,
+    claim_: &KeyClaim,
+    reply: &StoredReply,
+) -> Result<KeyDecision> {
+    let decision = claim(tx, claim_, news.first().map(|n| n.id.as_str())).await?;
+    if matches!(decision, KeyDecision::Claim | KeyDecision::TakeOver { .. }) {
+        super::batch::enqueue_all(tx, news).await?;
+        complete(tx, &claim_.key, &claim_.holder, reply).await?;
+        return Ok(KeyDecision::Claim);
+    }
+    Ok(decision)
+}
+
 pub(crate) async fn begin_sync(tx: &Tx<'_>, invocation: &Invocation, claim_: &KeyClaim) -> Result<KeyDecision> {
     let decision = claim(tx, claim_, Some(&invocation.id)).await?;
     match &decision {

@@ -246,6 +246,13 @@ impl InvocationStore for PgStore {
         self.write(Work::Enqueue(new)).await?.ok_or(Error::NotFound { what: "invocation", id })
     }
 
+    async fn enqueue_all(&self, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
+        if news.is_empty() {
+            return Ok(Vec::new());
+        }
+        in_tx!(self, |tx| batch::enqueue_all(&tx, news))
+    }
+
     async fn record_finished(
         &self,
         invocation: Invocation,
@@ -275,6 +282,13 @@ impl InvocationStore for PgStore {
             return in_tx!(self, |tx| ops::complete(&tx, &completion));
         }
         self.write(Work::Complete(completion)).await.map(|_| ())
+    }
+
+    async fn complete_all(&self, completions: Vec<Completion>, _urgency: Urgency) -> Result<Vec<Result<()>>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        in_tx!(self, |tx| batch::complete_batch(&tx, &completions))
     }
 
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
@@ -310,6 +324,15 @@ impl InvocationStore for PgStore {
 impl KeyStore for PgStore {
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
         in_tx!(self, |tx| keys::enqueue_keyed(&tx, new, &claim, &reply))
+    }
+
+    async fn enqueue_all_keyed(
+        &self,
+        news: Vec<NewInvocation>,
+        claim: KeyClaim,
+        reply: StoredReply,
+    ) -> Result<KeyDecision> {
+        in_tx!(self, |tx| keys::enqueue_all_keyed(&tx, news, &claim, &reply))
     }
 
     async fn begin_sync(&self, invocation: Invocation, claim: KeyClaim) -> Result<KeyDecision> {

@@ -156,7 +156,7 @@ fn describe_group(e: &GroupError) -> String {
 }
 
 /// What each job of a group that did not commit is answered.
-fn failed(e: &GroupError) -> Error {
+pub(crate) fn failed(e: &GroupError) -> Error {
     match e {
         GroupError::Unknown(reason) => Error::OutcomeUnknown(reason.clone()),
         GroupError::Db(e) => super::rows::classify(e),

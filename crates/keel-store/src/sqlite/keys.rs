@@ -117,6 +117,22 @@ pub(crate) fn enqueue_keyed(
     Ok(decision)
 }
 
+/// [`enqueue_keyed`] for a bulk admission: the key record names the first invocation.
+pub(crate) fn enqueue_all_keyed(
+    conn: &Connection,
+    news: Vec<NewInvocation>,
+    claim_: &KeyClaim,
+    reply: &StoredReply,
+) -> Result<KeyDecision> {
+    let decision = claim(conn, claim_, news.first().map(|n| n.id.as_str()))?;
+    if matches!(decision, KeyDecision::Claim | KeyDecision::TakeOver { .. }) {
+        ops::enqueue_all(conn, news)?;
+        complete(conn, &claim_.key, &claim_.holder, reply)?;
+        return Ok(KeyDecision::Claim);
+    }
+    Ok(decision)
+}
+
 pub(crate) fn begin_sync(conn: &Connection, invocation: &Invocation, claim_: &KeyClaim) -> Result<KeyDecision> {
     let decision = claim(conn, claim_, Some(&invocation.id))?;
     match &decision {

@@ -243,6 +243,10 @@ impl InvocationStore for SqliteStore {
         self.writer.write(move |c| ops::enqueue(c, new)).await
     }
 
+    async fn enqueue_all(&self, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
+        self.writer.write(move |c| ops::enqueue_all(c, news)).await
+    }
+
     async fn record_finished(
         &self,
         invocation: Invocation,
@@ -291,6 +295,17 @@ impl InvocationStore for SqliteStore {
         }
     }
 
+    async fn complete_all(&self, completions: Vec<Completion>, urgency: Urgency) -> Result<Vec<Result<()>>> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let job = move |c: &Connection| ops::complete_all(c, &completions);
+        match urgency {
+            Urgency::Now => self.writer.write(job).await,
+            Urgency::Unhurried => self.writer.write_unhurried(job).await,
+        }
+    }
+
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
         self.writer.write(move |c| ops::reclaim(c, scope, now)).await
     }
@@ -328,6 +343,15 @@ impl InvocationStore for SqliteStore {
 impl KeyStore for SqliteStore {
     async fn enqueue_keyed(&self, new: NewInvocation, claim: KeyClaim, reply: StoredReply) -> Result<KeyDecision> {
         self.writer.write(move |c| keys::enqueue_keyed(c, new, &claim, &reply)).await
+    }
+
+    async fn enqueue_all_keyed(
+        &self,
+        news: Vec<NewInvocation>,
+        claim: KeyClaim,
+        reply: StoredReply,
+    ) -> Result<KeyDecision> {
+        self.writer.write(move |c| keys::enqueue_all_keyed(c, news, &claim, &reply)).await
     }
 
     async fn begin_sync(&self, invocation: Invocation, claim: KeyClaim) -> Result<KeyDecision> {

@@ -18,6 +18,12 @@ pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocatio
     Ok(inv)
 }
 
+/// A bulk admission: every invocation or (on the first that cannot be stored) an error, which
+/// rolls the job back whole.
+pub(crate) fn enqueue_all(conn: &Connection, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
+    news.into_iter().map(|new| enqueue(conn, new)).collect()
+}
+
 pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
     events::apply(conn, effects, inv.updated_at)?;
     insert(conn, inv)?;
@@ -290,6 +296,32 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
         super::workflows::apply(conn, update)?;
     }
     Ok(())
+}
+
+/// The completions of a batch call, each judged alone. A plain one (no effects, no run) needs no
+/// savepoint: its only refusal, a lost lease, is found before it writes anything, and any other
+/// error fails the whole job. One with effects or a run update may fail half-way (a
+/// precondition, a stale run), so it runs inside a savepoint of its own.
+pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Result<Vec<Result<()>>> {
+    let mut answers = Vec::with_capacity(completions.len());
+    for c in completions {
+        if c.effects.is_none() && c.run.is_none() {
+            answers.push(match complete(conn, c) {
+                Err(e @ Error::LeaseLost(_)) => Err(e),
+                done => Ok(done?),
+            });
+            continue;
+        }
+        conn.prepare_cached("SAVEPOINT item").and_then(|mut st| st.execute([])).map_err(db_err)?;
+        let done = complete(conn, c);
+        let end = if done.is_ok() { "RELEASE item" } else { "ROLLBACK TO item" };
+        conn.prepare_cached(end).and_then(|mut st| st.execute([])).map_err(db_err)?;
+        if done.is_err() {
+            conn.prepare_cached("RELEASE item").and_then(|mut st| st.execute([])).map_err(db_err)?;
+        }
+        answers.push(done);
+    }
+    Ok(answers)
 }
 
 pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<Vec<String>> {

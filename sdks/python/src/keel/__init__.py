@@ -29,6 +29,7 @@ the services the function depends on through Keel's egress.
 publish events, read invocations and wait for their results.
 """
 
+from .batch import BATCH_CONTENT_TYPE, BatchReply, batch_handler
 from .client import Accepted, ApiError, Client, InvocationFailed, Response
 from .context import Ctx, EventAttributes, Request
 from .effects import EFFECTS_CONTENT_TYPE, Effects, Event
@@ -42,10 +43,12 @@ from .server import make_server, serve
 __version__ = "0.1.0"
 
 __all__ = [
+    "BATCH_CONTENT_TYPE",
     "EFFECTS_CONTENT_TYPE",
     "Accepted",
     "ApiError",
     "BadRequest",
+    "BatchReply",
     "Client",
     "Ctx",
     "Dependency",
@@ -64,6 +67,7 @@ __all__ = [
     "Response",
     "Retryable",
     "Versioned",
+    "batch_handler",
     "make_server",
     "serve",
 ]

@@ -8,8 +8,8 @@ use rustls_pki_types::CertificateDer;
 
 use super::{key, Checker};
 use crate::config::locate::Anchor;
-use crate::config::raw::{RawDuration, RawFunction, RawRetry};
-use crate::config::FunctionConfig;
+use crate::config::raw::{RawBatch, RawDuration, RawFunction, RawRetry};
+use crate::config::{BatchConfig, FunctionConfig};
 use crate::retry::{Jitter, RetryPolicy};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,6 +61,10 @@ impl Checker {
         let flow = self.flow(name, raw, concurrency);
         let ca_file = raw.ca_file.as_deref().map(|text| self.ca_file(at("ca_file"), text));
         let input_schema = raw.input_schema.as_deref().map(|text| self.json_schema(at("input_schema"), text));
+        let batch = match &raw.batch {
+            None => Some(None),
+            Some(batch) => self.batch(at("batch"), batch).map(Some),
+        };
         Some(FunctionConfig {
             name: name.to_owned(),
             target: target?,
@@ -74,7 +78,28 @@ impl Checker {
             ca_file: ca_file.flatten(),
             grants: None,
             input_schema: input_schema.flatten(),
+            batch: batch?,
         })
+    }
+
+    /// `batch = { max_size, max_wait }`: 1–1000 items, waiting at most 10 s for company.
+    fn batch(&mut self, base: Vec<String>, raw: &RawBatch) -> Option<BatchConfig> {
+        let at = |field: &str| [base.clone(), vec![field.to_owned()]].concat();
+        let largest = i64::from(BatchConfig::LARGEST_MAX_SIZE);
+        let max_size = self.count(at("max_size"), raw.max_size, BatchConfig::DEFAULT_MAX_SIZE, 1, largest);
+        let max_wait = self.duration(at("max_wait"), &raw.max_wait, BatchConfig::DEFAULT_MAX_WAIT);
+        let max_wait = match max_wait {
+            Some(wait) if wait > BatchConfig::LONGEST_MAX_WAIT => {
+                let got = raw.max_wait.as_ref().map_or(String::new(), |d| d.0.clone());
+                let message = format!(
+                    r#"must be at most "10s": items wait leased, and their leases outlast the timeout by a minute (got "{got}")"#
+                );
+                self.report(at("max_wait"), Anchor::Value, message);
+                None
+            }
+            wait => wait,
+        };
+        Some(BatchConfig { max_size: max_size?, max_wait: max_wait? })
     }
 
     /// A PEM file of CA certificates: relative to the config file's directory (as `cwd` and a

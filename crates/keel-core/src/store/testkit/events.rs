@@ -45,7 +45,7 @@ pub(super) fn event(id: &str, ce_id: &str, deliveries: Vec<NewInvocation>) -> Ne
     }
 }
 
-fn put(ns: &str, key: &str, value: &str, precondition: Precondition) -> KvWrite {
+pub(super) fn put(ns: &str, key: &str, value: &str, precondition: Precondition) -> KvWrite {
     KvWrite { ns: ns.into(), key: key.into(), value: Some(Bytes::from(value.to_string())), precondition }
 }
 

@@ -25,7 +25,8 @@ macro_rules! store_conformance {
             a_lease_taken_back_cannot_complete_after_its_node_leased_again,
             exhausted_goes_dead_and_redrive_gives_a_fresh_budget, discard_only_from_dlq,
             cancel_queued_but_not_running, reclaim_all_and_expired, leased_at_admission_runs_only_under_its_lease,
-            list_filters_and_pages,
+            list_filters_and_pages, bulk_enqueue_admits_all_or_none, keyed_bulk_enqueue_admits_once_and_replays,
+            batch_completions_commit_together_judged_each_alone,
             bulk_redrive_by_function, finished_sync_invocations_are_recorded,
             keyed_enqueue_admits_once_and_replays, keyed_sync_holds_then_completes_the_key,
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
@@ -160,6 +161,7 @@ async fn fail_once(store: &dyn Store, inv: &Invocation, now: Millis, next: Trans
 }
 
 mod access;
+mod batch;
 mod chaos;
 mod events;
 mod flow;
@@ -170,6 +172,7 @@ mod workflows;
 
 use self::events::{delivery_of, event};
 pub use access::*;
+pub use batch::*;
 pub use chaos::*;
 pub use events::*;
 pub use flow::*;
