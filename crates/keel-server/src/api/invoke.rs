@@ -113,7 +113,8 @@ pub(super) fn traceparent(headers: &HeaderMap) -> String {
         (status = 400, description = "The body is not JSON or fails the function's `input_schema` \
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored and \
             the function was not called); or the Idempotency-Key is malformed or sent twice, a keel-delay is sent (it \
-            applies to async invocations only), the function's `concurrency_key` header is not visible ASCII or is longer \
+            applies to async invocations only), the content-type is `application/vnd.keel.batch+json` (a bulk \
+            admission's, async only), the function's `concurrency_key` header is not visible ASCII or is longer \
             than 256 bytes, or the body cannot be read. A body checked against an \
             `input_schema` nested deeper than `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
@@ -154,6 +155,12 @@ pub(crate) async fn invoke_sync(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
+    if super::bulk::is_bulk(&headers) {
+        return Err(Problem::bad_request(format!(
+            "{} is a bulk admission's (POST /v1/functions/{{name}}/invocations): a sync invoke runs one payload",
+            keel_core::batch::CONTENT_TYPE
+        )));
+    }
     let (function, payload) = admit(&shared, &name, body)?;
     let key = idempotency::key_from(&headers)?;
     if headers.contains_key(delay::KEEL_DELAY) {

@@ -82,13 +82,11 @@ impl BatchFunction {
     }
 }
 
-fn batch_config(url: &str, max_size: u32) -> String {
-    batch_config_retrying(url, max_size, 4)
-}
-
-fn batch_config_retrying(url: &str, max_size: u32, attempts: u32) -> String {
+/// A batch function `name` at `url`: 2 batches in flight of up to `max_size` items, `attempts`
+/// fast attempts each. Each test names its own: metrics are per process, shared by the tests.
+fn batch_config(name: &str, url: &str, max_size: u32, attempts: u32) -> String {
     format!(
-        "[functions.index]\nurl = \"{url}\"\nconcurrency = 2\nbatch = {{ max_size = {max_size}, max_wait = \"20ms\" }}\n{}\n",
+        "[functions.{name}]\nurl = \"{url}\"\nconcurrency = 2\nbatch = {{ max_size = {max_size}, max_wait = \"20ms\" }}\n{}\n",
         fast_retry(attempts)
     )
 }
@@ -111,12 +109,12 @@ async fn invocation(keel: &Keel, id: &str) -> Value {
 #[tokio::test]
 async fn a_batch_function_gets_async_work_in_batches_and_each_item_keeps_its_own_fate() {
     let (function, url) = BatchFunction::start().await;
-    let keel = Keel::start(&batch_config(&url, 10)).await;
+    let keel = Keel::start(&batch_config("index-fates", &url, 10, 4)).await;
     let mut payloads: Vec<Value> = (0..22).map(|n| json!({"n": n, "do": "ok"})).collect();
     payloads.push(json!({"n": 22, "do": "flaky"}));
     payloads.push(json!({"n": 23, "do": "permanent"}));
     payloads.push(json!({"n": 24, "do": "effects"}));
-    let ids = admit(&keel, "index", &payloads, &[]).await;
+    let ids = admit(&keel, "index-fates", &payloads, &[]).await;
     assert_eq!(ids.len(), 25);
     wait_quiet(&keel.url, Duration::from_secs(20)).await;
 
@@ -126,7 +124,7 @@ async fn a_batch_function_gets_async_work_in_batches_and_each_item_keeps_its_own
         assert!((1..=10).contains(&request.items.len()), "at most max_size items: {}", request.items.len());
         assert_eq!(request.headers["content-type"], BATCH);
         assert_eq!(request.headers["keel-batch-size"], request.items.len().to_string().as_str());
-        assert_eq!(request.headers["keel-function"], "index");
+        assert_eq!(request.headers["keel-function"], "index-fates");
     }
     let (ok, flaky, permanent, effects) = (&ids[..22], &ids[22], &ids[23], &ids[24]);
     for (n, id) in ok.iter().enumerate() {
@@ -149,7 +147,7 @@ async fn a_batch_function_gets_async_work_in_batches_and_each_item_keeps_its_own
     assert_eq!(dead["status"], "dead", "{dead}");
     assert_eq!(dead["error"], "permanent failure: failed permanently in its batch: no such document");
     assert_eq!(function.times_seen(permanent), 1, "a permanent failure is not retried");
-    let (_, _, dlq) = get_json(&format!("{}/v1/dlq?function=index", keel.url)).await;
+    let (_, _, dlq) = get_json(&format!("{}/v1/dlq?function=index-fates", keel.url)).await;
     let in_dlq: Vec<&str> = dlq["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(in_dlq, [permanent.as_str()], "only the permanent one is in the DLQ");
 
@@ -162,7 +160,7 @@ async fn a_batch_function_gets_async_work_in_batches_and_each_item_keeps_its_own
     let metrics = crate::support::parse_metrics(std::str::from_utf8(&metrics).unwrap());
     let attempts: f64 = metrics
         .iter()
-        .filter(|(k, _)| k.starts_with("keel_attempts_total{") && k.contains("function=\"index\""))
+        .filter(|(k, _)| k.starts_with("keel_attempts_total{") && k.contains("function=\"index-fates\""))
         .map(|(_, v)| v)
         .sum();
     assert_eq!(attempts, 26.0, "{metrics:?}");
@@ -172,14 +170,14 @@ async fn a_batch_function_gets_async_work_in_batches_and_each_item_keeps_its_own
 async fn a_non_2xx_batch_answer_retries_every_item_on_its_own() {
     let (function, url) = BatchFunction::start().await;
     function.refuse_first_attempts.store(true, std::sync::atomic::Ordering::SeqCst);
-    let keel = Keel::start(&batch_config_retrying(&url, 10, 20)).await;
+    let keel = Keel::start(&batch_config("index-refusing", &url, 10, 20)).await;
     // One by one, through the ordinary async route: they still travel in batches. A batch holding
     // a first attempt is refused whole, so each one's first attempt failed with its batch.
     let mut ids = Vec::new();
     for n in 0..5 {
         let (status, _, body) = request(
             "POST",
-            &format!("{}/v1/functions/index/invocations", keel.url),
+            &format!("{}/v1/functions/index-refusing/invocations", keel.url),
             &[("content-type", "application/json")],
             json!({"n": n, "do": "ok"}).to_string(),
         )
@@ -211,7 +209,7 @@ async fn event_deliveries_to_a_batch_function_carry_their_event() {
     let (function, url) = BatchFunction::start().await;
     let keel = Keel::start(&format!(
         "{}[topics.docs]\n[[subscriptions]]\nname = \"indexer\"\ntopic = \"docs\"\nfunction = \"index\"\n",
-        batch_config(&url, 10)
+        batch_config("index", &url, 10, 4)
     ))
     .await;
     let events: Vec<Value> = (0..3)
@@ -318,6 +316,10 @@ async fn a_bulk_admission_is_one_202_all_or_nothing_and_replayed_by_its_key() {
     let (status, _, _) = send(r#"{"n": 1}"#.into(), None).await;
     assert_eq!(status, 400, "a batch is an array");
     assert_eq!(count().await, 3, "nothing of a refused batch was stored");
+
+    let sync = format!("{}/v1/functions/orders/invoke", keel.url);
+    let (status, _, _) = request("POST", &sync, &[("content-type", BATCH)], r#"[{"n": 1}]"#).await;
+    assert_eq!(status, 400, "a sync invoke runs one payload, never a batch");
 
     let thousand = Value::from((0..1000).map(|n| json!({"n": n})).collect::<Vec<_>>()).to_string();
     let (status, _, full) = send(thousand, None).await;

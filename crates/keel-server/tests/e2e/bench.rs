@@ -34,7 +34,10 @@ fn quick_json_reports_every_scenario() {
     assert_eq!(report["machine"]["fsync"], Value::Bool(true), "durability is on by default");
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["direct", "sync", "egress", "async", "replay", "fanout", "depth", "recovery", "memory"]);
+    assert_eq!(
+        names,
+        ["direct", "sync", "egress", "async", "async-batch", "replay", "fanout", "depth", "recovery", "memory"]
+    );
 
     // The CPU meter itself must work: over the whole run, the bench's own process spends well
     // over a tick, so at least one of its figures is positive.
@@ -69,7 +72,10 @@ fn quick_json_reports_every_scenario() {
     let depths = scenarios.iter().find(|s| s["name"] == "depth").unwrap()["cases"].as_array().unwrap().len();
     assert_eq!(depths, 2, "--quick runs two depths");
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 8, "every target of issues 8 and 16 is checked");
+    assert_eq!(targets.len(), 9, "every target of issues 8, 16 and 24 is checked");
+    let batch = scenarios.iter().find(|s| s["name"] == "async-batch").unwrap()["cases"].as_array().unwrap();
+    let per_batch = batch[0]["figures"]["items_per_batch"].as_f64().unwrap();
+    assert!((1.0..=100.0).contains(&per_batch), "at most max_size items a batch: {per_batch}");
     let egress = scenarios.iter().find(|s| s["name"] == "egress").unwrap()["cases"].as_array().unwrap();
     let cases: Vec<&str> = egress.iter().map(|c| c["case"].as_str().unwrap()).collect();
     assert_eq!(cases, ["c=1", "c=8"], "egress at concurrency 1 and C");

@@ -21,7 +21,14 @@ pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocatio
 /// A bulk admission: every invocation or (on the first that cannot be stored) an error, which
 /// rolls the job back whole.
 pub(crate) fn enqueue_all(conn: &Connection, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
-    news.into_iter().map(|new| enqueue(conn, new)).collect()
+    let mut st = conn.prepare_cached(INSERT_INVOCATION).map_err(db_err)?;
+    news.into_iter()
+        .map(|new| {
+            let inv = new.into_stored();
+            insert_with(&mut st, &inv)?;
+            Ok(inv)
+        })
+        .collect()
 }
 
 pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
@@ -33,49 +40,55 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Opti
     Ok(())
 }
 
-pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
-    let response = inv.response.as_ref();
-    let delivery = inv.delivery.as_ref();
-    conn.prepare_cached(
-        "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
+/// The statement that stores one invocation row.
+const INSERT_INVOCATION: &str =
+    "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
          subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            inv.id,
-            inv.function,
-            inv.status.as_str(),
-            &inv.payload[..],
-            inv.content_type,
-            inv.created_at,
-            inv.updated_at,
-            inv.due_at,
-            inv.attempt_count,
-            inv.budget_start,
-            inv.redrives,
-            inv.last_delay_ms,
-            response.map(|r| r.status),
-            response.and_then(|r| r.content_type.as_deref()),
-            response.map(|r| &r.body[..]),
-            inv.error,
-            inv.idempotency_key,
-            inv.traceparent,
-            inv.sync,
-            inv.lease.as_ref().map(|l| &l.owner),
-            inv.lease.as_ref().map(|l| l.leased_at),
-            inv.lease.as_ref().map(|l| l.expires_at),
-            delivery.map(|d| &d.subscription),
-            delivery.map(|d| &d.event_id),
-            delivery.map(|d| encode_headers(&d.headers)),
-            delivery.and_then(|d| d.ordering_key.as_ref()),
-            delivery.map_or(0, |d| d.hops),
-            inv.concurrency_key,
-            inv.workflow.as_ref().map(|w| w.key()),
-        ])
-    })
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
+    let mut st = conn.prepare_cached(INSERT_INVOCATION).map_err(db_err)?;
+    insert_with(&mut st, inv)
+}
+
+/// Stores `inv` with [`INSERT_INVOCATION`], prepared once by the caller (a bulk admission stores
+/// many rows with one statement: looking it up in the cache hashes its text each time).
+fn insert_with(st: &mut rusqlite::CachedStatement<'_>, inv: &Invocation) -> Result<()> {
+    let response = inv.response.as_ref();
+    let delivery = inv.delivery.as_ref();
+    st.execute(params![
+        inv.id,
+        inv.function,
+        inv.status.as_str(),
+        &inv.payload[..],
+        inv.content_type,
+        inv.created_at,
+        inv.updated_at,
+        inv.due_at,
+        inv.attempt_count,
+        inv.budget_start,
+        inv.redrives,
+        inv.last_delay_ms,
+        response.map(|r| r.status),
+        response.and_then(|r| r.content_type.as_deref()),
+        response.map(|r| &r.body[..]),
+        inv.error,
+        inv.idempotency_key,
+        inv.traceparent,
+        inv.sync,
+        inv.lease.as_ref().map(|l| &l.owner),
+        inv.lease.as_ref().map(|l| l.leased_at),
+        inv.lease.as_ref().map(|l| l.expires_at),
+        delivery.map(|d| &d.subscription),
+        delivery.map(|d| &d.event_id),
+        delivery.map(|d| encode_headers(&d.headers)),
+        delivery.and_then(|d| d.ordering_key.as_ref()),
+        delivery.map_or(0, |d| d.hops),
+        inv.concurrency_key,
+        inv.workflow.as_ref().map(|w| w.key()),
+    ])
     .map_err(|e| match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             Error::InvalidState(format!("invocation {} already exists", inv.id))
@@ -232,8 +245,17 @@ pub(crate) fn paused(conn: &Connection) -> Result<Vec<(String, Millis)>> {
         .map_err(db_err)
 }
 
+/// The statement that moves a running invocation on after an attempt, if the caller still holds
+/// its lease.
+const COMPLETE_INVOCATION: &str = "UPDATE invocations SET status = ?1, due_at = ?2, \
+     last_delay_ms = COALESCE(?3, last_delay_ms), error = ?4, attempt_count = attempt_count + ?5, updated_at = ?6, \
+     lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
+     result_status = COALESCE(?7, result_status), \
+     result_content_type = CASE WHEN ?7 IS NULL THEN result_content_type ELSE ?8 END, \
+     result = CASE WHEN ?7 IS NULL THEN result ELSE ?9 END \
+     WHERE id = ?10 AND status = 'running' AND lease_owner = ?11 AND attempt_count = ?12";
+
 pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
-    let counted = u32::from(c.attempt.is_some());
     if c.effects.is_some() {
         // The lease is checked before effects are applied, so a node that lost it applies nothing.
         let held: bool = conn
@@ -248,6 +270,24 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
             events::apply(conn, c.effects.as_ref(), c.now)?;
         }
     }
+    let mut update = conn.prepare_cached(COMPLETE_INVOCATION).map_err(db_err)?;
+    let mut attempt = conn.prepare_cached(rows::INSERT_ATTEMPT).map_err(db_err)?;
+    record_with(&mut update, &mut attempt, c)?;
+    // A step's end moves its run on in the same transaction, or nothing is written.
+    if let Some(update) = &c.run {
+        super::workflows::apply(conn, update)?;
+    }
+    Ok(())
+}
+
+/// The transition and attempt of `c`, with [`COMPLETE_INVOCATION`] and [`rows::INSERT_ATTEMPT`]
+/// prepared by the caller; a lease no longer held writes nothing ([`Error::LeaseLost`]).
+fn record_with(
+    update: &mut rusqlite::CachedStatement<'_>,
+    attempt: &mut rusqlite::CachedStatement<'_>,
+    c: &Completion,
+) -> Result<()> {
+    let counted = u32::from(c.attempt.is_some());
     let (status, due_at, delay, error, response) = match &c.next {
         Transition::Succeed { response } => (Status::Succeeded, None, None, None, Some(response)),
         Transition::Retry { due_at, delay_ms, error } => {
@@ -255,32 +295,21 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
         }
         Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
     };
-    let changed = conn
-        .prepare_cached(
-            "UPDATE invocations SET status = ?1, due_at = ?2, last_delay_ms = COALESCE(?3, last_delay_ms), \
-             error = ?4, attempt_count = attempt_count + ?5, updated_at = ?6, \
-             lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
-             result_status = COALESCE(?7, result_status), \
-             result_content_type = CASE WHEN ?7 IS NULL THEN result_content_type ELSE ?8 END, \
-             result = CASE WHEN ?7 IS NULL THEN result ELSE ?9 END \
-             WHERE id = ?10 AND status = 'running' AND lease_owner = ?11 AND attempt_count = ?12",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                status.as_str(),
-                due_at,
-                delay,
-                error,
-                counted,
-                c.now,
-                response.map(|r| r.status),
-                response.and_then(|r| r.content_type.as_deref()),
-                response.map(|r| &r.body[..]),
-                c.id,
-                c.owner,
-                c.fence,
-            ])
-        })
+    let changed = update
+        .execute(params![
+            status.as_str(),
+            due_at,
+            delay,
+            error,
+            counted,
+            c.now,
+            response.map(|r| r.status),
+            response.and_then(|r| r.content_type.as_deref()),
+            response.map(|r| &r.body[..]),
+            c.id,
+            c.owner,
+            c.fence,
+        ])
         .map_err(db_err)?;
     if changed == 0 {
         return Err(Error::LeaseLost(format!(
@@ -289,11 +318,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
         )));
     }
     if let Some(a) = &c.attempt {
-        rows::insert_attempt(conn, &c.id, a).map_err(db_err)?;
-    }
-    // A step's end moves its run on in the same transaction, or nothing is written.
-    if let Some(update) = &c.run {
-        super::workflows::apply(conn, update)?;
+        rows::insert_attempt_with(attempt, &c.id, a).map_err(db_err)?;
     }
     Ok(())
 }
@@ -304,9 +329,11 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
 /// precondition, a stale run), so it runs inside a savepoint of its own.
 pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Result<Vec<Result<()>>> {
     let mut answers = Vec::with_capacity(completions.len());
+    let mut update = conn.prepare_cached(COMPLETE_INVOCATION).map_err(db_err)?;
+    let mut attempt = conn.prepare_cached(rows::INSERT_ATTEMPT).map_err(db_err)?;
     for c in completions {
         if c.effects.is_none() && c.run.is_none() {
-            answers.push(match complete(conn, c) {
+            answers.push(match record_with(&mut update, &mut attempt, c) {
                 Err(e @ Error::LeaseLost(_)) => Err(e),
                 done => Ok(done?),
             });

@@ -84,20 +84,21 @@ pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
 }
 
 /// Inserts one attempt of `invocation_id`.
+/// The statement that records one attempt.
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, \
+     http_status, error) VALUES (?, ?, ?, ?, ?, ?, ?)";
+
 pub(crate) fn insert_attempt(conn: &Connection, invocation_id: &str, a: &Attempt) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(params![
-        invocation_id,
-        a.number,
-        a.started_at,
-        a.ended_at,
-        a.outcome.as_str(),
-        a.http_status,
-        a.error
-    ])?;
+    insert_attempt_with(&mut conn.prepare_cached(INSERT_ATTEMPT)?, invocation_id, a)
+}
+
+/// Records `a` with [`INSERT_ATTEMPT`], prepared once by the caller.
+pub(crate) fn insert_attempt_with(
+    st: &mut rusqlite::CachedStatement<'_>,
+    invocation_id: &str,
+    a: &Attempt,
+) -> rusqlite::Result<()> {
+    st.execute(params![invocation_id, a.number, a.started_at, a.ended_at, a.outcome.as_str(), a.http_status, a.error])?;
     Ok(())
 }
 

@@ -25,12 +25,23 @@ pub(crate) struct Target {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     /// The status every answer must have; any other counts as a failure.
     pub(crate) expect: StatusCode,
+    /// What every request carries ([`PAYLOAD`] unless [`Target::with_body`] says otherwise).
+    pub(crate) body: Bytes,
 }
 
 impl Target {
     pub(crate) fn post(url: &str, expect: StatusCode) -> Result<Self, LoadError> {
         let uri = url.parse().map_err(|_| LoadError(format!("not a URL: {url}")))?;
-        Ok(Target { uri, headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))], expect })
+        let headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+        Ok(Target { uri, headers, expect, body: Bytes::from_static(PAYLOAD) })
+    }
+
+    /// Sends `body` as `content_type` instead of the JSON payload.
+    pub(crate) fn with_body(mut self, body: Bytes, content_type: &'static str) -> Self {
+        self.headers.retain(|(name, _)| name != CONTENT_TYPE);
+        self.headers.push((CONTENT_TYPE, HeaderValue::from_static(content_type)));
+        self.body = body;
+        self
     }
 
     pub(crate) fn with_header(mut self, name: &'static str, value: &str) -> Result<Self, LoadError> {
@@ -40,7 +51,7 @@ impl Target {
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(Bytes::from_static(PAYLOAD)));
+        let mut request = Request::new(Full::new(self.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         request.headers_mut().extend(self.headers.iter().map(|(n, v)| (n.clone(), v.clone())));

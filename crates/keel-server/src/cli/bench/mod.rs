@@ -7,11 +7,13 @@
 //! - this file: the arguments and the order scenarios run in.
 //! - [`noop`]: the no-op function; [`server`]: the `keel serve` child; [`load`]: the closed-loop
 //!   load generator; [`report`]: the table, the JSON and the targets.
-//! - one file per family of scenarios: [`throughput`] (`direct`, `sync`, `async`), [`egress`]
+//! - one file per family of scenarios: [`throughput`] (`direct`, `sync`, `async`), [`batch`]
+//!   (`async-batch`: bulk admission and batch delivery), [`egress`]
 //!   (a dependency called through Keel), [`depth`] (`depth`, `memory`), [`recovery`], [`pending`]
 //!   (`replay`, `fanout`); [`auth`]: `sync+auth` and `async+auth`, the cost of access control.
 
 mod auth;
+mod batch;
 mod depth;
 mod egress;
 mod load;
@@ -93,6 +95,7 @@ pub(crate) enum ScenarioName {
     Sync,
     Egress,
     Async,
+    AsyncBatch,
     Replay,
     Fanout,
     Depth,
@@ -229,6 +232,9 @@ pub(crate) async fn run(args: BenchArgs, access: &Access, json: bool) -> anyhow:
     }
     if wanted(ScenarioName::Async) {
         scenarios.push(throughput::asynchronous(&settings, &direct, counted, &base, server.as_ref()).await?);
+    }
+    if wanted(ScenarioName::AsyncBatch) {
+        scenarios.push(batch::run(&settings, &direct, &noop, &base, server.as_ref()).await?);
     }
     if wanted(ScenarioName::Replay) {
         scenarios.push(pending::replay(&settings, &direct, &base).await?);

@@ -118,8 +118,10 @@ pub(crate) fn check_targets(scenarios: &[Scenario], concurrency: usize) -> Vec<T
     let ratio = |name: &str, case: &str| find(name)?.cases.iter().find(|c| c.case == case)?.ratio_to_direct;
     let c = format!("c={concurrency}");
     let depth = find("depth").and_then(|s| s.cases.last()?.get("vs_smallest"));
-    let checks: [Check; 8] = [
+    let batch = find("async-batch").and_then(|s| s.cases.first()?.get("per_s"));
+    let checks: [Check; 9] = [
         ("async end-to-end >= 0.25x direct", ratio("async", &c), |v| v >= 0.25),
+        ("async-batch (batch delivery, bulk admission) >= 50,000/s", batch, |v| v >= 50_000.0),
         ("sync throughput >= 0.35x direct", ratio("sync", &c), |v| v >= 0.35),
         ("sync p50 overhead at c=1 <= 0.25 ms", find("sync").and_then(|s| s.figure("c=1", "overhead_p50_ms")), |v| {
             v <= 0.25

@@ -49,9 +49,10 @@ impl BenchServer {
         let config = dir.path().join("keel.toml");
         let text = format!(
             "[storage]\nurl = \"sqlite://{}\"\nfsync = {fsync}\n\n[functions.noop]\nurl = \"{noop_url}\"\n\
-             concurrency = {}\n\n{}[topics.{topic}]\n{}",
+             concurrency = {}\n\n{}{}[topics.{topic}]\n{}",
             dir.path().join("keel.db").display(),
             concurrency.clamp(1, 10_000),
+            super::batch::config(noop_url),
             holder_url.map(|url| egress_config(noop_url, url, concurrency)).unwrap_or_default(),
             (0..super::pending::FANOUT_SUBSCRIPTIONS)
                 .map(|i| format!(

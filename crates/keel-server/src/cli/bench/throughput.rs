@@ -62,14 +62,14 @@ pub(crate) async fn direct(settings: &Settings, function_url: &str) -> Result<Di
 /// CPU time over a run, per request: the server's (what one request costs it) and the bench's
 /// own (load generator and no-op function; for `direct`, the whole cost of one HTTP hop). Figures
 /// that move far less than throughput on a shared machine.
-struct CpuMeter<'a> {
+pub(crate) struct CpuMeter<'a> {
     server: Option<&'a BenchServer>,
     server_at_start: Option<f64>,
     bench_at_start: Option<f64>,
 }
 
 impl<'a> CpuMeter<'a> {
-    fn start(server: Option<&'a BenchServer>) -> Self {
+    pub(crate) fn start(server: Option<&'a BenchServer>) -> Self {
         CpuMeter {
             server,
             server_at_start: server.and_then(BenchServer::cpu_seconds),
@@ -78,7 +78,7 @@ impl<'a> CpuMeter<'a> {
     }
 
     /// Adds `server_cpu_us` and `bench_cpu_us` (microseconds per request) to `case`, as measured.
-    fn finish(self, mut case: Case, requests: u64) -> Case {
+    pub(crate) fn finish(self, mut case: Case, requests: u64) -> Case {
         let per_request = |start: Option<f64>, end: Option<f64>| Some((end? - start?) * 1e6 / requests.max(1) as f64);
         if let Some(us) = per_request(self.server_at_start, self.server.and_then(BenchServer::cpu_seconds)) {
             case = case.with("server_cpu_us", us);
@@ -238,6 +238,11 @@ async fn wait_drained<T>(keel: &KeelClient, submit: &tokio::task::JoinHandle<T>)
 /// Checks through the API that no `noop` invocation is left running, retrying, dead or (when
 /// `queued_too`) queued — the last completions may take a moment to be committed.
 pub(crate) async fn confirm_settled(keel: &KeelClient, queued_too: bool) -> Result<(), BenchError> {
+    confirm_settled_of(keel, "noop", queued_too).await
+}
+
+/// [`confirm_settled`] for the invocations of `function`.
+pub(crate) async fn confirm_settled_of(keel: &KeelClient, function: &str, queued_too: bool) -> Result<(), BenchError> {
     let mut statuses = vec!["running", "retrying", "dead"];
     if queued_too {
         statuses.push("queued");
@@ -245,7 +250,7 @@ pub(crate) async fn confirm_settled(keel: &KeelClient, queued_too: bool) -> Resu
     let end = Instant::now() + STALL;
     for status in statuses {
         loop {
-            let page = keel.get_json(&format!("/v1/invocations?function=noop&status={status}&limit=1")).await?;
+            let page = keel.get_json(&format!("/v1/invocations?function={function}&status={status}&limit=1")).await?;
             let left = page.get("items").and_then(Value::as_array).map_or(0, Vec::len);
             if left == 0 {
                 break;
