@@ -241,6 +241,14 @@ async fn a_purchase_replayed_with_the_same_key_debits_once() {
     let (_, _, inventory) =
         call("GET", &format!("{}/v1/kv/inventory/bo@example.com", backend.url), &[], Value::Null).await;
     assert_eq!(inventory, json!(["sword", "sword", "sword"]));
+    // Each completed purchase reached the sales ledger through the batch function `record-sales`.
+    let ledger = format!("{}/v1/kv/sales/{}", backend.url, first["charge_id"].as_str().unwrap());
+    let sale = eventually(&ledger, Duration::from_secs(30), |status, _| status == 200).await;
+    assert_eq!(sale, json!({"user_id": "bo@example.com", "item": "sword", "price": 30}));
+    let sales = format!("{}/v1/invocations?function=record-sales&status=succeeded", backend.url);
+    let done =
+        eventually(&sales, Duration::from_secs(30), |_, b| b["items"].as_array().is_some_and(|i| i.len() == 3)).await;
+    assert!(done["items"].as_array().unwrap().iter().all(|i| i["subscription"] == "sales-ledger"), "{done}");
     backend.node.shutdown().await;
 }
 

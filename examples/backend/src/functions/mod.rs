@@ -2,7 +2,8 @@
 //!
 //! - `users`: `register-user` and the `user.registered` subscribers `count-signups`,
 //!   `init-profile` and `send-welcome-email`.
-//! - `purchase`: `purchase`.
+//! - `purchase`: `purchase`; `sales`: `record-sales`, a batch function subscribed to
+//!   `purchase.completed`.
 //! - `checkout`: the steps of the `checkout` workflow (`reserve-stock`, `charge-card`,
 //!   `create-shipment`) and their compensations (`release-stock`, `refund-card`).
 //! - `ops`: `notify-ops`, subscribed to Keel's own events (`keel.system`): one alert line each.
@@ -12,12 +13,14 @@ pub mod checkout;
 pub mod ops;
 mod outbound;
 pub mod purchase;
+pub mod sales;
 pub mod users;
 
 /// Every function, by the name `keel.toml` gives it.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "register-user",
     "purchase",
+    "record-sales",
     "send-welcome-email",
     "count-signups",
     "init-profile",
@@ -38,6 +41,7 @@ pub async fn serve(name: &str) -> anyhow::Result<()> {
         "count-signups" => keel_sdk::serve(users::count_signups).await?,
         "init-profile" => keel_sdk::serve(users::init_profile).await?,
         "purchase" => keel_sdk::serve(purchase::purchase).await?,
+        "record-sales" => keel_sdk::serve_batch(sales::record_sales).await?,
         "notify-ops" => keel_sdk::serve(ops::notify_ops).await?,
         "reserve-stock" => keel_sdk::serve(checkout::reserve_stock).await?,
         "release-stock" => keel_sdk::serve(checkout::release_stock).await?,
