@@ -1,4 +1,8 @@
 /**
+ * @typedef {(items: Request[]) => BatchReply | Promise<BatchReply>} BatchHandler
+ * @typedef {{keelUrl?: string | null, onError?: (error: unknown) => void}} BatchHandlerOptions
+ */
+/**
  * The items of a batch, each a Request whose Ctx is the batch's headers with the item's own.
  * @param {import('node:http').IncomingHttpHeaders} headers @param {Buffer} body
  * @param {BatchHandlerOptions | undefined} options @returns {Request[]}
