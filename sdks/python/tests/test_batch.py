@@ -25,8 +25,17 @@ def index(items: list[Request]) -> BatchReply:
             raise Retryable("the index is down")
         else:
             event = item.ctx.event.type if item.ctx.event else None
-            reply.result(item_id, {"payload": payload, "attempt": item.ctx.attempt, "key": item.ctx.idempotency_key,
-                              "function": item.ctx.function, "event": event, "subscription": item.ctx.subscription})
+            reply.result(
+                item_id,
+                {
+                    "payload": payload,
+                    "attempt": item.ctx.attempt,
+                    "key": item.ctx.idempotency_key,
+                    "function": item.ctx.function,
+                    "event": event,
+                    "subscription": item.ctx.subscription,
+                },
+            )
     return reply
 
 
@@ -40,21 +49,51 @@ def post(headers: dict[str, str], body: Any) -> tuple[int, Any]:
 
 
 def test_a_batch_is_answered_per_item_each_with_its_own_context() -> None:
-    status, answer = post(BATCH, [
-        {"id": "a", "attempt": 1, "idempotency_key": "a", "payload": {"ok": True}, "content_type": "application/json"},
-        {"id": "b", "attempt": 3, "idempotency_key": "b", "payload": "later"},
-        {"id": "c", "attempt": 1, "idempotency_key": "c", "payload": "no"},
-        {"id": "d", "attempt": 1, "idempotency_key": "run/step", "payload": "effects"},
-        {"id": "e", "attempt": 2, "idempotency_key": "e", "payload_base64": "aGk=", "content_type": "text/plain",
-         "subscription": "welcome", "event": {"id": "e1", "type": "user.registered", "source": "s"}},
-    ])
+    status, answer = post(
+        BATCH,
+        [
+            {
+                "id": "a",
+                "attempt": 1,
+                "idempotency_key": "a",
+                "payload": {"ok": True},
+                "content_type": "application/json",
+            },
+            {"id": "b", "attempt": 3, "idempotency_key": "b", "payload": "later"},
+            {"id": "c", "attempt": 1, "idempotency_key": "c", "payload": "no"},
+            {"id": "d", "attempt": 1, "idempotency_key": "run/step", "payload": "effects"},
+            {
+                "id": "e",
+                "attempt": 2,
+                "idempotency_key": "e",
+                "payload_base64": "aGk=",
+                "content_type": "text/plain",
+                "subscription": "welcome",
+                "event": {"id": "e1", "type": "user.registered", "source": "s"},
+            },
+        ],
+    )
     assert status == 200
-    assert answer["failed"] == [{"id": "b", "error": "busy", "retry_after": 2},
-                                {"id": "c", "error": "refused", "permanent": True}]
-    assert answer["results"]["a"] == {"payload": {"ok": True}, "attempt": 1, "key": "a", "function": "index",
-                                      "event": None, "subscription": None}
-    assert answer["results"]["e"] == {"payload": "hi", "attempt": 2, "key": "e", "function": "index",
-                                      "event": "user.registered", "subscription": "welcome"}
+    assert answer["failed"] == [
+        {"id": "b", "error": "busy", "retry_after": 2},
+        {"id": "c", "error": "refused", "permanent": True},
+    ]
+    assert answer["results"]["a"] == {
+        "payload": {"ok": True},
+        "attempt": 1,
+        "key": "a",
+        "function": "index",
+        "event": None,
+        "subscription": None,
+    }
+    assert answer["results"]["e"] == {
+        "payload": "hi",
+        "attempt": 2,
+        "key": "e",
+        "function": "index",
+        "event": "user.registered",
+        "subscription": "welcome",
+    }
     assert answer["effects"]["d"]["kv"] == [{"ns": "docs", "key": "d", "value": 1}]
 
 

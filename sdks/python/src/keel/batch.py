@@ -121,11 +121,13 @@ def read_items(request: Request) -> list[Request]:
     for item in wire:
         own = dict(request.headers)
         own.pop("content-type", None)
-        own.update({
-            "keel-invocation-id": str(item["id"]),
-            "keel-attempt": str(item["attempt"]),
-            "idempotency-key": str(item["idempotency_key"]),
-        })
+        own.update(
+            {
+                "keel-invocation-id": str(item["id"]),
+                "keel-attempt": str(item["attempt"]),
+                "idempotency-key": str(item["idempotency_key"]),
+            }
+        )
         if item.get("content_type") is not None:
             own["content-type"] = item["content_type"]
         if item.get("subscription") is not None:
