@@ -95,7 +95,7 @@ pub(super) async fn invoke_bulk(
 }
 
 /// The payloads of a bulk admission's body: each element of its JSON array, as sent (not
-/// re-serialized). 400 when it is not an array of 1 or more; 413 past [`MAX_BULK_ITEMS`].
+/// re-serialized). 400 when it is not an array of 1 to [`MAX_BULK_ITEMS`].
 fn payloads(shared: &Shared, body: &Bytes) -> Result<Vec<Bytes>, Problem> {
     shared.limits.check_json("the body", body)?;
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
@@ -115,10 +115,11 @@ fn payloads(shared: &Shared, body: &Bytes) -> Result<Vec<Bytes>, Problem> {
     Ok(items.into_iter().map(|raw| body.slice_ref(raw.get().as_bytes())).collect())
 }
 
-/// 413 `batch-too-large`: more payloads than one bulk admission may carry.
+/// 400 `batch-too-large`: more payloads than one bulk admission may carry. A 400, not a 413: the
+/// body is within `server.body_limit`; what it breaks is the documented schema (`maxItems`).
 fn too_many(got: usize) -> Problem {
     Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
+        StatusCode::BAD_REQUEST,
         "batch-too-large",
         "Batch too large",
         format!("a bulk admission carries at most {MAX_BULK_ITEMS} payloads (got {got}): send the rest in another; nothing was stored"),

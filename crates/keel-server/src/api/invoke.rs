@@ -303,15 +303,14 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
         (status = 400, description = "The body is not JSON or fails the function's `input_schema` \
             (`invalid-input`, with `errors`: each failure's JSON Pointer `path` and `message`; nothing was stored; in a \
             bulk admission each path starts with the payload's position, `/3/email`, and `index` names the first \
-            invalid payload: the batch is all or nothing); or a bulk admission's body is not a JSON array of at least \
-            one payload; or the Idempotency-Key or keel-delay is malformed or sent twice, the function's \
+            invalid payload: the batch is all or nothing); or a bulk admission's body is not a JSON array of 1 to 1,000 \
+            payloads (more: `batch-too-large`, naming `limit`; nothing was stored); or the Idempotency-Key or keel-delay is malformed or sent twice, the function's \
             `concurrency_key` header is not visible ASCII or is longer than 256 bytes, or the body cannot be read. A \
             body checked against an `input_schema` (or any bulk admission's body) nested deeper than \
             `server.limits.max_json_depth` → `json-too-deep`, naming `limit`."),
         (status = 404, description = "No function of that name is configured (`unknown-function`)."),
         (status = 409, description = openapi::KEY_IN_USE, headers(("Retry-After" = u64))),
-        (status = 413, description = "The request body is larger than `server.body_limit`; or a bulk admission \
-            carries more than 1,000 payloads (`batch-too-large`, naming `limit`: nothing was stored)."),
+        (status = 413, description = openapi::TOO_LARGE),
         (status = 422, description = openapi::KEY_REUSED),
         (status = 429, description = "The function's `max_queued` is reached, or would be by the invocations of a \
             bulk admission that are not started at once (`queue-full`): nothing was stored; retry after Retry-After.",

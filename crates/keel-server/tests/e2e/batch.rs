@@ -302,7 +302,7 @@ async fn a_bulk_admission_is_one_202_all_or_nothing_and_replayed_by_its_key() {
     let (status, _, large) = send(too_many, None).await;
     assert_eq!(
         (status, large["type"].as_str(), &large["limit"]),
-        (413, Some("urn:keel:problem:batch-too-large"), &json!(1000))
+        (400, Some("urn:keel:problem:batch-too-large"), &json!(1000))
     );
     assert_eq!(
         large["detail"],

@@ -92,7 +92,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         access::audit,
     ),
     components(schemas(ProblemDetails)),
-    modifiers(&RequestLimits, &ProblemBodies, &Security),
+    modifiers(&RequestLimits, &ProblemBodies, &Security, &BulkAdmission),
     tags(
         (name = "invoke", description = "Run a function: wait for its answer, or queue it."),
         (name = "invocations", description = "Invocations: list, read, their results, cancel."),
@@ -230,6 +230,28 @@ impl Modify for Security {
                 });
             }
         }
+    }
+}
+
+/// A bulk admission's body: an array of 1 to [`keel_core::batch::MAX_BULK_ITEMS`] payloads of
+/// any JSON. Written here because the handler's annotation cannot bound an array's length, and
+/// the body stays optional (an async invoke may carry an empty payload).
+struct BulkAdmission;
+
+impl Modify for BulkAdmission {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType};
+        let operation = doc.paths.paths.get_mut("/v1/functions/{name}/invocations").and_then(|item| item.post.as_mut());
+        let body = operation.and_then(|operation| operation.request_body.as_mut());
+        let Some(content) = body.and_then(|body| body.content.get_mut(keel_core::batch::CONTENT_TYPE)) else { return };
+        let payloads = ArrayBuilder::new()
+            .items(
+                ObjectBuilder::new().schema_type(SchemaType::AnyValue).description(Some("A payload: any JSON value.")),
+            )
+            .min_items(Some(1))
+            .max_items(Some(keel_core::batch::MAX_BULK_ITEMS))
+            .build();
+        content.schema = Some(RefOr::T(Schema::Array(payloads)));
     }
 }
 
