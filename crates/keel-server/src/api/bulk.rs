@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use keel_core::batch::MAX_BULK_ITEMS;
 use keel_core::id::new_ordered_id;
-use keel_core::idempotency::{KeyClaim, KeyDecision, StoredReply};
+use keel_core::idempotency::{KeyClaim, StoredReply};
 use keel_core::invocation::{Invocation, NewInvocation};
 use keel_core::Error;
 use serde::Serialize;
@@ -160,14 +160,10 @@ async fn admit_all(
                 Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, ids, slots, e)),
                 Err(e) => return Err(e.into()),
             };
-            match decision {
-                KeyDecision::Claim | KeyDecision::TakeOver { .. } => stored,
-                KeyDecision::Replay(stored) => return Ok(idempotency::replay(stored)),
-                KeyDecision::Mismatch => return Err(idempotency::mismatch()),
-                KeyDecision::InFlight { lease_until } => {
-                    return Err(idempotency::in_flight(&shared, lease_until, PreferWait::Ignored))
-                }
+            if let Some(answer) = idempotency::decided(&shared, decision, PreferWait::Ignored) {
+                return answer;
             }
+            stored
         }
     };
     for _ in &stored {

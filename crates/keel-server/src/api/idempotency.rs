@@ -105,6 +105,22 @@ pub(crate) async fn settled(shared: &Shared, claim: &KeyClaim) -> Result<Option<
     })
 }
 
+/// The answer to a key decision that admits nothing here — a replay (the stored reply again), a
+/// key reused with another request (422) or one still held by another request (409) — or `None`
+/// for a claim (new, or taken over), which goes on.
+pub(crate) fn decided(
+    shared: &Shared,
+    decision: KeyDecision,
+    prefer_wait: PreferWait,
+) -> Option<Result<Response, Problem>> {
+    match decision {
+        KeyDecision::Claim | KeyDecision::TakeOver { .. } => None,
+        KeyDecision::Replay(reply) => Some(Ok(replay(reply))),
+        KeyDecision::Mismatch => Some(Err(mismatch())),
+        KeyDecision::InFlight { lease_until } => Some(Err(in_flight(shared, lease_until, prefer_wait))),
+    }
+}
+
 /// A stored reply answered again, marked as a replay.
 pub(crate) fn replay(reply: StoredReply) -> Response {
     let mut response = reply_response(reply);
@@ -195,28 +211,25 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
         return problem.into_response();
     }
     let (key, holder) = (claim.key.clone(), claim.holder.clone());
-    match shared.store.claim_key(claim).await {
-        Err(e) => Problem::from(e).into_response(),
-        Ok(KeyDecision::Replay(reply)) => replay(reply),
-        Ok(KeyDecision::Mismatch) => mismatch().into_response(),
-        Ok(KeyDecision::InFlight { lease_until }) => {
-            in_flight(&shared, lease_until, PreferWait::Ignored).into_response()
-        }
-        Ok(KeyDecision::Claim | KeyDecision::TakeOver { .. }) => {
-            let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-            let reply = to_reply(response, usize::MAX).await;
-            // A 404 (an unknown topic or invocation) admitted nothing: the key stays free, so a
-            // later request with it is judged on the route as it then stands, not compared with
-            // this one (existence before key comparison).
-            let stored = if reply.status >= 500 || reply.status == 404 {
-                shared.store.release_key(key, holder).await
-            } else {
-                shared.store.complete_key(key, holder, reply.clone()).await
-            };
-            if let Err(e) = stored {
-                tracing::warn!(error = %e, "storing an idempotent reply failed");
-            }
-            reply_response(reply)
-        }
+    let decision = match shared.store.claim_key(claim).await {
+        Ok(decision) => decision,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    if let Some(answer) = decided(&shared, decision, PreferWait::Ignored) {
+        return answer.unwrap_or_else(IntoResponse::into_response);
     }
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let reply = to_reply(response, usize::MAX).await;
+    // A 404 (an unknown topic or invocation) admitted nothing: the key stays free, so a later
+    // request with it is judged on the route as it then stands, not compared with this one
+    // (existence before key comparison).
+    let stored = if reply.status >= 500 || reply.status == 404 {
+        shared.store.release_key(key, holder).await
+    } else {
+        shared.store.complete_key(key, holder, reply.clone()).await
+    };
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "storing an idempotent reply failed");
+    }
+    reply_response(reply)
 }

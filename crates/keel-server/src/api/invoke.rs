@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use keel_core::id::new_id;
-use keel_core::idempotency::{KeyClaim, KeyDecision, StoredReply};
+use keel_core::idempotency::{KeyClaim, StoredReply};
 use keel_core::invocation::{Invocation, NewInvocation};
 use keel_core::Error;
 use serde::Serialize;
@@ -401,14 +401,10 @@ async fn admit_async(
                 Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
                 Err(e) => return Err(e.into()),
             };
-            match decision {
-                KeyDecision::Claim | KeyDecision::TakeOver { .. } => stored,
-                KeyDecision::Replay(stored) => return Ok(idempotency::replay(stored)),
-                KeyDecision::Mismatch => return Err(idempotency::mismatch()),
-                KeyDecision::InFlight { lease_until } => {
-                    return Err(idempotency::in_flight(&shared, lease_until, PreferWait::Ignored))
-                }
+            if let Some(answer) = idempotency::decided(&shared, decision, PreferWait::Ignored) {
+                return answer;
             }
+            stored
         }
     };
     shared.metrics.accepted(&function.config.name, crate::metric_definitions::Admission::Async);

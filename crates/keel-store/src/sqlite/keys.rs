@@ -106,18 +106,12 @@ pub(crate) fn enqueue_keyed(
     claim_: &KeyClaim,
     reply: &StoredReply,
 ) -> Result<KeyDecision> {
-    let decision = claim(conn, claim_, Some(&new.id))?;
-    // An async admission is one transaction and never leaves a record in flight; a record taken
-    // over here belonged to a request that died before committing anything, so admit afresh.
-    if matches!(decision, KeyDecision::Claim | KeyDecision::TakeOver { .. }) {
-        ops::enqueue(conn, new)?;
-        complete(conn, &claim_.key, &claim_.holder, reply)?;
-        return Ok(KeyDecision::Claim);
-    }
-    Ok(decision)
+    enqueue_all_keyed(conn, vec![new], claim_, reply)
 }
 
-/// [`enqueue_keyed`] for a bulk admission: the key record names the first invocation.
+/// [`enqueue_keyed`] for a bulk admission: the key record names the first invocation. An async
+/// admission is one transaction and never leaves a record in flight; a record taken over here
+/// belonged to a request that died before committing anything, so it admits afresh.
 pub(crate) fn enqueue_all_keyed(
     conn: &Connection,
     news: Vec<NewInvocation>,
