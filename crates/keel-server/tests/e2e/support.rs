@@ -35,7 +35,9 @@ pub(crate) struct Call {
 /// `/slow?ms=300`, `/random?p=0.3` (503 with probability p), `/saga?ms=0` (422 when the body's
 /// `input.fail` is true: a workflow step failing on its run's input), `/retry-after?secs=1` (first
 /// attempt 503 with `Retry-After`), `/switch` (503 while [`Functions::set_down`] says so),
-/// `/egress?dep=payments&path=/charges` (calls Keel's egress: see [`egress_function`]).
+/// `/egress?dep=payments&path=/charges` (calls Keel's egress: see [`egress_function`]),
+/// `/hold` (answers 200 only once [`Functions::release`] is called: in flight for as long as
+/// the test needs, however busy the machine).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Functions {
     calls: Arc<Mutex<Vec<Call>>>,
@@ -43,6 +45,9 @@ pub(crate) struct Functions {
     keel: Arc<Mutex<Option<String>>>,
     /// `/switch` answers 503 while set.
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// `/hold` answers once set.
+    released: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl Functions {
@@ -63,6 +68,22 @@ impl Functions {
     /// Takes `/switch` down (503) or brings it back up (200).
     pub(crate) fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets every `/hold` call, waiting or still to come, answer.
+    pub(crate) fn release(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.release.notify_waiters();
+    }
+
+    async fn held(&self) {
+        loop {
+            let released = self.release.notified();
+            if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            released.await;
+        }
     }
 
     pub(crate) fn calls(&self) -> Vec<Call> {
@@ -115,6 +136,7 @@ async fn handle(
         "/status" => (arg("code") as u16, None, 0),
         "/flaky" => (if f64::from(attempt) <= arg("fail") { 503 } else { 200 }, None, 0),
         "/slow" => (200, None, arg("ms") as u64),
+        "/hold" => (200, None, 0),
         "/switch" if me.down.load(std::sync::atomic::Ordering::SeqCst) => (503, None, 0),
         "/switch" => (200, None, 0),
         "/random" => (if fastrand::f64() < arg("p") { 503 } else { 200 }, None, 0),
@@ -136,6 +158,9 @@ async fn handle(
         body: body.clone(),
         status,
     });
+    if uri.path() == "/hold" {
+        me.held().await;
+    }
     tokio::time::sleep(Duration::from_millis(sleep)).await;
     let reply = serde_json::json!({"attempt": attempt, "echo": String::from_utf8_lossy(&body)});
     let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
