@@ -54,6 +54,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod limits;
 pub mod outcome;
+pub mod region;
 pub mod retry;
 pub mod schedule;
 pub mod schema;

@@ -30,6 +30,8 @@
 //!   step's completion (decided by `keel_core::workflow`), cancelled, counted when they end.
 //! - `cluster.rs`: this node's heartbeat, the wake-ups other nodes send it, and the nodes it sees
 //!   join and go (`keel.node.joined|lost`).
+//! - [`regions`]: where this node's region stands (active, standby, fenced) from its database
+//!   and its peers, the refusal of writes meanwhile, and the promotion of a standby region.
 //! - `system_events.rs`: Keel's operational events (dead invocations, breakers, pauses, shedding,
 //!   nodes) published to the reserved topic `keel.system`, rate-limited per kind.
 //! - [`telemetry`]: logs, traces (OTLP), the Prometheus recorder and `/metrics`, the spans of
@@ -64,6 +66,7 @@ mod limits;
 mod listener;
 mod metric_definitions;
 mod problem;
+pub mod regions;
 mod replay_cache;
 mod runtime;
 pub mod sandbox;

@@ -12,12 +12,12 @@ use clap::Parser;
 use cli::client::{Access, KeelClient};
 use cli::keys::Target;
 use cli::{
-    audit, bench, chaos, completions, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, schedules,
-    serve, workflows,
+    audit, bench, chaos, completions, deps, dlq, events, functions, invocations, invoke, keys, kv, publish, region,
+    schedules, serve, workflows,
 };
 use cli::{
     AuditCommand, ChaosCommand, Cli, Command, ConfigCommand, DepsCommand, DlqCommand, EventsCommand, FunctionsCommand,
-    InvocationsCommand, KeysCommand, KvCommand, SchedulesCommand, StoreArg,
+    InvocationsCommand, KeysCommand, KvCommand, RegionCommand, SchedulesCommand, StoreArg,
 };
 
 /// mimalloc instead of glibc's malloc: the hot path allocates per request (headers, bodies,
@@ -168,6 +168,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 KeysCommand::RotateSigning(store) => keys::rotate_signing(&target(&store)?, json).await?,
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Region(RegionCommand::Status) => region::status(&client()?, json).await.map(|()| ExitCode::SUCCESS),
+        Command::Region(RegionCommand::Promote(args)) => {
+            region::promote(&args.config, json).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Ls(args)) => audit::ls(&client()?, json, args).await.map(|()| ExitCode::SUCCESS),
         Command::Chaos(ChaosCommand::Run(args)) => chaos::run(client()?, json, args).await,

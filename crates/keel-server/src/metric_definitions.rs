@@ -57,6 +57,11 @@ pub(crate) const EGRESS_REQUESTS_TOTAL: &str = "keel_egress_requests_total";
 pub(crate) const EGRESS_DURATION_SECONDS: &str = "keel_egress_duration_seconds";
 /// Retries a dependency's retry budget could pay for now, by `dependency` (sampled at scrape).
 pub(crate) const RETRY_BUDGET_AVAILABLE: &str = "keel_retry_budget_available";
+/// 1 for this node's region, by `region`, `role` (`primary`, `standby`, `active`) and
+/// `standing` (`active`, `standby`, `fenced`); absent without `[region]` (sampled at scrape).
+pub(crate) const REGION_INFO: &str = "keel_region_info";
+/// The epoch this node's region database holds: promotions it has seen (sampled at scrape).
+pub(crate) const REGION_EPOCH: &str = "keel_region_epoch";
 /// A breaker's state, by `target` (the function or dependency): 0 closed, 1 open, 2 half-open.
 pub(crate) const BREAKER_STATE: &str = "keel_breaker_state";
 /// A breaker's changes of state, by `target` and `to` (`closed`, `open`, `half-open`).

@@ -78,6 +78,13 @@ pub(crate) struct ProblemDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     run_status: Option<&'static str>,
+    /// On `standby` and `fenced`: the region that admits instead, and its API when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "eu")]
+    primary_region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "https://keel-eu.internal:7733")]
+    primary_url: Option<String>,
 }
 
 fn urn<S: Serializer>(kind: &&'static str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -115,6 +122,8 @@ impl Problem {
                 limit: None,
                 run_id: None,
                 run_status: None,
+                primary_region: None,
+                primary_url: None,
             }),
             retry_after: None,
             close: false,
@@ -227,6 +236,13 @@ impl Problem {
     pub(crate) fn run(mut self, id: impl Into<String>, status: Option<&'static str>) -> Self {
         self.body.run_id = Some(id.into());
         self.body.run_status = status;
+        self
+    }
+
+    /// The region that admits instead of this one (`primary_region`, `primary_url`).
+    pub(crate) fn primary(mut self, region: Option<String>, url: Option<String>) -> Self {
+        self.body.primary_region = region;
+        self.body.primary_url = url;
         self
     }
 

@@ -81,7 +81,7 @@ impl Default for NodeOptions {
 pub struct Node {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop_dispatch: watch::Sender<bool>,
+    stop_dispatch: Arc<watch::Sender<bool>>,
     /// Stops the heartbeat, last: the node is alive to the others until its drain is over.
     stop_heartbeat: watch::Sender<bool>,
     stop_http: oneshot::Sender<()>,
@@ -123,13 +123,17 @@ impl Node {
         crate::sandbox::check_user(&config)?;
         let clock = options.clock;
         let now = clock.now_ms();
-        let scope = if store.is_exclusive() { Reclaim::All } else { Reclaim::ExpiredBefore(now) };
-        let reclaimed = store.reclaim_leases(scope, now).await?;
-        if !reclaimed.is_empty() {
-            tracing::warn!(functions = ?reclaimed, "took back attempts interrupted by the previous stop");
-        }
+        // Where this node's region stands decides whether it may write at all: a standby's
+        // database is a read-only replica.
+        let region = Arc::new(crate::regions::Region::new(config.region.as_ref()));
+        let active = region.look(&store, now).await.is_active();
         let auth = Arc::new(crate::auth::Auth::new(&config));
-        auth.start(store.as_ref(), now).await?;
+        if active {
+            take_back_leases(store.as_ref(), now).await?;
+            auth.start(store.as_ref(), now).await?;
+        } else if auth.is_on() {
+            auth.refresh(store.as_ref()).await?;
+        }
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let tls = config.server.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
         let (system_events, system_events_rx) = crate::system_events::SystemEvents::channel();
@@ -169,27 +173,52 @@ impl Node {
             config,
             store,
             clock,
+            region,
         });
         shared.runtime.start();
         // Stored pauses hold from the first request on.
         crate::flow::refresh(&shared, false).await;
         let (stop_dispatch, stop_rx) = watch::channel(false);
+        let stop_dispatch = Arc::new(stop_dispatch);
         tokio::spawn(crate::flow::keep(shared.clone(), stop_rx.clone()));
         tokio::spawn(crate::auth::keep(shared.clone(), stop_rx.clone()));
         let (stop_events, stop_events_rx) = watch::channel(false);
         let events = tokio::spawn(crate::system_events::run(shared.clone(), system_events_rx, stop_events_rx));
-        for function in shared.functions.iter() {
-            tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
-            if function.batch.is_some() {
-                tokio::spawn(dispatch::batch::collect(shared.clone(), function.clone()));
-            }
-        }
-        tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
-        tokio::spawn(crate::scheduler::run(shared.clone(), stop_rx.clone()));
-        tokio::spawn(crate::chaos::keep(shared.clone(), stop_rx.clone()));
         let (stop_heartbeat, stop_heartbeat_rx) = watch::channel(false);
-        crate::cluster::join(&shared, addr, stop_rx.clone(), stop_heartbeat_rx);
-        tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx));
+        let work = {
+            let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+            move || start_work(&shared, addr, &stop_rx, stop_heartbeat_rx)
+        };
+        let activate: Box<dyn FnOnce() + Send> = match active {
+            true => {
+                work();
+                Box::new(|| {})
+            }
+            // A standby promoted: take back the old primary's leases, then work.
+            false => Box::new({
+                let shared = shared.clone();
+                move || {
+                    tokio::spawn(async move {
+                        let now = shared.clock.now_ms();
+                        if let Err(e) = take_back_leases(shared.store.as_ref(), now).await {
+                            tracing::warn!(error = %e, "region: taking back leases after the promotion failed; the sweeper will");
+                        }
+                        if let Err(e) = shared.auth.start(shared.store.as_ref(), now).await {
+                            tracing::warn!(error = %e, "region: preparing signing keys after the promotion failed");
+                        }
+                        work();
+                    });
+                }
+            }),
+        };
+        // A fenced node stops leasing, at once; what is in flight finishes.
+        let fence: Box<dyn Fn() + Send> = Box::new({
+            let stop_dispatch = stop_dispatch.clone();
+            move || {
+                let _ = stop_dispatch.send(true);
+            }
+        });
+        tokio::spawn(crate::regions::watch(shared.clone(), Some(activate), fence, stop_rx.clone()));
         let (stop_http, stop_http_rx) = oneshot::channel::<()>();
         let app = api::router(shared.clone());
         let limits = listener::Limits::of(&shared.config.server);
@@ -265,6 +294,39 @@ impl Node {
         let _ = self.stop_heartbeat.send(true);
         tracing::info!("keel stopped");
     }
+}
+
+/// Takes back what a stopped predecessor held: every lease when this process is the store's only
+/// user, else the leases already expired (the sweeper takes the rest as they expire).
+async fn take_back_leases(store: &dyn Store, now: keel_core::clock::Millis) -> keel_core::Result<()> {
+    let scope = if store.is_exclusive() { Reclaim::All } else { Reclaim::ExpiredBefore(now) };
+    let reclaimed = store.reclaim_leases(scope, now).await?;
+    if !reclaimed.is_empty() {
+        tracing::warn!(functions = ?reclaimed, "took back attempts interrupted by the previous stop");
+    }
+    Ok(())
+}
+
+/// Starts what only an active node runs: a dispatcher per function (and its batch collector),
+/// the scheduler, key expiry, chaos faults, the heartbeat and the lease sweeper. A standby
+/// starts them once promoted.
+fn start_work(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    stop_rx: &watch::Receiver<bool>,
+    stop_heartbeat_rx: watch::Receiver<bool>,
+) {
+    for function in shared.functions.iter() {
+        tokio::spawn(dispatch::run(shared.clone(), function.clone(), stop_rx.clone()));
+        if function.batch.is_some() {
+            tokio::spawn(dispatch::batch::collect(shared.clone(), function.clone()));
+        }
+    }
+    tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
+    tokio::spawn(crate::scheduler::run(shared.clone(), stop_rx.clone()));
+    tokio::spawn(crate::chaos::keep(shared.clone(), stop_rx.clone()));
+    crate::cluster::join(shared, addr, stop_rx.clone(), stop_heartbeat_rx);
+    tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx.clone()));
 }
 
 /// How long the last `keel.system` events may take to be stored at shutdown, past the grace.

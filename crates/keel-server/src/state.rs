@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub(crate) chaos: Arc<crate::chaos::Chaos>,
     /// The console overview's last read of the backlog (`console/backlog.rs`).
     pub(crate) backlog: crate::console::Backlog,
+    /// `[region]`: where this node stands — active, standby or fenced (`regions/`).
+    pub(crate) region: Arc<crate::regions::Region>,
 }
 
 impl Shared {

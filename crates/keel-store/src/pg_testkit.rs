@@ -17,10 +17,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Starts the server, says where, and stops it once standard input closes.
+/// With a third argument (a port), the cluster is a streaming replica of the one on that port
+/// (`pg_basebackup -R`), not a new one.
 const WATCHDOG: &str = r#"set -u
-bin=$1; opts=$2
+bin=$1; opts=$2; source=${3:-}
 dir=$(mktemp -d /tmp/keel-pg-XXXXXX) || exit 1
-if ! "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1; then
+if [ -n "$source" ]; then
+    if ! "$bin/pg_basebackup" -h 127.0.0.1 -p "$source" -U postgres -D "$dir/data" -R -X stream -c fast >"$dir/initdb.log" 2>&1; then
+        cat "$dir/initdb.log" >&2; rm -rf "$dir"; exit 1
+    fi
+elif ! "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1; then
     cat "$dir/initdb.log" >&2; rm -rf "$dir"; exit 1
 fi
 if ! "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$opts -k $dir" start >/dev/null 2>&1; then
@@ -46,6 +52,17 @@ pub struct PgCluster {
 impl PgCluster {
     /// Starts a new cluster of its own (for a test that stops and starts it).
     pub fn start() -> Result<Self, String> {
+        Self::launch(None)
+    }
+
+    /// Starts a streaming replica of `primary` (a hot standby: it answers reads), from a base
+    /// backup taken now. Asynchronous until the primary names it in `synchronous_standby_names`
+    /// ([`PgCluster::require_sync_standby`]).
+    pub fn replica_of(primary: &PgCluster) -> Result<Self, String> {
+        Self::launch(Some(primary.port))
+    }
+
+    fn launch(source: Option<u16>) -> Result<Self, String> {
         let bin = find_bin().ok_or("no initdb under /usr/lib/postgresql/*/bin or on PATH (install `postgresql`)")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -54,6 +71,7 @@ impl PgCluster {
         let opts = format!("-p {port} -h 127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300");
         let mut child = as_postgres_user("sh")
             .args(["-c", WATCHDOG, "keel-pg", bin.to_str().unwrap_or_default(), &opts])
+            .args(source.map(|port| port.to_string()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -103,6 +121,61 @@ impl PgCluster {
         drop(client);
         let _ = driver.await;
         Ok(self.url(&name))
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Makes every commit wait until a standby has it (`synchronous_standby_names = '*'`),
+    /// once a replica is streaming: with it, a commit acknowledged here survives losing this
+    /// server.
+    pub async fn require_sync_standby(&self) -> Result<(), String> {
+        self.execute("postgres", "ALTER SYSTEM SET synchronous_standby_names = '*'").await?;
+        self.execute("postgres", "SELECT pg_reload_conf()").await
+    }
+
+    /// Runs `sql` in `database` on this server.
+    pub async fn execute(&self, database: &str, sql: &str) -> Result<(), String> {
+        let (client, connection) = tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting to the test cluster: {e}"))?;
+        let driver = tokio::spawn(connection);
+        let done = client.batch_execute(sql).await.map_err(|e| format!("{sql}: {e}"));
+        drop(client);
+        let _ = driver.await;
+        done
+    }
+
+    /// The first row `sql` returns in `database`, each column as text (`None` for NULL).
+    pub async fn first_row(&self, database: &str, sql: &str) -> Result<Option<Vec<Option<String>>>, String> {
+        let (client, connection) = tokio_postgres::connect(&self.url(database), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("connecting to the test cluster: {e}"))?;
+        let driver = tokio::spawn(connection);
+        let messages = client.simple_query(sql).await.map_err(|e| format!("{sql}: {e}"));
+        drop(client);
+        let _ = driver.await;
+        Ok(messages?.into_iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+            }
+            _ => None,
+        }))
+    }
+
+    /// SIGKILLs the server's postmaster, as a crash would (its backends follow); its data stays
+    /// for [`resume`](Self::resume).
+    pub fn kill(&self) -> Result<(), String> {
+        let pid_file = format!("{}/data/postmaster.pid", self.dir);
+        let pids = std::fs::read_to_string(&pid_file).map_err(|e| format!("reading {pid_file}: {e}"))?;
+        let pid = pids.lines().next().unwrap_or_default().trim().to_owned();
+        let out = Command::new("kill").args(["-KILL", &pid]).output().map_err(|e| format!("running kill: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!("kill -KILL {pid}: {}", String::from_utf8_lossy(&out.stderr))),
+        }
     }
 
     /// Stops the server (fast shutdown: connections are cut), keeping its data.

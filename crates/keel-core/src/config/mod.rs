@@ -54,6 +54,21 @@ pub struct Config {
     /// `[chaos] enabled`: false (the default) makes the fault routes answer 404 and injects
     /// nothing.
     pub chaos_enabled: bool,
+    /// `[region]`: `None` for a node that knows of no other region.
+    pub region: Option<RegionConfig>,
+}
+
+/// `[region]`: which region this node belongs to, its part, and the other regions' APIs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionConfig {
+    pub name: String,
+    pub role: crate::region::Role,
+    /// Region name → base URL of its Keel API (no trailing slash).
+    pub peers: BTreeMap<String, String>,
+    /// Sent to peers as `Authorization: Bearer …` (resolved from `env:VAR`).
+    pub key: Option<String>,
+    /// A standby promotes itself once its primary has been unreachable this long.
+    pub failover_after: Option<std::time::Duration>,
 }
 
 /// `[workflows.NAME]`: its steps, run one after another and compensated in reverse.

@@ -33,6 +33,21 @@ pub(super) struct RawConfig {
     pub(super) workflows: BTreeMap<String, RawWorkflow>,
     #[serde(default)]
     pub(super) chaos: RawChaos,
+    pub(super) region: Option<RawRegion>,
+}
+
+/// `[region]`: this region's name and part, and its peer regions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegion {
+    pub(super) name: Option<String>,
+    pub(super) role: Option<String>,
+    /// Region name → the base URL of its Keel API.
+    pub(super) peers: Option<BTreeMap<String, String>>,
+    /// The API key sent to peers (a literal or `env:VAR`).
+    pub(super) key: Option<String>,
+    /// A standby promotes itself after the primary has been unreachable this long.
+    pub(super) failover_after: Option<RawDuration>,
 }
 
 /// `[chaos]`: whether faults may be injected at all.

@@ -1229,3 +1229,54 @@ fn system_events_rate_limit_defaults_and_checks() {
         ["keel.toml:2:30: server.system_events.per_kind: must be between 1 and 10000 (got 0)"]
     );
 }
+
+const PG: &str = "[storage]\nurl = \"postgres://keel@127.0.0.1/keel\"\n";
+
+#[test]
+fn a_region_is_resolved_with_its_peers_and_key() {
+    let text = format!(
+        "{PG}[region]\nname = \"us\"\nrole = \"standby\"\npeers = {{ eu = \"http://127.0.0.1:7733/\" }}\n\
+         key = \"env:PEER_KEY\"\nfailover_after = \"30s\"\n"
+    );
+    let vars = Overrides { vars: [("PEER_KEY".to_owned(), "keel_sk_x".to_owned())].into(), ..Overrides::default() };
+    let config = load_str("keel.toml", &text, &vars).unwrap();
+    let region = config.region.unwrap();
+    assert_eq!((region.name.as_str(), region.role), ("us", crate::region::Role::Standby));
+    assert_eq!(region.peers["eu"], "http://127.0.0.1:7733", "the trailing slash is dropped");
+    assert_eq!(region.key.as_deref(), Some("keel_sk_x"));
+    assert_eq!(region.failover_after, Some(Duration::from_secs(30)));
+    let plain = load_str("keel.toml", "[region]\nname = \"eu\"\nrole = \"active\"\n", &Overrides::default()).unwrap();
+    assert_eq!(plain.region.map(|r| r.role), Some(crate::region::Role::Active), "active-active runs on SQLite too");
+    assert_eq!(load_str("keel.toml", "", &Overrides::default()).unwrap().region, None);
+}
+
+#[test]
+fn region_mistakes_are_reported_where_they_are() {
+    assert_eq!(errors("[region]\nrole = \"active\"\n"), ["keel.toml:1:2: region: needs a `name`, like name = \"eu\""]);
+    assert_eq!(
+        errors("[region]\nname = \"EU\"\nrole = \"leader\"\n"),
+        [
+            "keel.toml:2:8: region.name: expected lowercase letters, digits and '-', starting with a letter, like \"eu-west\" (got \"EU\")",
+            "keel.toml:3:8: region.role: expected \"primary\", \"standby\" or \"active\" (got \"leader\")",
+        ]
+    );
+    assert_eq!(
+        errors("[region]\nname = \"eu\"\nrole = \"primary\"\n"),
+        ["keel.toml:3:8: region.role: a primary region needs PostgreSQL (the standby's database is a streaming replica of the primary's); set storage.url to a postgres:// URL, or use role = \"active\""]
+    );
+    let text = format!(
+        "{PG}[region]\nname = \"eu\"\npeers = {{ eu = \"http://a\", us = \"ftp://b\" }}\nfailover_after = \"1m\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "keel.toml:5:11: region.peers.eu: `eu` is this region's own name; peers are the other regions",
+            "keel.toml:5:33: region.peers.us: expected the base URL of the peer's Keel API, like \"https://keel-us.internal:7733\" (got \"ftp://b\")",
+            "keel.toml:6:18: region.failover_after: only a standby with peers promotes itself: failover_after needs role = \"standby\" and the primary among `peers`",
+        ]
+    );
+    assert_eq!(
+        errors(&format!("{PG}[region]\nname = \"eu\"\nkey = \"env:NOPE\"\n")),
+        ["keel.toml:5:7: region.key: the environment variable NOPE is not set (named by \"env:NOPE\")"]
+    );
+}

@@ -18,6 +18,7 @@ mod edge;
 mod flow;
 mod function;
 mod limits;
+mod region;
 mod sandbox;
 mod schedule;
 mod schema;
@@ -80,6 +81,7 @@ pub(super) fn validate(
     let auth = check.auth(&raw, server.as_ref());
     let schedules = check.schedules(&raw.schedules, &function_names, &topics);
     let workflows = check.workflows(&raw.workflows, &function_names, &topics);
+    let region = raw.region.as_ref().map(|r| check.region(r, storage.as_ref(), env));
     match (server, storage, auth, check.problems.is_empty()) {
         (Some(server), Some(storage), Some(auth), true) => {
             let chaos_enabled = raw.chaos.enabled.unwrap_or(false);
@@ -94,6 +96,7 @@ pub(super) fn validate(
                 schedules,
                 workflows,
                 chaos_enabled,
+                region: region.flatten(),
             })
         }
         _ => Err(check.problems),

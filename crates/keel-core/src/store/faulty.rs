@@ -121,6 +121,18 @@ impl NodeStore for FaultyStore {
     async fn nodes(&self) -> Result<Vec<NodeState>> {
         self.inner.nodes().await
     }
+
+    async fn region_view(&self) -> Result<crate::region::LocalView> {
+        self.inner.region_view().await
+    }
+
+    async fn raise_epoch(&self, epoch: crate::region::Epoch, now: Millis) -> Result<bool> {
+        self.inner.raise_epoch(epoch, now).await
+    }
+
+    async fn promote(&self) -> Result<()> {
+        self.inner.promote().await
+    }
 }
 
 #[async_trait]

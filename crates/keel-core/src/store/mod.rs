@@ -11,7 +11,7 @@ use crate::events::{NewEvent, Published, StoredEvent};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation, Status};
 use crate::kv::{KvEntry, KvItem, KvWrite};
-use crate::Result;
+use crate::{Error, Result};
 
 pub use access::AccessStore;
 pub use chaos::ChaosStore;
@@ -212,6 +212,24 @@ pub trait NodeStore: Send + Sync {
 
     /// The nodes that have reported, with their last heartbeat and the leases each holds.
     async fn nodes(&self) -> Result<Vec<NodeState>>;
+
+    /// Regions: whether the database is a replica still in recovery, and its epoch row. A store
+    /// that cannot be replicated (SQLite) is never in recovery and keeps no epoch.
+    async fn region_view(&self) -> Result<crate::region::LocalView> {
+        Ok(crate::region::LocalView::default())
+    }
+
+    /// Writes `epoch` unless the database already holds one as high: true when written.
+    async fn raise_epoch(&self, epoch: crate::region::Epoch, now: Millis) -> Result<bool> {
+        let _ = (epoch, now);
+        Err(Error::InvalidState("regions with a primary and a standby need PostgreSQL".into()))
+    }
+
+    /// Ends a replica's recovery (PostgreSQL's `pg_promote`), waiting until it accepts writes.
+    /// Nothing to do when the database is not in recovery.
+    async fn promote(&self) -> Result<()> {
+        Err(Error::InvalidState("regions with a primary and a standby need PostgreSQL".into()))
+    }
 }
 
 /// Invocations and their attempts: admission, leases, completions (with their effects), pauses,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
+use crate::regions::RegionView;
 use crate::state::Shared;
 
 /// The nodes sharing this node's store, with their heartbeats and leases.
@@ -42,7 +43,25 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Cluste
             this_node: n.id == shared.node_id,
         })
         .collect();
-    Ok(Json(Cluster { node: shared.node_id.clone(), items, next_cursor: None }))
+    let region = shared.region.config().map(|_| shared.region.view());
+    Ok(Json(Cluster { node: shared.node_id.clone(), region, items, next_cursor: None }))
+}
+
+/// This node's region: its name and role, where it stands (active, standby or fenced), the epoch
+/// its database holds, and its peers as last seen. Peers read it to fence an old primary.
+#[utoipa::path(
+    get,
+    path = "/v1/region",
+    tag = "functions",
+    operation_id = "getRegion",
+    responses(
+        (status = 200, description = "This node's region. Without `[region]`, only `standing`: `active`.", body = RegionView,
+            example = json!({"name": "us", "role": "standby", "standing": "standby", "epoch": 1, "primary": "eu",
+                "peers": [{"name": "eu", "url": "http://127.0.0.1:7733", "reachable": true, "standing": "active", "epoch": 1, "primary": "eu"}]})),
+    )
+)]
+pub(crate) async fn region(State(shared): State<Arc<Shared>>) -> Json<RegionView> {
+    Json(shared.region.view())
 }
 
 // The answer: the nodes, as one page that is never followed. (No doc comment: it would become
@@ -51,6 +70,9 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Cluste
 pub(crate) struct Cluster {
     /// The id of the node that answered.
     node: String,
+    /// The node's region, when `[region]` is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<RegionView>,
     items: Vec<Node>,
     /// Always null: the list is never paginated.
     next_cursor: Option<String>,

@@ -73,7 +73,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 51] = [
+const ROUTES: [(Method, &str, Guard, Mount); 52] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
@@ -101,6 +101,7 @@ const ROUTES: [(Method, &str, Guard, Mount); 51] = [
     route!(POST "/v1/dlq/{id}/redrive" => dlq::redrive, Dlq, keyed),
     route!(DELETE "/v1/dlq/{id}" => dlq::discard, Dlq),
     route!(GET "/v1/cluster" => cluster::get, Read),
+    route!(GET "/v1/region" => cluster::region, Read),
     route!(GET "/v1/dependencies" => dependencies::list, Read),
     route!(GET "/v1/dependencies/{name}" => dependencies::get, Read),
     route!(GET "/v1/egress/{dependency}/{*path}" => egress::get, Egress),
@@ -149,12 +150,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .iter()
         .fold(Router::new(), |router, (_, path, guard, mount)| {
             // `throttle_key` inside `authorize`: it reads the caller `authorize` found.
+            // Innermost: a standby or fenced node refuses writes to callers allowed to make them.
             let guarded = mount(&shared)
+                .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::guard))
                 .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key))
                 .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
             router.route(path, guarded)
         })
-        .merge(crate::console::router(&shared, &edge))
+        .merge(
+            crate::console::router(&shared, &edge)
+                .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::guard)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

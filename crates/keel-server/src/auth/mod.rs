@@ -280,11 +280,14 @@ pub(crate) async fn keep(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     tracing::warn!(%error, "could not read the API keys again; keeping the ones known");
                 }
             }
-            _ = flush.tick() => shared.auth.flush_used(shared.store.as_ref()).await,
+            // A standby's database is read-only: uses there go unrecorded.
+            _ = flush.tick(), if shared.region.is_active() => shared.auth.flush_used(shared.store.as_ref()).await,
             _ = stop.changed() => break,
         }
     }
-    shared.auth.flush_used(shared.store.as_ref()).await;
+    if shared.region.is_active() {
+        shared.auth.flush_used(shared.store.as_ref()).await;
+    }
 }
 
 /// Appends to the audit log; a failure is logged, not answered (the change itself is done).

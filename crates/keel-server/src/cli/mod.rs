@@ -36,6 +36,7 @@ pub(crate) mod keys;
 pub(crate) mod kv;
 pub(crate) mod payload;
 pub(crate) mod publish;
+pub(crate) mod region;
 pub(crate) mod schedules;
 pub(crate) mod serve;
 pub(crate) mod table;
@@ -123,6 +124,9 @@ pub(crate) enum Command {
     /// The audit log: who changed keys, paused, redrove, discarded, injected faults.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Regions: where this node's region stands; promote a standby region.
+    #[command(subcommand)]
+    Region(RegionCommand),
     /// Inject faults (latency, errors, resets, timeouts, crashes) to see how the backend copes;
     /// needs `[chaos] enabled = true` on the server.
     #[command(subcommand)]
@@ -518,6 +522,22 @@ fn run_status_parser() -> impl TypedValueParser<Value = RunStatus> {
 pub(crate) struct RunIdArg {
     /// The run's id, as `keel workflows run` or `ls` printed it.
     pub(crate) id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegionCommand {
+    /// The node's region: role, standing (active, standby, fenced), epoch, primary, peers.
+    Status,
+    /// Promote a standby region: end its PostgreSQL replica's recovery and raise the epoch so
+    /// its nodes admit and the old primary's stand down. Works on the config's database directly.
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PromoteArgs {
+    /// The standby region's config file (its `[storage] url` is the replica to promote).
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -71,6 +71,8 @@ fn describe() {
     describe_counter!(m::EGRESS_REQUESTS_TOTAL, "Egress calls to dependencies, by dependency and outcome");
     describe_histogram!(m::EGRESS_DURATION_SECONDS, Unit::Seconds, "Egress call duration, retries included");
     describe_gauge!(m::RETRY_BUDGET_AVAILABLE, "Retries a dependency's retry budget could pay for now");
+    describe_gauge!(m::REGION_INFO, "1 for this node's region, by region, role and standing");
+    describe_gauge!(m::REGION_EPOCH, "The epoch of this node's region database (promotions seen)");
     describe_histogram!(store::STORE_COMMIT_DURATION_SECONDS, Unit::Seconds, "Store group-commit latency");
     describe_histogram!(store::STORE_COMMIT_GROUP_SIZE, "Jobs committed together in one group");
 }
@@ -102,6 +104,20 @@ async fn sample(shared: &Shared) {
     for dependency in shared.egress.iter() {
         let available = dependency.budget_available(now) as f64;
         gauge!(m::RETRY_BUDGET_AVAILABLE, "dependency" => dependency.name().to_owned()).set(available);
+    }
+    if let Some(config) = shared.region.config() {
+        let view = shared.region.view();
+        for standing in ["active", "standby", "fenced"] {
+            let labels = [
+                ("region", config.name.clone()),
+                ("role", config.role.as_str().to_owned()),
+                ("standing", standing.to_owned()),
+            ];
+            gauge!(m::REGION_INFO, &labels).set(if view.standing == standing { 1.0 } else { 0.0 });
+        }
+        if let Some(epoch) = view.epoch {
+            gauge!(m::REGION_EPOCH, "region" => config.name.clone()).set(epoch as f64);
+        }
     }
     for sub in &shared.config.subscriptions {
         dlq.insert((sub.function.clone(), sub.name.clone()), 0);

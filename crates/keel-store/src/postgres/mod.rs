@@ -19,6 +19,7 @@ mod keys;
 mod nodes;
 mod notify;
 mod ops;
+mod region;
 mod rows;
 mod schedules;
 mod schema;
@@ -236,6 +237,32 @@ impl NodeStore for PgStore {
 
     async fn nodes(&self) -> Result<Vec<NodeState>> {
         in_tx!(self, |tx| nodes::nodes(&tx))
+    }
+
+    async fn region_view(&self) -> Result<keel_core::region::LocalView> {
+        in_tx!(self, |tx| region::view(&tx))
+    }
+
+    async fn raise_epoch(&self, epoch: keel_core::region::Epoch, now: Millis) -> Result<bool> {
+        in_tx!(self, |tx| region::raise(&tx, &epoch, now))
+    }
+
+    async fn promote(&self) -> Result<()> {
+        let client = self.client().await?;
+        let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await.map_err(db_err)?.get(0);
+        if !in_recovery {
+            return Ok(());
+        }
+        // Waits up to a minute for the replica to finish replaying and accept writes (past the
+        // per-statement limit of normal calls).
+        client.batch_execute("SET statement_timeout = 0").await.map_err(db_err)?;
+        let promoted = client.query_one("SELECT pg_promote(true, 60)", &[]).await.map_err(db_err);
+        client.batch_execute("RESET statement_timeout").await.map_err(db_err)?;
+        let promoted: bool = promoted?.get(0);
+        match promoted {
+            true => Ok(()),
+            false => Err(Error::Unavailable("PostgreSQL did not finish promoting the replica within 60 s".into())),
+        }
     }
 }
 

@@ -219,10 +219,24 @@ CREATE TABLE chaos_faults (
     r#"
 ALTER TABLE kv ALTER COLUMN key TYPE TEXT COLLATE "C";
 "#,
+    // Regions: how many promotions this database has seen and which region the last made
+    // primary (one row; `keel region promote` raises it, a fenced old primary copies it).
+    r#"
+CREATE TABLE region_epoch (
+    id         SMALLINT PRIMARY KEY CHECK (id = 1),
+    epoch      BIGINT NOT NULL,
+    primary_region TEXT NOT NULL,
+    changed_at BIGINT NOT NULL
+);
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).
 pub(crate) async fn migrate(tx: &Tx<'_>) -> Result<(), tokio_postgres::Error> {
+    // A streaming replica (a standby region) is read-only: its primary migrates it.
+    if tx.query_one("SELECT pg_is_in_recovery()", &[]).await?.get::<_, bool>(0) {
+        return Ok(());
+    }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     // A migration may rewrite a large table: the per-statement limit of normal calls does not apply.
     tx.batch_execute("SET LOCAL statement_timeout = 0").await?;

@@ -66,6 +66,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         dlq::redrive,
         dlq::discard,
         cluster::get,
+        cluster::region,
         dependencies::list,
         dependencies::get,
         egress::get,
@@ -92,7 +93,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         access::audit,
     ),
     components(schemas(ProblemDetails)),
-    modifiers(&RequestLimits, &ProblemBodies, &Security, &BulkAdmission),
+    modifiers(&RequestLimits, &Regions, &ProblemBodies, &Security, &BulkAdmission),
     tags(
         (name = "invoke", description = "Run a function: wait for its answer, or queue it."),
         (name = "invocations", description = "Invocations: list, read, their results, cancel."),
@@ -153,6 +154,34 @@ impl Modify for RequestLimits {
                             .header("Retry-After", retry_after.clone())
                             .build();
                         operation.responses.responses.insert("429".to_owned(), response.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Regions: a node of a standby region, or of an old primary fenced by a newer epoch, refuses
+/// every request that could write with a 503 naming the primary.
+struct Regions;
+
+const NOT_ADMITTING: &str = "This node's region does not admit now (`standby`: a replica serving reads until     promoted; `fenced`: a newer epoch made another region primary): nothing was done. `primary_region` and     `primary_url` name where writes go.";
+
+impl Modify for Regions {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::ResponseBuilder;
+        for item in doc.paths.paths.values_mut() {
+            let writes = [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in writes.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                match responses.get_mut("503") {
+                    Some(RefOr::T(response)) => {
+                        response.description = format!("{} {NOT_ADMITTING}", response.description);
+                    }
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        let response = ResponseBuilder::new().description(NOT_ADMITTING).build();
+                        responses.insert("503".to_owned(), response.into());
                     }
                 }
             }

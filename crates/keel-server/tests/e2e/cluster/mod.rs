@@ -15,6 +15,7 @@ mod access;
 mod increments;
 mod nodes;
 mod outage;
+mod regions;
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::load::{submit_many, wait_all_succeeded};
