@@ -130,7 +130,7 @@ impl NodeStore for FaultyStore {
         self.inner.raise_epoch(epoch, now).await
     }
 
-    async fn promote(&self) -> Result<()> {
+    async fn promote(&self) -> Result<Option<Millis>> {
         self.inner.promote().await
     }
 }

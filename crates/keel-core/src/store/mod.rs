@@ -226,8 +226,10 @@ pub trait NodeStore: Send + Sync {
     }
 
     /// Ends a replica's recovery (PostgreSQL's `pg_promote`), waiting until it accepts writes.
-    /// Nothing to do when the database is not in recovery.
-    async fn promote(&self) -> Result<()> {
+    /// Returns when the last transaction it replayed from the primary had committed there (what
+    /// was committed after it, under asynchronous replication, is lost), or `None` when the
+    /// database was not in recovery (nothing to do) or never replayed one.
+    async fn promote(&self) -> Result<Option<Millis>> {
         Err(Error::InvalidState("regions with a primary and a standby need PostgreSQL".into()))
     }
 }

@@ -60,13 +60,22 @@ pub(crate) async fn promote(path: &Path, json: bool) -> anyhow::Result<()> {
     }
     let store = keel_store::open(&StoreOptions { url: config.storage.url.clone(), fsync: config.storage.fsync })
         .context("cannot open the region's database")?;
-    let epoch = keel_server::regions::promote(store.as_ref(), &region.name, SystemClock.now_ms())
+    let now = SystemClock.now_ms();
+    let promotion = keel_server::regions::promote(store.as_ref(), &region.name, now)
         .await
         .with_context(|| format!("promoting region {}", region.name))?;
+    let loss = keel_server::regions::loss_warning(&promotion, now);
+    let epoch = &promotion.epoch;
     if json {
-        print_json(&serde_json::json!({ "region": region.name, "epoch": epoch.number, "primary": epoch.primary }));
+        let last = promotion.last_replayed.map(keel_core::clock::rfc3339);
+        print_json(&serde_json::json!({
+            "region": region.name, "epoch": epoch.number, "primary": epoch.primary, "last_replayed_commit": last,
+        }));
     } else {
         println!("region {} is primary at epoch {}", epoch.primary, epoch.number);
+        if let Some(loss) = loss {
+            eprintln!("note: {loss}");
+        }
     }
     Ok(())
 }

@@ -321,19 +321,40 @@ impl Region {
     }
 }
 
+/// What a promotion did: the epoch the database holds now, and when the last transaction the
+/// replica replayed had committed on the old primary (`None`: the database was no replica).
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    pub epoch: Epoch,
+    pub last_replayed: Option<keel_core::clock::Millis>,
+}
+
 /// Promotes region `me`'s database: ends the replica's recovery (when it is one), then raises
 /// the epoch so that it names `me`. What `keel region promote` and an automatic failover do.
-pub async fn promote(store: &dyn Store, me: &str, now: keel_core::clock::Millis) -> keel_core::Result<Epoch> {
-    store.promote().await?;
+pub async fn promote(store: &dyn Store, me: &str, now: keel_core::clock::Millis) -> keel_core::Result<Promotion> {
+    let last_replayed = store.promote().await?;
     let local: LocalView = store.region_view().await?;
     if let Some(epoch) = local.epoch.as_ref().filter(|e| e.primary == me) {
-        return Ok(epoch.clone());
+        return Ok(Promotion { epoch: epoch.clone(), last_replayed });
     }
     let epoch = keel_core::region::promoted(me, local.epoch.as_ref());
     store.raise_epoch(epoch, now).await?;
     // Another promoter may have raised it first: report what the database holds.
     let local = store.region_view().await?;
-    local.epoch.ok_or_else(|| keel_core::Error::Unavailable("the epoch was not written".into()))
+    let epoch = local.epoch.ok_or_else(|| keel_core::Error::Unavailable("the epoch was not written".into()))?;
+    Ok(Promotion { epoch, last_replayed })
+}
+
+/// What a promotion says about data possibly lost: under asynchronous replication, writes the
+/// old primary acknowledged after the last replayed commit did not reach this region.
+pub fn loss_warning(promotion: &Promotion, now: keel_core::clock::Millis) -> Option<String> {
+    let at = promotion.last_replayed?;
+    Some(format!(
+        "the last transaction replayed from the old primary committed there at {} ({} ms before the promotion): \
+         with asynchronous replication, writes it acknowledged after that are not in this region",
+        keel_core::clock::rfc3339(at),
+        (now - at).max(0)
+    ))
 }
 
 /// Looks every [`LOOK_EVERY`] until `stop`; calls `activate` the first time the node becomes
@@ -372,7 +393,10 @@ pub(crate) async fn watch(
                 if primary_seen.elapsed() >= after {
                     tracing::warn!(region = %config.name, after = ?after, "region: the primary has not answered as active; promoting this region");
                     match promote(shared.store.as_ref(), &config.name, shared.clock.now_ms()).await {
-                        Ok(epoch) => tracing::warn!(region = %config.name, epoch = epoch.number, "region: promoted"),
+                        Ok(promotion) => {
+                            let loss = loss_warning(&promotion, shared.clock.now_ms()).unwrap_or_default();
+                            tracing::warn!(region = %config.name, epoch = promotion.epoch.number, loss, "region: promoted");
+                        }
                         Err(e) => tracing::error!(error = %e, "region: the automatic promotion failed; trying again"),
                     }
                 }

@@ -247,11 +247,13 @@ impl NodeStore for PgStore {
         in_tx!(self, |tx| region::raise(&tx, &epoch, now))
     }
 
-    async fn promote(&self) -> Result<()> {
+    async fn promote(&self) -> Result<Option<Millis>> {
         let client = self.client().await?;
-        let in_recovery: bool = client.query_one("SELECT pg_is_in_recovery()", &[]).await.map_err(db_err)?.get(0);
+        let state = "SELECT pg_is_in_recovery(), (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000)::bigint";
+        let row = client.query_one(state, &[]).await.map_err(db_err)?;
+        let (in_recovery, replayed): (bool, Option<i64>) = (row.get(0), row.get(1));
         if !in_recovery {
-            return Ok(());
+            return Ok(None);
         }
         // Waits up to a minute for the replica to finish replaying and accept writes (past the
         // per-statement limit of normal calls).
@@ -260,7 +262,7 @@ impl NodeStore for PgStore {
         client.batch_execute("RESET statement_timeout").await.map_err(db_err)?;
         let promoted: bool = promoted?.get(0);
         match promoted {
-            true => Ok(()),
+            true => Ok(replayed),
             false => Err(Error::Unavailable("PostgreSQL did not finish promoting the replica within 60 s".into())),
         }
     }

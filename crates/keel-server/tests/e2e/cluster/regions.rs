@@ -5,6 +5,10 @@
 //! an Idempotency-Key used in eu replays its answer in us; and an eu node started again on its
 //! old database finds itself fenced: it admits nothing, dispatches nothing, and writes the new
 //! epoch into its own database.
+//!
+//! And with asynchronous replication and `failover_after`: the standby promotes itself once the
+//! primary stops answering, and what the primary acknowledged but never shipped is counted and
+//! said (at promotion, by the replica's last replayed commit), never silently dropped.
 
 use std::process::Child;
 use std::sync::{Arc, Mutex};
@@ -64,11 +68,16 @@ struct Region {
 
 impl Region {
     fn configure(database: &str, name: &str, role: &str, peer: (&str, &str), function: &str) -> Self {
+        Self::configure_with(database, name, role, peer, function, "")
+    }
+
+    /// [`configure`](Self::configure) with more `[region]` lines (`failover_after = "2s"`).
+    fn configure_with(database: &str, name: &str, role: &str, peer: (&str, &str), function: &str, more: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("keel.toml");
         let toml = format!(
             "[storage]\nurl = \"{database}\"\n\n[region]\nname = \"{name}\"\nrole = \"{role}\"\n\
-             peers = {{ {} = \"{}\" }}\n\n[functions.count]\nurl = \"{function}/count/{name}\"\nconcurrency = 4\n\
+             peers = {{ {} = \"{}\" }}\n{more}\n[functions.count]\nurl = \"{function}/count/{name}\"\nconcurrency = 4\n\
              retry = {{ max_attempts = 200, initial = \"5ms\", max = \"50ms\", jitter = \"full\" }}\n",
             peer.0, peer.1
         );
@@ -101,13 +110,31 @@ impl Drop for Region {
     }
 }
 
+/// A PostgreSQL cluster of the test's own (it is killed), or `None` when PostgreSQL cannot start
+/// here outside CI (the test is then skipped, and says so).
+fn own_cluster() -> Option<PgCluster> {
+    match PgCluster::start() {
+        Ok(cluster) => Some(cluster),
+        Err(reason) if std::env::var_os("CI").is_some() => panic!("PostgreSQL is required in CI: {reason}"),
+        Err(reason) => {
+            eprintln!("\n*** SKIPPED: this test needs PostgreSQL: {reason} ***\n");
+            None
+        }
+    }
+}
+
+/// Starts the function both regions call; returns its base URL.
+async fn serve_counter(counter: &Counter) -> String {
+    let app = axum::Router::new().route("/count/{region}", axum::routing::post(count)).with_state(counter.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let function = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    function
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_region_promoted_after_the_primary_dies_loses_nothing_and_fences_the_old_primary() {
-    let eu_pg = match PgCluster::start() {
-        Ok(cluster) => cluster,
-        Err(reason) if std::env::var_os("CI").is_some() => panic!("PostgreSQL is required in CI: {reason}"),
-        Err(reason) => return eprintln!("\n*** SKIPPED: this test needs PostgreSQL: {reason} ***\n"),
-    };
+    let Some(eu_pg) = own_cluster() else { return };
     let database = eu_pg.create_database().await.unwrap();
     let db_name = database.rsplit('/').next().unwrap().to_owned();
     let us_pg = PgCluster::replica_of(&eu_pg).expect("the us replica");
@@ -115,10 +142,7 @@ async fn a_standby_region_promoted_after_the_primary_dies_loses_nothing_and_fenc
     eu_pg.require_sync_standby().await.unwrap();
 
     let counter = Counter::default();
-    let app = axum::Router::new().route("/count/{region}", axum::routing::post(count)).with_state(counter.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let function = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let function = serve_counter(&counter).await;
 
     let (eu_ports, us_port) = ([free_port(), free_port()], free_port());
     let us_url = format!("http://127.0.0.1:{us_port}");
@@ -239,4 +263,81 @@ async fn a_standby_region_promoted_after_the_primary_dies_loses_nothing_and_fenc
     // The time a live primary would take to lease and call (it would within a second).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(counter.calls_from("eu"), eu_calls, "the fenced node dispatched nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_asynchronous_replication_a_standby_promotes_itself_and_reports_what_it_lost() {
+    let Some(eu_pg) = own_cluster() else { return };
+    let database = eu_pg.create_database().await.unwrap();
+    let db_name = database.rsplit('/').next().unwrap().to_owned();
+    let us_pg = PgCluster::replica_of(&eu_pg).expect("the us replica");
+    let counter = Counter::default();
+    let function = serve_counter(&counter).await;
+    let (eu_port, us_port) = (free_port(), free_port());
+    let (eu_url, us_url) = (format!("http://127.0.0.1:{eu_port}"), format!("http://127.0.0.1:{us_port}"));
+    let mut eu = Region::configure(&database, "eu", "primary", ("us", &us_url), &function);
+    let failover = "failover_after = \"2s\"\n";
+    let mut us = Region::configure_with(&us_pg.url(&db_name), "us", "standby", ("eu", &eu_url), &function, failover);
+    let eu_node = eu.start(eu_port).await;
+    *counter.keel.lock().unwrap() = eu_node.clone();
+    let us_node = us.start(us_port).await;
+    // While eu answers as the active primary, us does not promote itself.
+    eventually("us sees eu active", Duration::from_secs(10), || async {
+        let (_, _, region) = get_json(&format!("{us_node}/v1/region")).await;
+        (region["peers"][0]["standing"] == "active").then_some(())
+    })
+    .await;
+
+    let load = {
+        let eu_node = eu_node.clone();
+        tokio::spawn(async move { submit_many(&eu_node, "count", 80).await })
+    };
+    eventually("10 increments in eu before the kill", Duration::from_secs(60), || async {
+        (counter.calls_from("eu") >= 10).then_some(())
+    })
+    .await;
+    eu.kill_all();
+    eu_pg.kill().unwrap();
+    let killed_at = Instant::now();
+    let acknowledged = load.await.unwrap();
+    *counter.keel.lock().unwrap() = us_node.clone();
+
+    // No one promotes us: it does, once eu has been silent for failover_after.
+    eventually("us promoted itself", Duration::from_secs(30), || async {
+        let (_, _, region) = get_json(&format!("{us_node}/v1/region")).await;
+        (region["standing"] == "active" && region["epoch"] == 2).then_some(())
+    })
+    .await;
+    let rto = killed_at.elapsed();
+    assert!(rto >= Duration::from_secs(2), "not before failover_after: {rto:?}");
+    eventually("a sync call completed in us", Duration::from_secs(30), || async {
+        let (status, _, _) = request("POST", &format!("{us_node}/v1/functions/count/invoke"), &[], "{}").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    eprintln!(
+        "RTO with failover_after = 2s (primary killed to first completed invocation): {} ms",
+        killed_at.elapsed().as_millis()
+    );
+
+    // What reached us completes, each increment once; what did not is counted, not hidden.
+    let mut reached = Vec::new();
+    for id in &acknowledged {
+        match get_json(&format!("{us_node}/v1/invocations/{id}")).await.0 {
+            200 => reached.push(id.clone()),
+            status => assert_eq!(status, 404, "an acknowledged invocation is in us or not at all"),
+        }
+    }
+    wait_all_succeeded(&us_node, "count", &reached, Duration::from_secs(120)).await;
+    let succeeded = all_with_status(&us_node, "count", "succeeded").await;
+    let (_, _, hits) = get_json(&format!("{us_node}/v1/kv/counters/hits")).await;
+    assert_eq!(hits.as_u64(), Some(succeeded.len() as u64), "each increment that reached us applied once");
+    eprintln!(
+        "RPO with asynchronous replication: {} of {} acknowledged invocations lost",
+        acknowledged.len() - reached.len(),
+        acknowledged.len()
+    );
+    let log = std::fs::read_to_string(us.dir.path().join(format!("node-{us_port}.log"))).unwrap();
+    assert!(log.contains("region: promoted"), "the promotion is logged: {log}");
+    assert!(log.contains("the last transaction replayed from the old primary committed there at"), "{log}");
 }
