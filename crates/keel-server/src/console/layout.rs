@@ -61,6 +61,9 @@ pub(super) fn page(viewer: &Viewer, title: &str, active: &str, body: Markup) -> 
                     }
                 }
                 main #main {
+                    @if let Some(notice) = &viewer.region_notice {
+                        p.notice role="status" { "Read only: " (notice) "." }
+                    }
                     h1 { (title) }
                     (body)
                 }

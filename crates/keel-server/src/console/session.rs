@@ -37,6 +37,8 @@ pub(super) struct Viewer {
     pub(super) csrf: String,
     pub(super) principal: Principal,
     pub(super) auth_on: bool,
+    /// Why this node admits nothing now (a standby or fenced region), shown on every page.
+    pub(super) region_notice: Option<String>,
 }
 
 impl FromRequestParts<Arc<Shared>> for Viewer {
@@ -45,7 +47,8 @@ impl FromRequestParts<Arc<Shared>> for Viewer {
     async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Self::Rejection> {
         let csrf = parts.extensions.get::<Csrf>().map(|c| c.0.clone()).unwrap_or_default();
         let principal = parts.extensions.get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
-        Ok(Viewer { csrf, principal, auth_on: shared.auth.is_on() })
+        let region_notice = shared.region.refusal().map(|refusal| refusal.detail().to_owned());
+        Ok(Viewer { csrf, principal, auth_on: shared.auth.is_on(), region_notice })
     }
 }
 

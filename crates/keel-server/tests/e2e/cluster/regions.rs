@@ -167,6 +167,10 @@ async fn a_standby_region_promoted_after_the_primary_dies_loses_nothing_and_fenc
         (refused["primary_region"].as_str(), refused["primary_url"].as_str()),
         (Some("eu"), Some(eu_url.as_str()))
     );
+    let (status, _, page) = request("GET", &format!("{us_node}/console"), &[], "").await;
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(status, 200, "the console reads from the replica");
+    assert!(page.contains("Read only: region us is a standby: it serves reads; writes go to region eu"), "{page}");
     eventually("eu sees us as its standby", Duration::from_secs(10), || async {
         let (_, _, region) = get_json(&format!("{eu_a}/v1/region")).await;
         let seen = (region["standing"].as_str(), region["peers"][0]["standing"].as_str());
