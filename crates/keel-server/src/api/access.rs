@@ -94,6 +94,10 @@ pub(crate) async fn authorize(
     if !Scope::any_allows(principal.scopes(), &need) {
         return Problem::forbidden(&need, &principal.describe()).into_response();
     }
+    // A standby or fenced node refuses writes to callers allowed to make them.
+    if let Some(refusal) = crate::regions::refuse_writes(&shared, request.method()) {
+        return refusal.into_response();
+    }
     request.extensions_mut().insert(principal);
     next.run(request).await
 }

@@ -150,9 +150,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .iter()
         .fold(Router::new(), |router, (_, path, guard, mount)| {
             // `throttle_key` inside `authorize`: it reads the caller `authorize` found.
-            // Innermost: a standby or fenced node refuses writes to callers allowed to make them.
             let guarded = mount(&shared)
-                .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::guard))
                 .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key))
                 .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
             router.route(path, guarded)

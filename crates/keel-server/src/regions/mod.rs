@@ -155,6 +155,9 @@ impl Region {
 
     /// Why this node refuses a write now: `None` while it admits.
     pub(crate) fn refusal(&self) -> Option<Problem> {
+        if self.is_active() {
+            return None;
+        }
         let me = self.config.as_ref().map_or("", |c| c.name.as_str());
         let problem = match self.standing() {
             Standing::Active => return None,
@@ -405,14 +408,22 @@ pub(crate) async fn watch(
     }
 }
 
-/// Refuses every request that could write (anything but GET, HEAD and OPTIONS) while this node
-/// does not admit: 503 `standby` or `fenced`, naming the primary. Signing in and out of the
-/// console write nothing and stay open.
+/// Why a request with `method` is refused now: anything but GET, HEAD and OPTIONS could write,
+/// and a standby or fenced node admits nothing (`standby`, `fenced`, naming the primary). The
+/// API's access layer asks this once a caller is allowed the route.
+pub(crate) fn refuse_writes(shared: &Shared, method: &Method) -> Option<Problem> {
+    match matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        true => None,
+        false => shared.region.refusal(),
+    }
+}
+
+/// [`refuse_writes`] as a layer, for the console's actions. Signing in and out of the console
+/// write nothing and stay open.
 pub(crate) async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let session = matches!(request.uri().path(), "/console/sign-in" | "/console/sign-out");
-    if !reads && !session {
-        if let Some(refusal) = shared.region.refusal() {
+    if !session {
+        if let Some(refusal) = refuse_writes(&shared, request.method()) {
             return refusal.into_response();
         }
     }
