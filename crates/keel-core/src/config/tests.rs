@@ -101,7 +101,7 @@ fn unknown_keys_list_the_valid_ones() {
     assert_eq!(
         errors("[queues.a]\n"),
         ["keel.toml:1:2: queues: unknown key `queues`, expected one of `server`, `storage`, `functions`, \
-          `topics`, `subscriptions`, `dependencies`, `auth`, `schedules`, `workflows`, `chaos`"]
+          `topics`, `subscriptions`, `dependencies`, `auth`, `schedules`, `workflows`, `chaos`, `region`"]
     );
 }
 
