@@ -33,7 +33,9 @@ pub(crate) fn new_event(shared: &Shared, topic: &str, mut event: CloudEvent, hop
         .filter(|s| s.topic == topic && s.filter.matches(&event))
         .map(|s| delivery(s, &event, &id, hops, &traceparent, now))
         .collect();
-    NewEvent { id, topic: topic.to_string(), event, hops, created_at: now, deliveries }
+    let replicate_to =
+        keel_core::region::replicates_to(shared.config.region.as_ref(), &shared.config.subscriptions, topic);
+    NewEvent { id, topic: topic.to_string(), event, hops, created_at: now, deliveries, replicate_to }
 }
 
 fn delivery(

@@ -8,9 +8,13 @@ use super::Role;
 
 /// The peers an event of `topic` stored in this region is replicated to: every peer of an active
 /// region, when at least one subscription to the topic is global; none otherwise (and none for
-/// an event that itself came from a peer: the caller does not ask).
+/// an event that itself came from a peer: the caller does not ask). Keel's own events
+/// (`keel.system`) tell of this region and stay in it.
 pub fn replicates_to(region: Option<&RegionConfig>, subscriptions: &[SubscriptionConfig], topic: &str) -> Vec<String> {
     let Some(region) = region.filter(|r| r.role == Role::Active) else { return Vec::new() };
+    if topic == crate::system_events::SYSTEM_TOPIC {
+        return Vec::new();
+    }
     let global = subscriptions.iter().any(|s| s.topic == topic && s.scope == SubscriptionScope::Global);
     if !global {
         return Vec::new();
