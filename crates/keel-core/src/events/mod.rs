@@ -81,6 +81,8 @@ pub struct Outgoing {
     pub seq: i64,
     pub topic: String,
     pub event: CloudEvent,
+    /// Deliveries that led to it.
+    pub hops: u32,
     pub created_at: Millis,
 }
 

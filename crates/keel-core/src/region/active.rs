@@ -53,6 +53,17 @@ pub fn route(
     kv_namespace.and_then(|ns| kv.get(ns)).and_then(|ns| ns.home.as_deref()).and_then(peer).unwrap_or(Route::Here)
 }
 
+/// How long a replicator waits after `failures` failed sends in a row (1 or more): doubling from
+/// 100 ms up to 5 s, less a random part (`sample` in [0, 1)) of up to half, so peers coming back
+/// are not hit by every region at once.
+pub fn replication_backoff(failures: u32, sample: f64) -> std::time::Duration {
+    const FIRST_MS: u64 = 100;
+    const CAP_MS: u64 = 5_000;
+    let full = FIRST_MS.saturating_mul(1u64 << failures.saturating_sub(1).min(16)).min(CAP_MS);
+    let jitter = (full as f64 / 2.0 * sample.clamp(0.0, 1.0)) as u64;
+    std::time::Duration::from_millis(full - jitter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,8 +88,7 @@ mod tests {
 
     #[test]
     fn an_event_is_replicated_to_every_peer_when_its_topic_has_a_global_subscription() {
-        let subs =
-            [subscription("orders", SubscriptionScope::Global), subscription("audit", SubscriptionScope::Local)];
+        let subs = [subscription("orders", SubscriptionScope::Global), subscription("audit", SubscriptionScope::Local)];
         let active = region(Role::Active);
         assert_eq!(replicates_to(Some(&active), &subs, "orders"), ["ap", "us"]);
         assert!(replicates_to(Some(&active), &subs, "audit").is_empty(), "local subscriptions only");
@@ -104,5 +114,16 @@ mod tests {
         assert_eq!(route(Some(&eu), &kv, Some("ap"), Some("balances"), false), Route::Peer("ap".into()));
         assert_eq!(route(Some(&eu), &kv, None, Some("balances"), true), Route::Here, "forwarded home once");
         assert_eq!(route(None, &kv, Some("us"), Some("balances"), false), Route::Here);
+    }
+
+    #[test]
+    fn a_failing_peer_is_retried_ever_later_up_to_five_seconds_with_jitter() {
+        let ms = |failures, sample| replication_backoff(failures, sample).as_millis();
+        assert_eq!(
+            [ms(1, 0.0), ms(2, 0.0), ms(3, 0.0), ms(6, 0.0), ms(7, 0.0), ms(60, 0.0)],
+            [100, 200, 400, 3200, 5000, 5000]
+        );
+        assert_eq!(ms(1, 0.999_999), 51, "at most half is taken off");
+        assert_eq!(ms(60, 0.5), 3750);
     }
 }

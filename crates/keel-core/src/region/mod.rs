@@ -12,7 +12,7 @@
 
 mod active;
 
-pub use active::{replicates_to, route, Route};
+pub use active::{replicates_to, replication_backoff, route, Route};
 use serde::Serialize;
 
 /// `[region] role`: how the region starts out.

@@ -73,7 +73,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 52] = [
+const ROUTES: [(Method, &str, Guard, Mount); 53] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
@@ -102,6 +102,7 @@ const ROUTES: [(Method, &str, Guard, Mount); 52] = [
     route!(DELETE "/v1/dlq/{id}" => dlq::discard, Dlq),
     route!(GET "/v1/cluster" => cluster::get, Read),
     route!(GET "/v1/region" => cluster::region, Read),
+    route!(POST "/v1/region/events" => cluster::receive_events, Admin),
     route!(GET "/v1/dependencies" => dependencies::list, Read),
     route!(GET "/v1/dependencies/{name}" => dependencies::get, Read),
     route!(GET "/v1/egress/{dependency}/{*path}" => egress::get, Egress),
@@ -154,6 +155,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             let guarded = mount(&shared)
                 .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::guard))
                 .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key))
+                .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), crate::regions::forward_home))
                 .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
             router.route(path, guarded)
         })
@@ -163,6 +165,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Before any of this node's own checks: a request naming a peer region is the peer's.
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::forward_named))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(InFlight::new(shared.config.server.max_inflight_requests)),

@@ -117,7 +117,7 @@ pub(crate) async fn outbox_next(tx: &Tx<'_>, peer: &str, limit: usize) -> Result
     let found = query(
         tx,
         "SELECT o.seq, e.topic, e.source, e.ce_id, e.type, e.subject, e.time, e.datacontenttype, e.dataschema, \
-         e.data, e.extensions, e.created_at FROM region_outbox o JOIN events e ON e.id = o.event_id \
+         e.data, e.extensions, e.created_at, e.hops FROM region_outbox o JOIN events e ON e.id = o.event_id \
          WHERE o.peer = $1 ORDER BY o.seq LIMIT $2",
         &[&peer, &(limit as i64)],
     )
@@ -140,6 +140,7 @@ pub(crate) async fn outbox_next(tx: &Tx<'_>, peer: &str, limit: usize) -> Result
                 extensions: decode_headers(r.get(10)).into_iter().collect(),
             },
             created_at: r.get(11),
+            hops: r.get::<_, i32>(12) as u32,
         })
         .collect())
 }
@@ -152,9 +153,8 @@ pub(crate) async fn outbox_ack(tx: &Tx<'_>, peer: &str, seqs: &[i64]) -> Result<
 }
 
 pub(crate) async fn outbox_depth(tx: &Tx<'_>) -> Result<Vec<(String, u64)>> {
-    let found = query(tx, "SELECT peer, COUNT(*) FROM region_outbox GROUP BY peer ORDER BY peer", &[])
-        .await
-        .map_err(db_err)?;
+    let found =
+        query(tx, "SELECT peer, COUNT(*) FROM region_outbox GROUP BY peer ORDER BY peer", &[]).await.map_err(db_err)?;
     Ok(found.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
 }
 

@@ -105,7 +105,7 @@ pub(crate) fn get_event(conn: &Connection, id: &str) -> Result<Option<StoredEven
 pub(crate) fn outbox_next(conn: &Connection, peer: &str, limit: usize) -> Result<Vec<Outgoing>> {
     conn.prepare_cached(
         "SELECT o.seq, e.topic, e.source, e.ce_id, e.type, e.subject, e.time, e.datacontenttype, e.dataschema, \
-         e.data, e.extensions, e.created_at FROM region_outbox o JOIN events e ON e.id = o.event_id \
+         e.data, e.extensions, e.created_at, e.hops FROM region_outbox o JOIN events e ON e.id = o.event_id \
          WHERE o.peer = ? ORDER BY o.seq LIMIT ?",
     )
     .and_then(|mut st| {
@@ -125,6 +125,7 @@ pub(crate) fn outbox_next(conn: &Connection, peer: &str, limit: usize) -> Result
                     extensions: decode_headers(&r.get::<_, String>(10)?).into_iter().collect(),
                 },
                 created_at: r.get(11)?,
+                hops: r.get(12)?,
             })
         })?
         .collect()

@@ -97,7 +97,7 @@ pub async fn events_to_replicate_wait_in_the_outbox_until_acknowledged(store: &d
     let ids: Vec<_> = us.iter().map(|o| o.event.id.as_str()).collect();
     assert_eq!(ids, ["a", "b"], "in the order they were stored");
     assert_eq!(us[0].event, first.event, "every attribute and the data");
-    assert_eq!((us[0].topic.as_str(), us[0].created_at), ("orders", T0));
+    assert_eq!((us[0].topic.as_str(), us[0].created_at, us[0].hops), ("orders", T0, 2));
     assert!(us[0].seq < us[1].seq);
     let batch = store.outbox_next("us", 1).await.unwrap();
     assert_eq!(batch.len(), 1, "at most the limit");

@@ -67,6 +67,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         dlq::discard,
         cluster::get,
         cluster::region,
+        cluster::receive_events,
         dependencies::list,
         dependencies::get,
         egress::get,
