@@ -82,6 +82,13 @@ impl Sink {
     }
 }
 
+/// A function whose effects write `counters/by-effect`.
+async fn write_counter() -> ([(&'static str, &'static str); 1], String) {
+    let envelope =
+        serde_json::json!({"status": 200, "result": {}, "kv": [{"ns": "counters", "key": "by-effect", "value": 1}]});
+    ([("content-type", "application/vnd.keel.effects+json")], envelope.to_string())
+}
+
 async fn deliver(State(sink): State<Sink>, Path(region): Path<String>, headers: HeaderMap) -> &'static str {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     sink.calls.lock().unwrap().push((region, header("keel-subscription"), header("ce-id")));
@@ -103,6 +110,7 @@ impl Region {
             "[storage]\nurl = \"sqlite://{db}\"\n\n[region]\nname = \"{name}\"\nrole = \"active\"\n\
              peers = {{ {peer} = \"http://{via}\" }}\n\n\
              [functions.sink]\nurl = \"{sink}/deliver/{name}\"\n{retry}\n\n\
+             [functions.writer]\nurl = \"{sink}/write\"\n{retry}\n\n\
              [topics.orders]\n[topics.audit]\n\n\
              [[subscriptions]]\nname = \"orders-everywhere\"\ntopic = \"orders\"\nfunction = \"sink\"\nscope = \"global\"\n\n\
              [[subscriptions]]\nname = \"orders-here\"\ntopic = \"orders\"\nfunction = \"sink\"\n\n\
@@ -150,7 +158,10 @@ impl Drop for Region {
 /// Two regions linked through proxies, and the sink both call.
 async fn two_regions() -> (Region, Region, Proxy, Proxy, Sink) {
     let sink = Sink::default();
-    let app = axum::Router::new().route("/deliver/{region}", axum::routing::post(deliver)).with_state(sink.clone());
+    let app = axum::Router::new()
+        .route("/deliver/{region}", axum::routing::post(deliver))
+        .route("/write", axum::routing::post(write_counter))
+        .with_state(sink.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sink_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -289,6 +300,17 @@ async fn a_kv_namespace_is_served_by_its_home_region_from_either_region_and_keel
     // A namespace without a home is served where it is called.
     let (status, headers, _) = request("PUT", &format!("{}/v1/kv/notes/a", us.url), &[], "1").await;
     assert_eq!((status, headers["keel-region"].to_str().unwrap()), (201, "us"));
+
+    // KV effects for a namespace homed elsewhere fail the attempt for good, naming the home; in
+    // the home region they apply.
+    let writer = |base: &str| format!("{base}/v1/functions/writer/invoke");
+    let (status, _, body) = request("POST", &writer(&us.url), &[("content-type", "application/json")], "{}").await;
+    let problem = String::from_utf8_lossy(&body).into_owned();
+    assert!(status >= 400 && problem.contains("lives in region eu"), "{status} {problem}");
+    assert_eq!(get_json(&format!("{}/v1/kv/counters/by-effect", us.url)).await.0, 404, "nothing was written");
+    let (status, _, body) = request("POST", &writer(&eu.url), &[("content-type", "application/json")], "{}").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(get_json(&format!("{}/v1/kv/counters/by-effect", us.url)).await.0, 200, "written in eu, read from us");
 
     // (c) keel-region: eu sent to us is admitted in eu, with eu's idempotency keys.
     let invocations = |base: &str| format!("{base}/v1/functions/sink/invocations");
