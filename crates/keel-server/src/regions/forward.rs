@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use keel_core::region::Route;
 
 use crate::api::access::Guard;
+use crate::auth::Principal;
 use crate::client::ClientError;
 use crate::problem::Problem;
 use crate::state::Shared;
@@ -24,7 +25,8 @@ use crate::state::Shared;
 /// it too, naming the region that served them.
 pub(crate) const KEEL_REGION: HeaderName = HeaderName::from_static("keel-region");
 /// Set on a KV call forwarded to its namespace's home (naming the region it came from): the
-/// home serves it whatever its own configuration says, so no call is forwarded twice.
+/// home serves it whatever its own configuration says, so no call is forwarded twice. Heeded
+/// only from callers with `admin`.
 const FORWARDED_HOME: HeaderName = HeaderName::from_static("keel-forwarded-home");
 /// Set on a request forwarded for its `keel-region`, naming the region it came through.
 const FORWARDED_FROM: HeaderName = HeaderName::from_static("keel-forwarded-from");
@@ -62,7 +64,14 @@ pub(crate) async fn forward_home(
         return next.run(request).await;
     }
     let ns = params.iter().next().map(|(_, value)| value.to_owned());
-    let home_forwarded = request.headers().contains_key(&FORWARDED_HOME);
+    // Only a peer (holding an admin key, as the `[region] key` does) may say a call was forwarded
+    // home already: from anyone else the header is ignored, so no caller can write a namespace
+    // outside its home.
+    let peer_says = request
+        .extensions()
+        .get::<Principal>()
+        .is_some_and(|p| keel_core::auth::Scope::any_allows(p.scopes(), &keel_core::auth::Need::Admin));
+    let home_forwarded = peer_says && request.headers().contains_key(&FORWARDED_HOME);
     let route =
         keel_core::region::route(shared.region.config(), &shared.config.kv, None, ns.as_deref(), home_forwarded);
     match route {
