@@ -244,6 +244,26 @@ async fn events_published_while_the_link_is_cut_reach_every_global_subscription_
     assert_eq!(sink.deliveries("us", "orders-here"), only(&us_orders), "a local subscription: us's own orders");
     assert_eq!(sink.deliveries("eu", "audit-here"), only(&eu_audit), "a local topic stays in eu");
     assert_eq!(sink.deliveries("us", "audit-here"), only(&us_audit), "a local topic stays in us");
+
+    // What a peer sends: each event stored once (a second copy is a duplicate), delivered to the
+    // global subscription only, and written to no outbox (it never travels back).
+    let event = serde_json::json!({"topic": "orders", "source": "/test", "id": "ap-order-1", "type": "t",
+        "datacontenttype": "application/json", "data_base64": "eyJpZCI6MX0="});
+    let batch = serde_json::json!({"origin": "ap", "events": [event, event]});
+    let url = format!("{}/v1/region/events", eu.url);
+    let (status, _, body) = request("POST", &url, &[("content-type", "application/json")], batch.to_string()).await;
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((status, &answer["new"], &answer["duplicates"]), (200, &1.into(), &1.into()), "{answer}");
+    assert_eq!(answer["items"][1]["duplicate"], true, "{answer}");
+    assert_eq!(eu.outbox_pending().await, Some(0.0), "not replicated again");
+    eventually_or_why("the global subscription to get it", Duration::from_secs(10), || async {
+        match sink.deliveries("eu", "orders-everywhere").get("ap-order-1") {
+            Some(1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(sink.deliveries("eu", "orders-here").get("ap-order-1"), None, "not to a local subscription");
 }
 
 /// Adds one to `counters/hits` through `base`: read the version, write it back with If-Match,
