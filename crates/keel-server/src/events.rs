@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use keel_core::clock::Millis;
-use keel_core::config::{OrderedBy, SubscriptionConfig};
+use keel_core::config::{OrderedBy, SubscriptionConfig, SubscriptionScope};
 use keel_core::effects::Effects;
 use keel_core::events::{CloudEvent, NewEvent};
 use keel_core::id::new_id;
@@ -15,8 +15,29 @@ use crate::state::Shared;
 use crate::trace;
 
 /// Builds a stored event of `topic` with its deliveries. `hops` counts the deliveries that led to
-/// it (0 when published from outside).
-pub(crate) fn new_event(shared: &Shared, topic: &str, mut event: CloudEvent, hops: u32, now: Millis) -> NewEvent {
+/// it (0 when published from outside). In an active region, an event of a topic with a global
+/// subscription is replicated to every peer.
+pub(crate) fn new_event(shared: &Shared, topic: &str, event: CloudEvent, hops: u32, now: Millis) -> NewEvent {
+    let mut new = build(shared, topic, event, hops, now, |_| true);
+    new.replicate_to =
+        keel_core::region::replicates_to(shared.config.region.as_ref(), &shared.config.subscriptions, topic);
+    new
+}
+
+/// Builds an event a peer region replicated here: delivered to the global subscriptions only, and
+/// replicated no further.
+pub(crate) fn replicated_event(shared: &Shared, topic: &str, event: CloudEvent, hops: u32, now: Millis) -> NewEvent {
+    build(shared, topic, event, hops, now, |s| s.scope == SubscriptionScope::Global)
+}
+
+fn build(
+    shared: &Shared,
+    topic: &str,
+    mut event: CloudEvent,
+    hops: u32,
+    now: Millis,
+    receives: impl Fn(&SubscriptionConfig) -> bool,
+) -> NewEvent {
     let id = new_id(now);
     // The event carries its trace: every delivery continues it.
     let traceparent = event
@@ -30,10 +51,10 @@ pub(crate) fn new_event(shared: &Shared, topic: &str, mut event: CloudEvent, hop
         .config
         .subscriptions
         .iter()
-        .filter(|s| s.topic == topic && s.filter.matches(&event))
+        .filter(|s| s.topic == topic && receives(s) && s.filter.matches(&event))
         .map(|s| delivery(s, &event, &id, hops, &traceparent, now))
         .collect();
-    NewEvent { id, topic: topic.to_string(), event, hops, created_at: now, deliveries }
+    NewEvent { id, topic: topic.to_string(), event, hops, created_at: now, deliveries, replicate_to: Vec::new() }
 }
 
 fn delivery(
@@ -86,6 +107,15 @@ pub(crate) fn commit_effects(
     let held_to = shared.config.functions.get(&inv.function).and_then(|f| f.effect_scopes(shared.config.auth.mode));
     if let Some(scopes) = held_to {
         keel_core::effects::check_grants(effects, scopes).map_err(|e| e.to_string())?;
+    }
+    for (i, write) in effects.kv.iter().enumerate() {
+        if let Some(home) = crate::regions::home_elsewhere(shared, &write.ns) {
+            return Err(format!(
+                "effects envelope: kv[{i}]: namespace {:?} lives in region {home} ([kv.{}] home), not in this one; \
+                 write it through the KV API, which forwards it there",
+                write.ns, write.ns
+            ));
+        }
     }
     let hops = inv.delivery.as_ref().map_or(1, |d| d.hops + 1);
     let max = shared.config.server.max_event_hops;

@@ -62,6 +62,13 @@ pub(crate) const RETRY_BUDGET_AVAILABLE: &str = "keel_retry_budget_available";
 pub(crate) const REGION_INFO: &str = "keel_region_info";
 /// The epoch this node's region database holds: promotions it has seen (sampled at scrape).
 pub(crate) const REGION_EPOCH: &str = "keel_region_epoch";
+/// Active-active: events waiting in the outbox for a peer region, by `peer` (sampled at scrape).
+pub(crate) const REGION_OUTBOX_PENDING: &str = "keel_region_outbox_pending";
+/// Active-active: events a peer region acknowledged, by `peer`.
+pub(crate) const REGION_EVENTS_REPLICATED_TOTAL: &str = "keel_region_events_replicated_total";
+/// Active-active: events received from peer regions, by `origin` and `outcome` (`new`,
+/// `duplicate`).
+pub(crate) const REGION_EVENTS_RECEIVED_TOTAL: &str = "keel_region_events_received_total";
 /// A breaker's state, by `target` (the function or dependency): 0 closed, 1 open, 2 half-open.
 pub(crate) const BREAKER_STATE: &str = "keel_breaker_state";
 /// A breaker's changes of state, by `target` and `to` (`closed`, `open`, `half-open`).

@@ -85,6 +85,10 @@ pub(crate) struct ProblemDetails {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, example = "https://keel-eu.internal:7733")]
     primary_url: Option<String>,
+    /// On `region-unreachable`: the peer region the request was for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "eu")]
+    region: Option<String>,
 }
 
 fn urn<S: Serializer>(kind: &&'static str, serializer: S) -> Result<S::Ok, S::Error> {
@@ -124,6 +128,7 @@ impl Problem {
                 run_status: None,
                 primary_region: None,
                 primary_url: None,
+                region: None,
             }),
             retry_after: None,
             close: false,
@@ -244,6 +249,16 @@ impl Problem {
         self.body.primary_region = region;
         self.body.primary_url = url;
         self
+    }
+
+    /// A peer region could not be reached: 503 `region-unreachable` naming it.
+    pub(crate) fn region_unreachable(region: &str, why: &str) -> Self {
+        let detail = format!("region {region} could not be reached ({why}); this request is served there");
+        let mut problem =
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "region-unreachable", "Region unreachable", detail)
+                .retry_after(1);
+        problem.body.region = Some(region.to_owned());
+        problem
     }
 
     pub(crate) fn retry_after(mut self, secs: u64) -> Self {

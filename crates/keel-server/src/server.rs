@@ -308,7 +308,8 @@ async fn take_back_leases(store: &dyn Store, now: keel_core::clock::Millis) -> k
 }
 
 /// Starts what only an active node runs: a dispatcher per function (and its batch collector),
-/// the scheduler, key expiry, chaos faults, the heartbeat and the lease sweeper. A standby
+/// the scheduler, key expiry, chaos faults, the replicators to peer regions, the heartbeat and
+/// the lease sweeper. A standby
 /// starts them once promoted.
 fn start_work(
     shared: &Arc<Shared>,
@@ -325,6 +326,7 @@ fn start_work(
     tokio::spawn(dispatch::purge_expired_keys(shared.clone(), stop_rx.clone()));
     tokio::spawn(crate::scheduler::run(shared.clone(), stop_rx.clone()));
     tokio::spawn(crate::chaos::keep(shared.clone(), stop_rx.clone()));
+    crate::regions::replicate::start(shared, stop_rx);
     crate::cluster::join(shared, addr, stop_rx.clone(), stop_heartbeat_rx);
     tokio::spawn(dispatch::sweep_expired_leases(shared.clone(), stop_rx.clone()));
 }

@@ -56,6 +56,17 @@ pub struct Config {
     pub chaos_enabled: bool,
     /// `[region]`: `None` for a node that knows of no other region.
     pub region: Option<RegionConfig>,
+    /// `[kv.NS]`, keyed by namespace: only namespaces configured there (all others live in
+    /// every region alike).
+    pub kv: BTreeMap<String, KvNamespaceConfig>,
+}
+
+/// `[kv.NS]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KvNamespaceConfig {
+    /// `home`: the region that serves the namespace (this one or a peer); calls made in another
+    /// region are forwarded there.
+    pub home: Option<String>,
 }
 
 /// `[region]`: which region this node belongs to, its part, and the other regions' APIs.
@@ -139,6 +150,18 @@ pub struct SubscriptionConfig {
     /// The function's policy with this subscription's `retry` keys laid over it.
     pub retry: crate::retry::RetryPolicy,
     pub ordered_by: Option<OrderedBy>,
+    /// `scope`: a global subscription also receives the events published in peer regions.
+    pub scope: SubscriptionScope,
+}
+
+/// `[[subscriptions]] scope`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SubscriptionScope {
+    /// Only events published in this region (the default).
+    #[default]
+    Local,
+    /// Events published in this region and, with `[region] role = "active"`, in its peers.
+    Global,
 }
 
 /// How a subscription orders its deliveries.

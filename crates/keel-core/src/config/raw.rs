@@ -34,6 +34,16 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) chaos: RawChaos,
     pub(super) region: Option<RawRegion>,
+    #[serde(default)]
+    pub(super) kv: BTreeMap<String, RawKvNamespace>,
+}
+
+/// `[kv.NS]`: where a KV namespace lives among active-active regions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKvNamespace {
+    /// The region that serves this namespace; the others forward to it.
+    pub(super) home: Option<String>,
 }
 
 /// `[region]`: this region's name and part, and its peer regions.
@@ -176,6 +186,8 @@ pub(super) struct RawSubscription {
     pub(super) filter: Option<crate::events::Filter>,
     pub(super) retry: Option<RawRetry>,
     pub(super) ordered_by: Option<String>,
+    /// `"local"` (the default) or `"global"`: also receives events published in peer regions.
+    pub(super) scope: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -101,7 +101,7 @@ fn unknown_keys_list_the_valid_ones() {
     assert_eq!(
         errors("[queues.a]\n"),
         ["keel.toml:1:2: queues: unknown key `queues`, expected one of `server`, `storage`, `functions`, \
-          `topics`, `subscriptions`, `dependencies`, `auth`, `schedules`, `workflows`, `chaos`, `region`"]
+          `topics`, `subscriptions`, `dependencies`, `auth`, `schedules`, `workflows`, `chaos`, `region`, `kv`"]
     );
 }
 
@@ -1278,5 +1278,40 @@ fn region_mistakes_are_reported_where_they_are() {
     assert_eq!(
         errors(&format!("{PG}[region]\nname = \"eu\"\nkey = \"env:NOPE\"\n")),
         ["keel.toml:5:7: region.key: the environment variable NOPE is not set (named by \"env:NOPE\")"]
+    );
+}
+
+const ACTIVE_EU: &str = "[region]\nname = \"eu\"\nrole = \"active\"\npeers = { us = \"http://127.0.0.1:7734\" }\n";
+
+#[test]
+fn subscriptions_are_local_unless_global_and_kv_namespaces_have_a_home() {
+    let text = format!(
+        "{ACTIVE_EU}{CHARGE}[topics.\"order.placed\"]\n\n[[subscriptions]]\nname = \"a\"\ntopic = \"order.placed\"\n\
+         function = \"charge\"\n\n[[subscriptions]]\nname = \"b\"\ntopic = \"order.placed\"\nfunction = \"charge\"\n\
+         scope = \"global\"\n\n[kv.balances]\nhome = \"us\"\n\n[kv.carts]\nhome = \"eu\"\n"
+    );
+    let config = load_str("keel.toml", &text, &Overrides::default()).unwrap();
+    let scopes: Vec<_> = config.subscriptions.iter().map(|s| (s.name.as_str(), s.scope)).collect();
+    assert_eq!(scopes, [("a", super::SubscriptionScope::Local), ("b", super::SubscriptionScope::Global)]);
+    assert_eq!(config.kv["balances"].home.as_deref(), Some("us"));
+    assert_eq!(config.kv["carts"].home.as_deref(), Some("eu"));
+}
+
+#[test]
+fn scope_and_home_mistakes_are_reported_where_they_are() {
+    let text = format!(
+        "{ACTIVE_EU}{CHARGE}[topics.t]\n\n[[subscriptions]]\nname = \"a\"\ntopic = \"t\"\nfunction = \"charge\"\n\
+         scope = \"everywhere\"\n\n[kv.balances]\nhome = \"asia\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "keel.toml:13:9: subscriptions[0].scope: expected \"local\" or \"global\" (got \"everywhere\")",
+            "keel.toml:16:8: kv.balances.home: unknown region \"asia\": expected this region or one of its peers (eu, us)",
+        ]
+    );
+    assert_eq!(
+        errors("[kv.balances]\nhome = \"eu\"\n"),
+        ["keel.toml:2:8: kv.balances.home: a home region needs [region] (this region's name and its peers); got home = \"eu\""]
     );
 }

@@ -82,6 +82,7 @@ pub(super) fn validate(
     let schedules = check.schedules(&raw.schedules, &function_names, &topics);
     let workflows = check.workflows(&raw.workflows, &function_names, &topics);
     let region = raw.region.as_ref().map(|r| check.region(r, storage.as_ref(), env));
+    let kv = check.kv_namespaces(&raw.kv, raw.region.as_ref());
     match (server, storage, auth, check.problems.is_empty()) {
         (Some(server), Some(storage), Some(auth), true) => {
             let chaos_enabled = raw.chaos.enabled.unwrap_or(false);
@@ -97,6 +98,7 @@ pub(super) fn validate(
                 workflows,
                 chaos_enabled,
                 region: region.flatten(),
+                kv,
             })
         }
         _ => Err(check.problems),

@@ -69,6 +69,21 @@ pub struct NewEvent {
     pub hops: u32,
     pub created_at: Millis,
     pub deliveries: Vec<NewInvocation>,
+    /// Active-active regions: the peer regions this event is replicated to, through an outbox
+    /// row per peer written with it (none for a duplicate, nor for an event from a peer).
+    pub replicate_to: Vec<String>,
+}
+
+/// An event waiting in the outbox to reach a peer region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The outbox row: acknowledged rows are removed by it, and rows go out in its order.
+    pub seq: i64,
+    pub topic: String,
+    pub event: CloudEvent,
+    /// Deliveries that led to it.
+    pub hops: u32,
+    pub created_at: Millis,
 }
 
 /// What publishing one event came to.

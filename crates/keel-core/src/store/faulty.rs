@@ -11,7 +11,7 @@ use super::{
     Page, QueueStats, Reclaim, Store, Urgency, WakeFn,
 };
 use crate::clock::Millis;
-use crate::events::{NewEvent, Published, StoredEvent};
+use crate::events::{NewEvent, Outgoing, Published, StoredEvent};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use crate::kv::{KvEntry, KvItem, KvWrite};
@@ -266,6 +266,18 @@ impl EventStore for FaultyStore {
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
         self.inner.get_event(id).await
+    }
+
+    async fn outbox_next(&self, peer: &str, limit: usize) -> Result<Vec<Outgoing>> {
+        self.inner.outbox_next(peer, limit).await
+    }
+
+    async fn outbox_ack(&self, peer: &str, seqs: &[i64]) -> Result<()> {
+        self.inner.outbox_ack(peer, seqs).await
+    }
+
+    async fn outbox_depth(&self) -> Result<Vec<(String, u64)>> {
+        self.inner.outbox_depth().await
     }
 }
 

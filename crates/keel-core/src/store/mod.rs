@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 
 use crate::clock::Millis;
-use crate::events::{NewEvent, Published, StoredEvent};
+use crate::events::{NewEvent, Outgoing, Published, StoredEvent};
 use crate::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use crate::invocation::{CommitEffects, Completion, Invocation, NewInvocation, Status};
 use crate::kv::{KvEntry, KvItem, KvWrite};
@@ -370,6 +370,16 @@ pub trait EventStore: Send + Sync {
 
     /// An event with the state of each of its deliveries.
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>>;
+
+    /// Regions: the oldest (at most `limit`) events waiting in the outbox for `peer`, in the
+    /// order they were stored.
+    async fn outbox_next(&self, peer: &str, limit: usize) -> Result<Vec<Outgoing>>;
+
+    /// Regions: removes `peer`'s outbox rows `seqs` (the peer acknowledged them).
+    async fn outbox_ack(&self, peer: &str, seqs: &[i64]) -> Result<()>;
+
+    /// Regions: the outbox rows waiting, per peer (peers with none are absent).
+    async fn outbox_depth(&self) -> Result<Vec<(String, u64)>>;
 }
 
 /// The key-value store, with versions as preconditions.

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use keel_core::clock::rfc3339;
@@ -12,6 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::problem::Problem;
+use crate::regions::replicate::{ReplicatedEvents, ReplicationAnswer};
 use crate::regions::RegionView;
 use crate::state::Shared;
 
@@ -62,6 +65,33 @@ pub(crate) async fn get(State(shared): State<Arc<Shared>>) -> Result<Json<Cluste
 )]
 pub(crate) async fn region(State(shared): State<Arc<Shared>>) -> Json<RegionView> {
     Json(shared.region.view())
+}
+
+/// Active-active: events a peer region replicates here (what its replicator sends). Each is stored
+/// once per source + id (a second copy is answered `duplicate`), delivered to this region's
+/// global subscriptions only, and replicated no further.
+#[utoipa::path(
+    post,
+    path = "/v1/region/events",
+    tag = "functions",
+    operation_id = "receiveRegionEvents",
+    request_body = ReplicatedEvents,
+    responses(
+        (status = 200, description = "Every event is stored here: each listed, in the order sent, new or a duplicate.", body = ReplicationAnswer),
+        (status = 400, description = "This region is not active-active, or an event lacks topic, source, id or type, or its data is not base64."),
+        (status = 503, description = super::openapi::UNAVAILABLE,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
+    )
+)]
+pub(crate) async fn receive_events(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReplicationAnswer>, Problem> {
+    let body = super::body::read(body)?;
+    shared.limits.check_json("the body", &body)?;
+    let batch: ReplicatedEvents = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("the body is not a batch of replicated events: {e}")))?;
+    Ok(Json(crate::regions::replicate::receive(&shared, batch).await?))
 }
 
 // The answer: the nodes, as one page that is never followed. (No doc comment: it would become

@@ -73,7 +73,7 @@ macro_rules! route {
 
 /// Every route of the API: [`router`] mounts them and [`routes`] lists them, so the OpenAPI
 /// test can check that each one is documented and the auth matrix that each one is guarded.
-const ROUTES: [(Method, &str, Guard, Mount); 52] = [
+const ROUTES: [(Method, &str, Guard, Mount); 53] = [
     route!(GET "/v1/functions" => functions::list, Read),
     route!(GET "/v1/functions/{name}" => functions::get, Read),
     route!(POST "/v1/functions/{name}/pause" => functions::pause, Admin),
@@ -102,6 +102,7 @@ const ROUTES: [(Method, &str, Guard, Mount); 52] = [
     route!(DELETE "/v1/dlq/{id}" => dlq::discard, Dlq),
     route!(GET "/v1/cluster" => cluster::get, Read),
     route!(GET "/v1/region" => cluster::region, Read),
+    route!(POST "/v1/region/events" => cluster::receive_events, Admin),
     route!(GET "/v1/dependencies" => dependencies::list, Read),
     route!(GET "/v1/dependencies/{name}" => dependencies::get, Read),
     route!(GET "/v1/egress/{dependency}/{*path}" => egress::get, Egress),
@@ -146,13 +147,20 @@ pub fn route_scopes() -> Vec<(Method, &'static str, Option<String>)> {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.server.body_limit as usize;
     let edge = Arc::new(edge::Edge::new(&shared.config.server, shared.clock.clone()));
-    ROUTES
+    // Forwarding between regions costs nothing to a node without `[region]`: not mounted.
+    let regions = shared.region.config().is_some();
+    let routes = ROUTES
         .iter()
         .fold(Router::new(), |router, (_, path, guard, mount)| {
             // `throttle_key` inside `authorize`: it reads the caller `authorize` found.
-            let guarded = mount(&shared)
-                .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key))
-                .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
+            let mut guarded =
+                mount(&shared).layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key));
+            if regions && *guard == Guard::Kv {
+                let home = axum::middleware::from_fn_with_state((shared.clone(), *guard), crate::regions::forward_home);
+                guarded = guarded.layer(home);
+            }
+            let guarded =
+                guarded.layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
             router.route(path, guarded)
         })
         .merge(
@@ -160,7 +168,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::guard)),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    // Before any of this node's own checks: a request naming a peer region is the peer's.
+    let routes = match regions {
+        true => routes.layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::forward_named)),
+        false => routes,
+    };
+    routes
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(InFlight::new(shared.config.server.max_inflight_requests)),

@@ -9,6 +9,11 @@
 //! newer epoch naming another region stops dispatching and admitting at once and writes that
 //! epoch into its own database, so a restart keeps it fenced.
 
+mod forward;
+pub(crate) mod replicate;
+
+pub(crate) use forward::{forward_home, forward_named};
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,7 +54,11 @@ pub(crate) struct Region {
 struct Peer {
     name: String,
     url: String,
+    /// Sends the `[region] key`: looks, replication, KV calls forwarded to their home.
     client: Option<KeelClient>,
+    /// Sends nothing of its own: requests forwarded for their `keel-region` carry the caller's
+    /// credentials.
+    plain: Option<KeelClient>,
 }
 
 /// What `GET /v1/region` answers: this node's region and where it stands.
@@ -122,7 +131,8 @@ impl Region {
                         let client = KeelClient::connect(&access)
                             .map_err(|e| tracing::error!(peer = %name, error = %e, "cannot talk to this peer"))
                             .ok();
-                        Peer { name: name.clone(), url: url.clone(), client }
+                        let plain = KeelClient::connect(&Access { api_key: None, ..access }).ok();
+                        Peer { name: name.clone(), url: url.clone(), client, plain }
                     })
                     .collect()
             })
@@ -148,8 +158,28 @@ impl Region {
         self.standing.borrow().is_active()
     }
 
+    /// This region's name, when `[region]` is configured.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.config.as_ref().map(|c| c.name.as_str())
+    }
+
+    /// The names of the peer regions.
+    pub(crate) fn peer_names(&self) -> impl Iterator<Item = &str> {
+        self.peers.iter().map(|p| p.name.as_str())
+    }
+
+    /// A client for a peer, sending the `[region] key` (`keyed`) or no credentials of its own.
+    pub(crate) fn peer_client(&self, region: &str, keyed: bool) -> Option<KeelClient> {
+        let peer = self.peers.iter().find(|p| p.name == region)?;
+        if keyed {
+            peer.client.clone()
+        } else {
+            peer.plain.clone()
+        }
+    }
+
     /// The base URL of a peer region's API, when configured.
-    fn peer_url(&self, region: &str) -> Option<String> {
+    pub(crate) fn peer_url(&self, region: &str) -> Option<String> {
         self.peers.iter().find(|p| p.name == region).map(|p| p.url.clone())
     }
 
@@ -322,6 +352,12 @@ impl Region {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.values().any(|answer| answer.as_ref().is_ok_and(|a| a.standing == "active"))
     }
+}
+
+/// The peer region a KV namespace lives in, when it is not this one (`[kv.NS] home`).
+pub(crate) fn home_elsewhere(shared: &Shared, ns: &str) -> Option<String> {
+    let home = shared.config.kv.get(ns)?.home.as_deref()?;
+    (Some(home) != shared.region.name()).then(|| home.to_owned())
 }
 
 /// What a promotion did: the epoch the database holds now, and when the last transaction the

@@ -73,6 +73,9 @@ fn describe() {
     describe_gauge!(m::RETRY_BUDGET_AVAILABLE, "Retries a dependency's retry budget could pay for now");
     describe_gauge!(m::REGION_INFO, "1 for this node's region, by region, role and standing");
     describe_gauge!(m::REGION_EPOCH, "The epoch of this node's region database (promotions seen)");
+    describe_gauge!(m::REGION_OUTBOX_PENDING, "Events waiting in the outbox for a peer region, by peer");
+    describe_counter!(m::REGION_EVENTS_REPLICATED_TOTAL, "Events a peer region acknowledged, by peer");
+    describe_counter!(m::REGION_EVENTS_RECEIVED_TOTAL, "Events received from peer regions, by origin and outcome");
     describe_histogram!(store::STORE_COMMIT_DURATION_SECONDS, Unit::Seconds, "Store group-commit latency");
     describe_histogram!(store::STORE_COMMIT_GROUP_SIZE, "Jobs committed together in one group");
 }
@@ -117,6 +120,17 @@ async fn sample(shared: &Shared) {
         }
         if let Some(epoch) = view.epoch {
             gauge!(m::REGION_EPOCH, "region" => config.name.clone()).set(epoch as f64);
+        }
+        if config.role == keel_core::region::Role::Active {
+            match shared.store.outbox_depth().await {
+                Ok(depths) => {
+                    for peer in config.peers.keys() {
+                        let pending = depths.iter().find(|(p, _)| p == peer).map_or(0, |(_, n)| *n);
+                        gauge!(m::REGION_OUTBOX_PENDING, "peer" => peer.clone()).set(pending as f64);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "sampling the region outbox for /metrics failed"),
+            }
         }
     }
     for sub in &shared.config.subscriptions {

@@ -9,7 +9,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 use keel_core::clock::Millis;
-use keel_core::events::{CloudEvent, NewEvent, Published, StoredEvent};
+use keel_core::events::{CloudEvent, NewEvent, Outgoing, Published, StoredEvent};
 use keel_core::invocation::CommitEffects;
 use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
 use keel_core::store::{page_size, Page};
@@ -57,6 +57,15 @@ pub(crate) async fn publish(tx: &Tx<'_>, events: &[NewEvent]) -> Result<Vec<Publ
             out.push(Published { id, duplicate: true });
             continue;
         }
+        for peer in &new.replicate_to {
+            execute(
+                tx,
+                "INSERT INTO region_outbox (peer, event_id, created_at) VALUES ($1, $2, $3)",
+                &[peer, &new.id, &new.created_at],
+            )
+            .await
+            .map_err(db_err)?;
+        }
         for delivery in &new.deliveries {
             ops::insert(tx, &delivery.clone().into_stored()).await?;
             if !woken.contains(&delivery.function) {
@@ -100,6 +109,53 @@ pub(crate) async fn get_event(tx: &Tx<'_>, id: &str) -> Result<Option<StoredEven
         created_at: r.get(11),
         deliveries: deliveries.iter().map(rows::invocation).collect::<Result<_>>()?,
     }))
+}
+
+/// The oldest `limit` events waiting for `peer`. (Rows of transactions still open may commit
+/// with lower numbers later: they are sent then, and only acknowledged rows are removed.)
+pub(crate) async fn outbox_next(tx: &Tx<'_>, peer: &str, limit: usize) -> Result<Vec<Outgoing>> {
+    let found = query(
+        tx,
+        "SELECT o.seq, e.topic, e.source, e.ce_id, e.type, e.subject, e.time, e.datacontenttype, e.dataschema, \
+         e.data, e.extensions, e.created_at, e.hops FROM region_outbox o JOIN events e ON e.id = o.event_id \
+         WHERE o.peer = $1 ORDER BY o.seq LIMIT $2",
+        &[&peer, &(limit as i64)],
+    )
+    .await
+    .map_err(db_err)?;
+    Ok(found
+        .iter()
+        .map(|r| Outgoing {
+            seq: r.get(0),
+            topic: r.get(1),
+            event: CloudEvent {
+                source: r.get(2),
+                id: r.get(3),
+                ty: r.get(4),
+                subject: r.get(5),
+                time: r.get(6),
+                datacontenttype: r.get(7),
+                dataschema: r.get(8),
+                data: Bytes::from(r.get::<_, Vec<u8>>(9)),
+                extensions: decode_headers(r.get(10)).into_iter().collect(),
+            },
+            created_at: r.get(11),
+            hops: r.get::<_, i32>(12) as u32,
+        })
+        .collect())
+}
+
+pub(crate) async fn outbox_ack(tx: &Tx<'_>, peer: &str, seqs: &[i64]) -> Result<()> {
+    execute(tx, "DELETE FROM region_outbox WHERE peer = $1 AND seq = ANY($2)", &[&peer, &seqs])
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) async fn outbox_depth(tx: &Tx<'_>) -> Result<Vec<(String, u64)>> {
+    let found =
+        query(tx, "SELECT peer, COUNT(*) FROM region_outbox GROUP BY peer ORDER BY peer", &[]).await.map_err(db_err)?;
+    Ok(found.iter().map(|r| (r.get(0), r.get::<_, i64>(1) as u64)).collect())
 }
 
 pub(crate) async fn kv_get(tx: &Tx<'_>, ns: &str, key: &str) -> Result<Option<KvEntry>> {

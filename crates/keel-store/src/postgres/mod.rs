@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use keel_core::auth::{ApiKey, AuditEntry, AuditFilter, SigningKey};
 use keel_core::clock::Millis;
-use keel_core::events::{NewEvent, Published, StoredEvent};
+use keel_core::events::{NewEvent, Outgoing, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
@@ -408,6 +408,18 @@ impl EventStore for PgStore {
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
         in_tx!(self, |tx| events::get_event(&tx, id))
+    }
+
+    async fn outbox_next(&self, peer: &str, limit: usize) -> Result<Vec<Outgoing>> {
+        in_tx!(self, |tx| events::outbox_next(&tx, peer, limit))
+    }
+
+    async fn outbox_ack(&self, peer: &str, seqs: &[i64]) -> Result<()> {
+        in_tx!(self, |tx| events::outbox_ack(&tx, peer, seqs))
+    }
+
+    async fn outbox_depth(&self) -> Result<Vec<(String, u64)>> {
+        in_tx!(self, |tx| events::outbox_depth(&tx))
     }
 }
 

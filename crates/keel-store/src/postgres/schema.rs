@@ -229,6 +229,17 @@ CREATE TABLE region_epoch (
     changed_at BIGINT NOT NULL
 );
 "#,
+    // Active-active regions: events waiting to reach a peer region, one row per peer, written
+    // with the event and removed when the peer acknowledges it.
+    r#"
+CREATE TABLE region_outbox (
+    seq        BIGSERIAL PRIMARY KEY,
+    peer       TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX region_outbox_by_peer ON region_outbox (peer, seq);
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

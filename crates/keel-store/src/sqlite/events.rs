@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 use keel_core::clock::Millis;
-use keel_core::events::{CloudEvent, NewEvent, Published, StoredEvent};
+use keel_core::events::{CloudEvent, NewEvent, Outgoing, Published, StoredEvent};
 use keel_core::invocation::CommitEffects;
 use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
 use keel_core::store::{page_size, Page};
@@ -53,6 +53,11 @@ pub(crate) fn publish(conn: &Connection, events: Vec<NewEvent>) -> Result<Vec<Pu
         for delivery in new.deliveries {
             ops::enqueue(conn, delivery)?;
         }
+        for peer in &new.replicate_to {
+            conn.prepare_cached("INSERT INTO region_outbox (peer, event_id, created_at) VALUES (?, ?, ?)")
+                .and_then(|mut st| st.execute(params![peer, new.id, new.created_at]))
+                .map_err(db_err)?;
+        }
         out.push(Published { id: new.id, duplicate: false });
     }
     Ok(out)
@@ -94,6 +99,53 @@ pub(crate) fn get_event(conn: &Connection, id: &str) -> Result<Option<StoredEven
     event.deliveries =
         conn.prepare_cached(&sql).and_then(|mut st| st.query_map([id], rows::invocation)?.collect()).map_err(db_err)?;
     Ok(Some(event))
+}
+
+/// The oldest `limit` events waiting for `peer`.
+pub(crate) fn outbox_next(conn: &Connection, peer: &str, limit: usize) -> Result<Vec<Outgoing>> {
+    conn.prepare_cached(
+        "SELECT o.seq, e.topic, e.source, e.ce_id, e.type, e.subject, e.time, e.datacontenttype, e.dataschema, \
+         e.data, e.extensions, e.created_at, e.hops FROM region_outbox o JOIN events e ON e.id = o.event_id \
+         WHERE o.peer = ? ORDER BY o.seq LIMIT ?",
+    )
+    .and_then(|mut st| {
+        st.query_map(params![peer, limit as i64], |r| {
+            Ok(Outgoing {
+                seq: r.get(0)?,
+                topic: r.get(1)?,
+                event: CloudEvent {
+                    source: r.get(2)?,
+                    id: r.get(3)?,
+                    ty: r.get(4)?,
+                    subject: r.get(5)?,
+                    time: r.get(6)?,
+                    datacontenttype: r.get(7)?,
+                    dataschema: r.get(8)?,
+                    data: Bytes::from(r.get::<_, Vec<u8>>(9)?),
+                    extensions: decode_headers(&r.get::<_, String>(10)?).into_iter().collect(),
+                },
+                created_at: r.get(11)?,
+                hops: r.get(12)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(db_err)
+}
+
+pub(crate) fn outbox_ack(conn: &Connection, peer: &str, seqs: &[i64]) -> Result<()> {
+    for seq in seqs {
+        conn.prepare_cached("DELETE FROM region_outbox WHERE peer = ? AND seq = ?")
+            .and_then(|mut st| st.execute(params![peer, seq]))
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn outbox_depth(conn: &Connection) -> Result<Vec<(String, u64)>> {
+    conn.prepare_cached("SELECT peer, COUNT(*) FROM region_outbox GROUP BY peer ORDER BY peer")
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect())
+        .map_err(db_err)
 }
 
 pub(crate) fn kv_get(conn: &Connection, ns: &str, key: &str) -> Result<Option<KvEntry>> {

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use keel_core::auth::{ApiKey, AuditEntry, AuditFilter, SigningKey};
 use keel_core::clock::Millis;
-use keel_core::events::{NewEvent, Published, StoredEvent};
+use keel_core::events::{NewEvent, Outgoing, Published, StoredEvent};
 use keel_core::idempotency::{KeyClaim, KeyDecision, KeyRecord, KeyRef, StoredReply};
 use keel_core::invocation::{CommitEffects, Completion, Invocation, NewInvocation};
 use keel_core::kv::{KeyRange, KvEntry, KvItem, KvWrite};
@@ -400,6 +400,20 @@ impl EventStore for SqliteStore {
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>> {
         let id = id.to_string();
         self.read(move |c| events::get_event(c, &id)).await
+    }
+
+    async fn outbox_next(&self, peer: &str, limit: usize) -> Result<Vec<Outgoing>> {
+        let peer = peer.to_string();
+        self.read(move |c| events::outbox_next(c, &peer, limit)).await
+    }
+
+    async fn outbox_ack(&self, peer: &str, seqs: &[i64]) -> Result<()> {
+        let (peer, seqs) = (peer.to_string(), seqs.to_vec());
+        self.writer.write(move |c| events::outbox_ack(c, &peer, &seqs)).await
+    }
+
+    async fn outbox_depth(&self) -> Result<Vec<(String, u64)>> {
+        self.read(events::outbox_depth).await
     }
 }
 

@@ -205,6 +205,17 @@ CREATE TABLE chaos_faults (
     expires_at INTEGER NOT NULL
 );
 "#,
+    // Active-active regions: events waiting to reach a peer region, one row per peer, written
+    // with the event and removed when the peer acknowledges it.
+    r#"
+CREATE TABLE region_outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    peer       TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX region_outbox_by_peer ON region_outbox (peer, seq);
+"#,
 ];
 
 /// Brings the database to the latest schema.

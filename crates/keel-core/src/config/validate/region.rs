@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::{key, Checker};
 use crate::config::locate::Anchor;
-use crate::config::raw::RawRegion;
-use crate::config::{RegionConfig, StorageConfig};
+use crate::config::raw::{RawKvNamespace, RawRegion};
+use crate::config::{KvNamespaceConfig, RegionConfig, StorageConfig};
 use crate::region::Role;
 
 impl Checker {
@@ -105,6 +105,41 @@ impl Checker {
             }
         };
         Some(RegionConfig { name: name?, role: role?, peers, key: key_value, failover_after })
+    }
+}
+
+impl Checker {
+    /// `[kv.NS] home`: this region or one of its peers.
+    pub(super) fn kv_namespaces(
+        &mut self,
+        raw: &BTreeMap<String, RawKvNamespace>,
+        region: Option<&RawRegion>,
+    ) -> BTreeMap<String, KvNamespaceConfig> {
+        let mut out = BTreeMap::new();
+        for (ns, kv) in raw {
+            if let Some(home) = &kv.home {
+                let here = key(&["kv", ns, "home"]);
+                let Some(region) = region else {
+                    let message = format!(
+                        r#"a home region needs [region] (this region's name and its peers); got home = "{home}""#
+                    );
+                    self.report(here, Anchor::Value, message);
+                    continue;
+                };
+                let mut known: Vec<&str> = region.name.iter().map(String::as_str).collect();
+                known.extend(region.peers.iter().flatten().map(|(peer, _)| peer.as_str()));
+                if !known.contains(&home.as_str()) {
+                    let message = format!(
+                        r#"unknown region "{home}": expected this region or one of its peers ({})"#,
+                        known.join(", ")
+                    );
+                    self.report(here, Anchor::Value, message);
+                    continue;
+                }
+            }
+            out.insert(ns.clone(), KvNamespaceConfig { home: kv.home.clone() });
+        }
+        out
     }
 }
 

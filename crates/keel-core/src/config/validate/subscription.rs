@@ -7,7 +7,7 @@ use super::function::is_valid_function_name;
 use super::{key, Checker};
 use crate::config::locate::Anchor;
 use crate::config::raw::{RawSubscription, RawTopic};
-use crate::config::{FunctionConfig, OrderedBy, SubscriptionConfig, TopicConfig};
+use crate::config::{FunctionConfig, OrderedBy, SubscriptionConfig, SubscriptionScope, TopicConfig};
 use crate::system_events::SYSTEM_TOPIC;
 
 const NAME_HINT: &str = "expected 1 to 64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit";
@@ -93,6 +93,15 @@ impl Checker {
                     None
                 }
             };
+            let scope = match sub.scope.as_deref() {
+                None | Some("local") => SubscriptionScope::Local,
+                Some("global") => SubscriptionScope::Global,
+                Some(other) => {
+                    self.report(at("scope"), Anchor::Value, format!(r#"expected "local" or "global" (got "{other}")"#));
+                    ok = false;
+                    SubscriptionScope::Local
+                }
+            };
             // A subscription's retry overrides its function's policy, key by key.
             let base = function.as_ref().and_then(|f| functions.get(f)).map(|f| f.retry.clone()).unwrap_or_default();
             let retry = match &sub.retry {
@@ -107,6 +116,7 @@ impl Checker {
                     filter: sub.filter.clone().unwrap_or_default(),
                     retry,
                     ordered_by,
+                    scope,
                 });
             }
         }

@@ -42,6 +42,7 @@ pub(super) fn event(id: &str, ce_id: &str, deliveries: Vec<NewInvocation>) -> Ne
         hops: 2,
         created_at: T0,
         deliveries,
+        replicate_to: Vec::new(),
     }
 }
 
@@ -74,6 +75,44 @@ pub async fn publish_stores_events_with_deliveries_once(store: &dyn Store) {
     let mail = store.list(ListFilter { subscription: Some("mail".into()), ..Default::default() }).await.unwrap();
     assert_eq!(mail.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["01D1"]);
     assert!(store.get_event("nope").await.unwrap().is_none());
+}
+
+/// Regions: an event to replicate gets one outbox row per peer in the same transaction; a
+/// duplicate gets none; rows come out per peer in order, in batches, until acknowledged.
+pub async fn events_to_replicate_wait_in_the_outbox_until_acknowledged(store: &dyn Store) {
+    let peers = || vec!["ap".to_string(), "us".to_string()];
+    let mut first = event("01A", "a", vec![delivery_of("01A", "mail", "01D1", "f", None)]);
+    first.replicate_to = peers();
+    let mut second = event("01B", "b", Vec::new());
+    second.replicate_to = vec!["us".into()];
+    let local = event("01C", "c", Vec::new());
+    store.publish(vec![first.clone(), second, local]).await.unwrap();
+    // The same source + id again, to replicate: a duplicate is not replicated twice.
+    let mut again = event("01Z", "a", Vec::new());
+    again.replicate_to = peers();
+    assert!(store.publish(vec![again]).await.unwrap()[0].duplicate);
+    assert_eq!(store.outbox_depth().await.unwrap(), [("ap".to_string(), 1), ("us".to_string(), 2)]);
+
+    let us = store.outbox_next("us", 10).await.unwrap();
+    let ids: Vec<_> = us.iter().map(|o| o.event.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"], "in the order they were stored");
+    assert_eq!(us[0].event, first.event, "every attribute and the data");
+    assert_eq!((us[0].topic.as_str(), us[0].created_at, us[0].hops), ("orders", T0, 2));
+    assert!(us[0].seq < us[1].seq);
+    let batch = store.outbox_next("us", 1).await.unwrap();
+    assert_eq!(batch.len(), 1, "at most the limit");
+    assert_eq!(batch[0].seq, us[0].seq);
+
+    // Acknowledged rows go, for that peer only; the others stay until acknowledged.
+    store.outbox_ack("us", &[us[0].seq]).await.unwrap();
+    let left: Vec<_> = store.outbox_next("us", 10).await.unwrap().into_iter().map(|o| o.event.id).collect();
+    assert_eq!(left, ["b"]);
+    store.outbox_ack("us", &[us[1].seq]).await.unwrap();
+    assert_eq!(store.outbox_depth().await.unwrap(), [("ap".to_string(), 1)]);
+    let ap = store.outbox_next("ap", 10).await.unwrap();
+    store.outbox_ack("ap", &[ap[0].seq]).await.unwrap();
+    assert!(store.outbox_depth().await.unwrap().is_empty());
+    assert!(store.outbox_next("ap", 10).await.unwrap().is_empty());
 }
 
 /// Header lists (a delivery's headers, an event's extensions) come back exactly as stored: a

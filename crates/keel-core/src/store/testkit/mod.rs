@@ -32,6 +32,7 @@ macro_rules! store_conformance {
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
             a_held_key_outlives_its_ttl_until_its_lease_ends,
             nodes_report_heartbeats_and_leases, publish_stores_events_with_deliveries_once,
+            events_to_replicate_wait_in_the_outbox_until_acknowledged,
             header_lists_keep_every_character,
             kv_versions_and_preconditions, kv_lists_keys_in_byte_order_by_prefix_and_cursor,
             effects_commit_with_the_completion_or_not_at_all,

@@ -67,6 +67,7 @@ pub(super) const UNAVAILABLE_OR_DRAINING: &str =
         dlq::discard,
         cluster::get,
         cluster::region,
+        cluster::receive_events,
         dependencies::list,
         dependencies::get,
         egress::get,
@@ -167,9 +168,38 @@ struct Regions;
 
 const NOT_ADMITTING: &str = "This node's region does not admit now (`standby`: a replica serving reads until     promoted; `fenced`: a newer epoch made another region primary): nothing was done. `primary_region` and     `primary_url` name where writes go.";
 
+const REGION_UNREACHABLE: &str = "Active-active: the namespace's home region (`[kv.NS] home`) could not be reached \
+    (`region-unreachable`, naming it in `region`); retry after Retry-After.";
+
 impl Modify for Regions {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::ResponseBuilder;
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ObjectBuilder, ResponseBuilder, Type};
+        let served_by = HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some("With `[region]`: the region that served the call (a namespace's home serves it)."))
+            .build();
+        for (_, item) in doc.paths.paths.iter_mut().filter(|(path, _)| path.starts_with("/v1/kv/")) {
+            let operations = [&mut item.get, &mut item.put, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                match responses.get_mut("503") {
+                    Some(RefOr::T(response)) => {
+                        response.description = format!("{} {REGION_UNREACHABLE}", response.description);
+                    }
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        let response = ResponseBuilder::new().description(REGION_UNREACHABLE).build();
+                        responses.insert("503".to_owned(), response.into());
+                    }
+                }
+                for response in responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.headers.insert("keel-region".to_owned(), served_by.clone());
+                    }
+                }
+            }
+        }
         for item in doc.paths.paths.values_mut() {
             let writes = [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for operation in writes.into_iter().flatten() {

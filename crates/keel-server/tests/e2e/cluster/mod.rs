@@ -16,6 +16,7 @@ mod increments;
 mod nodes;
 mod outage;
 mod regions;
+mod regions_active;
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::load::{submit_many, wait_all_succeeded};

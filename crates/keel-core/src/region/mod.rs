@@ -10,6 +10,9 @@
 //! primary's epoch and stands down (**fenced**), and writes that epoch into its own database so
 //! it stays fenced across restarts, even when the peers cannot be reached then.
 
+mod active;
+
+pub use active::{replicates_to, replication_backoff, route, Route};
 use serde::Serialize;
 
 /// `[region] role`: how the region starts out.
