@@ -195,7 +195,7 @@ async fn run(shared: Arc<Shared>, peer: String, mut stop: watch::Receiver<bool>)
             }
             Err(why) => {
                 failures += 1;
-                let wait = keel_core::region::replication_backoff(failures, fastrand::f64());
+                let wait = keel_core::region::replication_backoff(failures, shared.sample());
                 if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(peer = %peer, failures, error = %why, retry_in = ?wait, "region: replication to a peer failed; the events wait in the outbox");
                 }
