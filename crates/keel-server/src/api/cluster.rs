@@ -78,7 +78,8 @@ pub(crate) async fn region(State(shared): State<Arc<Shared>>) -> Json<RegionView
     request_body = ReplicatedEvents,
     responses(
         (status = 200, description = "Every event is stored here: each listed, in the order sent, new or a duplicate.", body = ReplicationAnswer),
-        (status = 400, description = "This region is not active-active, or an event lacks topic, source, id or type, or its data is not base64."),
+        (status = 400, description = "An event lacks topic, source, id or type, or its data is not base64."),
+        (status = 409, description = "This node's region is not active-active (`not-active-active`): it takes no replicated events."),
         (status = 503, description = super::openapi::UNAVAILABLE,
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying."))),
     )
@@ -87,6 +88,8 @@ pub(crate) async fn receive_events(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplicationAnswer>, Problem> {
+    // Refused before the body is read: a node that is not active-active takes no events at all.
+    crate::regions::replicate::check_active(&shared)?;
     let body = super::body::read(body)?;
     shared.limits.check_json("the body", &body)?;
     let batch: ReplicatedEvents = serde_json::from_slice(&body)

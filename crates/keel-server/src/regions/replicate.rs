@@ -68,8 +68,18 @@ pub(crate) struct ReplicatedEvent {
     #[serde(default)]
     pub(crate) extensions: BTreeMap<String, String>,
     /// Deliveries that led to it (so `server.max_event_hops` holds across regions).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub(crate) hops: u32,
+}
+
+/// A count written as any JSON number with no fraction (`3` or `3.0`: both integers to JSON
+/// Schema).
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let n = f64::deserialize(deserializer)?;
+    match n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+        true => Ok(n as u32),
+        false => Err(serde::de::Error::custom(format!("expected a whole number from 0 to {}, got {n}", u32::MAX))),
+    }
 }
 
 /// What `POST /v1/region/events` answers: each event in the order sent.
@@ -131,15 +141,24 @@ impl ReplicatedEvent {
     }
 }
 
-/// Stores events a peer replicated here: deduplicated by source + id, delivered to the global
-/// subscriptions only, replicated no further.
-pub(crate) async fn receive(shared: &Shared, batch: ReplicatedEvents) -> Result<ReplicationAnswer, Problem> {
+/// A node whose region is not active-active takes no replicated events: 409 `not-active-active`.
+pub(crate) fn check_active(shared: &Shared) -> Result<(), Problem> {
     let active = shared.region.config().is_some_and(|c| c.role == keel_core::region::Role::Active);
     if !active {
-        return Err(Problem::bad_request(
+        return Err(Problem::new(
+            axum::http::StatusCode::CONFLICT,
+            "not-active-active",
+            "Not active-active",
             "this node's region is not active-active ([region] role = \"active\"): it takes no replicated events",
         ));
     }
+    Ok(())
+}
+
+/// Stores events a peer replicated here: deduplicated by source + id, delivered to the global
+/// subscriptions only, replicated no further.
+pub(crate) async fn receive(shared: &Shared, batch: ReplicatedEvents) -> Result<ReplicationAnswer, Problem> {
+    check_active(shared)?;
     let now = shared.clock.now_ms();
     let mut news = Vec::with_capacity(batch.events.len());
     let mut keys = Vec::with_capacity(batch.events.len());

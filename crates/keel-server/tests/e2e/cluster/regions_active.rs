@@ -370,3 +370,13 @@ async fn a_kv_namespace_is_served_by_its_home_region_from_either_region_and_keel
     let (status, _, body) = request("POST", &invocations(&us.url), &via_us, "{}").await;
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_not_active_active_takes_no_replicated_events() {
+    let keel = crate::support::Keel::start("[topics.orders]\n").await;
+    let body = r#"{"origin":"eu","events":[{"topic":"orders","source":"/s","id":"1","type":"x","data_base64":""}]}"#;
+    let (status, _, problem) = crate::support::post_json(&format!("{}/v1/region/events", keel.url), body).await;
+    assert_eq!((status, problem["type"].as_str()), (409, Some("urn:keel:problem:not-active-active")), "{problem}");
+    let (_, _, event) = crate::support::get_json(&format!("{}/v1/invocations?limit=1", keel.url)).await;
+    assert_eq!(event["items"], serde_json::json!([]), "nothing was stored or delivered");
+}
