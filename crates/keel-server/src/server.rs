@@ -309,8 +309,7 @@ async fn take_back_leases(store: &dyn Store, now: keel_core::clock::Millis) -> k
 
 /// Starts what only an active node runs: a dispatcher per function (and its batch collector),
 /// the scheduler, key expiry, chaos faults, the replicators to peer regions, the heartbeat and
-/// the lease sweeper. A standby
-/// starts them once promoted.
+/// the lease sweeper. A standby starts them once promoted.
 fn start_work(
     shared: &Arc<Shared>,
     addr: SocketAddr,
