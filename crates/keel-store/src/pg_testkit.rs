@@ -229,8 +229,23 @@ pub async fn fresh_database() -> Option<String> {
 /// # Panics
 /// As [`fresh_database`], and when the database cannot be created so.
 pub async fn fresh_database_with(options: &str) -> Option<String> {
-    match PgCluster::shared() {
-        Ok(cluster) => Some(cluster.create_database_with(options).await.unwrap_or_else(|e| panic!("{e}"))),
+    let cluster = or_skip(PgCluster::shared())?;
+    Some(cluster.create_database_with(options).await.unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A cluster of the test's own (one it stops, kills or replicates), or `None` when PostgreSQL
+/// cannot start here and `CI` is not set, as [`fresh_database`].
+///
+/// # Panics
+/// As [`fresh_database`].
+pub fn own_cluster() -> Option<PgCluster> {
+    or_skip(PgCluster::start())
+}
+
+/// What started, or `None` with a loud message outside CI; in CI, a panic.
+fn or_skip<T>(started: Result<T, String>) -> Option<T> {
+    match started {
+        Ok(started) => Some(started),
         Err(reason) if std::env::var_os("CI").is_some() => panic!("PostgreSQL is required in CI: {reason}"),
         Err(reason) => {
             eprintln!("\n*** SKIPPED: this test needs PostgreSQL, which could not start: {reason} ***\n");

@@ -21,7 +21,14 @@ type KeelUrl = Arc<Mutex<String>>;
 
 async fn increment(State(keel): State<KeelUrl>) -> Response {
     let base = keel.lock().unwrap().clone();
-    let (status, headers, body) = request("GET", &format!("{base}/v1/kv/counters/hits"), &[], "").await;
+    increment_after(Some(request("GET", &format!("{base}/v1/kv/counters/hits"), &[], "").await))
+}
+
+/// The effects envelope of one increment of `counters/hits`, from a read of it (`None`: Keel
+/// could not be reached): written only if the version is still the one read, or 503 (retried)
+/// when the read failed.
+pub(super) fn increment_after(read: Option<crate::support::Reply>) -> Response {
+    let (status, headers, body) = read.unwrap_or((503, Default::default(), Default::default()));
     let write = match status {
         404 => serde_json::json!({"ns": "counters", "key": "hits", "value": 1, "if_absent": true}),
         200 => {

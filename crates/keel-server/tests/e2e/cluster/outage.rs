@@ -7,27 +7,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use keel_store::pg_testkit::PgCluster;
+use keel_store::pg_testkit::own_cluster;
 use serde_json::Value;
 
 use super::Cluster;
 use crate::load::wait_all_succeeded;
 use crate::support::{get_json, request, send, Functions};
 
-fn postgres_or_skip() -> Option<PgCluster> {
-    match PgCluster::start() {
-        Ok(cluster) => Some(cluster),
-        Err(reason) if std::env::var_os("CI").is_none() => {
-            eprintln!("\n*** SKIPPED: {reason} ***\n");
-            None
-        }
-        Err(reason) => panic!("PostgreSQL is required in CI: {reason}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_call_whose_effects_were_not_committed_is_not_answered_as_a_success() {
-    let Some(postgres) = postgres_or_skip() else { return };
+    let Some(postgres) = own_cluster() else { return };
     let database = postgres.create_database().await.unwrap();
     let (fns, addr) = Functions::start().await;
     let functions = format!("[topics.done]\n\n[functions.record]\nurl = \"http://{addr}/fx/record?ms=2000\"\n");
@@ -56,7 +45,7 @@ async fn a_sync_call_whose_effects_were_not_committed_is_not_answered_as_a_succe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_for_5s_under_load_answers_503_and_then_completes_every_accepted_invocation() {
-    let Some(postgres) = postgres_or_skip() else { return };
+    let Some(postgres) = own_cluster() else { return };
     let database = postgres.create_database().await.unwrap();
     let (fns, addr) = Functions::start().await;
     let functions = format!(

@@ -15,16 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
-use keel_store::pg_testkit::PgCluster;
+use axum::response::Response;
+use keel_store::pg_testkit::{own_cluster, PgCluster};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::crash::{free_port, spawn_keel, wait_ready};
 use crate::load::{all_with_status, submit_many, wait_all_succeeded};
 use crate::support::{eventually, get_json, request, send};
-
-const EFFECTS: &str = "application/vnd.keel.effects+json";
 
 /// The function both regions call: a conditional increment of `counters/hits`, read from the
 /// Keel API the test points it at, and a count of calls per region (`/count/{region}`).
@@ -45,18 +43,7 @@ async fn count(State(counter): State<Counter>, Path(region): Path<String>) -> Re
     let base = counter.keel.lock().unwrap().clone();
     let read = hyper::Request::get(format!("{base}/v1/kv/counters/hits")).body(Default::default()).unwrap();
     // Keel may be gone (the test kills it): a transient failure, retried.
-    let (status, headers, body) = send(read).await.unwrap_or((503, Default::default(), Default::default()));
-    let write = match status {
-        404 => serde_json::json!({"ns": "counters", "key": "hits", "value": 1, "if_absent": true}),
-        200 => {
-            let value: u64 = serde_json::from_slice(&body).unwrap();
-            let version: i64 = headers["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
-            serde_json::json!({"ns": "counters", "key": "hits", "value": value + 1, "if_version": version})
-        }
-        _ => return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "kv read failed").into_response(),
-    };
-    let envelope = serde_json::json!({"status": 200, "result": {"wrote": write["value"]}, "kv": [write]});
-    ([("content-type", EFFECTS)], envelope.to_string()).into_response()
+    super::increments::increment_after(send(read).await.ok())
 }
 
 /// One region's Keel nodes on one config; killed when dropped.
@@ -107,19 +94,6 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         self.kill_all();
-    }
-}
-
-/// A PostgreSQL cluster of the test's own (it is killed), or `None` when PostgreSQL cannot start
-/// here outside CI (the test is then skipped, and says so).
-fn own_cluster() -> Option<PgCluster> {
-    match PgCluster::start() {
-        Ok(cluster) => Some(cluster),
-        Err(reason) if std::env::var_os("CI").is_some() => panic!("PostgreSQL is required in CI: {reason}"),
-        Err(reason) => {
-            eprintln!("\n*** SKIPPED: this test needs PostgreSQL: {reason} ***\n");
-            None
-        }
     }
 }
 
