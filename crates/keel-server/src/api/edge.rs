@@ -168,9 +168,10 @@ fn is_probe(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
 }
 
-/// The outer layer: the client address, checked against `deny` and `allow`; the method/path
-/// rules; the per-address throttle. Requests without a [`Peer`] skip the address checks.
-pub(crate) async fn firewall(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+/// Before any request slot is taken: the client address, checked against `deny` and `allow`;
+/// the method/path rules; the per-address throttle. Requests without a [`Peer`] skip the
+/// address checks.
+pub(crate) fn screen(edge: &Edge, request: &Request) -> Result<(), Problem> {
     let path = request.uri().path();
     let client = request.extensions().get::<Peer>().map(|Peer(peer)| {
         let forwarded = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
@@ -184,25 +185,24 @@ pub(crate) async fn firewall(State(edge): State<Arc<Edge>>, request: Request, ne
             };
             edge.note(refusal, client, path);
             let detail = format!("the client address {client} may not call this API");
-            return Problem::new(StatusCode::FORBIDDEN, "forbidden-address", "Forbidden address", detail)
-                .into_response();
+            return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden-address", "Forbidden address", detail));
         }
     }
     if let Some(index) = edge.firewall.denying_rule(request.method().as_str(), path) {
         let client = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         edge.note(Refusal::Rule(index), client, &format!("{} {path}", request.method()));
         let detail = format!("{} {path} is refused by server.firewall.rules[{index}]", request.method());
-        return Problem::new(StatusCode::FORBIDDEN, "forbidden-request", "Forbidden request", detail).into_response();
+        return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden-request", "Forbidden request", detail));
     }
     if let (Some(client), Some(buckets)) = (client, &edge.per_address) {
         if !is_probe(path) {
             if let Err(problem) = edge.take(buckets, &client) {
                 edge.note(Refusal::ThrottleAddress, client, path);
-                return problem.into_response();
+                return Err(problem);
             }
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// Inside a route's `authorize` layer: the per-key throttle, for callers with an API key (open

@@ -174,19 +174,49 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         true => routes.layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::forward_named)),
         false => routes,
     };
+    let front = Front {
+        limits: shared.limits.clone(),
+        edge,
+        in_flight: InFlight::new(shared.config.server.max_inflight_requests),
+    };
     routes
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(InFlight::new(shared.config.server.max_inflight_requests)),
-            limit_in_flight,
-        ))
-        // Before any request slot is taken: a refused client costs nothing further.
-        .layer(axum::middleware::from_fn_with_state(edge, edge::firewall))
-        // First of all: a head past the limits is not worth a firewall lookup.
-        .layer(axum::middleware::from_fn_with_state(shared.limits.clone(), limits::head))
-        .layer(axum::middleware::from_fn(problem::errors_as_problems))
-        .layer(axum::middleware::from_fn(crate::telemetry::observe_request))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(front), front_layer))
         .with_state(shared)
+}
+
+/// What the outer layer checks every request against.
+struct Front {
+    limits: Arc<crate::limits::RequestLimits>,
+    edge: Arc<edge::Edge>,
+    in_flight: InFlight,
+}
+
+/// The outer layer of every request, its steps in order:
+/// 1. its span and metrics (`telemetry::Observed`), around all of the rest;
+/// 2. every error answer as problem+json (`problem::errors_as_problems`), after the rest;
+/// 3. first of all, the head against the limits (`limits::check_head`): a head past them is not
+///    worth a firewall lookup;
+/// 4. the firewall and the per-address throttle (`edge::screen`), before any request slot is
+///    taken: a refused client costs nothing further;
+/// 5. a request slot (`InFlight::enter`).
+///
+/// One layer rather than five: each `from_fn` layer costs every request a clone of the boxed
+/// route, a boxed future and a move of its state (BENCHMARKS.md, "The outer layer").
+async fn front_layer(State(front): State<Arc<Front>>, mut request: Request, next: Next) -> Response {
+    let observed = crate::telemetry::Observed::start(&mut request);
+    let response = async {
+        let checked = limits::check_head(&front.limits, &request)
+            .and_then(|()| edge::screen(&front.edge, &request))
+            .and_then(|()| front.in_flight.enter(request.uri().path()));
+        let response = match checked {
+            Ok(_serving) => next.run(request).await,
+            Err(refused) => refused.into_response(),
+        };
+        problem::errors_as_problems(response).await
+    };
+    let response = tracing::Instrument::instrument(response, observed.span().clone()).await;
+    observed.finish(response)
 }
 
 /// API requests being served, against `server.max_inflight_requests`.
@@ -211,28 +241,27 @@ impl Drop for Serving<'_> {
     }
 }
 
-/// Past `server.max_inflight_requests` requests in progress, a new one is answered 503
-/// `overloaded` at once, before any work. Health, readiness and metrics are always answered:
-/// an overloaded node must still be seen.
-async fn limit_in_flight(State(in_flight): State<Arc<InFlight>>, request: Request, next: Next) -> Response {
-    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
-        return next.run(request).await;
+impl InFlight {
+    /// Past `server.max_inflight_requests` requests in progress, a new one is answered 503
+    /// `overloaded` at once, before any work. Health, readiness and metrics are always
+    /// answered (and not counted): an overloaded node must still be seen.
+    fn enter(&self, path: &str) -> Result<Option<Serving<'_>>, Problem> {
+        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return Ok(None);
+        }
+        let serving = Serving(&self.now);
+        if self.now.fetch_add(1, Ordering::Relaxed) >= self.max {
+            drop(serving);
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Overloaded",
+                format!("this node is serving server.max_inflight_requests ({}) requests already", self.max),
+            )
+            .retry_after(1));
+        }
+        Ok(Some(serving))
     }
-    let serving = Serving(&in_flight.now);
-    if in_flight.now.fetch_add(1, Ordering::Relaxed) >= in_flight.max {
-        drop(serving);
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "Overloaded",
-            format!("this node is serving server.max_inflight_requests ({}) requests already", in_flight.max),
-        )
-        .retry_after(1)
-        .into_response();
-    }
-    let response = next.run(request).await;
-    drop(serving);
-    response
 }
 
 /// `method_router` behind the `Idempotency-Key` layer of the plain POST routes.

@@ -1,10 +1,8 @@
-//! Every error answer of the API is problem+json: the layer that restates axum's own
-//! rejections as problems. The type itself is [`crate::problem::Problem`].
+//! Every error answer of the API is problem+json: the step of the outer layer that restates
+//! axum's own rejections as problems. The type itself is [`crate::problem::Problem`].
 
 use axum::body::to_bytes;
-use axum::extract::Request;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::problem::Problem;
@@ -14,8 +12,7 @@ use crate::problem::Problem;
 /// them as problems with the same status and text. A function's answer passed through by a
 /// sync invoke (it carries `keel-invocation-id`), and a dependency's passed through by egress,
 /// are left as they were sent.
-pub(crate) async fn errors_as_problems(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub(crate) async fn errors_as_problems(response: Response) -> Response {
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).map(|ct| ct.as_bytes());
     let is_problem = content_type.is_some_and(|ct| ct.starts_with(b"application/problem+json"));
