@@ -59,9 +59,10 @@ impl Function {
         self.slots as usize - self.permits.available_permits()
     }
 
-    /// Whether other calls are in flight: then a record nobody waits on may wait briefly to share
+    /// Whether other calls are in flight: then an attempt's outcome may wait briefly to share
     /// its commit (and fsync) with theirs, saving the CPU the load needs. With a few calls in
-    /// flight there is CPU to spare, and the record commits at once.
+    /// flight there is CPU to spare, and the outcome commits at once. A sync call's record,
+    /// which nothing waits on, always shares (`dispatch::behind`).
     pub(crate) fn busy(&self) -> bool {
         self.in_flight() >= BUSY_FROM
     }

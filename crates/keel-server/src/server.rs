@@ -275,7 +275,7 @@ impl Node {
                 tracing::warn!(function = %function.config.name, "grace period over with outcomes not yet recorded");
             }
         }
-        if !self.shared.behind.drained(grace_end).await {
+        if !self.shared.behind.drained(self.shared.store.as_ref(), grace_end).await {
             tracing::warn!("grace period over with sync invocation records not yet written");
         }
         // Instances go after the attempts they were serving, before the gateway they may call.

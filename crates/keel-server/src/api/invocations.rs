@@ -27,7 +27,7 @@ pub(crate) async fn find(shared: &Shared, id: &str) -> Result<Invocation, Proble
     // given waits for it rather than being told it does not exist. Read again whether or not
     // there was a wait: the record may have been committed between the read above and the look
     // at what is pending (a 404 for a call just answered, seen once in CI).
-    shared.behind.wait_for(id, RECORD_WAIT).await;
+    shared.behind.wait_for(shared.store.as_ref(), id, RECORD_WAIT).await;
     if let Some(inv) = shared.store.get(id).await? {
         return Ok(inv);
     }
@@ -119,7 +119,7 @@ pub(crate) async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<view::InvocationPage>, Problem> {
     let filter = list_filter(&query, &["function", "subscription", "status", "limit", "cursor"])?;
-    shared.behind.wait_for_current(RECORD_WAIT).await;
+    shared.behind.wait_for_current(shared.store.as_ref(), RECORD_WAIT).await;
     let page = shared.store.list(filter).await?;
     Ok(Json(view::page(&page.items, page.next_cursor)))
 }

@@ -99,7 +99,6 @@ impl Recorder<'_> {
     async fn record(
         &self,
         shared: &Shared,
-        function: &Function,
         inv: &Invocation,
         end: SyncEnd,
         effects: Option<CommitEffects>,
@@ -107,7 +106,7 @@ impl Recorder<'_> {
         match self {
             // Without effects the record is history only: it is written behind the reply.
             Recorder::Plain if effects.is_none() => {
-                shared.behind.push(shared.store.clone(), inv.clone(), function.busy());
+                shared.behind.push(shared.store.clone(), inv.clone());
                 Ok(())
             }
             Recorder::Plain => shared.store.record_finished(inv.clone(), effects, Urgency::Now).await,
@@ -315,7 +314,7 @@ async fn run_to_end(
         };
         finalize(shared, inv, end);
         let emitted = effects.clone();
-        match recorder.record(shared, function, inv, end, effects).await {
+        match recorder.record(shared, inv, end, effects).await {
             Err(Error::PreconditionFailed(why)) => {
                 // Nothing was applied: the attempt is a conflict, retried like a transient failure.
                 let last = inv.attempts.last_mut().expect("a success has an attempt");
@@ -328,7 +327,7 @@ async fn run_to_end(
                     ControlFlow::Continue(delay) => tokio::time::sleep(delay).await,
                     ControlFlow::Break(end) => {
                         finalize(shared, inv, end);
-                        return match recorder.record(shared, function, inv, end, None).await {
+                        return match recorder.record(shared, inv, end, None).await {
                             Ok(()) => Ok(end),
                             Err(error) => Err(unrecorded(inv, end, error)),
                         };
