@@ -202,7 +202,7 @@ struct Front {
 /// 5. a request slot (`InFlight::enter`).
 ///
 /// One layer rather than five: each `from_fn` layer costs every request a clone of the boxed
-/// route, a boxed future and a move of its state (BENCHMARKS.md, "The outer layer").
+/// route, a boxed future and a move of its state (BENCHMARKS.md, "Round three, continued").
 async fn front_layer(State(front): State<Arc<Front>>, mut request: Request, next: Next) -> Response {
     let observed = crate::telemetry::Observed::start(&mut request);
     let response = async {

@@ -5,11 +5,10 @@
 //! `function`, `attempt`, `trace_id`, `subscription`, `event_id`) under `span`. Payloads,
 //! results, idempotency keys and tokens are never fields of a span or an event.
 
+use std::fmt::Write;
 use std::io::IsTerminal;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use std::fmt::Write;
-
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
 use tracing_subscriber::field::RecordFields;
