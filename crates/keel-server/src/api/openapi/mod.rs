@@ -174,7 +174,7 @@ const REGION_UNREACHABLE: &str = "Active-active: the namespace's home region (`[
 impl Modify for Regions {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::header::HeaderBuilder;
-        use utoipa::openapi::{ObjectBuilder, ResponseBuilder, Type};
+        use utoipa::openapi::{ObjectBuilder, Type};
         let served_by = HeaderBuilder::new()
             .schema(ObjectBuilder::new().schema_type(Type::String))
             .description(Some("With `[region]`: the region that served the call (a namespace's home serves it)."))
@@ -183,16 +183,7 @@ impl Modify for Regions {
             let operations = [&mut item.get, &mut item.put, &mut item.delete];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
-                match responses.get_mut("503") {
-                    Some(RefOr::T(response)) => {
-                        response.description = format!("{} {REGION_UNREACHABLE}", response.description);
-                    }
-                    Some(RefOr::Ref(_)) => {}
-                    None => {
-                        let response = ResponseBuilder::new().description(REGION_UNREACHABLE).build();
-                        responses.insert("503".to_owned(), response.into());
-                    }
-                }
+                also_503(responses, REGION_UNREACHABLE);
                 for response in responses.values_mut() {
                     if let RefOr::T(response) = response {
                         response.headers.insert("keel-region".to_owned(), served_by.clone());
@@ -203,18 +194,20 @@ impl Modify for Regions {
         for item in doc.paths.paths.values_mut() {
             let writes = [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for operation in writes.into_iter().flatten() {
-                let responses = &mut operation.responses.responses;
-                match responses.get_mut("503") {
-                    Some(RefOr::T(response)) => {
-                        response.description = format!("{} {NOT_ADMITTING}", response.description);
-                    }
-                    Some(RefOr::Ref(_)) => {}
-                    None => {
-                        let response = ResponseBuilder::new().description(NOT_ADMITTING).build();
-                        responses.insert("503".to_owned(), response.into());
-                    }
-                }
+                also_503(&mut operation.responses.responses, NOT_ADMITTING);
             }
+        }
+    }
+}
+
+/// Adds `text` to an operation's 503 answer: after its description, or as a new 503.
+fn also_503(responses: &mut std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>>, text: &str) {
+    match responses.get_mut("503") {
+        Some(RefOr::T(response)) => response.description = format!("{} {text}", response.description),
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let response = utoipa::openapi::ResponseBuilder::new().description(text).build();
+            responses.insert("503".to_owned(), response.into());
         }
     }
 }
