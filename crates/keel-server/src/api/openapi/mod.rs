@@ -166,7 +166,9 @@ impl Modify for RequestLimits {
 /// every request that could write with a 503 naming the primary.
 struct Regions;
 
-const NOT_ADMITTING: &str = "This node's region does not admit now (`standby`: a replica serving reads until     promoted; `fenced`: a newer epoch made another region primary): nothing was done. `primary_region` and     `primary_url` name where writes go.";
+const NOT_ADMITTING: &str = "This node's region does not admit now (`standby`: a replica serving reads until \
+    promoted; `fenced`: a newer epoch made another region primary): nothing was done. `primary_region` and \
+    `primary_url` name where writes go.";
 
 const REGION_UNREACHABLE: &str = "Active-active: the namespace's home region (`[kv.NS] home`) could not be reached \
     (`region-unreachable`, naming it in `region`); retry after Retry-After.";
