@@ -106,12 +106,27 @@ async fn serve_counter(counter: &Counter) -> String {
     function
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_region_promoted_after_the_primary_dies_loses_nothing_and_fences_the_old_primary() {
-    let Some(eu_pg) = own_cluster() else { return };
+/// eu's PostgreSQL cluster with a database, and us's: a streaming replica of it.
+struct Clusters {
+    eu_pg: PgCluster,
+    us_pg: PgCluster,
+    /// The database's URL on eu.
+    database: String,
+    db_name: String,
+}
+
+/// [`Clusters`], or `None` when PostgreSQL cannot start here (outside CI).
+async fn primary_and_replica() -> Option<Clusters> {
+    let eu_pg = own_cluster()?;
     let database = eu_pg.create_database().await.unwrap();
     let db_name = database.rsplit('/').next().unwrap().to_owned();
     let us_pg = PgCluster::replica_of(&eu_pg).expect("the us replica");
+    Some(Clusters { eu_pg, us_pg, database, db_name })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_region_promoted_after_the_primary_dies_loses_nothing_and_fences_the_old_primary() {
+    let Some(Clusters { eu_pg, us_pg, database, db_name }) = primary_and_replica().await else { return };
     let us_database = us_pg.url(&db_name);
     eu_pg.require_sync_standby().await.unwrap();
 
@@ -245,10 +260,7 @@ async fn a_standby_region_promoted_after_the_primary_dies_loses_nothing_and_fenc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_asynchronous_replication_a_standby_promotes_itself_and_reports_what_it_lost() {
-    let Some(eu_pg) = own_cluster() else { return };
-    let database = eu_pg.create_database().await.unwrap();
-    let db_name = database.rsplit('/').next().unwrap().to_owned();
-    let us_pg = PgCluster::replica_of(&eu_pg).expect("the us replica");
+    let Some(Clusters { eu_pg, us_pg, database, db_name }) = primary_and_replica().await else { return };
     let counter = Counter::default();
     let function = serve_counter(&counter).await;
     let (eu_port, us_port) = (free_port(), free_port());
