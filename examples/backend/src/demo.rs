@@ -55,7 +55,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let state = std::env::temp_dir().join(format!("keel-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state)?;
-    let keel = KeelProcess::start(&state, &email.url, &payments.url).await?;
+    let keel = KeelProcess::start(&state, &email.url, &payments.url, options.time_scale).await?;
     println!("Keel is running the example backend at {} (log: {})\n", keel.url, keel.log.display());
 
     let mut all_held = true;
@@ -100,11 +100,17 @@ struct KeelProcess {
     log: PathBuf,
     email_url: String,
     payments_url: String,
+    time_scale: f64,
     live: Mutex<Option<(Child, KeelClient)>>,
 }
 
 impl KeelProcess {
-    async fn start(state: &Path, email_url: &str, payments_url: &str) -> anyhow::Result<std::sync::Arc<Self>> {
+    async fn start(
+        state: &Path,
+        email_url: &str,
+        payments_url: &str,
+        time_scale: f64,
+    ) -> anyhow::Result<std::sync::Arc<Self>> {
         // A free port, kept across restarts.
         let listen = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
         let process = std::sync::Arc::new(KeelProcess {
@@ -114,6 +120,7 @@ impl KeelProcess {
             log: state.join("keel.log"),
             email_url: email_url.to_owned(),
             payments_url: payments_url.to_owned(),
+            time_scale,
             live: Mutex::new(None),
         });
         process.spawn().await?;
@@ -143,6 +150,8 @@ impl KeelProcess {
             .arg(&self.payments_url)
             .arg("--key-file")
             .arg(&key_file)
+            .arg("--time-scale")
+            .arg(self.time_scale.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -193,6 +202,18 @@ impl Controller for KeelProcess {
     }
 }
 
+/// Scales the `open_for` of every breaker, the functions' and the dependencies', by `scale`.
+fn scale_breakers(config: &mut keel_core::config::Config, scale: f64) {
+    let breakers = config
+        .functions
+        .values_mut()
+        .filter_map(|f| f.flow.breaker.as_mut())
+        .chain(config.dependencies.values_mut().filter_map(|d| d.breaker.as_mut()));
+    for breaker in breakers {
+        breaker.open_for = breaker.open_for.mul_f64(scale);
+    }
+}
+
 /// What `keel-example demo-node` takes.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -201,6 +222,10 @@ pub struct NodeOptions {
     pub email_url: String,
     pub payments_url: String,
     pub key_file: PathBuf,
+    /// The demo's time scale: every breaker's `open_for` is scaled by it, like the experiments'
+    /// times, so that an experiment's recovery (written to outlast a breaker opened by its
+    /// faults) holds at any scale.
+    pub time_scale: f64,
 }
 
 /// `keel-example demo-node`: Keel with the example backend and chaos enabled, its providers
@@ -212,6 +237,7 @@ pub async fn node(options: NodeOptions) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding this program's path")?;
     let mut config = app::config(&app_options, &exe, &options.email_url, &options.payments_url)?;
     config.chaos_enabled = true;
+    scale_breakers(&mut config, options.time_scale);
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
     let store =

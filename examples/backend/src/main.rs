@@ -59,6 +59,9 @@ struct DemoNodeArgs {
     payments_url: String,
     #[arg(long)]
     key_file: std::path::PathBuf,
+    /// Scales every breaker's `open_for` (the demo passes its own `--time-scale`).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -112,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 email_url: args.email_url,
                 payments_url: args.payments_url,
                 key_file: args.key_file,
+                time_scale: args.time_scale,
             })
             .await
         }
