@@ -19,7 +19,7 @@ use keel_core::store::Urgency;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::attempt::{self, Decided, Recorded};
+use super::attempt::{self, Decided, Recorded, Sent};
 use crate::functions::{Function, Slot};
 use crate::runtime::AttemptCall;
 use crate::state::Shared;
@@ -123,7 +123,8 @@ async fn run(shared: Arc<Shared>, function: Arc<Function>, items: Vec<Queued>, r
     if !called.is_empty() {
         let reports = call(&shared, &function, &called).await;
         for (item, report) in called.into_iter().zip(reports) {
-            let decided = attempt::decide(&shared, &function, &item.invocation, report, item.slot.pass.probe);
+            let decided =
+                attempt::decide(&shared, &function, &item.invocation, report, item.slot.pass.probe, Sent::InBatch);
             ended.push((item.invocation, decided));
             slots.push(item.slot);
         }

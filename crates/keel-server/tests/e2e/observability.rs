@@ -31,6 +31,7 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
              [functions.broken]\nurl = \"http://{addr}/status?code=400\"\n{retry}\n\
              [topics.orders]\n\
              [[subscriptions]]\nname = \"notify\"\ntopic = \"orders\"\nfunction = \"mailer\"\n{retry}\n\
+             [functions.indexer]\nurl = \"http://{addr}/empty\"\nbatch = {{ max_size = 10, max_wait = \"50ms\" }}\n\
              [functions.step]\nurl = \"http://{addr}/ok\"\n\
              [workflows.wf]\nsteps = [{{ name = \"a\", function = \"step\" }}, {{ name = \"b\", function = \"step\" }}]\n",
             db = dir.path().join("keel.db").display()
@@ -66,6 +67,15 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
     assert_eq!(status, 202);
     let (status, _, _) = post_json(&format!("{base}/v1/topics/orders/events"), "{\"order\":1}").await;
     assert_eq!(status, 202);
+    // A bulk admission of three to a batch function: one `batch finished` line speaks for them.
+    let (status, _, _) = request(
+        "POST",
+        &format!("{base}/v1/functions/indexer/invocations"),
+        &[("content-type", "application/vnd.keel.batch+json")],
+        "[{\"doc\":1},{\"doc\":2},{\"doc\":3}]",
+    )
+    .await;
+    assert_eq!(status, 202);
     let run_trace = format!("00-{RUN_TRACE_ID}-00f067aa0ba902b7-01");
     let (status, _, run) =
         request("POST", &format!("{base}/v1/workflows/wf/runs"), &[("traceparent", &run_trace)], "{}").await;
@@ -78,6 +88,7 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
     })
     .await;
 
+    wait_for_metric(&base, "keel_invocations_completed_total{function=\"indexer\",outcome=\"succeeded\"}", 3.0).await;
     let metrics =
         wait_for_metric(&base, "keel_invocations_completed_total{function=\"mailer\",outcome=\"succeeded\"}", 2.0)
             .await;
@@ -103,7 +114,9 @@ async fn metrics_traces_and_logs_of_a_known_workload() {
         ("keel_queue_depth_invocations{function=\"mailer\"}", 0.0),
         ("keel_queue_oldest_due_age_seconds{function=\"mailer\"}", 0.0),
         ("keel_attempts_in_flight{function=\"mailer\"}", 0.0),
-        ("keel_http_requests_total{method=\"POST\",route=\"/v1/functions/{name}/invocations\",status=\"202\"}", 2.0),
+        ("keel_invocations_accepted_total{function=\"indexer\",kind=\"async\"}", 3.0),
+        ("keel_attempts_total{function=\"indexer\",outcome=\"success\"}", 3.0),
+        ("keel_http_requests_total{method=\"POST\",route=\"/v1/functions/{name}/invocations\",status=\"202\"}", 3.0),
         ("keel_http_requests_total{method=\"POST\",route=\"/v1/functions/{name}/invoke\",status=\"400\"}", 1.0),
         ("keel_http_requests_total{method=\"POST\",route=\"/v1/topics/{topic}/events\",status=\"202\"}", 1.0),
     ];
@@ -185,7 +198,21 @@ fn check_logs(text: &str) {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     let attempts: Vec<&Value> = lines.iter().filter(|l| l["message"] == "attempt finished").collect();
+    // The batch function's items succeeded: they are not among them (`debug`), their batches' lines
+    // speak for them.
     assert_eq!(attempts.len(), 8, "one line per async attempt (two are the workflow run's steps)");
+    assert!(attempts.iter().all(|l| l["function"] != "indexer"), "no item of a batch that succeeded");
+    let batches: Vec<&Value> = lines.iter().filter(|l| l["message"] == "batch finished").collect();
+    assert!(!batches.is_empty(), "a line per batch");
+    for line in &batches {
+        assert_eq!(
+            (&line["function"], &line["failed"], &line["outcome"]),
+            (&Value::from("indexer"), &Value::from(0), &Value::from("success")),
+            "{line}"
+        );
+    }
+    let items: u64 = batches.iter().map(|l| l["items"].as_u64().unwrap()).sum();
+    assert_eq!(items, 3, "the batches' items are the three admitted: {batches:?}");
     for line in attempts {
         let span = &line["span"];
         for field in ["invocation_id", "function", "attempt", "trace_id"] {

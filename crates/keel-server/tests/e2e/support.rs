@@ -132,7 +132,7 @@ async fn handle(
         return response;
     }
     let (status, extra, sleep): (u16, Option<(&str, String)>, u64) = match uri.path() {
-        "/ok" => (200, None, 0),
+        "/ok" | "/empty" => (200, None, 0),
         "/status" => (arg("code") as u16, None, 0),
         "/flaky" => (if f64::from(attempt) <= arg("fail") { 503 } else { 200 }, None, 0),
         "/slow" => (200, None, arg("ms") as u64),
@@ -162,6 +162,10 @@ async fn handle(
         me.held().await;
     }
     tokio::time::sleep(Duration::from_millis(sleep)).await;
+    if uri.path() == "/empty" {
+        // An empty 200: also a batch function's answer that every item succeeded.
+        return StatusCode::OK.into_response();
+    }
     let reply = serde_json::json!({"attempt": attempt, "echo": String::from_utf8_lossy(&body)});
     let mut response = (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response();
     if let Some((k, v)) = extra {
