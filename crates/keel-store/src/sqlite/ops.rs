@@ -19,16 +19,56 @@ pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocatio
 }
 
 /// A bulk admission: every invocation or (on the first that cannot be stored) an error, which
-/// rolls the job back whole.
+/// rolls the job back whole. The rows go in multi-row statements of [`INSERT_CHUNKS`] rows: one
+/// statement of 50 rows costs the writer about a quarter less per row than 50 statements.
 pub(crate) fn enqueue_all(conn: &Connection, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
-    let mut st = conn.prepare_cached(INSERT_INVOCATION).map_err(db_err)?;
-    news.into_iter()
-        .map(|new| {
-            let inv = new.into_stored();
-            insert_with(&mut st, &inv)?;
-            Ok(inv)
-        })
-        .collect()
+    let invs: Vec<Invocation> = news.into_iter().map(NewInvocation::into_stored).collect();
+    let mut rest = &invs[..];
+    for (i, &rows) in INSERT_CHUNKS.iter().enumerate() {
+        if rest.len() < rows {
+            continue;
+        }
+        let mut st = conn.prepare_cached(insert_rows_sql(i)).map_err(db_err)?;
+        while rest.len() >= rows {
+            let (chunk, tail) = rest.split_at(rows);
+            insert_rows(conn, &mut st, chunk)?;
+            rest = tail;
+        }
+    }
+    Ok(invs)
+}
+
+/// Rows per `INSERT` of a bulk admission, largest first (100 payloads: 2 statements; 37: 3 + 7).
+const INSERT_CHUNKS: [usize; 3] = [50, 10, 1];
+
+/// [`INSERT_INTO`] with `INSERT_CHUNKS[i]` rows of values, built once.
+fn insert_rows_sql(i: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; INSERT_CHUNKS.len()] = [const { std::sync::OnceLock::new() }; 3];
+    SQL[i].get_or_init(|| {
+        let row = format!("({})", ["?"; INVOCATION_PARAMS].join(", "));
+        format!("{INSERT_INTO} VALUES {}", vec![row; INSERT_CHUNKS[i]].join(", "))
+    })
+}
+
+/// Binds and runs `st`, an insert of `chunk.len()` rows; an id already stored is named.
+fn insert_rows(conn: &Connection, st: &mut rusqlite::CachedStatement<'_>, chunk: &[Invocation]) -> Result<()> {
+    for (row, inv) in chunk.iter().enumerate() {
+        bind_invocation(st, row * INVOCATION_PARAMS, inv).map_err(db_err)?;
+    }
+    st.raw_execute().map(drop).map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            // The statement wrote none of its rows: the id is one stored before, or one twice in it.
+            let stored = |id: &str| {
+                conn.prepare_cached("SELECT 1 FROM invocations WHERE id = ?")
+                    .and_then(|mut st| st.exists([id]))
+                    .unwrap_or(false)
+            };
+            let twice = |i: usize| chunk[..i].iter().any(|earlier| earlier.id == chunk[i].id);
+            let culprit = (0..chunk.len()).find(|&i| twice(i) || stored(&chunk[i].id)).unwrap_or(0);
+            Error::InvalidState(format!("invocation {} already exists", chunk[culprit].id))
+        }
+        e => db_err(e),
+    })
 }
 
 pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
@@ -40,25 +80,26 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Opti
     Ok(())
 }
 
-/// The statement that stores one invocation row.
-const INSERT_INVOCATION: &str =
+/// The columns of an invocation row, in the order [`bind_invocation`] binds them.
+const INSERT_INTO: &str =
     "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+         subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step)";
+
+/// The values of one row of [`INSERT_INTO`].
+const INVOCATION_PARAMS: usize = 29;
 
 pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
-    let mut st = conn.prepare_cached(INSERT_INVOCATION).map_err(db_err)?;
-    insert_with(&mut st, inv)
+    let mut st = conn.prepare_cached(insert_rows_sql(INSERT_CHUNKS.len() - 1)).map_err(db_err)?;
+    insert_rows(conn, &mut st, std::slice::from_ref(inv))
 }
 
-/// Stores `inv` with [`INSERT_INVOCATION`], prepared once by the caller (a bulk admission stores
-/// many rows with one statement: looking it up in the cache hashes its text each time).
-fn insert_with(st: &mut rusqlite::CachedStatement<'_>, inv: &Invocation) -> Result<()> {
+/// Binds the row of `inv` to parameters `at + 1 ..= at + INVOCATION_PARAMS` of `st`.
+fn bind_invocation(st: &mut rusqlite::Statement<'_>, at: usize, inv: &Invocation) -> rusqlite::Result<()> {
     let response = inv.response.as_ref();
     let delivery = inv.delivery.as_ref();
-    st.execute(params![
+    let values: &[&dyn rusqlite::ToSql] = params![
         inv.id,
         inv.function,
         inv.status.as_str(),
@@ -88,13 +129,11 @@ fn insert_with(st: &mut rusqlite::CachedStatement<'_>, inv: &Invocation) -> Resu
         delivery.map_or(0, |d| d.hops),
         inv.concurrency_key,
         inv.workflow.as_ref().map(|w| w.key()),
-    ])
-    .map_err(|e| match e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-            Error::InvalidState(format!("invocation {} already exists", inv.id))
-        }
-        e => db_err(e),
-    })?;
+    ];
+    debug_assert_eq!(values.len(), INVOCATION_PARAMS);
+    for (i, value) in values.iter().enumerate() {
+        st.raw_bind_parameter(at + i + 1, value)?;
+    }
     Ok(())
 }
 

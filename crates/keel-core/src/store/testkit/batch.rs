@@ -22,6 +22,33 @@ pub async fn bulk_enqueue_admits_all_or_none(store: &dyn Store) {
     assert!(matches!(refused, Err(Error::InvalidState(_))), "{refused:?}");
     assert!(store.get("01D").await.unwrap().is_none(), "nothing of a refused bulk admission is stored");
     assert!(store.enqueue_all(Vec::new()).await.unwrap().is_empty());
+
+    // Large admissions (a store may write them many rows a statement): 123 stored in order; one
+    // stored before or one twice refuses all 123, naming it.
+    let many = |prefix: &str| -> Vec<NewInvocation> {
+        (0..123).map(|n| new_inv(&format!("{prefix}{n:03}"), "g", T0)).collect()
+    };
+    let stored = store.enqueue_all(many("02A")).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        (0..123).map(|n| format!("02A{n:03}")).collect::<Vec<_>>()
+    );
+    assert_eq!(store.get("02A122").await.unwrap().map(|i| i.status), Some(Status::Queued));
+    let mut again = many("02B");
+    again[77] = new_inv("02A077", "g", T0);
+    match store.enqueue_all(again).await {
+        Err(Error::InvalidState(why)) => assert!(why.contains("02A077"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let mut twice = many("02C");
+    twice[61] = new_inv("02C060", "g", T0);
+    match store.enqueue_all(twice).await {
+        Err(Error::InvalidState(why)) => assert!(why.contains("02C060"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    for id in ["02B000", "02B076", "02B122", "02C000", "02C059", "02C122"] {
+        assert!(store.get(id).await.unwrap().is_none(), "{id}: nothing of a refused bulk admission is stored");
+    }
 }
 
 pub async fn keyed_bulk_enqueue_admits_once_and_replays(store: &dyn Store) {
