@@ -9,7 +9,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::events;
-use super::rows::{self, db_err, encode_headers, INVOCATION_COLUMNS};
+use super::rows::{self, db_err, encode_headers, MultiInsert, INVOCATION_COLUMNS};
 use crate::key_budget::KeyBudget;
 
 pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocation> {
@@ -19,43 +19,19 @@ pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocatio
 }
 
 /// A bulk admission: every invocation or (on the first that cannot be stored) an error, which
-/// rolls the job back whole. The rows go in multi-row statements of [`INSERT_CHUNKS`] rows: one
-/// statement of 50 rows costs the writer about a quarter less per row than 50 statements.
+/// rolls the job back whole. The rows go in multi-row statements ([`MultiInsert`]).
 pub(crate) fn enqueue_all(conn: &Connection, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
     let invs: Vec<Invocation> = news.into_iter().map(NewInvocation::into_stored).collect();
-    let mut rest = &invs[..];
-    for (i, &rows) in INSERT_CHUNKS.iter().enumerate() {
-        if rest.len() < rows {
-            continue;
-        }
-        let mut st = conn.prepare_cached(insert_rows_sql(i)).map_err(db_err)?;
-        while rest.len() >= rows {
-            let (chunk, tail) = rest.split_at(rows);
-            insert_rows(conn, &mut st, chunk)?;
-            rest = tail;
-        }
-    }
+    INVOCATIONS.run(conn, &invs, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))?;
     Ok(invs)
 }
 
-/// Rows per `INSERT` of a bulk admission, largest first (100 payloads: 2 statements; 37: 3 + 7).
-const INSERT_CHUNKS: [usize; 3] = [50, 10, 1];
+/// Invocation rows, many a statement.
+static INVOCATIONS: MultiInsert = MultiInsert::new(INSERT_INTO, INVOCATION_PARAMS);
 
-/// [`INSERT_INTO`] with `INSERT_CHUNKS[i]` rows of values, built once.
-fn insert_rows_sql(i: usize) -> &'static str {
-    static SQL: [std::sync::OnceLock<String>; INSERT_CHUNKS.len()] = [const { std::sync::OnceLock::new() }; 3];
-    SQL[i].get_or_init(|| {
-        let row = format!("({})", ["?"; INVOCATION_PARAMS].join(", "));
-        format!("{INSERT_INTO} VALUES {}", vec![row; INSERT_CHUNKS[i]].join(", "))
-    })
-}
-
-/// Binds and runs `st`, an insert of `chunk.len()` rows; an id already stored is named.
-fn insert_rows(conn: &Connection, st: &mut rusqlite::CachedStatement<'_>, chunk: &[Invocation]) -> Result<()> {
-    for (row, inv) in chunk.iter().enumerate() {
-        bind_invocation(st, row * INVOCATION_PARAMS, inv).map_err(db_err)?;
-    }
-    st.raw_execute().map(drop).map_err(|e| match e {
+/// What refused an insert of `chunk`: an id already stored (or twice in it) is named.
+fn insert_refused(conn: &Connection, e: rusqlite::Error, chunk: &[Invocation]) -> Error {
+    match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
             // The statement wrote none of its rows: the id is one stored before, or one twice in it.
             let stored = |id: &str| {
@@ -68,7 +44,7 @@ fn insert_rows(conn: &Connection, st: &mut rusqlite::CachedStatement<'_>, chunk:
             Error::InvalidState(format!("invocation {} already exists", chunk[culprit].id))
         }
         e => db_err(e),
-    })
+    }
 }
 
 pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
@@ -91,8 +67,8 @@ const INSERT_INTO: &str =
 const INVOCATION_PARAMS: usize = 29;
 
 pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
-    let mut st = conn.prepare_cached(insert_rows_sql(INSERT_CHUNKS.len() - 1)).map_err(db_err)?;
-    insert_rows(conn, &mut st, std::slice::from_ref(inv))
+    let one = std::slice::from_ref(inv);
+    INVOCATIONS.run(conn, one, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))
 }
 
 /// Binds the row of `inv` to parameters `at + 1 ..= at + INVOCATION_PARAMS` of `st`.
@@ -326,6 +302,16 @@ fn record_with(
     attempt: &mut rusqlite::CachedStatement<'_>,
     c: &Completion,
 ) -> Result<()> {
+    move_on(update, c)?;
+    if let Some(a) = &c.attempt {
+        rows::insert_attempt_with(attempt, &c.id, a).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The transition of `c` (its attempt not recorded), with [`COMPLETE_INVOCATION`] prepared by the
+/// caller; a lease no longer held writes nothing ([`Error::LeaseLost`]).
+fn move_on(update: &mut rusqlite::CachedStatement<'_>, c: &Completion) -> Result<()> {
     let counted = u32::from(c.attempt.is_some());
     let (status, due_at, delay, error, response) = match &c.next {
         Transition::Succeed { response } => (Status::Succeeded, None, None, None, Some(response)),
@@ -356,9 +342,6 @@ fn record_with(
             c.id, c.owner
         )));
     }
-    if let Some(a) = &c.attempt {
-        rows::insert_attempt_with(attempt, &c.id, a).map_err(db_err)?;
-    }
     Ok(())
 }
 
@@ -369,13 +352,17 @@ fn record_with(
 pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Result<Vec<Result<()>>> {
     let mut answers = Vec::with_capacity(completions.len());
     let mut update = conn.prepare_cached(COMPLETE_INVOCATION).map_err(db_err)?;
-    let mut attempt = conn.prepare_cached(rows::INSERT_ATTEMPT).map_err(db_err)?;
+    // The plain ones' attempts go in together, many a statement, once their updates are made.
+    let mut attempts: Vec<(&str, &Attempt)> = Vec::with_capacity(completions.len());
     for c in completions {
         if c.effects.is_none() && c.run.is_none() {
-            answers.push(match record_with(&mut update, &mut attempt, c) {
+            answers.push(match move_on(&mut update, c) {
                 Err(e @ Error::LeaseLost(_)) => Err(e),
                 done => Ok(done?),
             });
+            if let (Some(Ok(())), Some(a)) = (answers.last(), &c.attempt) {
+                attempts.push((&c.id, a));
+            }
             continue;
         }
         conn.prepare_cached("SAVEPOINT item").and_then(|mut st| st.execute([])).map_err(db_err)?;
@@ -387,6 +374,7 @@ pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Res
         }
         answers.push(done);
     }
+    rows::ATTEMPTS.run(conn, &attempts, |st, at, (id, a)| rows::bind_attempt(st, at, id, a), |e, _| db_err(e))?;
     Ok(answers)
 }
 

@@ -92,6 +92,82 @@ pub(crate) fn insert_attempt(conn: &Connection, invocation_id: &str, a: &Attempt
     insert_attempt_with(&mut conn.prepare_cached(INSERT_ATTEMPT)?, invocation_id, a)
 }
 
+/// Attempt rows, many a statement.
+pub(crate) static ATTEMPTS: MultiInsert = MultiInsert::new(
+    "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error)",
+    7,
+);
+
+/// Binds attempt `a` of `invocation_id` to parameters `at + 1 ..= at + 7` of `st`.
+pub(crate) fn bind_attempt(
+    st: &mut rusqlite::Statement<'_>,
+    at: usize,
+    invocation_id: &str,
+    a: &Attempt,
+) -> rusqlite::Result<()> {
+    let values = params![invocation_id, a.number, a.started_at, a.ended_at, a.outcome.as_str(), a.http_status, a.error];
+    for (i, value) in values.iter().enumerate() {
+        st.raw_bind_parameter(at + i + 1, value)?;
+    }
+    Ok(())
+}
+
+/// An `INSERT` of many rows at a time: rows go in statements of [`MultiInsert::CHUNKS`] rows
+/// (100: 2 statements; 37: 3 + 7), each prepared once. One statement of 50 rows costs the SQLite
+/// writer about a quarter less per row than 50 statements of one (`keel bench`, `async-batch`).
+pub(crate) struct MultiInsert {
+    /// `INSERT INTO table (columns)`, without `VALUES`.
+    into: &'static str,
+    /// Values per row.
+    width: usize,
+    sql: [std::sync::OnceLock<String>; 3],
+}
+
+impl MultiInsert {
+    /// Rows per statement, largest first.
+    const CHUNKS: [usize; 3] = [50, 10, 1];
+
+    pub(crate) const fn new(into: &'static str, width: usize) -> Self {
+        Self { into, width, sql: [const { std::sync::OnceLock::new() }; 3] }
+    }
+
+    /// The statement of `CHUNKS[i]` rows, built once.
+    fn sql(&self, i: usize) -> &str {
+        self.sql[i].get_or_init(|| {
+            let row = format!("({})", vec!["?"; self.width].join(", "));
+            format!("{} VALUES {}", self.into, vec![row; Self::CHUNKS[i]].join(", "))
+        })
+    }
+
+    /// Inserts `rows`, each bound by `bind(statement, first parameter - 1, row)`; `refused` turns
+    /// a statement's error into the store's (given the rows of that statement, none of them
+    /// written).
+    pub(crate) fn run<T>(
+        &self,
+        conn: &Connection,
+        rows: &[T],
+        bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+        refused: impl Fn(rusqlite::Error, &[T]) -> keel_core::Error,
+    ) -> keel_core::Result<()> {
+        let mut rest = rows;
+        for (i, &size) in Self::CHUNKS.iter().enumerate() {
+            if rest.len() < size {
+                continue;
+            }
+            let mut st = conn.prepare_cached(self.sql(i)).map_err(db_err)?;
+            while rest.len() >= size {
+                let (chunk, tail) = rest.split_at(size);
+                for (row, value) in chunk.iter().enumerate() {
+                    bind(&mut st, row * self.width, value).map_err(db_err)?;
+                }
+                st.raw_execute().map_err(|e| refused(e, chunk))?;
+                rest = tail;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Records `a` with [`INSERT_ATTEMPT`], prepared once by the caller.
 pub(crate) fn insert_attempt_with(
     st: &mut rusqlite::CachedStatement<'_>,
