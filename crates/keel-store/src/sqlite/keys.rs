@@ -187,7 +187,7 @@ pub(crate) fn interrupt_sync(
 ) -> Result<()> {
     let attempt = Attempt::interrupted_sync(attempt_count + 1, leased_at, now, owner);
     let error = attempt.error.clone().unwrap_or_default();
-    rows::insert_attempt(conn, id, &attempt).map_err(db_err)?;
+    rows::insert_attempts(conn, &[(id, &attempt)])?;
     conn.prepare_cached(
         "UPDATE invocations SET status = 'failed', error = ?, attempt_count = attempt_count + 1, updated_at = ?, \
          lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL WHERE id = ?",

@@ -22,8 +22,13 @@ pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocatio
 /// rolls the job back whole. The rows go in multi-row statements ([`MultiInsert`]).
 pub(crate) fn enqueue_all(conn: &Connection, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
     let invs: Vec<Invocation> = news.into_iter().map(NewInvocation::into_stored).collect();
-    INVOCATIONS.run(conn, &invs, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))?;
+    insert_all(conn, &invs)?;
     Ok(invs)
+}
+
+/// Stores the rows of `invs`, many a statement.
+fn insert_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
+    INVOCATIONS.run(conn, invs, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))
 }
 
 /// Invocation rows, many a statement.
@@ -51,7 +56,7 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Opti
     events::apply(conn, effects, inv.updated_at)?;
     insert(conn, inv)?;
     for a in &inv.attempts {
-        rows::insert_attempt(conn, &inv.id, a).map_err(db_err)?;
+        rows::insert_attempts(conn, &[(&inv.id, a)])?;
     }
     Ok(())
 }
@@ -67,8 +72,7 @@ const INSERT_INTO: &str =
 const INVOCATION_PARAMS: usize = 29;
 
 pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
-    let one = std::slice::from_ref(inv);
-    INVOCATIONS.run(conn, one, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))
+    insert_all(conn, std::slice::from_ref(inv))
 }
 
 /// Binds the row of `inv` to parameters `at + 1 ..= at + INVOCATION_PARAMS` of `st`.
@@ -107,10 +111,7 @@ fn bind_invocation(st: &mut rusqlite::Statement<'_>, at: usize, inv: &Invocation
         inv.workflow.as_ref().map(|w| w.key()),
     ];
     debug_assert_eq!(values.len(), INVOCATION_PARAMS);
-    for (i, value) in values.iter().enumerate() {
-        st.raw_bind_parameter(at + i + 1, value)?;
-    }
-    Ok(())
+    rows::bind_values(st, at, values)
 }
 
 /// The condition on a candidate `c` that it does not wait behind another delivery of its ordering
@@ -286,25 +287,13 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
         }
     }
     let mut update = conn.prepare_cached(COMPLETE_INVOCATION).map_err(db_err)?;
-    let mut attempt = conn.prepare_cached(rows::INSERT_ATTEMPT).map_err(db_err)?;
-    record_with(&mut update, &mut attempt, c)?;
+    move_on(&mut update, c)?;
+    if let Some(a) = &c.attempt {
+        rows::insert_attempts(conn, &[(&c.id, a)])?;
+    }
     // A step's end moves its run on in the same transaction, or nothing is written.
     if let Some(update) = &c.run {
         super::workflows::apply(conn, update)?;
-    }
-    Ok(())
-}
-
-/// The transition and attempt of `c`, with [`COMPLETE_INVOCATION`] and [`rows::INSERT_ATTEMPT`]
-/// prepared by the caller; a lease no longer held writes nothing ([`Error::LeaseLost`]).
-fn record_with(
-    update: &mut rusqlite::CachedStatement<'_>,
-    attempt: &mut rusqlite::CachedStatement<'_>,
-    c: &Completion,
-) -> Result<()> {
-    move_on(update, c)?;
-    if let Some(a) = &c.attempt {
-        rows::insert_attempt_with(attempt, &c.id, a).map_err(db_err)?;
     }
     Ok(())
 }
@@ -374,7 +363,7 @@ pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Res
         }
         answers.push(done);
     }
-    rows::ATTEMPTS.run(conn, &attempts, |st, at, (id, a)| rows::bind_attempt(st, at, id, a), |e, _| db_err(e))?;
+    rows::insert_attempts(conn, &attempts)?;
     Ok(answers)
 }
 

@@ -83,36 +83,36 @@ pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
     })
 }
 
-/// Inserts one attempt of `invocation_id`.
-/// The statement that records one attempt.
-pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, \
-     http_status, error) VALUES (?, ?, ?, ?, ?, ?, ?)";
-
-pub(crate) fn insert_attempt(conn: &Connection, invocation_id: &str, a: &Attempt) -> rusqlite::Result<()> {
-    insert_attempt_with(&mut conn.prepare_cached(INSERT_ATTEMPT)?, invocation_id, a)
-}
-
 /// Attempt rows, many a statement.
-pub(crate) static ATTEMPTS: MultiInsert = MultiInsert::new(
+static ATTEMPTS: MultiInsert = MultiInsert::new(
     "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error)",
     7,
 );
 
-/// Binds attempt `a` of `invocation_id` to parameters `at + 1 ..= at + 7` of `st`.
-pub(crate) fn bind_attempt(
+/// Inserts `attempts`, each of the invocation named with it.
+pub(crate) fn insert_attempts(conn: &Connection, attempts: &[(&str, &Attempt)]) -> keel_core::Result<()> {
+    let bind = |st: &mut rusqlite::Statement<'_>, at, (id, a): &(&str, &Attempt)| {
+        bind_values(st, at, params![id, a.number, a.started_at, a.ended_at, a.outcome.as_str(), a.http_status, a.error])
+    };
+    ATTEMPTS.run(conn, attempts, bind, |e, _| db_err(e))
+}
+
+/// Binds `values` to parameters `at + 1 ..= at + values.len()` of `st`.
+pub(crate) fn bind_values(
     st: &mut rusqlite::Statement<'_>,
     at: usize,
-    invocation_id: &str,
-    a: &Attempt,
+    values: &[&dyn rusqlite::ToSql],
 ) -> rusqlite::Result<()> {
-    let values = params![invocation_id, a.number, a.started_at, a.ended_at, a.outcome.as_str(), a.http_status, a.error];
     for (i, value) in values.iter().enumerate() {
         st.raw_bind_parameter(at + i + 1, value)?;
     }
     Ok(())
 }
 
-/// An `INSERT` of many rows at a time: rows go in statements of [`MultiInsert::CHUNKS`] rows
+/// Rows per statement of a [`MultiInsert`], largest first.
+const ROWS_PER_STATEMENT: [usize; 3] = [50, 10, 1];
+
+/// An `INSERT` of many rows at a time: rows go in statements of [`ROWS_PER_STATEMENT`] rows
 /// (100: 2 statements; 37: 3 + 7), each prepared once. One statement of 50 rows costs the SQLite
 /// writer about a quarter less per row than 50 statements of one (`keel bench`, `async-batch`).
 pub(crate) struct MultiInsert {
@@ -120,22 +120,19 @@ pub(crate) struct MultiInsert {
     into: &'static str,
     /// Values per row.
     width: usize,
-    sql: [std::sync::OnceLock<String>; 3],
+    sql: [std::sync::OnceLock<String>; ROWS_PER_STATEMENT.len()],
 }
 
 impl MultiInsert {
-    /// Rows per statement, largest first.
-    const CHUNKS: [usize; 3] = [50, 10, 1];
-
     pub(crate) const fn new(into: &'static str, width: usize) -> Self {
-        Self { into, width, sql: [const { std::sync::OnceLock::new() }; 3] }
+        Self { into, width, sql: [const { std::sync::OnceLock::new() }; ROWS_PER_STATEMENT.len()] }
     }
 
-    /// The statement of `CHUNKS[i]` rows, built once.
+    /// The statement of `ROWS_PER_STATEMENT[i]` rows, built once.
     fn sql(&self, i: usize) -> &str {
         self.sql[i].get_or_init(|| {
             let row = format!("({})", vec!["?"; self.width].join(", "));
-            format!("{} VALUES {}", self.into, vec![row; Self::CHUNKS[i]].join(", "))
+            format!("{} VALUES {}", self.into, vec![row; ROWS_PER_STATEMENT[i]].join(", "))
         })
     }
 
@@ -150,7 +147,7 @@ impl MultiInsert {
         refused: impl Fn(rusqlite::Error, &[T]) -> keel_core::Error,
     ) -> keel_core::Result<()> {
         let mut rest = rows;
-        for (i, &size) in Self::CHUNKS.iter().enumerate() {
+        for (i, &size) in ROWS_PER_STATEMENT.iter().enumerate() {
             if rest.len() < size {
                 continue;
             }
@@ -166,16 +163,6 @@ impl MultiInsert {
         }
         Ok(())
     }
-}
-
-/// Records `a` with [`INSERT_ATTEMPT`], prepared once by the caller.
-pub(crate) fn insert_attempt_with(
-    st: &mut rusqlite::CachedStatement<'_>,
-    invocation_id: &str,
-    a: &Attempt,
-) -> rusqlite::Result<()> {
-    st.execute(params![invocation_id, a.number, a.started_at, a.ended_at, a.outcome.as_str(), a.http_status, a.error])?;
-    Ok(())
 }
 
 /// Every store failure surfaces as `Unavailable`: the caller may try again later.
