@@ -48,6 +48,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     if let Some(unknown) = options.only.iter().find(|o| !names.contains(&o.as_str())) {
         anyhow::bail!("no experiment named {unknown:?}: {}", names.join(", "));
     }
+    // Checked here: the Keel child scales its breakers by it too.
+    experiment::check_time_scale(options.time_scale)?;
     // Healthy providers: the faults are the experiments'.
     let quiet = Behaviour { error_rate: 0.0, latency: Duration::from_millis(10) };
     let email = providers::start("email", quiet).await?;

@@ -35,9 +35,7 @@ pub(crate) async fn run(client: KeelClient, json: bool, args: ChaosRunArgs) -> a
         );
         return Ok(std::process::ExitCode::SUCCESS);
     }
-    if !(args.time_scale > 0.0 && args.time_scale <= 10.0) {
-        anyhow::bail!("--time-scale must be above 0 and at most 10");
-    }
+    experiment::check_time_scale(args.time_scale)?;
     let options = experiment::Options { progress: !json, time_scale: args.time_scale, controller: None };
     let report = experiment::run(&spec, client, options).await?;
     report.write(&args.report)?;

@@ -110,6 +110,14 @@ impl Run {
     }
 }
 
+/// Checks a `--time-scale` given by a user: above 0 and at most 10.
+pub fn check_time_scale(scale: f64) -> anyhow::Result<()> {
+    if !(scale > 0.0 && scale <= 10.0) {
+        anyhow::bail!("--time-scale must be above 0 and at most 10");
+    }
+    Ok(())
+}
+
 /// Runs `experiment` against the Keel `client` talks to.
 pub async fn run(experiment: &Experiment, client: KeelClient, options: Options) -> anyhow::Result<Report> {
     let scale = if options.time_scale > 0.0 { options.time_scale } else { 1.0 };
