@@ -8,7 +8,8 @@ Paths, each driven by `wrk -t1 -cC -dDs` POSTing `{"n":1}`:
   async    wrk -> keel serve, POST /v1/functions/noop/invocations; end to end = accepted
            invocations / (first submit .. the API says none is left queued, running or retrying)
 and each again at one connection for the p50 overhead. Keel runs as `keel serve` with its default
-log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked).
+log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked). With
+`--http2` Keel calls its no-op over HTTP/2 (`http2 = true`; a second nginx no-op listening h2c).
 
 CPU per request is utime + stime of the process (from /proc/PID/stat) over a run, divided by the
 requests of that run: Keel's, and the proxy nginx's for the baseline. Run nothing else heavy at the
@@ -16,7 +17,7 @@ same time; compare ratios from one run only.
 
 Needs: wrk and nginx (Debian: `apt-get install wrk nginx-light`), a release build of keel.
 Usage:   bench/outside.py [--keel target/release/keel] [--connections 32] [--duration 5]
-                          [--no-fsync] [--json]
+                          [--no-fsync] [--http2] [--json]
 """
 
 import argparse
@@ -75,23 +76,24 @@ http {{
     keepalive_requests 1000000;
     {upstream}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen_options};
         location / {{ {location} }}
     }}
 }}
 """
 
 
-def start_nginx(tmp, name, port, location, upstream=""):
+def start_nginx(tmp, name, port, location, upstream="", listen_options=""):
     conf = os.path.join(tmp, f"{name}.conf")
     with open(conf, "w") as f:
-        f.write(NGINX.format(dir=tmp, name=name, port=port, location=location, upstream=upstream))
+        f.write(NGINX.format(dir=tmp, name=name, port=port, location=location, upstream=upstream,
+                             listen_options=listen_options))
     proc = subprocess.Popen(["nginx", "-p", tmp, "-c", conf], stderr=subprocess.DEVNULL)
     wait_port(port, f"nginx {name}", proc)
     return proc
 
 
-def start_keel(keel, tmp, noop_port, fsync, concurrency):
+def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False):
     port = free_port()
     conf = os.path.join(tmp, "keel.toml")
     with open(conf, "w") as f:
@@ -99,6 +101,7 @@ def start_keel(keel, tmp, noop_port, fsync, concurrency):
             f'[server]\nlisten = "127.0.0.1:{port}"\n'
             f'[storage]\nurl = "sqlite://{tmp}/keel.db"\nfsync = {"true" if fsync else "false"}\n'
             f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = {concurrency}\n'
+            + ("http2 = true\n" if http2 else "")
         )
     log = open(os.path.join(tmp, "keel.log"), "w")
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # the default level, as a user runs it
@@ -171,6 +174,8 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--http2", action="store_true",
+                        help="Keel calls its no-op over HTTP/2 (h2c): `http2 = true`, a second nginx no-op listening h2c")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -188,7 +193,12 @@ def main():
         location = 'proxy_pass http://noop; proxy_http_version 1.1; proxy_set_header Connection "";'
         proxy = start_nginx(tmp, "proxy", proxy_port, location, upstream)
         procs.append(proxy)
-        keel, base = start_keel(args.keel, tmp, noop_port, not args.no_fsync, 2 * args.connections)
+        function_port = noop_port
+        if args.http2:  # wrk speaks HTTP/1.1 to the first no-op; Keel speaks h2c to this one
+            function_port = free_port()
+            procs.append(start_nginx(tmp, "noop-h2c", function_port, "default_type application/json; return 200 '{}';",
+                                     listen_options=" http2"))
+        keel, base = start_keel(args.keel, tmp, function_port, not args.no_fsync, 2 * args.connections, args.http2)
         procs.append(keel)
         c, d = args.connections, args.duration
         direct_url, proxy_url = f"http://127.0.0.1:{noop_port}/", f"http://127.0.0.1:{proxy_port}/"
@@ -220,6 +230,7 @@ def main():
         "connections": c,
         "duration_s": d,
         "fsync": not args.no_fsync,
+        "http2": args.http2,
         "runs": [dict(r, connections=k[1]) for k, r in runs.items()],
         "sync_vs_proxy": runs[("sync", c)]["per_s"] / proxy_c,
         "async_vs_proxy": runs[("async", c)]["per_s"] / proxy_c,
@@ -229,7 +240,8 @@ def main():
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"wrk -t1, {d} s per run, fsync {'on' if result['fsync'] else 'OFF'}; CPU per request of the middle process")
+    print(f"wrk -t1, {d} s per run, fsync {'on' if result['fsync'] else 'OFF'}"
+          f"{', Keel to its no-op over h2c' if args.http2 else ''}; CPU per request of the middle process")
     print(f"{'path':8} {'conns':>5} {'per_s':>9} {'p50_ms':>7} {'p99_ms':>7} {'cpu_us':>7} {'x proxy':>7}")
     for (path, conns), r in runs.items():
         ratio = r["per_s"] / runs[("proxy", conns)]["per_s"]

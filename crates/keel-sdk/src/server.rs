@@ -12,9 +12,9 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -106,7 +106,9 @@ pub(crate) fn content_type(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// Accepts connections until `shutdown`, answering each `POST` with what `respond` makes of its
-/// headers and body (a single handler's or a batch handler's answer).
+/// headers and body (a single handler's or a batch handler's answer). Each connection speaks
+/// HTTP/1.1 or, when it opens with the HTTP/2 preface, HTTP/2 (h2c): what Keel sends to a
+/// function with `http2 = true`.
 pub(crate) async fn serve_with<R, A>(
     listener: TcpListener,
     respond: R,
@@ -130,8 +132,11 @@ where
         let _ = stream.set_nodelay(true);
         let respond = respond.clone();
         let service = service_fn(move |request| answer(request, respond.clone()));
-        let connection = graceful.watch(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(connection);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
+        });
     }
     drop(listener);
     graceful.shutdown().await;
@@ -218,8 +223,9 @@ mod tests {
         }
     }
 
-    async fn post(addr: SocketAddr, body: &'static str) -> (u16, http::HeaderMap, serde_json::Value) {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    /// POSTs `body` as Keel would, over HTTP/2 with prior knowledge (h2c) when `http2`.
+    async fn post(addr: SocketAddr, body: &'static str, http2: bool) -> (u16, http::HeaderMap, serde_json::Value) {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(http2).build_http();
         let deadline = humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(30));
         let request = http::Request::post(format!("http://{addr}/"))
             .header("keel-invocation-id", "inv1")
@@ -229,6 +235,8 @@ mod tests {
             .body(Full::new(Bytes::from_static(body.as_bytes())))
             .unwrap();
         let response = client.request(request).await.unwrap();
+        let version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+        assert_eq!(response.version(), version);
         let (status, headers) = (response.status().as_u16(), response.headers().clone());
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, headers, serde_json::from_slice(&body).unwrap())
@@ -243,18 +251,21 @@ mod tests {
             let _ = stopped.await;
         }));
 
-        let (status, _, body) = post(addr, "{}").await;
-        assert_eq!(status, 200);
-        assert_eq!(body, serde_json::json!({"id": "inv1", "attempt": 3, "key": "inv1", "left": true}));
-        let (status, headers, body) = post(addr, "later").await;
-        assert_eq!((status, &headers[RETRY_AFTER]), (503, &http::HeaderValue::from(2)));
-        assert_eq!(body["detail"], "retry after 2s");
-        let (status, headers, _) = post(addr, "no").await;
-        assert_eq!(
-            (status, &headers[CONTENT_TYPE]),
-            (422, &http::HeaderValue::from_static("application/problem+json"))
-        );
-        assert_eq!(post(addr, "panic").await.0, 500, "a panic is a retryable 500, not a reset");
+        // HTTP/1.1, and HTTP/2 as Keel speaks it to a function with `http2 = true`: the same answers.
+        for http2 in [false, true] {
+            let (status, _, body) = post(addr, "{}", http2).await;
+            assert_eq!(status, 200);
+            assert_eq!(body, serde_json::json!({"id": "inv1", "attempt": 3, "key": "inv1", "left": true}));
+            let (status, headers, body) = post(addr, "later", http2).await;
+            assert_eq!((status, &headers[RETRY_AFTER]), (503, &http::HeaderValue::from(2)));
+            assert_eq!(body["detail"], "retry after 2s");
+            let (status, headers, _) = post(addr, "no", http2).await;
+            assert_eq!(
+                (status, &headers[CONTENT_TYPE]),
+                (422, &http::HeaderValue::from_static("application/problem+json"))
+            );
+            assert_eq!(post(addr, "panic", http2).await.0, 500, "a panic is a retryable 500, not a reset");
+        }
 
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();

@@ -100,7 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let target = |store: &StoreArg| -> anyhow::Result<Target> {
         match &store.config {
             Some(path) => Target::open_store(path),
-            None => Ok(Target::Api(client()?)),
+            None => Ok(Target::Api(Box::new(client()?))),
         }
     };
     match cli.command {

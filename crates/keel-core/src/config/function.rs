@@ -39,6 +39,10 @@ pub struct FunctionConfig {
     /// `batch`: async invocations and event deliveries of this function go to it in batches
     /// (DESIGN.md, "Batch delivery and bulk admission"); `None`: one per request.
     pub batch: Option<BatchConfig>,
+    /// `http2 = true`: attempts go to the function over HTTP/2, many at once on one connection
+    /// — with prior knowledge (h2c) for an http:// URL and a `command` function's instances, by
+    /// ALPN `h2` for an https:// URL. The function must speak it: no HTTP/1.1 fallback.
+    pub http2: bool,
 }
 
 /// `batch = { max_size = 100, max_wait = "5ms" }` of a function.

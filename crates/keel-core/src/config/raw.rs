@@ -300,6 +300,8 @@ pub(super) struct RawFunction {
     pub(super) sandbox: Option<RawSandbox>,
     /// `batch = { max_size = 100, max_wait = "5ms" }`: async work delivered in batches.
     pub(super) batch: Option<RawBatch>,
+    /// `http2 = true`: attempts go over HTTP/2 (h2c on http://, ALPN `h2` on https://).
+    pub(super) http2: Option<bool>,
 }
 
 /// `batch = { max_size = 100, max_wait = "5ms" }`; every key optional.

@@ -30,7 +30,7 @@ const RETIRE_MARGIN: Duration = Duration::from_secs(60);
 /// Where a key command writes: the API of a running node, or the store of a config file.
 #[derive(Debug)]
 pub(crate) enum Target {
-    Api(KeelClient),
+    Api(Box<KeelClient>),
     Store { config: Box<Config>, store: Arc<dyn Store> },
 }
 

@@ -51,18 +51,39 @@ where
     Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector))
 }
 
+/// [`build_client`] speaking HTTP/2 only, for functions with `http2 = true`: with prior
+/// knowledge (h2c) on http://, offering only `h2` by ALPN on https://. One connection per
+/// function carries its calls as concurrent streams.
+pub(crate) fn build_h2_client<B>(extra_cas: &[PathBuf]) -> Result<HttpClient<B>, ClientError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(extra_cas)?)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(tcp_connector());
+    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).http2_only(true).build(connector))
+}
+
 /// The connector under [`build_client`]: plain TCP for http://, TLS over it for https://.
 pub(crate) fn https_connector(extra_cas: &[PathBuf]) -> Result<HttpsConnector<HttpConnector>, ClientError> {
-    let mut tcp = HttpConnector::new();
-    tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    // The TLS layer above takes https:// URLs; the TCP connector must let them through.
-    tcp.enforce_http(false);
     Ok(HttpsConnectorBuilder::new()
         .with_tls_config(tls_config(extra_cas)?)
         .https_or_http()
         .enable_http1()
-        .wrap_connector(tcp))
+        .wrap_connector(tcp_connector()))
+}
+
+/// TCP under every client: `TCP_NODELAY`, the connect timeout, and https:// URLs let through
+/// to the TLS layer above.
+fn tcp_connector() -> HttpConnector {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    tcp.enforce_http(false);
+    tcp
 }
 
 /// rustls settings: `ring`, TLS 1.2 and 1.3, the system's roots plus `extra_cas`, no client

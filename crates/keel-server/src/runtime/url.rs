@@ -18,7 +18,7 @@ use keel_core::invocation::{truncate_error, Attempt, Invocation, StoredResponse}
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::{self, Outcome};
 
-use super::client::{build_client, ClientError, HttpClient};
+use super::client::{build_client, build_h2_client, ClientError, HttpClient};
 use crate::auth::Auth;
 use crate::trace;
 
@@ -45,6 +45,8 @@ pub(crate) struct AttemptCall<'a> {
     /// item's): sent without the per-invocation headers, which are in each item instead, and
     /// its 2xx answer is the batch answer (never an effects envelope).
     pub(crate) batch: Option<usize>,
+    /// The function's `http2`: the call goes over HTTP/2.
+    pub(crate) http2: bool,
 }
 
 impl<'a> AttemptCall<'a> {
@@ -64,6 +66,7 @@ impl<'a> AttemptCall<'a> {
             subscription: inv.delivery.as_ref().map(|d| d.subscription.as_str()),
             timeout,
             batch: None,
+            http2: config.http2,
         }
     }
 
@@ -83,14 +86,17 @@ impl<'a> AttemptCall<'a> {
             subscription: None,
             timeout: config.timeout,
             batch: Some(items.len()),
+            http2: config.http2,
         }
     }
 }
 
-/// The HTTP client of `url` functions and `command` instances: http and https, pooled.
+/// The HTTP clients of `url` functions and `command` instances: http and https, pooled; HTTP/1.1,
+/// or HTTP/2 for functions with `http2 = true`.
 #[derive(Debug, Clone)]
 pub(crate) struct UrlRuntime {
     client: HttpClient,
+    h2: HttpClient,
     max_result_bytes: usize,
     /// How deep an effects envelope may nest (`server.limits.max_json_depth`).
     max_json_depth: u32,
@@ -111,6 +117,7 @@ impl UrlRuntime {
         let max_result_bytes = max_result_bytes as usize;
         Ok(Self {
             client: build_client(extra_cas)?,
+            h2: build_h2_client(extra_cas)?,
             max_result_bytes,
             max_json_depth,
             auth,
@@ -216,7 +223,8 @@ impl UrlRuntime {
             })?;
             return self.read(response).await;
         }
-        let response = self.client.request(request).await.map_err(|e| CallFailure {
+        let client = if call.http2 { &self.h2 } else { &self.client };
+        let response = client.request(request).await.map_err(|e| CallFailure {
             unreached: e.is_connect(),
             ..CallFailure::transient(describe_client_error(&e))
         })?;
@@ -453,6 +461,7 @@ mod tests {
             subscription: None,
             timeout: function.timeout,
             batch: None,
+            http2: false,
         };
         runtime.call(function.url().unwrap(), &call, now, &ManualClock::new(now)).await
     }

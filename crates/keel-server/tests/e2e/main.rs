@@ -19,6 +19,7 @@ mod events;
 mod firewall;
 mod first_function;
 mod flow;
+mod http2;
 mod idempotency;
 mod killloop;
 mod limits;

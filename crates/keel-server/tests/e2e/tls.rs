@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -58,15 +58,24 @@ fn private_ca() -> Pki {
     }
 }
 
-/// An https function on `127.0.0.1:0` answering `{"tls": true, "function": NAME}`.
+/// An https function on `127.0.0.1:0` answering `{"tls": true, "function": NAME}` over HTTP/1.1.
 async fn https_function(pki: &Pki) -> SocketAddr {
+    https_function_speaking(pki, false).await
+}
+
+/// [`https_function`], or with `http2` one that offers only `h2` by ALPN and speaks only HTTP/2,
+/// answering `{"tls": true, "function": NAME, "version": "HTTP/2.0"}`.
+async fn https_function_speaking(pki: &Pki, http2: bool) -> SocketAddr {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![pki.cert.clone()], pki.key.clone_key())
         .unwrap();
+    if http2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -77,14 +86,22 @@ async fn https_function(pki: &Pki) -> SocketAddr {
             tokio::spawn(async move {
                 // A client that does not trust the certificate aborts the handshake: nothing to serve.
                 let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
                     let function = req.headers().get("keel-function").and_then(|v| v.to_str().ok()).unwrap_or("");
-                    let body = serde_json::json!({ "tls": true, "function": function }).to_string();
+                    let mut body = serde_json::json!({ "tls": true, "function": function });
+                    if http2 {
+                        body["version"] = format!("{:?}", req.version()).into();
+                    }
                     hyper::Response::builder()
                         .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from(body)))
+                        .body(Full::new(Bytes::from(body.to_string())))
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                let io = TokioIo::new(tls);
+                let _ = if http2 {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, service).await
+                } else {
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service).await
+                };
             });
         }
     });
@@ -126,6 +143,36 @@ async fn an_https_function_is_called_with_its_ca_file_and_refused_without_it() {
         let error = last["error"].as_str().unwrap();
         assert!(error.contains("invalid peer certificate: UnknownIssuer"), "{error}");
     }
+}
+
+/// `http2 = true` on an https URL: Keel offers `h2` by ALPN, and a function that speaks only
+/// HTTP/2 is called over it. Without `http2`, Keel offers no protocol and speaks HTTP/1.1: the
+/// function's HTTP/2 answer cannot be read, and the attempt fails saying so.
+#[tokio::test]
+async fn an_https_function_with_http2_is_called_over_h2_by_alpn() {
+    let pki = private_ca();
+    let addr = https_function_speaking(&pki, true).await;
+    let certs = tempfile::tempdir().unwrap();
+    let ca_file: PathBuf = certs.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let keel = Keel::start(&format!(
+        "[functions.h2]\nurl = \"https://127.0.0.1:{port}/run\"\nca_file = \"{ca}\"\nhttp2 = true\n\
+         [functions.h1]\nurl = \"https://127.0.0.1:{port}/run\"\nca_file = \"{ca}\"\nretry = {{ max_attempts = 1 }}\n",
+        port = addr.port(),
+        ca = ca_file.display(),
+    ))
+    .await;
+
+    let (status, _, body) = post_json(&format!("{}/v1/functions/h2/invoke", keel.url), "{}").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({ "tls": true, "function": "h2", "version": "HTTP/2.0" }));
+
+    let (status, _, body) = post_json(&format!("{}/v1/functions/h1/invoke", keel.url), "{}").await;
+    assert_eq!(status, 502, "{body}");
+    let id = body["invocation_id"].as_str().unwrap();
+    let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
+    let error = inv["attempts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("invalid HTTP version"), "{inv}");
 }
 
 /// An https dependency reached through egress: trusted with its `ca_file`; without it the call

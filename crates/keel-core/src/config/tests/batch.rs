@@ -1,5 +1,5 @@
-//! `batch = { max_size, max_wait }` on a function: its defaults, and each mistake reported at
-//! its file:line.
+//! How a function is called: `batch = { max_size, max_wait }` and `http2`, their defaults, and
+//! each mistake reported at its file:line.
 
 use super::*;
 use crate::config::BatchConfig;
@@ -49,5 +49,17 @@ fn every_batch_problem_is_reported_where_it_was_written() {
     assert_eq!(
         errors(&format!("{CHARGE}batch = 10\n")),
         ["keel.toml:3:9: functions.charge.batch: invalid type: integer `10`, expected a table"]
+    );
+}
+
+#[test]
+fn http2_is_off_unless_set_and_takes_a_boolean() {
+    let plain = load_str("keel.toml", CHARGE, &Overrides::default()).unwrap();
+    assert!(!plain.functions["charge"].http2, "HTTP/1.1 unless asked");
+    let on = load_str("keel.toml", &format!("{CHARGE}http2 = true\n"), &Overrides::default()).unwrap();
+    assert!(on.functions["charge"].http2);
+    assert_eq!(
+        errors(&format!("{CHARGE}http2 = \"yes\"\n")),
+        [r#"keel.toml:3:9: functions.charge.http2: invalid type: string "yes", expected a boolean"#]
     );
 }

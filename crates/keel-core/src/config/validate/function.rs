@@ -79,6 +79,7 @@ impl Checker {
             grants: None,
             input_schema: input_schema.flatten(),
             batch: batch?,
+            http2: raw.http2.unwrap_or(false),
         })
     }
 
