@@ -241,24 +241,28 @@ impl Flow {
         }
         let mut pass = SyncPass { flow: self, waiting: false, probe: false, turn_at: None };
         if !slot_free {
-            let ahead = self.waiting.load(Ordering::Relaxed);
-            let expected = self.expected_wait(ahead);
-            if ahead >= self.config.max_waiting {
-                let why = format!(
-                    "every one of {} slots is busy and {ahead} callers already wait (max_waiting = {})",
-                    self.concurrency, self.config.max_waiting
-                );
+            let max = self.config.max_waiting;
+            // A place is taken in one step: two callers that both see the last place free cannot
+            // both take it (a load and then an add let `max_waiting` be passed).
+            let taken = self.waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |ahead| {
+                (ahead < max && self.expected_wait(ahead) <= time_left).then_some(ahead + 1)
+            });
+            if let Err(ahead) = taken {
+                let expected = self.expected_wait(ahead);
+                let why = if ahead >= max {
+                    format!(
+                        "every one of {} slots is busy and {ahead} callers already wait (max_waiting = {max})",
+                        self.concurrency
+                    )
+                } else {
+                    format!(
+                        "every one of {} slots is busy and the expected wait ({} ms) is past the deadline",
+                        self.concurrency,
+                        expected.as_millis()
+                    )
+                };
                 return Err(Shed::Overloaded { retry_after: expected, why });
             }
-            if expected > time_left {
-                let why = format!(
-                    "every one of {} slots is busy and the expected wait ({} ms) is past the deadline",
-                    self.concurrency,
-                    expected.as_millis()
-                );
-                return Err(Shed::Overloaded { retry_after: expected, why });
-            }
-            self.waiting.fetch_add(1, Ordering::Relaxed);
             pass.waiting = true;
         }
         match self.with_breaker(now, |b| b.admit(now)) {

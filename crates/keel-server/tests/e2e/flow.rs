@@ -4,6 +4,8 @@
 //! another, a queue cap, the node's in-flight request cap, and pause/resume that survives a
 //! restart. (Pause seen by a second node on PostgreSQL: `cluster/mod.rs`.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -56,8 +58,25 @@ async fn ten_times_overload_is_shed_at_once_with_retry_after_and_never_504() {
         unloaded.push(started.elapsed());
     }
     let unloaded_p99 = p99(unloaded);
-    // 10×: capacity is 4 calls per 200 ms (20/s); 400 callers arrive over 2 s (200/s).
+    // 10×: capacity is 4 calls per 200 ms (20/s); 400 callers arrive over 2 s (200/s). Meanwhile
+    // the function's view is read every 10 ms: the most callers waiting and attempts in flight.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = tokio::spawn({
+        let (view, watching) = (format!("{}/v1/functions/slow", keel.url), watching.clone());
+        async move {
+            let (mut waiting, mut in_flight) = (0, 0);
+            while watching.load(Ordering::SeqCst) {
+                let (_, _, f) = get_json(&view).await;
+                waiting = waiting.max(f["waiting"].as_u64().unwrap());
+                in_flight = in_flight.max(f["in_flight"].as_u64().unwrap());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (waiting, in_flight)
+        }
+    });
     let answers = sync_calls(&invoke, 400, Duration::from_millis(5)).await;
+    watching.store(false, Ordering::SeqCst);
+    let (most_waiting, most_in_flight) = watcher.await.unwrap();
     let admitted: Vec<Duration> = answers.iter().filter(|a| a.0 == 200).map(|a| a.3).collect();
     let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
     let others: Vec<_> = answers.iter().filter(|a| a.0 != 200 && a.0 != 503).collect();
@@ -70,20 +89,17 @@ async fn ten_times_overload_is_shed_at_once_with_retry_after_and_never_504() {
         // Answered at once: well under one attempt (200 ms), never after waiting for a slot.
         assert!(*took < Duration::from_millis(150), "a shed call waited {took:?}");
     }
-    // With max_waiting ≤ concurrency a waiter waits at most for one attempt to end, so an
-    // admitted call takes at most two attempts' time: p99 within 2× of unloaded (plus a little
-    // for scheduling on a loaded machine), and the median far less.
-    let mut sorted = admitted.clone();
-    sorted.sort();
-    let admitted_p50 = sorted[sorted.len() / 2];
+    // The waiting room never held more than max_waiting, and it was used; the slots never more
+    // than concurrency. So a waiter waits at most for one attempt to end (max_waiting ≤
+    // concurrency), and an admitted call takes at most two attempts' time: p99 within 2× of
+    // unloaded, plus a little for scheduling on a loaded machine. (How the admitted calls spread
+    // below that bound depends on how the slots' ends drift apart, which the machine decides.)
+    assert!((1..=2).contains(&most_waiting), "callers waited, never more than max_waiting: {most_waiting}");
+    assert!(most_in_flight <= 4, "at most concurrency attempts in flight: {most_in_flight}");
     let admitted_p99 = p99(admitted);
     assert!(
         admitted_p99 <= unloaded_p99 * 2 + Duration::from_millis(50),
         "admitted calls keep their latency: p99 {admitted_p99:?} under load, {unloaded_p99:?} unloaded"
-    );
-    assert!(
-        admitted_p50 <= unloaded_p99 * 3 / 2,
-        "most admitted calls barely wait: p50 {admitted_p50:?} under load, p99 {unloaded_p99:?} unloaded"
     );
     let (_, _, f) = get_json(&format!("{}/v1/functions/slow", keel.url)).await;
     assert_eq!((f["waiting"].as_u64(), f["max_waiting"].as_u64()), (Some(0), Some(2)), "{f}");
