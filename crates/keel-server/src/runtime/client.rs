@@ -52,8 +52,8 @@ where
 }
 
 /// [`build_client`] speaking HTTP/2 only, for functions with `http2 = true`: with prior
-/// knowledge (h2c) on http://, offering only `h2` by ALPN on https://. One connection per
-/// function carries its calls as concurrent streams.
+/// knowledge (h2c) on http://, offering only `h2` by ALPN on https://. One connection per host
+/// (per instance, for a `command` function) carries the calls as concurrent streams.
 pub(crate) fn build_h2_client<B>(extra_cas: &[PathBuf]) -> Result<HttpClient<B>, ClientError>
 where
     B: hyper::body::Body + Send + 'static,
