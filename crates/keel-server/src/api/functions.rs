@@ -175,6 +175,7 @@ fn view(shared: &Shared, f: &Function, queued: &[(String, u64)]) -> FunctionView
         sync_timeout: human(config.sync_timeout),
         concurrency: config.concurrency,
         batch: config.batch.map(|b| BatchView { max_size: b.max_size, max_wait: human(b.max_wait) }),
+        http2: config.http2,
         retry: RetryView {
             max_attempts: retry.max_attempts,
             initial: human(retry.initial),
@@ -276,6 +277,8 @@ pub(crate) struct FunctionView {
     concurrency: u32,
     /// Async work delivered in batches; null: one invocation a request.
     batch: Option<BatchView>,
+    /// Attempts go to the function over HTTP/2 (`http2 = true`); false: HTTP/1.1.
+    http2: bool,
     retry: RetryView,
     /// Attempts in flight now, on this node.
     in_flight: u32,

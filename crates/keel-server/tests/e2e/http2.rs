@@ -87,6 +87,10 @@ async fn an_http2_function_is_called_over_h2c_its_calls_sharing_one_connection()
     ))
     .await;
     let invoke = format!("{}/v1/functions/h2/invoke", keel.url);
+    for (name, http2) in [("h2", true), ("indexer", true), ("h1", false)] {
+        let (_, _, view) = get_json(&format!("{}/v1/functions/{name}", keel.url)).await;
+        assert_eq!(view["http2"], http2, "{view}");
+    }
 
     let (status, headers, body) = post_json(&invoke, r#"{"n": 1}"#).await;
     assert_eq!(status, 200, "{body}");
