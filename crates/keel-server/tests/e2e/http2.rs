@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::support::{eventually_or_why, get_json, post_json, request, Keel};
+use crate::support::{eventually_or_why, fails_at_the_transport, get_json, post_json, request, Keel};
 
 /// A request an [`H2Function`] received: its HTTP version, and `keel-batch-size` if it was a batch.
 type Seen = (String, Option<usize>);
@@ -138,10 +138,5 @@ async fn an_http2_function_is_called_over_h2c_its_calls_sharing_one_connection()
 
     // Without `http2`, Keel speaks HTTP/1.1, which this function does not: the attempt fails
     // at the transport and says so.
-    let (status, _, body) = post_json(&format!("{}/v1/functions/h1/invoke", keel.url), "{}").await;
-    assert_eq!(status, 502, "{body}");
-    let id = body["invocation_id"].as_str().unwrap();
-    let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
-    assert_eq!(inv["attempts"][0]["outcome"], "transient", "{inv}");
-    assert!(inv["attempts"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{inv}");
+    fails_at_the_transport(&keel.url, "h1").await;
 }

@@ -461,6 +461,18 @@ pub(crate) async fn settled(base: &str, id: &str, limit: Duration) -> Value {
     .await
 }
 
+/// Invokes `function` (one attempt) sync on the node at `base` and checks that the attempt failed
+/// at the transport: `502`, and the invocation's first attempt `transient` with an error that
+/// says something (its words are hyper's, and may depend on timing).
+pub(crate) async fn fails_at_the_transport(base: &str, function: &str) {
+    let (status, _, body) = post_json(&format!("{base}/v1/functions/{function}/invoke"), "{}").await;
+    assert_eq!(status, 502, "{body}");
+    let id = body["invocation_id"].as_str().unwrap();
+    let (_, _, inv) = get_json(&format!("{base}/v1/invocations/{id}")).await;
+    assert_eq!(inv["attempts"][0]["outcome"], "transient", "{inv}");
+    assert!(inv["attempts"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{inv}");
+}
+
 /// A free port on loopback (bound, read, released).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

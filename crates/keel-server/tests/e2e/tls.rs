@@ -18,7 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::support::{eventually_or_why, get_json, post_json, Keel};
+use crate::support::{eventually_or_why, fails_at_the_transport, get_json, post_json, Keel};
 
 /// A private CA, and a certificate it signed for `127.0.0.1` and `localhost`.
 struct Pki {
@@ -43,6 +43,17 @@ fn leaf_pem(ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (CertificateD
     leaf.distinguished_name.push(DnType::CommonName, name);
     let cert = leaf.signed_by(&key, ca).unwrap();
     (cert.der().clone(), cert.pem(), key.serialize_pem())
+}
+
+impl Pki {
+    /// The CA's certificate written to `ca.pem` in a temporary directory (kept while the
+    /// returned guard lives), for a `ca_file` key.
+    fn ca_file(&self) -> (tempfile::TempDir, PathBuf) {
+        let certs = tempfile::tempdir().unwrap();
+        let ca_file = certs.path().join("ca.pem");
+        std::fs::write(&ca_file, &self.ca_pem).unwrap();
+        (certs, ca_file)
+    }
 }
 
 fn private_ca() -> Pki {
@@ -112,9 +123,7 @@ async fn https_function_speaking(pki: &Pki, http2: bool) -> SocketAddr {
 async fn an_https_function_is_called_with_its_ca_file_and_refused_without_it() {
     let pki = private_ca();
     let addr = https_function(&pki).await;
-    let certs = tempfile::tempdir().unwrap();
-    let ca_file: PathBuf = certs.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (_certs, ca_file) = pki.ca_file();
     let keel = Keel::start(&format!(
         "[functions.private]\nurl = \"https://127.0.0.1:{port}/run\"\nca_file = \"{ca}\"\n\
          [functions.untrusted]\nurl = \"https://localhost:{port}/run\"\nretry = {{ max_attempts = 1 }}\n\
@@ -153,9 +162,7 @@ async fn an_https_function_is_called_with_its_ca_file_and_refused_without_it() {
 async fn an_https_function_with_http2_is_called_over_h2_by_alpn() {
     let pki = private_ca();
     let addr = https_function_speaking(&pki, true).await;
-    let certs = tempfile::tempdir().unwrap();
-    let ca_file: PathBuf = certs.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (_certs, ca_file) = pki.ca_file();
     let keel = Keel::start(&format!(
         "[functions.h2]\nurl = \"https://127.0.0.1:{port}/run\"\nca_file = \"{ca}\"\nhttp2 = true\n\
          [functions.h1]\nurl = \"https://127.0.0.1:{port}/run\"\nca_file = \"{ca}\"\nretry = {{ max_attempts = 1 }}\n",
@@ -168,12 +175,7 @@ async fn an_https_function_with_http2_is_called_over_h2_by_alpn() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({ "tls": true, "function": "h2", "version": "HTTP/2.0" }));
 
-    let (status, _, body) = post_json(&format!("{}/v1/functions/h1/invoke", keel.url), "{}").await;
-    assert_eq!(status, 502, "{body}");
-    let id = body["invocation_id"].as_str().unwrap();
-    let (_, _, inv) = get_json(&format!("{}/v1/invocations/{id}", keel.url)).await;
-    assert_eq!(inv["attempts"][0]["outcome"], "transient", "{inv}");
-    assert!(inv["attempts"][0]["error"].as_str().is_some_and(|e| !e.is_empty()), "{inv}");
+    fails_at_the_transport(&keel.url, "h1").await;
 }
 
 /// An https dependency reached through egress: trusted with its `ca_file`; without it the call
@@ -182,9 +184,7 @@ async fn an_https_function_with_http2_is_called_over_h2_by_alpn() {
 async fn an_https_dependency_is_reached_through_egress_with_its_ca_file() {
     let pki = private_ca();
     let addr = https_function(&pki).await;
-    let certs = tempfile::tempdir().unwrap();
-    let ca_file: PathBuf = certs.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let (_certs, ca_file) = pki.ca_file();
     let (fns, fn_addr) = crate::support::Functions::start().await;
     let keel = Keel::start(&format!(
         "[dependencies.private]\nurl = \"https://127.0.0.1:{port}/api\"\nca_file = \"{ca}\"\n\
