@@ -154,6 +154,10 @@ impl InvocationStore for FaultyStore {
         self.faulted(Write::RecordFinished, self.inner.record_finished(invocation, effects, urgency)).await
     }
 
+    async fn record_finished_all(&self, invocations: Vec<Invocation>, urgency: Urgency) -> Result<()> {
+        self.faulted(Write::RecordFinished, self.inner.record_finished_all(invocations, urgency)).await
+    }
+
     fn hurry(&self) {
         self.inner.hurry()
     }

@@ -255,6 +255,11 @@ pub trait InvocationStore: Send + Sync {
         urgency: Urgency,
     ) -> Result<()>;
 
+    /// Records finished sync invocations without effects — history written behind their
+    /// replies — in one transaction, all or none: [`InvocationStore::record_finished`] for many,
+    /// with one commit and (on SQLite) many rows a statement.
+    async fn record_finished_all(&self, invocations: Vec<Invocation>, urgency: Urgency) -> Result<()>;
+
     /// Commits at once whatever [`Urgency::Unhurried`] writes are held back for company (someone
     /// is held up by them).
     fn hurry(&self) {}

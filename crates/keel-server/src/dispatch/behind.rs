@@ -7,7 +7,8 @@
 //! whose caller already had its answer — never work, never effects.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use keel_core::invocation::Invocation;
@@ -15,45 +16,96 @@ use keel_core::store::{Store, Urgency};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// The records on their way to the store.
+/// The records on their way to the store. They go in batches, one at a time: while one batch
+/// commits, the records of the calls answered meanwhile gather for the next, so under load a
+/// record costs a place in a multi-row `INSERT` rather than a task, a writer job and a savepoint
+/// of its own (BENCHMARKS.md, "Records written behind, in batches").
 #[derive(Debug, Default)]
 pub(crate) struct WrittenBehind {
-    /// Ids whose record is not committed yet. A std Mutex: nothing awaits while it is held.
-    pending: Mutex<HashSet<String>>,
-    /// Signalled whenever a record is committed (or failed).
+    /// A std Mutex: nothing awaits while it is held.
+    held: Mutex<Held>,
+    /// Signalled whenever a batch is committed (or failed).
     settled: Notify,
+    /// Someone waits for a record: the next batch commits at once.
+    hurried: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Ids whose record is not committed yet: gathering, or in the batch on its way.
+    pending: HashSet<String>,
+    /// Records not yet handed to the store.
+    gathering: Vec<Invocation>,
+    /// A task is handing batches to the store (at most one is).
+    flushing: bool,
 }
 
 impl WrittenBehind {
-    /// Commits `inv` in the background; its commit may wait briefly for company.
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits `inv` in the background, with the other records that gather meanwhile; its
+    /// commit may also wait briefly for the store's other writes.
     ///
     /// Always unhurried, whatever the load: nobody waits on it (a read hurries it), and at one
     /// call in flight a commit of its own cost the writer 103–113 µs of CPU per call, fsync
     /// included, and the call 30 µs of p50 latency on a 2-core machine (BENCHMARKS.md, "Round
     /// three, continued").
     pub(crate) fn push(self: &Arc<Self>, store: Arc<dyn Store>, inv: Invocation) {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(inv.id.clone());
-        let me = self.clone();
-        tokio::spawn(async move {
-            let id = inv.id.clone();
-            let recorded = store.record_finished(inv, None, Urgency::Unhurried).await;
-            if let Err(e) = recorded {
-                tracing::error!(invocation_id = %id, error = %e, "recording a sync invocation failed");
+        let start = {
+            let mut held = self.held();
+            held.pending.insert(inv.id.clone());
+            held.gathering.push(inv);
+            !std::mem::replace(&mut held.flushing, true)
+        };
+        if start {
+            let me = self.clone();
+            tokio::spawn(async move { me.flush(store).await });
+        }
+    }
+
+    /// Hands what gathered to the store, a batch at a time, until nothing is left.
+    async fn flush(&self, store: Arc<dyn Store>) {
+        loop {
+            let batch = {
+                let mut held = self.held();
+                if held.gathering.is_empty() {
+                    held.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut held.gathering)
+            };
+            let ids: Vec<String> = batch.iter().map(|inv| inv.id.clone()).collect();
+            let urgency = if self.hurried.swap(false, Ordering::AcqRel) { Urgency::Now } else { Urgency::Unhurried };
+            if let Err(e) = store.record_finished_all(batch, urgency).await {
+                tracing::error!(first = %ids[0], records = ids.len(), error = %e, "recording sync invocations failed");
             }
-            me.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-            me.settled.notify_waiters();
-        });
+            let mut held = self.held();
+            for id in &ids {
+                held.pending.remove(id);
+            }
+            drop(held);
+            self.settled.notify_waiters();
+        }
     }
 
     fn is_pending(&self, id: &str) -> bool {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.held().pending.contains(id)
+    }
+
+    /// Someone is held up by the records on their way: the batch in the store commits at once,
+    /// and so does the next.
+    fn hurry(&self, store: &dyn Store) {
+        self.hurried.store(true, Ordering::Release);
+        store.hurry();
     }
 
     /// Waits (up to `limit`) for the record of `id` if it is on its way, committing at once what
     /// `store` holds back for company.
     pub(crate) async fn wait_for(&self, store: &dyn Store, id: &str, limit: Duration) {
         if self.is_pending(id) {
-            store.hurry();
+            self.hurry(store);
         }
         let end = Instant::now() + limit;
         loop {
@@ -68,9 +120,9 @@ impl WrittenBehind {
     /// read after a sync call's reply includes that call.
     pub(crate) async fn wait_for_current(&self, store: &dyn Store, limit: Duration) {
         let end = Instant::now() + limit;
-        let current: Vec<String> = self.pending.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let current: Vec<String> = self.held().pending.iter().cloned().collect();
         if !current.is_empty() {
-            store.hurry();
+            self.hurry(store);
         }
         loop {
             let settled = self.settled.notified();
@@ -85,15 +137,117 @@ impl WrittenBehind {
 
     /// Waits (until `end`) for every record on its way: a drain ends with them committed.
     pub(crate) async fn drained(&self, store: &dyn Store, end: Instant) -> bool {
-        store.hurry();
+        self.hurry(store);
         loop {
             let settled = self.settled.notified();
-            if self.pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+            if self.held().pending.is_empty() {
                 return true;
             }
             if tokio::time::timeout_at(end, settled).await.is_err() {
                 return false;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::invocation::{Attempt, NewInvocation, Status};
+    use keel_core::outcome::Outcome;
+    use keel_core::store::ListFilter;
+    use keel_store::StoreOptions;
+
+    use super::*;
+
+    fn finished(id: String) -> Invocation {
+        let mut inv = NewInvocation {
+            id,
+            function: "f".into(),
+            payload: bytes::Bytes::from_static(b"{}"),
+            content_type: Some("application/json".into()),
+            created_at: 1_000,
+            due_at: 1_000,
+            idempotency_key: None,
+            concurrency_key: None,
+            traceparent: None,
+            delivery: None,
+            lease: None,
+            workflow: None,
+        }
+        .into_stored();
+        inv.status = Status::Succeeded;
+        inv.sync = true;
+        inv.due_at = None;
+        inv.attempt_count = 1;
+        inv.attempts = vec![Attempt {
+            number: 1,
+            started_at: 1_000,
+            ended_at: 1_001,
+            outcome: Outcome::Success,
+            http_status: Some(200),
+            error: None,
+        }];
+        inv
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        let url = format!("sqlite://{}", dir.path().join("keel.db").display());
+        keel_store::open(&StoreOptions { url, fsync: false }).unwrap()
+    }
+
+    /// Records pushed from many tasks at once go in batches: each is found as soon as someone
+    /// asks for it, and all of them, with their attempts, once drained.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_pushed_together_are_each_found_when_asked_for_and_all_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let behind = Arc::new(WrittenBehind::default());
+        let pushers: Vec<_> = (0..8)
+            .map(|t| {
+                let (behind, store) = (behind.clone(), store.clone());
+                tokio::spawn(async move {
+                    for i in 0..50 {
+                        behind.push(store.clone(), finished(format!("01T{t}{i:03}")));
+                        if i % 10 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for pusher in pushers {
+            pusher.await.unwrap();
+        }
+        let liveness = Duration::from_secs(10);
+        // A read of one record on its way waits for it alone, not for the drain.
+        behind.wait_for(store.as_ref(), "01T7049", liveness).await;
+        let got = store.get("01T7049").await.unwrap().expect("the record asked for is committed");
+        assert_eq!(got, finished("01T7049".into()));
+        assert!(behind.drained(store.as_ref(), Instant::now() + liveness).await);
+        let all = store.list(ListFilter { limit: 1000, ..Default::default() }).await.unwrap();
+        assert_eq!(all.items.len(), 400);
+        for listed in &all.items {
+            let inv = store.get(&listed.id).await.unwrap().unwrap();
+            assert_eq!(inv, finished(listed.id.clone()), "each record whole, with its attempt");
+        }
+    }
+
+    /// A batch the store refuses (here, an id stored before) is logged and given up — all or
+    /// none — and holds up neither readers nor the records that follow it. On one thread the
+    /// flushing task runs only once both records have gathered: they are one batch.
+    #[tokio::test]
+    async fn a_refused_batch_is_given_up_whole_and_the_next_ones_still_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        store.record_finished(finished("01DUP".into()), None, Urgency::Now).await.unwrap();
+        let behind = Arc::new(WrittenBehind::default());
+        behind.push(store.clone(), finished("01DUP".into()));
+        behind.push(store.clone(), finished("01WITH".into()));
+        let liveness = Duration::from_secs(10);
+        assert!(behind.drained(store.as_ref(), Instant::now() + liveness).await, "a refused batch settles");
+        assert_eq!(store.get("01WITH").await.unwrap(), None, "all or none: its batch was refused");
+        behind.push(store.clone(), finished("01AFTER".into()));
+        behind.wait_for(store.as_ref(), "01AFTER", liveness).await;
+        assert!(store.get("01AFTER").await.unwrap().is_some(), "the next batch commits");
     }
 }

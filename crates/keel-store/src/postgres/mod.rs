@@ -291,6 +291,18 @@ impl InvocationStore for PgStore {
         in_tx!(self, |tx| ops::record_finished(&tx, &invocation, effects.as_ref()))
     }
 
+    async fn record_finished_all(&self, invocations: Vec<Invocation>, _urgency: Urgency) -> Result<()> {
+        if invocations.is_empty() {
+            return Ok(());
+        }
+        in_tx!(self, |tx| async {
+            for invocation in &invocations {
+                ops::record_finished(&tx, invocation, None).await?;
+            }
+            Ok(())
+        })
+    }
+
     async fn lease(&self, request: LeaseRequest) -> Result<Leased> {
         in_tx!(self, |tx| ops::lease(&tx, &request))
     }

@@ -260,6 +260,17 @@ impl InvocationStore for SqliteStore {
         }
     }
 
+    async fn record_finished_all(&self, invocations: Vec<Invocation>, urgency: Urgency) -> Result<()> {
+        if invocations.is_empty() {
+            return Ok(());
+        }
+        let job = move |c: &Connection| ops::record_finished_all(c, &invocations);
+        match urgency {
+            Urgency::Now => self.writer.write(job).await,
+            Urgency::Unhurried => self.writer.write_unhurried(job).await,
+        }
+    }
+
     fn hurry(&self) {
         self.writer.hurry();
     }

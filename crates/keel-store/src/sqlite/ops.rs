@@ -61,6 +61,15 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Opti
     Ok(())
 }
 
+/// Finished sync invocations without effects, and their attempts: many rows a statement. A
+/// refused row refuses them all (the writer rolls the job back).
+pub(crate) fn record_finished_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
+    insert_all(conn, invs)?;
+    let attempts: Vec<(&str, &Attempt)> =
+        invs.iter().flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a))).collect();
+    rows::insert_attempts(conn, &attempts)
+}
+
 /// The columns of an invocation row, in the order [`bind_invocation`] binds them.
 const INSERT_INTO: &str =
     "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \

@@ -258,6 +258,33 @@ pub async fn bulk_redrive_by_function(store: &dyn Store) {
     assert_eq!(leased.invocations.len(), 1);
 }
 
+/// Records written behind their replies go many in one commit, each whole with its attempts;
+/// a batch with one refused row (an id stored before) stores none of its records.
+pub async fn finished_sync_invocations_are_recorded_many_at_once_all_or_none(store: &dyn Store) {
+    let finished = |id: &str, attempts: u32| {
+        let mut inv = new_inv(id, "f", T0).into_stored();
+        inv.status = if attempts == 1 { Status::Succeeded } else { Status::Failed };
+        inv.sync = true;
+        inv.due_at = None;
+        inv.attempt_count = attempts;
+        inv.attempts = (1..=attempts).map(|n| attempt(n, Outcome::Transient, Some(503))).collect();
+        inv.response = Some(StoredResponse { status: 200, content_type: None, body: Bytes::from_static(b"{}") });
+        inv
+    };
+    store.record_finished_all(Vec::new(), Urgency::Now).await.unwrap();
+    let batch: Vec<Invocation> = (0..120).map(|i| finished(&format!("01M{i:03}"), 1 + i % 3)).collect();
+    store.record_finished_all(batch.clone(), Urgency::Unhurried).await.unwrap();
+    for inv in &batch {
+        assert_eq!(store.get(&inv.id).await.unwrap().as_ref(), Some(inv));
+    }
+    let refused = store.record_finished_all(vec![finished("01N", 1), finished("01M007", 2)], Urgency::Now).await;
+    assert!(refused.is_err(), "an id stored before refuses its batch");
+    assert_eq!(store.get("01N").await.unwrap(), None, "all or none");
+    assert_eq!(store.get("01M007").await.unwrap().unwrap().attempt_count, 2, "the stored record is untouched");
+    let leased = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap();
+    assert!(leased.invocations.is_empty(), "finished sync invocations are not work");
+}
+
 pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {
     let mut inv = new_inv("01S", "f", T0).into_stored();
     inv.status = Status::Failed;

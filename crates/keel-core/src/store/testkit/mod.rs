@@ -28,6 +28,7 @@ macro_rules! store_conformance {
             list_filters_and_pages, bulk_enqueue_admits_all_or_none, keyed_bulk_enqueue_admits_once_and_replays,
             batch_completions_commit_together_judged_each_alone,
             bulk_redrive_by_function, finished_sync_invocations_are_recorded,
+            finished_sync_invocations_are_recorded_many_at_once_all_or_none,
             keyed_enqueue_admits_once_and_replays, keyed_sync_holds_then_completes_the_key,
             a_dead_sync_holder_is_taken_over_with_the_same_invocation, claimed_keys_complete_release_and_expire,
             a_held_key_outlives_its_ttl_until_its_lease_ends,
