@@ -7,6 +7,9 @@ Paths, each driven by `wrk -t1 -cC -dDs` POSTing `{"n":1}`:
   sync     wrk -> keel serve, POST /v1/functions/noop/invoke -> nginx no-op
   async    wrk -> keel serve, POST /v1/functions/noop/invocations; end to end = accepted
            invocations / (first submit .. the API says none is left queued, running or retrying)
+  floor    (with --floor BINARY) wrk -> bench/floor, the same sync call forwarded by axum, hyper and
+           tokio alone (no store, spans, metrics, auth or flow control) -> nginx no-op: the least
+           Keel's HTTP stack costs, so what Keel costs above it is Keel's own
 and each again at one connection for the p50 overhead. Keel runs as `keel serve` with its default
 log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked). With
 `--http2` Keel calls its no-op over HTTP/2 (`http2 = true`; a second nginx no-op listening h2c).
@@ -15,9 +18,10 @@ CPU per request is utime + stime of the process (from /proc/PID/stat) over a run
 requests of that run: Keel's, and the proxy nginx's for the baseline. Run nothing else heavy at the
 same time; compare ratios from one run only.
 
-Needs: wrk and nginx (Debian: `apt-get install wrk nginx-light`), a release build of keel.
+Needs: wrk and nginx (Debian: `apt-get install wrk nginx-light`), a release build of keel, and
+for --floor: `cargo build --release --manifest-path bench/floor/Cargo.toml`.
 Usage:   bench/outside.py [--keel target/release/keel] [--connections 32] [--duration 5]
-                          [--no-fsync] [--http2] [--json]
+                          [--no-fsync] [--http2] [--floor bench/floor/target/release/keel-floor] [--json]
 """
 
 import argparse
@@ -176,6 +180,8 @@ def main():
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--http2", action="store_true",
                         help="Keel calls its no-op over HTTP/2 (h2c): `http2 = true`, a second nginx no-op listening h2c")
+    parser.add_argument("--floor", metavar="BINARY",
+                        help="also measure bench/floor's keel-floor: the sync call through axum, hyper and tokio alone")
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -198,20 +204,30 @@ def main():
             function_port = free_port()
             procs.append(start_nginx(tmp, "noop-h2c", function_port, "default_type application/json; return 200 '{}';",
                                      listen_options=" http2"))
+        floor_url = None
+        if args.floor:
+            floor_port = free_port()
+            floor = subprocess.Popen([args.floor, f"127.0.0.1:{floor_port}", f"http://127.0.0.1:{noop_port}/"])
+            procs.append(floor)
+            wait_port(floor_port, "keel-floor", floor)
+            floor_url = f"http://127.0.0.1:{floor_port}/v1/functions/noop/invoke"
         keel, base = start_keel(args.keel, tmp, function_port, not args.no_fsync, 2 * args.connections, args.http2)
         procs.append(keel)
         c, d = args.connections, args.duration
         direct_url, proxy_url = f"http://127.0.0.1:{noop_port}/", f"http://127.0.0.1:{proxy_port}/"
         sync_url, async_url = f"{base}/v1/functions/noop/invoke", f"{base}/v1/functions/noop/invocations"
         # Warm every path (connections, the store's first pages) before measuring.
-        for url in (direct_url, proxy_url, sync_url, async_url):
-            wrk(url, c, 1, lua)
+        for url in (direct_url, proxy_url, sync_url, async_url, floor_url):
+            if url:
+                wrk(url, c, 1, lua)
         while not drained(base):
             time.sleep(0.01)
         runs = {}
         for conns in (1, c):
             runs[("direct", conns)] = measure("direct", direct_url, None, conns, d, lua)
             runs[("proxy", conns)] = measure("proxy", proxy_url, proxy.pid, conns, d, lua)
+            if floor_url:
+                runs[("floor", conns)] = measure("floor", floor_url, floor.pid, conns, d, lua)
             runs[("sync", conns)] = measure("sync", sync_url, keel.pid, conns, d, lua)
         runs[("async", c)] = measure("async", async_url, keel.pid, c, d, lua, base=base)
     finally:
@@ -237,6 +253,9 @@ def main():
         "sync_c1_overhead_p50_ms": runs[("sync", 1)]["p50_ms"] - direct1["p50_ms"],
         "proxy_c1_overhead_p50_ms": runs[("proxy", 1)]["p50_ms"] - direct1["p50_ms"],
     }
+    if args.floor:
+        result["floor_vs_proxy"] = runs[("floor", c)]["per_s"] / proxy_c
+        result["floor_c1_overhead_p50_ms"] = runs[("floor", 1)]["p50_ms"] - direct1["p50_ms"]
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -250,6 +269,8 @@ def main():
     print(f"sync c=1 p50 overhead over direct: {result['sync_c1_overhead_p50_ms']:.3f} ms "
           f"(the nginx proxy adds {result['proxy_c1_overhead_p50_ms']:.3f} ms)")
     print(f"sync = {result['sync_vs_proxy']:.2f} x proxy, async end to end = {result['async_vs_proxy']:.2f} x proxy")
+    if args.floor:
+        print(f"floor = {result['floor_vs_proxy']:.2f} x proxy, its c=1 p50 overhead {result['floor_c1_overhead_p50_ms']:.3f} ms")
 
 
 if __name__ == "__main__":
