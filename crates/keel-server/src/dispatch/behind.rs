@@ -19,7 +19,8 @@ use tokio::time::Instant;
 /// The records on their way to the store. They go in batches, one at a time: while one batch
 /// commits, the records of the calls answered meanwhile gather for the next, so under load a
 /// record costs a place in a multi-row `INSERT` rather than a task, a writer job and a savepoint
-/// of its own (BENCHMARKS.md, "Records written behind, in batches").
+/// of its own (BENCHMARKS.md, "Round three: the floor of Keel's HTTP stack": the writer's CPU per
+/// sync call went from 30 to 18 µs).
 #[derive(Debug, Default)]
 pub(crate) struct WrittenBehind {
     /// A std Mutex: nothing awaits while it is held.
