@@ -47,8 +47,7 @@ where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
 {
-    let connector = https_connector(extra_cas)?;
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).build(connector))
+    Ok(pooled(https_connector(extra_cas)?, false))
 }
 
 /// [`build_client`] speaking HTTP/2 only, for functions with `http2 = true`: with prior
@@ -64,7 +63,17 @@ where
         .https_or_http()
         .enable_http2()
         .wrap_connector(tcp_connector());
-    Ok(Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).http2_only(true).build(connector))
+    Ok(pooled(connector, true))
+}
+
+/// The pool over `connector` that every client has (idle connections kept 60 s), speaking
+/// HTTP/2 only when `http2_only`.
+fn pooled<B>(connector: HttpsConnector<HttpConnector>, http2_only: bool) -> HttpClient<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT).http2_only(http2_only).build(connector)
 }
 
 /// The connector under [`build_client`]: plain TCP for http://, TLS over it for https://.

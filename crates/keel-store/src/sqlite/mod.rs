@@ -254,10 +254,7 @@ impl InvocationStore for SqliteStore {
         urgency: Urgency,
     ) -> Result<()> {
         let job = move |c: &Connection| ops::record_finished(c, &invocation, effects.as_ref());
-        match urgency {
-            Urgency::Now => self.writer.write(job).await,
-            Urgency::Unhurried => self.writer.write_unhurried(job).await,
-        }
+        self.writer.write_as(urgency, job).await
     }
 
     async fn record_finished_all(&self, invocations: Vec<Invocation>, urgency: Urgency) -> Result<()> {
@@ -265,10 +262,7 @@ impl InvocationStore for SqliteStore {
             return Ok(());
         }
         let job = move |c: &Connection| ops::record_finished_all(c, &invocations);
-        match urgency {
-            Urgency::Now => self.writer.write(job).await,
-            Urgency::Unhurried => self.writer.write_unhurried(job).await,
-        }
+        self.writer.write_as(urgency, job).await
     }
 
     fn hurry(&self) {
@@ -300,10 +294,7 @@ impl InvocationStore for SqliteStore {
 
     async fn complete(&self, completion: Completion, urgency: Urgency) -> Result<()> {
         let job = move |c: &Connection| ops::complete(c, &completion);
-        match urgency {
-            Urgency::Now => self.writer.write(job).await,
-            Urgency::Unhurried => self.writer.write_unhurried(job).await,
-        }
+        self.writer.write_as(urgency, job).await
     }
 
     async fn complete_all(&self, completions: Vec<Completion>, urgency: Urgency) -> Result<Vec<Result<()>>> {
@@ -311,10 +302,7 @@ impl InvocationStore for SqliteStore {
             return Ok(Vec::new());
         }
         let job = move |c: &Connection| ops::complete_all(c, &completions);
-        match urgency {
-            Urgency::Now => self.writer.write(job).await,
-            Urgency::Unhurried => self.writer.write_unhurried(job).await,
-        }
+        self.writer.write_as(urgency, job).await
     }
 
     async fn reclaim_leases(&self, scope: Reclaim, now: Millis) -> Result<Vec<String>> {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use keel_core::store::Urgency;
 use keel_core::{Error, Result};
 
 /// Largest number of jobs committed together.
@@ -91,14 +92,14 @@ impl Writer {
         self.submit(false, f).await
     }
 
-    /// [`Writer::write`] for a job nobody waits on: its group may wait up to
-    /// [`UNHURRIED_WINDOW`] for company before it commits.
-    pub(crate) async fn write_unhurried<T, F>(&self, f: F) -> Result<T>
+    /// [`Writer::write`], or for a job nobody waits on ([`Urgency::Unhurried`]) one whose group
+    /// may wait up to [`UNHURRIED_WINDOW`] for company before it commits.
+    pub(crate) async fn write_as<T, F>(&self, urgency: Urgency, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.submit(true, f).await
+        self.submit(urgency == Urgency::Unhurried, f).await
     }
 
     /// Commits the unhurried jobs waiting for company now (someone is held up by them).
