@@ -9,24 +9,17 @@ pub const STORE_COMMIT_DURATION_SECONDS: &str = "keel_store_commit_duration_seco
 /// Jobs (admissions, completions, ...) committed together in one transaction.
 pub const STORE_COMMIT_GROUP_SIZE: &str = "keel_store_commit_group_size";
 
-/// Runs one synchronous group commit of `jobs` jobs and records its latency and size.
-/// (The SQLite writer is a plain thread: std's `Instant` is its clock.)
-pub(crate) fn timed_commit<T>(backend: &'static str, jobs: usize, commit: impl FnOnce() -> T) -> T {
-    let started = Instant::now();
-    let out = commit();
-    record(backend, jobs, started);
-    out
-}
-
-/// [`timed_commit`] for an async group commit.
+/// Runs one async group commit of `jobs` jobs and records its latency and size.
 pub(crate) async fn timed_commit_async<T>(backend: &'static str, jobs: usize, commit: impl Future<Output = T>) -> T {
     let started = Instant::now();
     let out = commit.await;
-    record(backend, jobs, started);
+    record_commit(backend, jobs, started);
     out
 }
 
-fn record(backend: &'static str, jobs: usize, started: Instant) {
+/// Records a group commit of `jobs` jobs that began at `started` and is durable now. (The SQLite
+/// writer and sync threads are plain threads: std's `Instant` is their clock.)
+pub(crate) fn record_commit(backend: &'static str, jobs: usize, started: Instant) {
     metrics::histogram!(STORE_COMMIT_DURATION_SECONDS, "backend" => backend).record(started.elapsed().as_secs_f64());
     metrics::histogram!(STORE_COMMIT_GROUP_SIZE, "backend" => backend).record(jobs as f64);
 }

@@ -68,6 +68,12 @@ enum Readers {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, or `:memory:`.
     pub fn open(path: &str, fsync: bool) -> Result<Self, OpenError> {
+        Self::open_with(path, fsync, writer::sync_wal(format!("{path}-wal")))
+    }
+
+    /// [`SqliteStore::open`], with `sync_wal` making the WAL durable (when `fsync` is on and the
+    /// database is a file).
+    fn open_with(path: &str, fsync: bool, sync_wal: writer::SyncWal) -> Result<Self, OpenError> {
         let err = |reason: String| OpenError::Sqlite { path: path.to_string(), reason };
         let memory = path == ":memory:";
         let lock = if memory { None } else { Some(lock_file(path)?) };
@@ -94,7 +100,15 @@ impl SqliteStore {
                 .map_err(|e| err(e.to_string()))?;
             Some(writer::start_checkpointer(path, limit).map_err(|e| err(e.to_string()))?)
         };
-        let writer = Writer::start(conn, checkpointer).map_err(|e| err(e.to_string()))?;
+        // With fsync on, the writer commits without one and its sync thread fsyncs the WAL before
+        // answering (see `writer`). The schema above was committed with the fsync.
+        let sync_wal = if fsync && !memory {
+            conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(|e| err(e.to_string()))?;
+            Some(sync_wal)
+        } else {
+            None
+        };
+        let writer = Writer::start(conn, checkpointer, sync_wal).map_err(|e| err(e.to_string()))?;
         Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default(), paused })
     }
 
@@ -125,7 +139,9 @@ impl SqliteStore {
             Readers::Writer => return self.writer.write(f).await,
             Readers::Pool { path, idle } => (path.clone(), idle.clone()),
         };
-        tokio::task::spawn_blocking(move || {
+        let durable = self.writer.durable();
+        let marks = durable.clone();
+        let (result, seen) = tokio::task::spawn_blocking(move || {
             let taken = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let conn = match taken {
                 Some(conn) => conn,
@@ -133,10 +149,15 @@ impl SqliteStore {
             };
             let result = f(&conn);
             idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-            result
+            Ok((result, marks.map_or(0, |d| d.seen())))
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))?
+        .map_err(|e| Error::Unavailable(format!("read task failed: {e}")))??;
+        // What the read saw may be committed and not yet durable: it is answered once it is.
+        if let Some(durable) = durable {
+            durable.until(seen).await?;
+        }
+        result
     }
 }
 

@@ -56,6 +56,58 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
     assert_eq!(reopened.list(filter).await.unwrap().items.len(), 500);
 }
 
+/// With fsync on, the writer commits without one and the sync thread fsyncs the WAL: a commit
+/// is visible to readers before it is durable. Neither the write's answer nor a read that saw it
+/// may come before that fsync, or a crash could lose what was handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_answered_before_the_wal_is_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    // The fsync waits while the gate is closed, and counts the fsyncs.
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let close = |closed: bool| {
+        *gate.0.lock().unwrap() = closed;
+        gate.1.notify_all();
+    };
+    let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (held, counted) = (gate.clone(), syncs.clone());
+    let mut fsync = super::writer::sync_wal(format!("{path}-wal"));
+    let sync: super::writer::SyncWal = Box::new(move || {
+        drop(held.1.wait_while(held.0.lock().unwrap(), |closed| *closed).unwrap());
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        fsync()
+    });
+    let store = Arc::new(SqliteStore::open_with(&path, true, sync).unwrap());
+    store.enqueue(new_invocation("before".into())).await.unwrap();
+
+    close(true);
+    let before = syncs.load(std::sync::atomic::Ordering::SeqCst);
+    let writing = store.clone();
+    let mut write = tokio::spawn(async move { writing.enqueue(new_invocation("held".into())).await });
+    // Committed: another connection sees the row...
+    let look = rusqlite::Connection::open(&path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while look.query_row("SELECT count(*) FROM invocations WHERE id = 'held'", [], |r| r.get::<_, i64>(0)).unwrap() == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "the row was never committed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ...but it is not durable, so the write is not answered, nor is a read that sees it.
+    let reading = store.clone();
+    let mut read = tokio::spawn(async move { reading.get("held").await });
+    let wait = std::time::Duration::from_millis(300);
+    assert!(tokio::time::timeout(wait, &mut write).await.is_err(), "the write was answered before its fsync");
+    assert!(tokio::time::timeout(wait, &mut read).await.is_err(), "a read handed out a commit before its fsync");
+
+    close(false);
+    let stored = write.await.unwrap().unwrap();
+    let seen = read.await.unwrap().unwrap().expect("the read sees the durable row");
+    assert_eq!((seen.id.as_str(), seen.status), (stored.id.as_str(), stored.status));
+    assert!(syncs.load(std::sync::atomic::Ordering::SeqCst) > before, "the WAL was synced for it");
+    // A read with no commit in flight answers at once.
+    assert!(store.get("before").await.unwrap().is_some());
+}
+
 fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
     keel_core::invocation::NewInvocation {
         concurrency_key: None,

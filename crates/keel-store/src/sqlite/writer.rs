@@ -2,16 +2,24 @@
 //! when it wakes run in one transaction, each inside a savepoint (a failing job rolls back alone),
 //! and are answered only after the transaction committed — one fsync for the whole group.
 //!
+//! With fsync on, that fsync is not the writer's: it commits without one (`synchronous =
+//! NORMAL`) and hands the group's answers to the sync thread, which fsyncs the WAL and only then
+//! answers them, while the writer already runs the next group. One fsync covers every group
+//! committed before it began. A commit is visible to readers before it is durable, so a read
+//! waits, before it answers, until everything it could have seen is durable ([`Durable`]):
+//! nothing lost by a crash is ever handed out, by a write's answer or by a read.
+//!
 //! A job nobody waits on (a record written behind its reply, a completion with nothing behind
 //! it) may wait up to [`UNHURRIED_WINDOW`] for company, so such records share fsyncs instead of
 //! paying one each; any other job, or [`Writer::hurry`], commits the group at once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use keel_core::store::Urgency;
 use keel_core::{Error, Result};
@@ -46,6 +54,8 @@ pub(crate) enum Writer {
         /// Wakes a writer waiting out an unhurried window: a hurried job arrived. Unhurried jobs
         /// wake nobody then (the window's end will), so sharing a commit costs no thread wake-up.
         hurry: Arc<Notify>,
+        /// With a sync thread: how far commits are visible, and how far durable.
+        durable: Option<Arc<Durable>>,
     },
     /// Each job committed alone, at once, on the caller's thread: no thread and no wall-clock
     /// window, so a single-threaded run on paused time repeats exactly (the simulation's store).
@@ -73,14 +83,40 @@ impl Writer {
 
     /// Starts the writer on `conn`. With a `checkpointer`, the writer nudges it every
     /// [`CHECKPOINT_EVERY`] groups instead of checkpointing itself (auto-checkpoint must be off).
-    pub(crate) fn start(conn: Connection, checkpointer: Option<std_mpsc::SyncSender<()>>) -> std::io::Result<Self> {
+    /// With `sync`, `conn` commits without an fsync (`synchronous = NORMAL`) and a thread of its
+    /// own makes each group durable by calling `sync` before the group is answered.
+    pub(crate) fn start(
+        conn: Connection,
+        checkpointer: Option<std_mpsc::SyncSender<()>>,
+        sync: Option<SyncWal>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let hurry = Arc::new(Notify::new());
         let woken = hurry.clone();
+        let (syncer, durable) = match sync {
+            Some(sync) => {
+                let (marks, durable_marks) = watch::channel(0);
+                let durable = Arc::new(Durable { committing: AtomicU64::new(0), durable: durable_marks });
+                let (to_sync, synced) = std_mpsc::channel();
+                std::thread::Builder::new()
+                    .name("keel-sqlite-sync".into())
+                    .spawn(move || sync_then_answer(synced, sync, &marks))?;
+                (Some(Syncer { groups: to_sync, durable: durable.clone() }), Some(durable))
+            }
+            None => (None, None),
+        };
         std::thread::Builder::new()
             .name("keel-sqlite-writer".into())
-            .spawn(move || run(conn, rx, &woken, checkpointer))?;
-        Ok(Writer::Thread { jobs: tx, hurry })
+            .spawn(move || run(conn, rx, &woken, checkpointer, syncer))?;
+        Ok(Writer::Thread { jobs: tx, hurry, durable })
+    }
+
+    /// How a reader finds out what it may answer: `None` when every commit is durable as it ends.
+    pub(crate) fn durable(&self) -> Option<Arc<Durable>> {
+        match self {
+            Writer::Thread { durable, .. } => durable.clone(),
+            Writer::Inline(_) => None,
+        }
     }
 
     /// Runs `f` in the next group commit; resolves once that group is durable.
@@ -104,7 +140,7 @@ impl Writer {
 
     /// Commits the unhurried jobs waiting for company now (someone is held up by them).
     pub(crate) fn hurry(&self) {
-        let Writer::Thread { jobs, hurry } = self else { return };
+        let Writer::Thread { jobs, hurry, .. } = self else { return };
         let job: Job = Box::new(|_| (true, Box::new(|_| {})));
         if jobs.send(Queued { job, unhurried: false, at: Instant::now() }).is_ok() {
             hurry.notify_one();
@@ -129,7 +165,7 @@ impl Writer {
             (ok, reply)
         });
         match self {
-            Writer::Thread { jobs, hurry } => {
+            Writer::Thread { jobs, hurry, .. } => {
                 jobs.send(Queued { job, unhurried, at: Instant::now() })
                     .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
                 if !unhurried {
@@ -140,7 +176,7 @@ impl Writer {
                 tokio::time::sleep((inline.commit_delay)()).await;
                 let conn = inline.conn.lock().unwrap_or_else(|p| p.into_inner());
                 let mut replies = Vec::with_capacity(1);
-                let outcome = commit_group(&conn, &mut vec![job], &mut replies);
+                let outcome = commit_group(&conn, &mut vec![job], &mut replies, &mut |_| {}, &mut || {});
                 drop(conn);
                 for reply in replies {
                     reply(outcome.clone().map_err(Error::Unavailable));
@@ -151,15 +187,109 @@ impl Writer {
     }
 }
 
+/// Makes everything written to the WAL so far durable (an fdatasync of the file).
+pub(crate) type SyncWal = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
+/// The sync thread's side of the writer.
+struct Syncer {
+    groups: std_mpsc::Sender<Committed>,
+    durable: Arc<Durable>,
+}
+
+/// A group the writer committed (or failed to), on its way to the sync thread.
+struct Committed {
+    /// The group's commit number, when it reached its COMMIT.
+    seq: Option<u64>,
+    outcome: std::result::Result<(), String>,
+    replies: Vec<Reply>,
+    jobs: usize,
+    started: Instant,
+}
+
+/// Commit numbers: a group takes the next one just before its COMMIT (so a reader that saw the
+/// commit finds the number at least that high afterwards), and the sync thread publishes the
+/// highest one made durable (when it stops, waiting for more fails instead of hanging).
+#[derive(Debug)]
+pub(crate) struct Durable {
+    committing: AtomicU64,
+    durable: watch::Receiver<u64>,
+}
+
+impl Durable {
+    /// The commit number a read that just ended must wait for: every commit it could see has
+    /// one no higher.
+    pub(crate) fn seen(&self) -> u64 {
+        self.committing.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once commit `seq` and all before it are durable.
+    pub(crate) async fn until(&self, seq: u64) -> Result<()> {
+        if *self.durable.borrow() >= seq {
+            return Ok(());
+        }
+        let mut marks = self.durable.clone();
+        marks
+            .wait_for(|durable| *durable >= seq)
+            .await
+            .map(|_| ())
+            .map_err(|_| Error::Unavailable("the SQLite sync thread has stopped".into()))
+    }
+}
+
+/// The sync thread: takes every group committed since its last fsync, fsyncs once, publishes
+/// the highest commit number as durable, and answers the groups in order. A failed fsync leaves
+/// the commits' fate to recovery, as a failed COMMIT does ([`leaves_the_commit_unknown`]): the
+/// process stops without answering them.
+fn sync_then_answer(groups: std_mpsc::Receiver<Committed>, mut sync: SyncWal, durable: &watch::Sender<u64>) {
+    while let Ok(first) = groups.recv() {
+        let mut batch = vec![first];
+        batch.extend(groups.try_iter());
+        if let Some(top) = batch.iter().filter_map(|g| g.seq).max() {
+            if let Err(e) = sync() {
+                tracing::error!(error = %e, "fsync of the SQLite WAL failed: stopping so that recovery decides");
+                std::process::abort();
+            }
+            durable.send_replace(top);
+        }
+        for group in batch {
+            crate::metric_definitions::record_commit("sqlite", group.jobs, group.started);
+            for reply in group.replies {
+                reply(group.outcome.clone().map_err(Error::Unavailable));
+            }
+        }
+    }
+}
+
+/// The fsync of the WAL at `path`, on a descriptor of its own (an fsync covers the file's
+/// pages whoever wrote them), opened at the first group that wrote any.
+pub(crate) fn sync_wal(path: String) -> SyncWal {
+    let mut file: Option<std::fs::File> = None;
+    Box::new(move || {
+        if file.is_none() {
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(opened) => file = Some(opened),
+                // No WAL yet: no group has written a page, so none has anything to make durable.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        file.as_ref().map_or(Ok(()), std::fs::File::sync_data)
+    })
+}
+
 fn run(
     conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Queued>,
     hurry: &Notify,
     checkpointer: Option<std_mpsc::SyncSender<()>>,
+    syncer: Option<Syncer>,
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_GROUP);
     let mut groups: u64 = 0;
+    // The commit number of the last group handed to the sync thread, and what it made durable.
+    let mut sent: u64 = 0;
+    let mut synced = syncer.as_ref().map(|s| s.durable.durable.clone());
     // Waits with a deadline need a timer: a runtime of this thread's own, used only for that.
     let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(timer) => timer,
@@ -172,14 +302,57 @@ fn run(
             let _ = nudge.try_send(());
         }
         gather(&timer, &mut rx, hurry, first, &mut group);
-        let outcome = crate::metric_definitions::timed_commit("sqlite", group.len(), || {
-            commit_group(&conn, &mut group, &mut replies)
+        let started = Instant::now();
+        // While the sync thread makes an earlier group durable, this one cannot be durable before
+        // that fsync ends. If jobs are already waiting once its own have run, the writer is what
+        // holds work up: the group commits at once, its fsync to follow, and the writer goes on
+        // to the next group meanwhile. Otherwise committing now would only add a commit and an
+        // fsync: the group waits for the fsync's end (a wake-up per fsync, none per job) and
+        // takes in the jobs that arrived meanwhile, so that one commit and one fsync serve them.
+        let mut asked = false;
+        let mut more = |group: &mut Vec<Job>| {
+            let Some(marks) = synced.as_mut().filter(|_| !asked) else { return };
+            asked = true;
+            if *marks.borrow_and_update() >= sent || !rx.is_empty() {
+                return;
+            }
+            while *marks.borrow_and_update() < sent {
+                if timer.block_on(marks.changed()).is_err() {
+                    return;
+                }
+            }
+            while group.len() < MAX_GROUP {
+                let Ok(next) = rx.try_recv() else { break };
+                group.push(next.job);
+            }
+        };
+        let mut seq = None;
+        let outcome = commit_group(&conn, &mut group, &mut replies, &mut more, &mut || {
+            seq = syncer.as_ref().map(|s| s.durable.committing.fetch_add(1, Ordering::SeqCst) + 1);
         });
+        let jobs = replies.len();
+        if let Some(seq) = seq {
+            sent = seq;
+        }
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = replies.len(), "SQLite group commit failed");
         }
-        for reply in replies.drain(..) {
-            reply(outcome.clone().map_err(|e| Error::Unavailable(e.to_string())));
+        match &syncer {
+            Some(syncer) => {
+                let replies = std::mem::replace(&mut replies, Vec::with_capacity(MAX_GROUP));
+                let committed = Committed { seq, outcome, replies, jobs, started };
+                if let Err(std_mpsc::SendError(lost)) = syncer.groups.send(committed) {
+                    for reply in lost.replies {
+                        reply(Err(Error::Unavailable("the SQLite sync thread has stopped".into())));
+                    }
+                }
+            }
+            None => {
+                crate::metric_definitions::record_commit("sqlite", jobs, started);
+                for reply in replies.drain(..) {
+                    reply(outcome.clone().map_err(Error::Unavailable));
+                }
+            }
         }
     }
 }
@@ -214,36 +387,55 @@ fn gather(
     }
 }
 
-fn commit_group(conn: &Connection, group: &mut Vec<Job>, replies: &mut Vec<Reply>) -> std::result::Result<(), String> {
+/// Runs `group` in one transaction, each job's answer in `replies`. Before committing it asks
+/// `more` for jobs that may still join (it adds them to `group`, or none), and runs those too;
+/// `committing` is called just before the COMMIT.
+fn commit_group(
+    conn: &Connection,
+    group: &mut Vec<Job>,
+    replies: &mut Vec<Reply>,
+    more: &mut dyn FnMut(&mut Vec<Job>),
+    committing: &mut dyn FnMut(),
+) -> std::result::Result<(), String> {
     if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
         replies.extend(group.drain(..).map(|job| job(None).1));
         return Err(e.to_string());
     }
-    // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
-    let single = group.len() == 1;
-    let mut jobs = group.drain(..);
-    for job in jobs.by_ref() {
-        if !single {
-            if let Err(e) = run_cached(conn, "SAVEPOINT job") {
-                replies.push(job(None).1);
-                return abort(conn, jobs, replies, e);
+    // A lone first job needs no savepoint: if it fails, the whole transaction is rolled back
+    // (and nothing joins it). Every other job runs in one.
+    let mut alone = group.len() == 1;
+    loop {
+        let mut jobs = std::mem::take(group).into_iter();
+        for job in jobs.by_ref() {
+            if !alone {
+                if let Err(e) = run_cached(conn, "SAVEPOINT job") {
+                    replies.push(job(None).1);
+                    return abort(conn, jobs, replies, e);
+                }
             }
-        }
-        let (ok, reply) = job(Some(conn));
-        replies.push(reply);
-        if single && !ok {
-            drop(jobs);
-            return conn.execute_batch("ROLLBACK").map_err(|e| e.to_string());
-        }
-        if !single {
-            let done =
-                if ok { run_cached(conn, "RELEASE job") } else { conn.execute_batch("ROLLBACK TO job; RELEASE job") };
-            if let Err(e) = done {
-                return abort(conn, jobs, replies, e);
+            let (ok, reply) = job(Some(conn));
+            replies.push(reply);
+            if alone && !ok {
+                return conn.execute_batch("ROLLBACK").map_err(|e| e.to_string());
             }
+            if !alone {
+                let done = if ok {
+                    run_cached(conn, "RELEASE job")
+                } else {
+                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                };
+                if let Err(e) = done {
+                    return abort(conn, jobs, replies, e);
+                }
+            }
+            alone = false;
+        }
+        more(group);
+        if group.is_empty() {
+            break;
         }
     }
-    drop(jobs);
+    committing();
     run_cached(conn, "COMMIT").map_err(|e| {
         if leaves_the_commit_unknown(&e) {
             // The group's frames, commit marker included, may be in the WAL although the fsync
@@ -337,7 +529,7 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// Rolls the group back and refuses the jobs that did not run.
 fn abort(
     conn: &Connection,
-    rest: std::vec::Drain<'_, Job>,
+    rest: impl Iterator<Item = Job>,
     replies: &mut Vec<Reply>,
     e: rusqlite::Error,
 ) -> std::result::Result<(), String> {
