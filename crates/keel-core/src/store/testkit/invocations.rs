@@ -12,6 +12,14 @@ pub async fn enqueue_then_get(store: &dyn Store) {
     assert_eq!(got.due_at, Some(T0));
     assert_eq!(got.traceparent, stored.traceparent);
     assert!(got.attempts.is_empty());
+    assert_eq!(got, stored, "every field reads back as stored");
+    // Leased at admission, with an idempotency key and a concurrency key: read back whole too.
+    let mut leased = new_inv("01L", "f", T0);
+    leased.lease = Some(crate::invocation::Lease { owner: "node-a".into(), leased_at: T0, expires_at: T0 + 30_000 });
+    leased.idempotency_key = Some("k".into());
+    leased.concurrency_key = Some("user-1".into());
+    let stored = store.enqueue(leased).await.unwrap();
+    assert_eq!(store.get("01L").await.unwrap().as_ref(), Some(&stored));
     assert!(store.get("nope").await.unwrap().is_none());
 }
 
