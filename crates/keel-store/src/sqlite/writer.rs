@@ -228,12 +228,14 @@ impl Durable {
             return Ok(());
         }
         let mut marks = self.durable.clone();
-        marks
-            .wait_for(|durable| *durable >= seq)
-            .await
-            .map(|_| ())
-            .map_err(|_| Error::Unavailable("the SQLite sync thread has stopped".into()))
+        marks.wait_for(|durable| *durable >= seq).await.map(|_| ()).map_err(|_| sync_stopped())
     }
+}
+
+/// What a write or read is told when the sync thread is gone (it never stops while the writer
+/// runs, unless it panicked).
+fn sync_stopped() -> Error {
+    Error::Unavailable("the SQLite sync thread has stopped".into())
 }
 
 /// The sync thread: takes every group committed since its last fsync, fsyncs once, publishes
@@ -316,10 +318,8 @@ fn run(
             if *marks.borrow_and_update() >= sent || !rx.is_empty() {
                 return;
             }
-            while *marks.borrow_and_update() < sent {
-                if timer.block_on(marks.changed()).is_err() {
-                    return;
-                }
+            if timer.block_on(marks.wait_for(|durable| *durable >= sent)).is_err() {
+                return;
             }
             while group.len() < MAX_GROUP {
                 let Ok(next) = rx.try_recv() else { break };
@@ -343,7 +343,7 @@ fn run(
                 let committed = Committed { seq, outcome, replies, jobs, started };
                 if let Err(std_mpsc::SendError(lost)) = syncer.groups.send(committed) {
                     for reply in lost.replies {
-                        reply(Err(Error::Unavailable("the SQLite sync thread has stopped".into())));
+                        reply(Err(sync_stopped()));
                     }
                 }
             }
