@@ -91,6 +91,9 @@ struct Admission {
     content_type: String,
     /// When accepted.
     id: Option<String>,
+    /// When refused: the problem's `detail`, so that an unexpected answer says why.
+    #[allow(dead_code, reason = "read through Debug, in the message of a failed assertion")]
+    detail: Option<String>,
     took: Duration,
 }
 
@@ -109,7 +112,8 @@ async fn submit_until(base: &str, stop_at: Instant, replies: &Mutex<Vec<Admissio
         }
         let body: Value = serde_json::from_slice(&body).unwrap_or_default();
         let id = body["id"].as_str().map(str::to_string);
-        replies.lock().unwrap().push(Admission { status, content_type, id, took: sent.elapsed() });
+        let detail = body["detail"].as_str().map(str::to_string);
+        replies.lock().unwrap().push(Admission { status, content_type, id, detail, took: sent.elapsed() });
         if status == 503 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
