@@ -71,9 +71,9 @@ pub(crate) async fn write(
     }
     notify(&tx, &woken).await.map_err(|e| GroupError::Unavailable(e.to_string()))?;
     committing.store(true, Ordering::Relaxed);
-    tx.commit().await.map_err(|e| match e.as_db_error() {
-        Some(_) => GroupError::Db(e),
-        None => GroupError::Unknown(describe(&e)),
+    tx.commit().await.map_err(|e| match super::rows::commit_refused(&e) {
+        true => GroupError::Db(e),
+        false => GroupError::Unknown(describe(&e)),
     })?;
     Ok(answers.into_iter().map(|a| a.unwrap_or(Ok(None))).collect())
 }

@@ -140,13 +140,26 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> Error {
     }
 }
 
-/// The error of a COMMIT: refused by the server (it answered, so nothing was applied), or lost
-/// with the connection, when the transaction may have committed.
+/// The error of a COMMIT: refused by the server, so nothing was applied, or else of unknown
+/// outcome: the transaction may have committed ([`commit_refused`]).
 pub(crate) fn commit_err(e: tokio_postgres::Error) -> Error {
-    match e.as_db_error() {
-        Some(_) => classify(&e),
-        None => Error::OutcomeUnknown(describe(&e)),
+    match commit_refused(&e) {
+        true => classify(&e),
+        false => Error::OutcomeUnknown(describe(&e)),
     }
+}
+
+/// True when a failed COMMIT surely rolled back: the server answered it with an error that
+/// refuses the transaction (a serialization failure or deadlock, a deferred constraint, an
+/// invalid transaction state, bad data). A lost connection leaves the outcome unknown, and so
+/// does any other answer: a server shutting down (`57P01` from `pg_ctl stop -m fast`) or a
+/// backend being terminated may send its FATAL after the commit is on disk.
+pub(crate) fn commit_refused(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| refuses_commit(db.code()))
+}
+
+fn refuses_commit(code: &SqlState) -> bool {
+    matches!(&code.code()[..2], "40" | "23" | "25" | "22")
 }
 
 /// The server's message when there is one (the driver's `Display` says only "db error").
@@ -183,4 +196,31 @@ pub(crate) async fn execute(
 ) -> std::result::Result<u64, tokio_postgres::Error> {
     let statement = tx.prepare_cached(sql).await?;
     tx.execute(&statement, params).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_answered_by_a_shutdown_or_a_crash_may_have_committed() {
+        for refused in [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::IN_FAILED_SQL_TRANSACTION,
+        ] {
+            assert!(refuses_commit(&refused), "{refused:?} rolls back");
+        }
+        for unknown in [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::QUERY_CANCELED,
+            SqlState::INTERNAL_ERROR,
+        ] {
+            assert!(!refuses_commit(&unknown), "{unknown:?} leaves the outcome unknown");
+        }
+    }
 }
