@@ -473,11 +473,16 @@ const RESTART_WAIT: Duration = Duration::from_millis(500);
 /// it, the writer always appending), so it grows without end — 1.7 GB in a long kill loop, all
 /// replayed at each start. Once the file passes `wal_limit` bytes, the checkpoint is `RESTART`:
 /// it waits briefly for readers to leave, copies everything, and the writer's next commit starts
-/// the WAL over from its beginning, cutting the file back to `journal_size_limit`. Not
+/// the WAL over from its beginning, cutting the file back to `journal_size_limit`. A PASSIVE
+/// checkpoint runs just before it, so that the RESTART, which holds the writer out while it runs,
+/// has only what came since to copy (`async-batch`, 7 + 7 alternating runs: the RESTART took
+/// 24–113 ms, median 46, against 31–181 ms, median 93, without it; BENCHMARKS.md). Not
 /// `TRUNCATE`: an emptied file must grow again, and appends that grow a file cost each fsync
 /// more than appends into blocks it already has (with `TRUNCATE` the bench showed sync calls at
-/// concurrency 1 at 20–30% more server CPU; with `RESTART`, as before the change). The writer is held for the checkpoint's moment (milliseconds; at most
-/// [`RESTART_WAIT`] when a reader lingers), once per `wal_limit` written.
+/// concurrency 1 at 20–30% more server CPU; with `RESTART`, as before the change). The writer is
+/// held out while the RESTART runs (tens of milliseconds with its copy and the database file's
+/// fsync; at most [`RESTART_WAIT`] more when a reader lingers), once per `wal_limit` written; the
+/// log line "the SQLite WAL starts over" says for how long (`held_ms`).
 pub(crate) fn start_checkpointer(path: &str, wal_limit: u64) -> std::io::Result<std_mpsc::SyncSender<()>> {
     let (tx, rx) = std_mpsc::sync_channel::<()>(1);
     let path = path.to_string();
@@ -489,13 +494,18 @@ pub(crate) fn start_checkpointer(path: &str, wal_limit: u64) -> std::io::Result<
         };
         while rx.recv().is_ok() {
             let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-            let mode = if size > wal_limit { "RESTART" } else { "PASSIVE" };
-            let timeout = if size > wal_limit { RESTART_WAIT } else { Duration::ZERO };
-            let done = conn.busy_timeout(timeout).and_then(|()| {
-                conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get::<_, i64>(0))
-            });
+            let restart = size > wal_limit;
+            if restart {
+                // What can be copied without holding the writer out is copied first, so that
+                // the RESTART has less to copy while it does.
+                let _ = checkpoint(&conn, "PASSIVE", Duration::ZERO);
+            }
+            let mode = if restart { "RESTART" } else { "PASSIVE" };
+            let began = Instant::now();
+            let done = checkpoint(&conn, mode, if restart { RESTART_WAIT } else { Duration::ZERO });
+            let held_ms = began.elapsed().as_millis() as u64;
             match done {
-                Ok(0) if mode == "RESTART" => tracing::info!(wal_bytes = size, "the SQLite WAL starts over"),
+                Ok(0) if restart => tracing::info!(wal_bytes = size, held_ms, "the SQLite WAL starts over"),
                 Ok(0) => {}
                 Ok(_) => tracing::debug!(wal_bytes = size, mode, "SQLite checkpoint could not finish; next time"),
                 Err(e) => tracing::warn!(error = %e, mode, "SQLite checkpoint failed"),
@@ -503,6 +513,13 @@ pub(crate) fn start_checkpointer(path: &str, wal_limit: u64) -> std::io::Result<
         }
     })?;
     Ok(tx)
+}
+
+/// One `wal_checkpoint` in `mode`, waiting up to `wait` for the locks it needs; its first column
+/// (1 when it could not finish).
+fn checkpoint(conn: &Connection, mode: &str, wait: Duration) -> rusqlite::Result<i64> {
+    conn.busy_timeout(wait)?;
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get(0))
 }
 
 /// Copies the whole WAL into the database file and empties it (`TRUNCATE`), on a connection of
