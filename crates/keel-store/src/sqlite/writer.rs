@@ -475,7 +475,7 @@ const RESTART_WAIT: Duration = Duration::from_millis(500);
 /// it waits briefly for readers to leave, copies everything, and the writer's next commit starts
 /// the WAL over from its beginning, cutting the file back to `journal_size_limit`. A PASSIVE
 /// checkpoint runs just before it, so that the RESTART, which holds the writer out while it runs,
-/// has only what came since to copy (`async-batch`, 7 + 7 alternating runs: the RESTART took
+/// has only what came since to copy (`async-batch`, seven runs of each: the RESTART took
 /// 24–113 ms, median 46, against 31–181 ms, median 93, without it; BENCHMARKS.md). Not
 /// `TRUNCATE`: an emptied file must grow again, and appends that grow a file cost each fsync
 /// more than appends into blocks it already has (with `TRUNCATE` the bench showed sync calls at
