@@ -515,8 +515,8 @@ pub(crate) fn start_checkpointer(path: &str, wal_limit: u64) -> std::io::Result<
     Ok(tx)
 }
 
-/// One `wal_checkpoint` in `mode`, waiting up to `wait` for the locks it needs; its first column
-/// (1 when it could not finish).
+/// One `wal_checkpoint` in `mode`, waiting up to `wait` for the locks it needs. Of its row (busy,
+/// WAL frames, frames copied), the first column: 1 when it could not finish.
 fn checkpoint(conn: &Connection, mode: &str, wait: Duration) -> rusqlite::Result<i64> {
     conn.busy_timeout(wait)?;
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| row.get(0))
@@ -527,10 +527,7 @@ fn checkpoint(conn: &Connection, mode: &str, wait: Duration) -> rusqlite::Result
 /// backup) and the next start has no log to replay. Waits for readers up to the busy timeout.
 pub(crate) fn fold_wal(path: &str) -> Result<()> {
     let conn = Connection::open(path).map_err(|e| Error::Unavailable(format!("opening {path}: {e}")))?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| Error::Unavailable(e.to_string()))?;
-    // The row is (busy, WAL frames, frames copied); busy = 1 means it could not finish.
-    let busy: i64 = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+    let busy = checkpoint(&conn, "TRUNCATE", Duration::from_secs(5))
         .map_err(|e| Error::Unavailable(format!("checkpointing {path}: {e}")))?;
     if busy != 0 {
         return Err(Error::Unavailable(format!("checkpointing {path}: the database was busy")));
