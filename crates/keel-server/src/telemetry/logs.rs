@@ -11,11 +11,15 @@ use std::io::IsTerminal;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
+use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FormatFields, FormattedFields};
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -42,16 +46,8 @@ pub fn init(json: bool) -> Telemetry {
     let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let fmt = tracing_subscriber::fmt::layer().with_ansi(colours(std::io::stdout().is_terminal(), no_color));
-    let fmt = if json {
-        fmt.json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .fmt_fields(AppendJsonFields)
-            .boxed()
-    } else {
-        fmt.pretty().boxed()
-    };
+    let fmt =
+        if json { fmt.fmt_fields(AppendJsonFields).event_format(JsonLines).boxed() } else { fmt.pretty().boxed() };
     let (provider, otel_error) = match super::otel::provider_from_env() {
         Ok(provider) => (provider, None),
         Err(e) => (None, Some(e)),
@@ -78,9 +74,8 @@ pub fn init(json: bool) -> Telemetry {
 /// the biggest cost of logging at the default level: it collects the fields into a
 /// `BTreeMap<&str, serde_json::Value>` (a `String` per value) and serializes the map, and
 /// re-parses the whole object on each record (BENCHMARKS.md has the profiles). The output is
-/// the same JSON object, its members in the order the span declares them; a field recorded
-/// twice appears twice and the last wins when the line is read (serde_json keeps the last of
-/// duplicate keys).
+/// the same JSON object, its members in the order the span declares them; a record of a field
+/// already there rewrites the object with each name once, the last value kept.
 #[derive(Debug, Clone, Copy, Default)]
 struct AppendJsonFields;
 
@@ -99,13 +94,92 @@ impl<'writer> FormatFields<'writer> for AppendJsonFields {
             text.clear();
             return self.format_fields(Writer::new(text), fields);
         }
+        let mut repeats = Repeats { text, any: false };
+        fields.record(&mut repeats);
+        let repeated = repeats.any;
         let first = text == "{}";
         text.pop();
         let mut members = Members { out: text, first, result: Ok(()) };
         fields.record(&mut members);
         let result = members.result;
         text.push('}');
+        if repeated {
+            // A field recorded again: one member per name, the last value, so that a line never
+            // carries a name twice (rare: Keel's spans record each field once).
+            let members: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(text).map_err(|_| std::fmt::Error)?;
+            *text = serde_json::Value::Object(members).to_string();
+        }
         result
+    }
+}
+
+/// Whether any visited field is already a member of the JSON object `text`.
+struct Repeats<'a> {
+    text: &'a str,
+    any: bool,
+}
+
+impl Visit for Repeats<'_> {
+    fn record_debug(&mut self, field: &Field, _: &dyn std::fmt::Debug) {
+        let name = field.name();
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.any = self.any
+            || self
+                .text
+                .match_indices(name)
+                .any(|(at, _)| self.text[..at].ends_with('"') && self.text[at + name.len()..].starts_with("\":"));
+    }
+}
+
+/// One JSON object per line: `timestamp`, `level`, the event's fields (`message` among them),
+/// `target`, and `span`, the fields of the span the line was logged in with its `name` — the
+/// shape of `tracing_subscriber`'s JSON format with `flatten_event` and the current span only.
+///
+/// Written straight into the line. `tracing_subscriber`'s own JSON format parses the span's
+/// fields back into a map at every line to copy them into it, and serializes the event through
+/// serde: with an `attempt finished` line per async attempt that was about 5% of the server's
+/// CPU under load, half of it the re-parse (BENCHMARKS.md). Here the span's object, kept as JSON
+/// by [`AppendJsonFields`], is copied as it is.
+#[derive(Debug, Clone, Copy, Default)]
+struct JsonLines;
+
+impl<S> FormatEvent<S, AppendJsonFields> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, AppendJsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        // A `log` record's own target and level, not those of the `log` bridge's callsite.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        writer.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, "\",\"level\":\"{}\"", meta.level().as_str())?;
+        let mut members = Members { out: &mut writer, first: false, result: Ok(()) };
+        event.record(&mut members);
+        members.result?;
+        writer.write_str(",\"target\":\"")?;
+        JsonEscaped(&mut writer).write_str(meta.target())?;
+        writer.write_char('"')?;
+        if let Some(span) = event.parent().and_then(|id| ctx.span(id)).or_else(|| ctx.lookup_current()) {
+            let extensions = span.extensions();
+            let fields = extensions
+                .get::<FormattedFields<AppendJsonFields>>()
+                .map(|f| f.fields.as_str())
+                .filter(|f| f.len() >= 2 && f.starts_with('{') && f.ends_with('}'))
+                .unwrap_or("{}");
+            writer.write_str(",\"span\":")?;
+            writer.write_str(&fields[..fields.len() - 1])?;
+            writer.write_str(if fields.len() > 2 { ",\"name\":\"" } else { "\"name\":\"" })?;
+            JsonEscaped(&mut writer).write_str(span.name())?;
+            writer.write_str("\"}")?;
+        }
+        writer.write_str("}\n")
     }
 }
 
@@ -228,7 +302,7 @@ mod tests {
 
     use tracing::field::Empty;
 
-    use super::{colours, AppendJsonFields};
+    use super::{colours, AppendJsonFields, JsonLines};
 
     /// A line logged inside a span, formatted by the JSON layer `init` installs, with the span's
     /// fields written by `AppendJsonFields`.
@@ -236,23 +310,31 @@ mod tests {
         make_span: impl FnOnce() -> tracing::Span,
         then: impl FnOnce(&tracing::Span),
     ) -> serde_json::Value {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let layer = tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .fmt_fields(AppendJsonFields)
-            .with_writer(move || Sink(sink.clone()));
-        let subscriber = tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), layer);
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged(|| {
             let span = make_span();
             then(&span);
             span.in_scope(|| tracing::info!("inside"));
         });
+        parsed(&text)
+    }
+
+    /// What `log` writes through the JSON layer `init` installs.
+    fn logged(log: impl FnOnce()) -> String {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .fmt_fields(AppendJsonFields)
+            .event_format(JsonLines)
+            .with_writer(move || Sink(sink.clone()));
+        let subscriber = tracing_subscriber::layer::SubscriberExt::with(tracing_subscriber::registry(), layer);
+        tracing::subscriber::with_default(subscriber, log);
         let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
-        serde_json::from_str(text.trim_end()).unwrap_or_else(|e| panic!("{e}: {text}"))
+        text
+    }
+
+    fn parsed(line: &str) -> serde_json::Value {
+        assert!(line.ends_with('\n'), "a line ends with a newline: {line:?}");
+        serde_json::from_str(line.trim_end()).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 
     struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -319,6 +401,7 @@ mod tests {
         assert_eq!(span["route"], "/v1/x");
         assert_eq!(span["status"], 200);
         assert_eq!(span["trace_id"], "later", "the last record wins");
+        assert_eq!(span.as_object().unwrap().len(), 4, "each name once, and the span's name: {span}");
         let only_recorded = logged_inside(
             || tracing::info_span!("empty", a = Empty),
             |span| {
@@ -326,6 +409,43 @@ mod tests {
             },
         );
         assert_eq!(only_recorded["span"]["a"], 1, "a span made without values gets its first member");
+    }
+
+    /// The members of a line and their order: the shape `tracing_subscriber`'s JSON format
+    /// gave (flattened event, current span only), which log pipelines already read.
+    #[test]
+    fn a_line_is_one_json_object_with_the_event_flattened_and_its_span() {
+        let text = logged(|| {
+            tracing::warn!(invocation_id = "01ABC", tries = 3u64, error = "a \"quoted\"\nline", "completion refused");
+            let request = tracing::info_span!("request", route = "/v1/x");
+            let attempt = tracing::info_span!(parent: &request, "attempt", attempt = 1u32);
+            request.in_scope(|| tracing::error!(parent: &attempt, "in the attempt"));
+            tracing::info_span!("bare").in_scope(|| tracing::info!("in a span without fields"));
+        });
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let outside = parsed(lines[0]);
+        let keys: Vec<&str> = outside.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["error", "invocation_id", "level", "message", "target", "timestamp", "tries"], "{outside}");
+        assert!(lines[0].starts_with("{\"timestamp\":\""), "{}", lines[0]);
+        assert!(
+            lines[0].contains("\",\"level\":\"WARN\",\"message\":\"completion refused\",\"invocation_id\""),
+            "{}",
+            lines[0]
+        );
+        let stamp = outside["timestamp"].as_str().unwrap();
+        assert!(
+            stamp.len() == 27 && stamp.ends_with('Z') && &stamp[10..11] == "T",
+            "RFC 3339 in UTC, microseconds: {stamp}"
+        );
+        assert_eq!(outside["tries"], 3);
+        assert_eq!(outside["error"], "a \"quoted\"\nline");
+        assert_eq!(outside["target"], module_path!());
+        let inside = parsed(lines[1]);
+        assert_eq!(inside["level"], "ERROR");
+        assert_eq!(inside["span"], serde_json::json!({"attempt": 1, "name": "attempt"}), "the event's own parent span");
+        let bare = parsed(lines[2]);
+        assert_eq!(bare["span"], serde_json::json!({"name": "bare"}));
     }
 
     #[test]
