@@ -8,23 +8,26 @@ pub(crate) fn new_traceparent() -> String {
 
 /// The received `traceparent` when well formed (version 00, non-zero ids), lower-cased.
 pub(crate) fn parse_traceparent(value: &str) -> Option<String> {
-    let v = value.trim().to_ascii_lowercase();
-    let parts: Vec<&str> = v.split('-').collect();
+    let v = value.trim();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let ok = parts.len() == 4
-        && parts[0] == "00"
-        && hex(parts[1], 32)
-        && hex(parts[2], 16)
-        && hex(parts[3], 2)
-        && parts[1].bytes().any(|b| b != b'0')
-        && parts[2].bytes().any(|b| b != b'0');
-    ok.then_some(v)
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let mut parts = v.split('-');
+    let ok = match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("00"), Some(trace), Some(parent), Some(flags), None) => {
+            hex(trace, 32) && hex(parent, 16) && hex(flags, 2) && nonzero(trace) && nonzero(parent)
+        }
+        _ => false,
+    };
+    ok.then(|| v.to_ascii_lowercase())
 }
 
 /// The same trace with a new parent id: what one attempt sends to the function.
 pub(crate) fn child_of(traceparent: &str) -> String {
-    match traceparent.split('-').collect::<Vec<_>>().as_slice() {
-        [version, trace_id, _, flags] => format!("{version}-{trace_id}-{:016x}-{flags}", nonzero_u64()),
+    let mut parts = traceparent.split('-');
+    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(version), Some(trace_id), Some(_), Some(flags), None) => {
+            format!("{version}-{trace_id}-{:016x}-{flags}", nonzero_u64())
+        }
         _ => new_traceparent(),
     }
 }
@@ -48,6 +51,23 @@ mod tests {
         assert_eq!(parse_traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01"), None);
         assert_eq!(parse_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), None);
         assert_eq!(parse_traceparent("garbage"), None);
+        assert_eq!(
+            parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"),
+            None,
+            "a zero parent id"
+        );
+        assert_eq!(parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-ff"), None, "five parts");
+        assert_eq!(
+            parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-01"),
+            None,
+            "a short parent id"
+        );
+        assert_eq!(parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333g-01"), None, "not hex");
+        assert_eq!(
+            parse_traceparent(" 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\t").as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            "surrounding whitespace trimmed"
+        );
         assert!(parse_traceparent(&new_traceparent()).is_some());
     }
 
@@ -59,5 +79,6 @@ mod tests {
         assert!(child.ends_with("-01"));
         assert_ne!(child, tp);
         assert!(parse_traceparent(&child).is_some());
+        assert!(parse_traceparent(&child_of("not-a-traceparent")).is_some(), "a malformed one starts a new trace");
     }
 }
