@@ -2,7 +2,7 @@
 //! calls and the dispatcher share) and the signal that wakes its dispatcher.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use keel_core::config::{Config, FunctionConfig};
@@ -33,6 +33,10 @@ pub(crate) struct Function {
     /// work, cleared by the dispatcher when a lease found no more). While it may, an admission
     /// queues behind that work instead of taking a free slot at once.
     due: AtomicBool,
+    /// Permits the dispatcher holds while it asks flow control and the store for work to start
+    /// with them ([`crate::dispatch`]'s `Held`): room kept, not attempts in flight, so
+    /// [`Function::in_flight`] leaves them out.
+    pub(crate) reserved: AtomicUsize,
 }
 
 /// A concurrency slot with what flow control gave the attempt that will use it.
@@ -55,8 +59,13 @@ pub(crate) struct Pass {
 const BUSY_FROM: usize = 4;
 
 impl Function {
+    /// Attempts running now, sync and async: the permits taken, less those the dispatcher holds
+    /// for a lease it has not started. Without that, `GET /v1/functions/{name}` showed nearly
+    /// every slot in flight whenever it came while the dispatcher held them (asking the store,
+    /// or finding the breaker open and giving them back), with nothing running.
     pub(crate) fn in_flight(&self) -> usize {
-        self.slots as usize - self.permits.available_permits()
+        let taken = self.slots as usize - self.permits.available_permits();
+        taken.saturating_sub(self.reserved.load(Ordering::SeqCst))
     }
 
     /// Whether other calls are in flight: then an attempt's outcome may wait briefly to share
@@ -136,6 +145,7 @@ impl Functions {
                         // Unknown until the dispatcher's first lease (work left from before a
                         // restart, or queued by other nodes).
                         due: AtomicBool::new(true),
+                        reserved: AtomicUsize::new(0),
                     };
                     (name.clone(), Arc::new(function))
                 })

@@ -12,6 +12,7 @@ pub(crate) mod sync;
 pub(crate) use deliveries::{lease_deliveries, LeasedDelivery};
 pub(crate) use sweeper::{purge_expired_keys, sweep_expired_leases};
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,13 +113,8 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let mut permits = vec![first];
-        while permits.len() < MAX_LEASE_BATCH {
-            match function.permits.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
+        let mut permits = Held::new(&function, first);
+        permits.take_more(MAX_LEASE_BATCH);
         let now = shared.clock.now_ms();
         let turns = flow.async_turns(now, permits.len());
         if turns.allowed == 0 {
@@ -155,7 +151,7 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
         let got = leased.invocations.len();
         flow.cancel_probes(turns.probes.saturating_sub(got));
         for (i, invocation) in leased.invocations.into_iter().enumerate() {
-            let permit: OwnedSemaphorePermit = permits.pop().expect("one permit per leased invocation");
+            let permit: OwnedSemaphorePermit = permits.hand_out().expect("one permit per leased invocation");
             flow.take_turn(now);
             let key = match (&invocation.concurrency_key, &flow.keys) {
                 (Some(key), Some(keys)) => {
@@ -181,9 +177,100 @@ pub(crate) async fn run(shared: Arc<Shared>, function: Arc<Function>, mut stop: 
     }
 }
 
+/// The permits the dispatcher holds for the lease it is about to ask for, counted in
+/// [`Function::reserved`] while it holds them: kept room, not attempts in flight. Each permit
+/// leaves the count as it is handed to an attempt (then it is in flight) or given back.
+struct Held<'a> {
+    function: &'a Function,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl<'a> Held<'a> {
+    fn new(function: &'a Function, first: OwnedSemaphorePermit) -> Self {
+        function.reserved.fetch_add(1, Ordering::SeqCst);
+        Self { function, permits: vec![first] }
+    }
+
+    /// Takes the permits that are free, up to `up_to` in all. Each is counted before it is
+    /// taken, so that `in_flight` may miss one for a moment but never counts one held here.
+    fn take_more(&mut self, up_to: usize) {
+        while self.permits.len() < up_to {
+            self.function.reserved.fetch_add(1, Ordering::SeqCst);
+            match self.function.permits.clone().try_acquire_owned() {
+                Ok(p) => self.permits.push(p),
+                Err(_) => {
+                    self.function.reserved.fetch_sub(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.permits.len()
+    }
+
+    /// Gives back all but `n`.
+    fn truncate(&mut self, n: usize) {
+        let before = self.permits.len();
+        self.permits.truncate(n);
+        self.function.reserved.fetch_sub(before - self.permits.len(), Ordering::SeqCst);
+    }
+
+    /// One permit for an attempt about to start: in flight from now on.
+    fn hand_out(&mut self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.permits.pop()?;
+        self.function.reserved.fetch_sub(1, Ordering::SeqCst);
+        Some(permit)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let n = self.permits.len();
+        self.permits.clear();
+        self.function.reserved.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
 async fn sleep_or_forever(duration: Option<Duration>) {
     match duration {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::{Held, MAX_LEASE_BATCH};
+    use crate::functions::Functions;
+    use crate::system_events::SystemEvents;
+
+    /// What `GET /v1/functions/{name}` reports as `in_flight` while the dispatcher holds permits
+    /// for a lease: only the attempts running, at every step of the hold.
+    #[test]
+    fn permits_held_for_a_lease_are_not_counted_in_flight() {
+        let text = "[functions.f]\nurl = \"http://127.0.0.1:9/\"\nconcurrency = 4\n";
+        let config = keel_core::config::load_str("keel.toml", text, &Default::default()).expect("the config");
+        let functions = Functions::from_config(&config, 0, &SystemEvents::detached());
+        let f = functions.get("f").expect("f");
+        let running = f.permits.clone().try_acquire_owned().expect("a free permit");
+        assert_eq!(f.in_flight(), 1);
+        let first = f.permits.clone().try_acquire_owned().expect("a free permit");
+        let mut held = Held::new(f, first);
+        held.take_more(MAX_LEASE_BATCH);
+        assert_eq!((held.len(), f.permits.available_permits()), (3, 0), "every free permit held");
+        assert_eq!(f.in_flight(), 1, "held for a lease is not in flight");
+        let started = held.hand_out().expect("a held permit");
+        assert_eq!(f.in_flight(), 2, "handed to an attempt: in flight");
+        held.truncate(1);
+        assert_eq!((f.permits.available_permits(), f.in_flight()), (1, 2), "one given back");
+        drop(held);
+        assert_eq!((f.permits.available_permits(), f.in_flight()), (2, 2), "the rest given back");
+        assert_eq!(f.reserved.load(Ordering::SeqCst), 0);
+        drop((running, started));
+        assert_eq!(f.in_flight(), 0);
     }
 }

@@ -391,19 +391,20 @@ mod tests {
 
     #[test]
     fn fields_recorded_later_are_appended_to_the_span_object() {
-        let line = logged_inside(
-            || tracing::info_span!("request", trace_id = Empty, status = Empty, route = "/v1/x"),
-            |span| {
-                span.record("trace_id", "4bf9");
-                span.record("status", 200u16);
-                span.record("trace_id", "later");
-            },
-        );
+        let text = logged(|| {
+            let span = tracing::info_span!("request", trace_id = Empty, status = Empty, route = "/v1/x");
+            span.record("trace_id", "4bf9");
+            span.record("status", 200u16);
+            span.record("trace_id", "later");
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        assert_eq!(text.matches("\"trace_id\":").count(), 1, "a name recorded twice is written once: {text}");
+        let line = parsed(&text);
         let span = &line["span"];
         assert_eq!(span["route"], "/v1/x");
         assert_eq!(span["status"], 200);
         assert_eq!(span["trace_id"], "later", "the last record wins");
-        assert_eq!(span.as_object().unwrap().len(), 4, "each name once, and the span's name: {span}");
+        assert_eq!(span.as_object().unwrap().len(), 4, "the three fields and the span's name: {span}");
         let only_recorded = logged_inside(
             || tracing::info_span!("empty", a = Empty),
             |span| {
