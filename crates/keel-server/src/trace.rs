@@ -11,9 +11,8 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<String> {
     let v = value.trim();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    let mut parts = v.split('-');
-    let ok = match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("00"), Some(trace), Some(parent), Some(flags), None) => {
+    let ok = match fields(v) {
+        Some(("00", trace, parent, flags)) => {
             hex(trace, 32) && hex(parent, 16) && hex(flags, 2) && nonzero(trace) && nonzero(parent)
         }
         _ => false,
@@ -23,12 +22,19 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<String> {
 
 /// The same trace with a new parent id: what one attempt sends to the function.
 pub(crate) fn child_of(traceparent: &str) -> String {
+    match fields(traceparent) {
+        Some((version, trace_id, _, flags)) => format!("{version}-{trace_id}-{:016x}-{flags}", nonzero_u64()),
+        None => new_traceparent(),
+    }
+}
+
+/// The four `-`-separated fields of a traceparent (version, trace id, parent id, flags), when it
+/// has exactly four.
+fn fields(traceparent: &str) -> Option<(&str, &str, &str, &str)> {
     let mut parts = traceparent.split('-');
     match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(version), Some(trace_id), Some(_), Some(flags), None) => {
-            format!("{version}-{trace_id}-{:016x}-{flags}", nonzero_u64())
-        }
-        _ => new_traceparent(),
+        (Some(version), Some(trace), Some(parent), Some(flags), None) => Some((version, trace, parent, flags)),
+        _ => None,
     }
 }
 
