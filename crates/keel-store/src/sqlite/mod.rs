@@ -55,6 +55,10 @@ pub struct SqliteStore {
     /// The paused functions, as committed: this process is the database's only user, so a
     /// lease checks here instead of asking the database (the unpaused lease stays one statement).
     paused: RwLock<HashSet<String>>,
+    /// Single admissions and completions waiting for the writer run together (see
+    /// [`writer::Coalesced`]).
+    admissions: writer::Coalesced<NewInvocation, Invocation>,
+    completions: writer::Coalesced<Completion, ()>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +113,7 @@ impl SqliteStore {
             None
         };
         let writer = Writer::start(conn, checkpointer, sync_wal).map_err(|e| err(e.to_string()))?;
-        Ok(Self { writer, readers, _lock: lock, nodes: nodes::Nodes::default(), paused })
+        Ok(Self::with(writer, readers, lock, paused))
     }
 
     /// An in-memory store whose every read and write runs at once on the caller's thread, each
@@ -121,13 +125,19 @@ impl SqliteStore {
         let mut conn = Connection::open_in_memory().map_err(|e| err(e.to_string()))?;
         stable_plans(&conn).map_err(|e| err(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| err(format!("migrating the schema: {e}")))?;
-        Ok(Self {
-            writer: Writer::inline(conn, commit_delay),
-            readers: Readers::Writer,
-            _lock: None,
+        Ok(Self::with(Writer::inline(conn, commit_delay), Readers::Writer, None, RwLock::default()))
+    }
+
+    fn with(writer: Writer, readers: Readers, lock: Option<std::fs::File>, paused: RwLock<HashSet<String>>) -> Self {
+        Self {
+            writer,
+            readers,
+            _lock: lock,
             nodes: nodes::Nodes::default(),
-            paused: RwLock::default(),
-        })
+            paused,
+            admissions: writer::Coalesced::new(ops::enqueue_each),
+            completions: writer::Coalesced::new(ops::complete_each),
+        }
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -261,7 +271,7 @@ impl NodeStore for SqliteStore {
 #[async_trait]
 impl InvocationStore for SqliteStore {
     async fn enqueue(&self, new: NewInvocation) -> Result<Invocation> {
-        self.writer.write(move |c| ops::enqueue(c, new)).await
+        self.writer.write_coalesced(&self.admissions, new, Urgency::Now).await
     }
 
     async fn enqueue_all(&self, news: Vec<NewInvocation>) -> Result<Vec<Invocation>> {
@@ -314,8 +324,7 @@ impl InvocationStore for SqliteStore {
     }
 
     async fn complete(&self, completion: Completion, urgency: Urgency) -> Result<()> {
-        let job = move |c: &Connection| ops::complete(c, &completion);
-        self.writer.write_as(urgency, job).await
+        self.writer.write_coalesced(&self.completions, completion, urgency).await
     }
 
     async fn complete_all(&self, completions: Vec<Completion>, urgency: Urgency) -> Result<Vec<Result<()>>> {

@@ -376,6 +376,44 @@ pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Res
     Ok(answers)
 }
 
+/// Single admissions gathered by the writer (`writer::Coalesced`): their rows many a statement;
+/// if that is refused, each alone, so that an admission refused refuses only itself. The outer
+/// error (a savepoint that could not be set or undone) refuses them all.
+pub(crate) fn enqueue_each(conn: &Connection, news: Vec<NewInvocation>) -> Result<Vec<Result<Invocation>>> {
+    let invs: Vec<Invocation> = news.into_iter().map(NewInvocation::into_stored).collect();
+    if let [inv] = &invs[..] {
+        // One row is one statement: refused, it wrote nothing.
+        return Ok(vec![insert(conn, inv).map(|()| invs.into_iter().next().expect("one"))]);
+    }
+    if savepoint(conn, || insert_all(conn, &invs))?.is_ok() {
+        return Ok(invs.into_iter().map(Ok).collect());
+    }
+    Ok(invs.into_iter().map(|inv| insert(conn, &inv).map(|()| inv)).collect())
+}
+
+/// Single completions gathered by the writer (`writer::Coalesced`): judged together as a batch
+/// call's are ([`complete_all`]); if that fails as a whole, each alone. The outer error (a
+/// savepoint that could not be set or undone) refuses them all.
+pub(crate) fn complete_each(conn: &Connection, completions: Vec<Completion>) -> Result<Vec<Result<()>>> {
+    if let Ok(answers) = savepoint(conn, || complete_all(conn, &completions))? {
+        return Ok(answers);
+    }
+    completions.iter().map(|c| savepoint(conn, || complete(conn, c))).collect()
+}
+
+/// Runs `f` inside a savepoint: what it wrote stands if it succeeds and is undone if it fails.
+/// The outer error: the savepoint itself failed (then what `f` wrote may stand).
+fn savepoint<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<Result<T>> {
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut st| st.execute([])).map_err(db_err);
+    run("SAVEPOINT each")?;
+    let done = f();
+    if done.is_err() {
+        run("ROLLBACK TO each")?;
+    }
+    run("RELEASE each")?;
+    Ok(done)
+}
+
 pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<Vec<String>> {
     let cutoff = match scope {
         Reclaim::All => Millis::MAX,

@@ -108,6 +108,109 @@ async fn nothing_is_answered_before_the_wal_is_synced() {
     assert!(store.get("before").await.unwrap().is_some());
 }
 
+/// Single admissions and completions that wait for the writer together run as one job of each
+/// kind (`writer::Coalesced`), and each is still answered alone: a duplicate id refuses only its
+/// own admission, a lost lease only its own completion, and everything else is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_waiting_for_the_writer_run_together_and_are_answered_alone() {
+    use keel_core::invocation::{Attempt, Completion, Lease, Status, StoredResponse, Transition};
+    use keel_core::outcome::Outcome;
+    use keel_core::Error;
+
+    let (store, _dir) = make().await;
+    let store = Arc::new(store);
+    let lease = Lease { owner: "node-a".into(), leased_at: 1, expires_at: 60_000 };
+    for i in 0..4 {
+        let new =
+            keel_core::invocation::NewInvocation { lease: Some(lease.clone()), ..new_invocation(format!("c{i}")) };
+        store.enqueue(new).await.unwrap();
+    }
+    // The writer is held inside a job of its own until `release` is sent.
+    let (entered, in_job) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holding = store.clone();
+    let held = tokio::spawn(async move {
+        holding
+            .writer
+            .write(move |_| {
+                entered.send(()).unwrap();
+                released.recv().unwrap();
+                Ok(())
+            })
+            .await
+    });
+    tokio::task::spawn_blocking(move || in_job.recv().unwrap()).await.unwrap();
+
+    let mut admissions = Vec::new();
+    for id in ["a0", "a1", "c0", "a2", "a3"] {
+        let store = store.clone();
+        admissions.push(tokio::spawn(async move { store.enqueue(new_invocation(id.into())).await }));
+    }
+    let completion = |id: &str, owner: &str| Completion {
+        id: id.into(),
+        owner: owner.into(),
+        fence: 0,
+        now: 100,
+        attempt: Some(Attempt {
+            number: 1,
+            started_at: 50,
+            ended_at: 90,
+            outcome: Outcome::Success,
+            http_status: Some(200),
+            error: None,
+        }),
+        next: Transition::Succeed {
+            response: StoredResponse { status: 200, content_type: None, body: bytes::Bytes::from_static(b"{}") },
+        },
+        effects: None,
+        run: None,
+    };
+    let mut completions = Vec::new();
+    for (id, owner) in [("c0", "node-a"), ("c1", "node-a"), ("c2", "node-b"), ("c3", "node-a")] {
+        let (store, c) = (store.clone(), completion(id, owner));
+        let urgency = if id == "c1" { Urgency::Now } else { Urgency::Unhurried };
+        completions.push(tokio::spawn(async move { store.complete(c, urgency).await }));
+    }
+    // Every write is waiting, each kind in one job.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting = (store.admissions.waiting(), store.completions.waiting());
+        if waiting == ((5, Some(false)), (4, Some(false))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not every write joined its kind's job: {waiting:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    let mut answers = Vec::new();
+    for a in admissions {
+        answers.push(a.await.unwrap().map(|inv| inv.id));
+    }
+    assert!(matches!(&answers[2], Err(Error::InvalidState(why)) if why.contains("c0 already exists")), "{answers:?}");
+    let stored: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok().cloned()).collect();
+    assert_eq!(stored, ["a0", "a1", "a2", "a3"]);
+    let mut answers = Vec::new();
+    for c in completions {
+        answers.push(c.await.unwrap());
+    }
+    assert!(matches!(answers[2], Err(Error::LeaseLost(_))), "{answers:?}");
+    assert!(answers.iter().enumerate().all(|(i, a)| i == 2 || a.is_ok()), "{answers:?}");
+
+    for (id, status, attempts) in [
+        ("a0", Status::Queued, 0),
+        ("a3", Status::Queued, 0),
+        ("c0", Status::Succeeded, 1),
+        ("c1", Status::Succeeded, 1),
+        ("c2", Status::Running, 0),
+        ("c3", Status::Succeeded, 1),
+    ] {
+        let inv = store.get(id).await.unwrap().unwrap_or_else(|| panic!("{id} is stored"));
+        assert_eq!((inv.status, inv.attempts.len()), (status, attempts), "{id}");
+    }
+}
+
 fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
     keel_core::invocation::NewInvocation {
         concurrency_key: None,

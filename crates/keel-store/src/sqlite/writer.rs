@@ -147,6 +147,48 @@ impl Writer {
         }
     }
 
+    /// Runs `write` with the other writes of `kind` waiting for the writer (see [`Coalesced`]);
+    /// resolves once its group is durable. An unhurried write lets the job wait for company, as
+    /// [`Writer::write_as`] does; a hurried one joining an unhurried job hurries it.
+    pub(crate) async fn write_coalesced<I, O>(&self, kind: &Coalesced<I, O>, write: I, urgency: Urgency) -> Result<O>
+    where
+        I: Send + 'static,
+        O: Send + 'static,
+    {
+        let unhurried = urgency == Urgency::Unhurried;
+        let Writer::Thread { jobs, hurry, .. } = self else {
+            // One at a time, on the caller's thread: nothing waits to join.
+            let run = kind.run;
+            return self.submit(unhurried, move |conn| only(run(conn, vec![write]))).await;
+        };
+        let (answer, answered) = oneshot::channel();
+        let queue = {
+            let mut pending = kind.pending();
+            pending.writes.push((write, answer));
+            match pending.queued {
+                None => {
+                    pending.queued = Some(unhurried);
+                    true
+                }
+                Some(true) if !unhurried => {
+                    pending.queued = Some(false);
+                    drop(pending);
+                    self.hurry();
+                    false
+                }
+                Some(_) => false,
+            }
+        };
+        if queue {
+            if jobs.send(Queued { job: kind.job(), unhurried, at: Instant::now() }).is_err() {
+                kind.refuse_all();
+            } else if !unhurried {
+                hurry.notify_one();
+            }
+        }
+        answered.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
+    }
+
     async fn submit<T, F>(&self, unhurried: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -156,7 +198,7 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let result = match conn {
                 Some(conn) => f(conn),
-                None => Err(Error::Unavailable("the SQLite transaction could not start".into())),
+                None => Err(Error::Unavailable(NOT_STARTED.into())),
             };
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit| {
@@ -167,7 +209,7 @@ impl Writer {
         match self {
             Writer::Thread { jobs, hurry, .. } => {
                 jobs.send(Queued { job, unhurried, at: Instant::now() })
-                    .map_err(|_| Error::Unavailable("the SQLite writer has stopped".into()))?;
+                    .map_err(|_| Error::Unavailable(STOPPED.into()))?;
                 if !unhurried {
                     hurry.notify_one();
                 }
@@ -186,6 +228,100 @@ impl Writer {
         rx.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
     }
 }
+
+/// Writes of one kind that wait for the writer together, run as one job: a write joins the job
+/// already queued for its kind, if one is, instead of queueing a job of its own. Under load the
+/// writer then runs one job for N admissions (or N completions), with one savepoint, one answer
+/// handed on and multi-row statements, instead of N (BENCHMARKS.md, "Admissions and completions
+/// coalesced"). Each write is still answered alone, with its own result, once its group is
+/// durable, and it runs no later than it would have alone: it joins a job queued before it.
+pub(crate) struct Coalesced<I, O> {
+    pending: Arc<std::sync::Mutex<Pending<I, O>>>,
+    /// Runs the writes gathered: one answer each, in order. A write refused leaves nothing of
+    /// itself written (its answer says why); the others stand. The outer error refuses them all
+    /// (the job is rolled back).
+    run: Run<I, O>,
+}
+
+type Run<I, O> = fn(&Connection, Vec<I>) -> Result<Vec<Result<O>>>;
+
+struct Pending<I, O> {
+    writes: Vec<(I, oneshot::Sender<Result<O>>)>,
+    /// A job is queued for them: whether it is unhurried.
+    queued: Option<bool>,
+}
+
+impl<I, O> std::fmt::Debug for Coalesced<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalesced").finish_non_exhaustive()
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Coalesced<I, O> {
+    pub(crate) fn new(run: Run<I, O>) -> Self {
+        Self { pending: Arc::new(std::sync::Mutex::new(Pending { writes: Vec::new(), queued: None })), run }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending<I, O>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many writes wait for the job queued for them, and whether it is unhurried.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> (usize, Option<bool>) {
+        let pending = self.pending();
+        (pending.writes.len(), pending.queued)
+    }
+
+    /// The job that runs, when the writer comes to it, every write gathered by then.
+    fn job(&self) -> Job {
+        let (pending, run) = (self.pending.clone(), self.run);
+        Box::new(move |conn| {
+            let writes = {
+                let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.queued = None;
+                std::mem::take(&mut pending.writes)
+            };
+            let (inputs, answers): (Vec<I>, Vec<_>) = writes.into_iter().unzip();
+            let n = inputs.len();
+            let refused = |why: String| (0..n).map(|_| Err(Error::Unavailable(why.clone()))).collect();
+            let (ok, results): (bool, Vec<Result<O>>) = match conn.map(|conn| run(conn, inputs)) {
+                Some(Ok(results)) => (true, results),
+                Some(Err(e)) => (false, refused(reason(e))),
+                None => (false, refused(NOT_STARTED.into())),
+            };
+            debug_assert_eq!(results.len(), answers.len());
+            let reply: Reply = Box::new(move |commit| {
+                let failed = commit.err().map(reason);
+                for (answer, result) in answers.into_iter().zip(results) {
+                    let _ = answer.send(match &failed {
+                        None => result,
+                        Some(why) => Err(Error::Unavailable(why.clone())),
+                    });
+                }
+            });
+            // A write refused was undone by `run`: the job stands unless `run` failed as a whole.
+            (ok, reply)
+        })
+    }
+
+    /// Refuses every write waiting: the writer is gone.
+    fn refuse_all(&self) {
+        let writes = {
+            let mut pending = self.pending();
+            pending.queued = None;
+            std::mem::take(&mut pending.writes)
+        };
+        for (_, answer) in writes {
+            let _ = answer.send(Err(Error::Unavailable(STOPPED.into())));
+        }
+    }
+}
+
+/// Why a write was refused when its group's transaction could not begin.
+const NOT_STARTED: &str = "the SQLite transaction could not start";
+/// Why a write was refused when the writer is gone.
+const STOPPED: &str = "the SQLite writer has stopped";
 
 /// Makes everything written to the WAL so far durable (an fdatasync of the file).
 pub(crate) type SyncWal = Box<dyn FnMut() -> std::io::Result<()> + Send>;
@@ -533,6 +669,20 @@ pub(crate) fn fold_wal(path: &str) -> Result<()> {
         return Err(Error::Unavailable(format!("checkpointing {path}: the database was busy")));
     }
     Ok(())
+}
+
+/// The one answer of a run of one write.
+fn only<O>(results: Result<Vec<Result<O>>>) -> Result<O> {
+    results?.pop().unwrap_or_else(|| Err(Error::Bug("a coalesced run gave no answer".into())))
+}
+
+/// What a write is told when its group failed with `e` (the writer's failures are all
+/// [`Error::Unavailable`]; the text of another is kept).
+fn reason(e: Error) -> String {
+    match e {
+        Error::Unavailable(why) => why,
+        e => e.to_string(),
+    }
 }
 
 /// Runs a parameterless statement from the connection's statement cache (no re-parsing).
