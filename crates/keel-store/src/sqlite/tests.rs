@@ -211,6 +211,73 @@ async fn writes_waiting_for_the_writer_run_together_and_are_answered_alone() {
     }
 }
 
+/// A group cannot be durable before the fsync in flight ends, so the writes that are waiting
+/// once a group's own have run join that group instead of committing in one of their own: one
+/// commit per fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let close = |closed: bool| {
+        *gate.0.lock().unwrap() = closed;
+        gate.1.notify_all();
+    };
+    let held = gate.clone();
+    let mut fsync = super::writer::sync_wal(format!("{path}-wal"));
+    let sync: super::writer::SyncWal = Box::new(move || {
+        drop(held.1.wait_while(held.0.lock().unwrap(), |closed| *closed).unwrap());
+        fsync()
+    });
+    let store = Arc::new(SqliteStore::open_with(&path, true, sync).unwrap());
+    store.enqueue(new_invocation("before".into())).await.unwrap();
+    let durable = store.writer.durable().expect("fsync is on");
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+
+    // A commit whose fsync is held: the sync thread is busy from here on.
+    close(true);
+    let first = durable.seen();
+    let writing = store.clone();
+    let held_fsync = tokio::spawn(async move { writing.enqueue(new_invocation("held".into())).await });
+    wait_until("the first write never committed", &|| durable.seen() == first + 1);
+    // The writer runs a job that waits for `release`, while two admissions queue behind it.
+    let (entered, in_job) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holding = store.clone();
+    let holder = tokio::spawn(async move {
+        holding
+            .writer
+            .write(move |_| {
+                entered.send(()).unwrap();
+                released.recv().unwrap();
+                Ok(())
+            })
+            .await
+    });
+    tokio::task::spawn_blocking(move || in_job.recv().unwrap()).await.unwrap();
+    let mut waiting = Vec::new();
+    for id in ["a", "b"] {
+        let store = store.clone();
+        waiting.push(tokio::spawn(async move { store.enqueue(new_invocation(id.into())).await }));
+    }
+    wait_until("the admissions never queued", &|| store.admissions.waiting() == (2, Some(false)));
+    release.send(()).unwrap();
+    close(false);
+    held_fsync.await.unwrap().unwrap();
+    holder.await.unwrap().unwrap();
+    for w in waiting {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(durable.seen(), first + 2, "the held job and the admissions committed in one group");
+    assert!(store.get("b").await.unwrap().is_some());
+}
+
 fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
     keel_core::invocation::NewInvocation {
         concurrency_key: None,

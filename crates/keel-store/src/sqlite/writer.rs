@@ -442,24 +442,24 @@ fn run(
         gather(&timer, &mut rx, hurry, first, &mut group);
         let started = Instant::now();
         // While the sync thread makes an earlier group durable, this one cannot be durable before
-        // that fsync ends. If jobs are already waiting once its own have run, the writer is what
-        // holds work up: the group commits at once, its fsync to follow, and the writer goes on
-        // to the next group meanwhile. Otherwise committing now would only add a commit and an
-        // fsync: the group waits for the fsync's end (a wake-up per fsync, none per job) and
-        // takes in the jobs that arrived meanwhile, so that one commit and one fsync serve them.
-        let mut asked = false;
+        // that fsync ends, so committing before then only adds a commit (and its WAL pages)
+        // without answering anyone sooner. Until it ends, the jobs already waiting run in this
+        // group's transaction; with none waiting, the group waits for the fsync's end (a wake-up
+        // per fsync, none per job) and takes in the jobs that arrived meanwhile. Then it commits:
+        // one commit per fsync, however the jobs arrive, up to `MAX_GROUP` jobs.
+        let mut taken = group.len();
         let mut more = |group: &mut Vec<Job>| {
-            let Some(marks) = synced.as_mut().filter(|_| !asked) else { return };
-            asked = true;
-            if *marks.borrow_and_update() >= sent || !rx.is_empty() {
+            let Some(marks) = synced.as_mut() else { return };
+            if taken >= MAX_GROUP || *marks.borrow_and_update() >= sent {
                 return;
             }
-            if timer.block_on(marks.wait_for(|durable| *durable >= sent)).is_err() {
+            if rx.is_empty() && timer.block_on(marks.wait_for(|durable| *durable >= sent)).is_err() {
                 return;
             }
-            while group.len() < MAX_GROUP {
+            while taken < MAX_GROUP {
                 let Ok(next) = rx.try_recv() else { break };
                 group.push(next.job);
+                taken += 1;
             }
         };
         let mut seq = None;
@@ -524,8 +524,8 @@ fn gather(
 }
 
 /// Runs `group` in one transaction, each job's answer in `replies`. Before committing it asks
-/// `more` for jobs that may still join (it adds them to `group`, or none), and runs those too;
-/// `committing` is called just before the COMMIT.
+/// `more` for jobs that may still join (it adds them to `group`, or none), and runs those too,
+/// until it adds none; `committing` is called just before the COMMIT.
 fn commit_group(
     conn: &Connection,
     group: &mut Vec<Job>,
