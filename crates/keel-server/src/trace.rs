@@ -30,7 +30,7 @@ pub(crate) fn child_of(traceparent: &str) -> String {
 
 /// The four `-`-separated fields of a traceparent (version, trace id, parent id, flags), when it
 /// has exactly four.
-fn fields(traceparent: &str) -> Option<(&str, &str, &str, &str)> {
+pub(crate) fn fields(traceparent: &str) -> Option<(&str, &str, &str, &str)> {
     let mut parts = traceparent.split('-');
     match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(version), Some(trace), Some(parent), Some(flags), None) => Some((version, trace, parent, flags)),

@@ -96,11 +96,7 @@ pub(super) fn traceparent_of(span: &Span) -> Option<String> {
 
 /// Makes `span` a child of the (remote) span a `traceparent` names.
 pub(super) fn set_remote_parent(span: &Span, traceparent: Option<&str>) {
-    let Some(tp) = traceparent else { return };
-    let mut parts = tp.split('-');
-    let (_, Some(trace), Some(parent), Some(flags)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return;
-    };
+    let Some((_, trace, parent, flags)) = traceparent.and_then(crate::trace::fields) else { return };
     let (Ok(trace), Ok(parent), Ok(flags)) =
         (TraceId::from_hex(trace), SpanId::from_hex(parent), u8::from_str_radix(flags, 16))
     else {
