@@ -125,21 +125,7 @@ async fn writes_waiting_for_the_writer_run_together_and_are_answered_alone() {
             keel_core::invocation::NewInvocation { lease: Some(lease.clone()), ..new_invocation(format!("c{i}")) };
         store.enqueue(new).await.unwrap();
     }
-    // The writer is held inside a job of its own until `release` is sent.
-    let (entered, in_job) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let holding = store.clone();
-    let held = tokio::spawn(async move {
-        holding
-            .writer
-            .write(move |_| {
-                entered.send(()).unwrap();
-                released.recv().unwrap();
-                Ok(())
-            })
-            .await
-    });
-    tokio::task::spawn_blocking(move || in_job.recv().unwrap()).await.unwrap();
+    let (held, release) = hold_writer(&store).await;
 
     let mut admissions = Vec::new();
     for id in ["a0", "a1", "c0", "a2", "a3"] {
@@ -247,20 +233,7 @@ async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing
     let held_fsync = tokio::spawn(async move { writing.enqueue(new_invocation("held".into())).await });
     wait_until("the first write never committed", &|| durable.seen() == first + 1);
     // The writer runs a job that waits for `release`, while two admissions queue behind it.
-    let (entered, in_job) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let holding = store.clone();
-    let holder = tokio::spawn(async move {
-        holding
-            .writer
-            .write(move |_| {
-                entered.send(()).unwrap();
-                released.recv().unwrap();
-                Ok(())
-            })
-            .await
-    });
-    tokio::task::spawn_blocking(move || in_job.recv().unwrap()).await.unwrap();
+    let (holder, release) = hold_writer(&store).await;
     let mut waiting = Vec::new();
     for id in ["a", "b"] {
         let store = store.clone();
@@ -276,6 +249,28 @@ async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing
     }
     assert_eq!(durable.seen(), first + 2, "the held job and the admissions committed in one group");
     assert!(store.get("b").await.unwrap().is_some());
+}
+
+/// Holds the writer inside a job of its own, from when this returns until the sender is used:
+/// the job's task, and its release.
+async fn hold_writer(
+    store: &Arc<SqliteStore>,
+) -> (tokio::task::JoinHandle<keel_core::Result<()>>, std::sync::mpsc::Sender<()>) {
+    let (entered, in_job) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holding = store.clone();
+    let held = tokio::spawn(async move {
+        holding
+            .writer
+            .write(move |_| {
+                entered.send(()).unwrap();
+                released.recv().unwrap();
+                Ok(())
+            })
+            .await
+    });
+    tokio::task::spawn_blocking(move || in_job.recv().unwrap()).await.unwrap();
+    (held, release)
 }
 
 fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
