@@ -363,14 +363,7 @@ pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Res
             }
             continue;
         }
-        conn.prepare_cached("SAVEPOINT item").and_then(|mut st| st.execute([])).map_err(db_err)?;
-        let done = complete(conn, c);
-        let end = if done.is_ok() { "RELEASE item" } else { "ROLLBACK TO item" };
-        conn.prepare_cached(end).and_then(|mut st| st.execute([])).map_err(db_err)?;
-        if done.is_err() {
-            conn.prepare_cached("RELEASE item").and_then(|mut st| st.execute([])).map_err(db_err)?;
-        }
-        answers.push(done);
+        answers.push(savepoint(conn, || complete(conn, c))?);
     }
     rows::insert_attempts(conn, &attempts)?;
     Ok(answers)
@@ -381,13 +374,10 @@ pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Res
 /// error (a savepoint that could not be set or undone) refuses them all.
 pub(crate) fn enqueue_each(conn: &Connection, news: Vec<NewInvocation>) -> Result<Vec<Result<Invocation>>> {
     let invs: Vec<Invocation> = news.into_iter().map(NewInvocation::into_stored).collect();
-    if let [inv] = &invs[..] {
-        // One row is one statement: refused, it wrote nothing.
-        return Ok(vec![insert(conn, inv).map(|()| invs.into_iter().next().expect("one"))]);
-    }
-    if savepoint(conn, || insert_all(conn, &invs))?.is_ok() {
+    if invs.len() > 1 && savepoint(conn, || insert_all(conn, &invs))?.is_ok() {
         return Ok(invs.into_iter().map(Ok).collect());
     }
+    // One row is one statement: refused, it wrote nothing.
     Ok(invs.into_iter().map(|inv| insert(conn, &inv).map(|()| inv)).collect())
 }
 

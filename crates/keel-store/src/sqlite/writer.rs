@@ -186,7 +186,7 @@ impl Writer {
                 hurry.notify_one();
             }
         }
-        answered.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
+        answered.await.map_err(|_| Error::Unavailable(STOPPED_DURING.into()))?
     }
 
     async fn submit<T, F>(&self, unhurried: bool, f: F) -> Result<T>
@@ -225,7 +225,7 @@ impl Writer {
                 }
             }
         }
-        rx.await.map_err(|_| Error::Unavailable("the SQLite writer stopped during a write".into()))?
+        rx.await.map_err(|_| Error::Unavailable(STOPPED_DURING.into()))?
     }
 }
 
@@ -249,6 +249,14 @@ struct Pending<I, O> {
     writes: Vec<(I, oneshot::Sender<Result<O>>)>,
     /// A job is queued for them: whether it is unhurried.
     queued: Option<bool>,
+}
+
+impl<I, O> Pending<I, O> {
+    /// Every write waiting, taken: the next one queues a job of its own.
+    fn take(&mut self) -> Vec<(I, oneshot::Sender<Result<O>>)> {
+        self.queued = None;
+        std::mem::take(&mut self.writes)
+    }
 }
 
 impl<I, O> std::fmt::Debug for Coalesced<I, O> {
@@ -277,11 +285,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalesced<I, O> {
     fn job(&self) -> Job {
         let (pending, run) = (self.pending.clone(), self.run);
         Box::new(move |conn| {
-            let writes = {
-                let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
-                pending.queued = None;
-                std::mem::take(&mut pending.writes)
-            };
+            let writes = pending.lock().unwrap_or_else(|p| p.into_inner()).take();
             let (inputs, answers): (Vec<I>, Vec<_>) = writes.into_iter().unzip();
             let n = inputs.len();
             let refused = |why: String| (0..n).map(|_| Err(Error::Unavailable(why.clone()))).collect();
@@ -307,11 +311,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalesced<I, O> {
 
     /// Refuses every write waiting: the writer is gone.
     fn refuse_all(&self) {
-        let writes = {
-            let mut pending = self.pending();
-            pending.queued = None;
-            std::mem::take(&mut pending.writes)
-        };
+        let writes = self.pending().take();
         for (_, answer) in writes {
             let _ = answer.send(Err(Error::Unavailable(STOPPED.into())));
         }
@@ -322,6 +322,8 @@ impl<I: Send + 'static, O: Send + 'static> Coalesced<I, O> {
 const NOT_STARTED: &str = "the SQLite transaction could not start";
 /// Why a write was refused when the writer is gone.
 const STOPPED: &str = "the SQLite writer has stopped";
+/// Why a write went unanswered: the writer stopped before its group's fate was known.
+const STOPPED_DURING: &str = "the SQLite writer stopped during a write";
 
 /// Makes everything written to the WAL so far durable (an fdatasync of the file).
 pub(crate) type SyncWal = Box<dyn FnMut() -> std::io::Result<()> + Send>;
