@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use axum::Json;
 use keel_core::auth::{ApiKey, AuditEntry, AuditFilter, Need, Scope};
 use keel_core::clock::{rfc3339, Millis};
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::body::{parse_cursor, parse_limit};
+use super::edge::Edge;
 use super::openapi;
 use crate::auth::{self, Principal};
 use crate::problem::Problem;
@@ -73,33 +75,62 @@ impl Guard {
     }
 }
 
-/// The layer of one route: who is calling (401 when auth is on and they cannot say), and whether
-/// they may (403 naming the scope needed). The caller goes into the request's extensions as a
-/// [`Principal`] for the handler, the idempotency scope and the audit log.
-pub(crate) async fn authorize(
-    State((shared, guard)): State<(Arc<Shared>, Guard)>,
-    params: RawPathParams,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    if guard == Guard::Open {
-        return next.run(request).await;
+/// What the access layer of one route checks: its [`Guard`], and the per-key throttle (`None`
+/// where a layer between the two throttles instead, [`super::edge::throttle_key`]).
+pub(crate) struct Gate {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) guard: Guard,
+    pub(crate) throttle: Option<Arc<Edge>>,
+}
+
+impl Gate {
+    /// `route` behind the access layer of `guard`, with the per-key throttle of `throttle`.
+    pub(crate) fn guard<S: Clone + Send + Sync + 'static>(
+        route: MethodRouter<S>,
+        shared: &Arc<Shared>,
+        guard: Guard,
+        throttle: Option<&Arc<Edge>>,
+    ) -> MethodRouter<S> {
+        let gate = Gate { shared: shared.clone(), guard, throttle: throttle.cloned() };
+        route.layer(axum::middleware::from_fn_with_state(Arc::new(gate), authorize))
     }
+}
+
+/// The layer of one route: who is calling (401 when auth is on and they cannot say), whether
+/// they may (403 naming the scope needed), and (for callers with an API key) the per-key
+/// throttle (429). The caller goes into the request's extensions as a [`Principal`] for the
+/// handler, the idempotency scope and the audit log.
+///
+/// One layer for access and the throttle: each `from_fn` layer costs every request a clone of
+/// the boxed route and a boxed future (BENCHMARKS.md, "Round three, continued").
+async fn authorize(State(gate): State<Arc<Gate>>, params: RawPathParams, request: Request, next: Next) -> Response {
+    match admit(&gate, &params, request) {
+        Ok(request) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// [`authorize`]'s decision: the request with its caller, or the refusal.
+fn admit(gate: &Gate, params: &RawPathParams, mut request: Request) -> Result<Request, Problem> {
+    if gate.guard == Guard::Open {
+        return Ok(request);
+    }
+    let shared = &gate.shared;
     let now = shared.clock.now_ms();
-    let principal = match shared.auth.authenticate(request.headers().get(header::AUTHORIZATION), now) {
-        Ok(principal) => principal,
-        Err(problem) => return problem.into_response(),
-    };
-    let need = guard.need(request.method(), params.iter().next().map(|(_, value)| value));
+    let principal = shared.auth.authenticate(request.headers().get(header::AUTHORIZATION), now)?;
+    let need = gate.guard.need(request.method(), params.iter().next().map(|(_, value)| value));
     if !Scope::any_allows(principal.scopes(), &need) {
-        return Problem::forbidden(&need, &principal.describe()).into_response();
+        return Err(Problem::forbidden(&need, &principal.describe()));
     }
     // A standby or fenced node refuses writes to callers allowed to make them.
-    if let Some(refusal) = crate::regions::refuse_writes(&shared, request.method()) {
-        return refusal.into_response();
+    if let Some(refusal) = crate::regions::refuse_writes(shared, request.method()) {
+        return Err(refusal);
     }
     request.extensions_mut().insert(principal);
-    next.run(request).await
+    if let Some(edge) = &gate.throttle {
+        super::edge::check_key(edge, &request)?;
+    }
+    Ok(request)
 }
 
 /// Who made a request, and its request id (`x-request-id`, else the trace id of its

@@ -2,8 +2,8 @@
 //! behind a trusted proxy the address its `X-Forwarded-For` names), refused with 403
 //! `forbidden-address` when denied or not allowed; method/path rules (403 `forbidden-request`);
 //! and the throttles, 429 `throttled` with `Retry-After`: per client address in [`firewall`],
-//! the outermost layer after telemetry, and per API key in [`throttle_key`], just inside each
-//! route's `authorize` layer, where the caller is known. The decisions are `keel_core::edge`'s.
+//! the outermost layer after telemetry, and per API key in [`check_key`], run by each route's
+//! `authorize` layer once the caller is known. The decisions are `keel_core::edge`'s.
 //!
 //! A refused address is answered rather than closed at accept: behind a trusted proxy the client
 //! is only known from a request's headers, and a 403 problem tells an HTTP client (and whoever
@@ -205,19 +205,30 @@ pub(crate) fn screen(edge: &Edge, request: &Request) -> Result<(), Problem> {
     Ok(())
 }
 
-/// Inside a route's `authorize` layer: the per-key throttle, for callers with an API key (open
-/// routes, auth off and function tokens are not throttled here).
-pub(crate) async fn throttle_key(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+/// The per-key throttle, for callers with an API key (open routes, auth off and function tokens
+/// are not throttled here): run by [`super::access::authorize`] once the caller is known, or by
+/// [`throttle_key`] where a layer must sit between the two.
+pub(crate) fn check_key(edge: &Edge, request: &Request) -> Result<(), Problem> {
     if let (Some(buckets), Some(Principal::Key(key))) = (&edge.per_key, request.extensions().get::<Principal>()) {
         if !is_probe(request.uri().path()) {
             if let Err(problem) = edge.take(buckets, &key.id) {
                 let client = request.extensions().get::<Peer>().map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0.ip());
                 edge.note(Refusal::ThrottleKey, client, &key.id);
-                return problem.into_response();
+                return Err(problem);
             }
         }
     }
-    next.run(request).await
+    Ok(())
+}
+
+/// [`check_key`] as a layer of its own, inside a route's `authorize` layer (which then does not
+/// throttle): for the KV routes of a node with `[region]`, whose calls forwarded home are
+/// throttled by the home region, not here.
+pub(crate) async fn throttle_key(State(edge): State<Arc<Edge>>, request: Request, next: Next) -> Response {
+    match check_key(&edge, &request) {
+        Ok(()) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use axum::Router;
 
 pub(crate) use crate::problem::Problem;
 use crate::state::Shared;
-use access::Guard;
+use access::{Gate, Guard};
 
 /// Runs an admission to its end in a task of its own, which a dropped request does not cancel:
 /// once the store has the work it must be started (leased at admission) or its dispatcher woken
@@ -152,15 +152,16 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let routes = ROUTES
         .iter()
         .fold(Router::new(), |router, (_, path, guard, mount)| {
-            // `throttle_key` inside `authorize`: it reads the caller `authorize` found.
-            let mut guarded =
-                mount(&shared).layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key));
-            if regions && *guard == Guard::Kv {
+            // With `[region]`, a KV call forwarded home is throttled there: `forward_home` sits
+            // between access and the per-key throttle. Elsewhere one layer does both.
+            let guarded = if regions && *guard == Guard::Kv {
                 let home = axum::middleware::from_fn_with_state((shared.clone(), *guard), crate::regions::forward_home);
-                guarded = guarded.layer(home);
-            }
-            let guarded =
-                guarded.layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize));
+                let throttled =
+                    mount(&shared).layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key));
+                Gate::guard(throttled.layer(home), &shared, *guard, None)
+            } else {
+                Gate::guard(mount(&shared), &shared, *guard, Some(&edge))
+            };
             router.route(path, guarded)
         })
         .merge(
@@ -178,6 +179,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         limits: shared.limits.clone(),
         edge,
         in_flight: InFlight::new(shared.config.server.max_inflight_requests),
+        metrics: crate::telemetry::HttpMetrics::default(),
     };
     routes
         .layer(DefaultBodyLimit::max(body_limit))
@@ -190,6 +192,7 @@ struct Front {
     limits: Arc<crate::limits::RequestLimits>,
     edge: Arc<edge::Edge>,
     in_flight: InFlight,
+    metrics: crate::telemetry::HttpMetrics,
 }
 
 /// The outer layer of every request, its steps in order:
@@ -216,7 +219,7 @@ async fn front_layer(State(front): State<Arc<Front>>, mut request: Request, next
         problem::errors_as_problems(response).await
     };
     let response = tracing::Instrument::instrument(response, observed.span().clone()).await;
-    observed.finish(response)
+    observed.finish(response, &front.metrics)
 }
 
 /// API requests being served, against `server.max_inflight_requests`.

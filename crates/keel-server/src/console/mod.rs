@@ -33,7 +33,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 
 use crate::api::access::{self, Guard};
-use crate::api::edge::{self, Edge};
+use crate::api::edge::Edge;
 use crate::state::Shared;
 
 pub(crate) use backlog::Backlog;
@@ -92,9 +92,7 @@ pub fn route_scopes() -> Vec<(Method, &'static str, Option<String>)> {
 /// session cookie read and the forms' CSRF token checked in front of it.
 pub(crate) fn router(shared: &Arc<Shared>, edge: &Arc<Edge>) -> Router<Arc<Shared>> {
     ROUTES.iter().fold(Router::new(), |router, (_, path, guard, mount)| {
-        let guarded = mount()
-            .layer(axum::middleware::from_fn_with_state(edge.clone(), edge::throttle_key))
-            .layer(axum::middleware::from_fn_with_state((shared.clone(), *guard), access::authorize))
+        let guarded = access::Gate::guard(mount(), shared, *guard, Some(edge))
             .layer(axum::middleware::from_fn_with_state(shared.clone(), session::session));
         router.route(path, guarded)
     })

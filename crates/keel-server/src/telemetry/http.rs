@@ -2,10 +2,14 @@
 //! of the caller's `traceparent`, whose context becomes the request's `traceparent`, so the work
 //! it admits continues the same trace), and its metrics by matched route template and status.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::RwLock;
+
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
-use metrics::{counter, histogram};
+use metrics::{counter, histogram, Counter, Histogram};
 use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Span;
@@ -21,7 +25,7 @@ const UNMATCHED: &str = "unmatched";
 pub(crate) struct Observed {
     started: Instant,
     method: &'static str,
-    route: String,
+    route: Option<MatchedPath>,
     span: Span,
 }
 
@@ -31,13 +35,14 @@ impl Observed {
     pub(crate) fn start(request: &mut Request) -> Self {
         let started = Instant::now();
         let method = method_label(request.method());
-        let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, MatchedPath::as_str).to_owned();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let label = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
         let span = tracing::info_span!(
             "request",
-            otel.name = %format_args!("{method} {route}"),
+            otel.name = %format_args!("{method} {label}"),
             otel.kind = "server",
             http.request.method = method,
-            http.route = %route,
+            http.route = label,
             http.response.status_code = Empty,
             trace_id = Empty,
         );
@@ -59,16 +64,67 @@ impl Observed {
         &self.span
     }
 
-    /// Records the answer's status on the span and the request in the metrics.
-    pub(crate) fn finish(self, response: Response) -> Response {
+    /// Records the answer's status on the span and the request in `metrics`.
+    pub(crate) fn finish(self, response: Response, metrics: &HttpMetrics) -> Response {
         let Self { started, method, route, span } = self;
         let status = response.status().as_u16();
         span.record("http.response.status_code", status);
-        let elapsed = started.elapsed().as_secs_f64();
-        histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method, "route" => route.clone()).record(elapsed);
-        counter!(HTTP_REQUESTS_TOTAL, "method" => method, "route" => route, "status" => status.to_string())
-            .increment(1);
+        let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        metrics.record(method, route, status, started.elapsed().as_secs_f64());
         response
+    }
+}
+
+/// The handles of `keel_http_requests_total` and `keel_http_request_duration_seconds`, one pair
+/// per method, route and status, kept by the router that serves them: a request finds its pair
+/// without building a label set, allocating or hashing the labels in the recorder's registry,
+/// which was a tenth of what `Observed` cost (BENCHMARKS.md, "Round three, continued"). The
+/// series are as many as before (the routes are the router's, the statuses HTTP's).
+///
+/// The handles are the recorder's at their first request: the server installs its recorder
+/// before it builds its router.
+#[derive(Default)]
+pub(crate) struct HttpMetrics {
+    hasher: RandomState,
+    /// By the hash of (method, route, status); a collision shares the bucket.
+    series: RwLock<HashMap<u64, Vec<Series>>>,
+}
+
+struct Series {
+    method: &'static str,
+    route: Box<str>,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl HttpMetrics {
+    fn record(&self, method: &'static str, route: &str, status: u16, seconds: f64) {
+        let hash = self.hasher.hash_one((method, route, status));
+        let matches = |s: &&Series| s.method == method && s.status == status && &*s.route == route;
+        let count = |s: &Series| {
+            s.requests.increment(1);
+            s.duration.record(seconds);
+        };
+        let series = self.series.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = series.get(&hash).and_then(|bucket| bucket.iter().find(matches)) {
+            return count(found);
+        }
+        drop(series);
+        let mut series = self.series.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bucket = series.entry(hash).or_default();
+        if let Some(found) = bucket.iter().find(matches) {
+            return count(found);
+        }
+        let added = Series {
+            method,
+            route: route.into(),
+            status,
+            requests: counter!(HTTP_REQUESTS_TOTAL, "method" => method, "route" => route.to_owned(), "status" => status.to_string()),
+            duration: histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method, "route" => route.to_owned()),
+        };
+        count(&added);
+        bucket.push(added);
     }
 }
 

@@ -13,7 +13,7 @@ pub(crate) mod recent;
 mod scrape;
 mod spans;
 
-pub(crate) use http::Observed;
+pub(crate) use http::{HttpMetrics, Observed};
 pub use logs::{init, Telemetry};
 pub(crate) use scrape::{install_recorder, render};
 pub(crate) use spans::{
