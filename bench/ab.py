@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Two or more builds of Keel side by side: the same outside load, rounds alternating, medians.
+
+On a shared 2-core VM one run of `bench/outside.py` moves by ±8 µs per call from run to run
+(BENCHMARKS.md, "Many small cuts"), more than most single changes save. This script runs the
+builds in turn, reversing their order every other round so that a drift of the machine falls on
+each alike, and reports for each build and path the median and the range over the rounds of:
+
+  cpu      whole-process CPU per request (utime + stime, /proc/PID/stat), µs
+  worker   the tokio workers' share; writer, fsync: the SQLite writer and its fsync thread
+  per_s    requests per second (async: end to end, until nothing is left queued)
+  switches context switches per request, voluntary + involuntary, all threads
+  allocs   (with --allocs; needs perf and root) mimalloc allocations per request, counted by a
+           uprobe on `mi_malloc_aligned` in one more run per build and path after the rounds (a
+           uprobe costs microseconds a hit: never counted during a timed run); deterministic
+           where CPU time is not
+
+Paths: sync (`POST /v1/functions/noop/invoke`) and async (`.../invocations`, end to end), wrk
+`-t1 -cC -dDs`, each Keel with a fresh SQLite store, fsync on, in front of an nginx no-op.
+
+Usage:   bench/ab.py [--rounds 6] [--paths sync,async] [--allocs] LABEL=BINARY[:ENV=V;ENV=V] ...
+Example: bench/ab.py --rounds 8 before=/tmp/keel-before after=target/release/keel
+         bench/ab.py quiet=target/release/keel 'off=target/release/keel:RUST_LOG=off'
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import outside  # noqa: E402  (the harness: nginx, keel serve, wrk)
+
+PATHS = {"sync": "invoke", "async": "invocations"}
+THREADS = {"worker": "tokio-rt-worker", "writer": "keel-sqlite-wri", "fsync": "keel-sqlite-syn"}
+
+
+def threads(pid):
+    """CPU seconds and context switches of each thread name of `pid`, summed by name."""
+    cpu, switches = {}, 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu[name] = cpu.get(name, 0) + (int(fields[11]) + int(fields[12])) / outside.TICKS
+        switches += int(status["voluntary_ctxt_switches"]) + int(status["nonvoluntary_ctxt_switches"])
+    return cpu, switches
+
+
+def start(binary, env, tmp, noop_port):
+    saved = os.environ.copy()
+    os.environ.update(env)
+    try:
+        return outside.start_keel(binary, tmp, noop_port, True, 64)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def probe(label, binary):
+    """A uprobe counting `binary`'s allocations; its event name."""
+    event = f"keel_ab:malloc_{label}"
+    subprocess.run(["perf", "probe", "-q", "-d", event], capture_output=True)
+    subprocess.run(["perf", "probe", "-q", "-x", binary, "-a", f"{event}=mi_malloc_aligned"], check=True)
+    return event
+
+
+def one_run(binary, env, noop_port, lua, path, connections, duration, allocs_event=None):
+    tmp = tempfile.mkdtemp(prefix="keel-ab-")
+    proc, url = start(binary, env, tmp, noop_port)
+    try:
+        target = f"{url}/v1/functions/noop/{PATHS[path]}"
+        outside.wrk(target, connections, 1, lua)  # warm: connections, caches, the function's pool
+        while not outside.drained(url):
+            time.sleep(0.01)
+        perf = None
+        if allocs_event:
+            perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", allocs_event, "-p", str(proc.pid)],
+                                    stderr=subprocess.PIPE, text=True)
+            time.sleep(0.3)
+        cpu0, sw0 = threads(proc.pid)
+        run = outside.measure(path, target, proc.pid, connections, duration, lua,
+                              base=url if path == "async" else None)
+        cpu1, sw1 = threads(proc.pid)
+        n = run["requests"]
+        if perf:
+            perf.send_signal(2)
+            err = perf.communicate()[1]
+            counts = [int(line.split(",")[0]) for line in err.splitlines() if line.split(",")[0].isdigit()]
+            return {"allocs": counts[0] / n if counts else float("nan")}
+        row = {"cpu": run["cpu_us"], "per_s": run["per_s"], "switches": (sw1 - sw0) / n}
+        for key, name in THREADS.items():
+            row[key] = (cpu1.get(name, 0) - cpu0.get(name, 0)) * 1e6 / n
+        return row
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("builds", nargs="+", metavar="LABEL=BINARY[:ENV=V;...]")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--paths", default="sync,async")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--allocs", action="store_true", help="count allocations per request (perf uprobe)")
+    args = parser.parse_args()
+    builds = []
+    for spec in args.builds:
+        label, _, rest = spec.partition("=")
+        binary, _, envs = rest.partition(":")
+        if not label or not os.path.exists(binary):
+            sys.exit(f"{spec}: expected LABEL=BINARY with an existing binary")
+        env = dict(e.split("=", 1) for e in envs.split(";") if e)
+        builds.append((label, os.path.abspath(binary), env))
+    paths = [p for p in args.paths.split(",") if p]
+    if unknown := [p for p in paths if p not in PATHS]:
+        sys.exit(f"unknown path {unknown}: sync or async")
+    os.environ["PATH"] += ":/usr/sbin"
+    tmp = tempfile.mkdtemp(prefix="keel-ab-")
+    lua = os.path.join(tmp, "post.lua")
+    with open(lua, "w") as f:
+        f.write(outside.LUA)
+    noop_port = outside.free_port()
+    nginx = outside.start_nginx(tmp, "noop", noop_port, "default_type application/json; return 200 '{}';")
+    rows = {}
+    try:
+        for r in range(args.rounds):
+            for label, binary, env in builds if r % 2 == 0 else list(reversed(builds)):
+                for path in paths:
+                    row = one_run(binary, env, noop_port, lua, path, args.connections, args.duration)
+                    rows.setdefault((label, path), []).append(row)
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        for label, binary, env in builds if args.allocs else []:
+            event = probe(label, binary)
+            try:
+                for path in paths:
+                    counted = one_run(binary, env, noop_port, lua, path, args.connections, 2, event)
+                    for row in rows[(label, path)]:
+                        row.update(counted)
+            finally:
+                subprocess.run(["perf", "probe", "-q", "-d", event], capture_output=True)
+    finally:
+        nginx.terminate()
+    keys = ["cpu", "worker", "writer", "fsync", "per_s", "switches"] + (["allocs"] if args.allocs else [])
+    print(f"{args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s; median [min–max]")
+    for path in paths:
+        print(f"\n{path:8s}" + "".join(f"{k:>24s}" for k in keys))
+        for label, _, _ in builds:
+            cells = []
+            for k in keys:
+                values = [row[k] for row in rows[(label, path)]]
+                digits = 0 if k == "per_s" else 2 if k == "switches" else 1
+                cells.append(f"{statistics.median(values):.{digits}f} [{min(values):.{digits}f}–{max(values):.{digits}f}]")
+            print(f"{label:8s}" + "".join(f"{c:>24s}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()
