@@ -18,7 +18,11 @@ each alike, and reports for each build and path the median and the range over th
 Paths: sync (`POST /v1/functions/noop/invoke`) and async (`.../invocations`, end to end), wrk
 `-t1 -cC -dDs`, each Keel with a fresh SQLite store, fsync on, in front of an nginx no-op.
 
-Usage:   bench/ab.py [--rounds 6] [--paths sync,async] [--allocs] LABEL=BINARY[:ENV=V;ENV=V] ...
+With `--floor BINARY` (bench/floor's keel-floor) the floor of Keel's HTTP stack runs in the rounds
+too, as the row `floor` of the sync path.
+
+Usage:   bench/ab.py [--rounds 6] [--paths sync,async] [--allocs] [--floor BINARY]
+                     LABEL=BINARY[:ENV=V;ENV=V] ...
 Example: bench/ab.py --rounds 8 before=/tmp/keel-before after=target/release/keel
          bench/ab.py quiet=target/release/keel 'off=target/release/keel:RUST_LOG=off'
 """
@@ -57,6 +61,11 @@ def threads(pid):
 
 
 def start(binary, env, tmp, noop_port):
+    if env.get("FLOOR"):  # bench/floor: LISTEN_ADDR FUNCTION_URL
+        port = outside.free_port()
+        proc = subprocess.Popen([binary, f"127.0.0.1:{port}", f"http://127.0.0.1:{noop_port}/"])
+        outside.wait_port(port, "keel-floor", proc)
+        return proc, f"http://127.0.0.1:{port}"
     saved = os.environ.copy()
     os.environ.update(env)
     try:
@@ -80,7 +89,7 @@ def one_run(binary, env, noop_port, lua, path, connections, duration, allocs_eve
     try:
         target = f"{url}/v1/functions/noop/{PATHS[path]}"
         outside.wrk(target, connections, 1, lua)  # warm: connections, caches, the function's pool
-        while not outside.drained(url):
+        while path == "async" and not outside.drained(url):
             time.sleep(0.01)
         perf = None
         if allocs_event:
@@ -114,6 +123,7 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--allocs", action="store_true", help="count allocations per request (perf uprobe)")
+    parser.add_argument("--floor", metavar="BINARY", help="bench/floor's keel-floor, a row of the sync path")
     args = parser.parse_args()
     builds = []
     for spec in args.builds:
@@ -123,6 +133,8 @@ def main():
             sys.exit(f"{spec}: expected LABEL=BINARY with an existing binary")
         env = dict(e.split("=", 1) for e in envs.split(";") if e)
         builds.append((label, os.path.abspath(binary), env))
+    if args.floor:
+        builds.append(("floor", os.path.abspath(args.floor), {"FLOOR": "1"}))
     paths = [p for p in args.paths.split(",") if p]
     if unknown := [p for p in paths if p not in PATHS]:
         sys.exit(f"unknown path {unknown}: sync or async")
@@ -137,14 +149,14 @@ def main():
     try:
         for r in range(args.rounds):
             for label, binary, env in builds if r % 2 == 0 else list(reversed(builds)):
-                for path in paths:
+                for path in paths if label != "floor" else [p for p in paths if p == "sync"]:
                     row = one_run(binary, env, noop_port, lua, path, args.connections, args.duration)
                     rows.setdefault((label, path), []).append(row)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         for label, binary, env in builds if args.allocs else []:
             event = probe(label, binary)
             try:
-                for path in paths:
+                for path in paths if label != "floor" else [p for p in paths if p == "sync"]:
                     counted = one_run(binary, env, noop_port, lua, path, args.connections, 2, event)
                     for row in rows[(label, path)]:
                         row.update(counted)
@@ -157,6 +169,8 @@ def main():
     for path in paths:
         print(f"\n{path:8s}" + "".join(f"{k:>24s}" for k in keys))
         for label, _, _ in builds:
+            if (label, path) not in rows:
+                continue
             cells = []
             for k in keys:
                 values = [row[k] for row in rows[(label, path)]]

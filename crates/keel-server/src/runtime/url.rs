@@ -22,6 +22,21 @@ use super::client::{build_client, build_h2_client, ClientError, HttpClient};
 use crate::auth::Auth;
 use crate::trace;
 
+/// The names of the function contract's request headers, made once: a name given as a `&str`
+/// is parsed, and (not being one of HTTP's standard names) copied to the heap, at every attempt.
+mod contract {
+    use http::HeaderName;
+
+    pub(super) const FUNCTION: HeaderName = HeaderName::from_static("keel-function");
+    pub(super) const DEADLINE: HeaderName = HeaderName::from_static("keel-deadline");
+    pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    pub(super) const INVOCATION_ID: HeaderName = HeaderName::from_static("keel-invocation-id");
+    pub(super) const ATTEMPT: HeaderName = HeaderName::from_static("keel-attempt");
+    pub(super) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+    pub(super) const BATCH_SIZE: HeaderName = HeaderName::from_static("keel-batch-size");
+    pub(super) const SUBSCRIPTION: HeaderName = HeaderName::from_static("keel-subscription");
+}
+
 /// Everything one attempt needs to know.
 #[derive(Debug)]
 pub(crate) struct AttemptCall<'a> {
@@ -189,21 +204,21 @@ impl UrlRuntime {
         let deadline = started_at + call.timeout.as_millis() as Millis;
         let traceparent = call.traceparent.map_or_else(trace::new_traceparent, trace::child_of);
         let mut request = Request::post(url.as_str())
-            .header("keel-function", call.function)
-            .header("keel-deadline", rfc3339(deadline))
-            .header("traceparent", traceparent);
+            .header(contract::FUNCTION, call.function)
+            .header(contract::DEADLINE, rfc3339(deadline))
+            .header(contract::TRACEPARENT, traceparent);
         request = match call.batch {
             None => request
-                .header("keel-invocation-id", call.invocation_id)
-                .header("keel-attempt", call.number)
-                .header("idempotency-key", call.idempotency_key),
-            Some(size) => request.header("keel-batch-size", size),
+                .header(contract::INVOCATION_ID, call.invocation_id)
+                .header(contract::ATTEMPT, call.number)
+                .header(contract::IDEMPOTENCY_KEY, call.idempotency_key),
+            Some(size) => request.header(contract::BATCH_SIZE, size),
         };
         if let Some(ct) = call.content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
             request = request.header(CONTENT_TYPE, ct);
         }
         if let Some(subscription) = call.subscription.and_then(|s| HeaderValue::from_str(s).ok()) {
-            request = request.header("keel-subscription", subscription);
+            request = request.header(contract::SUBSCRIPTION, subscription);
         }
         // The token expires with the attempt: a function that keeps it cannot use it later.
         if let Some(token) = self.auth.token(call.function, call.invocation_id, deadline, now) {
