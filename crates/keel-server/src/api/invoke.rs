@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::idempotency::{IdempotencyKeyHeader, PreferWait};
 use super::{body, delay, idempotency, input, openapi};
 use crate::dispatch;
-use crate::dispatch::sync::{self, Recorder, SyncEnd, SyncRequest, Unrecorded};
+use crate::dispatch::sync::{self, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
 use crate::functions::{Function, Slot};
 use crate::problem::{reply_response, Problem};
@@ -176,9 +176,8 @@ pub(crate) async fn invoke_sync(
     };
     let Some(key) = key else {
         let pass = sync::gate(&shared, function)?;
-        let mut inv = sync::new_invocation(&shared, function, request, None);
-        let ended = sync::run(&shared, function, &mut inv, &Recorder::Plain, pass).await;
-        return answer(&inv, ended);
+        let inv = sync::new_invocation(&shared, function, request, None);
+        return sync::run_plain(&shared, function, inv, pass, answer).await;
     };
     // Keyed: the invocation and its key record are stored before the first attempt, so a retry
     // of this request finds it — in flight, done, or orphaned by a crash and taken over.

@@ -4,6 +4,7 @@
 //! precondition turns that attempt into a conflict that is retried like a transient failure.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,9 +80,10 @@ pub(crate) struct SyncRequest {
 }
 
 /// How the finished invocation is recorded.
-pub(crate) enum Recorder<'a> {
-    /// Inserted whole at the end.
-    Plain,
+enum Recorder<'a> {
+    /// Inserted whole at the end: with effects, committed before the answer; without, history
+    /// only, written behind the answer by [`run_plain`] (`behind` is then set).
+    Plain { behind: AtomicBool },
     /// Already stored `running`: updated, and its idempotency key completed with the reply.
     Keyed { key: KeyRef, holder: String, reply: &'a (dyn Fn(&Invocation, SyncEnd) -> StoredReply + Sync) },
 }
@@ -89,7 +91,7 @@ pub(crate) enum Recorder<'a> {
 impl std::fmt::Debug for Recorder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Recorder::Plain => "Recorder::Plain",
+            Recorder::Plain { .. } => "Recorder::Plain",
             Recorder::Keyed { .. } => "Recorder::Keyed",
         })
     }
@@ -104,12 +106,15 @@ impl Recorder<'_> {
         effects: Option<CommitEffects>,
     ) -> keel_core::Result<()> {
         match self {
-            // Without effects the record is history only: it is written behind the reply.
-            Recorder::Plain if effects.is_none() => {
-                shared.behind.push(shared.store.clone(), inv.clone());
+            // Without effects the record is history only: `run_plain` writes it behind the reply.
+            Recorder::Plain { behind } if effects.is_none() => {
+                behind.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            Recorder::Plain => shared.store.record_finished(inv.clone(), effects, Urgency::Now).await,
+            Recorder::Plain { behind } => {
+                behind.store(false, Ordering::Relaxed);
+                shared.store.record_finished(inv.clone(), effects, Urgency::Now).await
+            }
             Recorder::Keyed { key, holder, reply } => {
                 let reply = reply(inv, end);
                 shared.store.finish_sync(inv.clone(), effects, key.clone(), holder.clone(), reply).await
@@ -263,9 +268,31 @@ pub(crate) fn new_invocation(
     inv
 }
 
+/// Runs an unkeyed sync invocation to its end ([`run`]) and makes its answer with `answer`;
+/// then, when its record is history only (no effects to commit first), writes that record
+/// behind. The invocation is handed over, not copied, and before the answer leaves, so a read
+/// of its id made right after the answer still finds it.
+pub(crate) async fn run_plain<T>(
+    shared: &Shared,
+    function: &Arc<Function>,
+    mut inv: Invocation,
+    pass: SyncPass<'_>,
+    answer: impl FnOnce(&Invocation, Result<SyncEnd, Unrecorded>) -> T,
+) -> T {
+    let recorder = Recorder::Plain { behind: AtomicBool::new(false) };
+    let ended = run(shared, function, &mut inv, &recorder, pass).await;
+    let answered = answer(&inv, ended);
+    if let Recorder::Plain { behind } = &recorder {
+        if behind.load(Ordering::Relaxed) {
+            shared.behind.push(shared.store.clone(), inv);
+        }
+    }
+    answered
+}
+
 /// Runs a sync invocation to its end ([`run_to_end`]), counting its admission and end. `pass`
 /// is what flow control admitted it with ([`Flow::gate_sync`](crate::flow::Flow::gate_sync)).
-pub(crate) async fn run(
+async fn run(
     shared: &Shared,
     function: &Arc<Function>,
     inv: &mut Invocation,
