@@ -78,9 +78,9 @@ impl Guard {
 /// What the access layer of one route checks: its [`Guard`], and the per-key throttle (`None`
 /// where a layer between the two throttles instead, [`super::edge::throttle_key`]).
 pub(crate) struct Gate {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) guard: Guard,
-    pub(crate) throttle: Option<Arc<Edge>>,
+    shared: Arc<Shared>,
+    guard: Guard,
+    throttle: Option<Arc<Edge>>,
 }
 
 impl Gate {

@@ -77,9 +77,10 @@ impl Observed {
 
 /// The handles of `keel_http_requests_total` and `keel_http_request_duration_seconds`, one pair
 /// per method, route and status, kept by the router that serves them: a request finds its pair
-/// without building a label set, allocating or hashing the labels in the recorder's registry,
-/// which was a tenth of what `Observed` cost (BENCHMARKS.md, "Round three, continued"). The
-/// series are as many as before (the routes are the router's, the statuses HTTP's).
+/// with one hash of the three and a read lock, where the `counter!` and `histogram!` macros
+/// built two label sets (with copies of the route and the status) and looked them up in the
+/// recorder's registry at every request (BENCHMARKS.md, "Many small cuts"). The series are the
+/// same: the routes are the router's templates (or `unmatched`), the statuses HTTP's.
 ///
 /// The handles are the recorder's at their first request: the server installs its recorder
 /// before it builds its router.
