@@ -141,3 +141,40 @@ fn method_label(method: &Method) -> &'static str {
         _ => "OTHER",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::HttpMetrics;
+
+    const INVOKE: &str = "/v1/functions/{name}/invoke";
+
+    fn count(text: &str, method: &str, status: u16) -> Option<String> {
+        let series = format!("keel_http_requests_total{{method=\"{method}\",route=\"{INVOKE}\",status=\"{status}\"}} ");
+        text.lines().find_map(|line| line.strip_prefix(&series).map(str::to_owned))
+    }
+
+    #[test]
+    fn each_method_route_and_status_counts_apart_and_keeps_its_handles() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let scrape = recorder.handle();
+        let metrics = HttpMetrics::default();
+        metrics::with_local_recorder(&recorder, || {
+            metrics.record("POST", INVOKE, 200, 0.001);
+            metrics.record("POST", INVOKE, 200, 0.002);
+            metrics.record("POST", INVOKE, 429, 0.001);
+            metrics.record("GET", INVOKE, 200, 0.001);
+        });
+        // Outside the recorder's scope: a series seen before still counts (its handles are
+        // kept), where a `counter!` here would go nowhere.
+        metrics.record("POST", INVOKE, 200, 0.003);
+        let text = scrape.render();
+        assert_eq!(count(&text, "POST", 200).as_deref(), Some("3"), "{text}");
+        assert_eq!(count(&text, "POST", 429).as_deref(), Some("1"), "{text}");
+        assert_eq!(count(&text, "GET", 200).as_deref(), Some("1"), "{text}");
+        let durations = format!("keel_http_request_duration_seconds_count{{method=\"POST\",route=\"{INVOKE}\"}} ");
+        let observed = text.lines().find_map(|line| line.strip_prefix(&durations));
+        assert_eq!(observed, Some("4"), "both statuses share the method and route's histogram: {text}");
+    }
+}
