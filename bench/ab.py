@@ -138,6 +138,10 @@ def main():
     paths = [p for p in args.paths.split(",") if p]
     if unknown := [p for p in paths if p not in PATHS]:
         sys.exit(f"unknown path {unknown}: sync or async")
+
+    def paths_of(label):
+        return paths if label != "floor" else [p for p in paths if p == "sync"]  # the floor has no async
+
     os.environ["PATH"] += ":/usr/sbin"
     tmp = tempfile.mkdtemp(prefix="keel-ab-")
     lua = os.path.join(tmp, "post.lua")
@@ -149,14 +153,14 @@ def main():
     try:
         for r in range(args.rounds):
             for label, binary, env in builds if r % 2 == 0 else list(reversed(builds)):
-                for path in paths if label != "floor" else [p for p in paths if p == "sync"]:
+                for path in paths_of(label):
                     row = one_run(binary, env, noop_port, lua, path, args.connections, args.duration)
                     rows.setdefault((label, path), []).append(row)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         for label, binary, env in builds if args.allocs else []:
             event = probe(label, binary)
             try:
-                for path in paths if label != "floor" else [p for p in paths if p == "sync"]:
+                for path in paths_of(label):
                     counted = one_run(binary, env, noop_port, lua, path, args.connections, 2, event)
                     for row in rows[(label, path)]:
                         row.update(counted)

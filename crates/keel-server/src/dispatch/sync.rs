@@ -83,7 +83,7 @@ pub(crate) struct SyncRequest {
 enum Recorder<'a> {
     /// Inserted whole at the end: with effects, committed before the answer; without, history
     /// only, written behind the answer by [`run_plain`] (`behind` is then set).
-    Plain { behind: AtomicBool },
+    Plain { behind: &'a AtomicBool },
     /// Already stored `running`: updated, and its idempotency key completed with the reply.
     Keyed { key: KeyRef, holder: String, reply: &'a (dyn Fn(&Invocation, SyncEnd) -> StoredReply + Sync) },
 }
@@ -279,13 +279,11 @@ pub(crate) async fn run_plain<T>(
     pass: SyncPass<'_>,
     answer: impl FnOnce(&Invocation, Result<SyncEnd, Unrecorded>) -> T,
 ) -> T {
-    let recorder = Recorder::Plain { behind: AtomicBool::new(false) };
-    let ended = run(shared, function, &mut inv, &recorder, pass).await;
+    let behind = AtomicBool::new(false);
+    let ended = run(shared, function, &mut inv, &Recorder::Plain { behind: &behind }, pass).await;
     let answered = answer(&inv, ended);
-    if let Recorder::Plain { behind } = &recorder {
-        if behind.load(Ordering::Relaxed) {
-            shared.behind.push(shared.store.clone(), inv);
-        }
+    if behind.load(Ordering::Relaxed) {
+        shared.behind.push(shared.store.clone(), inv);
     }
     answered
 }
