@@ -13,11 +13,20 @@
 //!
 //! A stage past its deadline closes the connection, logged and counted ([`super::note_closed`]).
 //!
+//! Moving a stage along is one atomic store ([`StageTx`]) and wakes nobody: [`serve_http`]'s one
+//! timer reads the stage when it fires and, unless its deadline has passed, sleeps again until
+//! that deadline or for [`Limits::recheck`], whichever is sooner. Every stage lasts at least
+//! `recheck` before its deadline, so each change is seen before its deadline is due and the
+//! deadlines are kept exactly, at the cost of one timer expiry per `recheck` (the shorter of the
+//! two timeouts, 10 s by default) on a busy connection: not three wake-ups of the connection's
+//! task per request (BENCHMARKS.md, "The listener's stages without wake-ups").
+//!
 //! Over TLS the handshake comes first, within the same `header_timeout` as the first request's
 //! head: the clock starts when the connection is accepted, so a client cannot stretch a slow
 //! handshake and slow headers into twice the limit.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::Router;
@@ -29,7 +38,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutBody;
@@ -45,31 +54,63 @@ enum Stage {
     Idle,
 }
 
-/// The stage a connection is in, and since when.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Since {
-    stage: Stage,
-    at: Instant,
+impl Stage {
+    const ALL: [Stage; 3] = [Stage::Head, Stage::Busy, Stage::Idle];
 }
 
-/// Moves the connection's stage along; read by [`serve`]'s loop, which owns the deadline.
+/// The stage a connection is in, and since when, in one word: the stage in the low two bits,
+/// the nanoseconds from `origin` above them.
+#[derive(Debug)]
+struct Since {
+    origin: Instant,
+    word: AtomicU64,
+}
+
+impl Since {
+    fn new(origin: Instant) -> Self {
+        Since { origin, word: AtomicU64::new(Stage::Head as u64) }
+    }
+
+    fn word(&self, stage: Stage, at: Instant) -> u64 {
+        let nanos = u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX >> 2);
+        nanos << 2 | stage as u64
+    }
+
+    fn read(&self) -> (Stage, Instant) {
+        let word = self.word.load(Ordering::Relaxed);
+        (Stage::ALL[(word & 3) as usize], self.origin + Duration::from_nanos(word >> 2))
+    }
+
+    /// When the current stage runs out, and why; `None` while a request is being handled.
+    fn deadline(&self, limits: &Limits) -> Option<(Instant, Closed)> {
+        match self.read() {
+            (Stage::Head, at) => Some((at + limits.header_timeout, Closed::HeaderTimeout)),
+            (Stage::Idle, at) => Some((at + limits.idle_timeout, Closed::IdleTimeout)),
+            (Stage::Busy, _) => None,
+        }
+    }
+}
+
+/// Moves the connection's stage along; read by [`serve_http`]'s timer, which owns the deadline.
 #[derive(Debug, Clone)]
-pub(super) struct StageTx(Arc<watch::Sender<Since>>);
+pub(super) struct StageTx(Arc<Since>);
 
 impl StageTx {
-    fn enter(&self, stage: Stage) {
-        self.0.send_replace(Since { stage, at: Instant::now() });
+    /// A request's handler starts: no connection deadline until its answer (so no clock read).
+    fn busy(&self) {
+        self.0.word.store(Stage::Busy as u64, Ordering::Relaxed);
+    }
+
+    /// The answer is ready: the connection is idle from now.
+    fn idle(&self) {
+        self.0.word.store(self.0.word(Stage::Idle, Instant::now()), Ordering::Relaxed);
     }
 
     /// A byte arrived: an idle connection starts a request head.
     pub(super) fn byte_arrived(&self) {
-        self.0.send_if_modified(|since| {
-            let idle = since.stage == Stage::Idle;
-            if idle {
-                *since = Since { stage: Stage::Head, at: Instant::now() };
-            }
-            idle
-        });
+        if self.0.word.load(Ordering::Relaxed) & 3 == Stage::Idle as u64 {
+            self.0.word.store(self.0.word(Stage::Head, Instant::now()), Ordering::Relaxed);
+        }
     }
 }
 
@@ -134,12 +175,12 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (tx, mut stage) = watch::channel(Since { stage: Stage::Head, at: opened });
-    let tx = StageTx(Arc::new(tx));
+    let since = Arc::new(Since::new(opened));
+    let tx = StageTx(since.clone());
     let io = TokioIo::new(Watched::new(stream, tx.clone()));
     let app = TowerToHyperService::new(app);
     let service = service_fn(move |mut request: hyper::Request<Incoming>| {
-        tx.enter(Stage::Busy);
+        tx.busy();
         // For the firewall (`api::edge`): who is on the other end.
         request.extensions_mut().insert(super::Peer(peer));
         let answer =
@@ -147,7 +188,7 @@ async fn serve_http<S>(
         let tx = tx.clone();
         async move {
             let response = answer.await;
-            tx.enter(Stage::Idle);
+            tx.idle();
             response
         }
     });
@@ -157,23 +198,11 @@ async fn serve_http<S>(
         .max_buf_size(limits.max_head_bytes)
         .serve_connection(io, service);
     tokio::pin!(connection);
+    let recheck = limits.recheck();
+    let timer = tokio::time::sleep_until(opened + recheck);
+    tokio::pin!(timer);
     let mut draining = false;
     loop {
-        let since = *stage.borrow_and_update();
-        let deadline = match since.stage {
-            Stage::Head => Some((since.at + limits.header_timeout, Closed::HeaderTimeout)),
-            Stage::Idle => Some((since.at + limits.idle_timeout, Closed::IdleTimeout)),
-            Stage::Busy => None,
-        };
-        let expiry = async {
-            match deadline {
-                Some((at, reason)) => {
-                    tokio::time::sleep_until(at).await;
-                    reason
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -181,11 +210,17 @@ async fn serve_http<S>(
                 }
                 break;
             }
-            _ = stage.changed() => {}
-            reason = expiry => {
-                // Dropping the connection closes the socket: there is no request to answer.
-                note_closed(reason, &peer.to_string());
-                break;
+            () = timer.as_mut() => {
+                let now = Instant::now();
+                match since.deadline(&limits) {
+                    Some((at, reason)) if at <= now => {
+                        // Dropping the connection closes the socket: there is no request to answer.
+                        note_closed(reason, &peer.to_string());
+                        break;
+                    }
+                    Some((at, _)) => timer.as_mut().reset(at.min(now + recheck)),
+                    None => timer.as_mut().reset(now + recheck),
+                }
             }
             _ = stop.changed(), if !draining => {
                 draining = true;

@@ -57,6 +57,12 @@ impl Limits {
                 .max(HYPER_MIN_BUF),
         }
     }
+
+    /// How often a connection's timer looks at its stage at least (`connection::serve_http`):
+    /// the shorter timeout, so that no stage's deadline can pass unseen.
+    pub(crate) fn recheck(&self) -> Duration {
+        self.header_timeout.min(self.idle_timeout).max(Duration::from_millis(1))
+    }
 }
 
 /// hyper's smallest read buffer (it panics below it).

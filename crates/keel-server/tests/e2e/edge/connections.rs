@@ -73,6 +73,30 @@ async fn an_idle_keep_alive_connection_lives_past_the_header_timeout_then_is_clo
     assert!(closed_at - answered >= Duration::from_millis(1400), "closed after {:?}", closed_at - answered);
 }
 
+/// A keep-alive connection that starts a head after an idle spell gets the header timeout from
+/// that first byte, not what was left of the idle timeout (the connection's timer learns of the
+/// new stage without being woken by it).
+#[tokio::test]
+async fn a_slow_head_after_an_idle_spell_is_cut_off_at_the_header_timeout() {
+    let keel = Keel::start("[server]\nheader_timeout = \"300ms\"\nidle_timeout = \"6s\"\n").await;
+    let before = closed_total(&keel, "header_timeout").await;
+    let mut stream = connect(&keel).await;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await.unwrap();
+    assert!(chunk[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&chunk[..n]));
+    // Idle past the header timeout, then half a head: the idle deadline would be ~5 s away.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    let (sent, closed_at) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(sent, "", "no whole request, no answer");
+    let lived = closed_at - started;
+    assert!(lived >= Duration::from_millis(290), "closed after {lived:?}");
+    assert!(lived < Duration::from_secs(3), "closed after {lived:?}: the idle deadline, not the header timeout");
+    assert!(closed_total(&keel, "header_timeout").await >= before + 1.0);
+}
+
 /// The issue's `Content-Length: 10000000000` followed by 10 bytes, and a body that stalls within
 /// the limit: answered (408 or 413, as problem+json) and closed.
 #[tokio::test]
