@@ -2,6 +2,8 @@
 //! so that one trace follows the work through queue, retries, fan-out and subscribers; and the
 //! span of each event an attempt emits, whose context the event's deliveries continue.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use keel_core::invocation::{Attempt, Invocation, Transition};
 use keel_core::outcome::Outcome;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
@@ -9,6 +11,17 @@ use opentelemetry::Context;
 use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Whether spans are exported: set by [`super::init`] when it installs the OpenTelemetry layer.
+/// Without that layer a span has no OpenTelemetry context to set or read, so making one (hex
+/// parsing, a `Context`, a lookup of the layer through the subscriber) is skipped at every
+/// request and attempt.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Spans are exported from now on ([`super::init`]).
+pub(super) fn exporting() {
+    EXPORTING.store(true, Ordering::Relaxed);
+}
 
 /// The trace id of a W3C `traceparent` (`00-TRACEID-PARENTID-FLAGS`).
 pub(crate) fn trace_id_of(traceparent: Option<&str>) -> Option<&str> {
@@ -22,8 +35,8 @@ pub(crate) fn attempt_span(inv: &Invocation) -> Span {
         "attempt",
         otel.name = %format_args!("attempt {}", inv.function),
         otel.kind = "client",
-        invocation_id = %inv.id,
-        function = %inv.function,
+        invocation_id = inv.id.as_str(),
+        function = inv.function.as_str(),
         attempt = inv.attempt_count + 1,
         trace_id = trace_id_of(inv.traceparent.as_deref()),
         subscription = delivery.map(|d| d.subscription.as_str()),
@@ -89,6 +102,9 @@ pub(crate) fn current_traceparent() -> Option<String> {
 }
 
 pub(super) fn traceparent_of(span: &Span) -> Option<String> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return None;
+    }
     let context = span.context();
     let sc = context.span().span_context().clone();
     sc.is_valid().then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
@@ -96,6 +112,9 @@ pub(super) fn traceparent_of(span: &Span) -> Option<String> {
 
 /// Makes `span` a child of the (remote) span a `traceparent` names.
 pub(super) fn set_remote_parent(span: &Span, traceparent: Option<&str>) {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
     let Some((_, trace, parent, flags)) = traceparent.and_then(crate::trace::fields) else { return };
     let (Ok(trace), Ok(parent), Ok(flags)) =
         (TraceId::from_hex(trace), SpanId::from_hex(parent), u8::from_str_radix(flags, 16))
