@@ -3,7 +3,14 @@
 
 /// A fresh `traceparent` starting a new trace.
 pub(crate) fn new_traceparent() -> String {
-    format!("00-{:032x}-{:016x}-01", nonzero_u128(), nonzero_u64())
+    let mut traceparent = String::with_capacity(55);
+    traceparent.push_str("00-");
+    push_hex(&mut traceparent, nonzero_u64());
+    push_hex(&mut traceparent, fastrand::u64(..));
+    traceparent.push('-');
+    push_hex(&mut traceparent, nonzero_u64());
+    traceparent.push_str("-01");
+    traceparent
 }
 
 /// The received `traceparent` when well formed (version 00, non-zero ids), lower-cased.
@@ -23,7 +30,17 @@ pub(crate) fn parse_traceparent(value: &str) -> Option<String> {
 /// The same trace with a new parent id: what one attempt sends to the function.
 pub(crate) fn child_of(traceparent: &str) -> String {
     match fields(traceparent) {
-        Some((version, trace_id, _, flags)) => format!("{version}-{trace_id}-{:016x}-{flags}", nonzero_u64()),
+        Some((version, trace_id, _, flags)) => {
+            let mut child = String::with_capacity(version.len() + trace_id.len() + flags.len() + 19);
+            child.push_str(version);
+            child.push('-');
+            child.push_str(trace_id);
+            child.push('-');
+            push_hex(&mut child, nonzero_u64());
+            child.push('-');
+            child.push_str(flags);
+            child
+        }
         None => new_traceparent(),
     }
 }
@@ -42,8 +59,12 @@ fn nonzero_u64() -> u64 {
     fastrand::u64(1..)
 }
 
-fn nonzero_u128() -> u128 {
-    ((fastrand::u64(1..) as u128) << 64) | fastrand::u64(..) as u128
+/// `value` as 16 lower-case hex digits, without `format!`'s machinery (twice per sync call).
+fn push_hex(out: &mut String, value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(DIGITS[(value >> (shift * 4)) as usize & 0xf] as char);
+    }
 }
 
 #[cfg(test)]
@@ -75,6 +96,17 @@ mod tests {
             "surrounding whitespace trimmed"
         );
         assert!(parse_traceparent(&new_traceparent()).is_some());
+    }
+
+    #[test]
+    fn ids_are_sixteen_hex_digits_a_word() {
+        let mut text = String::new();
+        push_hex(&mut text, 0x0af7_6519_16cd_43dd);
+        push_hex(&mut text, 1);
+        assert_eq!(text, "0af7651916cd43dd0000000000000001");
+        let fresh = new_traceparent();
+        assert_eq!(fresh.len(), 55, "{fresh}");
+        assert!(fresh.starts_with("00-") && fresh.ends_with("-01"), "{fresh}");
     }
 
     #[test]
