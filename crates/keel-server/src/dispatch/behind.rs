@@ -33,8 +33,9 @@ pub(crate) struct WrittenBehind {
 
 #[derive(Debug, Default)]
 struct Held {
-    /// Ids whose record is not committed yet: gathering, or in the batch on its way.
-    pending: HashSet<String>,
+    /// Ids whose record is not committed yet: gathering, or in the batch on its way. Keel's
+    /// own ids, so a fast hash (foldhash) rather than std's SipHash, made to resist chosen keys.
+    pending: HashSet<String, foldhash::fast::RandomState>,
     /// Records not yet handed to the store.
     gathering: Vec<Invocation>,
     /// A task is handing batches to the store (at most one is).

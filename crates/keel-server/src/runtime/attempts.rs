@@ -10,10 +10,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use keel_core::clock::Millis;
 
-/// Every attempt running here. A std Mutex: nothing awaits while it is held.
+/// Every attempt running here. A std Mutex: nothing awaits while it is held. By Keel's own
+/// invocation ids, so hashed with foldhash rather than std's SipHash, made to resist chosen keys.
 #[derive(Debug, Default)]
 pub(crate) struct Attempts {
-    running: Mutex<HashMap<String, Entry>>,
+    running: Mutex<HashMap<String, Entry, foldhash::fast::RandomState>>,
     /// Calls to each dependency of attempts running on other nodes, by (invocation, token
     /// expiry): an attempt's token expires at its deadline, so each attempt has its own count.
     /// Dropped once the token has expired.
@@ -33,7 +34,7 @@ struct Entry {
 impl Attempts {
     /// Records an attempt of `invocation_id` (of `function`) until the guard is dropped. A new
     /// attempt, after the last one ended, numbers its calls from 1 again.
-    pub(crate) fn enter<'a>(&'a self, invocation_id: &str, function: &str) -> Running<'a> {
+    pub(crate) fn enter<'a>(&'a self, invocation_id: &'a str, function: &str) -> Running<'a> {
         let mut running = self.lock();
         let entry = running.entry(invocation_id.to_owned()).or_insert_with(|| Entry {
             function: function.to_owned(),
@@ -41,7 +42,7 @@ impl Attempts {
             calls: HashMap::new(),
         });
         entry.attempts += 1;
-        Running { attempts: self, invocation_id: invocation_id.to_owned() }
+        Running { attempts: self, invocation_id }
     }
 
     /// The function of the attempt of `invocation_id` running here, if one is.
@@ -74,7 +75,7 @@ impl Attempts {
         *n
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry, foldhash::fast::RandomState>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -83,16 +84,16 @@ impl Attempts {
 #[derive(Debug)]
 pub(crate) struct Running<'a> {
     attempts: &'a Attempts,
-    invocation_id: String,
+    invocation_id: &'a str,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         let mut running = self.attempts.lock();
-        if let Some(entry) = running.get_mut(&self.invocation_id) {
+        if let Some(entry) = running.get_mut(self.invocation_id) {
             entry.attempts -= 1;
             if entry.attempts == 0 {
-                running.remove(&self.invocation_id);
+                running.remove(self.invocation_id);
             }
         }
     }

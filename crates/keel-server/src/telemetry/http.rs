@@ -3,7 +3,9 @@
 //! it admits continues the same trace), and its metrics by matched route template and status.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::RwLock;
 
 use axum::extract::{MatchedPath, Request};
@@ -88,7 +90,7 @@ impl Observed {
 pub(crate) struct HttpMetrics {
     hasher: RandomState,
     /// By the hash of (method, route, status); a collision shares the bucket.
-    series: RwLock<HashMap<u64, Vec<Series>>>,
+    series: RwLock<HashMap<u64, Vec<Series>, RandomState>>,
 }
 
 struct Series {
