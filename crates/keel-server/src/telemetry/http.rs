@@ -16,9 +16,11 @@ use tokio::time::Instant;
 use tracing::field::Empty;
 use tracing::Span;
 
-use super::spans::{set_remote_parent, traceparent_of};
+use super::spans::{exporting_now, set_remote_parent, traceparent_of};
 use crate::metric_definitions::{HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
 use crate::trace;
+
+const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
 
 /// Requests that matched no route share one label, so unknown paths cannot grow the series.
 const UNMATCHED: &str = "unmatched";
@@ -39,6 +41,14 @@ impl Observed {
         let method = method_label(request.method());
         let route = request.extensions().get::<MatchedPath>().cloned();
         let label = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+        let received =
+            request.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(trace::parse_traceparent);
+        // Without traces exported, the caller's traceparent (or a new one) ties the logs of this
+        // work together, and is known before the span: its trace id is a field from the start.
+        let (early, received) = match exporting_now() {
+            true => (None, received),
+            false => (Some(received.unwrap_or_else(trace::new_traceparent)), None),
+        };
         let span = tracing::info_span!(
             "request",
             otel.name = %format_args!("{method} {label}"),
@@ -46,17 +56,20 @@ impl Observed {
             http.request.method = method,
             http.route = label,
             http.response.status_code = Empty,
-            trace_id = Empty,
+            trace_id = super::trace_id_of(early.as_deref()),
         );
-        let received =
-            request.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace::parse_traceparent);
-        set_remote_parent(&span, received.as_deref());
-        // With traces exported, the request span is the parent of what it admits; without, the
-        // caller's traceparent (or a new one) still ties the logs of this work together.
-        let traceparent = traceparent_of(&span).or(received).unwrap_or_else(trace::new_traceparent);
-        span.record("trace_id", super::trace_id_of(Some(&traceparent)));
+        // With traces exported, the request span is the parent of what it admits.
+        let traceparent = match early {
+            Some(traceparent) => traceparent,
+            None => {
+                set_remote_parent(&span, received.as_deref());
+                let traceparent = traceparent_of(&span).or(received).unwrap_or_else(trace::new_traceparent);
+                span.record("trace_id", super::trace_id_of(Some(&traceparent)));
+                traceparent
+            }
+        };
         if let Ok(value) = HeaderValue::from_str(&traceparent) {
-            request.headers_mut().insert("traceparent", value);
+            request.headers_mut().insert(TRACEPARENT, value);
         }
         Self { started, method, route, span }
     }

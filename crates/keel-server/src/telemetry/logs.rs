@@ -433,6 +433,27 @@ mod tests {
     }
 
     #[test]
+    fn a_request_span_carries_the_trace_id_of_the_traceparent_its_work_continues() {
+        let received = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        for sent in [Some(received), None] {
+            let mut request = axum::extract::Request::builder().uri("/healthz");
+            if let Some(traceparent) = sent {
+                request = request.header("traceparent", traceparent);
+            }
+            let mut request = request.body(axum::body::Body::empty()).unwrap();
+            let line = parsed(&logged(|| {
+                let observed = crate::telemetry::Observed::start(&mut request);
+                observed.span().in_scope(|| tracing::info!("inside"));
+            }));
+            let continued = request.headers()["traceparent"].to_str().unwrap();
+            assert_eq!(continued, sent.unwrap_or(continued), "the caller's traceparent is continued");
+            assert!(crate::trace::parse_traceparent(continued).is_some(), "{continued}");
+            assert_eq!(line["span"]["trace_id"], continued.split('-').nth(1).unwrap(), "{line}");
+            assert_eq!(line["span"]["name"], "request");
+        }
+    }
+
+    #[test]
     fn fields_recorded_later_are_appended_to_the_span_object() {
         let text = logged(|| {
             let span = tracing::info_span!("request", trace_id = Empty, status = Empty, route = "/v1/x");

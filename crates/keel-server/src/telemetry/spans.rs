@@ -23,6 +23,11 @@ pub(super) fn exporting() {
     EXPORTING.store(true, Ordering::Relaxed);
 }
 
+/// Whether spans are exported.
+pub(super) fn exporting_now() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// The trace id of a W3C `traceparent` (`00-TRACEID-PARENTID-FLAGS`).
 pub(crate) fn trace_id_of(traceparent: Option<&str>) -> Option<&str> {
     traceparent?.split('-').nth(1)
@@ -72,7 +77,10 @@ pub(crate) fn record_attempt(attempt: &Attempt, next: Option<&Transition>) {
     if let Some(Transition::Retry { delay_ms, .. }) = next {
         span.record("retry_delay_ms", delay_ms);
     }
-    span.record("otel.status_code", if attempt.outcome == Outcome::Success { "ok" } else { "error" });
+    // For the exporter only (a line says `outcome`): a record is not free, so made only for it.
+    if exporting_now() {
+        span.record("otel.status_code", if attempt.outcome == Outcome::Success { "ok" } else { "error" });
+    }
 }
 
 /// The span of one event emitted by the current attempt, to topic `topic`.
@@ -102,7 +110,7 @@ pub(crate) fn current_traceparent() -> Option<String> {
 }
 
 pub(super) fn traceparent_of(span: &Span) -> Option<String> {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting_now() {
         return None;
     }
     let context = span.context();
@@ -112,7 +120,7 @@ pub(super) fn traceparent_of(span: &Span) -> Option<String> {
 
 /// Makes `span` a child of the (remote) span a `traceparent` names.
 pub(super) fn set_remote_parent(span: &Span, traceparent: Option<&str>) {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !exporting_now() {
         return;
     }
     let Some((_, trace, parent, flags)) = traceparent.and_then(crate::trace::fields) else { return };
