@@ -79,11 +79,14 @@ impl Observed {
         &self.span
     }
 
-    /// Records the answer's status on the span and the request in `metrics`.
+    /// Records the answer's status on the span (for the trace exporter: the span ends here, so
+    /// no line is logged in it with the status) and the request in `metrics`.
     pub(crate) fn finish(self, response: Response, metrics: &HttpMetrics) -> Response {
         let Self { started, method, route, span } = self;
         let status = response.status().as_u16();
-        span.record("http.response.status_code", status);
+        if exporting_now() {
+            span.record("http.response.status_code", status);
+        }
         let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
         metrics.record(method, route, status, started.elapsed().as_secs_f64());
         response

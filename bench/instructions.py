@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Instructions per request of Keel builds, counted by callgrind: a figure that holds to within
+about 1% from run to run on this noisy machine, where CPU time per request moves by 20% or more.
+
+Each build runs as `keel serve` under `valgrind --tool=callgrind` (fsync on, default log level, a
+temporary SQLite store, the nginx no-op function of bench/outside.py). wrk warms it for 3 s, the
+counters are zeroed (`callgrind_control -z`), wrk drives it again (4 connections, --seconds), the
+counters are dumped, and the instructions of every thread are divided by the requests wrk made.
+For `async` the counting runs until the API says nothing is left queued, running or retrying, so
+each invocation's attempt and completion are in the count.
+
+What it counts: user-space instructions only. System calls (reads, writes, fsync) and the
+kernel's side of TCP are not in it, and valgrind runs one thread at a time, so the writer may
+gather other batches than natively. Use it to compare builds doing the same work — a change
+that removes work shows here when CPU time cannot show it — and CPU time (bench/ab.py) for what
+that is worth natively. With --keep, the callgrind files stay for `callgrind_annotate
+--inclusive=yes FILE` (where the instructions go, by function).
+
+Needs valgrind (Debian: `apt-get install valgrind`), wrk and nginx, release builds.
+Usage:   bench/instructions.py [--paths sync,async] [--seconds 8] [--keep] LABEL=BINARY ...
+         [--floor bench/floor/target/release/keel-floor]
+"""
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import outside  # noqa: E402
+
+PATHS = {"sync": "invoke", "async": "invocations"}
+
+
+def count(label, binary, path, seconds, noop_port, lua, keep):
+    """Instructions per request of one build on one path, and the callgrind file."""
+    tmp = tempfile.mkdtemp(prefix=f"keel-instructions-{label}-")
+    port = outside.free_port()
+    if label == "floor":  # bench/floor: LISTEN_ADDR FUNCTION_URL
+        args = [f"127.0.0.1:{port}", f"http://127.0.0.1:{noop_port}/"]
+    else:
+        conf = os.path.join(tmp, "keel.toml")
+        with open(conf, "w") as f:
+            f.write(
+                f'[server]\nlisten = "127.0.0.1:{port}"\n[storage]\nurl = "sqlite://{tmp}/keel.db"\n'
+                f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = 64\n'
+            )
+        args = ["serve", "-c", conf]
+    out = os.path.join(tmp, "callgrind.out")
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # the default level
+    with open(os.path.join(tmp, "keel.log"), "w") as log:
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, *args],
+            stdout=log, stderr=log, env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    target = f"{base}/v1/functions/noop/{PATHS[path]}"
+
+    def settle():
+        while path == "async" and not outside.drained(base):
+            time.sleep(0.05)
+
+    try:
+        outside.wait_port(port, label, proc, limit=120)
+        outside.wrk(target, 4, 3, lua)
+        settle()
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
+        run = outside.wrk(target, 4, seconds, lua)
+        settle()
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
+        dumps = sorted(glob.glob(out + "*"), key=os.path.getmtime)
+        total = None
+        for line in open(dumps[-1]):
+            if line.startswith(("summary:", "totals:")):
+                total = int(line.split()[1])
+        if total is None:
+            sys.exit(f"{label}: no totals in {dumps[-1]}")
+        return total / run["requests"], run["requests"], dumps[-1]
+    finally:
+        proc.terminate()
+        proc.wait()
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("builds", nargs="+", metavar="LABEL=BINARY")
+    parser.add_argument("--paths", default="sync,async")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--floor", metavar="BINARY", help="bench/floor's keel-floor, a row of the sync path")
+    parser.add_argument("--keep", action="store_true", help="keep the callgrind files")
+    args = parser.parse_args()
+    builds = []
+    for spec in args.builds:
+        label, _, binary = spec.partition("=")
+        if not label or label == "floor" or not os.path.exists(binary):
+            sys.exit(f"{spec}: expected LABEL=BINARY with an existing binary (and a label other than floor)")
+        builds.append((label, os.path.abspath(binary)))
+    if args.floor:
+        builds.append(("floor", os.path.abspath(args.floor)))
+    paths = [p for p in args.paths.split(",") if p]
+    if unknown := [p for p in paths if p not in PATHS]:
+        sys.exit(f"unknown path {unknown}: sync or async")
+    for tool in ("valgrind", "callgrind_control", "wrk"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is not installed (Debian: apt-get install valgrind wrk nginx-light)")
+    os.environ["PATH"] += ":/usr/sbin"
+    tmp = tempfile.mkdtemp(prefix="keel-instructions-")
+    lua = os.path.join(tmp, "post.lua")
+    with open(lua, "w") as f:
+        f.write(outside.LUA)
+    noop_port = outside.free_port()
+    nginx = outside.start_nginx(tmp, "noop", noop_port, "return 200 '{}';")
+    try:
+        print(f"instructions per request (callgrind, all threads, user space), wrk -c4 -d{args.seconds}s")
+        for path in paths:
+            for label, binary in builds:
+                if label == "floor" and path != "sync":
+                    continue  # the floor has no async
+                per_request, requests, dump = count(label, binary, path, args.seconds, noop_port, lua, args.keep)
+                kept = f"  {dump}" if args.keep else ""
+                print(f"{path:6} {label:12} {per_request:10,.0f}  ({requests} requests){kept}", flush=True)
+    finally:
+        nginx.terminate()
+        nginx.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
