@@ -7,11 +7,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use keel_core::id::new_id;
 use keel_core::idempotency::{KeyClaim, StoredReply};
-use keel_core::invocation::{Invocation, NewInvocation};
+use keel_core::invocation::{Invocation, NewInvocation, StoredResponse};
 use keel_core::Error;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -206,7 +207,7 @@ pub(crate) async fn invoke_sync(
 /// unknown (the function's answer is not passed on: its effects may not have been applied).
 fn answer(inv: &Invocation, ended: Result<SyncEnd, Unrecorded>) -> Result<Response, Problem> {
     match ended {
-        Ok(end) => Ok(reply_response(sync_reply(inv, end))),
+        Ok(end) => Ok(sync_response(inv, end)),
         Err(Unrecorded { end, error }) => Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "outcome-unknown",
@@ -223,15 +224,40 @@ fn answer(inv: &Invocation, ended: Result<SyncEnd, Unrecorded>) -> Result<Respon
     }
 }
 
-/// What a finished sync invocation answers: the function's own response when it succeeded or
-/// refused the request (4xx), else a problem (502 or 504); with Keel's headers either way.
-fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
-    let passthrough = match (end, &inv.response) {
+/// The function's own response, when a sync invocation that ended so answers with it.
+fn passthrough(inv: &Invocation, end: SyncEnd) -> Option<&StoredResponse> {
+    match (end, &inv.response) {
         (SyncEnd::Succeeded, Some(r)) => Some(r),
         (SyncEnd::Permanent, Some(r)) if (400..500).contains(&r.status) => Some(r),
         _ => None,
-    };
-    let mut reply = match passthrough {
+    }
+}
+
+/// [`sync_reply`] as a response. The function's answer passed through, the common case, is
+/// built in place: no `String` is made for a header name or value known already (an unkeyed
+/// call's reply is never stored).
+fn sync_response(inv: &Invocation, end: SyncEnd) -> Response {
+    let Some(r) = passthrough(inv, end) else { return reply_response(sync_reply(inv, end)) };
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, r.body.clone()).into_response();
+    let headers = response.headers_mut();
+    if let Some(content_type) = r.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok()) {
+        headers.insert(CONTENT_TYPE, content_type);
+    }
+    if let Ok(id) = HeaderValue::from_str(&inv.id) {
+        headers.insert(INVOCATION_ID, id);
+    }
+    headers.insert(ATTEMPTS, HeaderValue::from(inv.attempt_count));
+    response
+}
+
+const INVOCATION_ID: HeaderName = HeaderName::from_static("keel-invocation-id");
+const ATTEMPTS: HeaderName = HeaderName::from_static("keel-attempts");
+
+/// What a finished sync invocation answers: the function's own response when it succeeded or
+/// refused the request (4xx), else a problem (502 or 504); with Keel's headers either way.
+fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
+    let mut reply = match passthrough(inv, end) {
         Some(r) => StoredReply {
             status: r.status,
             headers: r.content_type.iter().map(|ct| ("content-type".to_string(), ct.clone())).collect(),
