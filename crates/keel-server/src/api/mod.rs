@@ -181,10 +181,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         in_flight: InFlight::new(shared.config.server.max_inflight_requests),
         metrics: crate::telemetry::HttpMetrics::default(),
     };
-    routes
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(Arc::new(front), front_layer))
-        .with_state(shared)
+    // One layer of the two (a tuple's first wraps its second): `Router::layer` boxes every route
+    // again for each layer, and each box is a service clone and a boxed future per request.
+    let front = axum::middleware::from_fn_with_state(Arc::new(front), front_layer);
+    routes.layer((front, DefaultBodyLimit::max(body_limit))).with_state(shared)
 }
 
 /// What the outer layer checks every request against.
