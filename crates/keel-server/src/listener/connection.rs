@@ -19,7 +19,7 @@
 //! `recheck` before its deadline, so each change is seen before its deadline is due and the
 //! deadlines are kept exactly, at the cost of one timer expiry per `recheck` (the shorter of the
 //! two timeouts, 10 s by default) on a busy connection: not three wake-ups of the connection's
-//! task per request (BENCHMARKS.md, "The listener's stages without wake-ups").
+//! task per request (BENCHMARKS.md, "Instructions per request").
 //!
 //! Over TLS the handshake comes first, within the same `header_timeout` as the first request's
 //! head: the clock starts when the connection is accepted, so a client cannot stretch a slow
