@@ -6,8 +6,8 @@ Each build runs as `keel serve` under `valgrind --tool=callgrind` (fsync on, def
 temporary SQLite store, the nginx no-op function of bench/outside.py). wrk warms it for 3 s, the
 counters are zeroed (`callgrind_control -z`), wrk drives it again (4 connections, --seconds), the
 counters are dumped, and the instructions of every thread are divided by the requests wrk made.
-For `async` the counting runs until the API says nothing is left queued, running or retrying, so
-each invocation's attempt and completion are in the count.
+For `async` the counting runs until every accepted invocation has completed (by Keel's metrics),
+so each invocation's attempt and completion are in the count.
 
 What it counts: user-space instructions only. System calls (reads, writes, fsync) and the
 kernel's side of TCP are not in it, and valgrind runs one thread at a time, so the writer may
@@ -29,11 +29,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import outside  # noqa: E402
 
 PATHS = {"sync": "invoke", "async": "invocations"}
+
+
+def counter_sum(base, metric):
+    """The sum of a Prometheus counter's series at `base`/metrics."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric))
 
 
 def count(label, binary, path, seconds, noop_port, lua, keep):
@@ -61,8 +69,12 @@ def count(label, binary, path, seconds, noop_port, lua, keep):
     target = f"{base}/v1/functions/noop/{PATHS[path]}"
 
     def settle():
-        while path == "async" and not outside.drained(base):
-            time.sleep(0.05)
+        # By the metrics, not by listing what is left (a scan of the function's rows, which would
+        # be counted too): every accepted invocation completed.
+        while path == "async" and counter_sum(base, "keel_invocations_completed_total") < counter_sum(
+            base, "keel_invocations_accepted_total"
+        ):
+            time.sleep(0.1)
 
     try:
         outside.wait_port(port, label, proc, limit=120)
