@@ -82,6 +82,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
 /// If `written` is hyper's own bodiless 400, 414 or 431, the same status as problem+json.
 fn problem_for_bare_error(written: &[u8]) -> Option<Vec<u8>> {
+    // Every other answer (a 2xx, a body) is passed by its first bytes or its last, without reading
+    // the whole of it as UTF-8.
+    if !written.starts_with(b"HTTP/1.1 4") || !written.ends_with(b"\r\n\r\n") {
+        return None;
+    }
     let head = std::str::from_utf8(written).ok()?.strip_suffix("\r\n\r\n")?;
     let status_line = head.lines().next()?;
     let (status, title, detail) = match status_line.get(..12)? {
