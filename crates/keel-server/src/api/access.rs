@@ -141,6 +141,18 @@ pub(crate) struct Actor {
     pub(crate) request_id: Option<String>,
 }
 
+/// Who made a request, without the request id [`Actor`] reads too: for handlers that need the
+/// caller only to scope idempotency keys (the invoke routes, where the id was a copy per call).
+pub(crate) struct Caller(pub(crate) Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller(parts.extensions.get::<Principal>().cloned().unwrap_or(Principal::Anonymous)))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = std::convert::Infallible;
 

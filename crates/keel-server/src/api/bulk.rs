@@ -35,7 +35,7 @@ pub(super) fn is_bulk(headers: &HeaderMap) -> bool {
 /// A bulk admission, from the request to its 202 (or a problem: nothing stored).
 pub(super) async fn invoke_bulk(
     shared: Arc<Shared>,
-    actor: super::access::Actor,
+    caller: crate::auth::Principal,
     name: &str,
     (method, uri): (Method, Uri),
     headers: HeaderMap,
@@ -81,7 +81,7 @@ pub(super) async fn invoke_bulk(
         .collect();
     let claim = key.map(|key| {
         let ttl = function.config.idempotency_ttl;
-        idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key, &body, std::time::Duration::ZERO, ttl)
+        idempotency::claim(&shared, &caller, (&method, uri.path()), key, &body, std::time::Duration::ZERO, ttl)
     });
     if let Some(claim) = claim.as_ref().filter(|c| shared.replays.get(&c.key, c.now).is_none()) {
         if let Err(refused) = shared.limits.admit_key_record(&claim.key.scope) {

@@ -149,7 +149,7 @@ pub(super) fn traceparent(headers: &HeaderMap) -> String {
 )]
 pub(crate) async fn invoke_sync(
     State(shared): State<Arc<Shared>>,
-    actor: super::access::Actor,
+    super::access::Caller(caller): super::access::Caller,
     Path(name): Path<String>,
     method: Method,
     uri: Uri,
@@ -184,9 +184,8 @@ pub(crate) async fn invoke_sync(
     // of this request finds it — in flight, done, or orphaned by a crash and taken over.
     let lease = function.config.sync_timeout + KEY_LEASE_MARGIN;
     let ttl = function.config.idempotency_ttl;
-    let claim = || {
-        idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key.clone(), &request.payload, lease, ttl)
-    };
+    let claim =
+        || idempotency::claim(&shared, &caller, (&method, uri.path()), key.clone(), &request.payload, lease, ttl);
     let keyed = sync::KeyedCall {
         key: key.clone(),
         claim: &claim,
@@ -345,7 +344,7 @@ fn sync_reply(inv: &Invocation, end: SyncEnd) -> StoredReply {
 )]
 pub(crate) async fn invoke_async(
     State(shared): State<Arc<Shared>>,
-    actor: super::access::Actor,
+    super::access::Caller(caller): super::access::Caller,
     Path(name): Path<String>,
     method: Method,
     uri: Uri,
@@ -353,7 +352,7 @@ pub(crate) async fn invoke_async(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     if super::bulk::is_bulk(&headers) {
-        return super::bulk::invoke_bulk(shared, actor, &name, (method, uri), headers, body).await;
+        return super::bulk::invoke_bulk(shared, caller, &name, (method, uri), headers, body).await;
     }
     let (function, payload) = admit(&shared, &name, body)?;
     let key = idempotency::key_from(&headers)?;
@@ -379,7 +378,7 @@ pub(crate) async fn invoke_async(
     };
     let claim = key.map(|key| {
         let ttl = function.config.idempotency_ttl;
-        idempotency::claim(&shared, &actor.principal, (&method, uri.path()), key, &new.payload, Duration::ZERO, ttl)
+        idempotency::claim(&shared, &caller, (&method, uri.path()), key, &new.payload, Duration::ZERO, ttl)
     });
     // Admission tells a new key from a replay in the store, in the same transaction: the budget
     // of new records is taken here, and only past it is the store asked first, so that a
