@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use keel_core::id::new_id;
@@ -403,8 +403,9 @@ async fn admit_async(
     claim: Option<KeyClaim>,
     slot: Option<Slot>,
 ) -> Result<Response, Problem> {
-    let reply = accepted_reply(&new.id);
     let id = new.id.clone();
+    // The 202 as stored with the key, when there is one; else built in place at the end.
+    let mut keyed_reply = None;
     let stored = match claim {
         None => {
             queue_room(&shared, &function, u64::from(slot.is_none()))?;
@@ -420,6 +421,7 @@ async fn admit_async(
             }
             queue_room(&shared, &function, u64::from(slot.is_none()))?;
             let stored = new.clone().into_stored();
+            let reply = accepted_reply(&id);
             let decision = match shared.store.enqueue_keyed(new, claim, reply.clone()).await {
                 Ok(decision) => decision,
                 Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
@@ -428,6 +430,7 @@ async fn admit_async(
             if let Some(answer) = idempotency::decided(&shared, decision, PreferWait::Ignored) {
                 return answer;
             }
+            keyed_reply = Some(reply);
             stored
         }
     };
@@ -440,7 +443,7 @@ async fn admit_async(
             function.work_queued();
         }
     }
-    Ok(reply_response(reply))
+    Ok(keyed_reply.map_or_else(|| accepted_response(&id), reply_response))
 }
 
 /// Checks `max_queued` for the `queued` invocations that will be queued (not started at once on
@@ -485,6 +488,22 @@ fn accepted_reply(id: &str) -> StoredReply {
             .expect("plain strings serialize")
             .into(),
     }
+}
+
+/// [`accepted_reply`] as a response, built in place: an unkeyed admission's answer is never
+/// stored, so no `String` is made for the header names and values known already.
+fn accepted_response(id: &str) -> Response {
+    let body = serde_json::to_vec(&Accepted { id: id.to_string(), status: "queued" }).expect("plain strings serialize");
+    let mut response = (StatusCode::ACCEPTED, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/invocations/{id}")) {
+        headers.insert(LOCATION, location);
+    }
+    if let Ok(id) = HeaderValue::from_str(id) {
+        headers.insert(INVOCATION_ID, id);
+    }
+    response
 }
 
 /// The answer of an async invoke: one invocation's, or a bulk admission's.

@@ -9,6 +9,8 @@ async fn submit(keel: &Keel, function: &str, body: &str) -> String {
     assert_eq!(status, 202, "{reply}");
     let id = reply["id"].as_str().unwrap().to_string();
     assert_eq!(headers["location"], format!("/v1/invocations/{id}").as_str());
+    assert_eq!(headers["keel-invocation-id"], id.as_str());
+    assert_eq!(headers["content-type"], "application/json");
     assert_eq!(reply["status"], "queued");
     id
 }
