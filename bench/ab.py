@@ -38,7 +38,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import outside  # noqa: E402  (the harness: nginx, keel serve, wrk)
 
-PATHS = {"sync": "invoke", "async": "invocations"}
 THREADS = {"worker": "tokio-rt-worker", "writer": "keel-sqlite-wri", "fsync": "keel-sqlite-syn"}
 
 
@@ -87,7 +86,7 @@ def one_run(binary, env, noop_port, lua, path, connections, duration, allocs_eve
     tmp = tempfile.mkdtemp(prefix="keel-ab-")
     proc, url = start(binary, env, tmp, noop_port)
     try:
-        target = f"{url}/v1/functions/noop/{PATHS[path]}"
+        target = f"{url}/v1/functions/noop/{outside.PATHS[path]}"
         outside.wrk(target, connections, 1, lua)  # warm: connections, caches, the function's pool
         while path == "async" and not outside.drained(url):
             time.sleep(0.01)
@@ -135,9 +134,7 @@ def main():
         builds.append((label, os.path.abspath(binary), env))
     if args.floor:
         builds.append(("floor", os.path.abspath(args.floor), {"FLOOR": "1"}))
-    paths = [p for p in args.paths.split(",") if p]
-    if unknown := [p for p in paths if p not in PATHS]:
-        sys.exit(f"unknown path {unknown}: sync or async")
+    paths = outside.paths_arg(args.paths)
 
     def paths_of(label):
         return paths if label != "floor" else [p for p in paths if p == "sync"]  # the floor has no async

@@ -34,9 +34,6 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import outside  # noqa: E402
 
-PATHS = {"sync": "invoke", "async": "invocations"}
-
-
 def counter_sum(base, metric):
     """The sum of a Prometheus counter's series at `base`/metrics."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
@@ -47,26 +44,20 @@ def counter_sum(base, metric):
 def count(label, binary, path, seconds, noop_port, lua, keep):
     """Instructions per request of one build on one path, and the callgrind file."""
     tmp = tempfile.mkdtemp(prefix=f"keel-instructions-{label}-")
-    port = outside.free_port()
     if label == "floor":  # bench/floor: LISTEN_ADDR FUNCTION_URL
+        port = outside.free_port()
         args = [f"127.0.0.1:{port}", f"http://127.0.0.1:{noop_port}/"]
     else:
-        conf = os.path.join(tmp, "keel.toml")
-        with open(conf, "w") as f:
-            f.write(
-                f'[server]\nlisten = "127.0.0.1:{port}"\n[storage]\nurl = "sqlite://{tmp}/keel.db"\n'
-                f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = 64\n'
-            )
+        conf, port = outside.keel_config(tmp, noop_port, True, 64)
         args = ["serve", "-c", conf]
     out = os.path.join(tmp, "callgrind.out")
-    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # the default level
     with open(os.path.join(tmp, "keel.log"), "w") as log:
         proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, *args],
-            stdout=log, stderr=log, env=env,
+            stdout=log, stderr=log, env=outside.keel_env(),
         )
     base = f"http://127.0.0.1:{port}"
-    target = f"{base}/v1/functions/noop/{PATHS[path]}"
+    target = f"{base}/v1/functions/noop/{outside.PATHS[path]}"
 
     def settle():
         # By the metrics, not by listing what is left (a scan of the function's rows, which would
@@ -115,9 +106,7 @@ def main():
         builds.append((label, os.path.abspath(binary)))
     if args.floor:
         builds.append(("floor", os.path.abspath(args.floor)))
-    paths = [p for p in args.paths.split(",") if p]
-    if unknown := [p for p in paths if p not in PATHS]:
-        sys.exit(f"unknown path {unknown}: sync or async")
+    paths = outside.paths_arg(args.paths)
     for tool in ("valgrind", "callgrind_control", "wrk"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (Debian: apt-get install valgrind wrk nginx-light)")

@@ -97,7 +97,20 @@ def start_nginx(tmp, name, port, location, upstream="", listen_options=""):
     return proc
 
 
-def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False):
+# The routes of a sync call and an async invocation of `noop`, by the paths' names.
+PATHS = {"sync": "invoke", "async": "invocations"}
+
+
+def paths_arg(text):
+    """A `--paths` value (`sync,async`) as a list, or exit naming what is unknown."""
+    paths = [p for p in text.split(",") if p]
+    if unknown := [p for p in paths if p not in PATHS]:
+        sys.exit(f"unknown path {unknown}: sync or async")
+    return paths
+
+
+def keel_config(tmp, noop_port, fsync, concurrency, http2=False):
+    """A `keel serve` config in `tmp` (store there, one function `noop`): its path and port."""
     port = free_port()
     conf = os.path.join(tmp, "keel.toml")
     with open(conf, "w") as f:
@@ -107,9 +120,18 @@ def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False):
             f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = {concurrency}\n'
             + ("http2 = true\n" if http2 else "")
         )
+    return conf, port
+
+
+def keel_env():
+    """The environment without `RUST_LOG`: Keel at its default level, as a user runs it."""
+    return {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+
+
+def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False):
+    conf, port = keel_config(tmp, noop_port, fsync, concurrency, http2)
     log = open(os.path.join(tmp, "keel.log"), "w")
-    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # the default level, as a user runs it
-    proc = subprocess.Popen([keel, "serve", "-c", conf], stdout=log, stderr=log, env=env)
+    proc = subprocess.Popen([keel, "serve", "-c", conf], stdout=log, stderr=log, env=keel_env())
     wait_port(port, "keel serve", proc)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -215,7 +237,7 @@ def main():
         procs.append(keel)
         c, d = args.connections, args.duration
         direct_url, proxy_url = f"http://127.0.0.1:{noop_port}/", f"http://127.0.0.1:{proxy_port}/"
-        sync_url, async_url = f"{base}/v1/functions/noop/invoke", f"{base}/v1/functions/noop/invocations"
+        sync_url, async_url = (f"{base}/v1/functions/noop/{PATHS[p]}" for p in ("sync", "async"))
         # Warm every path (connections, the store's first pages) before measuring.
         for url in (direct_url, proxy_url, sync_url, async_url, floor_url):
             if url:
