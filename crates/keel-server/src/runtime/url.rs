@@ -24,13 +24,14 @@ use crate::trace;
 
 /// The names of the function contract's request headers, made once: a name given as a `&str`
 /// is parsed, and (not being one of HTTP's standard names) copied to the heap, at every attempt.
-mod contract {
+/// The API's answers (`keel-invocation-id`) and the request span (`traceparent`) use them too.
+pub(crate) mod contract {
     use http::HeaderName;
 
     pub(super) const FUNCTION: HeaderName = HeaderName::from_static("keel-function");
     pub(super) const DEADLINE: HeaderName = HeaderName::from_static("keel-deadline");
-    pub(super) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-    pub(super) const INVOCATION_ID: HeaderName = HeaderName::from_static("keel-invocation-id");
+    pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    pub(crate) const INVOCATION_ID: HeaderName = HeaderName::from_static("keel-invocation-id");
     pub(super) const ATTEMPT: HeaderName = HeaderName::from_static("keel-attempt");
     pub(super) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
     pub(super) const BATCH_SIZE: HeaderName = HeaderName::from_static("keel-batch-size");

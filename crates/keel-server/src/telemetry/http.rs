@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-
-use foldhash::fast::RandomState;
 use std::sync::RwLock;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
+use foldhash::fast::RandomState;
 use metrics::{counter, histogram, Counter, Histogram};
 use tokio::time::Instant;
 use tracing::field::Empty;
@@ -18,9 +17,8 @@ use tracing::Span;
 
 use super::spans::{exporting_now, set_remote_parent, traceparent_of};
 use crate::metric_definitions::{HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
+use crate::runtime::url::contract::TRACEPARENT;
 use crate::trace;
-
-const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
 
 /// Requests that matched no route share one label, so unknown paths cannot grow the series.
 const UNMATCHED: &str = "unmatched";
