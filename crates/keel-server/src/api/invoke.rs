@@ -24,6 +24,7 @@ use crate::dispatch::sync::{self, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
 use crate::functions::{Function, Slot};
 use crate::problem::{reply_response, Problem};
+use crate::runtime::url::contract::INVOCATION_ID;
 use crate::state::Shared;
 use crate::trace;
 
@@ -250,7 +251,6 @@ fn sync_response(inv: &Invocation, end: SyncEnd) -> Response {
     response
 }
 
-const INVOCATION_ID: HeaderName = HeaderName::from_static("keel-invocation-id");
 const ATTEMPTS: HeaderName = HeaderName::from_static("keel-attempts");
 
 /// What a finished sync invocation answers: the function's own response when it succeeded or
@@ -523,4 +523,60 @@ pub(crate) struct Accepted {
     id: String,
     /// Always `queued`.
     status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_core::invocation::{NewInvocation, StoredResponse};
+
+    use super::*;
+
+    /// Status, headers and body of a response whose body is already in memory.
+    async fn parts(response: Response) -> (StatusCode, HeaderMap, Bytes) {
+        let (head, body) = response.into_parts();
+        (head.status, head.headers, axum::body::to_bytes(body, usize::MAX).await.unwrap())
+    }
+
+    fn finished(response: Option<StoredResponse>) -> Invocation {
+        let mut inv = NewInvocation {
+            id: "01JC7Z3V9Q4W2B8N5M6K1H0G3F".into(),
+            function: "f".into(),
+            payload: Bytes::from_static(b"{}"),
+            content_type: None,
+            created_at: 0,
+            due_at: 0,
+            idempotency_key: None,
+            traceparent: None,
+            delivery: None,
+            lease: None,
+            workflow: None,
+            concurrency_key: None,
+        }
+        .into_stored();
+        inv.attempt_count = 2;
+        inv.response = response;
+        inv.error = Some("HTTP 503".into());
+        inv
+    }
+
+    /// The answers built in place for unkeyed calls are, to the byte, the ones a key stores and
+    /// replays (`reply_response` of the `StoredReply`): the two ways of building them stay twins.
+    #[tokio::test]
+    async fn an_answer_built_in_place_is_the_stored_reply_of_the_same_call() {
+        let json =
+            || StoredResponse { status: 200, content_type: Some("application/json".into()), body: "{\"a\":1}".into() };
+        let bare = || StoredResponse { status: 422, content_type: None, body: "no".into() };
+        for (response, end) in [
+            (Some(json()), SyncEnd::Succeeded),
+            (Some(bare()), SyncEnd::Permanent),
+            (Some(json()), SyncEnd::Exhausted),
+            (None, SyncEnd::DeadlineExceeded),
+        ] {
+            let inv = finished(response);
+            let (built, stored) = (sync_response(&inv, end), reply_response(sync_reply(&inv, end)));
+            assert_eq!(parts(built).await, parts(stored).await, "{end:?}");
+        }
+        let id = "01JC7Z3V9Q4W2B8N5M6K1H0G3F";
+        assert_eq!(parts(accepted_response(id)).await, parts(reply_response(accepted_reply(id))).await);
+    }
 }
