@@ -149,15 +149,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Caller(parts.extensions.get::<Principal>().cloned().unwrap_or(Principal::Anonymous)))
+        Ok(Caller(principal_of(parts)))
     }
+}
+
+/// The caller `authorize` put in the request; anonymous on a route nobody is asked about.
+fn principal_of(parts: &Parts) -> Principal {
+    parts.extensions.get::<Principal>().cloned().unwrap_or(Principal::Anonymous)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let principal = parts.extensions.get::<Principal>().cloned().unwrap_or(Principal::Anonymous);
+        let principal = principal_of(parts);
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let request_id = header("x-request-id")
             .map(str::to_owned)
