@@ -239,9 +239,14 @@ impl<W: Write> Members<'_, W> {
     }
 
     fn string(&mut self, field: &Field, value: std::fmt::Arguments<'_>) {
+        self.quoted(field, |text| text.write_fmt(value));
+    }
+
+    /// A string member whose text `write` gives, escaped, between quotes.
+    fn quoted(&mut self, field: &Field, write: impl FnOnce(&mut JsonEscaped<'_, W>) -> std::fmt::Result) {
         self.member(field, |out| {
             out.write_char('"')?;
-            JsonEscaped(&mut *out).write_fmt(value)?;
+            write(&mut JsonEscaped(&mut *out))?;
             out.write_char('"')
         });
     }
@@ -254,11 +259,7 @@ impl<W: Write> Visit for Members<'_, W> {
 
     /// Straight into the text, not through `format_args!` (most of a span's fields are strings).
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.member(field, |out| {
-            out.write_char('"')?;
-            JsonEscaped(&mut *out).write_str(value)?;
-            out.write_char('"')
-        });
+        self.quoted(field, |text| text.write_str(value));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
