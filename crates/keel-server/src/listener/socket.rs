@@ -84,10 +84,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 fn problem_for_bare_error(written: &[u8]) -> Option<Vec<u8>> {
     // Every other answer (a 2xx, a body) is passed by its first bytes or its last, without reading
     // the whole of it as UTF-8.
-    if !written.starts_with(b"HTTP/1.1 4") || !written.ends_with(b"\r\n\r\n") {
-        return None;
-    }
-    let head = std::str::from_utf8(written).ok()?.strip_suffix("\r\n\r\n")?;
+    let head = written.strip_prefix(b"HTTP/1.1 4").and(written.strip_suffix(b"\r\n\r\n"))?;
+    let head = std::str::from_utf8(head).ok()?;
     let status_line = head.lines().next()?;
     let (status, title, detail) = match status_line.get(..12)? {
         "HTTP/1.1 400" => {
