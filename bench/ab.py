@@ -29,6 +29,7 @@ Example: bench/ab.py --rounds 8 before=/tmp/keel-before after=target/release/kee
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,6 +113,7 @@ def one_run(binary, env, noop_port, lua, path, connections, duration, allocs_eve
     finally:
         proc.terminate()
         proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)  # its database and log: tens of MB a run
 
 
 def main():
@@ -165,6 +167,8 @@ def main():
                 subprocess.run(["perf", "probe", "-q", "-d", event], capture_output=True)
     finally:
         nginx.terminate()
+        nginx.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     keys = ["cpu", "worker", "writer", "fsync", "per_s", "switches"] + (["allocs"] if args.allocs else [])
     print(f"{args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s; median [min–max]")
     for path in paths:

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Instructions per request of Keel builds, counted by callgrind: a figure that holds to within
-about 1% from run to run on this noisy machine, where CPU time per request moves by 20% or more.
+1–2% from run to run on this noisy machine, where CPU time per request moves by 20% or more.
+The background work of the run (timers, the checkpointer) is divided among the requests too, so
+a run that made fewer requests counts a little more each; `--repeat` gives the median of runs.
 
 Each build runs as `keel serve` under `valgrind --tool=callgrind` (fsync on, default log level, a
 temporary SQLite store, the nginx no-op function of bench/outside.py). wrk warms it for 3 s, the
@@ -17,7 +19,7 @@ that is worth natively. With --keep, the callgrind files stay for `callgrind_ann
 --inclusive=yes FILE` (where the instructions go, by function).
 
 Needs valgrind (Debian: `apt-get install valgrind`), wrk and nginx, release builds.
-Usage:   bench/instructions.py [--paths sync,async] [--seconds 8] [--keep] LABEL=BINARY ...
+Usage:   bench/instructions.py [--paths sync,async] [--seconds 8] [--repeat N] [--keep] LABEL=BINARY ...
          [--floor bench/floor/target/release/keel-floor]
 """
 
@@ -25,6 +27,7 @@ import argparse
 import glob
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,6 +100,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--floor", metavar="BINARY", help="bench/floor's keel-floor, a row of the sync path")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind files")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each build, interleaved; with more than one, the median and range")
     args = parser.parse_args()
     builds = []
     for spec in args.builds:
@@ -119,13 +124,22 @@ def main():
     nginx = outside.start_nginx(tmp, "noop", noop_port, "return 200 '{}';")
     try:
         print(f"instructions per request (callgrind, all threads, user space), wrk -c4 -d{args.seconds}s")
+        runs = {}
         for path in paths:
-            for label, binary in builds:
-                if label == "floor" and path != "sync":
-                    continue  # the floor has no async
-                per_request, requests, dump = count(label, binary, path, args.seconds, noop_port, lua, args.keep)
-                kept = f"  {dump}" if args.keep else ""
-                print(f"{path:6} {label:12} {per_request:10,.0f}  ({requests} requests){kept}", flush=True)
+            for r in range(args.repeat):
+                # Interleaved, each round in the other order: a drift of the machine falls on all.
+                for label, binary in builds if r % 2 == 0 else list(reversed(builds)):
+                    if label == "floor" and path != "sync":
+                        continue  # the floor has no async
+                    per_request, requests, dump = count(label, binary, path, args.seconds, noop_port, lua, args.keep)
+                    runs.setdefault((path, label), []).append(per_request)
+                    kept = f"  {dump}" if args.keep else ""
+                    print(f"{path:6} {label:12} {per_request:10,.0f}  ({requests} requests){kept}", flush=True)
+        if args.repeat > 1:
+            print(f"\nmedian [min–max] of {args.repeat} runs")
+            for (path, label), values in runs.items():
+                low, mid, high = min(values), statistics.median(values), max(values)
+                print(f"{path:6} {label:12} {mid:10,.0f}  [{low:,.0f}–{high:,.0f}]")
     finally:
         nginx.terminate()
         nginx.wait()
