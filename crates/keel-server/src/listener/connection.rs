@@ -44,7 +44,7 @@ use tokio_rustls::TlsAcceptor;
 use tower_http::timeout::TimeoutBody;
 
 use super::socket::Watched;
-use super::{note_closed, Closed, Limits};
+use super::{note_closed, Closed, Limits, HYPER_MAX_HEADERS};
 use crate::metric_definitions::HTTP_CONNECTIONS_OPEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,11 +192,16 @@ async fn serve_http<S>(
             response
         }
     });
-    let connection = http1::Builder::new()
-        .keep_alive(true)
-        .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_head_bytes)
-        .serve_connection(io, service);
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true).max_buf_size(limits.max_head_bytes);
+    // Unset, hyper's limit is the default's 100 lines, parsed into two arrays made in place. Set
+    // to any value, even 100, hyper fills and moves the two arrays of a request head through
+    // `smallvec!` (1.7k instructions of a sync call's 142k, BENCHMARKS.md): so only when it
+    // differs.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let recheck = limits.recheck();
     let timer = tokio::time::sleep_until(opened + recheck);

@@ -67,6 +67,8 @@ impl Limits {
 
 /// hyper's smallest read buffer (it panics below it).
 const HYPER_MIN_BUF: usize = 8192;
+/// The header lines hyper parses when no limit is set: Keel's default limit is the same.
+const HYPER_MAX_HEADERS: usize = keel_core::limits::LimitsConfig::DEFAULT_MAX_HEADERS as usize;
 /// Connections past the limit being answered at once; more are closed without an answer, so
 /// that refusing cannot itself hold many sockets.
 const MAX_REFUSALS: usize = 256;

@@ -60,6 +60,23 @@ async fn a_request_head_past_a_limit_gets_414_or_431_naming_it() {
     still_serving(&keel).await;
 }
 
+/// The default limit of header lines (100, hyper's own, which the listener leaves unset) holds
+/// as a set one does.
+#[tokio::test]
+async fn the_default_limit_of_header_lines_is_100() {
+    let keel = Keel::start("").await;
+    let healthz = format!("{}/healthz", keel.url);
+    let names: Vec<String> = (0..105).map(|i| format!("x-h{i}")).collect();
+    let lines = |n: usize| names[..n].iter().map(|n| (n.as_str(), "v")).collect::<Vec<_>>();
+    // The client adds `host`: 95 of its own are under the limit, 105 past it.
+    assert_eq!(request("GET", &healthz, &lines(95), Bytes::new()).await.0, 200);
+    let (status, _, body) = request("GET", &healthz, &lines(105), Bytes::new()).await;
+    let problem = problem_of(&body);
+    assert_eq!(status, 431, "{problem}");
+    assert_eq!(problem["type"], "urn:keel:problem:request-header-fields-too-large");
+    still_serving(&keel).await;
+}
+
 #[tokio::test]
 async fn json_nested_past_the_limit_is_refused_before_it_is_parsed() {
     let (fns, addr) = Functions::start().await;
