@@ -444,3 +444,32 @@ async fn measure_lease_cost() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
     crate::lease_cost::measure(store, "sqlite").await;
 }
+
+/// An insert leaves NULL columns unbound, so each use of a statement must start from cleared
+/// parameters: rows with NULLs after rows with values, in one statement used twice and in the
+/// next use of the cached one, read back NULL.
+#[tokio::test]
+async fn a_row_of_nulls_after_rows_of_values_reads_back_null() {
+    let (store, _dir) = make().await;
+    let with = |i: usize| {
+        let mut new = new_invocation(format!("w{i:02}"));
+        new.content_type = Some("application/json".into());
+        new.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        new.concurrency_key = Some("k".into());
+        new
+    };
+    let without = |i: usize| new_invocation(format!("n{i:02}"));
+    // 20 rows: two uses of the 10-row statement, values then NULLs.
+    let first: Vec<_> = (0..10).map(with).chain((0..10).map(without)).collect();
+    store.enqueue_all(first).await.unwrap();
+    // The cached statement again, values; then NULLs only.
+    store.enqueue_all((10..20).map(with).collect()).await.unwrap();
+    store.enqueue_all((10..20).map(without).collect()).await.unwrap();
+    for i in 0..20 {
+        let inv = store.get(&format!("n{i:02}")).await.unwrap().unwrap();
+        assert_eq!((inv.content_type, inv.traceparent, inv.concurrency_key), (None, None, None), "n{i:02}");
+    }
+    let inv = store.get("w19").await.unwrap().unwrap();
+    assert_eq!(inv.content_type.as_deref(), Some("application/json"));
+    assert_eq!(inv.concurrency_key.as_deref(), Some("k"));
+}
