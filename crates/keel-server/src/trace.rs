@@ -45,9 +45,20 @@ pub(crate) fn child_of(traceparent: &str) -> String {
     }
 }
 
+/// The length of a version 00 `traceparent`: `00-` + 32 + `-` + 16 + `-` + 2.
+const LEN: usize = 55;
+
 /// The four `-`-separated fields of a traceparent (version, trace id, parent id, flags), when it
 /// has exactly four.
 pub(crate) fn fields(traceparent: &str) -> Option<(&str, &str, &str, &str)> {
+    let b = traceparent.as_bytes();
+    // Every traceparent Keel makes or accepts has version 00's shape: its fields are cut at fixed
+    // offsets once it has just those three dashes (a third of the cost of `split`, which runs
+    // several times a call).
+    if b.len() == LEN && b[2] == b'-' && b[35] == b'-' && b[52] == b'-' && b.iter().filter(|&&c| c == b'-').count() == 3
+    {
+        return Some((&traceparent[..2], &traceparent[3..35], &traceparent[36..52], &traceparent[53..]));
+    }
     let mut parts = traceparent.split('-');
     match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(version), Some(trace), Some(parent), Some(flags), None) => Some((version, trace, parent, flags)),
@@ -107,6 +118,28 @@ mod tests {
         let fresh = new_traceparent();
         assert_eq!(fresh.len(), 55, "{fresh}");
         assert!(fresh.starts_with("00-") && fresh.ends_with("-01"), "{fresh}");
+    }
+
+    #[test]
+    fn fields_are_cut_alike_at_fixed_offsets_and_by_search() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        assert_eq!(fields(tp), Some(("00", "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "01")));
+        // 55 bytes with the dashes at the offsets, and one more: five fields, none.
+        assert_eq!(fields("00-0af7651916cd43dd8448eb211c8031-c-b7ad6b7169203331-01"), None);
+        // Other shapes by search.
+        assert_eq!(fields("01-ab-cd-ef"), Some(("01", "ab", "cd", "ef")));
+        assert_eq!(fields("a-b-c"), None);
+        assert_eq!(parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1"), None, "short flags");
+        assert_eq!(
+            parse_traceparent("00-0af7651916cd43dd8448eb211c8031-9c-b7ad6b7169203331-01"),
+            None,
+            "a dash inside the trace id"
+        );
+        assert_eq!(
+            parse_traceparent("00-0af7651916cd43dd8448eb211c80319-cb7ad6b7169203331-01"),
+            None,
+            "55 bytes, the second dash a byte early"
+        );
     }
 
     #[test]
