@@ -110,6 +110,10 @@ pub(super) fn decide(
     flow_after(function, &report, now, probe);
     shared.metrics.attempt_finished(&config.name, &report);
     crate::telemetry::record_attempt(&report.attempt, Some(&next));
+    let retry_delay_ms = match &next {
+        Transition::Retry { delay_ms, .. } => Some(*delay_ms),
+        _ => None,
+    };
     macro_rules! finished {
         ($level:ident) => {
             tracing::$level!(
@@ -119,6 +123,7 @@ pub(super) fn decide(
                 outcome = report.attempt.outcome.as_str(),
                 status = report.attempt.http_status,
                 duration_ms = report.attempt.ended_at - report.attempt.started_at,
+                retry_delay_ms = retry_delay_ms,
                 "attempt finished"
             )
         };

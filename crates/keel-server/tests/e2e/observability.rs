@@ -221,6 +221,8 @@ fn check_logs(text: &str) {
         if span["function"] == "mailer" {
             assert_eq!(span["subscription"], "notify", "{line}");
             assert!(span["event_id"].is_string(), "{line}");
+            // The first delivery failed and will be retried: the line says after how long.
+            assert_eq!(line["retry_delay_ms"].is_u64(), line["outcome"] == "transient", "{line}");
         }
         if span["function"] == "shop" {
             assert_eq!(span["trace_id"], TRACE_ID, "{line}");
