@@ -100,7 +100,11 @@ pub(crate) fn insert_attempts(conn: &Connection, attempts: &[(&str, &Attempt)]) 
 /// Binds `values` to parameters `at + 1 ..= at + values.len()` of `st`, whose parameters must
 /// all be NULL (unbound, or cleared): a NULL value is left unbound. Half of an invocation's 29
 /// columns are NULL, and binding each cost about as much as a value.
-pub(crate) fn bind_values(st: &mut rusqlite::Statement<'_>, at: usize, values: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<()> {
+pub(crate) fn bind_values(
+    st: &mut rusqlite::Statement<'_>,
+    at: usize,
+    values: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<()> {
     use rusqlite::types::{ToSqlOutput, Value, ValueRef};
     for (i, value) in values.iter().enumerate() {
         let value = value.to_sql()?;
