@@ -50,7 +50,7 @@ pub(crate) struct IdempotencyKeyHeader {
 
 /// The key in the request, if any; 400 when it is malformed.
 pub(crate) fn key_from(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let mut values = headers.get_all("idempotency-key").iter();
+    let mut values = headers.get_all(crate::runtime::url::contract::IDEMPOTENCY_KEY).iter();
     let first = values.next();
     if values.next().is_some() {
         return Err(Problem::bad_request("Idempotency-Key is sent more than once; send one key"));

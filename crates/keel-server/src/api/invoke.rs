@@ -24,7 +24,7 @@ use crate::dispatch::sync::{self, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
 use crate::functions::{Function, Slot};
 use crate::problem::{reply_response, Problem};
-use crate::runtime::url::contract::INVOCATION_ID;
+use crate::runtime::url::contract::{INVOCATION_ID, TRACEPARENT};
 use crate::state::Shared;
 use crate::trace;
 
@@ -68,12 +68,14 @@ pub(super) fn concurrency_key(function: &Function, headers: &HeaderMap) -> Resul
     Ok(Some(value.to_owned()))
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn header_str<'h>(headers: &'h HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The work's `traceparent`: the one the front layer set on the request (the caller's, or a new
+/// one), checked again.
 pub(super) fn traceparent(headers: &HeaderMap) -> String {
-    header_str(headers, "traceparent").and_then(trace::parse_traceparent).unwrap_or_else(trace::new_traceparent)
+    header_str(headers, TRACEPARENT).and_then(trace::parse_traceparent).unwrap_or_else(trace::new_traceparent)
 }
 
 /// Sync invoke: run the function and wait for its answer.
@@ -172,7 +174,7 @@ pub(crate) async fn invoke_sync(
     }
     let request = SyncRequest {
         payload,
-        content_type: header_str(&headers, "content-type").map(str::to_string),
+        content_type: header_str(&headers, CONTENT_TYPE).map(str::to_string),
         traceparent: traceparent(&headers),
         concurrency_key: concurrency_key(function, &headers)?,
     };
@@ -366,7 +368,7 @@ pub(crate) async fn invoke_async(
         concurrency_key,
         id: new_id(now),
         function: function.config.name.clone(),
-        content_type: header_str(&headers, "content-type").map(str::to_string),
+        content_type: header_str(&headers, CONTENT_TYPE).map(str::to_string),
         created_at: now,
         due_at: now + delay.as_millis() as i64,
         idempotency_key: key.clone(),

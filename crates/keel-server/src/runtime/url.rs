@@ -33,7 +33,7 @@ pub(crate) mod contract {
     pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
     pub(crate) const INVOCATION_ID: HeaderName = HeaderName::from_static("keel-invocation-id");
     pub(super) const ATTEMPT: HeaderName = HeaderName::from_static("keel-attempt");
-    pub(super) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+    pub(crate) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
     pub(super) const BATCH_SIZE: HeaderName = HeaderName::from_static("keel-batch-size");
     pub(super) const SUBSCRIPTION: HeaderName = HeaderName::from_static("keel-subscription");
 }
