@@ -68,9 +68,9 @@ pub(crate) fn batch_span(function: &str, items: usize) -> Span {
 }
 
 /// Records an attempt's outcome, status and (async) the retry delay on the current span, for the
-/// trace exporter. Without it nothing is recorded: log lines have them from the attempt's own
-/// `attempt finished` line, and the three records (each formatted into the span's JSON for lines
-/// that mostly never come) were 2–3% of a call's instructions (BENCHMARKS.md).
+/// trace exporter. Without it nothing is recorded: an async attempt's `attempt finished` line
+/// says them (a sync call's answer does), and the records, each formatted into the span's JSON
+/// for lines that mostly never come, were about 4% of a sync call's instructions (BENCHMARKS.md).
 pub(crate) fn record_attempt(attempt: &Attempt, next: Option<&Transition>) {
     if !exporting_now() {
         return;
