@@ -68,7 +68,7 @@ pub(super) fn concurrency_key(function: &Function, headers: &HeaderMap) -> Resul
     Ok(Some(value.to_owned()))
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&'h str> {
+fn header_str(headers: &HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
