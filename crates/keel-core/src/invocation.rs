@@ -232,6 +232,26 @@ pub struct Delivery {
 }
 
 impl NewInvocation {
+    /// A direct invocation of `function` created and due at `now`: no content type, key,
+    /// trace, delivery, concurrency key, lease or workflow step (what tests and tools start
+    /// from, setting the rest).
+    pub fn plain(id: impl Into<String>, function: impl Into<String>, payload: Bytes, now: Millis) -> Self {
+        Self {
+            id: id.into(),
+            function: function.into(),
+            payload,
+            content_type: None,
+            created_at: now,
+            due_at: now,
+            idempotency_key: None,
+            traceparent: None,
+            delivery: None,
+            concurrency_key: None,
+            lease: None,
+            workflow: None,
+        }
+    }
+
     /// The invocation as it is once stored: queued (running, when leased at admission), no
     /// attempts.
     pub fn into_stored(self) -> Invocation {

@@ -166,21 +166,7 @@ mod tests {
     use crate::retry::Jitter;
 
     fn invocation(attempts: u32) -> Invocation {
-        let mut inv = NewInvocation {
-            concurrency_key: None,
-            id: "01".into(),
-            function: "f".into(),
-            payload: Default::default(),
-            content_type: None,
-            created_at: 0,
-            due_at: 0,
-            idempotency_key: None,
-            traceparent: None,
-            delivery: None,
-            lease: None,
-            workflow: None,
-        }
-        .into_stored();
+        let mut inv = NewInvocation::plain("01", "f", Default::default(), 0).into_stored();
         inv.attempt_count = attempts;
         inv
     }

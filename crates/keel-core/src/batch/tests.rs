@@ -5,21 +5,9 @@ use crate::invocation::{Attempt, Delivery, NewInvocation};
 use crate::kv::Precondition;
 
 fn invocation(id: &str, payload: &str, content_type: Option<&str>) -> Invocation {
-    NewInvocation {
-        concurrency_key: None,
-        id: id.into(),
-        function: "index".into(),
-        payload: Bytes::from(payload.to_owned()),
-        content_type: content_type.map(str::to_owned),
-        created_at: 0,
-        due_at: 0,
-        idempotency_key: None,
-        traceparent: None,
-        delivery: None,
-        lease: None,
-        workflow: None,
-    }
-    .into_stored()
+    let mut new = NewInvocation::plain(id, "index", Bytes::from(payload.to_owned()), 0);
+    new.content_type = content_type.map(str::to_owned);
+    new.into_stored()
 }
 
 #[test]

@@ -540,21 +540,8 @@ mod tests {
     }
 
     fn finished(response: Option<StoredResponse>) -> Invocation {
-        let mut inv = NewInvocation {
-            id: "01JC7Z3V9Q4W2B8N5M6K1H0G3F".into(),
-            function: "f".into(),
-            payload: Bytes::from_static(b"{}"),
-            content_type: None,
-            created_at: 0,
-            due_at: 0,
-            idempotency_key: None,
-            traceparent: None,
-            delivery: None,
-            lease: None,
-            workflow: None,
-            concurrency_key: None,
-        }
-        .into_stored();
+        let mut inv =
+            NewInvocation::plain("01JC7Z3V9Q4W2B8N5M6K1H0G3F", "f", Bytes::from_static(b"{}"), 0).into_stored();
         inv.attempt_count = 2;
         inv.response = response;
         inv.error = Some("HTTP 503".into());

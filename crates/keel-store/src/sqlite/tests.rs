@@ -274,20 +274,7 @@ async fn hold_writer(
 }
 
 fn new_invocation(id: String) -> keel_core::invocation::NewInvocation {
-    keel_core::invocation::NewInvocation {
-        concurrency_key: None,
-        id,
-        function: "f".into(),
-        payload: bytes::Bytes::from_static(b"{}"),
-        content_type: None,
-        created_at: 1,
-        due_at: 1,
-        idempotency_key: None,
-        traceparent: None,
-        delivery: None,
-        lease: None,
-        workflow: None,
-    }
+    keel_core::invocation::NewInvocation::plain(id, "f", bytes::Bytes::from_static(b"{}"), 1)
 }
 
 fn finished_sync(id: String) -> keel_core::invocation::Invocation {
