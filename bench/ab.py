@@ -143,11 +143,9 @@ def main():
 
     os.environ["PATH"] += ":/usr/sbin"
     tmp = tempfile.mkdtemp(prefix="keel-ab-")
-    lua = os.path.join(tmp, "post.lua")
-    with open(lua, "w") as f:
-        f.write(outside.LUA)
+    lua = outside.wrk_script(tmp)
     noop_port = outside.free_port()
-    nginx = outside.start_nginx(tmp, "noop", noop_port, "default_type application/json; return 200 '{}';")
+    nginx = outside.start_nginx(tmp, "noop", noop_port, outside.NOOP_LOCATION)
     rows = {}
     try:
         for r in range(args.rounds):

@@ -117,10 +117,9 @@ def main():
             sys.exit(f"{tool} is not installed (Debian: apt-get install valgrind wrk nginx-light)")
     os.environ["PATH"] += ":/usr/sbin"
     tmp = tempfile.mkdtemp(prefix="keel-instructions-")
-    lua = os.path.join(tmp, "post.lua")
-    with open(lua, "w") as f:
-        f.write(outside.LUA)
+    lua = outside.wrk_script(tmp)
     noop_port = outside.free_port()
+    # Without outside.NOOP_LOCATION's JSON content type, as every figure of it so far was counted.
     nginx = outside.start_nginx(tmp, "noop", noop_port, "return 200 '{}';")
     try:
         print(f"instructions per request (callgrind, all threads, user space), wrk -c4 -d{args.seconds}s")

@@ -87,6 +87,18 @@ http {{
 """
 
 
+# The no-op function: every request answered `200 {}` as JSON.
+NOOP_LOCATION = "default_type application/json; return 200 '{}';"
+
+
+def wrk_script(tmp):
+    """The path of wrk's request script (LUA), written into `tmp`."""
+    lua = os.path.join(tmp, "post.lua")
+    with open(lua, "w") as f:
+        f.write(LUA)
+    return lua
+
+
 def start_nginx(tmp, name, port, location, upstream="", listen_options=""):
     conf = os.path.join(tmp, f"{name}.conf")
     with open(conf, "w") as f:
@@ -212,11 +224,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="keel-outside-")
     procs = []
     try:
-        lua = os.path.join(tmp, "post.lua")
-        with open(lua, "w") as f:
-            f.write(LUA)
+        lua = wrk_script(tmp)
         noop_port, proxy_port = free_port(), free_port()
-        procs.append(start_nginx(tmp, "noop", noop_port, "default_type application/json; return 200 '{}';"))
+        procs.append(start_nginx(tmp, "noop", noop_port, NOOP_LOCATION))
         upstream = f"upstream noop {{ server 127.0.0.1:{noop_port}; keepalive 64; }}"
         location = 'proxy_pass http://noop; proxy_http_version 1.1; proxy_set_header Connection "";'
         proxy = start_nginx(tmp, "proxy", proxy_port, location, upstream)
@@ -224,8 +234,7 @@ def main():
         function_port = noop_port
         if args.http2:  # wrk speaks HTTP/1.1 to the first no-op; Keel speaks h2c to this one
             function_port = free_port()
-            procs.append(start_nginx(tmp, "noop-h2c", function_port, "default_type application/json; return 200 '{}';",
-                                     listen_options=" http2"))
+            procs.append(start_nginx(tmp, "noop-h2c", function_port, NOOP_LOCATION, listen_options=" http2"))
         floor_url = None
         if args.floor:
             floor_port = free_port()
