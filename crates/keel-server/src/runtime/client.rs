@@ -1,6 +1,8 @@
-//! Keel's one outgoing HTTP client: http and https (rustls on `ring`, HTTP/1.1), trusting the
+//! Keel's outgoing HTTP clients: http and https (rustls on `ring`, HTTP/1.1), trusting the
 //! system's root certificates plus any CA files a function (or a dependency) names. Every call
-//! Keel makes to a function goes through a client built here.
+//! Keel makes goes through a connector built here: HTTP/1.1 attempts at functions through the
+//! pool of `runtime/h1.rs` over [`https_connector`], HTTP/2 attempts, dependencies and the
+//! embedding API through the pooled client of [`build_client`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

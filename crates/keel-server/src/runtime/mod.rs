@@ -5,6 +5,7 @@
 
 pub(crate) mod attempts;
 pub(crate) mod client;
+pub(crate) mod h1;
 pub(crate) mod process;
 pub(crate) mod url;
 

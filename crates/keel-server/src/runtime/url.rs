@@ -18,7 +18,8 @@ use keel_core::invocation::{truncate_error, Attempt, Invocation, StoredResponse}
 use keel_core::lifecycle::AttemptReport;
 use keel_core::outcome::{self, Outcome};
 
-use super::client::{build_client, build_h2_client, ClientError, HttpClient};
+use super::client::{build_h2_client, https_connector, ClientError, HttpClient};
+use super::h1::{H1Error, H1Pool};
 use crate::auth::Auth;
 use crate::trace;
 
@@ -111,7 +112,8 @@ impl<'a> AttemptCall<'a> {
 /// or HTTP/2 for functions with `http2 = true`.
 #[derive(Debug, Clone)]
 pub(crate) struct UrlRuntime {
-    client: HttpClient,
+    /// HTTP/1.1: keep-alive connections, each driven by the attempt that holds it.
+    h1: H1Pool,
     h2: HttpClient,
     max_result_bytes: usize,
     /// How deep an effects envelope may nest (`server.limits.max_json_depth`).
@@ -132,7 +134,7 @@ impl UrlRuntime {
     ) -> Result<Self, ClientError> {
         let max_result_bytes = max_result_bytes as usize;
         Ok(Self {
-            client: build_client(extra_cas)?,
+            h1: H1Pool::new(https_connector(extra_cas)?),
             h2: build_h2_client(extra_cas)?,
             max_result_bytes,
             max_json_depth,
@@ -209,7 +211,6 @@ impl UrlRuntime {
         // Headers set in place, not through `request::Builder`, which moves the whole request
         // head at each header (a dozen copies of it per attempt).
         let invalid = |e: &dyn std::fmt::Display| CallFailure::permanent(format!("cannot build the request: {e}"));
-        *request.uri_mut() = http::Uri::try_from(url.as_str()).map_err(|e| invalid(&e))?;
         let headers = request.headers_mut();
         let text = |value: &str| HeaderValue::from_str(value).map_err(|e| invalid(&e));
         headers.insert(contract::FUNCTION, text(call.function)?);
@@ -246,8 +247,17 @@ impl UrlRuntime {
             })?;
             return self.read(response).await;
         }
-        let client = if call.http2 { &self.h2 } else { &self.client };
-        let response = client.request(request).await.map_err(|e| CallFailure {
+        if !call.http2 {
+            return match self.h1.call(url, request, |response| self.read(response)).await {
+                Ok(answer) => answer,
+                Err(H1Error::Connect(message)) => {
+                    Err(CallFailure { unreached: true, ..CallFailure::transient(message) })
+                }
+                Err(H1Error::Request(message)) => Err(CallFailure::transient(message)),
+            };
+        }
+        *request.uri_mut() = http::Uri::try_from(url.as_str()).map_err(|e| invalid(&e))?;
+        let response = self.h2.request(request).await.map_err(|e| CallFailure {
             unreached: e.is_connect(),
             ..CallFailure::transient(describe_client_error(&e))
         })?;

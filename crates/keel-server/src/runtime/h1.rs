@@ -1,0 +1,440 @@
+//! HTTP/1.1 keep-alive connections to functions, pooled per origin and driven by the attempt
+//! that holds one.
+//!
+//! hyper_util's pooled client runs each connection as a task of its own: an attempt hands its
+//! request to that task through a channel and waits on a second one for the answer, and the pool
+//! finds the connection under a SipHash of its key twice a call. Here an attempt takes a
+//! connection out of the pool, writes its request, reads the whole answer while polling the
+//! connection itself, and puts it back: no task, no channels, one lookup each way
+//! (BENCHMARKS.md, "A connection driven by its attempt").
+//!
+//! What the pooled client did, kept:
+//! - idle connections are kept 60 s, then closed (by the attempt that finds them, or by a sweep
+//!   every 30 s for origins no longer called);
+//! - a connection the function closed while it was idle is seen when it is taken (one poll of
+//!   it) and not used;
+//! - a request that never left (its connection was found closed as it was to be written) goes
+//!   again on another idle connection, or on a new one; found so on a new one, it fails;
+//! - a failure to connect (TCP, TLS or the handshake) is told apart: the request never left.
+//!
+//! HTTP/2 calls (`http2 = true`) still go through the pooled client, whose one connection per
+//! origin carries many calls at once.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tower_service::Service;
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often idle connections of origins no longer called are looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// One connection: the handle requests are sent through, and the connection itself, which
+/// whoever holds it must poll for the request to go out and the answer to come in.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: http1::Connection<Io, Full<Bytes>>,
+}
+
+struct Idle {
+    /// Boxed: a connection is a kilobyte or two, and an attempt's future holds one across its
+    /// awaits; moving it in and out of the pool, and the futures that hold it, copied it whole.
+    conn: Box<Conn>,
+    since: Instant,
+}
+
+/// Why a call failed.
+#[derive(Debug)]
+pub(crate) enum H1Error {
+    /// No connection could be made: the request never left.
+    Connect(String),
+    /// The request or its answer failed on the connection.
+    Request(String),
+}
+
+/// What became of a request that got no answer.
+enum Unsent {
+    /// It never left, and is given back.
+    Back(Box<Request<Full<Bytes>>>),
+    /// It left, or may have: the connection failed before its answer.
+    Failed(hyper::Error),
+}
+
+/// The pool: idle connections per origin (`scheme://host:port`), newest last.
+#[derive(Clone)]
+pub(crate) struct H1Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: HttpsConnector<HttpConnector>,
+    idle: Mutex<foldhash::HashMap<String, Vec<Idle>>>,
+}
+
+impl std::fmt::Debug for H1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.inner.idle.lock().map(|m| m.values().map(Vec::len).sum::<usize>()).unwrap_or(0);
+        f.debug_struct("H1Pool").field("idle", &idle).finish()
+    }
+}
+
+impl H1Pool {
+    /// A pool connecting through `connector` (TCP, and TLS for https://). Inside a tokio
+    /// runtime it starts the sweep of idle connections; the sweep ends with the pool.
+    pub(crate) fn new(connector: HttpsConnector<HttpConnector>) -> Self {
+        let inner = Arc::new(Inner { connector, idle: Mutex::new(foldhash::HashMap::default()) });
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            // The first sweep's time is set now, not when the task first runs.
+            handle.spawn(sweep(Arc::downgrade(&inner), Instant::now() + SWEEP_EVERY));
+        }
+        Self { inner }
+    }
+
+    /// Sends `request` to `url` and hands its answer to `read`, which must read the body whole
+    /// for the connection to be kept. The request goes in origin form with a `Host` header, as
+    /// a client not going through a proxy sends it.
+    pub(crate) async fn call<T, E, F, Fut>(
+        &self,
+        url: &::url::Url,
+        mut request: Request<Full<Bytes>>,
+        read: F,
+    ) -> Result<Result<T, E>, H1Error>
+    where
+        F: FnOnce(Response<Incoming>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        use ::url::Position;
+        let invalid = |e: &dyn std::fmt::Display| H1Error::Request(format!("cannot build the request: {e}"));
+        let target = &url[Position::BeforePath..Position::AfterQuery];
+        *request.uri_mut() = Uri::try_from(if target.is_empty() { "/" } else { target }).map_err(|e| invalid(&e))?;
+        let host = HeaderValue::from_str(&url[Position::BeforeHost..Position::BeforePath]).map_err(|e| invalid(&e))?;
+        request.headers_mut().insert(http::header::HOST, host);
+        let origin = &url[..Position::BeforePath];
+        loop {
+            let (mut conn, reused) = match self.take(origin) {
+                Some(conn) => (conn, true),
+                // Boxed: the connect and handshake futures hold a whole connection and TLS
+                // state, and would make every attempt's future (moved into a box at each layer
+                // of the router) that much larger; connecting is rare, moving is every call.
+                None => (Box::pin(self.connect(origin)).await?, false),
+            };
+            let Conn { sender, driver } = &mut *conn;
+            let mut ended = false;
+            let sent = drive(driver, &mut ended, async {
+                if sender.ready().await.is_err() {
+                    return Err(Unsent::Back(Box::new(request)));
+                }
+                sender.try_send_request(request).await.map_err(|mut e| match e.take_message() {
+                    Some(request) => Unsent::Back(Box::new(request)),
+                    None => Unsent::Failed(e.into_error()),
+                })
+            })
+            .await;
+            let response = match sent {
+                Ok(response) => response,
+                // The connection was found closed before the request left: again, on another.
+                Err(Unsent::Back(unsent)) if reused => {
+                    request = *unsent;
+                    continue;
+                }
+                Err(Unsent::Back(_)) => {
+                    return Err(H1Error::Request(
+                        "request failed: the connection closed before the request was sent".into(),
+                    ))
+                }
+                Err(Unsent::Failed(e)) => return Err(H1Error::Request(format!("request failed: {}", chain(&e)))),
+            };
+            let answer = drive(driver, &mut ended, read(response)).await;
+            if answer.is_ok() && !ended && !sender.is_closed() {
+                self.put(origin, conn);
+            }
+            return Ok(answer);
+        }
+    }
+
+    /// The newest idle connection to `origin` still open, if any; older ones past the idle
+    /// timeout are closed.
+    fn take(&self, origin: &str) -> Option<Box<Conn>> {
+        loop {
+            let idle = {
+                let mut pool = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let list = pool.get_mut(origin)?;
+                let idle = list.pop()?;
+                if idle.since.elapsed() >= IDLE_TIMEOUT {
+                    list.clear(); // the older ones waited longer still
+                    return None;
+                }
+                idle
+            };
+            let mut conn = idle.conn;
+            // One poll, to see an end the function made while the connection was idle (its
+            // keep-alive timeout, a restart); the attempt's own polls come next.
+            let ended = Pin::new(&mut conn.driver).poll(&mut Context::from_waker(Waker::noop())).is_ready();
+            if !ended && !conn.sender.is_closed() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn put(&self, origin: &str, conn: Box<Conn>) {
+        let idle = Idle { conn, since: Instant::now() };
+        let mut pool = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        match pool.get_mut(origin) {
+            Some(list) => list.push(idle),
+            None => {
+                pool.insert(origin.to_owned(), vec![idle]);
+            }
+        }
+    }
+
+    /// A new connection to `origin`: TCP (with the connector's timeout), TLS for https://, and
+    /// the HTTP/1.1 handshake.
+    async fn connect(&self, origin: &str) -> Result<Box<Conn>, H1Error> {
+        let failed = |e: &(dyn std::error::Error + 'static)| H1Error::Connect(format!("connect error: {}", chain(e)));
+        let uri = Uri::try_from(origin).map_err(|e| failed(&e))?;
+        // hyper-rustls' connector over `HttpConnector` is always ready: no `poll_ready` first.
+        let io = self.inner.connector.clone().call(uri).await.map_err(|e| failed(&*e))?;
+        let (sender, driver) = http1::handshake(io).await.map_err(|e| failed(&e))?;
+        Ok(Box::new(Conn { sender, driver }))
+    }
+}
+
+/// Polls `work` to its end, polling the connection under it too (until it ends, which is
+/// recorded in `ended`): the connection writes what `work` sends and reads what it waits for.
+async fn drive<F: Future>(driver: &mut http1::Connection<Io, Full<Bytes>>, ended: &mut bool, work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        if !*ended && Pin::new(&mut *driver).poll(cx).is_ready() {
+            *ended = true;
+        }
+        // What the connection just wrote or read may be what `work` waited for.
+        work.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Closes idle connections past the timeout every [`SWEEP_EVERY`], until the pool is gone.
+async fn sweep(inner: Weak<Inner>, first: Instant) {
+    let mut every = tokio::time::interval_at(first, SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut pool = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        pool.retain(|_, list| {
+            list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A function on `127.0.0.1:0` written on bare TCP, so that a test can see each connection:
+    /// it counts those accepted and those it saw closed, keeps each request's target and
+    /// `Host`, answers `ok` to each, and closes a connection after its answer when told to.
+    struct Function {
+        url: ::url::Url,
+        accepted: Arc<AtomicUsize>,
+        /// A message per connection the client closed, or that the function closed itself.
+        closed: mpsc::UnboundedReceiver<()>,
+        requests: mpsc::UnboundedReceiver<(String, String)>,
+    }
+
+    impl Function {
+        /// Waits (5 s at most) for a connection to end.
+        async fn saw_closed(&mut self) {
+            let seen = tokio::time::timeout(Duration::from_secs(5), self.closed.recv()).await;
+            assert!(matches!(seen, Ok(Some(()))), "no connection ended");
+        }
+    }
+
+    async fn function(close_after_answer: bool) -> Function {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/purchase?at=1", listener.local_addr().unwrap()).parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (closed_tx, closed) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (closed_tx, requests_tx) = (closed_tx.clone(), requests_tx.clone());
+                tokio::spawn(async move {
+                    let mut socket = BufReader::new(socket);
+                    while let Some(request) = read_request(&mut socket).await {
+                        requests_tx.send(request).unwrap();
+                        socket.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                        if close_after_answer {
+                            break;
+                        }
+                    }
+                    drop(socket);
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        Function { url, accepted, closed, requests }
+    }
+
+    /// A request's target and `Host`, its body read and dropped; `None` once the client closed.
+    async fn read_request(socket: &mut BufReader<tokio::net::TcpStream>) -> Option<(String, String)> {
+        let mut line = String::new();
+        if socket.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let target = line.split(' ').nth(1)?.to_string();
+        let (mut host, mut length) = (String::new(), 0);
+        loop {
+            line.clear();
+            socket.read_line(&mut line).await.ok()?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (name, value) = header.split_once(':')?;
+            match name.to_ascii_lowercase().as_str() {
+                "host" => host = value.trim().to_string(),
+                "content-length" => length = value.trim().parse().ok()?,
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        socket.read_exact(&mut body).await.ok()?;
+        Some((target, host))
+    }
+
+    fn pool() -> H1Pool {
+        H1Pool::new(super::super::client::https_connector(&[]).unwrap())
+    }
+
+    fn request() -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(Bytes::from_static(b"{}")));
+        *request.method_mut() = http::Method::POST;
+        request
+    }
+
+    /// One call through `pool`, its body read whole: the body, or the pool's error.
+    async fn call(pool: &H1Pool, url: &::url::Url) -> Result<Bytes, H1Error> {
+        let answer = pool.call(url, request(), |r| async move { r.into_body().collect().await.map(|b| b.to_bytes()) });
+        Ok(answer.await?.expect("the body reads"))
+    }
+
+    #[tokio::test]
+    async fn calls_one_after_another_share_one_connection_sent_in_origin_form_with_host() {
+        let mut f = function(false).await;
+        let pool = pool();
+        for _ in 0..3 {
+            assert_eq!(call(&pool, &f.url).await.unwrap(), "ok");
+        }
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 1);
+        let authority = format!("127.0.0.1:{}", f.url.port().unwrap());
+        for _ in 0..3 {
+            assert_eq!(f.requests.recv().await.unwrap(), ("/purchase?at=1".to_string(), authority.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_at_once_each_get_a_connection_kept_for_the_next() {
+        let f = function(false).await;
+        let pool = pool();
+        let (a, b) = tokio::join!(call(&pool, &f.url), call(&pool, &f.url));
+        assert_eq!((a.unwrap(), b.unwrap()), ("ok".into(), "ok".into()));
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 2);
+        let (a, b) = tokio::join!(call(&pool, &f.url), call(&pool, &f.url));
+        assert_eq!((a.unwrap(), b.unwrap()), ("ok".into(), "ok".into()));
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 2, "both connections were kept and used again");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_function_closed_while_idle_is_not_used() {
+        let mut f = function(true).await;
+        let pool = pool();
+        assert_eq!(call(&pool, &f.url).await.unwrap(), "ok");
+        f.saw_closed().await; // the function has closed its end
+                              // Seen when the connection is taken, or else when the request would go out on it.
+        assert_eq!(call(&pool, &f.url).await.unwrap(), "ok", "the second call did not fail on the closed one");
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_not_read_whole_closes_its_connection() {
+        let mut f = function(false).await;
+        let pool = pool();
+        let unread = pool.call(&f.url, request(), |_response| async { Err::<(), _>("gave up") }).await.unwrap();
+        assert_eq!(unread, Err("gave up"));
+        f.saw_closed().await; // not kept: closed, so the function saw its end
+        assert_eq!(call(&pool, &f.url).await.unwrap(), "ok");
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn no_connection_is_a_connect_error() {
+        let port = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/").parse().unwrap(); // bound, then let go: refused
+        match call(&pool(), &url).await {
+            Err(H1Error::Connect(message)) => assert!(message.starts_with("connect error: "), "{message}"),
+            other => panic!("expected a connect error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let mut f = function(false).await;
+        let pool = pool();
+        assert_eq!(call(&pool, &f.url).await.unwrap(), "ok");
+        // The sweep closes it, the origin not being called again.
+        tokio::time::pause();
+        tokio::time::advance(IDLE_TIMEOUT + SWEEP_EVERY).await;
+        tokio::time::resume();
+        f.saw_closed().await;
+        // And a connection past the timeout when it is taken is not used either.
+        assert_eq!(call(&pool, &f.url).await.unwrap(), "ok");
+        tokio::time::pause();
+        tokio::time::advance(IDLE_TIMEOUT).await;
+        tokio::time::resume();
+        assert!(pool.take(&f.url[..::url::Position::BeforePath]).is_none());
+        f.saw_closed().await;
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 2);
+    }
+}
