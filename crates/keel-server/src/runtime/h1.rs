@@ -50,6 +50,37 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     driver: http1::Connection<Io, Full<Bytes>>,
+    /// The waker the connection and the attempt's work are polled with (see [`drive`]).
+    inner_waker: Arc<Filter>,
+}
+
+/// A waker that keeps the wakes the attempt causes itself, while it is being polled, from
+/// reaching the task. Sending a request into the connection, the connection handing back the
+/// answer, its body: each wakes the waiter, which is the same task, already running. Passed on,
+/// each such wake had tokio poll the whole request again later, and at times woke the other
+/// worker to do it. Kept, it only has [`drive`] poll once more at once. Wakes from outside (the
+/// socket became readable) go to the task as before.
+#[derive(Default)]
+struct Filter {
+    polling: std::sync::atomic::AtomicBool,
+    woken: std::sync::atomic::AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl std::task::Wake for Filter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.woken.store(true, SeqCst);
+        if !self.polling.load(SeqCst) {
+            if let Some(task) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+                task.wake_by_ref();
+            }
+        }
+    }
 }
 
 struct Idle {
@@ -134,9 +165,10 @@ impl H1Pool {
                 // of the router) that much larger; connecting is rare, moving is every call.
                 None => (Box::pin(self.connect(origin)).await?, false),
             };
-            let Conn { sender, driver } = &mut *conn;
+            let Conn { sender, driver, inner_waker } = &mut *conn;
+            let waker = Waker::from(inner_waker.clone());
             let mut ended = false;
-            let sent = drive(driver, &mut ended, async {
+            let sent = drive(driver, (inner_waker, &waker), &mut ended, async {
                 if sender.ready().await.is_err() {
                     return Err(Unsent::Back(Box::new(request)));
                 }
@@ -160,7 +192,7 @@ impl H1Pool {
                 }
                 Err(Unsent::Failed(e)) => return Err(H1Error::Request(format!("request failed: {}", chain(&e)))),
             };
-            let answer = drive(driver, &mut ended, read(response)).await;
+            let answer = drive(driver, (inner_waker, &waker), &mut ended, read(response)).await;
             if answer.is_ok() && !ended && !sender.is_closed() {
                 self.put(origin, conn);
             }
@@ -193,6 +225,8 @@ impl H1Pool {
     }
 
     fn put(&self, origin: &str, conn: Box<Conn>) {
+        // Idle, it wakes no task: the attempt that had it is done.
+        *conn.inner_waker.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let idle = Idle { conn, since: Instant::now() };
         let mut pool = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         match pool.get_mut(origin) {
@@ -211,23 +245,56 @@ impl H1Pool {
         // hyper-rustls' connector over `HttpConnector` is always ready: no `poll_ready` first.
         let io = self.inner.connector.clone().call(uri).await.map_err(|e| failed(&*e))?;
         let (sender, driver) = http1::handshake(io).await.map_err(|e| failed(&e))?;
-        Ok(Box::new(Conn { sender, driver }))
+        Ok(Box::new(Conn { sender, driver, inner_waker: Arc::default() }))
     }
 }
 
 /// Polls `work` to its end, polling the connection under it too (until it ends, which is
 /// recorded in `ended`): the connection writes what `work` sends and reads what it waits for.
-async fn drive<F: Future>(driver: &mut http1::Connection<Io, Full<Bytes>>, ended: &mut bool, work: F) -> F::Output {
+/// Both are polled with `waker`, from `filter`: what one does that wakes the other is polled
+/// again here and now, not left to the task's next turn.
+async fn drive<F: Future>(
+    driver: &mut http1::Connection<Io, Full<Bytes>>,
+    (filter, waker): (&Filter, &Waker),
+    ended: &mut bool,
+    work: F,
+) -> F::Output {
+    use std::sync::atomic::Ordering::SeqCst;
+    /// Rounds of polling in one turn before the task yields: the connection may wake itself
+    /// to yield (hyper does so after a long run of work), and that must not spin here.
+    const ROUNDS: usize = 8;
     let mut work = std::pin::pin!(work);
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
-            return Poll::Ready(out);
+        {
+            let mut task = filter.task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
         }
-        if !*ended && Pin::new(&mut *driver).poll(cx).is_ready() {
-            *ended = true;
+        let mut inner = Context::from_waker(waker);
+        filter.polling.store(true, SeqCst);
+        for _ in 0..ROUNDS {
+            filter.woken.store(false, SeqCst);
+            if let Poll::Ready(out) = work.as_mut().poll(&mut inner) {
+                filter.polling.store(false, SeqCst);
+                return Poll::Ready(out);
+            }
+            if !*ended && Pin::new(&mut *driver).poll(&mut inner).is_ready() {
+                *ended = true;
+            }
+            if !filter.woken.load(SeqCst) {
+                // Nothing to do until something outside wakes the task, unless a wake came
+                // while `polling` was still set: then look once more.
+                filter.polling.store(false, SeqCst);
+                if !filter.woken.load(SeqCst) {
+                    return Poll::Pending;
+                }
+                filter.polling.store(true, SeqCst);
+            }
         }
-        // What the connection just wrote or read may be what `work` waited for.
-        work.as_mut().poll(cx)
+        filter.polling.store(false, SeqCst);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     })
     .await
 }
@@ -436,5 +503,44 @@ mod tests {
         assert!(pool.take(&f.url[..::url::Position::BeforePath]).is_none());
         f.saw_closed().await;
         assert_eq!(f.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Counts its wakes, and lets the test wait for the next.
+    #[derive(Default)]
+    struct Counted {
+        wakes: AtomicUsize,
+        notify: tokio::sync::Notify,
+    }
+
+    impl std::task::Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+            self.notify.notify_one();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_on_a_kept_connection_wakes_its_task_only_for_the_answer_arriving() {
+        let f = function(false).await;
+        let pool = pool();
+        assert_eq!(call(&pool, &f.url).await.unwrap(), "ok");
+        // The second call, on the kept connection, polled by hand with a waker that counts.
+        let counted = Arc::new(Counted::default());
+        let waker = Waker::from(counted.clone());
+        let mut second = std::pin::pin!(call(&pool, &f.url));
+        let answer = loop {
+            if let Poll::Ready(answer) = second.as_mut().poll(&mut Context::from_waker(&waker)) {
+                break answer;
+            }
+            counted.notify.notified().await;
+        };
+        assert_eq!(answer.unwrap(), "ok");
+        // Sending the request and the connection handing back the answer and its body each
+        // woke the task too, before `Filter`: the task ran again for nothing.
+        assert_eq!(counted.wakes.load(Ordering::SeqCst), 1, "one wake: the answer became readable");
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 1);
     }
 }
