@@ -251,7 +251,7 @@ fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// An error and its sources, `outer: inner: …`, since hyper's top-level messages are terse.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {

@@ -38,6 +38,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use crate::client::error_chain;
+
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 
 /// How long an idle connection is kept.
@@ -190,7 +192,7 @@ impl H1Pool {
                         "request failed: the connection closed before the request was sent".into(),
                     ))
                 }
-                Err(Unsent::Failed(e)) => return Err(H1Error::Request(format!("request failed: {}", chain(&e)))),
+                Err(Unsent::Failed(e)) => return Err(H1Error::Request(format!("request failed: {}", error_chain(&e)))),
             };
             let answer = drive(driver, (inner_waker, &waker), &mut ended, read(response)).await;
             if answer.is_ok() && !ended && !sender.is_closed() {
@@ -240,7 +242,8 @@ impl H1Pool {
     /// A new connection to `origin`: TCP (with the connector's timeout), TLS for https://, and
     /// the HTTP/1.1 handshake.
     async fn connect(&self, origin: &str) -> Result<Box<Conn>, H1Error> {
-        let failed = |e: &(dyn std::error::Error + 'static)| H1Error::Connect(format!("connect error: {}", chain(e)));
+        let failed =
+            |e: &(dyn std::error::Error + 'static)| H1Error::Connect(format!("connect error: {}", error_chain(e)));
         let uri = Uri::try_from(origin).map_err(|e| failed(&e))?;
         // hyper-rustls' connector over `HttpConnector` is always ready: no `poll_ready` first.
         let io = self.inner.connector.clone().call(uri).await.map_err(|e| failed(&*e))?;
@@ -312,18 +315,6 @@ async fn sweep(inner: Weak<Inner>, first: Instant) {
             !list.is_empty()
         });
     }
-}
-
-/// An error and its sources, `: `-separated.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
