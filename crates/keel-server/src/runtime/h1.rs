@@ -95,6 +95,8 @@ struct Idle {
 /// Why a call failed.
 #[derive(Debug)]
 pub(crate) enum H1Error {
+    /// The URL cannot be sent as a request: no attempt at it can succeed.
+    Invalid(String),
     /// No connection could be made: the request never left.
     Connect(String),
     /// The request or its answer failed on the connection.
@@ -153,7 +155,7 @@ impl H1Pool {
         Fut: Future<Output = Result<T, E>>,
     {
         use ::url::Position;
-        let invalid = |e: &dyn std::fmt::Display| H1Error::Request(format!("cannot build the request: {e}"));
+        let invalid = |e: &dyn std::fmt::Display| H1Error::Invalid(format!("cannot build the request: {e}"));
         let target = &url[Position::BeforePath..Position::AfterQuery];
         *request.uri_mut() = Uri::try_from(if target.is_empty() { "/" } else { target }).map_err(|e| invalid(&e))?;
         let host = HeaderValue::from_str(&url[Position::BeforeHost..Position::BeforePath]).map_err(|e| invalid(&e))?;

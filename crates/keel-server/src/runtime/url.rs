@@ -254,6 +254,7 @@ impl UrlRuntime {
                     Err(CallFailure { unreached: true, ..CallFailure::transient(message) })
                 }
                 Err(H1Error::Request(message)) => Err(CallFailure::transient(message)),
+                Err(H1Error::Invalid(message)) => Err(CallFailure::permanent(message)),
             };
         }
         *request.uri_mut() = http::Uri::try_from(url.as_str()).map_err(|e| invalid(&e))?;
