@@ -52,8 +52,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
     driver: http1::Connection<Io, Full<Bytes>>,
-    /// The waker the connection and the attempt's work are polled with (see [`drive`]).
-    inner_waker: Arc<Filter>,
+    /// What the connection and the attempt's work are polled with (see [`drive`]): the
+    /// filter, and the waker made of it once for the connection's life.
+    filter: Arc<Filter>,
+    waker: Waker,
 }
 
 /// A waker that keeps the wakes the attempt causes itself, while it is being polled, from
@@ -169,10 +171,9 @@ impl H1Pool {
                 // of the router) that much larger; connecting is rare, moving is every call.
                 None => (Box::pin(self.connect(origin)).await?, false),
             };
-            let Conn { sender, driver, inner_waker } = &mut *conn;
-            let waker = Waker::from(inner_waker.clone());
+            let Conn { sender, driver, filter, waker } = &mut *conn;
             let mut ended = false;
-            let sent = drive(driver, (inner_waker, &waker), &mut ended, async {
+            let sent = drive(driver, (filter, waker), &mut ended, async {
                 if sender.ready().await.is_err() {
                     return Err(Unsent::Back(Box::new(request)));
                 }
@@ -196,7 +197,7 @@ impl H1Pool {
                 }
                 Err(Unsent::Failed(e)) => return Err(H1Error::Request(format!("request failed: {}", error_chain(&e)))),
             };
-            let answer = drive(driver, (inner_waker, &waker), &mut ended, read(response)).await;
+            let answer = drive(driver, (filter, waker), &mut ended, read(response)).await;
             if answer.is_ok() && !ended && !sender.is_closed() {
                 self.put(origin, conn);
             }
@@ -230,7 +231,7 @@ impl H1Pool {
 
     fn put(&self, origin: &str, conn: Box<Conn>) {
         // Idle, it wakes no task: the attempt that had it is done.
-        *conn.inner_waker.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *conn.filter.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let idle = Idle { conn, since: Instant::now() };
         let mut pool = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         match pool.get_mut(origin) {
@@ -250,7 +251,9 @@ impl H1Pool {
         // hyper-rustls' connector over `HttpConnector` is always ready: no `poll_ready` first.
         let io = self.inner.connector.clone().call(uri).await.map_err(|e| failed(&*e))?;
         let (sender, driver) = http1::handshake(io).await.map_err(|e| failed(&e))?;
-        Ok(Box::new(Conn { sender, driver, inner_waker: Arc::default() }))
+        let filter = Arc::<Filter>::default();
+        let waker = Waker::from(filter.clone());
+        Ok(Box::new(Conn { sender, driver, filter, waker }))
     }
 }
 
