@@ -418,14 +418,11 @@ impl CallFailure {
 }
 
 fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
-    let mut text = if e.is_connect() { "connect error".to_string() } else { "request failed".to_string() };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+    let what = if e.is_connect() { "connect error" } else { "request failed" };
+    match std::error::Error::source(e) {
+        Some(source) => format!("{what}: {}", crate::client::error_chain(source)),
+        None => what.to_string(),
     }
-    text
 }
 
 /// `HTTP 503: <start of the body>` for a failed response.
