@@ -11,9 +11,12 @@ each alike, and reports for each build and path the median and the range over th
   per_s    requests per second (async: end to end, until nothing is left queued)
   switches context switches per request, voluntary + involuntary, all threads
   allocs   (with --allocs; needs perf and root) mimalloc allocations per request, counted by a
-           uprobe on `mi_malloc_aligned` in one more run per build and path after the rounds (a
-           uprobe costs microseconds a hit: never counted during a timed run); deterministic
-           where CPU time is not
+           uprobe in one more run per build and path after the rounds (a uprobe costs
+           microseconds a hit: never counted during a timed run); deterministic where CPU time
+           is not. The probe sits on `mi_malloc` in a build where mimalloc is the process's
+           `malloc` (since `keel` links it so: Rust's and SQLite's allocations alike), and on
+           `mi_malloc_aligned` in one that has it as Rust's global allocator only (the floor, and
+           `keel` before: Rust's allocations only)
 
 Paths: sync (`POST /v1/functions/noop/invoke`) and async (`.../invocations`, end to end), wrk
 `-t1 -cC -dDs`, each Keel with a fresh SQLite store, fsync on, in front of an nginx no-op.
@@ -79,7 +82,10 @@ def probe(label, binary):
     """A uprobe counting `binary`'s allocations; its event name."""
     event = f"keel_ab:malloc_{label}"
     subprocess.run(["perf", "probe", "-q", "-d", event], capture_output=True)
-    subprocess.run(["perf", "probe", "-q", "-x", binary, "-a", f"{event}=mi_malloc_aligned"], check=True)
+    symbols = subprocess.run(["nm", "-D", "--defined-only", binary], capture_output=True, text=True).stdout
+    overrides = any(line.split()[-1:] == ["malloc"] for line in symbols.splitlines())
+    target = "mi_malloc" if overrides else "mi_malloc_aligned"
+    subprocess.run(["perf", "probe", "-q", "-x", binary, "-a", f"{event}={target}"], check=True)
     return event
 
 

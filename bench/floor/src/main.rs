@@ -16,8 +16,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// mimalloc is `malloc` here, as in `keel` (its main.rs says why); Rust's default allocator calls it.
+extern crate mimalloc as _;
 
 struct Function {
     client: Client<HttpConnector, Full<Bytes>>,

@@ -20,8 +20,17 @@ use cli::{
     InvocationsCommand, KeysCommand, KvCommand, RegionCommand, SchedulesCommand, StoreArg,
 };
 
-/// mimalloc instead of glibc's malloc: the hot path allocates per request (headers, bodies,
-/// spans), and glibc's allocator was about a tenth of the server's CPU there.
+// mimalloc instead of glibc's malloc: the hot path allocates per request (headers, bodies,
+// spans), and glibc's allocator was about a tenth of the server's CPU there.
+//
+// On Linux mimalloc *is* `malloc` (the `override` feature; build.rs makes the linker keep it), and
+// Rust's default allocator calls `malloc`. `mimalloc::MiMalloc` as the global allocator would
+// pass every allocation to `mi_malloc_aligned`, and mimalloc 3 sends alignment 8 at sizes that are
+// not powers of two down a slow path that over-allocates (BENCHMARKS.md, "mimalloc as the
+// process's malloc"): 2% of a sync call's instructions. As `malloc` it also serves SQLite.
+#[cfg(target_os = "linux")]
+extern crate mimalloc as _;
+#[cfg(not(target_os = "linux"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderName, HeaderValue, Request};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use keel_core::clock::{rfc3339, Clock, Millis};
 use keel_core::config::{FunctionConfig, FunctionTarget};
@@ -168,9 +168,10 @@ impl UrlRuntime {
         started_at: Millis,
         clock: &dyn Clock,
     ) -> Result<AttemptReport, Unreached> {
-        let spent = Duration::from_millis((clock.now_ms() - started_at).max(0) as u64);
+        let now = clock.now_ms();
+        let spent = Duration::from_millis((now - started_at).max(0) as u64);
         let remaining = call.timeout.saturating_sub(spent);
-        let result = tokio::time::timeout(remaining, self.send(url, call, started_at, clock.now_ms())).await;
+        let result = tokio::time::timeout(remaining, self.send(url, call, started_at, now)).await;
         let ended_at = clock.now_ms();
         Ok(match result {
             Err(_) => {
@@ -212,6 +213,9 @@ impl UrlRuntime {
         // head at each header (a dozen copies of it per attempt).
         let invalid = |e: &dyn std::fmt::Display| CallFailure::permanent(format!("cannot build the request: {e}"));
         let headers = request.headers_mut();
+        // Sized for what goes in below, `Host` and `content-length`: a map made empty grows
+        // (and rehashes) at its seventh header.
+        *headers = HeaderMap::with_capacity(12 + call.headers.len());
         let text = |value: &str| HeaderValue::from_str(value).map_err(|e| invalid(&e));
         headers.insert(contract::FUNCTION, text(call.function)?);
         headers.insert(contract::DEADLINE, text(&rfc3339(deadline))?);

@@ -1,5 +1,6 @@
 //! The `keel` command's conventions, as a shell and a script see them: exit codes (0 done,
-//! 1 failed, 2 usage or configuration), `NO_COLOR`, and the completions and man page it prints.
+//! 1 failed, 2 usage or configuration), `NO_COLOR`, and the completions and man page it prints;
+//! and the allocator it is linked with.
 
 use std::process::{Command, Output};
 
@@ -55,6 +56,37 @@ fn exit_codes_say_done_failed_or_misused() {
     for done in [&["--version"][..], &["--help"], &["invoke", "--help"]] {
         assert_eq!(keel(done, &[]).status.code(), Some(0), "keel {done:?}");
     }
+}
+
+/// On Linux mimalloc is the `keel` process's `malloc` (main.rs and build.rs): Rust's allocations
+/// reach it through `malloc`, and so do SQLite's. Were the linker to leave mimalloc out (the
+/// symbol build.rs asks for, or the crate, dropped), glibc's `malloc` would serve everything,
+/// silently; were mimalloc back as Rust's global allocator only, SQLite would be on glibc's.
+#[cfg(target_os = "linux")]
+#[test]
+fn mimalloc_is_the_processs_malloc() {
+    let nm = |args: &[&str]| {
+        let out = Command::new("nm")
+            .args(args)
+            .arg(env!("CARGO_BIN_EXE_keel"))
+            .output()
+            .expect("nm (binutils, which Rust's linker needs too) runs");
+        assert!(out.status.success(), "nm {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let address = |table: &str, symbol: &str| {
+        table
+            .lines()
+            .find_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [address, "T" | "t" | "W" | "i", name] if name == symbol => Some(address.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{symbol} is not defined in the keel binary"))
+    };
+    // Exported, so that calls to `malloc` from glibc and SQLite reach it too…
+    let exported = address(&nm(&["-D", "--defined-only"]), "malloc");
+    // …and it is mimalloc's.
+    assert_eq!(exported, address(&nm(&["--defined-only"]), "mi_malloc"), "keel's malloc is not mimalloc's");
 }
 
 #[test]
