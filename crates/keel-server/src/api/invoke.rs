@@ -9,7 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use keel_core::id::new_id;
 use keel_core::idempotency::{KeyClaim, StoredReply};
 use keel_core::invocation::{Invocation, NewInvocation, StoredResponse};
@@ -241,11 +241,9 @@ fn passthrough(inv: &Invocation, end: SyncEnd) -> Option<&StoredResponse> {
 fn sync_response(inv: &Invocation, end: SyncEnd) -> Response {
     let Some(r) = passthrough(inv, end) else { return reply_response(sync_reply(inv, end)) };
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, r.body.clone()).into_response();
+    let content_type = r.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok());
+    let mut response = response_with(status, r.body.clone(), content_type.unwrap_or(OCTET_STREAM), 4);
     let headers = response.headers_mut();
-    if let Some(content_type) = r.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok()) {
-        headers.insert(CONTENT_TYPE, content_type);
-    }
     if let Ok(id) = HeaderValue::from_str(&inv.id) {
         headers.insert(INVOCATION_ID, id);
     }
@@ -254,6 +252,21 @@ fn sync_response(inv: &Invocation, end: SyncEnd) -> Response {
 }
 
 const ATTEMPTS: HeaderName = HeaderName::from_static("keel-attempts");
+
+/// What `Bytes::into_response` labels a body with, kept when a function's answer names no type.
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+
+/// A response of `status` with `body` and `content_type`, with room for `headers` headers in
+/// all. Built in place: `(status, body).into_response()` set a content type of its own, which
+/// every caller here then replaced, and its header map grew as headers were added.
+fn response_with(status: StatusCode, body: Bytes, content_type: HeaderValue, headers: usize) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    let map = response.headers_mut();
+    *map = HeaderMap::with_capacity(headers);
+    map.insert(CONTENT_TYPE, content_type);
+    response
+}
 
 /// What a finished sync invocation answers: the function's own response when it succeeded or
 /// refused the request (4xx), else a problem (502 or 504); with Keel's headers either way.
@@ -495,10 +508,14 @@ fn accepted_reply(id: &str) -> StoredReply {
 /// [`accepted_reply`] as a response, built in place: an unkeyed admission's answer is never
 /// stored, so no `String` is made for the header names and values known already.
 fn accepted_response(id: &str) -> Response {
-    let body = serde_json::to_vec(&Accepted { id: id.to_string(), status: "queued" }).expect("plain strings serialize");
-    let mut response = (StatusCode::ACCEPTED, body).into_response();
+    // `Accepted` as JSON, written straight: no copy of the id into a struct to serialize.
+    let mut body = Vec::with_capacity(id.len() + 32);
+    body.extend_from_slice(br#"{"id":"#);
+    serde_json::to_writer(&mut body, id).expect("a string serializes");
+    body.extend_from_slice(br#","status":"queued"}"#);
+    let mut response =
+        response_with(StatusCode::ACCEPTED, Bytes::from(body), HeaderValue::from_static("application/json"), 4);
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/invocations/{id}")) {
         headers.insert(LOCATION, location);
     }
