@@ -258,7 +258,7 @@ const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-st
 
 /// A response of `status` with `body` and `content_type`, with room for `headers` headers in
 /// all. Built in place: `(status, body).into_response()` set a content type of its own, which
-/// every caller here then replaced, and its header map grew as headers were added.
+/// every caller here then replaced.
 fn response_with(status: StatusCode, body: Bytes, content_type: HeaderValue, headers: usize) -> Response {
     let mut response = Response::new(axum::body::Body::from(body));
     *response.status_mut() = status;
