@@ -242,7 +242,7 @@ fn sync_response(inv: &Invocation, end: SyncEnd) -> Response {
     let Some(r) = passthrough(inv, end) else { return reply_response(sync_reply(inv, end)) };
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let content_type = r.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok());
-    let mut response = response_with(status, r.body.clone(), content_type.unwrap_or(OCTET_STREAM), 4);
+    let mut response = response_with(status, r.body.clone(), content_type.unwrap_or(OCTET_STREAM));
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&inv.id) {
         headers.insert(INVOCATION_ID, id);
@@ -256,15 +256,13 @@ const ATTEMPTS: HeaderName = HeaderName::from_static("keel-attempts");
 /// What `Bytes::into_response` labels a body with, kept when a function's answer names no type.
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
-/// A response of `status` with `body` and `content_type`, with room for `headers` headers in
-/// all. Built in place: `(status, body).into_response()` set a content type of its own, which
-/// every caller here then replaced.
-fn response_with(status: StatusCode, body: Bytes, content_type: HeaderValue, headers: usize) -> Response {
+/// A response of `status` with `body` and `content_type`. Built in place:
+/// `(status, body).into_response()` set a content type of its own, which every caller here then
+/// replaced.
+fn response_with(status: StatusCode, body: Bytes, content_type: HeaderValue) -> Response {
     let mut response = Response::new(axum::body::Body::from(body));
     *response.status_mut() = status;
-    let map = response.headers_mut();
-    *map = HeaderMap::with_capacity(headers);
-    map.insert(CONTENT_TYPE, content_type);
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
     response
 }
 
@@ -514,7 +512,7 @@ fn accepted_response(id: &str) -> Response {
     serde_json::to_writer(&mut body, id).expect("a string serializes");
     body.extend_from_slice(br#","status":"queued"}"#);
     let mut response =
-        response_with(StatusCode::ACCEPTED, Bytes::from(body), HeaderValue::from_static("application/json"), 4);
+        response_with(StatusCode::ACCEPTED, Bytes::from(body), HeaderValue::from_static("application/json"));
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/invocations/{id}")) {
         headers.insert(LOCATION, location);
