@@ -14,9 +14,20 @@ use serde_json::Value;
 use crate::support::start_keel;
 use crate::support::{eventually, get_json, parse_metrics, post_json, request, Functions, Keel};
 
-/// Sync calls of `name` with `headers`, one every `every`, each answered with its status,
-/// `Retry-After`, problem type and how long it took.
-async fn sync_calls(url: &str, n: usize, every: Duration) -> Vec<(u16, Option<String>, String, Duration)> {
+/// One sync call's answer, as its caller saw it.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    /// The problem type, when it is one.
+    kind: String,
+    took: Duration,
+    /// `keel-invocation-id`: an admitted call's invocation.
+    invocation: Option<String>,
+}
+
+/// `n` sync calls to `url`, one every `every`, each answered with what its caller saw.
+async fn sync_calls(url: &str, n: usize, every: Duration) -> Vec<Answer> {
     let mut calls = Vec::new();
     for _ in 0..n {
         let url = url.to_string();
@@ -24,9 +35,15 @@ async fn sync_calls(url: &str, n: usize, every: Duration) -> Vec<(u16, Option<St
             let started = Instant::now();
             let (status, headers, body) = request("POST", &url, &[], Bytes::new()).await;
             let took = started.elapsed();
-            let retry_after = headers.get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
             let kind = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["type"].as_str().map(String::from));
-            (status, retry_after, kind.unwrap_or_default(), took)
+            Answer {
+                status,
+                retry_after: header("retry-after"),
+                kind: kind.unwrap_or_default(),
+                took,
+                invocation: header("keel-invocation-id"),
+            }
         }));
         tokio::time::sleep(every).await;
     }
@@ -37,9 +54,10 @@ async fn sync_calls(url: &str, n: usize, every: Duration) -> Vec<(u16, Option<St
     answers
 }
 
-fn p99(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[(times.len() * 99).div_ceil(100).saturating_sub(1).min(times.len() - 1)]
+/// An RFC 3339 time from Keel's API, in milliseconds since the epoch.
+fn ms(rfc3339: &Value) -> u128 {
+    let at = humantime::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap();
+    at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,14 +68,11 @@ async fn ten_times_overload_is_shed_at_once_with_retry_after_and_never_504() {
     ))
     .await;
     let invoke = format!("{}/v1/functions/slow/invoke", keel.url);
-    // Unloaded: one caller at a time.
-    let mut unloaded = Vec::new();
+    // Unloaded, one caller at a time: Keel learns how long an attempt takes (the expected wait
+    // it sheds by).
     for _ in 0..10 {
-        let started = Instant::now();
         assert_eq!(request("POST", &invoke, &[], Bytes::new()).await.0, 200);
-        unloaded.push(started.elapsed());
     }
-    let unloaded_p99 = p99(unloaded);
     // 10×: capacity is 4 calls per 200 ms (20/s); 400 callers arrive over 2 s (200/s). Meanwhile
     // the function's view is read every 25 ms: the most callers waiting and attempts in flight.
     let watching = Arc::new(AtomicBool::new(true));
@@ -77,33 +92,45 @@ async fn ten_times_overload_is_shed_at_once_with_retry_after_and_never_504() {
     let answers = sync_calls(&invoke, 400, Duration::from_millis(5)).await;
     watching.store(false, Ordering::SeqCst);
     let (most_waiting, most_in_flight) = watcher.await.unwrap();
-    let admitted: Vec<Duration> = answers.iter().filter(|a| a.0 == 200).map(|a| a.3).collect();
-    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
-    let others: Vec<_> = answers.iter().filter(|a| a.0 != 200 && a.0 != 503).collect();
+    let admitted: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+    let shed: Vec<_> = answers.iter().filter(|a| a.status == 503).collect();
+    let others: Vec<_> = answers.iter().filter(|a| a.status != 200 && a.status != 503).collect();
     assert!(others.is_empty(), "every answer is 200 or 503 (no 504): {others:?}");
     assert!(shed.len() >= 200, "most of a 10× overload is shed: {} of 400", shed.len());
     assert!(admitted.len() >= 40, "the function still serves at capacity: {} admitted", admitted.len());
-    for (_, retry_after, kind, took) in &shed {
-        assert_eq!(kind, "urn:keel:problem:overloaded");
-        assert!(retry_after.as_deref().is_some_and(|r| r.parse::<u64>().unwrap() >= 1), "Retry-After on a shed call");
+    for a in &shed {
+        assert_eq!(a.kind, "urn:keel:problem:overloaded");
+        let retry_after = a.retry_after.as_deref();
+        assert!(retry_after.is_some_and(|r| r.parse::<u64>().unwrap() >= 1), "Retry-After on a shed call");
         // Answered at once: well under one attempt (200 ms), never after waiting for a slot.
-        assert!(*took < Duration::from_millis(150), "a shed call waited {took:?}");
+        assert!(a.took < Duration::from_millis(150), "a shed call waited {:?}", a.took);
     }
     // The waiting room never held more than max_waiting, and it was used; the slots never more
-    // than concurrency. So a waiter waits at most for one attempt to end (max_waiting ≤
-    // concurrency), and an admitted call takes at most two attempts' time: p99 within 2× of
-    // unloaded, plus 100 ms for scheduling — the 400 callers, the function and Keel share two
-    // cores with the other tests, and an attempt under that load takes longer than the unloaded
-    // ones measured above (CI saw 463 ms against 2 × 205). A backlog served in turn would take
-    // seconds (400 callers at 20 a second). How the admitted calls spread below the bound
-    // depends on how the slots' ends drift apart, which the machine decides.
+    // than concurrency.
     assert!((1..=2).contains(&most_waiting), "callers waited, never more than max_waiting: {most_waiting}");
     assert!(most_in_flight <= 4, "at most concurrency attempts in flight: {most_in_flight}");
-    let admitted_p99 = p99(admitted);
-    assert!(
-        admitted_p99 <= unloaded_p99 * 2 + Duration::from_millis(100),
-        "admitted calls keep their latency: p99 {admitted_p99:?} under load, {unloaded_p99:?} unloaded"
-    );
+    // Admitted calls keep their latency: a caller admitted to wait finds at most one caller
+    // waiting before it (max_waiting = 2), so it waits for about one attempt to end — never for
+    // a backlog. Counted, not timed: by Keel's own record of each admitted call, how many other
+    // attempts started between its admission and its own attempt. Waiting in turn allows the
+    // one waiting before it; a caller that saw a slot free and lost it to another is not counted
+    // among the waiting, so up to `concurrency` more can go first. A backlog served in turn would
+    // put dozens before the later calls (400 callers at 20 a second). Seen: at most 1 here, 2 with
+    // four busy loops beside the test; 347 with `max_waiting = 2000`. (This was a wall-time
+    // bound, p99 within 2× of unloaded plus 100 ms; with the 400 callers, the function and Keel
+    // on two cores shared with the other tests, it failed at 545 ms against 514.)
+    let mut spans = Vec::new();
+    for a in &admitted {
+        let id = a.invocation.as_deref().expect("an admitted call names its invocation");
+        let inv = keel.wait_final(id, Duration::from_secs(10)).await;
+        assert_eq!(inv["attempt_count"], 1, "{inv}");
+        spans.push((ms(&inv["created_at"]), ms(&inv["attempts"][0]["started_at"])));
+    }
+    for (i, (admitted_at, started_at)) in spans.iter().enumerate() {
+        let before =
+            spans.iter().enumerate().filter(|(j, (_, s))| *j != i && admitted_at < s && s < started_at).count();
+        assert!(before <= 2 + 4, "{before} attempts started while one admitted call waited");
+    }
     let (_, _, f) = get_json(&format!("{}/v1/functions/slow", keel.url)).await;
     assert_eq!((f["waiting"].as_u64(), f["max_waiting"].as_u64()), (Some(0), Some(2)), "{f}");
     let (_, _, metrics) = request("GET", &format!("{}/metrics", keel.url), &[], Bytes::new()).await;
