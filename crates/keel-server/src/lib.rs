@@ -49,6 +49,7 @@
 
 mod api;
 mod auth;
+mod body;
 mod chaos;
 /// The fuzz targets of every parser Keel owns, for the cargo-fuzz crate in `fuzz/` (not an API).
 #[doc(hidden)]

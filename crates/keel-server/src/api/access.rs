@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, RawPathParams, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
@@ -283,9 +281,9 @@ pub(crate) struct KeyPage {
 pub(crate) async fn create_key(
     State(shared): State<Arc<Shared>>,
     actor: Actor,
-    body: Result<Bytes, BytesRejection>,
+    body: super::body::RequestBody,
 ) -> Result<Response, Problem> {
-    let body = super::body::read(body)?;
+    let body = body.read()?;
     let new: NewKey = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(format!("the body must be {{\"name\", \"scopes\", \"expires_in\"?}}: {e}"))
     })?;

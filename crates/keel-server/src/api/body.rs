@@ -1,26 +1,56 @@
 //! Request bodies and query strings, with problem+json for whatever is wrong with them.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use keel_core::invocation::Status;
 use keel_core::store::{ListFilter, MAX_LIMIT};
 
+use crate::body::Unread;
 use crate::problem::Problem;
+use crate::state::Shared;
 
-/// The body, or 413 past `server.body_limit`, 408 when it stalled, or 400.
-pub(crate) fn read(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
-    body.map_err(
-        |rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large()
-            } else {
-                unreadable(&rejection)
-            }
-        },
-    )
+/// The request body, read whole: the bytes, or the problem to answer with — 413 past
+/// `server.body_limit`, 408 when it stalled (`server.body_timeout`), else 400. The handler
+/// decides when to answer with it (`?` on [`read`](Self::read)), so a check that comes first —
+/// an unknown function, a node draining — is still what the caller hears.
+///
+/// In place of axum's `Bytes` extractor, which boxes the body (boxed already) once more and
+/// collects its frames into a `VecDeque`: see [`read_whole`](crate::body::read_whole).
+pub(crate) struct RequestBody(Result<Bytes, Problem>);
+
+impl RequestBody {
+    pub(crate) fn read(self) -> Result<Bytes, Problem> {
+        self.0
+    }
+}
+
+/// A body read already (the console passes on a form's fields so).
+impl From<Bytes> for RequestBody {
+    fn from(bytes: Bytes) -> Self {
+        RequestBody(Ok(bytes))
+    }
+}
+
+impl FromRequest<Arc<Shared>> for RequestBody {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, Infallible> {
+        let limit = usize::try_from(shared.config.server.body_limit).unwrap_or(usize::MAX);
+        Ok(RequestBody(collect(request.into_body(), limit).await))
+    }
+}
+
+/// `body` whole, or the problem to answer with.
+async fn collect(body: axum::body::Body, limit: usize) -> Result<Bytes, Problem> {
+    crate::body::read_whole(body, limit).await.map_err(|unread| match unread {
+        Unread::TooLarge => too_large(),
+        Unread::Failed(e) => unreadable(&e),
+    })
 }
 
 pub(crate) fn too_large() -> Problem {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use keel_core::batch::MAX_BULK_ITEMS;
@@ -39,13 +38,13 @@ pub(super) async fn invoke_bulk(
     name: &str,
     (method, uri): (Method, Uri),
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: body::RequestBody,
 ) -> Result<Response, Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
     }
     let function = shared.functions.get(name).ok_or_else(|| Problem::unknown_function(name))?;
-    let body = body::read(body)?;
+    let body = body.read()?;
     let payloads = payloads(&shared, &body)?;
     input::check_bulk(&shared, function, &payloads)?;
     let key = idempotency::key_from(&headers)?;

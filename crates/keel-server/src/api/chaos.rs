@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -55,12 +53,12 @@ fn disabled() -> Problem {
 pub(crate) async fn inject(
     State(shared): State<Arc<Shared>>,
     actor: super::access::Actor,
-    body: Result<Bytes, BytesRejection>,
+    body: super::body::RequestBody,
 ) -> Result<Response, Problem> {
     if !shared.chaos.enabled() {
         return Err(disabled());
     }
-    let body = super::body::read(body)?;
+    let body = body.read()?;
     shared.limits.check_json("the body", &body)?;
     let request: FaultRequest =
         serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("the body is not a fault: {e}")))?;

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use keel_core::clock::rfc3339;
@@ -86,11 +84,11 @@ pub(crate) async fn region(State(shared): State<Arc<Shared>>) -> Json<RegionView
 )]
 pub(crate) async fn receive_events(
     State(shared): State<Arc<Shared>>,
-    body: Result<Bytes, BytesRejection>,
+    body: super::body::RequestBody,
 ) -> Result<Json<ReplicationAnswer>, Problem> {
     // Refused before the body is read: a node that is not active-active takes no events at all.
     crate::regions::replicate::check_active(&shared)?;
-    let body = super::body::read(body)?;
+    let body = body.read()?;
     shared.limits.check_json("the body", &body)?;
     let batch: ReplicatedEvents = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("the body is not a batch of replicated events: {e}")))?;

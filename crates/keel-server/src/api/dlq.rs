@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use keel_core::invocation::Status;
@@ -147,9 +145,9 @@ fn saturating_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
 pub(crate) async fn redrive_matching(
     State(shared): State<Arc<Shared>>,
     actor: Actor,
-    body: Result<Bytes, BytesRejection>,
+    body: body::RequestBody,
 ) -> Result<Json<Redriven>, Problem> {
-    let body = body::read(body)?;
+    let body = body.read()?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::bad_request(
             "the body must be a filter like {\"function\": \"charge\", \"limit\": 100}; send {} to redrive every dead \

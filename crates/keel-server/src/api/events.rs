@@ -4,7 +4,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -92,7 +91,7 @@ pub(crate) async fn publish(
     State(shared): State<Arc<Shared>>,
     Path(topic): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: body::RequestBody,
 ) -> Result<(StatusCode, Json<Published>), Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
@@ -115,7 +114,7 @@ pub(crate) async fn publish(
             format!("no topic named {topic:?} is declared"),
         ));
     }
-    let body = body::read(body)?;
+    let body = body.read()?;
     let now = shared.clock.now_ms();
     let delay_ms = delay::delay_from(&headers)?.as_millis() as i64;
     let (parsed, form) = read_events(&shared, &headers, &topic, body, now)?;

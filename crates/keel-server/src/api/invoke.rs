@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -34,16 +33,12 @@ const KEY_LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Checks that come before any work: draining, the function, the body (and its `input_schema`:
 /// an invalid body is refused before any key is claimed or slot admitted).
-fn admit<'a>(
-    shared: &'a Shared,
-    name: &str,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(&'a Arc<Function>, Bytes), Problem> {
+fn admit<'a>(shared: &'a Shared, name: &str, body: body::RequestBody) -> Result<(&'a Arc<Function>, Bytes), Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
     }
     let function = shared.functions.get(name).ok_or_else(|| Problem::unknown_function(name))?;
-    let body = body::read(body)?;
+    let body = body.read()?;
     input::check_invoke(shared, function, &body)?;
     Ok((function, body))
 }
@@ -157,7 +152,7 @@ pub(crate) async fn invoke_sync(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: body::RequestBody,
 ) -> Result<Response, Problem> {
     if super::bulk::is_bulk(&headers) {
         return Err(Problem::bad_request(format!(
@@ -362,7 +357,7 @@ pub(crate) async fn invoke_async(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: body::RequestBody,
 ) -> Result<Response, Problem> {
     if super::bulk::is_bulk(&headers) {
         return super::bulk::invoke_bulk(shared, caller, &name, (method, uri), headers, body).await;

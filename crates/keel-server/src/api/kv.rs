@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -183,11 +181,11 @@ pub(crate) async fn put(
     State(shared): State<Arc<Shared>>,
     Path((ns, key)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: body::RequestBody,
 ) -> Result<Response, Problem> {
     check(&ns, &key)?;
     let precondition = precondition(&headers)?;
-    let body = body::read(body)?;
+    let body = body.read()?;
     shared.limits.check_json("the value", &body)?;
     serde_json::from_slice::<serde_json::Value>(&body)
         .map_err(|e| Problem::bad_request(format!("the value must be JSON: {e}")))?;

@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -88,13 +86,13 @@ pub(crate) async fn start(
     actor: super::access::Actor,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: super::body::RequestBody,
 ) -> Result<Response, Problem> {
     if shared.is_draining() {
         return Err(Problem::draining());
     }
     let workflow = shared.config.workflows.get(&name).ok_or_else(|| unknown_workflow(&name))?.clone();
-    let body = super::body::read(body)?;
+    let body = body.read()?;
     shared.limits.check_json("the body", &body)?;
     let input: Value = match body.iter().all(u8::is_ascii_whitespace) {
         true => Value::Null,

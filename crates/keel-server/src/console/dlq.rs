@@ -163,7 +163,7 @@ pub(super) async fn redrive_matching(
         return confirm(&viewer, "Redrive all?", question, "/console/dlq/redrive", &form, "Redrive them all");
     }
     let filter = Bytes::from(json!({ "function": function, "subscription": subscription }).to_string());
-    match api::redrive_matching(State(shared), actor, Ok(filter)).await {
+    match api::redrive_matching(State(shared), actor, filter.into()).await {
         Ok(Json(done)) => {
             let n = serde_json::to_value(done).unwrap_or_default()["redriven"].as_u64().unwrap_or(0);
             let body = html! {

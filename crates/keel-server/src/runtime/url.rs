@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use keel_core::clock::{rfc3339, Clock, Millis};
 use keel_core::config::{FunctionConfig, FunctionTarget};
 use keel_core::effects;
@@ -21,6 +21,7 @@ use keel_core::outcome::{self, Outcome};
 use super::client::{build_h2_client, https_connector, ClientError, HttpClient};
 use super::h1::{H1Error, H1Pool};
 use crate::auth::Auth;
+use crate::body::{read_whole, Unread};
 use crate::trace;
 
 /// The names of the function contract's request headers, made once: a name given as a `&str`
@@ -281,22 +282,20 @@ impl UrlRuntime {
             |name| response.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_string);
         let content_type = header(CONTENT_TYPE);
         let retry_after = header(RETRY_AFTER);
-        let body = Limited::new(response.into_body(), self.max_result_bytes)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    let mut f = CallFailure::permanent(format!(
-                        "the response is larger than server.max_result_bytes ({} bytes)",
-                        self.max_result_bytes
-                    ));
-                    f.status = Some(status);
-                    f
-                } else {
-                    CallFailure { status: Some(status), ..CallFailure::transient(format!("reading the response: {e}")) }
-                }
-            })?
-            .to_bytes();
+        let body = read_whole(response.into_body(), self.max_result_bytes).await.map_err(|unread| match unread {
+            Unread::TooLarge => {
+                let mut f = CallFailure::permanent(format!(
+                    "the response is larger than server.max_result_bytes ({} bytes)",
+                    self.max_result_bytes
+                ));
+                f.status = Some(status);
+                f
+            }
+            Unread::Failed(e) => {
+                let e = e.into();
+                CallFailure { status: Some(status), ..CallFailure::transient(format!("reading the response: {e}")) }
+            }
+        })?;
         Ok((StoredResponse { status, content_type, body }, retry_after))
     }
 }

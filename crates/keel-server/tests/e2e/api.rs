@@ -77,6 +77,33 @@ async fn sync_invoke_answers_502_when_retries_run_out_and_504_at_the_deadline() 
     assert!(start.elapsed() < Duration::from_millis(1500), "the deadline cut the call: {:?}", start.elapsed());
 }
 
+/// A function's answer is read up to `server.max_result_bytes`: one at the limit is passed
+/// through whole; one past it fails the attempt for good (no retry), naming the limit.
+#[tokio::test]
+async fn an_answer_past_max_result_bytes_fails_for_good_and_names_the_limit() {
+    let (fns, addr) = Functions::start().await;
+    // `/ok` answers `{"attempt":N,"echo":<the request's body>}`.
+    let at_the_limit = serde_json::json!({"attempt": 1, "echo": "{}"}).to_string();
+    let limit = at_the_limit.len();
+    let keel = Keel::start(&format!(
+        "[server]\nmax_result_bytes = {limit}\n[functions.ok]\nurl = \"http://{addr}/ok\"\n{}\n",
+        fast_retry(3)
+    ))
+    .await;
+    let invoke = format!("{}/v1/functions/ok/invoke", keel.url);
+    let (status, _, raw) = request("POST", &invoke, &[("content-type", "application/json")], "{}").await;
+    assert_eq!((status, std::str::from_utf8(&raw).unwrap()), (200, at_the_limit.as_str()));
+
+    let (status, headers, body) = post_json(&invoke, "{ }").await;
+    assert_problem(status, &headers, &body, 502);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("larger than server.max_result_bytes ({limit} bytes)")), "{body}");
+    let id = body["invocation_id"].as_str().unwrap();
+    let inv = keel.wait_final(id, Duration::from_secs(5)).await;
+    assert_eq!((inv["status"].as_str(), inv["attempt_count"].as_u64()), (Some("failed"), Some(1)), "{inv}");
+    assert_eq!(fns.calls_for(id).len(), 1, "permanent: not retried");
+}
+
 #[tokio::test]
 async fn bad_requests_get_problem_details_and_store_nothing() {
     let (_fns, addr) = Functions::start().await;
