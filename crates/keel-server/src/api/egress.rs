@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use bytes::Bytes;
 
+use super::body::RequestBody;
 use crate::auth::Principal;
 use crate::egress::EgressRequest;
 use crate::state::Shared;
@@ -20,8 +20,12 @@ async fn forward(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: RequestBody,
 ) -> Response {
+    let body = match body.read() {
+        Ok(body) => body,
+        Err(problem) => return problem.into_response(),
+    };
     // The rest of the path as sent, still percent-encoded: forwarded byte for byte.
     let raw = uri.path().strip_prefix("/v1/egress/").and_then(|rest| rest.split_once('/')).map_or("", |(_, rest)| rest);
     let request = EgressRequest {
@@ -86,7 +90,7 @@ macro_rules! egress_operation {
             method: Method,
             uri: Uri,
             headers: HeaderMap,
-            body: Bytes,
+            body: RequestBody,
         ) -> Response {
             forward(shared, principal.map(|Extension(p)| p), dependency, method, uri, headers, body).await
         }
