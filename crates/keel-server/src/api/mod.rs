@@ -164,10 +164,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             };
             router.route(path, guarded)
         })
-        .merge(
-            crate::console::router(&shared, &edge)
-                .layer(axum::middleware::from_fn_with_state(shared.clone(), crate::regions::guard)),
-        )
+        // The console's forms are read by axum's `Form`, which takes its limit from
+        // `DefaultBodyLimit`; the API's routes read bodies with `body::RequestBody`, which reads
+        // `server.body_limit` itself, so they do without the layer (an extension inserted, and
+        // sometimes the extension map grown, on every request).
+        .merge(crate::console::router(&shared, &edge).layer((
+            axum::middleware::from_fn_with_state(shared.clone(), crate::regions::guard),
+            DefaultBodyLimit::max(body_limit),
+        )))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // Before any of this node's own checks: a request naming a peer region is the peer's.
@@ -181,10 +185,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         in_flight: InFlight::new(shared.config.server.max_inflight_requests),
         metrics: crate::telemetry::HttpMetrics::default(),
     };
-    // One layer of the two (a tuple's first wraps its second): `Router::layer` boxes every route
-    // again for each layer, and each box is a service clone and a boxed future per request.
+    // One layer: `Router::layer` boxes every route again for each layer, and each box is a
+    // service clone and a boxed future per request.
     let front = axum::middleware::from_fn_with_state(Arc::new(front), front_layer);
-    routes.layer((front, DefaultBodyLimit::max(body_limit))).with_state(shared)
+    routes.layer(front).with_state(shared)
 }
 
 /// What the outer layer checks every request against.
