@@ -41,12 +41,12 @@ impl FromRequest<Arc<Shared>> for RequestBody {
 
     async fn from_request(request: Request, shared: &Arc<Shared>) -> Result<Self, Infallible> {
         let limit = usize::try_from(shared.config.server.body_limit).unwrap_or(usize::MAX);
-        Ok(RequestBody(collect(request.into_body(), limit).await))
+        Ok(RequestBody(read_limited(request.into_body(), limit).await))
     }
 }
 
-/// `body` whole, or the problem to answer with.
-async fn collect(body: axum::body::Body, limit: usize) -> Result<Bytes, Problem> {
+/// `body` whole (at most `limit` bytes), or the problem to answer with: 413, 408 or 400.
+pub(crate) async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, Problem> {
     crate::body::read_whole(body, limit).await.map_err(|unread| match unread {
         Unread::TooLarge => too_large(),
         Unread::Failed(e) => unreadable(&e),

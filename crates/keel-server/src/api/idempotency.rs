@@ -195,9 +195,9 @@ pub(crate) async fn keyed(State(shared): State<Arc<Shared>>, request: Request, n
     };
     let limit = shared.config.server.body_limit as usize;
     let (parts, body) = request.into_parts();
-    let body = match to_bytes(body, limit).await {
+    let body = match super::body::read_limited(body, limit).await {
         Ok(body) => body,
-        Err(e) => return super::body::unreadable(&e).into_response(),
+        Err(problem) => return problem.into_response(),
     };
     let anonymous = crate::auth::Principal::Anonymous;
     let caller = parts.extensions.get::<crate::auth::Principal>().unwrap_or(&anonymous);

@@ -102,9 +102,9 @@ async fn relay(
     };
     let (parts, body) = request.into_parts();
     let limit = shared.config.server.body_limit as usize;
-    let body = match axum::body::to_bytes(body, limit).await {
+    let body = match crate::api::body::read_limited(body, limit).await {
         Ok(body) => body,
-        Err(e) => return Problem::bad_request(format!("reading the body to forward: {e}")).into_response(),
+        Err(problem) => return problem.into_response(),
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let mut headers: Vec<(HeaderName, String)> = parts
