@@ -53,7 +53,7 @@ pub(crate) async fn read_limited(body: axum::body::Body, limit: usize) -> Result
     })
 }
 
-pub(crate) fn too_large() -> Problem {
+fn too_large() -> Problem {
     Problem::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload-too-large",
@@ -62,9 +62,10 @@ pub(crate) fn too_large() -> Problem {
     )
 }
 
-/// Why a body could not be read: 408 (and the connection closed) when it went
-/// `server.body_timeout` without a byte, 413 past the limit, else 400.
-pub(crate) fn unreadable(error: &(dyn std::error::Error + 'static)) -> Problem {
+/// Why a body failed while it was read: 408 (and the connection closed) when it went
+/// `server.body_timeout` without a byte, else 400. (Past the limit is [`too_large`]: the
+/// limit is counted by [`read_whole`](crate::body::read_whole), not by the body.)
+fn unreadable(error: &(dyn std::error::Error + 'static)) -> Problem {
     let mut cause = Some(error);
     while let Some(e) = cause {
         if e.is::<tower_http::timeout::TimeoutError>() {
@@ -76,9 +77,6 @@ pub(crate) fn unreadable(error: &(dyn std::error::Error + 'static)) -> Problem {
                 "the request body stalled for longer than server.body_timeout",
             )
             .closing();
-        }
-        if e.is::<http_body_util::LengthLimitError>() {
-            return too_large();
         }
         cause = e.source();
     }
