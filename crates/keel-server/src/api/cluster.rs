@@ -86,7 +86,8 @@ pub(crate) async fn receive_events(
     State(shared): State<Arc<Shared>>,
     body: super::body::RequestBody,
 ) -> Result<Json<ReplicationAnswer>, Problem> {
-    // Refused before the body is read: a node that is not active-active takes no events at all.
+    // Refused before the body is looked at (read already, but a body too large or stalled is not
+    // what the caller hears): a node that is not active-active takes no events at all.
     crate::regions::replicate::check_active(&shared)?;
     let body = body.read()?;
     shared.limits.check_json("the body", &body)?;
