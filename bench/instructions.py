@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Instructions per request of Keel builds, counted by callgrind: a figure that holds to within
 1–2% from run to run on this noisy machine, where CPU time per request moves by 20% or more.
-The background work of the run (timers, the checkpointer) is divided among the requests too, so
-a run that made fewer requests counts a little more each; `--repeat` gives the median of runs.
+A run that made fewer requests counts a little more each: the writer's commits are shared by
+fewer calls (the server's idle background, timers and heartbeats, is only ~150 instructions a
+request). `--repeat` gives the median of runs.
 
 Each build runs as `keel serve` under `valgrind --tool=callgrind` (fsync on, default log level, a
 temporary SQLite store, the nginx no-op function of bench/outside.py). wrk warms it for 3 s, the
@@ -72,10 +73,11 @@ def count(label, binary, path, seconds, noop_port, lua, keep):
 
     try:
         outside.wait_port(port, label, proc, limit=120)
-        outside.wrk(target, 4, 3, lua)
+        # Under valgrind the first answers (code run for the first time) can take seconds.
+        outside.wrk(target, 4, 3, lua, timeout=30)
         settle()
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True, capture_output=True)
-        run = outside.wrk(target, 4, seconds, lua)
+        run = outside.wrk(target, 4, seconds, lua, timeout=30)
         settle()
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True, capture_output=True)
         dumps = sorted(glob.glob(out + "*"), key=os.path.getmtime)

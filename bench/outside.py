@@ -155,9 +155,10 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def wrk(url, connections, duration, lua):
+def wrk(url, connections, duration, lua, timeout=2):
+    """One wrk run; `timeout` (s) is how long an answer may take before wrk counts an error."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", lua, url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s", "--latency", "-s", lua, url],
         check=True,
         capture_output=True,
         text=True,
