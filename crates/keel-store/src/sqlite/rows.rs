@@ -159,7 +159,8 @@ impl MultiInsert {
                 continue;
             }
             // Its parameters all NULL: a cached statement's are cleared when it goes back to the
-            // cache, and they are cleared here after each use.
+            // cache (rusqlite does it), and here between two uses. Not after the last: clearing
+            // walks every parameter (29 a row), and the cache would clear them again.
             let mut st = conn.prepare_cached(self.sql(i)).map_err(db_err)?;
             while rest.len() >= size {
                 let (chunk, tail) = rest.split_at(size);
@@ -167,8 +168,10 @@ impl MultiInsert {
                     bind(&mut st, row * self.width, value).map_err(db_err)?;
                 }
                 st.raw_execute().map_err(|e| refused(e, chunk))?;
-                st.clear_bindings();
                 rest = tail;
+                if rest.len() >= size {
+                    st.clear_bindings();
+                }
             }
         }
         Ok(())
