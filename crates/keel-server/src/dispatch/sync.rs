@@ -449,8 +449,9 @@ async fn attempt(
     let call = AttemptCall::next_of(config, inv, config.timeout.min(remaining));
     let mut report = shared.runtime.call(call, shared.clock.as_ref()).await;
     drop(permit);
-    crate::dispatch::attempt::flow_after(function, &report, shared.clock.now_ms(), probe);
-    let effects = match report.effects.as_ref().map(|e| events::commit_effects(shared, inv, e, shared.clock.now_ms())) {
+    let now = shared.clock.now_ms();
+    crate::dispatch::attempt::flow_after(function, &report, now, probe);
+    let effects = match report.effects.as_ref().map(|e| events::commit_effects(shared, inv, e, now)) {
         Some(Ok(effects)) => Some(effects),
         Some(Err(why)) => {
             report.attempt.outcome = Outcome::Permanent;
@@ -463,11 +464,11 @@ async fn attempt(
     shared.metrics.attempt_finished(&config.name, &report);
     crate::telemetry::record_attempt(&report.attempt, None);
     inv.attempt_count += 1;
-    inv.attempts.push(report.attempt.clone());
-    if report.response.is_some() {
-        inv.response = report.response.clone();
-    }
     inv.error = (report.attempt.outcome != Outcome::Success).then(|| report.error_text());
+    inv.attempts.push(report.attempt);
+    if let Some(response) = report.response {
+        inv.response = Some(response);
+    }
     Tried::Attempt { retry_after: report.retry_after, effects }
 }
 
