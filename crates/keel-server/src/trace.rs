@@ -70,12 +70,15 @@ fn nonzero_u64() -> u64 {
     fastrand::u64(1..)
 }
 
-/// `value` as 16 lower-case hex digits, without `format!`'s machinery (twice per sync call).
+/// `value` as 16 lower-case hex digits, without `format!`'s machinery (four a sync call): laid
+/// out in a buffer and appended at once, not pushed one `char` at a time.
 fn push_hex(out: &mut String, value: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        out.push(DIGITS[(value >> (shift * 4)) as usize & 0xf] as char);
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = DIGITS[(value >> ((15 - i) * 4)) as usize & 0xf];
     }
+    out.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
 }
 
 #[cfg(test)]
