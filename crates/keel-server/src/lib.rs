@@ -63,6 +63,7 @@ mod faults;
 mod flow;
 mod functions;
 pub mod fuzzing;
+mod header_values;
 mod limits;
 mod listener;
 mod metric_definitions;

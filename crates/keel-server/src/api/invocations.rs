@@ -90,7 +90,7 @@ pub(crate) async fn result(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     };
     let mut resp =
         (StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK), response.body.clone()).into_response();
-    if let Some(ct) = response.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok()) {
+    if let Some(ct) = response.content_type.as_deref().and_then(crate::header_values::content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     resp.headers_mut().insert("keel-invocation-id", HeaderValue::from_str(&inv.id).expect("ASCII"));

@@ -236,13 +236,13 @@ fn passthrough(inv: &Invocation, end: SyncEnd) -> Option<&StoredResponse> {
 fn sync_response(inv: &Invocation, end: SyncEnd) -> Response {
     let Some(r) = passthrough(inv, end) else { return reply_response(sync_reply(inv, end)) };
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
-    let content_type = r.content_type.as_deref().and_then(|ct| HeaderValue::from_str(ct).ok());
+    let content_type = r.content_type.as_deref().and_then(crate::header_values::content_type);
     let mut response = response_with(status, r.body.clone(), content_type.unwrap_or(OCTET_STREAM));
     let headers = response.headers_mut();
     if let Ok(id) = HeaderValue::from_str(&inv.id) {
         headers.insert(INVOCATION_ID, id);
     }
-    headers.insert(ATTEMPTS, HeaderValue::from(inv.attempt_count));
+    headers.insert(ATTEMPTS, crate::header_values::number(inv.attempt_count));
     response
 }
 

@@ -56,6 +56,9 @@ struct Conn {
     /// filter, and the waker made of it once for the connection's life.
     filter: Arc<Filter>,
     waker: Waker,
+    /// The `Host` header of every request on it, made once (a copy of the text at each request
+    /// was an allocation).
+    host_header: HeaderValue,
 }
 
 /// A waker that keeps the wakes the attempt causes itself, while it is being polled, from
@@ -160,18 +163,18 @@ impl H1Pool {
         let invalid = |e: &dyn std::fmt::Display| H1Error::Invalid(format!("cannot build the request: {e}"));
         let target = &url[Position::BeforePath..Position::AfterQuery];
         *request.uri_mut() = Uri::try_from(if target.is_empty() { "/" } else { target }).map_err(|e| invalid(&e))?;
-        let host = HeaderValue::from_str(&url[Position::BeforeHost..Position::BeforePath]).map_err(|e| invalid(&e))?;
-        request.headers_mut().insert(http::header::HOST, host);
         let origin = &url[..Position::BeforePath];
+        let host = &url[Position::BeforeHost..Position::BeforePath];
         loop {
             let (mut conn, reused) = match self.take(origin) {
                 Some(conn) => (conn, true),
                 // Boxed: the connect and handshake futures hold a whole connection and TLS
                 // state, and would make every attempt's future (moved into a box at each layer
                 // of the router) that much larger; connecting is rare, moving is every call.
-                None => (Box::pin(self.connect(origin)).await?, false),
+                None => (Box::pin(self.connect(origin, host)).await?, false),
             };
-            let Conn { sender, driver, filter, waker } = &mut *conn;
+            let Conn { sender, driver, filter, waker, host_header } = &mut *conn;
+            request.headers_mut().insert(http::header::HOST, host_header.clone());
             let mut ended = false;
             let sent = drive(driver, (filter, waker), &mut ended, async {
                 if sender.ready().await.is_err() {
@@ -242,9 +245,11 @@ impl H1Pool {
         }
     }
 
-    /// A new connection to `origin`: TCP (with the connector's timeout), TLS for https://, and
-    /// the HTTP/1.1 handshake.
-    async fn connect(&self, origin: &str) -> Result<Box<Conn>, H1Error> {
+    /// A new connection to `origin`, whose requests name `host`: TCP (with the connector's
+    /// timeout), TLS for https://, and the HTTP/1.1 handshake.
+    async fn connect(&self, origin: &str, host: &str) -> Result<Box<Conn>, H1Error> {
+        let host_header =
+            HeaderValue::from_str(host).map_err(|e| H1Error::Invalid(format!("cannot build the request: {e}")))?;
         let failed =
             |e: &(dyn std::error::Error + 'static)| H1Error::Connect(format!("connect error: {}", error_chain(e)));
         let uri = Uri::try_from(origin).map_err(|e| failed(&e))?;
@@ -253,7 +258,7 @@ impl H1Pool {
         let (sender, driver) = http1::handshake(io).await.map_err(|e| failed(&e))?;
         let filter = Arc::<Filter>::default();
         let waker = Waker::from(filter.clone());
-        Ok(Box::new(Conn { sender, driver, filter, waker }))
+        Ok(Box::new(Conn { sender, driver, filter, waker, host_header }))
     }
 }
 

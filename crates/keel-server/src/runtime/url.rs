@@ -224,14 +224,14 @@ impl UrlRuntime {
         match call.batch {
             None => {
                 headers.insert(contract::INVOCATION_ID, text(call.invocation_id)?);
-                headers.insert(contract::ATTEMPT, HeaderValue::from(call.number));
+                headers.insert(contract::ATTEMPT, crate::header_values::number(call.number));
                 headers.insert(contract::IDEMPOTENCY_KEY, text(call.idempotency_key)?);
             }
             Some(size) => {
                 headers.insert(contract::BATCH_SIZE, HeaderValue::from(size));
             }
         }
-        if let Some(ct) = call.content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
+        if let Some(ct) = call.content_type.and_then(crate::header_values::content_type) {
             headers.insert(CONTENT_TYPE, ct);
         }
         if let Some(subscription) = call.subscription.and_then(|s| HeaderValue::from_str(s).ok()) {
