@@ -160,7 +160,6 @@ impl H1Pool {
         Fut: Future<Output = Result<T, E>>,
     {
         use ::url::Position;
-        let invalid = |e: &dyn std::fmt::Display| H1Error::Invalid(format!("cannot build the request: {e}"));
         let target = &url[Position::BeforePath..Position::AfterQuery];
         *request.uri_mut() = Uri::try_from(if target.is_empty() { "/" } else { target }).map_err(|e| invalid(&e))?;
         let origin = &url[..Position::BeforePath];
@@ -248,8 +247,7 @@ impl H1Pool {
     /// A new connection to `origin`, whose requests name `host`: TCP (with the connector's
     /// timeout), TLS for https://, and the HTTP/1.1 handshake.
     async fn connect(&self, origin: &str, host: &str) -> Result<Box<Conn>, H1Error> {
-        let host_header =
-            HeaderValue::from_str(host).map_err(|e| H1Error::Invalid(format!("cannot build the request: {e}")))?;
+        let host_header = HeaderValue::from_str(host).map_err(|e| invalid(&e))?;
         let failed =
             |e: &(dyn std::error::Error + 'static)| H1Error::Connect(format!("connect error: {}", error_chain(e)));
         let uri = Uri::try_from(origin).map_err(|e| failed(&e))?;
@@ -260,6 +258,11 @@ impl H1Pool {
         let waker = Waker::from(filter.clone());
         Ok(Box::new(Conn { sender, driver, filter, waker, host_header }))
     }
+}
+
+/// A request that cannot be built from the function's URL.
+fn invalid(e: &dyn std::fmt::Display) -> H1Error {
+    H1Error::Invalid(format!("cannot build the request: {e}"))
 }
 
 /// Polls `work` to its end, polling the connection under it too (until it ends, which is
