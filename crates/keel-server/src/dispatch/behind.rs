@@ -77,6 +77,11 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.counts.is_empty()
     }
+
+    /// The keys held now.
+    fn keys(&self) -> Vec<u64> {
+        self.counts.keys().copied().collect()
+    }
 }
 
 impl WrittenBehind {
@@ -163,7 +168,7 @@ impl WrittenBehind {
     /// read after a sync call's reply includes that call.
     pub(crate) async fn wait_for_current(&self, store: &dyn Store, limit: Duration) {
         let end = Instant::now() + limit;
-        let current: Vec<u64> = self.held().pending.counts.keys().copied().collect();
+        let current = self.held().pending.keys();
         if !current.is_empty() {
             self.hurry(store);
         }
