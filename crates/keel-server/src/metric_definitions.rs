@@ -35,6 +35,8 @@ pub(crate) const DLQ_INVOCATIONS: &str = "keel_dlq_invocations";
 pub(crate) const HTTP_REQUESTS_TOTAL: &str = "keel_http_requests_total";
 /// HTTP request latency, by `method` and `route`.
 pub(crate) const HTTP_REQUEST_DURATION_SECONDS: &str = "keel_http_request_duration_seconds";
+/// Log lines dropped because stdout's reader fell too far behind (`telemetry/lines.rs`).
+pub(crate) const LOG_LINES_DROPPED_TOTAL: &str = "keel_log_lines_dropped_total";
 /// HTTP connections open now.
 pub(crate) const HTTP_CONNECTIONS_OPEN: &str = "keel_http_connections_open";
 /// HTTP connections Keel closed or refused, by `reason` (`header_timeout`, `body_timeout`,

@@ -23,29 +23,38 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use super::lines::Lines;
+
 /// Keeps the trace exporter alive; dropping it flushes the spans not yet sent.
 #[derive(Debug)]
 #[must_use = "dropping it stops the trace exporter"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    lines: Lines,
 }
 
 impl Drop for Telemetry {
+    /// Flushes the spans not yet exported, then the log lines not yet written.
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
             if let Err(e) = provider.shutdown() {
                 eprintln!("keel: flushing traces failed: {e}");
             }
         }
+        self.lines.close();
     }
 }
 
 /// Installs the global subscriber: JSON lines when `json`, else pretty text, coloured only on
-/// a terminal (and not when `NO_COLOR` is set).
+/// a terminal (and not when `NO_COLOR` is set), on stdout through [`Lines`] (written behind, in
+/// groups).
 pub fn init(json: bool) -> Telemetry {
     let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let fmt = tracing_subscriber::fmt::layer().with_ansi(colours(std::io::stdout().is_terminal(), no_color));
+    let lines = Lines::start(Box::new(std::io::stdout()));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(lines.clone())
+        .with_ansi(colours(std::io::stdout().is_terminal(), no_color));
     let fmt =
         if json { fmt.fmt_fields(AppendJsonFields).event_format(JsonLines).boxed() } else { fmt.pretty().boxed() };
     let (provider, otel_error) = match super::otel::provider_from_env() {
@@ -65,7 +74,7 @@ pub fn init(json: bool) -> Telemetry {
     } else if provider.is_some() {
         tracing::info!("exporting traces over OTLP/HTTP");
     }
-    Telemetry { provider }
+    Telemetry { provider, lines }
 }
 
 /// A span's fields as one JSON object, written straight into the span's text: no map is built

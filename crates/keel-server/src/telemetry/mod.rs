@@ -3,10 +3,12 @@
 //! its metrics (`http.rs`). Metric names live in `metric_definitions.rs`.
 //!
 //! - `logs.rs`: the subscriber: `RUST_LOG` filter, JSON lines or pretty text, and the OTLP layer.
+//! - `lines.rs`: the log lines' way to stdout, written behind in groups by a thread of their own.
 //! - `otel.rs`: the OTLP/HTTP exporter, on when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 //! - `recent.rs`: each function's last hour of attempts by the minute, for the console.
 
 mod http;
+mod lines;
 mod logs;
 mod otel;
 pub(crate) mod recent;

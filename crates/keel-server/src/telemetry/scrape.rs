@@ -32,6 +32,8 @@ pub(crate) fn install_recorder() -> Option<&'static PrometheusHandle> {
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
             describe();
+            // There at 0 from the first scrape, for an alert on its rate.
+            counter!(m::LOG_LINES_DROPPED_TOTAL).absolute(0);
             Some(handle)
         })
         .as_ref()
@@ -50,6 +52,7 @@ fn describe() {
     describe_gauge!(m::DLQ_INVOCATIONS, "Invocations in the DLQ, by function and subscription");
     describe_counter!(m::HTTP_REQUESTS_TOTAL, "HTTP requests, by method, route and status");
     describe_histogram!(m::HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "HTTP request latency");
+    describe_counter!(m::LOG_LINES_DROPPED_TOTAL, "Log lines dropped because stdout's reader fell behind");
     describe_gauge!(m::HTTP_CONNECTIONS_OPEN, "HTTP connections open now");
     describe_counter!(m::HTTP_CONNECTIONS_CLOSED_TOTAL, "HTTP connections closed or refused by Keel, by reason");
     describe_counter!(m::EDGE_REFUSALS_TOTAL, "Requests refused at the API's edge (firewall, throttles), by rule");
