@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{eventually, fast_retry, free_port, get_json, post_json, spawn_keel_with, wait_ready, Keel};
+use crate::support::{
+    eventually, eventually_or_why, fast_retry, free_port, get_json, post_json, spawn_keel_with, wait_ready, Keel,
+};
 
 /// A function program: answers every POST with its pid, environment, working directory and
 /// `keel-attempt`, after
@@ -285,25 +287,32 @@ async fn no_function_process_survives_keel_being_sigkilled_and_output_is_logged(
         })
         .await;
     assert!(pids.iter().all(|pid| is_alive(*pid)));
+
+    // Each line the program printed is a Keel log line naming the function and the instance
+    // (Keel writes its lines behind, within 10 ms: read before the SIGKILL, which loses those).
+    let printed_by_both = |printed: &BTreeSet<(u64, String, String)>| {
+        [1, 2].iter().all(|&instance| {
+            printed.contains(&(instance, "\"stderr\"".into(), "\"hello from stderr\"".into()))
+                && printed
+                    .iter()
+                    .any(|(i, s, m)| *i == instance && s == "\"stdout\"" && m.contains("listening on port"))
+        })
+    };
+    eventually_or_why("each instance's output in Keel's log", Duration::from_secs(10), || {
+        let printed: BTreeSet<(u64, String, String)> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["function"] == "resident" && l["stream"].is_string())
+            .map(|l| (l["instance"].as_u64().unwrap(), l["stream"].to_string(), l["message"].to_string()))
+            .collect();
+        std::future::ready(if printed_by_both(&printed) { Ok(()) } else { Err(format!("{printed:?}")) })
+    })
+    .await;
+
     keel.kill().unwrap(); // SIGKILL: Keel runs no code on the way out.
     keel.wait().unwrap();
     wait_all_gone(&pids, Duration::from_secs(5)).await;
-
-    // Each line the program printed is a Keel log line naming the function and the instance.
-    let lines: Vec<Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|l: &Value| l["function"] == "resident" && l["stream"].is_string())
-        .collect();
-    let printed: BTreeSet<(u64, String, String)> = lines
-        .iter()
-        .map(|l| (l["instance"].as_u64().unwrap(), l["stream"].to_string(), l["message"].to_string()))
-        .collect();
-    for instance in [1, 2] {
-        assert!(printed.contains(&(instance, "\"stderr\"".into(), "\"hello from stderr\"".into())), "{printed:?}");
-        assert!(printed.iter().any(|(i, s, m)| *i == instance && s == "\"stdout\"" && m.contains("listening on port")));
-    }
 }
 
 fn sigkill(pid: u64) {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::crash::{free_port, wait_ready};
 use crate::serve::serve_in;
-use crate::support::{eventually, fast_retry, get_json, post_json};
+use crate::support::{eventually, eventually_or_why, fast_retry, get_json, post_json};
 
 /// Does what its JSON body asks, then answers: `alloc` 600 MiB, `spin` forever, `fork` up to 500
 /// sleeping children, `read` a file. A failure of `alloc` or `fork` ends the program, as it ends
@@ -97,8 +97,14 @@ impl Served {
         Self { child, base, dir }
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("keel.log")).unwrap()
+    /// The log once it holds `needle` (a line reaches it up to 10 ms after it is logged).
+    async fn logged(&self, needle: &str) -> String {
+        let path = self.dir.path().join("keel.log");
+        eventually_or_why(needle, Duration::from_secs(10), || {
+            let log = std::fs::read_to_string(&path).unwrap();
+            std::future::ready(if log.contains(needle) { Ok(log) } else { Err(log) })
+        })
+        .await
     }
 
     /// A sync invoke: status and answer.
@@ -142,7 +148,7 @@ async fn assert_stopped_by(keel: &Served, name: &str, body: &str, limit: &str) {
     let state = keel.function(name).await;
     let last_error = state["last_error"].as_str().unwrap_or_default();
     assert!(last_error.contains(&format!("stopped by the {limit} limit")), "{state:#}");
-    let log = keel.log();
+    let log = keel.logged("instance stopped by a sandbox limit").await;
     assert!(log.contains("instance stopped by a sandbox limit"), "{log}");
 }
 
@@ -196,7 +202,7 @@ async fn reading_outside_read_is_refused_where_landlock_is_available() {
         function("reader", "read = [\"function.py\", \"assets\"]")
     })
     .await;
-    let log = keel.log();
+    let log = keel.logged("sandbox applied:").await;
     assert!(log.contains("sandbox applied:"), "said once at start: {log}");
     let state = keel.function("reader").await;
     if state["sandbox"]["unavailable"].as_array().is_some_and(|u| !u.is_empty()) {

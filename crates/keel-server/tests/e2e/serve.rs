@@ -111,3 +111,45 @@ async fn serving_beyond_loopback_without_auth_is_refused_and_says_how_to_turn_it
     assert!(output.contains("mode = \"keys\""), "{output}");
     assert!(!dir.path().join(".keel").exists(), "nothing was opened");
 }
+
+/// A reader of Keel's stdout that stops reading (a stuck log shipper, a pipe nobody drains)
+/// costs log lines, never invocations: lines are written behind by a thread of their own. Before,
+/// each line was written by the worker that logged it, and once the pipe's 64 KiB were full every
+/// worker blocked in that write: Keel stopped answering at all, `/healthz` included, after about
+/// 160 async invocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdout_nobody_reads_stalls_no_invocation() {
+    let (_fns, addr) = crate::support::Functions::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keel.toml");
+    let store = format!("[storage]\nurl = \"sqlite://{}/keel.db\"\n", dir.path().display());
+    std::fs::write(&config, format!("{store}[functions.ok]\nurl = \"http://{addr}/ok\"\n")).unwrap();
+    let (unread, pipe) = std::io::pipe().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut keel = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "-c", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(pipe.try_clone().unwrap())
+        .stderr(pipe)
+        .spawn()
+        .expect("starting keel");
+    wait_ready(&base, &mut keel).await;
+
+    // Each one logs its `attempt finished` line (~300 bytes): 600 of them are three pipes' worth.
+    const INVOCATIONS: usize = 600;
+    for _ in 0..INVOCATIONS {
+        let (status, _, body) = post_json(&format!("{base}/v1/functions/ok/invocations"), "{}").await;
+        assert_eq!(status, 202, "{body}");
+    }
+    crate::support::wait_quiet(&base, Duration::from_secs(60)).await;
+    let (_, _, metrics) = crate::support::request("GET", &format!("{base}/metrics"), &[], "").await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    let line = format!("keel_invocations_completed_total{{function=\"ok\",outcome=\"succeeded\"}} {INVOCATIONS}");
+    assert!(metrics.lines().any(|l| l == line), "every invocation ran: {metrics}");
+    assert!(metrics.lines().any(|l| l == "keel_log_lines_dropped_total 0"), "nothing dropped yet: {metrics}");
+    keel.kill().unwrap();
+    keel.wait().unwrap();
+    drop(unread);
+}
