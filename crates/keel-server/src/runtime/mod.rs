@@ -1,7 +1,7 @@
 //! Runtimes: how an attempt reaches a function. `url` functions are called over a pooled
 //! keep-alive HTTP client ([`url`]); managed `command` functions first borrow an instance from
-//! their [`process`] pool, then are called the same way. Every attempt running is also recorded
-//! by invocation id in [`attempts`], for egress to know its callers.
+//! their [`process`] pool, then are called the same way. Every attempt of a function that declares
+//! dependencies is also recorded by invocation id in [`attempts`], for egress to know its callers.
 
 pub(crate) mod attempts;
 pub(crate) mod client;
@@ -35,14 +35,25 @@ pub(crate) struct Runtime {
     /// those who configure one, and every other call keeps the one shared pool.
     private_ca: BTreeMap<String, UrlRuntime>,
     pools: BTreeMap<String, Arc<ProcessPool>>,
-    /// Attempts of each function calling it right now, for `keel_attempts_in_flight`. Counted
-    /// here, where every attempt (sync or async) passes, because a concurrency permit is also
-    /// held by a dispatcher while it merely looks for due work.
-    running: BTreeMap<String, AtomicUsize>,
-    /// The attempts running here by invocation id, sync and async alike.
+    /// Each function's attempts calling it right now, and whether it may call out.
+    running: BTreeMap<String, Here>,
+    /// The attempts running here by invocation id, sync and async alike, of the functions that
+    /// declare dependencies: only an attempt of one of those can make an egress call, so only
+    /// theirs pay for being known (two copies of names and a lock shared by every worker).
     attempts: attempts::Attempts,
     /// The chaos faults on functions, when chaos is enabled.
     chaos: Option<Arc<crate::chaos::Chaos>>,
+}
+
+/// A function's part of [`Runtime::running`].
+#[derive(Debug)]
+struct Here {
+    /// Attempts calling it right now, for `keel_attempts_in_flight`. Counted here, where every
+    /// attempt (sync or async) passes, because a concurrency permit is also held by a
+    /// dispatcher while it merely looks for due work.
+    count: AtomicUsize,
+    /// It declares dependencies: its attempts are recorded in [`Runtime::attempts`].
+    calls_out: bool,
 }
 
 /// One attempt counted in [`Runtime::running`] until dropped (also when the call is cancelled).
@@ -84,7 +95,11 @@ impl Runtime {
                 Some((f.name.clone(), ProcessPool::new(&f.name, command, keel_url.clone(), clock.clone())))
             })
             .collect();
-        let running = config.functions.keys().map(|name| (name.clone(), AtomicUsize::new(0))).collect();
+        let running = config
+            .functions
+            .values()
+            .map(|f| (f.name.clone(), Here { count: AtomicUsize::new(0), calls_out: !f.dependencies.is_empty() }))
+            .collect();
         let max_result_bytes = (config.server.max_result_bytes, config.server.limits.max_json_depth);
         let http = UrlRuntime::new(max_result_bytes, &[], auth.clone()).map_err(|e| ClientSetupError::new(None, e))?;
         let mut by_file: BTreeMap<&Path, UrlRuntime> = BTreeMap::new();
@@ -128,8 +143,10 @@ impl Runtime {
 
     /// Makes one attempt and reports what happened. Never fails: every failure is an outcome.
     pub(crate) async fn call(&self, call: AttemptCall<'_>, clock: &dyn Clock) -> AttemptReport {
-        let _running = self.running.get(call.function).map(Running::enter);
-        let _attempt = self.attempts.enter(call.invocation_id, call.function);
+        let here = self.running.get(call.function);
+        let _running = here.map(|here| Running::enter(&here.count));
+        let _attempt =
+            here.is_some_and(|here| here.calls_out).then(|| self.attempts.enter(call.invocation_id, call.function));
         self.reach(call, clock).await
     }
 
@@ -142,8 +159,12 @@ impl Runtime {
         items: &[&keel_core::invocation::Invocation],
         clock: &dyn Clock,
     ) -> AttemptReport {
-        let _running = self.running.get(call.function).map(|count| Running::enter_many(count, items.len()));
-        let _attempts: Vec<_> = items.iter().map(|inv| self.attempts.enter(&inv.id, call.function)).collect();
+        let here = self.running.get(call.function);
+        let _running = here.map(|here| Running::enter_many(&here.count, items.len()));
+        let _attempts: Vec<_> = match here.is_some_and(|here| here.calls_out) {
+            true => items.iter().map(|inv| self.attempts.enter(&inv.id, call.function)).collect(),
+            false => Vec::new(),
+        };
         self.reach(call, clock).await
     }
 
@@ -202,10 +223,11 @@ impl Runtime {
 
     /// How many attempts of `function` are calling it right now.
     pub(crate) fn running(&self, function: &str) -> usize {
-        self.running.get(function).map_or(0, |n| n.load(Ordering::Relaxed))
+        self.running.get(function).map_or(0, |here| here.count.load(Ordering::Relaxed))
     }
 
-    /// The attempts running on this node, by invocation id.
+    /// The attempts running on this node, by invocation id, of the functions that declare
+    /// dependencies.
     pub(crate) fn attempts(&self) -> &attempts::Attempts {
         &self.attempts
     }
