@@ -1,4 +1,5 @@
-//! The attempts running on this node, by invocation id: how egress knows its caller without
+//! The attempts running on this node, by invocation id, of the functions that declare
+//! dependencies (no other attempt can make an egress call): how egress knows its caller without
 //! access control (an attempt's function calls back with its `keel-invocation-id`), and where
 //! each invocation's calls to a dependency are numbered for the idempotency keys Keel forwards.
 //! An unkeyed sync invocation is not in the store until it ends, so this lives in memory.
