@@ -12,14 +12,15 @@
 //! does not fit is dropped and counted (`keel_log_lines_dropped_total`), and once the writer
 //! catches up it logs how many were lost. Lines still in the buffer when the process is killed
 //! (`SIGKILL`, a power cut) are lost: at most the last [`WINDOW`]. A clean stop ([`Lines::close`],
-//! when `keel serve` returns) writes them all, and lines logged after it go straight to stdout.
+//! when `keel serve` returns) writes them all, and lines logged after it go straight to stdout;
+//! it waits at most [`CLOSE_WAIT`] for a reader that stopped reading, then drops the rest.
 //!
 //! tracing-appender's `non_blocking` does the same job with a channel and a thread that writes
 //! each line as it arrives, so it wakes that thread (a `futex` and a context switch) about as
 //! often as lines come, which is what this is for avoiding.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ const WINDOW: Duration = Duration::from_millis(10);
 const HURRY: usize = 256 * 1024;
 /// Buffered bytes past which a new line is dropped (the reader is that far behind).
 const LIMIT: usize = 8 * 1024 * 1024;
+/// How long a stop waits for a write stuck in a reader that stopped reading, before it gives up
+/// the lines not yet written (the process is on its way out; a log must not hold it).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The `MakeWriter` of the fmt layer: cheap to clone, every clone the same buffer.
 #[derive(Clone)]
@@ -58,6 +62,8 @@ struct State {
     /// Lines dropped since the last group was written.
     dropped: u64,
     closed: bool,
+    /// Closed, and the sink stayed busy for [`CLOSE_WAIT`]: later lines are dropped at once.
+    stuck: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,11 +87,18 @@ impl Lines {
     }
 
     /// Writes what is buffered and has every later line go straight to the sink. Idempotent.
+    /// Waits at most [`CLOSE_WAIT`] for a sink stuck in a write; past that, what is buffered and
+    /// every later line are dropped.
     pub(crate) fn close(&self) {
         lock(&self.shared.state).closed = true;
-        self.shared.write_group();
         if let Some(thread) = self.shared.writer.get() {
             thread.unpark(); // it sees `closed` and ends
+        }
+        match self.shared.sink_within(CLOSE_WAIT) {
+            Some(mut sink) => {
+                self.shared.write_group(&mut sink);
+            }
+            None => lock(&self.shared.state).stuck = true,
         }
     }
 
@@ -93,9 +106,16 @@ impl Lines {
         let shared = &*self.shared;
         let mut state = lock(&shared.state);
         if state.closed {
+            if state.stuck {
+                return;
+            }
             drop(state);
-            let mut sink = lock(&shared.sink);
-            let _ = sink.write_all(line).and_then(|()| sink.flush());
+            match shared.sink_within(CLOSE_WAIT) {
+                Some(mut sink) => {
+                    let _ = sink.write_all(line).and_then(|()| sink.flush());
+                }
+                None => lock(&shared.state).stuck = true,
+            }
             return;
         }
         let before = state.buffer.len();
@@ -138,7 +158,7 @@ impl Shared {
                 }
                 std::thread::park_timeout(until - now);
             }
-            let dropped = self.write_group();
+            let dropped = self.write_group(&mut lock(&self.sink));
             if dropped > 0 {
                 metrics::counter!(crate::metric_definitions::LOG_LINES_DROPPED_TOTAL).increment(dropped);
                 tracing::warn!(dropped, "log lines were dropped: stdout's reader fell behind by more than 8 MiB");
@@ -146,9 +166,24 @@ impl Shared {
         }
     }
 
-    /// Writes the buffer to the sink; returns the lines dropped since the last group.
-    fn write_group(&self) -> u64 {
-        let mut sink = lock(&self.sink);
+    /// The sink, once no other thread is writing to it, if that is within `wait`.
+    fn sink_within(&self, wait: Duration) -> Option<MutexGuard<'_, Box<dyn Write + Send>>> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match self.sink.try_lock() {
+                Ok(sink) => return Some(sink),
+                Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TryLockError::WouldBlock) => return None,
+            }
+        }
+    }
+
+    /// Writes the buffer to `sink` (held, so that groups reach it in the order they are taken);
+    /// returns the lines dropped since the last group.
+    fn write_group(&self, sink: &mut Box<dyn Write + Send>) -> u64 {
         let (group, dropped) = {
             let mut state = lock(&self.state);
             let dropped = std::mem::take(&mut state.dropped);
@@ -294,6 +329,31 @@ mod tests {
         log(&lines, "after\n");
         assert_eq!(sink.text(), "one\ntwo\nafter\n");
         lines.close();
+    }
+
+    #[test]
+    fn a_stop_waits_for_a_stalled_reader_only_so_long_and_then_drops_what_is_left() {
+        let sink = Sink::default();
+        let (release, stalled) = mpsc::channel();
+        *lock(&sink.stall) = Some(stalled);
+        let lines = Lines::start(Box::new(sink.clone()));
+        log(&lines, "taken\n");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lock(&lines.shared.state).buffer.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        log(&lines, "left\n"); // the writer is stuck in the sink with "taken"
+        let started = std::time::Instant::now();
+        lines.close();
+        let waited = started.elapsed();
+        assert!(waited >= CLOSE_WAIT && waited < CLOSE_WAIT * 3, "close waited {waited:?}");
+        let started = std::time::Instant::now();
+        log(&lines, "after\n");
+        assert!(started.elapsed() < CLOSE_WAIT / 2, "a line after a stuck stop does not wait again");
+        release.send(()).expect("the writer waits in the sink");
+        assert_eq!(sink.wait_for(1), "taken\n");
+        std::thread::sleep(WINDOW * 3);
+        assert_eq!(sink.text(), "taken\n", "what was left and what came after are dropped");
     }
 
     #[test]
