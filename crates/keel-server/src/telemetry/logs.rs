@@ -25,7 +25,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use super::lines::Lines;
 
-/// Keeps the trace exporter alive; dropping it flushes the spans not yet sent.
+/// Keeps the trace exporter and the log writer alive; dropping it flushes the spans not yet sent
+/// and writes the log lines not yet written.
 #[derive(Debug)]
 #[must_use = "dropping it stops the trace exporter"]
 pub struct Telemetry {
