@@ -462,8 +462,67 @@ pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Invocation>> {
     Ok(Some(inv))
 }
 
+/// Waiting invocations (queued and retrying, of the function listed when there is one) up to
+/// this many are listed from their own index and sorted; past it, as other statuses are.
+pub(crate) const SORT_WAITING_UP_TO: usize = 10_000;
+
+/// Where a list by `status` reads from. Without a hint SQLite walks the function's history
+/// (`invocations_by_function`, or the table) newest first, reading each row for its status:
+/// cheap for the statuses most invocations end in, whose rows it meets at once, but a walk of
+/// the whole history for a status few or none are in — 29 ms a call at 110,000 invocations
+/// here, growing with the history, for `GET /v1/invocations?function=f&status=queued` with
+/// nothing queued (BENCHMARKS.md, "Lists by an open status"). The open statuses have partial
+/// indexes that hold only their rows: `running` the lease sweeper's (as many as attempts in
+/// flight), `dead` the DLQ's, `queued` and `retrying` the dispatcher's (a backlog, which can
+/// be large: past [`SORT_WAITING_UP_TO`] of them, sorting them all costs more than the walk,
+/// which then meets waiting rows soon). SQLite's planner does not choose these by itself once
+/// the function is named (`function = ?` matches `invocations_by_function` exactly), hence the
+/// `INDEXED BY`; a partial index can be named only with a term that implies its condition.
+fn list_access(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Result<&'static str> {
+    Ok(match filter.status {
+        Some(Status::Running) => " INDEXED BY invocations_leases",
+        Some(Status::Dead) => " INDEXED BY invocations_dead",
+        Some(Status::Queued | Status::Retrying) => {
+            let over = (sort_up_to + 1) as i64;
+            let waiting: i64 = match &filter.function {
+                Some(f) => conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM (SELECT 1 FROM invocations INDEXED BY invocations_due \
+                         WHERE function = ?1 AND status IN ('queued', 'retrying') LIMIT ?2)",
+                    )
+                    .and_then(|mut st| st.query_row(params![f, over], |row| row.get(0))),
+                None => conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM (SELECT 1 FROM invocations INDEXED BY invocations_due \
+                         WHERE status IN ('queued', 'retrying') LIMIT ?1)",
+                    )
+                    .and_then(|mut st| st.query_row([over], |row| row.get(0))),
+            }
+            .map_err(db_err)?;
+            if waiting as usize > sort_up_to {
+                ""
+            } else {
+                " INDEXED BY invocations_due"
+            }
+        }
+        _ => "",
+    })
+}
+
 pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invocation>> {
-    let mut sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE 1 = 1");
+    let (sql, args) = list_query(conn, filter, SORT_WAITING_UP_TO)?;
+    let items: Vec<Invocation> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut st| st.query_map(params_from_iter(args), rows::invocation)?.collect())
+        .map_err(db_err)?;
+    Ok(Page::from_overfetched(items, filter.page_size(), |i| &i.id))
+}
+
+/// The statement (and its arguments) that lists a page of `filter`, with waiting invocations
+/// sorted from their index up to `sort_up_to` of them ([`list_access`]).
+pub(crate) fn list_query(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Result<(String, Vec<Value>)> {
+    let access = list_access(conn, filter, sort_up_to)?;
+    let mut sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations{access} WHERE 1 = 1");
     let mut args: Vec<Value> = Vec::new();
     if let Some(f) = &filter.function {
         sql.push_str(" AND function = ?");
@@ -474,22 +533,21 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invoca
         args.push(Value::Text(sub.clone()));
     }
     if let Some(s) = filter.status {
-        // A literal, not a parameter: SQLite uses a partial index (the DLQ's) only for a
-        // condition it can see when the statement is prepared. `Status` names are fixed words.
+        // A literal, not a parameter: SQLite uses a partial index only for a condition it can
+        // see when the statement is prepared. `Status` names are fixed words.
         sql.push_str(&format!(" AND status = '{}'", s.as_str()));
+        if matches!(s, Status::Queued | Status::Retrying) {
+            // Implies `invocations_due`'s condition, so the index can be used (and named).
+            sql.push_str(" AND status IN ('queued', 'retrying')");
+        }
     }
     if let Some(c) = &filter.cursor {
         sql.push_str(" AND id < ?");
         args.push(Value::Text(c.clone()));
     }
-    let size = filter.page_size();
     sql.push_str(" ORDER BY id DESC LIMIT ?");
-    args.push(Value::Integer(size as i64 + 1));
-    let items: Vec<Invocation> = conn
-        .prepare_cached(&sql)
-        .and_then(|mut st| st.query_map(params_from_iter(args), rows::invocation)?.collect())
-        .map_err(db_err)?;
-    Ok(Page::from_overfetched(items, size, |i| &i.id))
+    args.push(Value::Integer(filter.page_size() as i64 + 1));
+    Ok((sql, args))
 }
 
 /// Moves one invocation from one of `from` to `to`, or explains why it cannot.

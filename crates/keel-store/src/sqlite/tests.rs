@@ -460,3 +460,113 @@ async fn a_row_of_nulls_after_rows_of_values_reads_back_null() {
     assert_eq!(inv.content_type.as_deref(), Some("application/json"));
     assert_eq!(inv.concurrency_key.as_deref(), Some("k"));
 }
+
+/// A list by an open status (queued, retrying, running, dead) reads that status's own index,
+/// not the function's whole history: what it answers is what a walk of the history answers,
+/// page by page, and its plan names no index of the history. Past `sort_up_to` waiting
+/// invocations, a list of waiting ones walks the history instead (it meets them soon), and
+/// answers the same.
+#[tokio::test]
+async fn lists_by_an_open_status_read_their_own_index_and_answer_as_a_walk_of_the_history() {
+    use keel_core::invocation::Status;
+    use keel_core::store::ListFilter;
+    let (store, _dir) = make().await;
+    let news = (0..600).map(|i| new_invocation(format!("f{i:04}"))).chain((0..6).map(|i| {
+        let mut new = new_invocation(format!("g{i:04}"));
+        new.function = "g".into();
+        new
+    }));
+    store.enqueue_all(news.collect()).await.unwrap();
+    // Most of the history succeeded; a few of each open status, in both functions.
+    store
+        .writer
+        .write(|conn| {
+            conn.execute_batch(
+                "UPDATE invocations SET status = 'succeeded', due_at = NULL WHERE id LIKE 'f%' AND id NOT IN
+                     ('f0010', 'f0020', 'f0300', 'f0301', 'f0400', 'f0590', 'f0591', 'f0592');
+                 UPDATE invocations SET status = 'retrying' WHERE id IN ('f0020', 'f0301', 'g0001');
+                 UPDATE invocations SET status = 'running', due_at = NULL, lease_owner = 'n', leased_at = 1,
+                     lease_expires_at = 100 WHERE id IN ('f0400', 'f0591', 'g0002');
+                 UPDATE invocations SET status = 'dead', due_at = NULL WHERE id IN ('f0592', 'g0003');",
+            )
+            .map_err(super::rows::db_err)
+        })
+        .await
+        .unwrap();
+    let walked = |conn: &rusqlite::Connection, filter: &ListFilter| -> Vec<String> {
+        let mut sql = String::from("SELECT id FROM invocations NOT INDEXED WHERE status = ?1");
+        if let Some(f) = &filter.function {
+            sql.push_str(&format!(" AND function = '{f}'"));
+        }
+        sql.push_str(" ORDER BY id DESC");
+        let status = filter.status.unwrap().as_str();
+        conn.prepare(&sql).unwrap().query_map([status], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let expected = [
+        (Status::Queued, Some("f"), vec!["f0590", "f0300", "f0010"]),
+        (Status::Retrying, Some("f"), vec!["f0301", "f0020"]),
+        (Status::Running, Some("f"), vec!["f0591", "f0400"]),
+        (Status::Dead, Some("f"), vec!["f0592"]),
+        (Status::Queued, None, vec!["g0005", "g0004", "g0000", "f0590", "f0300", "f0010"]),
+        (Status::Running, None, vec!["g0002", "f0591", "f0400"]),
+        (Status::Dead, None, vec!["g0003", "f0592"]),
+    ];
+    for (status, function, ids) in expected {
+        store
+            .writer
+            .write(move |conn| {
+                let filter =
+                    ListFilter { function: function.map(Into::into), status: Some(status), ..Default::default() };
+                assert_eq!(walked(conn, &filter), ids, "{status} of {function:?}: the test's own walk");
+                for sort_up_to in [super::ops::SORT_WAITING_UP_TO, 0] {
+                    let (sql, args) = super::ops::list_query(conn, &filter, sort_up_to).unwrap();
+                    let plan: Vec<String> = conn
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .unwrap()
+                        .query_map(rusqlite::params_from_iter(args), |row| row.get(3))
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect();
+                    let walks = plan.iter().any(|step| {
+                        step.contains("invocations_by_function")
+                            || step.contains("sqlite_autoindex_invocations")
+                            || step == "SCAN invocations"
+                    });
+                    // Past `sort_up_to` waiting ones, the planner chooses (it may walk).
+                    let hinted = !(matches!(status, Status::Queued | Status::Retrying) && sort_up_to == 0);
+                    assert!(!(hinted && walks), "{status} of {function:?}, up to {sort_up_to}: {plan:?}");
+                    // Page by page, one at a time, as a client follows the cursor.
+                    let mut seen = Vec::new();
+                    let mut cursor = None;
+                    loop {
+                        let page = ListFilter { limit: 1, cursor, ..filter.clone() };
+                        let (sql, args) = super::ops::list_query(conn, &page, sort_up_to).unwrap();
+                        let got: Vec<String> = conn
+                            .prepare(&sql)
+                            .unwrap()
+                            .query_map(rusqlite::params_from_iter(args), |row| row.get::<_, String>(0))
+                            .unwrap()
+                            .map(Result::unwrap)
+                            .collect();
+                        assert!(got.len() <= 2, "a page of 1 overfetches one: {got:?}");
+                        seen.extend(got.first().cloned());
+                        if got.len() < 2 {
+                            break;
+                        }
+                        cursor = got.first().cloned();
+                    }
+                    assert_eq!(seen, ids, "{status} of {function:?}, up to {sort_up_to}");
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+    // And through the store, as the API asks.
+    let page = store
+        .list(ListFilter { function: Some("f".into()), status: Some(Status::Queued), limit: 2, ..Default::default() })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!((ids, page.next_cursor.as_deref()), (vec!["f0590", "f0300"], Some("f0300")));
+}
