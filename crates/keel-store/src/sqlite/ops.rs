@@ -478,10 +478,10 @@ pub(crate) const SORT_WAITING_UP_TO: usize = 10_000;
 /// which then meets waiting rows soon). SQLite's planner does not choose these by itself once
 /// the function is named (`function = ?` matches `invocations_by_function` exactly), hence the
 /// `INDEXED BY`; a partial index can be named only with a term that implies its condition.
-fn list_access(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Result<&'static str> {
+fn list_access(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Result<Access> {
     Ok(match filter.status {
-        Some(Status::Running) => " INDEXED BY invocations_leases",
-        Some(Status::Dead) => " INDEXED BY invocations_dead",
+        Some(Status::Running) => Access::Sorted("invocations_leases"),
+        Some(Status::Dead) => Access::InIdOrder("invocations_dead"),
         Some(Status::Queued | Status::Retrying) => {
             let over = (sort_up_to + 1) as i64;
             let waiting: i64 = match &filter.function {
@@ -500,13 +500,23 @@ fn list_access(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Res
             }
             .map_err(db_err)?;
             if waiting as usize > sort_up_to {
-                ""
+                Access::Planner
             } else {
-                " INDEXED BY invocations_due"
+                Access::Sorted("invocations_due")
             }
         }
-        _ => "",
+        _ => Access::Planner,
     })
+}
+
+/// How a list reads ([`list_access`]).
+enum Access {
+    /// From this index, whose rows are not in id order.
+    Sorted(&'static str),
+    /// From this index, in id order.
+    InIdOrder(&'static str),
+    /// As SQLite's planner chooses.
+    Planner,
 }
 
 pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invocation>> {
@@ -522,31 +532,45 @@ pub(crate) fn list(conn: &Connection, filter: &ListFilter) -> Result<Page<Invoca
 /// sorted from their index up to `sort_up_to` of them ([`list_access`]).
 pub(crate) fn list_query(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Result<(String, Vec<Value>)> {
     let access = list_access(conn, filter, sort_up_to)?;
-    let mut sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations{access} WHERE 1 = 1");
+    let mut conditions = String::new();
     let mut args: Vec<Value> = Vec::new();
     if let Some(f) = &filter.function {
-        sql.push_str(" AND function = ?");
+        conditions.push_str(" AND function = ?");
         args.push(Value::Text(f.clone()));
     }
     if let Some(sub) = &filter.subscription {
-        sql.push_str(" AND subscription = ?");
+        conditions.push_str(" AND subscription = ?");
         args.push(Value::Text(sub.clone()));
     }
     if let Some(s) = filter.status {
         // A literal, not a parameter: SQLite uses a partial index only for a condition it can
         // see when the statement is prepared. `Status` names are fixed words.
-        sql.push_str(&format!(" AND status = '{}'", s.as_str()));
+        conditions.push_str(&format!(" AND status = '{}'", s.as_str()));
         if matches!(s, Status::Queued | Status::Retrying) {
             // Implies `invocations_due`'s condition, so the index can be used (and named).
-            sql.push_str(" AND status IN ('queued', 'retrying')");
+            conditions.push_str(" AND status IN ('queued', 'retrying')");
         }
     }
     if let Some(c) = &filter.cursor {
-        sql.push_str(" AND id < ?");
+        conditions.push_str(" AND id < ?");
         args.push(Value::Text(c.clone()));
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
     args.push(Value::Integer(filter.page_size() as i64 + 1));
+    let sql = match access {
+        // An index out of id order: its rows are sorted by id, and only the ids (a sort of whole
+        // rows would carry every payload), then the page's rows are read by id.
+        Access::Sorted(index) => format!(
+            "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id IN (SELECT id FROM invocations \
+             INDEXED BY {index} WHERE 1 = 1{conditions} ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
+        ),
+        Access::InIdOrder(index) => format!(
+            "SELECT {INVOCATION_COLUMNS} FROM invocations INDEXED BY {index} WHERE 1 = 1{conditions} \
+             ORDER BY id DESC LIMIT ?"
+        ),
+        Access::Planner => {
+            format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE 1 = 1{conditions} ORDER BY id DESC LIMIT ?")
+        }
+    };
     Ok((sql, args))
 }
 

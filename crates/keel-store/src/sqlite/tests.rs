@@ -527,11 +527,17 @@ async fn lists_by_an_open_status_read_their_own_index_and_answer_as_a_walk_of_th
                         .unwrap()
                         .map(Result::unwrap)
                         .collect();
+                    // A walk of the history: its function's index, or the table (or its id
+                    // index) scanned; a search of the id index by id is a page's rows read.
                     let walks = plan.iter().any(|step| {
                         step.contains("invocations_by_function")
-                            || step.contains("sqlite_autoindex_invocations")
                             || step == "SCAN invocations"
+                            || step.starts_with("SCAN invocations USING") && step.contains("sqlite_autoindex")
                     });
+                    // A sort carries ids, not whole rows (and so not every payload).
+                    let sorts_rows = plan.iter().any(|step| step == "USE TEMP B-TREE FOR ORDER BY")
+                        && !sql.contains("WHERE id IN (SELECT id FROM");
+                    assert!(!sorts_rows, "{status} of {function:?}, up to {sort_up_to}: {plan:?}");
                     // Past `sort_up_to` waiting ones, the planner chooses (it may walk).
                     let hinted = !(matches!(status, Status::Queued | Status::Retrying) && sort_up_to == 0);
                     assert!(!(hinted && walks), "{status} of {function:?}, up to {sort_up_to}: {plan:?}");
