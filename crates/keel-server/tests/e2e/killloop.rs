@@ -300,23 +300,35 @@ fn signal(child: &Child, name: &str) {
     assert!(status.unwrap().success(), "kill -{name}");
 }
 
-/// Waits until nothing of `count` is queued, running or retrying (the node finishes its work).
+/// Waits until nothing of `count` is queued, running or retrying (the node finishes its work):
+/// one walk over its invocations, page by page, meets none open (as `support::wait_quiet`,
+/// whose comment says why not three lists by status).
 async fn wait_quiet(base: &str, limit: Duration) {
     let end = Instant::now() + limit;
     loop {
-        let mut busy = Vec::new();
-        for status in ["queued", "running", "retrying"] {
-            let url = format!("{base}/v1/invocations?function=count&status={status}&limit=1");
+        let mut open = None;
+        let mut cursor = String::new();
+        loop {
+            let url = format!("{base}/v1/invocations?function=count&limit=1000{cursor}");
             let page = try_request("GET", &url, &[], "", Duration::from_secs(5)).await;
-            let items = page.and_then(|(_, _, body)| serde_json::from_slice::<Value>(&body).ok());
-            if items.is_none_or(|p| p["items"].as_array().is_none_or(|items| !items.is_empty())) {
-                busy.push(status);
+            let Some(page) = page.and_then(|(_, _, body)| serde_json::from_slice::<Value>(&body).ok()) else {
+                open = Some("unknown (the node did not answer)".to_string());
+                break;
+            };
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            if let Some(item) =
+                items.iter().find(|i| matches!(i["status"].as_str(), Some("queued" | "running" | "retrying")))
+            {
+                open = Some(format!("{} is {}", item["id"], item["status"]));
+                break;
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
             }
         }
-        if busy.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < end, "still {busy:?} invocations after {limit:?}");
+        let Some(open) = open else { return };
+        assert!(Instant::now() < end, "still open after {limit:?}: {open}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -537,15 +537,26 @@ pub(crate) async fn wait_ready(base: &str, child: &mut std::process::Child) {
 
 /// Waits until nothing on the node at `base` is queued, running or retrying: every invocation
 /// admitted so far (event deliveries included) has ended, so counting what happened is final.
+///
+/// One walk over every invocation, newest first, page by page: one read in a final status stays
+/// in it (nothing redrives meanwhile), so a walk that meets none open means none is open at its
+/// end. Three lists by status one after another could miss an invocation that moved from
+/// retrying to running between the second and the third.
 pub(crate) async fn wait_quiet(base: &str, limit: Duration) {
     eventually("nothing queued, running or retrying", limit, || async {
-        for status in ["queued", "running", "retrying"] {
-            let (_, _, page) = get_json(&format!("{base}/v1/invocations?status={status}&limit=1")).await;
-            if !page["items"].as_array()?.is_empty() {
-                return None;
+        let mut cursor = String::new();
+        loop {
+            let (_, _, page) = get_json(&format!("{base}/v1/invocations?limit=1000{cursor}")).await;
+            for item in page["items"].as_array()? {
+                if matches!(item["status"].as_str()?, "queued" | "running" | "retrying") {
+                    return None;
+                }
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return Some(()),
             }
         }
-        Some(())
     })
     .await
 }
