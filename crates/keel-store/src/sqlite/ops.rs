@@ -473,7 +473,8 @@ pub(crate) const SORT_WAITING_UP_TO: usize = 10_000;
 /// here, growing with the history, for `GET /v1/invocations?function=f&status=queued` with
 /// nothing queued (BENCHMARKS.md, "Lists by an open status"). The open statuses have partial
 /// indexes that hold only their rows: `running` the lease sweeper's (as many as attempts in
-/// flight), `dead` the DLQ's, `queued` and `retrying` the dispatcher's (a backlog, which can
+/// flight), `dead` the DLQ's, `failed`, `cancelled` and `discarded` one of their own (endings
+/// few invocations reach), `queued` and `retrying` the dispatcher's (a backlog, which can
 /// be large: past [`SORT_WAITING_UP_TO`] of them, sorting them all costs more than the walk,
 /// which then meets waiting rows soon). SQLite's planner does not choose these by itself once
 /// the function is named (`function = ?` matches `invocations_by_function` exactly), hence the
@@ -482,6 +483,7 @@ fn list_access(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Res
     Ok(match filter.status {
         Some(Status::Running) => Access::Sorted("invocations_leases"),
         Some(Status::Dead) => Access::InIdOrder("invocations_dead"),
+        Some(Status::Failed | Status::Cancelled | Status::Discarded) => Access::InIdOrder("invocations_unsuccessful"),
         Some(Status::Queued | Status::Retrying) => {
             let over = (sort_up_to + 1) as i64;
             let waiting: i64 = match &filter.function {
@@ -546,9 +548,13 @@ pub(crate) fn list_query(conn: &Connection, filter: &ListFilter, sort_up_to: usi
         // A literal, not a parameter: SQLite uses a partial index only for a condition it can
         // see when the statement is prepared. `Status` names are fixed words.
         conditions.push_str(&format!(" AND status = '{}'", s.as_str()));
-        if matches!(s, Status::Queued | Status::Retrying) {
-            // Implies `invocations_due`'s condition, so the index can be used (and named).
-            conditions.push_str(" AND status IN ('queued', 'retrying')");
+        // Implies the condition of the status's partial index, so that it can be used (and named).
+        match s {
+            Status::Queued | Status::Retrying => conditions.push_str(" AND status IN ('queued', 'retrying')"),
+            Status::Failed | Status::Cancelled | Status::Discarded => {
+                conditions.push_str(" AND status IN ('failed', 'cancelled', 'discarded')")
+            }
+            _ => {}
         }
     }
     if let Some(c) = &filter.cursor {

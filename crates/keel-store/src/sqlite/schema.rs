@@ -216,6 +216,12 @@ CREATE TABLE region_outbox (
 );
 CREATE INDEX region_outbox_by_peer ON region_outbox (peer, seq);
 "#,
+    // The other endings that few invocations reach (the DLQ's `dead` has its own): a list of
+    // one of them reads these rows instead of the whole history (`ops::list_access`). Only rows
+    // that end so are written to it.
+    r#"
+CREATE INDEX invocations_unsuccessful ON invocations (id) WHERE status IN ('failed', 'cancelled', 'discarded');
+"#,
 ];
 
 /// Brings the database to the latest schema.

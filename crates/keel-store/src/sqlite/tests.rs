@@ -461,7 +461,8 @@ async fn a_row_of_nulls_after_rows_of_values_reads_back_null() {
     assert_eq!(inv.concurrency_key.as_deref(), Some("k"));
 }
 
-/// A list by an open status (queued, retrying, running, dead) reads that status's own index,
+/// A list by an open status (queued, retrying, running, dead; and failed, cancelled, discarded,
+/// which few reach) reads that status's own index,
 /// not the function's whole history: what it answers is what a walk of the history answers,
 /// page by page, and its plan names no index of the history. Past `sort_up_to` waiting
 /// invocations, a list of waiting ones walks the history instead (it meets them soon), and
@@ -483,11 +484,13 @@ async fn lists_by_an_open_status_read_their_own_index_and_answer_as_a_walk_of_th
         .write(|conn| {
             conn.execute_batch(
                 "UPDATE invocations SET status = 'succeeded', due_at = NULL WHERE id LIKE 'f%' AND id NOT IN
-                     ('f0010', 'f0020', 'f0300', 'f0301', 'f0400', 'f0590', 'f0591', 'f0592');
+                     ('f0010', 'f0011', 'f0012', 'f0013', 'f0020', 'f0300', 'f0301', 'f0400', 'f0590', 'f0591', 'f0592');
                  UPDATE invocations SET status = 'retrying' WHERE id IN ('f0020', 'f0301', 'g0001');
                  UPDATE invocations SET status = 'running', due_at = NULL, lease_owner = 'n', leased_at = 1,
                      lease_expires_at = 100 WHERE id IN ('f0400', 'f0591', 'g0002');
-                 UPDATE invocations SET status = 'dead', due_at = NULL WHERE id IN ('f0592', 'g0003');",
+                 UPDATE invocations SET status = 'dead', due_at = NULL WHERE id IN ('f0592', 'g0003');
+                 UPDATE invocations SET status = 'failed', due_at = NULL WHERE id IN ('f0011', 'f0012', 'g0004');
+                 UPDATE invocations SET status = 'cancelled', due_at = NULL WHERE id IN ('f0013');",
             )
             .map_err(super::rows::db_err)
         })
@@ -507,7 +510,11 @@ async fn lists_by_an_open_status_read_their_own_index_and_answer_as_a_walk_of_th
         (Status::Retrying, Some("f"), vec!["f0301", "f0020"]),
         (Status::Running, Some("f"), vec!["f0591", "f0400"]),
         (Status::Dead, Some("f"), vec!["f0592"]),
-        (Status::Queued, None, vec!["g0005", "g0004", "g0000", "f0590", "f0300", "f0010"]),
+        (Status::Failed, Some("f"), vec!["f0012", "f0011"]),
+        (Status::Cancelled, Some("f"), vec!["f0013"]),
+        (Status::Discarded, Some("f"), vec![]),
+        (Status::Failed, None, vec!["g0004", "f0012", "f0011"]),
+        (Status::Queued, None, vec!["g0005", "g0000", "f0590", "f0300", "f0010"]),
         (Status::Running, None, vec!["g0002", "f0591", "f0400"]),
         (Status::Dead, None, vec!["g0003", "f0592"]),
     ];
