@@ -466,57 +466,75 @@ pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Invocation>> {
 /// this many are listed from their own index and sorted; past it, as other statuses are.
 pub(crate) const SORT_WAITING_UP_TO: usize = 10_000;
 
+/// A partial index holding the rows of some statuses only: its name, its condition (a query
+/// must state it for SQLite to use the index, or to let it be named), whether its rows are in
+/// id order, and whether it can hold a large backlog.
+struct Partial {
+    index: &'static str,
+    condition: &'static str,
+    in_id_order: bool,
+    backlog: bool,
+}
+
+/// The partial index of `status`'s rows, if it has one (the schema's `CREATE INDEX … WHERE`).
+fn partial_index(status: Status) -> Option<Partial> {
+    let (index, condition, in_id_order, backlog) = match status {
+        // The lease sweeper's: as many rows as attempts in flight.
+        Status::Running => ("invocations_leases", "status = 'running'", false, false),
+        Status::Dead => ("invocations_dead", "status = 'dead'", true, false),
+        // Endings few invocations reach.
+        Status::Failed | Status::Cancelled | Status::Discarded => {
+            ("invocations_unsuccessful", "status IN ('failed', 'cancelled', 'discarded')", true, false)
+        }
+        // The dispatcher's.
+        Status::Queued | Status::Retrying => ("invocations_due", "status IN ('queued', 'retrying')", false, true),
+        Status::Succeeded => return None,
+    };
+    Some(Partial { index, condition, in_id_order, backlog })
+}
+
 /// Where a list by `status` reads from. Without a hint SQLite walks the function's history
 /// (`invocations_by_function`, or the table) newest first, reading each row for its status:
 /// cheap for the statuses most invocations end in, whose rows it meets at once, but a walk of
 /// the whole history for a status few or none are in — 29 ms a call at 110,000 invocations
 /// here, growing with the history, for `GET /v1/invocations?function=f&status=queued` with
-/// nothing queued (BENCHMARKS.md, "Lists by an open status"). The open statuses have partial
-/// indexes that hold only their rows: `running` the lease sweeper's (as many as attempts in
-/// flight), `dead` the DLQ's, `failed`, `cancelled` and `discarded` one of their own (endings
-/// few invocations reach), `queued` and `retrying` the dispatcher's (a backlog, which can
-/// be large: past [`SORT_WAITING_UP_TO`] of them, sorting them all costs more than the walk,
-/// which then meets waiting rows soon). SQLite's planner does not choose these by itself once
-/// the function is named (`function = ?` matches `invocations_by_function` exactly), hence the
-/// `INDEXED BY`; a partial index can be named only with a term that implies its condition.
+/// nothing queued (BENCHMARKS.md, "Lists by an open status"). Every status but `succeeded` has
+/// a partial index that holds only its rows ([`partial_index`]); a backlog's (queued and
+/// retrying) can be large: past [`SORT_WAITING_UP_TO`] of them, sorting them all costs more than
+/// the walk, which then meets waiting rows soon. SQLite's planner does not choose these by
+/// itself once the function is named (`function = ?` matches `invocations_by_function`
+/// exactly), hence the `INDEXED BY`.
 fn list_access(conn: &Connection, filter: &ListFilter, sort_up_to: usize) -> Result<Access> {
-    Ok(match filter.status {
-        Some(Status::Running) => Access::Sorted("invocations_leases"),
-        Some(Status::Dead) => Access::InIdOrder("invocations_dead"),
-        Some(Status::Failed | Status::Cancelled | Status::Discarded) => Access::InIdOrder("invocations_unsuccessful"),
-        Some(Status::Queued | Status::Retrying) => {
-            let over = (sort_up_to + 1) as i64;
-            let waiting: i64 = match &filter.function {
-                Some(f) => conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM (SELECT 1 FROM invocations INDEXED BY invocations_due \
-                         WHERE function = ?1 AND status IN ('queued', 'retrying') LIMIT ?2)",
-                    )
-                    .and_then(|mut st| st.query_row(params![f, over], |row| row.get(0))),
-                None => conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM (SELECT 1 FROM invocations INDEXED BY invocations_due \
-                         WHERE status IN ('queued', 'retrying') LIMIT ?1)",
-                    )
-                    .and_then(|mut st| st.query_row([over], |row| row.get(0))),
-            }
-            .map_err(db_err)?;
-            if waiting as usize > sort_up_to {
-                Access::Planner
-            } else {
-                Access::Sorted("invocations_due")
-            }
+    let Some(partial) = filter.status.and_then(partial_index) else {
+        return Ok(Access::Planner);
+    };
+    if partial.backlog {
+        let (index, condition) = (partial.index, partial.condition);
+        let over = (sort_up_to + 1) as i64;
+        let count = |of_function: &str| {
+            format!(
+                "SELECT count(*) FROM (SELECT 1 FROM invocations INDEXED BY {index} \
+                 WHERE {of_function}{condition} LIMIT ?)"
+            )
+        };
+        let waiting: i64 = match &filter.function {
+            Some(f) => conn
+                .prepare_cached(&count("function = ? AND "))
+                .and_then(|mut st| st.query_row(params![f, over], |row| row.get(0))),
+            None => conn.prepare_cached(&count("")).and_then(|mut st| st.query_row([over], |row| row.get(0))),
         }
-        _ => Access::Planner,
-    })
+        .map_err(db_err)?;
+        if waiting as usize > sort_up_to {
+            return Ok(Access::Planner);
+        }
+    }
+    Ok(Access::Index(partial))
 }
 
 /// How a list reads ([`list_access`]).
 enum Access {
-    /// From this index, whose rows are not in id order.
-    Sorted(&'static str),
-    /// From this index, in id order.
-    InIdOrder(&'static str),
+    /// From this partial index.
+    Index(Partial),
     /// As SQLite's planner chooses.
     Planner,
 }
@@ -547,14 +565,12 @@ pub(crate) fn list_query(conn: &Connection, filter: &ListFilter, sort_up_to: usi
     if let Some(s) = filter.status {
         // A literal, not a parameter: SQLite uses a partial index only for a condition it can
         // see when the statement is prepared. `Status` names are fixed words.
-        conditions.push_str(&format!(" AND status = '{}'", s.as_str()));
-        // Implies the condition of the status's partial index, so that it can be used (and named).
-        match s {
-            Status::Queued | Status::Retrying => conditions.push_str(" AND status IN ('queued', 'retrying')"),
-            Status::Failed | Status::Cancelled | Status::Discarded => {
-                conditions.push_str(" AND status IN ('failed', 'cancelled', 'discarded')")
-            }
-            _ => {}
+        let term = format!("status = '{}'", s.as_str());
+        conditions.push_str(&format!(" AND {term}"));
+        // The condition of the status's partial index, where this term is not already it, so
+        // that the index can be used (and named).
+        if let Some(partial) = partial_index(s).filter(|p| p.condition != term) {
+            conditions.push_str(&format!(" AND {}", partial.condition));
         }
     }
     if let Some(c) = &filter.cursor {
@@ -565,11 +581,11 @@ pub(crate) fn list_query(conn: &Connection, filter: &ListFilter, sort_up_to: usi
     let sql = match access {
         // An index out of id order: its rows are sorted by id, and only the ids (a sort of whole
         // rows would carry every payload), then the page's rows are read by id.
-        Access::Sorted(index) => format!(
+        Access::Index(Partial { index, in_id_order: false, .. }) => format!(
             "SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id IN (SELECT id FROM invocations \
              INDEXED BY {index} WHERE 1 = 1{conditions} ORDER BY id DESC LIMIT ?) ORDER BY id DESC"
         ),
-        Access::InIdOrder(index) => format!(
+        Access::Index(Partial { index, in_id_order: true, .. }) => format!(
             "SELECT {INVOCATION_COLUMNS} FROM invocations INDEXED BY {index} WHERE 1 = 1{conditions} \
              ORDER BY id DESC LIMIT ?"
         ),
