@@ -462,9 +462,9 @@ async fn a_row_of_nulls_after_rows_of_values_reads_back_null() {
 }
 
 /// A list by an open status (queued, retrying, running, dead; and failed, cancelled, discarded,
-/// which few reach) reads that status's own index,
-/// not the function's whole history: what it answers is what a walk of the history answers,
-/// page by page, and its plan names no index of the history. Past `sort_up_to` waiting
+/// which few reach) reads that status's own index, not the function's whole history: what it
+/// answers is what a walk of the history answers, page by page, and its plan names no index of
+/// the history. Past `sort_up_to` waiting
 /// invocations, a list of waiting ones walks the history instead (it meets them soon), and
 /// answers the same.
 #[tokio::test]
