@@ -32,7 +32,7 @@ fn insert_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
 }
 
 /// Invocation rows, many a statement.
-static INVOCATIONS: MultiInsert = MultiInsert::new(INSERT_INTO, INVOCATION_PARAMS);
+pub(super) static INVOCATIONS: MultiInsert = MultiInsert::new(INSERT_INTO, INVOCATION_PARAMS);
 
 /// What refused an insert of `chunk`: an id already stored (or twice in it) is named.
 fn insert_refused(conn: &Connection, e: rusqlite::Error, chunk: &[Invocation]) -> Error {
@@ -126,9 +126,12 @@ fn bind_invocation(st: &mut rusqlite::Statement<'_>, at: usize, inv: &Invocation
 /// The condition on a candidate `c` that it does not wait behind another delivery of its ordering
 /// key: one published earlier and not finished, or any that is running (an earlier one redriven
 /// from the DLQ while a later one runs waits for it, never runs beside it).
-const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
+/// Its statuses are written as the partial index `invocations_ordering` states them, which the
+/// subquery reads: as ORs, not an `IN` list (schema.rs, the last migration).
+pub(super) const NOT_WAITING: &str = "(c.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM invocations AS o \
      WHERE o.ordering_key = c.ordering_key AND o.rowid <> c.rowid \
-     AND o.status IN ('queued', 'running', 'retrying') AND (o.rowid < c.rowid OR o.status = 'running')))";
+     AND (o.status = 'queued' OR o.status = 'running' OR o.status = 'retrying') \
+     AND (o.rowid < c.rowid OR o.status = 'running')))";
 
 pub(crate) fn lease(conn: &Connection, req: &LeaseRequest) -> Result<Leased> {
     if let Some(keys) = &req.keys {
@@ -272,7 +275,7 @@ pub(crate) fn paused(conn: &Connection) -> Result<Vec<(String, Millis)>> {
 
 /// The statement that moves a running invocation on after an attempt, if the caller still holds
 /// its lease.
-const COMPLETE_INVOCATION: &str = "UPDATE invocations SET status = ?1, due_at = ?2, \
+pub(super) const COMPLETE_INVOCATION: &str = "UPDATE invocations SET status = ?1, due_at = ?2, \
      last_delay_ms = COALESCE(?3, last_delay_ms), error = ?4, attempt_count = attempt_count + ?5, updated_at = ?6, \
      lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
      result_status = COALESCE(?7, result_status), \
@@ -483,9 +486,12 @@ fn partial_index(status: Status) -> Option<Partial> {
         Status::Running => ("invocations_leases", "status = 'running'", false, false),
         Status::Dead => ("invocations_dead", "status = 'dead'", true, false),
         // Endings few invocations reach.
-        Status::Failed | Status::Cancelled | Status::Discarded => {
-            ("invocations_unsuccessful", "status IN ('failed', 'cancelled', 'discarded')", true, false)
-        }
+        Status::Failed | Status::Cancelled | Status::Discarded => (
+            "invocations_unsuccessful",
+            "(status = 'failed' OR status = 'cancelled' OR status = 'discarded')",
+            true,
+            false,
+        ),
         // The dispatcher's.
         Status::Queued | Status::Retrying => ("invocations_due", "status IN ('queued', 'retrying')", false, true),
         Status::Succeeded => return None,

@@ -84,7 +84,7 @@ pub(crate) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
 }
 
 /// Attempt rows, many a statement.
-static ATTEMPTS: MultiInsert = MultiInsert::new(
+pub(super) static ATTEMPTS: MultiInsert = MultiInsert::new(
     "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error)",
     7,
 );
@@ -135,7 +135,7 @@ impl MultiInsert {
     }
 
     /// The statement of `ROWS_PER_STATEMENT[i]` rows, built once.
-    fn sql(&self, i: usize) -> &str {
+    pub(super) fn sql(&self, i: usize) -> &str {
         self.sql[i].get_or_init(|| {
             let row = format!("({})", vec!["?"; self.width].join(", "));
             format!("{} VALUES {}", self.into, vec![row; ROWS_PER_STATEMENT[i]].join(", "))

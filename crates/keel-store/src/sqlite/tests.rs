@@ -461,6 +461,55 @@ async fn a_row_of_nulls_after_rows_of_values_reads_back_null() {
     assert_eq!(inv.concurrency_key.as_deref(), Some("k"));
 }
 
+/// The statements every invocation runs (its row inserted, alone or many a statement, with its
+/// attempts; its completion) open no temporary B-tree. SQLite builds one, each time a statement
+/// runs, for an `IN` list of three or more values, such as a partial index's condition that the
+/// statement must check: that was a third of the writer's CPU per async invocation. And the
+/// ordered deliveries' subquery still reads its partial index, whose condition it must imply.
+#[tokio::test]
+async fn the_hot_statements_open_no_temporary_b_tree_and_ordered_deliveries_read_their_index() {
+    let (store, _dir) = make().await;
+    store
+        .writer
+        .write(|conn| {
+            // Unbound parameters are NULL: EXPLAIN only compiles the statement.
+            let opcodes = |sql: &str| -> Vec<String> {
+                let mut st = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+                let mut rows = st.raw_query();
+                let mut ops = Vec::new();
+                while let Some(row) = rows.next().unwrap() {
+                    ops.push(row.get(1).unwrap());
+                }
+                ops
+            };
+            let hot = [
+                super::ops::INVOCATIONS.sql(0),
+                super::ops::INVOCATIONS.sql(2),
+                super::rows::ATTEMPTS.sql(0),
+                super::rows::ATTEMPTS.sql(2),
+                super::ops::COMPLETE_INVOCATION,
+            ];
+            for sql in hot {
+                let ops = opcodes(sql);
+                assert!(!ops.is_empty());
+                assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{sql}: {ops:?}");
+            }
+            let waiting =
+                format!("SELECT 1 FROM invocations AS c WHERE c.function = 'f' AND {}", super::ops::NOT_WAITING);
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {waiting}"))
+                .unwrap()
+                .query_map([], |row| row.get(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(plan.iter().any(|step| step.contains("USING INDEX invocations_ordering")), "{plan:?}");
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
 /// A list by an open status (queued, retrying, running, dead; and failed, cancelled, discarded,
 /// which few reach) reads that status's own index, not the function's whole history: what it
 /// answers is what a walk of the history answers, page by page, and its plan names no index of
