@@ -16,7 +16,10 @@ log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only wh
 
 CPU per request is utime + stime of the process (from /proc/PID/stat) over a run, divided by the
 requests of that run: Keel's, and the proxy nginx's for the baseline. Run nothing else heavy at the
-same time; compare ratios from one run only.
+same time; compare ratios from one run only. `idle%` is the host's idle time over a run (idle and
+iowait, from /proc/stat): at C connections every process shares the cores, so cycles left idle are
+throughput nobody got. Under Keel sync this host idles 12–15%, under the proxy 5–9% (BENCHMARKS.md,
+"SQLite: no temporary B-tree per statement, no global locks", where the idle time comes from).
 
 Needs: wrk and nginx (Debian: `apt-get install wrk nginx-light`), a release build of keel, and
 for --floor: `cargo build --release --manifest-path bench/floor/Cargo.toml`.
@@ -190,8 +193,16 @@ def drained(base):
     return True
 
 
+def host_times():
+    """(all, idle) jiffies of the host so far: idle counts iowait too (a CPU with nothing to run)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
 def measure(path, url, pid, connections, duration, lua, base=None):
     cpu0 = cpu_seconds(pid) if pid else None
+    all0, idle0 = host_times()
     start = time.monotonic()
     run = wrk(url, connections, duration, lua)
     if base:  # async: end to end, until the API says nothing is left
@@ -202,6 +213,8 @@ def measure(path, url, pid, connections, duration, lua, base=None):
         run["per_s"] = run["requests"] / elapsed
     if pid:
         run["cpu_us"] = (cpu_seconds(pid) - cpu0) * 1e6 / run["requests"]
+    all1, idle1 = host_times()
+    run["host_idle_pct"] = 100.0 * (idle1 - idle0) / max(all1 - all0, 1)
     run["path"] = path
     return run
 
@@ -293,11 +306,12 @@ def main():
         return
     print(f"wrk -t1, {d} s per run, fsync {'on' if result['fsync'] else 'OFF'}"
           f"{', Keel to its no-op over h2c' if args.http2 else ''}; CPU per request of the middle process")
-    print(f"{'path':8} {'conns':>5} {'per_s':>9} {'p50_ms':>7} {'p99_ms':>7} {'cpu_us':>7} {'x proxy':>7}")
+    print(f"{'path':8} {'conns':>5} {'per_s':>9} {'p50_ms':>7} {'p99_ms':>7} {'cpu_us':>7} {'x proxy':>7} {'idle%':>6}")
     for (path, conns), r in runs.items():
         ratio = r["per_s"] / runs[("proxy", conns)]["per_s"]
         cpu = f"{r['cpu_us']:7.1f}" if "cpu_us" in r else "      -"
-        print(f"{path:8} {conns:>5} {r['per_s']:>9.0f} {r.get('p50_ms', 0):>7.3f} {r.get('p99_ms', 0):>7.3f} {cpu} {ratio:>7.2f}")
+        print(f"{path:8} {conns:>5} {r['per_s']:>9.0f} {r.get('p50_ms', 0):>7.3f} {r.get('p99_ms', 0):>7.3f} {cpu} "
+              f"{ratio:>7.2f} {r['host_idle_pct']:>6.1f}")
     print(f"sync c=1 p50 overhead over direct: {result['sync_c1_overhead_p50_ms']:.3f} ms "
           f"(the nginx proxy adds {result['proxy_c1_overhead_p50_ms']:.3f} ms)")
     print(f"sync = {result['sync_vs_proxy']:.2f} x proxy, async end to end = {result['async_vs_proxy']:.2f} x proxy")
