@@ -300,34 +300,20 @@ fn signal(child: &Child, name: &str) {
     assert!(status.unwrap().success(), "kill -{name}");
 }
 
-/// Waits until nothing of `count` is queued, running or retrying (the node finishes its work):
-/// one walk over its invocations, page by page, meets none open (as `support::wait_quiet`,
-/// whose comment says why not three lists by status).
+/// Waits until nothing of `count` is queued, running or retrying (the node finishes its work),
+/// by `support::first_open`'s walk; a node that does not answer is asked again.
 async fn wait_quiet(base: &str, limit: Duration) {
     let end = Instant::now() + limit;
     loop {
-        let mut open = None;
-        let mut cursor = String::new();
-        loop {
-            let url = format!("{base}/v1/invocations?function=count&limit=1000{cursor}");
-            let page = try_request("GET", &url, &[], "", Duration::from_secs(5)).await;
-            let Some(page) = page.and_then(|(_, _, body)| serde_json::from_slice::<Value>(&body).ok()) else {
-                open = Some("unknown (the node did not answer)".to_string());
-                break;
-            };
-            let items = page["items"].as_array().cloned().unwrap_or_default();
-            if let Some(item) =
-                items.iter().find(|i| matches!(i["status"].as_str(), Some("queued" | "running" | "retrying")))
-            {
-                open = Some(format!("{} is {}", item["id"], item["status"]));
-                break;
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = format!("&cursor={next}"),
-                None => break,
-            }
-        }
-        let Some(open) = open else { return };
+        let get = |url: String| async move {
+            let (_, _, body) = try_request("GET", &url, &[], "", Duration::from_secs(5)).await?;
+            serde_json::from_slice::<Value>(&body).ok()
+        };
+        let open = match crate::support::first_open(base, Some("count"), get).await {
+            Some(None) => return,
+            Some(Some(open)) => open,
+            None => "unknown (the node did not answer)".to_string(),
+        };
         assert!(Instant::now() < end, "still open after {limit:?}: {open}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

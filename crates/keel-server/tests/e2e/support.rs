@@ -537,26 +537,40 @@ pub(crate) async fn wait_ready(base: &str, child: &mut std::process::Child) {
 
 /// Waits until nothing on the node at `base` is queued, running or retrying: every invocation
 /// admitted so far (event deliveries included) has ended, so counting what happened is final.
+pub(crate) async fn wait_quiet(base: &str, limit: Duration) {
+    eventually("nothing queued, running or retrying", limit, || async {
+        let open = first_open(base, None, |url| async move { Some(get_json(&url).await.2) }).await?;
+        open.is_none().then_some(())
+    })
+    .await
+}
+
+/// The first invocation on the node at `base` (of `function`, when one is named) still queued,
+/// running or retrying, as "ID is STATUS"; `Some(None)` when there is none; `None` when a page
+/// did not come (`get` fetches one by its URL) or was not a page.
 ///
 /// One walk over every invocation, newest first, page by page: one read in a final status stays
 /// in it (nothing redrives meanwhile), so a walk that meets none open means none is open at its
 /// end. Three lists by status one after another could miss an invocation that moved from
 /// retrying to running between the second and the third.
-pub(crate) async fn wait_quiet(base: &str, limit: Duration) {
-    eventually("nothing queued, running or retrying", limit, || async {
-        let mut cursor = String::new();
-        loop {
-            let (_, _, page) = get_json(&format!("{base}/v1/invocations?limit=1000{cursor}")).await;
-            for item in page["items"].as_array()? {
-                if matches!(item["status"].as_str()?, "queued" | "running" | "retrying") {
-                    return None;
-                }
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = format!("&cursor={next}"),
-                None => return Some(()),
+pub(crate) async fn first_open<F, Fut>(base: &str, function: Option<&str>, mut get: F) -> Option<Option<String>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Option<Value>>,
+{
+    let of_function = function.map(|f| format!("function={f}&")).unwrap_or_default();
+    let mut cursor = String::new();
+    loop {
+        let page = get(format!("{base}/v1/invocations?{of_function}limit=1000{cursor}")).await?;
+        for item in page["items"].as_array()? {
+            let status = item["status"].as_str()?;
+            if matches!(status, "queued" | "running" | "retrying") {
+                return Some(Some(format!("{} is {status}", item["id"])));
             }
         }
-    })
-    .await
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return Some(None),
+        }
+    }
 }
