@@ -25,7 +25,7 @@ With `--floor BINARY` (bench/floor's keel-floor) the floor of Keel's HTTP stack 
 too, as the row `floor` of the sync path.
 
 Usage:   bench/ab.py [--rounds 6] [--paths sync,async] [--allocs] [--floor BINARY]
-                     LABEL=BINARY[:ENV=V;ENV=V] ...
+                     [--payload-bytes N] LABEL=BINARY[:ENV=V;ENV=V] ...
 Example: bench/ab.py --rounds 8 before=/tmp/keel-before after=target/release/keel
          bench/ab.py quiet=target/release/keel 'off=target/release/keel:RUST_LOG=off'
 """
@@ -129,6 +129,8 @@ def main():
     parser.add_argument("--paths", default="sync,async")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--payload-bytes", type=int, default=0,
+                        help='a body of this many bytes ({"n":"xx…"}) instead of {"n":1}')
     parser.add_argument("--allocs", action="store_true", help="count allocations per request (perf uprobe)")
     parser.add_argument("--floor", metavar="BINARY", help="bench/floor's keel-floor, a row of the sync path")
     args = parser.parse_args()
@@ -149,7 +151,7 @@ def main():
 
     os.environ["PATH"] += ":/usr/sbin"
     tmp = tempfile.mkdtemp(prefix="keel-ab-")
-    lua = outside.wrk_script(tmp)
+    lua = outside.wrk_script(tmp, args.payload_bytes)
     noop_port = outside.free_port()
     nginx = outside.start_nginx(tmp, "noop", noop_port, outside.NOOP_LOCATION)
     rows = {}

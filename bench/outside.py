@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Keel measured from outside, as a user would: wrk drives nginx and Keel, side by side in one run.
 
-Paths, each driven by `wrk -t1 -cC -dDs` POSTing `{"n":1}`:
+Paths, each driven by `wrk -t1 -cC -dDs` POSTing `{"n":1}` (or, with --payload-bytes N, a body of N
+bytes):
   direct   wrk -> nginx no-op (`return 200 '{}'`)
   proxy    wrk -> nginx reverse proxy (proxy_pass, upstream keepalive 64) -> nginx no-op
   sync     wrk -> keel serve, POST /v1/functions/noop/invoke -> nginx no-op
@@ -24,7 +25,8 @@ throughput nobody got. Under Keel sync this host idles 12–15%, under the proxy
 Needs: wrk and nginx (Debian: `apt-get install wrk nginx-light`), a release build of keel, and
 for --floor: `cargo build --release --manifest-path bench/floor/Cargo.toml`.
 Usage:   bench/outside.py [--keel target/release/keel] [--connections 32] [--duration 5]
-                          [--no-fsync] [--http2] [--floor bench/floor/target/release/keel-floor] [--json]
+                          [--no-fsync] [--http2] [--floor bench/floor/target/release/keel-floor]
+                          [--payload-bytes N] [--json]
 """
 
 import argparse
@@ -94,11 +96,16 @@ http {{
 NOOP_LOCATION = "default_type application/json; return 200 '{}';"
 
 
-def wrk_script(tmp):
-    """The path of wrk's request script (LUA), written into `tmp`."""
+def wrk_script(tmp, payload_bytes=0):
+    """The path of wrk's request script (LUA), written into `tmp`. With `payload_bytes` the body is
+    `{"n":"xx…"}` of that many bytes instead of `{"n":1}`."""
     lua = os.path.join(tmp, "post.lua")
+    script = LUA
+    if payload_bytes:
+        body = '{"n":"' + "x" * max(payload_bytes - 8, 0) + '"}'
+        script = LUA.replace("""'{"n":1}'""", f"'{body}'")
     with open(lua, "w") as f:
-        f.write(LUA)
+        f.write(script)
     return lua
 
 
@@ -226,6 +233,8 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--payload-bytes", type=int, default=0,
+                        help='a body of this many bytes ({"n":"xx…"}) instead of {"n":1}')
     parser.add_argument("--http2", action="store_true",
                         help="Keel calls its no-op over HTTP/2 (h2c): `http2 = true`, a second nginx no-op listening h2c")
     parser.add_argument("--floor", metavar="BINARY",
@@ -238,7 +247,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="keel-outside-")
     procs = []
     try:
-        lua = wrk_script(tmp)
+        lua = wrk_script(tmp, args.payload_bytes)
         noop_port, proxy_port = free_port(), free_port()
         procs.append(start_nginx(tmp, "noop", noop_port, NOOP_LOCATION))
         upstream = f"upstream noop {{ server 127.0.0.1:{noop_port}; keepalive 64; }}"

@@ -92,6 +92,14 @@ impl SqliteStore {
         ))
         .map_err(|e| err(e.to_string()))?;
         schema::migrate(&mut conn).map_err(|e| err(format!("migrating the schema: {e}")))?;
+        // The savepoints' journals stay in memory: every job in a group, and every item in a job
+        // of many, runs in one, which keeps the old content of each page it changes. SQLite moves a
+        // journal to a temporary file once it passes 64 KiB, 16 pages, which a job of large
+        // payloads or of many admissions passes on every group (BENCHMARKS.md, "Savepoint
+        // journals in memory"). A journal is dropped when its job is released. Set after the
+        // migrations: with it, SQLite's sorter never spills either, and an index built over a
+        // large store would be sorted in memory.
+        conn.execute_batch("PRAGMA temp_store = MEMORY").map_err(|e| err(e.to_string()))?;
         let paused = ops::paused(&conn).map_err(|e| err(format!("reading paused functions: {e}")))?;
         let paused = RwLock::new(paused.into_iter().map(|(function, _)| function).collect());
         let readers =

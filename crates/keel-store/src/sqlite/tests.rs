@@ -285,6 +285,74 @@ fn finished_sync(id: String) -> keel_core::invocation::Invocation {
     inv
 }
 
+/// A job that changes more pages than SQLite's default keeps in memory for a savepoint (64 KiB)
+/// still rolls back alone when it fails, and the job that shares its group commits. The writer's
+/// savepoint journals are kept in memory (`temp_store = MEMORY`), not spilled to a temporary file
+/// on every large group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_larger_than_a_spilled_savepoint_journal_rolls_back_alone_in_memory() {
+    let (store, _dir) = make().await;
+    let store = Arc::new(store);
+    let temp_store: i64 =
+        store.writer.write(|c| Ok(c.query_row("PRAGMA temp_store", [], |r| r.get(0)).unwrap())).await.unwrap();
+    assert_eq!(temp_store, 2, "the writer keeps its temporary files, savepoint journals among them, in memory");
+    // 64 rows of 16 KB: about 1 MiB of pages, which the failing job changes in place.
+    store
+        .writer
+        .write(|c| {
+            c.execute_batch(
+                "CREATE TABLE scratch (n INTEGER PRIMARY KEY, b BLOB);
+                 WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < 64)
+                 INSERT INTO scratch SELECT n, randomblob(16000) FROM k;",
+            )
+            .unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let digest = |c: &rusqlite::Connection| -> Vec<Vec<u8>> {
+        c.prepare("SELECT b FROM scratch ORDER BY n")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = store.writer.write(move |c| Ok(digest(c))).await.unwrap();
+
+    let (held, release) = hold_writer(&store).await;
+    let failing = store.writer.write(|c| {
+        let changed = c.execute("UPDATE scratch SET b = zeroblob(16000)", []).unwrap();
+        assert_eq!(changed, 64);
+        Err::<(), _>(keel_core::Error::InvalidState("refused after writing".into()))
+    });
+    let sharing = store.writer.write(|c| {
+        c.execute("INSERT INTO scratch (n, b) VALUES (65, x'01')", []).unwrap();
+        Ok(())
+    });
+    tokio::pin!(failing, sharing);
+    // Each job reaches the writer's queue on its first poll: both wait behind the held job, so
+    // they run as one group, each in its own savepoint.
+    async fn queue<F: std::future::Future>(job: std::pin::Pin<&mut F>) {
+        tokio::select! {
+            biased;
+            _ = job => panic!("a job ran while the writer was held"),
+            _ = std::future::ready(()) => {}
+        }
+    }
+    queue(failing.as_mut()).await;
+    queue(sharing.as_mut()).await;
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    assert!(matches!(failing.await, Err(keel_core::Error::InvalidState(_))));
+    sharing.await.unwrap();
+
+    let after = store.writer.write(move |c| Ok(digest(c))).await.unwrap();
+    assert_eq!(after.len(), 65, "the job that shared the group committed");
+    assert!(after[..64] == before[..], "the failing job's changes were undone");
+    assert_eq!(after[64], [1]);
+}
+
 /// Records nobody waits on may wait for company before they commit: alone, with each other, or
 /// taken along by a write someone waits on — each way they commit, and survive reopening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
