@@ -26,13 +26,39 @@ pub(crate) fn enqueue_all(conn: &Connection, news: Vec<NewInvocation>) -> Result
     Ok(invs)
 }
 
-/// Stores the rows of `invs`, many a statement.
+/// Stores the rows of `invs`, many a statement, and the payloads kept apart from them.
 fn insert_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
-    INVOCATIONS.run(conn, invs, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))
+    INVOCATIONS.run(conn, invs, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))?;
+    if invs.iter().any(|inv| kept_apart(&inv)) {
+        let apart: Vec<&Invocation> = invs.iter().filter(kept_apart).collect();
+        PAYLOADS.run(
+            conn,
+            &apart,
+            |st, at, inv| rows::bind_values(st, at, params![inv.id, &inv.payload[..]]),
+            |e, _| db_err(e),
+        )?;
+    }
+    Ok(())
 }
 
 /// Invocation rows, many a statement.
 pub(super) static INVOCATIONS: MultiInsert = MultiInsert::new(INSERT_INTO, INVOCATION_PARAMS);
+
+/// Payloads kept apart from their rows ([`kept_apart`]), many a statement.
+static PAYLOADS: MultiInsert = MultiInsert::new("INSERT INTO invocation_payloads (id, payload)", 2);
+
+/// Payloads longer than this are kept apart from their invocation's row, if it will change.
+pub(super) const PAYLOAD_INLINE_MAX: usize = 512;
+
+/// Whether `inv`'s payload goes to `invocation_payloads`, its row holding an empty one. SQLite
+/// writes a row whole whenever its length changes, and every step of an invocation (leased,
+/// completed, retried) changes it: a payload in the row was written again each time, 18 KiB of
+/// WAL for a 16 KB payload's completion against 1 KiB without it (BENCHMARKS.md, "Payloads
+/// apart from their rows"). A row already final (a finished sync call's record) never changes,
+/// and a small payload costs less in the row than a second B-tree's entry.
+fn kept_apart(inv: &&Invocation) -> bool {
+    inv.payload.len() > PAYLOAD_INLINE_MAX && !inv.status.is_final()
+}
 
 /// What refused an insert of `chunk`: an id already stored (or twice in it) is named.
 fn insert_refused(conn: &Connection, e: rusqlite::Error, chunk: &[Invocation]) -> Error {
@@ -92,7 +118,7 @@ fn bind_invocation(st: &mut rusqlite::Statement<'_>, at: usize, inv: &Invocation
         inv.id,
         inv.function,
         inv.status.as_str(),
-        &inv.payload[..],
+        if kept_apart(&inv) { &[][..] } else { &inv.payload[..] },
         inv.content_type,
         inv.created_at,
         inv.updated_at,

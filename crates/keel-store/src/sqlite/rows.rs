@@ -6,8 +6,13 @@ use keel_core::outcome::Outcome;
 use keel_core::Error;
 use rusqlite::{params, Connection, Row};
 
-/// The invocation columns, in the order [`invocation`] reads them.
-pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, payload, content_type, created_at, updated_at, \
+/// The invocation columns, in the order [`invocation`] reads them, from a statement on the table
+/// `invocations` (not an alias). A payload kept apart (`ops::kept_apart`) is read from
+/// `invocation_payloads`; the row holds an empty one then, and only such rows look there.
+pub(crate) const INVOCATION_COLUMNS: &str = "id, function, status, \
+     CASE WHEN length(invocations.payload) > 0 THEN invocations.payload \
+     ELSE IFNULL((SELECT p.payload FROM invocation_payloads AS p WHERE p.id = invocations.id), invocations.payload) END, \
+     content_type, created_at, updated_at, \
      due_at, attempt_count, budget_start, redrives, last_delay_ms, lease_owner, leased_at, \
      lease_expires_at, result_status, result_content_type, result, error, idempotency_key, traceparent, sync, \
      subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step";

@@ -237,6 +237,21 @@ DROP INDEX invocations_unsuccessful;
 CREATE INDEX invocations_unsuccessful ON invocations (id)
     WHERE status = 'failed' OR status = 'cancelled' OR status = 'discarded';
 "#,
+    // Payloads of more than 512 bytes, of rows that will change, are kept here and the row holds
+    // an empty one (`ops::kept_apart`): SQLite rewrites a row whole whenever its length changes,
+    // so a payload in the row was written again at every lease, completion and retry. Rows
+    // stored before keep theirs. The trigger keeps the two tables together whatever deletes an
+    // invocation; it looks only for rows whose payload is empty.
+    r#"
+CREATE TABLE invocation_payloads (
+    id      TEXT PRIMARY KEY,
+    payload BLOB NOT NULL
+);
+CREATE TRIGGER invocation_payloads_follow AFTER DELETE ON invocations WHEN length(OLD.payload) = 0
+BEGIN
+    DELETE FROM invocation_payloads WHERE id = OLD.id;
+END;
+"#,
 ];
 
 /// Brings the database to the latest schema.

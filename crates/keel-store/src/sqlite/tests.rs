@@ -353,6 +353,75 @@ async fn a_failing_job_larger_than_a_spilled_savepoint_journal_rolls_back_alone_
     assert_eq!(after[64], [1]);
 }
 
+/// A payload of more than 512 bytes, in a row that will change, is kept in `invocation_payloads`
+/// and the row holds an empty one, so a lease or a completion does not write it again. A small
+/// payload, or one of a row that is final when written, stays in the row. A payload kept apart
+/// goes when its row goes, whatever deletes it.
+#[tokio::test]
+async fn large_payloads_of_rows_that_will_change_are_kept_apart_and_go_with_their_row() {
+    use keel_core::idempotency::{KeyClaim, KeyRef, StoredReply};
+    use keel_core::invocation::{Lease, Status};
+
+    let (store, _dir) = make().await;
+    let sized = |id: &str, len: usize| keel_core::invocation::NewInvocation {
+        payload: bytes::Bytes::from(vec![b'x'; len]),
+        ..new_invocation(id.into())
+    };
+    store.enqueue(sized("small", 512)).await.unwrap();
+    store.enqueue(sized("large", 513)).await.unwrap();
+    let mut finished = sized("finished", 4_000).into_stored();
+    (finished.status, finished.sync, finished.due_at) = (Status::Succeeded, true, None);
+    store.record_finished(finished, None, Urgency::Now).await.unwrap();
+    let mut running = sized("keyed", 4_000).into_stored();
+    (running.status, running.sync, running.due_at) = (Status::Running, true, None);
+    running.lease = Some(Lease { owner: "h1".into(), leased_at: 1, expires_at: 1_000 });
+    let claim = KeyClaim {
+        key: KeyRef { scope: "anonymous".into(), route: "POST /v1/functions/f/invoke".into(), key: "k".into() },
+        fingerprint: "fp".into(),
+        holder: "h1".into(),
+        now: 1,
+        lease_until: 1_000,
+        expires_at: 60_000,
+    };
+    store.begin_sync(running, claim.clone()).await.unwrap();
+
+    type Lengths = Vec<(String, i64)>;
+    async fn placed(store: &SqliteStore) -> (Lengths, Lengths) {
+        let rows = store.writer.write(|c| {
+            let lengths = |sql: &str| -> Lengths {
+                c.prepare(sql)
+                    .unwrap()
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            };
+            Ok((
+                lengths("SELECT id, length(payload) FROM invocations ORDER BY id"),
+                lengths("SELECT id, length(payload) FROM invocation_payloads ORDER BY id"),
+            ))
+        });
+        rows.await.unwrap()
+    }
+    let (inline, apart) = placed(&store).await;
+    let owned = |rows: &[(&str, i64)]| rows.iter().map(|&(id, len)| (id.to_string(), len)).collect::<Vec<_>>();
+    assert_eq!(inline, owned(&[("finished", 4_000), ("keyed", 0), ("large", 0), ("small", 512)]));
+    assert_eq!(apart, owned(&[("keyed", 4_000), ("large", 513)]));
+
+    // The keyed call finishes: its running row is replaced by its final record, payload inline.
+    let mut done = store.get("keyed").await.unwrap().unwrap();
+    assert_eq!(done.payload.len(), 4_000);
+    (done.status, done.lease) = (Status::Succeeded, None);
+    let reply = StoredReply { status: 200, headers: Vec::new(), body: bytes::Bytes::from_static(b"{}") };
+    store.finish_sync(done, None, claim.key, "h1".into(), reply).await.unwrap();
+    // And a row deleted by hand takes its payload with it.
+    store.writer.write(|c| Ok(c.execute("DELETE FROM invocations WHERE id = 'large'", []).unwrap())).await.unwrap();
+    let (inline, apart) = placed(&store).await;
+    assert_eq!(inline, owned(&[("finished", 4_000), ("keyed", 4_000), ("small", 512)]));
+    assert_eq!(apart, []);
+    assert_eq!(store.get("keyed").await.unwrap().unwrap().payload.len(), 4_000);
+}
+
 /// Records nobody waits on may wait for company before they commit: alone, with each other, or
 /// taken along by a write someone waits on — each way they commit, and survive reopening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Conformance cases: admission, leases, completions, retries, the DLQ, lists.
 
-use super::keys::{key_claim, reply};
+use super::keys::{key_claim, reply, running_sync};
 use super::*;
 
 pub async fn enqueue_then_get(store: &dyn Store) {
@@ -307,4 +307,120 @@ pub async fn finished_sync_invocations_are_recorded(store: &dyn Store) {
     assert_eq!(got, inv);
     let leased = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap();
     assert!(leased.invocations.is_empty(), "finished sync invocations are not work");
+}
+
+/// Payloads of every size, the empty one and ones far larger than a page among them, read back
+/// byte for byte at every step: admitted alone, in bulk or leased at admission, leased, retried,
+/// completed, redriven from the DLQ, listed, and recorded as finished sync calls.
+pub async fn payloads_of_every_size_read_back_whole_at_every_step(store: &dyn Store) {
+    let payload = |len: usize| -> Bytes { (0..len).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>().into() };
+    let sizes = [0, 1, 512, 513, 4_000, 70_000];
+    let with = |id: &str, len: usize| NewInvocation { payload: payload(len), ..new_inv(id, "f", T0) };
+    let expect = |inv: &Invocation| {
+        let len: usize = inv.id[3..].parse().unwrap();
+        assert_eq!(inv.payload, payload(len), "the payload of {}", inv.id);
+    };
+    for len in sizes {
+        expect(&store.enqueue(with(&format!("01A{len}"), len)).await.unwrap());
+    }
+    let bulk = store.enqueue_all(sizes.iter().map(|&len| with(&format!("01B{len}"), len)).collect()).await.unwrap();
+    bulk.iter().for_each(expect);
+    for len in sizes {
+        let mut leased = with(&format!("01L{len}"), len);
+        leased.lease =
+            Some(crate::invocation::Lease { owner: "node-a".into(), leased_at: T0, expires_at: T0 + 30_000 });
+        store.enqueue(leased).await.unwrap();
+    }
+    let all = |status: Option<Status>| async move {
+        let page = store.list(ListFilter { function: Some("f".into()), status, limit: 100, ..Default::default() });
+        page.await.unwrap().items
+    };
+    let listed = all(None).await;
+    assert_eq!(listed.len(), 3 * sizes.len());
+    listed.iter().for_each(expect);
+
+    // Leased, then a retry: every row changes, and every payload reads back.
+    let leased = store.lease(lease_req("f", T0, 100)).await.unwrap().invocations;
+    assert_eq!(leased.len(), 2 * sizes.len(), "the queued ones");
+    leased.iter().for_each(expect);
+    for inv in &leased {
+        fail_once(store, inv, T0 + 1, Transition::Retry { due_at: T0 + 10, delay_ms: 9, error: "HTTP 503".into() })
+            .await;
+    }
+    all(Some(Status::Retrying)).await.iter().for_each(expect);
+    // Leased again and finished: half succeed, half die; the dead are redriven.
+    let again = store.lease(lease_req("f", T0 + 10, 100)).await.unwrap().invocations;
+    assert_eq!(again.len(), 2 * sizes.len());
+    for (i, inv) in again.iter().enumerate() {
+        let next = if i % 2 == 0 {
+            Transition::Succeed { response: ok_response("{}") }
+        } else {
+            Transition::Die { error: "x".into(), response: None }
+        };
+        let completion = Completion {
+            id: inv.id.clone(),
+            owner: "node-a".into(),
+            fence: inv.attempt_count,
+            now: T0 + 11,
+            attempt: Some(attempt(inv.attempt_count + 1, Outcome::Success, Some(200))),
+            next,
+            effects: None,
+            run: None,
+        };
+        store.complete(completion, Urgency::Now).await.unwrap();
+    }
+    for inv in again.iter().skip(1).step_by(2) {
+        expect(&store.redrive(&inv.id, T0 + 12).await.unwrap());
+    }
+    for len in sizes {
+        for prefix in ["01A", "01B", "01L"] {
+            expect(&store.get(&format!("{prefix}{len}")).await.unwrap().expect("stored"));
+        }
+    }
+    all(None).await.iter().for_each(expect);
+
+    // Finished sync calls, alone and many at once.
+    let finished = |id: String, len: usize| {
+        let mut inv = with(&id, len).into_stored();
+        inv.status = Status::Succeeded;
+        inv.sync = true;
+        inv.due_at = None;
+        inv
+    };
+    for len in sizes {
+        store.record_finished(finished(format!("01S{len}"), len), None, Urgency::Now).await.unwrap();
+    }
+    let many = sizes.iter().map(|&len| finished(format!("01M{len}"), len)).collect();
+    store.record_finished_all(many, Urgency::Now).await.unwrap();
+    for len in sizes {
+        for prefix in ["01S", "01M"] {
+            expect(&store.get(&format!("{prefix}{len}")).await.unwrap().expect("recorded"));
+        }
+    }
+
+    // Keyed sync calls: held while running, then finished; or taken over after their node died.
+    for len in sizes {
+        let (id, key) = (format!("01K{len}"), format!("k{len}"));
+        let running = Invocation { payload: payload(len), ..running_sync(&id, "h1", T0) };
+        store.begin_sync(running, key_claim(&key, "fp", "h1", T0)).await.unwrap();
+        let mut done = store.get(&id).await.unwrap().expect("held");
+        expect(&done);
+        done.status = Status::Succeeded;
+        done.lease = None;
+        done.response = Some(ok_response("{}"));
+        let claim = key_claim(&key, "fp", "h1", T0).key;
+        store.finish_sync(done, None, claim, "h1".into(), reply("done")).await.unwrap();
+        expect(&store.get(&id).await.unwrap().expect("finished"));
+        let id = format!("01T{len}");
+        let running = Invocation { payload: payload(len), ..running_sync(&id, "h1", T0) };
+        store.begin_sync(running, key_claim(&format!("t{len}"), "fp", "h1", T0)).await.unwrap();
+    }
+    store.reclaim_leases(Reclaim::All, T0 + 50).await.unwrap();
+    for len in sizes {
+        let claim = key_claim(&format!("t{len}"), "fp", "h2", T0 + 60);
+        let resumed = Invocation { payload: payload(len), ..running_sync(&format!("01X{len}"), "h2", T0 + 60) };
+        let taken = store.begin_sync(resumed, claim).await.unwrap();
+        assert_eq!(taken, KeyDecision::TakeOver { invocation_id: format!("01T{len}") });
+        expect(&store.get(&format!("01T{len}")).await.unwrap().expect("taken over"));
+    }
 }

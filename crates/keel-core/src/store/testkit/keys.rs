@@ -37,7 +37,7 @@ pub async fn keyed_enqueue_admits_once_and_replays(store: &dyn Store) {
     assert_eq!(stored.status, Status::Queued);
 }
 
-fn running_sync(id: &str, holder: &str, now: Millis) -> Invocation {
+pub(super) fn running_sync(id: &str, holder: &str, now: Millis) -> Invocation {
     let mut inv = new_inv(id, "f", now).into_stored();
     inv.status = Status::Running;
     inv.sync = true;

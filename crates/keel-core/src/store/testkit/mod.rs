@@ -50,7 +50,8 @@ macro_rules! store_conformance {
             a_run_change_decided_on_an_older_run_refuses_the_whole_completion,
             a_cancel_takes_the_queued_step_with_the_run_change, runs_list_newest_first_by_workflow_and_status,
             a_dead_step_is_not_redriven_but_its_dead_compensation_is,
-            faults_are_kept_until_they_expire_or_are_removed);
+            faults_are_kept_until_they_expire_or_are_removed,
+            payloads_of_every_size_read_back_whole_at_every_step);
     };
     (@cases $make:path; $($case:ident),*) => {
         $(
