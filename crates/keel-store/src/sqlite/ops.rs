@@ -48,7 +48,7 @@ pub(super) static INVOCATIONS: MultiInsert = MultiInsert::new(INSERT_INTO, INVOC
 static PAYLOADS: MultiInsert = MultiInsert::new("INSERT INTO invocation_payloads (id, payload)", 2);
 
 /// Payloads longer than this are kept apart from their invocation's row, if it will change.
-pub(super) const PAYLOAD_INLINE_MAX: usize = 512;
+const PAYLOAD_INLINE_MAX: usize = 512;
 
 /// Whether `inv`'s payload goes to `invocation_payloads`, its row holding an empty one. SQLite
 /// writes a row whole whenever its length changes, and every step of an invocation (leased,
