@@ -100,12 +100,9 @@ def wrk_script(tmp, payload_bytes=0):
     """The path of wrk's request script (LUA), written into `tmp`. With `payload_bytes` the body is
     `{"n":"xx…"}` of that many bytes instead of `{"n":1}`."""
     lua = os.path.join(tmp, "post.lua")
-    script = LUA
-    if payload_bytes:
-        body = '{"n":"' + "x" * max(payload_bytes - 8, 0) + '"}'
-        script = LUA.replace("""'{"n":1}'""", f"'{body}'")
+    body = '{"n":"' + "x" * max(payload_bytes - 8, 0) + '"}' if payload_bytes else '{"n":1}'
     with open(lua, "w") as f:
-        f.write(script)
+        f.write(LUA.format(body=body))
     return lua
 
 
@@ -158,9 +155,10 @@ def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False):
     return proc, f"http://127.0.0.1:{port}"
 
 
+# wrk's request script; `wrk_script` fills in `{body}`.
 LUA = """
 wrk.method = "POST"
-wrk.body = '{"n":1}'
+wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
 

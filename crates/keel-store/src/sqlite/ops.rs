@@ -29,8 +29,9 @@ pub(crate) fn enqueue_all(conn: &Connection, news: Vec<NewInvocation>) -> Result
 /// Stores the rows of `invs`, many a statement, and the payloads kept apart from them.
 fn insert_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
     INVOCATIONS.run(conn, invs, bind_invocation, |e, chunk| insert_refused(conn, e, chunk))?;
-    if invs.iter().any(|inv| kept_apart(&inv)) {
-        let apart: Vec<&Invocation> = invs.iter().filter(kept_apart).collect();
+    // Collected without allocating when none is kept apart (the common case).
+    let apart: Vec<&Invocation> = invs.iter().filter(kept_apart).collect();
+    if !apart.is_empty() {
         PAYLOADS.run(
             conn,
             &apart,
