@@ -770,3 +770,105 @@ async fn lists_by_an_open_status_read_their_own_index_and_answer_as_a_walk_of_th
     let ids: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
     assert_eq!((ids, page.next_cursor.as_deref()), (vec!["f0590", "f0300"], Some("f0300")));
 }
+
+/// Write system calls made so far by the calling thread (`syscw` of `/proc/thread-self/io`).
+fn write_calls_of_this_thread() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").expect("/proc/thread-self/io");
+    let line = io.lines().find(|l| l.starts_with("syscw:")).expect("syscw");
+    line["syscw:".len()..].trim().parse().expect("a count")
+}
+
+/// A connection to `path` in WAL mode, commits without an fsync (as the writer's), through
+/// `vfs` (`None`: the default one).
+fn wal_connection(path: &std::path::Path, vfs: Option<&str>) -> rusqlite::Connection {
+    let conn = match vfs {
+        Some(vfs) => rusqlite::Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs),
+        None => rusqlite::Connection::open(path),
+    }
+    .unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; \
+         CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL);",
+    )
+    .unwrap();
+    conn
+}
+
+/// What a crash at this instant would leave: the database and its WAL as they are in the file
+/// system now (not the wal-index, which recovery rebuilds from the WAL's frames and checksums),
+/// copied to `to` and opened there. The rows of `t`, by key: their number and their bytes.
+fn rows_a_crash_would_leave(path: &std::path::Path, to: &std::path::Path) -> (i64, i64) {
+    std::fs::copy(path, to).unwrap();
+    let wal = |p: &std::path::Path| std::path::PathBuf::from(format!("{}-wal", p.display()));
+    std::fs::copy(wal(path), wal(to)).unwrap();
+    let copy = rusqlite::Connection::open(to).unwrap();
+    copy.query_row("SELECT count(*), COALESCE(sum(length(v) + k), 0) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+}
+
+/// The writer's VFS ("keel", `wal_writes.c`) writes a commit's WAL frames with two system calls
+/// where the default VFS makes two a page, and the commit is whole in the file when COMMIT
+/// returns: a copy of the files taken then, as a crash would leave them, has it.
+#[test]
+fn the_writers_vfs_writes_a_commits_frames_at_once_and_whole_before_the_commit_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let commit_forty_pages = |conn: &rusqlite::Connection, round: i64| {
+        let before = write_calls_of_this_thread();
+        conn.execute_batch("BEGIN").unwrap();
+        for k in 0..40 {
+            conn.execute("INSERT OR REPLACE INTO t VALUES (?1, ?2)", rusqlite::params![k, vec![round as u8; 3000]])
+                .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        write_calls_of_this_thread() - before
+    };
+    let plain = wal_connection(&dir.path().join("plain.db"), None);
+    let gathered = wal_connection(&dir.path().join("keel.db"), Some(super::WAL_VFS));
+    for round in 1..=3 {
+        // Forty rows of 3,000 bytes: a page each, and the pages of the tree above them.
+        let calls = commit_forty_pages(&plain, round);
+        assert!(calls >= 80, "the default VFS: two writes a frame, {calls} in all");
+        let calls = commit_forty_pages(&gathered, round);
+        // About 170 KB of frames: in pieces of up to 120 KiB, the commit frame's header ending
+        // the second, then its page (the WAL's own header joins the first commit's frames).
+        assert!(calls <= 3, "gathered: {calls} writes for a commit of forty pages");
+        let left = rows_a_crash_would_leave(&dir.path().join("keel.db"), &dir.path().join("copy.db"));
+        assert_eq!(left, (40, 40 * 3000 + (0..40).sum::<i64>()), "round {round}");
+    }
+}
+
+/// A transaction larger than the page cache writes frames before its commit (the cache spills),
+/// and when it changes a page it already wrote, SQLite writes that frame again in place and
+/// rewrites the checksums of the frames after it, the commit frame's last: those writes are not
+/// in sequence, and the last is a header alone. Each commit is still whole in the file when it
+/// returns, and other connections read what it wrote.
+#[test]
+fn the_writers_vfs_keeps_a_commit_whole_when_the_cache_spills_and_frames_are_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db");
+    let conn = wal_connection(&path, Some(super::WAL_VFS));
+    conn.execute_batch("PRAGMA cache_size = 10").unwrap();
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    let mut expected = 0;
+    for round in 1..=4i64 {
+        conn.execute_batch("BEGIN").unwrap();
+        // Each row twice: the first pass spills pages, the second changes them again.
+        for pass in 0..2 {
+            for k in 0..200 {
+                let fill = (round * 10 + pass) as u8;
+                conn.execute("INSERT OR REPLACE INTO t VALUES (?1, ?2)", rusqlite::params![k, vec![fill; 1500]])
+                    .unwrap();
+            }
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        expected = 200 * 1500 + (0..200).sum::<i64>();
+        let copy = dir.path().join(format!("copy{round}.db"));
+        assert_eq!(rows_a_crash_would_leave(&path, &copy), (200, expected), "round {round}");
+        let last: Vec<u8> = reader.query_row("SELECT v FROM t WHERE k = 199", [], |r| r.get(0)).unwrap();
+        assert_eq!(last, vec![(round * 10 + 1) as u8; 1500], "round {round}: another connection reads the commit");
+    }
+    drop(conn);
+    let reopened = rusqlite::Connection::open(&path).unwrap();
+    let after: i64 = reopened.query_row("SELECT sum(length(v) + k) FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(after, expected);
+}
