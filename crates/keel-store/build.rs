@@ -1,5 +1,5 @@
-//! Builds the SQLite VFS "keel" (`src/sqlite/wal_writes.c`): the WAL's frames in one write a
-//! commit. It is linked whole (nothing in Rust calls it: it registers itself when the program
+//! Builds the SQLite VFS "keel" (`src/sqlite/wal_writes.c`): a commit's WAL frames in two
+//! writes, not two a page. It is linked whole (nothing in Rust calls it: it registers itself when the program
 //! starts), against the headers of the SQLite that rusqlite bundles.
 
 fn main() {

@@ -85,8 +85,8 @@ impl SqliteStore {
             private_files(path).map_err(err)?;
         }
         // The writer's connection writes the WAL through the VFS "keel" (`wal_writes.c`): a
-        // commit's frames reach the file in one write, not two a page (BENCHMARKS.md, "WAL frames
-        // in one write a commit"). Readers and the checkpointer never write the WAL.
+        // commit's frames reach the file in two writes, not two a page (BENCHMARKS.md, "A
+        // commit's WAL frames in two writes"). Readers and the checkpointer never write the WAL.
         let mut conn = match memory {
             true => Connection::open(path),
             false => Connection::open_with_flags_and_vfs(path, OpenFlags::default(), WAL_VFS),
@@ -201,7 +201,7 @@ fn open_reader(path: &str) -> Result<Connection> {
 }
 
 /// The SQLite VFS the writer's connection opens the database with: the default one, with each
-/// commit's WAL frames gathered into one write (`wal_writes.c`, built and linked by build.rs).
+/// commit's WAL frames gathered into two writes (`wal_writes.c`, built and linked by build.rs).
 const WAL_VFS: &str = "keel";
 
 /// Only the owner may read a store's files: payloads, results and KV are in them. Files are
