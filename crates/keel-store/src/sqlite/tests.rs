@@ -199,7 +199,8 @@ async fn writes_waiting_for_the_writer_run_together_and_are_answered_alone() {
 
 /// A group cannot be durable before the fsync in flight ends, so the writes that are waiting
 /// once a group's own have run join that group instead of committing in one of their own: one
-/// commit per fsync.
+/// commit per fsync. And who fsyncs: the sync thread when a job waits as a group commits (the
+/// writer goes on with it), the writer itself when none waits and the sync thread is idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing_apart() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,13 +211,22 @@ async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing
         gate.1.notify_all();
     };
     let held = gate.clone();
+    // The name of the thread of each fsync, in order.
+    let fsyncs = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let by = fsyncs.clone();
     let mut fsync = super::writer::sync_wal(format!("{path}-wal"));
     let sync: super::writer::SyncWal = Box::new(move || {
+        by.lock().unwrap().push(std::thread::current().name().unwrap_or_default().to_string());
         drop(held.1.wait_while(held.0.lock().unwrap(), |closed| *closed).unwrap());
         fsync()
     });
     let store = Arc::new(SqliteStore::open_with(&path, true, sync).unwrap());
     store.enqueue(new_invocation("before".into())).await.unwrap();
+    assert_eq!(
+        fsyncs.lock().unwrap().last().map(String::as_str),
+        Some("keel-sqlite-writer"),
+        "alone, the writer fsyncs"
+    );
     let durable = store.writer.durable().expect("fsync is on");
     let wait_until = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -226,28 +236,37 @@ async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing
         }
     };
 
-    // A commit whose fsync is held: the sync thread is busy from here on.
+    // A group that commits while an admission waits: its fsync goes to the sync thread, held.
     close(true);
     let first = durable.seen();
-    let writing = store.clone();
-    let held_fsync = tokio::spawn(async move { writing.enqueue(new_invocation("held".into())).await });
-    wait_until("the first write never committed", &|| durable.seen() == first + 1);
-    // The writer runs a job that waits for `release`, while two admissions queue behind it.
     let (holder, release) = hold_writer(&store).await;
+    let writing = store.clone();
+    let waited = tokio::spawn(async move { writing.enqueue(new_invocation("held".into())).await });
+    wait_until("the admission never queued", &|| store.admissions.waiting() == (1, Some(false)));
+    release.send(()).unwrap();
+    wait_until("the first group never committed", &|| durable.seen() == first + 1);
+    // The writer runs the admission, then waits for that fsync's end, while two more queue.
+    wait_until("the admission was never taken", &|| store.admissions.waiting() == (0, None));
     let mut waiting = Vec::new();
     for id in ["a", "b"] {
         let store = store.clone();
         waiting.push(tokio::spawn(async move { store.enqueue(new_invocation(id.into())).await }));
     }
     wait_until("the admissions never queued", &|| store.admissions.waiting() == (2, Some(false)));
-    release.send(()).unwrap();
+    assert_eq!(durable.seen(), first + 1, "nothing committed while the fsync ran");
     close(false);
-    held_fsync.await.unwrap().unwrap();
     holder.await.unwrap().unwrap();
+    waited.await.unwrap().unwrap();
     for w in waiting {
         w.await.unwrap().unwrap();
     }
-    assert_eq!(durable.seen(), first + 2, "the held job and the admissions committed in one group");
+    assert_eq!(durable.seen(), first + 2, "the admission that waited and the two after it committed in one group");
+    let threads = fsyncs.lock().unwrap().clone();
+    assert_eq!(
+        threads[threads.len() - 2..],
+        ["keel-sqlite-sync".to_string(), "keel-sqlite-writer".to_string()],
+        "the held fsync was the sync thread's, the last the writer's: {threads:?}"
+    );
     assert!(store.get("b").await.unwrap().is_some());
 }
 

@@ -2,12 +2,15 @@
 //! when it wakes run in one transaction, each inside a savepoint (a failing job rolls back alone),
 //! and are answered only after the transaction committed — one fsync for the whole group.
 //!
-//! With fsync on, that fsync is not the writer's: it commits without one (`synchronous =
-//! NORMAL`) and hands the group's answers to the sync thread, which fsyncs the WAL and only then
+//! With fsync on, the writer commits without one (`synchronous = NORMAL`) and, when a job is
+//! waiting, hands the group's answers to the sync thread, which fsyncs the WAL and only then
 //! answers them, while the writer already runs the next group. One fsync covers every group
-//! committed before it began. A commit is visible to readers before it is durable, so a read
-//! waits, before it answers, until everything it could have seen is durable ([`Durable`]):
-//! nothing lost by a crash is ever handed out, by a write's answer or by a read.
+//! committed before it began. When no job waits and the sync thread is idle, the writer fsyncs
+//! and answers the group itself: a hand-over then would buy no overlap, only two thread
+//! wake-ups (BENCHMARKS.md, "The writer's own fsync when nothing waits"). A commit is visible
+//! to readers before it is durable, so a read waits, before it answers, until everything it
+//! could have seen is durable ([`Durable`]): nothing lost by a crash is ever handed out, by a
+//! write's answer or by a read.
 //!
 //! A job nobody waits on (a record written behind its reply, a completion with nothing behind
 //! it) may wait up to [`UNHURRIED_WINDOW`] for company, so such records share fsyncs instead of
@@ -83,8 +86,9 @@ impl Writer {
 
     /// Starts the writer on `conn`. With a `checkpointer`, the writer nudges it every
     /// [`CHECKPOINT_EVERY`] groups instead of checkpointing itself (auto-checkpoint must be off).
-    /// With `sync`, `conn` commits without an fsync (`synchronous = NORMAL`) and a thread of its
-    /// own makes each group durable by calling `sync` before the group is answered.
+    /// With `sync`, `conn` commits without an fsync (`synchronous = NORMAL`) and each group is
+    /// made durable by calling `sync` before it is answered: on a thread of its own while jobs
+    /// wait, on the writer's when none does.
     pub(crate) fn start(
         conn: Connection,
         checkpointer: Option<std_mpsc::SyncSender<()>>,
@@ -96,12 +100,15 @@ impl Writer {
         let (syncer, durable) = match sync {
             Some(sync) => {
                 let (marks, durable_marks) = watch::channel(0);
+                let marks = Arc::new(marks);
+                let sync = Arc::new(std::sync::Mutex::new(sync));
                 let durable = Arc::new(Durable { committing: AtomicU64::new(0), durable: durable_marks });
                 let (to_sync, synced) = std_mpsc::channel();
+                let (its_sync, its_marks) = (sync.clone(), marks.clone());
                 std::thread::Builder::new()
                     .name("keel-sqlite-sync".into())
-                    .spawn(move || sync_then_answer(synced, sync, &marks))?;
-                (Some(Syncer { groups: to_sync, durable: durable.clone() }), Some(durable))
+                    .spawn(move || sync_then_answer(synced, &its_sync, &its_marks))?;
+                (Some(Syncer { groups: to_sync, durable: durable.clone(), sync, marks }), Some(durable))
             }
             None => (None, None),
         };
@@ -332,6 +339,10 @@ pub(crate) type SyncWal = Box<dyn FnMut() -> std::io::Result<()> + Send>;
 struct Syncer {
     groups: std_mpsc::Sender<Committed>,
     durable: Arc<Durable>,
+    /// The fsync and the durable marks, shared with the sync thread: the writer makes a group
+    /// durable itself when the sync thread is idle and no job waits (see `run`).
+    sync: Arc<std::sync::Mutex<SyncWal>>,
+    marks: Arc<watch::Sender<u64>>,
 }
 
 /// A group the writer committed (or failed to), on its way to the sync thread.
@@ -345,8 +356,9 @@ struct Committed {
 }
 
 /// Commit numbers: a group takes the next one just before its COMMIT (so a reader that saw the
-/// commit finds the number at least that high afterwards), and the sync thread publishes the
-/// highest one made durable (when it stops, waiting for more fails instead of hanging).
+/// commit finds the number at least that high afterwards), and whoever fsyncs (the sync thread
+/// or the writer) publishes the highest one made durable (once both have stopped, waiting for
+/// more fails instead of hanging).
 #[derive(Debug)]
 pub(crate) struct Durable {
     committing: AtomicU64,
@@ -380,22 +392,33 @@ fn sync_stopped() -> Error {
 /// the highest commit number as durable, and answers the groups in order. A failed fsync leaves
 /// the commits' fate to recovery, as a failed COMMIT does ([`leaves_the_commit_unknown`]): the
 /// process stops without answering them.
-fn sync_then_answer(groups: std_mpsc::Receiver<Committed>, mut sync: SyncWal, durable: &watch::Sender<u64>) {
+fn sync_then_answer(
+    groups: std_mpsc::Receiver<Committed>,
+    sync: &std::sync::Mutex<SyncWal>,
+    durable: &watch::Sender<u64>,
+) {
     while let Ok(first) = groups.recv() {
         let mut batch = vec![first];
         batch.extend(groups.try_iter());
-        if let Some(top) = batch.iter().filter_map(|g| g.seq).max() {
-            if let Err(e) = sync() {
-                tracing::error!(error = %e, "fsync of the SQLite WAL failed: stopping so that recovery decides");
-                std::process::abort();
-            }
-            durable.send_replace(top);
+        make_durable(batch, sync, durable);
+    }
+}
+
+/// Makes `batch` durable with one fsync, publishes its highest commit number as durable, and
+/// answers its groups in order.
+fn make_durable(batch: Vec<Committed>, sync: &std::sync::Mutex<SyncWal>, durable: &watch::Sender<u64>) {
+    if let Some(top) = batch.iter().filter_map(|g| g.seq).max() {
+        let synced = (sync.lock().unwrap_or_else(std::sync::PoisonError::into_inner))();
+        if let Err(e) = synced {
+            tracing::error!(error = %e, "fsync of the SQLite WAL failed: stopping so that recovery decides");
+            std::process::abort();
         }
-        for group in batch {
-            crate::metric_definitions::record_commit("sqlite", group.jobs, group.started);
-            for reply in group.replies {
-                reply(group.outcome.clone().map_err(Error::Unavailable));
-            }
+        durable.send_replace(top);
+    }
+    for group in batch {
+        crate::metric_definitions::record_commit("sqlite", group.jobs, group.started);
+        for reply in group.replies {
+            reply(group.outcome.clone().map_err(Error::Unavailable));
         }
     }
 }
@@ -464,6 +487,7 @@ fn run(
                 taken += 1;
             }
         };
+        let before = sent;
         let mut seq = None;
         let outcome = commit_group(&conn, &mut group, &mut replies, &mut more, &mut || {
             seq = syncer.as_ref().map(|s| s.durable.committing.fetch_add(1, Ordering::SeqCst) + 1);
@@ -479,10 +503,20 @@ fn run(
             Some(syncer) => {
                 let replies = std::mem::replace(&mut replies, Vec::with_capacity(MAX_GROUP));
                 let committed = Committed { seq, outcome, replies, jobs, started };
-                if let Err(std_mpsc::SendError(lost)) = syncer.groups.send(committed) {
+                // With the sync thread idle (every group it was given is durable) and no job
+                // waiting, handing this group over would only cost a wake-up of that thread and,
+                // for the next job, one of this: the writer fsyncs it itself. A job arriving
+                // meanwhile waits for the fsync's end, as it would for the sync thread's.
+                if rx.is_empty() && *syncer.durable.durable.borrow() >= before {
+                    make_durable(vec![committed], &syncer.sync, &syncer.marks);
+                } else if let Err(std_mpsc::SendError(lost)) = syncer.groups.send(committed) {
                     for reply in lost.replies {
                         reply(Err(sync_stopped()));
                     }
+                    // The sync thread is gone: so is this one, dropping the last handle on the
+                    // durable marks, so that reads waiting for them fail instead of hanging.
+                    tracing::error!("the SQLite sync thread has stopped: the writer stops too");
+                    return;
                 }
             }
             None => {
