@@ -1,6 +1,7 @@
 //! Builds the SQLite VFS "keel" (`src/sqlite/wal_writes.c`): a commit's WAL frames in two
-//! writes, not two a page. It is linked whole (nothing in Rust calls it: it registers itself when the program
-//! starts), against the headers of the SQLite that rusqlite bundles.
+//! writes, not two a page. It is linked whole (nothing in Rust calls it: it registers itself
+//! when the program starts), against the headers of the SQLite that rusqlite bundles. Compiler
+//! warnings are shown, not fatal: a newer compiler's new warning must not stop a user's build.
 
 fn main() {
     println!("cargo:rerun-if-changed=src/sqlite/wal_writes.c");
@@ -11,7 +12,6 @@ fn main() {
         .include(include)
         .warnings(true)
         .extra_warnings(true)
-        .warnings_into_errors(true)
         .link_lib_modifier("+whole-archive")
         .compile("keel_sqlite_wal");
 }
