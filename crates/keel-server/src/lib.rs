@@ -86,6 +86,7 @@ mod workflows;
 pub use api::{route_scopes, routes};
 /// Chaos experiments: `keel chaos run` and the example's `demo`.
 pub use chaos::experiment;
+pub use listener::lanes;
 pub use server::{serve, Node, NodeOptions, TlsError};
 
 /// What `keel keys … -c keel.toml` needs to write keys straight into the store.

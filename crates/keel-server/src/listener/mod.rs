@@ -6,6 +6,7 @@
 
 mod closed;
 mod connection;
+pub mod lanes;
 mod socket;
 mod tls;
 
@@ -79,13 +80,26 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then lets every
 /// open connection finish its request in progress (idle ones close at once) and returns once all
-/// are closed.
+/// are closed. Connections are served on the process's lanes when `keel` enabled them
+/// ([`lanes`]), else where they are accepted.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_on(listener, app, limits, tls, shutdown, lanes::enabled()).await
+}
+
+/// [`serve`], on `lanes` when given.
+pub(crate) async fn serve_on(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()>,
+    lanes: Option<&lanes::Lanes>,
 ) -> std::io::Result<()> {
     closed::register();
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
@@ -107,7 +121,13 @@ pub(crate) async fn serve(
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 let acceptor = tls.as_deref().map(Tls::acceptor);
-                tokio::spawn(connection::serve(stream, peer, app.clone(), limits, acceptor, stopped.clone(), slot));
+                let (app, stopped) = (app.clone(), stopped.clone());
+                match lanes {
+                    Some(lanes) => lanes.spawn(stream, move |stream| {
+                        connection::serve(stream, peer, app, limits, acceptor, stopped, slot)
+                    }),
+                    None => drop(tokio::spawn(connection::serve(stream, peer, app, limits, acceptor, stopped, slot))),
+                }
             }
             Err(_) => {
                 note_closed(Closed::OverLimit, &peer.to_string());

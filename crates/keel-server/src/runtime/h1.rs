@@ -59,6 +59,9 @@ struct Conn {
     /// The `Host` header of every request on it, made once (a copy of the text at each request
     /// was an allocation).
     host_header: HeaderValue,
+    /// The lane that opened it, whose runtime drives its socket: it goes back to that lane's
+    /// idle list.
+    lane: usize,
 }
 
 /// A waker that keeps the wakes the attempt causes itself, while it is being polled, from
@@ -124,12 +127,25 @@ pub(crate) struct H1Pool {
 
 struct Inner {
     connector: HttpsConnector<HttpConnector>,
-    idle: Mutex<foldhash::HashMap<String, Vec<Idle>>>,
+    idle: Mutex<Vec<LaneIdle>>,
+}
+
+/// The idle connections opened on one lane ([`crate::listener::lanes`]; 0: off the lanes), by
+/// origin. A connection's socket is driven by the runtime that opened it: taken on another lane,
+/// each of its answers would first wake the lane that opened it, and that lane the caller's.
+struct LaneIdle {
+    lane: usize,
+    origins: foldhash::HashMap<String, Vec<Idle>>,
 }
 
 impl std::fmt::Debug for H1Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle = self.inner.idle.lock().map(|m| m.values().map(Vec::len).sum::<usize>()).unwrap_or(0);
+        let idle = self
+            .inner
+            .idle
+            .lock()
+            .map(|lanes| lanes.iter().flat_map(|l| l.origins.values()).map(Vec::len).sum::<usize>())
+            .unwrap_or(0);
         f.debug_struct("H1Pool").field("idle", &idle).finish()
     }
 }
@@ -138,7 +154,7 @@ impl H1Pool {
     /// A pool connecting through `connector` (TCP, and TLS for https://). Inside a tokio
     /// runtime it starts the sweep of idle connections; the sweep ends with the pool.
     pub(crate) fn new(connector: HttpsConnector<HttpConnector>) -> Self {
-        let inner = Arc::new(Inner { connector, idle: Mutex::new(foldhash::HashMap::default()) });
+        let inner = Arc::new(Inner { connector, idle: Mutex::new(Vec::new()) });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             // The first sweep's time is set now, not when the task first runs.
             handle.spawn(sweep(Arc::downgrade(&inner), Instant::now() + SWEEP_EVERY));
@@ -172,7 +188,7 @@ impl H1Pool {
                 // of the router) that much larger; connecting is rare, moving is every call.
                 None => (Box::pin(self.connect(origin, host)).await?, false),
             };
-            let Conn { sender, driver, filter, waker, host_header } = &mut *conn;
+            let Conn { sender, driver, filter, waker, host_header, .. } = &mut *conn;
             request.headers_mut().insert(http::header::HOST, host_header.clone());
             let mut ended = false;
             let sent = drive(driver, (filter, waker), &mut ended, async {
@@ -207,19 +223,45 @@ impl H1Pool {
         }
     }
 
-    /// The newest idle connection to `origin` still open, if any; older ones past the idle
-    /// timeout are closed.
+    /// An idle connection to `origin` still open, if any: the newest one this lane opened (older
+    /// ones past the idle timeout are closed), or else the only one another lane holds idle.
+    ///
+    /// Another lane's connection costs a wake-up of that lane at each of its answers (its
+    /// runtime drives the socket), so with two or more idle elsewhere this lane opens its own:
+    /// the function has shown that it serves several connections at once. With exactly one, it
+    /// may not: a function that serves one connection at a time (Python's `http.server`, say)
+    /// would never answer a second while the first stays open, so that one is used.
     fn take(&self, origin: &str) -> Option<Box<Conn>> {
+        let lane = crate::listener::lanes::current();
         loop {
             let idle = {
                 let mut pool = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let list = pool.get_mut(origin)?;
-                let idle = list.pop()?;
-                if idle.since.elapsed() >= IDLE_TIMEOUT {
-                    list.clear(); // the older ones waited longer still
-                    return None;
+                let own = pool.iter_mut().find(|l| l.lane == lane).and_then(|l| l.origins.get_mut(origin));
+                match own.and_then(|list| list.pop().map(|idle| (idle, list))) {
+                    Some((idle, list)) => {
+                        if idle.since.elapsed() >= IDLE_TIMEOUT {
+                            list.clear(); // the older ones waited longer still
+                            return None;
+                        }
+                        idle
+                    }
+                    None => {
+                        let mut elsewhere = pool
+                            .iter_mut()
+                            .filter(|l| l.lane != lane)
+                            .filter_map(|l| l.origins.get_mut(origin))
+                            .filter(|list| !list.is_empty());
+                        let list = elsewhere.next()?;
+                        if list.len() > 1 || elsewhere.next().is_some() {
+                            return None;
+                        }
+                        let idle = list.pop()?;
+                        if idle.since.elapsed() >= IDLE_TIMEOUT {
+                            return None;
+                        }
+                        idle
+                    }
                 }
-                idle
             };
             let mut conn = idle.conn;
             // One poll, to see an end the function made while the connection was idle (its
@@ -234,8 +276,17 @@ impl H1Pool {
     fn put(&self, origin: &str, conn: Box<Conn>) {
         // Idle, it wakes no task: the attempt that had it is done.
         *conn.filter.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let lane = conn.lane;
         let idle = Idle { conn, since: Instant::now() };
         let mut pool = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let at = match pool.iter().position(|l| l.lane == lane) {
+            Some(at) => at,
+            None => {
+                pool.push(LaneIdle { lane, origins: foldhash::HashMap::default() });
+                pool.len() - 1
+            }
+        };
+        let pool = &mut pool[at].origins;
         match pool.get_mut(origin) {
             Some(list) => list.push(idle),
             None => {
@@ -256,7 +307,8 @@ impl H1Pool {
         let (sender, driver) = http1::handshake(io).await.map_err(|e| failed(&e))?;
         let filter = Arc::<Filter>::default();
         let waker = Waker::from(filter.clone());
-        Ok(Box::new(Conn { sender, driver, filter, waker, host_header }))
+        let lane = crate::listener::lanes::current();
+        Ok(Box::new(Conn { sender, driver, filter, waker, host_header, lane }))
     }
 }
 
@@ -323,10 +375,12 @@ async fn sweep(inner: Weak<Inner>, first: Instant) {
         every.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let mut pool = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        pool.retain(|_, list| {
-            list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT);
-            !list.is_empty()
-        });
+        for lane in pool.iter_mut() {
+            lane.origins.retain(|_, list| {
+                list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
     }
 }
 
@@ -443,6 +497,67 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(f.requests.recv().await.unwrap(), ("/purchase?at=1".to_string(), authority.clone()));
         }
+    }
+
+    /// Runs a call through `pool` on lane `index` of `lanes`; the lane's number.
+    async fn call_on(lanes: &crate::listener::lanes::Lanes, index: usize, pool: &H1Pool, url: &::url::Url) -> usize {
+        let (pool, url) = (pool.clone(), url.clone());
+        let call = lanes.run_on(index, async move {
+            assert_eq!(call(&pool, &url).await.unwrap(), "ok");
+            crate::listener::lanes::current()
+        });
+        tokio::time::timeout(Duration::from_secs(5), call).await.expect("the call is answered").unwrap()
+    }
+
+    /// A connection's socket is driven by the runtime that opened it: a lane uses its own idle
+    /// connections, and another lane's only when that is the one idle connection to the function.
+    #[tokio::test]
+    async fn a_lane_keeps_its_own_connections_and_borrows_only_a_lone_one() {
+        let f = function(false).await;
+        let pool = pool();
+        let lanes = crate::listener::lanes::Lanes::start(2).unwrap();
+        let first = call_on(&lanes, 0, &pool, &f.url).await;
+        let second = call_on(&lanes, 1, &pool, &f.url).await;
+        assert!(first != 0 && second != 0 && first != second, "lanes {first} and {second}");
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 1, "the lone idle connection is borrowed");
+        // Two calls at once on lane 0: it holds two idle connections after them.
+        let (a, b) = tokio::join!(call_on(&lanes, 0, &pool, &f.url), call_on(&lanes, 0, &pool, &f.url));
+        assert_eq!(a, b);
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 2);
+        // With two idle elsewhere, lane 1 opens its own, and keeps it.
+        call_on(&lanes, 1, &pool, &f.url).await;
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 3, "lane 1 opens its own");
+        call_on(&lanes, 1, &pool, &f.url).await;
+        call_on(&lanes, 0, &pool, &f.url).await;
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 3, "each uses its own");
+        // Off the lanes (three idle elsewhere): a connection of its own too.
+        assert_eq!(call(&pool, &f.url).await.unwrap(), "ok");
+        assert_eq!(f.accepted.load(Ordering::SeqCst), 4);
+    }
+
+    /// A function that serves one connection at a time, until it closes, answers calls made
+    /// one after another from every lane and from off the lanes.
+    #[tokio::test]
+    async fn a_function_serving_one_connection_at_a_time_answers_calls_from_every_lane() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: ::url::Url = format!("http://{}/", listener.local_addr().unwrap()).parse().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let mut socket = BufReader::new(socket);
+                while read_request(&mut socket).await.is_some() {
+                    socket.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                }
+            }
+        });
+        let pool = pool();
+        let lanes = crate::listener::lanes::Lanes::start(2).unwrap();
+        for lane in [0, 1, 0, 1] {
+            call_on(&lanes, lane, &pool, &url).await;
+        }
+        let off = tokio::time::timeout(Duration::from_secs(5), call(&pool, &url)).await;
+        assert_eq!(off.expect("answered off the lanes").unwrap(), "ok");
+        call_on(&lanes, 1, &pool, &url).await;
     }
 
     #[tokio::test]

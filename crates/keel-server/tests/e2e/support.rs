@@ -214,6 +214,8 @@ pub(crate) struct Keel {
 /// A config with `[functions.NAME]` tables given as TOML fragments; the database in `dir`. A
 /// fragment may start with `[server]` keys of its own.
 pub(crate) fn config(dir: &std::path::Path, functions: &str) -> Config {
+    // Served as `keel` serves: connections on lanes (two, shared by the nodes of this binary).
+    keel_server::lanes::enable(Some(2));
     let (server, rest) = match functions.strip_prefix("[server]\n") {
         Some(tail) => tail.split_at(tail.find('[').unwrap_or(tail.len())),
         None => ("", functions),
