@@ -7,7 +7,8 @@ builds in turn, reversing their order every other round so that a drift of the m
 each alike, and reports for each build and path the median and the range over the rounds of:
 
   cpu      whole-process CPU per request (utime + stime, /proc/PID/stat), µs
-  worker   the tokio workers' share; writer, fsync: the SQLite writer and its fsync thread
+  worker   the tokio workers' share; lanes: the lanes' (threads serving connections, one per core);
+           writer, fsync: the SQLite writer and its fsync thread
   per_s    requests per second (async: end to end, until nothing is left queued)
   switches context switches per request, voluntary + involuntary, all threads
   allocs   (with --allocs; needs perf and root) mimalloc allocations per request, counted by a
@@ -42,7 +43,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import outside  # noqa: E402  (the harness: nginx, keel serve, wrk)
 
-THREADS = {"worker": "tokio-rt-worker", "writer": "keel-sqlite-wri", "fsync": "keel-sqlite-syn"}
+# Thread names (prefixes) of each column.
+THREADS = {"worker": "tokio-rt-worker", "lanes": "keel-lane-", "writer": "keel-sqlite-wri", "fsync": "keel-sqlite-syn"}
 
 
 def threads(pid):
@@ -114,7 +116,7 @@ def one_run(binary, env, noop_port, lua, path, connections, duration, allocs_eve
             return {"allocs": counts[0] / n if counts else float("nan")}
         row = {"cpu": run["cpu_us"], "per_s": run["per_s"], "switches": (sw1 - sw0) / n}
         for key, name in THREADS.items():
-            row[key] = (cpu1.get(name, 0) - cpu0.get(name, 0)) * 1e6 / n
+            row[key] = sum(cpu1[t] - cpu0.get(t, 0) for t in cpu1 if t.startswith(name)) * 1e6 / n
         return row
     finally:
         proc.terminate()
@@ -175,7 +177,7 @@ def main():
         nginx.terminate()
         nginx.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-    keys = ["cpu", "worker", "writer", "fsync", "per_s", "switches"] + (["allocs"] if args.allocs else [])
+    keys = ["cpu", "worker", "lanes", "writer", "fsync", "per_s", "switches"] + (["allocs"] if args.allocs else [])
     print(f"{args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s; median [min–max]")
     for path in paths:
         print(f"\n{path:8s}" + "".join(f"{k:>24s}" for k in keys))
