@@ -355,12 +355,14 @@ const median = (xs) => {
 };
 const of = (system, key) => median(rows.filter((r) => r.system === system).map((r) => r[key]));
 const keelRate = systems.includes('keel') ? of('keel', 'jobs_per_s') : null;
+// A median of two is their mean: rounded for the table (0.1685, not 0.16849999999999998).
+const cell = (system, key, digits, width) => of(system, key).toFixed(digits).padStart(width);
 for (const s of systems) {
   const ratio = keelRate ? (of(s, 'jobs_per_s') / keelRate).toFixed(2) : '-';
   console.log(
-    `${s.padEnd(14)} ${String(of(s, 'jobs_per_s')).padStart(7)} ${String(of(s, 'server_cpu_us')).padStart(14)} ` +
-      `${String(of(s, 'worker_cpu_us')).padStart(14)} ${String(of(s, 'client_cpu_us')).padStart(14)} ` +
-      `${String(of(s, 'host_idle_pct')).padStart(6)} ${String(of(s, 'sync_p50_ms')).padStart(12)} ` +
-      `${String(of(s, 'sync_p99_ms')).padStart(12)} ${ratio.padStart(7)}`,
+    `${s.padEnd(14)} ${cell(s, 'jobs_per_s', 0, 7)} ${cell(s, 'server_cpu_us', 1, 14)} ` +
+      `${cell(s, 'worker_cpu_us', 1, 14)} ${cell(s, 'client_cpu_us', 1, 14)} ` +
+      `${cell(s, 'host_idle_pct', 1, 6)} ${cell(s, 'sync_p50_ms', 3, 12)} ` +
+      `${cell(s, 'sync_p99_ms', 3, 12)} ${ratio.padStart(7)}`,
   );
 }

@@ -9,7 +9,9 @@
 //! 32 connections, a sync call: 43,500 against 39,700 calls/s, at 26.7 against 27.6 µs of CPU a
 //! call (BENCHMARKS.md, "Lanes: a connection served by one thread"). The price is the one nginx
 //! pays: a lane's connections wait while one of its requests computes (Keel's handlers wait on
-//! I/O, not on CPU), and connections are spread as they open, not as they get busy.
+//! I/O, not on CPU), and connections are spread as they open, not as they get busy. Moving a
+//! connection from the accepting runtime to its lane is paid once per connection: 13% of the
+//! throughput for a client that opens one per request (BENCHMARKS.md).
 //!
 //! `keel` serves on lanes ([`enable`], from `main`), as does the end-to-end suite; other
 //! in-process servers (tests whose runtime may run on paused time) serve where they accept. The
