@@ -1,9 +1,11 @@
 //! The floor of a sync call: `POST /v1/functions/noop/invoke` forwarded to one function URL with
 //! the pooled hyper client, its answer collected and sent back — axum's router, hyper's server
-//! and client, tokio and mimalloc, served as `keel serve` serves (connections accepted on a
-//! multi-thread runtime and each handed to the least busy of one lane per core, a current-thread
-//! runtime with its own client), and nothing else: no store, spans, metrics, auth or flow control.
-//! What Keel costs above this is Keel's own.
+//! and client, tokio and mimalloc, served on lanes as `keel serve` serves (one current-thread
+//! runtime per core, each with its own client, a connection served by one lane), and nothing
+//! else: no store, spans, metrics, auth or flow control. What Keel costs above this is Keel's own.
+//! Connections are accepted on a multi-thread runtime and handed to the least busy lane, where
+//! `keel` accepts on every lane: the same for keep-alive clients (`bench/outside.py`), not for a
+//! client that opens a connection per request.
 //!
 //! Usage: keel-floor LISTEN_ADDR FUNCTION_URL (e.g. `127.0.0.1:8090 http://127.0.0.1:8081/`).
 //! `TOKIO_WORKER_THREADS` sets the number of lanes too, as in `keel`.

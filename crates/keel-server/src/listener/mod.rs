@@ -92,7 +92,9 @@ pub(crate) async fn serve(
     serve_on(listener, app, limits, tls, shutdown, lanes::enabled()).await
 }
 
-/// [`serve`], on `lanes` when given.
+/// [`serve`], on `lanes` when given: each lane accepts on the listening socket (in its own
+/// `epoll`) and serves what it accepts, unless another lane has fewer connections open; then it
+/// hands the connection over ([`lanes`]).
 pub(crate) async fn serve_on(
     listener: TcpListener,
     app: Router,
@@ -103,30 +105,82 @@ pub(crate) async fn serve_on(
 ) -> std::io::Result<()> {
     closed::register();
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let (stop, stopped) = watch::channel(false);
-    tokio::pin!(shutdown);
+    let accepting =
+        Accepting { app, limits, tls, slots: slots.clone(), refusals: Arc::new(Semaphore::new(MAX_REFUSALS)), stopped };
+    match lanes {
+        // Dropped when `shutdown` completes, the loop drops the listener: no more connections.
+        None => tokio::select! {
+            () = accept(listener, &accepting, None) => {}
+            () = shutdown => {}
+        },
+        Some(lanes) => {
+            let listener = listener.into_std()?;
+            let mut loops = Vec::with_capacity(lanes.len());
+            for index in 0..lanes.len() {
+                let (listener, accepting, refs) = (listener.try_clone()?, accepting.clone(), lanes.refs());
+                let (end, ended) = tokio::sync::oneshot::channel::<()>();
+                let done = lanes.run_on(index, async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => tokio::select! {
+                            () = accept(listener, &accepting, Some((&refs, index))) => {}
+                            _ = ended => {}
+                        },
+                        Err(e) => tracing::error!(error = %e, "a lane cannot accept connections"),
+                    }
+                });
+                loops.push((end, done));
+            }
+            drop(listener);
+            shutdown.await;
+            for (end, done) in loops {
+                drop(end);
+                let _ = done.await;
+            }
+        }
+    }
+    stop.send_replace(true);
+    // Each connection gives its slot back as it ends.
+    let _ = slots.acquire_many(limits.max_connections).await;
+    Ok(())
+}
+
+/// What every accept loop of one listener shares.
+#[derive(Clone)]
+struct Accepting {
+    app: Router,
+    limits: Limits,
+    tls: Option<Arc<Tls>>,
+    /// A place under `server.max_connections` for each connection served.
+    slots: Arc<Semaphore>,
+    /// Refusals being written.
+    refusals: Arc<Semaphore>,
+    /// Turns true when the node drains: connections finish their request in progress.
+    stopped: watch::Receiver<bool>,
+}
+
+/// Accepts connections on `listener` for ever: each is served (on lane `index` of `lanes`, or
+/// handed to a less busy lane) or, past `server.max_connections`, refused.
+async fn accept(listener: TcpListener, accepting: &Accepting, lanes: Option<(&[lanes::LaneRef], usize)>) {
+    let Accepting { app, limits, tls, slots, refusals, stopped } = accepting;
+    let limits = *limits;
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    note_closed(Closed::AcceptFailed, &e.to_string());
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                note_closed(Closed::AcceptFailed, &e.to_string());
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
                 let acceptor = tls.as_deref().map(Tls::acceptor);
                 let (app, stopped) = (app.clone(), stopped.clone());
+                let serve = move |stream| connection::serve(stream, peer, app, limits, acceptor, stopped, slot);
                 match lanes {
-                    Some(lanes) => lanes.spawn(stream, move |stream| {
-                        connection::serve(stream, peer, app, limits, acceptor, stopped, slot)
-                    }),
-                    None => drop(tokio::spawn(connection::serve(stream, peer, app, limits, acceptor, stopped, slot))),
+                    Some((lanes, index)) => lanes::place(lanes, index, stream, serve),
+                    None => drop(tokio::spawn(serve(stream))),
                 }
             }
             Err(_) => {
@@ -145,11 +199,6 @@ pub(crate) async fn serve_on(
             }
         }
     }
-    drop(listener);
-    stop.send_replace(true);
-    // Each connection gives its slot back as it ends.
-    let _ = slots.acquire_many(limits.max_connections).await;
-    Ok(())
 }
 
 /// The answer past `server.max_connections`: the request is not read.
