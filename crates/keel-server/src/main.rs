@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     keel_server::sandbox::this_executable_is_keel();
-    // Connections are served on lanes, a thread each per core (started by the first listener).
+    // Connections are served on lanes, one thread per core (started by the first listener).
     keel_server::lanes::enable(None);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
