@@ -520,9 +520,15 @@ mod tests {
         let second = call_on(&lanes, 1, &pool, &f.url).await;
         assert!(first != 0 && second != 0 && first != second, "lanes {first} and {second}");
         assert_eq!(f.accepted.load(Ordering::SeqCst), 1, "the lone idle connection is borrowed");
-        // Two calls at once on lane 0: it holds two idle connections after them.
-        let (a, b) = tokio::join!(call_on(&lanes, 0, &pool, &f.url), call_on(&lanes, 0, &pool, &f.url));
-        assert_eq!(a, b);
+        // Two calls at once on lane 0, in one task so that both ask for a connection before
+        // either answer is in: it holds two idle connections after them.
+        let (both, url) = (pool.clone(), f.url.clone());
+        let at_once = lanes.run_on(0, async move {
+            let (a, b) = tokio::join!(call(&both, &url), call(&both, &url));
+            (a.unwrap(), b.unwrap())
+        });
+        let answers = tokio::time::timeout(Duration::from_secs(5), at_once).await.expect("answered").unwrap();
+        assert_eq!(answers, ("ok".into(), "ok".into()));
         assert_eq!(f.accepted.load(Ordering::SeqCst), 2);
         // With two idle elsewhere, lane 1 opens its own, and keeps it.
         call_on(&lanes, 1, &pool, &f.url).await;
