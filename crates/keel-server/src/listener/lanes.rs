@@ -4,12 +4,13 @@
 //!
 //! On tokio's work-stealing runtime a worker that runs out of tasks parks, and the other wakes it
 //! when tasks pile up. On a 2-core VM whose idle vCPUs halt, each such park and wake-up was a
-//! stretch of idle CPU while the client and the function waited their turn on the other core. A
-//! lane never wakes another: it parks in its own `epoll` only. Measured side by side under wrk at
-//! 32 connections, a sync call: 43,500 against 39,700 calls/s, at 26.7 against 27.6 µs of CPU a
-//! call (BENCHMARKS.md, "Lanes: a connection served by one thread"). The price is the one nginx
-//! pays: a lane's connections wait while one of its requests computes (Keel's handlers wait on
-//! I/O, not on CPU), and connections are spread as they open, not as they get busy.
+//! stretch of idle CPU while the client and the function waited their turn on the other core.
+//! Once a connection has its lane, its requests wake no other thread: a lane parks in its own
+//! `epoll` only. Measured side by side under wrk at 32 connections, a sync call: 43,500 against
+//! 39,700 calls/s, at 26.7 against 27.6 µs of CPU a call (BENCHMARKS.md, "Lanes: a connection
+//! served by one thread"). The price is the one nginx pays: a lane's connections wait while one
+//! of its requests computes (Keel's handlers wait on I/O, not on CPU), and connections are spread
+//! as they open, not as they get busy.
 //!
 //! Every lane accepts on the listening socket (each has it in its own `epoll`) and serves what it
 //! accepts, unless another lane has fewer connections open: then it hands the connection over
