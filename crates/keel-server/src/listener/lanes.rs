@@ -14,7 +14,7 @@
 //!
 //! Every lane accepts on the listening socket (each has it in its own `epoll`) and serves what it
 //! accepts, unless another lane has fewer connections open: then it hands the connection over
-//! ([`place`]). Accepting on the main runtime and handing every connection to a lane cost a client
+//! (`place`). Accepting on the main runtime and handing every connection to a lane cost a client
 //! that opens a connection per request 13% of its calls a second (BENCHMARKS.md).
 //!
 //! `keel` serves on lanes ([`enable`], from `main`), as does the end-to-end suite; other
