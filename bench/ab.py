@@ -68,7 +68,8 @@ def threads(pid):
 def start(binary, env, tmp, noop_port):
     if env.get("FLOOR"):  # bench/floor: LISTEN_ADDR FUNCTION_URL
         port = outside.free_port()
-        proc = subprocess.Popen([binary, f"127.0.0.1:{port}", f"http://127.0.0.1:{noop_port}/"])
+        proc = subprocess.Popen([binary, f"127.0.0.1:{port}", f"http://127.0.0.1:{noop_port}/"],
+                                env={**os.environ, **env})  # TOKIO_WORKER_THREADS sets its lanes too
         outside.wait_port(port, "keel-floor", proc)
         return proc, f"http://127.0.0.1:{port}"
     saved = os.environ.copy()

@@ -22,38 +22,12 @@ Example: bench/steady.py before=/tmp/keel-before after=target/production/keel \\
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import outside  # noqa: E402  (the harness: nginx, keel serve, wrk)
-
-
-def host_idle():
-    """Idle and iowait jiffies, and all jiffies, of the host so far."""
-    with open("/proc/stat") as f:
-        fields = list(map(int, f.readline().split()[1:]))
-    return fields[3] + fields[4], sum(fields)
-
-
-def start(label, binary, env, tmp, noop_port):
-    """The process serving `label` and its sync URL."""
-    if label.startswith("floor"):
-        port = outside.free_port()
-        proc = subprocess.Popen([binary, f"127.0.0.1:{port}", f"http://127.0.0.1:{noop_port}/"],
-                                env={**os.environ, **env})
-        outside.wait_port(port, "keel-floor", proc)
-        base = f"http://127.0.0.1:{port}"
-    else:
-        saved = os.environ.copy()
-        os.environ.update(env)
-        try:
-            proc, base = outside.start_keel(binary, tempfile.mkdtemp(dir=tmp), noop_port, True, 64)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-    return proc, base + "/v1/functions/noop/invoke"
+import ab  # noqa: E402  (starts a Keel or the floor)
+import outside  # noqa: E402  (the harness: nginx, keel serve, wrk, one measured run)
 
 
 def main():
@@ -77,17 +51,17 @@ def main():
             label, rest = spec.split("=", 1)
             binary, _, envs = rest.partition(":")
             env = dict(e.split("=", 1) for e in envs.split(";") if e)
-            served[label] = start(label, binary, env, tmp, noop_port)
+            if label.startswith("floor"):
+                env["FLOOR"] = "1"
+            proc, base = ab.start(binary, env, tempfile.mkdtemp(dir=tmp), noop_port)
+            served[label] = (proc, base + "/v1/functions/noop/invoke")
             outside.wrk(served[label][1], args.connections, 2, lua)  # warm
         rows = {label: [] for label in served}
         for r in range(args.rounds):
             for label in list(served) if r % 2 == 0 else list(reversed(served)):
                 proc, url = served[label]
-                cpu0, idle0 = outside.cpu_seconds(proc.pid), host_idle()
-                run = outside.wrk(url, args.connections, args.duration, lua)
-                cpu1, idle1 = outside.cpu_seconds(proc.pid), host_idle()
-                rows[label].append((run["per_s"], (cpu1 - cpu0) * 1e6 / run["requests"],
-                                    100 * (idle1[0] - idle0[0]) / (idle1[1] - idle0[1])))
+                run = outside.measure("sync", url, proc.pid, args.connections, args.duration, lua)
+                rows[label].append((run["per_s"], run["cpu_us"], run["host_idle_pct"]))
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {int(v[-1][0])}" for k, v in rows.items()),
                   file=sys.stderr, flush=True)
     finally:
