@@ -161,9 +161,12 @@ where
     F: FnOnce(TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let open = |at: usize| lanes[at].open.load(Ordering::Relaxed);
-    let least = (0..lanes.len()).map(|i| (here + i) % lanes.len()).min_by_key(|&at| open(at)).unwrap_or(here);
-    if open(here) <= open(least) {
+    // The first lane with fewest open, counting from this one: this one on a tie.
+    let least = (0..lanes.len())
+        .map(|i| (here + i) % lanes.len())
+        .min_by_key(|&at| lanes[at].open.load(Ordering::Relaxed))
+        .unwrap_or(here);
+    if least == here {
         let open = lanes[here].open.clone();
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
