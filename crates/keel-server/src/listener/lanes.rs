@@ -280,8 +280,17 @@ mod tests {
         served.sort();
         assert!(served[0] == served[1] && served[2] == served[3] && served[1] != served[2], "{served:?}");
         assert!(threads().contains(&served[0]));
+        // The drop joins both threads. A joined thread may stay listed in /proc for a moment
+        // while the kernel tears it down, so the list is read until they are gone (5 s at most).
         drop(lanes);
-        let left = threads();
-        assert!(!left.contains(&served[0]) && !left.contains(&served[2]), "lane threads left: {left:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = threads();
+            if !left.contains(&served[0]) && !left.contains(&served[2]) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "lane threads left: {left:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
