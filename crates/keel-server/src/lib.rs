@@ -51,8 +51,6 @@ mod api;
 mod auth;
 mod body;
 mod chaos;
-/// The fuzz targets of every parser Keel owns, for the cargo-fuzz crate in `fuzz/` (not an API).
-#[doc(hidden)]
 pub mod client;
 mod cluster;
 pub mod console;
@@ -62,6 +60,8 @@ mod events;
 mod faults;
 mod flow;
 mod functions;
+/// The fuzz targets of every parser Keel owns, for the cargo-fuzz crate in `fuzz/` (not an API).
+#[doc(hidden)]
 pub mod fuzzing;
 mod header_values;
 mod limits;

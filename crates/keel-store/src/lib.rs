@@ -15,7 +15,7 @@
 //! - `run_json.rs`: how both stores keep a workflow run (columns plus JSON text).
 //! - `key_budget.rs`: what a lease with a `concurrency_key` limit may still take (both stores).
 //! - [`metric_definitions`]: group-commit latency and size, through the `metrics` facade.
-//! - [`pg_testkit`] (feature `testkit`): a throwaway PostgreSQL cluster for tests.
+//! - `pg_testkit` (feature `testkit`): a throwaway PostgreSQL cluster for tests.
 //!
 //! Both run the same conformance suite (`keel_core::store::testkit`).
 #![forbid(unsafe_code)]

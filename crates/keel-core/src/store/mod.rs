@@ -1,5 +1,5 @@
 //! The storage abstraction: one trait, implemented by the SQLite store (and PostgreSQL next),
-//! and one conformance suite ([`testkit`], feature `testkit`) that every implementation runs.
+//! and one conformance suite (`testkit`, feature `testkit`) that every implementation runs.
 //!
 //! Every write is durable when its future resolves: a store acknowledges only what it has
 //! committed (fsync'd unless durability was turned off).
@@ -278,7 +278,7 @@ pub trait InvocationStore: Send + Sync {
     async fn paused(&self) -> Result<Vec<(String, Millis)>>;
 
     /// Records an attempt and moves the invocation on. Refused with
-    /// [`Error::InvalidState`](crate::Error::InvalidState) when the caller no longer holds the
+    /// [`Error::InvalidState`] when the caller no longer holds the
     /// lease: then nothing is written.
     /// A completion nobody waits on (no effects, nothing ordered behind it) is
     /// [`Urgency::Unhurried`].

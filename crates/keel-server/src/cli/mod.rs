@@ -18,7 +18,7 @@
 //! - [`payload`]: reading `--data`/`--value` from the command line, a file or stdin.
 //! - [`client`]: the small HTTP client every client command goes through, and its errors.
 //! - [`table`]: the column formatter behind every human table.
-//! - [`bench`]: `keel bench`, the performance harness (its arguments live there too).
+//! - [`bench`](mod@bench): `keel bench`, the performance harness (its arguments live there too).
 //! - [`completions`]: `keel completions SHELL` and `keel man`, generated from this file.
 
 pub(crate) mod audit;

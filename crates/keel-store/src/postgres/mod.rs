@@ -68,7 +68,7 @@ const STATEMENT_TIMEOUT_MS: u64 = 10_000;
 /// No store call takes longer than this, whatever the network does.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The PostgreSQL implementation of [`Store`].
+/// The PostgreSQL implementation of [`Store`](keel_core::store::Store).
 #[derive(Debug)]
 pub struct PgStore {
     pool: Pool,

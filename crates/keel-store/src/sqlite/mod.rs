@@ -43,7 +43,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::OpenError;
 use writer::Writer;
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`](keel_core::store::Store).
 #[derive(Debug)]
 pub struct SqliteStore {
     writer: Writer,
