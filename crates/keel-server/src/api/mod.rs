@@ -50,7 +50,7 @@ use access::{Gate, Guard};
 async fn admit_fully<T: Send + 'static>(
     admission: impl std::future::Future<Output = Result<T, Problem>> + Send + 'static,
 ) -> Result<T, Problem> {
-    tokio::spawn(admission)
+    tokio::spawn(Box::pin(admission))
         .await
         .map_err(|e| Problem::from(keel_core::Error::Unavailable(format!("the admission failed: {e}"))))?
 }

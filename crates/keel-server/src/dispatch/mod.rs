@@ -55,7 +55,10 @@ pub(crate) fn start(shared: Arc<Shared>, function: Arc<Function>, invocation: In
         return queue.push(invocation, slot);
     }
     let span = crate::telemetry::attempt_span(&invocation);
-    tokio::spawn(tracing::Instrument::instrument(attempt::run(shared, function, invocation, slot), span));
+    // Boxed: the attempt's future is large (the call to the function is in it), and the task
+    // moved it whole several times on its way in and out of the runtime.
+    let attempt = Box::pin(attempt::run(shared, function, invocation, slot));
+    tokio::spawn(tracing::Instrument::instrument(attempt, span));
 }
 
 /// Pause between looks at an admission whose outcome is unknown, growing to the cap.
