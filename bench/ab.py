@@ -72,13 +72,9 @@ def start(binary, env, tmp, noop_port):
                                 env={**os.environ, **env})  # TOKIO_WORKER_THREADS sets its lanes too
         outside.wait_port(port, "keel-floor", proc)
         return proc, f"http://127.0.0.1:{port}"
-    saved = os.environ.copy()
-    os.environ.update(env)
-    try:
-        return outside.start_keel(binary, tmp, noop_port, True, 64)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    # The build's environment over Keel's default one: a build's `RUST_LOG` applies (outside.py
+    # drops the caller's own, to run Keel as a user does).
+    return outside.start_keel(binary, tmp, noop_port, True, 64, env=env)
 
 
 def probe(label, binary):

@@ -147,10 +147,11 @@ def keel_env():
     return {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
 
 
-def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False):
+def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False, env=None):
+    """`keel serve` of one function `noop`; `env` (e.g. a build's `RUST_LOG`) over keel_env()."""
     conf, port = keel_config(tmp, noop_port, fsync, concurrency, http2)
     log = open(os.path.join(tmp, "keel.log"), "w")
-    proc = subprocess.Popen([keel, "serve", "-c", conf], stdout=log, stderr=log, env=keel_env())
+    proc = subprocess.Popen([keel, "serve", "-c", conf], stdout=log, stderr=log, env={**keel_env(), **(env or {})})
     wait_port(port, "keel serve", proc)
     return proc, f"http://127.0.0.1:{port}"
 
