@@ -47,8 +47,8 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber: JSON lines when `json`, else pretty text, coloured only on
-/// a terminal (and not when `NO_COLOR` is set), on stdout through the log thread (`telemetry::lines`:
-/// written behind, in groups).
+/// a terminal (and not when `NO_COLOR` is set), on stdout through the log thread
+/// (`telemetry::lines`: written behind, in groups).
 pub fn init(json: bool) -> Telemetry {
     let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
