@@ -135,12 +135,7 @@ def main():
     args = parser.parse_args()
     builds = []
     for spec in args.builds:
-        label, _, rest = spec.partition("=")
-        binary, _, envs = rest.partition(":")
-        if not label or not os.path.exists(binary):
-            sys.exit(f"{spec}: expected LABEL=BINARY with an existing binary")
-        env = dict(e.split("=", 1) for e in envs.split(";") if e)
-        builds.append((label, os.path.abspath(binary), env))
+        builds.append(outside.build_arg(spec))
     if args.floor:
         builds.append(("floor", os.path.abspath(args.floor), {"FLOOR": "1"}))
     paths = outside.paths_arg(args.paths)

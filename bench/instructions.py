@@ -6,7 +6,8 @@ fewer calls (the server's idle background, timers and heartbeats, is only ~150 i
 request). `--repeat` gives the median of runs.
 
 Each build runs as `keel serve` under `valgrind --tool=callgrind` (fsync on, default log level, a
-temporary SQLite store, the nginx no-op function of bench/outside.py). wrk warms it for 3 s, the
+temporary SQLite store, the nginx no-op function of bench/outside.py). A build may carry an
+environment of its own, as in bench/ab.py: `warn=target/release/keel:RUST_LOG=warn`. wrk warms it for 3 s, the
 counters are zeroed (`callgrind_control -z`), wrk drives it again (4 connections, --seconds), the
 counters are dumped, and the instructions of every thread are divided by the requests wrk made.
 For `async` the counting runs until every accepted invocation has completed (by Keel's metrics),
@@ -20,7 +21,7 @@ that is worth natively. With --keep, the callgrind files stay for `callgrind_ann
 --inclusive=yes FILE` (where the instructions go, by function).
 
 Needs valgrind (Debian: `apt-get install valgrind`), wrk and nginx, release builds.
-Usage:   bench/instructions.py [--paths sync,async] [--seconds 8] [--repeat N] [--keep] LABEL=BINARY ...
+Usage:   bench/instructions.py [--paths sync,async] [--seconds 8] [--repeat N] [--keep] LABEL=BINARY[:ENV=V;...] ...
          [--floor bench/floor/target/release/keel-floor]
 """
 
@@ -45,8 +46,9 @@ def counter_sum(base, metric):
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(metric))
 
 
-def count(label, binary, path, seconds, noop_port, lua, keep):
-    """Instructions per request of one build on one path, and the callgrind file."""
+def count(label, binary, env, path, seconds, noop_port, lua, keep):
+    """Instructions per request of one build on one path (run with `env` on top of Keel's
+    default environment), and the callgrind file."""
     tmp = tempfile.mkdtemp(prefix=f"keel-instructions-{label}-")
     if label == "floor":  # bench/floor: LISTEN_ADDR FUNCTION_URL
         port = outside.free_port()
@@ -58,7 +60,7 @@ def count(label, binary, path, seconds, noop_port, lua, keep):
     with open(os.path.join(tmp, "keel.log"), "w") as log:
         proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", binary, *args],
-            stdout=log, stderr=log, env=outside.keel_env(),
+            stdout=log, stderr=log, env={**outside.keel_env(), **env},
         )
     base = f"http://127.0.0.1:{port}"
     target = f"{base}/v1/functions/noop/{outside.PATHS[path]}"
@@ -97,7 +99,7 @@ def count(label, binary, path, seconds, noop_port, lua, keep):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("builds", nargs="+", metavar="LABEL=BINARY")
+    parser.add_argument("builds", nargs="+", metavar="LABEL=BINARY[:ENV=V;...]")
     parser.add_argument("--paths", default="sync,async")
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--floor", metavar="BINARY", help="bench/floor's keel-floor, a row of the sync path")
@@ -107,12 +109,12 @@ def main():
     args = parser.parse_args()
     builds = []
     for spec in args.builds:
-        label, _, binary = spec.partition("=")
-        if not label or label == "floor" or not os.path.exists(binary):
-            sys.exit(f"{spec}: expected LABEL=BINARY with an existing binary (and a label other than floor)")
-        builds.append((label, os.path.abspath(binary)))
+        label, binary, env = outside.build_arg(spec)
+        if label == "floor":
+            sys.exit(f"{spec}: the label floor is --floor's")
+        builds.append((label, binary, env))
     if args.floor:
-        builds.append(("floor", os.path.abspath(args.floor)))
+        builds.append(("floor", os.path.abspath(args.floor), {}))
     paths = outside.paths_arg(args.paths)
     for tool in ("valgrind", "callgrind_control", "wrk"):
         if not shutil.which(tool):
@@ -129,10 +131,10 @@ def main():
         for path in paths:
             for r in range(args.repeat):
                 # Interleaved, each round in the other order: a drift of the machine falls on all.
-                for label, binary in builds if r % 2 == 0 else list(reversed(builds)):
+                for label, binary, env in builds if r % 2 == 0 else list(reversed(builds)):
                     if label == "floor" and path != "sync":
                         continue  # the floor has no async
-                    per_request, requests, dump = count(label, binary, path, args.seconds, noop_port, lua, args.keep)
+                    per_request, requests, dump = count(label, binary, env, path, args.seconds, noop_port, lua, args.keep)
                     runs.setdefault((path, label), []).append(per_request)
                     kept = f"  {dump}" if args.keep else ""
                     print(f"{path:6} {label:12} {per_request:10,.0f}  ({requests} requests){kept}", flush=True)

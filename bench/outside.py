@@ -142,6 +142,21 @@ def keel_config(tmp, noop_port, fsync, concurrency, http2=False):
     return conf, port
 
 
+def build_arg(spec):
+    """A build given as `LABEL=BINARY[:ENV=V;...]` (bench/ab.py, bench/instructions.py): its
+    label, the binary's absolute path and the environment it runs with on top of keel_env(), or
+    exit naming what is wrong."""
+    label, _, rest = spec.partition("=")
+    binary, _, envs = rest.partition(":")
+    if not label or not os.path.exists(binary):
+        sys.exit(f"{spec}: expected LABEL=BINARY[:ENV=V;...] with an existing binary")
+    try:
+        env = dict(e.split("=", 1) for e in envs.split(";") if e)
+    except ValueError:
+        sys.exit(f"{spec}: each of the environment's entries is NAME=VALUE, separated by ';'")
+    return label, os.path.abspath(binary), env
+
+
 def keel_env():
     """The environment without `RUST_LOG`: Keel at its default level, as a user runs it."""
     return {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
