@@ -48,9 +48,7 @@ def main():
     served = {}
     try:
         for spec in args.builds:
-            label, rest = spec.split("=", 1)
-            binary, _, envs = rest.partition(":")
-            env = dict(e.split("=", 1) for e in envs.split(";") if e)
+            label, binary, env = outside.build_arg(spec)
             if label.startswith("floor"):
                 env["FLOOR"] = "1"
             proc, base = ab.start(binary, env, tempfile.mkdtemp(dir=tmp), noop_port)
