@@ -143,7 +143,7 @@ def keel_config(tmp, noop_port, fsync, concurrency, http2=False):
 
 
 def build_arg(spec):
-    """A build given as `LABEL=BINARY[:ENV=V;...]` (bench/ab.py, bench/instructions.py): its
+    """A build given as `LABEL=BINARY[:ENV=V;...]` (ab.py, instructions.py, steady.py): its
     label, the binary's absolute path and the environment it runs with on top of keel_env(), or
     exit naming what is wrong."""
     label, _, rest = spec.partition("=")
