@@ -348,13 +348,14 @@ impl Flow {
     /// May an async invocation start at admission, with no lease round-trip: not paused, breaker
     /// closed, a rate turn free now (taken). Its key's room is checked by the caller.
     pub(crate) fn may_start_now(&self, now: Millis) -> bool {
-        if self.is_paused() {
-            return false;
-        }
-        if self.with_breaker(now, |b| b.view(now).state).is_some_and(|state| state != BreakerState::Closed) {
-            return false;
-        }
-        self.take_turn(now)
+        !self.holds_back(now) && self.take_turn(now)
+    }
+
+    /// Whether an attempt admitted earlier must not start now after all: the function was paused
+    /// or its breaker left `closed` since (an admission that waited for a slot is checked again).
+    pub(crate) fn holds_back(&self, now: Millis) -> bool {
+        self.is_paused()
+            || self.with_breaker(now, |b| b.view(now).state).is_some_and(|state| state != BreakerState::Closed)
     }
 
     /// Probes admitted that will not be made.

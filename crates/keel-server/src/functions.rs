@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use keel_core::config::{Config, FunctionConfig};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// One function's configuration and live state.
 #[derive(Debug)]
@@ -14,6 +15,14 @@ pub(crate) struct Function {
     pub(crate) config: FunctionConfig,
     /// At most `slots` attempts in flight, sync and async together.
     pub(crate) permits: Arc<Semaphore>,
+    /// Room for `slots` async admissions stored leased by this node, from before their commit
+    /// until they have a slot ([`Function::admit_now`]). An admission awaiting its commit is not
+    /// a call in flight, so it takes room here, not a slot: with slots taken by admissions, a
+    /// client with as many requests in flight as the function's `concurrency` found none free
+    /// and had most of its work go through the store's queue and the dispatcher (BENCHMARKS.md,
+    /// "Admissions take room, not slots"). Bounded, so that what waits in memory for a slot
+    /// stays small; a drain takes all of it first.
+    pub(crate) admitting: Arc<Semaphore>,
     /// Attempts that may be in flight: `concurrency`, or `concurrency × batch.max_size` for a
     /// batch function ([`FunctionConfig::attempt_slots`]).
     pub(crate) slots: u32,
@@ -44,6 +53,40 @@ pub(crate) struct Function {
 pub(crate) struct Slot {
     pub(crate) permit: OwnedSemaphorePermit,
     pub(crate) pass: Pass,
+}
+
+/// An async admission stored leased by this node: its room among those admitted so
+/// ([`Function::admitting`]) and what flow control gave it. Once the admission is durable it
+/// takes a slot, free now or the next one to free ([`Admitted::next_slot`]).
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    #[expect(dead_code, reason = "held, never read: dropping it gives the room back")]
+    room: OwnedSemaphorePermit,
+    pass: Pass,
+}
+
+impl Admitted {
+    /// A slot of `function` if one is free now, else `self` back, to wait for one.
+    pub(crate) fn slot_now(self, function: &Function) -> Result<Slot, Self> {
+        match function.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Slot { permit, pass: self.pass }),
+            Err(_) => Err(self),
+        }
+    }
+
+    /// The next slot of `function` to free, in turn with everything else waiting for one (sync
+    /// calls, the dispatcher, other admissions); `None` when none freed within `limit`, or the
+    /// function's slots are closed. The room is held until then.
+    pub(crate) async fn next_slot(self, function: &Function, limit: Duration) -> Option<Slot> {
+        let permit = match function.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return None,
+            Err(TryAcquireError::NoPermits) => {
+                tokio::time::timeout(limit, function.permits.clone().acquire_owned()).await.ok()?.ok()?
+            }
+        };
+        Some(Slot { permit, pass: self.pass })
+    }
 }
 
 /// What flow control gave one async attempt: whether it is a breaker probe, and its room under
@@ -95,6 +138,25 @@ impl Function {
             return None;
         }
         let permit = self.permits.clone().try_acquire_owned().ok()?;
+        Some(Slot { permit, pass: self.pass_now(key, now)? })
+    }
+
+    /// Room for an async invocation being admitted, to store it leased by this node and start it
+    /// once it is durable, on the first slot free then ([`Admitted`]): only when no due work
+    /// waits for the dispatcher (which it would overtake), there is room, and flow control lets
+    /// it start now (not paused, breaker closed, a rate turn and room for its key). Else it is
+    /// stored queued, for the dispatcher.
+    pub(crate) fn admit_now(self: &Arc<Self>, key: Option<&str>, now: keel_core::clock::Millis) -> Option<Admitted> {
+        if self.due.load(Ordering::SeqCst) {
+            return None;
+        }
+        let room = self.admitting.clone().try_acquire_owned().ok()?;
+        Some(Admitted { room, pass: self.pass_now(key, now)? })
+    }
+
+    /// What flow control gives an attempt starting now: room for its key and a rate turn, when
+    /// the function is not paused and its breaker is closed.
+    fn pass_now(self: &Arc<Self>, key: Option<&str>, now: keel_core::clock::Millis) -> Option<Pass> {
         let key = match (key, &self.flow.keys) {
             (Some(key), Some(keys)) => {
                 if !keys.try_enter(key) {
@@ -107,7 +169,7 @@ impl Function {
         if !self.flow.may_start_now(now) {
             return None;
         }
-        Some(Slot { permit, pass: Pass { probe: false, key } })
+        Some(Pass { probe: false, key })
     }
 
     /// An attempt gave its slot back: the dispatcher wants it only if due work may be waiting.
@@ -137,6 +199,7 @@ impl Functions {
                     let function = Function {
                         config: f.clone(),
                         permits: Arc::new(Semaphore::new(slots as usize)),
+                        admitting: Arc::new(Semaphore::new(slots as usize)),
                         slots,
                         batch: f.batch.map(|batch| crate::dispatch::batch::BatchQueue::new(batch, f.concurrency)),
                         wake: Notify::new(),

@@ -267,6 +267,11 @@ impl Node {
         let _ = self.stop_dispatch.send(true);
         for function in self.shared.functions.iter() {
             let all = function.slots;
+            // Admissions stored leased first: each has its slot once it gives its room back, and
+            // none is admitted so from now on (the rest are stored queued).
+            if tokio::time::timeout_at(grace_end, function.admitting.acquire_many(all)).await.is_err() {
+                tracing::warn!(function = %function.config.name, "grace period over with admissions still waiting for a slot; they run after restart");
+            }
             if tokio::time::timeout_at(grace_end, function.permits.acquire_many(all)).await.is_err() {
                 tracing::warn!(function = %function.config.name, in_flight = function.in_flight(), "grace period over; in-flight attempts will be retried after restart");
             }

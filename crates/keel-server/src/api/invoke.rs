@@ -21,7 +21,7 @@ use super::{body, delay, idempotency, input, openapi};
 use crate::dispatch;
 use crate::dispatch::sync::{self, SyncEnd, SyncRequest, Unrecorded};
 use crate::faults;
-use crate::functions::{Function, Slot};
+use crate::functions::{Admitted, Function};
 use crate::problem::{reply_response, Problem};
 use crate::runtime::url::contract::{INVOCATION_ID, TRACEPARENT};
 use crate::state::Shared;
@@ -367,9 +367,10 @@ pub(crate) async fn invoke_async(
     let delay = delay::delay_from(&headers)?;
     let concurrency_key = concurrency_key(function, &headers)?;
     let now = shared.clock.now_ms();
-    // With a slot free and nothing due waiting, the invocation is stored leased by this node and
-    // its attempt starts once it is durable: no lease round-trip through the store.
-    let slot = if delay.is_zero() { function.slot_now(concurrency_key.as_deref(), now) } else { None };
+    // With room and nothing due waiting, the invocation is stored leased by this node and its
+    // attempt starts once it is durable, on the first slot free then: no lease round-trip
+    // through the store.
+    let admitted = if delay.is_zero() { function.admit_now(concurrency_key.as_deref(), now) } else { None };
     let new = NewInvocation {
         concurrency_key,
         id: new_id(now),
@@ -381,7 +382,7 @@ pub(crate) async fn invoke_async(
         traceparent: Some(traceparent(&headers)),
         payload,
         delivery: None,
-        lease: slot.as_ref().map(|_| dispatch::lease_at(&shared, function, now)),
+        lease: admitted.as_ref().map(|_| dispatch::lease_at(&shared, function, now)),
         workflow: None,
     };
     let claim = key.map(|key| {
@@ -399,27 +400,27 @@ pub(crate) async fn invoke_async(
             };
         }
     }
-    super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, slot)).await
+    super::admit_fully(admit_async(shared.clone(), function.clone(), new, claim, admitted)).await
 }
 
 /// Stores `new` (under `claim`'s key, when there is one) and answers 202, or the key's stored
-/// answer; then starts it on `slot` or wakes the dispatcher.
+/// answer; then starts it (`admitted`: stored leased) or wakes the dispatcher.
 async fn admit_async(
     shared: Arc<Shared>,
     function: Arc<Function>,
     new: NewInvocation,
     claim: Option<KeyClaim>,
-    slot: Option<Slot>,
+    admitted: Option<Admitted>,
 ) -> Result<Response, Problem> {
     let id = new.id.clone();
     // The 202 as stored with the key, when there is one; else built in place at the end.
     let mut keyed_reply = None;
     let stored = match claim {
         None => {
-            queue_room(&shared, &function, u64::from(slot.is_none()))?;
+            queue_room(&shared, &function, u64::from(admitted.is_none()))?;
             match shared.store.enqueue(new).await {
                 Ok(stored) => stored,
-                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
+                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, admitted, e)),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -427,12 +428,12 @@ async fn admit_async(
             if let Some(answer) = idempotency::settled(&shared, &claim).await? {
                 return Ok(answer);
             }
-            queue_room(&shared, &function, u64::from(slot.is_none()))?;
+            queue_room(&shared, &function, u64::from(admitted.is_none()))?;
             let stored = new.clone().into_stored();
             let reply = accepted_reply(&id);
             let decision = match shared.store.enqueue_keyed(new, claim, reply.clone()).await {
                 Ok(decision) => decision,
-                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, slot, e)),
+                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, id, admitted, e)),
                 Err(e) => return Err(e.into()),
             };
             if let Some(answer) = idempotency::decided(&shared, decision, PreferWait::Ignored) {
@@ -444,8 +445,8 @@ async fn admit_async(
     };
     shared.metrics.accepted(&function.config.name, crate::metric_definitions::Admission::Async);
     faults::crash_point(&shared, faults::CrashPoint::AfterAdmit);
-    match slot {
-        Some(slot) => dispatch::start(shared.clone(), function, stored, slot),
+    match admitted {
+        Some(admitted) => dispatch::start_admitted(shared.clone(), function, stored, admitted),
         None => {
             function.flow.queued(1);
             function.work_queued();
@@ -467,17 +468,17 @@ pub(super) fn queue_room(shared: &Shared, function: &Function, queued: u64) -> R
 }
 
 /// The answer to an admission the store never confirmed: 503 `outcome-unknown`. If it was
-/// stored after all, it runs: on `slot` once the store says so, else the dispatcher (woken here)
-/// finds it queued.
+/// stored after all, it runs: stored leased (`admitted`), once the store says so, else the
+/// dispatcher (woken here) finds it queued.
 fn unknown_admission(
     shared: &Arc<Shared>,
     function: Arc<Function>,
     id: String,
-    slot: Option<Slot>,
+    admitted: Option<Admitted>,
     e: Error,
 ) -> Problem {
-    match slot {
-        Some(slot) => dispatch::start_if_stored(shared.clone(), function, id.clone(), slot),
+    match admitted {
+        Some(admitted) => dispatch::start_if_stored_admitted(shared.clone(), function, id.clone(), admitted),
         None => function.work_queued(),
     }
     Problem::from(e).invocation(id)

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{Invocation, Lease, Status};
+use keel_core::invocation::{Invocation, Lease, Status, Transition};
 use keel_core::store::{KeyLimit, LeaseRequest};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::flow::KeyGuard;
-use crate::functions::{Function, Pass, Slot};
+use crate::functions::{Admitted, Function, Pass, Slot};
 use crate::state::Shared;
 
 /// Most invocations leased in one store call.
@@ -64,6 +64,61 @@ pub(crate) fn start(shared: Arc<Shared>, function: Arc<Function>, invocation: In
 /// Pause between looks at an admission whose outcome is unknown, growing to the cap.
 const RESOLVE_STEP: Duration = Duration::from_millis(250);
 const RESOLVE_MAX: Duration = Duration::from_secs(5);
+
+/// Longest an admission stored leased by this node waits, once durable, for a slot of its
+/// function to free. Past it the function is busy with calls longer than a burst's, and the
+/// invocation goes back to the store for the dispatcher ([`start_admitted`]): what waits in
+/// memory is counted `running` and cannot be cancelled, so it waits briefly. Well within the
+/// lease's margin, which covers the wait and then the call.
+pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(1);
+const _: () = assert!(SLOT_WAIT.as_millis() * 4 <= LEASE_MARGIN.as_millis());
+
+/// Starts `invocation`, just stored leased by this node at its admission, on a slot: the one
+/// free now, else the next to free, in turn ([`Admitted::next_slot`]). One that waited is
+/// checked against flow control again (paused, breaker no longer closed). One that got no slot
+/// within [`SLOT_WAIT`], or that flow control now holds back, goes back to the store, due now
+/// and with no attempt counted, for the dispatcher to lease when it may.
+pub(crate) fn start_admitted(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, admitted: Admitted) {
+    let admitted = match admitted.slot_now(&function) {
+        Ok(slot) => return start(shared, function, invocation, slot),
+        Err(admitted) => admitted,
+    };
+    tokio::spawn(async move {
+        let why = match admitted.next_slot(&function, SLOT_WAIT).await {
+            Some(slot) if !function.flow.holds_back(shared.clock.now_ms()) => {
+                return start(shared, function, invocation, slot);
+            }
+            Some(_) => "its function was paused, or its breaker opened, while it waited for a slot",
+            None => "no slot of its function freed within a second of its admission",
+        };
+        put_back(&shared, &function, &invocation, why).await;
+    });
+}
+
+/// Gives `invocation`, leased by this node and never attempted, back to the store (due now, no
+/// attempt counted, `why` as its error) and wakes the dispatcher. Should that fail, its lease
+/// runs out and the sweeper takes it back, as for a node that stopped.
+async fn put_back(shared: &Shared, function: &Function, invocation: &Invocation, why: &str) {
+    tracing::debug!(invocation_id = %invocation.id, function = %function.config.name, why, "an admission goes back to the queue");
+    let now = shared.clock.now_ms();
+    let next = Transition::Retry { due_at: now, delay_ms: 0, error: format!("not started: {why}") };
+    let completion = attempt::completion_of(shared, invocation, None, next, None);
+    let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
+    if let attempt::Recorded::Yes = attempt::record(shared, completion, None, lease_expires_at, false).await {
+        function.flow.queued(1);
+        function.work_queued();
+    }
+}
+
+/// [`start_if_stored`] for an async admission: on the next slot to free within [`SLOT_WAIT`].
+/// Without one, a stored invocation waits for its lease to run out, as after a crash.
+pub(crate) fn start_if_stored_admitted(shared: Arc<Shared>, function: Arc<Function>, id: String, admitted: Admitted) {
+    tokio::spawn(async move {
+        if let Some(slot) = admitted.next_slot(&function, SLOT_WAIT).await {
+            start_if_stored(shared, function, id, slot);
+        }
+    });
+}
 
 /// An admission stored leased by this node whose commit the store never confirmed
 /// ([`keel_core::Error::OutcomeUnknown`]): once the store answers again, its attempt starts on
@@ -247,17 +302,67 @@ async fn sleep_or_forever(duration: Option<Duration>) {
 mod tests {
     use std::sync::atomic::Ordering;
 
-    use super::{Held, MAX_LEASE_BATCH};
+    use std::time::Duration;
+
+    use super::{Held, MAX_LEASE_BATCH, SLOT_WAIT};
     use crate::functions::Functions;
     use crate::system_events::SystemEvents;
+
+    fn functions(concurrency: u32) -> Functions {
+        let text = format!("[functions.f]\nurl = \"http://127.0.0.1:9/\"\nconcurrency = {concurrency}\n");
+        let config = keel_core::config::load_str("keel.toml", &text, &Default::default()).expect("the config");
+        Functions::from_config(&config, 0, &SystemEvents::detached())
+    }
+
+    /// An async admission takes room, not a slot: with every slot taken by calls it is still
+    /// admitted to start once durable, waits its turn for the next slot, and gives up after
+    /// `SLOT_WAIT`. Room is `concurrency` admissions; past it they are stored queued.
+    #[tokio::test(start_paused = true)]
+    async fn admissions_take_room_not_slots_and_wait_in_turn_for_the_next_slot() {
+        let functions = functions(2);
+        let f = functions.get("f").expect("f");
+        f.nothing_due(); // as after the dispatcher's first lease
+        let calls = [f.permits.clone().try_acquire_owned().unwrap(), f.permits.clone().try_acquire_owned().unwrap()];
+        let first = f.admit_now(None, 0).expect("room with every slot taken");
+        let second = f.admit_now(None, 0).expect("room for a second");
+        assert!(f.admit_now(None, 0).is_none(), "room for `concurrency` admissions only");
+        assert_eq!(f.in_flight(), 2, "admissions are not calls in flight");
+        let first = first.slot_now(f).expect_err("no slot free");
+        let (f1, f2) = (f.clone(), f.clone());
+        let first = tokio::spawn(async move { first.next_slot(&f1, SLOT_WAIT).await });
+        tokio::task::yield_now().await;
+        let second = tokio::spawn(async move { second.next_slot(&f2, SLOT_WAIT).await });
+        tokio::task::yield_now().await;
+        let [call, _still_running] = calls;
+        drop(call);
+        let slot = first.await.unwrap().expect("the first in line takes the slot that freed");
+        assert!(f.admit_now(None, 0).is_some(), "its room is free again");
+        tokio::time::advance(SLOT_WAIT + Duration::from_millis(1)).await;
+        assert!(second.await.unwrap().is_none(), "no slot within SLOT_WAIT: given up");
+        assert_eq!(f.in_flight(), 2, "the running call and the first admission's attempt");
+        drop(slot);
+    }
+
+    /// With due work waiting for the dispatcher an admission is stored queued behind it, room
+    /// or not.
+    #[test]
+    fn an_admission_does_not_overtake_due_work() {
+        let functions = functions(2);
+        let f = functions.get("f").expect("f");
+        assert!(f.admit_now(None, 0).is_none(), "due work unknown until the dispatcher's first lease");
+        f.nothing_due();
+        assert!(f.admit_now(None, 0).is_some());
+        f.work_queued();
+        assert!(f.admit_now(None, 0).is_none());
+        f.nothing_due();
+        assert!(f.admit_now(None, 0).is_some());
+    }
 
     /// What `GET /v1/functions/{name}` reports as `in_flight` while the dispatcher holds permits
     /// for a lease: only the attempts running, at every step of the hold.
     #[test]
     fn permits_held_for_a_lease_are_not_counted_in_flight() {
-        let text = "[functions.f]\nurl = \"http://127.0.0.1:9/\"\nconcurrency = 4\n";
-        let config = keel_core::config::load_str("keel.toml", text, &Default::default()).expect("the config");
-        let functions = Functions::from_config(&config, 0, &SystemEvents::detached());
+        let functions = functions(4);
         let f = functions.get("f").expect("f");
         let running = f.permits.clone().try_acquire_owned().expect("a free permit");
         assert_eq!(f.in_flight(), 1);

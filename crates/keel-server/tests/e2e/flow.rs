@@ -280,6 +280,53 @@ async fn one_tenants_flood_does_not_hold_up_another_tenant() {
     assert_eq!(inv["concurrency_key"], "noisy", "the key is stored with the invocation: {inv}");
 }
 
+/// An admission that finds every slot taken by calls is stored `running`, leased by the node that
+/// admitted it, and waits there for a slot rather than going through the store's queue and the
+/// dispatcher. When none frees within a second it goes back to the queue (`retrying`, no
+/// attempt counted, the reason as its error) and runs once the dispatcher can start it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_with_every_slot_busy_waits_a_second_for_one_then_goes_back_to_the_queue() {
+    let (fns, addr) = Functions::start().await;
+    let keel =
+        Keel::start(&format!("[functions.busy]\nurl = \"http://{addr}/hold\"\nconcurrency = 1\ntimeout = \"60s\"\n"))
+            .await;
+    let submit = || async {
+        let (status, _, body) = post_json(&format!("{}/v1/functions/busy/invocations", keel.url), "{}").await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    };
+    let first = submit().await;
+    eventually("the first call at the function", Duration::from_secs(10), || async {
+        (fns.calls().len() == 1).then_some(())
+    })
+    .await;
+    let second = submit().await;
+    let get = |id: String| {
+        let url = format!("{}/v1/invocations/{id}", keel.url);
+        async move { get_json(&url).await.2 }
+    };
+    let waiting = get(second.clone()).await;
+    assert_eq!(
+        (waiting["status"].as_str(), waiting["attempt_count"].as_u64()),
+        (Some("running"), Some(0)),
+        "{waiting}"
+    );
+    let back = eventually("the second back in the queue", Duration::from_secs(10), || async {
+        let inv = get(second.clone()).await;
+        (inv["status"] == "retrying").then_some(inv)
+    })
+    .await;
+    assert_eq!(back["attempt_count"], 0, "no attempt counted: {back}");
+    assert!(back["error"].as_str().unwrap().contains("no slot of its function freed"), "{back}");
+    assert_eq!(fns.calls().len(), 1, "the second never reached the function while the first held it");
+    fns.release();
+    for id in [&first, &second] {
+        let done = keel.wait_final(id, Duration::from_secs(10)).await;
+        assert_eq!((done["status"].as_str(), done["attempt_count"].as_u64()), (Some("succeeded"), Some(1)), "{done}");
+    }
+    assert_eq!(fns.calls().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_with_429_and_loses_nothing_it_accepted() {
     let (fns, addr) = Functions::start().await;
