@@ -1,5 +1,6 @@
 //! The live side of each configured function: its bulkhead (the `concurrency` permits that sync
-//! calls and the dispatcher share) and the signal that wakes its dispatcher.
+//! calls, async admissions and the dispatcher share), the room of async admissions started on
+//! this node, and the signal that wakes its dispatcher.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

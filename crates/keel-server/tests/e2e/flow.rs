@@ -305,12 +305,12 @@ async fn an_admission_with_every_slot_busy_waits_a_second_for_one_then_goes_back
         let url = format!("{}/v1/invocations/{id}", keel.url);
         async move { get_json(&url).await.2 }
     };
+    // Waiting on the node for the slot: `running`, never `queued` (a machine slow enough to take
+    // a second over the next request finds it already back in the queue, as checked next).
     let waiting = get(second.clone()).await;
-    assert_eq!(
-        (waiting["status"].as_str(), waiting["attempt_count"].as_u64()),
-        (Some("running"), Some(0)),
-        "{waiting}"
-    );
+    let status = waiting["status"].as_str();
+    assert!(status == Some("running") || status == Some("retrying"), "not queued: {waiting}");
+    assert_eq!(waiting["attempt_count"], 0, "{waiting}");
     let back = eventually("the second back in the queue", Duration::from_secs(10), || async {
         let inv = get(second.clone()).await;
         (inv["status"] == "retrying").then_some(inv)
