@@ -209,9 +209,10 @@ pub struct NewInvocation {
     pub delivery: Option<Delivery>,
     /// See [`Invocation::concurrency_key`].
     pub concurrency_key: Option<String>,
-    /// Leased at admission by the node that runs it at once (it had a free slot and nothing due
-    /// waiting): stored `running` under this lease, so no dispatcher leases it, and a crash
-    /// before it completes is handled like any other lease. `None`: stored `queued`.
+    /// Leased at admission by the node that runs it once durable (nothing due was waiting, and
+    /// it had room or a free slot): stored `running` under this lease, so no dispatcher leases
+    /// it, and a crash before it completes is handled like any other lease. `None`: stored
+    /// `queued`.
     pub lease: Option<Lease>,
     /// See [`Invocation::workflow`].
     pub workflow: Option<crate::workflow::StepRef>,
@@ -291,6 +292,9 @@ pub enum Transition {
     Retry { due_at: Millis, delay_ms: u64, error: String },
     /// Into the DLQ.
     Die { error: String, response: Option<StoredResponse> },
+    /// Back to `queued`, due now, for any node to lease: an invocation its node leased but never
+    /// attempted and gives back (an admission that got no slot in time). With no attempt.
+    Requeue,
 }
 
 /// A dispatcher's report of one finished attempt (or of a budget already used up).

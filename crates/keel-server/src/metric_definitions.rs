@@ -247,6 +247,7 @@ impl Metrics {
             Transition::Retry { .. } => m.retries.increment(1),
             Transition::Succeed { .. } => m.completed[End::Succeeded as usize].increment(1),
             Transition::Die { .. } => m.completed[End::Dead as usize].increment(1),
+            Transition::Requeue => {}
         }
     }
 

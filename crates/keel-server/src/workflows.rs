@@ -91,7 +91,7 @@ pub(crate) async fn decide(shared: &Shared, step: &StepRef, completion: &Complet
             cancel_invocation = Some(completion.id.clone());
             StepEnd::Cancelled(workflow::CANCELLED.into())
         }
-        Transition::Retry { .. } => return Ok(None),
+        Transition::Retry { .. } | Transition::Requeue => return Ok(None),
     };
     let now = completion.now;
     let mut after = run.clone();

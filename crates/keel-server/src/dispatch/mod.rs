@@ -67,8 +67,8 @@ const RESOLVE_MAX: Duration = Duration::from_secs(5);
 
 /// Longest an admission stored leased by this node waits, once durable, for a slot of its
 /// function to free. Past it the function is busy with calls longer than a burst's, and the
-/// invocation goes back to the store for the dispatcher ([`start_admitted`]): what waits in
-/// memory is counted `running` and cannot be cancelled, so it waits briefly. Well within the
+/// invocation goes back to the store's queue for the dispatcher ([`start_admitted`]): what waits
+/// in memory is counted `running` and cannot be cancelled, so it waits briefly. Well within the
 /// lease's margin, which covers the wait and then the call.
 pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(1);
 const _: () = assert!(SLOT_WAIT.as_millis() * 4 <= LEASE_MARGIN.as_millis());
@@ -76,8 +76,8 @@ const _: () = assert!(SLOT_WAIT.as_millis() * 4 <= LEASE_MARGIN.as_millis());
 /// Starts `invocation`, just stored leased by this node at its admission, on a slot: the one
 /// free now, else the next to free, in turn ([`Admitted::next_slot`]). One that waited is
 /// checked against flow control again (paused, breaker no longer closed). One that got no slot
-/// within [`SLOT_WAIT`], or that flow control now holds back, goes back to the store, due now
-/// and with no attempt counted, for the dispatcher to lease when it may.
+/// within [`SLOT_WAIT`], or that flow control now holds back, goes back to the store's queue,
+/// due now and with no attempt counted, for the dispatcher to lease when it may.
 pub(crate) fn start_admitted(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, admitted: Admitted) {
     let admitted = match admitted.slot_now(&function) {
         Ok(slot) => return start(shared, function, invocation, slot),
@@ -95,14 +95,12 @@ pub(crate) fn start_admitted(shared: Arc<Shared>, function: Arc<Function>, invoc
     });
 }
 
-/// Gives `invocation`, leased by this node and never attempted, back to the store (due now, no
-/// attempt counted, `why` as its error) and wakes the dispatcher. Should that fail, its lease
-/// runs out and the sweeper takes it back, as for a node that stopped.
+/// Gives `invocation`, leased by this node and never attempted, back to the store's queue (due
+/// now, no attempt counted: [`Transition::Requeue`]) and wakes the dispatcher. Should that fail,
+/// its lease runs out and the sweeper takes it back, as for a node that stopped.
 async fn put_back(shared: &Shared, function: &Function, invocation: &Invocation, why: &str) {
     tracing::debug!(invocation_id = %invocation.id, function = %function.config.name, why, "an admission goes back to the queue");
-    let now = shared.clock.now_ms();
-    let next = Transition::Retry { due_at: now, delay_ms: 0, error: format!("not started: {why}") };
-    let completion = attempt::completion_of(shared, invocation, None, next, None);
+    let completion = attempt::completion_of(shared, invocation, None, Transition::Requeue, None);
     let lease_expires_at = invocation.lease.as_ref().map(|l| l.expires_at);
     if let attempt::Recorded::Yes = attempt::record(shared, completion, None, lease_expires_at, false).await {
         function.flow.queued(1);

@@ -61,7 +61,9 @@ pub(crate) async fn write(
             let function = done.get(c.id.as_str());
             answers[i] = Some(if function.is_some() { Ok(None) } else { Err(lease_lost(c)) });
             // Another node may be idle with nothing due: tell it when this retry comes due.
-            if let Some(function) = function.filter(|_| matches!(c.next, Transition::Retry { .. })) {
+            if let Some(function) =
+                function.filter(|_| matches!(c.next, Transition::Retry { .. } | Transition::Requeue))
+            {
                 if !woken.contains(function) {
                     woken.push(function.clone());
                 }
@@ -268,7 +270,9 @@ pub(crate) async fn complete_batch(tx: &Tx<'_>, completions: &[Completion]) -> R
         for (&i, c) in round.iter().zip(&refs) {
             let function = done.get(c.id.as_str());
             answers[i] = Some(if function.is_some() { Ok(()) } else { Err(lease_lost(c)) });
-            if let Some(function) = function.filter(|_| matches!(c.next, Transition::Retry { .. })) {
+            if let Some(function) =
+                function.filter(|_| matches!(c.next, Transition::Retry { .. } | Transition::Requeue))
+            {
                 woken.push(function.clone());
             }
         }

@@ -242,6 +242,7 @@ impl<'a> CompletionRow<'a> {
                 (Status::Retrying, Some(*due_at), Some(*delay_ms as i64), Some(error.as_str()), None)
             }
             Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
+            Transition::Requeue => (Status::Queued, Some(c.now), None, None, None),
         };
         Self {
             status: status.as_str(),

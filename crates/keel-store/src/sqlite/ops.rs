@@ -347,6 +347,7 @@ fn move_on(update: &mut rusqlite::CachedStatement<'_>, c: &Completion) -> Result
             (Status::Retrying, Some(*due_at), Some(*delay_ms), Some(error.as_str()), None)
         }
         Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
+        Transition::Requeue => (Status::Queued, Some(c.now), None, None, None),
     };
     let changed = update
         .execute(params![

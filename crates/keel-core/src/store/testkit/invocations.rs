@@ -219,6 +219,42 @@ pub async fn leased_at_admission_runs_only_under_its_lease(store: &dyn Store) {
     assert_eq!((b.status, b.attempt_count), (Status::Retrying, 1));
 }
 
+/// An invocation leased at admission that its node gives back without an attempt (no slot freed
+/// in time: `Transition::Requeue`) is `queued` again, due at once, with no attempt and no error,
+/// and any node may lease it; only its holder can give it back.
+pub async fn a_lease_given_back_unattempted_is_queued_again_with_no_attempt(store: &dyn Store) {
+    let held = crate::invocation::Lease { owner: "node-a".into(), leased_at: T0, expires_at: T0 + 30_000 };
+    let mut a = new_inv("01A", "f", T0);
+    a.lease = Some(held);
+    store.enqueue(a).await.unwrap();
+    let give_back = |owner: &str| Completion {
+        id: "01A".into(),
+        owner: owner.into(),
+        fence: 0,
+        now: T0 + 1_000,
+        attempt: None,
+        next: Transition::Requeue,
+        effects: None,
+        run: None,
+    };
+    assert!(
+        matches!(store.complete(give_back("node-b"), Urgency::Now).await, Err(crate::Error::LeaseLost(_))),
+        "only its holder gives it back"
+    );
+    store.complete(give_back("node-a"), Urgency::Now).await.unwrap();
+    let a = store.get("01A").await.unwrap().unwrap();
+    assert_eq!(
+        (a.status, a.due_at, a.attempt_count, a.lease, a.error),
+        (Status::Queued, Some(T0 + 1_000), 0, None, None)
+    );
+    assert!(a.attempts.is_empty(), "{:?}", a.attempts);
+    let again = lease_one(store, "f", T0 + 1_000).await;
+    assert_eq!((again.id.as_str(), again.attempt_count), ("01A", 0));
+    store.complete(success("01A", "node-a", T0 + 1_050, "{}"), Urgency::Now).await.unwrap();
+    let done = store.get("01A").await.unwrap().unwrap();
+    assert_eq!((done.status, done.attempt_count, done.attempts.len()), (Status::Succeeded, 1, 1));
+}
+
 pub async fn list_filters_and_pages(store: &dyn Store) {
     for (i, f) in ["f", "g", "f", "f", "g"].iter().enumerate() {
         store.enqueue(new_inv(&format!("01{i}"), f, T0)).await.unwrap();

@@ -25,6 +25,7 @@ macro_rules! store_conformance {
             a_lease_taken_back_cannot_complete_after_its_node_leased_again,
             exhausted_goes_dead_and_redrive_gives_a_fresh_budget, discard_only_from_dlq,
             cancel_queued_but_not_running, reclaim_all_and_expired, leased_at_admission_runs_only_under_its_lease,
+            a_lease_given_back_unattempted_is_queued_again_with_no_attempt,
             list_filters_and_pages, bulk_enqueue_admits_all_or_none, keyed_bulk_enqueue_admits_once_and_replays,
             batch_completions_commit_together_judged_each_alone,
             bulk_redrive_by_function, finished_sync_invocations_are_recorded,
