@@ -60,7 +60,8 @@ pub(crate) async fn write(
         for (&i, c) in round.iter().zip(&completions) {
             let function = done.get(c.id.as_str());
             answers[i] = Some(if function.is_some() { Ok(None) } else { Err(lease_lost(c)) });
-            // Another node may be idle with nothing due: tell it when this retry comes due.
+            // Another node may be idle with nothing due: tell it when this retry comes due (a
+            // requeued invocation is due at once).
             if let Some(function) =
                 function.filter(|_| matches!(c.next, Transition::Retry { .. } | Transition::Requeue))
             {
