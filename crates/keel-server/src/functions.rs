@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::config::{Config, FunctionConfig};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// One function's configuration and live state.
 #[derive(Debug)]
@@ -79,13 +79,7 @@ impl Admitted {
     /// calls, the dispatcher, other admissions); `None` when none freed within `limit`, or the
     /// function's slots are closed. The room is held until then.
     pub(crate) async fn next_slot(self, function: &Function, limit: Duration) -> Option<Slot> {
-        let permit = match function.permits.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return None,
-            Err(TryAcquireError::NoPermits) => {
-                tokio::time::timeout(limit, function.permits.clone().acquire_owned()).await.ok()?.ok()?
-            }
-        };
+        let permit = tokio::time::timeout(limit, function.permits.clone().acquire_owned()).await.ok()?.ok()?;
         Some(Slot { permit, pass: self.pass })
     }
 }

@@ -299,7 +299,6 @@ async fn sleep_or_forever(duration: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
-
     use std::time::Duration;
 
     use super::{Held, MAX_LEASE_BATCH, SLOT_WAIT};
