@@ -125,22 +125,11 @@ impl Function {
         self.due.store(false, Ordering::SeqCst);
     }
 
-    /// A slot for an invocation being admitted, to run it at once (leased at admission): only
-    /// when one is free, no due work waits for the dispatcher (which it would overtake), and flow
-    /// control lets it start now (not paused, breaker closed, a rate turn and room for its key).
-    pub(crate) fn slot_now(self: &Arc<Self>, key: Option<&str>, now: keel_core::clock::Millis) -> Option<Slot> {
-        if self.due.load(Ordering::SeqCst) {
-            return None;
-        }
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
-        Some(Slot { permit, pass: self.pass_now(key, now)? })
-    }
-
-    /// Room for an async invocation being admitted, to store it leased by this node and start it
-    /// once it is durable, on the first slot free then ([`Admitted`]): only when no due work
-    /// waits for the dispatcher (which it would overtake), there is room, and flow control lets
-    /// it start now (not paused, breaker closed, a rate turn and room for its key). Else it is
-    /// stored queued, for the dispatcher.
+    /// Room for an async invocation being admitted (alone, in a bulk admission, or as an event's
+    /// delivery), to store it leased by this node and start it once it is durable, on the first
+    /// slot free then ([`Admitted`]): only when no due work waits for the dispatcher (which it
+    /// would overtake), there is room, and flow control lets it start now (not paused, breaker
+    /// closed, a rate turn and room for its key). Else it is stored queued, for the dispatcher.
     pub(crate) fn admit_now(self: &Arc<Self>, key: Option<&str>, now: keel_core::clock::Millis) -> Option<Admitted> {
         if self.due.load(Ordering::SeqCst) {
             return None;

@@ -22,7 +22,7 @@ use super::invoke::{concurrency_key, queue_room, traceparent};
 use super::{body, delay, input};
 use crate::dispatch;
 use crate::faults;
-use crate::functions::{Function, Slot};
+use crate::functions::{Admitted, Function};
 use crate::problem::{reply_response, Problem};
 use crate::state::Shared;
 
@@ -52,15 +52,15 @@ pub(super) async fn invoke_bulk(
     let concurrency_key = concurrency_key(function, &headers)?;
     let now = shared.clock.now_ms();
     let traceparent = traceparent(&headers);
-    // As one async admission does: each invocation that finds a free slot (and nothing due
-    // waiting) is stored leased by this node and starts once the batch is durable.
-    let mut slots = Vec::with_capacity(payloads.len());
+    // As one async admission does: each invocation that finds room (and nothing due waiting) is
+    // stored leased by this node and starts once the batch is durable, on the first slot free.
+    let mut admitted = Vec::with_capacity(payloads.len());
     let news: Vec<NewInvocation> = payloads
         .into_iter()
         .map(|payload| {
-            let slot = if delay.is_zero() { function.slot_now(concurrency_key.as_deref(), now) } else { None };
-            let lease = slot.as_ref().map(|_| dispatch::lease_at(&shared, function, now));
-            slots.push(slot);
+            let room = if delay.is_zero() { function.admit_now(concurrency_key.as_deref(), now) } else { None };
+            let lease = room.as_ref().map(|_| dispatch::lease_at(&shared, function, now));
+            admitted.push(room);
             NewInvocation {
                 concurrency_key: concurrency_key.clone(),
                 // Ordered: the batch's invocations list (and come due) in the order sent.
@@ -90,7 +90,7 @@ pub(super) async fn invoke_bulk(
             };
         }
     }
-    super::admit_fully(admit_all(shared.clone(), function.clone(), news, slots, claim)).await
+    super::admit_fully(admit_all(shared.clone(), function.clone(), news, admitted, claim)).await
 }
 
 /// The payloads of a bulk admission's body: each element of its JSON array, as sent (not
@@ -127,24 +127,26 @@ fn too_many(got: usize) -> Problem {
 }
 
 /// Stores `news` (under `claim`'s key, when there is one) in one transaction and answers 202
-/// with their ids, or the key's stored answer; then starts each on its slot or wakes the
-/// dispatcher for the rest.
+/// with their ids, or the key's stored answer; then starts each one `admitted` (stored leased)
+/// and wakes the dispatcher for the rest.
 async fn admit_all(
     shared: Arc<Shared>,
     function: Arc<Function>,
     news: Vec<NewInvocation>,
-    slots: Vec<Option<Slot>>,
+    admitted: Vec<Option<Admitted>>,
     claim: Option<KeyClaim>,
 ) -> Result<Response, Problem> {
     let ids: Vec<String> = news.iter().map(|n| n.id.clone()).collect();
     let reply = accepted_reply(&ids);
-    let queued = slots.iter().filter(|s| s.is_none()).count() as u64;
+    let queued = admitted.iter().filter(|a| a.is_none()).count() as u64;
     let stored: Vec<Invocation> = match claim {
         None => {
             queue_room(&shared, &function, queued)?;
             match shared.store.enqueue_all(news).await {
                 Ok(stored) => stored,
-                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, ids, slots, e)),
+                Err(e @ Error::OutcomeUnknown(_)) => {
+                    return Err(unknown_admission(&shared, function, ids, admitted, e))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -156,7 +158,9 @@ async fn admit_all(
             let stored = news.iter().cloned().map(NewInvocation::into_stored).collect();
             let decision = match shared.store.enqueue_all_keyed(news, claim, reply.clone()).await {
                 Ok(decision) => decision,
-                Err(e @ Error::OutcomeUnknown(_)) => return Err(unknown_admission(&shared, function, ids, slots, e)),
+                Err(e @ Error::OutcomeUnknown(_)) => {
+                    return Err(unknown_admission(&shared, function, ids, admitted, e))
+                }
                 Err(e) => return Err(e.into()),
             };
             if let Some(answer) = idempotency::decided(&shared, decision, PreferWait::Ignored) {
@@ -169,9 +173,9 @@ async fn admit_all(
         shared.metrics.accepted(&function.config.name, crate::metric_definitions::Admission::Async);
     }
     faults::crash_point(&shared, faults::CrashPoint::AfterAdmit);
-    for (invocation, slot) in stored.into_iter().zip(slots) {
-        if let Some(slot) = slot {
-            dispatch::start(shared.clone(), function.clone(), invocation, slot);
+    for (invocation, admitted) in stored.into_iter().zip(admitted) {
+        if let Some(admitted) = admitted {
+            dispatch::start_admitted(shared.clone(), function.clone(), invocation, admitted);
         }
     }
     if queued > 0 {
@@ -187,13 +191,13 @@ fn unknown_admission(
     shared: &Arc<Shared>,
     function: Arc<Function>,
     ids: Vec<String>,
-    slots: Vec<Option<Slot>>,
+    admitted: Vec<Option<Admitted>>,
     e: Error,
 ) -> Problem {
     let mut queued = false;
-    for (id, slot) in ids.iter().zip(slots) {
-        match slot {
-            Some(slot) => dispatch::start_if_stored(shared.clone(), function.clone(), id.clone(), slot),
+    for (id, admitted) in ids.iter().zip(admitted) {
+        match admitted {
+            Some(admitted) => dispatch::start_if_stored(shared.clone(), function.clone(), id.clone(), admitted),
             None => queued = true,
         }
     }

@@ -167,7 +167,7 @@ async fn admit_events(
         Err(e) => return Err(e.into()),
     };
     for ((functions, leased), published) in delivered.iter().zip(leased).zip(&published) {
-        // A duplicate stored nothing: its leased deliveries give their slots back unstarted.
+        // A duplicate stored nothing: its leased deliveries give their room back unstarted.
         if !published.duplicate {
             functions.iter().for_each(|f| shared.metrics.accepted(f, crate::metric_definitions::Admission::Delivery));
             leased.into_iter().for_each(|d| d.start(&shared));

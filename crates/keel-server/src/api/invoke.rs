@@ -455,8 +455,8 @@ async fn admit_async(
     Ok(keyed_reply.map_or_else(|| accepted_response(&id), reply_response))
 }
 
-/// Checks `max_queued` for the `queued` invocations that will be queued (not started at once on
-/// a free slot).
+/// Checks `max_queued` for the invocations that will be stored `queued` (not leased at
+/// admission).
 pub(super) fn queue_room(shared: &Shared, function: &Function, queued: u64) -> Result<(), Problem> {
     if queued == 0 {
         return Ok(());
@@ -478,7 +478,7 @@ fn unknown_admission(
     e: Error,
 ) -> Problem {
     match admitted {
-        Some(admitted) => dispatch::start_if_stored_admitted(shared.clone(), function, id.clone(), admitted),
+        Some(admitted) => dispatch::start_if_stored(shared.clone(), function, id.clone(), admitted),
         None => function.work_queued(),
     }
     Problem::from(e).invocation(id)

@@ -108,21 +108,12 @@ async fn put_back(shared: &Shared, function: &Function, invocation: &Invocation,
     }
 }
 
-/// [`start_if_stored`] for an async admission: on the next slot to free within [`SLOT_WAIT`].
-/// Without one, a stored invocation waits for its lease to run out, as after a crash.
-pub(crate) fn start_if_stored_admitted(shared: Arc<Shared>, function: Arc<Function>, id: String, admitted: Admitted) {
-    tokio::spawn(async move {
-        if let Some(slot) = admitted.next_slot(&function, SLOT_WAIT).await {
-            start_if_stored(shared, function, id, slot);
-        }
-    });
-}
-
 /// An admission stored leased by this node whose commit the store never confirmed
-/// ([`keel_core::Error::OutcomeUnknown`]): once the store answers again, its attempt starts on
-/// `slot` if it was stored and is still this node's, never tried; else the slot is given back.
-/// Without this, a stored one would sit `running`, unattempted, until its lease ran out.
-pub(crate) fn start_if_stored(shared: Arc<Shared>, function: Arc<Function>, id: String, slot: Slot) {
+/// ([`keel_core::Error::OutcomeUnknown`]): once the store answers again, it starts as
+/// [`start_admitted`] starts one, if it was stored and is still this node's, never tried; else
+/// its room is given back. It holds its room meanwhile, not a slot. Without this, a stored one
+/// would sit `running`, unattempted, until its lease ran out.
+pub(crate) fn start_if_stored(shared: Arc<Shared>, function: Arc<Function>, id: String, admitted: Admitted) {
     tokio::spawn(async move {
         let give_up = tokio::time::Instant::now() + Duration::from_millis(lease_for(&function) as u64);
         let mut pause = RESOLVE_STEP;
@@ -134,7 +125,7 @@ pub(crate) fn start_if_stored(shared: Arc<Shared>, function: Arc<Function>, id: 
                         && inv.lease.as_ref().is_some_and(|l| l.owner == shared.node_id) =>
                 {
                     tracing::info!(invocation_id = %id, "an admission whose commit was unconfirmed was stored: starting it");
-                    return start(shared, function, inv, slot);
+                    return start_admitted(shared, function, inv, admitted);
                 }
                 // Not stored (the client was told so may retry), or no longer ours to start.
                 Ok(_) => return,

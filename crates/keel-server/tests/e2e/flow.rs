@@ -280,53 +280,74 @@ async fn one_tenants_flood_does_not_hold_up_another_tenant() {
     assert_eq!(inv["concurrency_key"], "noisy", "the key is stored with the invocation: {inv}");
 }
 
-/// An admission that finds every slot taken by calls is stored `running`, leased by the node that
-/// admitted it, and waits there for a slot rather than going through the store's queue and the
-/// dispatcher. When none frees within a second it goes back to the queue (`queued`, no attempt
-/// counted) and runs once the dispatcher can start it.
+/// An admission that finds every slot taken by calls (alone, in a bulk admission, or an event's
+/// delivery) is stored `running`, leased by the node that admitted it, and waits there for a slot
+/// rather than going through the store's queue and the dispatcher. When none frees within a
+/// second it goes back to the queue (`queued`, no attempt counted) and runs once the dispatcher
+/// can start it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admission_with_every_slot_busy_waits_a_second_for_one_then_goes_back_to_the_queue() {
     let (fns, addr) = Functions::start().await;
-    let keel =
-        Keel::start(&format!("[functions.busy]\nurl = \"http://{addr}/hold\"\nconcurrency = 1\ntimeout = \"60s\"\n"))
-            .await;
+    let keel = Keel::start(&format!(
+        "[functions.busy]\nurl = \"http://{addr}/hold\"\nconcurrency = 3\ntimeout = \"60s\"\n\
+         [topics.t]\n[[subscriptions]]\nname = \"s\"\ntopic = \"t\"\nfunction = \"busy\"\n"
+    ))
+    .await;
+    let invocations = format!("{}/v1/functions/busy/invocations", keel.url);
     let submit = || async {
-        let (status, _, body) = post_json(&format!("{}/v1/functions/busy/invocations", keel.url), "{}").await;
+        let (status, _, body) = post_json(&invocations, "{}").await;
         assert_eq!(status, 202, "{body}");
         body["id"].as_str().unwrap().to_string()
     };
-    let first = submit().await;
-    eventually("the first call at the function", Duration::from_secs(10), || async {
-        (fns.calls().len() == 1).then_some(())
+    let mut holding = Vec::new();
+    for _ in 0..3 {
+        holding.push(submit().await);
+    }
+    eventually("three calls at the function, every slot", Duration::from_secs(10), || async {
+        (fns.calls().len() == 3).then_some(())
     })
     .await;
-    let second = submit().await;
+    // One of each kind of admission, each with room (three) and no slot.
+    let alone = submit().await;
+    let (status, _, bulk) =
+        request("POST", &invocations, &[("content-type", "application/vnd.keel.batch+json")], "[{}]").await;
+    assert_eq!(status, 202);
+    let bulk = serde_json::from_slice::<Value>(&bulk).unwrap()["ids"][0].as_str().unwrap().to_string();
+    let event = r#"{"specversion":"1.0","id":"e-1","source":"/test","type":"t"}"#;
+    let url = format!("{}/v1/topics/t/events", keel.url);
+    let (status, _, published) =
+        request("POST", &url, &[("content-type", "application/cloudevents+json")], event).await;
+    assert_eq!(status, 202);
+    let event = serde_json::from_slice::<Value>(&published).unwrap()["ids"][0].as_str().unwrap().to_string();
+    let (_, _, event) = get_json(&format!("{}/v1/events/{event}", keel.url)).await;
+    let delivery = event["deliveries"][0]["invocation_id"].as_str().unwrap().to_string();
+    let waiting = [alone, bulk, delivery];
     let get = |id: String| {
         let url = format!("{}/v1/invocations/{id}", keel.url);
         async move { get_json(&url).await.2 }
     };
-    // Waiting on the node for the slot: `running`, leased by it (the next request comes well
-    // within the second it may wait).
-    let waiting = get(second.clone()).await;
-    assert_eq!(
-        (waiting["status"].as_str(), waiting["attempt_count"].as_u64()),
-        (Some("running"), Some(0)),
-        "{waiting}"
-    );
-    let back = eventually("the second back in the queue", Duration::from_secs(10), || async {
-        let inv = get(second.clone()).await;
-        (inv["status"] != "running").then_some(inv)
-    })
-    .await;
-    assert_eq!((back["status"].as_str(), back["attempt_count"].as_u64()), (Some("queued"), Some(0)), "{back}");
-    assert!(back["error"].is_null(), "nothing failed: {back}");
-    assert_eq!(fns.calls().len(), 1, "the second never reached the function while the first held it");
+    // Waiting on the node for a slot: `running`, leased by it (these requests come well within
+    // the second each may wait).
+    for id in &waiting {
+        let inv = get(id.clone()).await;
+        assert_eq!((inv["status"].as_str(), inv["attempt_count"].as_u64()), (Some("running"), Some(0)), "{inv}");
+    }
+    for id in &waiting {
+        let back = eventually("back in the queue", Duration::from_secs(10), || async {
+            let inv = get(id.clone()).await;
+            (inv["status"] != "running").then_some(inv)
+        })
+        .await;
+        assert_eq!((back["status"].as_str(), back["attempt_count"].as_u64()), (Some("queued"), Some(0)), "{back}");
+        assert!(back["error"].is_null(), "nothing failed: {back}");
+    }
+    assert_eq!(fns.calls().len(), 3, "none of them reached the function while the first three held it");
     fns.release();
-    for id in [&first, &second] {
+    for id in holding.iter().chain(&waiting) {
         let done = keel.wait_final(id, Duration::from_secs(10)).await;
         assert_eq!((done["status"].as_str(), done["attempt_count"].as_u64()), (Some("succeeded"), Some(1)), "{done}");
     }
-    assert_eq!(fns.calls().len(), 2);
+    assert_eq!(fns.calls().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
