@@ -1,7 +1,7 @@
 //! Batch functions (a function with `batch = { max_size, max_wait }` in `keel.toml`): Keel sends
 //! up to `max_size` of its async invocations and event deliveries in one request, and the
 //! function answers for each. [`serve_batch`] reads the batch into one [`Request`] per item —
-//! each with its own [`Ctx`](crate::Ctx): id, attempt, idempotency key, event — and turns the
+//! each with its own [`Ctx`]: id, attempt, idempotency key, event — and turns the
 //! handler's [`BatchReply`] into the answer Keel reads: the items that failed (each retried, or
 //! dead-lettered, on its own), and per-item results and effects. Sync calls still come one per
 //! request: they reach the same handler as a batch of one.

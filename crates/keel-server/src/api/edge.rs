@@ -1,7 +1,7 @@
 //! The API's edge (`[server.firewall]`, `[server.throttle]`): the client address (the peer, or
 //! behind a trusted proxy the address its `X-Forwarded-For` names), refused with 403
 //! `forbidden-address` when denied or not allowed; method/path rules (403 `forbidden-request`);
-//! and the throttles, 429 `throttled` with `Retry-After`: per client address in [`firewall`],
+//! and the throttles, 429 `throttled` with `Retry-After`: per client address in [`screen`],
 //! the outermost layer after telemetry, and per API key in [`check_key`], run by each route's
 //! `authorize` layer once the caller is known. The decisions are `keel_core::edge`'s.
 //!
@@ -206,8 +206,8 @@ pub(crate) fn screen(edge: &Edge, request: &Request) -> Result<(), Problem> {
 }
 
 /// The per-key throttle, for callers with an API key (open routes, auth off and function tokens
-/// are not throttled here): run by [`super::access::authorize`] once the caller is known, or by
-/// [`throttle_key`] where a layer must sit between the two.
+/// are not throttled here): run by the `authorize` layer of `api::access` once the caller is
+/// known, or by [`throttle_key`] where a layer must sit between the two.
 pub(crate) fn check_key(edge: &Edge, request: &Request) -> Result<(), Problem> {
     if let (Some(buckets), Some(Principal::Key(key))) = (&edge.per_key, request.extensions().get::<Principal>()) {
         if !is_probe(request.uri().path()) {

@@ -5,7 +5,7 @@
 //! The decision is `keel_core::region::standing`; this module reads what it needs and acts on
 //! what it says. A standby node serves reads from its replica and starts no work; when its
 //! database is promoted and the epoch names its region, it begins admitting and dispatching
-//! without a restart ([`watch`] calls the node's `activate`). An active node that learns of a
+//! without a restart (`watch` calls the node's `activate`). An active node that learns of a
 //! newer epoch naming another region stops dispatching and admitting at once and writes that
 //! epoch into its own database, so a restart keeps it fenced.
 
