@@ -265,7 +265,10 @@ pub trait InvocationStore: Send + Sync {
     fn hurry(&self) {}
 
     /// Leases up to `limit` due invocations of one function (status `running`). A paused
-    /// function's work is never leased ([`InvocationStore::set_paused`]).
+    /// function's work is never leased ([`InvocationStore::set_paused`]). A store may answer
+    /// once the lease is visible to every later write, before it is durable (SQLite does): a
+    /// lease acknowledges nothing, and a crash that loses it (of the machine, for SQLite)
+    /// leaves the invocations queued, with no attempt counted, to run again.
     async fn lease(&self, request: LeaseRequest) -> Result<Leased>;
 
     /// Pauses (`true`) or resumes a function, durably and for every node: while paused, its

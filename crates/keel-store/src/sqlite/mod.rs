@@ -323,7 +323,8 @@ impl InvocationStore for SqliteStore {
         if self.paused.read().unwrap_or_else(|p| p.into_inner()).contains(&request.function) {
             return Ok(Leased::default());
         }
-        self.writer.write(move |c| ops::lease(c, &request)).await
+        // Answered at its commit, not at the fsync after it (`Writer::write_visible`).
+        self.writer.write_visible(move |c| ops::lease(c, &request)).await
     }
 
     async fn set_paused(&self, function: &str, paused: bool, now: Millis) -> Result<()> {

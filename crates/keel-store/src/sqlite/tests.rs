@@ -56,6 +56,36 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
     assert_eq!(reopened.list(filter).await.unwrap().items.len(), 500);
 }
 
+/// A store whose WAL fsync can be held: while [`Gate::hold`] is on, every fsync waits.
+struct Gate {
+    held: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Gate {
+    fn hold(&self, held: bool) {
+        *self.held.0.lock().unwrap() = held;
+        self.held.1.notify_all();
+    }
+
+    /// The fsyncs made so far.
+    fn syncs(&self) -> usize {
+        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn gated_store(path: &str) -> (Arc<SqliteStore>, Gate) {
+    let gate = Gate { held: Arc::default(), syncs: Arc::default() };
+    let (held, counted) = (gate.held.clone(), gate.syncs.clone());
+    let mut fsync = super::writer::sync_wal(format!("{path}-wal"));
+    let sync: super::writer::SyncWal = Box::new(move || {
+        drop(held.1.wait_while(held.0.lock().unwrap(), |held| *held).unwrap());
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        fsync()
+    });
+    (Arc::new(SqliteStore::open_with(path, true, sync).unwrap()), gate)
+}
+
 /// With fsync on, the writer commits without one and the sync thread fsyncs the WAL: a commit
 /// is visible to readers before it is durable. Neither the write's answer nor a read that saw it
 /// may come before that fsync, or a crash could lose what was handed out.
@@ -63,25 +93,11 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
 async fn nothing_is_answered_before_the_wal_is_synced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keel.db").to_str().unwrap().to_string();
-    // The fsync waits while the gate is closed, and counts the fsyncs.
-    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    let close = |closed: bool| {
-        *gate.0.lock().unwrap() = closed;
-        gate.1.notify_all();
-    };
-    let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (held, counted) = (gate.clone(), syncs.clone());
-    let mut fsync = super::writer::sync_wal(format!("{path}-wal"));
-    let sync: super::writer::SyncWal = Box::new(move || {
-        drop(held.1.wait_while(held.0.lock().unwrap(), |closed| *closed).unwrap());
-        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        fsync()
-    });
-    let store = Arc::new(SqliteStore::open_with(&path, true, sync).unwrap());
+    let (store, gate) = gated_store(&path);
     store.enqueue(new_invocation("before".into())).await.unwrap();
 
-    close(true);
-    let before = syncs.load(std::sync::atomic::Ordering::SeqCst);
+    gate.hold(true);
+    let before = gate.syncs();
     let writing = store.clone();
     let mut write = tokio::spawn(async move { writing.enqueue(new_invocation("held".into())).await });
     // Committed: another connection sees the row...
@@ -99,13 +115,47 @@ async fn nothing_is_answered_before_the_wal_is_synced() {
     assert!(tokio::time::timeout(wait, &mut write).await.is_err(), "the write was answered before its fsync");
     assert!(tokio::time::timeout(wait, &mut read).await.is_err(), "a read handed out a commit before its fsync");
 
-    close(false);
+    gate.hold(false);
     let stored = write.await.unwrap().unwrap();
     let seen = read.await.unwrap().unwrap().expect("the read sees the durable row");
     assert_eq!((seen.id.as_str(), seen.status), (stored.id.as_str(), stored.status));
-    assert!(syncs.load(std::sync::atomic::Ordering::SeqCst) > before, "the WAL was synced for it");
+    assert!(gate.syncs() > before, "the WAL was synced for it");
     // A read with no commit in flight answers at once.
     assert!(store.get("before").await.unwrap().is_some());
+}
+
+/// The one exception: a lease is answered once its group has committed, before the fsync
+/// (`Writer::write_visible`). It acknowledges nothing to a client, and the attempt it starts is
+/// recorded by a later write, whose answer waits for an fsync that covers the lease too: an
+/// admission made while the fsync is held is not answered until it is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_answered_at_its_commit_and_a_write_after_it_only_once_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keel.db").to_str().unwrap().to_string();
+    let (store, gate) = gated_store(&path);
+    store.enqueue(new_invocation("due".into())).await.unwrap();
+
+    gate.hold(true);
+    let before = gate.syncs();
+    let wait = std::time::Duration::from_secs(10);
+    let leased = tokio::time::timeout(wait, store.lease(lease_of("f", 2))).await;
+    let leased = leased.expect("the lease waited for the fsync").unwrap();
+    let ids: Vec<&str> = leased.invocations.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["due"]);
+    assert_eq!(gate.syncs(), before, "answered with its fsync held");
+    let writing = store.clone();
+    let mut write = tokio::spawn(async move { writing.enqueue(new_invocation("after".into())).await });
+    let held = std::time::Duration::from_millis(300);
+    assert!(tokio::time::timeout(held, &mut write).await.is_err(), "a write was answered before its fsync");
+
+    gate.hold(false);
+    write.await.unwrap().unwrap();
+    assert!(gate.syncs() > before);
+    let seen = store.get("due").await.unwrap().unwrap();
+    assert_eq!(
+        (seen.status, seen.lease.map(|l| l.owner)),
+        (keel_core::invocation::Status::Running, Some("node-a".into()))
+    );
 }
 
 /// Single admissions and completions that wait for the writer together run as one job of each

@@ -15,6 +15,10 @@
 //! A job nobody waits on (a record written behind its reply, a completion with nothing behind
 //! it) may wait up to [`UNHURRIED_WINDOW`] for company, so such records share fsyncs instead of
 //! paying one each; any other job, or [`Writer::hurry`], commits the group at once.
+//!
+//! One kind of write is answered at its group's commit, before the fsync: a lease
+//! ([`Writer::write_visible`]). It acknowledges nothing to anyone; what it starts is recorded by
+//! a later write whose answer waits for an fsync that covers the lease too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -34,8 +38,23 @@ const CHECKPOINT_EVERY: u64 = 64;
 /// Longest an unhurried job waits, from its arrival, for others to commit with.
 const UNHURRIED_WINDOW: Duration = Duration::from_millis(2);
 
-/// Answers a job's caller once its group's fate is known.
-type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+/// Answers a job's caller once its group's fate is known: once the group is durable, or, for a
+/// write that needs only to be visible ([`Writer::write_visible`]), once it has committed.
+struct Reply {
+    answer: Box<dyn FnOnce(Result<()>) + Send>,
+    at_commit: bool,
+}
+
+impl Reply {
+    /// Given once the group is durable.
+    fn durable(answer: impl FnOnce(Result<()>) + Send + 'static) -> Self {
+        Self { answer: Box::new(answer), at_commit: false }
+    }
+
+    fn give(self, outcome: Result<()>) {
+        (self.answer)(outcome)
+    }
+}
 /// A write: runs inside the group's transaction (or, given `None`, is refused without running),
 /// reports whether it succeeded, and hands back how to answer its caller.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
@@ -132,7 +151,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.submit(false, f).await
+        self.submit(false, false, f).await
     }
 
     /// [`Writer::write`], or for a job nobody waits on ([`Urgency::Unhurried`]) one whose group
@@ -142,13 +161,30 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.submit(urgency == Urgency::Unhurried, f).await
+        self.submit(urgency == Urgency::Unhurried, false, f).await
+    }
+
+    /// Runs `f` in the next group commit; resolves once that group has committed, before it is
+    /// durable: visible to every later write (the writer runs them in order), and in the WAL
+    /// file, so a crash of the process keeps it; a crash of the machine before the fsync may
+    /// not. For a lease only: it acknowledges nothing to a client, and what it starts (an
+    /// attempt) is recorded by a later write, whose answer waits for an fsync that covers the
+    /// lease too. Should the machine lose it, the invocation is still `queued`, with no attempt
+    /// counted, and runs again: at least once, as after any crash. Answered at the fsync
+    /// instead, a lease held the dispatcher's slots idle for one fsync more each time it leased
+    /// (BENCHMARKS.md, "Leases answered at their commit").
+    pub(crate) async fn write_visible<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit(false, true, f).await
     }
 
     /// Commits the unhurried jobs waiting for company now (someone is held up by them).
     pub(crate) fn hurry(&self) {
         let Writer::Thread { jobs, hurry, .. } = self else { return };
-        let job: Job = Box::new(|_| (true, Box::new(|_| {})));
+        let job: Job = Box::new(|_| (true, Reply::durable(|_| {})));
         if jobs.send(Queued { job, unhurried: false, at: Instant::now() }).is_ok() {
             hurry.notify_one();
         }
@@ -166,7 +202,7 @@ impl Writer {
         let Writer::Thread { jobs, hurry, .. } = self else {
             // One at a time, on the caller's thread: nothing waits to join.
             let run = kind.run;
-            return self.submit(unhurried, move |conn| only(run(conn, vec![write]))).await;
+            return self.submit(unhurried, false, move |conn| only(run(conn, vec![write]))).await;
         };
         let (answer, answered) = oneshot::channel();
         let queue = {
@@ -196,7 +232,9 @@ impl Writer {
         answered.await.map_err(|_| Error::Unavailable(STOPPED_DURING.into()))?
     }
 
-    async fn submit<T, F>(&self, unhurried: bool, f: F) -> Result<T>
+    /// Queues `f` as a job: `unhurried`, it may wait for company; `at_commit`, its caller is
+    /// answered once its group commits, else once the group is durable.
+    async fn submit<T, F>(&self, unhurried: bool, at_commit: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -208,10 +246,10 @@ impl Writer {
                 None => Err(Error::Unavailable(NOT_STARTED.into())),
             };
             let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit| {
+            let answer = Box::new(move |commit: Result<()>| {
                 let _ = tx.send(commit.and(result));
             });
-            (ok, reply)
+            (ok, Reply { answer, at_commit })
         });
         match self {
             Writer::Thread { jobs, hurry, .. } => {
@@ -228,7 +266,7 @@ impl Writer {
                 let outcome = commit_group(&conn, &mut vec![job], &mut replies, &mut |_| {}, &mut || {});
                 drop(conn);
                 for reply in replies {
-                    reply(outcome.clone().map_err(Error::Unavailable));
+                    reply.give(outcome.clone().map_err(Error::Unavailable));
                 }
             }
         }
@@ -302,7 +340,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalesced<I, O> {
                 None => (false, refused(NOT_STARTED.into())),
             };
             debug_assert_eq!(results.len(), answers.len());
-            let reply: Reply = Box::new(move |commit| {
+            let reply = Reply::durable(move |commit| {
                 let failed = commit.err().map(reason);
                 for (answer, result) in answers.into_iter().zip(results) {
                     let _ = answer.send(match &failed {
@@ -418,7 +456,7 @@ fn make_durable(batch: Vec<Committed>, sync: &std::sync::Mutex<SyncWal>, durable
     for group in batch {
         crate::metric_definitions::record_commit("sqlite", group.jobs, group.started);
         for reply in group.replies {
-            reply(group.outcome.clone().map_err(Error::Unavailable));
+            reply.give(group.outcome.clone().map_err(Error::Unavailable));
         }
     }
 }
@@ -496,6 +534,10 @@ fn run(
         if let Some(seq) = seq {
             sent = seq;
         }
+        // A write that needs only to be visible (a lease) is answered now, not after the fsync.
+        for reply in replies.extract_if(.., |r| r.at_commit) {
+            reply.give(outcome.clone().map_err(Error::Unavailable));
+        }
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = replies.len(), "SQLite group commit failed");
         }
@@ -511,7 +553,7 @@ fn run(
                     make_durable(vec![committed], &syncer.sync, &syncer.marks);
                 } else if let Err(std_mpsc::SendError(lost)) = syncer.groups.send(committed) {
                     for reply in lost.replies {
-                        reply(Err(sync_stopped()));
+                        reply.give(Err(sync_stopped()));
                     }
                     // The sync thread is gone: so is this one, dropping the last handle on the
                     // durable marks, so that reads waiting for them fail instead of hanging.
@@ -522,7 +564,7 @@ fn run(
             None => {
                 crate::metric_definitions::record_commit("sqlite", jobs, started);
                 for reply in replies.drain(..) {
-                    reply(outcome.clone().map_err(Error::Unavailable));
+                    reply.give(outcome.clone().map_err(Error::Unavailable));
                 }
             }
         }
