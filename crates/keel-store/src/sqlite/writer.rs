@@ -55,6 +55,7 @@ impl Reply {
         (self.answer)(outcome)
     }
 }
+
 /// A write: runs inside the group's transaction (or, given `None`, is refused without running),
 /// reports whether it succeeded, and hands back how to answer its caller.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
