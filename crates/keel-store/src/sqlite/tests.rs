@@ -59,7 +59,8 @@ async fn concurrent_writes_all_commit_and_survive_reopening() {
 /// A store whose WAL fsync can be held: while [`Gate::hold`] is on, every fsync waits.
 struct Gate {
     held: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
-    syncs: Arc<std::sync::atomic::AtomicUsize>,
+    /// The name of the thread of each fsync made, in order.
+    made: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Gate {
@@ -70,18 +71,24 @@ impl Gate {
 
     /// The fsyncs made so far.
     fn syncs(&self) -> usize {
-        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+        self.made.lock().unwrap().len()
+    }
+
+    /// The thread of each fsync made so far, in order.
+    fn threads(&self) -> Vec<String> {
+        self.made.lock().unwrap().clone()
     }
 }
 
 fn gated_store(path: &str) -> (Arc<SqliteStore>, Gate) {
-    let gate = Gate { held: Arc::default(), syncs: Arc::default() };
-    let (held, counted) = (gate.held.clone(), gate.syncs.clone());
+    let gate = Gate { held: Arc::default(), made: Arc::default() };
+    let (held, made) = (gate.held.clone(), gate.made.clone());
     let mut fsync = super::writer::sync_wal(format!("{path}-wal"));
     let sync: super::writer::SyncWal = Box::new(move || {
         drop(held.1.wait_while(held.0.lock().unwrap(), |held| *held).unwrap());
-        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        fsync()
+        let synced = fsync();
+        made.lock().unwrap().push(std::thread::current().name().unwrap_or_default().to_string());
+        synced
     });
     (Arc::new(SqliteStore::open_with(path, true, sync).unwrap()), gate)
 }
@@ -255,28 +262,9 @@ async fn writes_waiting_for_the_writer_run_together_and_are_answered_alone() {
 async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing_apart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keel.db").to_str().unwrap().to_string();
-    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    let close = |closed: bool| {
-        *gate.0.lock().unwrap() = closed;
-        gate.1.notify_all();
-    };
-    let held = gate.clone();
-    // The name of the thread of each fsync, in order.
-    let fsyncs = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let by = fsyncs.clone();
-    let mut fsync = super::writer::sync_wal(format!("{path}-wal"));
-    let sync: super::writer::SyncWal = Box::new(move || {
-        by.lock().unwrap().push(std::thread::current().name().unwrap_or_default().to_string());
-        drop(held.1.wait_while(held.0.lock().unwrap(), |closed| *closed).unwrap());
-        fsync()
-    });
-    let store = Arc::new(SqliteStore::open_with(&path, true, sync).unwrap());
+    let (store, gate) = gated_store(&path);
     store.enqueue(new_invocation("before".into())).await.unwrap();
-    assert_eq!(
-        fsyncs.lock().unwrap().last().map(String::as_str),
-        Some("keel-sqlite-writer"),
-        "alone, the writer fsyncs"
-    );
+    assert_eq!(gate.threads().last().map(String::as_str), Some("keel-sqlite-writer"), "alone, the writer fsyncs");
     let durable = store.writer.durable().expect("fsync is on");
     let wait_until = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -287,7 +275,7 @@ async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing
     };
 
     // A group that commits while an admission waits: its fsync goes to the sync thread, held.
-    close(true);
+    gate.hold(true);
     let first = durable.seen();
     let (holder, release) = hold_writer(&store).await;
     let writing = store.clone();
@@ -304,14 +292,14 @@ async fn writes_waiting_while_an_fsync_runs_join_the_group_instead_of_committing
     }
     wait_until("the admissions never queued", &|| store.admissions.waiting() == (2, Some(false)));
     assert_eq!(durable.seen(), first + 1, "nothing committed while the fsync ran");
-    close(false);
+    gate.hold(false);
     holder.await.unwrap().unwrap();
     waited.await.unwrap().unwrap();
     for w in waiting {
         w.await.unwrap().unwrap();
     }
     assert_eq!(durable.seen(), first + 2, "the admission that waited and the two after it committed in one group");
-    let threads = fsyncs.lock().unwrap().clone();
+    let threads = gate.threads();
     assert_eq!(
         threads[threads.len() - 2..],
         ["keel-sqlite-sync".to_string(), "keel-sqlite-writer".to_string()],
