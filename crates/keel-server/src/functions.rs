@@ -66,12 +66,30 @@ pub(crate) struct Admitted {
     pass: Pass,
 }
 
+/// What an admission finds once it is durable ([`Admitted::slot_now`]).
+#[derive(Debug)]
+pub(crate) enum Turn {
+    /// A slot free now: it starts on it.
+    Start(Slot),
+    /// Every slot taken: it may wait for the next ([`Admitted::next_slot`]).
+    Wait(Admitted),
+    /// Flow control holds it back now: the function was paused, or its breaker opened, since
+    /// it was admitted. Its room (and its key's) is given back.
+    HeldBack,
+}
+
 impl Admitted {
-    /// A slot of `function` if one is free now, else `self` back, to wait for one.
-    pub(crate) fn slot_now(self, function: &Function) -> Result<Slot, Self> {
+    /// A slot of `function` if one is free now and flow control still lets the attempt start.
+    /// Flow control passed it before its commit; the attempts that ran meanwhile, on the slots
+    /// it did not hold, may have opened the breaker (with `concurrency = 1`, one more call
+    /// reached a function whose breaker had just opened).
+    pub(crate) fn slot_now(self, function: &Function, now: keel_core::clock::Millis) -> Turn {
+        if function.flow.holds_back(now) {
+            return Turn::HeldBack;
+        }
         match function.permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Slot { permit, pass: self.pass }),
-            Err(_) => Err(self),
+            Ok(permit) => Turn::Start(Slot { permit, pass: self.pass }),
+            Err(_) => Turn::Wait(self),
         }
     }
 

@@ -22,7 +22,7 @@ use keel_core::store::{KeyLimit, LeaseRequest};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::flow::KeyGuard;
-use crate::functions::{Admitted, Function, Pass, Slot};
+use crate::functions::{Admitted, Function, Pass, Slot, Turn};
 use crate::state::Shared;
 
 /// Most invocations leased in one store call.
@@ -79,21 +79,28 @@ const _: () = assert!(SLOT_WAIT.as_millis() * 4 <= LEASE_MARGIN.as_millis());
 /// within [`SLOT_WAIT`], or that flow control now holds back, goes back to the store's queue,
 /// due now and with no attempt counted, for the dispatcher to lease when it may.
 pub(crate) fn start_admitted(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, admitted: Admitted) {
-    let admitted = match admitted.slot_now(&function) {
-        Ok(slot) => return start(shared, function, invocation, slot),
-        Err(admitted) => admitted,
+    let admitted = match admitted.slot_now(&function, shared.clock.now_ms()) {
+        Turn::Start(slot) => return start(shared, function, invocation, slot),
+        Turn::Wait(admitted) => admitted,
+        Turn::HeldBack => {
+            tokio::spawn(async move { put_back(&shared, &function, &invocation, HELD_BACK).await });
+            return;
+        }
     };
     tokio::spawn(async move {
         let why = match admitted.next_slot(&function, SLOT_WAIT).await {
             Some(slot) if !function.flow.holds_back(shared.clock.now_ms()) => {
                 return start(shared, function, invocation, slot);
             }
-            Some(_) => "its function was paused, or its breaker opened, while it waited for a slot",
-            None => "no slot of its function freed within a second of its admission",
+            Some(_) => HELD_BACK,
+            None => "no slot of its function freed within SLOT_WAIT of its admission",
         };
         put_back(&shared, &function, &invocation, why).await;
     });
 }
+
+/// Why an admission goes back to the queue unattempted when flow control holds it back.
+const HELD_BACK: &str = "its function was paused, or its breaker opened, since it was admitted";
 
 /// Gives `invocation`, leased by this node and never attempted, back to the store's queue (due
 /// now, no attempt counted: [`Transition::Requeue`]) and wakes the dispatcher. Should that fail,
@@ -293,11 +300,15 @@ mod tests {
     use std::time::Duration;
 
     use super::{Held, MAX_LEASE_BATCH, SLOT_WAIT};
-    use crate::functions::Functions;
+    use crate::functions::{Functions, Turn};
     use crate::system_events::SystemEvents;
 
     fn functions(concurrency: u32) -> Functions {
-        let text = format!("[functions.f]\nurl = \"http://127.0.0.1:9/\"\nconcurrency = {concurrency}\n");
+        functions_with(&format!("concurrency = {concurrency}\n"))
+    }
+
+    fn functions_with(settings: &str) -> Functions {
+        let text = format!("[functions.f]\nurl = \"http://127.0.0.1:9/\"\n{settings}");
         let config = keel_core::config::load_str("keel.toml", &text, &Default::default()).expect("the config");
         Functions::from_config(&config, 0, &SystemEvents::detached())
     }
@@ -315,7 +326,7 @@ mod tests {
         let second = f.admit_now(None, 0).expect("room for a second");
         assert!(f.admit_now(None, 0).is_none(), "room for `concurrency` admissions only");
         assert_eq!(f.in_flight(), 2, "admissions are not calls in flight");
-        let first = first.slot_now(f).expect_err("no slot free");
+        let Turn::Wait(first) = first.slot_now(f, 0) else { panic!("no slot free") };
         let (f1, f2) = (f.clone(), f.clone());
         let first = tokio::spawn(async move { first.next_slot(&f1, SLOT_WAIT).await });
         tokio::task::yield_now().await;
@@ -329,6 +340,33 @@ mod tests {
         assert!(second.await.unwrap().is_none(), "no slot within SLOT_WAIT: given up");
         assert_eq!(f.in_flight(), 2, "the running call and the first admission's attempt");
         drop(slot);
+    }
+
+    /// Flow control passed an admission before its commit. If the breaker opened meanwhile (the
+    /// attempts that failed ran on the slots it did not hold) or the function was paused, it is
+    /// held back once durable, though a slot is free: it goes back to the queue, and gives its
+    /// room back.
+    #[test]
+    fn an_admission_is_held_back_once_durable_if_its_breaker_opened_or_its_function_paused_since() {
+        let breaker = "breaker = { consecutive_failures = 1, open_for = \"1s\", half_open_probes = 1 }\n";
+        let with_breaker = functions_with(&format!("concurrency = 1\n{breaker}"));
+        let f = with_breaker.get("f").expect("f");
+        f.nothing_due();
+        let admitted = f.admit_now(None, 0).expect("room, the breaker closed");
+        f.flow.attempt_ended(0, keel_core::outcome::Outcome::Transient, false);
+        assert!(matches!(admitted.slot_now(f, 1), Turn::HeldBack), "the breaker opened since");
+        assert_eq!(f.permits.available_permits(), 1, "the free slot was not taken");
+        assert!(f.admit_now(None, 1).is_none(), "the breaker is open: no admission starts");
+
+        let plain = functions(1);
+        let f = plain.get("f").expect("f");
+        f.nothing_due();
+        let admitted = f.admit_now(None, 0).expect("room");
+        f.flow.set_paused(true);
+        assert!(matches!(admitted.slot_now(f, 0), Turn::HeldBack), "paused since");
+        f.flow.set_paused(false);
+        let admitted = f.admit_now(None, 0).expect("its room was given back");
+        assert!(matches!(admitted.slot_now(f, 0), Turn::Start(_)), "resumed: it starts on the free slot");
     }
 
     /// With due work waiting for the dispatcher an admission is stored queued behind it, room
