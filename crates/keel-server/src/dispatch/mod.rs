@@ -74,10 +74,11 @@ pub(crate) const SLOT_WAIT: Duration = Duration::from_secs(1);
 const _: () = assert!(SLOT_WAIT.as_millis() * 4 <= LEASE_MARGIN.as_millis());
 
 /// Starts `invocation`, just stored leased by this node at its admission, on a slot: the one
-/// free now, else the next to free, in turn ([`Admitted::next_slot`]). One that waited is
-/// checked against flow control again (paused, breaker no longer closed). One that got no slot
-/// within [`SLOT_WAIT`], or that flow control now holds back, goes back to the store's queue,
-/// due now and with no attempt counted, for the dispatcher to lease when it may.
+/// free now, else the next to free, in turn ([`Admitted::next_slot`]). Flow control is asked
+/// again before it starts, whether it waited or not (paused, breaker no longer closed). One
+/// that got no slot within [`SLOT_WAIT`], or that flow control now holds back, goes back to
+/// the store's queue, due now and with no attempt counted, for the dispatcher to lease when it
+/// may.
 pub(crate) fn start_admitted(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, admitted: Admitted) {
     let admitted = match admitted.slot_now(&function, shared.clock.now_ms()) {
         Turn::Start(slot) => return start(shared, function, invocation, slot),
