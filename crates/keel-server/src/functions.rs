@@ -66,39 +66,54 @@ pub(crate) struct Admitted {
     pass: Pass,
 }
 
-/// What an admission finds once it is durable ([`Admitted::slot_now`]).
+/// What an admission finds once it is durable: when a slot is free now
+/// ([`Admitted::slot_now`]), or once it has waited for the next ([`Admitted::next_slot`]).
 #[derive(Debug)]
 pub(crate) enum Turn {
-    /// A slot free now: it starts on it.
+    /// A slot, and flow control still lets the attempt start: it starts on it.
     Start(Slot),
-    /// Every slot taken: it may wait for the next ([`Admitted::next_slot`]).
-    Wait(Admitted),
+    /// No slot: every one taken now, or none freed within the wait. It may wait (for the next
+    /// one), or go back to the queue (after a wait).
+    NoSlot(Admitted),
     /// Flow control holds it back now: the function was paused, or its breaker opened, since
     /// it was admitted. Its room (and its key's) is given back.
     HeldBack,
 }
 
 impl Admitted {
-    /// A slot of `function` if one is free now and flow control still lets the attempt start.
-    /// Flow control passed it before its commit; the attempts that ran meanwhile, on the slots
-    /// it did not hold, may have opened the breaker (with `concurrency = 1`, one more call
-    /// reached a function whose breaker had just opened).
+    /// A slot of `function` if one is free now, and flow control still lets the attempt start.
+    /// Flow control passed the admission before its commit; the attempts that ran meanwhile, on
+    /// the slots it did not hold, may have opened the breaker (with `concurrency = 1`, one more
+    /// call reached a function whose breaker had just opened). [`Admitted::next_slot`] asks
+    /// again after its wait.
     pub(crate) fn slot_now(self, function: &Function, now: keel_core::clock::Millis) -> Turn {
         if function.flow.holds_back(now) {
             return Turn::HeldBack;
         }
         match function.permits.clone().try_acquire_owned() {
             Ok(permit) => Turn::Start(Slot { permit, pass: self.pass }),
-            Err(_) => Turn::Wait(self),
+            Err(_) => Turn::NoSlot(self),
         }
     }
 
     /// The next slot of `function` to free, in turn with everything else waiting for one (sync
-    /// calls, the dispatcher, other admissions); `None` when none freed within `limit`, or the
-    /// function's slots are closed. The room is held until then.
-    pub(crate) async fn next_slot(self, function: &Function, limit: Duration) -> Option<Slot> {
-        let permit = tokio::time::timeout(limit, function.permits.clone().acquire_owned()).await.ok()?.ok()?;
-        Some(Slot { permit, pass: self.pass })
+    /// calls, the dispatcher, other admissions), and flow control asked again once it has one.
+    /// [`Turn::NoSlot`] when none freed within `limit`, or the function's slots are closed. The
+    /// room is held until then.
+    pub(crate) async fn next_slot(
+        self,
+        function: &Function,
+        limit: Duration,
+        clock: &dyn keel_core::clock::Clock,
+    ) -> Turn {
+        match tokio::time::timeout(limit, function.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) if function.flow.holds_back(clock.now_ms()) => {
+                drop(permit);
+                Turn::HeldBack
+            }
+            Ok(Ok(permit)) => Turn::Start(Slot { permit, pass: self.pass }),
+            Ok(Err(_)) | Err(_) => Turn::NoSlot(self),
+        }
     }
 }
 

@@ -82,19 +82,18 @@ const _: () = assert!(SLOT_WAIT.as_millis() * 4 <= LEASE_MARGIN.as_millis());
 pub(crate) fn start_admitted(shared: Arc<Shared>, function: Arc<Function>, invocation: Invocation, admitted: Admitted) {
     let admitted = match admitted.slot_now(&function, shared.clock.now_ms()) {
         Turn::Start(slot) => return start(shared, function, invocation, slot),
-        Turn::Wait(admitted) => admitted,
-        Turn::HeldBack => {
-            tokio::spawn(async move { put_back(&shared, &function, &invocation, HELD_BACK).await });
-            return;
-        }
+        Turn::NoSlot(admitted) => Some(admitted),
+        Turn::HeldBack => None,
     };
     tokio::spawn(async move {
-        let why = match admitted.next_slot(&function, SLOT_WAIT).await {
-            Some(slot) if !function.flow.holds_back(shared.clock.now_ms()) => {
-                return start(shared, function, invocation, slot);
-            }
-            Some(_) => HELD_BACK,
-            None => "no slot of its function freed within SLOT_WAIT of its admission",
+        let why = match admitted {
+            None => HELD_BACK,
+            Some(admitted) => match admitted.next_slot(&function, SLOT_WAIT, &*shared.clock).await {
+                Turn::Start(slot) => return start(shared, function, invocation, slot),
+                Turn::HeldBack => HELD_BACK,
+                // Its room is given back before the store is asked.
+                Turn::NoSlot(_) => "no slot of its function freed within SLOT_WAIT of its admission",
+            },
         };
         put_back(&shared, &function, &invocation, why).await;
     });
@@ -327,18 +326,21 @@ mod tests {
         let second = f.admit_now(None, 0).expect("room for a second");
         assert!(f.admit_now(None, 0).is_none(), "room for `concurrency` admissions only");
         assert_eq!(f.in_flight(), 2, "admissions are not calls in flight");
-        let Turn::Wait(first) = first.slot_now(f, 0) else { panic!("no slot free") };
+        let Turn::NoSlot(first) = first.slot_now(f, 0) else { panic!("no slot free") };
         let (f1, f2) = (f.clone(), f.clone());
-        let first = tokio::spawn(async move { first.next_slot(&f1, SLOT_WAIT).await });
+        let clock = keel_core::clock::ManualClock::new(0);
+        let c1 = clock.clone();
+        let first = tokio::spawn(async move { first.next_slot(&f1, SLOT_WAIT, &c1).await });
         tokio::task::yield_now().await;
-        let second = tokio::spawn(async move { second.next_slot(&f2, SLOT_WAIT).await });
+        let second = tokio::spawn(async move { second.next_slot(&f2, SLOT_WAIT, &clock).await });
         tokio::task::yield_now().await;
         let [call, _still_running] = calls;
         drop(call);
-        let slot = first.await.unwrap().expect("the first in line takes the slot that freed");
+        let Turn::Start(slot) = first.await.unwrap() else { panic!("the first in line takes the slot that freed") };
         assert!(f.admit_now(None, 0).is_some(), "its room is free again");
         tokio::time::advance(SLOT_WAIT + Duration::from_millis(1)).await;
-        assert!(second.await.unwrap().is_none(), "no slot within SLOT_WAIT: given up");
+        let Turn::NoSlot(second) = second.await.unwrap() else { panic!("no slot within SLOT_WAIT: given up") };
+        drop(second);
         assert_eq!(f.in_flight(), 2, "the running call and the first admission's attempt");
         drop(slot);
     }
@@ -368,6 +370,27 @@ mod tests {
         f.flow.set_paused(false);
         let admitted = f.admit_now(None, 0).expect("its room was given back");
         assert!(matches!(admitted.slot_now(f, 0), Turn::Start(_)), "resumed: it starts on the free slot");
+    }
+
+    /// An admission that waited for a slot is asked again once it has one: the breaker opened
+    /// while it waited, so it is held back and the slot that freed stays free.
+    #[tokio::test(start_paused = true)]
+    async fn an_admission_that_waited_is_held_back_if_the_breaker_opened_while_it_waited() {
+        let breaker = "breaker = { consecutive_failures = 1, open_for = \"1s\", half_open_probes = 1 }\n";
+        let functions = functions_with(&format!("concurrency = 1\n{breaker}"));
+        let f = functions.get("f").expect("f");
+        f.nothing_due();
+        let call = f.permits.clone().try_acquire_owned().unwrap();
+        let admitted = f.admit_now(None, 0).expect("room, the breaker closed");
+        let Turn::NoSlot(admitted) = admitted.slot_now(f, 0) else { panic!("the one slot is taken") };
+        let f1 = f.clone();
+        let clock = keel_core::clock::ManualClock::new(0);
+        let waiting = tokio::spawn(async move { admitted.next_slot(&f1, SLOT_WAIT, &clock).await });
+        tokio::task::yield_now().await;
+        f.flow.attempt_ended(0, keel_core::outcome::Outcome::Transient, false);
+        drop(call);
+        assert!(matches!(waiting.await.unwrap(), Turn::HeldBack), "the breaker opened while it waited");
+        assert_eq!(f.permits.available_permits(), 1, "the slot that freed is free");
     }
 
     /// With due work waiting for the dispatcher an admission is stored queued behind it, room
