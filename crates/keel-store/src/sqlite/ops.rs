@@ -2,7 +2,10 @@
 //! transaction for writes.
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, NewInvocation, Status, Transition};
+use keel_core::invocation::{
+    Attempt, CommitEffects, Completion, Invocation, NewInvocation, Status, StoredResponse, Transition,
+};
+use keel_core::outcome::Outcome;
 use keel_core::store::{KeyLimit, LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use rusqlite::types::Value;
@@ -81,20 +84,52 @@ fn insert_refused(conn: &Connection, e: rusqlite::Error, chunk: &[Invocation]) -
 
 pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
     events::apply(conn, effects, inv.updated_at)?;
-    insert(conn, inv)?;
-    for a in &inv.attempts {
-        rows::insert_attempts(conn, &[(&inv.id, a)])?;
-    }
-    Ok(())
+    record_finished_all(conn, std::slice::from_ref(inv))
 }
 
 /// Finished sync invocations without effects, and their attempts: many rows a statement. A
-/// refused row refuses them all (the writer rolls the job back).
+/// refused row refuses them all (the writer rolls the job back). A first success is kept in its
+/// invocation's row ([`kept_in_row`]); only other attempts go to `attempts`.
 pub(crate) fn record_finished_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
     insert_all(conn, invs)?;
-    let attempts: Vec<(&str, &Attempt)> =
-        invs.iter().flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a))).collect();
+    let attempts: Vec<(&str, &Attempt)> = invs
+        .iter()
+        .filter(|inv| row_attempt(inv).is_none())
+        .flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a)))
+        .collect();
     rows::insert_attempts(conn, &attempts)
+}
+
+/// Whether `attempt` may be kept in its invocation's row (`first_started_at`, `first_ended_at`)
+/// instead of in `attempts`, its invocation's reply being `response`: it is the first, it
+/// succeeded with no error, and the reply stored is its own status's. All but its times can then
+/// be told from the row ([`row_attempt_of`]); the schema's last migration says why.
+fn kept_in_row(attempt: &Attempt, response: Option<&StoredResponse>) -> bool {
+    attempt.number == 1
+        && attempt.outcome == Outcome::Success
+        && attempt.error.is_none()
+        && response.is_some_and(|r| attempt.http_status == Some(r.status))
+}
+
+/// The attempt of a finished invocation's record that is kept in its row, if it has one.
+fn row_attempt(inv: &Invocation) -> Option<&Attempt> {
+    match &inv.attempts[..] {
+        [only] if kept_in_row(only, inv.response.as_ref()) => Some(only),
+        _ => None,
+    }
+}
+
+/// The attempt a row keeps (`first_started_at`, `first_ended_at`, `result_status`), if it keeps one.
+pub(crate) fn row_attempt_of(times: (Option<Millis>, Option<Millis>), result_status: Option<u16>) -> Option<Attempt> {
+    let (Some(started_at), Some(ended_at)) = times else { return None };
+    Some(Attempt {
+        number: 1,
+        started_at,
+        ended_at,
+        outcome: Outcome::Success,
+        http_status: result_status,
+        error: None,
+    })
 }
 
 /// The columns of an invocation row, in the order [`bind_invocation`] binds them.
@@ -102,10 +137,11 @@ const INSERT_INTO: &str =
     "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
          due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
          result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step)";
+         subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step, first_started_at, \
+         first_ended_at)";
 
 /// The values of one row of [`INSERT_INTO`].
-const INVOCATION_PARAMS: usize = 29;
+const INVOCATION_PARAMS: usize = 31;
 
 pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
     insert_all(conn, std::slice::from_ref(inv))
@@ -115,6 +151,7 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
 fn bind_invocation(st: &mut rusqlite::Statement<'_>, at: usize, inv: &Invocation) -> rusqlite::Result<()> {
     let response = inv.response.as_ref();
     let delivery = inv.delivery.as_ref();
+    let in_row = row_attempt(inv);
     let values: &[&dyn rusqlite::ToSql] = params![
         inv.id,
         inv.function,
@@ -145,6 +182,8 @@ fn bind_invocation(st: &mut rusqlite::Statement<'_>, at: usize, inv: &Invocation
         delivery.map_or(0, |d| d.hops),
         inv.concurrency_key,
         inv.workflow.as_ref().map(|w| w.key()),
+        in_row.map(|a| a.started_at),
+        in_row.map(|a| a.ended_at),
     ];
     debug_assert_eq!(values.len(), INVOCATION_PARAMS);
     rows::bind_values(st, at, values)
@@ -307,7 +346,8 @@ pub(super) const COMPLETE_INVOCATION: &str = "UPDATE invocations SET status = ?1
      lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
      result_status = COALESCE(?7, result_status), \
      result_content_type = CASE WHEN ?7 IS NULL THEN result_content_type ELSE ?8 END, \
-     result = CASE WHEN ?7 IS NULL THEN result ELSE ?9 END \
+     result = CASE WHEN ?7 IS NULL THEN result ELSE ?9 END, \
+     first_started_at = COALESCE(?13, first_started_at), first_ended_at = COALESCE(?14, first_ended_at) \
      WHERE id = ?10 AND status = 'running' AND lease_owner = ?11 AND attempt_count = ?12";
 
 pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
@@ -326,8 +366,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
         }
     }
     let mut update = conn.prepare_cached(COMPLETE_INVOCATION).map_err(db_err)?;
-    move_on(&mut update, c)?;
-    if let Some(a) = &c.attempt {
+    if let Some(a) = move_on(&mut update, c)? {
         rows::insert_attempts(conn, &[(&c.id, a)])?;
     }
     // A step's end moves its run on in the same transaction, or nothing is written.
@@ -337,9 +376,10 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
     Ok(())
 }
 
-/// The transition of `c` (its attempt not recorded), with [`COMPLETE_INVOCATION`] prepared by the
-/// caller; a lease no longer held writes nothing ([`Error::LeaseLost`]).
-fn move_on(update: &mut rusqlite::CachedStatement<'_>, c: &Completion) -> Result<()> {
+/// The transition of `c`, with [`COMPLETE_INVOCATION`] prepared by the caller, and its attempt if
+/// the row does not keep it ([`kept_in_row`]): the caller records that one in `attempts`. A
+/// lease no longer held writes nothing ([`Error::LeaseLost`]).
+fn move_on<'c>(update: &mut rusqlite::CachedStatement<'_>, c: &'c Completion) -> Result<Option<&'c Attempt>> {
     let counted = u32::from(c.attempt.is_some());
     let (status, due_at, delay, error, response) = match &c.next {
         Transition::Succeed { response } => (Status::Succeeded, None, None, None, Some(response)),
@@ -349,6 +389,8 @@ fn move_on(update: &mut rusqlite::CachedStatement<'_>, c: &Completion) -> Result
         Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
         Transition::Requeue => (Status::Queued, Some(c.now), None, None, None),
     };
+    // A first success's attempt is kept in the row; only a `Succeed` stores a reply of its own.
+    let in_row = c.attempt.as_ref().filter(|a| status == Status::Succeeded && kept_in_row(a, response));
     let changed = update
         .execute(params![
             status.as_str(),
@@ -363,6 +405,8 @@ fn move_on(update: &mut rusqlite::CachedStatement<'_>, c: &Completion) -> Result
             c.id,
             c.owner,
             c.fence,
+            in_row.map(|a| a.started_at),
+            in_row.map(|a| a.ended_at),
         ])
         .map_err(db_err)?;
     if changed == 0 {
@@ -371,7 +415,7 @@ fn move_on(update: &mut rusqlite::CachedStatement<'_>, c: &Completion) -> Result
             c.id, c.owner
         )));
     }
-    Ok(())
+    Ok(if in_row.is_some() { None } else { c.attempt.as_ref() })
 }
 
 /// The completions of a batch call, each judged alone. A plain one (no effects, no run) needs no
@@ -387,11 +431,12 @@ pub(crate) fn complete_all(conn: &Connection, completions: &[Completion]) -> Res
         if c.effects.is_none() && c.run.is_none() {
             answers.push(match move_on(&mut update, c) {
                 Err(e @ Error::LeaseLost(_)) => Err(e),
-                done => Ok(done?),
+                Err(e) => return Err(e),
+                Ok(to_record) => {
+                    attempts.extend(to_record.map(|a| (c.id.as_str(), a)));
+                    Ok(())
+                }
             });
-            if let (Some(Ok(())), Some(a)) = (answers.last(), &c.attempt) {
-                attempts.push((&c.id, a));
-            }
             continue;
         }
         answers.push(savepoint(conn, || complete(conn, c))?);
@@ -479,10 +524,19 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
 }
 
 pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Invocation>> {
-    let sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = ?");
-    let inv =
-        conn.prepare_cached(&sql).and_then(|mut st| st.query_row([id], rows::invocation).optional()).map_err(db_err)?;
-    let Some(mut inv) = inv else { return Ok(None) };
+    // The row's own attempt, if it keeps one ([`kept_in_row`]): then it has no other.
+    let sql = format!("SELECT {INVOCATION_COLUMNS}, first_started_at, first_ended_at FROM invocations WHERE id = ?");
+    let read = |row: &rusqlite::Row<'_>| {
+        let inv = rows::invocation(row)?;
+        let in_row = row_attempt_of((row.get(29)?, row.get(30)?), inv.response.as_ref().map(|r| r.status));
+        Ok((inv, in_row))
+    };
+    let found = conn.prepare_cached(&sql).and_then(|mut st| st.query_row([id], read).optional()).map_err(db_err)?;
+    let Some((mut inv, in_row)) = found else { return Ok(None) };
+    if let Some(attempt) = in_row {
+        inv.attempts.push(attempt);
+        return Ok(Some(inv));
+    }
     inv.attempts = conn
         .prepare_cached(
             "SELECT number, started_at, ended_at, outcome, http_status, error FROM attempts \
