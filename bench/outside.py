@@ -11,7 +11,10 @@ bytes):
   floor    (with --floor BINARY) wrk -> bench/floor, the same sync call forwarded by axum, hyper and
            tokio alone (no store, spans, metrics, auth or flow control) -> nginx no-op: the least
            Keel's HTTP stack costs, so what Keel costs above it is Keel's own
-and each again at one connection for the p50 overhead. Keel runs as `keel serve` with its default
+and each again at one connection for the p50 overhead. With `--rounds N`, the proxy, floor, sync
+and async runs at C connections are made N times in turn, and the ratios and CPU figures given
+are the medians of the rounds' own: each ratio is of two runs seconds apart, so the host's drift
+over the whole run (its load moves 20% and more from minute to minute) is not in it. Keel runs as `keel serve` with its default
 log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked). With
 `--http2` Keel calls its no-op over HTTP/2 (`http2 = true`; a second nginx no-op listening h2c).
 
@@ -26,7 +29,7 @@ Needs: wrk and nginx (Debian: `apt-get install wrk nginx-light`), a release buil
 for --floor: `cargo build --release --manifest-path bench/floor/Cargo.toml`.
 Usage:   bench/outside.py [--keel target/release/keel] [--connections 32] [--duration 5]
                           [--no-fsync] [--http2] [--floor bench/floor/target/release/keel-floor]
-                          [--payload-bytes N] [--json]
+                          [--payload-bytes N] [--rounds N] [--json]
 """
 
 import argparse
@@ -35,6 +38,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -247,6 +251,8 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure proxy, floor, sync and async at C connections this many times in turn; report medians")
     parser.add_argument("--payload-bytes", type=int, default=0,
                         help='a body of this many bytes ({"n":"xx…"}) instead of {"n":1}')
     parser.add_argument("--http2", action="store_true",
@@ -298,6 +304,14 @@ def main():
                 runs[("floor", conns)] = measure("floor", floor_url, floor.pid, conns, d, lua)
             runs[("sync", conns)] = measure("sync", sync_url, keel.pid, conns, d, lua)
         runs[("async", c)] = measure("async", async_url, keel.pid, c, d, lua, base=base)
+        rounds = [{p: runs[(p, c)] for p in ("proxy", "floor", "sync", "async") if (p, c) in runs}]
+        for _ in range(1, args.rounds):
+            one = {"proxy": measure("proxy", proxy_url, proxy.pid, c, d, lua)}
+            if floor_url:
+                one["floor"] = measure("floor", floor_url, floor.pid, c, d, lua)
+            one["sync"] = measure("sync", sync_url, keel.pid, c, d, lua)
+            one["async"] = measure("async", async_url, keel.pid, c, d, lua, base=base)
+            rounds.append(one)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -308,21 +322,26 @@ def main():
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    proxy_c = runs[("proxy", c)]["per_s"]
     direct1 = runs[("direct", 1)]
+    # Each round's ratios to its own proxy run, and its CPU figures; the medians over the rounds.
+    for one in rounds:
+        one["ratios"] = {p: r["per_s"] / one["proxy"]["per_s"] for p, r in one.items() if p != "proxy"}
     result = {
         "connections": c,
         "duration_s": d,
         "fsync": not args.no_fsync,
         "http2": args.http2,
         "runs": [dict(r, connections=k[1]) for k, r in runs.items()],
-        "sync_vs_proxy": runs[("sync", c)]["per_s"] / proxy_c,
-        "async_vs_proxy": runs[("async", c)]["per_s"] / proxy_c,
+        "rounds": rounds,
+        "sync_vs_proxy": statistics.median([one["ratios"]["sync"] for one in rounds]),
+        "async_vs_proxy": statistics.median([one["ratios"]["async"] for one in rounds]),
+        "sync_cpu_us": statistics.median([one["sync"]["cpu_us"] for one in rounds]),
+        "async_cpu_us": statistics.median([one["async"]["cpu_us"] for one in rounds]),
         "sync_c1_overhead_p50_ms": runs[("sync", 1)]["p50_ms"] - direct1["p50_ms"],
         "proxy_c1_overhead_p50_ms": runs[("proxy", 1)]["p50_ms"] - direct1["p50_ms"],
     }
     if args.floor:
-        result["floor_vs_proxy"] = runs[("floor", c)]["per_s"] / proxy_c
+        result["floor_vs_proxy"] = statistics.median([one["ratios"]["floor"] for one in rounds])
         result["floor_c1_overhead_p50_ms"] = runs[("floor", 1)]["p50_ms"] - direct1["p50_ms"]
     if args.json:
         print(json.dumps(result, indent=2))
@@ -335,9 +354,19 @@ def main():
         cpu = f"{r['cpu_us']:7.1f}" if "cpu_us" in r else "      -"
         print(f"{path:8} {conns:>5} {r['per_s']:>9.0f} {r.get('p50_ms', 0):>7.3f} {r.get('p99_ms', 0):>7.3f} {cpu} "
               f"{ratio:>7.2f} {r['host_idle_pct']:>6.1f}")
+    if len(rounds) > 1:
+        print(f"\n{len(rounds)} rounds at {c} connections, each ratio to the proxy run of its own round:")
+        print(f"{'round':>5} {'proxy/s':>8} {'sync/s':>8} {'x':>5} {'cpu_us':>6} {'async/s':>8} {'x':>5} {'cpu_us':>6}"
+              + (f" {'floor x':>7}" if args.floor else ""))
+        for i, one in enumerate(rounds, 1):
+            print(f"{i:>5} {one['proxy']['per_s']:>8.0f} {one['sync']['per_s']:>8.0f} {one['ratios']['sync']:>5.2f} "
+                  f"{one['sync']['cpu_us']:>6.1f} {one['async']['per_s']:>8.0f} {one['ratios']['async']:>5.2f} "
+                  f"{one['async']['cpu_us']:>6.1f}" + (f" {one['ratios']['floor']:>7.2f}" if args.floor else ""))
+        print(f"median: sync {result['sync_cpu_us']:.1f} us a call, async {result['async_cpu_us']:.1f} us an invocation\n")
     print(f"sync c=1 p50 overhead over direct: {result['sync_c1_overhead_p50_ms']:.3f} ms "
           f"(the nginx proxy adds {result['proxy_c1_overhead_p50_ms']:.3f} ms)")
-    print(f"sync = {result['sync_vs_proxy']:.2f} x proxy, async end to end = {result['async_vs_proxy']:.2f} x proxy")
+    of = f" (medians of {len(rounds)} rounds)" if len(rounds) > 1 else ""
+    print(f"sync = {result['sync_vs_proxy']:.2f} x proxy, async end to end = {result['async_vs_proxy']:.2f} x proxy{of}")
     if args.floor:
         print(f"floor = {result['floor_vs_proxy']:.2f} x proxy, its c=1 p50 overhead {result['floor_c1_overhead_p50_ms']:.3f} ms")
 
