@@ -111,10 +111,11 @@ fn kept_in_row(attempt: &Attempt, response: Option<&StoredResponse>) -> bool {
         && response.is_some_and(|r| attempt.http_status == Some(r.status))
 }
 
-/// The attempt of a finished invocation's record that is kept in its row, if it has one.
+/// The attempt of a finished invocation's record that is kept in its row, if it has one. Only a
+/// succeeded row keeps one: it is final, so no later attempt can join it in `attempts`.
 fn row_attempt(inv: &Invocation) -> Option<&Attempt> {
     match &inv.attempts[..] {
-        [only] if kept_in_row(only, inv.response.as_ref()) => Some(only),
+        [only] if inv.status == Status::Succeeded && kept_in_row(only, inv.response.as_ref()) => Some(only),
         _ => None,
     }
 }
