@@ -1009,4 +1009,20 @@ async fn a_first_success_is_kept_in_its_row_and_any_other_attempt_in_attempts() 
         let inv = store.get(id).await.unwrap().unwrap();
         assert_eq!((inv.status, inv.attempts), (Status::Succeeded, attempts), "{id}");
     }
+
+    // A row stored before the change: its first success is in `attempts`, and is read from there.
+    store
+        .writer
+        .write(|c| {
+            c.execute_batch(
+                "UPDATE invocations SET first_started_at = NULL, first_ended_at = NULL WHERE id = 'a1';
+                 INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error)
+                     VALUES ('a1', 1, 10, 17, 'success', 200, NULL);",
+            )
+            .map_err(super::rows::db_err)
+        })
+        .await
+        .unwrap();
+    let old = store.get("a1").await.unwrap().unwrap();
+    assert_eq!(old.attempts, vec![attempt(1, Outcome::Success, Some(200))], "an attempt stored before, read back");
 }
