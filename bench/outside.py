@@ -14,8 +14,8 @@ bytes):
 and each again at one connection for the p50 overhead. With `--rounds N`, the proxy, floor, sync
 and async runs at C connections are made N times in turn, and the ratios and CPU figures given
 are the medians of the rounds' own: each ratio is of two runs seconds apart, so the host's drift
-over the whole run (its load moves 20% and more from minute to minute) is not in it. Keel runs as `keel serve` with its default
-log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked). With
+over the whole run (its load moves 20% and more from minute to minute) is not in it. Keel runs
+as `keel serve` with its default log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked). With
 `--http2` Keel calls its no-op over HTTP/2 (`http2 = true`; a second nginx no-op listening h2c).
 
 CPU per request is utime + stime of the process (from /proc/PID/stat) over a run, divided by the
