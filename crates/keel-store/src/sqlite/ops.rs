@@ -101,21 +101,22 @@ pub(crate) fn record_finished_all(conn: &Connection, invs: &[Invocation]) -> Res
 }
 
 /// Whether `attempt` may be kept in its invocation's row (`first_started_at`, `first_ended_at`)
-/// instead of in `attempts`, its invocation's reply being `response`: it is the first, it
-/// succeeded with no error, and the reply stored is its own status's. All but its times can then
-/// be told from the row ([`row_attempt_of`]); the schema's last migration says why.
-fn kept_in_row(attempt: &Attempt, response: Option<&StoredResponse>) -> bool {
-    attempt.number == 1
+/// instead of in `attempts`, the row's status being `status` and its reply `response`: the row
+/// succeeded (it is final, so no later attempt can join it in `attempts`), and the attempt is the
+/// first, succeeded with no error, and the reply stored is its own status's. All but its times
+/// can then be told from the row ([`row_attempt_of`]); the schema's last migration says why.
+fn kept_in_row(status: Status, attempt: &Attempt, response: Option<&StoredResponse>) -> bool {
+    status == Status::Succeeded
+        && attempt.number == 1
         && attempt.outcome == Outcome::Success
         && attempt.error.is_none()
         && response.is_some_and(|r| attempt.http_status == Some(r.status))
 }
 
-/// The attempt of a finished invocation's record that is kept in its row, if it has one. Only a
-/// succeeded row keeps one: it is final, so no later attempt can join it in `attempts`.
+/// The attempt of a finished invocation's record that is kept in its row, if it has one.
 fn row_attempt(inv: &Invocation) -> Option<&Attempt> {
     match &inv.attempts[..] {
-        [only] if inv.status == Status::Succeeded && kept_in_row(only, inv.response.as_ref()) => Some(only),
+        [only] if kept_in_row(inv.status, only, inv.response.as_ref()) => Some(only),
         _ => None,
     }
 }
@@ -390,8 +391,7 @@ fn move_on<'c>(update: &mut rusqlite::CachedStatement<'_>, c: &'c Completion) ->
         Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
         Transition::Requeue => (Status::Queued, Some(c.now), None, None, None),
     };
-    // A first success's attempt is kept in the row; only a `Succeed` stores a reply of its own.
-    let in_row = c.attempt.as_ref().filter(|a| status == Status::Succeeded && kept_in_row(a, response));
+    let in_row = c.attempt.as_ref().filter(|a| kept_in_row(status, a, response));
     let changed = update
         .execute(params![
             status.as_str(),
