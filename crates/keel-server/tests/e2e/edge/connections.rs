@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{parse_metrics, request, Keel};
+use crate::support::{parse_metrics, Keel};
 
 /// Header, body and idle timeouts short enough for a test, and apart from each other.
 const TIMEOUTS: &str = "[server]\nheader_timeout = \"300ms\"\nbody_timeout = \"300ms\"\nidle_timeout = \"1500ms\"\n";
@@ -33,9 +33,19 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, 
 }
 
 async fn closed_total(keel: &Keel, reason: &str) -> f64 {
-    let (_, _, body) = request("GET", &format!("{}/metrics", keel.url), &[], "").await;
+    scraped_closed_total(keel, reason).await.unwrap_or_else(|| panic!("GET {}/metrics was not answered 200", keel.url))
+}
+
+/// [`closed_total`], or `None` if the scrape was not answered 200 (refused while the server is
+/// at `max_connections`, say).
+async fn scraped_closed_total(keel: &Keel, reason: &str) -> Option<f64> {
+    let req = hyper::Request::get(format!("{}/metrics", keel.url))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let (status, _, body) = crate::support::send(req).await.ok()?;
     let metrics = parse_metrics(&String::from_utf8_lossy(&body));
-    metrics.get(&format!("keel_http_connections_closed_total{{reason=\"{reason}\"}}")).copied().unwrap_or(0.0)
+    let closed = metrics.get(&format!("keel_http_connections_closed_total{{reason=\"{reason}\"}}")).copied();
+    (status == 200).then(|| closed.unwrap_or(0.0))
 }
 
 #[tokio::test]
@@ -160,13 +170,7 @@ async fn past_max_connections_a_connection_is_answered_503_and_closed() {
     // The server may not have seen the dropped connections close yet: a scrape refused with a
     // 503 before its request was written is tried again.
     crate::support::eventually("the refusal counted", Duration::from_secs(5), || async {
-        let req = hyper::Request::get(format!("{}/metrics", keel.url))
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let (status, _, body) = crate::support::send(req).await.ok()?;
-        let metrics = parse_metrics(&String::from_utf8_lossy(&body));
-        let refused = metrics.get("keel_http_connections_closed_total{reason=\"over_limit\"}").copied();
-        (status == 200 && refused.unwrap_or(0.0) >= before + 1.0).then_some(())
+        (scraped_closed_total(&keel, "over_limit").await? >= before + 1.0).then_some(())
     })
     .await;
 }
