@@ -540,7 +540,7 @@ fn run(
             reply.give(outcome.clone().map_err(Error::Unavailable));
         }
         if let Err(e) = &outcome {
-            tracing::error!(error = %e, jobs = replies.len(), "SQLite group commit failed");
+            tracing::error!(error = %e, jobs, "SQLite group commit failed");
         }
         match &syncer {
             Some(syncer) => {
