@@ -188,9 +188,15 @@ impl SqliteStore {
 
 /// Keeps a cached statement's plan whatever values are bound: without it, SQLite re-prepares a
 /// statement whenever a bound `LIMIT` (the lease's) or range value changes — a parse per lease.
+/// And keeps [`STATEMENTS_CACHED`] statements prepared, not rusqlite's 16: a multi-row insert
+/// alone has up to seven (`rows::MultiInsert`), and a statement evicted is parsed again.
 fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(|_| ())
 }
+
+/// Prepared statements a connection keeps (least recently used out first).
+const STATEMENTS_CACHED: usize = 64;
 
 fn open_reader(path: &str) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
