@@ -217,22 +217,7 @@ async fn complete_all(
         .filter(|c| done.contains_key(c.id.as_str()))
         .filter_map(|c| c.attempt.as_ref().map(|a| (c.id.as_str(), a)))
         .collect();
-    if !attempts.is_empty() {
-        let ids: Vec<&str> = attempts.iter().map(|(id, _)| *id).collect();
-        let numbers: Vec<i32> = attempts.iter().map(|(_, a)| a.number as i32).collect();
-        let started: Vec<i64> = attempts.iter().map(|(_, a)| a.started_at).collect();
-        let ended: Vec<i64> = attempts.iter().map(|(_, a)| a.ended_at).collect();
-        let outcomes: Vec<&str> = attempts.iter().map(|(_, a)| a.outcome.as_str()).collect();
-        let statuses: Vec<Option<i32>> = attempts.iter().map(|(_, a)| a.http_status.map(i32::from)).collect();
-        let errors: Vec<Option<&str>> = attempts.iter().map(|(_, a)| a.error.as_deref()).collect();
-        query(
-            tx,
-            "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error) \
-             SELECT * FROM unnest($1::TEXT[], $2::INT4[], $3::INT8[], $4::INT8[], $5::TEXT[], $6::INT4[], $7::TEXT[])",
-            &[&ids, &numbers, &started, &ended, &outcomes, &statuses, &errors],
-        )
-        .await?;
-    }
+    super::rows::insert_attempts(tx, &attempts).await?;
     Ok(done)
 }
 

@@ -214,7 +214,7 @@ pub(crate) async fn interrupt_sync(
 ) -> Result<()> {
     let attempt = Attempt::interrupted_sync(attempt_count + 1, leased_at, now, owner);
     let error = attempt.error.clone().unwrap_or_default();
-    rows::insert_attempt(tx, id, &attempt).await?;
+    rows::insert_attempts(tx, &[(id, &attempt)]).await.map_err(db_err)?;
     execute(
         tx,
         "UPDATE invocations SET status = 'failed', error = $1, attempt_count = attempt_count + 1, updated_at = $2, \

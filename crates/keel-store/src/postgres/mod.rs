@@ -295,12 +295,7 @@ impl InvocationStore for PgStore {
         if invocations.is_empty() {
             return Ok(());
         }
-        in_tx!(self, |tx| async {
-            for invocation in &invocations {
-                ops::record_finished(&tx, invocation, None).await?;
-            }
-            Ok(())
-        })
+        in_tx!(self, |tx| ops::record_finished_all(&tx, &invocations))
     }
 
     async fn lease(&self, request: LeaseRequest) -> Result<Leased> {

@@ -2,7 +2,9 @@
 //! Enqueues and completions also have batched forms, in `writer.rs`.
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, Status, Transition};
+use keel_core::invocation::{
+    Attempt, CommitEffects, Completion, Delivery, Invocation, Lease, Status, StoredResponse, Transition,
+};
 use keel_core::store::{KeyLimit, LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use tokio_postgres::types::ToSql;
@@ -15,63 +17,129 @@ use crate::key_budget::KeyBudget;
 
 pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
     events::apply(tx, effects, inv.updated_at).await?;
-    insert(tx, inv).await?;
-    for a in &inv.attempts {
-        rows::insert_attempt(tx, &inv.id, a).await?;
-    }
-    Ok(())
+    record_finished_all(tx, std::slice::from_ref(inv)).await
 }
 
+/// Finished sync invocations without effects (the records written behind their replies), and
+/// their attempts: two statements whatever their number, one round trip each, where a statement
+/// an invocation and one an attempt made a batch of 30 records cost 60 or more in turn. A row
+/// refused (an id stored before, or twice in the batch) refuses them all: the caller's
+/// transaction is rolled back.
+pub(crate) async fn record_finished_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
+    insert_all(tx, invs).await?;
+    let attempts: Vec<(&str, &Attempt)> =
+        invs.iter().flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a))).collect();
+    rows::insert_attempts(tx, &attempts).await.map_err(db_err)
+}
+
+/// Stores the row of `inv` (not its attempts).
 pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
-    let response = inv.response.as_ref();
-    let lease = inv.lease.as_ref();
-    let delivery = inv.delivery.as_ref();
+    insert_all(tx, std::slice::from_ref(inv)).await
+}
+
+/// Stores the rows of `invs` (not their attempts) in one statement. A row refused (an id stored
+/// before, or twice in `invs`) refuses them all.
+async fn insert_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
+    if invs.is_empty() {
+        return Ok(());
+    }
+    let responses: Vec<Option<&StoredResponse>> = invs.iter().map(|i| i.response.as_ref()).collect();
+    let leases: Vec<Option<&Lease>> = invs.iter().map(|i| i.lease.as_ref()).collect();
+    let deliveries: Vec<Option<&Delivery>> = invs.iter().map(|i| i.delivery.as_ref()).collect();
+    let ids: Vec<&str> = invs.iter().map(|i| i.id.as_str()).collect();
+    let functions: Vec<&str> = invs.iter().map(|i| i.function.as_str()).collect();
+    let statuses: Vec<&str> = invs.iter().map(|i| i.status.as_str()).collect();
+    let payloads: Vec<&[u8]> = invs.iter().map(|i| &i.payload[..]).collect();
+    let content_types: Vec<Option<&str>> = invs.iter().map(|i| i.content_type.as_deref()).collect();
+    let created: Vec<i64> = invs.iter().map(|i| i.created_at).collect();
+    let updated: Vec<i64> = invs.iter().map(|i| i.updated_at).collect();
+    let due: Vec<Option<i64>> = invs.iter().map(|i| i.due_at).collect();
+    let attempt_counts: Vec<i32> = invs.iter().map(|i| i.attempt_count as i32).collect();
+    let budget_starts: Vec<i32> = invs.iter().map(|i| i.budget_start as i32).collect();
+    let redrives: Vec<i32> = invs.iter().map(|i| i.redrives as i32).collect();
+    let delays: Vec<Option<i64>> = invs.iter().map(|i| i.last_delay_ms.map(|d| d as i64)).collect();
+    let result_statuses: Vec<Option<i32>> = responses.iter().map(|r| r.map(|r| i32::from(r.status))).collect();
+    let result_types: Vec<Option<&str>> = responses.iter().map(|r| r.and_then(|r| r.content_type.as_deref())).collect();
+    let results: Vec<Option<&[u8]>> = responses.iter().map(|r| r.map(|r| &r.body[..])).collect();
+    let errors: Vec<Option<&str>> = invs.iter().map(|i| i.error.as_deref()).collect();
+    let keys: Vec<Option<&str>> = invs.iter().map(|i| i.idempotency_key.as_deref()).collect();
+    let traces: Vec<Option<&str>> = invs.iter().map(|i| i.traceparent.as_deref()).collect();
+    let syncs: Vec<bool> = invs.iter().map(|i| i.sync).collect();
+    let owners: Vec<Option<&str>> = leases.iter().map(|l| l.map(|l| l.owner.as_str())).collect();
+    let leased_at: Vec<Option<i64>> = leases.iter().map(|l| l.map(|l| l.leased_at)).collect();
+    let expires: Vec<Option<i64>> = leases.iter().map(|l| l.map(|l| l.expires_at)).collect();
+    let subscriptions: Vec<Option<&str>> = deliveries.iter().map(|d| d.map(|d| d.subscription.as_str())).collect();
+    let events: Vec<Option<&str>> = deliveries.iter().map(|d| d.map(|d| d.event_id.as_str())).collect();
+    let headers: Vec<Option<String>> = deliveries.iter().map(|d| d.map(|d| encode_headers(&d.headers))).collect();
+    let ordering: Vec<Option<&str>> = deliveries.iter().map(|d| d.and_then(|d| d.ordering_key.as_deref())).collect();
+    let hops: Vec<i32> = deliveries.iter().map(|d| d.map_or(0, |d| d.hops as i32)).collect();
+    let concurrency: Vec<Option<&str>> = invs.iter().map(|i| i.concurrency_key.as_deref()).collect();
+    let steps: Vec<Option<String>> = invs.iter().map(|i| i.workflow.as_ref().map(|w| w.key())).collect();
+    // WITH ORDINALITY: the rows take their `seq` in the order given, as one insert each did.
     execute(
         tx,
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
-         due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
-         result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-         subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-         $23, $24, $25, $26, $27, $28, $29)",
+           due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
+           result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
+           subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step) \
+         SELECT id, f, st, p, ct, c, u, d, ac, bs, rd, dl, rs, rt, r, e, k, tp, sy, lo, la, le, s, ev, h, o, hp, ck, ws \
+         FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::INT8[], $7::INT8[], \
+           $8::INT8[], $9::INT4[], $10::INT4[], $11::INT4[], $12::INT8[], $13::INT4[], $14::TEXT[], $15::BYTEA[], \
+           $16::TEXT[], $17::TEXT[], $18::TEXT[], $19::BOOL[], $20::TEXT[], $21::INT8[], $22::INT8[], $23::TEXT[], \
+           $24::TEXT[], $25::TEXT[], $26::TEXT[], $27::INT4[], $28::TEXT[], $29::TEXT[]) \
+           WITH ORDINALITY AS t(id, f, st, p, ct, c, u, d, ac, bs, rd, dl, rs, rt, r, e, k, tp, sy, lo, la, le, s, ev, \
+           h, o, hp, ck, ws, n) \
+         ORDER BY n",
         &[
-            &inv.id,
-            &inv.function,
-            &inv.status.as_str(),
-            &&inv.payload[..],
-            &inv.content_type,
-            &inv.created_at,
-            &inv.updated_at,
-            &inv.due_at,
-            &(inv.attempt_count as i32),
-            &(inv.budget_start as i32),
-            &(inv.redrives as i32),
-            &inv.last_delay_ms.map(|d| d as i64),
-            &response.map(|r| i32::from(r.status)),
-            &response.and_then(|r| r.content_type.as_deref()),
-            &response.map(|r| &r.body[..]),
-            &inv.error,
-            &inv.idempotency_key,
-            &inv.traceparent,
-            &inv.sync,
-            &lease.map(|l| l.owner.as_str()),
-            &lease.map(|l| l.leased_at),
-            &lease.map(|l| l.expires_at),
-            &delivery.map(|d| d.subscription.as_str()),
-            &delivery.map(|d| d.event_id.as_str()),
-            &delivery.map(|d| encode_headers(&d.headers)),
-            &delivery.and_then(|d| d.ordering_key.as_deref()),
-            &delivery.map_or(0, |d| d.hops as i32),
-            &inv.concurrency_key,
-            &inv.workflow.as_ref().map(|w| w.key()),
+            &ids,
+            &functions,
+            &statuses,
+            &payloads,
+            &content_types,
+            &created,
+            &updated,
+            &due,
+            &attempt_counts,
+            &budget_starts,
+            &redrives,
+            &delays,
+            &result_statuses,
+            &result_types,
+            &results,
+            &errors,
+            &keys,
+            &traces,
+            &syncs,
+            &owners,
+            &leased_at,
+            &expires,
+            &subscriptions,
+            &events,
+            &headers,
+            &ordering,
+            &hops,
+            &concurrency,
+            &steps,
         ],
     )
     .await
     .map_err(|e| match rows::is_unique_violation(&e) {
-        true => Error::InvalidState(format!("invocation {} already exists", inv.id)),
+        true => already_stored(invs, &e),
         false => db_err(e),
     })?;
     Ok(())
+}
+
+/// The error of rows refused for an id already stored: the id itself for one row, else what
+/// PostgreSQL says (`Key (id)=(…) already exists.`).
+fn already_stored(invs: &[Invocation], e: &tokio_postgres::Error) -> Error {
+    Error::InvalidState(match invs {
+        [inv] => format!("invocation {} already exists", inv.id),
+        _ => format!(
+            "an invocation of the batch already exists: {}",
+            e.as_db_error().and_then(|d| d.detail()).unwrap_or("an id stored before, or twice in the batch")
+        ),
+    })
 }
 
 /// The condition on a candidate `c` that it does not wait behind another delivery of its ordering
@@ -311,7 +379,7 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
         return Err(lease_lost(c));
     }
     if let Some(a) = &c.attempt {
-        rows::insert_attempt(tx, &c.id, a).await?;
+        rows::insert_attempts(tx, &[(&c.id, a)]).await.map_err(db_err)?;
     }
     // A step's end moves its run on in the same transaction, or nothing is written.
     if let Some(update) = &c.run {

@@ -98,24 +98,30 @@ pub(crate) fn attempt(row: &Row) -> Result<Attempt> {
 
 pub(crate) use crate::header_list::{decode_headers, encode_headers};
 
-/// Inserts one attempt of `invocation_id`.
-pub(crate) async fn insert_attempt(tx: &Tx<'_>, invocation_id: &str, a: &Attempt) -> Result<()> {
+/// Inserts `attempts` (each with its invocation's id) in one statement, whatever their number:
+/// one round trip to the server, not one an attempt. The error is PostgreSQL's, as a group
+/// commit needs it (`batch::complete_all`); a store operation maps it with [`db_err`].
+pub(crate) async fn insert_attempts(
+    tx: &Tx<'_>,
+    attempts: &[(&str, &Attempt)],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = attempts.iter().map(|(id, _)| *id).collect();
+    let numbers: Vec<i32> = attempts.iter().map(|(_, a)| a.number as i32).collect();
+    let started: Vec<i64> = attempts.iter().map(|(_, a)| a.started_at).collect();
+    let ended: Vec<i64> = attempts.iter().map(|(_, a)| a.ended_at).collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|(_, a)| a.outcome.as_str()).collect();
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|(_, a)| a.http_status.map(i32::from)).collect();
+    let errors: Vec<Option<&str>> = attempts.iter().map(|(_, a)| a.error.as_deref()).collect();
     execute(
         tx,
         "INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &invocation_id,
-            &(a.number as i32),
-            &a.started_at,
-            &a.ended_at,
-            &a.outcome.as_str(),
-            &a.http_status.map(i32::from),
-            &a.error,
-        ],
+         SELECT * FROM unnest($1::TEXT[], $2::INT4[], $3::INT8[], $4::INT8[], $5::TEXT[], $6::INT4[], $7::TEXT[])",
+        &[&ids, &numbers, &started, &ended, &outcomes, &statuses, &errors],
     )
-    .await
-    .map_err(db_err)?;
+    .await?;
     Ok(())
 }
 

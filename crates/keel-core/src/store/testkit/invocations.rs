@@ -303,7 +303,8 @@ pub async fn bulk_redrive_by_function(store: &dyn Store) {
 }
 
 /// Records written behind their replies go many in one commit, each whole with its attempts;
-/// a batch with one refused row (an id stored before) stores none of its records.
+/// a batch with one refused row (an id stored before, or twice in the batch) stores none of its
+/// records.
 pub async fn finished_sync_invocations_are_recorded_many_at_once_all_or_none(store: &dyn Store) {
     let finished = |id: &str, attempts: u32| {
         let mut inv = new_inv(id, "f", T0).into_stored();
@@ -325,6 +326,12 @@ pub async fn finished_sync_invocations_are_recorded_many_at_once_all_or_none(sto
     assert!(refused.is_err(), "an id stored before refuses its batch");
     assert_eq!(store.get("01N").await.unwrap(), None, "all or none");
     assert_eq!(store.get("01M007").await.unwrap().unwrap().attempt_count, 2, "the stored record is untouched");
+    let twice =
+        store.record_finished_all(vec![finished("01P", 1), finished("01Q", 3), finished("01P", 2)], Urgency::Now);
+    assert!(twice.await.is_err(), "an id twice in a batch refuses it");
+    for id in ["01P", "01Q"] {
+        assert_eq!(store.get(id).await.unwrap(), None, "all or none: {id}");
+    }
     let leased = store.lease(lease_req("f", T0 + 1, 10)).await.unwrap();
     assert!(leased.invocations.is_empty(), "finished sync invocations are not work");
 }
