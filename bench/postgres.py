@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Sync calls on a PostgreSQL store, builds side by side: what `bench/ab.py` does for SQLite.
+
+Starts a PostgreSQL cluster of its own (the system's `initdb` and `pg_ctl`, run as the
+`postgres` user when this runs as root; fsync and every other setting at PostgreSQL's
+defaults), and the nginx no-op of bench/outside.py. Each round runs every build in turn (the
+order reversed every other round) as `keel serve` on a fresh database, with one function `noop`:
+wrk warms it for 2 s, then drives `POST /v1/functions/noop/invoke` for --duration seconds at
+--connections. Per build and round it reports calls/s, Keel's CPU a call, the CPU of every
+PostgreSQL process a call, wrk's p50, and how many records were in the table when wrk ended, of the calls it made:
+a sync call is answered before its record is written (docs/design.md), so a build whose
+records fall behind shows it there. Medians over the rounds at the end.
+
+Needs PostgreSQL (Debian: `apt-get install postgresql`), wrk and nginx.
+Usage:   bench/postgres.py [--rounds 4] [--connections 32] [--duration 5] LABEL=BINARY ...
+Example: bench/postgres.py --rounds 4 before=/tmp/keel-old after=target/production/keel
+"""
+
+import argparse
+import glob
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import outside  # noqa: E402
+
+
+def pg_bin():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        sys.exit("no initdb under /usr/lib/postgresql/*/bin (install `postgresql`)")
+    return os.path.dirname(found[-1])
+
+
+def as_postgres(args):
+    return (["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) + args
+
+
+def pg_cpu_seconds(pgdir):
+    """CPU seconds of every process of the cluster in `pgdir` (the postmaster and its children)."""
+    with open(os.path.join(pgdir, "postmaster.pid")) as f:
+        postmaster = f.readline().strip()
+    children = subprocess.run(["pgrep", "-P", postmaster], capture_output=True, text=True).stdout.split()
+    total = 0.0
+    for pid in [postmaster, *children]:
+        try:
+            total += outside.cpu_seconds(int(pid))
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a backend that ended meanwhile
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("builds", nargs="+", type=outside.build_arg, metavar="LABEL=BINARY")
+    args = parser.parse_args()
+    bin_dir = pg_bin()
+    tmp = tempfile.mkdtemp(prefix="keel-postgres-")
+    os.chmod(tmp, 0o777)
+    pgdir = os.path.join(tmp, "pg")
+    subprocess.run(as_postgres([f"{bin_dir}/initdb", "-D", pgdir, "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
+                   check=True, capture_output=True)
+    pgport = outside.free_port()
+    subprocess.run(as_postgres([f"{bin_dir}/pg_ctl", "-D", pgdir, "-l", f"{tmp}/pg.log", "-w", "-o",
+                                f"-p {pgport} -k {tmp} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    noop_port = outside.free_port()
+    nginx = outside.start_nginx(tmp, "noop", noop_port, outside.NOOP_LOCATION)
+    lua = outside.wrk_script(tmp)
+
+    def psql(db, sql):
+        out = subprocess.run([f"{bin_dir}/psql", "-h", "127.0.0.1", "-p", str(pgport), "-U", "postgres", "-d", db,
+                              "-tAc", sql], check=True, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    results = {label: [] for label, _, _ in args.builds}
+    try:
+        for r in range(args.rounds):
+            order = args.builds if r % 2 == 0 else args.builds[::-1]
+            for label, binary, env in order:
+                db = f"keel_{r}_{len(results[label])}_{label}".lower().replace("-", "_")
+                psql("postgres", f"CREATE DATABASE {db}")
+                run_dir = tempfile.mkdtemp(dir=tmp)
+                port = outside.free_port()
+                conf = os.path.join(run_dir, "keel.toml")
+                with open(conf, "w") as f:
+                    f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n'
+                            f'[storage]\nurl = "postgres://postgres@127.0.0.1:{pgport}/{db}"\n'
+                            f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = 1024\n')
+                with open(os.path.join(run_dir, "keel.log"), "w") as log:
+                    keel = subprocess.Popen([binary, "serve", "-c", conf], stdout=log, stderr=log,
+                                            env={**outside.keel_env(), **env})
+                try:
+                    outside.wait_port(port, "keel serve", keel)
+                    url = f"http://127.0.0.1:{port}/v1/functions/noop/invoke"
+                    warm = outside.wrk(url, args.connections, 2, lua)["requests"]
+                    keel0, pg0 = outside.cpu_seconds(keel.pid), pg_cpu_seconds(pgdir)
+                    run = outside.wrk(url, args.connections, args.duration, lua)
+                    keel1, pg1 = outside.cpu_seconds(keel.pid), pg_cpu_seconds(pgdir)
+                    recorded = int(psql(db, "SELECT count(*) FROM invocations"))
+                finally:
+                    keel.terminate()
+                    keel.wait()
+                n = run["requests"]
+                row = {"per_s": run["per_s"], "keel_us": (keel1 - keel0) * 1e6 / n,
+                       "postgres_us": (pg1 - pg0) * 1e6 / n, "p50_ms": run["p50_ms"], "recorded": recorded, "calls": warm + n}
+                results[label].append(row)
+                print(f"round {r + 1} {label:10} {row['per_s']:8.0f}/s  keel {row['keel_us']:6.1f} µs  "
+                      f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  "
+                      f"records at wrk's end {recorded} of {warm + n} calls", flush=True)
+    finally:
+        nginx.terminate()
+        subprocess.run(as_postgres([f"{bin_dir}/pg_ctl", "-D", pgdir, "-m", "fast", "-w", "stop"]), capture_output=True)
+    print(f"\n{args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s; medians")
+    for label, rows in results.items():
+        med = lambda k: statistics.median(x[k] for x in rows)  # noqa: E731
+        print(f"{label:10} {med('per_s'):8.0f}/s  keel {med('keel_us'):6.1f} µs  postgres {med('postgres_us'):5.1f} µs  "
+              f"p50 {med('p50_ms'):.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
