@@ -66,8 +66,11 @@ pub(crate) async fn publish(tx: &Tx<'_>, events: &[NewEvent]) -> Result<Vec<Publ
             .await
             .map_err(db_err)?;
         }
+        // One statement for all of the event's deliveries, in their order (ordered deliveries
+        // follow it): a fan-out to N subscriptions is one round trip, not N.
+        let deliveries: Vec<_> = new.deliveries.iter().map(|d| d.clone().into_stored()).collect();
+        ops::insert_all(tx, &deliveries).await?;
         for delivery in &new.deliveries {
-            ops::insert(tx, &delivery.clone().into_stored()).await?;
             if !woken.contains(&delivery.function) {
                 woken.push(delivery.function.clone());
             }

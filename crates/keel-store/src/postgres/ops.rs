@@ -37,9 +37,9 @@ pub(crate) async fn insert(tx: &Tx<'_>, inv: &Invocation) -> Result<()> {
     insert_all(tx, std::slice::from_ref(inv)).await
 }
 
-/// Stores the rows of `invs` (not their attempts) in one statement. A row refused (an id stored
-/// before, or twice in `invs`) refuses them all.
-async fn insert_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
+/// Stores the rows of `invs` (not their attempts) in one statement, in their order. A row
+/// refused (an id stored before, or twice in `invs`) refuses them all.
+pub(crate) async fn insert_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
     if invs.is_empty() {
         return Ok(());
     }
