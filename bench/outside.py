@@ -15,8 +15,9 @@ and each again at one connection for the p50 overhead. With `--rounds N`, the pr
 and async runs at C connections are made N times in turn, and the ratios and CPU figures given
 are the medians of the rounds' own: each ratio is of two runs seconds apart, so the host's drift
 over the whole run (its load moves 20% and more from minute to minute) is not in it. Keel runs
-as `keel serve` with its default log level and a temporary SQLite store, fsync on (`--no-fsync` beside it only when asked). With
-`--http2` Keel calls its no-op over HTTP/2 (`http2 = true`; a second nginx no-op listening h2c).
+as `keel serve` with its default log level and a temporary SQLite store, fsync on (`--no-fsync`
+beside it only when asked). With `--http2` Keel calls its no-op over HTTP/2 (`http2 = true`; a
+second nginx no-op listening h2c).
 
 CPU per request is utime + stime of the process (from /proc/PID/stat) over a run, divided by the
 requests of that run: Keel's, and the proxy nginx's for the baseline. Run nothing else heavy at the
@@ -132,14 +133,16 @@ def paths_arg(text):
     return paths
 
 
-def keel_config(tmp, noop_port, fsync, concurrency, http2=False):
-    """A `keel serve` config in `tmp` (store there, one function `noop`): its path and port."""
+def keel_config(tmp, noop_port, fsync, concurrency, http2=False, store_url=None):
+    """A `keel serve` config in `tmp` (one function `noop`; the store `store_url`, by default a
+    SQLite file there): its path and port."""
     port = free_port()
     conf = os.path.join(tmp, "keel.toml")
+    store_url = store_url or f"sqlite://{tmp}/keel.db"
     with open(conf, "w") as f:
         f.write(
             f'[server]\nlisten = "127.0.0.1:{port}"\n'
-            f'[storage]\nurl = "sqlite://{tmp}/keel.db"\nfsync = {"true" if fsync else "false"}\n'
+            f'[storage]\nurl = "{store_url}"\nfsync = {"true" if fsync else "false"}\n'
             f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = {concurrency}\n'
             + ("http2 = true\n" if http2 else "")
         )
@@ -166,9 +169,10 @@ def keel_env():
     return {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
 
 
-def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False, env=None):
-    """`keel serve` of one function `noop`; `env` (e.g. a build's `RUST_LOG`) over keel_env()."""
-    conf, port = keel_config(tmp, noop_port, fsync, concurrency, http2)
+def start_keel(keel, tmp, noop_port, fsync, concurrency, http2=False, env=None, store_url=None):
+    """`keel serve` of one function `noop` (on `store_url`, as keel_config); `env` (e.g. a
+    build's `RUST_LOG`) over keel_env()."""
+    conf, port = keel_config(tmp, noop_port, fsync, concurrency, http2, store_url)
     log = open(os.path.join(tmp, "keel.log"), "w")
     proc = subprocess.Popen([keel, "serve", "-c", conf], stdout=log, stderr=log, env={**keel_env(), **(env or {})})
     wait_port(port, "keel serve", proc)

@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import outside  # noqa: E402
@@ -85,21 +84,13 @@ def main():
         for r in range(args.rounds):
             order = args.builds if r % 2 == 0 else args.builds[::-1]
             for label, binary, env in order:
-                db = f"keel_{r}_{len(results[label])}_{label}".lower().replace("-", "_")
+                db = f"keel_{r}_{label}".lower().replace("-", "_")
                 psql("postgres", f"CREATE DATABASE {db}")
-                run_dir = tempfile.mkdtemp(dir=tmp)
-                port = outside.free_port()
-                conf = os.path.join(run_dir, "keel.toml")
-                with open(conf, "w") as f:
-                    f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n'
-                            f'[storage]\nurl = "postgres://postgres@127.0.0.1:{pgport}/{db}"\n'
-                            f'[functions.noop]\nurl = "http://127.0.0.1:{noop_port}/"\nconcurrency = 1024\n')
-                with open(os.path.join(run_dir, "keel.log"), "w") as log:
-                    keel = subprocess.Popen([binary, "serve", "-c", conf], stdout=log, stderr=log,
-                                            env={**outside.keel_env(), **env})
+                store_url = f"postgres://postgres@127.0.0.1:{pgport}/{db}"
+                keel, base = outside.start_keel(binary, tempfile.mkdtemp(dir=tmp), noop_port, True, 1024, env=env,
+                                                store_url=store_url)
                 try:
-                    outside.wait_port(port, "keel serve", keel)
-                    url = f"http://127.0.0.1:{port}/v1/functions/noop/invoke"
+                    url = f"{base}/v1/functions/noop/invoke"
                     warm = outside.wrk(url, args.connections, 2, lua)["requests"]
                     keel0, pg0 = outside.cpu_seconds(keel.pid), pg_cpu_seconds(pgdir)
                     run = outside.wrk(url, args.connections, args.duration, lua)
@@ -110,7 +101,7 @@ def main():
                     keel.wait()
                 n = run["requests"]
                 row = {"per_s": run["per_s"], "keel_us": (keel1 - keel0) * 1e6 / n,
-                       "postgres_us": (pg1 - pg0) * 1e6 / n, "p50_ms": run["p50_ms"], "recorded": recorded, "calls": warm + n}
+                       "postgres_us": (pg1 - pg0) * 1e6 / n, "p50_ms": run["p50_ms"]}
                 results[label].append(row)
                 print(f"round {r + 1} {label:10} {row['per_s']:8.0f}/s  keel {row['keel_us']:6.1f} µs  "
                       f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  "
