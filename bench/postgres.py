@@ -9,20 +9,32 @@ wrk warms it for 2 s, then drives `POST /v1/functions/noop/invoke` for --duratio
 --connections. Per build and round it reports calls/s, Keel's CPU a call, the CPU of every
 PostgreSQL process a call, wrk's p50, and how many records were in the table when wrk ended, of the calls it made:
 a sync call is answered before its record is written (docs/design.md), so a build whose
-records fall behind shows it there. Medians over the rounds at the end.
+records fall behind shows it there. It also reports Keel's peak RSS (VmHWM). Medians over the
+rounds at the end.
+
+With --stall S, every PostgreSQL process is stopped (SIGSTOP) for S seconds from 1 s into
+wrk's run, then let go on (SIGCONT): a store that falls behind the calls. Keel keeps answering
+while the records on their way are within their bound, then answers wait for their records
+(dispatch/behind.rs); each run then also reports how many answers waited
+(`keel_sync_answers_held_total`) and, after wrk, how long until every record was in the table.
 
 Needs PostgreSQL (Debian: `apt-get install postgresql`), wrk and nginx.
-Usage:   bench/postgres.py [--rounds 4] [--connections 32] [--duration 5] LABEL=BINARY ...
+Usage:   bench/postgres.py [--rounds 4] [--connections 32] [--duration 5] [--stall S] LABEL=BINARY ...
 Example: bench/postgres.py --rounds 4 before=/tmp/keel-old after=target/production/keel
 """
 
 import argparse
 import glob
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import outside  # noqa: E402
@@ -39,13 +51,39 @@ def as_postgres(args):
     return (["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []) + args
 
 
-def pg_cpu_seconds(pgdir):
-    """CPU seconds of every process of the cluster in `pgdir` (the postmaster and its children)."""
+def pg_pids(pgdir):
+    """The processes of the cluster in `pgdir`: the postmaster and its children."""
     with open(os.path.join(pgdir, "postmaster.pid")) as f:
         postmaster = f.readline().strip()
     children = subprocess.run(["pgrep", "-P", postmaster], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in [postmaster, *children]]
+
+
+def signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def peak_rss_mb(pid):
+    """The peak resident set of `pid` so far (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
+def answers_held(base):
+    """`keel_sync_answers_held_total` from Keel's /metrics (None for a build without it)."""
+    text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    found = re.search(r"^keel_sync_answers_held_total (\d+)", text, re.M)
+    return int(found.group(1)) if found else None
+
+
+def pg_cpu_seconds(pgdir):
+    """CPU seconds of every process of the cluster in `pgdir` (the postmaster and its children)."""
     total = 0.0
-    for pid in [postmaster, *children]:
+    for pid in pg_pids(pgdir):
         try:
             total += outside.cpu_seconds(int(pid))
         except (FileNotFoundError, ProcessLookupError):
@@ -53,11 +91,22 @@ def pg_cpu_seconds(pgdir):
     return total
 
 
+def stall_postgres(pids, seconds):
+    """From 1 s on, stops `pids` for `seconds`, then lets them go on."""
+    time.sleep(1)
+    signal_all(pids, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        signal_all(pids, signal.SIGCONT)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--stall", type=float, default=0, help="stop PostgreSQL this long (s), 1 s into each run")
     parser.add_argument("builds", nargs="+", type=outside.build_arg, metavar="LABEL=BINARY")
     args = parser.parse_args()
     bin_dir = pg_bin()
@@ -93,9 +142,24 @@ def main():
                     url = f"{base}/v1/functions/noop/invoke"
                     warm = outside.wrk(url, args.connections, 2, lua)["requests"]
                     keel0, pg0 = outside.cpu_seconds(keel.pid), pg_cpu_seconds(pgdir)
-                    run = outside.wrk(url, args.connections, args.duration, lua)
+                    stall = None
+                    if args.stall:
+                        stall = threading.Thread(target=stall_postgres, args=(pg_pids(pgdir), args.stall))
+                        stall.start()
+                    run = outside.wrk(url, args.connections, args.duration, lua, timeout=int(2 + args.stall * 2))
+                    if stall:
+                        stall.join()
                     keel1, pg1 = outside.cpu_seconds(keel.pid), pg_cpu_seconds(pgdir)
                     recorded = int(psql(db, "SELECT count(*) FROM invocations"))
+                    extra = f"  peak RSS {peak_rss_mb(keel.pid):.0f} MB"
+                    if args.stall:
+                        waited = time.monotonic()
+                        while int(psql(db, "SELECT count(*) FROM invocations")) < warm + run["requests"]:
+                            if time.monotonic() - waited > 60:
+                                break
+                            time.sleep(0.1)
+                        extra += (f"  answers held {answers_held(base)}  all recorded "
+                                  f"{time.monotonic() - waited:.1f} s after wrk")
                 finally:
                     keel.terminate()
                     keel.wait()
@@ -104,8 +168,8 @@ def main():
                        "postgres_us": (pg1 - pg0) * 1e6 / n, "p50_ms": run["p50_ms"]}
                 results[label].append(row)
                 print(f"round {r + 1} {label:10} {row['per_s']:8.0f}/s  keel {row['keel_us']:6.1f} µs  "
-                      f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  "
-                      f"records at wrk's end {recorded} of {warm + n} calls", flush=True)
+                      f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  p99 {run['p99_ms']:.1f} ms  "
+                      f"records at wrk's end {recorded} of {warm + n} calls{extra}", flush=True)
     finally:
         nginx.terminate()
         subprocess.run(as_postgres([f"{bin_dir}/pg_ctl", "-D", pgdir, "-m", "fast", "-w", "stop"]), capture_output=True)

@@ -37,6 +37,11 @@ pub(crate) const HTTP_REQUESTS_TOTAL: &str = "keel_http_requests_total";
 pub(crate) const HTTP_REQUEST_DURATION_SECONDS: &str = "keel_http_request_duration_seconds";
 /// Log lines dropped because stdout's reader fell too far behind (`telemetry/lines.rs`).
 pub(crate) const LOG_LINES_DROPPED_TOTAL: &str = "keel_log_lines_dropped_total";
+/// Records of sync calls on their way to the store, written behind their answers (sampled at
+/// scrape).
+pub(crate) const SYNC_RECORDS_BEHIND: &str = "keel_sync_records_behind";
+/// Sync calls whose answer waited for its record: the records on their way were past their bound.
+pub(crate) const SYNC_ANSWERS_HELD_TOTAL: &str = "keel_sync_answers_held_total";
 /// HTTP connections open now.
 pub(crate) const HTTP_CONNECTIONS_OPEN: &str = "keel_http_connections_open";
 /// HTTP connections Keel closed or refused, by `reason` (`header_timeout`, `body_timeout`,

@@ -5,6 +5,10 @@
 //! back at once and wait for its record, so a client that GETs the id it was just given still
 //! finds it without waiting out the window. A crash in that window loses the record of a call
 //! whose caller already had its answer — never work, never effects.
+//!
+//! The records on their way are bounded ([`Bounds`]): past the bound, a call's answer waits
+//! until its own record is committed, so a store slower than the calls slows the callers down
+//! instead of filling Keel's memory.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -24,6 +28,27 @@ use tokio::time::Instant;
 /// commit in tens of milliseconds on either store.
 const MAX_BATCH: usize = 1_000;
 
+/// How many records (and how many bytes of their payloads and results) may be on their way
+/// before a call's answer waits for its record. At the rates measured (SQLite about 45,000 sync
+/// calls/s, PostgreSQL about 34,000) a few hundred are on their way; 10,000 is a fifth of a
+/// second of calls, and a store that falls that far behind is slower than the calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) records: usize,
+    pub(crate) bytes: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds { records: 10_000, bytes: 64 << 20 }
+    }
+}
+
+/// How long a call's answer waits for its record at most, past the bounds. Each batch settles
+/// within the store's time limit (15 s), committed or given up; this bounds a caller's wait
+/// when several such batches are ahead of its own.
+pub(crate) const BACKLOG_WAIT: Duration = Duration::from_secs(30);
+
 /// The records on their way to the store. They go in batches, one at a time: while one batch
 /// commits, the records of the calls answered meanwhile gather for the next, so under load a
 /// record costs a place in a multi-row `INSERT` rather than a task, a writer job and a savepoint
@@ -37,6 +62,7 @@ pub(crate) struct WrittenBehind {
     settled: Notify,
     /// Someone waits for a record: the next batch commits at once.
     hurried: AtomicBool,
+    bounds: Bounds,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +73,42 @@ struct Held {
     gathering: Vec<Invocation>,
     /// A task is handing batches to the store (at most one is).
     flushing: bool,
+    /// Records on their way (gathering, or in the batch in the store), and the bytes of their
+    /// payloads and results.
+    records: usize,
+    bytes: usize,
+    /// Past the bounds: answers wait for their records.
+    over: bool,
+}
+
+impl Held {
+    /// Whether the records on their way are past `bounds`, and whether that changed.
+    fn check(&mut self, bounds: Bounds) -> (bool, bool) {
+        let over = self.records > bounds.records || self.bytes > bounds.bytes;
+        (over, over != std::mem::replace(&mut self.over, over))
+    }
+}
+
+/// The bytes a record holds beyond its fixed fields: its payload and its result.
+fn weight(inv: &Invocation) -> usize {
+    inv.payload.len() + inv.response.as_ref().map_or(0, |r| r.body.len())
+}
+
+/// Bodies up to this size are copied out of their read buffers by [`compact`].
+const COMPACT_UP_TO: usize = 64 << 10;
+
+/// Copies `inv`'s payload and result out of the buffers they were read into. Each is a slice of
+/// a connection's read buffer (`body::read_whole` and the client keep the first chunk as it is),
+/// and a slice keeps its whole buffer alive: a record held back for a while pinned about 12 KB
+/// for a payload and a result of a few bytes (BENCHMARKS.md, "Records written behind, bounded").
+/// A larger body came in several chunks and was already copied into a buffer of its own size.
+fn compact(inv: &mut Invocation) {
+    if inv.payload.len() <= COMPACT_UP_TO {
+        inv.payload = bytes::Bytes::copy_from_slice(&inv.payload);
+    }
+    if let Some(response) = inv.response.as_mut().filter(|r| r.body.len() <= COMPACT_UP_TO) {
+        response.body = bytes::Bytes::copy_from_slice(&response.body);
+    }
 }
 
 /// A set of ids, kept as a count of each id's hash: a record pushed and committed copies no id
@@ -92,6 +154,11 @@ impl Pending {
 }
 
 impl WrittenBehind {
+    #[cfg(test)]
+    fn with_bounds(bounds: Bounds) -> Self {
+        WrittenBehind { bounds, ..Default::default() }
+    }
+
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -103,53 +170,89 @@ impl WrittenBehind {
     /// call in flight a commit of its own cost the writer 103–113 µs of CPU per call, fsync
     /// included, and the call 30 µs of p50 latency on a 2-core machine (BENCHMARKS.md, "Round
     /// three, continued").
-    pub(crate) fn push(self: &Arc<Self>, store: Arc<dyn Store>, inv: Invocation) {
-        let start = {
+    ///
+    /// Past the [`Bounds`] it answers `Some(Backlogged)`: the caller waits on it
+    /// ([`Backlogged::settled`]) before answering, until its record is committed.
+    #[must_use = "past the bounds, the answer waits for its record"]
+    pub(crate) fn push(self: &Arc<Self>, store: Arc<dyn Store>, mut inv: Invocation) -> Option<Backlogged> {
+        let (start, key, (over, changed)) = {
             let mut held = self.held();
+            // A record that will wait (the batches ahead hold MAX_BATCH already) lets go of its
+            // read buffers; one on its way for a few milliseconds keeps them, uncopied.
+            if held.records >= MAX_BATCH {
+                compact(&mut inv);
+            }
             let key = held.pending.key(&inv.id);
             held.pending.insert(key);
+            held.records += 1;
+            held.bytes += weight(&inv);
             held.gathering.push(inv);
-            !std::mem::replace(&mut held.flushing, true)
+            let start = !std::mem::replace(&mut held.flushing, true);
+            (start, key, held.check(self.bounds))
         };
+        if changed {
+            self.report(over);
+        }
         if start {
             let me = self.clone();
             tokio::spawn(async move { me.flush(store).await });
+        }
+        over.then_some(Backlogged { key })
+    }
+
+    /// Logs the records on their way crossing their bounds, either way.
+    fn report(&self, over: bool) {
+        let Bounds { records, bytes } = self.bounds;
+        match over {
+            true => tracing::warn!(
+                records,
+                bytes,
+                "sync invocation records are falling behind the store: answers wait for their records"
+            ),
+            false => tracing::info!("sync invocation records caught up with the store: answers no longer wait"),
         }
     }
 
     /// Hands what gathered to the store, a batch at a time, until nothing is left.
     async fn flush(&self, store: Arc<dyn Store>) {
         loop {
-            let (batch, keys) = {
+            let (batch, keys, bytes) = {
                 let mut held = self.held();
                 if held.gathering.is_empty() {
                     held.flushing = false;
                     return;
                 }
-                let batch = match held.gathering.len() > MAX_BATCH {
+                let batch: Vec<Invocation> = match held.gathering.len() > MAX_BATCH {
                     true => held.gathering.drain(..MAX_BATCH).collect(),
                     false => std::mem::take(&mut held.gathering),
                 };
                 let keys: Vec<u64> = batch.iter().map(|inv| held.pending.key(&inv.id)).collect();
-                (batch, keys)
+                let bytes: usize = batch.iter().map(weight).sum();
+                (batch, keys, bytes)
             };
             let first = batch[0].id.clone();
             let urgency = if self.hurried.swap(false, Ordering::AcqRel) { Urgency::Now } else { Urgency::Unhurried };
             if let Err(e) = store.record_finished_all(batch, urgency).await {
                 tracing::error!(first = %first, records = keys.len(), error = %e, "recording sync invocations failed");
             }
-            let mut held = self.held();
-            for &key in &keys {
-                held.pending.remove(key);
+            let (over, changed) = {
+                let mut held = self.held();
+                for &key in &keys {
+                    held.pending.remove(key);
+                }
+                held.records -= keys.len();
+                held.bytes -= bytes;
+                held.check(self.bounds)
+            };
+            if changed {
+                self.report(over);
             }
-            drop(held);
             self.settled.notify_waiters();
         }
     }
 
-    fn is_pending(&self, id: &str) -> bool {
-        let held = self.held();
-        held.pending.contains(held.pending.key(id))
+    fn is_pending(&self, key: u64) -> bool {
+        self.held().pending.contains(key)
     }
 
     /// Someone is held up by the records on their way: the batch in the store commits at once,
@@ -162,16 +265,27 @@ impl WrittenBehind {
     /// Waits (up to `limit`) for the record of `id` if it is on its way, committing at once what
     /// `store` holds back for company.
     pub(crate) async fn wait_for(&self, store: &dyn Store, id: &str, limit: Duration) {
-        if self.is_pending(id) {
+        let key = self.held().pending.key(id);
+        if self.is_pending(key) {
             self.hurry(store);
         }
+        self.settle(key, limit).await;
+    }
+
+    /// Waits (up to `limit`) until no record of `key` is on its way.
+    async fn settle(&self, key: u64, limit: Duration) {
         let end = Instant::now() + limit;
         loop {
             let settled = self.settled.notified();
-            if !self.is_pending(id) || tokio::time::timeout_at(end, settled).await.is_err() {
+            if !self.is_pending(key) || tokio::time::timeout_at(end, settled).await.is_err() {
                 return;
             }
         }
+    }
+
+    /// Records on their way now: to the store, or gathering for it.
+    pub(crate) fn on_their_way(&self) -> usize {
+        self.held().records
     }
 
     /// Waits (up to `limit`) for the records on their way now — not for later ones — so a list
@@ -209,6 +323,21 @@ impl WrittenBehind {
                 return false;
             }
         }
+    }
+}
+
+/// A record pushed past the [`Bounds`]: its call's answer waits for it.
+#[derive(Debug)]
+pub(crate) struct Backlogged {
+    key: u64,
+}
+
+impl Backlogged {
+    /// Waits (up to [`BACKLOG_WAIT`]) until the record is committed, or its batch given up.
+    /// It does not hurry the store: the batches ahead are full, and commit at their own pace.
+    pub(crate) async fn settled(self, behind: &WrittenBehind) {
+        metrics::counter!(crate::metric_definitions::SYNC_ANSWERS_HELD_TOTAL).increment(1);
+        behind.settle(self.key, BACKLOG_WAIT).await;
     }
 }
 
@@ -286,7 +415,7 @@ mod tests {
                 let (behind, store) = (behind.clone(), store.clone());
                 tokio::spawn(async move {
                     for i in 0..50 {
-                        behind.push(store.clone(), finished(format!("01T{t}{i:03}")));
+                        assert!(behind.push(store.clone(), finished(format!("01T{t}{i:03}"))).is_none());
                         if i % 10 == 0 {
                             tokio::task::yield_now().await;
                         }
@@ -320,10 +449,10 @@ mod tests {
         let store = open(&dir);
         store.record_finished(finished("01DUP".into()), None, Urgency::Now).await.unwrap();
         let behind = Arc::new(WrittenBehind::default());
-        behind.push(store.clone(), finished("01DUP".into()));
+        assert!(behind.push(store.clone(), finished("01DUP".into())).is_none());
         let ids: Vec<String> = (0..MAX_BATCH + 2).map(|i| format!("01B{i:05}")).collect();
         for id in &ids {
-            behind.push(store.clone(), finished(id.clone()));
+            assert!(behind.push(store.clone(), finished(id.clone())).is_none());
         }
         let liveness = Duration::from_secs(30);
         assert!(behind.drained(store.as_ref(), Instant::now() + liveness).await);
@@ -337,6 +466,93 @@ mod tests {
         }
     }
 
+    /// Past its bound of records, a pushed record's answer waits until the record is committed,
+    /// and once the records on their way are back under it, answers no longer wait. On one
+    /// thread the flushing task runs only when the test awaits.
+    #[tokio::test]
+    async fn past_the_bound_of_records_an_answer_waits_for_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let behind = Arc::new(WrittenBehind::with_bounds(Bounds { records: 3, bytes: usize::MAX }));
+        for i in 0..3 {
+            let held = behind.push(store.clone(), finished(format!("01R{i}")));
+            assert!(held.is_none(), "record {i} is within the bound: its answer goes at once");
+        }
+        assert_eq!(behind.on_their_way(), 3);
+        let held = behind.push(store.clone(), finished("01R3".into())).expect("the fourth is past the bound");
+        held.settled(&behind).await;
+        let got = store.get("01R3").await.unwrap().expect("committed when its answer goes");
+        assert_eq!(got, finished("01R3".into()));
+        assert!(behind.drained(store.as_ref(), Instant::now() + Duration::from_secs(10)).await);
+        assert_eq!(behind.on_their_way(), 0);
+        assert!(behind.push(store.clone(), finished("01R4".into())).is_none(), "back under the bound");
+    }
+
+    /// The bytes of payloads and results on their way have a bound of their own: one record of
+    /// a large result is past it alone.
+    #[tokio::test]
+    async fn past_the_bound_of_bytes_an_answer_waits_for_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let behind = Arc::new(WrittenBehind::with_bounds(Bounds { records: usize::MAX, bytes: 1_000 }));
+        let small = finished("01SMALL".into());
+        assert!(behind.push(store.clone(), small).is_none(), "2 bytes of payload, none of result");
+        let mut large = finished("01LARGE".into());
+        large.response = Some(keel_core::invocation::StoredResponse {
+            status: 200,
+            content_type: Some("application/json".into()),
+            body: bytes::Bytes::from(vec![b' '; 1_000]),
+        });
+        let held = behind.push(store.clone(), large.clone()).expect("1,002 bytes on their way: past 1,000");
+        held.settled(&behind).await;
+        assert_eq!(store.get("01LARGE").await.unwrap(), Some(large));
+        assert!(behind.drained(store.as_ref(), Instant::now() + Duration::from_secs(10)).await);
+        assert!(behind.push(store.clone(), finished("01AFTER".into())).is_none(), "the bytes went with it");
+    }
+
+    /// Once MAX_BATCH records are on their way, a record pushed lets go of the buffer its payload
+    /// and result were read into: a slice of a 16 KiB buffer becomes a copy of its own. Before
+    /// that, records keep their bodies as they are; and a body over COMPACT_UP_TO is never
+    /// copied. On one thread the flushing task runs only when the test awaits.
+    #[tokio::test]
+    async fn a_record_that_will_wait_lets_go_of_its_read_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let behind = Arc::new(WrittenBehind::default());
+        let buffer = bytes::Bytes::from(vec![b'x'; 16 << 10]);
+        let sliced = |id: &str| {
+            let mut inv = finished(id.into());
+            inv.payload = buffer.slice(..2);
+            inv.response = Some(keel_core::invocation::StoredResponse {
+                status: 200,
+                content_type: None,
+                body: buffer.slice(2..4),
+            });
+            inv
+        };
+        let shares_buffer = |behind: &WrittenBehind| {
+            let held = behind.held();
+            let last = held.gathering.last().unwrap();
+            let within = |b: &bytes::Bytes| buffer.as_ptr_range().contains(&b.as_ptr());
+            (within(&last.payload), within(&last.response.as_ref().unwrap().body))
+        };
+        assert!(behind.push(store.clone(), sliced("01FIRST")).is_none());
+        assert_eq!(shares_buffer(&behind), (true, true), "the first record keeps its bodies as they are");
+        for i in 1..MAX_BATCH {
+            assert!(behind.push(store.clone(), finished(format!("01C{i:05}"))).is_none());
+        }
+        let pushed = sliced("01WAITS");
+        assert!(behind.push(store.clone(), pushed.clone()).is_none());
+        assert_eq!(shares_buffer(&behind), (false, false), "past MAX_BATCH, both bodies are copies");
+        let mut large = finished("01LARGE".into());
+        large.payload = bytes::Bytes::from(vec![b'y'; COMPACT_UP_TO + 1]);
+        let at = large.payload.as_ptr();
+        assert!(behind.push(store.clone(), large).is_none());
+        assert_eq!(behind.held().gathering.last().unwrap().payload.as_ptr(), at, "a large body is not copied");
+        behind.wait_for(store.as_ref(), "01WAITS", Duration::from_secs(10)).await;
+        assert_eq!(store.get("01WAITS").await.unwrap(), Some(pushed), "the copies are what is recorded");
+    }
+
     /// A batch the store refuses (here, an id stored before) is logged and given up — all or
     /// none — and holds up neither readers nor the records that follow it. On one thread the
     /// flushing task runs only once both records have gathered: they are one batch.
@@ -346,12 +562,12 @@ mod tests {
         let store = open(&dir);
         store.record_finished(finished("01DUP".into()), None, Urgency::Now).await.unwrap();
         let behind = Arc::new(WrittenBehind::default());
-        behind.push(store.clone(), finished("01DUP".into()));
-        behind.push(store.clone(), finished("01WITH".into()));
+        assert!(behind.push(store.clone(), finished("01DUP".into())).is_none());
+        assert!(behind.push(store.clone(), finished("01WITH".into())).is_none());
         let liveness = Duration::from_secs(10);
         assert!(behind.drained(store.as_ref(), Instant::now() + liveness).await, "a refused batch settles");
         assert_eq!(store.get("01WITH").await.unwrap(), None, "all or none: its batch was refused");
-        behind.push(store.clone(), finished("01AFTER".into()));
+        assert!(behind.push(store.clone(), finished("01AFTER".into())).is_none());
         behind.wait_for(store.as_ref(), "01AFTER", liveness).await;
         assert!(store.get("01AFTER").await.unwrap().is_some(), "the next batch commits");
     }

@@ -271,7 +271,8 @@ pub(crate) fn new_invocation(
 /// Runs an unkeyed sync invocation to its end ([`run`]) and makes its answer with `answer`;
 /// then, when its record is history only (no effects to commit first), writes that record
 /// behind. The invocation is handed over, not copied, and before the answer leaves, so a read
-/// of its id made right after the answer still finds it.
+/// of its id made right after the answer still finds it. Past the records' bounds
+/// ([`Bounds`](super::behind::Bounds)), the answer waits until its record is committed.
 pub(crate) async fn run_plain<T>(
     shared: &Shared,
     function: &Arc<Function>,
@@ -283,7 +284,9 @@ pub(crate) async fn run_plain<T>(
     let ended = run(shared, function, &mut inv, &Recorder::Plain { behind: &behind }, pass).await;
     let answered = answer(&inv, ended);
     if behind.load(Ordering::Relaxed) {
-        shared.behind.push(shared.store.clone(), inv);
+        if let Some(backlogged) = shared.behind.push(shared.store.clone(), inv) {
+            backlogged.settled(&shared.behind).await;
+        }
     }
     answered
 }

@@ -34,6 +34,7 @@ pub(crate) fn install_recorder() -> Option<&'static PrometheusHandle> {
             describe();
             // There at 0 from the first scrape, for an alert on its rate.
             counter!(m::LOG_LINES_DROPPED_TOTAL).absolute(0);
+            counter!(m::SYNC_ANSWERS_HELD_TOTAL).absolute(0);
             Some(handle)
         })
         .as_ref()
@@ -53,6 +54,11 @@ fn describe() {
     describe_counter!(m::HTTP_REQUESTS_TOTAL, "HTTP requests, by method, route and status");
     describe_histogram!(m::HTTP_REQUEST_DURATION_SECONDS, Unit::Seconds, "HTTP request latency");
     describe_counter!(m::LOG_LINES_DROPPED_TOTAL, "Log lines dropped because stdout's reader fell behind");
+    describe_gauge!(m::SYNC_RECORDS_BEHIND, "Records of sync calls on their way to the store");
+    describe_counter!(
+        m::SYNC_ANSWERS_HELD_TOTAL,
+        "Sync calls whose answer waited for its record: records past their bound"
+    );
     describe_gauge!(m::HTTP_CONNECTIONS_OPEN, "HTTP connections open now");
     describe_counter!(m::HTTP_CONNECTIONS_CLOSED_TOTAL, "HTTP connections closed or refused by Keel, by reason");
     describe_counter!(m::EDGE_REFUSALS_TOTAL, "Requests refused at the API's edge (firewall, throttles), by rule");
@@ -93,6 +99,7 @@ pub(crate) async fn render(shared: &Shared) -> String {
 
 async fn sample(shared: &Shared) {
     let now = shared.clock.now_ms();
+    gauge!(m::SYNC_RECORDS_BEHIND).set(shared.behind.on_their_way() as f64);
     // Every configured (function, subscription) gets a value, 0 unless the store says more.
     let mut depth: BTreeMap<&str, (u64, Option<i64>)> = BTreeMap::new();
     let mut dlq: BTreeMap<(String, String), u64> = BTreeMap::new();
