@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Sync calls on a PostgreSQL store, builds side by side: what `bench/ab.py` does for SQLite.
+"""Sync calls or async invocations on a PostgreSQL store, builds side by side: `bench/ab.py` for PostgreSQL.
 
 Starts a PostgreSQL cluster of its own (the system's `initdb` and `pg_ctl`, run as the
 `postgres` user when this runs as root; fsync and every other setting at PostgreSQL's
@@ -12,14 +12,20 @@ a sync call is answered before its record is written (docs/design.md), so a buil
 records fall behind shows it there. It also reports Keel's peak RSS (VmHWM). Medians over the
 rounds at the end.
 
-With --stall S, every PostgreSQL process is stopped (SIGSTOP) for S seconds from 1 s into
+With --path async, wrk drives `POST /v1/functions/noop/invocations` instead, and each run is
+measured end to end: the invocations accepted over the time from the first admission until the
+API says none is queued, running or retrying (bench/outside.py's async path); it checks that
+every one accepted succeeded, and reports the admission rate and latency beside it.
+
+With --stall S (sync only), every PostgreSQL process is stopped (SIGSTOP) for S seconds from 1 s into
 wrk's run, then let go on (SIGCONT): a store that falls behind the calls. Keel keeps answering
 while the records on their way are within their bound, then answers wait for their records
 (dispatch/behind.rs); each run then also reports how many answers waited
 (`keel_sync_answers_held_total`) and, after wrk, how long until every record was in the table.
 
 Needs PostgreSQL (Debian: `apt-get install postgresql`), wrk and nginx.
-Usage:   bench/postgres.py [--rounds 4] [--connections 32] [--duration 5] [--stall S] LABEL=BINARY ...
+Usage:   bench/postgres.py [--rounds 4] [--connections 32] [--duration 5] [--path sync|async]
+                            [--stall S] LABEL=BINARY ...
 Example: bench/postgres.py --rounds 4 before=/tmp/keel-old after=target/production/keel
 """
 
@@ -101,14 +107,75 @@ def stall_postgres(pids, seconds):
         signal_all(pids, signal.SIGCONT)
 
 
+def measure_sync(args, base, pid, pgdir, lua, sql):
+    """One run of sync calls: its row, and what else to print."""
+    url = f"{base}/v1/functions/noop/invoke"
+    warm = outside.wrk(url, args.connections, 2, lua)["requests"]
+    keel0, pg0 = outside.cpu_seconds(pid), pg_cpu_seconds(pgdir)
+    stall = None
+    if args.stall:
+        stall = threading.Thread(target=stall_postgres, args=(pg_pids(pgdir), args.stall))
+        stall.start()
+    run = outside.wrk(url, args.connections, args.duration, lua, timeout=int(2 + args.stall * 2))
+    if stall:
+        stall.join()
+    keel1, pg1 = outside.cpu_seconds(pid), pg_cpu_seconds(pgdir)
+    recorded = int(sql("SELECT count(*) FROM invocations"))
+    n = run["requests"]
+    extra = f"p99 {run['p99_ms']:.1f} ms  records at wrk's end {recorded} of {warm + n} calls"
+    extra += f"  peak RSS {peak_rss_mb(pid):.0f} MB"
+    if args.stall:
+        waited = time.monotonic()
+        while int(sql("SELECT count(*) FROM invocations")) < warm + n and time.monotonic() - waited < 60:
+            time.sleep(0.1)
+        extra += f"  answers held {answers_held(base)}  all recorded {time.monotonic() - waited:.1f} s after wrk"
+    row = {"per_s": run["per_s"], "keel_us": (keel1 - keel0) * 1e6 / n, "postgres_us": (pg1 - pg0) * 1e6 / n,
+           "p50_ms": run["p50_ms"]}
+    return row, extra
+
+
+def wait_drained(base, limit=120):
+    end = time.monotonic() + limit
+    while not outside.drained(base):
+        if time.monotonic() > end:
+            sys.exit(f"{base}: invocations still waiting {limit} s after wrk")
+        time.sleep(0.005)
+
+
+def measure_async(args, base, pid, pgdir, lua, sql):
+    """One run of async invocations, end to end: accepted invocations over the time from the
+    first admission until the API says none is queued, running or retrying."""
+    url = f"{base}/v1/functions/noop/invocations"
+    warm = outside.wrk(url, args.connections, 2, lua)["requests"]
+    wait_drained(base)
+    keel0, pg0 = outside.cpu_seconds(pid), pg_cpu_seconds(pgdir)
+    start = time.monotonic()
+    run = outside.wrk(url, args.connections, args.duration, lua)
+    wait_drained(base)
+    elapsed = time.monotonic() - start
+    keel1, pg1 = outside.cpu_seconds(pid), pg_cpu_seconds(pgdir)
+    n = run["requests"]
+    succeeded = int(sql("SELECT count(*) FROM invocations WHERE status = 'succeeded'"))
+    if succeeded < warm + n:
+        sys.exit(f"{base}: {succeeded} invocations succeeded of {warm + n} accepted")
+    extra = (f"admitted {run['per_s']:.0f}/s  p99 {run['p99_ms']:.1f} ms  "
+             f"succeeded {succeeded} of {warm + n} accepted  peak RSS {peak_rss_mb(pid):.0f} MB")
+    row = {"per_s": n / elapsed, "keel_us": (keel1 - keel0) * 1e6 / n, "postgres_us": (pg1 - pg0) * 1e6 / n,
+           "p50_ms": run["p50_ms"]}
+    return row, extra
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--stall", type=float, default=0, help="stop PostgreSQL this long (s), 1 s into each run")
+    parser.add_argument("--path", choices=("sync", "async"), default="sync")
     parser.add_argument("builds", nargs="+", type=outside.build_arg, metavar="LABEL=BINARY")
     args = parser.parse_args()
+    if args.stall and args.path != "sync":
+        sys.exit("--stall is for the sync path: records written behind")
     bin_dir = pg_bin()
     tmp = tempfile.mkdtemp(prefix="keel-postgres-")
     os.chmod(tmp, 0o777)
@@ -139,41 +206,18 @@ def main():
                 keel, base = outside.start_keel(binary, tempfile.mkdtemp(dir=tmp), noop_port, True, 1024, env=env,
                                                 store_url=store_url)
                 try:
-                    url = f"{base}/v1/functions/noop/invoke"
-                    warm = outside.wrk(url, args.connections, 2, lua)["requests"]
-                    keel0, pg0 = outside.cpu_seconds(keel.pid), pg_cpu_seconds(pgdir)
-                    stall = None
-                    if args.stall:
-                        stall = threading.Thread(target=stall_postgres, args=(pg_pids(pgdir), args.stall))
-                        stall.start()
-                    run = outside.wrk(url, args.connections, args.duration, lua, timeout=int(2 + args.stall * 2))
-                    if stall:
-                        stall.join()
-                    keel1, pg1 = outside.cpu_seconds(keel.pid), pg_cpu_seconds(pgdir)
-                    recorded = int(psql(db, "SELECT count(*) FROM invocations"))
-                    extra = f"  peak RSS {peak_rss_mb(keel.pid):.0f} MB"
-                    if args.stall:
-                        waited = time.monotonic()
-                        while int(psql(db, "SELECT count(*) FROM invocations")) < warm + run["requests"]:
-                            if time.monotonic() - waited > 60:
-                                break
-                            time.sleep(0.1)
-                        extra += (f"  answers held {answers_held(base)}  all recorded "
-                                  f"{time.monotonic() - waited:.1f} s after wrk")
+                    measure = measure_async if args.path == "async" else measure_sync
+                    row, extra = measure(args, base, keel.pid, pgdir, lua, lambda sql: psql(db, sql))
                 finally:
                     keel.terminate()
                     keel.wait()
-                n = run["requests"]
-                row = {"per_s": run["per_s"], "keel_us": (keel1 - keel0) * 1e6 / n,
-                       "postgres_us": (pg1 - pg0) * 1e6 / n, "p50_ms": run["p50_ms"]}
                 results[label].append(row)
                 print(f"round {r + 1} {label:10} {row['per_s']:8.0f}/s  keel {row['keel_us']:6.1f} µs  "
-                      f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  p99 {run['p99_ms']:.1f} ms  "
-                      f"records at wrk's end {recorded} of {warm + n} calls{extra}", flush=True)
+                      f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  {extra}", flush=True)
     finally:
         nginx.terminate()
         subprocess.run(as_postgres([f"{bin_dir}/pg_ctl", "-D", pgdir, "-m", "fast", "-w", "stop"]), capture_output=True)
-    print(f"\n{args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s; medians")
+    print(f"\n{args.path}, {args.rounds} rounds, wrk -t1 -c{args.connections} -d{args.duration}s; medians")
     for label, rows in results.items():
         med = lambda k: statistics.median(x[k] for x in rows)  # noqa: E731
         print(f"{label:10} {med('per_s'):8.0f}/s  keel {med('keel_us'):6.1f} µs  postgres {med('postgres_us'):5.1f} µs  "
