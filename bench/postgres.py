@@ -17,6 +17,11 @@ measured end to end: the invocations accepted over the time from the first admis
 API says none is queued, running or retrying (bench/outside.py's async path); it checks that
 every one accepted succeeded, and reports the admission rate and latency beside it.
 
+After the warm-up every run sends `ANALYZE`: a statement prepared on a fresh database keeps the
+plan it got for an empty table until the table's statistics change, which autovacuum does within
+a minute or so, longer than a run. With --statements N, each run also prints the N statements
+that took PostgreSQL longest (pg_stat_statements, preloaded in the cluster): calls, time, rows.
+
 With --stall S (sync only), every PostgreSQL process is stopped (SIGSTOP) for S seconds from 1 s into
 wrk's run, then let go on (SIGCONT): a store that falls behind the calls. Keel keeps answering
 while the records on their way are within their bound, then answers wait for their records
@@ -25,7 +30,7 @@ while the records on their way are within their bound, then answers wait for the
 
 Needs PostgreSQL (Debian: `apt-get install postgresql`), wrk and nginx.
 Usage:   bench/postgres.py [--rounds 4] [--connections 32] [--duration 5] [--path sync|async]
-                            [--stall S] LABEL=BINARY ...
+                            [--stall S] [--statements N] LABEL=BINARY ...
 Example: bench/postgres.py --rounds 4 before=/tmp/keel-old after=target/production/keel
 """
 
@@ -111,6 +116,7 @@ def measure_sync(args, base, pid, pgdir, lua, sql):
     """One run of sync calls: its row, and what else to print."""
     url = f"{base}/v1/functions/noop/invoke"
     warm = outside.wrk(url, args.connections, 2, lua)["requests"]
+    sql("ANALYZE")  # autovacuum's work within a minute; it replans the statements cached empty
     keel0, pg0 = outside.cpu_seconds(pid), pg_cpu_seconds(pgdir)
     stall = None
     if args.stall:
@@ -134,6 +140,17 @@ def measure_sync(args, base, pid, pgdir, lua, sql):
     return row, extra
 
 
+def statements(sql, n):
+    """The `n` statements of the database that took the server longest since it was created
+    (warm-up included), one a line: calls, total and mean time, rows, and the statement's start."""
+    rows = sql("SELECT calls, round(total_exec_time), round(mean_exec_time::numeric, 3), rows, "
+               "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements "
+               f"WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+               f"ORDER BY total_exec_time DESC LIMIT {n}")
+    lines = [line.split("|") for line in rows.splitlines()]
+    return "".join(f"\n    {c:>8} calls {t:>7} ms {m:>7} ms each {r:>8} rows  {q}" for c, t, m, r, q in lines)
+
+
 def wait_drained(base, limit=120):
     end = time.monotonic() + limit
     while not outside.drained(base):
@@ -148,6 +165,7 @@ def measure_async(args, base, pid, pgdir, lua, sql):
     url = f"{base}/v1/functions/noop/invocations"
     warm = outside.wrk(url, args.connections, 2, lua)["requests"]
     wait_drained(base)
+    sql("ANALYZE")  # autovacuum's work within a minute; it replans the statements cached empty
     keel0, pg0 = outside.cpu_seconds(pid), pg_cpu_seconds(pgdir)
     start = time.monotonic()
     run = outside.wrk(url, args.connections, args.duration, lua)
@@ -172,6 +190,8 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--stall", type=float, default=0, help="stop PostgreSQL this long (s), 1 s into each run")
     parser.add_argument("--path", choices=("sync", "async"), default="sync")
+    parser.add_argument("--statements", type=int, default=0, metavar="N",
+                        help="print the N statements that took PostgreSQL longest in each run (pg_stat_statements)")
     parser.add_argument("builds", nargs="+", type=outside.build_arg, metavar="LABEL=BINARY")
     args = parser.parse_args()
     if args.stall and args.path != "sync":
@@ -183,8 +203,9 @@ def main():
     subprocess.run(as_postgres([f"{bin_dir}/initdb", "-D", pgdir, "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
                    check=True, capture_output=True)
     pgport = outside.free_port()
+    preload = " -c shared_preload_libraries=pg_stat_statements" if args.statements else ""
     subprocess.run(as_postgres([f"{bin_dir}/pg_ctl", "-D", pgdir, "-l", f"{tmp}/pg.log", "-w", "-o",
-                                f"-p {pgport} -k {tmp} -c listen_addresses=127.0.0.1", "start"]),
+                                f"-p {pgport} -k {tmp} -c listen_addresses=127.0.0.1{preload}", "start"]),
                    check=True, capture_output=True)
     noop_port = outside.free_port()
     nginx = outside.start_nginx(tmp, "noop", noop_port, outside.NOOP_LOCATION)
@@ -205,15 +226,18 @@ def main():
                 store_url = f"postgres://postgres@127.0.0.1:{pgport}/{db}"
                 keel, base = outside.start_keel(binary, tempfile.mkdtemp(dir=tmp), noop_port, True, 1024, env=env,
                                                 store_url=store_url)
+                if args.statements:
+                    psql(db, "CREATE EXTENSION pg_stat_statements")
                 try:
                     measure = measure_async if args.path == "async" else measure_sync
                     row, extra = measure(args, base, keel.pid, pgdir, lua, lambda sql: psql(db, sql))
+                    top = statements(lambda sql: psql(db, sql), args.statements) if args.statements else ""
                 finally:
                     keel.terminate()
                     keel.wait()
                 results[label].append(row)
                 print(f"round {r + 1} {label:10} {row['per_s']:8.0f}/s  keel {row['keel_us']:6.1f} µs  "
-                      f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  {extra}", flush=True)
+                      f"postgres {row['postgres_us']:5.1f} µs  p50 {row['p50_ms']:.3f} ms  {extra}{top}", flush=True)
     finally:
         nginx.terminate()
         subprocess.run(as_postgres([f"{bin_dir}/pg_ctl", "-D", pgdir, "-m", "fast", "-w", "stop"]), capture_output=True)
