@@ -47,7 +47,7 @@ impl Default for Bounds {
 /// How long a call's answer waits for its record at most, past the bounds. Each batch settles
 /// within the store's time limit (15 s), committed or given up; this bounds a caller's wait
 /// when several such batches are ahead of its own.
-pub(crate) const BACKLOG_WAIT: Duration = Duration::from_secs(30);
+const BACKLOG_WAIT: Duration = Duration::from_secs(30);
 
 /// The records on their way to the store. They go in batches, one at a time: while one batch
 /// commits, the records of the calls answered meanwhile gather for the next, so under load a
@@ -99,7 +99,7 @@ const COMPACT_UP_TO: usize = 64 << 10;
 
 /// Copies `inv`'s payload and result out of the buffers they were read into. Each is a slice of
 /// a connection's read buffer (`body::read_whole` and the client keep the first chunk as it is),
-/// and a slice keeps its whole buffer alive: a record held back for a while pinned about 12 KB
+/// and a slice keeps its whole buffer alive: a record held back for a while pinned about 14 KB
 /// for a payload and a result of a few bytes (BENCHMARKS.md, "Records written behind, bounded").
 /// A larger body came in several chunks and was already copied into a buffer of its own size.
 fn compact(inv: &mut Invocation) {
