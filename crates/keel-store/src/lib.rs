@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod fault_json;
+mod first_attempt;
 mod header_list;
 mod key_budget;
 #[cfg(test)]

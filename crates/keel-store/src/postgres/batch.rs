@@ -181,6 +181,8 @@ async fn complete_all(
     let result_statuses: Vec<Option<i32>> = fields.iter().map(|f| f.result_status).collect();
     let result_types: Vec<Option<&str>> = fields.iter().map(|f| f.result_content_type).collect();
     let results: Vec<Option<&[u8]>> = fields.iter().map(|f| f.result).collect();
+    let first_started: Vec<Option<i64>> = fields.iter().map(|f| f.first_started_at).collect();
+    let first_ended: Vec<Option<i64>> = fields.iter().map(|f| f.first_ended_at).collect();
     let rows = query(
         tx,
         "UPDATE invocations AS i SET status = c.status, due_at = c.due_at, \
@@ -189,10 +191,13 @@ async fn complete_all(
            lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
            result_status = COALESCE(c.result_status, i.result_status), \
            result_content_type = CASE WHEN c.result_status IS NULL THEN i.result_content_type ELSE c.result_type END, \
-           result = CASE WHEN c.result_status IS NULL THEN i.result ELSE c.result END \
+           result = CASE WHEN c.result_status IS NULL THEN i.result ELSE c.result END, \
+           first_started_at = COALESCE(c.first_started_at, i.first_started_at), \
+           first_ended_at = COALESCE(c.first_ended_at, i.first_ended_at) \
          FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::INT8[], $5::INT8[], $6::TEXT[], $7::INT4[], $8::INT8[], \
-           $9::INT4[], $10::TEXT[], $11::BYTEA[], $12::INT4[]) \
-           AS c(id, owner, status, due_at, delay_ms, error, counted, now, result_status, result_type, result, fence) \
+           $9::INT4[], $10::TEXT[], $11::BYTEA[], $12::INT4[], $13::INT8[], $14::INT8[]) \
+           AS c(id, owner, status, due_at, delay_ms, error, counted, now, result_status, result_type, result, fence, \
+           first_started_at, first_ended_at) \
          WHERE i.id = c.id AND i.status = 'running' AND i.lease_owner = c.owner AND i.attempt_count = c.fence \
          RETURNING i.id, i.function",
         &[
@@ -208,14 +213,18 @@ async fn complete_all(
             &result_types,
             &results,
             &fences,
+            &first_started,
+            &first_ended,
         ],
     )
     .await?;
     let done: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // A first success is kept in its row ([`crate::first_attempt::kept_in_row`]).
     let attempts: Vec<(&str, &keel_core::invocation::Attempt)> = completions
         .iter()
-        .filter(|c| done.contains_key(c.id.as_str()))
-        .filter_map(|c| c.attempt.as_ref().map(|a| (c.id.as_str(), a)))
+        .zip(&fields)
+        .filter(|(c, _)| done.contains_key(c.id.as_str()))
+        .filter_map(|(c, f)| f.to_record(c).map(|a| (c.id.as_str(), a)))
         .collect();
     super::rows::insert_attempts(tx, &attempts).await?;
     Ok(done)

@@ -13,6 +13,7 @@ use super::events;
 use super::nodes::DB_NOW_MS;
 use super::notify::notify;
 use super::rows::{self, db_err, encode_headers, execute, invocation_columns_of, query, Tx, INVOCATION_COLUMNS};
+use crate::first_attempt;
 use crate::key_budget::KeyBudget;
 
 pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation, effects: Option<&CommitEffects>) -> Result<()> {
@@ -25,10 +26,16 @@ pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation, effects: Opti
 /// an invocation and one an attempt made a batch of 30 records cost 60 or more in turn. A row
 /// refused (an id stored before, or twice in the batch) refuses them all: the caller's
 /// transaction is rolled back.
+///
+/// A first success is kept in its invocation's row ([`first_attempt::kept_in_row`]): a batch of
+/// such records, the usual one, needs no second statement.
 pub(crate) async fn record_finished_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
     insert_all(tx, invs).await?;
-    let attempts: Vec<(&str, &Attempt)> =
-        invs.iter().flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a))).collect();
+    let attempts: Vec<(&str, &Attempt)> = invs
+        .iter()
+        .filter(|inv| first_attempt::in_row(inv).is_none())
+        .flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a)))
+        .collect();
     rows::insert_attempts(tx, &attempts).await.map_err(db_err)
 }
 
@@ -75,20 +82,25 @@ pub(crate) async fn insert_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
     let hops: Vec<i32> = deliveries.iter().map(|d| d.map_or(0, |d| d.hops as i32)).collect();
     let concurrency: Vec<Option<&str>> = invs.iter().map(|i| i.concurrency_key.as_deref()).collect();
     let steps: Vec<Option<String>> = invs.iter().map(|i| i.workflow.as_ref().map(|w| w.key())).collect();
+    let in_row: Vec<Option<&Attempt>> = invs.iter().map(first_attempt::in_row).collect();
+    let first_started: Vec<Option<i64>> = in_row.iter().map(|a| a.map(|a| a.started_at)).collect();
+    let first_ended: Vec<Option<i64>> = in_row.iter().map(|a| a.map(|a| a.ended_at)).collect();
     // WITH ORDINALITY: the rows take their `seq` in the order given, as one insert each did.
     execute(
         tx,
         "INSERT INTO invocations (id, function, status, payload, content_type, created_at, updated_at, \
            due_at, attempt_count, budget_start, redrives, last_delay_ms, result_status, result_content_type, \
            result, error, idempotency_key, traceparent, sync, lease_owner, leased_at, lease_expires_at, \
-           subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step) \
-         SELECT id, f, st, p, ct, c, u, d, ac, bs, rd, dl, rs, rt, r, e, k, tp, sy, lo, la, le, s, ev, h, o, hp, ck, ws \
+           subscription, event_id, headers, ordering_key, hops, concurrency_key, workflow_step, first_started_at, \
+           first_ended_at) \
+         SELECT id, f, st, p, ct, c, u, d, ac, bs, rd, dl, rs, rt, r, e, k, tp, sy, lo, la, le, s, ev, h, o, hp, ck, ws, \
+           fs, fe \
          FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::TEXT[], $6::INT8[], $7::INT8[], \
            $8::INT8[], $9::INT4[], $10::INT4[], $11::INT4[], $12::INT8[], $13::INT4[], $14::TEXT[], $15::BYTEA[], \
            $16::TEXT[], $17::TEXT[], $18::TEXT[], $19::BOOL[], $20::TEXT[], $21::INT8[], $22::INT8[], $23::TEXT[], \
-           $24::TEXT[], $25::TEXT[], $26::TEXT[], $27::INT4[], $28::TEXT[], $29::TEXT[]) \
+           $24::TEXT[], $25::TEXT[], $26::TEXT[], $27::INT4[], $28::TEXT[], $29::TEXT[], $30::INT8[], $31::INT8[]) \
            WITH ORDINALITY AS t(id, f, st, p, ct, c, u, d, ac, bs, rd, dl, rs, rt, r, e, k, tp, sy, lo, la, le, s, ev, \
-           h, o, hp, ck, ws, n) \
+           h, o, hp, ck, ws, fs, fe, n) \
          ORDER BY n",
         &[
             &ids,
@@ -120,6 +132,8 @@ pub(crate) async fn insert_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
             &hops,
             &concurrency,
             &steps,
+            &first_started,
+            &first_ended,
         ],
     )
     .await
@@ -300,6 +314,9 @@ pub(crate) struct CompletionRow<'a> {
     pub(crate) result_status: Option<i32>,
     pub(crate) result_content_type: Option<&'a str>,
     pub(crate) result: Option<&'a [u8]>,
+    /// The attempt's times when the row keeps it ([`first_attempt::kept_in_row`]).
+    pub(crate) first_started_at: Option<Millis>,
+    pub(crate) first_ended_at: Option<Millis>,
 }
 
 impl<'a> CompletionRow<'a> {
@@ -312,6 +329,7 @@ impl<'a> CompletionRow<'a> {
             Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
             Transition::Requeue => (Status::Queued, Some(c.now), None, None, None),
         };
+        let in_row = c.attempt.as_ref().filter(|a| first_attempt::kept_in_row(status, a, response));
         Self {
             status: status.as_str(),
             due_at,
@@ -321,7 +339,14 @@ impl<'a> CompletionRow<'a> {
             result_status: response.map(|r| i32::from(r.status)),
             result_content_type: response.and_then(|r| r.content_type.as_deref()),
             result: response.map(|r| &r.body[..]),
+            first_started_at: in_row.map(|a| a.started_at),
+            first_ended_at: in_row.map(|a| a.ended_at),
         }
+    }
+
+    /// The attempt of `c` to record in `attempts`: none when the row keeps it.
+    pub(crate) fn to_record<'c>(&self, c: &'c Completion) -> Option<&'c Attempt> {
+        c.attempt.as_ref().filter(|_| self.first_started_at.is_none())
     }
 }
 
@@ -356,7 +381,8 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
          lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, \
          result_status = COALESCE($7, result_status), \
          result_content_type = CASE WHEN $7::INTEGER IS NULL THEN result_content_type ELSE $8 END, \
-         result = CASE WHEN $7::INTEGER IS NULL THEN result ELSE $9 END \
+         result = CASE WHEN $7::INTEGER IS NULL THEN result ELSE $9 END, \
+         first_started_at = COALESCE($13, first_started_at), first_ended_at = COALESCE($14, first_ended_at) \
          WHERE id = $10 AND status = 'running' AND lease_owner = $11 AND attempt_count = $12",
         &[
             &row.status,
@@ -371,6 +397,8 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
             &c.id,
             &c.owner,
             &(c.fence as i32),
+            &row.first_started_at,
+            &row.first_ended_at,
         ],
     )
     .await
@@ -378,7 +406,7 @@ pub(crate) async fn complete(tx: &Tx<'_>, c: &Completion) -> Result<()> {
     if changed == 0 {
         return Err(lease_lost(c));
     }
-    if let Some(a) = &c.attempt {
+    if let Some(a) = row.to_record(c) {
         rows::insert_attempts(tx, &[(&c.id, a)]).await.map_err(db_err)?;
     }
     // A step's end moves its run on in the same transaction, or nothing is written.
@@ -435,9 +463,15 @@ pub(crate) async fn reclaim(tx: &Tx<'_>, scope: Reclaim, now: Millis, node_timeo
 }
 
 pub(crate) async fn get(tx: &Tx<'_>, id: &str) -> Result<Option<Invocation>> {
-    let sql = format!("SELECT {INVOCATION_COLUMNS} FROM invocations WHERE id = $1");
+    let sql = format!("SELECT {INVOCATION_COLUMNS}, first_started_at, first_ended_at FROM invocations WHERE id = $1");
     let Some(row) = query(tx, &sql, &[&id]).await.map_err(db_err)?.into_iter().next() else { return Ok(None) };
     let mut inv = rows::invocation(&row)?;
+    // The row's own attempt, if it keeps one ([`first_attempt::kept_in_row`]): then it has no other.
+    let times = (row.try_get(29).map_err(db_err)?, row.try_get(30).map_err(db_err)?);
+    if let Some(attempt) = first_attempt::of_row(times, inv.response.as_ref().map(|r| r.status)) {
+        inv.attempts.push(attempt);
+        return Ok(Some(inv));
+    }
     let attempts = query(
         tx,
         "SELECT number, started_at, ended_at, outcome, http_status, error FROM attempts \

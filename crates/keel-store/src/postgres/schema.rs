@@ -240,6 +240,14 @@ CREATE TABLE region_outbox (
 );
 CREATE INDEX region_outbox_by_peer ON region_outbox (peer, seq);
 "#,
+    // A first attempt that succeeded, kept in its invocation's row instead of in `attempts`
+    // (`first_attempt::kept_in_row`), as on SQLite: only its two times need a place. Each such
+    // attempt was a row of `attempts` (for records written behind, a statement of their own a
+    // batch; for completions, one a group). Rows stored before keep theirs in `attempts`.
+    r#"
+ALTER TABLE invocations ADD COLUMN first_started_at BIGINT;
+ALTER TABLE invocations ADD COLUMN first_ended_at BIGINT;
+"#,
 ];
 
 /// Brings the database to the latest schema, inside `tx` (which the caller commits).

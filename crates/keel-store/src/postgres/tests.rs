@@ -252,3 +252,35 @@ async fn measure_lease_cost() {
     let store: Arc<dyn Store> = Arc::new(PgStore::open(&url).unwrap());
     crate::lease_cost::measure(store, "postgres").await;
 }
+
+/// As on SQLite: a first attempt that succeeded is kept in its invocation's row, not in
+/// `attempts`, for a sync call's record and for an async completion alike (the grouped
+/// completions and the single one), and reads back as it was written; any other attempt has its
+/// row of `attempts`. A row stored before the change keeps its first success in `attempts`.
+#[tokio::test]
+async fn a_first_success_is_kept_in_its_row_and_any_other_attempt_in_attempts() {
+    use crate::first_attempt::scenario::{self, attempt};
+    use keel_core::outcome::Outcome;
+    let Some(url) = fresh_database().await else { return };
+    let store = PgStore::open(&url).expect("opening the store");
+    scenario::run(&store).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let rows = client.query("SELECT invocation_id, number FROM attempts ORDER BY 1, 2", &[]).await.unwrap();
+    let in_attempts: Vec<(String, u32)> = rows.iter().map(|r| (r.get(0), r.get::<_, i32>(1) as u32)).collect();
+    let expected = scenario::IN_ATTEMPTS.map(|(id, n)| (id.to_string(), n));
+    assert_eq!(in_attempts, expected, "a1's and s1's first successes are kept in their rows");
+
+    client
+        .batch_execute(
+            "UPDATE invocations SET first_started_at = NULL, first_ended_at = NULL WHERE id = 'a1';
+             INSERT INTO attempts (invocation_id, number, started_at, ended_at, outcome, http_status, error)
+                 VALUES ('a1', 1, 10, 17, 'success', 200, NULL);",
+        )
+        .await
+        .unwrap();
+    let old = store.get("a1").await.unwrap().unwrap();
+    assert_eq!(old.attempts, vec![attempt(1, Outcome::Success, Some(200))], "an attempt stored before, read back");
+    drop(client);
+    let _ = driver.await;
+}

@@ -2,10 +2,7 @@
 //! transaction for writes.
 
 use keel_core::clock::Millis;
-use keel_core::invocation::{
-    Attempt, CommitEffects, Completion, Invocation, NewInvocation, Status, StoredResponse, Transition,
-};
-use keel_core::outcome::Outcome;
+use keel_core::invocation::{Attempt, CommitEffects, Completion, Invocation, NewInvocation, Status, Transition};
 use keel_core::store::{KeyLimit, LeaseRequest, Leased, ListFilter, Page, Reclaim};
 use keel_core::{Error, Result};
 use rusqlite::types::Value;
@@ -13,6 +10,7 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::events;
 use super::rows::{self, db_err, encode_headers, MultiInsert, INVOCATION_COLUMNS};
+use crate::first_attempt;
 use crate::key_budget::KeyBudget;
 
 pub(crate) fn enqueue(conn: &Connection, new: NewInvocation) -> Result<Invocation> {
@@ -89,49 +87,15 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Opti
 
 /// Finished sync invocations without effects, and their attempts: many rows a statement. A
 /// refused row refuses them all (the writer rolls the job back). A first success is kept in its
-/// invocation's row ([`kept_in_row`]); only other attempts go to `attempts`.
+/// invocation's row ([`first_attempt::kept_in_row`]); only other attempts go to `attempts`.
 pub(crate) fn record_finished_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
     insert_all(conn, invs)?;
     let attempts: Vec<(&str, &Attempt)> = invs
         .iter()
-        .filter(|inv| row_attempt(inv).is_none())
+        .filter(|inv| first_attempt::in_row(inv).is_none())
         .flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a)))
         .collect();
     rows::insert_attempts(conn, &attempts)
-}
-
-/// Whether `attempt` may be kept in its invocation's row (`first_started_at`, `first_ended_at`)
-/// instead of in `attempts`, the row's status being `status` and its reply `response`: the row
-/// succeeded (it is final, so no later attempt can join it in `attempts`), and the attempt is the
-/// first, succeeded with no error, and the reply stored is its own status's. All but its times
-/// can then be told from the row ([`row_attempt_of`]); the schema's last migration says why.
-fn kept_in_row(status: Status, attempt: &Attempt, response: Option<&StoredResponse>) -> bool {
-    status == Status::Succeeded
-        && attempt.number == 1
-        && attempt.outcome == Outcome::Success
-        && attempt.error.is_none()
-        && response.is_some_and(|r| attempt.http_status == Some(r.status))
-}
-
-/// The attempt of a finished invocation's record that is kept in its row, if it has one.
-fn row_attempt(inv: &Invocation) -> Option<&Attempt> {
-    match &inv.attempts[..] {
-        [only] if kept_in_row(inv.status, only, inv.response.as_ref()) => Some(only),
-        _ => None,
-    }
-}
-
-/// The attempt a row keeps (`first_started_at`, `first_ended_at`, `result_status`), if it keeps one.
-pub(crate) fn row_attempt_of(times: (Option<Millis>, Option<Millis>), result_status: Option<u16>) -> Option<Attempt> {
-    let (Some(started_at), Some(ended_at)) = times else { return None };
-    Some(Attempt {
-        number: 1,
-        started_at,
-        ended_at,
-        outcome: Outcome::Success,
-        http_status: result_status,
-        error: None,
-    })
 }
 
 /// The columns of an invocation row, in the order [`bind_invocation`] binds them.
@@ -153,7 +117,7 @@ pub(crate) fn insert(conn: &Connection, inv: &Invocation) -> Result<()> {
 fn bind_invocation(st: &mut rusqlite::Statement<'_>, at: usize, inv: &Invocation) -> rusqlite::Result<()> {
     let response = inv.response.as_ref();
     let delivery = inv.delivery.as_ref();
-    let in_row = row_attempt(inv);
+    let in_row = first_attempt::in_row(inv);
     let values: &[&dyn rusqlite::ToSql] = params![
         inv.id,
         inv.function,
@@ -379,7 +343,7 @@ pub(crate) fn complete(conn: &Connection, c: &Completion) -> Result<()> {
 }
 
 /// The transition of `c`, with [`COMPLETE_INVOCATION`] prepared by the caller, and its attempt if
-/// the row does not keep it ([`kept_in_row`]): the caller records that one in `attempts`. A
+/// the row does not keep it ([`first_attempt::kept_in_row`]): the caller records that one in `attempts`. A
 /// lease no longer held writes nothing ([`Error::LeaseLost`]).
 fn move_on<'c>(update: &mut rusqlite::CachedStatement<'_>, c: &'c Completion) -> Result<Option<&'c Attempt>> {
     let counted = u32::from(c.attempt.is_some());
@@ -391,7 +355,7 @@ fn move_on<'c>(update: &mut rusqlite::CachedStatement<'_>, c: &'c Completion) ->
         Transition::Die { error, response } => (Status::Dead, None, None, Some(error.as_str()), response.as_ref()),
         Transition::Requeue => (Status::Queued, Some(c.now), None, None, None),
     };
-    let in_row = c.attempt.as_ref().filter(|a| kept_in_row(status, a, response));
+    let in_row = c.attempt.as_ref().filter(|a| first_attempt::kept_in_row(status, a, response));
     let changed = update
         .execute(params![
             status.as_str(),
@@ -525,11 +489,11 @@ pub(crate) fn reclaim(conn: &Connection, scope: Reclaim, now: Millis) -> Result<
 }
 
 pub(crate) fn get(conn: &Connection, id: &str) -> Result<Option<Invocation>> {
-    // The row's own attempt, if it keeps one ([`kept_in_row`]): then it has no other.
+    // The row's own attempt, if it keeps one ([`first_attempt::kept_in_row`]): then it has no other.
     let sql = format!("SELECT {INVOCATION_COLUMNS}, first_started_at, first_ended_at FROM invocations WHERE id = ?");
     let read = |row: &rusqlite::Row<'_>| {
         let inv = rows::invocation(row)?;
-        let in_row = row_attempt_of((row.get(29)?, row.get(30)?), inv.response.as_ref().map(|r| r.status));
+        let in_row = first_attempt::of_row((row.get(29)?, row.get(30)?), inv.response.as_ref().map(|r| r.status));
         Ok((inv, in_row))
     };
     let found = conn.prepare_cached(&sql).and_then(|mut st| st.query_row([id], read).optional()).map_err(db_err)?;

@@ -253,7 +253,7 @@ BEGIN
 END;
 "#,
     // A first attempt that succeeded, kept in its invocation's row instead of in `attempts`
-    // (`ops::kept_in_row`): its number is 1, its outcome a success, its HTTP status the row's
+    // (`first_attempt::kept_in_row`): its number is 1, its outcome a success, its HTTP status the row's
     // `result_status`, and it has no error, so only its two times need a place. Most invocations
     // have just such an attempt, and each of them wrote a row of `attempts` (a B-tree insert,
     // and for a sync call a second multi-row statement) that is now a two-integer change of a row

@@ -936,60 +936,10 @@ fn the_writers_vfs_keeps_a_commit_whole_when_the_cache_spills_and_frames_are_wri
 /// reply is not its own status (as when an effects envelope names another).
 #[tokio::test]
 async fn a_first_success_is_kept_in_its_row_and_any_other_attempt_in_attempts() {
-    use keel_core::invocation::{Attempt, Completion, Status, StoredResponse, Transition};
+    use crate::first_attempt::scenario::{self, attempt};
     use keel_core::outcome::Outcome;
-    use keel_core::store::LeaseRequest;
     let (store, _dir) = make().await;
-    let attempt = |number: u32, outcome, http_status| Attempt {
-        number,
-        started_at: 10 * number as i64,
-        ended_at: 10 * number as i64 + 7,
-        outcome,
-        http_status,
-        error: (outcome != Outcome::Success).then(|| "503 from the function".to_string()),
-    };
-    let reply = |status| StoredResponse { status, content_type: None, body: bytes::Bytes::from_static(b"{}") };
-    let record = |id: &str, stored: u16, attempt: Attempt| {
-        let mut inv = finished_sync(id.into());
-        (inv.attempt_count, inv.response, inv.attempts) = (1, Some(reply(stored)), vec![attempt]);
-        inv
-    };
-    let sync_first = record("s1", 200, attempt(1, Outcome::Success, Some(200)));
-    let sync_other = record("s2", 201, attempt(1, Outcome::Success, Some(200)));
-    store.record_finished_all(vec![sync_first, sync_other], Urgency::Now).await.unwrap();
-
-    store.enqueue_all(vec![new_invocation("a1".into()), new_invocation("a2".into())]).await.unwrap();
-    let lease = |now| LeaseRequest {
-        function: "f".into(),
-        owner: "n".into(),
-        now,
-        expires_at: now + 60_000,
-        limit: 10,
-        keys: None,
-    };
-    let complete = |id: &str, fence, attempt, next| Completion {
-        id: id.into(),
-        owner: "n".into(),
-        fence,
-        now: 100,
-        attempt: Some(attempt),
-        next,
-        effects: None,
-        run: None,
-    };
-    assert_eq!(store.lease(lease(1)).await.unwrap().invocations.len(), 2);
-    let first =
-        complete("a1", 0, attempt(1, Outcome::Success, Some(200)), Transition::Succeed { response: reply(200) });
-    let failed = Transition::Retry { due_at: 2, delay_ms: 1, error: "503 from the function".into() };
-    let retried = complete("a2", 0, attempt(1, Outcome::Transient, Some(503)), failed);
-    for answer in store.complete_all(vec![first, retried], Urgency::Now).await.unwrap() {
-        answer.unwrap();
-    }
-    assert_eq!(store.lease(lease(5)).await.unwrap().invocations.len(), 1);
-    let second =
-        complete("a2", 1, attempt(2, Outcome::Success, Some(200)), Transition::Succeed { response: reply(200) });
-    store.complete(second, Urgency::Now).await.unwrap();
-
+    scenario::run(&store).await;
     let in_attempts: Vec<(String, u32)> = store
         .writer
         .write(|c| {
@@ -998,17 +948,8 @@ async fn a_first_success_is_kept_in_its_row_and_any_other_attempt_in_attempts() 
         })
         .await
         .unwrap();
-    let expected = [("a2", 1), ("a2", 2), ("s2", 1)].map(|(id, n)| (id.to_string(), n));
+    let expected = scenario::IN_ATTEMPTS.map(|(id, n)| (id.to_string(), n));
     assert_eq!(in_attempts, expected, "a1's and s1's first successes are kept in their rows");
-    for (id, attempts) in [
-        ("s1", vec![attempt(1, Outcome::Success, Some(200))]),
-        ("s2", vec![attempt(1, Outcome::Success, Some(200))]),
-        ("a1", vec![attempt(1, Outcome::Success, Some(200))]),
-        ("a2", vec![attempt(1, Outcome::Transient, Some(503)), attempt(2, Outcome::Success, Some(200))]),
-    ] {
-        let inv = store.get(id).await.unwrap().unwrap();
-        assert_eq!((inv.status, inv.attempts), (Status::Succeeded, attempts), "{id}");
-    }
 
     // A row stored before the change: its first success is in `attempts`, and is read from there.
     store
