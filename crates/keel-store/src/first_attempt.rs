@@ -85,7 +85,7 @@ pub(crate) mod scenario {
         };
         let sync_first = record("s1", 200, attempt(1, Outcome::Success, Some(200)));
         let sync_other = record("s2", 201, attempt(1, Outcome::Success, Some(200)));
-        store.record_finished_all(vec![sync_first, sync_other], Urgency::Now).await.unwrap();
+        store.record_finished_all(std::sync::Arc::new(vec![sync_first, sync_other]), Urgency::Now).await.unwrap();
 
         let new = |id: &str| NewInvocation::plain(id, "f", bytes::Bytes::from_static(b"{}"), 1);
         store.enqueue_all(vec![new("a1"), new("a2")]).await.unwrap();

@@ -154,7 +154,7 @@ impl InvocationStore for FaultyStore {
         self.faulted(Write::RecordFinished, self.inner.record_finished(invocation, effects, urgency)).await
     }
 
-    async fn record_finished_all(&self, invocations: Vec<Invocation>, urgency: Urgency) -> Result<()> {
+    async fn record_finished_all(&self, invocations: Arc<Vec<Invocation>>, urgency: Urgency) -> Result<()> {
         self.faulted(Write::RecordFinished, self.inner.record_finished_all(invocations, urgency)).await
     }
 

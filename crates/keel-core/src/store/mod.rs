@@ -4,6 +4,8 @@
 //! Every write is durable when its future resolves: a store acknowledges only what it has
 //! committed (fsync'd unless durability was turned off).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::clock::Millis;
@@ -257,8 +259,10 @@ pub trait InvocationStore: Send + Sync {
 
     /// Records finished sync invocations without effects — history written behind their
     /// replies — in one transaction, all or none: [`InvocationStore::record_finished`] for many,
-    /// with one commit and (on SQLite) many rows a statement.
-    async fn record_finished_all(&self, invocations: Vec<Invocation>, urgency: Urgency) -> Result<()>;
+    /// with one commit and (on SQLite) many rows a statement. Shared, not moved: a caller whose
+    /// batch the store could not take ([`Error::is_transient`](crate::Error::is_transient)) tries
+    /// the same batch again without copying it.
+    async fn record_finished_all(&self, invocations: Arc<Vec<Invocation>>, urgency: Urgency) -> Result<()>;
 
     /// Commits at once whatever [`Urgency::Unhurried`] writes are held back for company (someone
     /// is held up by them).

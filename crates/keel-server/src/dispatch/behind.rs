@@ -4,7 +4,8 @@
 //! to share its commit and fsync with others. Reads of such an invocation commit what is held
 //! back at once and wait for its record, so a client that GETs the id it was just given still
 //! finds it without waiting out the window. A crash in that window loses the record of a call
-//! whose caller already had its answer — never work, never effects.
+//! whose caller already had its answer — never work, never effects. A batch the store cannot
+//! take (it is down, or a commit's outcome was lost) is tried again for up to a minute.
 //!
 //! The records on their way are bounded ([`Bounds`]): past the bound, a call's answer waits
 //! until its own record is committed, so a store slower than the calls slows the callers down
@@ -43,6 +44,13 @@ impl Default for Bounds {
         Bounds { records: 10_000, bytes: 64 << 20 }
     }
 }
+
+/// How long a batch the store cannot take (it is down, or a commit's outcome was lost) is tried
+/// again before its records are given up, and the first and the longest wait between tries.
+/// While it is tried, the records after it gather, up to their [`Bounds`].
+const RETRY_FOR: Duration = Duration::from_secs(60);
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// How long a call's answer waits for its record at most, past the bounds. Each batch settles
 /// within the store's time limit (15 s), committed or given up; this bounds a caller's wait
@@ -230,11 +238,7 @@ impl WrittenBehind {
                 let bytes: usize = batch.iter().map(weight).sum();
                 (batch, keys, bytes)
             };
-            let first = batch[0].id.clone();
-            let urgency = if self.hurried.swap(false, Ordering::AcqRel) { Urgency::Now } else { Urgency::Unhurried };
-            if let Err(e) = store.record_finished_all(batch, urgency).await {
-                tracing::error!(first = %first, records = keys.len(), error = %e, "recording sync invocations failed");
-            }
+            self.commit(store.as_ref(), Arc::new(batch)).await;
             let (over, changed) = {
                 let mut held = self.held();
                 for &key in &keys {
@@ -248,6 +252,41 @@ impl WrittenBehind {
                 self.report(over);
             }
             self.settled.notify_waiters();
+        }
+    }
+
+    /// Commits `batch`, trying it again while the store cannot take it (down, or a commit whose
+    /// outcome is unknown), for up to [`RETRY_FOR`]: a store away for less loses no record. A
+    /// batch the store refuses (an id stored before) is given up at once, all or none; after an
+    /// unknown outcome such a refusal most likely means the first try was committed.
+    async fn commit(&self, store: &dyn Store, batch: Arc<Vec<Invocation>>) {
+        let started = Instant::now();
+        let mut delay = FIRST_RETRY;
+        let mut unknown = false;
+        loop {
+            let urgency = if self.hurried.swap(false, Ordering::AcqRel) { Urgency::Now } else { Urgency::Unhurried };
+            let error = match store.record_finished_all(batch.clone(), urgency).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            let (first, records) = (&batch[0].id, batch.len());
+            if !error.is_transient() {
+                match unknown {
+                    true => {
+                        tracing::warn!(%first, records, %error, "sync invocation records refused when tried again after an unknown outcome: most likely the first try was committed")
+                    }
+                    false => tracing::error!(%first, records, %error, "recording sync invocations failed"),
+                }
+                return;
+            }
+            if started.elapsed() >= RETRY_FOR {
+                tracing::error!(%first, records, %error, "recording sync invocations failed: given up after trying for 60 s");
+                return;
+            }
+            unknown |= matches!(error, keel_core::Error::OutcomeUnknown(_));
+            tracing::warn!(%first, records, %error, retry_in_ms = delay.as_millis() as u64, "recording sync invocations failed: trying again");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_RETRY);
         }
     }
 
@@ -551,6 +590,32 @@ mod tests {
         assert_eq!(behind.held().gathering.last().unwrap().payload.as_ptr(), at, "a large body is not copied");
         behind.wait_for(store.as_ref(), "01WAITS", Duration::from_secs(10)).await;
         assert_eq!(store.get("01WAITS").await.unwrap(), Some(pushed), "the copies are what is recorded");
+    }
+
+    /// A batch the store cannot take (down, or a commit whose outcome was lost) is tried again
+    /// until it is in: no record is lost to a store away for a moment. After an unknown outcome
+    /// the second try is refused (the first was committed), and the batch settles with its
+    /// records in the store, once each.
+    #[tokio::test]
+    async fn a_batch_the_store_could_not_take_is_tried_again_until_it_is_in() {
+        use keel_core::store::faulty::{Fault, FaultyStore, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let faulty = Arc::new(FaultyStore::new(open(&dir)));
+        let store: Arc<dyn Store> = faulty.clone();
+        let behind = Arc::new(WrittenBehind::default());
+        let liveness = Duration::from_secs(10);
+        // Down twice: the third try commits. Committed but unconfirmed: the second is refused.
+        for (fault, times, id) in [(Fault::Unavailable, 2, "01DOWN"), (Fault::CommitThenUnknown, 1, "01UNKNOWN")] {
+            for _ in 0..times {
+                faulty.plan(Write::RecordFinished, fault);
+            }
+            assert!(behind.push(store.clone(), finished(id.into())).is_none());
+            assert!(behind.drained(store.as_ref(), Instant::now() + liveness).await, "{fault:?}: the batch settles");
+            assert_eq!(faulty.pending(), 0, "{fault:?}: every planned fault fired");
+            assert_eq!(store.get(id).await.unwrap(), Some(finished(id.into())), "{fault:?}: the record is in");
+        }
+        let all = store.list(ListFilter { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(all.items.len(), 2, "each record once");
     }
 
     /// A batch the store refuses (here, an id stored before) is logged and given up — all or

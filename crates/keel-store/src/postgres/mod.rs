@@ -32,7 +32,7 @@ mod writer;
 mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -291,7 +291,7 @@ impl InvocationStore for PgStore {
         in_tx!(self, |tx| ops::record_finished(&tx, &invocation, effects.as_ref()))
     }
 
-    async fn record_finished_all(&self, invocations: Vec<Invocation>, _urgency: Urgency) -> Result<()> {
+    async fn record_finished_all(&self, invocations: Arc<Vec<Invocation>>, _urgency: Urgency) -> Result<()> {
         if invocations.is_empty() {
             return Ok(());
         }

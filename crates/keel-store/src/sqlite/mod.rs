@@ -313,7 +313,7 @@ impl InvocationStore for SqliteStore {
         self.writer.write_as(urgency, job).await
     }
 
-    async fn record_finished_all(&self, invocations: Vec<Invocation>, urgency: Urgency) -> Result<()> {
+    async fn record_finished_all(&self, invocations: Arc<Vec<Invocation>>, urgency: Urgency) -> Result<()> {
         if invocations.is_empty() {
             return Ok(());
         }

@@ -1,5 +1,7 @@
 //! Conformance cases: admission, leases, completions, retries, the DLQ, lists.
 
+use std::sync::Arc;
+
 use super::keys::{key_claim, reply, running_sync};
 use super::*;
 
@@ -316,18 +318,19 @@ pub async fn finished_sync_invocations_are_recorded_many_at_once_all_or_none(sto
         inv.response = Some(StoredResponse { status: 200, content_type: None, body: Bytes::from_static(b"{}") });
         inv
     };
-    store.record_finished_all(Vec::new(), Urgency::Now).await.unwrap();
+    store.record_finished_all(Arc::default(), Urgency::Now).await.unwrap();
     let batch: Vec<Invocation> = (0..120).map(|i| finished(&format!("01M{i:03}"), 1 + i % 3)).collect();
-    store.record_finished_all(batch.clone(), Urgency::Unhurried).await.unwrap();
+    store.record_finished_all(Arc::new(batch.clone()), Urgency::Unhurried).await.unwrap();
     for inv in &batch {
         assert_eq!(store.get(&inv.id).await.unwrap().as_ref(), Some(inv));
     }
-    let refused = store.record_finished_all(vec![finished("01N", 1), finished("01M007", 2)], Urgency::Now).await;
+    let refused =
+        store.record_finished_all(Arc::new(vec![finished("01N", 1), finished("01M007", 2)]), Urgency::Now).await;
     assert!(refused.is_err(), "an id stored before refuses its batch");
     assert_eq!(store.get("01N").await.unwrap(), None, "all or none");
     assert_eq!(store.get("01M007").await.unwrap().unwrap().attempt_count, 2, "the stored record is untouched");
-    let twice =
-        store.record_finished_all(vec![finished("01P", 1), finished("01Q", 3), finished("01P", 2)], Urgency::Now);
+    let twice = store
+        .record_finished_all(Arc::new(vec![finished("01P", 1), finished("01Q", 3), finished("01P", 2)]), Urgency::Now);
     assert!(twice.await.is_err(), "an id twice in a batch refuses it");
     for id in ["01P", "01Q"] {
         assert_eq!(store.get(id).await.unwrap(), None, "all or none: {id}");
@@ -434,7 +437,7 @@ pub async fn payloads_of_every_size_read_back_whole_at_every_step(store: &dyn St
         store.record_finished(finished(format!("01S{len}"), len), None, Urgency::Now).await.unwrap();
     }
     let many = sizes.iter().map(|&len| finished(format!("01M{len}"), len)).collect();
-    store.record_finished_all(many, Urgency::Now).await.unwrap();
+    store.record_finished_all(Arc::new(many), Urgency::Now).await.unwrap();
     for len in sizes {
         for prefix in ["01S", "01M"] {
             expect(&store.get(&format!("{prefix}{len}")).await.unwrap().expect("recorded"));
