@@ -145,7 +145,7 @@ def statements(sql, n):
     (warm-up included), one a line: calls, total and mean time, rows, and the statement's start."""
     rows = sql("SELECT calls, round(total_exec_time), round(mean_exec_time::numeric, 3), rows, "
                "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements "
-               f"WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+               "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                f"ORDER BY total_exec_time DESC LIMIT {n}")
     lines = [line.split("|") for line in rows.splitlines()]
     return "".join(f"\n    {c:>8} calls {t:>7} ms {m:>7} ms each {r:>8} rows  {q}" for c, t, m, r, q in lines)
