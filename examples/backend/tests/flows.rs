@@ -155,7 +155,12 @@ async fn bad_input_is_refused_by_keel_or_by_the_function_once_without_retries() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_a_user_reaches_all_three_subscribers() {
-    let backend = start(Behaviour { error_rate: 0.5, latency: Duration::from_millis(10) }).await;
+    // The email provider fails a fifth of its sends at random. At half, as this test once had
+    // it, six attempts in a row could fail (each after its three egress tries, or at an open
+    // breaker) and dead-letter the welcome email: on 5 December a CI run saw the send never
+    // succeed in 90 s, where it takes about a second. The breakers' own tests drive a provider
+    // that always fails.
+    let backend = start(Behaviour { error_rate: 0.2, latency: Duration::from_millis(10) }).await;
     let (status, _, user) =
         invoke(&backend, "register-user", &[], json!({"email": "Ada@Example.com", "name": "Ada"})).await;
     assert_eq!(status, 201, "{user}");
@@ -182,9 +187,9 @@ async fn registering_a_user_reaches_all_three_subscribers() {
         let done = format!("{}/v1/invocations?function={name}&status=succeeded", backend.url);
         eventually(&done, limit, |_, b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
     }
-    // The provider fails half its sends: a streak can open the email breakers for 10 s (calls
-    // held, not spent) more than once, so the send may take longer than the KV writes do. Seen
-    // once in CI past 30 s; it is the send's success that is checked, not its speed.
+    // A streak of failures can still open the email breakers for 10 s (calls held, not spent),
+    // so the send may take longer than the KV writes do; it is its success that is checked, not
+    // its speed.
     let sent = format!("{}/v1/invocations?function=send-welcome-email&status=succeeded", backend.url);
     eventually(&sent, Duration::from_secs(90), |_, b| b["items"].as_array().is_some_and(|i| i.len() == 1)).await;
     let (status, _, body) =
