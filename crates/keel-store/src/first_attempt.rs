@@ -30,6 +30,15 @@ pub(crate) fn in_row(inv: &Invocation) -> Option<&Attempt> {
     }
 }
 
+/// The attempts of finished invocations' records that go to `attempts`, with their invocation's
+/// id: every attempt of a record whose row keeps none ([`in_row`]).
+pub(crate) fn kept_apart(invs: &[Invocation]) -> Vec<(&str, &Attempt)> {
+    invs.iter()
+        .filter(|inv| in_row(inv).is_none())
+        .flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a)))
+        .collect()
+}
+
 /// The attempt a row keeps (`first_started_at`, `first_ended_at`, `result_status`), if it keeps
 /// one.
 pub(crate) fn of_row(times: (Option<Millis>, Option<Millis>), result_status: Option<u16>) -> Option<Attempt> {

@@ -31,12 +31,7 @@ pub(crate) async fn record_finished(tx: &Tx<'_>, inv: &Invocation, effects: Opti
 /// such records, the usual one, needs no second statement.
 pub(crate) async fn record_finished_all(tx: &Tx<'_>, invs: &[Invocation]) -> Result<()> {
     insert_all(tx, invs).await?;
-    let attempts: Vec<(&str, &Attempt)> = invs
-        .iter()
-        .filter(|inv| first_attempt::in_row(inv).is_none())
-        .flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a)))
-        .collect();
-    rows::insert_attempts(tx, &attempts).await.map_err(db_err)
+    rows::insert_attempts(tx, &first_attempt::kept_apart(invs)).await.map_err(db_err)
 }
 
 /// Stores the row of `inv` (not its attempts).

@@ -90,12 +90,7 @@ pub(crate) fn record_finished(conn: &Connection, inv: &Invocation, effects: Opti
 /// invocation's row ([`first_attempt::kept_in_row`]); only other attempts go to `attempts`.
 pub(crate) fn record_finished_all(conn: &Connection, invs: &[Invocation]) -> Result<()> {
     insert_all(conn, invs)?;
-    let attempts: Vec<(&str, &Attempt)> = invs
-        .iter()
-        .filter(|inv| first_attempt::in_row(inv).is_none())
-        .flat_map(|inv| inv.attempts.iter().map(move |a| (inv.id.as_str(), a)))
-        .collect();
-    rows::insert_attempts(conn, &attempts)
+    rows::insert_attempts(conn, &first_attempt::kept_apart(invs))
 }
 
 /// The columns of an invocation row, in the order [`bind_invocation`] binds them.
